@@ -1,0 +1,145 @@
+"""The interface every framework adapter implements, and lazy access to them.
+
+One small class per framework (as einops' backends): the same methods
+everywhere, the framework imported only when its adapter is first asked for.
+Everything outside the adapters talks numpy and the canonical weight layout.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from equivalence.layout import LayerWeights
+from equivalence.spec import StackSpec
+
+
+class FrameworkUnavailable(RuntimeError):
+    """The framework behind an adapter is not installed (tests skip on this)."""
+
+
+@dataclass(frozen=True)
+class ParamCount:
+    """Parameter counts as the framework itself reports them."""
+
+    per_layer: tuple[int, ...]
+    total: int
+    trainable_tensors: int
+
+
+STYLES: dict[str, tuple[str, ...]] = {
+    "torch": ("sequential", "modulelist", "plain_list"),
+    "keras": ("sequential", "functional", "subclass"),
+}
+"""Build styles per framework, known without importing any framework (for pytest ids)."""
+
+REGISTERING_STYLES: dict[str, tuple[str, ...]] = {
+    "torch": ("sequential", "modulelist"),
+    "keras": STYLES["keras"],
+}
+"""Styles whose parameters the framework registers; torch's ``plain_list`` is the seed notes' trap."""
+
+
+class Adapter(ABC):
+    """The same small set of operations for every framework.
+
+    ``kernel_layout`` says how the framework stores a kernel natively:
+    ``"out_in"`` (torch) or ``"in_out"`` (Keras, the canonical layout).
+    """
+
+    name: str
+    styles: tuple[str, ...]
+    kernel_layout: str
+
+    @abstractmethod
+    def build(self, spec: StackSpec, style: str) -> Any:
+        """A new model of ``spec`` in ``style``, built (weights exist) and ready to call."""
+
+    @abstractmethod
+    def build_layer(self, n_in: int, n_out: int, activation: str, *, bias: bool, dtype: str) -> Any:
+        """One built dense layer with its activation.
+
+        Every method below also accepts a plain list of such layers as the model
+        (the bare-layers form the numeric hot path reuses, see ``check.LayerPool``).
+        """
+
+    @abstractmethod
+    def get_weights(self, model: Any) -> list[LayerWeights]:
+        """The model's weights in the canonical layout (copies): ``W (in, out)``, ``b (out,)`` or None."""
+
+    @abstractmethod
+    def set_weights(self, model: Any, weights: Sequence[LayerWeights]) -> None:
+        """Write canonical weights into the model; checks every layer before writing any."""
+
+    @abstractmethod
+    def native_weights(self, model: Any) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """The weights exactly as the framework stores them (no transpose), for layout checks."""
+
+    @abstractmethod
+    def apply_layer(self, model: Any, index: int, x: np.ndarray) -> np.ndarray:
+        """Layer ``index`` (dense + activation) of the model applied to ``x``."""
+
+    @abstractmethod
+    def forward(self, model: Any, x: np.ndarray) -> np.ndarray:
+        """The model's own end-to-end forward pass."""
+
+    @abstractmethod
+    def count_params(self, model: Any) -> ParamCount:
+        """Trainable parameters per layer and in total, and the number of trainable tensors."""
+
+    @abstractmethod
+    def versions(self) -> dict[str, str]:
+        """Versions and settings of the framework, for fingerprints and report headers."""
+
+    def layer_outputs(self, model: Any, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Each layer ``l`` applied to its own input ``inputs[l]`` (the per-layer check)."""
+        return [self.apply_layer(model, i, x) for i, x in enumerate(inputs)]
+
+    def taps(self, model: Any, x: np.ndarray) -> list[np.ndarray]:
+        """Every layer's output along one chained pass (layer ``l`` fed layer ``l-1``'s output)."""
+        outs = []
+        for i in range(len(self.get_weights(model))):
+            x = self.apply_layer(model, i, x)
+            outs.append(x)
+        return outs
+
+    def check_style(self, style: str) -> None:
+        if style not in self.styles:
+            raise ValueError(f"unknown {self.name} style {style!r}; use one of {', '.join(self.styles)}")
+
+
+_ADAPTERS = {  # name -> (module, class, packages whose absence means "not installed")
+    "torch": ("equivalence.torch_adapter", "TorchAdapter", ("torch",)),
+    "keras": ("equivalence.keras_adapter", "KerasAdapter", ("keras", "tensorflow")),
+}
+FRAMEWORKS: tuple[str, ...] = tuple(_ADAPTERS)
+_cache: dict[str, Adapter] = {}
+
+
+def get_adapter(name: str) -> Adapter:
+    """The adapter for ``name`` ("torch" or "keras"), importing its framework on first use.
+
+    Raises ``FrameworkUnavailable`` (with the install hint) when the framework is missing.
+    """
+    if name in _cache:
+        return _cache[name]
+    if name not in _ADAPTERS:
+        raise ValueError(f"unknown framework {name!r}; use one of {', '.join(FRAMEWORKS)}")
+    module_name, class_name, packages = _ADAPTERS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] in packages:
+            raise FrameworkUnavailable(
+                f"{name} adapter needs the {exc.name!r} package, which is not installed "
+                "(make venv installs the pinned CPU builds)"
+            ) from exc
+        raise
+    adapter = getattr(module, class_name)()
+    _cache[name] = adapter
+    return adapter

@@ -1,0 +1,112 @@
+"""The spec of a dense stack: input width, layer widths, activations, bias, dtype.
+
+A spec is framework-neutral and immutable. Every adapter builds from it, the
+reference computes from it, and its ``id`` names the case in pytest and in reports.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from equivalence.activations import ACTIVATIONS
+from equivalence.dtypes import DTYPES, short_dtype_name
+
+DEFAULT_ACTIVATION = "sigmoid"
+
+
+def _check_width(value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(
+            f"{where} must be a positive integer, got {value!r} ({type(value).__name__})"
+        )
+    if value <= 0:
+        raise ValueError(f"{where} must be a positive integer, got {value}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class StackSpec:
+    """A dense stack ``input_width -> widths[0] -> ... -> widths[-1]``.
+
+    ``activations`` may be one name (used for every layer) or one name per layer.
+    """
+
+    input_width: int
+    widths: tuple[int, ...]
+    activations: tuple[str, ...] | str = DEFAULT_ACTIVATION
+    bias: bool = True
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "input_width", _check_width(self.input_width, "input_width"))
+        if isinstance(self.widths, (str, bytes)) or not isinstance(self.widths, Sequence):
+            raise ValueError(f"widths must be a sequence of positive integers, got {self.widths!r}")
+        if len(self.widths) == 0:
+            raise ValueError("widths is empty: a stack needs at least one layer")
+        widths = tuple(_check_width(w, f"widths[{i}] (layer {i})") for i, w in enumerate(self.widths))
+        object.__setattr__(self, "widths", widths)
+
+        acts = self.activations
+        if isinstance(acts, str):
+            acts = (acts,) * len(widths)
+        elif not isinstance(acts, Sequence) or len(acts) != len(widths):
+            got = len(acts) if isinstance(acts, Sequence) else acts
+            raise ValueError(
+                f"activations has {got} entries but there are {len(widths)} layers: "
+                "give one name for all layers or exactly one per layer"
+            )
+        for i, name in enumerate(acts):
+            if name not in ACTIVATIONS:
+                raise ValueError(
+                    f"unknown activation {name!r} for layer {i}; known: {', '.join(sorted(ACTIVATIONS))}"
+                )
+        object.__setattr__(self, "activations", tuple(acts))
+
+        if not isinstance(self.bias, bool):
+            raise ValueError(f"bias must be True or False, got {self.bias!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {self.dtype!r}; known: {', '.join(DTYPES)}")
+
+    # --- derived facts -------------------------------------------------------
+    @property
+    def depth(self) -> int:
+        return len(self.widths)
+
+    @property
+    def fan_ins(self) -> tuple[int, ...]:
+        return (self.input_width, *self.widths[:-1])
+
+    @property
+    def layer_shapes(self) -> tuple[tuple[int, int], ...]:
+        """Canonical kernel shape ``(in, out)`` of every layer."""
+        return tuple(zip(self.fan_ins, self.widths))
+
+    @property
+    def param_counts(self) -> tuple[int, ...]:
+        """Parameters per layer: ``in*out`` (+ ``out`` with bias)."""
+        return tuple(i * o + (o if self.bias else 0) for i, o in self.layer_shapes)
+
+    @property
+    def total_params(self) -> int:
+        return sum(self.param_counts)
+
+    @property
+    def tensors_per_layer(self) -> int:
+        return 2 if self.bias else 1
+
+    @property
+    def id(self) -> str:
+        """A short readable id such as ``5-7-3_sigmoid_f32`` or ``5-7relu-3tanh_f32_nobias``."""
+        if len(set(self.activations)) == 1:
+            body = "-".join(map(str, (self.input_width, *self.widths))) + f"_{self.activations[0]}"
+        else:
+            body = "-".join(
+                [str(self.input_width)] + [f"{w}{a}" for w, a in zip(self.widths, self.activations)]
+            )
+        suffix = "" if self.bias else "_nobias"
+        return f"{body}_{short_dtype_name(self.dtype)}{suffix}"
+
+    def __str__(self) -> str:
+        return self.id

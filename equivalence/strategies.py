@@ -1,0 +1,101 @@
+"""Hypothesis strategies for specs and cases.
+
+Square consecutive layers (where a missing transpose is shape-valid) and width 1
+are drawn often on purpose; so are batch size 1 and inputs large enough to
+saturate the sigmoid. Weights come from a drawn seed, so a failing example
+shrinks to a minimal stack and replays from its seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from hypothesis import strategies as st
+from hypothesis.errors import InvalidArgument
+
+from equivalence.activations import ACTIVATIONS
+from equivalence.case import WEIGHT_SCALES, Case, make_case
+from equivalence.dtypes import DTYPES
+from equivalence.spec import StackSpec
+
+MAX_DEPTH = 8
+MAX_WIDTH = 64
+MAX_BATCH = 32
+INPUT_SCALES = (1.0, 0.1, 10.0, 100.0)
+"""Input magnitudes; 100 saturates a sigmoid stack with U(-1, 1) weights. The first is where shrinking goes."""
+
+seeds = st.integers(0, 2**32 - 1)
+
+
+def _check_choices(name: str, given: Sequence[str], known: Sequence[str]) -> tuple[str, ...]:
+    given = tuple(given)
+    if not given:
+        raise InvalidArgument(f"{name} is empty; pass at least one of {', '.join(known)}")
+    unknown = [g for g in given if g not in known]
+    if unknown:
+        raise InvalidArgument(f"{name} has unknown entries {unknown}; choose from {', '.join(known)}")
+    return given
+
+
+def _check_bound(name: str, value: int, low: int) -> int:
+    if not isinstance(value, int) or value < low:
+        raise InvalidArgument(f"{name}={value!r} must be an integer of at least {low}")
+    return value
+
+
+@st.composite
+def widths(draw: st.DrawFn, *, input_width: int, max_depth: int = MAX_DEPTH,
+           max_width: int = MAX_WIDTH) -> tuple[int, ...]:
+    """Layer widths; each layer is square to the previous one, width 1, or any width."""
+    depth = draw(st.integers(1, max_depth), label="depth")
+    out, previous = [], input_width
+    for i in range(depth):
+        kind = draw(st.sampled_from(("any", "square", "one")), label=f"layer {i} width kind")
+        if kind == "square":
+            width = previous
+        elif kind == "one":
+            width = 1
+        else:
+            width = draw(st.integers(1, max_width), label=f"layer {i} width")
+        out.append(width)
+        previous = width
+    return tuple(out)
+
+
+@st.composite
+def specs(draw: st.DrawFn, *, activations: Sequence[str] = ("sigmoid",), dtypes: Sequence[str] = ("float32",),
+          max_depth: int = MAX_DEPTH, max_width: int = MAX_WIDTH,
+          bias: bool | None = None) -> StackSpec:
+    """Stack specs; every layer draws its own activation from ``activations``.
+
+    ``bias=None`` draws bias on or off (mostly on).
+    """
+    activations = _check_choices("activations", activations, sorted(ACTIVATIONS))
+    dtypes = _check_choices("dtypes", dtypes, DTYPES)
+    _check_bound("max_depth", max_depth, 1)
+    _check_bound("max_width", max_width, 1)
+    input_width = draw(st.integers(1, max_width), label="input width")
+    layer_widths = draw(widths(input_width=input_width, max_depth=max_depth, max_width=max_width))
+    acts = tuple(draw(st.sampled_from(activations), label=f"layer {i} activation")
+                 for i in range(len(layer_widths)))
+    has_bias = draw(st.sampled_from((True, True, True, False)), label="bias") if bias is None else bias
+    dtype = draw(st.sampled_from(dtypes), label="dtype")
+    return StackSpec(input_width, layer_widths, acts, bias=has_bias, dtype=dtype)
+
+
+
+
+@st.composite
+def cases(draw: st.DrawFn, spec_strategy: st.SearchStrategy[StackSpec] | None = None,
+          *, max_batch: int = MAX_BATCH) -> Case:
+    """A spec with seeded weights and inputs (see ``equivalence.case.make_case``)."""
+    _check_bound("max_batch", max_batch, 1)
+    spec = draw(spec_strategy if spec_strategy is not None else specs(), label="spec")
+    batch = draw(st.one_of(st.just(1), st.integers(1, max_batch)), label="batch")
+    return make_case(
+        spec,
+        seed=draw(seeds, label="seed"),
+        batch=batch,
+        input_scale=draw(st.sampled_from(INPUT_SCALES), label="input scale"),
+        weight_scale=draw(st.sampled_from(WEIGHT_SCALES), label="weight scale"),
+    )

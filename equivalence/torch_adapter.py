@@ -1,0 +1,166 @@
+"""PyTorch adapter. torch ``Linear.weight`` is ``(out, in)``: this module transposes, nobody else."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from equivalence.adapters import STYLES, Adapter, ParamCount
+from equivalence.dtypes import numpy_dtype
+from equivalence.layout import LayerWeights, check_weights
+from equivalence.spec import StackSpec
+
+_TORCH_DTYPES = {
+    "float64": torch.float64, "float32": torch.float32,
+    "float16": torch.float16, "bfloat16": torch.bfloat16,
+}
+
+# Keras name -> torch module, with every argument explicit.
+ACTIVATION_MODULES = {
+    "sigmoid": lambda: nn.Sigmoid(),
+    "tanh": lambda: nn.Tanh(),
+    "relu": lambda: nn.ReLU(),
+    "linear": lambda: nn.Identity(),
+}
+
+
+class ModuleListStack(nn.Module):
+    """A subclass holding its layers in registered ``nn.ModuleList`` s."""
+
+    def __init__(self, linears: Sequence[nn.Linear], activations: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.linears = nn.ModuleList(linears)
+        self.activations = nn.ModuleList(activations)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for linear, act in zip(self.linears, self.activations):
+            x = act(linear(x))
+        return x
+
+
+class PlainListStack(nn.Module):
+    """The seed notes' loop over a plain python list.
+
+    The forward pass works, but torch does not register modules held in a plain
+    list: ``parameters()`` and ``state_dict()`` are empty and ``.double()`` skips
+    them. The parameter-count check exists to catch exactly this.
+    """
+
+    def __init__(self, linears: Sequence[nn.Linear], activations: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.layers = list(zip(linears, activations))  # deliberately NOT an nn.ModuleList
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for linear, act in self.layers:
+            x = act(linear(x))
+        return x
+
+
+def _layers(model: nn.Module | list) -> list[tuple[nn.Linear, nn.Module]]:
+    if isinstance(model, list):  # bare layers from build_layer
+        return model
+    if isinstance(model, PlainListStack):
+        return list(model.layers)
+    if isinstance(model, ModuleListStack):
+        return list(zip(model.linears, model.activations))
+    if isinstance(model, nn.Sequential):
+        children = list(model)
+        pairs = []
+        for i, child in enumerate(children):
+            if isinstance(child, nn.Linear):
+                nxt = children[i + 1] if i + 1 < len(children) else nn.Identity()
+                pairs.append((child, nn.Identity() if isinstance(nxt, nn.Linear) else nxt))
+        return pairs
+    raise TypeError(f"torch adapter does not know how to walk a {type(model).__name__}")
+
+
+def _to_numpy(t: torch.Tensor, dtype: np.dtype) -> np.ndarray:
+    t = t.detach()
+    if t.dtype == torch.bfloat16:  # numpy has no bfloat16: go through float32, exactly
+        return t.float().numpy().astype(dtype)
+    return t.numpy().copy()
+
+
+def _to_tensor(a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+    a = np.asarray(a)
+    if dtype == torch.bfloat16:
+        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(dtype)
+    return torch.from_numpy(np.ascontiguousarray(a)).to(dtype)
+
+
+class TorchAdapter(Adapter):
+    name = "torch"
+    styles = STYLES["torch"]
+    kernel_layout = "out_in"
+
+    def build(self, spec: StackSpec, style: str) -> nn.Module:
+        self.check_style(style)
+        dtype = _TORCH_DTYPES[spec.dtype]
+        linears = [nn.Linear(i, o, bias=spec.bias, dtype=dtype) for i, o in spec.layer_shapes]
+        acts = [ACTIVATION_MODULES[a]() for a in spec.activations]
+        if style == "sequential":
+            return nn.Sequential(*[m for pair in zip(linears, acts) for m in pair])
+        if style == "modulelist":
+            return ModuleListStack(linears, acts)
+        return PlainListStack(linears, acts)
+
+    def build_layer(self, n_in: int, n_out: int, activation: str, *, bias: bool,
+                    dtype: str) -> tuple[nn.Linear, nn.Module]:
+        return nn.Linear(n_in, n_out, bias=bias, dtype=_TORCH_DTYPES[dtype]), ACTIVATION_MODULES[activation]()
+
+    def get_weights(self, model: nn.Module) -> list[LayerWeights]:
+        # torch stores (out, in); the canonical layout is (in, out).
+        return [LayerWeights(W.T.copy(), b) for W, b in self.native_weights(model)]
+
+    def native_weights(self, model: nn.Module) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        out = []
+        for linear, _ in _layers(model):
+            dt = _numpy_dtype_of(linear.weight)
+            out.append((_to_numpy(linear.weight, dt), None if linear.bias is None else _to_numpy(linear.bias, dt)))
+        return out
+
+    def set_weights(self, model: nn.Module, weights: Sequence[LayerWeights]) -> None:
+        linears = [linear for linear, _ in _layers(model)]
+        check_weights([(lin.in_features, lin.out_features) for lin in linears],
+                      [lin.bias is not None for lin in linears], weights, what="torch set_weights")
+        with torch.no_grad():
+            for linear, (W, b) in zip(linears, weights):
+                linear.weight.copy_(_to_tensor(np.asarray(W).T, linear.weight.dtype))
+                if b is not None:
+                    linear.bias.copy_(_to_tensor(b, linear.bias.dtype))
+
+    def apply_layer(self, model: nn.Module, index: int, x: np.ndarray) -> np.ndarray:
+        linear, act = _layers(model)[index]
+        with torch.no_grad():
+            y = act(linear(_to_tensor(x, linear.weight.dtype)))
+        return _to_numpy(y, _numpy_dtype_of(linear.weight))
+
+    def forward(self, model: nn.Module, x: np.ndarray) -> np.ndarray:
+        layers = _layers(model)
+        with torch.no_grad():
+            y = _to_tensor(x, layers[0][0].weight.dtype)
+            if isinstance(model, list):
+                for linear, act in layers:
+                    y = act(linear(y))
+            else:
+                y = model(y)
+        return _to_numpy(y, _numpy_dtype_of(layers[-1][0].weight))
+
+    def count_params(self, model: nn.Module) -> ParamCount:
+        per_layer = tuple(sum(p.numel() for p in linear.parameters() if p.requires_grad)
+                          for linear, _ in _layers(model))
+        params = (p for linear, _ in model for p in linear.parameters()) if isinstance(model, list) \
+            else model.parameters()
+        trainable = [p for p in params if p.requires_grad]
+        return ParamCount(per_layer, sum(p.numel() for p in trainable), len(trainable))
+
+    def versions(self) -> dict[str, str]:
+        return {"torch": torch.__version__, "torch_threads": str(torch.get_num_threads())}
+
+
+def _numpy_dtype_of(t: torch.Tensor) -> np.dtype:
+    name = {v: k for k, v in _TORCH_DTYPES.items()}[t.dtype]
+    return numpy_dtype(name)

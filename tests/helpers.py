@@ -1,0 +1,54 @@
+"""Assertion helpers: keyword-only, one message format (what, where, got, expected), a replay note."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from equivalence.adapters import Adapter
+from equivalence.case import Case
+from equivalence.compare import Comparison
+from equivalence.layout import LayerWeights, weights_equal
+
+
+def replay_note(case: Case) -> str:
+    x = np.array2string(case.x, precision=9, threshold=64)
+    return (
+        f"\nto rebuild: spec = {case.spec!r}\n"
+        f"  batch={case.batch}; x (first values) = {x[:200]}\n"
+        "  (the hypothesis blob / seed above replays the whole case)"
+    )
+
+
+def assert_layers_agree(*, comparison: Comparison, case: Case) -> None:
+    """Every pair agrees at every layer; else name each failing pair's first diverging layer."""
+    assert comparison.passed, comparison.message() + replay_note(case)
+
+
+def assert_weights_identical(*, got: Sequence[LayerWeights], expected: Sequence[LayerWeights], what: str) -> None:
+    if weights_equal(got, expected):
+        return
+    for i, ((gw, gb), (ew, eb)) in enumerate(zip(got, expected)):
+        if gw.shape != ew.shape or gw.dtype != ew.dtype or not np.array_equal(gw, ew):
+            differing = np.count_nonzero(gw != ew) if gw.shape == ew.shape else "all"
+            raise AssertionError(f"{what}: layer {i} kernel differs: got {gw.dtype}{gw.shape}, expected "
+                                 f"{ew.dtype}{ew.shape}, {differing} elements differ")
+        if (gb is None) != (eb is None) or (gb is not None and not np.array_equal(gb, eb)):
+            raise AssertionError(f"{what}: layer {i} bias differs: got {gb}, expected {eb}")
+    raise AssertionError(f"{what}: {len(got)} layers, expected {len(expected)}")
+
+
+def reference_inputs(case: Case) -> list[np.ndarray]:
+    from equivalence.dtypes import numpy_dtype
+    from equivalence.reference import layerwise_reference
+
+    dt = numpy_dtype(case.spec.dtype)
+    return [t.x.astype(dt) for t in layerwise_reference(case.spec, case.weights, case.x)]
+
+
+def build_loaded(adapter: Adapter, case: Case, style: str) -> Any:
+    model = adapter.build(case.spec, style)
+    adapter.set_weights(model, case.weights)
+    return model

@@ -1,0 +1,79 @@
+"""Weights cross between frameworks exactly, and the transpose lives in one place."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+
+from equivalence.adapters import STYLES
+from equivalence.case import make_case
+from equivalence.check import check_case
+from equivalence.layout import LayerWeights
+from equivalence.spec import StackSpec
+from equivalence.strategies import cases
+from equivalence.transfer import transfer
+from tests.helpers import assert_weights_identical, build_loaded
+
+STYLE_PAIRS = list(zip(STYLES["torch"], STYLES["keras"]))
+IDS = [f"{t}-{k}" for t, k in STYLE_PAIRS]
+
+
+@pytest.mark.parametrize(("torch_style", "keras_style"), STYLE_PAIRS, ids=IDS)
+@given(case=cases())
+def test_torch_to_keras_copies_the_transpose_bit_for_bit(case, torch_style, keras_style, torch_adapter,
+                                                         keras_adapter):
+    source = build_loaded(torch_adapter, case, torch_style)
+    target = keras_adapter.build(case.spec, keras_style)
+    transfer(torch_adapter, source, keras_adapter, target)
+    for layer, ((tw, tb), (kw, kb)) in enumerate(zip(torch_adapter.native_weights(source),
+                                                     keras_adapter.native_weights(target))):
+        assert kw.shape == tw.T.shape, f"layer {layer}: keras kernel {kw.shape}, torch weight {tw.shape}"
+        assert kw.tobytes() == np.ascontiguousarray(tw.T).tobytes(), f"layer {layer}: kernel != torch weight.T"
+        assert (kb is None and tb is None) or kb.tobytes() == tb.tobytes(), f"layer {layer}: bias differs"
+
+
+@pytest.mark.parametrize(("torch_style", "keras_style"), STYLE_PAIRS, ids=IDS)
+@given(case=cases())
+def test_round_trip_torch_keras_torch_is_the_identity(case, torch_style, keras_style, torch_adapter, keras_adapter):
+    original = build_loaded(torch_adapter, case, torch_style)
+    via_keras = keras_adapter.build(case.spec, keras_style)
+    back = torch_adapter.build(case.spec, torch_style)
+    transfer(torch_adapter, original, keras_adapter, via_keras)
+    transfer(keras_adapter, via_keras, torch_adapter, back)
+    assert_weights_identical(got=torch_adapter.get_weights(back), expected=torch_adapter.get_weights(original),
+                             what="torch -> keras -> torch")
+
+
+@pytest.mark.parametrize("direction", ["torch->keras", "keras->torch"])
+def test_a_shape_mismatch_names_the_layer_and_both_shapes(direction, torch_adapter, keras_adapter):
+    adapters = {"torch": torch_adapter, "keras": keras_adapter}
+    src_name, dst_name = direction.split("->")
+    src, dst = adapters[src_name], adapters[dst_name]
+    source = src.build(StackSpec(4, (5, 3)), src.styles[0])
+    target = dst.build(StackSpec(4, (5, 2)), dst.styles[0])
+    before = dst.get_weights(target)
+    with pytest.raises(ValueError, match=r"layer 1 kernel has shape \(5, 3\), expected \(5, 2\)"):
+        transfer(src, source, dst, target)
+    assert_weights_identical(got=dst.get_weights(target), expected=before, what="target after a refused transfer")
+
+
+def test_a_missing_transpose_on_a_square_layer_passes_shapes_and_fails_on_values(torch_adapter, keras_adapter):
+    """Shape-valid, so only values can catch it: the per-layer check names layer 1."""
+    case = make_case(StackSpec(4, (6, 6, 2)), seed=7, batch=3)
+    untransposed = [w if i != 1 else LayerWeights(w.W.T.copy(), w.b) for i, w in enumerate(case.weights)]
+    keras_model = keras_adapter.build(case.spec, "functional")
+    keras_adapter.set_weights(keras_model, untransposed)  # accepted silently: (6, 6) either way
+    torch_model = build_loaded(torch_adapter, case, "sequential")
+    outputs = {"torch": torch_adapter.layer_outputs(torch_model, _inputs(case)),
+               "keras": keras_adapter.layer_outputs(keras_model, _inputs(case))}
+    from equivalence.compare import compare_layers
+
+    result = compare_layers(case.spec, case.weights, case.x, outputs)
+    assert result.failing_pairs() == {"keras vs reference": 1, "torch vs keras": 1}
+    assert result.first_failure(("keras", "reference")).ratio > 1000
+    assert check_case(case, {"torch": (torch_adapter, torch_model)}).passed
+
+
+def _inputs(case):
+    from tests.helpers import reference_inputs
+
+    return reference_inputs(case)
