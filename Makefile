@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lint test check clean
+.PHONY: help venv lint test check bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -26,6 +26,9 @@ test: venv ## pytest (pass PYTEST_ARGS="-n auto" for xdist)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 check: lint test ## lint and test: the README's command
+
+bench: venv ## benchmark the check path against the naive loop and the floor (writes bench.json)
+	$(BIN)/python -m equivalence.bench
 
 clean: ## remove the venv and caches
 	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache

@@ -57,3 +57,26 @@ def layer_pool():
     from equivalence.check import LayerPool
 
     return LayerPool()
+
+
+def _cross_framework_cases() -> int:
+    from tests.helpers import CROSS_FRAMEWORK_CASES
+
+    return CROSS_FRAMEWORK_CASES["count"]
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker: hand the count to the controller
+        workeroutput["cross_framework_cases"] = _cross_framework_cases()
+
+
+def pytest_testnodedown(node, error) -> None:  # xdist controller hook
+    node.config._cross_framework_from_workers = (
+        getattr(node.config, "_cross_framework_from_workers", 0) + node.workeroutput.get("cross_framework_cases", 0)
+    )
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    total = _cross_framework_cases() + getattr(config, "_cross_framework_from_workers", 0)
+    terminalreporter.write_line(f"cross-framework cases checked (torch and Keras together): {total}")

@@ -80,6 +80,24 @@ def _numpy(value: Any) -> np.ndarray:
     return value.numpy() if _TENSORFLOW else keras.ops.convert_to_numpy(value)
 
 
+def _assign(variable: Any, value: np.ndarray) -> None:
+    """``variable.assign(value)``, through the backend variable on TensorFlow.
+
+    Keras' ``assign`` converts, checks the shape, adds a cast op and reads the
+    value back: 0.17 ms a variable, against 0.058 ms for
+    ``tf.Variable.assign(value, read_value=False)`` on the variable that
+    ``variable.value`` is outside a layer call (measured; the hot path does 2 per
+    layer). Shapes were checked by ``check_weights`` already and the dtype is
+    matched here. The weight round-trip tests read back through Keras' own
+    ``kernel.numpy()``, so a missed write would fail them.
+    """
+    value = np.asarray(value, dtype=variable.dtype)
+    if _TENSORFLOW:
+        variable.value.assign(value, read_value=False)
+    else:
+        variable.assign(value)
+
+
 class KerasAdapter(Adapter):
     name = "keras"
     styles = STYLES["keras"]
@@ -138,9 +156,9 @@ class KerasAdapter(Adapter):
         check_weights([tuple(layer.kernel.shape) for layer in layers],
                       [layer.bias is not None for layer in layers], weights, what="keras set_weights")
         for layer, (W, b) in zip(layers, weights):
-            layer.kernel.assign(np.asarray(W))
+            _assign(layer.kernel, W)
             if b is not None:
-                layer.bias.assign(np.asarray(b))
+                _assign(layer.bias, b)
 
     def apply_layer(self, model: Any, index: int, x: np.ndarray) -> np.ndarray:
         return _numpy(_dense_layers(model)[index](x))

@@ -2,12 +2,12 @@
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 
 from equivalence.adapters import REGISTERING_STYLES, STYLES
 from equivalence.compare import param_count_problems
 from equivalence.strategies import cases, specs
-from tests.helpers import assert_weights_identical, build_loaded, reference_inputs
+from tests.helpers import BUILD_EXAMPLES, assert_weights_identical, build_loaded, reference_inputs
 
 ALL = [(f, s) for f in STYLES for s in STYLES[f]]
 REGISTERING = [(f, s) for f in REGISTERING_STYLES for s in REGISTERING_STYLES[f]]
@@ -19,6 +19,7 @@ def _adapter(request, framework):
 
 
 @pytest.mark.parametrize(("framework", "style"), ALL, ids=[f"{f}-{s}" for f, s in ALL])
+@settings(max_examples=BUILD_EXAMPLES)
 @given(case=cases())
 def test_shapes_agree(case, framework, style, request):
     adapter = _adapter(request, framework)
@@ -37,6 +38,7 @@ def test_shapes_agree(case, framework, style, request):
 
 
 @pytest.mark.parametrize(("framework", "style"), REGISTERING, ids=[f"{f}-{s}" for f, s in REGISTERING])
+@settings(max_examples=BUILD_EXAMPLES)
 @given(spec=specs())
 def test_parameter_counts_agree(spec, framework, style, request):
     """sum(in*out + out) = torch's requires_grad sum = Keras count_params(), 2 tensors a layer."""
@@ -60,6 +62,7 @@ def test_the_plain_list_trap_is_caught_by_the_parameter_check(torch_adapter):
 
 
 @pytest.mark.parametrize(("framework", "style"), ALL, ids=[f"{f}-{s}" for f, s in ALL])
+@settings(max_examples=BUILD_EXAMPLES)
 @given(case=cases())
 def test_weights_written_are_read_back_bit_for_bit(case, framework, style, request):
     adapter = _adapter(request, framework)

@@ -17,11 +17,9 @@ from hypothesis import given, settings
 from equivalence.adapters import STYLES
 from equivalence.check import check_case
 from equivalence.strategies import cases
-from tests.helpers import assert_layers_agree, build_loaded
+from tests.helpers import BUILD_EXAMPLES, NUMERIC_EXAMPLES, assert_layers_agree, build_loaded
 
 STYLE_PAIRS = list(zip(STYLES["torch"], STYLES["keras"]))
-NUMERIC_EXAMPLES = 10 * settings.default.max_examples
-STYLE_EXAMPLES = max(10, settings.default.max_examples // 4)
 
 
 @settings(max_examples=NUMERIC_EXAMPLES)
@@ -35,7 +33,7 @@ def test_every_layer_agrees_three_ways(case, torch_adapter, keras_adapter, layer
 
 
 @pytest.mark.parametrize(("torch_style", "keras_style"), STYLE_PAIRS, ids=[f"{t}-{k}" for t, k in STYLE_PAIRS])
-@settings(max_examples=STYLE_EXAMPLES)
+@settings(max_examples=BUILD_EXAMPLES)
 @given(case=cases())
 def test_every_layer_of_every_build_style_agrees_three_ways(case, torch_style, keras_style, torch_adapter,
                                                              keras_adapter):
@@ -48,7 +46,7 @@ def test_every_layer_of_every_build_style_agrees_three_ways(case, torch_style, k
 
 @pytest.mark.parametrize("framework", ["torch", "keras"])
 @pytest.mark.parametrize("style_index", [0, 1, 2])
-@settings(max_examples=STYLE_EXAMPLES)
+@settings(max_examples=BUILD_EXAMPLES)
 @given(case=cases())
 def test_the_models_own_forward_equals_its_chained_layers(case, framework, style_index, request):
     """The numeric checks call layer by layer; this shows the model's own forward (its

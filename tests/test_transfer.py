@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 
 from equivalence.adapters import STYLES
 from equivalence.case import make_case
@@ -11,19 +11,21 @@ from equivalence.layout import LayerWeights
 from equivalence.spec import StackSpec
 from equivalence.strategies import cases
 from equivalence.transfer import transfer
-from tests.helpers import assert_weights_identical, build_loaded
+from tests.helpers import BUILD_EXAMPLES, assert_weights_identical, build_loaded, count_cross_framework_case
 
 STYLE_PAIRS = list(zip(STYLES["torch"], STYLES["keras"]))
 IDS = [f"{t}-{k}" for t, k in STYLE_PAIRS]
 
 
 @pytest.mark.parametrize(("torch_style", "keras_style"), STYLE_PAIRS, ids=IDS)
+@settings(max_examples=BUILD_EXAMPLES)
 @given(case=cases())
 def test_torch_to_keras_copies_the_transpose_bit_for_bit(case, torch_style, keras_style, torch_adapter,
                                                          keras_adapter):
     source = build_loaded(torch_adapter, case, torch_style)
     target = keras_adapter.build(case.spec, keras_style)
     transfer(torch_adapter, source, keras_adapter, target)
+    count_cross_framework_case()
     for layer, ((tw, tb), (kw, kb)) in enumerate(zip(torch_adapter.native_weights(source),
                                                      keras_adapter.native_weights(target))):
         assert kw.shape == tw.T.shape, f"layer {layer}: keras kernel {kw.shape}, torch weight {tw.shape}"
@@ -32,6 +34,7 @@ def test_torch_to_keras_copies_the_transpose_bit_for_bit(case, torch_style, kera
 
 
 @pytest.mark.parametrize(("torch_style", "keras_style"), STYLE_PAIRS, ids=IDS)
+@settings(max_examples=BUILD_EXAMPLES)
 @given(case=cases())
 def test_round_trip_torch_keras_torch_is_the_identity(case, torch_style, keras_style, torch_adapter, keras_adapter):
     original = build_loaded(torch_adapter, case, torch_style)
@@ -39,6 +42,7 @@ def test_round_trip_torch_keras_torch_is_the_identity(case, torch_style, keras_s
     back = torch_adapter.build(case.spec, torch_style)
     transfer(torch_adapter, original, keras_adapter, via_keras)
     transfer(keras_adapter, via_keras, torch_adapter, back)
+    count_cross_framework_case()
     assert_weights_identical(got=torch_adapter.get_weights(back), expected=torch_adapter.get_weights(original),
                              what="torch -> keras -> torch")
 

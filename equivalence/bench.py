@@ -1,0 +1,175 @@
+"""``make bench``: how fast the suite's check path runs against the naive loop and the floor.
+
+One run measures, on one fixed seeded workload (depth 1-6, widths 1-64, batch
+1-32, sigmoid, float32, full three-way per-layer check):
+
+* ours: cases per second of ``check_case`` with the ``LayerPool`` the suite uses,
+  over 10,000 cases after a warm-up, and the RSS growth over them;
+* naive: the seed notebooks' way per case (build a Keras ``Sequential`` and a
+  torch model, ``set_weights``, ``predict``, compare, ``clear_session``);
+* floor: the same cases with layers already built and weights already in place,
+  timing only the torch forward, the Keras forward and the numpy reference.
+
+Ours, the floor and the naive loop are then timed block by block on the same
+cases (``compare_interleaved``), so the ratios survive a machine whose load drifts.
+The last line is machine-readable and nothing follows it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from equivalence.adapters import get_adapter
+from equivalence.case import WEIGHT_SCALES, Case, make_case
+from equivalence.check import LayerPool, check_case
+from equivalence.reference import layerwise_reference
+from equivalence.spec import StackSpec
+from equivalence.strategies import BOUNDARY_WIDTHS, INPUT_SCALES
+
+
+def random_spec(rng: np.random.Generator, *, max_depth: int = 6) -> StackSpec:
+    """As ``strategies.specs`` draws them: each layer square to the previous one, width 1,
+    or one of ``BOUNDARY_WIDTHS`` (1-64)."""
+    input_width = int(rng.choice(BOUNDARY_WIDTHS))
+    widths, previous = [], input_width
+    for _ in range(int(rng.integers(1, max_depth + 1))):
+        kind = rng.integers(3)
+        width = previous if kind == 0 else 1 if kind == 1 else int(rng.choice(BOUNDARY_WIDTHS))
+        widths.append(width)
+        previous = width
+    return StackSpec(input_width, tuple(widths))
+
+
+def workload(n: int, *, seed: int = 20261122) -> list[Case]:
+    rng = np.random.default_rng(seed)
+    return [
+        make_case(random_spec(rng), seed=int(rng.integers(2**32)), batch=int(rng.integers(1, 33)),
+                  input_scale=float(rng.choice(INPUT_SCALES)), weight_scale=str(rng.choice(WEIGHT_SCALES)))
+        for _ in range(n)
+    ]
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * (4096 / 2**20)
+
+
+def run_ours(cases: Sequence[Case], pool: LayerPool) -> tuple[float, int]:
+    """Seconds for the suite's check path over ``cases``, and how many disagreed."""
+    torch_a, keras_a = get_adapter("torch"), get_adapter("keras")
+    failures = 0
+    start = time.perf_counter()
+    for case in cases:
+        models = {"torch": (torch_a, pool.stack(torch_a, case.spec)),
+                  "keras": (keras_a, pool.stack(keras_a, case.spec))}
+        failures += not check_case(case, models).passed
+    return time.perf_counter() - start, failures
+
+
+def run_floor(cases: Sequence[Case], pool: LayerPool) -> float:
+    """Seconds of only the two forwards and the reference; building and loading weights untimed."""
+    torch_a, keras_a = get_adapter("torch"), get_adapter("keras")
+    total = 0.0
+    for case in cases:
+        t, k = pool.stack(torch_a, case.spec), pool.stack(keras_a, case.spec)
+        torch_a.set_weights(t, case.weights)
+        keras_a.set_weights(k, case.weights)
+        inputs = [tr.x.astype(np.float32) for tr in layerwise_reference(case.spec, case.weights, case.x)]
+        start = time.perf_counter()
+        torch_a.layer_outputs(t, inputs)
+        keras_a.layer_outputs(k, inputs)
+        layerwise_reference(case.spec, case.weights, case.x)
+        total += time.perf_counter() - start
+    return total
+
+
+def run_naive(cases: Sequence[Case]) -> float:
+    """Seconds for the seed notebooks' loop: build, set_weights, predict, clear_session per case."""
+    import keras  # the naive loop is Keras' public API on purpose: it is what the suite replaces
+
+    torch_a = get_adapter("torch")
+    get_adapter("keras")
+    start = time.perf_counter()
+    for case in cases:
+        model = keras.Sequential([keras.Input((case.spec.input_width,))]
+                                 + [keras.layers.Dense(w, activation="sigmoid") for w in case.spec.widths])
+        model.set_weights([a for W, b in case.weights for a in (W, b)])
+        got = model.predict(case.x, verbose=0)
+        torch_model = torch_a.build(case.spec, "sequential")
+        torch_a.set_weights(torch_model, case.weights)
+        ref = layerwise_reference(case.spec, case.weights, case.x)[-1].h
+        np.abs(got - torch_a.forward(torch_model, case.x)).max()
+        np.abs(got - ref).max()
+        keras.backend.clear_session()
+    return time.perf_counter() - start
+
+
+def compare_interleaved(cases: Sequence[Case], pool: LayerPool, *, naive_cases: int,
+                        blocks: int = 20) -> dict[str, float]:
+    """ms per case of ours, the floor and the naive loop, measured block by block on the same cases.
+
+    The machine is shared and its load drifts; alternating the three in short
+    blocks gives each the same conditions, so their ratios mean something.
+    """
+    size = max(1, len(cases) // blocks)
+    naive_per_block = max(1, naive_cases // blocks)
+    ours = floor = naive = 0.0
+    n_ours = n_naive = 0
+    for b in range(blocks):
+        block = cases[b * size:(b + 1) * size]
+        ours += run_ours(block, pool)[0]
+        floor += run_floor(block, pool)
+        naive += run_naive(block[:naive_per_block])
+        n_ours += len(block)
+        n_naive += len(block[:naive_per_block])
+    return {"ours": ours / n_ours * 1e3, "floor": floor / n_ours * 1e3, "naive": naive / n_naive * 1e3,
+            "cases": n_ours, "naive_cases": n_naive}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m equivalence.bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--cases", type=int, default=10_000, help="cases for cases/s and RSS (default 10000)")
+    parser.add_argument("--ratio-cases", type=int, default=2_000, help="cases for the ours/floor ratio (2000)")
+    parser.add_argument("--naive-cases", type=int, default=300, help="cases for the naive loop (default 300)")
+    parser.add_argument("--warmup", type=int, default=1_000,
+                        help="cases run first, untimed: imports, first calls, filling the layer pool (1000)")
+    parser.add_argument("--json", type=Path, default=Path("bench.json"), help="where to write the figures")
+    args = parser.parse_args(argv)
+    for name in ("cases", "ratio_cases", "naive_cases"):
+        if getattr(args, name) < 20:
+            parser.error(f"--{name.replace('_', '-')} must be at least 20, got {getattr(args, name)}")
+
+    pool = LayerPool()
+    run_ours(workload(args.warmup, seed=1), pool)
+    gc.collect()
+    rss_before = _rss_mb()
+    cases = workload(args.cases)
+    seconds, failures = run_ours(cases, pool)
+    gc.collect()
+    rss_growth = (_rss_mb() - rss_before) * 10_000 / len(cases)
+    ms = compare_interleaved(workload(args.ratio_cases, seed=2), pool, naive_cases=args.naive_cases)
+
+    figures = {
+        "cases_per_s": len(cases) / seconds, "vs_naive": ms["naive"] / ms["ours"], "vs_floor": ms["ours"] / ms["floor"],
+        "rss_growth_mb_per_10k": rss_growth, "rss_after_warmup_mb": rss_before,
+        "ms_per_case_interleaved": ms, "cases": len(cases), "warmup_cases": args.warmup,
+        "layer_pool": {"size": pool.size, "builds": pool.builds}, "disagreements": failures,
+        "versions": {name: get_adapter(name).versions() for name in ("torch", "keras")},
+    }
+    args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    print(f"ms per case, interleaved: ours {ms['ours']:.2f}, floor {ms['floor']:.2f}, naive {ms['naive']:.1f}; "
+          f"layer builds {pool.builds}; disagreements {failures}; RSS after warm-up {rss_before:.0f} MB")
+    print(f"bench: cases_per_s={figures['cases_per_s']:.1f} vs_naive={figures['vs_naive']:.1f}x "
+          f"vs_floor={figures['vs_floor']:.2f}x rss_growth_mb_per_10k={rss_growth:.1f}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
