@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lint test check bench clean
+.PHONY: help venv lint test check bench soak sensitivity clean
 
 help: ## list the targets
 	@grep -E '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -29,6 +29,13 @@ check: lint test ## lint and test: the README's command
 
 bench: venv ## benchmark the check path against the naive loop and the floor (writes bench.json)
 	$(BIN)/python -m equivalence.bench
+
+soak: venv ## 100,000+ random cases over all workers (pytest-xdist); writes soak.json
+	$(BIN)/python -m pytest tests/test_soak.py -m soak -n auto --hypothesis-profile soak \
+		--stats-json soak.json -q
+
+sensitivity: venv ## bisect the smallest activation drift the suite catches, per dtype
+	$(BIN)/python -m tests.sensitivity
 
 clean: ## remove the venv and caches
 	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache

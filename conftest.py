@@ -18,6 +18,8 @@ _COMMON = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("dev", max_examples=100, **_COMMON)
 settings.register_profile("ci", max_examples=100, derandomize=True, print_blob=True, database=None, **_COMMON)
 settings.register_profile("thorough", max_examples=2000, print_blob=True, **_COMMON)
+# make soak: 40 pooled shards x 2,500 + 10 style shards x 125 = 101,250 cases, never derandomized.
+settings.register_profile("soak", max_examples=2500, derandomize=False, print_blob=True, database=None, **_COMMON)
 settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
@@ -59,24 +61,35 @@ def layer_pool():
     return LayerPool()
 
 
-def _cross_framework_cases() -> int:
-    from tests.helpers import CROSS_FRAMEWORK_CASES
-
-    return CROSS_FRAMEWORK_CASES["count"]
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--stats-json", default=None, help="write cases seen and worst error/bound ratios here")
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    from tests.stats import STATS
+
     workeroutput = getattr(session.config, "workeroutput", None)
-    if workeroutput is not None:  # an xdist worker: hand the count to the controller
-        workeroutput["cross_framework_cases"] = _cross_framework_cases()
+    if workeroutput is not None:  # an xdist worker: hand what it saw to the controller
+        workeroutput["equivalence_stats"] = STATS
 
 
 def pytest_testnodedown(node, error) -> None:  # xdist controller hook
-    node.config._cross_framework_from_workers = (
-        getattr(node.config, "_cross_framework_from_workers", 0) + node.workeroutput.get("cross_framework_cases", 0)
-    )
+    from tests.stats import STATS, merge
+
+    merge(STATS, node.workeroutput.get("equivalence_stats", {"cross_framework_cases": 0, "cases": 0, "worst": {}}))
 
 
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
-    total = _cross_framework_cases() + getattr(config, "_cross_framework_from_workers", 0)
-    terminalreporter.write_line(f"cross-framework cases checked (torch and Keras together): {total}")
+    import json
+
+    from tests.stats import STATS
+
+    write = terminalreporter.write_line
+    write(f"cross-framework cases checked (torch and Keras together): {STATS['cross_framework_cases']}")
+    if STATS["worst"]:
+        worst = max(STATS["worst"].items(), key=lambda kv: kv[1][0])
+        write(f"worst error/bound ratio over {STATS['cases']} compared cases: {worst[1][0]:.3g} "
+              f"({worst[0]}, {worst[1][1]}, {worst[1][2]})")
+    if config.getoption("--stats-json"):
+        with open(config.getoption("--stats-json"), "w") as f:
+            json.dump(STATS, f, indent=2, sort_keys=True)

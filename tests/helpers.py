@@ -12,20 +12,13 @@ from equivalence.adapters import Adapter
 from equivalence.case import Case
 from equivalence.compare import Comparison
 from equivalence.layout import LayerWeights, weights_equal
+from tests import stats
 
 # Example budgets by cost, scaled from the active hypothesis profile (100 in dev and ci).
 NUMERIC_EXAMPLES = 15 * settings.default.max_examples
 """Pooled numeric properties: ~5 ms an example, the bulk of the cross-framework cases."""
 BUILD_EXAMPLES = max(10, settings.default.max_examples // 4)
 """Properties that build real Keras models each example (~15-20 ms a build)."""
-
-CROSS_FRAMEWORK_CASES = {"count": 0}
-"""Examples that exercised torch and Keras together in this process (printed by conftest)."""
-
-
-def count_cross_framework_case() -> None:
-    CROSS_FRAMEWORK_CASES["count"] += 1
-
 
 def replay_note(case: Case) -> str:
     x = np.array2string(case.x, precision=9, threshold=64)
@@ -38,8 +31,7 @@ def replay_note(case: Case) -> str:
 
 def assert_layers_agree(*, comparison: Comparison, case: Case) -> None:
     """Every pair agrees at every layer; else name each failing pair's first diverging layer."""
-    if len({r.pair for r in comparison.results}) > 2:  # two frameworks: 2 vs reference + 1 between them
-        count_cross_framework_case()
+    stats.record(case.spec, comparison)
     assert comparison.passed, comparison.message() + replay_note(case)
 
 

@@ -11,7 +11,8 @@ from equivalence.layout import LayerWeights
 from equivalence.spec import StackSpec
 from equivalence.strategies import cases
 from equivalence.transfer import transfer
-from tests.helpers import BUILD_EXAMPLES, assert_weights_identical, build_loaded, count_cross_framework_case
+from tests.helpers import BUILD_EXAMPLES, assert_weights_identical, build_loaded
+from tests.stats import count_cross_framework_case
 
 STYLE_PAIRS = list(zip(STYLES["torch"], STYLES["keras"]))
 IDS = [f"{t}-{k}" for t, k in STYLE_PAIRS]

@@ -1,0 +1,82 @@
+"""Smallest relative drift of an activation that the suite catches (``make sensitivity``).
+
+For a dtype, patch torch's sigmoid to return ``sigmoid(z) * (1 + drift)`` and ask
+whether the suite's property (``check_case`` over ``strategies.cases``) finds a
+failing case within the default profile's budget. Bisect ``drift`` on a log
+scale. Also confirms the unpatched suite raises no alarm on the same cases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+from collections.abc import Iterator
+
+from hypothesis import HealthCheck, Phase, find, settings
+from hypothesis.errors import NoSuchExample
+
+from equivalence.adapters import get_adapter
+from equivalence.check import LayerPool, check_case
+from equivalence.strategies import cases, specs
+
+BUDGET = settings(max_examples=100, deadline=None, database=None, derandomize=True, phases=[Phase.generate],
+                  suppress_health_check=list(HealthCheck))
+
+
+@contextlib.contextmanager
+def drifted_torch_sigmoid(drift: float) -> Iterator[None]:
+    import torch
+
+    original = torch.nn.Sigmoid.forward
+    torch.nn.Sigmoid.forward = lambda self, z: original(self, z) * (1 + drift)
+    try:
+        yield
+    finally:
+        torch.nn.Sigmoid.forward = original
+
+
+def caught(drift: float, dtype: str, pool: LayerPool) -> bool:
+    """Whether the suite's property fails somewhere within the budget under ``drift``."""
+    torch_a, keras_a = get_adapter("torch"), get_adapter("keras")
+
+    def fails(case) -> bool:
+        models = {"torch": (torch_a, pool.stack(torch_a, case.spec)),
+                  "keras": (keras_a, pool.stack(keras_a, case.spec))}
+        return not check_case(case, models).passed
+
+    with drifted_torch_sigmoid(drift):
+        try:
+            find(cases(specs(dtypes=(dtype,))), fails, settings=BUDGET)
+        except NoSuchExample:
+            return False
+    return True
+
+
+def smallest_caught(dtype: str, *, low: float, high: float, steps: int = 8) -> float:
+    """Bisect on a log scale between a drift that is missed (``low``) and one that is caught (``high``)."""
+    pool = LayerPool()
+    if caught(0.0, dtype, pool):
+        raise AssertionError(f"{dtype}: the unpatched suite raised an alarm: a false positive")
+    if not caught(high, dtype, pool):
+        raise AssertionError(f"{dtype}: drift {high:g} was not caught")
+    for _ in range(steps):
+        mid = math.sqrt(low * high)
+        if caught(mid, dtype, pool):
+            high = mid
+        else:
+            low = mid
+    return high
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=8, help="bisection steps per dtype (default 8)")
+    args = parser.parse_args()
+    for dtype, low, high in (("float32", 1e-9, 1e-4), ("float64", 1e-18, 1e-12)):
+        print(f"sensitivity {dtype}: smallest relative sigmoid drift caught = "
+              f"{smallest_caught(dtype, low=low, high=high, steps=args.steps):.2g}")
+
+
+if __name__ == "__main__":
+    main()
