@@ -34,7 +34,8 @@ try:
     import mxnet as mx
 except AttributeError as exc:  # pragma: no cover - depends on install: mxnet 1.x uses numpy aliases removed in 1.24
     raise FrameworkUnavailable(
-        f"mxnet is installed but cannot import with numpy {np.__version__} ({exc}); MXNet 1.9.1 needs numpy<1.24, "
+        f"mxnet is installed but cannot import with numpy {np.__version__} ({str(exc).splitlines()[0]}); "
+        "MXNet 1.9.1 needs numpy<1.24, "
         "so it cannot share .venv with TensorFlow: make mxnet creates .venv-mxnet"
     ) from exc
 from mxnet import gluon, nd  # noqa: E402
