@@ -55,6 +55,12 @@ def keras_adapter():
 
 
 @pytest.fixture(scope="session")
+def mxnet_adapter():
+    """Only in ``make mxnet``'s .venv-mxnet: MXNet 1.9.1 needs numpy<1.24, which TensorFlow cannot share."""
+    return adapter_or_skip("mxnet")
+
+
+@pytest.fixture(scope="session")
 def layer_pool():
     from equivalence.check import LayerPool
 
@@ -73,6 +79,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         workeroutput["equivalence_stats"] = STATS
 
 
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: .venv-mxnet has no xdist
 def pytest_testnodedown(node, error) -> None:  # xdist controller hook
     from tests.stats import STATS, merge
 

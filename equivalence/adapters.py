@@ -35,12 +35,14 @@ class ParamCount:
 STYLES: dict[str, tuple[str, ...]] = {
     "torch": ("sequential", "modulelist", "plain_list"),
     "keras": ("sequential", "functional", "subclass"),
+    "mxnet": ("sequential", "hybridized", "subclass"),
 }
 """Build styles per framework, known without importing any framework (for pytest ids)."""
 
 REGISTERING_STYLES: dict[str, tuple[str, ...]] = {
     "torch": ("sequential", "modulelist"),
     "keras": STYLES["keras"],
+    "mxnet": STYLES["mxnet"],
 }
 """Styles whose parameters the framework registers; torch's ``plain_list`` is the seed notes' trap."""
 
@@ -116,13 +118,17 @@ class Adapter(ABC):
 _ADAPTERS = {  # name -> (module, class, packages whose absence means "not installed")
     "torch": ("equivalence.torch_adapter", "TorchAdapter", ("torch",)),
     "keras": ("equivalence.keras_adapter", "KerasAdapter", ("keras", "tensorflow")),
+    "mxnet": ("equivalence.mxnet_adapter", "GluonAdapter", ("mxnet",)),
+}
+_INSTALL_HINTS = {  # name -> how to get the framework, when not the default `make venv`
+    "mxnet": "MXNet 1.9.1 needs numpy<1.24, so it cannot share .venv with TensorFlow: make mxnet creates .venv-mxnet",
 }
 FRAMEWORKS: tuple[str, ...] = tuple(_ADAPTERS)
 _cache: dict[str, Adapter] = {}
 
 
 def get_adapter(name: str) -> Adapter:
-    """The adapter for ``name`` ("torch" or "keras"), importing its framework on first use.
+    """The adapter for ``name`` (one of ``FRAMEWORKS``), importing its framework on first use.
 
     Raises ``FrameworkUnavailable`` (with the install hint) when the framework is missing.
     """
@@ -137,7 +143,7 @@ def get_adapter(name: str) -> Adapter:
         if exc.name and exc.name.split(".")[0] in packages:
             raise FrameworkUnavailable(
                 f"{name} adapter needs the {exc.name!r} package, which is not installed "
-                "(make venv installs the pinned CPU builds)"
+                f"({_INSTALL_HINTS.get(name, 'make venv installs the pinned CPU builds')})"
             ) from exc
         raise
     adapter = getattr(module, class_name)()
