@@ -19,16 +19,41 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from equivalence.activations import LEAKY_SLOPE  # noqa: E402
 from equivalence.adapters import STYLES, Adapter, ParamCount  # noqa: E402
 from equivalence.layout import LayerWeights, check_weights  # noqa: E402
 from equivalence.spec import StackSpec  # noqa: E402
 
-# Our activation name -> Keras activation, explicit where Keras has defaults.
+
+def _registered(name: str, fn: Any) -> Any:
+    """A named, registered activation, so ``.keras`` files reload it in safe mode."""
+    fn.__name__ = fn.__qualname__ = name
+    return keras.saving.register_keras_serializable(package="equivalence", name=name)(fn)
+
+
+# Our activation name -> Keras activation, every argument explicit (keras.ops.gelu defaults to
+# approximate=True, keras.layers.LeakyReLU to slope 0.3): a plain name only where there is no argument.
 ACTIVATIONS = {
     "sigmoid": "sigmoid",
     "tanh": "tanh",
     "relu": "relu",
     "linear": "linear",
+    "softmax": _registered("softmax_last_axis", lambda x: keras.activations.softmax(x, axis=-1)),
+    "log_softmax": _registered("log_softmax_last_axis", lambda x: keras.activations.log_softmax(x, axis=-1)),
+    "gelu": _registered("gelu_exact", lambda x: keras.activations.gelu(x, approximate=False)),
+    "gelu_tanh": _registered("gelu_tanh", lambda x: keras.activations.gelu(x, approximate=True)),
+    "elu": _registered("elu_alpha_1", lambda x: keras.activations.elu(x, alpha=1.0)),
+    "selu": "selu",
+    "celu": _registered("celu_alpha_1", lambda x: keras.activations.celu(x, alpha=1.0)),
+    "silu": "silu",
+    "softplus": "softplus",
+    "softsign": "softsign",
+    "relu6": "relu6",
+    "hard_sigmoid": "hard_sigmoid",
+    "hard_silu": "hard_silu",
+    "leaky_relu_0.2": _registered("leaky_relu_0_2",
+                                  lambda x: keras.activations.leaky_relu(x, negative_slope=LEAKY_SLOPE)),
+    "mish": "mish",
 }
 
 CLEAR_EVERY = 200

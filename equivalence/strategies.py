@@ -26,6 +26,13 @@ INPUT_SCALES = (1.0, 0.1, 10.0, 100.0)
 
 seeds = st.integers(0, 2**32 - 1)
 
+ACTIVATION_NAMES: tuple[str, ...] = tuple(ACTIVATIONS)
+"""Every activation both frameworks have (the adapters map exactly these), for properties and reports."""
+DTYPE_NAMES: tuple[str, ...] = DTYPES
+"""float64, float32, float16, bfloat16."""
+BIAS_CHOICES: tuple[bool, ...] = (True, False)
+NONFINITE_VALUES: tuple[float, ...] = (float("nan"), float("inf"), float("-inf"))
+
 
 def _check_choices(name: str, given: Sequence[str], known: Sequence[str]) -> tuple[str, ...]:
     given = tuple(given)
@@ -85,6 +92,12 @@ def specs(draw: st.DrawFn, *, activations: Sequence[str] = ("sigmoid",), dtypes:
 
 
 
+def _weight_scales(dtype: str) -> tuple[str, ...]:
+    # float16 tops out at 65504: U(-1, 1) weights under unbounded activations overflow within a few
+    # layers (the reference stays finite, the frameworks give inf). fan_in keeps |h| near the input's size.
+    return ("fan_in",) if dtype == "float16" else WEIGHT_SCALES
+
+
 @st.composite
 def cases(draw: st.DrawFn, spec_strategy: st.SearchStrategy[StackSpec] | None = None,
           *, max_batch: int = MAX_BATCH) -> Case:
@@ -97,5 +110,24 @@ def cases(draw: st.DrawFn, spec_strategy: st.SearchStrategy[StackSpec] | None = 
         seed=draw(seeds, label="seed"),
         batch=batch,
         input_scale=draw(st.sampled_from(INPUT_SCALES), label="input scale"),
-        weight_scale=draw(st.sampled_from(WEIGHT_SCALES), label="weight scale"),
+        weight_scale=draw(st.sampled_from(_weight_scales(spec.dtype)), label="weight scale"),
     )
+
+
+def breadth_specs(**kwargs) -> st.SearchStrategy[StackSpec]:
+    """Specs drawing every activation (per layer), every dtype, and bias on or off."""
+    return specs(activations=ACTIVATION_NAMES, dtypes=DTYPE_NAMES, **kwargs)
+
+
+@st.composite
+def nonfinite_cases(draw: st.DrawFn, spec_strategy: st.SearchStrategy[StackSpec] | None = None,
+                    *, max_batch: int = MAX_BATCH) -> Case:
+    """A case whose input holds NaN, +inf or -inf at a few drawn positions (at least one)."""
+    case = draw(cases(spec_strategy if spec_strategy is not None else breadth_specs(), max_batch=max_batch))
+    x = case.x.copy()
+    n = draw(st.integers(1, min(4, x.size)), label="non-finite count")
+    for i in range(n):
+        row = draw(st.integers(0, x.shape[0] - 1), label=f"non-finite {i} row")
+        col = draw(st.integers(0, x.shape[1] - 1), label=f"non-finite {i} column")
+        x[row, col] = draw(st.sampled_from(NONFINITE_VALUES), label=f"non-finite {i} value")
+    return Case(case.spec, case.weights, x)

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from equivalence.activations import LEAKY_SLOPE
 from equivalence.adapters import STYLES, Adapter, ParamCount
 from equivalence.dtypes import numpy_dtype
 from equivalence.layout import LayerWeights, check_weights
@@ -18,12 +19,28 @@ _TORCH_DTYPES = {
     "float16": torch.float16, "bfloat16": torch.bfloat16,
 }
 
-# Keras name -> torch module, with every argument explicit.
+# Our activation name -> torch module, with every argument explicit (defaults are traps:
+# nn.GELU() is exact where keras.ops.gelu is not, nn.LeakyReLU() slopes 0.01, nn.Softmax() guesses dim).
 ACTIVATION_MODULES = {
     "sigmoid": lambda: nn.Sigmoid(),
     "tanh": lambda: nn.Tanh(),
     "relu": lambda: nn.ReLU(),
     "linear": lambda: nn.Identity(),
+    "softmax": lambda: nn.Softmax(dim=-1),
+    "log_softmax": lambda: nn.LogSoftmax(dim=-1),
+    "gelu": lambda: nn.GELU(approximate="none"),
+    "gelu_tanh": lambda: nn.GELU(approximate="tanh"),
+    "elu": lambda: nn.ELU(alpha=1.0),
+    "selu": lambda: nn.SELU(),
+    "celu": lambda: nn.CELU(alpha=1.0),
+    "silu": lambda: nn.SiLU(),
+    "softplus": lambda: nn.Softplus(beta=1.0, threshold=20.0),
+    "softsign": lambda: nn.Softsign(),
+    "relu6": lambda: nn.ReLU6(),
+    "hard_sigmoid": lambda: nn.Hardsigmoid(),
+    "hard_silu": lambda: nn.Hardswish(),
+    "leaky_relu_0.2": lambda: nn.LeakyReLU(negative_slope=LEAKY_SLOPE),
+    "mish": lambda: nn.Mish(),
 }
 
 
