@@ -11,12 +11,15 @@ import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from equivalence.layout import LayerWeights
 from equivalence.spec import StackSpec
+
+if TYPE_CHECKING:
+    from equivalence.gradients import Gradients
 
 
 class FrameworkUnavailable(RuntimeError):
@@ -91,6 +94,17 @@ class Adapter(ABC):
     @abstractmethod
     def count_params(self, model: Any) -> ParamCount:
         """Trainable parameters per layer and in total, and the number of trainable tensors."""
+
+    @abstractmethod
+    def loss_gradients(self, model: Any, x: np.ndarray) -> Gradients:
+        """``dL/dW``, ``dL/db`` (canonical layout) and ``dL/dX`` for ``L = mean(forward(x))``.
+
+        Every call starts from zero gradients (torch's ``.grad`` would otherwise accumulate).
+        """
+
+    @abstractmethod
+    def sgd_step(self, model: Any, x: np.ndarray, *, learning_rate: float) -> None:
+        """One step of the framework's own plain SGD optimizer (no momentum) on ``L = mean(forward(x))``."""
 
     @abstractmethod
     def versions(self) -> dict[str, str]:

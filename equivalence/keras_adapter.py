@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -23,6 +23,9 @@ from equivalence.activations import LEAKY_SLOPE  # noqa: E402
 from equivalence.adapters import STYLES, Adapter, ParamCount  # noqa: E402
 from equivalence.layout import LayerWeights, check_weights  # noqa: E402
 from equivalence.spec import StackSpec  # noqa: E402
+
+if TYPE_CHECKING:
+    from equivalence.gradients import Gradients
 
 
 def _registered(name: str, fn: Any) -> Any:
@@ -105,6 +108,27 @@ def _numpy(value: Any) -> np.ndarray:
     return value.numpy() if _TENSORFLOW else keras.ops.convert_to_numpy(value)
 
 
+def _variables(layers: Sequence[keras.layers.Dense]) -> list[Any]:
+    """Kernel, then bias (when there is one), layer by layer."""
+    return [v for layer in layers for v in (layer.kernel, layer.bias) if v is not None]
+
+
+def _loss_gradients(forward: Any, x: Any, variables: Sequence[Any]) -> tuple[Any, list[Any]]:
+    """``dL/dx`` and ``dL/dv`` for ``L = mean(forward(x))``: the one backend-specific function.
+
+    TensorFlow: ``GradientTape``. (A torch or JAX Keras backend needs its own branch here.)
+    """
+    if keras.backend.backend() != "tensorflow":
+        raise NotImplementedError(f"gradients on the Keras {keras.backend.backend()!r} backend are not written yet")
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = keras.ops.mean(forward(x))
+    dx, *grads = tape.gradient(loss, [x, *variables])
+    return dx, grads
+
+
 class KerasAdapter(Adapter):
     name = "keras"
     styles = STYLES["keras"]
@@ -183,6 +207,35 @@ class KerasAdapter(Adapter):
         if isinstance(model, list):
             return ParamCount(per_layer, sum(per_layer), sum(len(layer.trainable_variables) for layer in layers))
         return ParamCount(per_layer, total=model.count_params(), trainable_tensors=len(model.trainable_variables))
+
+    def loss_gradients(self, model: Any, x: np.ndarray) -> Gradients:
+        from equivalence.gradients import Gradients
+
+        layers = _dense_layers(model)
+        variables = _variables(layers)
+        dx, grads = _loss_gradients(lambda t: self._call(model, t), keras.ops.convert_to_tensor(
+            x, dtype=layers[0].compute_dtype), variables)
+        out, it = [], iter(grads)
+        for layer in layers:
+            dW = _numpy(next(it))
+            out.append(LayerWeights(dW, None if layer.bias is None else _numpy(next(it))))
+        return Gradients(tuple(out), _numpy(dx))
+
+    def sgd_step(self, model: Any, x: np.ndarray, *, learning_rate: float) -> None:
+        layers = _dense_layers(model)
+        variables = _variables(layers)
+        _, grads = _loss_gradients(lambda t: self._call(model, t), keras.ops.convert_to_tensor(
+            x, dtype=layers[0].compute_dtype), variables)
+        optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=0.0, nesterov=False)
+        optimizer.apply_gradients(zip(grads, variables))
+
+    @staticmethod
+    def _call(model: Any, x: Any) -> Any:
+        if isinstance(model, list):
+            for layer in model:
+                x = layer(x)
+            return x
+        return model(x)
 
     def versions(self) -> dict[str, str]:
         out = {"keras": keras.__version__, "keras_backend": keras.backend.backend()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -13,6 +14,9 @@ from equivalence.adapters import STYLES, Adapter, ParamCount
 from equivalence.dtypes import numpy_dtype
 from equivalence.layout import LayerWeights, check_weights
 from equivalence.spec import StackSpec
+
+if TYPE_CHECKING:
+    from equivalence.gradients import Gradients
 
 _TORCH_DTYPES = {
     "float64": torch.float64, "float32": torch.float32,
@@ -173,6 +177,41 @@ class TorchAdapter(Adapter):
             else model.parameters()
         trainable = [p for p in params if p.requires_grad]
         return ParamCount(per_layer, sum(p.numel() for p in trainable), len(trainable))
+
+    def loss_gradients(self, model: nn.Module, x: np.ndarray) -> Gradients:
+        from equivalence.gradients import Gradients
+
+        layers = _layers(model)
+        dtype = layers[0][0].weight.dtype
+        xt = _to_tensor(x, dtype).requires_grad_(True)
+        self._backward_mean(model, layers, xt)
+        dt = _numpy_dtype_of(layers[0][0].weight)
+        grads = [LayerWeights(_to_numpy(linear.weight.grad, dt).T.copy(),  # (out, in) -> canonical (in, out)
+                              None if linear.bias is None else _to_numpy(linear.bias.grad, dt))
+                 for linear, _ in layers]
+        return Gradients(tuple(grads), _to_numpy(xt.grad, _numpy_dtype_of(layers[0][0].weight)))
+
+    def sgd_step(self, model: nn.Module, x: np.ndarray, *, learning_rate: float) -> None:
+        layers = _layers(model)
+        params = [p for linear, _ in layers for p in linear.parameters()]
+        optimizer = torch.optim.SGD(params, lr=learning_rate, momentum=0.0, dampening=0.0, weight_decay=0.0,
+                                    nesterov=False)
+        self._backward_mean(model, layers, _to_tensor(x, layers[0][0].weight.dtype))
+        optimizer.step()
+
+    @staticmethod
+    def _backward_mean(model: nn.Module | list, layers: list, xt: torch.Tensor) -> None:
+        """``mean(forward(x)).backward()`` from zeroed gradients: ``.grad`` accumulates across calls."""
+        for linear, _ in layers:
+            for p in linear.parameters():
+                p.grad = None
+        y = xt
+        if isinstance(model, list):
+            for linear, act in layers:
+                y = act(linear(y))
+        else:
+            y = model(y)
+        y.mean().backward()
 
     def versions(self) -> dict[str, str]:
         return {"torch": torch.__version__, "torch_threads": str(torch.get_num_threads())}
