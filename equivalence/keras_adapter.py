@@ -20,7 +20,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from equivalence.activations import LEAKY_SLOPE  # noqa: E402
-from equivalence.adapters import STYLES, Adapter, ParamCount  # noqa: E402
+from equivalence.adapters import SAVE_FORMATS, STYLES, Adapter, ParamCount  # noqa: E402
 from equivalence.layout import LayerWeights, check_weights  # noqa: E402
 from equivalence.spec import StackSpec  # noqa: E402
 
@@ -228,6 +228,29 @@ class KerasAdapter(Adapter):
             x, dtype=layers[0].compute_dtype), variables)
         optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=0.0, nesterov=False)
         optimizer.apply_gradients(zip(grads, variables))
+
+    def save(self, model: Any, path: str | os.PathLike) -> None:
+        self.check_new_file(path, SAVE_FORMATS["keras"])
+        if isinstance(model, list):
+            raise TypeError("keras save needs a built model (build), not a list of bare layers")
+        name = os.fspath(path)
+        if name.endswith(".weights.h5"):
+            model.save_weights(name)
+        elif isinstance(model, DenseStack):
+            raise ValueError("the subclass style has no get_config, so it cannot go to a .keras file; "
+                             "save it as .weights.h5")
+        else:
+            model.save(name)
+
+    def load(self, path: str | os.PathLike, spec: StackSpec, style: str) -> Any:
+        self.check_style(style)
+        name = os.fspath(path)
+        if name.endswith(".weights.h5"):
+            model = self.build(spec, style)
+            model.load_weights(name)
+            return model
+        self._count_build()
+        return keras.saving.load_model(name, safe_mode=True)  # safe_mode: no lambdas or arbitrary code
 
     @staticmethod
     def _call(model: Any, x: Any) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -10,7 +11,7 @@ import torch
 from torch import nn
 
 from equivalence.activations import LEAKY_SLOPE
-from equivalence.adapters import STYLES, Adapter, ParamCount
+from equivalence.adapters import SAVE_FORMATS, STYLES, Adapter, ParamCount
 from equivalence.dtypes import numpy_dtype
 from equivalence.layout import LayerWeights, check_weights
 from equivalence.spec import StackSpec
@@ -212,6 +213,22 @@ class TorchAdapter(Adapter):
         else:
             y = model(y)
         y.mean().backward()
+
+    def save(self, model: nn.Module, path: str | os.PathLike) -> None:
+        self.check_new_file(path, SAVE_FORMATS["torch"])
+        if isinstance(model, list):
+            raise TypeError("torch save needs a built model (build), not a list of bare layers")
+        state = model.state_dict()
+        if not state:
+            raise ValueError(f"{type(model).__name__} registers no parameters (layers held in a plain python list?): "
+                             "its state_dict is empty, so a checkpoint would hold no weights")
+        torch.save(state, os.fspath(path))
+
+    def load(self, path: str | os.PathLike, spec: StackSpec, style: str) -> nn.Module:
+        model = self.build(spec, style)
+        state = torch.load(os.fspath(path), weights_only=True)  # no pickle of arbitrary objects
+        model.load_state_dict(state, strict=True)
+        return model
 
     def versions(self) -> dict[str, str]:
         return {"torch": torch.__version__, "torch_threads": str(torch.get_num_threads())}
