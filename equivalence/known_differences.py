@@ -43,6 +43,7 @@ class KnownDifference:
     evidence: str
     extra_error: float = 0.0
     excuse: Excuse | None = None
+    scope: tuple[str, ...] = ("forward", "gradient")
 
     def applies(self, framework: str, activation: str, dtype: str) -> bool:
         return framework == self.framework and activation in self.activations and dtype in self.dtypes
@@ -68,7 +69,14 @@ KNOWN_DIFFERENCES: tuple[KnownDifference, ...] = (
     KnownDifference(
         "torch_float64_softplus_threshold_20", "torch", ("softplus",), ("float64",), "extra_error",
         "nn.Softplus(threshold=20) returns x above 20, dropping log1p(exp(-x)) <= 2.1e-9, "
-        "far below float32's resolution but 10^6 eps64 at x = 20", extra_error=_FLOAT32_CONSTANT),
+        "far below float32's resolution but 10^6 eps64 at x = 20", extra_error=_FLOAT32_CONSTANT,
+        scope=("forward",)),
+    KnownDifference(
+        "torch_float64_hard_sigmoid_backward_float32_sixth", "torch", ("hard_sigmoid",), ("float64",),
+        "extra_error",
+        "torch's float64 Hardsigmoid backward multiplies by 1/6 rounded to float32 (0.16666667163), "
+        "2.98e-8 relative (eps32/4); its forward pass is exact. Keras' is exact.",
+        extra_error=0.5 * EPSILON["float32"], scope=("gradient",)),
     KnownDifference(
         "torch_gelu_nan_at_plus_inf", "torch", ("gelu",), ("float32", "bfloat16"), "excuse",
         "torch exact GELU gives NaN at +inf in float32 and bfloat16 on its vectorised path (a lone "
@@ -91,10 +99,13 @@ KNOWN_DIFFERENCES: tuple[KnownDifference, ...] = (
 )
 
 
-def extra_error(framework: str, activation: str, dtype: str) -> float:
-    """Extra bound (in units of the layer scale) a named difference grants ``framework``."""
+def extra_error(framework: str, activation: str, dtype: str, *, scope: str = "forward") -> float:
+    """Extra bound (in units of the layer scale) a named difference grants ``framework``.
+
+    ``scope``: ``"forward"`` (layer outputs) or ``"gradient"`` (the backward pass).
+    """
     return sum(d.extra_error for d in KNOWN_DIFFERENCES
-               if d.kind == "extra_error" and d.applies(framework, activation, dtype))
+               if d.kind == "extra_error" and scope in d.scope and d.applies(framework, activation, dtype))
 
 
 def excused(framework: str, activation: str, dtype: str, z: np.ndarray, got: np.ndarray) -> np.ndarray:

