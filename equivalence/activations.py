@@ -1,11 +1,19 @@
 """Activations as float64 numpy references, with the facts the error model needs.
 
 Only numpy lives here. Each adapter maps these names to its own framework's
-activation, so the mapping (and its traps) sits in the adapter.
+activation, with every argument explicit, so the mapping (and its traps) sits in
+the adapter; a test asserts both adapters cover exactly ``ACTIVATIONS``.
+
+The references are written so that, in float64, they never warn for finite
+inputs (``np.logaddexp`` and ``expm1`` of a clipped argument instead of ``exp``
+that could overflow in a branch ``np.where`` evaluates anyway), and so that a
+non-finite input gives what both frameworks give (measured in
+``../shared/measurements.md``): e.g. ``silu(-inf) = -inf * 0 = nan``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -21,19 +29,94 @@ def stable_sigmoid(z: np.ndarray) -> np.ndarray:
     return np.exp(-np.logaddexp(0.0, -z))
 
 
+_erfc = np.frompyfunc(math.erfc, 1, 1)  # scipy is not a dependency; math.erfc is correctly rounded-ish
+
+
+def gelu_exact(z: np.ndarray) -> np.ndarray:
+    """``z * Phi(z) = z/2 * erfc(-z/sqrt 2)``: erfc keeps full relative accuracy for z << 0."""
+    z = np.asarray(z, dtype=np.float64)
+    return 0.5 * z * _erfc(-z / math.sqrt(2.0)).astype(np.float64)
+
+
+GELU_TANH_C = math.sqrt(2.0 / math.pi)
+
+
+def gelu_tanh(z: np.ndarray) -> np.ndarray:
+    """``z/2 (1 + tanh(c (z + 0.044715 z^3)))``, written as ``z * sigmoid(2 c (z + 0.044715 z^3))``.
+
+    (``1 + tanh(y) = 2 sigmoid(2y)``: no cancellation for z << 0.)
+    """
+    return z * stable_sigmoid(2.0 * GELU_TANH_C * (z + 0.044715 * z**3))
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis, shifted by the row maximum (no overflow)."""
+    e = np.exp(z - np.max(z, axis=-1, keepdims=True))
+    return e / np.sum(e, axis=-1, keepdims=True)
+
+
+def log_softmax(z: np.ndarray) -> np.ndarray:
+    shifted = z - np.max(z, axis=-1, keepdims=True)
+    return shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
+
+
+def elu(z: np.ndarray, alpha: float = 1.0) -> np.ndarray:
+    # expm1 of min(z, 0): the branch np.where discards never overflows.
+    return np.where(z > 0, z, alpha * np.expm1(np.minimum(z, 0.0)))
+
+
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def selu(z: np.ndarray) -> np.ndarray:
+    return SELU_SCALE * elu(z, SELU_ALPHA)
+
+
+def celu(z: np.ndarray, alpha: float = 1.0) -> np.ndarray:
+    return np.maximum(z, 0.0) + np.minimum(0.0, alpha * np.expm1(np.minimum(z, 0.0) / alpha))
+
+
+def softplus(z: np.ndarray) -> np.ndarray:
+    return np.logaddexp(0.0, z)
+
+
+def relu6(z: np.ndarray) -> np.ndarray:
+    return np.minimum(np.maximum(z, 0.0), 6.0)
+
+
+def hard_sigmoid(z: np.ndarray) -> np.ndarray:
+    """Keras 3 and torch: ``relu6(z + 3) / 6`` (Keras 2's ``0.2 z + 0.5`` differs by up to 0.083)."""
+    return relu6(z + 3.0) / 6.0
+
+
+LEAKY_SLOPE = 0.2
+"""The leaky slope we use, explicitly, on both sides: defaults differ (torch 0.01, keras.layers.LeakyReLU 0.3)."""
+
+
 @dataclass(frozen=True)
 class Activation:
     """A float64 reference of an activation and its largest slope (Lipschitz constant).
 
     The slope turns an error in the pre-activation into an error in the output;
-    the error model (``equivalence.tolerance``) uses it.
+    the error model (``equivalence.tolerance``) uses it. For the elementwise
+    activations it is ``max |f'|``. For the row-coupled ones (softmax,
+    log_softmax) it is the Lipschitz constant in the max-norm: a perturbation of
+    at most ``d`` in every element of a row moves ``softmax_i`` by
+    ``s_i (dz_i - sum_j s_j dz_j)``, at most ``2 d s_i (1 - s_i) <= d/2``, and
+    ``log_softmax_i`` by ``dz_i - sum_j s_j dz_j``, at most ``2 d``.
+    ``row_coupled`` says the output of one element depends on its whole row.
     """
 
     name: str
     reference: Callable[[np.ndarray], np.ndarray]
     max_slope: float
+    row_coupled: bool = False
 
 
+# Largest slopes of the smooth non-monotone-slope ones, from a fine float64 grid
+# (tests/test_activations.py re-measures every entry): gelu 1.1289 at z = 2.42,
+# gelu_tanh 1.1290, silu 1.0998 at z = 2.40, mish 1.0886 at z = 1.19 (rounded up).
 ACTIVATIONS: dict[str, Activation] = {
     a.name: a
     for a in (
@@ -41,5 +124,20 @@ ACTIVATIONS: dict[str, Activation] = {
         Activation("tanh", np.tanh, max_slope=1.0),
         Activation("relu", lambda z: np.maximum(z, 0.0), max_slope=1.0),
         Activation("linear", lambda z: z, max_slope=1.0),
+        Activation("softmax", softmax, max_slope=0.5, row_coupled=True),
+        Activation("log_softmax", log_softmax, max_slope=2.0, row_coupled=True),
+        Activation("gelu", gelu_exact, max_slope=1.13),
+        Activation("gelu_tanh", gelu_tanh, max_slope=1.13),
+        Activation("elu", elu, max_slope=1.0),
+        Activation("selu", selu, max_slope=SELU_SCALE * SELU_ALPHA),  # 1.7581, just left of 0
+        Activation("celu", celu, max_slope=1.0),
+        Activation("silu", lambda z: z * stable_sigmoid(z), max_slope=1.1),
+        Activation("softplus", softplus, max_slope=1.0),
+        Activation("softsign", lambda z: z / (1.0 + np.abs(z)), max_slope=1.0),
+        Activation("relu6", relu6, max_slope=1.0),
+        Activation("hard_sigmoid", hard_sigmoid, max_slope=1.0 / 6.0),
+        Activation("hard_silu", lambda z: z * hard_sigmoid(z), max_slope=1.5),  # (2z + 3)/6 at z -> 3
+        Activation("leaky_relu_0.2", lambda z: np.where(z >= 0, z, LEAKY_SLOPE * z), max_slope=1.0),
+        Activation("mish", lambda z: z * np.tanh(softplus(z)), max_slope=1.09),
     )
 }

@@ -8,15 +8,19 @@ Everything outside the adapters talks numpy and the canonical weight layout.
 from __future__ import annotations
 
 import importlib
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from equivalence.layout import LayerWeights
 from equivalence.spec import StackSpec
+
+if TYPE_CHECKING:
+    from equivalence.gradients import Gradients
 
 
 class FrameworkUnavailable(RuntimeError):
@@ -38,6 +42,12 @@ STYLES: dict[str, tuple[str, ...]] = {
     "mxnet": ("sequential", "hybridized", "subclass"),
 }
 """Build styles per framework, known without importing any framework (for pytest ids)."""
+
+SAVE_FORMATS: dict[str, tuple[str, ...]] = {
+    "torch": (".pt",),  # state_dict through torch.save, read back with torch.load(weights_only=True)
+    "keras": (".weights.h5", ".keras"),  # save_weights / load_weights; model.save / load_model(safe_mode=True)
+}
+"""File suffixes each adapter's ``save`` and ``load`` understand."""
 
 REGISTERING_STYLES: dict[str, tuple[str, ...]] = {
     "torch": ("sequential", "modulelist"),
@@ -93,6 +103,35 @@ class Adapter(ABC):
     @abstractmethod
     def count_params(self, model: Any) -> ParamCount:
         """Trainable parameters per layer and in total, and the number of trainable tensors."""
+
+    @abstractmethod
+    def loss_gradients(self, model: Any, x: np.ndarray) -> Gradients:
+        """``dL/dW``, ``dL/db`` (canonical layout) and ``dL/dX`` for ``L = mean(forward(x))``.
+
+        Every call starts from zero gradients (torch's ``.grad`` would otherwise accumulate).
+        """
+
+    @abstractmethod
+    def sgd_step(self, model: Any, x: np.ndarray, *, learning_rate: float) -> None:
+        """One step of the framework's own plain SGD optimizer (no momentum) on ``L = mean(forward(x))``."""
+
+    @abstractmethod
+    def save(self, model: Any, path: str | os.PathLike) -> None:
+        """Write ``model`` to ``path`` in the format its suffix names (``SAVE_FORMATS``).
+
+        Refuses to overwrite an existing file (``FileExistsError``).
+        """
+
+    @abstractmethod
+    def load(self, path: str | os.PathLike, spec: StackSpec, style: str) -> Any:
+        """A model of ``spec`` in ``style`` holding what ``save`` wrote, loaded without pickle."""
+
+    def check_new_file(self, path: str | os.PathLike, formats: Sequence[str]) -> None:
+        name = os.fspath(path)
+        if not any(name.endswith(f) for f in formats):
+            raise ValueError(f"{self.name} saves to {', '.join(formats)} files, got {name!r}")
+        if os.path.exists(name):
+            raise FileExistsError(f"{name} exists; {self.name} save never overwrites a file")
 
     @abstractmethod
     def versions(self) -> dict[str, str]:

@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from equivalence.dtypes import EPSILON
+from equivalence.known_differences import excused, extra_error
 from equivalence.layout import LayerWeights
 from equivalence.reference import LayerTrace, layerwise_reference
 from equivalence.spec import StackSpec
-from equivalence.tolerance import PAIR_FACTOR, layer_bound
+from equivalence.tolerance import PAIR_FACTOR, SAFETY, layer_scale
 
 if TYPE_CHECKING:
     from equivalence.adapters import ParamCount
@@ -42,10 +44,15 @@ class LayerResult:
     got: float
     expected: float
     mismatches: int
+    nonfinite_mismatches: int = 0
+    nonfinite_index: tuple[int, ...] = ()
+    nonfinite_got: float = 0.0
+    nonfinite_expected: float = 0.0
+    excused: int = 0
 
     @property
     def ratio(self) -> float:
-        if self.shape != self.expected_shape:
+        if self.shape != self.expected_shape or self.nonfinite_mismatches:
             return float("inf")
         return self.max_abs / self.bound if self.bound > 0 else (0.0 if self.max_abs == 0 else float("inf"))
 
@@ -62,6 +69,12 @@ class LayerResult:
         if self.shape != self.expected_shape:
             return f"{where}: output shape {self.shape}, expected {self.expected_shape}"
         size = int(np.prod(self.shape))
+        if self.nonfinite_mismatches:
+            return (
+                f"{where}: {self.nonfinite_mismatches} / {size} elements differ in finiteness (NaN, +inf, -inf "
+                f"or finite); first at index {self.nonfinite_index} ({self.pair[0]} {self.nonfinite_got!r}, "
+                f"{self.pair[1]} {self.nonfinite_expected!r})"
+            )
         return (
             f"{where}: {self.mismatches} / {size} elements exceed the bound; "
             f"greatest abs diff {self.max_abs:.3g} at index {self.index} "
@@ -70,22 +83,59 @@ class LayerResult:
         )
 
 
-def compare_arrays(got: np.ndarray, expected: np.ndarray, *, bound: float,
-                   pair: tuple[str, str], layer: int) -> LayerResult:
-    """Compare two arrays of one layer against an absolute ``bound``.
+def finiteness(a: np.ndarray) -> np.ndarray:
+    """Class of every element: 0 finite, 1 NaN, 2 +inf, 3 -inf (zeros of either sign are finite)."""
+    a = np.asarray(a, dtype=np.float64)
+    return np.select([np.isnan(a), np.isposinf(a), np.isneginf(a)], [1, 2, 3], default=0)
 
-    The relative difference and the count over the bound are only worked out when
-    the layer fails: on the hot path a passing layer costs one subtraction and one argmax.
+
+def compare_arrays(got: np.ndarray, expected: np.ndarray, *, bound: float,
+                   pair: tuple[str, str], layer: int, excused: np.ndarray | None = None) -> LayerResult:
+    """Compare two arrays of one layer: non-finite positions by class, finite ones against ``bound``.
+
+    NaN, +inf and -inf must sit at the same positions in both arrays; the finite
+    elements of both must be within the absolute ``bound``. ``excused`` marks
+    positions a named known difference (``equivalence.known_differences``) exempts.
+
+    When everything is finite and nothing is excused (the hot path), a passing
+    layer costs one subtraction and one argmax; the relative difference and the
+    count over the bound are only worked out when the layer fails.
     """
     got = np.asarray(got)
     expected = np.asarray(expected)
     if got.shape != expected.shape:
         return LayerResult(pair, layer, got.shape, expected.shape, bound, float("inf"), float("inf"),
                            (), float("nan"), float("nan"), -1)
-    if got.size == 0:
-        return LayerResult(pair, layer, got.shape, expected.shape, bound, 0.0, 0.0, (), 0.0, 0.0, 0)
+    g = got.astype(np.float64, copy=False)
     e = expected.astype(np.float64, copy=False)
-    diff = np.abs(got.astype(np.float64, copy=False) - e)
+    if g.size == 0:
+        return LayerResult(pair, layer, got.shape, expected.shape, bound, 0.0, 0.0, (), 0.0, 0.0, 0)
+    if (excused is None or not excused.any()) and np.isfinite(g).all() and np.isfinite(e).all():
+        return _compare_finite(g, e, bound=bound, pair=pair, layer=layer)
+    skip = np.zeros(g.shape, dtype=bool) if excused is None else np.broadcast_to(excused, g.shape)
+    cg, ce = finiteness(g), finiteness(e)
+    wrong_class = (cg != ce) & ~skip
+    both_finite = (cg == 0) & (ce == 0) & ~skip
+    diff = np.where(both_finite, np.abs(np.where(both_finite, g, 0.0) - np.where(both_finite, e, 0.0)), 0.0)
+    index = tuple(int(i) for i in np.unravel_index(int(np.argmax(diff)), diff.shape))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(diff == 0, 0.0, diff / np.abs(np.where(both_finite, e, 1.0)))
+    nonfinite = {}
+    if wrong_class.any():
+        first = tuple(int(i) for i in np.argwhere(wrong_class)[0])
+        nonfinite = dict(nonfinite_mismatches=int(np.count_nonzero(wrong_class)), nonfinite_index=first,
+                         nonfinite_got=float(g[first]), nonfinite_expected=float(e[first]))
+    return LayerResult(
+        pair=pair, layer=layer, shape=got.shape, expected_shape=expected.shape, bound=bound,
+        max_abs=float(diff[index]), max_rel=float(np.max(rel)), index=index,
+        got=float(g[index]), expected=float(e[index]), mismatches=int(np.count_nonzero(diff > bound)),
+        excused=int(np.count_nonzero(skip & (cg != ce))), **nonfinite,
+    )
+
+
+def _compare_finite(g: np.ndarray, e: np.ndarray, *, bound: float, pair: tuple[str, str],
+                    layer: int) -> LayerResult:
+    diff = np.abs(g - e)
     flat = int(np.argmax(diff))
     max_abs = float(diff.flat[flat])
     index = tuple(int(i) for i in np.unravel_index(flat, diff.shape))
@@ -97,8 +147,8 @@ def compare_arrays(got: np.ndarray, expected: np.ndarray, *, bound: float,
         with np.errstate(divide="ignore", invalid="ignore"):
             max_rel = float(np.max(np.where(diff == 0, 0.0, diff / np.abs(e))))
         mismatches = int(np.count_nonzero(diff > bound))
-    return LayerResult(pair=pair, layer=layer, shape=got.shape, expected_shape=expected.shape, bound=bound,
-                       max_abs=max_abs, max_rel=max_rel, index=index, got=float(got.flat[flat]),
+    return LayerResult(pair=pair, layer=layer, shape=g.shape, expected_shape=e.shape, bound=bound,
+                       max_abs=max_abs, max_rel=max_rel, index=index, got=float(g.flat[flat]),
                        expected=float(e.flat[flat]), mismatches=mismatches)
 
 
@@ -160,13 +210,19 @@ def compare_layers(spec: StackSpec, weights: Sequence[LayerWeights], x: np.ndarr
     traces = list(reference) if reference is not None else layerwise_reference(spec, weights, x)
     results: list[LayerResult] = []
     for layer, (trace, (W, b), act) in enumerate(zip(traces, weights, spec.activations)):
-        bound = layer_bound(x=trace.x, W=W, b=b, h=trace.h, activation=act, dtype=spec.dtype)
+        scale = layer_scale(x=trace.x, W=W, b=b, h=trace.h, activation=act)
+        bound = SAFETY * EPSILON[spec.dtype] * scale
+        extra = {name: extra_error(name, act, spec.dtype) * scale for name in outputs}
+        excuse = {name: excused(name, act, spec.dtype, trace.z, np.asarray(outs[layer]))
+                  for name, outs in outputs.items()}
         as64 = {name: _as_float64(outs[layer]) for name, outs in outputs.items()}
         for name, out in as64.items():
-            results.append(compare_arrays(out, trace.h, bound=bound, pair=(name, REFERENCE), layer=layer))
+            results.append(compare_arrays(out, trace.h, bound=bound + extra[name],
+                                          pair=(name, REFERENCE), layer=layer, excused=excuse[name]))
         for a, b_name in combinations(as64, 2):
-            results.append(compare_arrays(as64[a], as64[b_name], bound=PAIR_FACTOR * bound,
-                                          pair=(a, b_name), layer=layer))
+            results.append(compare_arrays(as64[a], as64[b_name],
+                                          bound=PAIR_FACTOR * bound + extra[a] + extra[b_name],
+                                          pair=(a, b_name), layer=layer, excused=excuse[a] | excuse[b_name]))
     return Comparison(case_id or spec.id, tuple(results))
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -19,16 +19,44 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from equivalence.adapters import STYLES, Adapter, ParamCount  # noqa: E402
+from equivalence.activations import LEAKY_SLOPE  # noqa: E402
+from equivalence.adapters import SAVE_FORMATS, STYLES, Adapter, ParamCount  # noqa: E402
 from equivalence.layout import LayerWeights, check_weights  # noqa: E402
 from equivalence.spec import StackSpec  # noqa: E402
 
-# Our activation name -> Keras activation, explicit where Keras has defaults.
+if TYPE_CHECKING:
+    from equivalence.gradients import Gradients
+
+
+def _registered(name: str, fn: Any) -> Any:
+    """A named, registered activation, so ``.keras`` files reload it in safe mode."""
+    fn.__name__ = fn.__qualname__ = name
+    return keras.saving.register_keras_serializable(package="equivalence", name=name)(fn)
+
+
+# Our activation name -> Keras activation, every argument explicit (keras.ops.gelu defaults to
+# approximate=True, keras.layers.LeakyReLU to slope 0.3): a plain name only where there is no argument.
 ACTIVATIONS = {
     "sigmoid": "sigmoid",
     "tanh": "tanh",
     "relu": "relu",
     "linear": "linear",
+    "softmax": _registered("softmax_last_axis", lambda x: keras.activations.softmax(x, axis=-1)),
+    "log_softmax": _registered("log_softmax_last_axis", lambda x: keras.activations.log_softmax(x, axis=-1)),
+    "gelu": _registered("gelu_exact", lambda x: keras.activations.gelu(x, approximate=False)),
+    "gelu_tanh": _registered("gelu_tanh", lambda x: keras.activations.gelu(x, approximate=True)),
+    "elu": _registered("elu_alpha_1", lambda x: keras.activations.elu(x, alpha=1.0)),
+    "selu": "selu",
+    "celu": _registered("celu_alpha_1", lambda x: keras.activations.celu(x, alpha=1.0)),
+    "silu": "silu",
+    "softplus": "softplus",
+    "softsign": "softsign",
+    "relu6": "relu6",
+    "hard_sigmoid": "hard_sigmoid",
+    "hard_silu": "hard_silu",
+    "leaky_relu_0.2": _registered("leaky_relu_0_2",
+                                  lambda x: keras.activations.leaky_relu(x, negative_slope=LEAKY_SLOPE)),
+    "mish": "mish",
 }
 
 CLEAR_EVERY = 200
@@ -96,6 +124,27 @@ def _assign(variable: Any, value: np.ndarray) -> None:
         variable.value.assign(value, read_value=False)
     else:
         variable.assign(value)
+
+
+def _variables(layers: Sequence[keras.layers.Dense]) -> list[Any]:
+    """Kernel, then bias (when there is one), layer by layer."""
+    return [v for layer in layers for v in (layer.kernel, layer.bias) if v is not None]
+
+
+def _loss_gradients(forward: Any, x: Any, variables: Sequence[Any]) -> tuple[Any, list[Any]]:
+    """``dL/dx`` and ``dL/dv`` for ``L = mean(forward(x))``: the one backend-specific function.
+
+    TensorFlow: ``GradientTape``. (A torch or JAX Keras backend needs its own branch here.)
+    """
+    if keras.backend.backend() != "tensorflow":
+        raise NotImplementedError(f"gradients on the Keras {keras.backend.backend()!r} backend are not written yet")
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = keras.ops.mean(forward(x))
+    dx, *grads = tape.gradient(loss, [x, *variables])
+    return dx, grads
 
 
 class KerasAdapter(Adapter):
@@ -176,6 +225,58 @@ class KerasAdapter(Adapter):
         if isinstance(model, list):
             return ParamCount(per_layer, sum(per_layer), sum(len(layer.trainable_variables) for layer in layers))
         return ParamCount(per_layer, total=model.count_params(), trainable_tensors=len(model.trainable_variables))
+
+    def loss_gradients(self, model: Any, x: np.ndarray) -> Gradients:
+        from equivalence.gradients import Gradients
+
+        layers = _dense_layers(model)
+        variables = _variables(layers)
+        dx, grads = _loss_gradients(lambda t: self._call(model, t), keras.ops.convert_to_tensor(
+            x, dtype=layers[0].compute_dtype), variables)
+        out, it = [], iter(grads)
+        for layer in layers:
+            dW = _numpy(next(it))
+            out.append(LayerWeights(dW, None if layer.bias is None else _numpy(next(it))))
+        return Gradients(tuple(out), _numpy(dx))
+
+    def sgd_step(self, model: Any, x: np.ndarray, *, learning_rate: float) -> None:
+        layers = _dense_layers(model)
+        variables = _variables(layers)
+        _, grads = _loss_gradients(lambda t: self._call(model, t), keras.ops.convert_to_tensor(
+            x, dtype=layers[0].compute_dtype), variables)
+        optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=0.0, nesterov=False)
+        optimizer.apply_gradients(zip(grads, variables))
+
+    def save(self, model: Any, path: str | os.PathLike) -> None:
+        self.check_new_file(path, SAVE_FORMATS["keras"])
+        if isinstance(model, list):
+            raise TypeError("keras save needs a built model (build), not a list of bare layers")
+        name = os.fspath(path)
+        if name.endswith(".weights.h5"):
+            model.save_weights(name)
+        elif isinstance(model, DenseStack):
+            raise ValueError("the subclass style has no get_config, so it cannot go to a .keras file; "
+                             "save it as .weights.h5")
+        else:
+            model.save(name)
+
+    def load(self, path: str | os.PathLike, spec: StackSpec, style: str) -> Any:
+        self.check_style(style)
+        name = os.fspath(path)
+        if name.endswith(".weights.h5"):
+            model = self.build(spec, style)
+            model.load_weights(name)
+            return model
+        self._count_build()
+        return keras.saving.load_model(name, safe_mode=True)  # safe_mode: no lambdas or arbitrary code
+
+    @staticmethod
+    def _call(model: Any, x: Any) -> Any:
+        if isinstance(model, list):
+            for layer in model:
+                x = layer(x)
+            return x
+        return model(x)
 
     def versions(self) -> dict[str, str]:
         out = {"keras": keras.__version__, "keras_backend": keras.backend.backend()}

@@ -48,8 +48,13 @@ _FORMS = {"matmul": _affine_matmul, "dot": _affine_dot}
 def reference_layer(x: np.ndarray, W: np.ndarray, b: np.ndarray | None, activation: str,
                     *, form: str = "matmul") -> LayerTrace:
     x64 = np.asarray(x, dtype=np.float64)
-    z = _FORMS[form](x64, W, b)
-    return LayerTrace(x64, z, ACTIVATIONS[activation].reference(z))
+    if np.all(np.isfinite(x64)):
+        z = _FORMS[form](x64, W, b)
+        return LayerTrace(x64, z, ACTIVATIONS[activation].reference(z))
+    # NaN or inf inputs: inf - inf and inf * 0 give NaN on purpose, as in both frameworks.
+    with np.errstate(invalid="ignore"):
+        z = _FORMS[form](x64, W, b)
+        return LayerTrace(x64, z, ACTIVATIONS[activation].reference(z))
 
 
 def reference_forward(spec: StackSpec, weights: Sequence[LayerWeights], x: np.ndarray,

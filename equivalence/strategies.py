@@ -35,6 +35,14 @@ and ~95 KB; an assignment ~0.1 ms). ``specs(width=st.integers(1, 64))`` draws un
 boundary_widths = st.sampled_from(BOUNDARY_WIDTHS)
 
 
+ACTIVATION_NAMES: tuple[str, ...] = tuple(ACTIVATIONS)
+"""Every activation both frameworks have (the adapters map exactly these), for properties and reports."""
+DTYPE_NAMES: tuple[str, ...] = DTYPES
+"""float64, float32, float16, bfloat16."""
+BIAS_CHOICES: tuple[bool, ...] = (True, False)
+NONFINITE_VALUES: tuple[float, ...] = (float("nan"), float("inf"), float("-inf"))
+
+
 def _check_choices(name: str, given: Sequence[str], known: Sequence[str]) -> tuple[str, ...]:
     given = tuple(given)
     if not given:
@@ -49,6 +57,12 @@ def _check_bound(name: str, value: int, low: int) -> int:
     if not isinstance(value, int) or value < low:
         raise InvalidArgument(f"{name}={value!r} must be an integer of at least {low}")
     return value
+
+
+def boundary_widths_up_to(n: int) -> st.SearchStrategy[int]:
+    """``BOUNDARY_WIDTHS`` no larger than ``n``: small stacks for properties whose examples are costly."""
+    _check_bound("n", n, 1)
+    return st.sampled_from([w for w in BOUNDARY_WIDTHS if w <= n])
 
 
 @st.composite
@@ -93,6 +107,10 @@ def specs(draw: st.DrawFn, *, activations: Sequence[str] = ("sigmoid",), dtypes:
     return StackSpec(input_width, layer_widths, acts, bias=has_bias, dtype=dtype)
 
 
+def _weight_scales(dtype: str) -> tuple[str, ...]:
+    # float16 tops out at 65504: U(-1, 1) weights under unbounded activations overflow within a few
+    # layers (the reference stays finite, the frameworks give inf). fan_in keeps |h| near the input's size.
+    return ("fan_in",) if dtype == "float16" else WEIGHT_SCALES
 
 
 @st.composite
@@ -107,5 +125,24 @@ def cases(draw: st.DrawFn, spec_strategy: st.SearchStrategy[StackSpec] | None = 
         seed=draw(seeds, label="seed"),
         batch=batch,
         input_scale=draw(st.sampled_from(INPUT_SCALES), label="input scale"),
-        weight_scale=draw(st.sampled_from(WEIGHT_SCALES), label="weight scale"),
+        weight_scale=draw(st.sampled_from(_weight_scales(spec.dtype)), label="weight scale"),
     )
+
+
+def breadth_specs(**kwargs) -> st.SearchStrategy[StackSpec]:
+    """Specs drawing every activation (per layer), every dtype, and bias on or off."""
+    return specs(activations=ACTIVATION_NAMES, dtypes=DTYPE_NAMES, **kwargs)
+
+
+@st.composite
+def nonfinite_cases(draw: st.DrawFn, spec_strategy: st.SearchStrategy[StackSpec] | None = None,
+                    *, max_batch: int = MAX_BATCH) -> Case:
+    """A case whose input holds NaN, +inf or -inf at a few drawn positions (at least one)."""
+    case = draw(cases(spec_strategy if spec_strategy is not None else breadth_specs(), max_batch=max_batch))
+    x = case.x.copy()
+    n = draw(st.integers(1, min(4, x.size)), label="non-finite count")
+    for i in range(n):
+        row = draw(st.integers(0, x.shape[0] - 1), label=f"non-finite {i} row")
+        col = draw(st.integers(0, x.shape[1] - 1), label=f"non-finite {i} column")
+        x[row, col] = draw(st.sampled_from(NONFINITE_VALUES), label=f"non-finite {i} value")
+    return Case(case.spec, case.weights, x)

@@ -41,12 +41,29 @@ def magnitude(x: np.ndarray, W: np.ndarray, b: np.ndarray | None) -> float:
     return float(np.max(s)) if s.size else 0.0
 
 
+def _finite_rows(x: np.ndarray) -> np.ndarray:
+    """Rows of ``x`` without NaN or inf: the error model bounds finite arithmetic only."""
+    x = np.asarray(x, dtype=np.float64)
+    return x[np.all(np.isfinite(x), axis=-1)] if x.ndim == 2 else x[np.isfinite(x)]
+
+
+def layer_scale(*, x: np.ndarray, W: np.ndarray, b: np.ndarray | None, h: np.ndarray, activation: str) -> float:
+    """``max(1, slope * S, max|h|)``: the magnitude a layer's rounding errors scale with.
+
+    Rows of ``x`` holding NaN or inf and non-finite outputs are left out: their
+    positions are compared by class (``equivalence.compare``), not by size.
+    """
+    slope = ACTIVATIONS[activation].max_slope
+    h = np.asarray(h, dtype=np.float64)
+    finite_h = h[np.isfinite(h)]
+    out = float(np.max(np.abs(finite_h))) if finite_h.size else 0.0
+    return max(1.0, slope * magnitude(_finite_rows(x), W, b), out)
+
+
 def layer_bound(*, x: np.ndarray, W: np.ndarray, b: np.ndarray | None, h: np.ndarray,
                 activation: str, dtype: str) -> float:
     """Absolute error bound of one layer computed in ``dtype`` against float64.
 
     ``x`` is the layer's input, ``h`` the float64 reference output.
     """
-    slope = ACTIVATIONS[activation].max_slope
-    out = float(np.max(np.abs(h))) if h.size else 0.0
-    return SAFETY * EPSILON[dtype] * max(1.0, slope * magnitude(x, W, b), out)
+    return SAFETY * EPSILON[dtype] * layer_scale(x=x, W=W, b=b, h=h, activation=activation)

@@ -2,28 +2,50 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
-from equivalence.adapters import STYLES, Adapter, ParamCount
+from equivalence.activations import LEAKY_SLOPE
+from equivalence.adapters import SAVE_FORMATS, STYLES, Adapter, ParamCount
 from equivalence.dtypes import numpy_dtype
 from equivalence.layout import LayerWeights, check_weights
 from equivalence.spec import StackSpec
+
+if TYPE_CHECKING:
+    from equivalence.gradients import Gradients
 
 _TORCH_DTYPES = {
     "float64": torch.float64, "float32": torch.float32,
     "float16": torch.float16, "bfloat16": torch.bfloat16,
 }
 
-# Keras name -> torch module, with every argument explicit.
+# Our activation name -> torch module, with every argument explicit (defaults are traps:
+# nn.GELU() is exact where keras.ops.gelu is not, nn.LeakyReLU() slopes 0.01, nn.Softmax() guesses dim).
 ACTIVATION_MODULES = {
     "sigmoid": lambda: nn.Sigmoid(),
     "tanh": lambda: nn.Tanh(),
     "relu": lambda: nn.ReLU(),
     "linear": lambda: nn.Identity(),
+    "softmax": lambda: nn.Softmax(dim=-1),
+    "log_softmax": lambda: nn.LogSoftmax(dim=-1),
+    "gelu": lambda: nn.GELU(approximate="none"),
+    "gelu_tanh": lambda: nn.GELU(approximate="tanh"),
+    "elu": lambda: nn.ELU(alpha=1.0),
+    "selu": lambda: nn.SELU(),
+    "celu": lambda: nn.CELU(alpha=1.0),
+    "silu": lambda: nn.SiLU(),
+    "softplus": lambda: nn.Softplus(beta=1.0, threshold=20.0),
+    "softsign": lambda: nn.Softsign(),
+    "relu6": lambda: nn.ReLU6(),
+    "hard_sigmoid": lambda: nn.Hardsigmoid(),
+    "hard_silu": lambda: nn.Hardswish(),
+    "leaky_relu_0.2": lambda: nn.LeakyReLU(negative_slope=LEAKY_SLOPE),
+    "mish": lambda: nn.Mish(),
 }
 
 
@@ -156,6 +178,57 @@ class TorchAdapter(Adapter):
             else model.parameters()
         trainable = [p for p in params if p.requires_grad]
         return ParamCount(per_layer, sum(p.numel() for p in trainable), len(trainable))
+
+    def loss_gradients(self, model: nn.Module, x: np.ndarray) -> Gradients:
+        from equivalence.gradients import Gradients
+
+        layers = _layers(model)
+        dtype = layers[0][0].weight.dtype
+        xt = _to_tensor(x, dtype).requires_grad_(True)
+        self._backward_mean(model, layers, xt)
+        dt = _numpy_dtype_of(layers[0][0].weight)
+        grads = [LayerWeights(_to_numpy(linear.weight.grad, dt).T.copy(),  # (out, in) -> canonical (in, out)
+                              None if linear.bias is None else _to_numpy(linear.bias.grad, dt))
+                 for linear, _ in layers]
+        return Gradients(tuple(grads), _to_numpy(xt.grad, _numpy_dtype_of(layers[0][0].weight)))
+
+    def sgd_step(self, model: nn.Module, x: np.ndarray, *, learning_rate: float) -> None:
+        layers = _layers(model)
+        params = [p for linear, _ in layers for p in linear.parameters()]
+        optimizer = torch.optim.SGD(params, lr=learning_rate, momentum=0.0, dampening=0.0, weight_decay=0.0,
+                                    nesterov=False)
+        self._backward_mean(model, layers, _to_tensor(x, layers[0][0].weight.dtype))
+        optimizer.step()
+
+    @staticmethod
+    def _backward_mean(model: nn.Module | list, layers: list, xt: torch.Tensor) -> None:
+        """``mean(forward(x)).backward()`` from zeroed gradients: ``.grad`` accumulates across calls."""
+        for linear, _ in layers:
+            for p in linear.parameters():
+                p.grad = None
+        y = xt
+        if isinstance(model, list):
+            for linear, act in layers:
+                y = act(linear(y))
+        else:
+            y = model(y)
+        y.mean().backward()
+
+    def save(self, model: nn.Module, path: str | os.PathLike) -> None:
+        self.check_new_file(path, SAVE_FORMATS["torch"])
+        if isinstance(model, list):
+            raise TypeError("torch save needs a built model (build), not a list of bare layers")
+        state = model.state_dict()
+        if not state:
+            raise ValueError(f"{type(model).__name__} registers no parameters (layers held in a plain python list?): "
+                             "its state_dict is empty, so a checkpoint would hold no weights")
+        torch.save(state, os.fspath(path))
+
+    def load(self, path: str | os.PathLike, spec: StackSpec, style: str) -> nn.Module:
+        model = self.build(spec, style)
+        state = torch.load(os.fspath(path), weights_only=True)  # no pickle of arbitrary objects
+        model.load_state_dict(state, strict=True)
+        return model
 
     def versions(self) -> dict[str, str]:
         return {"torch": torch.__version__, "torch_threads": str(torch.get_num_threads())}

@@ -5,7 +5,9 @@ layer is judged on its own error (see ``equivalence.compare``). All three pairs
 are compared in every example and every failing pair is reported.
 
 * The many-example property reuses built layers (``LayerPool``): it is about
-  numbers, and Keras layer builds would otherwise dominate the run.
+  numbers, and Keras layer builds would otherwise dominate the run. It draws
+  every activation (each layer its own), every dtype and bias on or off; a
+  second one feeds NaN and ±inf inputs.
 * The per-style properties build real models in every style, one test per
   (torch style, keras style) pairing, so no failure hides another.
 """
@@ -16,20 +18,47 @@ from hypothesis import given, settings
 
 from equivalence.adapters import STYLES
 from equivalence.check import check_case
-from equivalence.strategies import cases
+from equivalence.strategies import breadth_specs, cases, nonfinite_cases
 from tests.helpers import BUILD_EXAMPLES, NUMERIC_EXAMPLES, assert_layers_agree, build_loaded
 
 STYLE_PAIRS = list(zip(STYLES["torch"], STYLES["keras"]))
+BREADTH_EXAMPLES = 5 * settings.default.max_examples
+"""A breadth example (every activation and dtype) costs about twice a float32 sigmoid one: more distinct
+layers to build, so fewer pool hits."""
+NONFINITE_EXAMPLES = settings.default.max_examples
+
+
+def _pooled(case, torch_adapter, keras_adapter, layer_pool):
+    return {
+        "torch": (torch_adapter, layer_pool.stack(torch_adapter, case.spec)),
+        "keras": (keras_adapter, layer_pool.stack(keras_adapter, case.spec)),
+    }
 
 
 @settings(max_examples=NUMERIC_EXAMPLES)
 @given(case=cases())
-def test_every_layer_agrees_three_ways(case, torch_adapter, keras_adapter, layer_pool):
-    models = {
-        "torch": (torch_adapter, layer_pool.stack(torch_adapter, case.spec)),
-        "keras": (keras_adapter, layer_pool.stack(keras_adapter, case.spec)),
-    }
-    assert_layers_agree(comparison=check_case(case, models), case=case)
+def test_every_sigmoid_layer_agrees_three_ways(case, torch_adapter, keras_adapter, layer_pool):
+    """The seed notes' stack (float32 sigmoid, bias drawn), many examples: the bulk of the cross-framework cases."""
+    assert_layers_agree(comparison=check_case(case, _pooled(case, torch_adapter, keras_adapter, layer_pool)),
+                        case=case)
+
+
+@settings(max_examples=BREADTH_EXAMPLES)
+@given(case=cases(breadth_specs()))
+def test_every_layer_agrees_three_ways_for_every_activation_and_dtype(case, torch_adapter, keras_adapter,
+                                                                       layer_pool):
+    assert_layers_agree(comparison=check_case(case, _pooled(case, torch_adapter, keras_adapter, layer_pool)),
+                        case=case)
+
+
+@settings(max_examples=NONFINITE_EXAMPLES)
+@given(case=nonfinite_cases())
+def test_nan_and_inf_inputs_land_in_the_same_positions_three_ways(case, torch_adapter, keras_adapter, layer_pool):
+    """NaN, +inf and -inf must come out at the same positions as in the reference (by class), every finite
+    element within the error model; only the named ``known_differences`` excuse a position."""
+    comparison = check_case(case, _pooled(case, torch_adapter, keras_adapter, layer_pool))
+    assert_layers_agree(comparison=comparison, case=case)
+    assert not np.isfinite(case.x).all(), "the strategy must put a non-finite value in the input"
 
 
 @pytest.mark.parametrize(("torch_style", "keras_style"), STYLE_PAIRS, ids=[f"{t}-{k}" for t, k in STYLE_PAIRS])
