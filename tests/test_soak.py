@@ -12,16 +12,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from equivalence.activations import ACTIVATIONS
 from equivalence.adapters import STYLES
 from equivalence.check import check_case
-from equivalence.strategies import cases, specs
+from equivalence.strategies import breadth_specs, cases
 from tests.helpers import assert_layers_agree
 
 SHARDS = 40
 STYLE_PAIRS = list(zip(STYLES["torch"], STYLES["keras"]))
-SOAK_DTYPES = ("float32", "float64")
-any_case = cases(specs(activations=tuple(ACTIVATIONS), dtypes=SOAK_DTYPES))
+any_case = cases(breadth_specs())  # every activation (per layer), every dtype, bias on or off
 
 pytestmark = pytest.mark.soak
 
