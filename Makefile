@@ -3,8 +3,14 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-stamp
+STAMP = $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 PYTEST_ARGS ?=
+# Keras backend: tensorflow (default, what CI runs), torch, or jax (make check KERAS_BACKEND=jax).
+# jax is an optional extra, installed only when that backend is asked for.
+KERAS_BACKEND ?= tensorflow
+export KERAS_BACKEND
+comma := ,
+EXTRAS := all$(if $(filter jax,$(KERAS_BACKEND)),$(comma)jax)
 
 .DEFAULT_GOAL := help
 .PHONY: help venv lint test check bench soak sensitivity mxnet clean
@@ -14,7 +20,7 @@ help: ## list the targets
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[all]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
 venv: $(STAMP) ## create .venv and install the package with the pinned CPU builds

@@ -21,6 +21,7 @@ import numpy as np  # noqa: E402
 
 from equivalence.activations import LEAKY_SLOPE  # noqa: E402
 from equivalence.adapters import SAVE_FORMATS, STYLES, Adapter, ParamCount  # noqa: E402
+from equivalence.dtypes import numpy_dtype  # noqa: E402
 from equivalence.layout import LayerWeights, check_weights  # noqa: E402
 from equivalence.spec import StackSpec  # noqa: E402
 
@@ -100,12 +101,28 @@ def _dense_layers(model: Any) -> list[keras.layers.Dense]:
     return layers
 
 
-_TENSORFLOW = keras.backend.backend() == "tensorflow"
+# --- the backend-specific part: to numpy, assign, gradients -------------------------------------
+BACKEND = keras.backend.backend()
+_TENSORFLOW = BACKEND == "tensorflow"
 
 
 def _numpy(value: Any) -> np.ndarray:
-    # TF's own .numpy() avoids numpy 2's __array__(copy=...) DeprecationWarning on every call.
-    return value.numpy() if _TENSORFLOW else keras.ops.convert_to_numpy(value)
+    """A backend tensor or Keras variable as a numpy array.
+
+    TF's own ``.numpy()`` and torch's ``detach().numpy()`` avoid the numpy 2
+    ``__array__(copy=...)`` DeprecationWarning that ``convert_to_numpy`` raises on
+    every call; torch's numpy has no bfloat16, so that goes through float32 (exact).
+    """
+    if _TENSORFLOW:
+        return value.numpy()
+    if BACKEND == "torch":
+        import torch
+
+        tensor = (value.value if isinstance(value, keras.Variable) else value).detach().cpu()
+        if tensor.dtype == torch.bfloat16:
+            return tensor.float().numpy().astype(numpy_dtype("bfloat16"))
+        return tensor.numpy()
+    return keras.ops.convert_to_numpy(value)
 
 
 def _assign(variable: Any, value: np.ndarray) -> None:
@@ -132,19 +149,37 @@ def _variables(layers: Sequence[keras.layers.Dense]) -> list[Any]:
 
 
 def _loss_gradients(forward: Any, x: Any, variables: Sequence[Any]) -> tuple[Any, list[Any]]:
-    """``dL/dx`` and ``dL/dv`` for ``L = mean(forward(x))``: the one backend-specific function.
+    """``dL/dx`` and ``dL/dv`` for ``L = mean(forward(x))``, with the backend's own autodiff.
 
-    TensorFlow: ``GradientTape``. (A torch or JAX Keras backend needs its own branch here.)
+    TensorFlow: ``GradientTape``. torch: ``torch.autograd.grad`` on the variables'
+    parameters (nothing accumulates in ``.grad``). JAX: ``jax.grad`` of a pure
+    function, the variables' values substituted through ``keras.StatelessScope``.
     """
-    if keras.backend.backend() != "tensorflow":
-        raise NotImplementedError(f"gradients on the Keras {keras.backend.backend()!r} backend are not written yet")
-    import tensorflow as tf
+    if _TENSORFLOW:
+        import tensorflow as tf
 
-    with tf.GradientTape() as tape:
-        tape.watch(x)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = keras.ops.mean(forward(x))
+        dx, *grads = tape.gradient(loss, [x, *variables])
+        return dx, grads
+    if BACKEND == "torch":
+        import torch
+
+        x = x.detach().requires_grad_(True)
         loss = keras.ops.mean(forward(x))
-    dx, *grads = tape.gradient(loss, [x, *variables])
-    return dx, grads
+        dx, *grads = torch.autograd.grad(loss, [x, *(v.value for v in variables)])
+        return dx, grads
+    if BACKEND == "jax":
+        import jax
+
+        def loss(x_value: Any, values: list[Any]) -> Any:
+            with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+                return keras.ops.mean(forward(x_value))
+
+        dx, grads = jax.grad(loss, argnums=(0, 1))(x, [v.value for v in variables])
+        return dx, list(grads)
+    raise NotImplementedError(f"gradients on the Keras {BACKEND!r} backend are not written")
 
 
 class KerasAdapter(Adapter):
@@ -279,11 +314,19 @@ class KerasAdapter(Adapter):
         return model(x)
 
     def versions(self) -> dict[str, str]:
-        out = {"keras": keras.__version__, "keras_backend": keras.backend.backend()}
-        if keras.backend.backend() == "tensorflow":
+        out = {"keras": keras.__version__, "keras_backend": BACKEND}
+        if _TENSORFLOW:
             import tensorflow as tf
 
             out["tensorflow"] = tf.__version__
             out["tf_intra_op_threads"] = str(tf.config.threading.get_intra_op_parallelism_threads())
-        out["TF_ENABLE_ONEDNN_OPTS"] = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset (build default)")
+            out["TF_ENABLE_ONEDNN_OPTS"] = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset (build default)")
+        elif BACKEND == "torch":
+            import torch
+
+            out["keras_torch"] = torch.__version__
+        elif BACKEND == "jax":
+            import jax
+
+            out["jax"] = jax.__version__
         return out

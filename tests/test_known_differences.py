@@ -12,7 +12,7 @@ import pytest
 from equivalence.activations import ACTIVATIONS
 from equivalence.compare import compare_arrays
 from equivalence.dtypes import EPSILON, numpy_dtype
-from equivalence.known_differences import KNOWN_DIFFERENCES, excused, extra_error
+from equivalence.known_differences import FLOAT32_MATMUL, KNOWN_DIFFERENCES, excused, extra_error, keras_backend
 
 
 def _torch(name, x, dtype):
@@ -125,8 +125,28 @@ def signed_zeros():
         assert result.passed and result.max_abs == 0.0
 
 
+def keras_float64_matmul_in_float32_off_tensorflow():
+    import keras
+
+    third = keras.ops.convert_to_tensor(np.full((2, 2), 1 / 3), dtype="float64")
+    product = keras.ops.matmul(third, third)
+    assert keras.backend.standardize_dtype(product.dtype) == "float32"
+    assert keras.backend.result_type("float64", "float64") == "float32"
+
+
+def test_float64_matmul_stays_float64_on_tensorflow(keras_adapter):
+    """The other side of keras_float64_matmul_in_float32_off_tensorflow: TF keeps float64 (and must go on)."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip(f"this run uses the Keras {keras.backend.backend()} backend")
+    third = keras.ops.convert_to_tensor(np.full((2, 2), 1 / 3), dtype="float64")
+    assert keras.backend.standardize_dtype(keras.ops.matmul(third, third).dtype) == "float64"
+
+
 EVIDENCE = {f.__name__: f for f in (
-    keras_float64_gelu_float32_constant, keras_float64_leaky_relu_float32_slope, torch_float64_softplus_threshold_20,
+    keras_float64_matmul_in_float32_off_tensorflow, keras_float64_gelu_float32_constant,
+    keras_float64_leaky_relu_float32_slope, torch_float64_softplus_threshold_20,
     torch_float64_hard_sigmoid_backward_float32_sixth,
     torch_gelu_nan_at_plus_inf, keras_softmax_nonfinite_rows, tf_flushes_subnormals, signed_zeros,
 )}
@@ -141,10 +161,21 @@ def test_every_known_difference_has_evidence():
 
 @pytest.mark.parametrize("name", sorted(EVIDENCE))
 def test_the_known_difference_is_still_measured(name, torch_adapter, keras_adapter):
+    entry = next(d for d in KNOWN_DIFFERENCES if d.name == name)
+    if entry.framework == "keras" and keras_backend() not in entry.keras_backends:
+        pytest.skip(f"{name} applies on the Keras {', '.join(entry.keras_backends)} backend(s); "
+                    f"this run uses {keras_backend()}, where it grants nothing")
     EVIDENCE[name]()
 
 
 def test_extra_error_keeps_float64_far_tighter_than_float32():
-    """A float64 layer computed in float32 is off by ~eps32 * scale: still 2x or more outside the widened bound."""
+    """A float64 layer computed in float32 is off by ~eps32 * scale: still 2x or more outside the widened bound.
+
+    The one exception is the entry whose measured difference *is* a float32 matmul behind float64
+    (Keras off TensorFlow): there the float64 check can only be float32-tight, and the entry says so.
+    """
     for d in KNOWN_DIFFERENCES:
+        if d.name == "keras_float64_matmul_in_float32_off_tensorflow":
+            assert d.extra_error == FLOAT32_MATMUL and "tensorflow" not in d.keras_backends
+            continue
         assert d.extra_error <= 0.5 * EPSILON["float32"], d.name
