@@ -207,9 +207,9 @@ def test_record_replaces_its_own_vectors_and_a_crash_mid_write_keeps_the_old_one
         real_replace(src, dst)
 
     monkeypatch.setattr(os, "replace", crash_on_the_manifest)
-    with pytest.raises(OSError, match="simulated crash"):
-        cli.main(["record", str(vectors), "-k", "1-1_"])
+    code, _, err = run(["record", str(vectors), "-k", "1-1_"], capsys)
     monkeypatch.setattr(os, "replace", real_replace)
+    assert_input_error(code=code, err=err, names="equivalence record", problem="simulated crash")
     assert [c.id for c in golden.load(vectors).cases] == old_ids  # the old vectors, intact
     assert {k: v for k, v in snapshot(vectors).items() if k in old} == old
 
