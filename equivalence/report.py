@@ -208,7 +208,7 @@ def rich_table(report: Mapping[str, Any]) -> Any:
     table = Table(title="equivalence report", show_lines=False, header_style="bold")
     for name, justify in (("case", "left"), ("build", "left"), ("pair", "left"), ("error / bound", "right"),
                           ("at layer", "right"), ("first failing layer", "right"), ("result", "left")):
-        table.add_column(name, justify=justify, no_wrap=name == "case", overflow="fold")
+        table.add_column(name, justify=justify, no_wrap=name in ("case", "build"), overflow="fold")
     for r in report["rows"]:
         ratio = "shape!" if r["worst_ratio"] is None else f"{r['worst_ratio']:.3g}"
         first = "" if r["first_failing_layer"] is None else str(r["first_failing_layer"])
