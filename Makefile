@@ -1,5 +1,5 @@
-# `make check` is the one command: it creates .venv when missing, installs the
-# pinned CPU builds (constraints.txt), lints and runs the tests.
+# `make report` and `make check` create .venv when missing and install the pinned
+# CPU builds (constraints.txt); `make help` lists every target.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -12,8 +12,12 @@ export KERAS_BACKEND
 comma := ,
 EXTRAS := all$(if $(filter jax,$(KERAS_BACKEND)),$(comma)jax)
 
+REPORT_DIR ?= report
+GOLDEN ?= golden
+NOX_ARGS ?=
+
 .DEFAULT_GOAL := help
-.PHONY: help venv lint test check bench soak sensitivity mxnet clean
+.PHONY: help venv lint test check report baseline guard matrix bench soak sensitivity mxnet clean
 
 help: ## list the targets
 	@grep -E '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -26,12 +30,24 @@ $(STAMP): pyproject.toml constraints.txt
 venv: $(STAMP) ## create .venv and install the package with the pinned CPU builds
 
 lint: venv ## ruff
-	$(BIN)/ruff check equivalence tests conftest.py
+	$(BIN)/ruff check equivalence tests conftest.py noxfile.py
 
 test: venv ## pytest (pass PYTEST_ARGS="-n auto" for xdist)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-check: lint test ## lint and test: the README's command
+check: lint test ## lint and test
+
+report: venv ## the README's main command: run the report matrix, print the table, write report/ (JSON, Markdown, PNG)
+	$(BIN)/python -m equivalence report --out $(REPORT_DIR)
+
+baseline: venv ## record golden vectors into golden/ with the installed frameworks (after changing the matrix)
+	$(BIN)/python -m equivalence record $(GOLDEN)
+
+guard: venv ## verify the installed frameworks against the shipped golden vectors in golden/
+	$(BIN)/python -m equivalence verify $(GOLDEN)
+
+matrix: venv ## nox: check and guard under tensorflow-cpu 2.20 and 2.21 with torch 2.13.0 (NOX_ARGS="-s guard")
+	$(BIN)/nox $(NOX_ARGS)
 
 bench: venv ## benchmark the check path against the naive loop and the floor (writes bench.json)
 	$(BIN)/python -m equivalence.bench
@@ -57,8 +73,7 @@ $(MXNET_STAMP): pyproject.toml constraints-mxnet.txt
 
 mxnet: $(MXNET_STAMP) ## MXNet Gluon in .venv-mxnet (numpy<1.24): core and MXNet properties, torch/Keras skip
 	$(MXNET_BIN)/python -m pytest $(PYTEST_ARGS)
-	@# TODO(golden vectors): verify the shipped vectors against MXNet here once `python -m equivalence verify` lands.
-	@echo "make mxnet: golden-vector verification against MXNet is not wired yet (TODO: needs the verify CLI)"
+	$(MXNET_BIN)/python -m equivalence verify $(GOLDEN) --framework mxnet
 
-clean: ## remove the venvs and caches
-	rm -rf $(VENV) $(MXNET_VENV) .pytest_cache .hypothesis .ruff_cache
+clean: ## remove the venvs, the nox venvs and caches
+	rm -rf $(VENV) $(MXNET_VENV) .nox .pytest_cache .hypothesis .ruff_cache

@@ -319,7 +319,10 @@ class KerasAdapter(Adapter):
             import tensorflow as tf
 
             out["tensorflow"] = tf.__version__
+            # 0 means "TF chooses": one thread per core.
             out["tf_intra_op_threads"] = str(tf.config.threading.get_intra_op_parallelism_threads())
+            out["tf_inter_op_threads"] = str(tf.config.threading.get_inter_op_parallelism_threads())
+            out["onednn_enabled"] = _onednn_enabled()
             out["TF_ENABLE_ONEDNN_OPTS"] = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset (build default)")
         elif BACKEND == "torch":
             import torch
@@ -330,3 +333,18 @@ class KerasAdapter(Adapter):
 
             out["jax"] = jax.__version__
         return out
+
+
+def _onednn_enabled() -> str:
+    """Whether TF's oneDNN custom ops are on, as TF itself decides (env var or build default).
+
+    TF 2.21 on x86 Linux turns them on when ``TF_ENABLE_ONEDNN_OPTS`` is unset (measured:
+    unset and ``=1`` give the same bits, ``=0`` changes some matmuls). The answer comes from
+    TF's util port (``IsMklEnabled``), which has no public API; "unknown" if it moves.
+    """
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:  # pragma: no cover - depends on the TF build
+        return "unknown"
+    is_enabled = getattr(_pywrap_util_port, "IsMklEnabled", None)
+    return "unknown" if is_enabled is None else ("on" if is_enabled() else "off")

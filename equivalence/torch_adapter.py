@@ -231,7 +231,8 @@ class TorchAdapter(Adapter):
         return model
 
     def versions(self) -> dict[str, str]:
-        return {"torch": torch.__version__, "torch_threads": str(torch.get_num_threads())}
+        return {"torch": torch.__version__, "torch_threads": str(torch.get_num_threads()),
+                "torch_interop_threads": str(torch.get_num_interop_threads())}
 
 
 def _numpy_dtype_of(t: torch.Tensor) -> np.dtype:

@@ -1,0 +1,426 @@
+"""Golden vectors: what the frameworks computed when recorded, checked against what they compute now.
+
+A golden-vector folder holds two files, both written by ``record`` and nothing else:
+
+* ``manifest.json``: format name, schema version, fingerprint, the data file's
+  name and sha256, and every case's spec and seed;
+* ``vectors-<sha256[:16]>.npz``: per case the canonical weights, the inputs,
+  every layer's float64 reference output, and each framework's per-layer outputs
+  as produced (each layer fed the reference's input, as ``check_case`` does).
+
+The npz is read with ``allow_pickle=False``. Writes are atomic and the manifest
+is the commit point: the new data file is written under a new name first, then
+the manifest is replaced, then the old data file is removed. A crash at any
+point leaves a folder whose manifest names a complete data file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from equivalence.adapters import Adapter
+from equivalence.atomic import TEMP_PREFIX, write_bytes_atomic, write_text_atomic
+from equivalence.check import LayerPool
+from equivalence.compare import Comparison, compare_layers
+from equivalence.dtypes import numpy_dtype
+from equivalence.errors import InputError
+from equivalence.layout import LayerWeights, check_spec_weights
+from equivalence.matrix import MatrixCase
+from equivalence.reference import LayerTrace, layerwise_reference
+from equivalence.spec import StackSpec
+from equivalence.tolerance import PAIR_FACTOR, SAFETY
+
+FORMAT = "equivalence-golden-vectors"
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+DATA_NAME = re.compile(r"vectors-[0-9a-f]{16}\.npz")
+_ZIP_MAGIC = b"PK\x03\x04"
+_EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed zip timestamps: the same vectors give the same bytes
+
+Progress = Callable[[], None] | None
+
+
+# --- in memory -----------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class GoldenCase:
+    """One recorded case. ``outputs[framework][l]`` is that framework's layer ``l`` as recorded."""
+
+    id: str
+    spec: StackSpec
+    weights: tuple[LayerWeights, ...]
+    x: np.ndarray
+    reference: tuple[np.ndarray, ...]
+    outputs: Mapping[str, tuple[np.ndarray, ...]]
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    def layer_inputs(self) -> list[np.ndarray]:
+        """What every framework's layer ``l`` is fed: ``x``, then the reference's ``l-1`` rounded to the dtype."""
+        dt = numpy_dtype(self.spec.dtype)
+        return [self.x, *(h.astype(dt) for h in self.reference[:-1])]
+
+    def traces(self) -> list[LayerTrace]:
+        """The recorded reference as traces (``z`` is not recorded: ``compare_layers`` reads ``x`` and ``h``)."""
+        return [LayerTrace(x.astype(np.float64), None, h) for x, h in zip(self.layer_inputs(), self.reference)]
+
+
+@dataclass(frozen=True, eq=False)
+class GoldenSet:
+    folder: Path
+    manifest: Mapping[str, Any]
+    cases: tuple[GoldenCase, ...]
+
+    @property
+    def frameworks(self) -> tuple[str, ...]:
+        return tuple(self.manifest["frameworks"])
+
+    @property
+    def fingerprint(self) -> Mapping[str, Any]:
+        return self.manifest["fingerprint"]
+
+
+def run_layers(spec: StackSpec, weights: Sequence[LayerWeights], inputs: Sequence[np.ndarray],
+               models: Mapping[str, tuple[Adapter, Any]]) -> dict[str, list[np.ndarray]]:
+    """Each framework's layer ``l`` applied to ``inputs[l]``, after loading ``weights``."""
+    outputs = {}
+    for label, (adapter, model) in models.items():
+        adapter.set_weights(model, weights)
+        outputs[label] = adapter.layer_outputs(model, inputs)
+    return outputs
+
+
+def _pooled_models(adapters: Mapping[str, Adapter], pool: LayerPool, spec: StackSpec) -> dict[str, tuple]:
+    return {name: (adapter, pool.stack(adapter, spec)) for name, adapter in adapters.items()}
+
+
+# --- record --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Recording:
+    comparisons: tuple[Comparison, ...]
+    written: Path | None  # the data file, or None when nothing was written (some case failed)
+    size: int
+
+
+def record(folder: str | Path, cases: Sequence[MatrixCase], adapters: Mapping[str, Adapter], *,
+           fingerprint: Mapping[str, Any], pool: LayerPool | None = None, progress: Progress = None) -> Recording:
+    """Run ``cases`` and write them as golden vectors into ``folder`` (only if every case agrees).
+
+    Refuses (``InputError``, nothing written) a folder holding anything ``record`` did not write.
+    """
+    folder = Path(folder)
+    old_data = check_folder_is_ours(folder)
+    pool = pool or LayerPool()
+    arrays: dict[str, np.ndarray] = {}
+    entries, comparisons = [], []
+    for index, mcase in enumerate(cases):
+        case = mcase.make()
+        traces = layerwise_reference(case.spec, case.weights, case.x)
+        dt = numpy_dtype(case.spec.dtype)
+        inputs = [t.x.astype(dt) for t in traces]
+        outputs = run_layers(case.spec, case.weights, inputs, _pooled_models(adapters, pool, case.spec))
+        comparisons.append(compare_layers(case.spec, case.weights, case.x, outputs, case_id=mcase.id,
+                                          reference=traces))
+        key = f"c{index:03d}"
+        arrays[f"{key}.x"] = _stored(case.x, case.spec.dtype)
+        for layer, ((W, b), trace) in enumerate(zip(case.weights, traces)):
+            arrays[f"{key}.W{layer}"] = _stored(W, case.spec.dtype)
+            if b is not None:
+                arrays[f"{key}.b{layer}"] = _stored(b, case.spec.dtype)
+            arrays[f"{key}.reference{layer}"] = trace.h
+            for name, outs in outputs.items():
+                arrays[f"{key}.{name}{layer}"] = _stored(outs[layer], case.spec.dtype)
+        entries.append({"key": key, "id": mcase.id, "spec": _spec_json(case.spec), "seed": mcase.seed,
+                        "batch": mcase.inputs.batch, "input_scale": mcase.inputs.input_scale,
+                        "weight_scale": mcase.inputs.weight_scale})
+        if progress:
+            progress()
+    if not all(c.passed for c in comparisons):
+        return Recording(tuple(comparisons), None, 0)
+
+    data = _npz_bytes(arrays)
+    digest = hashlib.sha256(data).hexdigest()
+    data_path = folder / f"vectors-{digest[:16]}.npz"
+    manifest = {
+        "format": FORMAT,
+        "schema_version": SCHEMA_VERSION,
+        "recorded_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "fingerprint": dict(fingerprint),
+        "frameworks": list(adapters),
+        "error_model": {"safety": SAFETY, "pair_factor": PAIR_FACTOR},
+        "data": {"file": data_path.name, "sha256": digest, "bytes": len(data)},
+        "cases": entries,
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(data_path, data)
+    write_text_atomic(folder / MANIFEST, json.dumps(manifest, indent=1) + "\n")  # the commit point
+    for stale in old_data:
+        if stale != data_path:
+            stale.unlink(missing_ok=True)
+    return Recording(tuple(comparisons), data_path, len(data))
+
+
+def check_folder_is_ours(folder: Path) -> list[Path]:
+    """Raise ``InputError`` unless ``folder`` is missing, empty, or holds only what ``record`` writes.
+
+    Returns our data files and leftover temporary files there (to remove once the new vectors are in).
+    """
+    if not folder.exists():
+        return []
+    if not folder.is_dir():
+        raise InputError("exists and is not a folder; refusing to record golden vectors there", folder)
+    ours, foreign = [], []
+    for entry in sorted(folder.iterdir()):
+        if entry.name == MANIFEST and entry.is_file():
+            _read_manifest(entry)  # raises on a foreign or newer manifest: never overwrite those
+        elif entry.is_file() and (DATA_NAME.fullmatch(entry.name) or entry.name.startswith(TEMP_PREFIX)):
+            ours.append(entry)
+        else:
+            foreign.append(entry.name)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise InputError(f"holds {shown}, which equivalence did not write; refusing to record there "
+                         "(use a new folder, or one holding only golden vectors)", folder)
+    return ours
+
+
+def _npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
+    """An npz archive (what ``np.savez_compressed`` writes) with fixed timestamps, so it is reproducible."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for key in sorted(arrays):
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=_EPOCH)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with zf.open(info, "w") as f:
+                np.lib.format.write_array(f, np.ascontiguousarray(arrays[key]), allow_pickle=False)
+    return buf.getvalue()
+
+
+def _storage_dtype(dtype: str) -> np.dtype:
+    """bfloat16 is stored as its uint16 bit pattern: plain npy readers know no bfloat16."""
+    return np.dtype(np.uint16) if dtype == "bfloat16" else numpy_dtype(dtype)
+
+
+def _stored(a: np.ndarray, dtype: str) -> np.ndarray:
+    a = np.asarray(a, dtype=numpy_dtype(dtype))
+    return a.view(np.uint16) if dtype == "bfloat16" else a
+
+
+def _spec_json(spec: StackSpec) -> dict[str, Any]:
+    return {"input_width": spec.input_width, "widths": list(spec.widths), "activations": list(spec.activations),
+            "bias": spec.bias, "dtype": spec.dtype}
+
+
+# --- load ----------------------------------------------------------------------
+
+def load(folder: str | Path) -> GoldenSet:
+    """Read and check a golden-vector folder; every problem is an ``InputError`` naming the file."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise InputError("no such folder", folder)
+    if not folder.is_dir():
+        raise InputError("is not a folder", folder)
+    manifest_path = folder / MANIFEST
+    if not manifest_path.is_file():
+        raise InputError(f"no {MANIFEST}: not a golden-vector folder (write one with `equivalence record`)", folder)
+    manifest = _read_manifest(manifest_path)
+    data = manifest.get("data")
+    if not isinstance(data, dict) or not isinstance(data.get("file"), str) \
+            or not DATA_NAME.fullmatch(data["file"]) or not isinstance(data.get("sha256"), str):
+        raise InputError("'data' must name a vectors-<hash>.npz file and its sha256", manifest_path)
+    data_path = folder / data["file"]
+    if not data_path.is_file():
+        raise InputError(f"missing: {MANIFEST} names it as the data file", data_path)
+    raw = data_path.read_bytes()
+    if hashlib.sha256(raw).hexdigest() != data["sha256"]:
+        raise InputError(f"contents ({len(raw)} bytes) do not match the sha256 in {MANIFEST}: "
+                         "the file is truncated or corrupted", data_path)
+    arrays = _read_npz(raw, data_path)
+    frameworks = manifest.get("frameworks")
+    entries = manifest.get("cases")
+    if not isinstance(frameworks, list) or not all(isinstance(f, str) and f.isalnum() for f in frameworks):
+        raise InputError("'frameworks' must be a list of framework names", manifest_path)
+    if not isinstance(entries, list) or not entries:
+        raise InputError("'cases' must be a non-empty list", manifest_path)
+    cases = tuple(_case(i, entry, arrays, frameworks, manifest_path, data_path) for i, entry in enumerate(entries))
+    used = {key for case in cases for key in case.meta["keys"]}
+    unexpected = sorted(set(arrays) - used)
+    if unexpected:
+        raise InputError(f"holds arrays no case in {MANIFEST} names: {', '.join(unexpected[:3])}", data_path)
+    return GoldenSet(folder, manifest, cases)
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", path) from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}): "
+                         "truncated or corrupted", path) from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise InputError(f"not an equivalence golden-vector manifest (its 'format' is not {FORMAT!r})", path)
+    version = manifest.get("schema_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise InputError(f"schema_version must be a positive integer, got {version!r}", path)
+    if version > SCHEMA_VERSION:
+        raise InputError(f"schema version {version} is newer than this equivalence reads ({SCHEMA_VERSION}); "
+                         "upgrade equivalence to use these vectors", path)
+    return manifest
+
+
+def _read_npz(raw: bytes, path: Path) -> dict[str, np.ndarray]:
+    if not raw.startswith(_ZIP_MAGIC):
+        raise InputError("not an npz archive (no zip signature): corrupted", path)
+    try:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
+            return {key: npz[key] for key in npz.files}
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise InputError("holds a pickled object (an object array); golden vectors are numeric arrays "
+                             "and are never unpickled", path) from None
+        raise InputError(f"not a valid npz archive ({exc})", path) from None
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError) as exc:
+        raise InputError(f"not a valid npz archive ({type(exc).__name__}: {exc})", path) from None
+
+
+def _case(index: int, entry: Any, arrays: Mapping[str, np.ndarray], frameworks: Sequence[str],
+          manifest_path: Path, data_path: Path) -> GoldenCase:
+    if not isinstance(entry, dict) or not isinstance(entry.get("key"), str) or not isinstance(entry.get("id"), str):
+        raise InputError(f"case {index} must have a 'key' and an 'id'", manifest_path)
+    key, case_id = entry["key"], entry["id"]
+    where = f"case {key} ({case_id})"
+    try:
+        s = entry["spec"]
+        spec = StackSpec(s["input_width"], tuple(s["widths"]), tuple(s["activations"]), s["bias"], s["dtype"])
+        batch = entry["batch"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"{where} has a bad spec ({type(exc).__name__}: {exc})", manifest_path) from None
+    keys: list[str] = []
+
+    def array(name: str, shape: tuple[int, ...] | None, dtype: str | None) -> np.ndarray:
+        full = f"{key}.{name}"
+        if full not in arrays:
+            raise InputError(f"{where}: array {full!r} is missing", data_path)
+        keys.append(full)
+        a = arrays[full]
+        expected_dtype = np.dtype(np.float64) if dtype is None else _storage_dtype(dtype)
+        if a.dtype != expected_dtype:
+            raise InputError(f"{where}: array {full!r} has dtype {a.dtype}, expected {expected_dtype}", data_path)
+        if shape is not None and a.shape != shape:
+            raise InputError(f"{where}: array {full!r} has shape {a.shape}, expected {shape} for spec {spec.id} "
+                             f"and batch {batch}", data_path)
+        return a.view(numpy_dtype(dtype)) if dtype == "bfloat16" else a
+
+    def optional(name: str) -> str | None:
+        return name if f"{key}.{name}" in arrays else None
+
+    weights = []
+    for layer in range(spec.depth):
+        W = array(f"W{layer}", None, spec.dtype)
+        b = array(f"b{layer}", None, spec.dtype) if optional(f"b{layer}") else None
+        weights.append(LayerWeights(W, b))
+    try:
+        check_spec_weights(spec, weights, what=f"{where}: spec does not match its weights")
+    except ValueError as exc:
+        raise InputError(str(exc), data_path) from None
+    x = array("x", (batch, spec.input_width), spec.dtype)
+    reference = tuple(array(f"reference{layer}", (batch, w), None) for layer, w in enumerate(spec.widths))
+    outputs = {fw: tuple(array(f"{fw}{layer}", (batch, w), spec.dtype) for layer, w in enumerate(spec.widths))
+               for fw in frameworks}
+    return GoldenCase(case_id, spec, tuple(weights), x, reference, outputs, meta={**entry, "keys": keys})
+
+
+# --- verify --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LayerDrift:
+    """A layer whose outputs changed since recording: how many elements, and the largest change in ulps."""
+
+    source: str  # a framework, or "reference" for the float64 numpy reference
+    case_id: str
+    layer: int
+    changed: int
+    size: int
+    max_ulps: float
+    dtype: str
+
+
+@dataclass(frozen=True)
+class Verification:
+    golden: GoldenSet
+    comparisons: tuple[Comparison, ...]
+    drift: tuple[LayerDrift, ...]
+    frameworks: tuple[str, ...]
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.comparisons)
+
+    def changed_cases(self, source: str) -> list[str]:
+        return sorted({d.case_id for d in self.drift if d.source == source})
+
+
+def verify(golden: GoldenSet, adapters: Mapping[str, Adapter], *, pool: LayerPool | None = None,
+           progress: Progress = None) -> Verification:
+    """Every layer of the installed frameworks against the recorded reference (the error model decides),
+    and the drift of every output against what was recorded (reported, never failed)."""
+    pool = pool or LayerPool()
+    comparisons, drift = [], []
+    for case in golden.cases:
+        inputs = case.layer_inputs()
+        outputs = run_layers(case.spec, case.weights, inputs, _pooled_models(adapters, pool, case.spec))
+        comparisons.append(compare_layers(case.spec, case.weights, case.x, outputs, case_id=case.id,
+                                          reference=case.traces()))
+        for name, outs in outputs.items():
+            if name in case.outputs:
+                drift += _drift(name, case, outs, case.outputs[name], case.spec.dtype)
+        now = [t.h for t in layerwise_reference(case.spec, case.weights, case.x)]
+        drift += _drift("reference", case, now, case.reference, "float64")
+        if progress:
+            progress()
+    return Verification(golden, tuple(comparisons), tuple(drift), tuple(adapters))
+
+
+def _drift(source: str, case: GoldenCase, now: Sequence[np.ndarray], recorded: Sequence[np.ndarray],
+           dtype: str) -> list[LayerDrift]:
+    out = []
+    for layer, (a, b) in enumerate(zip(now, recorded)):
+        ulps = ulp_distance(a, b, dtype)
+        changed = int(np.count_nonzero(ulps))
+        if changed:
+            out.append(LayerDrift(source, case.id, layer, changed, int(ulps.size), float(ulps.max()), dtype))
+    return out
+
+
+def ulp_distance(a: np.ndarray, b: np.ndarray, dtype: str) -> np.ndarray:
+    """Elementwise distance in units in the last place of ``dtype`` (+0 and -0 are 0 apart; NaN vs NaN is 0,
+    NaN vs a number is inf)."""
+    dt = numpy_dtype(dtype)
+    a, b = np.asarray(a, dtype=dt), np.asarray(b, dtype=dt)
+    bits = dt.itemsize * 8
+    ua, ub = _ordered(a, bits), _ordered(b, bits)
+    d = np.where(ua >= ub, ua - ub, ub - ua).astype(np.float64)
+    nan_a, nan_b = np.isnan(a.astype(np.float64)), np.isnan(b.astype(np.float64))
+    d[nan_a & nan_b] = 0.0
+    d[nan_a ^ nan_b] = np.inf
+    return d
+
+
+def _ordered(a: np.ndarray, bits: int) -> np.ndarray:
+    """Map float bit patterns to unsigned integers in the order of the floats (sign-magnitude -> offset)."""
+    u = a.view(np.dtype(f"uint{bits}")).astype(np.uint64)
+    half = np.uint64(1) << np.uint64(bits - 1)
+    magnitude = u & (half - np.uint64(1))
+    return np.where(u & half, half - magnitude, half + magnitude)

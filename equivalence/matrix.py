@@ -1,0 +1,160 @@
+"""The fixed, seeded case matrices of ``equivalence report`` and of the golden vectors.
+
+Everything here is data. To cover a new activation or dtype, add its name to
+``ACTIVATION_AXIS`` or ``DTYPE_AXIS`` (once the adapters know it); to cover a new
+shape or input regime, add an entry to the tuples below. Then re-record the
+shipped vectors with ``make baseline``.
+
+Seeds come from each case's id (CRC-32), so adding entries never changes the
+arrays of the cases already there.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import product
+
+from equivalence.adapters import STYLES
+from equivalence.case import Case, make_case
+from equivalence.spec import StackSpec
+
+ACTIVATION_AXIS: tuple[str, ...] = ("sigmoid", "tanh", "relu", "linear")
+"""Every activation the matrices cover, each on its own and all of them mixed in one stack."""
+
+DTYPE_AXIS: tuple[str, ...] = ("float32",)
+"""Every dtype the matrices cover."""
+
+MIXED = "mixed"
+"""Per-layer activations cycling through ``ACTIVATION_AXIS`` (stacks of depth 2 and more)."""
+
+Shape = tuple[int, tuple[int, ...]]  # (input width, layer widths)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """A batch size, an input scale (inputs are U(-scale, scale)) and a weight scale (see ``case.WEIGHT_SCALES``)."""
+
+    batch: int
+    input_scale: float
+    weight_scale: str
+
+    @property
+    def id(self) -> str:
+        return f"n{self.batch}_x{self.input_scale:g}_{self.weight_scale}"
+
+
+REPORT_SHAPES: tuple[Shape, ...] = (
+    (1, (1,)),                  # the smallest stack
+    (3, (5, 5, 2)),             # a square pair: a missing transpose is shape-valid there
+    (10, (10, 10, 10, 10)),     # square all the way
+    (16, (32, 8, 1)),           # narrowing to one neuron
+    (4, (4,) * 8),              # deep and narrow
+    (64, (128, 64)),            # wide
+    (512, (512,)),              # large fan-in: |z| reaches the hundreds with unit weights
+)
+REPORT_INPUTS: tuple[Inputs, ...] = (
+    Inputs(1, 1.0, "unit"),      # batch of one
+    Inputs(16, 100.0, "unit"),   # saturating: sigmoid and tanh sit at their limits
+    Inputs(7, 1.0, "fan_in"),    # the usual initialisation scale
+)
+NOBIAS_SHAPES: tuple[Shape, ...] = ((3, (5, 5, 2)), (10, (10, 10, 10, 10)))
+NOBIAS_INPUTS = Inputs(4, 1.0, "unit")
+
+STYLE_SHAPES: tuple[Shape, ...] = ((3, (5, 5, 2)), (8, (16, 16, 4)))
+"""Built as real models in every pairing of a torch style with a Keras style (the build is the point there)."""
+STYLE_INPUTS = Inputs(4, 10.0, "unit")
+
+GOLDEN_SHAPES: tuple[Shape, ...] = (
+    (1, (1,)),
+    (3, (5, 5, 2)),
+    (8, (8, 8, 8)),
+    (16, (24, 1)),
+    (4, (4,) * 6),
+    (32, (32,)),
+)
+GOLDEN_INPUTS: tuple[Inputs, ...] = (
+    Inputs(1, 1.0, "unit"),
+    Inputs(8, 100.0, "unit"),
+    Inputs(5, 1.0, "fan_in"),
+)
+GOLDEN_WIDE: tuple[tuple[Shape, Inputs], ...] = (
+    ((256, (16,)), Inputs(4, 10.0, "unit")),   # fan-in 256, |z| in the thousands
+    ((64, (64, 64)), Inputs(2, 1.0, "unit")),
+)
+"""Few and small on purpose: the shipped vectors must stay under 2 MB."""
+
+
+@dataclass(frozen=True)
+class MatrixCase:
+    """One seeded case of a matrix, and how its models are built.
+
+    ``styles`` is empty for bare layers reused from a ``LayerPool`` (the numbers do
+    not depend on the style: a test shows each style's forward equals its chained
+    layers), or ``(("torch", style), ("keras", style))`` for real built models.
+    """
+
+    spec: StackSpec
+    inputs: Inputs
+    styles: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def id(self) -> str:
+        built = "_".join(f"{fw}-{style}" for fw, style in self.styles) if self.styles else "layers"
+        return f"{self.spec.id}_{self.inputs.id}_{built}"
+
+    @property
+    def seed(self) -> int:
+        return zlib.crc32(self.id.encode())
+
+    def style(self, framework: str) -> str | None:
+        """The build style for ``framework``, or None for bare pooled layers."""
+        return dict(self.styles).get(framework)
+
+    def make(self) -> Case:
+        return make_case(self.spec, seed=self.seed, batch=self.inputs.batch,
+                         input_scale=self.inputs.input_scale, weight_scale=self.inputs.weight_scale)
+
+
+def activation_mixes(depth: int) -> list[tuple[str, ...]]:
+    """One activation for every layer, for each of ``ACTIVATION_AXIS``; plus the mixed stack when ``depth > 1``."""
+    mixes = [(name,) * depth for name in ACTIVATION_AXIS]
+    if depth > 1:
+        mixes.append(tuple(ACTIVATION_AXIS[i % len(ACTIVATION_AXIS)] for i in range(depth)))
+    return mixes
+
+
+def _pooled(shapes: tuple[Shape, ...], inputs: tuple[Inputs, ...], *, bias: bool = True) -> list[MatrixCase]:
+    out = []
+    for dtype, (n_in, widths), inp in product(DTYPE_AXIS, shapes, inputs):
+        for acts in activation_mixes(len(widths)):
+            out.append(MatrixCase(StackSpec(n_in, widths, acts, bias=bias, dtype=dtype), inp))
+    return out
+
+
+def report_cases() -> list[MatrixCase]:
+    """The ``equivalence report`` matrix: every shape, activation, input regime, and every build-style pairing."""
+    cases = _pooled(REPORT_SHAPES, REPORT_INPUTS)
+    cases += _pooled(NOBIAS_SHAPES, (NOBIAS_INPUTS,), bias=False)
+    for dtype, (n_in, widths) in product(DTYPE_AXIS, STYLE_SHAPES):
+        acts = activation_mixes(len(widths))[-1]
+        for torch_style, keras_style in product(STYLES["torch"], STYLES["keras"]):
+            spec = StackSpec(n_in, widths, acts, dtype=dtype)
+            cases.append(MatrixCase(spec, STYLE_INPUTS, (("torch", torch_style), ("keras", keras_style))))
+    return cases
+
+
+def golden_cases() -> list[MatrixCase]:
+    """The cases recorded as golden vectors (``equivalence record``); small, so the files stay small."""
+    cases = _pooled(GOLDEN_SHAPES, GOLDEN_INPUTS)
+    cases += _pooled(NOBIAS_SHAPES[:1], (NOBIAS_INPUTS,), bias=False)
+    for (n_in, widths), inp in GOLDEN_WIDE:
+        for dtype, acts in product(DTYPE_AXIS, activation_mixes(len(widths))):
+            cases.append(MatrixCase(StackSpec(n_in, widths, acts, dtype=dtype), inp))
+    return cases
+
+
+def select(cases: list[MatrixCase], patterns: Sequence[str] | None) -> list[MatrixCase]:
+    """The cases whose id contains any of ``patterns`` (all of them for none)."""
+    return list(cases) if not patterns else [c for c in cases if any(p in c.id for p in patterns)]

@@ -1,0 +1,51 @@
+"""The framework-version matrix: ``make matrix`` (or ``nox``) runs ``check`` and ``guard`` per version.
+
+Each session gets its own virtualenv under ``.nox/`` with torch 2.13.0 and one
+``tensorflow-cpu`` with the Keras released beside it, then runs the test suite
+(``check``) or verifies the shipped golden vectors (``guard``). The guard session
+under another TensorFlow shows the drift against the recorded outputs.
+
+To add a TensorFlow, add a line to ``TENSORFLOW``. To add a torch, see the README
+("The version matrix"): any torch other than 2.13.0 is a multi-GB CUDA build on
+the project's machines.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["check", "guard"]
+
+TORCH = ("2.13.0",)
+"""torch versions; 2.13.0 is the only CPU build on local disk here."""
+
+TENSORFLOW = {
+    # tensorflow-cpu: the Keras 3 release current when it came out (it only asks for keras>=3.10)
+    "2.20.0": "3.11.3",
+    "2.21.0": "3.15.1",
+}
+
+CELLS = [nox.param(torch, tf, TENSORFLOW[tf], id=f"torch{torch}-tf{tf}") for torch in TORCH for tf in TENSORFLOW]
+
+
+def _install(session: nox.Session, torch: str, tf: str, keras: str) -> None:
+    session.install(f"torch=={torch}", f"tensorflow-cpu=={tf}", f"keras=={keras}", "-e", ".[test,report]")
+    session.run("python", "-m", "equivalence", "env")
+
+
+@nox.session
+@nox.parametrize(("torch", "tf", "keras"), CELLS)
+def check(session: nox.Session, torch: str, tf: str, keras: str) -> None:
+    """The test suite under one (torch, tensorflow-cpu, keras) cell."""
+    _install(session, torch, tf, keras)
+    session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", *session.posargs)
+
+
+@nox.session
+@nox.parametrize(("torch", "tf", "keras"), CELLS)
+def guard(session: nox.Session, torch: str, tf: str, keras: str) -> None:
+    """The shipped golden vectors verified under one cell (drift is reported, disagreement fails)."""
+    _install(session, torch, tf, keras)
+    session.run("python", "-m", "equivalence", "verify", "golden", *session.posargs)

@@ -1,0 +1,76 @@
+"""The shipped golden vectors verify, and a framework that drifts makes ``verify`` fail naming the layer.
+
+``verify`` runs in-process (``cli.main``): the frameworks are imported once per
+test session, and the CLI keeps one layer pool per process.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from equivalence import cli, golden
+from equivalence.golden import ulp_distance
+from equivalence.matrix import golden_cases
+
+GOLDEN = Path(__file__).resolve().parent.parent / "golden"
+
+
+def test_the_shipped_vectors_are_small_and_hold_the_golden_case_set():
+    vectors = golden.load(GOLDEN)
+    assert sum(p.stat().st_size for p in GOLDEN.iterdir()) < 2_000_000
+    assert [c.id for c in vectors.cases] == [c.id for c in golden_cases()], (
+        "the golden case set (equivalence/matrix.py) changed: re-record with `make baseline`")
+    assert 90 <= len(vectors.cases) <= 110
+    assert set(vectors.frameworks) == {"torch", "keras"}
+
+
+def test_make_guard_passes_against_the_shipped_vectors(torch_adapter, keras_adapter, capsys):
+    assert cli.main(["verify", str(GOLDEN)]) == cli.EXIT_OK, capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert re.search(r"error model: (\d+) of \1 layer comparisons agree", out), out
+    assert "drift against the recorded outputs" in out
+
+
+def test_torch_sigmoid_drifting_by_1e_4_relative_makes_verify_fail_naming_the_layer(
+        monkeypatch, torch_adapter, keras_adapter, capsys):
+    import torch
+
+    original = torch.nn.Sigmoid.forward
+    monkeypatch.setattr(torch.nn.Sigmoid, "forward", lambda self, x: original(self, x) * (1 + 1e-4))
+    assert cli.main(["verify", str(GOLDEN)]) == cli.EXIT_DISAGREE
+    out = capsys.readouterr().out
+    fails = re.findall(r"^FAIL (\S+): (\w+) vs (\w+), layer (\d+):", out, flags=re.MULTILINE)
+    assert fails, out
+    activations = {c.id: c.spec.activations for c in golden.load(GOLDEN).cases}
+    for case_id, a, b, layer in fails:
+        assert "torch" in (a, b), f"{case_id}: {a} vs {b} failed, but only torch was changed"
+        assert activations[case_id][int(layer)] == "sigmoid", f"{case_id} layer {layer} is not a sigmoid layer"
+    assert ("1-1_sigmoid_f32_n1_x1_unit_layers", "torch", "reference", "0") in fails, out
+    # the mixed stack: only layer 0 is a sigmoid layer
+    mixed = [f for f in fails if f[0] == "3-5sigmoid-5tanh-2relu_f32_n1_x1_unit_layers"]
+    assert {f[3] for f in mixed} == {"0"}, out
+    assert re.search(r"torch: \d+ of \d+ cases changed; \d+ layers moved; largest change \d+ ulps of float32", out)
+
+
+# --- ulps ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16", "bfloat16"])
+def test_ulp_distance_counts_representable_steps(dtype):
+    from equivalence.dtypes import numpy_dtype
+
+    dt = numpy_dtype(dtype)
+    uint = np.dtype(f"uint{dt.itemsize * 8}")
+    a = np.array([1.0, -2.0, 0.0, 0.5, 3e-3, -7.0], dtype=dt)
+    three_away = (a.view(uint) + uint.type(3)).view(dt)  # three steps away from zero, whatever the sign
+    np.testing.assert_array_equal(ulp_distance(a, three_away, dtype), [3] * a.size)
+    np.testing.assert_array_equal(ulp_distance(three_away, a, dtype), [3] * a.size)
+    zero, one_up = np.array([0.0], dt), np.array([1], uint).view(dt)
+    assert ulp_distance(zero, -zero, dtype)[0] == 0
+    assert ulp_distance(one_up, -one_up, dtype)[0] == 2  # the smallest subnormals, either side of zero
+    nan = np.array([np.nan], dt)
+    assert ulp_distance(nan, nan, dtype)[0] == 0
+    assert ulp_distance(nan, np.array([1.0], dt), dtype)[0] == np.inf

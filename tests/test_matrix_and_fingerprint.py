@@ -1,0 +1,64 @@
+"""The report matrix covers what the issue asks for; the fingerprint holds what a reader needs."""
+
+from __future__ import annotations
+
+import zlib
+from itertools import product
+
+from equivalence.adapters import STYLES
+from equivalence.fingerprint import changes, fingerprint, flatten, summary
+from equivalence.matrix import ACTIVATION_AXIS, DTYPE_AXIS, golden_cases, report_cases, select
+
+
+def test_case_ids_are_unique_and_seeds_come_from_them():
+    for cases in (report_cases(), golden_cases()):
+        ids = [c.id for c in cases]
+        assert len(ids) == len(set(ids)), "two cases of a matrix share an id"
+        assert all(c.seed == zlib.crc32(c.id.encode()) for c in cases)
+
+
+def test_the_report_matrix_covers_every_style_pairing_activation_dtype_and_regime():
+    cases = report_cases()
+    pairings = {c.styles for c in cases if c.styles}
+    assert pairings == {(("torch", t), ("keras", k)) for t, k in product(STYLES["torch"], STYLES["keras"])}
+    assert {a for c in cases for a in c.spec.activations} == set(ACTIVATION_AXIS)
+    assert {c.spec.dtype for c in cases} == set(DTYPE_AXIS)
+    assert any(len(set(c.spec.activations)) > 1 for c in cases), "no mixed-activation stack"
+    assert {c.inputs.batch for c in cases} >= {1} and max(c.inputs.batch for c in cases) > 1
+    assert max(c.inputs.input_scale for c in cases) >= 100, "no saturating inputs"
+    assert any(not c.spec.bias for c in cases)
+    square = [c for c in cases if any(i == o > 1 for i, o in c.spec.layer_shapes)]
+    assert square, "no square layer, where a missing transpose is shape-valid"
+    assert max(c.spec.depth for c in cases) >= 8 and max(max(c.spec.fan_ins) for c in cases) >= 512
+
+
+def test_the_same_matrix_case_always_draws_the_same_arrays():
+    a, b = report_cases()[7].make(), report_cases()[7].make()
+    assert a.x.tobytes() == b.x.tobytes()
+    assert all(wa.W.tobytes() == wb.W.tobytes() for wa, wb in zip(a.weights, b.weights))
+
+
+def test_select_keeps_cases_matching_any_pattern():
+    cases = report_cases()
+    chosen = select(cases, ["_relu_", "keras-subclass"])
+    assert chosen and all("_relu_" in c.id or "keras-subclass" in c.id for c in chosen)
+    assert select(cases, None) == cases
+
+
+def test_the_fingerprint_holds_versions_backend_onednn_threads_and_cpu(torch_adapter, keras_adapter):
+    fp = fingerprint()
+    flat = flatten(fp)
+    for key in ("python", "numpy", "cpu_model", "cpu_count", "frameworks.torch.torch", "frameworks.torch.torch_threads",
+                "frameworks.keras.keras", "frameworks.keras.tensorflow", "frameworks.keras.keras_backend",
+                "frameworks.keras.onednn_enabled", "frameworks.keras.TF_ENABLE_ONEDNN_OPTS",
+                "frameworks.keras.tf_intra_op_threads", "thread_env.OMP_NUM_THREADS"):
+        assert flat.get(key) not in (None, ""), f"fingerprint lacks {key}: {flat}"
+    assert flat["frameworks.keras.onednn_enabled"] in ("on", "off")
+    assert fp["cpu_model"] != "unknown"
+    assert f"torch {flat['frameworks.torch.torch']}" in summary(fp)
+
+
+def test_changes_name_what_moved_since_recording():
+    old = {"numpy": "2.4.6", "frameworks": {"keras": {"tensorflow": "2.21.0"}, "torch": {"torch_threads": "2"}}}
+    new = {"numpy": "2.4.6", "frameworks": {"keras": {"tensorflow": "2.20.0"}, "torch": {"torch_threads": "8"}}}
+    assert changes(old, new) == ["frameworks.keras.tensorflow: 2.21.0 -> 2.20.0"]
