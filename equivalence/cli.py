@@ -115,13 +115,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 # --- helpers -------------------------------------------------------------------
 
+DEFAULT_FRAMEWORKS = ("torch", "keras")
+"""What report and record run unless --framework says otherwise; MXNet (its own venv) is opt-in."""
+
+
 def _adapters(names: Sequence[str] | None) -> dict[str, Adapter]:
     out = {}
-    for name in dict.fromkeys(names or FRAMEWORKS):
+    for name in dict.fromkeys(names or DEFAULT_FRAMEWORKS):
         try:
             out[name] = get_adapter(name)
         except FrameworkUnavailable as exc:
-            others = [f for f in FRAMEWORKS if f != name]
+            others = [f for f in DEFAULT_FRAMEWORKS if f != name]
             raise InputError(f"{exc} (or pass --framework {others[0]} to leave it out)" if others else str(exc)) \
                 from None
     return out

@@ -19,6 +19,7 @@ from itertools import product
 from equivalence.adapters import STYLES
 from equivalence.case import Case, make_case
 from equivalence.spec import StackSpec
+from equivalence.strategies import ACTIVATION_NAMES, DTYPE_NAMES
 
 ACTIVATION_AXIS: tuple[str, ...] = ("sigmoid", "tanh", "relu", "linear")
 """Every activation the matrices cover, each on its own and all of them mixed in one stack."""
@@ -133,6 +134,27 @@ def _pooled(shapes: tuple[Shape, ...], inputs: tuple[Inputs, ...], *, bias: bool
     return out
 
 
+BREADTH_SHAPE: Shape = (8, (8, 5, 5, 8, 3))
+"""A five-layer stack with square layers, for the breadth block."""
+BREADTH_INPUTS = Inputs(3, 1.0, "fan_in")
+
+
+def breadth_cases() -> list[MatrixCase]:
+    """Every shared activation and every dtype, bias on and off, in few cases.
+
+    Each activation alone in float32; then, for every dtype, five-layer stacks
+    that together hold every activation (``ACTIVATION_NAMES`` in order, in
+    slices of five), with bias and without.
+    """
+    n_in, widths = BREADTH_SHAPE
+    out = [MatrixCase(StackSpec(n_in, widths, name), BREADTH_INPUTS) for name in ACTIVATION_NAMES]
+    names = list(ACTIVATION_NAMES)
+    slices = [tuple((names[i:i + len(widths)] + names)[:len(widths)]) for i in range(0, len(names), len(widths))]
+    for dtype, acts, bias in product(DTYPE_NAMES, slices, (True, False)):
+        out.append(MatrixCase(StackSpec(n_in, widths, acts, bias=bias, dtype=dtype), BREADTH_INPUTS))
+    return out
+
+
 def report_cases() -> list[MatrixCase]:
     """The ``equivalence report`` matrix: every shape, activation, input regime, and every build-style pairing."""
     cases = _pooled(REPORT_SHAPES, REPORT_INPUTS)
@@ -142,7 +164,7 @@ def report_cases() -> list[MatrixCase]:
         for torch_style, keras_style in product(STYLES["torch"], STYLES["keras"]):
             spec = StackSpec(n_in, widths, acts, dtype=dtype)
             cases.append(MatrixCase(spec, STYLE_INPUTS, (("torch", torch_style), ("keras", keras_style))))
-    return cases
+    return cases + breadth_cases()
 
 
 def golden_cases() -> list[MatrixCase]:
@@ -152,7 +174,22 @@ def golden_cases() -> list[MatrixCase]:
     for (n_in, widths), inp in GOLDEN_WIDE:
         for dtype, acts in product(DTYPE_AXIS, activation_mixes(len(widths))):
             cases.append(MatrixCase(StackSpec(n_in, widths, acts, dtype=dtype), inp))
-    return cases
+    return cases + breadth_golden_cases()
+
+
+def breadth_golden_cases() -> list[MatrixCase]:
+    """The breadth block, trimmed for the shipped files: per dtype, the mixed stacks that hold every
+    activation, bias on and off alternating (so both appear in every dtype)."""
+    mixed = [c for c in breadth_cases() if len(set(c.spec.activations)) > 1]
+    by_dtype: dict[str, list[MatrixCase]] = {}
+    for c in mixed:
+        by_dtype.setdefault(c.spec.dtype, []).append(c)
+    out = []
+    for dtype_cases in by_dtype.values():
+        with_bias = [c for c in dtype_cases if c.spec.bias]
+        without = [c for c in dtype_cases if not c.spec.bias]
+        out += [(with_bias if i % 2 == 0 else without)[i] for i in range(len(with_bias))]
+    return out
 
 
 def select(cases: list[MatrixCase], patterns: Sequence[str] | None) -> list[MatrixCase]:

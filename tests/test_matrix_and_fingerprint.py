@@ -8,6 +8,7 @@ from itertools import product
 from equivalence.adapters import STYLES
 from equivalence.fingerprint import changes, fingerprint, flatten, summary
 from equivalence.matrix import ACTIVATION_AXIS, DTYPE_AXIS, golden_cases, report_cases, select
+from equivalence.strategies import ACTIVATION_NAMES, DTYPE_NAMES
 
 
 def test_case_ids_are_unique_and_seeds_come_from_them():
@@ -21,8 +22,11 @@ def test_the_report_matrix_covers_every_style_pairing_activation_dtype_and_regim
     cases = report_cases()
     pairings = {c.styles for c in cases if c.styles}
     assert pairings == {(("torch", t), ("keras", k)) for t, k in product(STYLES["torch"], STYLES["keras"])}
-    assert {a for c in cases for a in c.spec.activations} == set(ACTIVATION_AXIS)
-    assert {c.spec.dtype for c in cases} == set(DTYPE_AXIS)
+    assert {a for c in cases for a in c.spec.activations} == set(ACTIVATION_NAMES) >= set(ACTIVATION_AXIS)
+    assert {c.spec.dtype for c in cases} == set(DTYPE_NAMES) >= set(DTYPE_AXIS)
+    golden = golden_cases()
+    assert {a for c in golden for a in c.spec.activations} == set(ACTIVATION_NAMES)
+    assert {(c.spec.dtype, c.spec.bias) for c in golden} == set(product(DTYPE_NAMES, (True, False)))
     assert any(len(set(c.spec.activations)) > 1 for c in cases), "no mixed-activation stack"
     assert {c.inputs.batch for c in cases} >= {1} and max(c.inputs.batch for c in cases) > 1
     assert max(c.inputs.input_scale for c in cases) >= 100, "no saturating inputs"
