@@ -14,12 +14,12 @@ from hypothesis import HealthCheck, settings
 from equivalence.adapters import FRAMEWORKS, FrameworkUnavailable, get_adapter
 
 # Keras' first call of a new shape is slow (~15 ms to build), so no per-example deadline.
-_COMMON = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+_COMMON = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True)
 settings.register_profile("dev", max_examples=100, **_COMMON)
-settings.register_profile("ci", max_examples=100, derandomize=True, print_blob=True, database=None, **_COMMON)
-settings.register_profile("thorough", max_examples=2000, print_blob=True, **_COMMON)
+settings.register_profile("ci", max_examples=100, derandomize=True, database=None, **_COMMON)
+settings.register_profile("thorough", max_examples=2000, **_COMMON)
 # make soak: 40 pooled shards x 2,500 + 10 style shards x 125 = 101,250 cases, never derandomized.
-settings.register_profile("soak", max_examples=2500, derandomize=False, print_blob=True, database=None, **_COMMON)
+settings.register_profile("soak", max_examples=2500, derandomize=False, database=None, **_COMMON)
 settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 

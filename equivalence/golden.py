@@ -141,7 +141,7 @@ def record(folder: str | Path, cases: Sequence[MatrixCase], adapters: Mapping[st
             arrays[f"{key}.reference{layer}"] = trace.h
             for name, outs in outputs.items():
                 arrays[f"{key}.{name}{layer}"] = _stored(outs[layer], case.spec.dtype)
-        entries.append({"key": key, "id": mcase.id, "spec": _spec_json(case.spec), "seed": mcase.seed,
+        entries.append({"key": key, "id": mcase.id, "spec": case.spec.to_json(), "seed": mcase.seed,
                         "batch": mcase.inputs.batch, "input_scale": mcase.inputs.input_scale,
                         "weight_scale": mcase.inputs.weight_scale})
         if progress:
@@ -215,11 +215,6 @@ def _storage_dtype(dtype: str) -> np.dtype:
 def _stored(a: np.ndarray, dtype: str) -> np.ndarray:
     a = np.asarray(a, dtype=numpy_dtype(dtype))
     return a.view(np.uint16) if dtype == "bfloat16" else a
-
-
-def _spec_json(spec: StackSpec) -> dict[str, Any]:
-    return {"input_width": spec.input_width, "widths": list(spec.widths), "activations": list(spec.activations),
-            "bias": spec.bias, "dtype": spec.dtype}
 
 
 # --- load ----------------------------------------------------------------------
@@ -302,8 +297,7 @@ def _case(index: int, entry: Any, arrays: Mapping[str, np.ndarray], frameworks: 
     key, case_id = entry["key"], entry["id"]
     where = f"case {key} ({case_id})"
     try:
-        s = entry["spec"]
-        spec = StackSpec(s["input_width"], tuple(s["widths"]), tuple(s["activations"]), s["bias"], s["dtype"])
+        spec = StackSpec.from_json(entry["spec"])
         batch = entry["batch"]
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"{where} has a bad spec ({type(exc).__name__}: {exc})", manifest_path) from None

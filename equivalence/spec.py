@@ -110,3 +110,14 @@ class StackSpec:
 
     def __str__(self) -> str:
         return self.id
+
+    def to_json(self) -> dict:
+        """A plain dict that ``from_json`` turns back into an equal spec."""
+        return {"input_width": self.input_width, "widths": list(self.widths), "activations": list(self.activations),
+                "bias": self.bias, "dtype": self.dtype}
+
+    @classmethod
+    def from_json(cls, data: dict) -> StackSpec:
+        """The spec of a ``to_json`` dict; ``ValueError``/``KeyError``/``TypeError`` name what is wrong."""
+        return cls(data["input_width"], tuple(data["widths"]), tuple(data["activations"]), data["bias"],
+                   data["dtype"])

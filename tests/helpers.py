@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,6 +14,7 @@ from equivalence.adapters import Adapter
 from equivalence.case import Case
 from equivalence.compare import Comparison
 from equivalence.layout import LayerWeights, weights_equal
+from equivalence.repro import save_case, snippet
 from tests import stats
 
 # Example budgets by cost, scaled from the active hypothesis profile (100 in dev and ci).
@@ -21,18 +24,23 @@ BUILD_EXAMPLES = max(10, settings.default.max_examples // 4)
 """Properties that build real Keras models each example (~15-20 ms a build)."""
 
 def replay_note(case: Case) -> str:
-    x = np.array2string(case.x, precision=9, threshold=64)
-    return (
-        f"\nto rebuild: spec = {case.spec!r}\n"
-        f"  batch={case.batch}; x (first values) = {x[:200]}\n"
-        "  (the hypothesis blob / seed above replays the whole case)"
-    )
+    """Where the failing case was written (pickle-free) and a snippet that re-runs it.
+
+    The hypothesis blob (``print_blob`` is on in every profile) replays the whole example.
+    Shrinking calls the test many times: each failing call overwrites the same files, so
+    what stays is the final, minimal example.
+    """
+    test = os.environ.get("PYTEST_CURRENT_TEST", "case").split(" ")[0]
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", test.split("::", 1)[-1])[:120]
+    path = save_case(case, name)
+    return f"\nfailing case written to {path} (+ .npz); rebuild it with:\n{snippet(path)}"
 
 
 def assert_layers_agree(*, comparison: Comparison, case: Case) -> None:
     """Every pair agrees at every layer; else name each failing pair's first diverging layer."""
     stats.record(case.spec, comparison)
-    assert comparison.passed, comparison.message() + replay_note(case)
+    if not comparison.passed:
+        raise AssertionError(comparison.message() + replay_note(case))
 
 
 def assert_weights_identical(*, got: Sequence[LayerWeights], expected: Sequence[LayerWeights], what: str) -> None:
