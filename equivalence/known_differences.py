@@ -4,7 +4,8 @@ Nothing here is a blanket skip: every entry names one framework, the activations
 and dtypes it concerns, exactly what it allows, and the test that measures it
 (``tests/test_known_differences.py`` fails the day an entry stops being true, so
 the list cannot silently outlive the difference). Measured with torch 2.13.0,
-TensorFlow 2.21.0, Keras 3.15.1.
+TensorFlow 2.21.0, Keras 3.15.1, MXNet 1.9.1 (whose evidence lives in
+``tests/test_mxnet.py``: MXNet needs its own venv, ``make mxnet``).
 
 Three kinds:
 
@@ -77,6 +78,17 @@ KNOWN_DIFFERENCES: tuple[KnownDifference, ...] = (
         "torch's float64 Hardsigmoid backward multiplies by 1/6 rounded to float32 (0.16666667163), "
         "2.98e-8 relative (eps32/4); its forward pass is exact. Keras' is exact.",
         extra_error=0.5 * EPSILON["float32"], scope=("gradient",)),
+    KnownDifference(
+        "mxnet_float64_selu_float32_constants", "mxnet", ("selu",), ("float64",), "extra_error",
+        "MXNet 1.9.1's float64 SELU (LeakyReLU act_type='selu') uses float32-rounded lambda and alpha: "
+        "selu(1e4) is off by 3.3e-8 relative (0.28 eps32); its elementwise arithmetic is float64. "
+        "Evidence in tests/test_mxnet.py (MXNet needs its own venv)",
+        extra_error=0.5 * EPSILON["float32"]),
+    KnownDifference(
+        "mxnet_float64_softrelu_threshold_20", "mxnet", ("softplus",), ("float64",), "extra_error",
+        "MXNet's float64 Activation('softrelu') returns x above 20 (like torch's threshold=20), dropping "
+        "log1p(exp(-x)) <= 2.1e-9. Evidence in tests/test_mxnet.py", extra_error=_FLOAT32_CONSTANT,
+        scope=("forward",)),
     KnownDifference(
         "torch_gelu_nan_at_plus_inf", "torch", ("gelu",), ("float32", "bfloat16"), "excuse",
         "torch exact GELU gives NaN at +inf in float32 and bfloat16 on its vectorised path (a lone "
