@@ -42,7 +42,7 @@ except AttributeError as exc:  # pragma: no cover - depends on install: mxnet 1.
 from mxnet import autograd, gluon, nd  # noqa: E402
 from mxnet.gluon import nn  # noqa: E402
 
-from equivalence.activations import GELU_TANH_C, LEAKY_SLOPE  # noqa: E402
+from equivalence.activations import GELU_TANH_C, LEAKY_SLOPE, SELU_ALPHA, SELU_SCALE  # noqa: E402
 from equivalence.adapters import SAVE_FORMATS  # noqa: E402
 from equivalence.layout import LayerWeights, check_weights  # noqa: E402
 from equivalence.spec import StackSpec  # noqa: E402
@@ -87,7 +87,8 @@ _GLUON_FORMS: dict[str, tuple[str, str | Callable[[], gluon.HybridBlock] | None]
     "gelu_tanh": ("x * F.sigmoid(2 sqrt(2/pi) (x + 0.044715 x^3))",
                   _lambda("gelu_tanh", lambda F, x: x * F.sigmoid(2.0 * GELU_TANH_C * (x + 0.044715 * x ** 3)))),
     "elu": ("nn.ELU(alpha=1.0)", lambda: nn.ELU(alpha=1.0)),
-    "selu": ("nn.SELU()", lambda: nn.SELU()),
+    "selu": ("scale * F.where(x > 0, x, alpha * F.expm1(min(x, 0))), float64 constants",
+             _lambda("selu", lambda F, x: SELU_SCALE * F.where(x > 0, x, SELU_ALPHA * F.expm1(F.minimum(x, 0.0))))),
     "celu": ("relu(x) + min(0, alpha expm1(min(x, 0) / alpha)), alpha=1.0",
              _lambda("celu", lambda F, x: F.relu(x) + F.minimum(
                  CELU_ALPHA * F.expm1(F.minimum(x, 0.0) / CELU_ALPHA), 0.0))),
@@ -133,12 +134,16 @@ KNOWN_DIFFERENCES: dict[str, str] = {
     "gelu_float64_in_float32": "nn.GELU() (LeakyReLU act_type='gelu', the exact erf form) computes float64 in "
                                "float32: gelu(16.04) is off by 9.2e-7 (5.7e-8 relative, float32 precision). "
                                "float64 maps to 0.5 x (1 + F.erf(x / sqrt 2)), which is within 2 eps64.",
+    "selu_backward_wrong_scale": "nn.SELU()'s backward for z < 0 is lambda (y + alpha) where the derivative is "
+                                 "y + lambda alpha (y the output): dselu(-5) = -0.0767, not 0.0119; off by "
+                                 "(lambda - 1) y, up to 0.089. Its forward uses float32-rounded lambda and alpha "
+                                 "(3.3e-8 relative in float64). selu maps to its formula, float64 constants.",
     "gelu_has_no_tanh_form": "Gluon 1.9.1's GELU has no approximation argument and is the erf form: it differs "
                              "from gelu_tanh by 4.7e-4. gelu_tanh maps to its formula.",
     "leaky_relu_float64_in_float32": "F.LeakyReLU(act_type='leaky') computes float64 in float32: "
                                      "leaky(-29.54) = -5.908000469 (7.9e-8 relative); float64 maps to "
                                      "F.where(x >= 0, x, 0.2 x). Its default slope is 0.25; nn.LeakyReLU has none.",
-    "hard_sigmoid_defaults_0.2x_plus_0.5": "F.hard_sigmoid defaults to alpha=0.2, beta=0.5 (the old Keras 2 form): "
+    "hard_sigmoid_defaults": "F.hard_sigmoid defaults to alpha=0.2, beta=0.5 (the old Keras 2 form): "
                                            "hard_sigmoid(1) = 0.7, not 4/6; and alpha=1/6 is a float32 "
                                            "parameter. hard_sigmoid maps to F.clip(x + 3, 0, 6) / 6.",
     "log_softmax_onednn_float32": "float32 F.log_softmax under oneDNN is off by up to 3.4e-6 on rows of small "
