@@ -18,6 +18,16 @@ Gluon traps handled here (each measured and pinned in ``tests/test_mxnet.py``):
 * The engine is asynchronous: an operator's error surfaces only when the result
   is read. Every method here returns numpy, so it synchronises.
 * On CPU, ``FullyConnected`` cannot compute float16 (``UNSUPPORTED_DTYPES``).
+
+Activations (``GLUON_ACTIVATIONS``, every argument explicit): Gluon's own layer
+where it computes the reference's function, a ``HybridLambda`` of ``F.*`` ops
+where it does not, or has no layer. What Gluon gets wrong is in
+``KNOWN_DIFFERENCES`` below (each with a test): no GELU tanh form; float64 GELU and
+LeakyReLU computed in float32; SELU's backward off by ``(lambda - 1) y`` for
+z < 0; ``F.hard_sigmoid``'s 0.2 x + 0.5 defaults; float32 log_softmax and
+softrelu approximated under oneDNN. Two float64 differences small enough to
+keep Gluon's op widen the bound by name (``equivalence.known_differences``).
+A layer is a ``Dense`` (carrying a plain ``act_type``) and an optional activation block after it.
 """
 
 from __future__ import annotations
