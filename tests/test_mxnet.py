@@ -584,3 +584,28 @@ def test_saving_never_overwrites_and_refuses_what_it_cannot_save(mxnet_adapter, 
     mxnet_adapter.save(model, tmp_path / "ok.params")
     with pytest.raises(AssertionError):  # a file of another spec is refused by Gluon, naming the parameter
         mxnet_adapter.load(tmp_path / "ok.params", StackSpec(3, (5, 2), ("gelu", "mish")), "sequential")
+
+
+def test_gluons_own_selu_would_fail_the_gradient_property(monkeypatch, mxnet_adapter):
+    """Why selu is composed: mapped to ``nn.SELU()``, the gradient check names the selu layer and those before it."""
+    from equivalence import mxnet_adapter as module
+    from equivalence.gradients import compare_gradients, reference_gradients
+
+    case = make_case(StackSpec(3, (4, 4, 2), ("tanh", "selu", "linear")), seed=5, batch=8, input_scale=10.0)
+    grads = {}
+    for form in ("composed", "gluon"):
+        if form == "gluon":
+            monkeypatch.setitem(module._GLUON_FORMS, "selu", ("nn.SELU()", lambda: mx.gluon.nn.SELU()))
+        model = LayerPool().stack(mxnet_adapter, case.spec)
+        mxnet_adapter.set_weights(model, case.weights)
+        grads[form] = compare_gradients(case.spec, case.weights, case.x,
+                                        reference_gradients(case.spec, case.weights, case.x),
+                                        {"mxnet": mxnet_adapter.loss_gradients(model, case.x)})
+    assert grads["composed"].passed, grads["composed"].message()
+    failing = grads["gluon"].failing_pairs()
+    assert failing.get("mxnet dL/dW vs reference") == 0 and "mxnet dL/dX vs reference" in failing, failing
+    assert grads["gluon"].first_failure(("mxnet dL/dW", "reference")).ratio > 5, grads["gluon"].message()  # 11
+    layer1 = [r for r in grads["gluon"].results if r.layer == 1 and r.pair == ("mxnet dL/dW", "reference")]
+    assert not layer1[0].passed, grads["gluon"].message()  # the selu layer itself
+    layer2 = [r for r in grads["gluon"].results if r.layer == 2 and r.pair == ("mxnet dL/dW", "reference")]
+    assert layer2[0].passed, grads["gluon"].message()  # after it, the backward pass has not met selu yet
