@@ -46,6 +46,7 @@ STYLES: dict[str, tuple[str, ...]] = {
 SAVE_FORMATS: dict[str, tuple[str, ...]] = {
     "torch": (".pt",),  # state_dict through torch.save, read back with torch.load(weights_only=True)
     "keras": (".weights.h5", ".keras"),  # save_weights / load_weights; model.save / load_model(safe_mode=True)
+    "mxnet": (".params",),  # save_parameters / load_parameters: MXNet's own NDArray container, no pickle
 }
 """File suffixes each adapter's ``save`` and ``load`` understand."""
 

@@ -4,7 +4,8 @@ Nothing here is a blanket skip: every entry names one framework, the activations
 and dtypes it concerns, exactly what it allows, and the test that measures it
 (``tests/test_known_differences.py`` fails the day an entry stops being true, so
 the list cannot silently outlive the difference). Measured with torch 2.13.0,
-TensorFlow 2.21.0, Keras 3.15.1.
+TensorFlow 2.21.0, Keras 3.15.1, MXNet 1.9.1 (whose evidence lives in
+``tests/test_mxnet.py``: MXNet needs its own venv, ``make mxnet``).
 
 Three kinds:
 
@@ -97,6 +98,16 @@ KNOWN_DIFFERENCES: tuple[KnownDifference, ...] = (
         "torch's float64 Hardsigmoid backward multiplies by 1/6 rounded to float32 (0.16666667163), "
         "2.98e-8 relative (eps32/4); its forward pass is exact. Keras' is exact.",
         extra_error=0.5 * EPSILON["float32"], scope=("gradient",)),
+    KnownDifference(
+        "mxnet_float64_erf_backward_float32_constant", "mxnet", ("gelu",), ("float64",), "extra_error",
+        "MXNet's float64 erf backward is float32-accurate: 2/sqrt(pi) exp(-x^2) off by up to 3.0e-8 relative "
+        "(0.252 eps32, over [-6, 6]); gelu's gradient by 7.3e-9 at x = 1. The forward is float64-exact. "
+        "Evidence in tests/test_mxnet.py", extra_error=0.5 * EPSILON["float32"], scope=("gradient",)),
+    KnownDifference(
+        "mxnet_float64_softrelu_threshold_20", "mxnet", ("softplus",), ("float64",), "extra_error",
+        "MXNet's float64 Activation('softrelu') returns x above 20 (like torch's threshold=20), dropping "
+        "log1p(exp(-x)) <= 2.1e-9. Evidence in tests/test_mxnet.py", extra_error=_FLOAT32_CONSTANT,
+        scope=("forward",)),
     KnownDifference(
         "torch_gelu_nan_at_plus_inf", "torch", ("gelu",), ("float32", "bfloat16"), "excuse",
         "torch exact GELU gives NaN at +inf in float32 and bfloat16 on its vectorised path (a lone "
