@@ -315,7 +315,12 @@ def _case(index: int, entry: Any, arrays: Mapping[str, np.ndarray], frameworks: 
         if shape is not None and a.shape != shape:
             raise InputError(f"{where}: array {full!r} has shape {a.shape}, expected {shape} for spec {spec.id} "
                              f"and batch {batch}", data_path)
-        return a.view(numpy_dtype(dtype)) if dtype == "bfloat16" else a
+        if dtype != "bfloat16":
+            return a
+        try:
+            return a.view(numpy_dtype(dtype))
+        except ValueError as exc:  # no ml_dtypes here: the file is fine, this Python cannot read bfloat16
+            raise InputError(f"{where} is bfloat16: {exc}", data_path) from None
 
     def optional(name: str) -> str | None:
         return name if f"{key}.{name}" in arrays else None

@@ -310,3 +310,16 @@ def test_the_console_script_is_installed_and_exits_2_on_a_usage_error():
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "invalid choice: 'bogus'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_bfloat16_vectors_without_ml_dtypes_are_a_one_line_error(monkeypatch, capsys):
+    """A Python without ml_dtypes (the MXNet venv) cannot read bfloat16 cases: exit 2, no traceback."""
+    import equivalence.golden
+
+    def no_ml_dtypes(dtype):
+        raise ValueError("dtype 'bfloat16' needs the ml_dtypes package: pip install ml_dtypes")
+
+    monkeypatch.setattr(equivalence.golden, "numpy_dtype", no_ml_dtypes)
+    assert cli.main(["verify", str(GOLDEN)]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "is bfloat16: dtype 'bfloat16' needs the ml_dtypes package" in err and "Traceback" not in err
