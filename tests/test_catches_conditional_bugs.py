@@ -74,3 +74,42 @@ def test_a_keras_bug_only_for_width_one_layers_is_reached(monkeypatch, torch_ada
     layer = result.failing_pairs()["keras vs reference"]
     assert case.spec.widths[layer] == 1, result.message()
     assert "torch vs reference" not in result.failing_pairs()
+
+
+def test_a_torch_linear_registering_an_extra_parameter_is_caught(monkeypatch, torch_adapter):
+    import torch
+
+    from equivalence.compare import param_count_problems
+    from equivalence.spec import StackSpec
+
+    original = torch.nn.Linear.__init__
+
+    def with_extra(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        self.scale = torch.nn.Parameter(torch.ones(1))  # as if an upgrade added a trainable scale
+
+    monkeypatch.setattr(torch.nn.Linear, "__init__", with_extra)
+    spec = StackSpec(3, (4, 2))
+    problems = param_count_problems(spec, torch_adapter.count_params(torch_adapter.build(spec, "sequential")),
+                                    framework="torch")
+    assert "torch: per-layer parameters (17, 11), expected (16, 10)" in problems, problems
+    assert "torch: 6 trainable tensors, expected 4" in problems, problems
+
+
+def test_a_keras_dense_losing_its_bias_weight_is_caught(monkeypatch, keras_adapter):
+    import keras
+
+    from equivalence.compare import param_count_problems
+    from equivalence.spec import StackSpec
+
+    original = keras.layers.Dense.build
+
+    def no_bias(self, input_shape):
+        self.use_bias = False  # as if an upgrade ignored use_bias=True
+        original(self, input_shape)
+
+    monkeypatch.setattr(keras.layers.Dense, "build", no_bias)
+    spec = StackSpec(3, (4, 2))
+    problems = param_count_problems(spec, keras_adapter.count_params(keras_adapter.build(spec, "functional")),
+                                    framework="keras")
+    assert "keras: per-layer parameters (12, 8), expected (16, 10)" in problems, problems
