@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import settings
 
 from equivalence.adapters import Adapter
@@ -16,6 +17,16 @@ from equivalence.compare import Comparison
 from equivalence.layout import LayerWeights, weights_equal
 from equivalence.repro import save_case, snippet
 from tests import stats
+
+try:
+    import ml_dtypes  # noqa: F401  (numpy's bfloat16; absent in the MXNet venv)
+
+    HAS_BFLOAT16 = True
+except ModuleNotFoundError:
+    HAS_BFLOAT16 = False
+needs_bfloat16 = pytest.mark.skipif(not HAS_BFLOAT16, reason="bfloat16 needs ml_dtypes (not in .venv-mxnet)")
+BFLOAT16 = pytest.param("bfloat16", marks=needs_bfloat16)
+"""Use in a dtype parametrization instead of "bfloat16"."""
 
 # Example budgets by cost, scaled from the active hypothesis profile (100 in dev and ci).
 NUMERIC_EXAMPLES = 15 * settings.default.max_examples

@@ -15,10 +15,12 @@ import pytest
 from equivalence import cli, golden
 from equivalence.golden import ulp_distance
 from equivalence.matrix import golden_cases
+from tests.helpers import BFLOAT16, needs_bfloat16
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 
 
+@needs_bfloat16  # the shipped set holds bfloat16 cases
 def test_the_shipped_vectors_are_small_and_hold_the_golden_case_set():
     vectors = golden.load(GOLDEN)
     assert sum(p.stat().st_size for p in GOLDEN.iterdir()) < 2_000_000
@@ -59,7 +61,7 @@ def test_torch_sigmoid_drifting_by_1e_4_relative_makes_verify_fail_naming_the_la
 
 # --- ulps ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("dtype", ["float64", "float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16", BFLOAT16])
 def test_ulp_distance_counts_representable_steps(dtype):
     from equivalence.dtypes import numpy_dtype
 

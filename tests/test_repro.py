@@ -13,10 +13,10 @@ from equivalence.errors import InputError
 from equivalence.layout import LayerWeights
 from equivalence.repro import load_case, save_case, snippet
 from equivalence.spec import StackSpec
-from tests.helpers import assert_layers_agree, assert_weights_identical
+from tests.helpers import BFLOAT16, assert_layers_agree, assert_weights_identical
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16", BFLOAT16])
 @pytest.mark.parametrize("bias", [True, False])
 def test_a_saved_case_loads_back_bit_for_bit(dtype, bias, tmp_path):
     case = make_case(StackSpec(3, (4, 4, 2), ("relu", "tanh", "sigmoid"), bias=bias, dtype=dtype), seed=5, batch=2,
