@@ -28,7 +28,7 @@ import numpy as np
 
 from equivalence.adapters import get_adapter
 from equivalence.case import WEIGHT_SCALES, Case, make_case
-from equivalence.check import LayerPool, check_case
+from equivalence.check import LayerPool, check_case, reference_inputs
 from equivalence.reference import layerwise_reference
 from equivalence.spec import StackSpec
 from equivalence.strategies import BOUNDARY_WIDTHS, INPUT_SCALES
@@ -81,7 +81,7 @@ def run_floor(cases: Sequence[Case], pool: LayerPool) -> float:
         t, k = pool.stack(torch_a, case.spec), pool.stack(keras_a, case.spec)
         torch_a.set_weights(t, case.weights)
         keras_a.set_weights(k, case.weights)
-        inputs = [tr.x.astype(np.float32) for tr in layerwise_reference(case.spec, case.weights, case.x)]
+        inputs = reference_inputs(case.spec, layerwise_reference(case.spec, case.weights, case.x))
         start = time.perf_counter()
         torch_a.layer_outputs(t, inputs)
         keras_a.layer_outputs(k, inputs)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -12,7 +12,8 @@ from equivalence.adapters import Adapter
 from equivalence.case import Case
 from equivalence.compare import Comparison, compare_layers
 from equivalence.dtypes import numpy_dtype
-from equivalence.reference import layerwise_reference
+from equivalence.layout import LayerWeights
+from equivalence.reference import LayerTrace, layerwise_reference
 from equivalence.spec import StackSpec
 
 
@@ -23,11 +24,7 @@ def check_case(case: Case, models: Mapping[str, tuple[Adapter, Any]]) -> Compari
     is what failure messages name.
     """
     traces = layerwise_reference(case.spec, case.weights, case.x)
-    inputs = _rounded_inputs(case.spec, traces)
-    outputs = {}
-    for label, (adapter, model) in models.items():
-        adapter.set_weights(model, case.weights)
-        outputs[label] = adapter.layer_outputs(model, inputs)
+    outputs = run_layers(case.weights, reference_inputs(case.spec, traces), models)
     return compare_layers(case.spec, case.weights, case.x, outputs, case_id=case.id, reference=traces)
 
 
@@ -70,7 +67,17 @@ class LayerPool:
         return out
 
 
-def _rounded_inputs(spec: StackSpec, traces: list) -> list[np.ndarray]:
+def reference_inputs(spec: StackSpec, traces: Sequence[LayerTrace]) -> list[np.ndarray]:
     """The per-layer inputs every framework is fed: the reference chain rounded to the dtype."""
     dt = numpy_dtype(spec.dtype)
     return [t.x.astype(dt) for t in traces]
+
+
+def run_layers(weights: Sequence[LayerWeights], inputs: Sequence[np.ndarray],
+               models: Mapping[str, tuple[Adapter, Any]]) -> dict[str, list[np.ndarray]]:
+    """Each framework's layer ``l`` applied to ``inputs[l]``, after loading ``weights``."""
+    outputs = {}
+    for label, (adapter, model) in models.items():
+        adapter.set_weights(model, weights)
+        outputs[label] = adapter.layer_outputs(model, inputs)
+    return outputs

@@ -31,7 +31,7 @@ import numpy as np
 
 from equivalence.adapters import Adapter
 from equivalence.atomic import TEMP_PREFIX, write_bytes_atomic, write_text_atomic
-from equivalence.check import LayerPool
+from equivalence.check import LayerPool, run_layers
 from equivalence.compare import Comparison, compare_layers
 from equivalence.dtypes import numpy_dtype
 from equivalence.errors import InputError
@@ -90,16 +90,6 @@ class GoldenSet:
         return self.manifest["fingerprint"]
 
 
-def run_layers(spec: StackSpec, weights: Sequence[LayerWeights], inputs: Sequence[np.ndarray],
-               models: Mapping[str, tuple[Adapter, Any]]) -> dict[str, list[np.ndarray]]:
-    """Each framework's layer ``l`` applied to ``inputs[l]``, after loading ``weights``."""
-    outputs = {}
-    for label, (adapter, model) in models.items():
-        adapter.set_weights(model, weights)
-        outputs[label] = adapter.layer_outputs(model, inputs)
-    return outputs
-
-
 def _pooled_models(adapters: Mapping[str, Adapter], pool: LayerPool, spec: StackSpec) -> dict[str, tuple]:
     return {name: (adapter, pool.stack(adapter, spec)) for name, adapter in adapters.items()}
 
@@ -129,7 +119,7 @@ def record(folder: str | Path, cases: Sequence[MatrixCase], adapters: Mapping[st
         traces = layerwise_reference(case.spec, case.weights, case.x)
         dt = numpy_dtype(case.spec.dtype)
         inputs = [t.x.astype(dt) for t in traces]
-        outputs = run_layers(case.spec, case.weights, inputs, _pooled_models(adapters, pool, case.spec))
+        outputs = run_layers(case.weights, inputs, _pooled_models(adapters, pool, case.spec))
         comparisons.append(compare_layers(case.spec, case.weights, case.x, outputs, case_id=mcase.id,
                                           reference=traces))
         key = f"c{index:03d}"
@@ -379,7 +369,7 @@ def verify(golden: GoldenSet, adapters: Mapping[str, Adapter], *, pool: LayerPoo
     comparisons, drift = [], []
     for case in golden.cases:
         inputs = case.layer_inputs()
-        outputs = run_layers(case.spec, case.weights, inputs, _pooled_models(adapters, pool, case.spec))
+        outputs = run_layers(case.weights, inputs, _pooled_models(adapters, pool, case.spec))
         comparisons.append(compare_layers(case.spec, case.weights, case.x, outputs, case_id=case.id,
                                           reference=case.traces()))
         for name, outs in outputs.items():

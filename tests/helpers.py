@@ -68,11 +68,10 @@ def assert_weights_identical(*, got: Sequence[LayerWeights], expected: Sequence[
 
 
 def reference_inputs(case: Case) -> list[np.ndarray]:
-    from equivalence.dtypes import numpy_dtype
+    from equivalence import check
     from equivalence.reference import layerwise_reference
 
-    dt = numpy_dtype(case.spec.dtype)
-    return [t.x.astype(dt) for t in layerwise_reference(case.spec, case.weights, case.x)]
+    return check.reference_inputs(case.spec, layerwise_reference(case.spec, case.weights, case.x))
 
 
 def build_loaded(adapter: Adapter, case: Case, style: str) -> Any:

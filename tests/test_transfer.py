@@ -11,7 +11,7 @@ from equivalence.layout import LayerWeights
 from equivalence.spec import StackSpec
 from equivalence.strategies import cases
 from equivalence.transfer import transfer
-from tests.helpers import BUILD_EXAMPLES, assert_weights_identical, build_loaded
+from tests.helpers import BUILD_EXAMPLES, assert_weights_identical, build_loaded, reference_inputs
 from tests.stats import count_cross_framework_case
 
 STYLE_PAIRS = list(zip(STYLES["torch"], STYLES["keras"]))
@@ -68,17 +68,11 @@ def test_a_missing_transpose_on_a_square_layer_passes_shapes_and_fails_on_values
     keras_model = keras_adapter.build(case.spec, "functional")
     keras_adapter.set_weights(keras_model, untransposed)  # accepted silently: (6, 6) either way
     torch_model = build_loaded(torch_adapter, case, "sequential")
-    outputs = {"torch": torch_adapter.layer_outputs(torch_model, _inputs(case)),
-               "keras": keras_adapter.layer_outputs(keras_model, _inputs(case))}
+    outputs = {"torch": torch_adapter.layer_outputs(torch_model, reference_inputs(case)),
+               "keras": keras_adapter.layer_outputs(keras_model, reference_inputs(case))}
     from equivalence.compare import compare_layers
 
     result = compare_layers(case.spec, case.weights, case.x, outputs)
     assert result.failing_pairs() == {"keras vs reference": 1, "torch vs keras": 1}
     assert result.first_failure(("keras", "reference")).ratio > 1000
     assert check_case(case, {"torch": (torch_adapter, torch_model)}).passed
-
-
-def _inputs(case):
-    from tests.helpers import reference_inputs
-
-    return reference_inputs(case)
