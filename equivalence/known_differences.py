@@ -99,6 +99,22 @@ KNOWN_DIFFERENCES: tuple[KnownDifference, ...] = (
         "2.98e-8 relative (eps32/4); its forward pass is exact. Keras' is exact.",
         extra_error=0.5 * EPSILON["float32"], scope=("gradient",)),
     KnownDifference(
+        "keras_torch_backend_float64_softplus_threshold_20", "keras", ("softplus",), ("float64",), "extra_error",
+        "On the torch backend Keras' softplus is torch's (threshold 20): softplus(20.5) is 20.5, off by 1.25e-9 "
+        "from float64 math, the same as torch_float64_softplus_threshold_20", extra_error=_FLOAT32_CONSTANT,
+        scope=("forward",), keras_backends=("torch",)),
+    KnownDifference(
+        "keras_torch_backend_float64_hard_sigmoid_backward_float32_sixth", "keras", ("hard_sigmoid",),
+        ("float64",), "extra_error",
+        "On the torch backend Keras' hard_sigmoid is torch's: its float64 backward multiplies by 1/6 rounded "
+        "to float32, as torch_float64_hard_sigmoid_backward_float32_sixth", extra_error=0.5 * EPSILON["float32"],
+        scope=("gradient",), keras_backends=("torch",)),
+    KnownDifference(
+        "keras_torch_backend_gelu_nan_at_plus_inf", "keras", ("gelu",), ("float32", "bfloat16"), "excuse",
+        "On the torch backend Keras' exact gelu is torch's: NaN at +inf in float32 and bfloat16 on the "
+        "vectorised path, as torch_gelu_nan_at_plus_inf",
+        excuse=lambda z, got: np.isposinf(z) & np.isnan(got), keras_backends=("torch",)),
+    KnownDifference(
         "mxnet_float64_erf_backward_float32_constant", "mxnet", ("gelu",), ("float64",), "extra_error",
         "MXNet's float64 erf backward is float32-accurate: 2/sqrt(pi) exp(-x^2) off by up to 3.0e-8 relative "
         "(0.252 eps32, over [-6, 6]); gelu's gradient by 7.3e-9 at x = 1. The forward is float64-exact. "

@@ -15,6 +15,7 @@ from equivalence.case import make_case
 from equivalence.check import LayerPool, check_case
 from equivalence.compare import compare_layers
 from equivalence.dtypes import numpy_dtype
+from equivalence.known_differences import KNOWN_DIFFERENCES
 from equivalence.layout import LayerWeights
 from equivalence.reference import layerwise_reference
 from equivalence.spec import StackSpec
@@ -25,6 +26,21 @@ SEARCH = settings(max_examples=100, deadline=None, database=None, derandomize=Tr
                   suppress_health_check=list(HealthCheck))
 """The first failing default example is enough here (no shrinking: it would cost ~20 s a test)."""
 FLOAT64_CASES = cases(specs(activations=ACTIVATION_NAMES, dtypes=("float64",)))
+
+
+def _keras_float64_is_float32_tight() -> bool:
+    """Keras off TensorFlow multiplies float64 in float32 (a named known difference, with its evidence test),
+    so a Keras float64 result can only be held to the float32 error model there."""
+    entry = next(d for d in KNOWN_DIFFERENCES if d.name == "keras_float64_matmul_in_float32_off_tensorflow")
+    return entry.applies("keras", "linear", "float64")
+
+
+def _expected_failures(framework: str, count: int) -> dict[str, int]:
+    """``framework`` fails against the reference, and against Keras wherever Keras' float64 is float64."""
+    pairs = {f"{framework} vs reference": count}
+    if not _keras_float64_is_float32_tight():
+        pairs["torch vs keras"] = count
+    return pairs
 
 
 def _comparison(case, torch_adapter, keras_adapter, pool):
@@ -65,11 +81,14 @@ def _patch_keras_dense_float32(monkeypatch):
 
 @pytest.mark.parametrize("framework", ["torch", "keras"])
 def test_a_float64_layer_computed_in_float32_is_caught(framework, monkeypatch, torch_adapter, keras_adapter):
+    if framework == "keras" and _keras_float64_is_float32_tight():
+        pytest.skip("Keras on this backend already computes float64 Dense in float32 (known difference "
+                    "keras_float64_matmul_in_float32_off_tensorflow, measured in test_known_differences)")
     {"torch": _patch_torch_linear_float32, "keras": _patch_keras_dense_float32}[framework](monkeypatch)
     other = "keras" if framework == "torch" else "torch"
     fixed = make_case(StackSpec(3, (4, 4, 2), ("tanh", "gelu", "linear"), dtype="float64"), seed=5, batch=3)
     result = _comparison(fixed, torch_adapter, keras_adapter, LayerPool())
-    assert result.failing_pairs() == {f"{framework} vs reference": 0, "torch vs keras": 0}, result.message()
+    assert result.failing_pairs() == _expected_failures(framework, 0), result.message()
     assert result.first_failure((framework, "reference")).ratio > 1e4, result.message()
     pool = LayerPool()
     minimal = find(FLOAT64_CASES, lambda c: not _comparison(c, torch_adapter, keras_adapter, pool).passed,
@@ -86,7 +105,7 @@ def test_a_float64_activation_computed_in_float32_is_caught(monkeypatch, torch_a
     monkeypatch.setattr(torch.nn.Sigmoid, "forward", lambda self, x: original(self, x.float()).to(x.dtype))
     case = make_case(StackSpec(3, (4, 4, 2), ("relu", "sigmoid", "linear"), dtype="float64"), seed=5, batch=3)
     result = _comparison(case, torch_adapter, keras_adapter, LayerPool())
-    assert result.failing_pairs() == {"torch vs reference": 1, "torch vs keras": 1}, result.message()
+    assert result.failing_pairs() == _expected_failures("torch", 1), result.message()
 
 
 # --- a mixed policy ------------------------------------------------------------

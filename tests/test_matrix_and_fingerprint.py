@@ -7,6 +7,7 @@ from itertools import product
 
 from equivalence.adapters import STYLES
 from equivalence.fingerprint import changes, fingerprint, flatten, summary
+from equivalence.known_differences import keras_backend
 from equivalence.matrix import ACTIVATION_AXIS, DTYPE_AXIS, golden_cases, report_cases, select
 from equivalence.strategies import ACTIVATION_NAMES, DTYPE_NAMES
 
@@ -52,12 +53,17 @@ def test_select_keeps_cases_matching_any_pattern():
 def test_the_fingerprint_holds_versions_backend_onednn_threads_and_cpu(torch_adapter, keras_adapter):
     fp = fingerprint()
     flat = flatten(fp)
+    backend = keras_backend()
+    backend_keys = {"tensorflow": ("frameworks.keras.tensorflow", "frameworks.keras.onednn_enabled",
+                                   "frameworks.keras.TF_ENABLE_ONEDNN_OPTS", "frameworks.keras.tf_intra_op_threads"),
+                    "torch": ("frameworks.keras.keras_torch",), "jax": ("frameworks.keras.jax",)}[backend]
     for key in ("python", "numpy", "cpu_model", "cpu_count", "frameworks.torch.torch", "frameworks.torch.torch_threads",
-                "frameworks.keras.keras", "frameworks.keras.tensorflow", "frameworks.keras.keras_backend",
-                "frameworks.keras.onednn_enabled", "frameworks.keras.TF_ENABLE_ONEDNN_OPTS",
-                "frameworks.keras.tf_intra_op_threads", "thread_env.OMP_NUM_THREADS"):
+                "frameworks.keras.keras", "frameworks.keras.keras_backend", "thread_env.OMP_NUM_THREADS",
+                *backend_keys):
         assert flat.get(key) not in (None, ""), f"fingerprint lacks {key}: {flat}"
-    assert flat["frameworks.keras.onednn_enabled"] in ("on", "off")
+    assert flat["frameworks.keras.keras_backend"] == backend
+    if backend == "tensorflow":
+        assert flat["frameworks.keras.onednn_enabled"] in ("on", "off")
     assert fp["cpu_model"] != "unknown"
     assert f"torch {flat['frameworks.torch.torch']}" in summary(fp)
 
