@@ -71,11 +71,9 @@ $(MXNET_STAMP): pyproject.toml constraints-mxnet.txt
 	$(MXNET_BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints-mxnet.txt -e '.[mxnet]' 'pytest>=8'
 	touch $(MXNET_STAMP)
 
-mxnet: $(MXNET_STAMP) ## MXNet Gluon in .venv-mxnet (numpy<1.24): core and MXNet properties, torch/Keras skip
+mxnet: $(MXNET_STAMP) ## MXNet Gluon in .venv-mxnet (numpy<1.24): MXNet properties, then the golden vectors (torch's and Keras' outputs)
 	$(MXNET_BIN)/python -m pytest $(PYTEST_ARGS)
-	@# TODO(golden vectors): `equivalence verify golden --framework mxnet` needs ml_dtypes in this venv and
-	@# verify to skip the dtypes MXNet has no CPU Dense for (float16, bfloat16); not wired yet.
-	@echo "make mxnet: golden-vector verification against MXNet is not wired yet (see the Makefile TODO)"
+	$(MXNET_BIN)/python -m equivalence verify $(GOLDEN) --framework mxnet
 
 clean: ## remove the venvs, the nox venvs and caches
 	rm -rf $(VENV) $(MXNET_VENV) .nox .pytest_cache .hypothesis .ruff_cache

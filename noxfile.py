@@ -5,6 +5,10 @@ Each session gets its own virtualenv under ``.nox/`` with torch 2.13.0 and one
 (``check``) or verifies the shipped golden vectors (``guard``). The guard session
 under another TensorFlow shows the drift against the recorded outputs.
 
+Keras' backend is the third axis (``KERAS_BACKEND``): every TensorFlow runs the
+tensorflow backend; the newest one also runs Keras on torch and on jax (the jax
+cell installs jax, pinned in ``JAX``).
+
 To add a TensorFlow, add a line to ``TENSORFLOW``. To add a torch, see the README
 ("The version matrix"): any torch other than 2.13.0 is a multi-GB CUDA build on
 the project's machines.
@@ -27,25 +31,38 @@ TENSORFLOW = {
     "2.21.0": "3.15.1",
 }
 
-CELLS = [nox.param(torch, tf, TENSORFLOW[tf], id=f"torch{torch}-tf{tf}") for torch in TORCH for tf in TENSORFLOW]
+KERAS_BACKENDS = ("tensorflow", "torch", "jax")
+"""Keras backends; tensorflow under every TensorFlow, the others under the newest."""
+
+JAX = "0.10.2"
+"""jax and jaxlib for the jax cell (what constraints.txt pins for make check KERAS_BACKEND=jax)."""
+
+_NEWEST_TF = max(TENSORFLOW, key=lambda v: tuple(map(int, v.split("."))))
+CELLS = [
+    nox.param(torch, tf, TENSORFLOW[tf], backend, id=f"torch{torch}-tf{tf}-{backend}")
+    for torch in TORCH for tf in TENSORFLOW for backend in KERAS_BACKENDS
+    if backend == "tensorflow" or tf == _NEWEST_TF
+]
 
 
-def _install(session: nox.Session, torch: str, tf: str, keras: str) -> None:
-    session.install(f"torch=={torch}", f"tensorflow-cpu=={tf}", f"keras=={keras}", "-e", ".[test,report]")
+def _install(session: nox.Session, torch: str, tf: str, keras: str, backend: str) -> None:
+    jax = (f"jax=={JAX}", f"jaxlib=={JAX}") if backend == "jax" else ()
+    session.install(f"torch=={torch}", f"tensorflow-cpu=={tf}", f"keras=={keras}", *jax, "-e", ".[test,report]")
+    session.env["KERAS_BACKEND"] = backend
     session.run("python", "-m", "equivalence", "env")
 
 
 @nox.session
-@nox.parametrize(("torch", "tf", "keras"), CELLS)
-def check(session: nox.Session, torch: str, tf: str, keras: str) -> None:
-    """The test suite under one (torch, tensorflow-cpu, keras) cell."""
-    _install(session, torch, tf, keras)
+@nox.parametrize(("torch", "tf", "keras", "backend"), CELLS)
+def check(session: nox.Session, torch: str, tf: str, keras: str, backend: str) -> None:
+    """The test suite under one (torch, tensorflow-cpu, keras, Keras backend) cell."""
+    _install(session, torch, tf, keras, backend)
     session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", *session.posargs)
 
 
 @nox.session
-@nox.parametrize(("torch", "tf", "keras"), CELLS)
-def guard(session: nox.Session, torch: str, tf: str, keras: str) -> None:
+@nox.parametrize(("torch", "tf", "keras", "backend"), CELLS)
+def guard(session: nox.Session, torch: str, tf: str, keras: str, backend: str) -> None:
     """The shipped golden vectors verified under one cell (drift is reported, disagreement fails)."""
-    _install(session, torch, tf, keras)
+    _install(session, torch, tf, keras, backend)
     session.run("python", "-m", "equivalence", "verify", "golden", *session.posargs)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import importlib
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -68,6 +69,8 @@ class Adapter(ABC):
     name: str
     styles: tuple[str, ...]
     kernel_layout: str
+    unsupported_dtypes: Mapping[str, str] = MappingProxyType({})
+    """dtype -> why this framework cannot compute a Dense layer in it here (measured; empty: every dtype)."""
 
     @abstractmethod
     def build(self, spec: StackSpec, style: str) -> Any:

@@ -141,8 +141,13 @@ def _console(stderr: bool = False) -> Any:
 
 @contextmanager
 def _progress(label: str, total: int) -> Iterator[Any]:
-    """A rich progress bar on stderr in a terminal; silent otherwise (CI logs stay readable)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    """A rich progress bar on stderr in a terminal; silent otherwise (CI logs stay readable), and where rich
+    is not installed (``verify`` runs with numpy alone, e.g. in make mxnet's venv)."""
+    try:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    except ImportError:
+        yield lambda: None
+        return
 
     console = _console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -252,6 +257,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     n = len(vectors.cases)
     print(f"verified {n} cases in {args.folder} (recorded {vectors.manifest.get('recorded_at', '?')} with "
           f"{summary(vectors.fingerprint)})\nnow: {summary(fp)}")
+    _print_not_run(result.not_run, n)
     moved_env = changes(vectors.fingerprint, fp)
     if moved_env:
         print("changed since recording: " + "; ".join(moved_env))
@@ -276,11 +282,27 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _print_not_run(not_run: Any, n: int) -> None:
+    """Cases a framework has no Dense layer for (its dtype); a framework that can run none is bad input."""
+    for framework in dict.fromkeys(r.framework for r in not_run):
+        skipped = [r for r in not_run if r.framework == framework]
+        if len(skipped) == n:
+            raise InputError(f"--framework {framework}: it can compute none of the {n} cases (dtypes "
+                             f"{', '.join(sorted({r.dtype for r in skipped}))}), so there is nothing to verify")
+        reasons = {r.dtype: r.reason for r in skipped}
+        print(f"{framework}: {len(skipped)} of {n} cases not run, no Dense layer in their dtype here: "
+              + "; ".join(f"{dtype} ({reason})" for dtype, reason in reasons.items()))
+
+
 def _print_drift(result: Any, n: int, *, verbose: bool) -> None:
     print("drift against the recorded outputs (reported, not failed):")
     for source in (*result.frameworks, "reference"):
         moved = [d for d in result.drift if d.source == source]
         label = "reference (numpy float64)" if source == "reference" else source
+        if source != "reference" and source not in result.golden.frameworks:
+            print(f"  {label}: not recorded in these vectors; compared with the reference and with the recorded "
+                  f"{', '.join(result.golden.frameworks)} outputs instead")
+            continue
         if not moved:
             print(f"  {label}: 0 of {n} cases changed, bit for bit identical")
             continue

@@ -199,6 +199,15 @@ class Comparison:
         return "\n".join(lines)
 
 
+RECORDED = "@recorded"
+"""Label suffix for a framework's outputs read from golden vectors rather than computed now."""
+
+
+def framework_of(label: str) -> str:
+    """The framework behind an outputs label: ``"torch"`` for ``"torch"`` and ``"torch@recorded"``."""
+    return label.partition("@")[0]
+
+
 def compare_layers(spec: StackSpec, weights: Sequence[LayerWeights], x: np.ndarray,
                    outputs: Mapping[str, Sequence[np.ndarray]], *, case_id: str | None = None,
                    reference: Sequence[LayerTrace] | None = None) -> Comparison:
@@ -212,8 +221,8 @@ def compare_layers(spec: StackSpec, weights: Sequence[LayerWeights], x: np.ndarr
     for layer, (trace, (W, b), act) in enumerate(zip(traces, weights, spec.activations)):
         scale = layer_scale(x=trace.x, W=W, b=b, h=trace.h, activation=act)
         bound = SAFETY * EPSILON[spec.dtype] * scale
-        extra = {name: extra_error(name, act, spec.dtype) * scale for name in outputs}
-        excuse = {name: excused(name, act, spec.dtype, trace.z, np.asarray(outs[layer]))
+        extra = {name: extra_error(framework_of(name), act, spec.dtype) * scale for name in outputs}
+        excuse = {name: excused(framework_of(name), act, spec.dtype, trace.z, np.asarray(outs[layer]))
                   for name, outs in outputs.items()}
         as64 = {name: _as_float64(outs[layer]) for name, outs in outputs.items()}
         for name, out in as64.items():

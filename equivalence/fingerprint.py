@@ -86,6 +86,12 @@ def summary(fp: Mapping[str, Any]) -> str:
         parts.append(f"tensorflow {keras_v['tensorflow']} (oneDNN {keras_v.get('onednn_enabled', 'unknown')})")
     if "keras" in keras_v:
         parts.append(f"keras {keras_v['keras']} ({keras_v.get('keras_backend', '?')} backend)")
+    for key in ("jax", "keras_torch"):
+        if key in keras_v:
+            parts.append(f"{key.replace('keras_', '')} {keras_v[key]} (under keras)")
+    mxnet_v = fw.get("mxnet", {})
+    if "mxnet" in mxnet_v:
+        parts.append(f"mxnet {mxnet_v['mxnet']} (oneDNN {mxnet_v.get('mxnet_onednn', 'unknown')})")
     parts.append(f"numpy {fp.get('numpy', '?')}")
     parts.append(f"Python {fp.get('python', '?')}")
     return ", ".join(parts)
@@ -96,8 +102,14 @@ _NOISE = ("frameworks.torch.torch_threads", "frameworks.torch.torch_interop_thre
 
 
 def changes(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
-    """``["frameworks.keras.tensorflow: 2.21.0 -> 2.20.0", ...]``: what differs since recording."""
-    old, new = flatten(recorded), flatten(current)
+    """``["frameworks.keras.tensorflow: 2.21.0 -> 2.20.0", ...]``: what differs since recording.
+
+    Only frameworks in both fingerprints are compared: one recorded but not run now (or run now but not
+    recorded, as MXNet against the shipped vectors) did not change, it is just not here.
+    """
+    shared = set(recorded.get("frameworks", {})) & set(current.get("frameworks", {}))
+    old, new = (flatten({**fp, "frameworks": {k: v for k, v in fp.get("frameworks", {}).items() if k in shared}})
+                for fp in (recorded, current))
     out = []
     for key in sorted(set(old) | set(new)):
         if key in _NOISE and key in old and key in new:

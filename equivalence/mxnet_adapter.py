@@ -293,6 +293,7 @@ class GluonAdapter(Adapter):
     name = "mxnet"
     styles = STYLES["mxnet"]
     kernel_layout = "out_in"
+    unsupported_dtypes = UNSUPPORTED_DTYPES
 
     def build(self, spec: StackSpec, style: str) -> gluon.Block:
         """``sequential``: ``nn.Sequential``, imperative. ``hybridized``: ``nn.HybridSequential``

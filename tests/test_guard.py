@@ -77,3 +77,55 @@ def test_ulp_distance_counts_representable_steps(dtype):
     nan = np.array([np.nan], dt)
     assert ulp_distance(nan, nan, dtype)[0] == 0
     assert ulp_distance(nan, np.array([1.0], dt), dtype)[0] == np.inf
+
+
+# --- a framework verified alone: the others stand in through their recorded outputs -------------
+
+@needs_bfloat16
+def test_torch_verified_alone_is_compared_with_keras_recorded_outputs(torch_adapter):
+    result = golden.verify(golden.load(GOLDEN), {"torch": torch_adapter})
+    pairs = {r.pair for c in result.comparisons for r in c.results}
+    assert ("torch", "keras@recorded") in pairs and ("torch", "reference") in pairs, pairs
+    assert result.passed and not result.not_run
+
+
+@needs_bfloat16
+def test_torch_drifting_alone_fails_against_keras_recorded_outputs(monkeypatch, torch_adapter):
+    import torch
+
+    original = torch.nn.Sigmoid.forward
+    monkeypatch.setattr(torch.nn.Sigmoid, "forward", lambda self, x: original(self, x) * (1 + 1e-4))
+    result = golden.verify(golden.load(GOLDEN), {"torch": torch_adapter})
+    failing = {pair for c in result.comparisons for pair in c.failing_pairs()}
+    assert failing == {"torch vs reference", "torch vs keras@recorded"}, failing
+
+
+class _NoHalfPrecision:
+    """The torch adapter, declaring no float16 or bfloat16 Dense (as MXNet's does on CPU)."""
+
+    unsupported_dtypes = {"float16": "no float16 kernel here", "bfloat16": "no bfloat16 kernel here"}
+
+    def __init__(self, adapter):
+        self._adapter = adapter
+
+    def __getattr__(self, name):
+        return getattr(self._adapter, name)
+
+
+@needs_bfloat16
+def test_cases_in_a_dtype_the_framework_cannot_compute_are_listed_not_run(torch_adapter, capsys):
+    vectors = golden.load(GOLDEN)
+    result = golden.verify(vectors, {"torch": _NoHalfPrecision(torch_adapter)})
+    half = {c.id for c in vectors.cases if c.spec.dtype in ("float16", "bfloat16")}
+    assert half and {r.case_id for r in result.not_run} == half
+    assert {r.reason for r in result.not_run} == {"no float16 kernel here", "no bfloat16 kernel here"}
+    ran = {c.case_id for c in result.comparisons if any(r.pair[0] == "torch" for r in c.results)}
+    assert ran == {c.id for c in vectors.cases} - half and result.passed
+    cli._print_not_run(result.not_run, len(vectors.cases))
+    assert f"torch: {len(half)} of {len(vectors.cases)} cases not run" in capsys.readouterr().out
+
+
+def test_a_framework_that_can_compute_no_case_is_a_clear_input_error():
+    not_run = [golden.NotRun("mxnet", f"case{i}", "float16", "no float16 kernel") for i in range(3)]
+    with pytest.raises(cli.InputError, match=r"--framework mxnet: it can compute none of the 3 cases \(dtypes float16"):
+        cli._print_not_run(not_run, 3)

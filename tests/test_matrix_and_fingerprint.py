@@ -72,3 +72,13 @@ def test_changes_name_what_moved_since_recording():
     old = {"numpy": "2.4.6", "frameworks": {"keras": {"tensorflow": "2.21.0"}, "torch": {"torch_threads": "2"}}}
     new = {"numpy": "2.4.6", "frameworks": {"keras": {"tensorflow": "2.20.0"}, "torch": {"torch_threads": "8"}}}
     assert changes(old, new) == ["frameworks.keras.tensorflow: 2.21.0 -> 2.20.0"]
+
+
+def test_changes_leave_out_frameworks_not_in_both_fingerprints():
+    recorded = {"numpy": "2.4.6", "frameworks": {"keras": {"keras": "3.15.1"}, "torch": {"torch": "2.13.0"}}}
+    mxnet_venv = {"numpy": "1.23.5", "frameworks": {"mxnet": {"mxnet": "1.9.1"}}}
+    assert changes(recorded, mxnet_venv) == ["numpy: 2.4.6 -> 1.23.5"]
+    torch_only = {"numpy": "2.4.6", "frameworks": {"torch": {"torch": "2.14.0"}}}
+    assert changes(recorded, torch_only) == ["frameworks.torch.torch: 2.13.0 -> 2.14.0"]
+    lost_key = {"numpy": "2.4.6", "frameworks": {"keras": {}, "torch": {"torch": "2.13.0"}}}
+    assert changes(recorded, lost_key) == ["frameworks.keras.keras: 3.15.1 -> absent"]

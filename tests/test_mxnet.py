@@ -5,7 +5,8 @@ TensorFlow cannot share) and skip elsewhere. Select them with ``pytest
 tests/test_mxnet.py`` or ``pytest -k mxnet`` (which adds the mxnet cases of
 ``test_adapters.py``: shapes, parameter counts, bit-for-bit weight round trips,
 refused bad weight lists, in every style). The comparison with torch and Keras
-goes through the golden vectors, since no venv holds MXNet and TensorFlow.
+goes through the golden vectors, since no venv holds MXNet and TensorFlow
+(``test_the_golden_vectors_verify_against_mxnet``, and ``make mxnet``'s verify step).
 """
 
 from __future__ import annotations
@@ -609,3 +610,21 @@ def test_gluons_own_selu_would_fail_the_gradient_property(monkeypatch, mxnet_ada
     assert not layer1[0].passed, grads["gluon"].message()  # the selu layer itself
     layer2 = [r for r in grads["gluon"].results if r.layer == 2 and r.pair == ("mxnet dL/dW", "reference")]
     assert layer2[0].passed, grads["gluon"].message()  # after it, the backward pass has not met selu yet
+
+
+# --- the golden vectors: MXNet against torch's and Keras' recorded outputs ---------------------------
+
+def test_the_golden_vectors_verify_against_mxnet(mxnet_adapter):
+    from pathlib import Path
+
+    from equivalence import golden
+    from equivalence.mxnet_adapter import UNSUPPORTED_DTYPES
+
+    vectors = golden.load(Path(__file__).resolve().parent.parent / "golden")
+    result = golden.verify(vectors, {"mxnet": mxnet_adapter})
+    assert result.passed, "\n".join(c.message() for c in result.comparisons if not c.passed)
+    pairs = {r.pair for c in result.comparisons for r in c.results}
+    assert {("mxnet", "reference"), ("mxnet", "torch@recorded"), ("mxnet", "keras@recorded")} <= pairs, pairs
+    assert {r.case_id for r in result.not_run} == {c.id for c in vectors.cases if c.spec.dtype in UNSUPPORTED_DTYPES}
+    ran = sum(any(r.pair[0] == "mxnet" for r in c.results) for c in result.comparisons)
+    assert ran == len(vectors.cases) - len(result.not_run) > 50
