@@ -1,7 +1,8 @@
 """Hypothesis profiles, the report header, and framework fixtures that skip cleanly.
 
 Profiles: ``dev`` (default), ``ci`` (loaded when ``CI`` is set: derandomized,
-no deadline, failing blobs printed) and ``thorough`` (``--hypothesis-profile thorough``).
+no deadline, failing blobs printed), ``thorough`` (``--hypothesis-profile thorough``) and ``smoke``
+(10 examples a property: a quick pass while developing).
 """
 
 from __future__ import annotations
@@ -11,13 +12,19 @@ import os
 import pytest
 from hypothesis import HealthCheck, settings
 
-from equivalence.adapters import FRAMEWORKS, FrameworkUnavailable, get_adapter
+from equivalence.adapters import FRAMEWORKS, FrameworkUnavailable, get_adapter, loaded_adapters
+
+if os.environ.get("KERAS_BACKEND") == "jax":
+    # Keras on jax truncates float64 to float32 unless x64 is on; the suite checks float64 stacks.
+    os.environ.setdefault("JAX_ENABLE_X64", "1")
 
 # Keras' first call of a new shape is slow (~15 ms to build), so no per-example deadline.
 _COMMON = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True)
 settings.register_profile("dev", max_examples=100, **_COMMON)
 settings.register_profile("ci", max_examples=100, derandomize=True, database=None, **_COMMON)
 settings.register_profile("thorough", max_examples=2000, **_COMMON)
+# A quick pass over every property while developing (e.g. on jax, which compiles every new shape); never CI's.
+settings.register_profile("smoke", max_examples=10, **_COMMON)
 # make soak: 40 pooled shards x 2,500 + 10 style shards x 125 = 101,250 cases, never derandomized.
 settings.register_profile("soak", max_examples=2500, derandomize=False, database=None, **_COMMON)
 settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHESIS_PROFILE", "dev"))
@@ -42,6 +49,14 @@ def adapter_or_skip(name: str):
         return get_adapter(name)
     except FrameworkUnavailable as exc:
         pytest.skip(str(exc))
+
+
+@pytest.fixture(autouse=True)
+def _no_stale_compiled_forms():
+    """Meta tests patch framework code; a layer compiled in an earlier test (Keras on jax: ``jax.jit``)
+    would keep the unpatched code, so every test starts with none."""
+    for adapter in loaded_adapters():
+        adapter.forget_compiled()
 
 
 @pytest.fixture(scope="session")

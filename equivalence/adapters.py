@@ -141,6 +141,14 @@ class Adapter(ABC):
     def versions(self) -> dict[str, str]:
         """Versions and settings of the framework, for fingerprints and report headers."""
 
+    def forget_compiled(self) -> None:
+        """Drop compiled forms of layers and models (Keras on jax runs each through ``jax.jit``).
+
+        A compiled form keeps the framework code it was traced with; call this after patching the
+        framework (the suite's meta tests do, through an autouse fixture). Eager frameworks: nothing to do.
+        """
+        return None
+
     def layer_outputs(self, model: Any, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Each layer ``l`` applied to its own input ``inputs[l]`` (the per-layer check)."""
         return [self.apply_layer(model, i, x) for i, x in enumerate(inputs)]
@@ -168,6 +176,11 @@ _INSTALL_HINTS = {  # name -> how to get the framework, when not the default `ma
 }
 FRAMEWORKS: tuple[str, ...] = tuple(_ADAPTERS)
 _cache: dict[str, Adapter] = {}
+
+
+def loaded_adapters() -> tuple[Adapter, ...]:
+    """The adapters ``get_adapter`` has created so far (imports nothing)."""
+    return tuple(_cache.values())
 
 
 def get_adapter(name: str) -> Adapter:
