@@ -34,6 +34,7 @@ import numpy as np
 from equivalence.adapters import get_adapter
 from equivalence.case import WEIGHT_SCALES, Case, make_case
 from equivalence.check import LayerPool, check_case, reference_inputs
+from equivalence.fingerprint import fingerprint
 from equivalence.reference import layerwise_reference
 from equivalence.spec import StackSpec
 from equivalence.strategies import BOUNDARY_WIDTHS, INPUT_SCALES
@@ -173,15 +174,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ms_per_case_interleaved": ms, "cases": len(cases), "warmup_cases": args.warmup,
         "layer_pool": {"size": pool.size, "builds": pool.builds, "builds_in_timed_run": builds_in_timed_run},
         "disagreements": failures,
-        "versions": {name: get_adapter(name).versions() for name in ("torch", "keras")},
+        "fingerprint": fingerprint(("torch", "keras")),
     }
     args.json.write_text(json.dumps(figures, indent=2) + "\n")
     print(f"ms per case, interleaved: ours {ms['ours']:.2f}, floor {ms['floor']:.2f}, naive {ms['naive']:.1f}; "
           f"layer builds {pool.builds} ({builds_in_timed_run} in the timed run); disagreements {failures}; "
           f"RSS after warm-up {rss_before:.0f} MB")
-    print(f"bench: cases_per_s={figures['cases_per_s']:.1f} vs_naive={figures['vs_naive']:.1f}x "
-          f"vs_floor={figures['vs_floor']:.2f}x rss_growth_mb_per_10k={rss_growth:.1f}")
+    print(bench_line(figures))
     return 1 if failures else 0
+
+
+def bench_line(figures: dict) -> str:
+    """The machine-readable last line (issue 5's exact form)."""
+    return (f"bench: cases_per_s={figures['cases_per_s']:.1f} vs_naive={figures['vs_naive']:.1f}x "
+            f"vs_floor={figures['vs_floor']:.2f}x rss_growth_mb_per_10k={figures['rss_growth_mb_per_10k']:.1f}")
 
 
 if __name__ == "__main__":

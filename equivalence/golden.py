@@ -89,6 +89,12 @@ class GoldenSet:
     def fingerprint(self) -> Mapping[str, Any]:
         return self.manifest["fingerprint"]
 
+    @property
+    def keras_backend(self) -> str:
+        """The Keras backend the Keras outputs were recorded on (vectors from before the backend was
+        fingerprinted were recorded on TensorFlow, the only backend then)."""
+        return self.fingerprint.get("frameworks", {}).get("keras", {}).get("keras_backend", "tensorflow")
+
 
 def _pooled_models(adapters: Mapping[str, Adapter], pool: LayerPool, spec: StackSpec) -> dict[str, tuple]:
     return {name: (adapter, pool.stack(adapter, spec)) for name, adapter in adapters.items()}
@@ -393,7 +399,8 @@ def verify(golden: GoldenSet, adapters: Mapping[str, Adapter], *, pool: LayerPoo
         # neither torch nor Keras): the cross-framework pairs still hold, by way of the vectors.
         recorded = {f"{name}{RECORDED}": outs for name, outs in case.outputs.items() if name not in adapters}
         comparisons.append(compare_layers(case.spec, case.weights, case.x, {**outputs, **recorded} if outputs else {},
-                                          case_id=case.id, reference=case.traces()))
+                                          case_id=case.id, reference=case.traces(),
+                                          backends={f"keras{RECORDED}": golden.keras_backend}))
         for name, outs in outputs.items():
             if name in case.outputs:
                 drift += _drift(name, case, outs, case.outputs[name], case.spec.dtype)

@@ -50,9 +50,11 @@ class KnownDifference:
     keras_backends: tuple[str, ...] = ("tensorflow",)
     """For Keras entries: the Keras backends it was measured on (and applies to)."""
 
-    def applies(self, framework: str, activation: str, dtype: str) -> bool:
+    def applies(self, framework: str, activation: str, dtype: str, *, backend: str | None = None) -> bool:
+        """Whether the entry covers this layer; ``backend``: the Keras backend the outputs came from
+        (recorded outputs keep the one they were recorded on), this process's when ``None``."""
         return (framework == self.framework and activation in self.activations and dtype in self.dtypes
-                and (framework != "keras" or keras_backend() in self.keras_backends))
+                and (framework != "keras" or (backend or keras_backend()) in self.keras_backends))
 
 
 def keras_backend() -> str:
@@ -155,19 +157,24 @@ KNOWN_DIFFERENCES: tuple[KnownDifference, ...] = (
 )
 
 
-def extra_error(framework: str, activation: str, dtype: str, *, scope: str = "forward") -> float:
+def extra_error(framework: str, activation: str, dtype: str, *, scope: str = "forward",
+                backend: str | None = None) -> float:
     """Extra bound (in units of the layer scale) a named difference grants ``framework``.
 
-    ``scope``: ``"forward"`` (layer outputs) or ``"gradient"`` (the backward pass).
+    ``scope``: ``"forward"`` (layer outputs) or ``"gradient"`` (the backward pass); ``backend``: as in
+    ``KnownDifference.applies``.
     """
     return sum(d.extra_error for d in KNOWN_DIFFERENCES
-               if d.kind == "extra_error" and scope in d.scope and d.applies(framework, activation, dtype))
+               if d.kind == "extra_error" and scope in d.scope and d.applies(framework, activation, dtype,
+                                                                             backend=backend))
 
 
-def excused(framework: str, activation: str, dtype: str, z: np.ndarray, got: np.ndarray) -> np.ndarray:
+def excused(framework: str, activation: str, dtype: str, z: np.ndarray, got: np.ndarray, *,
+            backend: str | None = None) -> np.ndarray:
     """Positions where ``framework``'s non-finite class may differ from the reference, by name."""
     mask = np.zeros(np.shape(got), dtype=bool)
     for d in KNOWN_DIFFERENCES:
-        if d.kind == "excuse" and d.applies(framework, activation, dtype) and np.shape(z) == np.shape(got):
+        if (d.kind == "excuse" and d.applies(framework, activation, dtype, backend=backend)
+                and np.shape(z) == np.shape(got)):
             mask |= d.excuse(np.asarray(z), np.asarray(got))
     return mask

@@ -25,3 +25,23 @@ def test_functional_layers_include_the_input_layer_but_the_adapter_skips_it(kera
     model = keras_adapter.build(StackSpec(4, (3, 2)), "functional")
     assert type(model.layers[0]).__name__ == "InputLayer"
     assert [w.W.shape for w in keras_adapter.get_weights(model)] == [(4, 3), (3, 2)]
+
+
+def test_keras_mean_of_float64_is_float32_off_tensorflow_so_the_gradient_loss_is_a_sum(keras_adapter):
+    """Evidence for ``keras_adapter._mean``: Keras 3.15.1's ``ops.mean`` computes float64 in float32 on the
+    torch and jax backends (``result_type(float64, "float32")``), exactly on TensorFlow. When this fails,
+    Keras changed: ``_mean`` can go back to ``keras.ops.mean`` (and the check of its result below stays)."""
+    import numpy as np
+
+    keras = pytest.importorskip("keras")
+    from equivalence.keras_adapter import BACKEND, _mean
+
+    values = np.array([[0.1], [0.2], [0.3]])  # 1/3 and 0.2 are not float32 numbers: float32 rounding shows
+    exact = np.sum(values) / values.size
+    x = keras.ops.convert_to_tensor(values, dtype="float64")
+    off = abs(float(keras.ops.convert_to_numpy(keras.ops.mean(x))) - exact)
+    if BACKEND == "tensorflow":
+        assert off <= np.finfo(np.float64).eps * exact
+    else:
+        assert np.finfo(np.float64).eps * exact * 1e3 < off <= np.finfo(np.float32).eps * exact, off
+    assert float(keras.ops.convert_to_numpy(_mean(x))) == exact
