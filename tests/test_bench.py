@@ -2,6 +2,8 @@
 
 import re
 
+import numpy as np
+
 from equivalence.bench import bench_line, random_spec, run_floor, run_ours, workload
 from equivalence.check import LayerPool
 
@@ -35,8 +37,6 @@ def test_the_last_line_has_the_issue_s_exact_form():
 
 
 def test_random_spec_draws_square_and_width_one_layers():
-    import numpy as np
-
     rng = np.random.default_rng(0)
     specs = [random_spec(rng) for _ in range(200)]
     assert any(1 in s.widths for s in specs)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from equivalence import cli, golden
-from equivalence.compare import compare_layers
+from equivalence.compare import RECORDED, compare_layers
 from equivalence.golden import ulp_distance
 from equivalence.matrix import golden_cases
 from tests.helpers import BFLOAT16, needs_bfloat16
@@ -106,8 +106,8 @@ def test_recorded_keras_outputs_keep_the_known_differences_of_the_backend_they_w
     result = golden.verify(subset, {"torch": torch_adapter})
     assert result.passed, [c.message() for c in result.comparisons if not c.passed]
     case = subset.cases[0]  # judged as if recorded on jax, the same outputs fail
-    as_jax = compare_layers(case.spec, case.weights, case.x, {"keras@recorded": case.outputs["keras"]},
-                            reference=case.traces(), backends={"keras@recorded": "jax"})
+    as_jax = compare_layers(case.spec, case.weights, case.x, {f"keras{RECORDED}": case.outputs["keras"]},
+                            reference=case.traces(), backends={f"keras{RECORDED}": "jax"})
     assert not as_jax.passed
 
 
