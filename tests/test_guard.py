@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from equivalence import cli, golden
+from equivalence import cli, golden, known_differences
 from equivalence.compare import RECORDED, compare_layers
+from equivalence.conditions import RecordedFacts
+from equivalence.fingerprint import fingerprint, flatten
 from equivalence.golden import ulp_distance
 from equivalence.matrix import golden_cases
 from tests.helpers import BFLOAT16, needs_bfloat16
@@ -102,12 +104,14 @@ def test_recorded_keras_outputs_keep_the_known_differences_of_the_backend_they_w
                and {"gelu", "leaky_relu_0.2"} & set(c.spec.activations)}
     assert tf_only, "the golden set lost its float64 gelu/leaky_relu cases: pick cases a TF-only entry covers"
     subset = golden.GoldenSet(vectors.folder, vectors.manifest, tuple(c for c in vectors.cases if c.id in tf_only))
-    monkeypatch.setenv("KERAS_BACKEND", "jax")  # as in a make check KERAS_BACKEND=jax process
+    jax_here = RecordedFacts({**flatten(fingerprint(("torch",))), "frameworks.keras.keras_backend": "jax"},
+                             recorded=False)
+    monkeypatch.setattr(known_differences, "FACTS", jax_here)  # as in a make check KERAS_BACKEND=jax process
     result = golden.verify(subset, {"torch": torch_adapter})
     assert result.passed, [c.message() for c in result.comparisons if not c.passed]
     case = subset.cases[0]  # judged as if recorded on jax, the same outputs fail
     as_jax = compare_layers(case.spec, case.weights, case.x, {f"keras{RECORDED}": case.outputs["keras"]},
-                            reference=case.traces(), backends={f"keras{RECORDED}": "jax"})
+                            reference=case.traces(), facts={f"keras{RECORDED}": jax_here})
     assert not as_jax.passed
 
 
