@@ -155,3 +155,79 @@ def test_a_framework_that_can_compute_no_case_is_a_clear_input_error():
     not_run = [golden.NotRun("mxnet", f"case{i}", "float16", "no float16 kernel") for i in range(3)]
     with pytest.raises(cli.InputError, match=r"--framework mxnet: it can compute none of the 3 cases \(dtypes float16"):
         cli._print_not_run(not_run, 3)
+
+
+# --- the baseline policy and drift causes ------------------------------------------------------
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def _edit_fingerprint(folder: Path, edit) -> None:
+    import json
+
+    path = folder / golden.MANIFEST
+    manifest = json.loads(path.read_text())
+    edit(manifest["fingerprint"])
+    path.write_text(json.dumps(manifest))
+
+
+def test_record_keeps_vectors_of_the_same_versions_and_rerecords_on_a_version_change(
+        tmp_path, torch_adapter, keras_adapter, capsys):
+    """make baseline on another machine must not churn golden/: same cases and versions are kept (the kernel
+    path moved bits within the error model); a version change, or --force, re-records."""
+    folder = tmp_path / "golden"
+    assert cli.main(["record", str(folder), "-k", "1-1_"]) == 0
+    capsys.readouterr()
+    _edit_fingerprint(folder, lambda fp: fp["kernel"].update(onednn_isa="AVX2", cpu_isa="AVX2"))  # another CPU
+    before = _snapshot(folder)
+    assert cli.main(["record", str(folder), "-k", "1-1_"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"kept {folder}") and "re-recorded on a version change only" in out, out
+    assert _snapshot(folder) == before
+
+    _edit_fingerprint(folder, lambda fp: fp["frameworks"]["torch"].update(torch="2.12.0+cpu"))  # an upgrade
+    assert cli.main(["record", str(folder), "-k", "1-1_"]) == 0
+    assert capsys.readouterr().out.startswith("recorded "), "a version change must re-record"
+    assert golden.load(folder).fingerprint["frameworks"]["torch"]["torch"] != "2.12.0+cpu"
+
+    before = _snapshot(folder)
+    assert cli.main(["record", str(folder), "-k", "1-1_", "--force"]) == 0
+    assert capsys.readouterr().out.startswith("recorded ")
+    assert set(_snapshot(folder)) == set(before)  # same data name: the same bits recorded again
+
+
+def test_record_rerecords_when_the_case_set_changed(tmp_path, torch_adapter, keras_adapter, capsys):
+    folder = tmp_path / "golden"
+    assert cli.main(["record", str(folder), "-k", "1-1_sigmoid"]) == 0
+    assert cli.main(["record", str(folder), "-k", "1-1_"]) == 0
+    assert capsys.readouterr().out.count("recorded ") == 2
+
+
+@pytest.mark.parametrize(("edit", "cause"), [
+    (lambda fp: fp["kernel"].update(onednn_isa="OTHER_ISA") or fp["frameworks"]["torch"].update(cpu_capability="OTHER"),
+     "came with a kernel-path change (cpu_capability OTHER -> {capability}; onednn_isa OTHER_ISA -> {isa}), no "
+     "version change: the machine changed"),
+    (lambda fp: fp["frameworks"]["torch"].update(torch="2.12.0+cpu"),
+     "came with a version change (torch 2.12.0+cpu -> {version}): the framework changed"),
+], ids=["machine", "framework"])
+def test_verify_says_whether_the_machine_or_the_framework_changed(edit, cause, tmp_path, monkeypatch, torch_adapter,
+                                                                   keras_adapter, capsys):
+    import torch
+
+    from equivalence.kernels import kernel_facts
+
+    folder = tmp_path / "golden"
+    assert cli.main(["record", str(folder), "-k", "1-1_sigmoid"]) == 0
+    _edit_fingerprint(folder, edit)
+    original = torch.nn.Sigmoid.forward  # a few ulps: drift well within the error model
+    monkeypatch.setattr(torch.nn.Sigmoid, "forward", lambda self, x: original(self, x) * (1 + 2**-21))
+    capsys.readouterr()
+    assert cli.main(["verify", str(folder), "--framework", "torch"]) == 0
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.startswith("  torch:"))
+    versions = torch_adapter.versions()
+    expected = cause.format(capability=versions["cpu_capability"], isa=kernel_facts()["onednn_isa"],
+                            version=versions["torch"])
+    assert "cases changed" in line and line.endswith(expected), f"got {line!r}, but should end {expected!r}"
+    assert "known differences active now:" in out
