@@ -8,7 +8,7 @@ The references are written so that, in float64, they never warn for finite
 inputs (``np.logaddexp`` and ``expm1`` of a clipped argument instead of ``exp``
 that could overflow in a branch ``np.where`` evaluates anyway), and so that a
 non-finite input gives what both frameworks give (measured in
-``../shared/measurements.md``): e.g. ``silu(-inf) = -inf * 0 = nan``.
+``docs/measurements.md``): e.g. ``silu(-inf) = -inf * 0 = nan``.
 """
 
 from __future__ import annotations

@@ -106,7 +106,7 @@ def summary(fp: Mapping[str, Any]) -> str:
     return ", ".join(parts)
 
 
-# torch's thread count does not change its bits (measured, shared/measurements.md); TF's does, so it stays.
+# torch's thread count does not change its bits (measured, docs/measurements.md); TF's does, so it stays.
 _NOISE = ("frameworks.torch.torch_threads", "frameworks.torch.torch_interop_threads")
 
 

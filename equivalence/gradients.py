@@ -8,7 +8,7 @@ Tolerance, per layer: ``GRADIENT_SAFETY * eps * G_l``, where ``G_l`` is the laye
 gradient *scale* (``gradient_scales``): the backward analogue of the forward ``S``,
 the same backward pass run on absolute values, so cancellation never hides the
 size of the terms a gradient sums. A plain ``64 eps max|g_l|`` held over 200 sigmoid
-stacks (``../shared/measurements.md``) but not across all activations: a width-1
+stacks (``docs/measurements.md``) but not across all activations: a width-1
 bottleneck or an elu at large negative z gave ratios up to 119 (float32), because
 ``max|g_l|`` ignores cancellation and the derivative's sensitivity to forward
 error. With ``G_l``, over 600 random stacks of every activation, the worst gap was

@@ -4,7 +4,7 @@ For one dense layer ``h = act(x @ W + b)`` computed in a dtype with epsilon ``ep
 
 * the pre-activation error is about ``eps * S`` with ``S = max(|x| @ |W| + |b|)``,
   the largest magnitude the sum can reach (the error follows magnitude, not
-  fan-in: measured over 300 stacks, ``../shared/measurements.md``);
+  fan-in: measured over 300 stacks, ``docs/measurements.md``);
 * the activation turns it into at most ``slope * eps * S`` in the output, where
   ``slope`` is its largest slope (1/4 for the sigmoid);
 * rounding the output itself, and the activation's own error (TF's sigmoid is

@@ -1,4 +1,4 @@
-"""Keras behaviours the adapter must not let through silently (measured in ../shared/measurements.md)."""
+"""Keras behaviours the adapter must not let through silently (measured in docs/measurements.md)."""
 
 import pytest
 
