@@ -207,13 +207,13 @@ def test_record_replaces_its_own_vectors_and_a_crash_mid_write_keeps_the_old_one
         real_replace(src, dst)
 
     monkeypatch.setattr(os, "replace", crash_on_the_manifest)
-    code, _, err = run(["record", str(vectors), "-k", "1-1_"], capsys)
+    code, _, err = run(["record", str(vectors), "-k", "1-1_", "--replace"], capsys)
     monkeypatch.setattr(os, "replace", real_replace)
     assert_input_error(code=code, err=err, names="equivalence record", problem="simulated crash")
     assert [c.id for c in golden.load(vectors).cases] == old_ids  # the old vectors, intact
     assert {k: v for k, v in snapshot(vectors).items() if k in old} == old
 
-    code, out, _ = run(["record", str(vectors), "-k", "1-1_"], capsys)
+    code, out, _ = run(["record", str(vectors), "-k", "1-1_", "--replace"], capsys)
     assert code == 0, out
     new_ids = [c.id for c in golden.load(vectors).cases]
     assert new_ids and all(i.startswith("1-1_") for i in new_ids)
@@ -227,7 +227,7 @@ def test_record_writes_nothing_when_a_case_disagrees(vectors, monkeypatch, torch
     original = torch.nn.Sigmoid.forward
     monkeypatch.setattr(torch.nn.Sigmoid, "forward", lambda self, x: original(self, x) * (1 + 1e-4))
     before = snapshot(vectors)
-    code, out, _ = run(["record", str(vectors), "-k", "1-1_sigmoid"], capsys)
+    code, out, _ = run(["record", str(vectors), "-k", "1-1_sigmoid", "--replace"], capsys)
     assert code == cli.EXIT_DISAGREE
     assert "torch vs reference, layer 0" in out and "recorded nothing" in out
     assert snapshot(vectors) == before
@@ -240,7 +240,8 @@ def test_report_writes_json_markdown_png_and_the_step_summary(tmp_path, monkeypa
     summary = tmp_path / "summary.md"
     summary.write_text("earlier steps\n")
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
-    argv = ["report", "--out", str(tmp_path / "r"), "-k", "3-5-5-2_sigmoid", "-k", "modulelist_keras-functional"]
+    argv = ["report", "--out", str(tmp_path / "r"), "-k", "3-5-5-2_sigmoid", "-k", "modulelist_keras-functional",
+            "-v"]
     code, out, _ = run(argv, capsys)
     assert code == 0, out
     data = json.loads((tmp_path / "r" / "report.json").read_text())
