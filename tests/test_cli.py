@@ -90,6 +90,24 @@ def test_every_command_has_help(command, capsys):
     assert out.startswith(f"usage: equivalence {command}")
 
 
+@pytest.mark.parametrize("command, says", [
+    ("report", ["--framework {torch,keras,mxnet} run only this framework (repeat for several; default: torch and "
+                "keras)",
+                "-v, --verbose print the full table", "--quiet print no table", "--out DIR folder for report.json"]),
+    ("record", ["default: torch and keras)", "DIR folder for manifest.json and the vectors file",
+                "--replace replace vectors in DIR even when the new set has fewer cases or frameworks"]),
+    ("verify", ["default: the frameworks the vectors were recorded with)",
+                "DIR folder holding manifest.json and its vectors file"]),
+])
+def test_the_help_says_each_command_s_defaults(command, says, capsys):
+    code, out, _ = run([command, "--help"], capsys)
+    flat = " ".join(out.split())
+    assert code == 0
+    for text in says:
+        assert text in flat, f"{command} --help does not say {text!r}:\n{out}"
+    assert "default: all of" not in flat
+
+
 # --- bad golden-vector folders: caught before any framework runs ----------------------
 
 def test_a_missing_folder(tmp_path, capsys):
@@ -219,6 +237,8 @@ def test_record_replaces_its_own_vectors_and_a_crash_mid_write_keeps_the_old_one
     assert new_ids and all(i.startswith("1-1_") for i in new_ids)
     assert sorted(p.name for p in vectors.iterdir()) == sorted([golden.MANIFEST, data_file(vectors).name])
     assert run(["verify", str(vectors)], capsys)[0] == 0
+    code, out, err = run(["record", str(vectors), "-k", "1-1_"], capsys)  # the same set: nothing lost
+    assert code == 0, out + err
 
 
 def test_record_writes_nothing_when_a_case_disagrees(vectors, monkeypatch, torch_adapter, keras_adapter, capsys):
@@ -240,6 +260,7 @@ def test_report_writes_json_markdown_png_and_the_step_summary(tmp_path, monkeypa
     summary = tmp_path / "summary.md"
     summary.write_text("earlier steps\n")
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    monkeypatch.setenv("COLUMNS", "200")  # wide enough that no case id folds
     argv = ["report", "--out", str(tmp_path / "r"), "-k", "3-5-5-2_sigmoid", "-k", "modulelist_keras-functional",
             "-v"]
     code, out, _ = run(argv, capsys)
