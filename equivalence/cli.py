@@ -47,7 +47,7 @@ class _Parser(argparse.ArgumentParser):
 def _path(value: str) -> Path:
     """A folder argument; ``""`` would silently mean the current folder."""
     if not value.strip():
-        raise argparse.ArgumentTypeError("empty path: name a folder (e.g. report)")
+        raise argparse.ArgumentTypeError("empty path: name a folder")
     return Path(value)
 
 
