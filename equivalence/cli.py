@@ -128,8 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:  # a refused read or write (permissions, disk full); atomic writes leave no half file
-        where = f"{exc.filename}: " if exc.filename else ""
-        print(f"{PROG} {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        print(f"{PROG} {args.command}: error: {_where(exc)}{exc.strerror or exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"{PROG} {args.command}: interrupted", file=sys.stderr)
@@ -137,6 +136,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # --- helpers -------------------------------------------------------------------
+
+def _where(exc: OSError) -> str:
+    """The file an ``OSError`` is about, as the user knows it: the final name (``filename2`` of a rename),
+    or the folder of one of our temporary files, never the temporary file's own name."""
+    from equivalence.atomic import TEMP_PREFIX
+
+    name = exc.filename2 or exc.filename
+    if not name:
+        return ""
+    path = Path(name)
+    return f"{path.parent if path.name.startswith(TEMP_PREFIX) else path}: "
+
 
 def _check_keras_backend_name() -> None:
     """An unknown ``KERAS_BACKEND`` is a typo in the environment: refused by every command, even one that

@@ -349,3 +349,22 @@ def test_bfloat16_vectors_without_ml_dtypes_are_a_one_line_error(monkeypatch, ca
     assert cli.main(["verify", str(GOLDEN)]) == cli.EXIT_USAGE
     err = capsys.readouterr().err
     assert "is bfloat16: dtype 'bfloat16' needs the ml_dtypes package" in err and "Traceback" not in err
+
+
+def test_a_write_refused_after_the_checks_names_the_folder_not_a_temporary_file(tmp_path, monkeypatch, capsys):
+    """The folder passes the checks before the run, then refuses the write (a disk filling up, a mount
+    turned read-only): the one line names the folder, not the temporary file's name."""
+    import tempfile
+
+    from equivalence import writable
+
+    monkeypatch.setattr(writable, "_probe", lambda folder: None)  # as if the folder was writable at first
+
+    def refuse(*args, dir=None, **kwargs):
+        raise OSError(28, "No space left on device", str(Path(dir) / ".equivalence-tmp-abc123.part"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    code = cli.main(["report", "--out", str(tmp_path / "out"), "-k", "1-1_sigmoid_f32_n1_", "--framework", "torch"])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_USAGE
+    assert err == f"equivalence report: error: {tmp_path / 'out'}: No space left on device\n"
