@@ -310,9 +310,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from equivalence.fingerprint import changes, fingerprint, summary
 
     vectors = golden.load(args.folder)
-    consistency = golden.self_check(vectors)  # numpy only: before any framework is imported
     wanted = args.frameworks or vectors.frameworks
-    adapters = _adapters(wanted)
+    adapters = _adapters(wanted)  # a framework that cannot run is refused before any work
+    consistency = golden.self_check(vectors)
     fp = fingerprint(tuple(adapters))
     with _progress("verify", len(vectors.cases)) as advance:
         result = golden.verify(vectors, adapters, pool=_layer_pool(), progress=advance)
