@@ -17,7 +17,10 @@ GOLDEN ?= golden
 NOX_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lint test check report baseline guard matrix bench soak sensitivity mxnet clean
+.PHONY: help venv lint test check report baseline guard matrix bench soak sensitivity mxnet clean portability \
+	portability-cell matrix-log
+CELL ?= lowest
+SHELL := /bin/bash
 
 help: ## list the targets
 	@grep -E '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -46,8 +49,21 @@ baseline: venv ## record golden vectors into golden/ with the installed framewor
 guard: venv ## verify the installed frameworks against the shipped golden vectors in golden/
 	$(BIN)/python -m equivalence verify $(GOLDEN)
 
+portability: venv ## the suite and the guard on every kernel path this CPU can emulate; one table (report/portability/)
+	$(BIN)/python -m equivalence.portability --out $(REPORT_DIR)/portability -- $(PYTEST_ARGS)
+
+portability-cell: venv ## one kernel path (CELL=lowest, native, avx2-machine, ...): the suite and the guard there
+	$(BIN)/python -m equivalence.portability --cell $(CELL) --out $(REPORT_DIR)/portability -- $(PYTEST_ARGS)
+
 matrix: venv ## nox: check and guard under tensorflow-cpu 2.20 and 2.21 with torch 2.13.0 (NOX_ARGS="-s guard")
 	$(BIN)/nox $(NOX_ARGS)
+
+matrix-log: venv ## make matrix, its output kept in report/matrix.log and summed up in $GITHUB_STEP_SUMMARY when set
+	mkdir -p $(REPORT_DIR)
+	set -o pipefail; $(BIN)/nox $(NOX_ARGS) 2>&1 | tee $(REPORT_DIR)/matrix.log
+	if [ -n "$$GITHUB_STEP_SUMMARY" ]; then { echo '## Version matrix'; echo '```'; \
+		grep -E '^nox > (Session|Ran)|^(OK|FAIL)|cases changed|bit for bit' $(REPORT_DIR)/matrix.log; echo '```'; } \
+		>> "$$GITHUB_STEP_SUMMARY"; fi
 
 bench: venv ## benchmark the check path against the naive loop and the floor (writes bench.json)
 	$(BIN)/python -m equivalence.bench

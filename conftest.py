@@ -120,6 +120,18 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
         worst = max(STATS["worst"].items(), key=lambda kv: kv[1][0])
         write(f"worst error/bound ratio over {STATS['cases']} compared cases: {worst[1][0]:.3g} "
               f"({worst[0]}, {worst[1][1]}, {worst[1][2]})")
+    loaded = {adapter.name for adapter in loaded_adapters()}
+    if loaded:
+        from equivalence.kernels import kernel_facts
+        from equivalence.known_differences import KNOWN_DIFFERENCES
+
+        named = [d for d in KNOWN_DIFFERENCES if d.framework in loaded]
+        active = [d.name for d in named if d.active()]
+        kernel = kernel_facts()
+        write(f"kernel path: {kernel['cpu_model']}, {kernel['cpu_isa']}, oneDNN at {kernel['onednn_isa']}, "
+              f"{kernel['blas']} {kernel.get('blas_core', '')}")
+        write(f"known differences active here ({len(active)} of {len(named)} for {', '.join(sorted(loaded))}): "
+              + (", ".join(active) or "none"))
     if config.getoption("--stats-json"):
         with open(config.getoption("--stats-json"), "w") as f:
             json.dump(STATS, f, indent=2, sort_keys=True)

@@ -140,7 +140,15 @@ class Adapter(ABC):
 
     @abstractmethod
     def versions(self) -> dict[str, str]:
-        """Versions and settings of the framework, for fingerprints and report headers."""
+        """Versions and settings of the framework (its kernel path too), for fingerprints and report headers."""
+
+    def activation(self, name: str, x: np.ndarray, dtype: str) -> np.ndarray:
+        """The framework's own activation ``name`` applied to ``x`` in ``dtype``, returned as float64.
+
+        What known-difference probes and evidence measure: the activation alone, no Dense around it
+        (an identity kernel would turn an inf input into NaN through ``0 * inf``).
+        """
+        raise NotImplementedError(f"the {self.name} adapter cannot apply an activation alone")
 
     def forget_compiled(self) -> None:
         """Drop compiled forms of layers and models (Keras on jax runs each through ``jax.jit``).

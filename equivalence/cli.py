@@ -94,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="only cases whose id contains TEXT (repeat for several)")
     record.add_argument("--replace", action="store_true",
                         help="replace vectors in DIR even when the new set has fewer cases or frameworks")
+    record.add_argument("--force", action="store_true",
+                        help="re-record even when DIR holds the same cases recorded with the same versions (by "
+                        "default those are kept when they agree here within the error model: another machine's "
+                        "kernel path is drift, not a reason to rewrite golden vectors)")
     frameworks_option(record, f"{' and '.join(DEFAULT_FRAMEWORKS)}")
 
     verify = sub.add_parser("verify", help="check the installed frameworks against golden vectors in DIR",
@@ -288,6 +292,8 @@ def cmd_record(args: argparse.Namespace) -> int:
     check_folder(args.folder, option="DIR")
     adapters = _adapters(args.frameworks)
     fp = fingerprint(tuple(adapters))
+    if not args.force and (args.folder / golden.MANIFEST).is_file() and _kept(args.folder, cases, adapters, fp):
+        return EXIT_OK
     with _progress("record", len(cases)) as advance:
         rec = golden.record(args.folder, cases, adapters, fingerprint=fp, pool=_layer_pool(), progress=advance,
                             replace=args.replace)
@@ -303,6 +309,32 @@ def cmd_record(args: argparse.Namespace) -> int:
     print(f"recorded {len(cases)} cases ({layers} layers, frameworks {', '.join(adapters)}) into {rec.written} "
           f"({rec.size / 1e6:.2f} MB), worst error/bound {worst:.3g}\nwith {summary(fp)}")
     return EXIT_OK
+
+
+def _kept(folder: Path, cases: list, adapters: dict[str, Adapter], fp: dict[str, Any]) -> bool:
+    """The baseline policy: keep vectors of the same cases and versions that agree here within the error model."""
+    from equivalence import golden
+    from equivalence.fingerprint import summary
+
+    try:
+        existing = golden.load(folder)
+    except InputError:  # unreadable vectors are not kept (record --replace records over them)
+        return False
+    if not golden.same_recording(existing, cases, tuple(adapters), fp):
+        return False
+    if not all(c.passed for c in golden.self_check(existing)):  # vectors that contradict themselves are not kept
+        return False
+    with _progress("check the recorded vectors", len(existing.cases)) as advance:
+        result = golden.verify(existing, adapters, pool=_layer_pool(), progress=advance)
+    if not result.passed:
+        return False
+    moved = {source: len(result.changed_cases(source)) for source in (*adapters, "reference")}
+    print(f"kept {folder}: it holds the same {len(cases)} cases recorded with the same versions, and every case "
+          "agrees here within the error model; cases that moved within it on this machine: "
+          + ", ".join(f"{source} {count}" for source, count in moved.items())
+          + f".\nrecorded with {summary(existing.fingerprint)}\nnow: {summary(fp)}\n"
+          "Golden vectors are re-recorded on a version change only (--force re-records anyway).")
+    return True
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -332,7 +364,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     print(f"error model: {layer_count - sum(len(c.failures) for c in failures)} of {layer_count} layer comparisons "
           f"agree; worst error/bound {worst.ratio:.3g} ({worst_case}, {worst.pair_name}, layer {worst.layer})")
     inconsistent = _print_consistency(consistency, verbose=args.verbose)
-    _print_drift(result, n, verbose=args.verbose)
+    _print_known_differences(vectors.fingerprint, fp)
+    _print_drift(result, n, verbose=args.verbose, now=fp)
     if inconsistent:
         print(f"FAIL: vectors inconsistent in {len(inconsistent)} of {n} cases: recorded outputs beyond the error "
               "model from the recorded reference (changed after recording, or recorded by a broken framework), so "
@@ -387,7 +420,31 @@ def _print_not_run(not_run: Any, n: int) -> None:
               + "; ".join(f"{dtype} ({reason})" for dtype, reason in reasons.items()))
 
 
-def _print_drift(result: Any, n: int, *, verbose: bool) -> None:
+def _print_known_differences(recorded: Any, now: Any) -> None:
+    """The named differences active now, and those active when the vectors were recorded, where they differ."""
+    active_now = now.get("known_differences", {}).get("active", [])
+    print("known differences active now: " + (", ".join(active_now) or "none"))
+    then = recorded.get("known_differences", {}).get("active")
+    if then is not None and then != active_now:
+        print("  when recorded: " + (", ".join(then) or "none") + " (recorded outputs are judged with those)")
+
+
+def _drift_cause(source: str, recorded: Any, now: Any) -> str:
+    """Why ``source``'s bits may have moved: a version change (the framework changed), a kernel-path change
+    (the machine changed), both, or nothing recorded (``equivalence.fingerprint.drift_causes``)."""
+    from equivalence.fingerprint import drift_causes
+
+    versions, kernels = drift_causes(source, recorded, now)
+    if versions and kernels:
+        return f"came with a version change ({'; '.join(versions)}) and a kernel-path change ({'; '.join(kernels)})"
+    if versions:
+        return f"came with a version change ({'; '.join(versions)}): the framework changed"
+    if kernels:
+        return f"came with a kernel-path change ({'; '.join(kernels)}), no version change: the machine changed"
+    return "no version or kernel-path change recorded: look at thread counts and the environment above"
+
+
+def _print_drift(result: Any, n: int, *, verbose: bool, now: Any) -> None:
     print("drift against the recorded outputs (reported, not failed):")
     for source in (*result.frameworks, "reference"):
         moved = [d for d in result.drift if d.source == source]
@@ -401,7 +458,8 @@ def _print_drift(result: Any, n: int, *, verbose: bool) -> None:
             continue
         worst = max(moved, key=lambda d: d.max_ulps)
         print(f"  {label}: {len(result.changed_cases(source))} of {n} cases changed; {len(moved)} layers moved; "
-              f"largest change {worst.max_ulps:.0f} ulps of {worst.dtype} ({worst.case_id}, layer {worst.layer})")
+              f"largest change {worst.max_ulps:.0f} ulps of {worst.dtype} ({worst.case_id}, layer {worst.layer}); "
+              + _drift_cause(source, result.golden.fingerprint, now))
         shown = moved if verbose else moved[:MOVED_SHOWN]
         for d in shown:
             print(f"    {d.case_id} layer {d.layer}: {d.changed} of {d.size} elements, up to {d.max_ulps:.0f} ulps")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from equivalence.conditions import Facts
 from equivalence.dtypes import EPSILON
 from equivalence.known_differences import excused, extra_error
 from equivalence.layout import LayerWeights
@@ -222,25 +223,25 @@ def framework_of(label: str) -> str:
 def compare_layers(spec: StackSpec, weights: Sequence[LayerWeights], x: np.ndarray,
                    outputs: Mapping[str, Sequence[np.ndarray]], *, case_id: str | None = None,
                    reference: Sequence[LayerTrace] | None = None,
-                   backends: Mapping[str, str] | None = None) -> Comparison:
+                   facts: Mapping[str, Facts] | None = None) -> Comparison:
     """Compare each framework's per-layer outputs with the reference, and with each other.
 
     ``outputs[name][l]`` is framework ``name``'s layer ``l`` fed ``reference[l].x``
     rounded to the dtype (see ``equivalence.reference.layerwise_reference``).
-    ``backends[name]``: the Keras backend behind outputs not computed in this process
-    (``"keras@recorded"``: the one they were recorded on), so the named known differences
-    that apply are that backend's, not this process's.
+    ``facts[name]``: the facts behind outputs not computed in this process
+    (``"keras@recorded"``: those they were recorded under: backend, kernel path, probes), so the
+    named known differences that apply are those active there, not this process's.
     """
     traces = list(reference) if reference is not None else layerwise_reference(spec, weights, x)
-    backends = backends or {}
+    facts = facts or {}
     results: list[LayerResult] = []
     for layer, (trace, (W, b), act) in enumerate(zip(traces, weights, spec.activations)):
         scale = layer_scale(x=trace.x, W=W, b=b, h=trace.h, activation=act)
         bound = SAFETY * EPSILON[spec.dtype] * scale
-        extra = {name: extra_error(framework_of(name), act, spec.dtype, backend=backends.get(name)) * scale
+        extra = {name: extra_error(framework_of(name), act, spec.dtype, facts=facts.get(name)) * scale
                  for name in outputs}
         excuse = {name: excused(framework_of(name), act, spec.dtype, trace.z, np.asarray(outs[layer]),
-                                backend=backends.get(name))
+                                facts=facts.get(name))
                   for name, outs in outputs.items()}
         as64 = {name: _as_float64(outs[layer]) for name, outs in outputs.items()}
         for name, out in as64.items():

@@ -1,7 +1,10 @@
 """The environment fingerprint stored in every report and every recorded golden-vector file.
 
 Framework versions and settings come from the adapters' ``versions()`` (framework
-imports stay in the adapters); the rest is numpy, the standard library and /proc.
+imports stay in the adapters); the machine's kernel facts (CPU, oneDNN's ISA, numpy's
+BLAS kernel) from ``equivalence.kernels``; which named known differences are active
+here from their conditions (``equivalence.known_differences``), probes included.
+The rest is numpy, the standard library and /proc.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from equivalence.adapters import FRAMEWORKS, FrameworkUnavailable, get_adapter
+from equivalence.kernels import cpu_model, kernel_facts
 
 THREAD_VARIABLES = (
     "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
@@ -21,18 +25,7 @@ THREAD_VARIABLES = (
 )
 """Environment variables that change thread counts, and with them (for TF at fan-in >= 4096) the bits."""
 
-
-def cpu_model() -> str:
-    """The CPU model name from /proc/cpuinfo, else what ``platform`` knows."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() in ("model name", "Hardware", "cpu model"):
-                    return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
+__all__ = ["changes", "cpu_model", "drift_causes", "fingerprint", "flatten", "summary"]
 
 
 def _usable_cpus() -> int | None:
@@ -58,7 +51,20 @@ def fingerprint(frameworks: Sequence[str] = FRAMEWORKS) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "cpus_usable": _usable_cpus(),
         "thread_env": {var: os.environ.get(var, "unset") for var in THREAD_VARIABLES},
+        "kernel": kernel_facts(),
         "frameworks": fw,
+        **_known_differences(fw),
+    }
+
+
+def _known_differences(fw: Mapping[str, Mapping[str, str]]) -> dict[str, Any]:
+    """The probes of the installed frameworks and the named differences active here, as recorded facts."""
+    from equivalence.known_differences import FACTS, KNOWN_DIFFERENCES, PROBES
+
+    here = {name for name, versions in fw.items() if "installed" not in versions}
+    return {
+        "probes": {name: FACTS.get(p.key) for name, p in PROBES.items() if p.framework in here},
+        "known_differences": {"active": [d.name for d in KNOWN_DIFFERENCES if d.framework in here and d.active()]},
     }
 
 
@@ -77,10 +83,12 @@ def flatten(fp: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 def summary(fp: Mapping[str, Any]) -> str:
     """One line: the versions that decide the numbers."""
     fw = fp.get("frameworks", {})
-    parts = []
+    kernel = fp.get("kernel", {})
+    parts = [fp.get("cpu_model", "?") + (f" ({kernel['cpu_isa']}, oneDNN at {kernel['onednn_isa']})" if kernel else "")]
     torch_v = fw.get("torch", {})
     if "torch" in torch_v:
-        parts.append(f"torch {torch_v['torch']}")
+        parts.append(f"torch {torch_v['torch']}" + (f" ({torch_v['cpu_capability']} kernels)"
+                                                     if "cpu_capability" in torch_v else ""))
     keras_v = fw.get("keras", {})
     if "tensorflow" in keras_v:
         parts.append(f"tensorflow {keras_v['tensorflow']} (oneDNN {keras_v.get('onednn_enabled', 'unknown')})")
@@ -92,7 +100,8 @@ def summary(fp: Mapping[str, Any]) -> str:
     mxnet_v = fw.get("mxnet", {})
     if "mxnet" in mxnet_v:
         parts.append(f"mxnet {mxnet_v['mxnet']} (oneDNN {mxnet_v.get('mxnet_onednn', 'unknown')})")
-    parts.append(f"numpy {fp.get('numpy', '?')}")
+    blas = " ".join(kernel[k] for k in ("blas", "blas_core") if k in kernel)
+    parts.append(f"numpy {fp.get('numpy', '?')}" + (f" ({blas})" if blas else ""))
     parts.append(f"Python {fp.get('python', '?')}")
     return ", ".join(parts)
 
@@ -106,15 +115,52 @@ def changes(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> list[str
 
     Only frameworks in both fingerprints are compared: one recorded but not run now (or run now but not
     recorded, as MXNet against the shipped vectors) did not change, it is just not here.
+    Facts the recording lacks (vectors older than the fact) are not changes; the probes and the active known
+    differences are reported on their own (``cli._print_known_differences``).
     """
     shared = set(recorded.get("frameworks", {})) & set(current.get("frameworks", {}))
     old, new = (flatten({**fp, "frameworks": {k: v for k, v in fp.get("frameworks", {}).items() if k in shared}})
                 for fp in (recorded, current))
     out = []
     for key in sorted(set(old) | set(new)):
-        if key in _NOISE and key in old and key in new:
+        if key in _NOISE or key not in old or key.startswith(("probes.", "known_differences.")):
             continue
         a, b = old.get(key, "absent"), new.get(key, "absent")
         if a != b:
             out.append(f"{key}: {a} -> {b}")
     return out
+
+
+# What decides each source's bits: its versions (the framework changed) or its kernel path (the machine changed).
+_VERSION_KEYS = {
+    "reference": ("numpy",),
+    "torch": ("frameworks.torch.torch",),
+    "keras": ("frameworks.keras.keras", "frameworks.keras.tensorflow", "frameworks.keras.keras_backend",
+              "frameworks.keras.jax", "frameworks.keras.keras_torch"),
+    "mxnet": ("frameworks.mxnet.mxnet",),
+}
+_KERNEL_KEYS = {
+    "reference": ("kernel.blas", "kernel.blas_core", "kernel.cpu_isa", "kernel.OPENBLAS_CORETYPE"),
+    "torch": ("frameworks.torch.cpu_capability", "kernel.onednn_isa", "kernel.cpu_isa"),
+    "keras": ("frameworks.keras.onednn_enabled", "frameworks.keras.tf_intra_op_threads", "kernel.onednn_isa",
+              "kernel.cpu_isa"),
+    "mxnet": ("frameworks.mxnet.mxnet_onednn", "frameworks.mxnet.mxnet_blas", "kernel.cpu_isa"),
+}
+
+
+def version_changes(recorded: Mapping[str, Any], current: Mapping[str, Any],
+                    sources: Sequence[str] = tuple(_VERSION_KEYS)) -> list[str]:
+    """The version changes since recording that decide any of ``sources``' bits (numpy's for the reference)."""
+    return [change for source in sources for change in drift_causes(source, recorded, current)[0]]
+
+
+def drift_causes(source: str, recorded: Mapping[str, Any], current: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """What changed since recording that can move ``source``'s bits: ``(version changes, kernel-path changes)``,
+    each ``"key: old -> new"``. Facts a fingerprint lacks (vectors older than the fact) count as unchanged."""
+    old, new = flatten(recorded), flatten(current)
+
+    def changed(keys: Sequence[str]) -> list[str]:
+        return [f"{key.rpartition('.')[2]} {old[key]} -> {new[key]}" for key in keys
+                if key in old and key in new and old[key] != new[key]]
+
+    return changed(_VERSION_KEYS.get(source, ())), changed(_KERNEL_KEYS.get(source, ()))

@@ -33,8 +33,10 @@ from equivalence.adapters import Adapter
 from equivalence.atomic import TEMP_PREFIX, write_bytes_atomic, write_text_atomic
 from equivalence.check import LayerPool, run_layers
 from equivalence.compare import RECORDED, Comparison, compare_layers
+from equivalence.conditions import RecordedFacts
 from equivalence.dtypes import numpy_dtype
 from equivalence.errors import InputError
+from equivalence.fingerprint import flatten, version_changes
 from equivalence.layout import LayerWeights, check_spec_weights
 from equivalence.manifest import check as check_manifest
 from equivalence.manifest import read_json, refuse_symlink
@@ -96,6 +98,13 @@ class GoldenSet:
         """The Keras backend the Keras outputs were recorded on (vectors from before the backend was
         fingerprinted were recorded on TensorFlow, the only backend then)."""
         return self.fingerprint.get("frameworks", {}).get("keras", {}).get("keras_backend", "tensorflow")
+
+    @property
+    def facts(self) -> RecordedFacts:
+        """The facts the outputs were recorded under (backend, kernel path, probes): recorded outputs are judged
+        with the known differences active *there*. A fact older vectors lack counts as holding (they passed the
+        error model when recorded), but for the Keras backend, which was TensorFlow before it was recorded."""
+        return RecordedFacts({"frameworks.keras.keras_backend": self.keras_backend, **flatten(self.fingerprint)})
 
 
 def _pooled_models(adapters: Mapping[str, Adapter], pool: LayerPool, spec: StackSpec) -> dict[str, tuple]:
@@ -171,6 +180,20 @@ def record(folder: str | Path, cases: Sequence[MatrixCase], adapters: Mapping[st
         if stale != data_path:
             stale.unlink(missing_ok=True)
     return Recording(tuple(comparisons), data_path, len(data))
+
+
+def same_recording(existing: GoldenSet, cases: Sequence[MatrixCase], frameworks: Sequence[str],
+                   fingerprint: Mapping[str, Any]) -> bool:
+    """Whether recording ``cases`` with ``frameworks`` now would record what ``existing`` holds: the same cases
+    (ids and seeds), the same frameworks, and the same versions of everything that decides their bits.
+
+    The baseline policy (``make baseline``): vectors are re-recorded on a version change only, never because
+    the machine changed; another CPU's kernel path moves bits within the error model, which ``verify``
+    reports as drift with its cause.
+    """
+    recorded = [(e.get("id"), e.get("seed")) for e in existing.manifest["cases"]]
+    return (recorded == [(c.id, c.seed) for c in cases] and list(existing.frameworks) == list(frameworks)
+            and not version_changes(existing.fingerprint, fingerprint, ("reference", *frameworks)))
 
 
 def check_folder_is_ours(folder: Path) -> list[Path]:
@@ -373,13 +396,14 @@ def self_check(golden: GoldenSet) -> tuple[Comparison, ...]:
 
     ``record`` writes nothing unless every case agrees, so a failure here means the vectors were changed
     after recording (with the sha256 recomputed), or recorded by a broken ``record``: either way they cannot
-    judge the installed frameworks' drift. Recorded Keras outputs are judged with the named differences of
-    the backend they were recorded on.
+    judge the installed frameworks' drift. Recorded outputs are judged with the named differences active where
+    they were recorded (backend, kernel path, probes: ``GoldenSet.facts``).
     """
+    recorded = [f"{name}{RECORDED}" for name in golden.frameworks]
     return tuple(
         compare_layers(case.spec, case.weights, case.x,
                        {f"{name}{RECORDED}": outs for name, outs in case.outputs.items()},
-                       case_id=case.id, reference=case.traces(), backends={f"keras{RECORDED}": golden.keras_backend})
+                       case_id=case.id, reference=case.traces(), facts={label: golden.facts for label in recorded})
         for case in golden.cases)
 
 
@@ -446,7 +470,7 @@ def verify(golden: GoldenSet, adapters: Mapping[str, Adapter], *, pool: LayerPoo
         recorded = {f"{name}{RECORDED}": outs for name, outs in case.outputs.items() if name not in adapters}
         comparisons.append(compare_layers(case.spec, case.weights, case.x, {**outputs, **recorded} if outputs else {},
                                           case_id=case.id, reference=case.traces(),
-                                          backends={f"keras{RECORDED}": golden.keras_backend}))
+                                          facts={label: golden.facts for label in recorded}))
         for name, outs in outputs.items():
             if name in case.outputs:
                 drift += _drift(name, case, outs, case.outputs[name], case.spec.dtype)

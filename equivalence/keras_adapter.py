@@ -376,6 +376,11 @@ class KerasAdapter(Adapter):
         self._count_build()
         return keras.saving.load_model(name, safe_mode=True)  # safe_mode: no lambdas or arbitrary code
 
+    def activation(self, name: str, x: np.ndarray, dtype: str) -> np.ndarray:
+        fn = keras.activations.get(ACTIVATIONS[name]) if isinstance(ACTIVATIONS[name], str) else ACTIVATIONS[name]
+        tensor = keras.ops.convert_to_tensor(np.asarray(x, dtype=np.float64).astype(numpy_dtype(dtype)), dtype=dtype)
+        return _numpy(keras.ops.cast(fn(tensor), "float64"))
+
     @staticmethod
     def _call(model: Any, x: Any) -> Any:
         if isinstance(model, list):

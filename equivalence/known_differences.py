@@ -1,11 +1,14 @@
-"""Measured, named differences between a framework and the float64 reference.
+"""Measured, named differences between a framework and the float64 reference, and where each holds.
 
 Nothing here is a blanket skip: every entry names one framework, the activations
-and dtypes it concerns, exactly what it allows, and the test that measures it
-(``tests/test_known_differences.py`` fails the day an entry stops being true, so
-the list cannot silently outlive the difference). Measured with torch 2.13.0,
-TensorFlow 2.21.0, Keras 3.15.1, MXNet 1.9.1 (whose evidence lives in
-``tests/test_mxnet.py``: MXNet needs its own venv, ``make mxnet``).
+and dtypes it concerns, exactly what it allows, the conditions under which it holds
+(``when``: the Keras backend, the kernel path, versions; ``equivalence.conditions``)
+and the test that measures it (``tests/test_known_differences.py`` fails the day an
+entry stops being true where its conditions hold, so the list cannot silently outlive
+the difference; where they do not hold, the entry grants nothing and its evidence
+test skips, naming the condition). Measured with torch 2.13.0, TensorFlow 2.21.0,
+Keras 3.15.1 and MXNet 1.9.1 (whose evidence lives in ``tests/test_mxnet.py``: MXNet
+needs its own venv, ``make mxnet``), on the kernel paths of ``docs/measurements.md``.
 
 Three kinds:
 
@@ -30,10 +33,38 @@ from dataclasses import dataclass
 import numpy as np
 
 from equivalence.activations import ACTIVATIONS
+from equivalence.conditions import AtLeast, Condition, CurrentFacts, Fact, Facts, Probe
 from equivalence.dtypes import EPSILON
+from equivalence.kernels import AVX512_ISAS
 
 Excuse = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """``(z, got) -> mask`` of positions excused; ``z`` is the reference pre-activation (float64)."""
+
+
+def keras_on(*backends: str) -> Fact:
+    return Fact("frameworks.keras.keras_backend", backends, f"Keras on its {' or '.join(backends)} backend")
+
+
+KERAS_ON_TENSORFLOW = keras_on("tensorflow")
+ONEDNN_AT_AVX512 = Fact("kernel.onednn_isa", AVX512_ISAS, "oneDNN at an AVX-512 ISA")
+TF_ONEDNN_ON = Fact("frameworks.keras.onednn_enabled", ("on",), "TensorFlow's oneDNN ops on")
+
+PROBES: dict[str, Probe] = {p.name: p for p in (
+    Probe("torch_gelu_nan_at_plus_inf", "torch", "gelu", "float32", lambda: np.full(64, np.inf),
+          lambda y: bool(np.all(np.isnan(y))), "torch's float32 gelu of 64 x +inf is NaN",
+          follows=(ONEDNN_AT_AVX512,)),
+    Probe("keras_gelu_nan_at_plus_inf", "keras", "gelu", "float32", lambda: np.full(64, np.inf),
+          lambda y: bool(np.all(np.isnan(y))), "Keras' float32 gelu of 64 x +inf is NaN",
+          follows=(keras_on("torch"), ONEDNN_AT_AVX512)),
+    Probe("keras_softmax_finite_beside_inf", "keras", "softmax", "float32",
+          lambda: np.array([[np.inf, 0.0, 1.0]]), lambda y: bool(np.isnan(y[0, 0]) and np.all(np.isfinite(y[0, 1:]))),
+          "Keras' float32 softmax of [inf, 0, 1] keeps finite values beside the NaN",
+          follows=(KERAS_ON_TENSORFLOW, TF_ONEDNN_ON, ONEDNN_AT_AVX512)),
+)}
+"""Conditions measured at start-up, each with the named facts it was measured to follow."""
+
+FACTS = CurrentFacts(PROBES)
+"""This process's facts (lazy, cached)."""
 
 
 @dataclass(frozen=True)
@@ -47,14 +78,24 @@ class KnownDifference:
     extra_error: float = 0.0
     excuse: Excuse | None = None
     scope: tuple[str, ...] = ("forward", "gradient")
-    keras_backends: tuple[str, ...] = ("tensorflow",)
-    """For Keras entries: the Keras backends it was measured on (and applies to)."""
+    when: tuple[Condition, ...] = ()
+    """Every condition must hold for the entry to apply; empty: on every kernel path measured."""
 
-    def applies(self, framework: str, activation: str, dtype: str, *, backend: str | None = None) -> bool:
-        """Whether the entry covers this layer; ``backend``: the Keras backend the outputs came from
-        (recorded outputs keep the one they were recorded on), this process's when ``None``."""
+    def active(self, facts: Facts | None = None) -> bool:
+        """Whether the entry's conditions hold in ``facts`` (this process's when ``None``)."""
+        return all(c.holds(facts or FACTS) for c in self.when)
+
+    def unmet(self, facts: Facts | None = None) -> list[Condition]:
+        return [c for c in self.when if not c.holds(facts or FACTS)]
+
+    def conditions(self) -> str:
+        return "; ".join(c.describe() for c in self.when) or "always (every kernel path measured)"
+
+    def applies(self, framework: str, activation: str, dtype: str, *, facts: Facts | None = None) -> bool:
+        """Whether the entry covers this layer; ``facts``: where the outputs came from (recorded outputs keep
+        the facts they were recorded under), this process's when ``None``."""
         return (framework == self.framework and activation in self.activations and dtype in self.dtypes
-                and (framework != "keras" or (backend or keras_backend()) in self.keras_backends))
+                and self.active(facts))
 
 
 def keras_backend() -> str:
@@ -82,22 +123,24 @@ KNOWN_DIFFERENCES: tuple[KnownDifference, ...] = (
         "so a float64 Dense computes x @ W in float32. Found by the suite on KERAS_BACKEND=torch: a 1-1 "
         "float64 sigmoid layer off by 6.45e-10, ratio 3.6e5 of the float64 bound. On jax with "
         "jax_enable_x64 (without it Keras has no float64 there at all) the matmul stays float64 (measured)",
-        extra_error=FLOAT32_MATMUL, keras_backends=("torch",)),
+        extra_error=FLOAT32_MATMUL, when=(keras_on("torch"),)),
     KnownDifference(
         "keras_jax_float64_tanh_in_float32", "keras", ("tanh",), ("float64",), "extra_error",
         "On the jax backend (jax_enable_x64 on) Keras 3.15.1's ops.tanh of a float64 tensor returns float32 "
         "(it casts to result_type(float64, float), which is float32 off TensorFlow): off by up to 1.5 eps32 "
         "over [-6, 6]. Found by the suite on KERAS_BACKEND=jax (a 1-1 float64 tanh layer, ratio 1.6e7); the "
         "other 18 activations, matmul and the bias add stay float64 there (measured)",
-        extra_error=FLOAT32_MATMUL, keras_backends=("jax",)),
+        extra_error=FLOAT32_MATMUL, when=(keras_on("jax"),)),
     KnownDifference(
         "keras_float64_gelu_float32_constant", "keras", ("gelu", "gelu_tanh"), ("float64",), "extra_error",
         "Keras gelu in float64 is off by 5.0e-9 (exact) and 9e-10 (tanh) from float64 math: "
-        "a float32 constant; torch is within 2 eps64", extra_error=_FLOAT32_CONSTANT),
+        "a float32 constant; torch is within 2 eps64. Keras 3.0.5 was float64-exact (replayed on real releases); "
+        "3.3.3 and later use the constant; 3.1-3.3.2 not measured", extra_error=_FLOAT32_CONSTANT,
+        when=(KERAS_ON_TENSORFLOW, AtLeast("frameworks.keras.keras", "3.3.3", "Keras 3.3.3 or newer"))),
     KnownDifference(
         "keras_float64_leaky_relu_float32_slope", "keras", ("leaky_relu_0.2",), ("float64",), "extra_error",
         "TF LeakyRelu's alpha is a float32 attribute: the float64 slope is 0.20000000298, "
-        "1.49e-8 relative", extra_error=_FLOAT32_CONSTANT),
+        "1.49e-8 relative", extra_error=_FLOAT32_CONSTANT, when=(KERAS_ON_TENSORFLOW,)),
     KnownDifference(
         "torch_float64_softplus_threshold_20", "torch", ("softplus",), ("float64",), "extra_error",
         "nn.Softplus(threshold=20) returns x above 20, dropping log1p(exp(-x)) <= 2.1e-9, "
@@ -113,18 +156,19 @@ KNOWN_DIFFERENCES: tuple[KnownDifference, ...] = (
         "keras_torch_backend_float64_softplus_threshold_20", "keras", ("softplus",), ("float64",), "extra_error",
         "On the torch backend Keras' softplus is torch's (threshold 20): softplus(20.5) is 20.5, off by 1.25e-9 "
         "from float64 math, the same as torch_float64_softplus_threshold_20", extra_error=_FLOAT32_CONSTANT,
-        scope=("forward",), keras_backends=("torch",)),
+        scope=("forward",), when=(keras_on("torch"),)),
     KnownDifference(
         "keras_torch_backend_float64_hard_sigmoid_backward_float32_sixth", "keras", ("hard_sigmoid",),
         ("float64",), "extra_error",
         "On the torch backend Keras' hard_sigmoid is torch's: its float64 backward multiplies by 1/6 rounded "
         "to float32, as torch_float64_hard_sigmoid_backward_float32_sixth", extra_error=0.5 * EPSILON["float32"],
-        scope=("gradient",), keras_backends=("torch",)),
+        scope=("gradient",), when=(keras_on("torch"),)),
     KnownDifference(
         "keras_torch_backend_gelu_nan_at_plus_inf", "keras", ("gelu",), ("float32", "bfloat16"), "excuse",
-        "On the torch backend Keras' exact gelu is torch's: NaN at +inf in float32 and bfloat16 on the "
-        "vectorised path, as torch_gelu_nan_at_plus_inf",
-        excuse=lambda z, got: np.isposinf(z) & np.isnan(got), keras_backends=("torch",)),
+        "On the torch backend Keras' exact gelu is torch's: NaN at +inf in float32 and bfloat16 where torch's "
+        "oneDNN runs at an AVX-512 ISA, as torch_gelu_nan_at_plus_inf",
+        excuse=lambda z, got: np.isposinf(z) & np.isnan(got),
+        when=(keras_on("torch"), PROBES["keras_gelu_nan_at_plus_inf"])),
     KnownDifference(
         "mxnet_float64_erf_backward_float32_constant", "mxnet", ("gelu",), ("float64",), "extra_error",
         "MXNet's float64 erf backward is float32-accurate: 2/sqrt(pi) exp(-x^2) off by up to 3.0e-8 relative "
@@ -137,44 +181,52 @@ KNOWN_DIFFERENCES: tuple[KnownDifference, ...] = (
         scope=("forward",)),
     KnownDifference(
         "torch_gelu_nan_at_plus_inf", "torch", ("gelu",), ("float32", "bfloat16"), "excuse",
-        "torch exact GELU gives NaN at +inf in float32 and bfloat16 on its vectorised path (a lone "
-        "element gives +inf); float64, float16 and Keras give +inf",
-        excuse=lambda z, got: np.isposinf(z) & np.isnan(got)),
+        "torch exact GELU gives NaN at +inf in float32 and bfloat16 on its vectorised path (8 or more "
+        "elements; a lone element gives +inf) where its bundled oneDNN runs at an AVX-512 ISA (AVX512_CORE "
+        "and up); at AVX2 and below (ONEDNN_MAX_CPU_ISA=AVX2 or SSE41, or an AVX2-only CPU) it gives +inf. "
+        "ATEN_CPU_CAPABILITY does not change it. float64, float16 and Keras on TensorFlow give +inf",
+        excuse=lambda z, got: np.isposinf(z) & np.isnan(got), when=(PROBES["torch_gelu_nan_at_plus_inf"],)),
     KnownDifference(
         "keras_softmax_nonfinite_rows", "keras", ("softmax",), ("float32", "bfloat16"), "excuse",
-        "TF softmax in float32/bfloat16, on a row holding +inf or NaN, gives finite values at the "
-        "row's other positions (e.g. [inf, 0, 1] -> [nan, 0, 0]); torch, float64/float16 and the "
-        "reference give NaN for the whole row",
-        excuse=_row_has_nonfinite),
+        "TF softmax in float32/bfloat16 with TF's oneDNN ops on at an AVX-512 ISA, on a row holding +inf or "
+        "NaN, gives finite values at the row's other positions (e.g. [inf, 0, 1] -> [nan, 0, 0]); with "
+        "oneDNN off (TF_ENABLE_ONEDNN_OPTS=0, TF's default on an AVX2-only CPU) or on an AVX2-only CPU "
+        "whatever the switch, the whole row is NaN, as in torch, float64/float16 and the reference",
+        excuse=_row_has_nonfinite, when=(KERAS_ON_TENSORFLOW, PROBES["keras_softmax_finite_beside_inf"])),
     KnownDifference(
         "tf_flushes_subnormals", "keras", ("softplus", "mish"), ("float32",), "by_design",
         "TF flushes float32 subnormals to zero: softplus(-100) is 3.8e-44 in torch and 0 in Keras, "
-        "mish(-100) -3.8e-42 and -0; an absolute difference far inside any bound"),
+        "mish(-100) -3.8e-42 and -0; an absolute difference far inside any bound", when=(KERAS_ON_TENSORFLOW,)),
     KnownDifference(
         "signed_zeros", "keras", ("relu", "relu6", "celu"), ("float32", "float64"), "by_design",
         "relu(-0.0) is -0.0 in torch and +0.0 in Keras on its vectorised path (also relu6, celu); "
-        "the comparison compares zeros by value"),
+        "the comparison compares zeros by value", when=(KERAS_ON_TENSORFLOW,)),
 )
 
 
+def active(facts: Facts | None = None) -> tuple[KnownDifference, ...]:
+    """The entries whose conditions hold in ``facts`` (this process's when ``None``)."""
+    return tuple(d for d in KNOWN_DIFFERENCES if d.active(facts))
+
+
 def extra_error(framework: str, activation: str, dtype: str, *, scope: str = "forward",
-                backend: str | None = None) -> float:
+                facts: Facts | None = None) -> float:
     """Extra bound (in units of the layer scale) a named difference grants ``framework``.
 
-    ``scope``: ``"forward"`` (layer outputs) or ``"gradient"`` (the backward pass); ``backend``: as in
+    ``scope``: ``"forward"`` (layer outputs) or ``"gradient"`` (the backward pass); ``facts``: as in
     ``KnownDifference.applies``.
     """
     return sum(d.extra_error for d in KNOWN_DIFFERENCES
                if d.kind == "extra_error" and scope in d.scope and d.applies(framework, activation, dtype,
-                                                                             backend=backend))
+                                                                             facts=facts))
 
 
 def excused(framework: str, activation: str, dtype: str, z: np.ndarray, got: np.ndarray, *,
-            backend: str | None = None) -> np.ndarray:
+            facts: Facts | None = None) -> np.ndarray:
     """Positions where ``framework``'s non-finite class may differ from the reference, by name."""
     mask = np.zeros(np.shape(got), dtype=bool)
     for d in KNOWN_DIFFERENCES:
-        if (d.kind == "excuse" and d.applies(framework, activation, dtype, backend=backend)
+        if (d.kind == "excuse" and d.applies(framework, activation, dtype, facts=facts)
                 and np.shape(z) == np.shape(got)):
             mask |= d.excuse(np.asarray(z), np.asarray(got))
     return mask

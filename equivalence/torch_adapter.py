@@ -230,9 +230,19 @@ class TorchAdapter(Adapter):
         model.load_state_dict(state, strict=True)
         return model
 
+    def activation(self, name: str, x: np.ndarray, dtype: str) -> np.ndarray:
+        with torch.no_grad():
+            y = ACTIVATION_MODULES[name]()(_to_tensor(np.asarray(x, dtype=np.float64), _TORCH_DTYPES[dtype]))
+        return _to_numpy(y, np.dtype(np.float64)).astype(np.float64)
+
     def versions(self) -> dict[str, str]:
+        """Versions, threads and the kernel path: ``cpu_capability`` is the vectorised ATen kernel set torch
+        picked (``AVX512``, ``AVX2``, ``DEFAULT``; ``ATEN_CPU_CAPABILITY`` lowers it). torch's own oneDNN
+        (GELU among others) follows ``ONEDNN_MAX_CPU_ISA`` instead: ``kernel.onednn_isa`` in the fingerprint."""
         return {"torch": torch.__version__, "torch_threads": str(torch.get_num_threads()),
-                "torch_interop_threads": str(torch.get_num_interop_threads())}
+                "torch_interop_threads": str(torch.get_num_interop_threads()),
+                "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                "mkldnn": "available" if torch.backends.mkldnn.is_available() else "not built"}
 
 
 def _numpy_dtype_of(t: torch.Tensor) -> np.dtype:

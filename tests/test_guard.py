@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from equivalence import cli, golden
+from equivalence import cli, golden, known_differences
 from equivalence.compare import RECORDED, compare_layers
+from equivalence.conditions import RecordedFacts
+from equivalence.fingerprint import fingerprint, flatten
 from equivalence.golden import ulp_distance
 from equivalence.matrix import golden_cases
 from tests.helpers import BFLOAT16, needs_bfloat16
@@ -102,12 +104,14 @@ def test_recorded_keras_outputs_keep_the_known_differences_of_the_backend_they_w
                and {"gelu", "leaky_relu_0.2"} & set(c.spec.activations)}
     assert tf_only, "the golden set lost its float64 gelu/leaky_relu cases: pick cases a TF-only entry covers"
     subset = golden.GoldenSet(vectors.folder, vectors.manifest, tuple(c for c in vectors.cases if c.id in tf_only))
-    monkeypatch.setenv("KERAS_BACKEND", "jax")  # as in a make check KERAS_BACKEND=jax process
+    jax_here = RecordedFacts({**flatten(fingerprint(("torch",))), "frameworks.keras.keras_backend": "jax"},
+                             recorded=False)
+    monkeypatch.setattr(known_differences, "FACTS", jax_here)  # as in a make check KERAS_BACKEND=jax process
     result = golden.verify(subset, {"torch": torch_adapter})
     assert result.passed, [c.message() for c in result.comparisons if not c.passed]
     case = subset.cases[0]  # judged as if recorded on jax, the same outputs fail
     as_jax = compare_layers(case.spec, case.weights, case.x, {f"keras{RECORDED}": case.outputs["keras"]},
-                            reference=case.traces(), backends={f"keras{RECORDED}": "jax"})
+                            reference=case.traces(), facts={f"keras{RECORDED}": jax_here})
     assert not as_jax.passed
 
 
@@ -200,3 +204,79 @@ def test_recorded_keras_outputs_off_by_1_percent_fail_as_inconsistent_vectors_no
     assert re.search(r"^FAIL: vectors inconsistent in \d+ of 114 cases", out, flags=re.MULTILINE), out
     assert "OK:" not in out
     assert not re.search(r"^FAIL \S+: ", out, flags=re.MULTILINE), "no installed framework failed"
+
+
+# --- the baseline policy and drift causes ------------------------------------------------------
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def _edit_fingerprint(folder: Path, edit) -> None:
+    import json
+
+    path = folder / golden.MANIFEST
+    manifest = json.loads(path.read_text())
+    edit(manifest["fingerprint"])
+    path.write_text(json.dumps(manifest))
+
+
+def test_record_keeps_vectors_of_the_same_versions_and_rerecords_on_a_version_change(
+        tmp_path, torch_adapter, keras_adapter, capsys):
+    """make baseline on another machine must not churn golden/: same cases and versions are kept (the kernel
+    path moved bits within the error model); a version change, or --force, re-records."""
+    folder = tmp_path / "golden"
+    assert cli.main(["record", str(folder), "-k", "1-1_"]) == 0
+    capsys.readouterr()
+    _edit_fingerprint(folder, lambda fp: fp["kernel"].update(onednn_isa="AVX2", cpu_isa="AVX2"))  # another CPU
+    before = _snapshot(folder)
+    assert cli.main(["record", str(folder), "-k", "1-1_"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"kept {folder}") and "re-recorded on a version change only" in out, out
+    assert _snapshot(folder) == before
+
+    _edit_fingerprint(folder, lambda fp: fp["frameworks"]["torch"].update(torch="2.12.0+cpu"))  # an upgrade
+    assert cli.main(["record", str(folder), "-k", "1-1_"]) == 0
+    assert capsys.readouterr().out.startswith("recorded "), "a version change must re-record"
+    assert golden.load(folder).fingerprint["frameworks"]["torch"]["torch"] != "2.12.0+cpu"
+
+    before = _snapshot(folder)
+    assert cli.main(["record", str(folder), "-k", "1-1_", "--force"]) == 0
+    assert capsys.readouterr().out.startswith("recorded ")
+    assert set(_snapshot(folder)) == set(before)  # same data name: the same bits recorded again
+
+
+def test_record_rerecords_when_the_case_set_changed(tmp_path, torch_adapter, keras_adapter, capsys):
+    folder = tmp_path / "golden"
+    assert cli.main(["record", str(folder), "-k", "1-1_sigmoid"]) == 0
+    assert cli.main(["record", str(folder), "-k", "1-1_"]) == 0
+    assert capsys.readouterr().out.count("recorded ") == 2
+
+
+@pytest.mark.parametrize(("edit", "cause"), [
+    (lambda fp: fp["kernel"].update(onednn_isa="OTHER_ISA") or fp["frameworks"]["torch"].update(cpu_capability="OTHER"),
+     "came with a kernel-path change (cpu_capability OTHER -> {capability}; onednn_isa OTHER_ISA -> {isa}), no "
+     "version change: the machine changed"),
+    (lambda fp: fp["frameworks"]["torch"].update(torch="2.12.0+cpu"),
+     "came with a version change (torch 2.12.0+cpu -> {version}): the framework changed"),
+], ids=["machine", "framework"])
+def test_verify_says_whether_the_machine_or_the_framework_changed(edit, cause, tmp_path, monkeypatch, torch_adapter,
+                                                                   keras_adapter, capsys):
+    import torch
+
+    from equivalence.kernels import kernel_facts
+
+    folder = tmp_path / "golden"
+    assert cli.main(["record", str(folder), "-k", "1-1_sigmoid"]) == 0
+    _edit_fingerprint(folder, edit)
+    original = torch.nn.Sigmoid.forward  # a few ulps: drift well within the error model
+    monkeypatch.setattr(torch.nn.Sigmoid, "forward", lambda self, x: original(self, x) * (1 + 2**-21))
+    capsys.readouterr()
+    assert cli.main(["verify", str(folder), "--framework", "torch"]) == 0
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.startswith("  torch:"))
+    versions = torch_adapter.versions()
+    expected = cause.format(capability=versions["cpu_capability"], isa=kernel_facts()["onednn_isa"],
+                            version=versions["torch"])
+    assert "cases changed" in line and line.endswith(expected), f"got {line!r}, but should end {expected!r}"
+    assert "known differences active now:" in out

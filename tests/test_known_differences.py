@@ -10,29 +10,29 @@ import numpy as np
 import pytest
 
 from equivalence.activations import ACTIVATIONS
+from equivalence.adapters import get_adapter
 from equivalence.compare import compare_arrays
-from equivalence.dtypes import EPSILON, numpy_dtype
-from equivalence.known_differences import FLOAT32_MATMUL, KNOWN_DIFFERENCES, excused, extra_error, keras_backend
+from equivalence.conditions import RecordedFacts
+from equivalence.dtypes import EPSILON
+from equivalence.fingerprint import fingerprint, flatten
+from equivalence.known_differences import (
+    FACTS,
+    FLOAT32_MATMUL,
+    KNOWN_DIFFERENCES,
+    PROBES,
+    excused,
+    extra_error,
+    keras_backend,
+    keras_on,
+)
 
 
 def _torch(name, x, dtype):
-    import torch
-
-    from equivalence.torch_adapter import ACTIVATION_MODULES
-
-    t = torch.from_numpy(np.asarray(x, dtype=np.float32 if dtype == "bfloat16" else dtype)).to(getattr(torch, dtype))
-    return ACTIVATION_MODULES[name]()(t).float().numpy().astype(np.float64) if dtype == "bfloat16" \
-        else ACTIVATION_MODULES[name]()(t).numpy().astype(np.float64)
+    return get_adapter("torch").activation(name, x, dtype)
 
 
 def _keras(name, x, dtype):
-    import keras
-
-    from equivalence.keras_adapter import ACTIVATIONS as KERAS
-
-    fn = keras.activations.get(KERAS[name]) if isinstance(KERAS[name], str) else KERAS[name]
-    out = fn(keras.ops.convert_to_tensor(np.asarray(x, dtype=np.float64).astype(numpy_dtype(dtype)), dtype=dtype))
-    return keras.ops.convert_to_numpy(keras.ops.cast(out, "float64"))
+    return get_adapter("keras").activation(name, x, dtype)
 
 
 def _keras_gradient(name, value, dtype):
@@ -179,7 +179,7 @@ def test_float64_matmul_stays_float64_where_no_entry_says_otherwise(keras_adapte
     import keras
 
     entry = next(d for d in KNOWN_DIFFERENCES if d.name == "keras_float64_matmul_in_float32_off_tensorflow")
-    if keras_backend() in entry.keras_backends:
+    if entry.active():
         pytest.skip(f"on the Keras {keras_backend()} backend float64 matmul is float32: the entry's own evidence")
     third = keras.ops.convert_to_tensor(np.full((2, 2), 1 / 3), dtype="float64")
     assert keras.backend.standardize_dtype(keras.ops.matmul(third, third).dtype) == "float64"
@@ -206,10 +206,53 @@ def test_every_known_difference_has_evidence():
 @pytest.mark.parametrize("name", sorted(EVIDENCE))
 def test_the_known_difference_is_still_measured(name, torch_adapter, keras_adapter):
     entry = next(d for d in KNOWN_DIFFERENCES if d.name == name)
-    if entry.framework == "keras" and keras_backend() not in entry.keras_backends:
-        pytest.skip(f"{name} applies on the Keras {', '.join(entry.keras_backends)} backend(s); "
-                    f"this run uses {keras_backend()}, where it grants nothing")
+    unmet = entry.unmet()
+    if unmet:
+        pytest.skip(f"{name} holds only where {'; '.join(c.describe() for c in unmet)}; here "
+                    + ", ".join(f"{c.key} is {FACTS.get(c.key)}" for c in unmet) + ": it grants nothing")
     EVIDENCE[name]()
+
+
+@pytest.mark.parametrize("name", sorted(PROBES))
+def test_the_probe_follows_the_kernel_path_it_was_measured_on(name, torch_adapter, keras_adapter):
+    """A probe decides where its difference holds on any machine; on a kernel path whose facts are known it must
+    agree with the facts it was measured to follow (docs/measurements.md), or the named cause is wrong."""
+    probe = PROBES[name]
+    unknown = [f.key for f in probe.follows if FACTS.get(f.key) is None or FACTS.get(f.key).startswith("n/a")]
+    if unknown:
+        pytest.skip(f"{name}: {', '.join(unknown)} not known on this machine; the probe alone decides")
+    expected = all(f.holds(FACTS) for f in probe.follows)
+    assert FACTS.get(probe.key) == ("yes" if expected else "no"), (
+        f"probe {name} got {FACTS.get(probe.key)}, but should be {'yes' if expected else 'no'} where "
+        + ", ".join(f"{f.key} is {FACTS.get(f.key)}" for f in probe.follows))
+
+
+def test_an_entry_whose_conditions_fail_grants_nothing(torch_adapter, keras_adapter):
+    """The conditions are judged on the facts given: a recording made where the gelu probe said no excuses
+    nothing, and a Keras entry for the torch backend grants nothing to outputs recorded on TensorFlow."""
+    here = flatten(fingerprint(("torch", "keras")))
+    z = np.full((1, 64), np.inf)
+    nan = np.full((1, 64), np.nan)
+    without = RecordedFacts({**here, "probes.torch_gelu_nan_at_plus_inf": "no"})
+    with_ = RecordedFacts({**here, "probes.torch_gelu_nan_at_plus_inf": "yes"})
+    assert not excused("torch", "gelu", "float32", z, nan, facts=without).any()
+    assert excused("torch", "gelu", "float32", z, nan, facts=with_).all()
+    on_tf = RecordedFacts({**here, "frameworks.keras.keras_backend": "tensorflow"})
+    on_torch = RecordedFacts({**here, "frameworks.keras.keras_backend": "torch"})
+    assert extra_error("keras", "sigmoid", "float64", facts=on_tf) == 0.0
+    assert extra_error("keras", "sigmoid", "float64", facts=on_torch) == FLOAT32_MATMUL
+    assert keras_on("torch").holds(on_torch) and not keras_on("torch").holds(on_tf)
+
+
+def test_every_entry_states_its_conditions_and_the_fingerprint_lists_the_active_ones(torch_adapter, keras_adapter):
+    fp = fingerprint(("torch", "keras"))
+    active = fp["known_differences"]["active"]
+    assert active == [d.name for d in KNOWN_DIFFERENCES if d.framework in ("torch", "keras") and d.active()]
+    assert set(fp["probes"]) == {name for name, p in PROBES.items() if p.framework in ("torch", "keras")}
+    for d in KNOWN_DIFFERENCES:
+        assert d.conditions(), d.name
+        if d.framework == "keras":  # every Keras entry names the backend(s) it was measured on
+            assert any(getattr(c, "key", "") == "frameworks.keras.keras_backend" for c in d.when), d.name
 
 
 def test_extra_error_keeps_float64_far_tighter_than_float32():
@@ -223,6 +266,6 @@ def test_extra_error_keeps_float64_far_tighter_than_float32():
                       "keras_jax_float64_tanh_in_float32": ("jax",)}
     for d in KNOWN_DIFFERENCES:
         if d.name in float32_inside:
-            assert d.extra_error == FLOAT32_MATMUL and d.keras_backends == float32_inside[d.name]
+            assert d.extra_error == FLOAT32_MATMUL and keras_on(*float32_inside[d.name]) in d.when
             continue
         assert d.extra_error <= 0.5 * EPSILON["float32"], d.name
