@@ -12,7 +12,7 @@ import os
 import pytest
 from hypothesis import HealthCheck, settings
 
-from equivalence.adapters import FRAMEWORKS, FrameworkUnavailable, get_adapter, loaded_adapters
+from equivalence.adapters import FRAMEWORKS, FrameworkUnavailable, get_adapter, keras_backend_problem, loaded_adapters
 
 if os.environ.get("KERAS_BACKEND") == "jax":
     # Keras on jax truncates float64 to float32 unless x64 is on; the suite checks float64 stacks.
@@ -28,6 +28,14 @@ settings.register_profile("smoke", max_examples=10, **_COMMON)
 # make soak: 40 pooled shards x 2,500 + 10 style shards x 125 = 101,250 cases, never derandomized.
 settings.register_profile("soak", max_examples=2500, derandomize=False, database=None, **_COMMON)
 settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A bad ``KERAS_BACKEND`` (unknown, or its package missing) is one usage error, before anything runs:
+    not Keras' traceback as an INTERNALERROR, and not a green run with every Keras test skipped."""
+    problem = keras_backend_problem()
+    if problem:
+        raise pytest.UsageError(problem)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

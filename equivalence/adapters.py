@@ -8,6 +8,7 @@ Everything outside the adapters talks numpy and the canonical weight layout.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -185,6 +186,28 @@ _INSTALL_HINTS = {  # name -> how to get the framework, when not the default `ma
 FRAMEWORKS: tuple[str, ...] = tuple(_ADAPTERS)
 _cache: dict[str, Adapter] = {}
 
+KERAS_BACKENDS: dict[str, str] = {"tensorflow": "tensorflow", "torch": "torch", "jax": "jax"}
+"""Keras backends the Keras adapter runs on -> the package each needs (Keras also knows numpy and openvino,
+which have no gradients the adapter could use)."""
+
+
+def keras_backend_problem() -> str | None:
+    """What is wrong with ``KERAS_BACKEND`` (one line naming the variable), or None.
+
+    Checked before Keras is imported: Keras itself raises a bare ``ValueError`` deep in its import for an
+    unknown backend, and a ``ModuleNotFoundError`` for a backend whose package is missing. Keras not being
+    installed at all is not a problem here (its tests skip; ``get_adapter`` says it is not installed).
+    """
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    if backend not in KERAS_BACKENDS:
+        return (f"KERAS_BACKEND={backend!r} is not a Keras backend equivalence runs on; "
+                f"use one of {', '.join(KERAS_BACKENDS)} (unset means tensorflow)")
+    package = KERAS_BACKENDS[backend]
+    if importlib.util.find_spec("keras") is not None and importlib.util.find_spec(package) is None:
+        hint = "make check KERAS_BACKEND=jax installs it" if backend == "jax" else "make venv installs it"
+        return f"KERAS_BACKEND={backend!r} needs the {package!r} package, which is not installed ({hint})"
+    return None
+
 
 def loaded_adapters() -> tuple[Adapter, ...]:
     """The adapters ``get_adapter`` has created so far (imports nothing)."""
@@ -201,6 +224,9 @@ def get_adapter(name: str) -> Adapter:
     if name not in _ADAPTERS:
         raise ValueError(f"unknown framework {name!r}; use one of {', '.join(FRAMEWORKS)}")
     module_name, class_name, packages = _ADAPTERS[name]
+    problem = keras_backend_problem() if name == "keras" else None
+    if problem:
+        raise FrameworkUnavailable(problem)
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:

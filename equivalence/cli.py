@@ -44,6 +44,13 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
+def _path(value: str) -> Path:
+    """A folder argument; ``""`` would silently mean the current folder."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("empty path: name a folder")
+    return Path(value)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from equivalence import __version__
 
@@ -53,42 +60,57 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser, required=True)
 
-    def frameworks_option(p: argparse.ArgumentParser) -> None:
+    def frameworks_option(p: argparse.ArgumentParser, default: str) -> None:
         p.add_argument("--framework", action="append", choices=FRAMEWORKS, dest="frameworks",
-                       help="check only this framework (repeat for several; default: all of "
-                       f"{', '.join(FRAMEWORKS)})")
+                       help=f"run only this framework (repeat for several; default: {default})")
 
     report = sub.add_parser("report", help="run the fixed, seeded case matrix and write JSON, Markdown and a PNG",
                             description="Run the fixed, seeded report matrix (equivalence/matrix.py) through every "
-                            "framework and build style; print one row per case and pair; write report.json, "
-                            "report.md (also appended to $GITHUB_STEP_SUMMARY when set) and report.png.")
-    report.add_argument("--out", type=Path, default=Path("report"), metavar="DIR",
-                        help="folder for report.json, report.md and report.png (default: %(default)s)")
+                            "framework and build style; print a summary per group of cases (build and dtype) "
+                            "and pair, and every failing case; write report.json, report.md (also appended to "
+                            "$GITHUB_STEP_SUMMARY when set) and report.png. The table follows the terminal's "
+                            "width (COLUMNS when set; 100 when not a terminal).")
+    report.add_argument("--out", type=_path, default=Path("report"), metavar="DIR",
+                        help="folder for report.json, report.md and report.png, created when missing "
+                        "(default: %(default)s)")
     report.add_argument("-k", dest="patterns", action="append", metavar="TEXT",
                         help="only cases whose id contains TEXT (repeat for several)")
-    report.add_argument("--quiet", action="store_true", help="print the summary line, not the table")
-    frameworks_option(report)
+    shown = report.add_mutually_exclusive_group()
+    shown.add_argument("-v", "--verbose", action="store_true",
+                       help="print the full table, one row per case and pair, instead of the grouped summary")
+    shown.add_argument("--quiet", action="store_true",
+                       help="print no table: the failing cases and the summary lines only")
+    frameworks_option(report, f"{' and '.join(DEFAULT_FRAMEWORKS)}")
 
     record = sub.add_parser("record", help="record golden vectors into DIR",
                             description="Run the golden case set and record, per case, the spec, weights, inputs, "
                             "every layer's float64 reference and each framework's outputs, with the fingerprint. "
-                            "Writes nothing unless every case agrees. Refuses a folder holding other files.")
-    record.add_argument("folder", type=Path, metavar="DIR")
+                            "Writes nothing unless every case agrees. Refuses a folder holding other files, and "
+                            "vectors there that the new ones would lose cases or frameworks of (unless --replace).")
+    record.add_argument("folder", type=_path, metavar="DIR",
+                        help="folder for manifest.json and the vectors file: new, empty, or holding golden vectors "
+                        "(replaced only when every case agrees)")
     record.add_argument("-k", dest="patterns", action="append", metavar="TEXT",
                         help="only cases whose id contains TEXT (repeat for several)")
+    record.add_argument("--replace", action="store_true",
+                        help="replace vectors in DIR even when the new set has fewer cases or frameworks")
     record.add_argument("--force", action="store_true",
                         help="re-record even when DIR holds the same cases recorded with the same versions (by "
                         "default those are kept when they agree here within the error model: another machine's "
                         "kernel path is drift, not a reason to rewrite golden vectors)")
-    frameworks_option(record)
+    frameworks_option(record, f"{' and '.join(DEFAULT_FRAMEWORKS)}")
 
     verify = sub.add_parser("verify", help="check the installed frameworks against golden vectors in DIR",
                             description="Check every layer of the installed frameworks against the recorded float64 "
-                            "reference (exit 1 on any disagreement), and report drift against the recorded "
-                            "framework outputs: cases changed bit for bit, largest change in ulps, layers moved.")
-    verify.add_argument("folder", type=Path, metavar="DIR")
-    verify.add_argument("-v", "--verbose", action="store_true", help="list every moved layer")
-    frameworks_option(verify)
+                            "reference (exit 1 on any disagreement), check that the vectors agree with "
+                            "themselves (recorded outputs against the recorded reference; exit 1 when they do not), "
+                            "and report drift against the recorded framework outputs: cases changed bit for bit, "
+                            "largest change in ulps, layers moved.")
+    verify.add_argument("folder", type=_path, metavar="DIR",
+                        help="folder holding manifest.json and its vectors file (the shipped set is golden)")
+    verify.add_argument("-v", "--verbose", action="store_true",
+                        help="list every moved layer and every inconsistent recorded layer")
+    frameworks_option(verify, "the frameworks the vectors were recorded with")
 
     env = sub.add_parser("env", help="print the environment fingerprint",
                          description="Print the fingerprint stored in every report and recording: versions, "
@@ -104,13 +126,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version, usage errors: argparse already printed
         return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
     try:
+        _check_keras_backend_name()
         return {"report": cmd_report, "record": cmd_record, "verify": cmd_verify, "env": cmd_env}[args.command](args)
     except InputError as exc:
         print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:  # a refused read or write (permissions, disk full); atomic writes leave no half file
-        where = f"{exc.filename}: " if exc.filename else ""
-        print(f"{PROG} {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        print(f"{PROG} {args.command}: error: {_where(exc)}{exc.strerror or exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"{PROG} {args.command}: interrupted", file=sys.stderr)
@@ -118,6 +140,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # --- helpers -------------------------------------------------------------------
+
+def _where(exc: OSError) -> str:
+    """The file an ``OSError`` is about, as the user knows it: the final name (``filename2`` of a rename),
+    or the folder of one of our temporary files, never the temporary file's own name."""
+    from equivalence.atomic import TEMP_PREFIX
+
+    name = exc.filename2 or exc.filename
+    if not name:
+        return ""
+    path = Path(name)
+    return f"{path.parent if path.name.startswith(TEMP_PREFIX) else path}: "
+
+
+def _check_keras_backend_name() -> None:
+    """An unknown ``KERAS_BACKEND`` is a typo in the environment: refused by every command, even one that
+    leaves Keras out (a missing backend package only matters where Keras runs: ``_adapters`` says so)."""
+    from equivalence.adapters import KERAS_BACKENDS, keras_backend_problem
+
+    if os.environ.get("KERAS_BACKEND", "tensorflow") not in KERAS_BACKENDS:
+        raise InputError(str(keras_backend_problem()))
+
 
 DEFAULT_FRAMEWORKS = ("torch", "keras")
 """What report and record run unless --framework says otherwise; MXNet (its own venv) is opt-in."""
@@ -130,17 +173,28 @@ def _adapters(names: Sequence[str] | None) -> dict[str, Adapter]:
             out[name] = get_adapter(name)
         except FrameworkUnavailable as exc:
             others = [f for f in DEFAULT_FRAMEWORKS if f != name]
-            raise InputError(f"{exc} (or pass --framework {others[0]} to leave it out)" if others else str(exc)) \
+            raise InputError(f"{exc}; or pass --framework {others[0]} to leave {name} out" if others else str(exc)) \
                 from None
     return out
+
+
+NOT_A_TERMINAL_WIDTH = 100
+"""Columns of the output when it is not a terminal (CI logs, files) and COLUMNS is not set."""
+
+
+def terminal_width(stream: Any) -> int | None:
+    """``COLUMNS`` when it is a positive integer, else the terminal's own width (None: rich asks it), else 100."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    return None if stream.isatty() else NOT_A_TERMINAL_WIDTH
 
 
 def _console(stderr: bool = False) -> Any:
     from rich.console import Console
 
     stream = sys.stderr if stderr else sys.stdout
-    # Not a terminal (CI logs, files): wide enough that case ids are not folded.
-    return Console(file=stream, width=None if stream.isatty() else 200, soft_wrap=False)
+    return Console(file=stream, width=terminal_width(stream), soft_wrap=False)
 
 
 @contextmanager
@@ -170,10 +224,12 @@ def _selected(cases: list, patterns: Sequence[str] | None, what: str) -> list:
     return chosen
 
 
-def _out_folder(folder: Path) -> Path:
-    if folder.exists() and not folder.is_dir():
-        raise InputError("exists and is not a folder; pass --out a folder for the report files", folder)
-    return folder
+def _step_summary() -> Path | None:
+    """``$GITHUB_STEP_SUMMARY``, checked before any work (unset or empty: none)."""
+    from equivalence.writable import check_step_summary
+
+    value = os.environ.get("GITHUB_STEP_SUMMARY", "")
+    return check_step_summary(value) if value else None
 
 
 # --- commands ------------------------------------------------------------------
@@ -182,8 +238,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     from equivalence import report as rep
     from equivalence.fingerprint import fingerprint, summary
     from equivalence.matrix import report_cases
+    from equivalence.writable import check_files, check_folder
 
-    out = _out_folder(args.out)
+    check_folder(args.out, option="--out")  # everything that will be written, checked before the run
+    check_files(rep.output_paths(args.out).values())
+    step_summary = _step_summary()
     cases = _selected(report_cases(), args.patterns, "report")
     adapters = _adapters(args.frameworks)
     fp = fingerprint()
@@ -199,23 +258,20 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     from equivalence.atomic import write_bytes_atomic, write_text_atomic
 
-    out.mkdir(parents=True, exist_ok=True)
-    paths = rep.output_paths(out)
+    args.out.mkdir(parents=True, exist_ok=True)
+    paths = rep.output_paths(args.out)
     write_text_atomic(paths["json"], rep.json_text(data))
     write_text_atomic(paths["md"], markdown)
     write_bytes_atomic(paths["png"], png)
-    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if step_summary:
         with open(step_summary, "a", encoding="utf-8") as f:
             f.write(markdown)
 
     console = _console()
     if not args.quiet:
-        console.print(rep.rich_table(data))
-    for case in data["cases"]:
-        for layer in case["layers"]:
-            if "detail" in layer:
-                console.print(f"[red]FAIL[/red] {case['id']}: {layer['detail']}", highlight=False)
+        console.print(rep.terminal_view(data, width=console.width, verbose=args.verbose))
+    for line in rep.failing_rows(data):  # every failing case and pair, whatever the view
+        console.print(line, style="red", highlight=False, markup=False)
     console.print(f"{summary(fp)}\n{rep.headline(data)}", highlight=False)
     console.print("wrote " + ", ".join(str(p) for p in paths.values())
                   + (f", appended to {step_summary}" if step_summary else ""), highlight=False)
@@ -226,15 +282,21 @@ def cmd_record(args: argparse.Namespace) -> int:
     from equivalence import golden
     from equivalence.fingerprint import fingerprint, summary
     from equivalence.matrix import golden_cases
+    from equivalence.writable import check_folder
 
     golden.check_folder_is_ours(args.folder)  # refuse before spending any time
     cases = _selected(golden_cases(), args.patterns, "golden")
+    if not args.replace:
+        golden.check_replacement(args.folder, [c.id for c in cases], list(dict.fromkeys(args.frameworks or
+                                                                                         DEFAULT_FRAMEWORKS)))
+    check_folder(args.folder, option="DIR")
     adapters = _adapters(args.frameworks)
     fp = fingerprint(tuple(adapters))
     if not args.force and (args.folder / golden.MANIFEST).is_file() and _kept(args.folder, cases, adapters, fp):
         return EXIT_OK
     with _progress("record", len(cases)) as advance:
-        rec = golden.record(args.folder, cases, adapters, fingerprint=fp, pool=_layer_pool(), progress=advance)
+        rec = golden.record(args.folder, cases, adapters, fingerprint=fp, pool=_layer_pool(), progress=advance,
+                            replace=args.replace)
     failures = [c for c in rec.comparisons if not c.passed]
     for comparison in failures:
         print(comparison.message())
@@ -254,8 +316,13 @@ def _kept(folder: Path, cases: list, adapters: dict[str, Adapter], fp: dict[str,
     from equivalence import golden
     from equivalence.fingerprint import summary
 
-    existing = golden.load(folder)
+    try:
+        existing = golden.load(folder)
+    except InputError:  # unreadable vectors are not kept (record --replace records over them)
+        return False
     if not golden.same_recording(existing, cases, tuple(adapters), fp):
+        return False
+    if not all(c.passed for c in golden.self_check(existing)):  # vectors that contradict themselves are not kept
         return False
     with _progress("check the recorded vectors", len(existing.cases)) as advance:
         result = golden.verify(existing, adapters, pool=_layer_pool(), progress=advance)
@@ -276,7 +343,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     vectors = golden.load(args.folder)
     wanted = args.frameworks or vectors.frameworks
-    adapters = _adapters(wanted)
+    adapters = _adapters(wanted)  # a framework that cannot run is refused before any work
+    consistency = golden.self_check(vectors)
     fp = fingerprint(tuple(adapters))
     with _progress("verify", len(vectors.cases)) as advance:
         result = golden.verify(vectors, adapters, pool=_layer_pool(), progress=advance)
@@ -295,8 +363,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
     worst_case = next(c.case_id for c in comparisons if worst in c.results)
     print(f"error model: {layer_count - sum(len(c.failures) for c in failures)} of {layer_count} layer comparisons "
           f"agree; worst error/bound {worst.ratio:.3g} ({worst_case}, {worst.pair_name}, layer {worst.layer})")
+    inconsistent = _print_consistency(consistency, verbose=args.verbose)
     _print_known_differences(vectors.fingerprint, fp)
     _print_drift(result, n, verbose=args.verbose, now=fp)
+    if inconsistent:
+        print(f"FAIL: vectors inconsistent in {len(inconsistent)} of {n} cases: recorded outputs beyond the error "
+              "model from the recorded reference (changed after recording, or recorded by a broken framework), so "
+              "their drift means nothing; re-record them with frameworks you trust")
     if failures:
         for comparison in failures:
             named: set[tuple[str, str]] = set()
@@ -306,8 +379,33 @@ def cmd_verify(args: argparse.Namespace) -> int:
                     print(f"FAIL {comparison.case_id}: {r.describe()}")
         print(f"FAIL: {len(failures)} of {n} cases disagree beyond the error model")
         return EXIT_DISAGREE
+    if inconsistent:
+        return EXIT_DISAGREE
     print(f"OK: all {n} cases agree within the error model" + (" (drift above is within it)" if result.drift else ""))
     return EXIT_OK
+
+
+def _print_consistency(consistency: Sequence[Any], *, verbose: bool) -> list[Any]:
+    """The vectors' own consistency, apart from the installed frameworks; returns the inconsistent cases."""
+    layers = sum(len(c.results) for c in consistency)
+    inconsistent = [c for c in consistency if not c.passed]
+    if not inconsistent:
+        print(f"vectors consistent: {layers} of {layers} recorded layer comparisons within the error model")
+        return []
+    lines = []
+    for comparison in inconsistent:
+        named: set[tuple[str, str]] = set()
+        for r in sorted(comparison.failures, key=lambda r: r.layer):  # each pair's first inconsistent layer
+            if r.pair not in named:
+                named.add(r.pair)
+                ratio = "shape mismatch" if r.shape != r.expected_shape else f"{r.ratio:.3g}"
+                lines.append(f"vectors inconsistent: {comparison.case_id}, {r.pair_name}, layer {r.layer}, "
+                             f"ratio {ratio}")
+    shown = lines if verbose else lines[:MOVED_SHOWN]
+    print("\n".join(shown))
+    if len(shown) < len(lines):
+        print(f"vectors inconsistent: ... and {len(lines) - len(shown)} more (--verbose lists all)")
+    return inconsistent
 
 
 def _print_not_run(not_run: Any, n: int) -> None:

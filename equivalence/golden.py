@@ -38,6 +38,8 @@ from equivalence.dtypes import numpy_dtype
 from equivalence.errors import InputError
 from equivalence.fingerprint import flatten, version_changes
 from equivalence.layout import LayerWeights, check_spec_weights
+from equivalence.manifest import check as check_manifest
+from equivalence.manifest import read_json, refuse_symlink
 from equivalence.matrix import MatrixCase
 from equivalence.reference import LayerTrace, layerwise_reference
 from equivalence.spec import StackSpec
@@ -119,13 +121,17 @@ class Recording:
 
 
 def record(folder: str | Path, cases: Sequence[MatrixCase], adapters: Mapping[str, Adapter], *,
-           fingerprint: Mapping[str, Any], pool: LayerPool | None = None, progress: Progress = None) -> Recording:
+           fingerprint: Mapping[str, Any], pool: LayerPool | None = None, progress: Progress = None,
+           replace: bool = False) -> Recording:
     """Run ``cases`` and write them as golden vectors into ``folder`` (only if every case agrees).
 
-    Refuses (``InputError``, nothing written) a folder holding anything ``record`` did not write.
+    Refuses (``InputError``, nothing written) a folder holding anything ``record`` did not write, and,
+    unless ``replace``, vectors there holding a case or a framework the new ones would not.
     """
     folder = Path(folder)
     old_data = check_folder_is_ours(folder)
+    if not replace:
+        check_replacement(folder, [c.id for c in cases], list(adapters))
     pool = pool or LayerPool()
     arrays: dict[str, np.ndarray] = {}
     entries, comparisons = [], []
@@ -201,7 +207,9 @@ def check_folder_is_ours(folder: Path) -> list[Path]:
         raise InputError("exists and is not a folder; refusing to record golden vectors there", folder)
     ours, foreign = [], []
     for entry in sorted(folder.iterdir()):
-        if entry.name == MANIFEST and entry.is_file():
+        if entry.is_symlink():  # record never writes a link; replacing one would leave its target behind
+            foreign.append(f"{entry.name} (a symbolic link)")
+        elif entry.name == MANIFEST and entry.is_file():
             _read_manifest(entry)  # raises on a foreign or newer manifest: never overwrite those
         elif entry.is_file() and (DATA_NAME.fullmatch(entry.name) or entry.name.startswith(TEMP_PREFIX)):
             ours.append(entry)
@@ -212,6 +220,38 @@ def check_folder_is_ours(folder: Path) -> list[Path]:
         raise InputError(f"holds {shown}, which equivalence did not write; refusing to record there "
                          "(use a new folder, or one holding only golden vectors)", folder)
     return ours
+
+
+def check_replacement(folder: Path, case_ids: Sequence[str], frameworks: Sequence[str]) -> None:
+    """Raise ``InputError`` when recording ``case_ids`` with ``frameworks`` into ``folder`` would lose a case
+    or a framework's outputs the vectors there hold (``record --replace`` skips this check).
+
+    Run before any case: ``record golden -k X --framework torch`` must not quietly turn a 114-case,
+    two-framework set into 4 torch-only cases.
+    """
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        return
+    manifest = _read_manifest(path)
+    try:
+        check_manifest(manifest, path, data_name=DATA_NAME)
+    except InputError as exc:
+        raise InputError(f"{exc.problem}; cannot tell what recording over it would lose (pass --replace to "
+                         "replace it anyway)", path) from None
+    old_ids = [entry["id"] for entry in manifest["cases"]]
+    kept = set(case_ids)
+    lost_cases = [case_id for case_id in old_ids if case_id not in kept]
+    lost_frameworks = [name for name in manifest["frameworks"] if name not in frameworks]
+    if not lost_cases and not lost_frameworks:
+        return
+    lost = []
+    if lost_cases:
+        lost.append(f"{len(lost_cases)} of its {len(old_ids)} cases (first {lost_cases[0]})")
+    if lost_frameworks:
+        lost.append(f"its {' and '.join(lost_frameworks)} outputs")
+    raise InputError(f"holds vectors that recording {len(case_ids)} cases with {', '.join(frameworks)} would "
+                     f"replace, losing {' and '.join(lost)}; pass --replace to replace them, or record into "
+                     "another folder", folder)
 
 
 def _npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
@@ -249,11 +289,10 @@ def load(folder: str | Path) -> GoldenSet:
     if not manifest_path.is_file():
         raise InputError(f"no {MANIFEST}: not a golden-vector folder (write one with `equivalence record`)", folder)
     manifest = _read_manifest(manifest_path)
-    data = manifest.get("data")
-    if not isinstance(data, dict) or not isinstance(data.get("file"), str) \
-            or not DATA_NAME.fullmatch(data["file"]) or not isinstance(data.get("sha256"), str):
-        raise InputError("'data' must name a vectors-<hash>.npz file and its sha256", manifest_path)
+    check_manifest(manifest, manifest_path, data_name=DATA_NAME)  # every field, before any array is read
+    data = manifest["data"]
     data_path = folder / data["file"]
+    refuse_symlink(data_path, "data file")
     if not data_path.is_file():
         raise InputError(f"missing: {MANIFEST} names it as the data file", data_path)
     raw = data_path.read_bytes()
@@ -261,12 +300,7 @@ def load(folder: str | Path) -> GoldenSet:
         raise InputError(f"contents ({len(raw)} bytes) do not match the sha256 in {MANIFEST}: "
                          "the file is truncated or corrupted", data_path)
     arrays = _read_npz(raw, data_path)
-    frameworks = manifest.get("frameworks")
-    entries = manifest.get("cases")
-    if not isinstance(frameworks, list) or not all(isinstance(f, str) and f.isalnum() for f in frameworks):
-        raise InputError("'frameworks' must be a list of framework names", manifest_path)
-    if not isinstance(entries, list) or not entries:
-        raise InputError("'cases' must be a non-empty list", manifest_path)
+    frameworks, entries = manifest["frameworks"], manifest["cases"]
     cases = tuple(_case(i, entry, arrays, frameworks, manifest_path, data_path) for i, entry in enumerate(entries))
     used = {key for case in cases for key in case.meta["keys"]}
     unexpected = sorted(set(arrays) - used)
@@ -276,13 +310,7 @@ def load(folder: str | Path) -> GoldenSet:
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise InputError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", path) from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}): "
-                         "truncated or corrupted", path) from None
+    manifest = read_json(path)  # a regular file, size and nesting capped
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise InputError(f"not an equivalence golden-vector manifest (its 'format' is not {FORMAT!r})", path)
     version = manifest.get("schema_version")
@@ -358,6 +386,25 @@ def _case(index: int, entry: Any, arrays: Mapping[str, np.ndarray], frameworks: 
     outputs = {fw: tuple(array(f"{fw}{layer}", (batch, w), spec.dtype) for layer, w in enumerate(spec.widths))
                for fw in frameworks}
     return GoldenCase(case_id, spec, tuple(weights), x, reference, outputs, meta={**entry, "keys": keys})
+
+
+# --- the vectors' own consistency ---------------------------------------------------
+
+def self_check(golden: GoldenSet) -> tuple[Comparison, ...]:
+    """The vectors against themselves: each recorded framework output against the recorded reference, and the
+    recorded frameworks against each other, within the error model (numpy only, no framework runs).
+
+    ``record`` writes nothing unless every case agrees, so a failure here means the vectors were changed
+    after recording (with the sha256 recomputed), or recorded by a broken ``record``: either way they cannot
+    judge the installed frameworks' drift. Recorded outputs are judged with the named differences active where
+    they were recorded (backend, kernel path, probes: ``GoldenSet.facts``).
+    """
+    recorded = [f"{name}{RECORDED}" for name in golden.frameworks]
+    return tuple(
+        compare_layers(case.spec, case.weights, case.x,
+                       {f"{name}{RECORDED}": outs for name, outs in case.outputs.items()},
+                       case_id=case.id, reference=case.traces(), facts={label: golden.facts for label in recorded})
+        for case in golden.cases)
 
 
 # --- verify --------------------------------------------------------------------

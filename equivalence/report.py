@@ -82,7 +82,8 @@ def to_json(results: Sequence[tuple[MatrixCase, Comparison]], *, fingerprint: Ma
     cases = []
     for mcase, comparison in results:
         cases.append({
-            "id": mcase.id, "spec": mcase.spec.id, "seed": mcase.seed, "batch": mcase.inputs.batch,
+            "id": mcase.id, "spec": mcase.spec.id, "dtype": mcase.spec.dtype, "seed": mcase.seed,
+            "batch": mcase.inputs.batch,
             "input_scale": mcase.inputs.input_scale, "weight_scale": mcase.inputs.weight_scale,
             "build": dict(mcase.styles) or "pooled layers", "passed": comparison.passed,
             "layers": [{"pair": r.pair_name, "layer": r.layer, "max_abs": _finite(r.max_abs), "bound": r.bound,
@@ -202,19 +203,183 @@ def plot_png(report: Mapping[str, Any], *, title: str) -> bytes:
     return buf.getvalue()
 
 
-def rich_table(report: Mapping[str, Any]) -> Any:
+# --- the terminal: a grouped summary by default, every failing row, the full table with -v -------------
+
+@dataclass(frozen=True)
+class GroupRow:
+    """One group of cases (a build and a dtype) and one pair: how many cases, the worst, how many fail."""
+
+    group: str
+    pair: str
+    cases: int
+    worst_ratio: float | None  # None: a shape mismatch (no finite ratio)
+    worst_case: str
+    worst_layer: int
+    failing: int
+
+
+def group_name(case: Mapping[str, Any]) -> str:
+    """``"pooled layers, float32"``, ``"torch modulelist + keras functional, float32"``."""
+    build = case["build"]
+    if isinstance(build, Mapping):
+        build = " + ".join(f"{fw} {style}" for fw, style in build.items())
+    return f"{build}, {case.get('dtype', '?')}"
+
+
+def _ratio_key(ratio: float | None) -> float:
+    return math.inf if ratio is None else ratio
+
+
+def group_rows(report: Mapping[str, Any]) -> list[GroupRow]:
+    """One row per group and pair, in the order the groups first appear in the matrix."""
+    group_of = {case["id"]: group_name(case) for case in report["cases"]}
+    by_key: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for row in report["rows"]:
+        by_key.setdefault((group_of[row["case"]], row["pair"]), []).append(row)
+    out = []
+    for (group, pair), rows in by_key.items():
+        worst = max(rows, key=lambda r: _ratio_key(r["worst_ratio"]))
+        out.append(GroupRow(group, pair, len(rows), worst["worst_ratio"], worst["case"], worst["worst_layer"],
+                            sum(not r["passed"] for r in rows)))
+    return out
+
+
+def _ratio_text(ratio: float | None) -> str:
+    return "shape!" if ratio is None else f"{ratio:.3g}"
+
+
+def _short_case(case_id: str) -> str:
+    """The case id without its build suffix (``_layers``, ``_torch-..._keras-...``): the group names the build."""
+    for marker in ("_layers", "_torch-"):
+        head, found, _ = case_id.rpartition(marker)
+        if found and head:
+            return head
+    return case_id
+
+
+def _group_labels(group: str, rows: int) -> list[str]:
+    """``group`` spread over the ``rows`` rows of its pairs, one part a row (the build of each framework, then
+    the dtype), so a group costs no extra lines: ``["torch modulelist +", "keras functional", "float32"]``."""
+    build, _, dtype = group.rpartition(", ")
+    parts = [p for p in build.split(" + ")]
+    parts = [f"{p} +" for p in parts[:-1]] + parts[-1:] + [dtype]
+    if len(parts) > rows:
+        parts = parts[:rows - 1] + [" ".join(parts[rows - 1:])]
+    return parts + [""] * (rows - len(parts))
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    wraps: bool  # text that may fold over lines (ids, names); figures never do
+    min_width: int = 0
+    justify: str = "left"
+
+
+GAP = 2
+"""Columns between two table columns (one of padding, one of the box's blank divider)."""
+
+
+def fit_widths(columns: Sequence[Column], rows: Sequence[Sequence[str]], width: int) -> list[int] | None:
+    """Column widths that fit ``width``: figures at their full width; the widest text columns (long case ids)
+    fold first, down to a common level, never below their ``min_width``. None when even that does not fit."""
+    natural = [max([len(c.name)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
+    fixed = sum(n for n, c in zip(natural, columns) if not c.wraps) + GAP * (len(columns) - 1)
+    text = [i for i, c in enumerate(columns) if c.wraps]
+    floor = {i: min(natural[i], max(columns[i].min_width, len(columns[i].name))) for i in text}
+    available = width - fixed
+
+    def used(level: int) -> int:
+        return sum(min(natural[i], max(floor[i], level)) for i in text)
+
+    if used(0) > available:
+        return None
+    level = max(natural)
+    while level > 0 and used(level) > available:  # at most the longest id's length steps
+        level -= 1
+    return [min(natural[i], max(floor[i], level)) if i in floor else natural[i] for i in range(len(columns))]
+
+
+def _table(title: str, columns: Sequence[Column], rows: Sequence[Sequence[str]], width: int,
+           sections: Sequence[int] = ()) -> Any:
+    """A rich table of plain-text cells with the widths ``fit_widths`` chose; "FAIL" cells in red."""
+    from rich import box
     from rich.table import Table
 
-    table = Table(title="equivalence report", show_lines=False, header_style="bold")
-    for name, justify in (("case", "left"), ("build", "left"), ("pair", "left"), ("error / bound", "right"),
-                          ("at layer", "right"), ("first failing layer", "right"), ("result", "left")):
-        table.add_column(name, justify=justify, no_wrap=name in ("case", "build"), overflow="fold")
-    for r in report["rows"]:
-        ratio = "shape!" if r["worst_ratio"] is None else f"{r['worst_ratio']:.3g}"
-        first = "" if r["first_failing_layer"] is None else str(r["first_failing_layer"])
-        result = "[green]pass[/green]" if r["passed"] else "[bold red]FAIL[/bold red]"
-        table.add_row(r["case"], r["build"], r["pair"], ratio, str(r["worst_layer"]), first, result)
+    widths = fit_widths(columns, rows, width)
+    if widths is None:
+        return None
+    table = Table(title=title, box=box.SIMPLE_HEAD, header_style="bold", show_edge=False, pad_edge=False,
+                  title_justify="left", padding=(0, 1, 0, 0))
+    for column, w in zip(columns, widths):
+        table.add_column(column.name, width=w, justify=column.justify, overflow="fold", no_wrap=not column.wraps)
+    for index, row in enumerate(rows):
+        if index in sections:
+            table.add_section()
+        table.add_row(*(f"[bold red]{cell}[/bold red]" if cell.startswith("FAIL") or cell.startswith("fail ")
+                        else cell for cell in (c.replace("[", "\\[") for c in row)))
     return table
+
+
+SUMMARY_COLUMNS = (Column("group", True, 8), Column("pair", True, 8), Column("cases", False, justify="right"),
+                   Column("worst", False, justify="right"), Column("layer", False, justify="right"),
+                   Column("fail", False, justify="right"), Column("at case", True, 16))
+FULL_COLUMNS = (Column("case", True, 16), Column("build", True, 8), Column("pair", True, 8),
+                Column("worst", False, justify="right"), Column("layer", False, justify="right"),
+                Column("result", False))
+
+
+def summary_table(report: Mapping[str, Any], *, width: int = 100) -> Any:
+    """The default terminal view: one row per group (build and dtype) and pair: its cases, the worst
+    error/bound and where, how many fail. Fits 100 columns; None when ``width`` is too narrow for a table."""
+    rows, sections = [], []
+    groups: dict[str, list[GroupRow]] = {}
+    for g in group_rows(report):
+        groups.setdefault(g.group, []).append(g)
+    for group, members in groups.items():
+        sections.append(len(rows))
+        for label, g in zip(_group_labels(group, len(members)), members):
+            rows.append([label, g.pair, str(g.cases), _ratio_text(g.worst_ratio), str(g.worst_layer),
+                         f"fail {g.failing}" if g.failing else "0", _short_case(g.worst_case)])
+    return _table("worst error / bound per group of cases and pair (pass <= 1)", SUMMARY_COLUMNS, rows, width,
+                  sections[1:])
+
+
+def failing_rows(report: Mapping[str, Any]) -> list[str]:
+    """Every failing case and pair, one line each: the first failing layer and what is wrong there."""
+    first_failure: dict[tuple[str, str], str] = {}
+    for case in report["cases"]:
+        for layer in case["layers"]:
+            if "detail" in layer:
+                first_failure.setdefault((case["id"], layer["pair"]), layer["detail"])
+    return [f"FAIL {r['case']}: {first_failure.get((r['case'], r['pair']), r['pair'])}"
+            for r in report["rows"] if not r["passed"]]
+
+
+def rich_table(report: Mapping[str, Any], *, width: int = 200) -> Any:
+    """The full table (``report -v``): one row per case and pair; text columns fold, figures never do.
+    None when ``width`` is too narrow for a table."""
+    rows = [[r["case"], r["build"], r["pair"], _ratio_text(r["worst_ratio"]), str(r["worst_layer"]),
+             "pass" if r["passed"] else f"FAIL at {r['first_failing_layer']}"] for r in report["rows"]]
+    return _table("equivalence report: one row per case and pair", FULL_COLUMNS, rows, width)
+
+
+def terminal_view(report: Mapping[str, Any], *, width: int, verbose: bool = False) -> Any:
+    """What ``report`` prints: the grouped summary, or with ``verbose`` the full table; where ``width`` is
+    too narrow for the table, the same rows as lines that wrap at spaces."""
+    table = rich_table(report, width=width) if verbose else summary_table(report, width=width)
+    if table is not None:
+        return table
+    from rich.text import Text
+
+    if verbose:
+        lines = [f"{r['case']} | {r['build']} | {r['pair']}: worst {_ratio_text(r['worst_ratio'])} at layer "
+                 f"{r['worst_layer']}, " + ("pass" if r["passed"] else f"FAIL at {r['first_failing_layer']}")
+                 for r in report["rows"]]
+    else:
+        lines = [f"{g.group} | {g.pair}: {g.cases} cases, worst {_ratio_text(g.worst_ratio)} at layer "
+                 f"{g.worst_layer} of {_short_case(g.worst_case)}, {g.failing} failing" for g in group_rows(report)]
+    return Text("\n".join(lines), overflow="fold")
 
 
 def json_text(report: Mapping[str, Any]) -> str:

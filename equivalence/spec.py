@@ -49,15 +49,23 @@ class StackSpec:
         object.__setattr__(self, "widths", widths)
 
         acts = self.activations
+        layers = f"{len(widths)} layer{'s' if len(widths) != 1 else ''}"
         if isinstance(acts, str):
             acts = (acts,) * len(widths)
-        elif not isinstance(acts, Sequence) or len(acts) != len(widths):
-            got = len(acts) if isinstance(acts, Sequence) else acts
+        elif isinstance(acts, bytes) or not isinstance(acts, Sequence):
             raise ValueError(
-                f"activations has {got} entries but there are {len(widths)} layers: "
+                f"activations must be one name (a str) or a sequence of names, one per layer; "
+                f"got {acts!r} ({type(acts).__name__})"
+            )
+        elif len(acts) != len(widths):
+            raise ValueError(
+                f"activations names {len(acts)} but the stack has {layers}: "
                 "give one name for all layers or exactly one per layer"
             )
         for i, name in enumerate(acts):
+            if not isinstance(name, str):
+                raise ValueError(f"activations[{i}] (layer {i}) must be a name (a str), got {name!r} "
+                                 f"({type(name).__name__})")
             if name not in ACTIVATIONS:
                 raise ValueError(
                     f"unknown activation {name!r} for layer {i}; known: {', '.join(sorted(ACTIVATIONS))}"
@@ -66,7 +74,7 @@ class StackSpec:
 
         if not isinstance(self.bias, bool):
             raise ValueError(f"bias must be True or False, got {self.bias!r}")
-        if self.dtype not in DTYPES:
+        if not isinstance(self.dtype, str) or self.dtype not in DTYPES:
             raise ValueError(f"unknown dtype {self.dtype!r}; known: {', '.join(DTYPES)}")
 
     # --- derived facts -------------------------------------------------------
@@ -118,6 +126,22 @@ class StackSpec:
 
     @classmethod
     def from_json(cls, data: dict) -> StackSpec:
-        """The spec of a ``to_json`` dict; ``ValueError``/``KeyError``/``TypeError`` name what is wrong."""
+        """The spec of a ``to_json`` dict; a ``ValueError`` names the field and what is wrong with it.
+
+        The JSON form is strict where the constructor is lenient: ``widths`` and ``activations`` are lists
+        with one entry per layer (``"activations": "sigmoid"`` is refused as a string, not read as 7 names).
+        """
+        fields = ("input_width", "widths", "activations", "bias", "dtype")
+        if not isinstance(data, dict):
+            raise ValueError(f"a spec must be an object with {', '.join(fields)}; got {type(data).__name__} "
+                             f"{data!r:.60}")
+        missing = [name for name in fields if name not in data]
+        if missing:
+            raise ValueError(f"the spec has no {', '.join(missing)}")
+        for name, what in (("widths", "positive integers"), ("activations", "activation names")):
+            value = data[name]
+            if not isinstance(value, list):
+                raise ValueError(f"{name} must be a list of {what}, one per layer; got {type(value).__name__} "
+                                 f"{value!r:.60}")
         return cls(data["input_width"], tuple(data["widths"]), tuple(data["activations"]), data["bias"],
                    data["dtype"])

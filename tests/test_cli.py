@@ -90,6 +90,24 @@ def test_every_command_has_help(command, capsys):
     assert out.startswith(f"usage: equivalence {command}")
 
 
+@pytest.mark.parametrize("command, says", [
+    ("report", ["--framework {torch,keras,mxnet} run only this framework (repeat for several; default: torch and "
+                "keras)",
+                "-v, --verbose print the full table", "--quiet print no table", "--out DIR folder for report.json"]),
+    ("record", ["default: torch and keras)", "DIR folder for manifest.json and the vectors file",
+                "--replace replace vectors in DIR even when the new set has fewer cases or frameworks"]),
+    ("verify", ["default: the frameworks the vectors were recorded with)",
+                "DIR folder holding manifest.json and its vectors file"]),
+])
+def test_the_help_says_each_command_s_defaults(command, says, capsys):
+    code, out, _ = run([command, "--help"], capsys)
+    flat = " ".join(out.split())
+    assert code == 0
+    for text in says:
+        assert text in flat, f"{command} --help does not say {text!r}:\n{out}"
+    assert "default: all of" not in flat
+
+
 # --- bad golden-vector folders: caught before any framework runs ----------------------
 
 def test_a_missing_folder(tmp_path, capsys):
@@ -207,18 +225,20 @@ def test_record_replaces_its_own_vectors_and_a_crash_mid_write_keeps_the_old_one
         real_replace(src, dst)
 
     monkeypatch.setattr(os, "replace", crash_on_the_manifest)
-    code, _, err = run(["record", str(vectors), "-k", "1-1_"], capsys)
+    code, _, err = run(["record", str(vectors), "-k", "1-1_", "--replace"], capsys)
     monkeypatch.setattr(os, "replace", real_replace)
     assert_input_error(code=code, err=err, names="equivalence record", problem="simulated crash")
     assert [c.id for c in golden.load(vectors).cases] == old_ids  # the old vectors, intact
     assert {k: v for k, v in snapshot(vectors).items() if k in old} == old
 
-    code, out, _ = run(["record", str(vectors), "-k", "1-1_"], capsys)
+    code, out, _ = run(["record", str(vectors), "-k", "1-1_", "--replace"], capsys)
     assert code == 0, out
     new_ids = [c.id for c in golden.load(vectors).cases]
     assert new_ids and all(i.startswith("1-1_") for i in new_ids)
     assert sorted(p.name for p in vectors.iterdir()) == sorted([golden.MANIFEST, data_file(vectors).name])
     assert run(["verify", str(vectors)], capsys)[0] == 0
+    code, out, err = run(["record", str(vectors), "-k", "1-1_"], capsys)  # the same set: nothing lost
+    assert code == 0, out + err
 
 
 def test_record_writes_nothing_when_a_case_disagrees(vectors, monkeypatch, torch_adapter, keras_adapter, capsys):
@@ -227,7 +247,7 @@ def test_record_writes_nothing_when_a_case_disagrees(vectors, monkeypatch, torch
     original = torch.nn.Sigmoid.forward
     monkeypatch.setattr(torch.nn.Sigmoid, "forward", lambda self, x: original(self, x) * (1 + 1e-4))
     before = snapshot(vectors)
-    code, out, _ = run(["record", str(vectors), "-k", "1-1_sigmoid"], capsys)
+    code, out, _ = run(["record", str(vectors), "-k", "1-1_sigmoid", "--replace"], capsys)
     assert code == cli.EXIT_DISAGREE
     assert "torch vs reference, layer 0" in out and "recorded nothing" in out
     assert snapshot(vectors) == before
@@ -240,7 +260,9 @@ def test_report_writes_json_markdown_png_and_the_step_summary(tmp_path, monkeypa
     summary = tmp_path / "summary.md"
     summary.write_text("earlier steps\n")
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
-    argv = ["report", "--out", str(tmp_path / "r"), "-k", "3-5-5-2_sigmoid", "-k", "modulelist_keras-functional"]
+    monkeypatch.setenv("COLUMNS", "200")  # wide enough that no case id folds
+    argv = ["report", "--out", str(tmp_path / "r"), "-k", "3-5-5-2_sigmoid", "-k", "modulelist_keras-functional",
+            "-v"]
     code, out, _ = run(argv, capsys)
     assert code == 0, out
     data = json.loads((tmp_path / "r" / "report.json").read_text())
@@ -327,3 +349,22 @@ def test_bfloat16_vectors_without_ml_dtypes_are_a_one_line_error(monkeypatch, ca
     assert cli.main(["verify", str(GOLDEN)]) == cli.EXIT_USAGE
     err = capsys.readouterr().err
     assert "is bfloat16: dtype 'bfloat16' needs the ml_dtypes package" in err and "Traceback" not in err
+
+
+def test_a_write_refused_after_the_checks_names_the_folder_not_a_temporary_file(tmp_path, monkeypatch, capsys):
+    """The folder passes the checks before the run, then refuses the write (a disk filling up, a mount
+    turned read-only): the one line names the folder, not the temporary file's name."""
+    import tempfile
+
+    from equivalence import writable
+
+    monkeypatch.setattr(writable, "_probe", lambda folder: None)  # as if the folder was writable at first
+
+    def refuse(*args, dir=None, **kwargs):
+        raise OSError(28, "No space left on device", str(Path(dir) / ".equivalence-tmp-abc123.part"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    code = cli.main(["report", "--out", str(tmp_path / "out"), "-k", "1-1_sigmoid_f32_n1_", "--framework", "torch"])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_USAGE
+    assert err == f"equivalence report: error: {tmp_path / 'out'}: No space left on device\n"

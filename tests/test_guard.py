@@ -157,6 +157,72 @@ def test_a_framework_that_can_compute_no_case_is_a_clear_input_error():
         cli._print_not_run(not_run, 3)
 
 
+# --- the vectors' own consistency -----------------------------------------------------
+
+def vectors_with(tmp_path: Path, change) -> Path:
+    """A copy of the shipped vectors with ``change(key, array)`` applied to every array, sha256 recomputed."""
+    import shutil
+
+    return damage(Path(shutil.copytree(GOLDEN, tmp_path / "golden")), change)
+
+
+def damage(folder: Path, change) -> Path:
+    """``change(key, array)`` applied to every array of the vectors in ``folder``, sha256 recomputed."""
+    import hashlib
+    import io
+    import json
+
+    manifest = json.loads((folder / golden.MANIFEST).read_text())
+    path = folder / manifest["data"]["file"]
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {key: change(key, npz[key]) for key in npz.files}
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    path.write_bytes(buf.getvalue())
+    manifest["data"]["sha256"] = hashlib.sha256(buf.getvalue()).hexdigest()
+    (folder / golden.MANIFEST).write_text(json.dumps(manifest))
+    return folder
+
+
+def test_the_shipped_vectors_agree_with_themselves(capsys):
+    vectors = golden.load(GOLDEN)
+    checks = golden.self_check(vectors)
+    assert len(checks) == len(vectors.cases) and all(c.passed for c in checks), [c.message() for c in checks]
+    pairs = {r.pair_name for c in checks for r in c.results}
+    assert pairs == {f"torch{RECORDED} vs reference", f"keras{RECORDED} vs reference",
+                     f"torch{RECORDED} vs keras{RECORDED}"}
+
+
+def keras_times_1_01(key: str, a: np.ndarray) -> np.ndarray:
+    return (a * 1.01).astype(a.dtype) if ".keras" in key and a.dtype.kind == "f" else a
+
+
+def test_record_does_not_keep_vectors_that_contradict_themselves(tmp_path, torch_adapter, keras_adapter, capsys):
+    """Same cases, same versions: kept by default, unless the vectors there are inconsistent."""
+    folder = tmp_path / "golden"
+    assert cli.main(["record", str(folder), "-k", "1-1_sigmoid"]) == 0
+    damage(folder, keras_times_1_01)
+    capsys.readouterr()
+    assert cli.main(["record", str(folder), "-k", "1-1_sigmoid"]) == 0
+    assert capsys.readouterr().out.startswith("recorded "), "inconsistent vectors must be re-recorded, not kept"
+    assert all(c.passed for c in golden.self_check(golden.load(folder)))
+
+
+def test_recorded_keras_outputs_off_by_1_percent_fail_as_inconsistent_vectors_not_as_drift(
+        tmp_path, torch_adapter, keras_adapter, capsys):
+    """The issue's reproduction: Keras' recorded outputs x 1.01 (sha256 recomputed) used to pass as drift."""
+    folder = vectors_with(tmp_path, keras_times_1_01)
+    assert cli.main(["verify", str(folder)]) == cli.EXIT_DISAGREE
+    out = capsys.readouterr().out
+    assert re.search(r"error model: (\d+) of \1 layer comparisons agree", out), "the installed frameworks agree"
+    assert re.search(r"^vectors inconsistent: 1-1_sigmoid_f32_n1_x1_unit_layers, keras@recorded vs reference, "
+                     r"layer 0, ratio \d", out, flags=re.MULTILINE), out
+    assert "torch@recorded vs reference" not in out, "torch's recorded outputs were not changed"
+    assert re.search(r"^FAIL: vectors inconsistent in \d+ of 114 cases", out, flags=re.MULTILINE), out
+    assert "OK:" not in out
+    assert not re.search(r"^FAIL \S+: ", out, flags=re.MULTILINE), "no installed framework failed"
+
+
 # --- the baseline policy and drift causes ------------------------------------------------------
 
 def _snapshot(folder: Path) -> dict[str, bytes]:

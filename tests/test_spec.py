@@ -37,7 +37,10 @@ def test_spec_is_immutable_and_hashable():
         (dict(input_width=4, widths=(3, "8")), r"widths\[1\] \(layer 1\) must be a positive integer, got '8'"),
         (dict(input_width=4, widths="38"), r"widths must be a sequence"),
         (dict(input_width=4, widths=(3,), activations="sigmod"), r"unknown activation 'sigmod' for layer 0"),
-        (dict(input_width=4, widths=(3, 2), activations=("relu",)), r"activations has 1 entries but there are 2"),
+        (dict(input_width=4, widths=(3, 2), activations=("relu",)), r"activations names 1 but the stack has 2 layers"),
+        (dict(input_width=4, widths=(3, 2), activations=7), r"activations must be one name \(a str\) or a sequence"),
+        (dict(input_width=4, widths=(3,), activations=(["relu"],)), r"activations\[0\] \(layer 0\) must be a name"),
+        (dict(input_width=4, widths=(3,), dtype=["float32"]), r"unknown dtype \['float32'\]"),
         (dict(input_width=4, widths=(3,), dtype="float8"), r"unknown dtype 'float8'"),
         (dict(input_width=4, widths=(3,), bias="yes"), r"bias must be True or False"),
     ],
@@ -46,3 +49,16 @@ def test_spec_is_immutable_and_hashable():
 def test_invalid_specs_say_what_and_where(kwargs, message):
     with pytest.raises(ValueError, match=message):
         StackSpec(**kwargs)
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({"input_width": 1, "widths": [1], "activations": "sigmoid", "bias": True, "dtype": "float32"},
+     r"activations must be a list of activation names, one per layer; got str 'sigmoid'"),
+    ({"input_width": 1, "widths": 3, "activations": ["relu"], "bias": True, "dtype": "float32"},
+     r"widths must be a list of positive integers, one per layer; got int 3"),
+    ({"input_width": 1, "widths": [1], "activations": ["relu"], "bias": True}, r"the spec has no dtype"),
+    ("5-7-3", r"a spec must be an object"),
+], ids=["activations-string", "widths-int", "no-dtype", "not-an-object"])
+def test_a_json_spec_of_the_wrong_types_says_which_field(data, message):
+    with pytest.raises(ValueError, match=message):
+        StackSpec.from_json(data)
