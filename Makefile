@@ -50,10 +50,10 @@ guard: venv ## verify the installed frameworks against the shipped golden vector
 	$(BIN)/python -m equivalence verify $(GOLDEN)
 
 portability: venv ## the suite and the guard on every kernel path this CPU can emulate; one table (report/portability/)
-	$(BIN)/python -m equivalence.portability --out $(REPORT_DIR)/portability -- $(PYTEST_ARGS)
+	$(BIN)/python -m equivalence.guard.portability --out $(REPORT_DIR)/portability -- $(PYTEST_ARGS)
 
 portability-cell: venv ## one kernel path (CELL=lowest, native, avx2-machine, ...): the suite and the guard there
-	$(BIN)/python -m equivalence.portability --cell $(CELL) --out $(REPORT_DIR)/portability -- $(PYTEST_ARGS)
+	$(BIN)/python -m equivalence.guard.portability --cell $(CELL) --out $(REPORT_DIR)/portability -- $(PYTEST_ARGS)
 
 matrix: venv ## nox: check and guard under tensorflow-cpu 2.20 and 2.21 with torch 2.13.0 (NOX_ARGS="-s guard")
 	$(BIN)/nox $(NOX_ARGS)
@@ -66,7 +66,7 @@ matrix-log: venv ## make matrix, its output kept in report/matrix.log and summed
 		>> "$$GITHUB_STEP_SUMMARY"; fi
 
 bench: venv ## benchmark the check path against the naive loop and the floor (writes bench.json)
-	$(BIN)/python -m equivalence.bench
+	$(BIN)/python -m equivalence.guard.bench
 
 soak: venv ## 100,000+ random cases over all workers (pytest-xdist); writes soak.json
 	$(BIN)/python -m pytest tests/test_soak.py -m soak -n auto --hypothesis-profile soak \

@@ -12,7 +12,13 @@ import os
 import pytest
 from hypothesis import HealthCheck, settings
 
-from equivalence.adapters import FRAMEWORKS, FrameworkUnavailable, get_adapter, keras_backend_problem, loaded_adapters
+from equivalence.frameworks.base import (
+    FRAMEWORKS,
+    FrameworkUnavailable,
+    get_adapter,
+    keras_backend_problem,
+    loaded_adapters,
+)
 
 if os.environ.get("KERAS_BACKEND") == "jax":
     # Keras on jax truncates float64 to float32 unless x64 is on; the suite checks float64 stacks.
@@ -85,7 +91,7 @@ def mxnet_adapter():
 
 @pytest.fixture(scope="session")
 def layer_pool():
-    from equivalence.check import LayerPool
+    from equivalence.core.check import LayerPool
 
     return LayerPool()
 
@@ -122,8 +128,8 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
               f"({worst[0]}, {worst[1][1]}, {worst[1][2]})")
     loaded = {adapter.name for adapter in loaded_adapters()}
     if loaded:
-        from equivalence.kernels import kernel_facts
-        from equivalence.known_differences import KNOWN_DIFFERENCES
+        from equivalence.core.kernels import kernel_facts
+        from equivalence.core.known_differences import KNOWN_DIFFERENCES
 
         named = [d for d in KNOWN_DIFFERENCES if d.framework in loaded]
         active = [d.name for d in named if d.active()]

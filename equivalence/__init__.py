@@ -4,14 +4,14 @@ The package imports with numpy alone; torch and Keras load when their adapter
 is first asked for (``get_adapter("torch")``).
 """
 
-from equivalence.adapters import FRAMEWORKS, Adapter, FrameworkUnavailable, ParamCount, get_adapter
-from equivalence.case import Case, make_case
-from equivalence.check import LayerPool, check_case
-from equivalence.compare import Comparison, LayerResult, compare_layers
-from equivalence.layout import LayerWeights
-from equivalence.reference import layerwise_reference, reference_forward
-from equivalence.spec import StackSpec
-from equivalence.transfer import transfer
+from equivalence.core.case import Case, make_case
+from equivalence.core.check import LayerPool, check_case
+from equivalence.core.compare import Comparison, LayerResult, compare_layers
+from equivalence.core.layout import LayerWeights
+from equivalence.core.reference import layerwise_reference, reference_forward
+from equivalence.core.spec import StackSpec
+from equivalence.core.transfer import transfer
+from equivalence.frameworks.base import FRAMEWORKS, Adapter, FrameworkUnavailable, ParamCount, get_adapter
 
 __all__ = [
     "FRAMEWORKS", "Adapter", "Case", "Comparison", "FrameworkUnavailable", "LayerResult", "LayerWeights",

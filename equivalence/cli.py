@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
-from equivalence.adapters import FRAMEWORKS, Adapter, FrameworkUnavailable, get_adapter
-from equivalence.errors import InputError
+from equivalence.core.errors import InputError
+from equivalence.frameworks.base import FRAMEWORKS, Adapter, FrameworkUnavailable, get_adapter
 
 EXIT_OK, EXIT_DISAGREE, EXIT_USAGE = 0, 1, 2
 PROG = "equivalence"
@@ -31,7 +31,7 @@ def _layer_pool():
     """One pool per process: ``main`` may run many times in one process (tests), builds are the slow part."""
     global _pool
     if _pool is None:
-        from equivalence.check import LayerPool
+        from equivalence.core.check import LayerPool
 
         _pool = LayerPool()
     return _pool
@@ -65,8 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"run only this framework (repeat for several; default: {default})")
 
     report = sub.add_parser("report", help="run the fixed, seeded case matrix and write JSON, Markdown and a PNG",
-                            description="Run the fixed, seeded report matrix (equivalence/matrix.py) through every "
-                            "framework and build style; print a summary per group of cases (build and dtype) "
+                            description="Run the fixed, seeded report matrix (equivalence/guard/matrix.py) "
+                            "through every framework and build style; print a summary per group of cases "
+                            "(build and dtype) "
                             "and pair, and every failing case; write report.json, report.md (also appended to "
                             "$GITHUB_STEP_SUMMARY when set) and report.png. The table follows the terminal's "
                             "width (COLUMNS when set; 100 when not a terminal).")
@@ -144,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _where(exc: OSError) -> str:
     """The file an ``OSError`` is about, as the user knows it: the final name (``filename2`` of a rename),
     or the folder of one of our temporary files, never the temporary file's own name."""
-    from equivalence.atomic import TEMP_PREFIX
+    from equivalence.core.atomic import TEMP_PREFIX
 
     name = exc.filename2 or exc.filename
     if not name:
@@ -156,7 +157,7 @@ def _where(exc: OSError) -> str:
 def _check_keras_backend_name() -> None:
     """An unknown ``KERAS_BACKEND`` is a typo in the environment: refused by every command, even one that
     leaves Keras out (a missing backend package only matters where Keras runs: ``_adapters`` says so)."""
-    from equivalence.adapters import KERAS_BACKENDS, keras_backend_problem
+    from equivalence.frameworks.base import KERAS_BACKENDS, keras_backend_problem
 
     if os.environ.get("KERAS_BACKEND", "tensorflow") not in KERAS_BACKENDS:
         raise InputError(str(keras_backend_problem()))
@@ -215,7 +216,7 @@ def _progress(label: str, total: int) -> Iterator[Any]:
 
 
 def _selected(cases: list, patterns: Sequence[str] | None, what: str) -> list:
-    from equivalence.matrix import select
+    from equivalence.guard.matrix import select
 
     chosen = select(cases, patterns)
     if not chosen:
@@ -226,7 +227,7 @@ def _selected(cases: list, patterns: Sequence[str] | None, what: str) -> list:
 
 def _step_summary() -> Path | None:
     """``$GITHUB_STEP_SUMMARY``, checked before any work (unset or empty: none)."""
-    from equivalence.writable import check_step_summary
+    from equivalence.guard.writable import check_step_summary
 
     value = os.environ.get("GITHUB_STEP_SUMMARY", "")
     return check_step_summary(value) if value else None
@@ -235,10 +236,10 @@ def _step_summary() -> Path | None:
 # --- commands ------------------------------------------------------------------
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from equivalence import report as rep
-    from equivalence.fingerprint import fingerprint, summary
-    from equivalence.matrix import report_cases
-    from equivalence.writable import check_files, check_folder
+    from equivalence.guard import report as rep
+    from equivalence.guard.fingerprint import fingerprint, summary
+    from equivalence.guard.matrix import report_cases
+    from equivalence.guard.writable import check_files, check_folder
 
     check_folder(args.out, option="--out")  # everything that will be written, checked before the run
     check_files(rep.output_paths(args.out).values())
@@ -256,7 +257,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     markdown = rep.to_markdown(data)
     png = rep.plot_png(data, title=f"equivalence report: {rep.short_headline(data)}\n{summary(fp)}")
 
-    from equivalence.atomic import write_bytes_atomic, write_text_atomic
+    from equivalence.core.atomic import write_bytes_atomic, write_text_atomic
 
     args.out.mkdir(parents=True, exist_ok=True)
     paths = rep.output_paths(args.out)
@@ -279,10 +280,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
-    from equivalence import golden
-    from equivalence.fingerprint import fingerprint, summary
-    from equivalence.matrix import golden_cases
-    from equivalence.writable import check_folder
+    from equivalence.guard import golden
+    from equivalence.guard.fingerprint import fingerprint, summary
+    from equivalence.guard.matrix import golden_cases
+    from equivalence.guard.writable import check_folder
 
     golden.check_folder_is_ours(args.folder)  # refuse before spending any time
     cases = _selected(golden_cases(), args.patterns, "golden")
@@ -313,8 +314,8 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 def _kept(folder: Path, cases: list, adapters: dict[str, Adapter], fp: dict[str, Any]) -> bool:
     """The baseline policy: keep vectors of the same cases and versions that agree here within the error model."""
-    from equivalence import golden
-    from equivalence.fingerprint import summary
+    from equivalence.guard import golden
+    from equivalence.guard.fingerprint import summary
 
     try:
         existing = golden.load(folder)
@@ -338,8 +339,8 @@ def _kept(folder: Path, cases: list, adapters: dict[str, Adapter], fp: dict[str,
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from equivalence import golden
-    from equivalence.fingerprint import changes, fingerprint, summary
+    from equivalence.guard import golden
+    from equivalence.guard.fingerprint import changes, fingerprint, summary
 
     vectors = golden.load(args.folder)
     wanted = args.frameworks or vectors.frameworks
@@ -431,8 +432,8 @@ def _print_known_differences(recorded: Any, now: Any) -> None:
 
 def _drift_cause(source: str, recorded: Any, now: Any) -> str:
     """Why ``source``'s bits may have moved: a version change (the framework changed), a kernel-path change
-    (the machine changed), both, or nothing recorded (``equivalence.fingerprint.drift_causes``)."""
-    from equivalence.fingerprint import drift_causes
+    (the machine changed), both, or nothing recorded (``equivalence.guard.fingerprint.drift_causes``)."""
+    from equivalence.guard.fingerprint import drift_causes
 
     versions, kernels = drift_causes(source, recorded, now)
     if versions and kernels:
@@ -468,7 +469,7 @@ def _print_drift(result: Any, n: int, *, verbose: bool, now: Any) -> None:
 
 
 def cmd_env(args: argparse.Namespace) -> int:
-    from equivalence.fingerprint import fingerprint, flatten, summary
+    from equivalence.guard.fingerprint import fingerprint, flatten, summary
 
     fp = fingerprint()
     if args.json:

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from hypothesis import settings
 
-from equivalence.adapters import Adapter
-from equivalence.case import Case
-from equivalence.compare import Comparison
-from equivalence.layout import LayerWeights, weights_equal
-from equivalence.repro import save_case, snippet
+from equivalence.core.case import Case
+from equivalence.core.compare import Comparison
+from equivalence.core.layout import LayerWeights, weights_equal
+from equivalence.core.repro import save_case, snippet
+from equivalence.frameworks.base import Adapter
 from tests import stats
 
 try:
@@ -69,8 +69,8 @@ def assert_weights_identical(*, got: Sequence[LayerWeights], expected: Sequence[
 
 
 def reference_inputs(case: Case) -> list[np.ndarray]:
-    from equivalence import check
-    from equivalence.reference import layerwise_reference
+    from equivalence.core import check
+    from equivalence.core.reference import layerwise_reference
 
     return check.reference_inputs(case.spec, layerwise_reference(case.spec, case.weights, case.x))
 

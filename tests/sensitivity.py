@@ -16,9 +16,9 @@ from collections.abc import Iterator
 from hypothesis import HealthCheck, Phase, find, settings
 from hypothesis.errors import NoSuchExample
 
-from equivalence.adapters import get_adapter
-from equivalence.check import LayerPool, check_case
-from equivalence.strategies import cases, specs
+from equivalence.core.check import LayerPool, check_case
+from equivalence.core.strategies import cases, specs
+from equivalence.frameworks.base import get_adapter
 
 BUDGET = settings(max_examples=100, deadline=None, database=None, derandomize=True, phases=[Phase.generate],
                   suppress_health_check=list(HealthCheck))

@@ -6,8 +6,8 @@ and writes them to a JSON file when asked (``--stats-json``, used by ``make soak
 
 from __future__ import annotations
 
-from equivalence.compare import REFERENCE, Comparison
-from equivalence.spec import StackSpec
+from equivalence.core.compare import REFERENCE, Comparison
+from equivalence.core.spec import StackSpec
 
 STATS: dict = {"cross_framework_cases": 0, "cases": 0, "worst": {}}
 """``worst[(dtype, activation)] = [ratio, pair, case id]`` over every layer compared."""

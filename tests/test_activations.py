@@ -11,8 +11,8 @@ import warnings
 import numpy as np
 import pytest
 
-from equivalence.activations import ACTIVATIONS, LEAKY_SLOPE
-from equivalence.strategies import ACTIVATION_NAMES
+from equivalence.core.activations import ACTIVATIONS, LEAKY_SLOPE
+from equivalence.core.strategies import ACTIVATION_NAMES
 
 ELEMENTWISE = [a for a in ACTIVATIONS.values() if not a.row_coupled]
 
@@ -20,7 +20,7 @@ ELEMENTWISE = [a for a in ACTIVATIONS.values() if not a.row_coupled]
 @pytest.mark.parametrize(("framework", "table"), [("torch", "ACTIVATION_MODULES"), ("keras", "ACTIVATIONS")])
 def test_each_adapter_maps_exactly_the_shared_activations(framework, table, request):
     request.getfixturevalue(f"{framework}_adapter")  # skips when the framework is missing
-    mapping = getattr(importlib.import_module(f"equivalence.{framework}_adapter"), table)
+    mapping = getattr(importlib.import_module(f"equivalence.frameworks.{framework}"), table)
     assert sorted(mapping) == sorted(ACTIVATIONS), f"{framework}: missing {set(ACTIVATIONS) - set(mapping)}, " \
                                                    f"extra {set(mapping) - set(ACTIVATIONS)}"
     assert tuple(ACTIVATIONS) == ACTIVATION_NAMES

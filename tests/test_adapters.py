@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from equivalence.adapters import REGISTERING_STYLES, STYLES
-from equivalence.compare import param_count_problems
-from equivalence.strategies import cases, specs
+from equivalence.core.compare import param_count_problems
+from equivalence.core.strategies import cases, specs
+from equivalence.frameworks.base import REGISTERING_STYLES, STYLES
 from tests.helpers import BUILD_EXAMPLES, assert_weights_identical, build_loaded, reference_inputs
 
 ALL = [(f, s) for f in STYLES for s in STYLES[f]]
@@ -49,7 +49,7 @@ def test_parameter_counts_agree(spec, framework, style, request):
 
 def test_the_plain_list_trap_is_caught_by_the_parameter_check(torch_adapter):
     """The seed notes' plain python list: forward runs, but torch registers nothing."""
-    from equivalence.spec import StackSpec
+    from equivalence.core.spec import StackSpec
 
     spec = StackSpec(3, (4, 5, 6))
     model = torch_adapter.build(spec, "plain_list")
@@ -72,7 +72,7 @@ def test_weights_written_are_read_back_bit_for_bit(case, framework, style, reque
 
 @pytest.mark.parametrize(("framework", "style"), ALL, ids=[f"{f}-{s}" for f, s in ALL])
 def test_a_bad_weight_list_is_refused_before_anything_is_written(framework, style, request):
-    from equivalence.case import make_case
+    from equivalence.core.case import make_case
 
     adapter = _adapter(request, framework)
     case = make_case(__import__("equivalence").StackSpec(4, (4, 3)), seed=3, batch=2)

@@ -1,7 +1,7 @@
 """The heart: torch, Keras and the float64 reference agree at every layer.
 
 Each framework's layer ``l`` is fed the reference's input to that layer, so a
-layer is judged on its own error (see ``equivalence.compare``). All three pairs
+layer is judged on its own error (see ``equivalence.core.compare``). All three pairs
 are compared in every example and every failing pair is reported.
 
 * The many-example property reuses built layers (``LayerPool``): it is about
@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from equivalence.adapters import STYLES
-from equivalence.check import check_case
-from equivalence.strategies import breadth_specs, cases, nonfinite_cases
+from equivalence.core.check import check_case
+from equivalence.core.strategies import breadth_specs, cases, nonfinite_cases
+from equivalence.frameworks.base import STYLES
 from tests.helpers import BUILD_EXAMPLES, NUMERIC_EXAMPLES, assert_layers_agree, build_loaded
 
 STYLE_PAIRS = list(zip(STYLES["torch"], STYLES["keras"]))

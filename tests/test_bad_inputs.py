@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from equivalence import cli, golden
+from equivalence import cli
+from equivalence.guard import golden
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "golden"

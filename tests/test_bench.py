@@ -4,8 +4,8 @@ import re
 
 import numpy as np
 
-from equivalence.bench import bench_line, random_spec, run_floor, run_ours, workload
-from equivalence.check import LayerPool
+from equivalence.core.check import LayerPool
+from equivalence.guard.bench import bench_line, random_spec, run_floor, run_ours, workload
 
 BENCH_LINE = re.compile(
     r"bench: cases_per_s=[0-9.]+ vs_naive=[0-9.]+x vs_floor=[0-9.]+x rss_growth_mb_per_10k=-?[0-9.]+")

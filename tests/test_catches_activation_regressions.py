@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, Phase, find, settings
 
-from equivalence.check import LayerPool, check_case
-from equivalence.strategies import breadth_specs, cases
+from equivalence.core.check import LayerPool, check_case
+from equivalence.core.strategies import breadth_specs, cases
 
 SEARCH = settings(max_examples=300, deadline=None, database=None, derandomize=True, phases=[Phase.generate],
                   suppress_health_check=list(HealthCheck))

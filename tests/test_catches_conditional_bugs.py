@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, Phase, find, settings
 
-from equivalence.check import LayerPool, check_case
-from equivalence.strategies import cases
+from equivalence.core.check import LayerPool, check_case
+from equivalence.core.strategies import cases
 
 DEFAULT_BUDGET = settings(max_examples=settings.default.max_examples, deadline=None, database=None,
                           derandomize=True, phases=[Phase.generate], suppress_health_check=list(HealthCheck))
@@ -79,8 +79,8 @@ def test_a_keras_bug_only_for_width_one_layers_is_reached(monkeypatch, torch_ada
 def test_a_torch_linear_registering_an_extra_parameter_is_caught(monkeypatch, torch_adapter):
     import torch
 
-    from equivalence.compare import param_count_problems
-    from equivalence.spec import StackSpec
+    from equivalence.core.compare import param_count_problems
+    from equivalence.core.spec import StackSpec
 
     original = torch.nn.Linear.__init__
 
@@ -99,8 +99,8 @@ def test_a_torch_linear_registering_an_extra_parameter_is_caught(monkeypatch, to
 def test_a_keras_dense_losing_its_bias_weight_is_caught(monkeypatch, keras_adapter):
     import keras
 
-    from equivalence.compare import param_count_problems
-    from equivalence.spec import StackSpec
+    from equivalence.core.compare import param_count_problems
+    from equivalence.core.spec import StackSpec
 
     original = keras.layers.Dense.build
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, Phase, find, settings
 
-from equivalence.case import make_case
-from equivalence.check import LayerPool, check_case
-from equivalence.spec import StackSpec
-from equivalence.strategies import cases
+from equivalence.core.case import make_case
+from equivalence.core.check import LayerPool, check_case
+from equivalence.core.spec import StackSpec
+from equivalence.core.strategies import cases
 
 SEARCH = settings(max_examples=200, deadline=None, database=None, derandomize=True,
                   suppress_health_check=list(HealthCheck))

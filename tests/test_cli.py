@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from equivalence import cli, golden
+from equivalence import cli
+from equivalence.guard import golden
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 
@@ -336,16 +337,16 @@ def test_the_console_script_is_installed_and_exits_2_on_a_usage_error():
 
 def test_bfloat16_vectors_without_ml_dtypes_are_a_one_line_error(monkeypatch, capsys):
     """A Python without ml_dtypes (the MXNet venv) cannot read bfloat16 cases: exit 2, no traceback."""
-    import equivalence.golden
+    import equivalence.guard.golden
 
-    real = equivalence.golden.numpy_dtype
+    real = equivalence.guard.golden.numpy_dtype
 
     def no_ml_dtypes(dtype):
         if dtype == "bfloat16":
             raise ValueError("dtype 'bfloat16' needs the ml_dtypes package: pip install ml_dtypes")
         return real(dtype)
 
-    monkeypatch.setattr(equivalence.golden, "numpy_dtype", no_ml_dtypes)
+    monkeypatch.setattr(equivalence.guard.golden, "numpy_dtype", no_ml_dtypes)
     assert cli.main(["verify", str(GOLDEN)]) == cli.EXIT_USAGE
     err = capsys.readouterr().err
     assert "is bfloat16: dtype 'bfloat16' needs the ml_dtypes package" in err and "Traceback" not in err
@@ -356,7 +357,7 @@ def test_a_write_refused_after_the_checks_names_the_folder_not_a_temporary_file(
     turned read-only): the one line names the folder, not the temporary file's name."""
     import tempfile
 
-    from equivalence import writable
+    from equivalence.guard import writable
 
     monkeypatch.setattr(writable, "_probe", lambda folder: None)  # as if the folder was writable at first
 

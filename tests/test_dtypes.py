@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, Phase, find, given, settings
 
-from equivalence.case import make_case
-from equivalence.check import LayerPool, check_case
-from equivalence.compare import compare_layers
-from equivalence.dtypes import numpy_dtype
-from equivalence.known_differences import FLOAT32_MATMUL, KNOWN_DIFFERENCES, extra_error
-from equivalence.layout import LayerWeights
-from equivalence.reference import layerwise_reference
-from equivalence.spec import StackSpec
-from equivalence.strategies import ACTIVATION_NAMES, boundary_widths_up_to, cases, specs
+from equivalence.core.case import make_case
+from equivalence.core.check import LayerPool, check_case
+from equivalence.core.compare import compare_layers
+from equivalence.core.dtypes import numpy_dtype
+from equivalence.core.known_differences import FLOAT32_MATMUL, KNOWN_DIFFERENCES, extra_error
+from equivalence.core.layout import LayerWeights
+from equivalence.core.reference import layerwise_reference
+from equivalence.core.spec import StackSpec
+from equivalence.core.strategies import ACTIVATION_NAMES, boundary_widths_up_to, cases, specs
 from tests.helpers import assert_layers_agree
 
 SEARCH = settings(max_examples=100, deadline=None, database=None, derandomize=True, phases=[Phase.generate],

@@ -1,4 +1,4 @@
-"""The error model's formula, and what it costs the frameworks (see ``equivalence.tolerance``)."""
+"""The error model's formula, and what it costs the frameworks (see ``equivalence.core.tolerance``)."""
 
 import subprocess
 import sys
@@ -6,9 +6,9 @@ import sys
 import numpy as np
 import pytest
 
-from equivalence.dtypes import EPSILON
-from equivalence.reference import reference_layer
-from equivalence.tolerance import SAFETY, layer_bound, magnitude
+from equivalence.core.dtypes import EPSILON
+from equivalence.core.reference import reference_layer
+from equivalence.core.tolerance import SAFETY, layer_bound, magnitude
 
 
 def _layer(scale=1.0, n=6, seed=0):
@@ -54,7 +54,7 @@ def test_a_transposed_square_layer_is_far_outside_the_bound():
 
 
 def test_the_package_imports_with_numpy_alone():
-    code = ("import sys, equivalence, equivalence.compare, equivalence.check;"
+    code = ("import sys, equivalence, equivalence.core.compare, equivalence.core.check;"
             "loaded = [m for m in ('torch', 'tensorflow', 'keras', 'jax', 'mxnet') if m in sys.modules];"
             "assert not loaded, loaded")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,6 +1,6 @@
 """Gradients of L = mean(outputs): torch autograd, Keras (GradientTape) and a float64 backward pass.
 
-Compared layer by layer in the canonical layout (``equivalence.gradients``), plus one SGD
+Compared layer by layer in the canonical layout (``equivalence.core.gradients``), plus one SGD
 step. The meta tests patch the *framework* so that only the backward pass is wrong
 (the forward values stay bit-identical), and the suite must name the framework and
 the layers whose gradients pass through the broken activation.
@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 
-from equivalence.activations import ACTIVATIONS
-from equivalence.case import make_case
-from equivalence.check import LayerPool, check_case
-from equivalence.dtypes import EPSILON
-from equivalence.gradients import (
+from equivalence.core.activations import ACTIVATIONS
+from equivalence.core.case import make_case
+from equivalence.core.check import LayerPool, check_case
+from equivalence.core.dtypes import EPSILON
+from equivalence.core.gradients import (
     _DERIVATIVES,
     GRADIENT_DTYPES,
     KINKS,
@@ -26,8 +26,8 @@ from equivalence.gradients import (
     compare_sgd_step,
     reference_gradients,
 )
-from equivalence.spec import StackSpec
-from equivalence.strategies import ACTIVATION_NAMES, cases, specs
+from equivalence.core.spec import StackSpec
+from equivalence.core.strategies import ACTIVATION_NAMES, cases, specs
 from tests.helpers import assert_layers_agree
 
 GRADIENT_CASES = cases(specs(activations=ACTIVATION_NAMES, dtypes=GRADIENT_DTYPES))

@@ -12,12 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from equivalence import cli, golden, known_differences
-from equivalence.compare import RECORDED, compare_layers
-from equivalence.conditions import RecordedFacts
-from equivalence.fingerprint import fingerprint, flatten
-from equivalence.golden import ulp_distance
-from equivalence.matrix import golden_cases
+from equivalence import cli
+from equivalence.core import known_differences
+from equivalence.core.compare import RECORDED, compare_layers
+from equivalence.core.conditions import RecordedFacts
+from equivalence.guard import golden
+from equivalence.guard.fingerprint import fingerprint, flatten
+from equivalence.guard.golden import ulp_distance
+from equivalence.guard.matrix import golden_cases
 from tests.helpers import BFLOAT16, needs_bfloat16
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
@@ -28,7 +30,7 @@ def test_the_shipped_vectors_are_small_and_hold_the_golden_case_set():
     vectors = golden.load(GOLDEN)
     assert sum(p.stat().st_size for p in GOLDEN.iterdir()) < 2_000_000
     assert [c.id for c in vectors.cases] == [c.id for c in golden_cases()], (
-        "the golden case set (equivalence/matrix.py) changed: re-record with `make baseline`")
+        "the golden case set (equivalence/guard/matrix.py) changed: re-record with `make baseline`")
     assert 90 <= len(vectors.cases) <= 120  # about 100, with the breadth block (every activation and dtype)
     assert set(vectors.frameworks) == {"torch", "keras"}
 
@@ -66,7 +68,7 @@ def test_torch_sigmoid_drifting_by_1e_4_relative_makes_verify_fail_naming_the_la
 
 @pytest.mark.parametrize("dtype", ["float64", "float32", "float16", BFLOAT16])
 def test_ulp_distance_counts_representable_steps(dtype):
-    from equivalence.dtypes import numpy_dtype
+    from equivalence.core.dtypes import numpy_dtype
 
     dt = numpy_dtype(dtype)
     uint = np.dtype(f"uint{dt.itemsize * 8}")
@@ -281,7 +283,7 @@ def test_verify_says_whether_the_machine_or_the_framework_changed(edit, cause, t
                                                                    keras_adapter, capsys):
     import torch
 
-    from equivalence.kernels import kernel_facts
+    from equivalence.core.kernels import kernel_facts
 
     folder = tmp_path / "golden"
     assert cli.main(["record", str(folder), "-k", "1-1_sigmoid"]) == 0

@@ -2,8 +2,8 @@
 
 import pytest
 
-from equivalence.adapters import STYLES
-from equivalence.spec import StackSpec
+from equivalence.core.spec import StackSpec
+from equivalence.frameworks.base import STYLES
 
 
 def test_an_unbuilt_sequential_raises_instead_of_returning_no_weights(keras_adapter):
@@ -34,7 +34,7 @@ def test_keras_mean_of_float64_is_float32_off_tensorflow_so_the_gradient_loss_is
     import numpy as np
 
     keras = pytest.importorskip("keras")
-    from equivalence.keras_adapter import BACKEND, _mean
+    from equivalence.frameworks.keras import BACKEND, _mean
 
     values = np.array([[0.1], [0.2], [0.3]])  # 1/3 and 0.2 are not float32 numbers: float32 rounding shows
     exact = np.sum(values) / values.size

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from equivalence.kernels import ONEDNN_ISAS, cpu_isa, kernel_facts, onednn_isa
+from equivalence.core.kernels import ONEDNN_ISAS, cpu_isa, kernel_facts, onednn_isa
 
 ZEN4 = ("sse4_1", "avx", "avx2", "avx_vnni", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni",
         "avx512_bf16")

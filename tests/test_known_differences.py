@@ -1,4 +1,4 @@
-"""Evidence for every named known difference (``equivalence.known_differences``).
+"""Evidence for every named known difference (``equivalence.core.known_differences``).
 
 Each entry has a test here that measures it on the installed frameworks. The day
 a framework changes, the test fails and the entry must go: an exception can never
@@ -9,13 +9,11 @@ objects to chosen inputs (the frameworks are imported directly: this is evidence
 import numpy as np
 import pytest
 
-from equivalence.activations import ACTIVATIONS
-from equivalence.adapters import get_adapter
-from equivalence.compare import compare_arrays
-from equivalence.conditions import RecordedFacts
-from equivalence.dtypes import EPSILON
-from equivalence.fingerprint import fingerprint, flatten
-from equivalence.known_differences import (
+from equivalence.core.activations import ACTIVATIONS
+from equivalence.core.compare import compare_arrays
+from equivalence.core.conditions import RecordedFacts
+from equivalence.core.dtypes import EPSILON
+from equivalence.core.known_differences import (
     FACTS,
     FLOAT32_MATMUL,
     KNOWN_DIFFERENCES,
@@ -25,6 +23,8 @@ from equivalence.known_differences import (
     keras_backend,
     keras_on,
 )
+from equivalence.frameworks.base import get_adapter
+from equivalence.guard.fingerprint import fingerprint, flatten
 
 
 def _torch(name, x, dtype):
@@ -39,8 +39,8 @@ def _keras_gradient(name, value, dtype):
     """d activation / dz at ``value``, through the Keras backend's own autodiff (the adapter's one place)."""
     import keras
 
-    from equivalence.keras_adapter import ACTIVATIONS as KERAS
-    from equivalence.keras_adapter import _loss_gradients, _numpy
+    from equivalence.frameworks.keras import ACTIVATIONS as KERAS
+    from equivalence.frameworks.keras import _loss_gradients, _numpy
 
     fn = keras.activations.get(KERAS[name]) if isinstance(KERAS[name], str) else KERAS[name]
     dz, _ = _loss_gradients(fn, keras.ops.convert_to_tensor(np.array([value]), dtype=dtype), [])

@@ -5,11 +5,11 @@ from __future__ import annotations
 import zlib
 from itertools import product
 
-from equivalence.adapters import STYLES
-from equivalence.fingerprint import changes, fingerprint, flatten, summary
-from equivalence.known_differences import keras_backend
-from equivalence.matrix import ACTIVATION_AXIS, DTYPE_AXIS, golden_cases, report_cases, select
-from equivalence.strategies import ACTIVATION_NAMES, DTYPE_NAMES
+from equivalence.core.known_differences import keras_backend
+from equivalence.core.strategies import ACTIVATION_NAMES, DTYPE_NAMES
+from equivalence.frameworks.base import STYLES
+from equivalence.guard.fingerprint import changes, fingerprint, flatten, summary
+from equivalence.guard.matrix import ACTIVATION_AXIS, DTYPE_AXIS, golden_cases, report_cases, select
 
 
 def test_case_ids_are_unique_and_seeds_come_from_them():

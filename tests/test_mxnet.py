@@ -17,17 +17,17 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, Phase, find, given, settings
 
-from equivalence.activations import ACTIVATIONS, SELU_ALPHA, SELU_SCALE
-from equivalence.adapters import STYLES, FrameworkUnavailable, get_adapter
-from equivalence.case import make_case
-from equivalence.check import LayerPool, check_case
-from equivalence.compare import param_count_problems
-from equivalence.dtypes import EPSILON
-from equivalence.known_differences import extra_error
-from equivalence.layout import LayerWeights
-from equivalence.spec import StackSpec
-from equivalence.strategies import ACTIVATION_NAMES, boundary_widths_up_to, cases, specs
-from equivalence.transfer import transfer
+from equivalence.core.activations import ACTIVATIONS, SELU_ALPHA, SELU_SCALE
+from equivalence.core.case import make_case
+from equivalence.core.check import LayerPool, check_case
+from equivalence.core.compare import param_count_problems
+from equivalence.core.dtypes import EPSILON
+from equivalence.core.known_differences import extra_error
+from equivalence.core.layout import LayerWeights
+from equivalence.core.spec import StackSpec
+from equivalence.core.strategies import ACTIVATION_NAMES, boundary_widths_up_to, cases, specs
+from equivalence.core.transfer import transfer
+from equivalence.frameworks.base import STYLES, FrameworkUnavailable, get_adapter
 from tests.helpers import (
     BUILD_EXAMPLES,
     NUMERIC_EXAMPLES,
@@ -44,7 +44,7 @@ except FrameworkUnavailable as exc:
 
 import mxnet as mx  # noqa: E402  (for the tests that show a Gluon trap first-hand)
 
-from equivalence.mxnet_adapter import GLUON_ACTIVATIONS  # noqa: E402
+from equivalence.frameworks.mxnet import GLUON_ACTIVATIONS  # noqa: E402
 
 GLUON_DTYPES = ("float32", "float64")
 """float16 and bfloat16 cannot run on MXNet's CPU build (``mxnet_adapter.UNSUPPORTED_DTYPES``, tested below)."""
@@ -146,7 +146,7 @@ def test_a_square_layer_written_untransposed_is_caught_at_that_layer(mxnet_adapt
     assert comparison.passed, comparison.message()
     layer.weight.set_data(layer.weight.data().T)  # what a copy without the adapter's transpose does
     outputs = {"mxnet": mxnet_adapter.layer_outputs(model, reference_inputs(case))}
-    from equivalence.compare import compare_layers
+    from equivalence.core.compare import compare_layers
 
     result = compare_layers(case.spec, case.weights, case.x, outputs)
     assert result.failing_pairs() == {"mxnet vs reference": 1}, result.message()
@@ -167,7 +167,7 @@ def test_an_unmapped_activation_is_a_clear_error(mxnet_adapter):
 
 def _gluon_activation(name, z, dtype):
     """Our activation ``name`` exactly as the adapter maps it in ``dtype``, applied to the float64 ``z``."""
-    from equivalence.mxnet_adapter import gluon_activation
+    from equivalence.frameworks.mxnet import gluon_activation
 
     act_type, block = gluon_activation(name, dtype)
     x = mx.nd.array(np.asarray(z, dtype=np.float64), dtype=dtype)
@@ -296,7 +296,7 @@ def test_float32_relu_turns_nan_into_zero_under_onednn(mxnet_adapter):
     and torch keep NaN. float64 (no oneDNN kernel) and ``nd.relu`` keep NaN, and so
     does float32 with ``MXNET_MKLDNN_ENABLED=0``.
     """
-    from equivalence.mxnet_adapter import KNOWN_DIFFERENCES, onednn_active
+    from equivalence.frameworks.mxnet import KNOWN_DIFFERENCES, onednn_active
 
     assert "relu_nan_float32" in KNOWN_DIFFERENCES
     x = np.array([np.nan, -1.0, 2.0])
@@ -395,7 +395,7 @@ def hard_sigmoid_defaults():
 
 
 def log_softmax_onednn_float32():
-    from equivalence.mxnet_adapter import onednn_active
+    from equivalence.frameworks.mxnet import onednn_active
 
     z = np.linspace(-0.1, 0.1, 7).astype(np.float32).astype(np.float64).reshape(1, 7)
     native = mx.nd.log_softmax(mx.nd.array(z, dtype="float32"), axis=-1).asnumpy()
@@ -408,7 +408,7 @@ def log_softmax_onednn_float32():
 
 
 def softrelu_onednn_float32():
-    from equivalence.mxnet_adapter import onednn_active
+    from equivalence.frameworks.mxnet import onednn_active
 
     z = np.array([-17.68, -87.0]).astype(np.float32).astype(np.float64)
     native = mx.nd.Activation(mx.nd.array(z, dtype="float32"), act_type="softrelu").asnumpy().astype(np.float64)
@@ -429,7 +429,7 @@ def relu_nan_float32():
 
 
 def sigmoid_tiny_float32():
-    from equivalence.mxnet_adapter import onednn_active
+    from equivalence.frameworks.mxnet import onednn_active
 
     z = np.array([-87.0, -80.0])
     got = mx.nd.Activation(mx.nd.array(z, dtype="float32"), act_type="sigmoid").asnumpy().astype(np.float64)
@@ -440,7 +440,7 @@ def sigmoid_tiny_float32():
     assert np.max(np.abs(got - ref)) < 2e-38 + 8 * EPSILON["float32"] * ref[1]
 
 
-# named in equivalence.known_differences (they widen the float64 bound)
+# named in equivalence.core.known_differences (they widen the float64 bound)
 
 def selu_backward_wrong_scale():
     from mxnet import autograd
@@ -499,8 +499,8 @@ EVIDENCE = {f.__name__: f for f in (
 
 
 def test_every_mxnet_difference_has_evidence():
-    from equivalence.known_differences import KNOWN_DIFFERENCES as NAMED
-    from equivalence.mxnet_adapter import KNOWN_DIFFERENCES
+    from equivalence.core.known_differences import KNOWN_DIFFERENCES as NAMED
+    from equivalence.frameworks.mxnet import KNOWN_DIFFERENCES
 
     named = [d.name for d in NAMED if d.framework == "mxnet"]
     assert sorted([*KNOWN_DIFFERENCES, *named]) == sorted(EVIDENCE)
@@ -522,7 +522,7 @@ LEARNING_RATE = 0.125
 def test_gradients_agree_with_the_reference_layer_by_layer(case, mxnet_adapter, layer_pool):
     from hypothesis import assume
 
-    from equivalence.gradients import ambiguous_kinks, compare_gradients, reference_gradients
+    from equivalence.core.gradients import ambiguous_kinks, compare_gradients, reference_gradients
 
     assume(not ambiguous_kinks(case.spec, case.weights, case.x))
     model = layer_pool.stack(mxnet_adapter, case.spec)
@@ -540,7 +540,7 @@ def test_gradients_agree_with_the_reference_layer_by_layer(case, mxnet_adapter, 
 def test_one_sgd_step_gives_the_reference_new_weights(case, mxnet_adapter, layer_pool):
     from hypothesis import assume
 
-    from equivalence.gradients import ambiguous_kinks, compare_sgd_step, reference_gradients
+    from equivalence.core.gradients import ambiguous_kinks, compare_sgd_step, reference_gradients
 
     assume(not ambiguous_kinks(case.spec, case.weights, case.x))
     model = layer_pool.stack(mxnet_adapter, case.spec)
@@ -589,8 +589,8 @@ def test_saving_never_overwrites_and_refuses_what_it_cannot_save(mxnet_adapter, 
 
 def test_gluons_own_selu_would_fail_the_gradient_property(monkeypatch, mxnet_adapter):
     """Why selu is composed: mapped to ``nn.SELU()``, the gradient check names the selu layer and those before it."""
-    from equivalence import mxnet_adapter as module
-    from equivalence.gradients import compare_gradients, reference_gradients
+    from equivalence.core.gradients import compare_gradients, reference_gradients
+    from equivalence.frameworks import mxnet as module
 
     case = make_case(StackSpec(3, (4, 4, 2), ("tanh", "selu", "linear")), seed=5, batch=8, input_scale=10.0)
     grads = {}
@@ -617,8 +617,8 @@ def test_gluons_own_selu_would_fail_the_gradient_property(monkeypatch, mxnet_ada
 def test_the_golden_vectors_verify_against_mxnet(mxnet_adapter):
     from pathlib import Path
 
-    from equivalence import golden
-    from equivalence.mxnet_adapter import UNSUPPORTED_DTYPES
+    from equivalence.frameworks.mxnet import UNSUPPORTED_DTYPES
+    from equivalence.guard import golden
 
     vectors = golden.load(Path(__file__).resolve().parent.parent / "golden")
     result = golden.verify(vectors, {"mxnet": mxnet_adapter})

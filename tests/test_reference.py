@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from hypothesis import given
 
-from equivalence.activations import stable_sigmoid
-from equivalence.reference import layerwise_reference, reference_forward, reference_layer
-from equivalence.spec import StackSpec
-from equivalence.strategies import ACTIVATION_NAMES, cases, specs
-from equivalence.tolerance import layer_bound
+from equivalence.core.activations import stable_sigmoid
+from equivalence.core.reference import layerwise_reference, reference_forward, reference_layer
+from equivalence.core.spec import StackSpec
+from equivalence.core.strategies import ACTIVATION_NAMES, cases, specs
+from equivalence.core.tolerance import layer_bound
 
 
 @given(case=cases(specs(activations=ACTIVATION_NAMES)))

@@ -14,8 +14,8 @@ import re
 import pytest
 
 from equivalence import cli
-from equivalence import report as rep
-from equivalence.matrix import report_cases
+from equivalence.guard import report as rep
+from equivalence.guard.matrix import report_cases
 
 PAIRS = ("torch vs reference", "keras vs reference", "torch vs keras")
 WIDTHS = (80, 100, 200)

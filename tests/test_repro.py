@@ -7,12 +7,12 @@ import pickle
 import numpy as np
 import pytest
 
-from equivalence.case import make_case
-from equivalence.compare import compare_layers
-from equivalence.errors import InputError
-from equivalence.layout import LayerWeights
-from equivalence.repro import load_case, save_case, snippet
-from equivalence.spec import StackSpec
+from equivalence.core.case import make_case
+from equivalence.core.compare import compare_layers
+from equivalence.core.errors import InputError
+from equivalence.core.layout import LayerWeights
+from equivalence.core.repro import load_case, save_case, snippet
+from equivalence.core.spec import StackSpec
 from tests.helpers import BFLOAT16, assert_layers_agree, assert_weights_identical
 
 
@@ -34,7 +34,7 @@ def test_a_failing_property_writes_the_case_and_prints_how_to_rebuild_it(tmp_pat
     monkeypatch.setenv("PYTEST_CURRENT_TEST", "tests/test_x.py::test_prop[a-b] (call)")
     case = make_case(StackSpec(3, (3, 2)), seed=1, batch=2)
     wrong = [case.weights[0], LayerWeights(case.weights[1].W, case.weights[1].b + 1)]  # a dropped-bias-like shift
-    from equivalence.reference import layerwise_reference
+    from equivalence.core.reference import layerwise_reference
 
     outputs = {"fake": [t.h for t in layerwise_reference(case.spec, wrong, case.x)]}
     comparison = compare_layers(case.spec, case.weights, case.x, outputs)

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from equivalence.adapters import REGISTERING_STYLES
-from equivalence.case import make_case
-from equivalence.check import check_case
-from equivalence.spec import StackSpec
-from equivalence.strategies import boundary_widths_up_to, breadth_specs, cases
-from equivalence.transfer import transfer
+from equivalence.core.case import make_case
+from equivalence.core.check import check_case
+from equivalence.core.spec import StackSpec
+from equivalence.core.strategies import boundary_widths_up_to, breadth_specs, cases
+from equivalence.core.transfer import transfer
+from equivalence.frameworks.base import REGISTERING_STYLES
 from tests.helpers import assert_weights_identical, build_loaded
 
 ROUND_TRIPS = [("torch", ".pt", style) for style in REGISTERING_STYLES["torch"]] + \

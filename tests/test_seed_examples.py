@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from equivalence.case import make_case
-from equivalence.check import check_case
-from equivalence.compare import param_count_problems
-from equivalence.spec import StackSpec
+from equivalence.core.case import make_case
+from equivalence.core.check import check_case
+from equivalence.core.compare import param_count_problems
+from equivalence.core.spec import StackSpec
 from tests.helpers import assert_layers_agree, build_loaded
 
 

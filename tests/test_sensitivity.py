@@ -2,7 +2,7 @@
 
 import pytest
 
-from equivalence.check import LayerPool
+from equivalence.core.check import LayerPool
 from tests.sensitivity import caught
 
 

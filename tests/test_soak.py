@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from equivalence.adapters import STYLES
-from equivalence.check import check_case
-from equivalence.strategies import breadth_specs, cases
+from equivalence.core.check import check_case
+from equivalence.core.strategies import breadth_specs, cases
+from equivalence.frameworks.base import STYLES
 from tests.helpers import assert_layers_agree
 
 SHARDS = 40
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.soak
 
 @pytest.fixture(scope="session")
 def soak_pool():
-    from equivalence.check import LayerPool
+    from equivalence.core.check import LayerPool
 
     return LayerPool(size=8192)  # holds every soak layer key (~3,800, some twice in one stack)
 

@@ -1,6 +1,6 @@
 import pytest
 
-from equivalence.spec import StackSpec
+from equivalence.core.spec import StackSpec
 
 
 def test_derived_facts_of_a_small_stack():

@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from equivalence.adapters import STYLES
-from equivalence.case import make_case
-from equivalence.check import check_case
-from equivalence.layout import LayerWeights
-from equivalence.spec import StackSpec
-from equivalence.strategies import cases
-from equivalence.transfer import transfer
+from equivalence.core.case import make_case
+from equivalence.core.check import check_case
+from equivalence.core.layout import LayerWeights
+from equivalence.core.spec import StackSpec
+from equivalence.core.strategies import cases
+from equivalence.core.transfer import transfer
+from equivalence.frameworks.base import STYLES
 from tests.helpers import BUILD_EXAMPLES, assert_weights_identical, build_loaded, reference_inputs
 from tests.stats import count_cross_framework_case
 
@@ -70,7 +70,7 @@ def test_a_missing_transpose_on_a_square_layer_passes_shapes_and_fails_on_values
     torch_model = build_loaded(torch_adapter, case, "sequential")
     outputs = {"torch": torch_adapter.layer_outputs(torch_model, reference_inputs(case)),
                "keras": keras_adapter.layer_outputs(keras_model, reference_inputs(case))}
-    from equivalence.compare import compare_layers
+    from equivalence.core.compare import compare_layers
 
     result = compare_layers(case.spec, case.weights, case.x, outputs)
     assert result.failing_pairs() == {"keras vs reference": 1, "torch vs keras": 1}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from equivalence.portability import CELLS
+from equivalence.guard.portability import CELLS
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))

@@ -21,14 +21,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from equivalence.activations import LEAKY_SLOPE  # noqa: E402
-from equivalence.adapters import SAVE_FORMATS, STYLES, Adapter, ParamCount  # noqa: E402
-from equivalence.dtypes import numpy_dtype  # noqa: E402
-from equivalence.layout import LayerWeights, check_weights  # noqa: E402
-from equivalence.spec import StackSpec  # noqa: E402
+from equivalence.core.activations import LEAKY_SLOPE  # noqa: E402
+from equivalence.core.dtypes import numpy_dtype  # noqa: E402
+from equivalence.core.layout import LayerWeights, check_weights  # noqa: E402
+from equivalence.core.spec import StackSpec  # noqa: E402
+from equivalence.frameworks.base import SAVE_FORMATS, STYLES, Adapter, ParamCount  # noqa: E402
 
 if TYPE_CHECKING:
-    from equivalence.gradients import Gradients
+    from equivalence.core.gradients import Gradients
 
 
 def _registered(name: str, fn: Any) -> Any:
@@ -333,7 +333,7 @@ class KerasAdapter(Adapter):
         return ParamCount(per_layer, total=model.count_params(), trainable_tensors=len(model.trainable_variables))
 
     def loss_gradients(self, model: Any, x: np.ndarray) -> Gradients:
-        from equivalence.gradients import Gradients
+        from equivalence.core.gradients import Gradients
 
         layers = _dense_layers(model)
         variables = _variables(layers)

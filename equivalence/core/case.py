@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from equivalence.dtypes import numpy_dtype
-from equivalence.layout import LayerWeights
-from equivalence.spec import StackSpec
+from equivalence.core.dtypes import numpy_dtype
+from equivalence.core.layout import LayerWeights
+from equivalence.core.spec import StackSpec
 
 WEIGHT_SCALES = ("unit", "fan_in")
 """``unit``: U(-1, 1), large sums (|z| up to ~fan-in); ``fan_in``: U(-1, 1)/sqrt(fan-in), the usual init."""

@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
-from equivalence.activations import ACTIVATIONS
-from equivalence.case import WEIGHT_SCALES, Case, make_case
-from equivalence.dtypes import DTYPES
-from equivalence.spec import StackSpec
+from equivalence.core.activations import ACTIVATIONS
+from equivalence.core.case import WEIGHT_SCALES, Case, make_case
+from equivalence.core.dtypes import DTYPES
+from equivalence.core.spec import StackSpec
 
 MAX_DEPTH = 8
 MAX_BATCH = 32
@@ -116,7 +116,7 @@ def _weight_scales(dtype: str) -> tuple[str, ...]:
 @st.composite
 def cases(draw: st.DrawFn, spec_strategy: st.SearchStrategy[StackSpec] | None = None,
           *, max_batch: int = MAX_BATCH) -> Case:
-    """A spec with seeded weights and inputs (see ``equivalence.case.make_case``)."""
+    """A spec with seeded weights and inputs (see ``equivalence.core.case.make_case``)."""
     _check_bound("max_batch", max_batch, 1)
     spec = draw(spec_strategy if spec_strategy is not None else specs(), label="spec")
     batch = draw(st.one_of(st.just(1), st.integers(1, max_batch)), label="batch")

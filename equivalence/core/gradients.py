@@ -18,7 +18,7 @@ geometrically with depth (the first layer of a depth-10 sigmoid stack had
 
 float64: the named float32 constants in float64 backward passes (torch's Hardsigmoid
 backward multiplies by a float32 1/6; Keras' gelu and leaky_relu) widen the bound of every
-layer whose gradient flows through them (``equivalence.known_differences``).
+layer whose gradient flows through them (``equivalence.core.known_differences``).
 
 Kinks (relu, relu6, leaky_relu, hard_sigmoid, hard_silu) make the gradient jump:
 a pre-activation within rounding distance of a kink may legitimately go either
@@ -35,7 +35,7 @@ from itertools import combinations
 
 import numpy as np
 
-from equivalence.activations import (
+from equivalence.core.activations import (
     ACTIVATIONS,
     GELU_TANH_C,
     LEAKY_SLOPE,
@@ -45,13 +45,13 @@ from equivalence.activations import (
     softmax,
     stable_sigmoid,
 )
-from equivalence.compare import REFERENCE, Comparison, LayerResult, compare_arrays
-from equivalence.dtypes import EPSILON
-from equivalence.known_differences import extra_error
-from equivalence.layout import LayerWeights
-from equivalence.reference import reference_forward
-from equivalence.spec import StackSpec
-from equivalence.tolerance import PAIR_FACTOR, SAFETY, layer_scale, magnitude
+from equivalence.core.compare import REFERENCE, Comparison, LayerResult, compare_arrays
+from equivalence.core.dtypes import EPSILON
+from equivalence.core.known_differences import extra_error
+from equivalence.core.layout import LayerWeights
+from equivalence.core.reference import reference_forward
+from equivalence.core.spec import StackSpec
+from equivalence.core.tolerance import PAIR_FACTOR, SAFETY, layer_scale, magnitude
 
 ACTIVATIONS_ROW_COUPLED = {name: a.row_coupled for name, a in ACTIVATIONS.items()}
 
@@ -212,7 +212,7 @@ def compare_gradients(spec: StackSpec, weights: Sequence[LayerWeights], x: np.nd
     """Every framework's gradients against the reference and each other, layer by layer.
 
     The pair labels say which gradient: ``"torch dL/dW" vs "reference"``.
-    Named known differences (``equivalence.known_differences``) of any activation in the
+    Named known differences (``equivalence.core.known_differences``) of any activation in the
     stack widen every layer's bound by their share, relative to its gradient scale.
     """
     eps = EPSILON[spec.dtype]

@@ -1,7 +1,7 @@
 """``make portability``: the suite and the guard on every kernel path this CPU can emulate, as one table.
 
 A kernel path is chosen by environment variables read when the frameworks load, so each cell runs in a
-process of its own: ``python -m equivalence.portability --cell NAME`` runs pytest in-process, then verifies
+process of its own: ``python -m equivalence.guard.portability --cell NAME`` runs pytest in-process, then verifies
 the golden vectors, then writes a JSON summary; the parent runs every cell this CPU supports and prints
 the table (Markdown, also written to ``--out``; appended to ``$GITHUB_STEP_SUMMARY`` when set).
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from equivalence.kernels import cpu_flags
+from equivalence.core.kernels import cpu_flags
 
 AVX512 = ("avx512f", "avx512bw", "avx512vl", "avx512dq")
 
@@ -78,9 +78,9 @@ def run_cell(name: str, out: Path, pytest_args: Sequence[str], golden: Path) -> 
     """Run inside a cell's environment: pytest, then the guard; write ``out/<name>.json``."""
     import pytest
 
-    from equivalence import golden as gold
-    from equivalence.adapters import get_adapter
-    from equivalence.fingerprint import fingerprint
+    from equivalence.frameworks.base import get_adapter
+    from equivalence.guard import golden as gold
+    from equivalence.guard.fingerprint import fingerprint
 
     start = time.perf_counter()
     exit_code = int(pytest.main(["-p", "no:cacheprovider", *pytest_args]))
@@ -140,7 +140,7 @@ def run_all(cells: Sequence[Cell], out: Path, pytest_args: Sequence[str], golden
         log = out / f"{cell.name}.log"
         print(f"portability: {cell.name} ({cell.stands_for}) ... ", end="", flush=True)
         with open(log, "w", encoding="utf-8") as f:
-            code = subprocess.call([sys.executable, "-m", "equivalence.portability", "--cell", cell.name,
+            code = subprocess.call([sys.executable, "-m", "equivalence.guard.portability", "--cell", cell.name,
                                     "--in-this-process", "--out", str(out), "--golden", str(golden), "--",
                                     *pytest_args],
                                    env=env, stdout=f, stderr=subprocess.STDOUT)
@@ -175,7 +175,8 @@ def run_all(cells: Sequence[Cell], out: Path, pytest_args: Sequence[str], golden
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m equivalence.portability", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m equivalence.guard.portability",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--cell", choices=list(_BY_NAME), action="append", dest="cells",
                         help="run only this cell (repeat for several; default: every cell this CPU supports)")
     parser.add_argument("--out", type=Path, default=Path("report/portability"), help="folder for logs and tables")

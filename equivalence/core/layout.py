@@ -12,8 +12,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from equivalence.dtypes import numpy_dtype
-from equivalence.spec import StackSpec
+from equivalence.core.dtypes import numpy_dtype
+from equivalence.core.spec import StackSpec
 
 
 class LayerWeights(NamedTuple):

@@ -10,14 +10,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from equivalence.activations import LEAKY_SLOPE
-from equivalence.adapters import SAVE_FORMATS, STYLES, Adapter, ParamCount
-from equivalence.dtypes import numpy_dtype
-from equivalence.layout import LayerWeights, check_weights
-from equivalence.spec import StackSpec
+from equivalence.core.activations import LEAKY_SLOPE
+from equivalence.core.dtypes import numpy_dtype
+from equivalence.core.layout import LayerWeights, check_weights
+from equivalence.core.spec import StackSpec
+from equivalence.frameworks.base import SAVE_FORMATS, STYLES, Adapter, ParamCount
 
 if TYPE_CHECKING:
-    from equivalence.gradients import Gradients
+    from equivalence.core.gradients import Gradients
 
 _TORCH_DTYPES = {
     "float64": torch.float64, "float32": torch.float32,
@@ -180,7 +180,7 @@ class TorchAdapter(Adapter):
         return ParamCount(per_layer, sum(p.numel() for p in trainable), len(trainable))
 
     def loss_gradients(self, model: nn.Module, x: np.ndarray) -> Gradients:
-        from equivalence.gradients import Gradients
+        from equivalence.core.gradients import Gradients
 
         layers = _layers(model)
         dtype = layers[0][0].weight.dtype

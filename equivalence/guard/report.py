@@ -16,11 +16,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from equivalence.adapters import Adapter
-from equivalence.check import LayerPool, check_case
-from equivalence.compare import Comparison, LayerResult
-from equivalence.fingerprint import summary
-from equivalence.matrix import MatrixCase
+from equivalence.core.check import LayerPool, check_case
+from equivalence.core.compare import Comparison, LayerResult
+from equivalence.frameworks.base import Adapter
+from equivalence.guard.fingerprint import summary
+from equivalence.guard.matrix import MatrixCase
 
 REPORT_SCHEMA_VERSION = 1
 FILES = ("report.json", "report.md", "report.png")

@@ -31,13 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
-from equivalence.adapters import get_adapter
-from equivalence.case import WEIGHT_SCALES, Case, make_case
-from equivalence.check import LayerPool, check_case, reference_inputs
-from equivalence.fingerprint import fingerprint
-from equivalence.reference import layerwise_reference
-from equivalence.spec import StackSpec
-from equivalence.strategies import BOUNDARY_WIDTHS, INPUT_SCALES
+from equivalence.core.case import WEIGHT_SCALES, Case, make_case
+from equivalence.core.check import LayerPool, check_case, reference_inputs
+from equivalence.core.reference import layerwise_reference
+from equivalence.core.spec import StackSpec
+from equivalence.core.strategies import BOUNDARY_WIDTHS, INPUT_SCALES
+from equivalence.frameworks.base import get_adapter
+from equivalence.guard.fingerprint import fingerprint
 
 
 def random_spec(rng: np.random.Generator, *, max_depth: int = 6) -> StackSpec:
@@ -145,7 +145,7 @@ def compare_interleaved(cases: Sequence[Case], pool: LayerPool, *, naive_cases: 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m equivalence.bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m equivalence.guard.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--cases", type=int, default=10_000, help="cases for cases/s and RSS (default 10000)")
     parser.add_argument("--ratio-cases", type=int, default=2_000, help="cases for the ours/floor ratio (2000)")
     parser.add_argument("--naive-cases", type=int, default=300, help="cases for the naive loop (default 300)")

@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import product
 
-from equivalence.adapters import STYLES
-from equivalence.case import Case, make_case
-from equivalence.spec import StackSpec
-from equivalence.strategies import ACTIVATION_NAMES, DTYPE_NAMES
+from equivalence.core.case import Case, make_case
+from equivalence.core.spec import StackSpec
+from equivalence.core.strategies import ACTIVATION_NAMES, DTYPE_NAMES
+from equivalence.frameworks.base import STYLES
 
 ACTIVATION_AXIS: tuple[str, ...] = ("sigmoid", "tanh", "relu", "linear")
 """Every activation the matrices cover, each on its own and all of them mixed in one stack."""

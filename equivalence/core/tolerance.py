@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from equivalence.activations import ACTIVATIONS
-from equivalence.dtypes import EPSILON
+from equivalence.core.activations import ACTIVATIONS
+from equivalence.core.dtypes import EPSILON
 
 SAFETY = 8.0
 """Multiplier on eps; the measured worst ratio 0.29 leaves 3.4x headroom."""
@@ -51,7 +51,7 @@ def layer_scale(*, x: np.ndarray, W: np.ndarray, b: np.ndarray | None, h: np.nda
     """``max(1, slope * S, max|h|)``: the magnitude a layer's rounding errors scale with.
 
     Rows of ``x`` holding NaN or inf and non-finite outputs are left out: their
-    positions are compared by class (``equivalence.compare``), not by size.
+    positions are compared by class (``equivalence.core.compare``), not by size.
     """
     slope = ACTIVATIONS[activation].max_slope
     h = np.asarray(h, dtype=np.float64)

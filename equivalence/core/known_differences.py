@@ -2,7 +2,7 @@
 
 Nothing here is a blanket skip: every entry names one framework, the activations
 and dtypes it concerns, exactly what it allows, the conditions under which it holds
-(``when``: the Keras backend, the kernel path, versions; ``equivalence.conditions``)
+(``when``: the Keras backend, the kernel path, versions; ``equivalence.core.conditions``)
 and the test that measures it (``tests/test_known_differences.py`` fails the day an
 entry stops being true where its conditions hold, so the list cannot silently outlive
 the difference; where they do not hold, the entry grants nothing and its evidence
@@ -15,7 +15,7 @@ Three kinds:
 * ``extra_error``: the framework computes a float64 activation with a float32
   constant (or a float32-sized cut-off), so it is off by a fraction of the
   *float32* epsilon. The per-framework bound grows by ``extra_error * scale``
-  (``scale`` as in ``equivalence.tolerance.layer_scale``); the float64 check
+  (``scale`` as in ``equivalence.core.tolerance.layer_scale``); the float64 check
   stays ~10^7 times tighter than a float32 computation would need.
 * ``excuse``: a position whose non-finite class (NaN, +inf, -inf, finite)
   differs from the reference in a documented way.
@@ -32,10 +32,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from equivalence.activations import ACTIVATIONS
-from equivalence.conditions import AtLeast, Condition, CurrentFacts, Fact, Facts, Probe
-from equivalence.dtypes import EPSILON
-from equivalence.kernels import AVX512_ISAS
+from equivalence.core.activations import ACTIVATIONS
+from equivalence.core.conditions import AtLeast, Condition, CurrentFacts, Fact, Facts, Probe
+from equivalence.core.dtypes import EPSILON
+from equivalence.core.kernels import AVX512_ISAS
 
 Excuse = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """``(z, got) -> mask`` of positions excused; ``z`` is the reference pre-activation (float64)."""

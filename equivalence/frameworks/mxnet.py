@@ -26,7 +26,7 @@ where it does not, or has no layer. What Gluon gets wrong is in
 LeakyReLU computed in float32; SELU's backward off by ``(lambda - 1) y`` for
 z < 0; ``F.hard_sigmoid``'s 0.2 x + 0.5 defaults; float32 log_softmax and
 softrelu approximated under oneDNN. Two float64 differences small enough to
-keep Gluon's op widen the bound by name (``equivalence.known_differences``).
+keep Gluon's op widen the bound by name (``equivalence.core.known_differences``).
 A layer is a ``Dense`` (carrying a plain ``act_type``) and an optional activation block after it.
 """
 
@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from equivalence.adapters import STYLES, Adapter, FrameworkUnavailable, ParamCount
+from equivalence.frameworks.base import STYLES, Adapter, FrameworkUnavailable, ParamCount
 
 try:
     import mxnet as mx
@@ -52,14 +52,14 @@ except AttributeError as exc:  # pragma: no cover - depends on install: mxnet 1.
 from mxnet import autograd, gluon, nd  # noqa: E402
 from mxnet.gluon import nn  # noqa: E402
 
-from equivalence.activations import GELU_TANH_C, LEAKY_SLOPE, SELU_ALPHA, SELU_SCALE  # noqa: E402
-from equivalence.adapters import SAVE_FORMATS  # noqa: E402
-from equivalence.layout import LayerWeights, check_weights  # noqa: E402
-from equivalence.spec import StackSpec  # noqa: E402
+from equivalence.core.activations import GELU_TANH_C, LEAKY_SLOPE, SELU_ALPHA, SELU_SCALE  # noqa: E402
+from equivalence.core.layout import LayerWeights, check_weights  # noqa: E402
+from equivalence.core.spec import StackSpec  # noqa: E402
+from equivalence.frameworks.base import SAVE_FORMATS  # noqa: E402
 
 _SQRT_HALF = math.sqrt(0.5)
 CELU_ALPHA = 1.0
-"""The CELU alpha of ``equivalence.activations.celu``'s default, explicit here."""
+"""The CELU alpha of ``equivalence.core.activations.celu``'s default, explicit here."""
 
 
 def _lambda(name: str, function: Callable[..., Any]) -> Callable[[], nn.HybridLambda]:
@@ -362,7 +362,7 @@ class GluonAdapter(Adapter):
         return ParamCount(per_layer, _trainable_size(trainable), len(trainable))
 
     def loss_gradients(self, model: Any, x: np.ndarray) -> Any:
-        from equivalence.gradients import Gradients
+        from equivalence.core.gradients import Gradients
 
         layers = _initialized(model)
         xt = _nd(x, layers[0].weight.dtype)

@@ -99,7 +99,7 @@ class Activation:
     """A float64 reference of an activation and its largest slope (Lipschitz constant).
 
     The slope turns an error in the pre-activation into an error in the output;
-    the error model (``equivalence.tolerance``) uses it. For the elementwise
+    the error model (``equivalence.core.tolerance``) uses it. For the elementwise
     activations it is ``max |f'|``. For the row-coupled ones (softmax,
     log_softmax) it is the Lipschitz constant in the max-norm: a perturbation of
     at most ``d`` in every element of a row moves ``softmax_i`` by

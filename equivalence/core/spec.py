@@ -10,8 +10,8 @@ import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from equivalence.activations import ACTIVATIONS
-from equivalence.dtypes import DTYPES, short_dtype_name
+from equivalence.core.activations import ACTIVATIONS
+from equivalence.core.dtypes import DTYPES, short_dtype_name
 
 DEFAULT_ACTIVATION = "sigmoid"
 

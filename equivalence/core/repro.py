@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from equivalence.atomic import write_bytes_atomic, write_text_atomic
-from equivalence.case import Case
-from equivalence.dtypes import numpy_dtype
-from equivalence.errors import InputError
-from equivalence.layout import LayerWeights, check_spec_weights
-from equivalence.spec import StackSpec
+from equivalence.core.atomic import write_bytes_atomic, write_text_atomic
+from equivalence.core.case import Case
+from equivalence.core.dtypes import numpy_dtype
+from equivalence.core.errors import InputError
+from equivalence.core.layout import LayerWeights, check_spec_weights
+from equivalence.core.spec import StackSpec
 
 FAILURES = Path("failures")
 
@@ -71,7 +71,7 @@ def snippet(path: Path) -> str:
     """Python that re-runs the saved case three ways and prints the comparison."""
     return (
         "from equivalence import check_case, get_adapter\n"
-        "from equivalence.repro import load_case\n"
+        "from equivalence.core.repro import load_case\n"
         f"case = load_case({str(path)!r})\n"
         "t, k = get_adapter('torch'), get_adapter('keras')\n"
         "print(check_case(case, {'torch': (t, t.build(case.spec, 'sequential')),\n"

@@ -2,8 +2,8 @@
 
 Framework versions and settings come from the adapters' ``versions()`` (framework
 imports stay in the adapters); the machine's kernel facts (CPU, oneDNN's ISA, numpy's
-BLAS kernel) from ``equivalence.kernels``; which named known differences are active
-here from their conditions (``equivalence.known_differences``), probes included.
+BLAS kernel) from ``equivalence.core.kernels``; which named known differences are active
+here from their conditions (``equivalence.core.known_differences``), probes included.
 The rest is numpy, the standard library and /proc.
 """
 
@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from equivalence.adapters import FRAMEWORKS, FrameworkUnavailable, get_adapter
-from equivalence.kernels import cpu_model, kernel_facts
+from equivalence.core.kernels import cpu_model, kernel_facts
+from equivalence.frameworks.base import FRAMEWORKS, FrameworkUnavailable, get_adapter
 
 THREAD_VARIABLES = (
     "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
@@ -59,7 +59,7 @@ def fingerprint(frameworks: Sequence[str] = FRAMEWORKS) -> dict[str, Any]:
 
 def _known_differences(fw: Mapping[str, Mapping[str, str]]) -> dict[str, Any]:
     """The probes of the installed frameworks and the named differences active here, as recorded facts."""
-    from equivalence.known_differences import FACTS, KNOWN_DIFFERENCES, PROBES
+    from equivalence.core.known_differences import FACTS, KNOWN_DIFFERENCES, PROBES
 
     here = {name for name, versions in fw.items() if "installed" not in versions}
     return {

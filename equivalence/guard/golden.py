@@ -29,21 +29,21 @@ from typing import Any
 
 import numpy as np
 
-from equivalence.adapters import Adapter
-from equivalence.atomic import TEMP_PREFIX, write_bytes_atomic, write_text_atomic
-from equivalence.check import LayerPool, run_layers
-from equivalence.compare import RECORDED, Comparison, compare_layers
-from equivalence.conditions import RecordedFacts
-from equivalence.dtypes import numpy_dtype
-from equivalence.errors import InputError
-from equivalence.fingerprint import flatten, version_changes
-from equivalence.layout import LayerWeights, check_spec_weights
-from equivalence.manifest import check as check_manifest
-from equivalence.manifest import read_json, refuse_symlink
-from equivalence.matrix import MatrixCase
-from equivalence.reference import LayerTrace, layerwise_reference
-from equivalence.spec import StackSpec
-from equivalence.tolerance import PAIR_FACTOR, SAFETY
+from equivalence.core.atomic import TEMP_PREFIX, write_bytes_atomic, write_text_atomic
+from equivalence.core.check import LayerPool, run_layers
+from equivalence.core.compare import RECORDED, Comparison, compare_layers
+from equivalence.core.conditions import RecordedFacts
+from equivalence.core.dtypes import numpy_dtype
+from equivalence.core.errors import InputError
+from equivalence.core.layout import LayerWeights, check_spec_weights
+from equivalence.core.reference import LayerTrace, layerwise_reference
+from equivalence.core.spec import StackSpec
+from equivalence.core.tolerance import PAIR_FACTOR, SAFETY
+from equivalence.frameworks.base import Adapter
+from equivalence.guard.fingerprint import flatten, version_changes
+from equivalence.guard.manifest import check as check_manifest
+from equivalence.guard.manifest import read_json, refuse_symlink
+from equivalence.guard.matrix import MatrixCase
 
 FORMAT = "equivalence-golden-vectors"
 SCHEMA_VERSION = 1

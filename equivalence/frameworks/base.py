@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from equivalence.layout import LayerWeights
-from equivalence.spec import StackSpec
+from equivalence.core.layout import LayerWeights
+from equivalence.core.spec import StackSpec
 
 if TYPE_CHECKING:
-    from equivalence.gradients import Gradients
+    from equivalence.core.gradients import Gradients
 
 
 class FrameworkUnavailable(RuntimeError):
@@ -176,9 +176,9 @@ class Adapter(ABC):
 
 
 _ADAPTERS = {  # name -> (module, class, packages whose absence means "not installed")
-    "torch": ("equivalence.torch_adapter", "TorchAdapter", ("torch",)),
-    "keras": ("equivalence.keras_adapter", "KerasAdapter", ("keras", "tensorflow")),
-    "mxnet": ("equivalence.mxnet_adapter", "GluonAdapter", ("mxnet",)),
+    "torch": ("equivalence.frameworks.torch", "TorchAdapter", ("torch",)),
+    "keras": ("equivalence.frameworks.keras", "KerasAdapter", ("keras", "tensorflow")),
+    "mxnet": ("equivalence.frameworks.mxnet", "GluonAdapter", ("mxnet",)),
 }
 _INSTALL_HINTS = {  # name -> how to get the framework, when not the default `make venv`
     "mxnet": "MXNet 1.9.1 needs numpy<1.24, so it cannot share .venv with TensorFlow: make mxnet creates .venv-mxnet",

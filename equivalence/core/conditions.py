@@ -1,6 +1,6 @@
 """Where a known difference holds: conditions on the environment's facts, judged here or as recorded.
 
-A *fact* is one line of the flattened fingerprint (``equivalence.fingerprint.flatten``): for example
+A *fact* is one line of the flattened fingerprint (``equivalence.guard.fingerprint.flatten``): for example
 ``frameworks.keras.keras_backend``, ``frameworks.keras.onednn_enabled``, ``frameworks.torch.cpu_capability``,
 ``kernel.onednn_isa``, ``frameworks.keras.keras`` (the version), or ``probes.<name>`` (``yes``/``no``).
 
@@ -108,7 +108,7 @@ class Probe:
 
     def measure(self) -> str:
         """``"yes"`` or ``"no"``, computed with the framework's adapter now."""
-        from equivalence.adapters import get_adapter
+        from equivalence.frameworks.base import get_adapter
 
         with np.errstate(invalid="ignore", over="ignore"):
             return "yes" if self.shows(get_adapter(self.framework).activation(self.activation, self.x(),
@@ -133,8 +133,8 @@ class CurrentFacts:
         return self._cache[key]
 
     def _compute(self, key: str) -> str | None:
-        from equivalence.adapters import FrameworkUnavailable, get_adapter
-        from equivalence.kernels import kernel_facts
+        from equivalence.core.kernels import kernel_facts
+        from equivalence.frameworks.base import FrameworkUnavailable, get_adapter
 
         section, _, rest = key.partition(".")
         if section == "kernel":

@@ -19,9 +19,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from equivalence.adapters import FRAMEWORKS
-from equivalence.errors import InputError
-from equivalence.spec import StackSpec
+from equivalence.core.errors import InputError
+from equivalence.core.spec import StackSpec
+from equivalence.frameworks.base import FRAMEWORKS
 
 MAX_BYTES = 64 * 2**20
 """A manifest is ~0.4 kB a case; 64 MB is room for 150,000 cases, and refuses reading a runaway file."""

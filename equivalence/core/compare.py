@@ -16,16 +16,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from equivalence.conditions import Facts
-from equivalence.dtypes import EPSILON
-from equivalence.known_differences import excused, extra_error
-from equivalence.layout import LayerWeights
-from equivalence.reference import LayerTrace, layerwise_reference
-from equivalence.spec import StackSpec
-from equivalence.tolerance import PAIR_FACTOR, SAFETY, layer_scale
+from equivalence.core.conditions import Facts
+from equivalence.core.dtypes import EPSILON
+from equivalence.core.known_differences import excused, extra_error
+from equivalence.core.layout import LayerWeights
+from equivalence.core.reference import LayerTrace, layerwise_reference
+from equivalence.core.spec import StackSpec
+from equivalence.core.tolerance import PAIR_FACTOR, SAFETY, layer_scale
 
 if TYPE_CHECKING:
-    from equivalence.adapters import ParamCount
+    from equivalence.frameworks.base import ParamCount
 
 REFERENCE = "reference"
 
@@ -96,7 +96,7 @@ def compare_arrays(got: np.ndarray, expected: np.ndarray, *, bound: float,
 
     NaN, +inf and -inf must sit at the same positions in both arrays; the finite
     elements of both must be within the absolute ``bound``. ``excused`` marks
-    positions a named known difference (``equivalence.known_differences``) exempts.
+    positions a named known difference (``equivalence.core.known_differences``) exempts.
 
     When nothing is excused and every difference is finite (the hot path), a
     passing layer costs one subtraction and one argmax; the relative difference and
@@ -227,7 +227,7 @@ def compare_layers(spec: StackSpec, weights: Sequence[LayerWeights], x: np.ndarr
     """Compare each framework's per-layer outputs with the reference, and with each other.
 
     ``outputs[name][l]`` is framework ``name``'s layer ``l`` fed ``reference[l].x``
-    rounded to the dtype (see ``equivalence.reference.layerwise_reference``).
+    rounded to the dtype (see ``equivalence.core.reference.layerwise_reference``).
     ``facts[name]``: the facts behind outputs not computed in this process
     (``"keras@recorded"``: those they were recorded under: backend, kernel path, probes), so the
     named known differences that apply are those active there, not this process's.

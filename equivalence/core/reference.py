@@ -18,10 +18,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from equivalence.activations import ACTIVATIONS
-from equivalence.dtypes import numpy_dtype
-from equivalence.layout import LayerWeights
-from equivalence.spec import StackSpec
+from equivalence.core.activations import ACTIVATIONS
+from equivalence.core.dtypes import numpy_dtype
+from equivalence.core.layout import LayerWeights
+from equivalence.core.spec import StackSpec
 
 
 class LayerTrace(NamedTuple):

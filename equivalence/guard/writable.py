@@ -15,8 +15,8 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from equivalence.atomic import TEMP_PREFIX
-from equivalence.errors import InputError
+from equivalence.core.atomic import TEMP_PREFIX
+from equivalence.core.errors import InputError
 
 
 def _nearest_existing(path: Path) -> Path:
