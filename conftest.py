@@ -12,13 +12,8 @@ import os
 import pytest
 from hypothesis import HealthCheck, settings
 
-from equivalence.frameworks.base import (
-    FRAMEWORKS,
-    FrameworkUnavailable,
-    get_adapter,
-    keras_backend_problem,
-    loaded_adapters,
-)
+from equivalence.frameworks.builtin import keras_backend_problem
+from equivalence.frameworks.registry import FrameworkUnavailable, get_adapter, loaded_adapters, names
 
 if os.environ.get("KERAS_BACKEND") == "jax":
     # Keras on jax truncates float64 to float32 unless x64 is on; the suite checks float64 stacks.
@@ -48,7 +43,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     import numpy
 
     lines = [f"numpy {numpy.__version__}, hypothesis profile {settings._current_profile}"]
-    for name in FRAMEWORKS:
+    for name in selected_frameworks():
         try:
             versions = get_adapter(name).versions()
         except FrameworkUnavailable as exc:
@@ -58,7 +53,21 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return lines
 
 
+def selected_frameworks() -> tuple[str, ...]:
+    """The frameworks under test: ``EQUIVALENCE_FRAMEWORKS`` (comma-separated), else every registered one
+    (as einops' and array-api-tests' test backends are chosen in one place)."""
+    wanted = os.environ.get("EQUIVALENCE_FRAMEWORKS", "")
+    chosen = tuple(name.strip() for name in wanted.split(",") if name.strip()) or names()
+    unknown = [name for name in chosen if name not in names()]
+    if unknown:
+        raise pytest.UsageError(f"EQUIVALENCE_FRAMEWORKS names {', '.join(unknown)}, which is not registered; "
+                                f"use some of {', '.join(names())}")
+    return chosen
+
+
 def adapter_or_skip(name: str):
+    if name not in selected_frameworks():
+        pytest.skip(f"{name} is not selected (EQUIVALENCE_FRAMEWORKS={os.environ.get('EQUIVALENCE_FRAMEWORKS')})")
     try:
         return get_adapter(name)
     except FrameworkUnavailable as exc:

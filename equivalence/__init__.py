@@ -11,11 +11,13 @@ from equivalence.core.layout import LayerWeights
 from equivalence.core.reference import layerwise_reference, reference_forward
 from equivalence.core.spec import StackSpec
 from equivalence.core.transfer import transfer
-from equivalence.frameworks.base import FRAMEWORKS, Adapter, FrameworkUnavailable, ParamCount, get_adapter
+from equivalence.core.types import ParamCount
+from equivalence.frameworks.base import Adapter, FrameworkRefused
+from equivalence.frameworks.registry import Framework, FrameworkUnavailable, get_adapter, register
 
 __all__ = [
-    "FRAMEWORKS", "Adapter", "Case", "Comparison", "FrameworkUnavailable", "LayerResult", "LayerWeights",
-    "LayerPool", "ParamCount", "StackSpec", "check_case", "compare_layers", "get_adapter", "layerwise_reference",
-    "make_case", "reference_forward", "transfer",
+    "Adapter", "Case", "Comparison", "Framework", "FrameworkRefused", "FrameworkUnavailable", "LayerPool",
+    "LayerResult", "LayerWeights", "ParamCount", "StackSpec", "check_case", "compare_layers", "get_adapter",
+    "layerwise_reference", "make_case", "reference_forward", "register", "transfer",
 ]
 __version__ = "0.1.0"

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from equivalence.core.errors import InputError
-from equivalence.frameworks.base import FRAMEWORKS, Adapter, FrameworkUnavailable, get_adapter
+from equivalence.frameworks.base import Adapter
+from equivalence.frameworks.registry import FrameworkUnavailable, defaults, get_adapter, names
 
 EXIT_OK, EXIT_DISAGREE, EXIT_USAGE = 0, 1, 2
 PROG = "equivalence"
@@ -61,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser, required=True)
 
     def frameworks_option(p: argparse.ArgumentParser, default: str) -> None:
-        p.add_argument("--framework", action="append", choices=FRAMEWORKS, dest="frameworks",
+        p.add_argument("--framework", action="append", choices=names(), dest="frameworks",
                        help=f"run only this framework (repeat for several; default: {default})")
 
     report = sub.add_parser("report", help="run the fixed, seeded case matrix and write JSON, Markdown and a PNG",
@@ -81,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="print the full table, one row per case and pair, instead of the grouped summary")
     shown.add_argument("--quiet", action="store_true",
                        help="print no table: the failing cases and the summary lines only")
-    frameworks_option(report, f"{' and '.join(DEFAULT_FRAMEWORKS)}")
+    frameworks_option(report, f"{' and '.join(defaults())}")
 
     record = sub.add_parser("record", help="record golden vectors into DIR",
                             description="Run the golden case set and record, per case, the spec, weights, inputs, "
@@ -99,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="re-record even when DIR holds the same cases recorded with the same versions (by "
                         "default those are kept when they agree here within the error model: another machine's "
                         "kernel path is drift, not a reason to rewrite golden vectors)")
-    frameworks_option(record, f"{' and '.join(DEFAULT_FRAMEWORKS)}")
+    frameworks_option(record, f"{' and '.join(defaults())}")
 
     verify = sub.add_parser("verify", help="check the installed frameworks against golden vectors in DIR",
                             description="Check every layer of the installed frameworks against the recorded float64 "
@@ -157,23 +158,20 @@ def _where(exc: OSError) -> str:
 def _check_keras_backend_name() -> None:
     """An unknown ``KERAS_BACKEND`` is a typo in the environment: refused by every command, even one that
     leaves Keras out (a missing backend package only matters where Keras runs: ``_adapters`` says so)."""
-    from equivalence.frameworks.base import KERAS_BACKENDS, keras_backend_problem
+    from equivalence.frameworks.builtin import KERAS_BACKENDS, keras_backend_problem
 
     if os.environ.get("KERAS_BACKEND", "tensorflow") not in KERAS_BACKENDS:
         raise InputError(str(keras_backend_problem()))
 
 
-DEFAULT_FRAMEWORKS = ("torch", "keras")
-"""What report and record run unless --framework says otherwise; MXNet (its own venv) is opt-in."""
-
-
-def _adapters(names: Sequence[str] | None) -> dict[str, Adapter]:
+def _adapters(wanted: Sequence[str] | None) -> dict[str, Adapter]:
+    """The adapters of ``wanted`` (the registry's defaults when None); a missing framework is bad input."""
     out = {}
-    for name in dict.fromkeys(names or DEFAULT_FRAMEWORKS):
+    for name in dict.fromkeys(wanted or defaults()):
         try:
             out[name] = get_adapter(name)
         except FrameworkUnavailable as exc:
-            others = [f for f in DEFAULT_FRAMEWORKS if f != name]
+            others = [f for f in defaults() if f != name]
             raise InputError(f"{exc}; or pass --framework {others[0]} to leave {name} out" if others else str(exc)) \
                 from None
     return out
@@ -289,7 +287,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     cases = _selected(golden_cases(), args.patterns, "golden")
     if not args.replace:
         golden.check_replacement(args.folder, [c.id for c in cases], list(dict.fromkeys(args.frameworks or
-                                                                                         DEFAULT_FRAMEWORKS)))
+                                                                                         defaults())))
     check_folder(args.folder, option="DIR")
     adapters = _adapters(args.frameworks)
     fp = fingerprint(tuple(adapters))

@@ -18,7 +18,7 @@ from hypothesis.errors import NoSuchExample
 
 from equivalence.core.check import LayerPool, check_case
 from equivalence.core.strategies import cases, specs
-from equivalence.frameworks.base import get_adapter
+from equivalence.frameworks.registry import get_adapter
 
 BUDGET = settings(max_examples=100, deadline=None, database=None, derandomize=True, phases=[Phase.generate],
                   suppress_health_check=list(HealthCheck))

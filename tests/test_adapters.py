@@ -6,11 +6,11 @@ from hypothesis import given, settings
 
 from equivalence.core.compare import param_count_problems
 from equivalence.core.strategies import cases, specs
-from equivalence.frameworks.base import REGISTERING_STYLES, STYLES
+from equivalence.frameworks.registry import entry, names
 from tests.helpers import BUILD_EXAMPLES, assert_weights_identical, build_loaded, reference_inputs
 
-ALL = [(f, s) for f in STYLES for s in STYLES[f]]
-REGISTERING = [(f, s) for f in REGISTERING_STYLES for s in REGISTERING_STYLES[f]]
+ALL = [(f, s) for f in names() for s in entry(f).styles]
+REGISTERING = [(f, s) for f in names() for s in entry(f).registering]
 NATIVE_KERNEL = {"out_in": lambda n_in, n_out: (n_out, n_in), "in_out": lambda n_in, n_out: (n_in, n_out)}
 
 

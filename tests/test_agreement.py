@@ -18,10 +18,10 @@ from hypothesis import given, settings
 
 from equivalence.core.check import check_case
 from equivalence.core.strategies import breadth_specs, cases, nonfinite_cases
-from equivalence.frameworks.base import STYLES
+from equivalence.frameworks.registry import entry
 from tests.helpers import BUILD_EXAMPLES, NUMERIC_EXAMPLES, assert_layers_agree, build_loaded
 
-STYLE_PAIRS = list(zip(STYLES["torch"], STYLES["keras"]))
+STYLE_PAIRS = list(zip(entry("torch").styles, entry("keras").styles))
 BREADTH_EXAMPLES = 5 * settings.default.max_examples
 """A breadth example (every activation and dtype) costs about twice a float32 sigmoid one: more distinct
 layers to build, so fewer pool hits."""
@@ -81,8 +81,8 @@ def test_the_models_own_forward_equals_its_chained_layers(case, framework, style
     """The numeric checks call layer by layer; this shows the model's own forward (its
     wiring: Sequential, functional graph, subclass ``call``) computes exactly that chain."""
     adapter = request.getfixturevalue(f"{framework}_adapter")
-    model = build_loaded(adapter, case, STYLES[framework][style_index])
+    model = build_loaded(adapter, case, entry(framework).styles[style_index])
     chained = adapter.taps(model, case.x)
     whole = adapter.forward(model, case.x)
     assert whole.shape == chained[-1].shape == (case.batch, case.spec.widths[-1])
-    np.testing.assert_array_equal(whole, chained[-1], err_msg=f"{framework} {STYLES[framework][style_index]}")
+    np.testing.assert_array_equal(whole, chained[-1], err_msg=f"{framework} {entry(framework).styles[style_index]}")

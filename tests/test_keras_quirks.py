@@ -3,7 +3,7 @@
 import pytest
 
 from equivalence.core.spec import StackSpec
-from equivalence.frameworks.base import STYLES
+from equivalence.frameworks.registry import entry
 
 
 def test_an_unbuilt_sequential_raises_instead_of_returning_no_weights(keras_adapter):
@@ -16,7 +16,7 @@ def test_an_unbuilt_sequential_raises_instead_of_returning_no_weights(keras_adap
         keras_adapter.set_weights(unbuilt, [])
 
 
-@pytest.mark.parametrize("style", STYLES["keras"])
+@pytest.mark.parametrize("style", entry("keras").styles)
 def test_every_style_the_adapter_builds_is_built(style, keras_adapter):
     assert len(keras_adapter.get_weights(keras_adapter.build(StackSpec(4, (3, 2)), style))) == 2
 
@@ -34,13 +34,13 @@ def test_keras_mean_of_float64_is_float32_off_tensorflow_so_the_gradient_loss_is
     import numpy as np
 
     keras = pytest.importorskip("keras")
-    from equivalence.frameworks.keras import BACKEND, _mean
+    from equivalence.frameworks.keras import _mean
 
     values = np.array([[0.1], [0.2], [0.3]])  # 1/3 and 0.2 are not float32 numbers: float32 rounding shows
     exact = np.sum(values) / values.size
     x = keras.ops.convert_to_tensor(values, dtype="float64")
     off = abs(float(keras.ops.convert_to_numpy(keras.ops.mean(x))) - exact)
-    if BACKEND == "tensorflow":
+    if keras_adapter.backend == "tensorflow":
         assert off <= np.finfo(np.float64).eps * exact
     else:  # float32 rounding here is 6.7e7 float64 epsilons (measured); 1e3 of them cannot be float64's doing
         assert np.finfo(np.float64).eps * exact * 1e3 < off <= np.finfo(np.float32).eps * exact, off

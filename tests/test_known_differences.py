@@ -23,7 +23,7 @@ from equivalence.core.known_differences import (
     keras_backend,
     keras_on,
 )
-from equivalence.frameworks.base import get_adapter
+from equivalence.frameworks.registry import get_adapter
 from equivalence.guard.fingerprint import fingerprint, flatten
 
 
@@ -40,11 +40,11 @@ def _keras_gradient(name, value, dtype):
     import keras
 
     from equivalence.frameworks.keras import ACTIVATIONS as KERAS
-    from equivalence.frameworks.keras import _loss_gradients, _numpy
 
+    adapter = get_adapter("keras")
     fn = keras.activations.get(KERAS[name]) if isinstance(KERAS[name], str) else KERAS[name]
-    dz, _ = _loss_gradients(fn, keras.ops.convert_to_tensor(np.array([value]), dtype=dtype), [])
-    return float(_numpy(dz)[0])
+    dz, _ = adapter.autodiff(fn, keras.ops.convert_to_tensor(np.array([value]), dtype=dtype), [])
+    return float(adapter.to_numpy(dz)[0])
 
 
 def _reference(name, x):

@@ -7,7 +7,7 @@ from itertools import product
 
 from equivalence.core.known_differences import keras_backend
 from equivalence.core.strategies import ACTIVATION_NAMES, DTYPE_NAMES
-from equivalence.frameworks.base import STYLES
+from equivalence.frameworks.registry import entry
 from equivalence.guard.fingerprint import changes, fingerprint, flatten, summary
 from equivalence.guard.matrix import ACTIVATION_AXIS, DTYPE_AXIS, golden_cases, report_cases, select
 
@@ -22,7 +22,7 @@ def test_case_ids_are_unique_and_seeds_come_from_them():
 def test_the_report_matrix_covers_every_style_pairing_activation_dtype_and_regime():
     cases = report_cases()
     pairings = {c.styles for c in cases if c.styles}
-    assert pairings == {(("torch", t), ("keras", k)) for t, k in product(STYLES["torch"], STYLES["keras"])}
+    assert pairings == {(("torch", t), ("keras", k)) for t, k in product(entry("torch").styles, entry("keras").styles)}
     assert {a for c in cases for a in c.spec.activations} == set(ACTIVATION_NAMES) >= set(ACTIVATION_AXIS)
     assert {c.spec.dtype for c in cases} == set(DTYPE_NAMES) >= set(DTYPE_AXIS)
     golden = golden_cases()

@@ -27,7 +27,7 @@ from equivalence.core.layout import LayerWeights
 from equivalence.core.spec import StackSpec
 from equivalence.core.strategies import ACTIVATION_NAMES, boundary_widths_up_to, cases, specs
 from equivalence.core.transfer import transfer
-from equivalence.frameworks.base import STYLES, FrameworkUnavailable, get_adapter
+from equivalence.frameworks.registry import FrameworkUnavailable, entry, get_adapter
 from tests.helpers import (
     BUILD_EXAMPLES,
     NUMERIC_EXAMPLES,
@@ -65,7 +65,7 @@ def test_every_layer_agrees_with_the_reference(case, mxnet_adapter, layer_pool):
     assert_layers_agree(comparison=comparison, case=case)
 
 
-@pytest.mark.parametrize("style", STYLES["mxnet"])
+@pytest.mark.parametrize("style", entry("mxnet").styles)
 @settings(max_examples=BUILD_EXAMPLES)
 @given(case=GLUON_CASES)
 def test_every_layer_of_every_build_style_agrees_with_the_reference(case, style, mxnet_adapter):
@@ -73,7 +73,7 @@ def test_every_layer_of_every_build_style_agrees_with_the_reference(case, style,
     assert_layers_agree(comparison=comparison, case=case)
 
 
-@pytest.mark.parametrize("style", STYLES["mxnet"])
+@pytest.mark.parametrize("style", entry("mxnet").styles)
 @settings(max_examples=BUILD_EXAMPLES)
 @given(case=GLUON_CASES)
 def test_the_models_own_forward_equals_its_chained_layers(case, style, mxnet_adapter):
@@ -101,7 +101,7 @@ def test_weights_round_trip_bit_for_bit_and_native_is_the_transpose(case, mxnet_
         assert (b is None and native_b is None) or native_b.tobytes() == b.tobytes(), f"layer {layer}: bias"
 
 
-@pytest.mark.parametrize("style", STYLES["mxnet"])
+@pytest.mark.parametrize("style", entry("mxnet").styles)
 def test_three_four_five_six_has_16_25_36_parameters(style, mxnet_adapter):
     count = mxnet_adapter.count_params(mxnet_adapter.build(StackSpec(3, (4, 5, 6)), style))
     assert count.per_layer == (16, 25, 36), count
@@ -117,7 +117,7 @@ def test_a_frozen_layer_drops_out_of_the_trainable_count(mxnet_adapter):
     assert param_count_problems(spec, count, framework="mxnet")
 
 
-@pytest.mark.parametrize("style", STYLES["mxnet"])
+@pytest.mark.parametrize("style", entry("mxnet").styles)
 def test_a_transfer_shape_mismatch_names_the_layer_and_both_shapes(style, mxnet_adapter):
     source = mxnet_adapter.build(StackSpec(4, (5, 3)), style)
     target = mxnet_adapter.build(StackSpec(4, (5, 2)), style)
@@ -557,7 +557,7 @@ FILES = settings(max_examples=5, suppress_health_check=[HealthCheck.function_sco
                  deadline=None)
 
 
-@pytest.mark.parametrize("style", STYLES["mxnet"])
+@pytest.mark.parametrize("style", entry("mxnet").styles)
 @FILES
 @given(case=SMALL_GLUON_CASES)
 def test_a_reloaded_model_is_bit_identical(case, style, mxnet_adapter, tmp_path_factory):

@@ -17,11 +17,11 @@ from equivalence.core.check import check_case
 from equivalence.core.spec import StackSpec
 from equivalence.core.strategies import boundary_widths_up_to, breadth_specs, cases
 from equivalence.core.transfer import transfer
-from equivalence.frameworks.base import REGISTERING_STYLES
+from equivalence.frameworks.registry import entry
 from tests.helpers import assert_weights_identical, build_loaded
 
-ROUND_TRIPS = [("torch", ".pt", style) for style in REGISTERING_STYLES["torch"]] + \
-    [("keras", ".weights.h5", style) for style in REGISTERING_STYLES["keras"]] + \
+ROUND_TRIPS = [("torch", ".pt", style) for style in entry("torch").registering] + \
+    [("keras", ".weights.h5", style) for style in entry("keras").registering] + \
     [("keras", ".keras", style) for style in ("sequential", "functional")]
 IDS = [f"{f}-{s}-{fmt}" for f, fmt, s in ROUND_TRIPS]
 # Writing files per example: fixtures (tmp_path) are per test, so each example gets its own name.

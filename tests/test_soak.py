@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 
 from equivalence.core.check import check_case
 from equivalence.core.strategies import breadth_specs, cases
-from equivalence.frameworks.base import STYLES
+from equivalence.frameworks.registry import entry
 from tests.helpers import assert_layers_agree
 
 SHARDS = 40
-STYLE_PAIRS = list(zip(STYLES["torch"], STYLES["keras"]))
+STYLE_PAIRS = list(zip(entry("torch").styles, entry("keras").styles))
 SOAK_WIDTHS = (1, 2, 8, 17, 33)
 """Boundary widths only (1, 2, 8, 17, 33; square and width 1 as ever). With every activation and dtype, the
 full width set gives ~34,000 distinct layer keys and a pool that never hits (~100 ms a case); these ~3,800

@@ -10,11 +10,11 @@ from equivalence.core.layout import LayerWeights
 from equivalence.core.spec import StackSpec
 from equivalence.core.strategies import cases
 from equivalence.core.transfer import transfer
-from equivalence.frameworks.base import STYLES
+from equivalence.frameworks.registry import entry
 from tests.helpers import BUILD_EXAMPLES, assert_weights_identical, build_loaded, reference_inputs
 from tests.stats import count_cross_framework_case
 
-STYLE_PAIRS = list(zip(STYLES["torch"], STYLES["keras"]))
+STYLE_PAIRS = list(zip(entry("torch").styles, entry("keras").styles))
 IDS = [f"{t}-{k}" for t, k in STYLE_PAIRS]
 
 

@@ -25,7 +25,7 @@ from equivalence.core.spec import StackSpec
 from equivalence.core.tolerance import PAIR_FACTOR, SAFETY, layer_scale
 
 if TYPE_CHECKING:
-    from equivalence.frameworks.base import ParamCount
+    from equivalence.core.types import ParamCount
 
 REFERENCE = "reference"
 

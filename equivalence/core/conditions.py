@@ -108,7 +108,7 @@ class Probe:
 
     def measure(self) -> str:
         """``"yes"`` or ``"no"``, computed with the framework's adapter now."""
-        from equivalence.frameworks.base import get_adapter
+        from equivalence.frameworks.registry import get_adapter
 
         with np.errstate(invalid="ignore", over="ignore"):
             return "yes" if self.shows(get_adapter(self.framework).activation(self.activation, self.x(),
@@ -134,7 +134,7 @@ class CurrentFacts:
 
     def _compute(self, key: str) -> str | None:
         from equivalence.core.kernels import kernel_facts
-        from equivalence.frameworks.base import FrameworkUnavailable, get_adapter
+        from equivalence.frameworks.registry import FrameworkUnavailable, get_adapter
 
         section, _, rest = key.partition(".")
         if section == "kernel":

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from itertools import combinations
 
 import numpy as np
@@ -52,6 +51,7 @@ from equivalence.core.layout import LayerWeights
 from equivalence.core.reference import reference_forward
 from equivalence.core.spec import StackSpec
 from equivalence.core.tolerance import PAIR_FACTOR, SAFETY, layer_scale, magnitude
+from equivalence.core.types import Gradients
 
 ACTIVATIONS_ROW_COUPLED = {name: a.row_coupled for name, a in ACTIVATIONS.items()}
 
@@ -60,14 +60,6 @@ GRADIENT_SAFETY = 16.0
 
 GRADIENT_DTYPES: tuple[str, ...] = ("float64", "float32", "float16", "bfloat16")
 """dtypes whose gradients are checked: all of them."""
-
-
-@dataclass(frozen=True, eq=False)
-class Gradients:
-    """``dL/dW`` and ``dL/db`` per layer (canonical ``(in, out)`` layout) and ``dL/dX``."""
-
-    weights: tuple[LayerWeights, ...]
-    x: np.ndarray
 
 
 def _box(z: np.ndarray, low: float, high: float) -> np.ndarray:

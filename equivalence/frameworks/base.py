@@ -1,18 +1,19 @@
-"""The interface every framework adapter implements, and lazy access to them.
+"""The interface every framework adapter implements.
 
-One small class per framework (as einops' backends): the same methods
-everywhere, the framework imported only when its adapter is first asked for.
-Everything outside the adapters talks numpy and the canonical weight layout.
+One small class per framework (as einops' backends): the same methods everywhere, the framework imported
+only when its adapter is first asked for (``equivalence.frameworks.registry.get_adapter``). Everything outside
+the adapters talks numpy and the canonical weight layout.
+
+The methods every adapter has are abstract; the optional capabilities (``registry.CAPABILITIES``: gradients,
+an SGD step, save/load) raise ``NotImplementedError`` unless the adapter has them and its registry entry
+declares them, so a runtime that cannot train is one module too.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -20,44 +21,21 @@ import numpy as np
 
 from equivalence.core.layout import LayerWeights
 from equivalence.core.spec import StackSpec
+from equivalence.core.types import Gradients, ParamCount
+from equivalence.frameworks.registry import FrameworkUnavailable
 
 if TYPE_CHECKING:
-    from equivalence.core.gradients import Gradients
+    from equivalence.frameworks.registry import Framework
+
+__all__ = ["Adapter", "FrameworkRefused", "FrameworkUnavailable", "Gradients", "ParamCount"]
 
 
-class FrameworkUnavailable(RuntimeError):
-    """The framework behind an adapter is not installed (tests skip on this)."""
+class FrameworkRefused(RuntimeError):
+    """The framework refused a graph or kernel mid-run (an op it has no kernel for, a primitive it cannot create).
 
-
-@dataclass(frozen=True)
-class ParamCount:
-    """Parameter counts as the framework itself reports them."""
-
-    per_layer: tuple[int, ...]
-    total: int
-    trainable_tensors: int
-
-
-STYLES: dict[str, tuple[str, ...]] = {
-    "torch": ("sequential", "modulelist", "plain_list"),
-    "keras": ("sequential", "functional", "subclass"),
-    "mxnet": ("sequential", "hybridized", "subclass"),
-}
-"""Build styles per framework, known without importing any framework (for pytest ids)."""
-
-SAVE_FORMATS: dict[str, tuple[str, ...]] = {
-    "torch": (".pt",),  # state_dict through torch.save, read back with torch.load(weights_only=True)
-    "keras": (".weights.h5", ".keras"),  # save_weights / load_weights; model.save / load_model(safe_mode=True)
-    "mxnet": (".params",),  # save_parameters / load_parameters: MXNet's own NDArray container, no pickle
-}
-"""File suffixes each adapter's ``save`` and ``load`` understand."""
-
-REGISTERING_STYLES: dict[str, tuple[str, ...]] = {
-    "torch": ("sequential", "modulelist"),
-    "keras": STYLES["keras"],
-    "mxnet": STYLES["mxnet"],
-}
-"""Styles whose parameters the framework registers; torch's ``plain_list`` is the seed notes' trap."""
+    Adapters raise it with a one-line reason instead of the framework's own exception; ``verify`` and ``report``
+    list the case as "not run: reason" for that framework and go on.
+    """
 
 
 class Adapter(ABC):
@@ -68,10 +46,35 @@ class Adapter(ABC):
     """
 
     name: str
-    styles: tuple[str, ...]
     kernel_layout: str
     unsupported_dtypes: Mapping[str, str] = MappingProxyType({})
     """dtype -> why this framework cannot compute a Dense layer in it here (measured; empty: every dtype)."""
+    framework: Framework
+    """The registry entry (set by ``registry.get_adapter``)."""
+
+    @property
+    def styles(self) -> tuple[str, ...]:
+        return self.framework.styles
+
+    @property
+    def variant(self) -> str:
+        """The framework and its variant, e.g. ``"keras/jax"``: what recorded outputs and reports name."""
+        return self.name
+
+    def can(self, capability: str) -> bool:
+        """Whether the registry entry declares ``capability`` (one of ``registry.CAPABILITIES``)."""
+        return capability in self.framework.capabilities
+
+    def cannot(self, activation: str, dtype: str) -> str | None:
+        """Why this framework cannot compute a Dense layer with ``activation`` in ``dtype`` here, or None.
+
+        The default knows whole dtypes (``unsupported_dtypes``); a runtime whose gaps come in pairs (no float64
+        Erf, say) overrides it.
+        """
+        return self.unsupported_dtypes.get(dtype)
+
+    def _lacks(self, capability: str) -> NotImplementedError:
+        return NotImplementedError(f"{self.name} does not declare {capability!r} in its registry entry")
 
     @abstractmethod
     def build(self, spec: StackSpec, style: str) -> Any:
@@ -109,29 +112,33 @@ class Adapter(ABC):
     def count_params(self, model: Any) -> ParamCount:
         """Trainable parameters per layer and in total, and the number of trainable tensors."""
 
-    @abstractmethod
     def loss_gradients(self, model: Any, x: np.ndarray) -> Gradients:
         """``dL/dW``, ``dL/db`` (canonical layout) and ``dL/dX`` for ``L = mean(forward(x))``.
 
-        Every call starts from zero gradients (torch's ``.grad`` would otherwise accumulate).
+        Every call starts from zero gradients (torch's ``.grad`` would otherwise accumulate). Optional
+        (capability ``gradients``).
         """
+        raise self._lacks("gradients")
 
-    @abstractmethod
     def sgd_step(self, model: Any, x: np.ndarray, *, learning_rate: float) -> None:
-        """One step of the framework's own plain SGD optimizer (no momentum) on ``L = mean(forward(x))``."""
+        """One step of the framework's own plain SGD optimizer (no momentum) on ``L = mean(forward(x))``.
+        Optional (capability ``sgd``)."""
+        raise self._lacks("sgd")
 
-    @abstractmethod
     def save(self, model: Any, path: str | os.PathLike) -> None:
-        """Write ``model`` to ``path`` in the format its suffix names (``SAVE_FORMATS``).
+        """Write ``model`` to ``path`` in the format its suffix names (the registry's ``save_formats``).
 
-        Refuses to overwrite an existing file (``FileExistsError``).
+        Refuses to overwrite an existing file (``FileExistsError``). Optional (capability ``save_load``).
         """
+        raise self._lacks("save_load")
 
-    @abstractmethod
     def load(self, path: str | os.PathLike, spec: StackSpec, style: str) -> Any:
-        """A model of ``spec`` in ``style`` holding what ``save`` wrote, loaded without pickle."""
+        """A model of ``spec`` in ``style`` holding what ``save`` wrote, loaded without pickle. Optional
+        (capability ``save_load``)."""
+        raise self._lacks("save_load")
 
-    def check_new_file(self, path: str | os.PathLike, formats: Sequence[str]) -> None:
+    def check_new_file(self, path: str | os.PathLike, formats: Sequence[str] | None = None) -> None:
+        formats = self.framework.save_formats if formats is None else formats
         name = os.fspath(path)
         if not any(name.endswith(f) for f in formats):
             raise ValueError(f"{self.name} saves to {', '.join(formats)} files, got {name!r}")
@@ -173,69 +180,3 @@ class Adapter(ABC):
     def check_style(self, style: str) -> None:
         if style not in self.styles:
             raise ValueError(f"unknown {self.name} style {style!r}; use one of {', '.join(self.styles)}")
-
-
-_ADAPTERS = {  # name -> (module, class, packages whose absence means "not installed")
-    "torch": ("equivalence.frameworks.torch", "TorchAdapter", ("torch",)),
-    "keras": ("equivalence.frameworks.keras", "KerasAdapter", ("keras", "tensorflow")),
-    "mxnet": ("equivalence.frameworks.mxnet", "GluonAdapter", ("mxnet",)),
-}
-_INSTALL_HINTS = {  # name -> how to get the framework, when not the default `make venv`
-    "mxnet": "MXNet 1.9.1 needs numpy<1.24, so it cannot share .venv with TensorFlow: make mxnet creates .venv-mxnet",
-}
-FRAMEWORKS: tuple[str, ...] = tuple(_ADAPTERS)
-_cache: dict[str, Adapter] = {}
-
-KERAS_BACKENDS: dict[str, str] = {"tensorflow": "tensorflow", "torch": "torch", "jax": "jax"}
-"""Keras backends the Keras adapter runs on -> the package each needs (Keras also knows numpy and openvino,
-which have no gradients the adapter could use)."""
-
-
-def keras_backend_problem() -> str | None:
-    """What is wrong with ``KERAS_BACKEND`` (one line naming the variable), or None.
-
-    Checked before Keras is imported: Keras itself raises a bare ``ValueError`` deep in its import for an
-    unknown backend, and a ``ModuleNotFoundError`` for a backend whose package is missing. Keras not being
-    installed at all is not a problem here (its tests skip; ``get_adapter`` says it is not installed).
-    """
-    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
-    if backend not in KERAS_BACKENDS:
-        return (f"KERAS_BACKEND={backend!r} is not a Keras backend equivalence runs on; "
-                f"use one of {', '.join(KERAS_BACKENDS)} (unset means tensorflow)")
-    package = KERAS_BACKENDS[backend]
-    if importlib.util.find_spec("keras") is not None and importlib.util.find_spec(package) is None:
-        hint = "make check KERAS_BACKEND=jax installs it" if backend == "jax" else "make venv installs it"
-        return f"KERAS_BACKEND={backend!r} needs the {package!r} package, which is not installed ({hint})"
-    return None
-
-
-def loaded_adapters() -> tuple[Adapter, ...]:
-    """The adapters ``get_adapter`` has created so far (imports nothing)."""
-    return tuple(_cache.values())
-
-
-def get_adapter(name: str) -> Adapter:
-    """The adapter for ``name`` (one of ``FRAMEWORKS``), importing its framework on first use.
-
-    Raises ``FrameworkUnavailable`` (with the install hint) when the framework is missing.
-    """
-    if name in _cache:
-        return _cache[name]
-    if name not in _ADAPTERS:
-        raise ValueError(f"unknown framework {name!r}; use one of {', '.join(FRAMEWORKS)}")
-    module_name, class_name, packages = _ADAPTERS[name]
-    problem = keras_backend_problem() if name == "keras" else None
-    if problem:
-        raise FrameworkUnavailable(problem)
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.split(".")[0] in packages:
-            raise FrameworkUnavailable(
-                f"{name} adapter needs the {exc.name!r} package, which is not installed "
-                f"({_INSTALL_HINTS.get(name, 'make venv installs the pinned CPU builds')})"
-            ) from exc
-        raise
-    adapter = getattr(module, class_name)()
-    _cache[name] = adapter
-    return adapter

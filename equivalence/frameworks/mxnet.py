@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from equivalence.frameworks.base import STYLES, Adapter, FrameworkUnavailable, ParamCount
+from equivalence.frameworks.base import Adapter, FrameworkUnavailable, ParamCount
 
 try:
     import mxnet as mx
@@ -55,7 +55,6 @@ from mxnet.gluon import nn  # noqa: E402
 from equivalence.core.activations import GELU_TANH_C, LEAKY_SLOPE, SELU_ALPHA, SELU_SCALE  # noqa: E402
 from equivalence.core.layout import LayerWeights, check_weights  # noqa: E402
 from equivalence.core.spec import StackSpec  # noqa: E402
-from equivalence.frameworks.base import SAVE_FORMATS  # noqa: E402
 
 _SQRT_HALF = math.sqrt(0.5)
 CELU_ALPHA = 1.0
@@ -291,7 +290,6 @@ def _params(model: Any) -> list[gluon.Parameter]:
 
 class GluonAdapter(Adapter):
     name = "mxnet"
-    styles = STYLES["mxnet"]
     kernel_layout = "out_in"
     unsupported_dtypes = UNSUPPORTED_DTYPES
 
@@ -388,7 +386,7 @@ class GluonAdapter(Adapter):
 
     def save(self, model: Any, path: str | os.PathLike) -> None:
         """MXNet's own ``.params`` NDArray container (``save_parameters``): no pickle."""
-        self.check_new_file(path, SAVE_FORMATS["mxnet"])
+        self.check_new_file(path)
         if isinstance(model, list):
             raise TypeError("mxnet save needs a built model (build), not a list of bare layers")
         _initialized(model)

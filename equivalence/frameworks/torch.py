@@ -14,7 +14,7 @@ from equivalence.core.activations import LEAKY_SLOPE
 from equivalence.core.dtypes import numpy_dtype
 from equivalence.core.layout import LayerWeights, check_weights
 from equivalence.core.spec import StackSpec
-from equivalence.frameworks.base import SAVE_FORMATS, STYLES, Adapter, ParamCount
+from equivalence.frameworks.base import Adapter, ParamCount
 
 if TYPE_CHECKING:
     from equivalence.core.gradients import Gradients
@@ -115,7 +115,6 @@ def _to_tensor(a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
 
 class TorchAdapter(Adapter):
     name = "torch"
-    styles = STYLES["torch"]
     kernel_layout = "out_in"
 
     def build(self, spec: StackSpec, style: str) -> nn.Module:
@@ -215,7 +214,7 @@ class TorchAdapter(Adapter):
         y.mean().backward()
 
     def save(self, model: nn.Module, path: str | os.PathLike) -> None:
-        self.check_new_file(path, SAVE_FORMATS["torch"])
+        self.check_new_file(path)
         if isinstance(model, list):
             raise TypeError("torch save needs a built model (build), not a list of bare layers")
         state = model.state_dict()

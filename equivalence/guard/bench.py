@@ -36,7 +36,7 @@ from equivalence.core.check import LayerPool, check_case, reference_inputs
 from equivalence.core.reference import layerwise_reference
 from equivalence.core.spec import StackSpec
 from equivalence.core.strategies import BOUNDARY_WIDTHS, INPUT_SCALES
-from equivalence.frameworks.base import get_adapter
+from equivalence.frameworks.registry import get_adapter
 from equivalence.guard.fingerprint import fingerprint
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from equivalence.core.kernels import cpu_model, kernel_facts
-from equivalence.frameworks.base import FRAMEWORKS, FrameworkUnavailable, get_adapter
+from equivalence.frameworks.registry import FrameworkUnavailable, entry, get_adapter, names
 
 THREAD_VARIABLES = (
     "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
@@ -35,10 +35,10 @@ def _usable_cpus() -> int | None:
         return os.cpu_count()
 
 
-def fingerprint(frameworks: Sequence[str] = FRAMEWORKS) -> dict[str, Any]:
+def fingerprint(frameworks: Sequence[str] | None = None) -> dict[str, Any]:
     """Versions, backend, oneDNN, thread counts and CPU of this process, as a JSON-able dict."""
     fw: dict[str, dict[str, str]] = {}
-    for name in frameworks:
+    for name in names() if frameworks is None else frameworks:
         try:
             fw[name] = dict(get_adapter(name).versions())
         except FrameworkUnavailable as exc:
@@ -85,21 +85,13 @@ def summary(fp: Mapping[str, Any]) -> str:
     fw = fp.get("frameworks", {})
     kernel = fp.get("kernel", {})
     parts = [fp.get("cpu_model", "?") + (f" ({kernel['cpu_isa']}, oneDNN at {kernel['onednn_isa']})" if kernel else "")]
-    torch_v = fw.get("torch", {})
-    if "torch" in torch_v:
-        parts.append(f"torch {torch_v['torch']}" + (f" ({torch_v['cpu_capability']} kernels)"
-                                                     if "cpu_capability" in torch_v else ""))
-    keras_v = fw.get("keras", {})
-    if "tensorflow" in keras_v:
-        parts.append(f"tensorflow {keras_v['tensorflow']} (oneDNN {keras_v.get('onednn_enabled', 'unknown')})")
-    if "keras" in keras_v:
-        parts.append(f"keras {keras_v['keras']} ({keras_v.get('keras_backend', '?')} backend)")
-    for key in ("jax", "keras_torch"):
-        if key in keras_v:
-            parts.append(f"{key.replace('keras_', '')} {keras_v[key]} (under keras)")
-    mxnet_v = fw.get("mxnet", {})
-    if "mxnet" in mxnet_v:
-        parts.append(f"mxnet {mxnet_v['mxnet']} (oneDNN {mxnet_v.get('mxnet_onednn', 'unknown')})")
+    for name, versions in fw.items():  # each framework in its registry entry's words
+        if "installed" in versions:
+            continue
+        try:
+            parts.append(entry(name).summary(versions))
+        except ValueError:  # recorded by a framework not registered here: its first version
+            parts.append(f"{name} {next(iter(versions.values()), '?')}")
     blas = " ".join(kernel[k] for k in ("blas", "blas_core") if k in kernel)
     parts.append(f"numpy {fp.get('numpy', '?')}" + (f" ({blas})" if blas else ""))
     parts.append(f"Python {fp.get('python', '?')}")
@@ -131,25 +123,27 @@ def changes(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> list[str
     return out
 
 
-# What decides each source's bits: its versions (the framework changed) or its kernel path (the machine changed).
-_VERSION_KEYS = {
-    "reference": ("numpy",),
-    "torch": ("frameworks.torch.torch",),
-    "keras": ("frameworks.keras.keras", "frameworks.keras.tensorflow", "frameworks.keras.keras_backend",
-              "frameworks.keras.jax", "frameworks.keras.keras_torch"),
-    "mxnet": ("frameworks.mxnet.mxnet",),
-}
-_KERNEL_KEYS = {
-    "reference": ("kernel.blas", "kernel.blas_core", "kernel.cpu_isa", "kernel.OPENBLAS_CORETYPE"),
-    "torch": ("frameworks.torch.cpu_capability", "kernel.onednn_isa", "kernel.cpu_isa"),
-    "keras": ("frameworks.keras.onednn_enabled", "frameworks.keras.tf_intra_op_threads", "kernel.onednn_isa",
-              "kernel.cpu_isa"),
-    "mxnet": ("frameworks.mxnet.mxnet_onednn", "frameworks.mxnet.mxnet_blas", "kernel.cpu_isa"),
-}
+REFERENCE_VERSION_KEYS = ("numpy",)
+REFERENCE_KERNEL_KEYS = ("kernel.blas", "kernel.blas_core", "kernel.cpu_isa", "kernel.OPENBLAS_CORETYPE")
+"""What decides the float64 reference's bits: numpy's version, and its BLAS kernel (the machine)."""
+SHARED_KERNEL_KEYS = ("kernel.onednn_isa", "kernel.cpu_isa")
+"""Kernel facts every framework's bits can follow (torch and TF each bundle oneDNN)."""
 
 
-def version_changes(recorded: Mapping[str, Any], current: Mapping[str, Any],
-                    sources: Sequence[str] = tuple(_VERSION_KEYS)) -> list[str]:
+def _keys(source: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(version keys, kernel keys)`` of ``source``: the reference, or a framework by its registry entry."""
+    if source == "reference":
+        return REFERENCE_VERSION_KEYS, REFERENCE_KERNEL_KEYS
+    try:
+        framework = entry(source)
+    except ValueError:  # recorded by a framework not registered here
+        return (), ()
+    prefix = f"frameworks.{source}."
+    return (tuple(prefix + k for k in framework.version_keys),
+            tuple(prefix + k for k in framework.kernel_keys) + SHARED_KERNEL_KEYS)
+
+
+def version_changes(recorded: Mapping[str, Any], current: Mapping[str, Any], sources: Sequence[str]) -> list[str]:
     """The version changes since recording that decide any of ``sources``' bits (numpy's for the reference)."""
     return [change for source in sources for change in drift_causes(source, recorded, current)[0]]
 
@@ -163,4 +157,5 @@ def drift_causes(source: str, recorded: Mapping[str, Any], current: Mapping[str,
         return [f"{key.rpartition('.')[2]} {old[key]} -> {new[key]}" for key in keys
                 if key in old and key in new and old[key] != new[key]]
 
-    return changed(_VERSION_KEYS.get(source, ())), changed(_KERNEL_KEYS.get(source, ()))
+    version_keys, kernel_keys = _keys(source)
+    return changed(version_keys), changed(kernel_keys)

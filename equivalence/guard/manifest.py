@@ -21,7 +21,7 @@ from typing import Any
 
 from equivalence.core.errors import InputError
 from equivalence.core.spec import StackSpec
-from equivalence.frameworks.base import FRAMEWORKS
+from equivalence.frameworks.registry import names
 
 MAX_BYTES = 64 * 2**20
 """A manifest is ~0.4 kB a case; 64 MB is room for 150,000 cases, and refuses reading a runaway file."""
@@ -130,9 +130,9 @@ def check(manifest: Mapping[str, Any], path: Path, *, data_name: re.Pattern[str]
     frameworks = _field(manifest, "frameworks", "", path)
     if not isinstance(frameworks, list) or not frameworks or not all(isinstance(f, str) for f in frameworks):
         raise InputError(f"'frameworks' must be a non-empty list of framework names, got {_got(frameworks)}", path)
-    unknown = [f for f in frameworks if f not in FRAMEWORKS]
+    unknown = [f for f in frameworks if f not in names()]
     if unknown:
-        raise InputError(f"'frameworks' names {unknown[0]!r}, which is not one of {', '.join(FRAMEWORKS)}", path)
+        raise InputError(f"'frameworks' names {unknown[0]!r}, which is not one of {', '.join(names())}", path)
     if len(set(frameworks)) != len(frameworks):
         twice = next(f for f in frameworks if frameworks.count(f) > 1)
         raise InputError(f"'frameworks' lists {twice!r} twice", path)

@@ -19,7 +19,7 @@ from itertools import product
 from equivalence.core.case import Case, make_case
 from equivalence.core.spec import StackSpec
 from equivalence.core.strategies import ACTIVATION_NAMES, DTYPE_NAMES
-from equivalence.frameworks.base import STYLES
+from equivalence.frameworks.registry import entry
 
 ACTIVATION_AXIS: tuple[str, ...] = ("sigmoid", "tanh", "relu", "linear")
 """Every activation the matrices cover, each on its own and all of them mixed in one stack."""
@@ -161,7 +161,7 @@ def report_cases() -> list[MatrixCase]:
     cases += _pooled(NOBIAS_SHAPES, (NOBIAS_INPUTS,), bias=False)
     for dtype, (n_in, widths) in product(DTYPE_AXIS, STYLE_SHAPES):
         acts = activation_mixes(len(widths))[-1]
-        for torch_style, keras_style in product(STYLES["torch"], STYLES["keras"]):
+        for torch_style, keras_style in product(entry("torch").styles, entry("keras").styles):
             spec = StackSpec(n_in, widths, acts, dtype=dtype)
             cases.append(MatrixCase(spec, STYLE_INPUTS, (("torch", torch_style), ("keras", keras_style))))
     return cases + breadth_cases()

@@ -78,7 +78,7 @@ def run_cell(name: str, out: Path, pytest_args: Sequence[str], golden: Path) -> 
     """Run inside a cell's environment: pytest, then the guard; write ``out/<name>.json``."""
     import pytest
 
-    from equivalence.frameworks.base import get_adapter
+    from equivalence.frameworks.registry import get_adapter
     from equivalence.guard import golden as gold
     from equivalence.guard.fingerprint import fingerprint
 

@@ -1,17 +1,20 @@
-"""Keras 3 adapter (TensorFlow backend unless ``KERAS_BACKEND`` says otherwise).
+"""Keras 3 adapter: the backend-neutral part, and the one place the backend is chosen (``adapter``).
 
 The Keras ``Dense`` kernel is ``(in, out)``, already the canonical layout. The
 Keras quirks handled here: a model without ``keras.Input`` has no weights until
 it is built (``get_weights()`` then silently returns ``[]``), functional
 ``.layers`` include the ``InputLayer``, and every build leaves state in Keras'
 global session, which grows memory unless cleared now and then.
+
+Each Keras backend is a subclass (``tensorflow.TensorFlowKeras``, ``torch.TorchKeras``, ``jax.JaxKeras``)
+holding what differs: converting to numpy, writing a variable, running a layer, autodiff, versions. Its
+``variant`` (``keras/tensorflow``...) is what the fingerprint records and known differences are judged by.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -25,10 +28,10 @@ from equivalence.core.activations import LEAKY_SLOPE  # noqa: E402
 from equivalence.core.dtypes import numpy_dtype  # noqa: E402
 from equivalence.core.layout import LayerWeights, check_weights  # noqa: E402
 from equivalence.core.spec import StackSpec  # noqa: E402
-from equivalence.frameworks.base import SAVE_FORMATS, STYLES, Adapter, ParamCount  # noqa: E402
+from equivalence.frameworks.base import Adapter, ParamCount  # noqa: E402
 
 if TYPE_CHECKING:
-    from equivalence.core.gradients import Gradients
+    from equivalence.core.types import Gradients
 
 
 def _registered(name: str, fn: Any) -> Any:
@@ -63,11 +66,9 @@ ACTIVATIONS = {
 }
 
 CLEAR_EVERY = 200
-"""Builds between two cheap ``clear_session(free_memory=False)`` calls.
-
-Measured: 2,000 builds never cleared grow RSS by 447 MB; clearing without
-``gc.collect`` costs 0.008 ms against 116 ms for a full ``clear_session()``.
-"""
+"""Builds between two cheap ``clear_session(free_memory=False)`` calls: never clearing grows RSS by hundreds
+of MB over thousands of builds, and a full ``clear_session()`` runs ``gc.collect`` (docs/measurements.md,
+"Costs per step")."""
 
 
 class DenseStack(keras.Model):
@@ -103,98 +104,6 @@ def _dense_layers(model: Any) -> list[keras.layers.Dense]:
     return layers
 
 
-# --- the backend-specific part: to numpy, assign, gradients -------------------------------------
-BACKEND = keras.backend.backend()
-_TENSORFLOW = BACKEND == "tensorflow"
-
-
-def _numpy(value: Any) -> np.ndarray:
-    """A backend tensor or Keras variable as a numpy array.
-
-    TF's own ``.numpy()`` and torch's ``detach().numpy()`` avoid the numpy 2
-    ``__array__(copy=...)`` DeprecationWarning that ``convert_to_numpy`` raises on
-    every call; torch's numpy has no bfloat16, so that goes through float32 (exact).
-    """
-    if _TENSORFLOW:
-        return value.numpy()
-    if BACKEND == "torch":
-        import torch
-
-        tensor = (value.value if isinstance(value, keras.Variable) else value).detach().cpu()
-        if tensor.dtype == torch.bfloat16:
-            return tensor.float().numpy().astype(numpy_dtype("bfloat16"))
-        return tensor.numpy()
-    return keras.ops.convert_to_numpy(value)
-
-
-def _assign(variable: Any, value: np.ndarray) -> None:
-    """``variable.assign(value)``, as TF's own assign op on the TensorFlow backend.
-
-    Keras' ``assign`` converts, checks the shape, adds a cast op and reads the
-    value back: 0.12 ms a variable; ``tf.Variable.assign(value, read_value=False)``
-    on the backend variable costs 0.056 ms, and the ``AssignVariableOp`` it ends in,
-    called directly, 0.020-0.028 ms (float32; measured, the hot path does 2 per
-    layer). ``validate_shape=True`` keeps TF's own shape check (``check_weights``
-    has checked already) and the op refuses a wrong dtype, so the value is cast
-    here. The weight round-trip tests read back through Keras' own
-    ``kernel.numpy()``, so a missed write would fail them.
-    """
-    value = np.asarray(value, dtype=variable.dtype)
-    if _TENSORFLOW:
-        import tensorflow as tf
-
-        tf.raw_ops.AssignVariableOp(resource=variable.value.handle, value=value, validate_shape=True)
-    else:
-        variable.assign(value)
-
-
-_JITTED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _run(block: Any, x: Any) -> Any:
-    """``block(x)`` for a built layer or model, as a backend tensor.
-
-    On jax, through ``jax.jit`` of the call with the variables' values passed in
-    (``keras.StatelessScope``), compiled once per block and input shape: what
-    ``model.predict`` runs there. Eager jax compiles every op for
-    every new shape, which made the suite compile-bound: a new shape cost 130-225 ms
-    eager against 55-86 ms jitted (sigmoid, gelu, mish, softmax; measured), and a
-    cached call 0.5-0.9 ms against 0.1 ms. The jitted and eager results are bit-identical
-    but for float16/bfloat16 softmax (one ulp: XLA keeps excess precision in the fusion).
-    A jitted block keeps the code it was traced with: ``forget_compiled`` drops them all.
-
-    Elsewhere a numpy input is made a backend tensor first: ``__call__`` still runs (the
-    same casts and autocast, bit-identical results), but Keras' own conversion of a numpy
-    argument costs ~0.25 ms more a call on TensorFlow (0.78 against 0.54 ms, measured).
-    """
-    if BACKEND != "jax":
-        return block(keras.ops.convert_to_tensor(x) if isinstance(x, np.ndarray) else x)
-    fn = _JITTED.get(block)
-    if fn is None:
-        import jax
-
-        ref = weakref.ref(block)  # the cache must not keep a pooled layer alive
-
-        def call(values: list[Any], x: Any) -> Any:
-            # Not stateless_call: on a bare layer it runs call(), skipping __call__'s input casts and
-            # autocast (a mixed_float16 Dense would return float32). predict runs __call__ too.
-            layer = ref()
-            with keras.StatelessScope(state_mapping=list(zip(layer.trainable_variables, values))):
-                return layer(x)
-
-        fn = _JITTED[block] = jax.jit(call)
-    return fn([v.value for v in block.trainable_variables], x)
-
-
-def _float64_available() -> bool:
-    """Keras on jax truncates float64 to float32 (with only a UserWarning) unless jax_enable_x64 is on."""
-    if BACKEND != "jax":
-        return True
-    import jax
-
-    return bool(jax.config.jax_enable_x64)
-
-
 def _variables(layers: Sequence[keras.layers.Dense]) -> list[Any]:
     """Kernel, then bias (when there is one), layer by layer."""
     return [v for layer in layers for v in (layer.kernel, layer.bias) if v is not None]
@@ -212,47 +121,46 @@ def _mean(y: Any) -> Any:
     return keras.ops.sum(y) / math.prod(y.shape)
 
 
-def _loss_gradients(forward: Any, x: Any, variables: Sequence[Any]) -> tuple[Any, list[Any]]:
-    """``dL/dx`` and ``dL/dv`` for ``L = mean(forward(x))``, with the backend's own autodiff.
-
-    TensorFlow: ``GradientTape``. torch: ``torch.autograd.grad`` on the variables'
-    parameters (nothing accumulates in ``.grad``). JAX: ``jax.grad`` of a pure
-    function, the variables' values substituted through ``keras.StatelessScope``.
-    """
-    if _TENSORFLOW:
-        import tensorflow as tf
-
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            loss = _mean(forward(x))
-        dx, *grads = tape.gradient(loss, [x, *variables])
-        return dx, grads
-    if BACKEND == "torch":
-        import torch
-
-        x = x.detach().requires_grad_(True)
-        loss = _mean(forward(x))
-        dx, *grads = torch.autograd.grad(loss, [x, *(v.value for v in variables)])
-        return dx, grads
-    if BACKEND == "jax":
-        import jax
-
-        def loss(x_value: Any, values: list[Any]) -> Any:
-            with keras.StatelessScope(state_mapping=list(zip(variables, values))):
-                return _mean(forward(x_value))
-
-        dx, grads = jax.grad(loss, argnums=(0, 1))(x, [v.value for v in variables])
-        return dx, list(grads)
-    raise NotImplementedError(f"gradients on the Keras {BACKEND!r} backend are not written")
-
-
 class KerasAdapter(Adapter):
+    """Keras on some backend; the subclasses fill in the backend's hooks (the methods that raise here)."""
+
     name = "keras"
-    styles = STYLES["keras"]
     kernel_layout = "in_out"
+    backend: str = "?"
 
     def __init__(self) -> None:
         self._builds = 0
+
+    @property
+    def variant(self) -> str:
+        return f"keras/{self.backend}"
+
+    # --- the backend's hooks -------------------------------------------------------------------
+    def to_numpy(self, value: Any) -> np.ndarray:
+        """A backend tensor or Keras variable as a numpy array."""
+        return keras.ops.convert_to_numpy(value)
+
+    def assign(self, variable: Any, value: np.ndarray) -> None:
+        """``variable.assign(value)`` (``check_weights`` has checked the shapes)."""
+        variable.assign(np.asarray(value, dtype=variable.dtype))
+
+    def run(self, block: Any, x: Any) -> Any:
+        """``block(x)`` for a built layer or model, as a backend tensor.
+
+        A numpy input is made a backend tensor first: ``__call__`` still runs (the same casts and autocast,
+        bit-identical results) without Keras' slower conversion of a numpy argument.
+        """
+        return block(keras.ops.convert_to_tensor(x) if isinstance(x, np.ndarray) else x)
+
+    def float64_available(self) -> bool:
+        return True
+
+    def autodiff(self, forward: Any, x: Any, variables: Sequence[Any]) -> tuple[Any, list[Any]]:
+        """``dL/dx`` and ``dL/dv`` for ``L = mean(forward(x))``, with the backend's own autodiff."""
+        raise NotImplementedError(f"gradients on the Keras {self.backend!r} backend are not written")
+
+    def backend_versions(self) -> dict[str, str]:
+        return {}
 
     def build(self, spec: StackSpec, style: str) -> keras.Model:
         self.check_style(style)
@@ -275,7 +183,7 @@ class KerasAdapter(Adapter):
 
     def native_weights(self, model: Any) -> list[tuple[np.ndarray, np.ndarray | None]]:
         return [
-            (_numpy(layer.kernel).copy(), None if layer.bias is None else _numpy(layer.bias).copy())
+            (self.to_numpy(layer.kernel).copy(), None if layer.bias is None else self.to_numpy(layer.bias).copy())
             for layer in _dense_layers(model)
         ]
 
@@ -285,13 +193,12 @@ class KerasAdapter(Adapter):
         layer.build((None, n_in))
         return layer
 
-    @staticmethod
-    def _dense(width: int, activation: str, *, bias: bool, dtype: str) -> keras.layers.Dense:
-        if dtype == "float64" and not _float64_available():
+    def _dense(self, width: int, activation: str, *, bias: bool, dtype: str) -> keras.layers.Dense:
+        if dtype == "float64" and not self.float64_available():
             raise ValueError("Keras on jax has no float64 unless jax_enable_x64 is on: it would truncate this "
                              "float64 Dense to float32 with only a warning. Set JAX_ENABLE_X64=1 before jax is "
                              "imported (the test suite's conftest does when KERAS_BACKEND=jax)")
-        # Weights are always overwritten, so skip the random glorot init (4.2 -> 2.7 ms a layer).
+        # Weights are always overwritten, so skip the random glorot init (a third of a build's time).
         return keras.layers.Dense(width, activation=ACTIVATIONS[activation], use_bias=bias, dtype=dtype,
                                   kernel_initializer="zeros")
 
@@ -308,22 +215,19 @@ class KerasAdapter(Adapter):
         check_weights([tuple(layer.kernel.shape) for layer in layers],
                       [layer.bias is not None for layer in layers], weights, what="keras set_weights")
         for layer, (W, b) in zip(layers, weights):
-            _assign(layer.kernel, W)
+            self.assign(layer.kernel, W)
             if b is not None:
-                _assign(layer.bias, b)
-
-    def forget_compiled(self) -> None:
-        _JITTED.clear()
+                self.assign(layer.bias, b)
 
     def apply_layer(self, model: Any, index: int, x: np.ndarray) -> np.ndarray:
-        return _numpy(_run(_dense_layers(model)[index], x))
+        return self.to_numpy(self.run(_dense_layers(model)[index], x))
 
     def forward(self, model: Any, x: np.ndarray) -> np.ndarray:
         if isinstance(model, list):
             for layer in _dense_layers(model):
-                x = _run(layer, x)
-            return _numpy(x)
-        return _numpy(_run(model, x))
+                x = self.run(layer, x)
+            return self.to_numpy(x)
+        return self.to_numpy(self.run(model, x))
 
     def count_params(self, model: Any) -> ParamCount:
         layers = _dense_layers(model)
@@ -333,28 +237,28 @@ class KerasAdapter(Adapter):
         return ParamCount(per_layer, total=model.count_params(), trainable_tensors=len(model.trainable_variables))
 
     def loss_gradients(self, model: Any, x: np.ndarray) -> Gradients:
-        from equivalence.core.gradients import Gradients
+        from equivalence.core.types import Gradients
 
         layers = _dense_layers(model)
         variables = _variables(layers)
-        dx, grads = _loss_gradients(lambda t: self._call(model, t), keras.ops.convert_to_tensor(
+        dx, grads = self.autodiff(lambda t: self._call(model, t), keras.ops.convert_to_tensor(
             x, dtype=layers[0].compute_dtype), variables)
         out, it = [], iter(grads)
         for layer in layers:
-            dW = _numpy(next(it))
-            out.append(LayerWeights(dW, None if layer.bias is None else _numpy(next(it))))
-        return Gradients(tuple(out), _numpy(dx))
+            dW = self.to_numpy(next(it))
+            out.append(LayerWeights(dW, None if layer.bias is None else self.to_numpy(next(it))))
+        return Gradients(tuple(out), self.to_numpy(dx))
 
     def sgd_step(self, model: Any, x: np.ndarray, *, learning_rate: float) -> None:
         layers = _dense_layers(model)
         variables = _variables(layers)
-        _, grads = _loss_gradients(lambda t: self._call(model, t), keras.ops.convert_to_tensor(
+        _, grads = self.autodiff(lambda t: self._call(model, t), keras.ops.convert_to_tensor(
             x, dtype=layers[0].compute_dtype), variables)
         optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=0.0, nesterov=False)
         optimizer.apply_gradients(zip(grads, variables))
 
     def save(self, model: Any, path: str | os.PathLike) -> None:
-        self.check_new_file(path, SAVE_FORMATS["keras"])
+        self.check_new_file(path)
         if isinstance(model, list):
             raise TypeError("keras save needs a built model (build), not a list of bare layers")
         name = os.fspath(path)
@@ -379,7 +283,7 @@ class KerasAdapter(Adapter):
     def activation(self, name: str, x: np.ndarray, dtype: str) -> np.ndarray:
         fn = keras.activations.get(ACTIVATIONS[name]) if isinstance(ACTIVATIONS[name], str) else ACTIVATIONS[name]
         tensor = keras.ops.convert_to_tensor(np.asarray(x, dtype=np.float64).astype(numpy_dtype(dtype)), dtype=dtype)
-        return _numpy(keras.ops.cast(fn(tensor), "float64"))
+        return self.to_numpy(keras.ops.cast(fn(tensor), "float64"))
 
     @staticmethod
     def _call(model: Any, x: Any) -> Any:
@@ -390,37 +294,19 @@ class KerasAdapter(Adapter):
         return model(x)
 
     def versions(self) -> dict[str, str]:
-        out = {"keras": keras.__version__, "keras_backend": BACKEND}
-        if _TENSORFLOW:
-            import tensorflow as tf
-
-            out["tensorflow"] = tf.__version__
-            # 0 means "TF chooses": one thread per core.
-            out["tf_intra_op_threads"] = str(tf.config.threading.get_intra_op_parallelism_threads())
-            out["tf_inter_op_threads"] = str(tf.config.threading.get_inter_op_parallelism_threads())
-            out["onednn_enabled"] = _onednn_enabled()
-            out["TF_ENABLE_ONEDNN_OPTS"] = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset (build default)")
-        elif BACKEND == "torch":
-            import torch
-
-            out["keras_torch"] = torch.__version__
-        elif BACKEND == "jax":
-            import jax
-
-            out["jax"] = jax.__version__
-        return out
+        return {"keras": keras.__version__, "keras_backend": self.backend, "variant": self.variant,
+                **self.backend_versions()}
 
 
-def _onednn_enabled() -> str:
-    """Whether TF's oneDNN custom ops are on, as TF itself decides (env var or build default).
-
-    TF 2.21 on x86 Linux turns them on when ``TF_ENABLE_ONEDNN_OPTS`` is unset (measured:
-    unset and ``=1`` give the same bits, ``=0`` changes some matmuls). The answer comes from
-    TF's util port (``IsMklEnabled``), which has no public API; "unknown" if it moves.
-    """
-    try:
-        from tensorflow.python.util import _pywrap_util_port
-    except ImportError:  # pragma: no cover - depends on the TF build
-        return "unknown"
-    is_enabled = getattr(_pywrap_util_port, "IsMklEnabled", None)
-    return "unknown" if is_enabled is None else ("on" if is_enabled() else "off")
+def adapter() -> KerasAdapter:
+    """The Keras adapter of the backend Keras runs on (``KERAS_BACKEND``, read by Keras at import): chosen once."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        from equivalence.frameworks.keras.tensorflow import TensorFlowKeras as chosen
+    elif backend == "torch":
+        from equivalence.frameworks.keras.torch import TorchKeras as chosen
+    elif backend == "jax":
+        from equivalence.frameworks.keras.jax import JaxKeras as chosen
+    else:
+        raise ValueError(f"the Keras adapter does not run on the {backend!r} backend")
+    return chosen()
