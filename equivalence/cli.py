@@ -271,6 +271,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         console.print(rep.terminal_view(data, width=console.width, verbose=args.verbose))
     for line in rep.failing_rows(data):  # every failing case and pair, whatever the view
         console.print(line, style="red", highlight=False, markup=False)
+    for line in rep.not_run_lines(data):
+        console.print(line, highlight=False, markup=False)
+    active = fp.get("known_differences", {}).get("active", [])
+    console.print("known differences active here: " + (", ".join(active) or "none"), highlight=False, markup=False)
     console.print(f"{summary(fp)}\n{rep.headline(data)}", highlight=False)
     console.print("wrote " + ", ".join(str(p) for p in paths.values())
                   + (f", appended to {step_summary}" if step_summary else ""), highlight=False)
@@ -408,15 +412,18 @@ def _print_consistency(consistency: Sequence[Any], *, verbose: bool) -> list[Any
 
 
 def _print_not_run(not_run: Any, n: int) -> None:
-    """Cases a framework has no Dense layer for (its dtype); a framework that can run none is bad input."""
+    """Cases a framework cannot compute (an activation in a dtype it has no kernel for) or refused mid-run, one
+    line per framework with each reason and its count; a framework that can run none is bad input."""
     for framework in dict.fromkeys(r.framework for r in not_run):
         skipped = [r for r in not_run if r.framework == framework]
         if len(skipped) == n:
             raise InputError(f"--framework {framework}: it can compute none of the {n} cases (dtypes "
                              f"{', '.join(sorted({r.dtype for r in skipped}))}), so there is nothing to verify")
-        reasons = {r.dtype: r.reason for r in skipped}
-        print(f"{framework}: {len(skipped)} of {n} cases not run, no Dense layer in their dtype here: "
-              + "; ".join(f"{dtype} ({reason})" for dtype, reason in reasons.items()))
+        reasons: dict[str, int] = {}
+        for r in skipped:
+            reasons[r.reason] = reasons.get(r.reason, 0) + 1
+        print(f"{framework}: {len(skipped)} of {n} cases not run: "
+              + "; ".join(f"{reason} ({count} cases)" for reason, count in reasons.items()))
 
 
 def _print_known_differences(recorded: Any, now: Any) -> None:

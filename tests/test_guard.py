@@ -128,13 +128,15 @@ def test_torch_drifting_alone_fails_against_keras_recorded_outputs(monkeypatch, 
     assert failing == {"torch vs reference", "torch vs keras@recorded"}, failing
 
 
-class _NoHalfPrecision:
-    """The torch adapter, declaring no float16 or bfloat16 Dense (as MXNet's does on CPU)."""
+class _Gaps:
+    """The torch adapter declaring gaps: whole dtypes (``"*"``, as MXNet's float16 on CPU) or (activation,
+    dtype) pairs (as ONNX Runtime's float64 Erf)."""
 
-    unsupported_dtypes = {"float16": "no float16 kernel here", "bfloat16": "no bfloat16 kernel here"}
+    def __init__(self, adapter, gaps):
+        self._adapter, self._gaps = adapter, gaps
 
-    def __init__(self, adapter):
-        self._adapter = adapter
+    def cannot(self, activation, dtype):
+        return self._gaps.get((activation, dtype)) or self._gaps.get(("*", dtype))
 
     def __getattr__(self, name):
         return getattr(self._adapter, name)
@@ -143,7 +145,8 @@ class _NoHalfPrecision:
 @needs_bfloat16
 def test_cases_in_a_dtype_the_framework_cannot_compute_are_listed_not_run(torch_adapter, capsys):
     vectors = golden.load(GOLDEN)
-    result = golden.verify(vectors, {"torch": _NoHalfPrecision(torch_adapter)})
+    gaps = {("*", "float16"): "no float16 kernel here", ("*", "bfloat16"): "no bfloat16 kernel here"}
+    result = golden.verify(vectors, {"torch": _Gaps(torch_adapter, gaps)})
     half = {c.id for c in vectors.cases if c.spec.dtype in ("float16", "bfloat16")}
     assert half and {r.case_id for r in result.not_run} == half
     assert {r.reason for r in result.not_run} == {"no float16 kernel here", "no bfloat16 kernel here"}
@@ -151,6 +154,38 @@ def test_cases_in_a_dtype_the_framework_cannot_compute_are_listed_not_run(torch_
     assert ran == {c.id for c in vectors.cases} - half and result.passed
     cli._print_not_run(result.not_run, len(vectors.cases))
     assert f"torch: {len(half)} of {len(vectors.cases)} cases not run" in capsys.readouterr().out
+
+
+@needs_bfloat16
+def test_gaps_that_come_in_activation_dtype_pairs_are_listed_not_run(torch_adapter, capsys):
+    vectors = golden.load(GOLDEN)
+    result = golden.verify(vectors, {"torch": _Gaps(torch_adapter, {("gelu", "float64"): "no float64 Erf kernel"})})
+    gelu64 = {c.id for c in vectors.cases if c.spec.dtype == "float64" and "gelu" in c.spec.activations}
+    assert gelu64 and {r.case_id for r in result.not_run} == gelu64 and result.passed
+    assert any(c.spec.dtype == "float64" and c.id not in gelu64 for c in vectors.cases)  # other float64 cases ran
+    cli._print_not_run(result.not_run, len(vectors.cases))
+    assert f"torch: {len(gelu64)} of {len(vectors.cases)} cases not run: no float64 Erf kernel ({len(gelu64)} cases)" \
+        in capsys.readouterr().out
+
+
+@needs_bfloat16
+def test_a_framework_refusing_a_case_mid_run_lists_it_not_run_and_goes_on(torch_adapter, monkeypatch, capsys):
+    """A runtime that refuses a graph or kernel mid-run (ONNX Runtime's InvalidGraph) is never a traceback."""
+    from equivalence.frameworks.base import FrameworkRefused
+
+    real = torch_adapter.apply_layer
+
+    def refuse_softplus(model, index, x):
+        if any(type(m).__name__ == "Softplus" for pair in model for m in pair):
+            raise FrameworkRefused("torch 2.13: no Softplus kernel (simulated)")
+        return real(model, index, x)
+
+    monkeypatch.setattr(torch_adapter, "apply_layer", refuse_softplus)
+    vectors = golden.load(GOLDEN)
+    result = golden.verify(vectors, {"torch": torch_adapter})
+    softplus = {c.id for c in vectors.cases if "softplus" in c.spec.activations}
+    assert softplus and {r.case_id for r in result.not_run} == softplus
+    assert {r.reason for r in result.not_run} == {"torch 2.13: no Softplus kernel (simulated)"} and result.passed
 
 
 def test_a_framework_that_can_compute_no_case_is_a_clear_input_error():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -14,7 +14,7 @@ from equivalence.core.dtypes import numpy_dtype
 from equivalence.core.layout import LayerWeights
 from equivalence.core.reference import LayerTrace, layerwise_reference
 from equivalence.core.spec import StackSpec
-from equivalence.frameworks.base import Adapter
+from equivalence.frameworks.base import Adapter, FrameworkRefused
 
 
 def check_case(case: Case, models: Mapping[str, tuple[Adapter, Any]]) -> Comparison:
@@ -71,6 +71,33 @@ def reference_inputs(spec: StackSpec, traces: Sequence[LayerTrace]) -> list[np.n
     """The per-layer inputs every framework is fed: the reference chain rounded to the dtype."""
     dt = numpy_dtype(spec.dtype)
     return [t.x.astype(dt) for t in traces]
+
+
+def why_not_run(adapter: Adapter, spec: StackSpec) -> str | None:
+    """Why ``adapter`` cannot compute ``spec`` here (an activation in a dtype it has no kernel for), or None."""
+    for activation in dict.fromkeys(spec.activations):
+        reason = adapter.cannot(activation, spec.dtype)
+        if reason:
+            return reason
+    return None
+
+
+def run_available(spec: StackSpec, weights: Sequence[LayerWeights], inputs: Sequence[np.ndarray],
+                  adapters: Mapping[str, Adapter], model_for: Callable[[str, Adapter], Any]
+                  ) -> tuple[dict[str, list[np.ndarray]], dict[str, str]]:
+    """Each framework's per-layer outputs, and for each framework that cannot compute ``spec`` or refuses it
+    mid-run (``FrameworkRefused``), the one-line reason instead: a case is "not run" there, never a traceback."""
+    outputs, not_run = {}, {}
+    for name, adapter in adapters.items():
+        reason = why_not_run(adapter, spec)
+        if reason:
+            not_run[name] = reason
+            continue
+        try:
+            outputs.update(run_layers(weights, inputs, {name: (adapter, model_for(name, adapter))}))
+        except FrameworkRefused as exc:
+            not_run[name] = str(exc)
+    return outputs, not_run
 
 
 def run_layers(weights: Sequence[LayerWeights], inputs: Sequence[np.ndarray],

@@ -10,7 +10,7 @@ after them, because each later sigmoid shrinks the error about tenfold.)
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import combinations
 from typing import TYPE_CHECKING
 
@@ -174,6 +174,8 @@ class Comparison:
 
     case_id: str
     results: tuple[LayerResult, ...]
+    not_run: Mapping[str, str] = field(default_factory=dict)
+    """Framework -> why it was not run on this case (no kernel for an activation and dtype, or it refused)."""
 
     @property
     def failures(self) -> tuple[LayerResult, ...]:

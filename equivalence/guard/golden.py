@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from equivalence.core.atomic import TEMP_PREFIX, write_bytes_atomic, write_text_atomic
-from equivalence.core.check import LayerPool, run_layers
+from equivalence.core.check import LayerPool, run_available, run_layers
 from equivalence.core.compare import RECORDED, Comparison, compare_layers
 from equivalence.core.conditions import RecordedFacts
 from equivalence.core.dtypes import numpy_dtype
@@ -453,18 +453,17 @@ def verify(golden: GoldenSet, adapters: Mapping[str, Adapter], *, pool: LayerPoo
     """Every layer of the installed frameworks against the recorded reference (the error model decides),
     and the drift of every output against what was recorded (reported, never failed).
 
-    A framework is not asked for a case in a dtype it has no Dense layer for (``Adapter.unsupported_dtypes``,
-    e.g. MXNet's float16 on CPU); each such case is listed in ``not_run`` with the adapter's reason.
+    A framework is not asked for a case it cannot compute (``Adapter.cannot``: an activation in a dtype it has
+    no kernel for, e.g. MXNet's float16 on CPU), and a framework that refuses a case mid-run
+    (``FrameworkRefused``) goes on with the next; each such case is listed in ``not_run`` with the reason.
     """
     pool = pool or LayerPool()
     comparisons, drift, not_run = [], [], []
     for case in golden.cases:
         dtype = case.spec.dtype
-        runnable = {name: a for name, a in adapters.items() if dtype not in a.unsupported_dtypes}
-        not_run += [NotRun(name, case.id, dtype, a.unsupported_dtypes[dtype])
-                    for name, a in adapters.items() if name not in runnable]
-        inputs = case.layer_inputs()
-        outputs = run_layers(case.weights, inputs, _pooled_models(runnable, pool, case.spec))
+        outputs, refused = run_available(case.spec, case.weights, case.layer_inputs(), adapters,
+                                         lambda _, adapter, spec=case.spec: pool.stack(adapter, spec))
+        not_run += [NotRun(name, case.id, dtype, reason) for name, reason in refused.items()]
         # A recorded framework not run now stands in through its recorded outputs (e.g. MXNet's venv has
         # neither torch nor Keras): the cross-framework pairs still hold, by way of the vectors.
         recorded = {f"{name}{RECORDED}": outs for name, outs in case.outputs.items() if name not in adapters}

@@ -16,8 +16,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from equivalence.core.check import LayerPool, check_case
-from equivalence.core.compare import Comparison, LayerResult
+from equivalence.core.check import LayerPool, reference_inputs, run_available
+from equivalence.core.compare import Comparison, LayerResult, compare_layers
+from equivalence.core.reference import layerwise_reference
 from equivalence.frameworks.base import Adapter
 from equivalence.guard.fingerprint import summary
 from equivalence.guard.matrix import MatrixCase
@@ -29,12 +30,16 @@ FILES = ("report.json", "report.md", "report.png")
 def run_case(mcase: MatrixCase, adapters: Mapping[str, Adapter], pool: LayerPool) -> Comparison:
     """Pooled bare layers when the case has no styles, else freshly built models of its styles."""
     case = mcase.make()
-    models = {}
-    for name, adapter in adapters.items():
+    traces = layerwise_reference(case.spec, case.weights, case.x)
+
+    def model_for(name: str, adapter: Adapter) -> Any:
         style = mcase.style(name)
-        model = pool.stack(adapter, case.spec) if style is None else adapter.build(case.spec, style)
-        models[name] = (adapter, model)
-    return replace(check_case(case, models), case_id=mcase.id)
+        return pool.stack(adapter, case.spec) if style is None else adapter.build(case.spec, style)
+
+    outputs, not_run = run_available(case.spec, case.weights, reference_inputs(case.spec, traces), adapters,
+                                     model_for)
+    comparison = compare_layers(case.spec, case.weights, case.x, outputs, case_id=mcase.id, reference=traces)
+    return replace(comparison, not_run=not_run)
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,7 @@ def to_json(results: Sequence[tuple[MatrixCase, Comparison]], *, fingerprint: Ma
             "batch": mcase.inputs.batch,
             "input_scale": mcase.inputs.input_scale, "weight_scale": mcase.inputs.weight_scale,
             "build": dict(mcase.styles) or "pooled layers", "passed": comparison.passed,
+            "not_run": dict(comparison.not_run),
             "layers": [{"pair": r.pair_name, "layer": r.layer, "max_abs": _finite(r.max_abs), "bound": r.bound,
                         "ratio": _finite(r.ratio), "passed": r.passed, "mismatches": r.mismatches,
                         **({} if r.passed else {"detail": r.describe()})} for r in comparison.results],
@@ -354,6 +360,17 @@ def failing_rows(report: Mapping[str, Any]) -> list[str]:
                 first_failure.setdefault((case["id"], layer["pair"]), layer["detail"])
     return [f"FAIL {r['case']}: {first_failure.get((r['case'], r['pair']), r['pair'])}"
             for r in report["rows"] if not r["passed"]]
+
+
+def not_run_lines(report: Mapping[str, Any]) -> list[str]:
+    """One line per framework and reason: how many cases it did not run, and why."""
+    reasons: dict[tuple[str, str], int] = {}
+    for case in report["cases"]:
+        for framework, reason in case.get("not_run", {}).items():
+            reasons[framework, reason] = reasons.get((framework, reason), 0) + 1
+    total = len(report["cases"])
+    return [f"not run: {framework}, {count} of {total} cases: {reason}"
+            for (framework, reason), count in reasons.items()]
 
 
 def rich_table(report: Mapping[str, Any], *, width: int = 200) -> Any:
