@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("-v", "--verbose", action="store_true", help="list every moved layer")
     frameworks_option(verify)
 
+    _add_compare(sub)
+
     env = sub.add_parser("env", help="print the environment fingerprint",
                          description="Print the fingerprint stored in every report and recording: versions, "
                          "Keras backend, oneDNN, thread counts, CPU.")
@@ -100,7 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version, usage errors: argparse already printed
         return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
     try:
-        return {"report": cmd_report, "record": cmd_record, "verify": cmd_verify, "env": cmd_env}[args.command](args)
+        return {"report": cmd_report, "record": cmd_record, "verify": cmd_verify, "env": cmd_env,
+                "compare": cmd_compare}[args.command](args)
     except InputError as exc:
         print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -329,3 +332,65 @@ def cmd_env(args: argparse.Namespace) -> int:
     for key, value in flat.items():
         print(f"  {key:<{width}}  {value}")
     return EXIT_OK
+
+
+# --- compare: a user's own torch.export program against its .keras port --------------------------
+
+def _add_compare(sub: Any) -> None:
+    compare = sub.add_parser("compare", help="check a torch.export program (.pt2) against its Keras port (.keras)",
+                             description="Walk both models in execution order and compare structure, weights (with "
+                             "the transposition) and every layer's values against the float64 reference of each "
+                             "model's own weights and against each other. Inputs from --input, else drawn.")
+    compare.add_argument("torch_file", type=Path, metavar="TORCH_FILE", help="torch.export.save output (.pt2)")
+    compare.add_argument("keras_file", type=Path, metavar="KERAS_FILE", help="model.save output (.keras)")
+    compare.add_argument("--input", type=Path, metavar="X.npy", help="inputs (batch, n_in); default: drawn")
+    compare.add_argument("--examples", type=int, default=100, metavar="N",
+                         help="input batches drawn when --input is not given (default: %(default)s)")
+    compare.add_argument("--table", type=Path, metavar="PATH", help="write the per-layer table (Markdown) there")
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from equivalence.own import compare_models
+    from equivalence.walk import ModelNotSupported
+
+    for path in (args.torch_file, args.keras_file, args.input):
+        if path is not None and not path.is_file():
+            raise InputError("no such file", path)
+    if args.examples < 1:
+        raise InputError(f"--examples {args.examples}: must be at least 1")
+    x = None
+    if args.input is not None:
+        try:
+            x = np.load(args.input, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"not a numpy .npy array without pickled objects ({exc})", args.input) from None
+    models = []
+    for framework, path, loader in (("torch", args.torch_file, "load_program"), ("keras", args.keras_file,
+                                                                                   "load_model")):
+        try:
+            module = _adapter_module(framework)
+            models.append(getattr(module, loader)(str(path)))
+        except ValueError as exc:
+            raise InputError(str(exc), path) from None
+    try:
+        result = compare_models(*models, x, max_examples=args.examples, table=args.table)
+    except ModelNotSupported as exc:
+        raise InputError(f"cannot be judged: {exc}") from None
+    except ValueError as exc:  # inputs of the wrong width
+        raise InputError(str(exc), args.input) from None
+    print(result.message())
+    if args.table is not None:
+        print(f"wrote the per-layer table to {args.table}")
+    return EXIT_OK if result.passed else EXIT_DISAGREE
+
+
+def _adapter_module(framework: str) -> Any:
+    import importlib
+
+    try:
+        get_adapter(framework)
+    except FrameworkUnavailable as exc:  # one line, exit 2
+        raise InputError(str(exc)) from None
+    return importlib.import_module(f"equivalence.{framework}_walk")

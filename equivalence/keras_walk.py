@@ -98,11 +98,9 @@ LAYERS: dict[type, Callable[[Any], str | None]] = {
 """Activation layers; ``None`` means skipped at inference."""
 
 
-def _op_activation(op: Any) -> str | None:
+def _op_activation(op: Any) -> str:
     """A ``keras.ops`` activation called in a subclassed model's ``call`` (an Operation node)."""
     kind = type(op).__name__
-    if kind == "ConvertToTensor":  # what a functional model's call does to its input first
-        return None
     fixed = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Selu": "selu", "Silu": "silu",
              "Softplus": "softplus", "Softsign": "softsign", "Relu6": "relu6", "HardSigmoid": "hard_sigmoid",
              "HardSilu": "hard_silu", "Mish": "mish"}
@@ -171,6 +169,7 @@ def _trace(block: Any, width: int) -> list[tuple[Any, Any]]:
         chain.append((op, node))
         tensor = inputs[0]
     chain.reverse()
+    chain = [(op, node) for op, node in chain if type(op).__name__ != "ConvertToTensor"]  # the call's own input cast
     for position, (op, node) in enumerate(chain):
         if len(node.input_tensors) != 1:
             raise ModelNotSupported(FRAMEWORK, op.name, type(op).__name__, position,
@@ -272,3 +271,15 @@ def _unit(p: dict[str, Any]) -> DenseUnit:
 
     return DenseUnit(FRAMEWORK, dense.name, "Dense", p["position"], native.astype(dt), b, native,
                      p["act"], p["act_source"], dtype, run, write)
+
+
+def load_model(path: str) -> Any:
+    """A ``.keras`` model loaded with ``safe_mode=True`` (no lambdas, no arbitrary code); ``ValueError`` with
+    one line on anything else."""
+    if not str(path).endswith(".keras"):
+        raise ValueError("not a .keras file (Keras 3 model.save(path) with a .keras suffix)")
+    try:
+        return keras.saving.load_model(path, safe_mode=True)
+    except Exception as exc:  # noqa: BLE001 - zip, config and deserialization errors come in many types
+        raise ValueError(f"cannot load it in safe mode ({type(exc).__name__}: "
+                         f"{' '.join(str(exc).split())[:200]})") from None

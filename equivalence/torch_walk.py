@@ -335,3 +335,13 @@ def _unit(p: dict[str, Any]) -> DenseUnit:
 
     return DenseUnit(FRAMEWORK, p["name"], p["kind"], p["position"], native.T.copy(), b, native,
                      p["act"], p["act_source"], dtype, run, p["write"])
+
+
+def load_program(path: str) -> torch.export.ExportedProgram:
+    """A ``torch.export`` program from a ``.pt2`` file (``torch.export.load``: no pickled objects);
+    ``ValueError`` with one line on anything else."""
+    try:
+        return torch.export.load(path)
+    except Exception as exc:  # noqa: BLE001 - zip, schema and version errors come in many types
+        raise ValueError(f"not a torch.export program ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); "
+                         "write one with torch.export.save(torch.export.export(model, (x,)), path)") from None
