@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from equivalence.activations import ACTIVATIONS
+from equivalence.activations import ACTIVATIONS, family_of
 from equivalence.dtypes import EPSILON
 
 Excuse = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -49,12 +49,23 @@ class KnownDifference:
     scope: tuple[str, ...] = ("forward", "gradient")
     keras_backends: tuple[str, ...] = ("tensorflow",)
     """For Keras entries: the Keras backends it was measured on (and applies to)."""
+    families: tuple[str, ...] = ()
+    """Parametric activation families (``equivalence.activations.PARAMETRIC_FAMILIES``) it covers at every
+    parameter, e.g. ``"leaky_relu"``: ``leaky_relu_0.01``, ``leaky_relu_0.3``, ... (not the fixed table's names)."""
 
     def applies(self, framework: str, activation: str, dtype: str, *, backend: str | None = None) -> bool:
         """Whether the entry covers this layer; ``backend``: the Keras backend the outputs came from
         (recorded outputs keep the one they were recorded on), this process's when ``None``."""
-        return (framework == self.framework and activation in self.activations and dtype in self.dtypes
+        return (framework == self.framework and dtype in self.dtypes
+                and (activation in self.activations or _parametric_family(activation) in self.families)
                 and (framework != "keras" or (backend or keras_backend()) in self.keras_backends))
+
+
+def _parametric_family(activation: str) -> str | None:
+    """``"leaky_relu"`` for ``"leaky_relu_0.01"``; None for a name of the fixed table (``"leaky_relu_0.2"``)."""
+    if dict.__contains__(ACTIVATIONS, activation) or activation not in ACTIVATIONS:
+        return None
+    return family_of(activation)[0]
 
 
 def keras_backend() -> str:
@@ -98,6 +109,11 @@ KNOWN_DIFFERENCES: tuple[KnownDifference, ...] = (
         "keras_float64_leaky_relu_float32_slope", "keras", ("leaky_relu_0.2",), ("float64",), "extra_error",
         "TF LeakyRelu's alpha is a float32 attribute: the float64 slope is 0.20000000298, "
         "1.49e-8 relative", extra_error=_FLOAT32_CONSTANT),
+    KnownDifference(
+        "keras_float64_leaky_relu_float32_any_slope", "keras", (), ("float64",), "extra_error",
+        "the same float32 alpha at every other slope (a user's LeakyReLU(0.01) or (0.3)): float32(slope) is off by "
+        "at most eps32/2 relative, and |slope * z| is at most the layer scale, so eps32/2 of the scale",
+        extra_error=0.5 * EPSILON["float32"], families=("leaky_relu",)),
     KnownDifference(
         "torch_float64_softplus_threshold_20", "torch", ("softplus",), ("float64",), "extra_error",
         "nn.Softplus(threshold=20) returns x above 20, dropping log1p(exp(-x)) <= 2.1e-9, "
