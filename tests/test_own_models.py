@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from equivalence.case import drawn_input
+from tests.helpers import BFLOAT16
 from tests.own_models import KERAS_STYLES, TORCH_STYLES, keras_model, torch_model
 
 WIDTHS = (9, 16, 16, 16, 5)  # square layers in the middle: an untransposed one is shape-valid
@@ -57,6 +58,32 @@ def test_a_correct_port_in_every_style_passes_over_drawn_inputs(torch_style, ker
     assert [u.activation for u in result.keras_layers] == list(chain)
     assert 0 < result.worst_ratio <= 1
     assert (snapshot(k) if torch_style == "export" else snapshot(t, k)) == before
+
+
+@pytest.mark.filterwarnings("ignore:You are using a softmax over axis 0:UserWarning")  # batch 1 is drawn on purpose
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16", BFLOAT16])
+def test_parametric_activations_pass_in_every_dtype(dtype):
+    """Leaky slope 0.3 (Keras' float64 alpha is float32: a named difference), CELU alpha 2, softmax over the
+    batch axis, log_softmax."""
+    from equivalence import assert_equivalent, port_weights
+
+    chain = ("leaky_relu_0.3", "celu_2.0", "softmax_axis_0", "log_softmax")
+    t = torch_model("modulelist", WIDTHS, chain, dtype=dtype)
+    k = keras_model("sequential", WIDTHS, chain, dtype=dtype)
+    port_weights(t, k)
+    assert assert_equivalent(t, k, max_examples=EXAMPLES).torch_layers[0].dtype == dtype
+
+
+def test_a_keras_sequential_built_by_a_call_without_input_is_walked():
+    import keras
+
+    from equivalence import assert_equivalent, port_weights
+
+    t = torch_model("modulelist", WIDTHS[:3], ("relu", "sigmoid"))
+    k = keras.Sequential([keras.layers.Dense(16, activation="relu"), keras.layers.Dense(16, activation="sigmoid")])
+    k(np.zeros((1, WIDTHS[0]), np.float32))
+    port_weights(k, t)  # Keras to torch
+    assert_equivalent(t, k, max_examples=5)
 
 
 def test_non_finite_inputs_agree_by_class():
