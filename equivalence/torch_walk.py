@@ -144,25 +144,41 @@ _LINEAR_FUNCTIONS = (F.linear, _aten.linear.default)
 
 # --- the walk -----------------------------------------------------------------------------------
 
-def graph_of(model: Any) -> fx.GraphModule:
-    """The model's graph: a torch.export program's, or ``torch.fx.symbolic_trace``'s."""
+def graph_of(model: Any) -> tuple[fx.GraphModule, Any, bool]:
+    """The model's graph, the object its parameters are read from, and whether they may be written.
+
+    A torch.export program's graph (its parameters are the program's copies: not written); else
+    ``torch.fx.symbolic_trace``; where that fails (control flow in ``forward``), ``torch.export`` of
+    the model on a zero batch, its parameters looked up by name in the model itself.
+    """
     if isinstance(model, torch.export.ExportedProgram):
-        return model.module()
+        gm = model.module()
+        return gm, gm, False
     if isinstance(model, fx.GraphModule):
-        return model
+        return model, model, True
     if not isinstance(model, nn.Module):
         raise ModelNotSupported(FRAMEWORK, "model", type(model).__name__, None,
                                 "is neither an nn.Module nor a torch.export program")
     try:
-        return fx.symbolic_trace(model)
+        gm = fx.symbolic_trace(model)
+        return gm, gm, True
     except NameError as exc:  # a module called in forward that is not registered as a submodule
         raise ModelNotSupported(FRAMEWORK, "model", type(model).__name__, None,
                                 f"forward calls a module that is not registered ({exc}); layers held in a plain "
                                 "python list are invisible to torch (use nn.ModuleList)") from None
     except Exception as exc:  # noqa: BLE001 - fx raises many kinds (TraceError, TypeError on control flow)
+        fx_error = f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}"
+    first = next((m for m in model.modules() if type(m) is nn.Linear), None)
+    if first is None:
         raise ModelNotSupported(FRAMEWORK, "model", type(model).__name__, None,
-                                f"torch.fx cannot trace its forward ({type(exc).__name__}: {exc}); export it with "
-                                "torch.export and pass the program") from None
+                                f"torch.fx cannot trace its forward ({fx_error}) and it holds no nn.Linear")
+    try:
+        x = torch.zeros(2, first.in_features, dtype=first.weight.dtype)
+        return torch.export.export(model, (x,), strict=False).module(), model, True
+    except Exception as exc:  # noqa: BLE001 - export raises many kinds
+        raise ModelNotSupported(FRAMEWORK, "model", type(model).__name__, None,
+                                f"neither torch.fx ({fx_error}) nor torch.export ({type(exc).__name__}: "
+                                f"{' '.join(str(exc).split())[:160]}) can trace its forward") from None
 
 
 def _is_shape_node(node: fx.Node) -> bool:
@@ -195,8 +211,7 @@ def _describe(gm: fx.GraphModule, node: fx.Node) -> tuple[str, str]:
 
 def walk(model: Any) -> list[DenseUnit]:
     """The dense units of ``model`` in execution order; ``ModelNotSupported`` names what cannot be judged."""
-    gm = graph_of(model)
-    writable = not isinstance(model, torch.export.ExportedProgram)  # its module() holds copies
+    gm, owner, writable = graph_of(model)
     nodes = [n for n in gm.graph.nodes if n.op != "get_attr" and not _is_shape_node(n)
              and (n.users or n.op in ("output", "placeholder"))]
     inputs = [n for n in nodes if n.op == "placeholder"]
@@ -225,7 +240,7 @@ def walk(model: Any) -> list[DenseUnit]:
                          "(residual connections and concatenations are not judged)")
         if len(_live_users(current)) > 1:
             raise refuse("a branch: the previous layer's output feeds more than one layer")
-        linear = _linear_of(gm, node)
+        linear = _linear_of(gm, owner, node)
         if linear is not None:
             if pending is not None:
                 units.append(_unit(pending))
@@ -254,7 +269,7 @@ def walk(model: Any) -> list[DenseUnit]:
     return check_chain(units, FRAMEWORK)
 
 
-def _linear_of(gm: fx.GraphModule, node: fx.Node) -> tuple | None:
+def _linear_of(gm: fx.GraphModule, owner: Any, node: fx.Node) -> tuple | None:
     """(name, kind, weight, bias, call, write) when the node is a Linear (module, F.linear or aten.linear)."""
     if node.op == "call_module":
         module = gm.get_submodule(node.target)
@@ -265,16 +280,16 @@ def _linear_of(gm: fx.GraphModule, node: fx.Node) -> tuple | None:
         params = [a for a in node.args[1:] if isinstance(a, fx.Node)]
         if not params or any(p.op != "get_attr" for p in params):
             return None
-        weight = _get_attr(gm, params[0].target)
-        bias = _get_attr(gm, params[1].target) if len(params) > 1 else None
+        weight = _get_attr(owner, params[0].target)
+        bias = _get_attr(owner, params[1].target) if len(params) > 1 else None
         name = params[0].target.rsplit(".", 1)[0] if "." in params[0].target else params[0].target
         kind = "aten.linear" if node.target is _aten.linear.default else "F.linear"
         return (name, kind, weight, bias, lambda x, w=weight, b=bias: F.linear(x, w, b), _writer(weight, bias))
     return None
 
 
-def _get_attr(gm: fx.GraphModule, target: str) -> torch.Tensor:
-    obj: Any = gm
+def _get_attr(owner: Any, target: str) -> torch.Tensor:
+    obj: Any = owner
     for part in target.split("."):
         obj = getattr(obj, part)
     return obj

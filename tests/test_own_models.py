@@ -345,3 +345,30 @@ def test_port_weights_refuses_a_mismatched_pair_before_writing():
     assert snapshot(k) == kept
     with pytest.raises(PortMismatch, match="torch has 1 dense layers, keras 4"):
         port_weights(torch_model("modulelist", WIDTHS[:2], chain[:1]), k)
+
+
+def test_a_forward_with_control_flow_falls_back_to_torch_export_and_ports_into_the_model_itself():
+    """``if x.dim() == 4`` stops torch.fx; torch.export traces it, its parameters are the model's own."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    from equivalence import assert_equivalent, port_weights
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(9, 16), nn.Linear(16, 5)
+
+        def forward(self, x):
+            if x.dim() == 4:
+                x = x.flatten(1)
+            return F.log_softmax(self.fc2(F.relu(self.fc1(x))), dim=1)
+
+    torch.manual_seed(0)
+    t = Net()
+    k = keras_model("functional_layers", (9, 16, 5), ("relu", "log_softmax"))
+    port_weights(k, t)  # Keras to torch: into the model's own parameters
+    np.testing.assert_array_equal(t.fc1.weight.detach().numpy(), k.get_layer("dense_0").kernel.numpy().T)
+    result = assert_equivalent(t, k, max_examples=EXAMPLES)
+    assert [u.name for u in result.torch_layers] == ["fc1", "fc2"] and t.training
