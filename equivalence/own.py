@@ -300,7 +300,9 @@ def compare_models(torch_model: Any, keras_model: Any, x: Any = None, *, max_exa
         result = _drawn(t_units, k_units, base, max_examples=max_examples, scales=scales, nonfinite=nonfinite,
                         max_batch=max_batch, derandomize=derandomize)
     if table is not None:
-        Path(table).write_text(result.table(), encoding="utf-8")
+        from equivalence.atomic import write_text_atomic
+
+        write_text_atomic(Path(table), result.table())  # a crash never leaves half a table
     return result
 
 

@@ -65,7 +65,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     path = session.config.getoption("--equivalence-table")
     tables = session.config.stash.get(_TABLES, [])
     if path and not hasattr(session.config, "workerinput"):  # xdist workers: the controller has no tables
-        Path(path).write_text("# equivalence: per-layer tables\n\n" + "\n".join(tables), encoding="utf-8")
+        from equivalence.atomic import write_text_atomic
+
+        write_text_atomic(Path(path), "# equivalence: per-layer tables\n\n" + "\n".join(tables))
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
