@@ -172,6 +172,12 @@ def test_layers_in_the_wrong_order_are_named():
     fails(t, k, r"layer 0 \(torch '0', keras 'dense(_\d+)?'\): shape: got keras 8->3, but torch is 8->6")
 
 
+def test_a_different_input_width_is_named():
+    t = torch_model("modulelist", WIDTHS, CHAINS["sigmoid-elu-tanh-linear"])
+    k = keras_model("sequential", (10, *WIDTHS[1:]), CHAINS["sigmoid-elu-tanh-linear"])
+    fails(t, k, r"layer 0 \(torch 'layers.0', keras 'dense_0'\): shape: got keras 10->16, but torch is 9->16")
+
+
 def test_a_dtype_mismatch_is_named():
     chain = CHAINS["sigmoid-elu-tanh-linear"]
     t = torch_model("modulelist", WIDTHS, chain, dtype="float64")
