@@ -184,6 +184,18 @@ def _trace(block: Any, width: int) -> list[tuple[Any, Any]]:
     return expanded
 
 
+def _traced(model: Any, width: int) -> list[tuple[Any, Any]]:
+    """``_trace``, leaving the model's layers as they were: the nodes the symbolic call added are dropped."""
+    layers = list(model._flatten_layers(include_self=True))
+    sizes = [(layer, len(layer._inbound_nodes), len(layer._outbound_nodes)) for layer in layers]
+    try:
+        return _trace(model, width)
+    finally:
+        for layer, inbound, outbound in sizes:
+            del layer._inbound_nodes[inbound:]
+            del layer._outbound_nodes[outbound:]
+
+
 def _width_of(node: Any) -> int:
     return int(node.input_tensors[0].shape[-1])
 
@@ -205,7 +217,7 @@ def walk(model: Any, *, input_width: int | None = None) -> list[DenseUnit]:
         raise ModelNotSupported(FRAMEWORK, unbuilt.name, "Dense", None,
                                 "has no weights yet: build the model (keras.Input(shape=(n_in,)) or "
                                 "model.build((None, n_in))) and give it its weights first")
-    chain = _trace(model, _input_width(model, input_width))
+    chain = _traced(model, _input_width(model, input_width))
     units: list[DenseUnit] = []
     pending: dict[str, Any] | None = None
     for position, (op, _node) in enumerate(chain):

@@ -52,7 +52,10 @@ def test_a_correct_port_in_every_style_passes_over_drawn_inputs(torch_style, ker
 
     t, k = ported(torch_style, keras_style, chain)
     before = snapshot(k) if torch_style == "export" else snapshot(t, k)
+    graph = [(len(layer._inbound_nodes), len(layer._outbound_nodes)) for layer in k._flatten_layers()]
     result = assert_equivalent(t, k, max_examples=EXAMPLES)
+    assert [(len(layer._inbound_nodes), len(layer._outbound_nodes)) for layer in k._flatten_layers()] == graph, \
+        "walking the Keras model left nodes in its graph"
     assert result.examples == EXAMPLES
     assert [u.activation for u in result.torch_layers] == list(chain)
     assert [u.activation for u in result.keras_layers] == list(chain)
