@@ -15,6 +15,8 @@ from hypothesis import HealthCheck, settings
 from equivalence.frameworks.builtin import keras_backend_problem
 from equivalence.frameworks.registry import FrameworkUnavailable, get_adapter, loaded_adapters, names
 
+pytest_plugins = ["pytester"]  # tests/test_own_plugin_and_cli.py runs the pytest plugin in a temporary project
+
 if os.environ.get("KERAS_BACKEND") == "jax":
     # Keras on jax truncates float64 to float32 unless x64 is on; the suite checks float64 stacks.
     os.environ.setdefault("JAX_ENABLE_X64", "1")

@@ -15,9 +15,22 @@ from equivalence.core.types import ParamCount
 from equivalence.frameworks.base import Adapter, FrameworkRefused
 from equivalence.frameworks.registry import Framework, FrameworkUnavailable, get_adapter, register
 
+_OWN = ("Difference", "ModelComparison", "ModelNotSupported", "PortMismatch", "assert_equivalent", "compare_models",
+        "port_weights")
+
+
+def __getattr__(name: str):
+    """Check your own models (``equivalence.own``), loaded on first use."""
+    if name in _OWN:
+        from equivalence import own
+
+        return getattr(own, name)
+    raise AttributeError(f"module 'equivalence' has no attribute {name!r}")
+
+
 __all__ = [
     "Adapter", "Case", "Comparison", "Framework", "FrameworkRefused", "FrameworkUnavailable", "LayerPool",
     "LayerResult", "LayerWeights", "ParamCount", "StackSpec", "check_case", "compare_layers", "get_adapter",
-    "layerwise_reference", "make_case", "reference_forward", "register", "transfer",
+    "layerwise_reference", "make_case", "reference_forward", "register", "transfer", *_OWN,
 ]
 __version__ = "0.1.0"

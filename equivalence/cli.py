@@ -114,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="list every moved layer and every inconsistent recorded layer")
     frameworks_option(verify, "the frameworks the vectors were recorded with")
 
+    _add_compare(sub)
+
     env = sub.add_parser("env", help="print the environment fingerprint",
                          description="Print the fingerprint stored in every report and recording: versions, "
                          "Keras backend, oneDNN, thread counts, CPU.")
@@ -129,7 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
     try:
         _check_keras_backend_name()
-        return {"report": cmd_report, "record": cmd_record, "verify": cmd_verify, "env": cmd_env}[args.command](args)
+        return {"report": cmd_report, "record": cmd_record, "verify": cmd_verify, "env": cmd_env,
+                "compare": cmd_compare}[args.command](args)
     except InputError as exc:
         print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -486,3 +489,67 @@ def cmd_env(args: argparse.Namespace) -> int:
     for key, value in flat.items():
         print(f"  {key:<{width}}  {value}")
     return EXIT_OK
+
+
+# --- compare: a user's own torch.export program against its .keras port --------------------------
+
+def _add_compare(sub: Any) -> None:
+    compare = sub.add_parser("compare", help="check a torch.export program (.pt2) against its Keras port (.keras)",
+                             description="Walk both models in execution order and compare structure, weights (with "
+                             "the transposition) and every layer's values against the float64 reference of each "
+                             "model's own weights and against each other. Inputs from --input, else drawn.")
+    compare.add_argument("torch_file", type=Path, metavar="TORCH_FILE", help="torch.export.save output (.pt2)")
+    compare.add_argument("keras_file", type=Path, metavar="KERAS_FILE", help="model.save output (.keras)")
+    compare.add_argument("--input", type=Path, metavar="X.npy", help="inputs (batch, n_in); default: drawn")
+    compare.add_argument("--examples", type=int, default=100, metavar="N",
+                         help="input batches drawn when --input is not given (default: %(default)s)")
+    compare.add_argument("--table", type=Path, metavar="PATH", help="write the per-layer table (Markdown) there")
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from equivalence.core.walk import ModelNotSupported
+    from equivalence.own import compare_models
+
+    for path in (args.torch_file, args.keras_file, args.input):
+        if path is not None and not path.is_file():
+            raise InputError("no such file", path)
+    if args.examples < 1:
+        raise InputError(f"--examples {args.examples}: must be at least 1")
+    x = None
+    if args.input is not None:
+        try:
+            x = np.load(args.input, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"not a numpy .npy array without pickled objects ({exc})", args.input) from None
+    models = []
+    for framework, path, loader in (("torch", args.torch_file, "load_program"), ("keras", args.keras_file,
+                                                                                   "load_model")):
+        try:
+            module = _adapter_module(framework)
+            models.append(getattr(module, loader)(str(path)))
+        except ValueError as exc:
+            raise InputError(str(exc), path) from None
+    try:
+        result = compare_models(*models, x, max_examples=args.examples, table=args.table)
+    except ModelNotSupported as exc:
+        raise InputError(f"cannot be judged: {exc}") from None
+    except ValueError as exc:  # inputs of the wrong width
+        raise InputError(str(exc), args.input) from None
+    print(result.message())
+    if args.table is not None:
+        print(f"wrote the per-layer table to {args.table}")
+    return EXIT_OK if result.passed else EXIT_DISAGREE
+
+
+def _adapter_module(framework: str) -> Any:
+    import importlib
+
+    try:
+        get_adapter(framework)
+    except FrameworkUnavailable as exc:  # one line, exit 2
+        raise InputError(str(exc)) from None
+    from equivalence.frameworks.registry import entry
+
+    return importlib.import_module(entry(framework).walker.partition(":")[0])

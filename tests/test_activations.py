@@ -109,3 +109,49 @@ def test_a_width_one_softmax_layer_always_outputs_one(torch_adapter, keras_adapt
     """Both frameworks agree, and so does the reference: a 1-wide softmax carries no information."""
     z = np.array([[-5.0], [0.0], [7.0]])
     np.testing.assert_array_equal(ACTIVATIONS["softmax"].reference(z), np.ones((3, 1)))
+
+
+# --- parametric names: leaky slopes, ELU/CELU alphas, softmax axis ---------------------------------
+
+def test_parameters_travel_in_the_name_and_existing_names_keep_working():
+    from equivalence.core.activations import activation_name, family_of
+
+    assert activation_name("leaky_relu", 0.2) == "leaky_relu_0.2" and "leaky_relu_0.2" in ACTIVATION_NAMES
+    assert activation_name("leaky_relu", 0.01) == "leaky_relu_0.01" != activation_name("leaky_relu", 0.3)
+    assert activation_name("elu", 1.0) == "elu" and activation_name("elu", 0.5) == "elu_0.5"
+    assert activation_name("softmax_axis", -1) == activation_name("softmax_axis", 1) == "softmax"
+    assert activation_name("softmax_axis", 0) == "softmax_axis_0"
+    assert family_of("leaky_relu_0.01") == ("leaky_relu", 0.01) and family_of("relu") == ("relu", None)
+    for name in ("leaky_relu_0.01", "elu_0.5", "celu_2.0", "softmax_axis_0", "log_softmax_axis_0"):
+        assert name in ACTIVATIONS and ACTIVATIONS[name].name == name
+    for name in ("leaky_relu_1e-2", "elu_1.0", "leaky_relu_x", "softmax_axis_2", "nope"):
+        assert name not in ACTIVATIONS  # one spelling per value; nonsense refused
+        with pytest.raises(KeyError):
+            ACTIVATIONS[name]
+    assert tuple(ACTIVATIONS) == ACTIVATION_NAMES  # iteration still gives the fixed table only
+
+
+@pytest.mark.parametrize(("name", "z", "expected"), [
+    ("leaky_relu_0.01", [-2.0, 3.0], [-0.02, 3.0]),
+    ("elu_0.5", [-1e4, 2.0], [-0.5, 2.0]),
+    ("celu_2.0", [-1e4, 2.0], [-2.0, 2.0]),
+])
+def test_parametric_references(name, z, expected):
+    np.testing.assert_allclose(ACTIVATIONS[name].reference(np.array(z)), expected, rtol=1e-15)
+
+
+def test_softmax_over_the_batch_axis_sums_each_column_to_one():
+    h = ACTIVATIONS["softmax_axis_0"].reference(np.array([[0.0, 5.0], [1.0, -5.0], [2.0, 0.0]]))
+    np.testing.assert_allclose(h.sum(axis=0), [1.0, 1.0])
+
+
+@pytest.mark.parametrize("name", ["leaky_relu_0.01", "leaky_relu_0.3", "elu_0.5", "celu_2.0", "softmax_axis_0"])
+def test_both_adapters_build_parametric_activations_that_match_the_reference(name, torch_adapter, keras_adapter):
+    from equivalence import StackSpec, check_case, make_case
+
+    spec = StackSpec(4, (5, 3), (name, name))
+    case = make_case(spec, seed=3, batch=4)
+    models = {"torch": (torch_adapter, torch_adapter.build(spec, "sequential")),
+              "keras": (keras_adapter, keras_adapter.build(spec, "functional"))}
+    result = check_case(case, models)
+    assert result.passed, result.message()

@@ -54,7 +54,8 @@ def test_a_transposed_square_layer_is_far_outside_the_bound():
 
 
 def test_the_package_imports_with_numpy_alone():
-    code = ("import sys, equivalence, equivalence.core.compare, equivalence.core.check;"
+    code = ("import sys, equivalence, equivalence.core.compare, equivalence.core.check, equivalence.own;"
+            "equivalence.assert_equivalent, equivalence.compare_models, equivalence.port_weights;"
             "loaded = [m for m in ('torch', 'tensorflow', 'keras', 'jax', 'mxnet') if m in sys.modules];"
             "assert not loaded, loaded")
     subprocess.run([sys.executable, "-c", code], check=True)

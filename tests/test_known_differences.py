@@ -65,6 +65,20 @@ def keras_float64_leaky_relu_float32_slope():
     assert _torch("leaky_relu_0.2", [-1.0], "float64")[0] == -0.2
 
 
+def keras_float64_leaky_relu_float32_any_slope():
+    import keras
+
+    from equivalence.frameworks.keras import keras_activation
+
+    for slope in (0.01, 0.3, 0.7, 3.1):
+        name = f"leaky_relu_{slope!r}"
+        got = float(keras_activation(name)(keras.ops.convert_to_tensor([-1.0], dtype="float64"))[0])
+        assert got == -float(np.float32(slope)) != -slope, (name, got)
+        assert abs(got + slope) <= extra_error("keras", name, "float64") * max(1.0, slope), name
+        assert extra_error("keras", name, "float32") == 0
+    assert extra_error("keras", "leaky_relu_0.2", "float64") == 0.25 * EPSILON["float32"]  # the fixed name: its entry
+
+
 def torch_float64_softplus_threshold_20():
     x = np.array([20.5])
     gap = abs(_torch("softplus", x, "float64")[0] - _reference("softplus", x)[0])
@@ -187,7 +201,8 @@ def test_float64_matmul_stays_float64_where_no_entry_says_otherwise(keras_adapte
 
 EVIDENCE = {f.__name__: f for f in (
     keras_float64_matmul_in_float32_off_tensorflow, keras_float64_gelu_float32_constant,
-    keras_float64_leaky_relu_float32_slope, torch_float64_softplus_threshold_20,
+    keras_float64_leaky_relu_float32_slope, keras_float64_leaky_relu_float32_any_slope,
+    torch_float64_softplus_threshold_20,
     torch_float64_hard_sigmoid_backward_float32_sixth,
     torch_gelu_nan_at_plus_inf, keras_softmax_nonfinite_rows, tf_flushes_subnormals, signed_zeros,
     keras_torch_backend_float64_softplus_threshold_20, keras_torch_backend_float64_hard_sigmoid_backward_float32_sixth,

@@ -114,6 +114,18 @@ class Activation:
     row_coupled: bool = False
 
 
+def _softmax_over(axis: int, log: bool = False) -> Callable[[np.ndarray], np.ndarray]:
+    """softmax (or log_softmax) over ``axis``, by moving it last."""
+    def f(z: np.ndarray) -> np.ndarray:
+        moved = np.moveaxis(z, axis, -1)
+        return np.moveaxis(log_softmax(moved) if log else softmax(moved), -1, axis)
+    return f
+
+
+def _leaky(slope: float) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda z: np.where(z >= 0, z, slope * z)
+
+
 # Largest slopes of the smooth non-monotone-slope ones, from a fine float64 grid
 # (tests/test_activations.py re-measures every entry): gelu 1.1289 at z = 2.42,
 # gelu_tanh 1.1290, silu 1.0998 at z = 2.40, mish 1.0886 at z = 1.19 (rounded up).
@@ -141,3 +153,100 @@ ACTIVATIONS: dict[str, Activation] = {
         Activation("mish", lambda z: z * np.tanh(softplus(z)), max_slope=1.09),
     )
 }
+
+
+# --- parametric activations ----------------------------------------------------------------------
+# A parameter travels in the name: "leaky_relu_0.01", "elu_0.5", "celu_2.0", "softmax_axis_0".
+# The defaults keep their plain names ("elu" is alpha 1, "softmax" the last axis), and "leaky_relu_0.2"
+# is both a fixed entry and what the parametric form gives for 0.2, so every existing name keeps working.
+PARAMETRIC_FAMILIES = ("leaky_relu", "elu", "celu", "softmax_axis", "log_softmax_axis")
+
+
+def _param_text(value: float) -> str:
+    return repr(float(value))
+
+
+def activation_name(family: str, param: float | int | None = None) -> str:
+    """The table name of ``family`` with its parameter: ``activation_name("leaky_relu", 0.01) == "leaky_relu_0.01"``.
+
+    ``softmax_axis``/``log_softmax_axis`` take an axis of a 2-D ``(batch, features)`` array: 1 and -1
+    are the last axis (the plain ``"softmax"``), 0 is the batch axis.
+    """
+    if param is None:
+        if family not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {family!r}; known: {', '.join(sorted(ACTIVATIONS))}")
+        return family
+    if family in ("softmax_axis", "log_softmax_axis"):
+        axis = int(param)
+        if axis not in (-2, -1, 0, 1):
+            raise ValueError(f"{family} over axis {axis}: a dense layer's output is 2-D (batch, features)")
+        base = family[: -len("_axis")]
+        return base if axis in (-1, 1) else f"{family}_0"
+    if family in ("elu", "celu") and float(param) == 1.0:
+        return family
+    if family not in PARAMETRIC_FAMILIES:
+        raise ValueError(f"activation {family!r} takes no parameter; parametric: {', '.join(PARAMETRIC_FAMILIES)}")
+    return f"{family}_{_param_text(param)}"
+
+
+def _parse(name: str) -> Activation | None:
+    """The ``Activation`` of a parametric name, or None when ``name`` is not one."""
+    for family in sorted(PARAMETRIC_FAMILIES, key=len, reverse=True):
+        prefix = family + "_"
+        if not name.startswith(prefix):
+            continue
+        text = name[len(prefix):]
+        if family.endswith("_axis"):
+            if text != "0":
+                return None
+            return Activation(name, _softmax_over(0, log=family.startswith("log")),
+                              max_slope=2.0 if family.startswith("log") else 0.5, row_coupled=True)
+        try:
+            value = float(text)
+        except ValueError:
+            return None
+        if not math.isfinite(value) or _param_text(value) != text:
+            return None  # one spelling per value: "leaky_relu_0.01", never "leaky_relu_1e-2"
+        if family == "leaky_relu":
+            return Activation(name, _leaky(value), max_slope=max(1.0, abs(value)))
+        if value == 1.0 or (family == "celu" and value == 0.0):
+            return None  # alpha 1 is the plain name; celu divides by alpha
+        if family == "elu":
+            return Activation(name, lambda z, a=value: elu(z, a), max_slope=max(1.0, abs(value)))
+        return Activation(name, lambda z, a=value: celu(z, a), max_slope=1.0 if value > 0 else float("inf"))
+    return None
+
+
+class _ActivationTable(dict):
+    """``ACTIVATIONS``: the fixed entries, iterated as before, plus every parametric name on lookup."""
+
+    def __missing__(self, name: str) -> Activation:
+        found = _parse(name) if isinstance(name, str) else None
+        if found is None:
+            raise KeyError(name)
+        return found
+
+    def __contains__(self, name: object) -> bool:
+        return dict.__contains__(self, name) or (isinstance(name, str) and _parse(name) is not None)
+
+    def get(self, name, default=None):  # type: ignore[override]
+        try:
+            return self[name]
+        except KeyError:
+            return default
+
+
+ACTIVATIONS = _ActivationTable(ACTIVATIONS)
+
+
+def family_of(name: str) -> tuple[str, float | None]:
+    """``("leaky_relu", 0.01)`` for ``"leaky_relu_0.01"``; ``(name, None)`` for a fixed name."""
+    if dict.__contains__(ACTIVATIONS, name) and name != "leaky_relu_0.2":
+        return name, None
+    for family in sorted(PARAMETRIC_FAMILIES, key=len, reverse=True):
+        if name.startswith(family + "_") and _parse(name) is not None:
+            text = name[len(family) + 1:]
+            return family, float(text)
+    if name == "leaky_relu_0.2":
+        return "leaky_relu", 0.2
+    raise KeyError(name)

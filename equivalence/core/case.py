@@ -67,3 +67,18 @@ def make_case(spec: StackSpec, *, seed: int, batch: int, input_scale: float = 1.
     return Case(spec, weights, random_inputs(spec, rng, batch=batch, scale=input_scale))
 
 
+
+
+NONFINITE = {"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf")}
+
+
+def drawn_input(*, width: int, dtype: str = "float32", seed: int = 0, batch: int = 1, scale: float = 1.0,
+                nonfinite: tuple[tuple[int, int, str], ...] = ()) -> np.ndarray:
+    """``U(-scale, scale)`` inputs ``(batch, width)`` from ``seed``, with ``(row, column, "nan"|"inf"|"-inf")``
+    set: the inputs ``equivalence.core.strategies.model_inputs`` draws, rebuilt from what hypothesis prints."""
+    if batch < 1 or width < 1:
+        raise ValueError(f"batch and width must be at least 1, got batch={batch}, width={width}")
+    x = np.random.default_rng(seed).uniform(-scale, scale, size=(batch, width))
+    for row, column, value in nonfinite:
+        x[row, column] = NONFINITE[value]
+    return x.astype(numpy_dtype(dtype))

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from equivalence.core.activations import ACTIVATIONS
+from equivalence.core.activations import ACTIVATIONS, family_of
 from equivalence.core.conditions import AtLeast, Condition, CurrentFacts, Fact, Facts, Probe
 from equivalence.core.dtypes import EPSILON
 from equivalence.core.kernels import AVX512_ISAS
@@ -78,6 +78,9 @@ class KnownDifference:
     extra_error: float = 0.0
     excuse: Excuse | None = None
     scope: tuple[str, ...] = ("forward", "gradient")
+    families: tuple[str, ...] = ()
+    """Parametric activation families (``equivalence.core.activations.PARAMETRIC_FAMILIES``) it covers at every
+    parameter, e.g. ``"leaky_relu"``: ``leaky_relu_0.01``, ``leaky_relu_0.3``, ... (not the fixed table's names)."""
     when: tuple[Condition, ...] = ()
     """Every condition must hold for the entry to apply; empty: on every kernel path measured."""
 
@@ -94,8 +97,16 @@ class KnownDifference:
     def applies(self, framework: str, activation: str, dtype: str, *, facts: Facts | None = None) -> bool:
         """Whether the entry covers this layer; ``facts``: where the outputs came from (recorded outputs keep
         the facts they were recorded under), this process's when ``None``."""
-        return (framework == self.framework and activation in self.activations and dtype in self.dtypes
+        return (framework == self.framework and dtype in self.dtypes
+                and (activation in self.activations or _parametric_family(activation) in self.families)
                 and self.active(facts))
+
+
+def _parametric_family(activation: str) -> str | None:
+    """``"leaky_relu"`` for ``"leaky_relu_0.01"``; None for a name of the fixed table (``"leaky_relu_0.2"``)."""
+    if dict.__contains__(ACTIVATIONS, activation) or activation not in ACTIVATIONS:
+        return None
+    return family_of(activation)[0]
 
 
 def keras_backend() -> str:
@@ -141,6 +152,11 @@ KNOWN_DIFFERENCES: tuple[KnownDifference, ...] = (
         "keras_float64_leaky_relu_float32_slope", "keras", ("leaky_relu_0.2",), ("float64",), "extra_error",
         "TF LeakyRelu's alpha is a float32 attribute: the float64 slope is 0.20000000298, "
         "1.49e-8 relative", extra_error=_FLOAT32_CONSTANT, when=(KERAS_ON_TENSORFLOW,)),
+    KnownDifference(
+        "keras_float64_leaky_relu_float32_any_slope", "keras", (), ("float64",), "extra_error",
+        "the same float32 alpha at every other slope (a user's LeakyReLU(0.01) or (0.3)): float32(slope) is off by "
+        "at most eps32/2 relative, and |slope * z| is at most the layer scale, so eps32/2 of the scale",
+        extra_error=0.5 * EPSILON["float32"], families=("leaky_relu",), when=(KERAS_ON_TENSORFLOW,)),
     KnownDifference(
         "torch_float64_softplus_threshold_20", "torch", ("softplus",), ("float64",), "extra_error",
         "nn.Softplus(threshold=20) returns x above 20, dropping log1p(exp(-x)) <= 2.1e-9, "

@@ -146,3 +146,32 @@ def nonfinite_cases(draw: st.DrawFn, spec_strategy: st.SearchStrategy[StackSpec]
         col = draw(st.integers(0, x.shape[1] - 1), label=f"non-finite {i} column")
         x[row, col] = draw(st.sampled_from(NONFINITE_VALUES), label=f"non-finite {i} value")
     return Case(case.spec, case.weights, x)
+
+
+MODEL_INPUT_SCALES = (1.0, 100.0)
+"""Input magnitudes for a user's own model: ordinary inputs, and inputs that saturate (the first shrinks best)."""
+
+
+@st.composite
+def model_inputs(draw: st.DrawFn, *, width: int, dtype: str = "float32", scales: Sequence[float] = MODEL_INPUT_SCALES,
+                 nonfinite: bool = False, max_batch: int = MAX_BATCH) -> dict:
+    """Keyword arguments of ``equivalence.core.case.drawn_input`` for a model of ``width`` inputs.
+
+    A dict rather than the array, so that a failing example prints as a short, rebuildable call.
+    ``nonfinite=True`` puts NaN, +inf or -inf at one to four drawn positions.
+    """
+    _check_bound("width", width, 1)
+    _check_bound("max_batch", max_batch, 1)
+    _check_choices("dtype", (dtype,), DTYPES)
+    scales = tuple(scales)
+    if not scales or not all(isinstance(s, (int, float)) and s > 0 for s in scales):
+        raise InvalidArgument(f"scales={scales!r} must hold positive numbers, e.g. (1.0, 100.0)")
+    batch = draw(st.one_of(st.just(1), st.integers(1, max_batch)), label="batch")
+    out = {"width": width, "dtype": dtype, "seed": draw(seeds, label="seed"), "batch": batch,
+           "scale": float(draw(st.sampled_from(scales), label="input scale")), "nonfinite": ()}
+    if nonfinite:
+        n = draw(st.integers(1, min(4, batch * width)), label="non-finite count")
+        out["nonfinite"] = tuple(
+            (draw(st.integers(0, batch - 1), label="row"), draw(st.integers(0, width - 1), label="column"),
+             draw(st.sampled_from(("nan", "inf", "-inf")), label="value")) for _ in range(n))
+    return out

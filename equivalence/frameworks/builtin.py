@@ -54,7 +54,8 @@ TORCH = Framework(
     styles=("sequential", "modulelist", "plain_list"),
     registering_styles=("sequential", "modulelist"),  # plain_list: the seed notes' trap, nothing registered
     save_formats=(".pt",),  # state_dict through torch.save, read back with torch.load(weights_only=True)
-    default=True, version_keys=("torch",), kernel_keys=("cpu_capability",), describe=_torch)
+    default=True, version_keys=("torch",), kernel_keys=("cpu_capability",), describe=_torch,
+    walker="equivalence.frameworks.torch_walk:walk")
 
 KERAS = Framework(
     "keras", "equivalence.frameworks.keras:adapter", packages=("keras", "tensorflow", "jax"),
@@ -63,7 +64,7 @@ KERAS = Framework(
     default=True,
     version_keys=("keras", "tensorflow", "keras_backend", "jax", "keras_torch"),
     kernel_keys=("onednn_enabled", "tf_intra_op_threads"), describe=_keras,
-    check_environment=keras_backend_problem)
+    check_environment=keras_backend_problem, walker="equivalence.frameworks.keras.walk:walk")
 
 MXNET = Framework(
     "mxnet", "equivalence.frameworks.mxnet:GluonAdapter", packages=("mxnet",),

@@ -61,6 +61,8 @@ class Framework:
     """``versions()`` -> a few words for the fingerprint's one-line summary (default: name and first version)."""
     check_environment: Callable[[], str | None] | None = field(default=None, compare=False)
     """A problem with the environment found before the framework is imported (one line), or None."""
+    walker: str | None = None
+    """``"module:function"`` walking a user's own model into dense units (``equivalence.own``), if it can."""
 
     def __post_init__(self) -> None:
         module, _, attribute = self.adapter.partition(":")

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from equivalence.core.activations import LEAKY_SLOPE
+from equivalence.core.activations import LEAKY_SLOPE, family_of
 from equivalence.core.dtypes import numpy_dtype
 from equivalence.core.layout import LayerWeights, check_weights
 from equivalence.core.spec import StackSpec
@@ -47,6 +47,23 @@ ACTIVATION_MODULES = {
     "leaky_relu_0.2": lambda: nn.LeakyReLU(negative_slope=LEAKY_SLOPE),
     "mish": lambda: nn.Mish(),
 }
+
+
+_PARAMETRIC_MODULES = {
+    "leaky_relu": lambda p: nn.LeakyReLU(negative_slope=p),
+    "elu": lambda p: nn.ELU(alpha=p),
+    "celu": lambda p: nn.CELU(alpha=p),
+    "softmax_axis": lambda p: nn.Softmax(dim=int(p)),
+    "log_softmax_axis": lambda p: nn.LogSoftmax(dim=int(p)),
+}
+
+
+def activation_module(name: str) -> nn.Module:
+    """The torch module of any activation name, parametric ones too (``"leaky_relu_0.01"``)."""
+    if name in ACTIVATION_MODULES:
+        return ACTIVATION_MODULES[name]()
+    family, param = family_of(name)
+    return _PARAMETRIC_MODULES[family](param)
 
 
 class ModuleListStack(nn.Module):
@@ -121,7 +138,7 @@ class TorchAdapter(Adapter):
         self.check_style(style)
         dtype = _TORCH_DTYPES[spec.dtype]
         linears = [nn.Linear(i, o, bias=spec.bias, dtype=dtype) for i, o in spec.layer_shapes]
-        acts = [ACTIVATION_MODULES[a]() for a in spec.activations]
+        acts = [activation_module(a) for a in spec.activations]
         if style == "sequential":
             return nn.Sequential(*[m for pair in zip(linears, acts) for m in pair])
         if style == "modulelist":
@@ -130,7 +147,7 @@ class TorchAdapter(Adapter):
 
     def build_layer(self, n_in: int, n_out: int, activation: str, *, bias: bool,
                     dtype: str) -> tuple[nn.Linear, nn.Module]:
-        return nn.Linear(n_in, n_out, bias=bias, dtype=_TORCH_DTYPES[dtype]), ACTIVATION_MODULES[activation]()
+        return nn.Linear(n_in, n_out, bias=bias, dtype=_TORCH_DTYPES[dtype]), activation_module(activation)
 
     def get_weights(self, model: nn.Module) -> list[LayerWeights]:
         # torch stores (out, in); the canonical layout is (in, out).

@@ -24,7 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from equivalence.core.activations import LEAKY_SLOPE  # noqa: E402
+from equivalence.core.activations import LEAKY_SLOPE, family_of  # noqa: E402
 from equivalence.core.dtypes import numpy_dtype  # noqa: E402
 from equivalence.core.layout import LayerWeights, check_weights  # noqa: E402
 from equivalence.core.spec import StackSpec  # noqa: E402
@@ -64,6 +64,27 @@ ACTIVATIONS = {
                                   lambda x: keras.activations.leaky_relu(x, negative_slope=LEAKY_SLOPE)),
     "mish": "mish",
 }
+
+_PARAMETRIC = {
+    "leaky_relu": lambda p: (lambda x: keras.activations.leaky_relu(x, negative_slope=p)),
+    "elu": lambda p: (lambda x: keras.activations.elu(x, alpha=p)),
+    "celu": lambda p: (lambda x: keras.activations.celu(x, alpha=p)),
+    "softmax_axis": lambda p: (lambda x: keras.activations.softmax(x, axis=int(p))),
+    "log_softmax_axis": lambda p: (lambda x: keras.activations.log_softmax(x, axis=int(p))),
+}
+_parametric_cache: dict[str, Any] = {}
+
+
+def keras_activation(name: str) -> Any:
+    """The Keras activation of any name, parametric ones too, registered so ``.keras`` files reload it."""
+    if name in ACTIVATIONS:
+        return ACTIVATIONS[name]
+    if name not in _parametric_cache:
+        family, param = family_of(name)
+        safe = "".join(c if c.isalnum() else "_" for c in name)
+        _parametric_cache[name] = _registered(safe, _PARAMETRIC[family](param))
+    return _parametric_cache[name]
+
 
 CLEAR_EVERY = 200
 """Builds between two cheap ``clear_session(free_memory=False)`` calls: never clearing grows RSS by hundreds
@@ -199,7 +220,7 @@ class KerasAdapter(Adapter):
                              "float64 Dense to float32 with only a warning. Set JAX_ENABLE_X64=1 before jax is "
                              "imported (the test suite's conftest does when KERAS_BACKEND=jax)")
         # Weights are always overwritten, so skip the random glorot init (a third of a build's time).
-        return keras.layers.Dense(width, activation=ACTIVATIONS[activation], use_bias=bias, dtype=dtype,
+        return keras.layers.Dense(width, activation=keras_activation(activation), use_bias=bias, dtype=dtype,
                                   kernel_initializer="zeros")
 
     def _count_build(self) -> None:

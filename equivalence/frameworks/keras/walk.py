@@ -1,0 +1,298 @@
+"""Walk a user's Keras model into dense units, in execution order, reading and never writing it.
+
+The order comes from the model's own call: the model's ``call`` is run once on a symbolic
+``keras.KerasTensor``, which makes every layer (and every ``keras.ops`` activation) it calls
+record a node, and the chain is read back from the output. That works the same for
+``Sequential``, functional and subclassed models, nested ones too, whatever order their
+layers were created in. Dropout, Identity, Flatten and InputLayer are skipped; anything
+that is not a ``Dense`` or a known activation is refused with its name, type and position.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import numpy as np
+
+from equivalence.core.activations import activation_name
+from equivalence.core.walk import DenseUnit, ModelNotSupported, check_chain
+from equivalence.frameworks.keras import ACTIVATIONS as REGISTERED
+from equivalence.frameworks.keras import _parametric_cache
+from equivalence.frameworks.registry import get_adapter
+
+FRAMEWORK = "keras"
+L = keras.layers
+
+
+class _Refuse(Exception):
+    """Raised inside a mapping; turned into ``ModelNotSupported`` with the layer's name and position."""
+
+
+def _default(fn: Callable, name: str) -> Any:
+    return inspect.signature(fn).parameters[name].default
+
+
+def _functions() -> dict[Any, str]:
+    """Keras activation functions -> the name, their default arguments read from Keras itself."""
+    a = keras.activations
+    table = {
+        a.relu: "relu", a.sigmoid: "sigmoid", a.tanh: "tanh", a.linear: "linear", a.selu: "selu",
+        a.silu: "silu", a.softplus: "softplus", a.softsign: "softsign", a.relu6: "relu6",
+        a.hard_sigmoid: "hard_sigmoid", a.hard_silu: "hard_silu", a.mish: "mish",
+        a.gelu: "gelu" if _default(a.gelu, "approximate") is False else "gelu_tanh",
+        a.elu: activation_name("elu", _default(a.elu, "alpha")),
+        a.celu: activation_name("celu", _default(a.celu, "alpha")),
+        a.leaky_relu: activation_name("leaky_relu", _default(a.leaky_relu, "negative_slope")),
+        a.softmax: activation_name("softmax_axis", _default(a.softmax, "axis")),
+        a.log_softmax: activation_name("log_softmax_axis", _default(a.log_softmax, "axis")),
+    }
+    if _default(a.relu, "max_value") is not None or _default(a.relu, "negative_slope") != 0:
+        del table[a.relu]  # defaults changed: refuse rather than guess
+    table.update({fn: name for name, fn in REGISTERED.items() if callable(fn)})  # the suite's own, for .keras files
+    table.update({fn: name for name, fn in _parametric_cache.items()})
+    return table
+
+
+def _activation_function(fn: Any) -> str:
+    if isinstance(fn, str):
+        fn = keras.activations.get(fn)
+    name = _functions().get(fn)
+    if name is None:
+        raise _Refuse(f"activation {getattr(fn, '__name__', fn)!r} is not one the suite knows "
+                      "(pass a Keras activation, or a separate activation layer)")
+    return name
+
+
+def _relu_layer(layer: Any) -> str:
+    if layer.threshold != 0:
+        raise _Refuse(f"ReLU(threshold={layer.threshold}) is not judged")
+    if layer.max_value is not None:
+        if layer.max_value == 6 and layer.negative_slope == 0:
+            return "relu6"
+        raise _Refuse(f"ReLU(max_value={layer.max_value}, negative_slope={layer.negative_slope}) is not judged")
+    return "relu" if layer.negative_slope == 0 else activation_name("leaky_relu", layer.negative_slope)
+
+
+def _softmax_layer(layer: Any) -> str:
+    axis = layer.axis
+    if isinstance(axis, (tuple, list)):
+        if len(axis) != 1:
+            raise _Refuse(f"Softmax over axes {axis}")
+        axis = axis[0]
+    return activation_name("softmax_axis", axis)
+
+
+LAYERS: dict[type, Callable[[Any], str | None]] = {
+    L.Activation: lambda layer: _activation_function(layer.activation),
+    L.ReLU: _relu_layer,
+    L.LeakyReLU: lambda layer: activation_name("leaky_relu", layer.negative_slope),
+    L.ELU: lambda layer: activation_name("elu", layer.alpha),
+    L.Softmax: _softmax_layer,
+    L.Dropout: lambda layer: None,
+    L.Identity: lambda layer: None,
+    L.Flatten: lambda layer: None,
+    L.InputLayer: lambda layer: None,
+}
+"""Activation layers; ``None`` means skipped at inference."""
+
+
+def _op_activation(op: Any) -> str:
+    """A ``keras.ops`` activation called in a subclassed model's ``call`` (an Operation node)."""
+    kind = type(op).__name__
+    fixed = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Selu": "selu", "Silu": "silu",
+             "Softplus": "softplus", "Softsign": "softsign", "Relu6": "relu6", "HardSigmoid": "hard_sigmoid",
+             "HardSilu": "hard_silu", "Mish": "mish"}
+    if kind in fixed:
+        return fixed[kind]
+    if kind == "Gelu":
+        return "gelu" if op.approximate is False else "gelu_tanh"
+    if kind in ("Elu", "Celu"):
+        return activation_name(kind.lower(), op.alpha)
+    if kind == "LeakyRelu":
+        return activation_name("leaky_relu", op.negative_slope)
+    if kind in ("Softmax", "LogSoftmax"):
+        return activation_name("softmax_axis" if kind == "Softmax" else "log_softmax_axis", op.axis)
+    raise KeyError(kind)
+
+
+# --- the walk -----------------------------------------------------------------------------------
+
+def _input_width(model: Any, hint: int | None) -> int:
+    inputs = getattr(model, "inputs", None)
+    try:
+        if inputs:
+            if len(inputs) != 1:
+                raise ModelNotSupported(FRAMEWORK, model.name, type(model).__name__, None,
+                                        f"takes {len(inputs)} inputs; the suite judges a model of one input")
+            return int(inputs[0].shape[-1])
+    except (AttributeError, ValueError, TypeError):
+        pass
+    shapes = getattr(model, "_build_shapes_dict", None) or {}
+    for shape in shapes.values():
+        if shape and shape[-1] is not None:
+            return int(shape[-1])
+    if hint is not None:
+        return hint
+    raise ModelNotSupported(FRAMEWORK, model.name, type(model).__name__, None,
+                            "its input width is unknown: build it (model.build((None, n_in))) or start it with "
+                            "keras.Input(shape=(n_in,))")
+
+
+def _trace(block: Any, width: int) -> list[tuple[Any, Any]]:
+    """``(operation, node)`` of every call in ``block``'s chain, input to output, nested models expanded."""
+    start = keras.KerasTensor((None, width), dtype=getattr(block, "compute_dtype", None) or "float32")
+    try:
+        out = block.call(start)
+    except Exception as exc:  # noqa: BLE001 - a call that cannot run symbolically: control flow, TF ops
+        raise ModelNotSupported(FRAMEWORK, block.name, type(block).__name__, None,
+                                f"its call cannot be traced symbolically ({type(exc).__name__}: "
+                                f"{' '.join(str(exc).split())[:200]})") from None
+    if isinstance(out, (list, tuple)) and len(out) == 1:
+        out = out[0]
+    if not isinstance(out, keras.KerasTensor):
+        raise ModelNotSupported(FRAMEWORK, block.name, type(block).__name__, None,
+                                f"returns {type(out).__name__}, not one tensor")
+    chain: list[tuple[Any, Any]] = []
+    tensor = out
+    while tensor is not start:
+        history = getattr(tensor, "_keras_history", None)
+        if history is None:
+            raise ModelNotSupported(FRAMEWORK, block.name, type(block).__name__, None,
+                                    "its output does not come from its input through Keras layers")
+        op = history.operation
+        node = op._inbound_nodes[history.node_index]
+        inputs = list(node.input_tensors)
+        if not inputs:
+            raise ModelNotSupported(FRAMEWORK, op.name, type(op).__name__, None, "takes no input tensor")
+        chain.append((op, node))
+        tensor = inputs[0]
+    chain.reverse()
+    chain = [(op, node) for op, node in chain if type(op).__name__ != "ConvertToTensor"]  # the call's own input cast
+    for position, (op, node) in enumerate(chain):
+        if len(node.input_tensors) != 1:
+            raise ModelNotSupported(FRAMEWORK, op.name, type(op).__name__, position,
+                                    f"a branch: it takes {len(node.input_tensors)} tensors (residual connections "
+                                    "and concatenations are not judged)")
+    expanded: list[tuple[Any, Any]] = []
+    for op, node in chain:
+        if isinstance(op, keras.Model):
+            expanded.extend(_trace(op, _width_of(node)))
+        else:
+            expanded.append((op, node))
+    return expanded
+
+
+def _traced(model: Any, width: int) -> list[tuple[Any, Any]]:
+    """``_trace``, leaving the model's layers as they were: the nodes the symbolic call added are dropped."""
+    layers = list(model._flatten_layers(include_self=True))
+    sizes = [(layer, len(layer._inbound_nodes), len(layer._outbound_nodes)) for layer in layers]
+    try:
+        return _trace(model, width)
+    finally:
+        for layer, inbound, outbound in sizes:
+            del layer._inbound_nodes[inbound:]
+            del layer._outbound_nodes[outbound:]
+
+
+def _width_of(node: Any) -> int:
+    return int(node.input_tensors[0].shape[-1])
+
+
+def _unbuilt_dense(model: Any) -> Any | None:
+    layers = model._flatten_layers(include_self=False) if hasattr(model, "_flatten_layers") else []
+    return next((layer for layer in layers if isinstance(layer, L.Dense) and not layer.built), None)
+
+
+def walk(model: Any, *, input_width: int | None = None) -> list[DenseUnit]:
+    """The dense units of ``model`` in execution order; ``ModelNotSupported`` names what cannot be judged.
+
+    ``input_width`` is used only when the model does not say (a subclassed model built by a call).
+    """
+    if not isinstance(model, keras.Model):
+        raise ModelNotSupported(FRAMEWORK, "model", type(model).__name__, None, "is not a keras.Model")
+    unbuilt = _unbuilt_dense(model)
+    if unbuilt is not None:  # a symbolic call would build it, creating weights the user never had
+        raise ModelNotSupported(FRAMEWORK, unbuilt.name, "Dense", None,
+                                "has no weights yet: build the model (keras.Input(shape=(n_in,)) or "
+                                "model.build((None, n_in))) and give it its weights first")
+    chain = _traced(model, _input_width(model, input_width))
+    units: list[DenseUnit] = []
+    pending: dict[str, Any] | None = None
+    for position, (op, _node) in enumerate(chain):
+        kind = type(op).__name__
+
+        def refuse(problem: str, op: Any = op, kind: str = kind, position: int = position) -> ModelNotSupported:
+            return ModelNotSupported(FRAMEWORK, op.name, kind, position, problem)
+
+        if type(op) is L.Dense:
+            if pending is not None:
+                units.append(_unit(pending))
+            try:
+                act = _activation_function(op.activation)
+            except _Refuse as exc:
+                raise refuse(str(exc)) from None
+            pending = {"position": position, "dense": op, "act": act,
+                       "act_source": "none" if act == "linear" else f"Dense(activation={act!r})", "act_op": None}
+            continue
+        try:
+            act = LAYERS[type(op)](op) if type(op) in LAYERS else _op_activation(op)
+        except _Refuse as exc:
+            raise refuse(str(exc)) from None
+        except KeyError:
+            raise refuse("not a Dense layer or an activation the suite judges (it judges dense layers, their "
+                         "activations, and skips Dropout, Identity, Flatten and InputLayer)") from None
+        if act is None:
+            continue
+        if pending is None:
+            raise refuse("an activation before any Dense layer")
+        if pending["act"] != "linear":
+            raise refuse(f"a second activation after {pending['dense'].name!r} ({pending['act']} already): the "
+                         "suite judges one activation per dense layer")
+        pending.update(act=act, act_source=f"{kind} {op.name!r}", act_op=op)
+    if pending is not None:
+        units.append(_unit(pending))
+    return check_chain(units, FRAMEWORK)
+
+
+def _unit(p: dict[str, Any]) -> DenseUnit:
+    dense, act_op = p["dense"], p["act_op"]
+    dtype = dense.compute_dtype
+    if dtype not in ("float64", "float32", "float16", "bfloat16"):
+        raise ModelNotSupported(FRAMEWORK, dense.name, "Dense", p["position"], f"computes in {dtype}")
+    if getattr(dense, "quantization_mode", None):
+        raise ModelNotSupported(FRAMEWORK, dense.name, "Dense", p["position"],
+                                f"quantized ({dense.quantization_mode}): not judged")
+    native = get_adapter("keras").to_numpy(dense.kernel).copy()
+    from equivalence.core.dtypes import numpy_dtype
+
+    dt = numpy_dtype(dtype)
+    b = None if dense.bias is None else get_adapter("keras").to_numpy(dense.bias).astype(dt)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        y = get_adapter("keras").run(dense, x)
+        if act_op is not None:
+            y = get_adapter("keras").run(act_op, y) if isinstance(act_op, L.Layer) else act_op(y)
+        return get_adapter("keras").to_numpy(y)
+
+    def write(W: np.ndarray, bias: np.ndarray | None) -> None:
+        dense.kernel.assign(np.asarray(W, dtype=dense.kernel.dtype))
+        if dense.bias is not None and bias is not None:
+            dense.bias.assign(np.asarray(bias, dtype=dense.bias.dtype))
+
+    return DenseUnit(FRAMEWORK, dense.name, "Dense", p["position"], native.astype(dt), b, native,
+                     p["act"], p["act_source"], dtype, run, write)
+
+
+def load_model(path: str) -> Any:
+    """A ``.keras`` model loaded with ``safe_mode=True`` (no lambdas, no arbitrary code); ``ValueError`` with
+    one line on anything else."""
+    if not str(path).endswith(".keras"):
+        raise ValueError("not a .keras file (Keras 3 model.save(path) with a .keras suffix)")
+    try:
+        return keras.saving.load_model(path, safe_mode=True)
+    except Exception as exc:  # noqa: BLE001 - zip, config and deserialization errors come in many types
+        raise ValueError(f"cannot load it in safe mode ({type(exc).__name__}: "
+                         f"{' '.join(str(exc).split())[:200]})") from None

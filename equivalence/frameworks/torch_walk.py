@@ -1,0 +1,362 @@
+"""Walk a user's torch model into dense units, in execution order, reading and never writing it.
+
+The order comes from the model's own graph: ``torch.fx.symbolic_trace`` for an ``nn.Module``
+(``nn.Sequential``, nested or not, ``nn.ModuleList`` loops, a custom ``forward`` calling
+modules or functional ops such as ``torch.relu``, ``F.gelu``, ``torch.sigmoid``), or the
+graph of a ``torch.export`` program (aten ops). Registration order never matters.
+Dropout, Identity, Flatten and ``view``/``reshape`` are skipped (inference, 2-D inputs);
+anything else that is not a Linear or a known activation is refused with its name,
+type and position.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from equivalence.core.activations import activation_name
+from equivalence.core.dtypes import numpy_dtype
+from equivalence.core.walk import DenseUnit, ModelNotSupported, check_chain
+from equivalence.frameworks.torch import _TORCH_DTYPES, _to_numpy, _to_tensor
+
+FRAMEWORK = "torch"
+_DTYPE_NAMES = {v: k for k, v in _TORCH_DTYPES.items()}
+_aten = torch.ops.aten
+
+# --- activation modules: type -> name of the activation (with its parameters) ---------------------
+
+
+def _softmax_dim(dim: int | None) -> int:
+    return 1 if dim is None else dim  # nn.Softmax(dim=None) on a 2-D input picks dim 1 (and warns)
+
+
+def _softplus(beta: float, threshold: float) -> str:
+    if beta != 1 or threshold != 20:
+        raise _Refuse(f"Softplus(beta={beta}, threshold={threshold}): only beta=1, threshold=20 is judged")
+    return "softplus"
+
+
+class _Refuse(Exception):
+    """Raised inside a mapping; turned into ``ModelNotSupported`` with the layer's name and position."""
+
+
+MODULES: dict[type, Callable[[nn.Module], str | None]] = {
+    nn.ReLU: lambda m: "relu",
+    nn.Sigmoid: lambda m: "sigmoid",
+    nn.Tanh: lambda m: "tanh",
+    nn.GELU: lambda m: "gelu" if m.approximate == "none" else "gelu_tanh",
+    nn.ELU: lambda m: activation_name("elu", m.alpha),
+    nn.CELU: lambda m: activation_name("celu", m.alpha),
+    nn.SELU: lambda m: "selu",
+    nn.SiLU: lambda m: "silu",
+    nn.Softplus: lambda m: _softplus(m.beta, m.threshold),
+    nn.Softsign: lambda m: "softsign",
+    nn.ReLU6: lambda m: "relu6",
+    nn.Hardsigmoid: lambda m: "hard_sigmoid",
+    nn.Hardswish: lambda m: "hard_silu",
+    nn.LeakyReLU: lambda m: activation_name("leaky_relu", m.negative_slope),
+    nn.Mish: lambda m: "mish",
+    nn.Softmax: lambda m: activation_name("softmax_axis", _softmax_dim(m.dim)),
+    nn.LogSoftmax: lambda m: activation_name("log_softmax_axis", _softmax_dim(m.dim)),
+    nn.Identity: lambda m: None,
+    nn.Dropout: lambda m: None,
+    nn.AlphaDropout: lambda m: None,
+    nn.Flatten: lambda m: None,
+}
+"""Activation modules; ``None`` means skipped at inference."""
+
+
+def _arg(args: tuple, kwargs: dict, index: int, name: str, default: Any) -> Any:
+    """Argument ``index`` (after the tensor, which is 0) or keyword ``name`` of a call."""
+    if name in kwargs:
+        return kwargs[name]
+    return args[index] if len(args) > index else default
+
+
+def _gelu(args: tuple, kwargs: dict) -> str:
+    return "gelu" if _arg(args, kwargs, 1, "approximate", "none") == "none" else "gelu_tanh"
+
+
+def _elu(args: tuple, kwargs: dict) -> str:
+    if _arg(args, kwargs, 2, "scale", 1.0) != 1 or _arg(args, kwargs, 3, "input_scale", 1.0) != 1:
+        raise _Refuse("elu with scale or input_scale other than 1")
+    return activation_name("elu", _arg(args, kwargs, 1, "alpha", 1.0))
+
+
+def _softmax(family: str) -> Callable[[tuple, dict], str]:
+    def name(args: tuple, kwargs: dict) -> str:
+        if _arg(args, kwargs, 2, "dtype", None) not in (None, False):
+            raise _Refuse(f"{family} with a dtype argument")
+        return activation_name(family, _softmax_dim(_arg(args, kwargs, 1, "dim", None)))
+    return name
+
+
+_fixed = lambda name: (lambda args, kwargs: name)  # noqa: E731
+_skip = lambda args, kwargs: None  # noqa: E731
+
+FUNCTIONS: dict[Any, Callable[[tuple, dict], str | None]] = {}
+"""Functional activations, torch-level and aten-level (``torch.export``): target -> name or None (skipped)."""
+for _targets, _namer in [
+    ((torch.relu, F.relu, _aten.relu.default), _fixed("relu")),
+    ((torch.sigmoid, F.sigmoid, _aten.sigmoid.default), _fixed("sigmoid")),
+    ((torch.tanh, F.tanh, _aten.tanh.default), _fixed("tanh")),
+    ((F.gelu, _aten.gelu.default), _gelu),
+    ((F.elu, _aten.elu.default), _elu),
+    ((F.celu, _aten.celu.default), lambda a, k: activation_name("celu", _arg(a, k, 1, "alpha", 1.0))),
+    ((F.selu, torch.selu, _aten.selu.default), _fixed("selu")),
+    ((F.silu, _aten.silu.default), _fixed("silu")),
+    ((F.softplus, _aten.softplus.default),
+     lambda a, k: _softplus(_arg(a, k, 1, "beta", 1.0), _arg(a, k, 2, "threshold", 20.0))),
+    ((F.softsign,), _fixed("softsign")),
+    ((F.relu6,), _fixed("relu6")),
+    ((F.hardsigmoid, _aten.hardsigmoid.default), _fixed("hard_sigmoid")),
+    ((F.hardswish, _aten.hardswish.default), _fixed("hard_silu")),
+    ((F.leaky_relu, _aten.leaky_relu.default),
+     lambda a, k: activation_name("leaky_relu", _arg(a, k, 1, "negative_slope", 0.01))),
+    ((F.mish, _aten.mish.default), _fixed("mish")),
+    ((F.softmax, torch.softmax, _aten.softmax.int), _softmax("softmax_axis")),
+    ((_aten._softmax.default,), lambda a, k: activation_name("softmax_axis", a[1])),
+    ((F.log_softmax, torch.log_softmax, _aten.log_softmax.int), _softmax("log_softmax_axis")),
+    ((_aten._log_softmax.default,), lambda a, k: activation_name("log_softmax_axis", a[1])),
+    ((F.dropout, torch.dropout, _aten.dropout.default, torch.flatten, torch.reshape,
+      _aten.view.default, _aten.reshape.default, _aten.flatten.using_ints, _aten.clone.default,
+      _aten.alias.default), _skip),
+]:
+    for _target in _targets:
+        FUNCTIONS[_target] = _namer
+
+METHODS: dict[str, Callable[[tuple, dict], str | None]] = {
+    "relu": _fixed("relu"), "sigmoid": _fixed("sigmoid"), "tanh": _fixed("tanh"),
+    "softmax": _softmax("softmax_axis"), "log_softmax": _softmax("log_softmax_axis"),
+    "view": _skip, "reshape": _skip, "flatten": _skip, "contiguous": _skip,
+}
+"""Tensor methods (``x.relu()``, ``x.view(n, -1)``): name -> name of the activation or None (skipped)."""
+
+_SHAPE_METHODS = ("size", "dim")
+_LINEAR_FUNCTIONS = (F.linear, _aten.linear.default)
+
+
+# --- the walk -----------------------------------------------------------------------------------
+
+def graph_of(model: Any) -> tuple[fx.GraphModule, Any, bool]:
+    """The model's graph, the object its parameters are read from, and whether they may be written.
+
+    A torch.export program's graph (its parameters are the program's copies: not written); else
+    ``torch.fx.symbolic_trace``; where that fails (control flow in ``forward``), ``torch.export`` of
+    the model on a zero batch, its parameters looked up by name in the model itself.
+    """
+    if isinstance(model, torch.export.ExportedProgram):
+        gm = model.module()
+        return gm, gm, False
+    if isinstance(model, fx.GraphModule):
+        return model, model, True
+    if not isinstance(model, nn.Module):
+        raise ModelNotSupported(FRAMEWORK, "model", type(model).__name__, None,
+                                "is neither an nn.Module nor a torch.export program")
+    try:
+        gm = fx.symbolic_trace(model)
+        return gm, gm, True
+    except NameError as exc:  # a module called in forward that is not registered as a submodule
+        raise ModelNotSupported(FRAMEWORK, "model", type(model).__name__, None,
+                                f"forward calls a module that is not registered ({exc}); layers held in a plain "
+                                "python list are invisible to torch (use nn.ModuleList)") from None
+    except Exception as exc:  # noqa: BLE001 - fx raises many kinds (TraceError, TypeError on control flow)
+        fx_error = f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}"
+    first = next((m for m in model.modules() if type(m) is nn.Linear), None)
+    if first is None:
+        raise ModelNotSupported(FRAMEWORK, "model", type(model).__name__, None,
+                                f"torch.fx cannot trace its forward ({fx_error}) and it holds no nn.Linear")
+    try:
+        x = torch.zeros(2, first.in_features, dtype=first.weight.dtype)
+        return torch.export.export(model, (x,), strict=False).module(), model, True
+    except Exception as exc:  # noqa: BLE001 - export raises many kinds
+        raise ModelNotSupported(FRAMEWORK, "model", type(model).__name__, None,
+                                f"neither torch.fx ({fx_error}) nor torch.export ({type(exc).__name__}: "
+                                f"{' '.join(str(exc).split())[:160]}) can trace its forward") from None
+
+
+def _is_shape_node(node: fx.Node) -> bool:
+    if node.op == "call_method" and node.target in _SHAPE_METHODS:
+        return True
+    if node.op == "call_function" and node.target is getattr and node.args[1:] == ("shape",):
+        return True
+    return node.op == "call_function" and node.target is operator.getitem and isinstance(node.args[0], fx.Node) \
+        and _is_shape_node(node.args[0])
+
+
+def _live_users(node: fx.Node) -> list[fx.Node]:
+    """Users that compute something: not shape queries, not dead code (export's guard calls)."""
+    return [u for u in node.users if not _is_shape_node(u) and (u.users or u.op == "output")]
+
+
+def _describe(gm: fx.GraphModule, node: fx.Node) -> tuple[str, str]:
+    """(name, type) of a node, as the user wrote it."""
+    if node.op == "call_module":
+        return str(node.target), type(gm.get_submodule(node.target)).__name__
+    if node.op == "call_method":
+        return node.name, f"Tensor.{node.target}"
+    target = node.target
+    kind = getattr(target, "__name__", None) or str(target)
+    module = getattr(target, "__module__", None) or ""
+    if module.startswith("torch"):
+        kind = f"{module.replace('torch.nn.functional', 'F')}.{kind}" if "functional" in module else f"torch.{kind}"
+    return node.name, str(target) if str(target).startswith("aten.") else kind
+
+
+def walk(model: Any) -> list[DenseUnit]:
+    """The dense units of ``model`` in execution order; ``ModelNotSupported`` names what cannot be judged."""
+    gm, owner, writable = graph_of(model)
+    nodes = [n for n in gm.graph.nodes if n.op != "get_attr" and not _is_shape_node(n)
+             and (n.users or n.op in ("output", "placeholder"))]
+    inputs = [n for n in nodes if n.op == "placeholder"]
+    if len(inputs) != 1:
+        raise ModelNotSupported(FRAMEWORK, "model", type(model).__name__, None,
+                                f"takes {len(inputs)} inputs; the suite judges a model of one input")
+    current = inputs[0]
+    units: list[DenseUnit] = []
+    pending: dict[str, Any] | None = None  # the unit being assembled: its Linear, then its activation
+    position = 0
+    for node in nodes:
+        if node.op == "placeholder":
+            continue
+        name, kind = _describe(gm, node)
+        refuse = lambda problem, n=name, k=kind, p=position: ModelNotSupported(FRAMEWORK, n, k, p, problem)  # noqa: E731
+        if node.op == "output":
+            out = node.args[0]
+            out = out[0] if isinstance(out, (tuple, list)) and len(out) == 1 else out
+            if out is not current:
+                raise refuse("the model's output is not the end of its single chain of layers")
+            break
+        tensors = [a for a in (*node.args, *node.kwargs.values()) if isinstance(a, fx.Node)
+                   and a.op != "get_attr" and not _is_shape_node(a)]
+        if tensors != [current]:
+            raise refuse("a branch: it takes other tensors than the previous layer's output alone "
+                         "(residual connections and concatenations are not judged)")
+        if len(_live_users(current)) > 1:
+            raise refuse("a branch: the previous layer's output feeds more than one layer")
+        linear = _linear_of(gm, owner, node)
+        if linear is not None:
+            if pending is not None:
+                units.append(_unit(pending))
+            pending = {"position": position, "name": linear[0], "kind": linear[1], "weight": linear[2],
+                       "bias": linear[3], "linear": linear[4], "write": linear[5] if writable else None,
+                       "act": "linear", "act_source": "none", "act_fn": None}
+        else:
+            try:
+                act = _activation_of(gm, node)
+            except _Refuse as exc:
+                raise refuse(str(exc)) from None
+            except KeyError:
+                raise refuse("not a Linear layer or an activation the suite judges (it judges dense layers, "
+                             "their activations, and skips Dropout, Identity and Flatten)") from None
+            if act is not None:
+                if pending is None:
+                    raise refuse("an activation before any Linear layer")
+                if pending["act"] != "linear":
+                    raise refuse(f"a second activation after {pending['name']!r} ({pending['act']} already): "
+                                 "the suite judges one activation per dense layer")
+                pending.update(act=act, act_source=f"{kind} {name!r}", act_fn=_caller(gm, node))
+        current = node
+        position += 1
+    if pending is not None:
+        units.append(_unit(pending))
+    return check_chain(units, FRAMEWORK)
+
+
+def _linear_of(gm: fx.GraphModule, owner: Any, node: fx.Node) -> tuple | None:
+    """(name, kind, weight, bias, call, write) when the node is a Linear (module, F.linear or aten.linear)."""
+    if node.op == "call_module":
+        module = gm.get_submodule(node.target)
+        if type(module) is not nn.Linear:
+            return None
+        return (str(node.target), "Linear", module.weight, module.bias, module, _writer(module.weight, module.bias))
+    if node.op == "call_function" and node.target in _LINEAR_FUNCTIONS:
+        params = [a for a in node.args[1:] if isinstance(a, fx.Node)]
+        if not params or any(p.op != "get_attr" for p in params):
+            return None
+        weight = _get_attr(owner, params[0].target)
+        bias = _get_attr(owner, params[1].target) if len(params) > 1 else None
+        name = params[0].target.rsplit(".", 1)[0] if "." in params[0].target else params[0].target
+        kind = "aten.linear" if node.target is _aten.linear.default else "F.linear"
+        return (name, kind, weight, bias, lambda x, w=weight, b=bias: F.linear(x, w, b), _writer(weight, bias))
+    return None
+
+
+def _get_attr(owner: Any, target: str) -> torch.Tensor:
+    obj: Any = owner
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _activation_of(gm: fx.GraphModule, node: fx.Node) -> str | None:
+    if node.op == "call_module":
+        module = gm.get_submodule(node.target)
+        return MODULES[type(module)](module)
+    if node.op == "call_method":
+        return METHODS[node.target](node.args, node.kwargs)
+    if node.op == "call_function":
+        return FUNCTIONS[node.target](node.args, node.kwargs)
+    raise KeyError(node.op)
+
+
+def _caller(gm: fx.GraphModule, node: fx.Node) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The node's own call with the tensor argument replaced: the user's module or function, as called."""
+    def substitute(a: Any, x: torch.Tensor) -> Any:
+        return x if isinstance(a, fx.Node) else a
+
+    if node.op == "call_module":
+        module = gm.get_submodule(node.target)
+        return lambda x: module(*(substitute(a, x) for a in node.args),
+                                **{k: substitute(v, x) for k, v in node.kwargs.items()})
+    if node.op == "call_method":
+        return lambda x: getattr(x, node.target)(*(substitute(a, x) for a in node.args[1:]),
+                                                 **{k: substitute(v, x) for k, v in node.kwargs.items()})
+    return lambda x: node.target(*(substitute(a, x) for a in node.args),
+                                 **{k: substitute(v, x) for k, v in node.kwargs.items()})
+
+
+def _writer(weight: torch.Tensor, bias: torch.Tensor | None) -> Callable[[np.ndarray, np.ndarray | None], None]:
+    def write(W: np.ndarray, b: np.ndarray | None) -> None:
+        with torch.no_grad():
+            weight.copy_(_to_tensor(np.asarray(W).T, weight.dtype))  # canonical (in, out) -> torch (out, in)
+            if bias is not None and b is not None:
+                bias.copy_(_to_tensor(b, bias.dtype))
+    return write
+
+
+def _unit(p: dict[str, Any]) -> DenseUnit:
+    weight, bias = p["weight"].detach(), p["bias"]
+    dtype = _DTYPE_NAMES.get(weight.dtype)
+    if dtype is None:
+        raise ModelNotSupported(FRAMEWORK, p["name"], p["kind"], p["position"],
+                                f"weights in {weight.dtype}: the suite judges {', '.join(_TORCH_DTYPES)}")
+    native = _to_numpy(weight, numpy_dtype(dtype))
+    b = None if bias is None else _to_numpy(bias.detach(), numpy_dtype(dtype))
+    linear, act_fn = p["linear"], p["act_fn"]
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            y = linear(_to_tensor(x, weight.dtype))
+            if act_fn is not None:
+                y = act_fn(y)
+        return _to_numpy(y, native.dtype)
+
+    return DenseUnit(FRAMEWORK, p["name"], p["kind"], p["position"], native.T.copy(), b, native,
+                     p["act"], p["act_source"], dtype, run, p["write"])
+
+
+def load_program(path: str) -> torch.export.ExportedProgram:
+    """A ``torch.export`` program from a ``.pt2`` file (``torch.export.load``: no pickled objects);
+    ``ValueError`` with one line on anything else."""
+    try:
+        return torch.export.load(path)
+    except Exception as exc:  # noqa: BLE001 - zip, schema and version errors come in many types
+        raise ValueError(f"not a torch.export program ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); "
+                         "write one with torch.export.save(torch.export.export(model, (x,)), path)") from None

@@ -1,0 +1,409 @@
+"""Check a user's own pair of models: ``assert_equivalent(torch_model, keras_model)``.
+
+Nothing here writes the user's weights (``port_weights`` alone does, on purpose). Each model
+is walked into dense units in execution order (``equivalence.frameworks.torch_walk``,
+``equivalence.frameworks.keras.walk``); then, attributes before values:
+
+1. the structure is compared layer by layer: depth, shapes, dtype, bias, activation;
+2. the weights are compared across the pair through the canonical layout, exactly (a port copies
+   them); a Keras kernel equal to the torch weight *untransposed* is named as such;
+3. every layer of each model is judged against the float64 reference of its own weights, and the
+   two against each other, fed the same inputs (``equivalence.core.compare``: the error model).
+
+Inputs are the user's, or drawn by hypothesis (``equivalence.core.strategies.model_inputs``); a
+failing input shrinks and the message says how to rebuild it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from equivalence.core.check import reference_inputs
+from equivalence.core.compare import Comparison, LayerResult, compare_arrays, compare_layers
+from equivalence.core.layout import LayerWeights
+from equivalence.core.reference import layerwise_reference
+from equivalence.core.spec import StackSpec
+from equivalence.core.strategies import MAX_BATCH, MODEL_INPUT_SCALES
+from equivalence.core.tolerance import PAIR_FACTOR, layer_bound
+from equivalence.core.walk import DenseUnit, ModelNotSupported
+from equivalence.frameworks.registry import entry, get_adapter
+
+__all__ = ["Difference", "ModelComparison", "ModelNotSupported", "PortMismatch", "assert_equivalent",
+           "compare_models", "port_weights"]
+
+DEFAULT_EXAMPLES = 100
+
+
+class PortMismatch(ValueError):
+    """``port_weights`` refused a pair whose layers do not match; names the first mismatch."""
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One way the two models differ before any value is computed (structure or weights)."""
+
+    layer: int | None
+    what: str  # "depth" | "shape" | "dtype" | "bias" | "activation" | "untransposed" | "kernel" | "bias values"
+    message: str
+
+
+# --- walking ----------------------------------------------------------------------------------
+
+def framework_of(model: Any) -> str | None:
+    """``"torch"`` or ``"keras"`` from the model's classes, without importing either."""
+    for cls in type(model).__mro__:
+        root = (cls.__module__ or "").split(".")[0]
+        if root in ("torch", "keras"):
+            return root
+    return None
+
+
+def walk(model: Any, framework: str, *, input_width: int | None = None) -> list[DenseUnit]:
+    """The model's dense units; ``ModelNotSupported`` when it cannot be judged."""
+    found = framework_of(model)
+    if found is not None and found != framework:
+        raise ModelNotSupported(framework, "model", type(model).__name__, None,
+                                f"is a {found} model where a {framework} model was expected (arguments swapped?)")
+    get_adapter(framework)  # FrameworkUnavailable with the install hint when it is missing
+    walker = entry(framework).walker
+    if walker is None:
+        raise ModelNotSupported(framework, "model", type(model).__name__, None,
+                                f"{framework} has no walker for a user's own model in its registry entry")
+    module_name, _, function = walker.partition(":")
+    walk_model = getattr(importlib.import_module(module_name), function)
+    return walk_model(model, input_width=input_width) if framework == "keras" else walk_model(model)
+
+
+def walk_pair(torch_model: Any, keras_model: Any) -> tuple[list[DenseUnit], list[DenseUnit]]:
+    t_units = walk(torch_model, "torch")
+    return t_units, walk(keras_model, "keras", input_width=t_units[0].shape[0])
+
+
+# --- structure and weights ----------------------------------------------------------------------
+
+def _where(i: int, t: DenseUnit, k: DenseUnit) -> str:
+    return f"layer {i} (torch {t.name!r}, keras {k.name!r})"
+
+
+def _first_diff(got: np.ndarray, expected: np.ndarray) -> tuple[int, float, tuple[int, ...], float, float]:
+    g, e = got.astype(np.float64), expected.astype(np.float64)
+    differ = ~((g == e) | (np.isnan(g) & np.isnan(e)))
+    with np.errstate(invalid="ignore"):
+        diff = np.where(differ, np.abs(g - e), 0.0)
+    flat = int(np.argmax(np.where(np.isnan(diff), np.inf, diff)))
+    index = tuple(int(i) for i in np.unravel_index(flat, g.shape))
+    return int(np.count_nonzero(differ)), float(diff.flat[flat]), index, float(g[index]), float(e[index])
+
+
+def structural_differences(t_units: Sequence[DenseUnit], k_units: Sequence[DenseUnit]) -> list[Difference]:
+    """Every difference in structure and weights, layer by layer (empty for a faithful port)."""
+    out: list[Difference] = []
+    if len(t_units) != len(k_units):
+        out.append(Difference(None, "depth", f"depth: got {len(k_units)} dense layers in keras "
+                              f"({', '.join(repr(u.name) for u in k_units)}), but torch has {len(t_units)} "
+                              f"({', '.join(repr(u.name) for u in t_units)})"))
+    for i, (t, k) in enumerate(zip(t_units, k_units)):
+        where = _where(i, t, k)
+        untransposed = k.native.shape == t.native.shape and k.native.dtype == t.native.dtype \
+            and np.array_equal(k.native, t.native, equal_nan=True) and not np.array_equal(k.W, t.W, equal_nan=True)
+        if untransposed:
+            out.append(Difference(i, "untransposed", f"{where}: the keras kernel {k.native.shape} equals the torch "
+                                  f"weight untransposed, but should be its transpose weight.T (torch Linear stores "
+                                  f"(out, in), Keras Dense (in, out))"))
+        elif k.shape != t.shape:
+            out.append(Difference(i, "shape", f"{where}: shape: got keras {k.shape[0]}->{k.shape[1]}, but torch is "
+                                  f"{t.shape[0]}->{t.shape[1]} (layers missing or in a different order?)"))
+        if k.dtype != t.dtype:
+            out.append(Difference(i, "dtype", f"{where}: dtype: got keras {k.dtype}, but torch computes in {t.dtype}"))
+        if (k.b is None) != (t.b is None):
+            missing, has = ("keras", "torch") if k.b is None else ("torch", "keras")
+            out.append(Difference(i, "bias", f"{where}: bias: got none in {missing}, but {has} has one "
+                                  f"(use_bias / bias=)"))
+        if k.activation != t.activation:
+            out.append(Difference(i, "activation", f"{where}: activation: got {k.activation} in keras "
+                                  f"({k.activation_source}), but torch has {t.activation} ({t.activation_source})"))
+        if untransposed or k.shape != t.shape or k.dtype != t.dtype:
+            continue
+        if not np.array_equal(k.W, t.W, equal_nan=True):
+            n, d, idx, kv, tv = _first_diff(k.W, t.W)
+            out.append(Difference(i, "kernel", f"{where}: kernel: {n} / {k.W.size} elements differ from the torch "
+                                  f"weight.T; greatest abs diff {d:.3g} at index {idx} (keras {kv!r}, torch {tv!r})"))
+        if k.b is not None and t.b is not None and not np.array_equal(k.b, t.b, equal_nan=True):
+            n, d, idx, kv, tv = _first_diff(k.b, t.b)
+            out.append(Difference(i, "bias values", f"{where}: bias: {n} / {k.b.size} elements differ; greatest abs "
+                                  f"diff {d:.3g} at index {idx} (keras {kv!r}, torch {tv!r})"))
+    return out
+
+
+# --- values -------------------------------------------------------------------------------------
+
+def _spec(units: Sequence[DenseUnit]) -> StackSpec:
+    return StackSpec(units[0].shape[0], tuple(u.shape[1] for u in units), tuple(u.activation for u in units),
+                     bias=all(u.b is not None for u in units), dtype=units[0].dtype)
+
+
+def _weights(units: Sequence[DenseUnit]) -> list[LayerWeights]:
+    return [LayerWeights(u.W, u.b) for u in units]
+
+
+def numeric_results(t_units: Sequence[DenseUnit], k_units: Sequence[DenseUnit], x: np.ndarray,
+                    *, same: bool) -> tuple[LayerResult, ...]:
+    """Every layer: torch vs its reference, keras vs its reference, torch vs keras.
+
+    ``same``: structure and weights agree, so one reference serves both (the usual case). Otherwise
+    each model gets the reference of its own weights, and each keras layer whose shape and dtype
+    match is also fed the torch reference's input and compared with torch's output.
+    """
+    spec_t, w_t = _spec(t_units), _weights(t_units)
+    traces_t = layerwise_reference(spec_t, w_t, x)
+    inputs_t = reference_inputs(spec_t, traces_t)
+    outs_t = [u.run(xi) for u, xi in zip(t_units, inputs_t)]
+    if same:
+        outs_k = [u.run(xi) for u, xi in zip(k_units, inputs_t)]
+        return compare_layers(spec_t, w_t, x, {"torch": outs_t, "keras": outs_k}, reference=traces_t).results
+    results = list(compare_layers(spec_t, w_t, x, {"torch": outs_t}, reference=traces_t).results)
+    if k_units[0].shape[0] != t_units[0].shape[0]:
+        return tuple(results)  # the keras model takes other inputs: its layer-0 shape is the difference named
+    spec_k, w_k = _spec(k_units), _weights(k_units)
+    traces_k = layerwise_reference(spec_k, w_k, x)
+    outs_k = [u.run(xi) for u, xi in zip(k_units, reference_inputs(spec_k, traces_k))]
+    results += compare_layers(spec_k, w_k, x, {"keras": outs_k}, reference=traces_k).results
+    for i, (t, k) in enumerate(zip(t_units, k_units)):
+        if t.shape != k.shape or t.dtype != k.dtype:
+            continue
+        trace = traces_t[i]
+        bound = PAIR_FACTOR * layer_bound(x=trace.x, W=t.W, b=t.b, h=trace.h, activation=t.activation, dtype=t.dtype)
+        results.append(compare_arrays(outs_t[i], k.run(inputs_t[i]), bound=bound, pair=("torch", "keras"), layer=i))
+    return tuple(results)
+
+
+# --- the result ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ModelComparison(Comparison):
+    """A ``Comparison`` of two user models: per-layer results (the worst over every input tried), the
+    differences in structure and weights, the layers' names, and how to rebuild a failing input."""
+
+    differences: tuple[Difference, ...] = ()
+    torch_layers: tuple[DenseUnit, ...] = ()
+    keras_layers: tuple[DenseUnit, ...] = ()
+    examples: int = 0
+    reproduction: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return not self.differences and not self.failures
+
+    def _names(self, layer: int) -> str:
+        names = [f"{fw} {units[layer].name!r}" for fw, units in (("torch", self.torch_layers),
+                                                                  ("keras", self.keras_layers)) if layer < len(units)]
+        return ", ".join(names)
+
+    def message(self) -> str:
+        inputs = f"{self.examples} input batch{'es' if self.examples != 1 else ''}"
+        if self.passed:
+            return (f"{self.case_id}: all {len(self.torch_layers)} layers agree over {inputs} "
+                    f"(worst error/bound ratio {self.worst_ratio:.3g})")
+        n, m = len(self.differences), len(self.failures)
+        lines = [f"{self.case_id}: {n} difference{'s' if n != 1 else ''} in structure or weights, "
+                 f"{m} layer comparison{'s' if m != 1 else ''} beyond the error model ({inputs})"]
+        lines += [f"  {d.message}" for d in self.differences]
+        seen: set[tuple[str, str]] = set()
+        for r in sorted(self.failures, key=lambda r: (r.layer, r.pair)):
+            if r.pair not in seen:  # each pair's first diverging layer
+                seen.add(r.pair)
+                lines.append(f"  first divergence, {r.describe()} [{self._names(r.layer)}]")
+        if self.reproduction:
+            lines.append(self.reproduction)
+        return "\n".join(lines)
+
+    def table(self) -> str:
+        """The per-layer table (Markdown): names, shapes, activations, dtype, weights, worst ratio per pair."""
+        worst: dict[tuple[tuple[str, str], int], float] = {}
+        for r in self.results:
+            key = (r.pair, r.layer)
+            worst[key] = max(worst.get(key, 0.0), r.ratio)
+        flagged = {d.layer for d in self.differences}
+        pairs = [("torch", "reference"), ("keras", "reference"), ("torch", "keras")]
+        lines = [f"### {self.case_id}", "",
+                 "| layer | torch | keras | shape | activation | dtype | structure and weights | "
+                 "torch vs reference | keras vs reference | torch vs keras |",
+                 "|---|---|---|---|---|---|---|---|---|---|"]
+        for i in range(max(len(self.torch_layers), len(self.keras_layers))):
+            t = self.torch_layers[i] if i < len(self.torch_layers) else None
+            k = self.keras_layers[i] if i < len(self.keras_layers) else None
+            both = [u for u in (t, k) if u is not None]
+            cell = lambda f, both=both: " / ".join(dict.fromkeys(str(f(u)) for u in both))  # noqa: E731
+            ratios = [f"{worst[(p, i)]:.3g}" if (p, i) in worst else "-" for p in pairs]
+            lines.append(f"| {i} | {t.name if t else '-'} | {k.name if k else '-'} | "
+                         f"{cell(lambda u: f'{u.shape[0]}->{u.shape[1]}')} | {cell(lambda u: u.activation)} | "
+                         f"{cell(lambda u: u.dtype)} | {'differ' if i in flagged else 'same'} | {' | '.join(ratios)} |")
+        verdict = "PASS" if self.passed else "FAIL"
+        lines += ["", f"{verdict} over {self.examples} input batches, worst error/bound ratio {self.worst_ratio:.3g}",
+                  ""]
+        return "\n".join(lines)
+
+
+def _case_id(torch_model: Any, keras_model: Any) -> str:
+    keras_name = getattr(keras_model, "name", None)
+    return f"torch {type(torch_model).__name__} vs keras {type(keras_model).__name__}" + \
+        (f" {keras_name!r}" if keras_name else "")
+
+
+def _as_input(x: Any, width: int) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim == 1 and x.size == width:
+        x = x[None, :]
+    elif x.ndim > 2 and int(np.prod(x.shape[1:])) == width:
+        x = x.reshape(x.shape[0], width)  # e.g. (N, 1, 28, 28) images for a 784-wide first layer
+    if x.ndim != 2 or x.shape[1] != width or x.shape[0] < 1:
+        raise ValueError(f"x has shape {x.shape}, but the models take {width} features: pass (batch, {width})")
+    if not np.issubdtype(x.dtype, np.floating) and not np.issubdtype(x.dtype, np.integer):
+        raise ValueError(f"x has dtype {x.dtype}; pass floating-point inputs")
+    return x
+
+
+def _worst_per_layer(results: Sequence[LayerResult]) -> dict[tuple[tuple[str, str], int], LayerResult]:
+    out: dict[tuple[tuple[str, str], int], LayerResult] = {}
+    for r in results:
+        key = (r.pair, r.layer)
+        if key not in out or r.ratio > out[key].ratio:
+            out[key] = r
+    return out
+
+
+class _Diverged(AssertionError):
+    pass
+
+
+def compare_models(torch_model: Any, keras_model: Any, x: Any = None, *, max_examples: int = DEFAULT_EXAMPLES,
+                   scales: Sequence[float] = MODEL_INPUT_SCALES, nonfinite: bool = False, max_batch: int = MAX_BATCH,
+                   derandomize: bool = False, table: str | Path | None = None) -> ModelComparison:
+    """Compare a torch model and its Keras port layer by layer, without writing either's weights.
+
+    ``x``: inputs ``(batch, n_in)``; ``None`` draws them with hypothesis (``max_examples`` batches, input
+    scales ``scales``, NaN/inf at drawn positions with ``nonfinite=True``), shrinking a failure to a
+    minimal input. ``table``: write the per-layer table (Markdown) there. Raises ``ModelNotSupported``
+    (a ``ValueError``) for a model the suite cannot judge.
+    """
+    t_units, k_units = walk_pair(torch_model, keras_model)
+    differences = tuple(structural_differences(t_units, k_units))
+    same = not differences
+    base = dict(case_id=_case_id(torch_model, keras_model), differences=differences,
+                torch_layers=tuple(t_units), keras_layers=tuple(k_units))
+    width = t_units[0].shape[0]
+    if x is not None or not same:  # given inputs; or a port already wrong: one seeded batch shows the values
+        from equivalence.core.case import drawn_input
+
+        x = _as_input(x, width) if x is not None else drawn_input(width=width, dtype=t_units[0].dtype, batch=8)
+        result = ModelComparison(results=numeric_results(t_units, k_units, x, same=same), examples=1, **base)
+    else:
+        result = _drawn(t_units, k_units, base, max_examples=max_examples, scales=scales, nonfinite=nonfinite,
+                        max_batch=max_batch, derandomize=derandomize)
+    if table is not None:
+        from equivalence.core.atomic import write_text_atomic
+
+        write_text_atomic(Path(table), result.table())  # a crash never leaves half a table
+    return result
+
+
+def _drawn(t_units: list[DenseUnit], k_units: list[DenseUnit], base: dict, *, max_examples: int,
+           scales: Sequence[float], nonfinite: bool, max_batch: int, derandomize: bool) -> ModelComparison:
+    from hypothesis import HealthCheck, Phase, given, settings
+
+    from equivalence.core.case import drawn_input
+    from equivalence.core.strategies import model_inputs
+
+    if not isinstance(max_examples, int) or max_examples < 1:
+        raise ValueError(f"max_examples={max_examples!r} must be a positive integer")
+    strategy = model_inputs(width=t_units[0].shape[0], dtype=t_units[0].dtype, scales=scales, nonfinite=nonfinite,
+                            max_batch=max_batch)
+    worst: dict[tuple[tuple[str, str], int], LayerResult] = {}
+    state: dict[str, Any] = {"examples": 0, "failing": None}
+
+    @settings(max_examples=max_examples, deadline=None, database=None, derandomize=derandomize,
+              suppress_health_check=list(HealthCheck), report_multiple_bugs=False, print_blob=False,
+              phases=(Phase.explicit, Phase.generate, Phase.shrink))
+    @given(draw=strategy)
+    def check(draw: dict) -> None:
+        results = numeric_results(t_units, k_units, drawn_input(**draw), same=True)
+        state["examples"] += 1
+        if all(r.passed for r in results):
+            for key, r in _worst_per_layer(results).items():
+                if key not in worst or r.ratio > worst[key].ratio:
+                    worst[key] = r
+            return
+        state["failing"] = (draw, results)  # the last failing call hypothesis makes is the shrunk one
+        raise _Diverged()
+
+    try:
+        check()
+    except _Diverged:
+        draw, results = state["failing"]
+        args = ", ".join(f"{k}={v!r}" for k, v in draw.items())
+        reproduction = ("  minimal failing input (shrunk by hypothesis), rebuilt with:\n"
+                        f"    from equivalence.core.case import drawn_input\n    x = drawn_input({args})\n"
+                        "    equivalence.assert_equivalent(torch_model, keras_model, x=x)")
+        return ModelComparison(results=tuple(results), examples=state["examples"], reproduction=reproduction, **base)
+    return ModelComparison(results=tuple(worst.values()), examples=state["examples"], **base)
+
+
+def assert_equivalent(torch_model: Any, keras_model: Any, x: Any = None, **options: Any) -> ModelComparison:
+    """``compare_models``, raising ``AssertionError`` with the per-layer report when the models differ in any
+    way: structure, dtype, bias, activation, weights (an untransposed kernel named as such) or values
+    beyond the error model. Returns the comparison when they agree."""
+    result = compare_models(torch_model, keras_model, x, **options)
+    if not result.passed:
+        raise AssertionError(result.message())
+    return result
+
+
+# --- porting ------------------------------------------------------------------------------------
+
+def _port_mismatch(source: Sequence[DenseUnit], target: Sequence[DenseUnit]) -> str | None:
+    s_fw, t_fw = source[0].framework, target[0].framework
+    if len(source) != len(target):
+        return f"{s_fw} has {len(source)} dense layers, {t_fw} {len(target)}"
+    for i, (s, t) in enumerate(zip(source, target)):
+        where = f"layer {i} ({s_fw} {s.name!r}, {t_fw} {t.name!r})"
+        if s.shape != t.shape:
+            return f"{where}: {s_fw} is {s.shape[0]}->{s.shape[1]}, {t_fw} {t.shape[0]}->{t.shape[1]}"
+        if (s.b is None) != (t.b is None):
+            return f"{where}: {s_fw} {'has no' if s.b is None else 'has a'} bias, {t_fw} " \
+                   f"{'has no' if t.b is None else 'has a'} bias"
+        if s.dtype != t.dtype:
+            return f"{where}: {s_fw} is {s.dtype}, {t_fw} {t.dtype}"
+        if s.activation != t.activation:
+            return f"{where}: {s_fw} has {s.activation} ({s.activation_source}), {t_fw} {t.activation} " \
+                   f"({t.activation_source})"
+        if t.write is None:
+            return f"{where}: the {t_fw} model cannot be written (a torch.export program holds copies)"
+    return None
+
+
+def port_weights(source: Any, target: Any) -> None:
+    """Copy every dense layer's weights from ``source`` to ``target`` (torch to Keras, or Keras to torch),
+    transposing between torch's ``(out, in)`` and Keras' ``(in, out)``.
+
+    Refuses (``PortMismatch``, before writing anything) a pair whose layers do not match in number,
+    shape, bias, dtype or activation, naming the first mismatch.
+    """
+    frameworks = (framework_of(source), framework_of(target))
+    if sorted(map(str, frameworks)) != ["keras", "torch"]:
+        raise PortMismatch(f"port_weights copies between a torch and a Keras model, got {type(source).__name__} "
+                           f"({frameworks[0]}) and {type(target).__name__} ({frameworks[1]})")
+    if frameworks[0] == "torch":
+        s_units, t_units = walk_pair(source, target)
+    else:
+        t_units, s_units = walk_pair(target, source)
+    problem = _port_mismatch(s_units, t_units)
+    if problem is not None:
+        raise PortMismatch(f"port_weights: the layers do not match: {problem}")
+    for s, t in zip(s_units, t_units):
+        t.write(s.W, s.b)

@@ -1,0 +1,148 @@
+"""Users' models in every style the walkers accept, built from widths and activation names.
+
+Each builder writes the model the way a user would (modules, functional ops, separate activation
+layers, layers created in another order than they are called), not through the adapters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from equivalence.core.activations import family_of
+
+TORCH_STYLES = ("sequential_nested", "modulelist", "custom_functional", "export")
+KERAS_STYLES = ("sequential", "functional_layers", "subclass_ops", "nested")
+
+
+def torch_model(style: str, widths: Sequence[int], activations: Sequence[str], *, dtype: str = "float32"):
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    from equivalence.frameworks.torch import _TORCH_DTYPES, activation_module
+
+    dt = _TORCH_DTYPES[dtype]
+    torch.manual_seed(len(widths) * 1000 + sum(widths))
+    linears = [nn.Linear(i, o, dtype=dt) for i, o in zip(widths[:-1], widths[1:])]
+    if style == "sequential_nested":  # Dropout between Linear and its activation, Identity, nesting
+        blocks = [nn.Sequential(lin, nn.Dropout(0.3), activation_module(a)) for lin, a in zip(linears, activations)]
+        return nn.Sequential(nn.Flatten(), nn.Sequential(*blocks[:1]), *blocks[1:], nn.Identity())
+
+    if style == "modulelist":
+        class ModuleListNet(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.layers = nn.ModuleList(linears)
+                self.acts = nn.ModuleList([activation_module(a) for a in activations])
+
+            def forward(self, x):
+                for layer, act in zip(self.layers, self.acts):
+                    x = act(layer(x))
+                return x
+        return ModuleListNet()
+
+    def functional(name: str):
+        family, param = family_of(name)
+        return {
+            "relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh, "linear": lambda x: x,
+            "gelu": lambda x: F.gelu(x), "softmax": lambda x: F.softmax(x, dim=-1),
+            "leaky_relu": lambda x: F.leaky_relu(x, negative_slope=param),
+            "elu": lambda x: F.elu(x, alpha=1.0 if param is None else param),
+        }[family]
+
+    acts = [functional(a) for a in activations]
+
+    class CustomNet(nn.Module):
+        """Layers registered last-first: only the execution order is right."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            for i in reversed(range(len(linears))):
+                setattr(self, f"fc{i + 1}", linears[i])
+
+        def forward(self, x):
+            x = x.view(x.size(0), -1)
+            for i, act in enumerate(acts):
+                x = act(getattr(self, f"fc{i + 1}")(x))
+                if i == 0:
+                    x = F.dropout(x, 0.2, training=self.training)
+            return x
+
+    model = CustomNet()
+    if style == "custom_functional":
+        return model
+    assert style == "export", style
+    return torch.export.export(model.eval(), (torch.zeros(2, widths[0], dtype=dt),))
+
+
+def keras_model(style: str, widths: Sequence[int], activations: Sequence[str], *, dtype: str = "float32",
+                bias: Sequence[bool] | None = None):
+    import keras
+
+    from equivalence.frameworks.keras import keras_activation
+
+    L = keras.layers
+    bias = bias or [True] * len(activations)
+    outs = widths[1:]
+
+    def dense(i: int, activation=None):
+        return L.Dense(outs[i], activation=activation, use_bias=bias[i], dtype=dtype, name=f"dense_{i}")
+
+    if style == "sequential":
+        return keras.Sequential([keras.Input((widths[0],), dtype=dtype)]
+                                + [dense(i, keras_activation(a)) for i, a in enumerate(activations)])
+
+    def layer(name: str):
+        family, param = family_of(name)
+        if family == "relu":
+            return L.ReLU(dtype=dtype)
+        if family == "leaky_relu":
+            return L.LeakyReLU(negative_slope=param, dtype=dtype)
+        if family == "elu":
+            return L.ELU(alpha=1.0 if param is None else param, dtype=dtype)
+        if family == "softmax":
+            return L.Softmax(dtype=dtype)
+        return L.Activation(name, dtype=dtype)
+
+    if style in ("functional_layers", "nested"):
+        inputs = keras.Input((widths[0],), dtype=dtype)
+        h = inputs
+        for i, a in enumerate(activations):
+            h = dense(i)(h)
+            if i == 0:
+                h = L.Dropout(0.3)(h)
+            h = layer(a)(h)
+        model = keras.Model(inputs, h)
+        if style == "functional_layers":
+            return model
+        outer = keras.Input((widths[0],), dtype=dtype)
+        return keras.Model(outer, L.Identity()(model(outer)))
+
+    assert style == "subclass_ops", style
+    ops = keras.ops
+
+    def op(name: str):
+        family, param = family_of(name)
+        return {
+            "relu": ops.relu, "sigmoid": ops.sigmoid, "tanh": ops.tanh, "linear": lambda x: x,
+            "gelu": lambda x: ops.gelu(x, approximate=False), "softmax": lambda x: ops.softmax(x, axis=-1),
+            "leaky_relu": lambda x: ops.leaky_relu(x, negative_slope=param),
+            "elu": lambda x: ops.elu(x, alpha=1.0 if param is None else param),
+        }[family]
+
+    class Net(keras.Model):
+        def __init__(self) -> None:
+            super().__init__(dtype=dtype)
+            self.stack = [dense(i) for i in reversed(range(len(activations)))]  # created last-first
+            self.acts = [op(a) for a in activations]
+
+        def call(self, x):
+            for d, act in zip(reversed(self.stack), self.acts):
+                x = act(d(x))
+            return x
+
+    import numpy as np
+
+    model = Net()
+    model(np.zeros((1, widths[0]), dtype=dtype))
+    return model
