@@ -247,7 +247,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     step_summary = _step_summary()
     cases = _selected(report_cases(), args.patterns, "report")
     adapters = _adapters(args.frameworks)
-    fp = fingerprint()
+    fp = fingerprint(tuple(adapters))
     start = time.perf_counter()
     results = []
     with _progress("report", len(cases)) as advance:

@@ -16,9 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import product
 
+from equivalence.core.activations import ACTIVATIONS
 from equivalence.core.case import Case, make_case
+from equivalence.core.dtypes import DTYPES
 from equivalence.core.spec import StackSpec
-from equivalence.core.strategies import ACTIVATION_NAMES, DTYPE_NAMES
 from equivalence.frameworks.registry import entry
 
 ACTIVATION_AXIS: tuple[str, ...] = ("sigmoid", "tanh", "relu", "linear")
@@ -143,14 +144,14 @@ def breadth_cases() -> list[MatrixCase]:
     """Every shared activation and every dtype, bias on and off, in few cases.
 
     Each activation alone in float32; then, for every dtype, five-layer stacks
-    that together hold every activation (``ACTIVATION_NAMES`` in order, in
+    that together hold every activation (``ACTIVATIONS`` in order, in
     slices of five), with bias and without.
     """
     n_in, widths = BREADTH_SHAPE
-    out = [MatrixCase(StackSpec(n_in, widths, name), BREADTH_INPUTS) for name in ACTIVATION_NAMES]
-    names = list(ACTIVATION_NAMES)
+    out = [MatrixCase(StackSpec(n_in, widths, name), BREADTH_INPUTS) for name in ACTIVATIONS]
+    names = list(ACTIVATIONS)
     slices = [tuple((names[i:i + len(widths)] + names)[:len(widths)]) for i in range(0, len(names), len(widths))]
-    for dtype, acts, bias in product(DTYPE_NAMES, slices, (True, False)):
+    for dtype, acts, bias in product(DTYPES, slices, (True, False)):
         out.append(MatrixCase(StackSpec(n_in, widths, acts, bias=bias, dtype=dtype), BREADTH_INPUTS))
     return out
 
