@@ -36,7 +36,8 @@ from equivalence.core.check import LayerPool, check_case, reference_inputs
 from equivalence.core.reference import layerwise_reference
 from equivalence.core.spec import StackSpec
 from equivalence.core.strategies import BOUNDARY_WIDTHS, INPUT_SCALES
-from equivalence.frameworks.registry import get_adapter
+from equivalence.frameworks.base import Adapter
+from equivalence.frameworks.registry import defaults, get_adapter
 from equivalence.guard.fingerprint import fingerprint
 
 
@@ -67,30 +68,34 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * (4096 / 2**20)
 
 
+def _adapters() -> dict[str, Adapter]:
+    """The registry's default frameworks (torch and Keras): what ``make check`` and ``report`` run."""
+    return {name: get_adapter(name) for name in defaults()}
+
+
 def run_ours(cases: Sequence[Case], pool: LayerPool) -> tuple[float, int]:
     """Seconds for the suite's check path over ``cases``, and how many disagreed."""
-    torch_a, keras_a = get_adapter("torch"), get_adapter("keras")
+    adapters = _adapters()
     failures = 0
     start = time.perf_counter()
     for case in cases:
-        models = {"torch": (torch_a, pool.stack(torch_a, case.spec)),
-                  "keras": (keras_a, pool.stack(keras_a, case.spec))}
+        models = {name: (adapter, pool.stack(adapter, case.spec)) for name, adapter in adapters.items()}
         failures += not check_case(case, models).passed
     return time.perf_counter() - start, failures
 
 
 def run_floor(cases: Sequence[Case], pool: LayerPool) -> float:
-    """Seconds of only the two forwards and the reference; building and loading weights untimed."""
-    torch_a, keras_a = get_adapter("torch"), get_adapter("keras")
+    """Seconds of only the forwards and the reference; building and loading weights untimed."""
+    adapters = _adapters()
     total = 0.0
     for case in cases:
-        t, k = pool.stack(torch_a, case.spec), pool.stack(keras_a, case.spec)
-        torch_a.set_weights(t, case.weights)
-        keras_a.set_weights(k, case.weights)
+        models = {name: pool.stack(adapter, case.spec) for name, adapter in adapters.items()}
+        for name, model in models.items():
+            adapters[name].set_weights(model, case.weights)
         inputs = reference_inputs(case.spec, layerwise_reference(case.spec, case.weights, case.x))
         start = time.perf_counter()
-        torch_a.layer_outputs(t, inputs)
-        keras_a.layer_outputs(k, inputs)
+        for name, model in models.items():
+            adapters[name].layer_outputs(model, inputs)
         layerwise_reference(case.spec, case.weights, case.x)
         total += time.perf_counter() - start
     return total
@@ -174,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ms_per_case_interleaved": ms, "cases": len(cases), "warmup_cases": args.warmup,
         "layer_pool": {"size": pool.size, "builds": pool.builds, "builds_in_timed_run": builds_in_timed_run},
         "disagreements": failures,
-        "fingerprint": fingerprint(("torch", "keras")),
+        "fingerprint": fingerprint(defaults()),
     }
     args.json.write_text(json.dumps(figures, indent=2) + "\n")
     print(f"ms per case, interleaved: ours {ms['ours']:.2f}, floor {ms['floor']:.2f}, naive {ms['naive']:.1f}; "
