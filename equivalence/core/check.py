@@ -31,9 +31,9 @@ def check_case(case: Case, models: Mapping[str, tuple[Adapter, Any]]) -> Compari
 class LayerPool:
     """Built layers reused by shape, for the numeric hot path.
 
-    Building a Keras ``Dense`` costs ~3 ms and assembling a model ~4 ms more;
-    assigning new weights to a built layer costs ~0.3 ms. Every case overwrites
-    every weight, so reuse is safe. Layers are keyed by ``(framework, in, out,
+    Building a Keras ``Dense`` and assembling a model cost ten times and more what
+    assigning new weights to a built layer costs (docs/measurements.md, "Costs per
+    step"). Every case overwrites every weight, so reuse is safe. Layers are keyed by ``(framework, in, out,
     activation, bias, dtype)`` plus their position among equal keys in one stack,
     so a stack never gets the same layer object twice. The tests of the build
     styles themselves always build fresh models.

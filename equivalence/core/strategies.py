@@ -29,8 +29,8 @@ BOUNDARY_WIDTHS = (1, 2, 3, 4, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64)
 """Widths at and around the block sizes where BLAS and SIMD kernels switch code paths.
 
 Drawing from these finds kernel-edge bugs faster than uniform widths, and makes
-shapes repeat, so the layer pool reuses built Keras layers (a build costs ~3 ms
-and ~95 KB; an assignment ~0.1 ms). ``specs(width=st.integers(1, 64))`` draws uniformly.
+shapes repeat, so the layer pool reuses built Keras layers (a build costs tens of times
+an assignment: docs/measurements.md, "Costs per step"). ``specs(width=st.integers(1, 64))`` draws uniformly.
 """
 boundary_widths = st.sampled_from(BOUNDARY_WIDTHS)
 
