@@ -72,7 +72,7 @@ def test_the_frameworks_import_nothing_of_the_guard():
             assert not imported.startswith(("equivalence.guard", "equivalence.cli")), f"{path} imports {imported}"
 
 
-def test_report_and_verify_import_neither_hypothesis_nor_a_framework_they_were_not_asked_for(tmp_path):
+def test_report_and_verify_import_neither_hypothesis_nor_a_framework_they_were_not_asked_for(torch_adapter):
     """The CLI stays lean: ``report`` and ``verify`` never load hypothesis; ``verify --framework torch`` never
     loads TensorFlow."""
     code = ("import sys; from equivalence import cli; "

@@ -13,9 +13,11 @@ import re
 
 import pytest
 
-from equivalence import cli
-from equivalence.guard import report as rep
-from equivalence.guard.matrix import report_cases
+pytest.importorskip("rich", reason="the terminal report needs rich (the report extra; .venv-mxnet has none)")
+
+from equivalence import cli  # noqa: E402
+from equivalence.guard import report as rep  # noqa: E402
+from equivalence.guard.matrix import report_cases  # noqa: E402
 
 PAIRS = ("torch vs reference", "keras vs reference", "torch vs keras")
 WIDTHS = (80, 100, 200)
