@@ -352,7 +352,8 @@ def test_bfloat16_vectors_without_ml_dtypes_are_a_one_line_error(monkeypatch, ca
     assert "is bfloat16: dtype 'bfloat16' needs the ml_dtypes package" in err and "Traceback" not in err
 
 
-def test_a_write_refused_after_the_checks_names_the_folder_not_a_temporary_file(tmp_path, monkeypatch, capsys):
+def test_a_write_refused_after_the_checks_names_the_folder_not_a_temporary_file(tmp_path, monkeypatch, capsys,
+                                                                               torch_adapter):
     """The folder passes the checks before the run, then refuses the write (a disk filling up, a mount
     turned read-only): the one line names the folder, not the temporary file's name."""
     import tempfile
