@@ -1,4 +1,13 @@
-"""Hypothesis profiles, the report header, and framework fixtures that skip cleanly.
+"""Hypothesis profiles, the report header, and the frameworks under test: chosen once, tests parametrized over them.
+
+Frameworks: every registered one (``equivalence.frameworks.registry``), or those ``EQUIVALENCE_FRAMEWORKS``
+names (comma-separated), as einops' and array-api-tests' test backends are chosen in one place. A test that
+takes a ``framework`` argument runs once per selected framework, its id naming it; with ``style`` (or
+``registering_style``, ``save_format``) too, once per build style (registering style, save format) the
+framework's registry entry lists. Its ``adapter`` fixture is that framework's adapter, or a skip saying why
+not (not installed, not selected). ``@pytest.mark.needs("sgd")`` skips the frameworks whose entry does not
+declare the capability, with the reason ("mxnet does not declare sgd"). So a new framework gets every shared
+test by its registry entry alone.
 
 Profiles: ``dev`` (default), ``ci`` (loaded when ``CI`` is set: derandomized,
 no deadline, failing blobs printed), ``thorough`` (``--hypothesis-profile thorough``) and ``smoke``
@@ -7,13 +16,22 @@ no deadline, failing blobs printed), ``thorough`` (``--hypothesis-profile thorou
 
 from __future__ import annotations
 
+import itertools
 import os
+from collections.abc import Sequence
 
 import pytest
 from hypothesis import HealthCheck, settings
 
 from equivalence.frameworks.builtin import keras_backend_problem
-from equivalence.frameworks.registry import FrameworkUnavailable, get_adapter, loaded_adapters, names
+from equivalence.frameworks.registry import (
+    CAPABILITIES,
+    FrameworkUnavailable,
+    entry,
+    get_adapter,
+    loaded_adapters,
+    names,
+)
 
 pytest_plugins = ["pytester"]  # tests/test_own_plugin_and_cli.py runs the pytest plugin in a temporary project
 
@@ -39,6 +57,8 @@ def pytest_configure(config: pytest.Config) -> None:
     problem = keras_backend_problem()
     if problem:
         raise pytest.UsageError(problem)
+    config.addinivalue_line("markers", f"needs(*capabilities): skip the frameworks whose registry entry does not "
+                                       f"declare them (some of {', '.join(CAPABILITIES)})")
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -74,6 +94,64 @@ def adapter_or_skip(name: str):
         return get_adapter(name)
     except FrameworkUnavailable as exc:
         pytest.skip(str(exc))
+
+
+def undeclared(framework: str, capabilities: Sequence[str]) -> str | None:
+    """Why ``framework`` cannot run a test that needs ``capabilities`` ("mxnet does not declare sgd"), or None:
+    the one place a missing optional capability becomes a skip reason."""
+    unknown = sorted(set(capabilities) - set(CAPABILITIES))
+    if unknown:
+        raise pytest.UsageError(f"@pytest.mark.needs names {', '.join(unknown)}; use some of {', '.join(CAPABILITIES)}")
+    missing = [c for c in capabilities if c not in entry(framework).capabilities]
+    return f"{framework} does not declare {', '.join(missing)}" if missing else None
+
+
+FRAMEWORK_AXES = {
+    "style": lambda framework: framework.styles,
+    "registering_style": lambda framework: framework.registering,
+    "save_format": lambda framework: framework.save_formats,
+}
+"""Arguments a test may take beside ``framework``: each runs over what the framework's registry entry lists."""
+
+
+def _framework_params(metafunc: pytest.Metafunc) -> tuple[list[str], list]:
+    axes = [name for name in FRAMEWORK_AXES if name in metafunc.fixturenames]
+    needs = [c for marker in metafunc.definition.iter_markers("needs") for c in marker.args]
+    params = []
+    for name in selected_frameworks():
+        reason = undeclared(name, needs)
+        if reason:  # one skipped test for the framework, however many styles or formats it lists
+            params.append(pytest.param(name, *[None] * len(axes), id=name, marks=pytest.mark.skip(reason=reason)))
+            continue
+        for values in itertools.product(*(FRAMEWORK_AXES[axis](entry(name)) for axis in axes)):
+            params.append(pytest.param(name, *values, id="-".join((name, *values))))
+    return ["framework", *axes], params
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """One test per selected framework (and per style, registering style or save format it takes).
+
+    A test that parametrizes ``framework`` itself (the pair-specific meta tests, which patch torch or Keras
+    code) is left alone. Module scope: the ``adapter`` fixture is set up once per framework and module, so
+    hypothesis' ``@given`` tests may take it.
+    """
+    if "framework" not in metafunc.fixturenames:
+        return
+    if any("framework" in _argnames(marker) for marker in metafunc.definition.iter_markers("parametrize")):
+        return
+    argnames, params = _framework_params(metafunc)
+    metafunc.parametrize(argnames, params, scope="module")
+
+
+def _argnames(marker: pytest.Mark) -> list[str]:
+    argnames = marker.args[0] if marker.args else marker.kwargs.get("argnames", ())
+    return [n.strip() for n in argnames.split(",")] if isinstance(argnames, str) else list(argnames)
+
+
+@pytest.fixture(scope="module")
+def adapter(framework: str):
+    """The adapter of the test's ``framework`` (see ``pytest_generate_tests``), or a skip naming why not."""
+    return adapter_or_skip(framework)
 
 
 @pytest.fixture(autouse=True)

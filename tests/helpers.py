@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Sequence
@@ -10,11 +11,14 @@ from typing import Any
 import numpy as np
 import pytest
 from hypothesis import settings
+from hypothesis import strategies as st
 
 from equivalence.core.case import Case
+from equivalence.core.check import why_not_run
 from equivalence.core.compare import Comparison
 from equivalence.core.layout import LayerWeights, weights_equal
 from equivalence.core.repro import save_case, snippet
+from equivalence.core.strategies import ACTIVATION_NAMES, DTYPE_NAMES, boundary_widths_up_to, cases, specs
 from equivalence.frameworks.base import Adapter
 from tests import stats
 
@@ -34,6 +38,28 @@ NUMERIC_EXAMPLES = 13 * settings.default.max_examples
 cases. 13x keeps ``make check`` over 2,000 of them (2,208 in ci) inside its 120 s budget on 2 noisy cores."""
 BUILD_EXAMPLES = max(10, settings.default.max_examples // 4)
 """Properties that build real Keras models each example (~15-20 ms a build)."""
+
+def computable_cases(adapter: Adapter, *, dtypes: Sequence[str] = DTYPE_NAMES, small: bool = False
+                     ) -> st.SearchStrategy[Case]:
+    """Cases drawing every activation (per layer) and bias on or off, in those of ``dtypes`` the framework
+    computes (``Adapter.cannot``; bfloat16 only where numpy has it), as ``strategies.breadth_specs``.
+
+    ``small``: at most 4 layers of width 16, for properties whose examples run backward passes or write files.
+    Draw it inside the test (``data.draw``): which dtypes a framework computes is known once its adapter is.
+    """
+    return _computable_cases(adapter, tuple(dtypes), small)
+
+
+@functools.cache
+def _computable_cases(adapter: Adapter, dtypes: tuple[str, ...], small: bool) -> st.SearchStrategy[Case]:
+    runnable = [d for d in dtypes if (d != "bfloat16" or HAS_BFLOAT16)
+                and not all(adapter.cannot(a, d) for a in ACTIVATION_NAMES)]
+    if not runnable:
+        raise ValueError(f"{adapter.name} computes none of the dtypes {', '.join(dtypes)}")
+    shape = dict(max_depth=4, width=boundary_widths_up_to(16)) if small else {}
+    return cases(specs(activations=ACTIVATION_NAMES, dtypes=runnable, **shape)).filter(
+        lambda case: why_not_run(adapter, case.spec) is None)  # gaps in (activation, dtype) pairs
+
 
 def replay_note(case: Case) -> str:
     """Where the failing case was written (pickle-free) and a snippet that re-runs it.

@@ -17,7 +17,8 @@ from equivalence.core.strategies import ACTIVATION_NAMES
 ELEMENTWISE = [a for a in ACTIVATIONS.values() if not a.row_coupled]
 
 
-@pytest.mark.parametrize(("framework", "table"), [("torch", "ACTIVATION_MODULES"), ("keras", "ACTIVATIONS")])
+@pytest.mark.parametrize(("framework", "table"), [("torch", "ACTIVATION_MODULES"), ("keras", "ACTIVATIONS"),
+                                                 ("mxnet", "GLUON_ACTIVATIONS")])
 def test_each_adapter_maps_exactly_the_shared_activations(framework, table, request):
     request.getfixturevalue(f"{framework}_adapter")  # skips when the framework is missing
     mapping = getattr(importlib.import_module(f"equivalence.frameworks.{framework}"), table)

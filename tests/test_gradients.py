@@ -1,7 +1,8 @@
-"""Gradients of L = mean(outputs): torch autograd, Keras (GradientTape) and a float64 backward pass.
+"""Gradients of L = mean(outputs): torch autograd, Keras (GradientTape), Gluon autograd and a float64 backward pass.
 
 Compared layer by layer in the canonical layout (``equivalence.core.gradients``), plus one SGD
-step. The meta tests patch the *framework* so that only the backward pass is wrong
+step: torch and Keras together, and every framework that declares the capability (``gradients``, ``sgd``)
+alone against the reference. The meta tests patch the *framework* so that only the backward pass is wrong
 (the forward values stay bit-identical), and the suite must name the framework and
 the layers whose gradients pass through the broken activation.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from equivalence.core.activations import ACTIVATIONS
 from equivalence.core.case import make_case
@@ -28,7 +30,7 @@ from equivalence.core.gradients import (
 )
 from equivalence.core.spec import StackSpec
 from equivalence.core.strategies import ACTIVATION_NAMES, cases, specs
-from tests.helpers import assert_layers_agree
+from tests.helpers import BUILD_EXAMPLES, NUMERIC_EXAMPLES, assert_layers_agree, computable_cases
 
 GRADIENT_CASES = cases(specs(activations=ACTIVATION_NAMES, dtypes=GRADIENT_DTYPES))
 ELEMENTWISE = [name for name, a in ACTIVATIONS.items() if not a.row_coupled]
@@ -55,7 +57,8 @@ def test_gradients_agree_three_ways_layer_by_layer(case, torch_adapter, keras_ad
 
 LEARNING_RATE = 0.125
 """Exact in every dtype: Keras keeps the learning rate as a float32 variable, so 0.1 becomes
-0.10000000149 and a float64 SGD step lands 3.3e-10 away from torch's (measured; see the test below)."""
+0.10000000149 and a float64 SGD step lands 3.3e-10 away from torch's (measured; see the test below). MXNet's
+sgd_update takes it as a float32 parameter too."""
 
 
 def test_keras_keeps_the_learning_rate_in_float32(keras_adapter):
@@ -81,9 +84,50 @@ def test_one_sgd_step_gives_the_same_new_weights(case, torch_adapter, keras_adap
     comparison = compare_sgd_step(case.spec, case.weights, case.x, reference, updated,
                                   learning_rate=LEARNING_RATE, case_id=case.id)
     assert_layers_agree(comparison=comparison, case=case)
-    # the step really happened wherever it is larger than the weights' own rounding
+    _assert_the_step_happened(updated["keras"], case, reference)
+
+
+@pytest.mark.needs("gradients")
+@settings(max_examples=max(10, NUMERIC_EXAMPLES // 30))
+@given(data=st.data())
+def test_gradients_agree_with_the_reference_layer_by_layer(data, framework, adapter, layer_pool):
+    """Each framework alone, in the gradient dtypes it computes; a second call gives the same gradients (they
+    never accumulate)."""
+    case = data.draw(computable_cases(adapter, dtypes=GRADIENT_DTYPES, small=True), label="case")
+    assume(not ambiguous_kinks(case.spec, case.weights, case.x))
+    model = layer_pool.stack(adapter, case.spec)
+    adapter.set_weights(model, case.weights)
+    grads = adapter.loss_gradients(model, case.x)
+    again = adapter.loss_gradients(model, case.x)
+    for layer, (a, b) in enumerate(zip(grads.weights, again.weights)):
+        assert np.array_equal(a.W, b.W), f"{framework} layer {layer}: a second call gave other dL/dW (accumulated?)"
+    comparison = compare_gradients(case.spec, case.weights, case.x,
+                                   reference_gradients(case.spec, case.weights, case.x), {framework: grads},
+                                   case_id=case.id)
+    assert_layers_agree(comparison=comparison, case=case)
+
+
+@pytest.mark.needs("sgd")
+@settings(max_examples=BUILD_EXAMPLES)
+@given(data=st.data())
+def test_one_sgd_step_gives_the_reference_new_weights(data, framework, adapter, layer_pool):
+    case = data.draw(computable_cases(adapter, dtypes=GRADIENT_DTYPES, small=True), label="case")
+    assume(not ambiguous_kinks(case.spec, case.weights, case.x))
+    model = layer_pool.stack(adapter, case.spec)
+    adapter.set_weights(model, case.weights)
+    adapter.sgd_step(model, case.x, learning_rate=LEARNING_RATE)
+    updated = adapter.get_weights(model)
+    reference = reference_gradients(case.spec, case.weights, case.x)
+    comparison = compare_sgd_step(case.spec, case.weights, case.x, reference, {framework: updated},
+                                  learning_rate=LEARNING_RATE, case_id=case.id)
+    assert_layers_agree(comparison=comparison, case=case)
+    _assert_the_step_happened(updated, case, reference)
+
+
+def _assert_the_step_happened(updated, case, reference):
+    """Wherever the step is larger than the weights' own rounding, some weight changed."""
     eps = EPSILON[case.spec.dtype]
-    for layer, (new, old, g) in enumerate(zip(updated["keras"], case.weights, reference.weights)):
+    for layer, (new, old, g) in enumerate(zip(updated, case.weights, reference.weights)):
         if LEARNING_RATE * np.max(np.abs(g.W)) > 4 * eps * np.max(np.abs(old.W.astype(np.float64))):
             assert not np.array_equal(new.W, old.W), f"layer {layer}: the SGD step changed no weight"
 
@@ -122,9 +166,8 @@ def test_torch_grad_accumulates_but_the_adapter_starts_from_zero(torch_adapter):
     np.testing.assert_array_equal(once.weights[0].W, first.numpy().T)
 
 
-@pytest.mark.parametrize("framework", ["torch", "keras"])
-def test_a_square_layers_gradient_is_transposed_to_the_canonical_layout(framework, request):
-    adapter = request.getfixturevalue(f"{framework}_adapter")
+@pytest.mark.needs("gradients")
+def test_a_square_layers_gradient_is_transposed_to_the_canonical_layout(framework, adapter):
     case = make_case(StackSpec(4, (4, 4)), seed=2, batch=3)
     model = adapter.build(case.spec, adapter.styles[0])
     adapter.set_weights(model, case.weights)

@@ -14,6 +14,7 @@ import pytest
 
 from equivalence import cli
 from equivalence.core import known_differences
+from equivalence.core.check import why_not_run
 from equivalence.core.compare import RECORDED, compare_layers
 from equivalence.core.conditions import RecordedFacts
 from equivalence.guard import golden
@@ -92,6 +93,22 @@ def test_torch_verified_alone_is_compared_with_keras_recorded_outputs(torch_adap
     pairs = {r.pair for c in result.comparisons for r in c.results}
     assert ("torch", "keras@recorded") in pairs and ("torch", "reference") in pairs, pairs
     assert result.passed and not result.not_run
+
+
+@needs_bfloat16
+def test_each_framework_verified_alone_agrees_with_the_reference_and_every_recorded_framework(framework, adapter):
+    """How a framework no venv shares with torch or Keras (MXNet) meets them: through their recorded outputs.
+    A case it cannot compute (``Adapter.cannot``) is listed not run; every other case runs."""
+    vectors = golden.load(GOLDEN)
+    result = golden.verify(vectors, {framework: adapter})
+    assert result.passed, "\n".join(c.message() for c in result.comparisons if not c.passed)
+    pairs = {r.pair for c in result.comparisons for r in c.results}
+    expected = {(framework, "reference")} | {(framework, f"{other}{RECORDED}") for other in vectors.frameworks
+                                             if other != framework}
+    assert expected <= pairs, f"got pairs {sorted(pairs)}, but should hold {sorted(expected - pairs)}"
+    assert {r.case_id for r in result.not_run} == {c.id for c in vectors.cases if why_not_run(adapter, c.spec)}
+    ran = sum(any(r.pair[0] == framework for r in c.results) for c in result.comparisons)
+    assert ran == len(vectors.cases) - len(result.not_run) > 50
 
 
 @needs_bfloat16

@@ -45,3 +45,12 @@ def test_keras_mean_of_float64_is_float32_off_tensorflow_so_the_gradient_loss_is
     else:  # float32 rounding here is 6.7e7 float64 epsilons (measured); 1e3 of them cannot be float64's doing
         assert np.finfo(np.float64).eps * exact * 1e3 < off <= np.finfo(np.float32).eps * exact, off
     assert float(keras.ops.convert_to_numpy(_mean(x))) == exact
+
+
+def test_a_subclass_model_is_refused_by_a_keras_file_and_nothing_is_written(keras_adapter, tmp_path):
+    """Why ``test_save_load`` leaves (keras, subclass, .keras) out: Keras cannot rebuild a Model subclass
+    without ``get_config``; its weights go to ``.weights.h5``, which the round trip covers."""
+    model = keras_adapter.build(StackSpec(4, (3, 2)), "subclass")
+    with pytest.raises(ValueError, match=r"the subclass style has no get_config, so it cannot go to a \.keras file"):
+        keras_adapter.save(model, tmp_path / "model.keras")
+    assert list(tmp_path.iterdir()) == []

@@ -211,7 +211,7 @@ EVIDENCE = {f.__name__: f for f in (
 
 
 def test_every_known_difference_has_evidence():
-    # MXNet's entries are measured in tests/test_mxnet.py (its own venv: numpy<1.24, no torch or Keras).
+    # MXNet's entries are measured in tests/test_mxnet_quirks.py (its own venv: numpy<1.24, no torch or Keras).
     assert sorted(d.name for d in KNOWN_DIFFERENCES if d.framework != "mxnet") == sorted(EVIDENCE)
     for d in KNOWN_DIFFERENCES:
         assert d.evidence and d.kind in ("extra_error", "excuse", "by_design"), d.name

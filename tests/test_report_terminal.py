@@ -10,15 +10,16 @@ from __future__ import annotations
 import io
 import random
 import re
+from importlib.util import find_spec
 
 import pytest
 
-pytest.importorskip("rich", reason="the terminal report needs rich (the report extra; .venv-mxnet has none)")
+from equivalence import cli
+from equivalence.guard import report as rep
+from equivalence.guard.matrix import report_cases
 
-from equivalence import cli  # noqa: E402
-from equivalence.guard import report as rep  # noqa: E402
-from equivalence.guard.matrix import report_cases  # noqa: E402
-
+needs_rich = pytest.mark.skipif(find_spec("rich") is None,
+                                reason="the terminal table needs rich (pip install -e '.[report]'; not in .venv-mxnet)")
 PAIRS = ("torch vs reference", "keras vs reference", "torch vs keras")
 WIDTHS = (80, 100, 200)
 
@@ -60,6 +61,7 @@ def assert_fits(text: str, width: int) -> None:
     assert "…" not in text, "rich cut a cell short"
 
 
+@needs_rich
 @pytest.mark.parametrize("width", WIDTHS)
 def test_the_grouped_summary_fits_and_shows_every_figure_whole(width):
     report = drawn_report()
@@ -76,6 +78,7 @@ def test_the_grouped_summary_fits_and_shows_every_figure_whole(width):
     assert "shape!" in text
 
 
+@needs_rich
 @pytest.mark.parametrize("width", WIDTHS)
 def test_the_full_table_wraps_its_text_but_never_its_figures(width):
     report = drawn_report()
@@ -89,6 +92,7 @@ def test_the_full_table_wraps_its_text_but_never_its_figures(width):
         assert all(r["case"] in text for r in report["rows"]), "case ids fold at 200 columns"
 
 
+@needs_rich
 @pytest.mark.parametrize("verbose", [False, True], ids=["summary", "full"])
 def test_too_narrow_for_a_table_every_row_is_a_wrapped_line(verbose):
     report = drawn_report()

@@ -1,7 +1,6 @@
 """The seed notebooks' own examples, as tests."""
 
 import numpy as np
-import pytest
 
 from equivalence.core.case import make_case
 from equivalence.core.check import check_case
@@ -24,22 +23,18 @@ def test_eight_by_ten_input_with_three_neurons(torch_adapter, keras_adapter):
                                                      "keras": (keras_adapter, keras_model)}), case=case)
 
 
-@pytest.mark.parametrize("framework", ["torch", "keras"])
-def test_the_ten_to_hundred_cascade(framework, request):
+def test_the_ten_to_hundred_cascade(framework, style, adapter):
     """[10, 10, 20, ..., 100] on a batch of 4 gives outputs (4, 10), (4, 20), ..., (4, 100)."""
-    adapter = request.getfixturevalue(f"{framework}_adapter")
     case = make_case(StackSpec(10, tuple(range(10, 101, 10))), seed=1, batch=4, weight_scale="fan_in")
-    model = build_loaded(adapter, case, adapter.styles[0])
+    model = build_loaded(adapter, case, style)
     assert [t.shape for t in adapter.taps(model, case.x)] == [(4, w) for w in range(10, 101, 10)]
 
 
-@pytest.mark.parametrize("framework", ["torch", "keras"])
-def test_three_four_five_six_has_16_25_36_parameters(framework, request):
-    adapter = request.getfixturevalue(f"{framework}_adapter")
+def test_three_four_five_six_has_16_25_36_parameters(framework, registering_style, adapter):
     spec = StackSpec(3, (4, 5, 6))
-    count = adapter.count_params(adapter.build(spec, adapter.styles[0]))
-    assert count.per_layer == (16, 25, 36)
-    assert count.total == 77
+    count = adapter.count_params(adapter.build(spec, registering_style))
+    assert count.per_layer == (16, 25, 36), count
+    assert count.total == 77 and count.trainable_tensors == 6, count
     assert not param_count_problems(spec, count, framework=framework)
 
 

@@ -1,4 +1,4 @@
-"""Weights cross between frameworks exactly, and the transpose lives in one place."""
+"""Weights cross between frameworks exactly, and the transpose lives in one place; a mismatch is refused."""
 
 import numpy as np
 import pytest
@@ -59,6 +59,16 @@ def test_a_shape_mismatch_names_the_layer_and_both_shapes(direction, torch_adapt
     with pytest.raises(ValueError, match=r"layer 1 kernel has shape \(5, 3\), expected \(5, 2\)"):
         transfer(src, source, dst, target)
     assert_weights_identical(got=dst.get_weights(target), expected=before, what="target after a refused transfer")
+
+
+def test_a_shape_mismatch_within_a_framework_names_the_layer_and_both_shapes(framework, style, adapter):
+    source = adapter.build(StackSpec(4, (5, 3)), style)
+    target = adapter.build(StackSpec(4, (5, 2)), style)
+    before = adapter.get_weights(target)
+    with pytest.raises(ValueError, match=rf"{framework} set_weights: layer 1 kernel has shape \(5, 3\), "
+                                         r"expected \(5, 2\)"):
+        transfer(adapter, source, adapter, target)
+    assert_weights_identical(got=adapter.get_weights(target), expected=before, what="target after a refused transfer")
 
 
 def test_a_missing_transpose_on_a_square_layer_passes_shapes_and_fails_on_values(torch_adapter, keras_adapter):

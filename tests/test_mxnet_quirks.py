@@ -1,12 +1,12 @@
-"""MXNet Gluon against the float64 reference, layer by layer, and Gluon's traps with their measured evidence.
+"""MXNet Gluon's traps and known differences, with their measured evidence (as ``test_keras_quirks`` for Keras).
 
-These run in ``make mxnet`` (.venv-mxnet: MXNet 1.9.1 needs numpy<1.24, which
-TensorFlow cannot share) and skip elsewhere. Select them with ``pytest
-tests/test_mxnet.py`` or ``pytest -k mxnet`` (which adds the mxnet cases of
-``test_adapters.py``: shapes, parameter counts, bit-for-bit weight round trips,
-refused bad weight lists, in every style). The comparison with torch and Keras
-goes through the golden vectors, since no venv holds MXNet and TensorFlow
-(``test_the_golden_vectors_verify_against_mxnet``, and ``make mxnet``'s verify step).
+These run in ``make mxnet`` (.venv-mxnet: MXNet 1.9.1 needs numpy<1.24, which TensorFlow cannot share) and
+skip elsewhere. What every framework must do (agree with the reference layer by layer in every build style,
+forward and chained taps, gradients and an SGD step, save/load round trips, shapes, parameter counts, weight
+round trips, refused bad weight lists, the golden vectors verified alone) runs from the shared test modules,
+parametrized over the registry (``conftest.py``): ``pytest -k mxnet`` selects MXNet's cases there and here.
+The comparison with torch and Keras goes through the golden vectors, since no venv holds MXNet and TensorFlow
+(``test_guard``'s verified-alone test, and ``make mxnet``'s verify step).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, Phase, find, given, settings
+from hypothesis import HealthCheck, Phase, find, settings
 
 from equivalence.core.activations import ACTIVATIONS, SELU_ALPHA, SELU_SCALE
 from equivalence.core.case import make_case
@@ -23,19 +23,10 @@ from equivalence.core.check import LayerPool, check_case
 from equivalence.core.compare import param_count_problems
 from equivalence.core.dtypes import EPSILON
 from equivalence.core.known_differences import extra_error
-from equivalence.core.layout import LayerWeights
 from equivalence.core.spec import StackSpec
-from equivalence.core.strategies import ACTIVATION_NAMES, boundary_widths_up_to, cases, specs
-from equivalence.core.transfer import transfer
-from equivalence.frameworks.registry import FrameworkUnavailable, entry, get_adapter
-from tests.helpers import (
-    BUILD_EXAMPLES,
-    NUMERIC_EXAMPLES,
-    assert_layers_agree,
-    assert_weights_identical,
-    build_loaded,
-    reference_inputs,
-)
+from equivalence.core.strategies import ACTIVATION_NAMES, cases, specs
+from equivalence.frameworks.registry import FrameworkUnavailable, get_adapter
+from tests.helpers import build_loaded, reference_inputs
 
 try:  # one skip line for the module, instead of one per test
     get_adapter("mxnet")
@@ -44,69 +35,14 @@ except FrameworkUnavailable as exc:
 
 import mxnet as mx  # noqa: E402  (for the tests that show a Gluon trap first-hand)
 
-from equivalence.frameworks.mxnet import GLUON_ACTIVATIONS  # noqa: E402
-
 GLUON_DTYPES = ("float32", "float64")
 """float16 and bfloat16 cannot run on MXNet's CPU build (``mxnet_adapter.UNSUPPORTED_DTYPES``, tested below)."""
 
 GLUON_CASES = cases(specs(activations=ACTIVATION_NAMES, dtypes=GLUON_DTYPES))
 """As ``strategies.breadth_specs``: every activation drawn per layer, bias on or off, in the dtypes MXNet runs."""
-SMALL_GLUON_CASES = cases(specs(activations=ACTIVATION_NAMES, dtypes=GLUON_DTYPES, max_depth=4,
-                                width=boundary_widths_up_to(16)))
-"""For the properties that write files or run backward passes."""
-
-
-# --- numbers: every layer against the float64 reference ------------------------------------------
-
-@settings(max_examples=NUMERIC_EXAMPLES)
-@given(case=GLUON_CASES)
-def test_every_layer_agrees_with_the_reference(case, mxnet_adapter, layer_pool):
-    comparison = check_case(case, {"mxnet": (mxnet_adapter, layer_pool.stack(mxnet_adapter, case.spec))})
-    assert_layers_agree(comparison=comparison, case=case)
-
-
-@pytest.mark.parametrize("style", entry("mxnet").styles)
-@settings(max_examples=BUILD_EXAMPLES)
-@given(case=GLUON_CASES)
-def test_every_layer_of_every_build_style_agrees_with_the_reference(case, style, mxnet_adapter):
-    comparison = check_case(case, {"mxnet": (mxnet_adapter, mxnet_adapter.build(case.spec, style))})
-    assert_layers_agree(comparison=comparison, case=case)
-
-
-@pytest.mark.parametrize("style", entry("mxnet").styles)
-@settings(max_examples=BUILD_EXAMPLES)
-@given(case=GLUON_CASES)
-def test_the_models_own_forward_equals_its_chained_layers(case, style, mxnet_adapter):
-    """The model's own wiring (Sequential, the hybridized graph, the subclass's
-    ``hybrid_forward``) computes exactly the chain the per-layer check calls."""
-    model = build_loaded(mxnet_adapter, case, style)
-    chained = mxnet_adapter.taps(model, case.x)
-    whole = mxnet_adapter.forward(model, case.x)
-    assert whole.shape == chained[-1].shape == (case.batch, case.spec.widths[-1])
-    np.testing.assert_array_equal(whole, chained[-1], err_msg=f"mxnet {style}")
 
 
 # --- weights, shapes, counts ---------------------------------------------------------------------
-
-@settings(max_examples=BUILD_EXAMPLES)
-@given(case=GLUON_CASES)
-def test_weights_round_trip_bit_for_bit_and_native_is_the_transpose(case, mxnet_adapter):
-    """In both dtypes (``test_adapters`` covers float32 in every style)."""
-    dtype = case.spec.dtype
-    model = build_loaded(mxnet_adapter, case, "sequential")
-    assert_weights_identical(got=mxnet_adapter.get_weights(model), expected=case.weights, what=f"mxnet {dtype}")
-    for layer, ((W, b), (native_W, native_b)) in enumerate(zip(case.weights, mxnet_adapter.native_weights(model))):
-        assert native_W.dtype == np.dtype(dtype), f"layer {layer}: Gluon weight dtype {native_W.dtype}"
-        assert native_W.tobytes() == np.ascontiguousarray(W.T).tobytes(), f"layer {layer}: Gluon weight != W.T"
-        assert (b is None and native_b is None) or native_b.tobytes() == b.tobytes(), f"layer {layer}: bias"
-
-
-@pytest.mark.parametrize("style", entry("mxnet").styles)
-def test_three_four_five_six_has_16_25_36_parameters(style, mxnet_adapter):
-    count = mxnet_adapter.count_params(mxnet_adapter.build(StackSpec(3, (4, 5, 6)), style))
-    assert count.per_layer == (16, 25, 36), count
-    assert count.total == 77 and count.trainable_tensors == 6, count
-
 
 def test_a_frozen_layer_drops_out_of_the_trainable_count(mxnet_adapter):
     spec = StackSpec(5, (7, 3))
@@ -115,26 +51,6 @@ def test_a_frozen_layer_drops_out_of_the_trainable_count(mxnet_adapter):
     count = mxnet_adapter.count_params(model)
     assert count.per_layer == (0, 24) and count.total == 24 and count.trainable_tensors == 2
     assert param_count_problems(spec, count, framework="mxnet")
-
-
-@pytest.mark.parametrize("style", entry("mxnet").styles)
-def test_a_transfer_shape_mismatch_names_the_layer_and_both_shapes(style, mxnet_adapter):
-    source = mxnet_adapter.build(StackSpec(4, (5, 3)), style)
-    target = mxnet_adapter.build(StackSpec(4, (5, 2)), style)
-    before = mxnet_adapter.get_weights(target)
-    with pytest.raises(ValueError, match=r"mxnet set_weights: layer 1 kernel has shape \(5, 3\), expected \(5, 2\)"):
-        transfer(mxnet_adapter, source, mxnet_adapter, target)
-    assert_weights_identical(got=mxnet_adapter.get_weights(target), expected=before, what="after a refused transfer")
-
-
-def test_a_missing_bias_and_an_extra_bias_are_refused(mxnet_adapter):
-    case = make_case(StackSpec(3, (2,)), seed=1, batch=1)
-    model = build_loaded(mxnet_adapter, case, "sequential")
-    with pytest.raises(ValueError, match=r"layer 0 has no bias, but the target layer has one of shape \(2,\)"):
-        mxnet_adapter.set_weights(model, [LayerWeights(case.weights[0].W, None)])
-    no_bias = mxnet_adapter.build(StackSpec(3, (2,), bias=False), "sequential")
-    with pytest.raises(ValueError, match=r"layer 0 has a bias of shape \(2,\), but the target layer has none"):
-        mxnet_adapter.set_weights(no_bias, case.weights)
 
 
 def test_a_square_layer_written_untransposed_is_caught_at_that_layer(mxnet_adapter):
@@ -154,11 +70,6 @@ def test_a_square_layer_written_untransposed_is_caught_at_that_layer(mxnet_adapt
 
 
 # --- the activation mapping ------------------------------------------------------------------------
-
-def test_every_activation_has_a_gluon_mapping(mxnet_adapter):
-    missing = sorted(set(ACTIVATIONS) - set(GLUON_ACTIVATIONS))
-    assert not missing, f"activations without a Gluon mapping in mxnet_adapter.GLUON_ACTIVATIONS: {missing}"
-
 
 def test_an_unmapped_activation_is_a_clear_error(mxnet_adapter):
     with pytest.raises(ValueError, match=r"no Gluon mapping for activation 'not_an_activation'; mapped: sigmoid"):
@@ -511,79 +422,13 @@ def test_the_mxnet_difference_is_still_measured(name):
     EVIDENCE[name]()
 
 
-# --- gradients, one SGD step, save and load ---------------------------------------------------------
+# --- gradients, save and load --------------------------------------------------------------------
 
-LEARNING_RATE = 0.125
-"""Exact in float32: MXNet's sgd_update takes the learning rate as a float32 parameter."""
-
-
-@settings(max_examples=max(10, NUMERIC_EXAMPLES // 30))
-@given(case=SMALL_GLUON_CASES)
-def test_gradients_agree_with_the_reference_layer_by_layer(case, mxnet_adapter, layer_pool):
-    from hypothesis import assume
-
-    from equivalence.core.gradients import ambiguous_kinks, compare_gradients, reference_gradients
-
-    assume(not ambiguous_kinks(case.spec, case.weights, case.x))
-    model = layer_pool.stack(mxnet_adapter, case.spec)
-    mxnet_adapter.set_weights(model, case.weights)
-    grads = {"mxnet": mxnet_adapter.loss_gradients(model, case.x)}
-    again = mxnet_adapter.loss_gradients(model, case.x)  # never accumulates
-    assert all(np.array_equal(a.W, b.W) for a, b in zip(grads["mxnet"].weights, again.weights))
-    comparison = compare_gradients(case.spec, case.weights, case.x,
-                                   reference_gradients(case.spec, case.weights, case.x), grads, case_id=case.id)
-    assert_layers_agree(comparison=comparison, case=case)
-
-
-@settings(max_examples=BUILD_EXAMPLES)
-@given(case=SMALL_GLUON_CASES)
-def test_one_sgd_step_gives_the_reference_new_weights(case, mxnet_adapter, layer_pool):
-    from hypothesis import assume
-
-    from equivalence.core.gradients import ambiguous_kinks, compare_sgd_step, reference_gradients
-
-    assume(not ambiguous_kinks(case.spec, case.weights, case.x))
-    model = layer_pool.stack(mxnet_adapter, case.spec)
-    mxnet_adapter.set_weights(model, case.weights)
-    mxnet_adapter.sgd_step(model, case.x, learning_rate=LEARNING_RATE)
-    comparison = compare_sgd_step(case.spec, case.weights, case.x,
-                                  reference_gradients(case.spec, case.weights, case.x),
-                                  {"mxnet": mxnet_adapter.get_weights(model)}, learning_rate=LEARNING_RATE,
-                                  case_id=case.id)
-    assert_layers_agree(comparison=comparison, case=case)
-
-
-FILES = settings(max_examples=5, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-                 deadline=None)
-
-
-@pytest.mark.parametrize("style", entry("mxnet").styles)
-@FILES
-@given(case=SMALL_GLUON_CASES)
-def test_a_reloaded_model_is_bit_identical(case, style, mxnet_adapter, tmp_path_factory):
-    original = build_loaded(mxnet_adapter, case, style)
-    path = tmp_path_factory.mktemp("save") / "model.params"
-    mxnet_adapter.save(original, path)
-    reloaded = mxnet_adapter.load(path, case.spec, style)
-    assert_weights_identical(got=mxnet_adapter.get_weights(reloaded), expected=case.weights, what=f"mxnet {style}")
-    for layer, (a, b) in enumerate(zip(mxnet_adapter.taps(original, case.x), mxnet_adapter.taps(reloaded, case.x))):
-        assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), f"mxnet {style}: layer {layer} differs after reload"
-
-
-def test_saving_never_overwrites_and_refuses_what_it_cannot_save(mxnet_adapter, tmp_path):
+def test_a_file_of_another_spec_is_refused_by_gluon_on_load(mxnet_adapter, tmp_path):
+    """Gluon's own answer (an ``AssertionError`` naming the parameter), never a silently mis-shaped model."""
     case = make_case(StackSpec(3, (4, 2), ("gelu", "mish")), seed=2, batch=2)
-    model = build_loaded(mxnet_adapter, case, "sequential")
-    existing = tmp_path / "model.params"
-    existing.write_bytes(b"the user's file")
-    with pytest.raises(FileExistsError, match="never overwrites"):
-        mxnet_adapter.save(model, existing)
-    assert existing.read_bytes() == b"the user's file"
-    with pytest.raises(ValueError, match=r"mxnet saves to \.params files"):
-        mxnet_adapter.save(model, tmp_path / "model.pt")
-    with pytest.raises(TypeError, match="not a list of bare layers"):
-        mxnet_adapter.save(LayerPool().stack(mxnet_adapter, case.spec), tmp_path / "bare.params")
-    mxnet_adapter.save(model, tmp_path / "ok.params")
-    with pytest.raises(AssertionError):  # a file of another spec is refused by Gluon, naming the parameter
+    mxnet_adapter.save(build_loaded(mxnet_adapter, case, "sequential"), tmp_path / "ok.params")
+    with pytest.raises(AssertionError):
         mxnet_adapter.load(tmp_path / "ok.params", StackSpec(3, (5, 2), ("gelu", "mish")), "sequential")
 
 
@@ -610,21 +455,3 @@ def test_gluons_own_selu_would_fail_the_gradient_property(monkeypatch, mxnet_ada
     assert not layer1[0].passed, grads["gluon"].message()  # the selu layer itself
     layer2 = [r for r in grads["gluon"].results if r.layer == 2 and r.pair == ("mxnet dL/dW", "reference")]
     assert layer2[0].passed, grads["gluon"].message()  # after it, the backward pass has not met selu yet
-
-
-# --- the golden vectors: MXNet against torch's and Keras' recorded outputs ---------------------------
-
-def test_the_golden_vectors_verify_against_mxnet(mxnet_adapter):
-    from pathlib import Path
-
-    from equivalence.frameworks.mxnet import UNSUPPORTED_DTYPES
-    from equivalence.guard import golden
-
-    vectors = golden.load(Path(__file__).resolve().parent.parent / "golden")
-    result = golden.verify(vectors, {"mxnet": mxnet_adapter})
-    assert result.passed, "\n".join(c.message() for c in result.comparisons if not c.passed)
-    pairs = {r.pair for c in result.comparisons for r in c.results}
-    assert {("mxnet", "reference"), ("mxnet", "torch@recorded"), ("mxnet", "keras@recorded")} <= pairs, pairs
-    assert {r.case_id for r in result.not_run} == {c.id for c in vectors.cases if c.spec.dtype in UNSUPPORTED_DTYPES}
-    ran = sum(any(r.pair[0] == "mxnet" for r in c.results) for c in result.comparisons)
-    assert ran == len(vectors.cases) - len(result.not_run) > 50
