@@ -96,14 +96,10 @@ def test_every_layer_of_every_build_style_agrees_with_the_reference(data, framew
     assert_layers_agree(comparison=comparison, case=case)
 
 
-FORWARD_BUGS = {
-    ("keras", "subclass"): "equivalence's Keras DenseStack (the subclass style) keeps Keras' default float32 dtype "
-                           "policy, so its own call rounds a float64 input to float32 before its float64 Dense "
-                           "layers (7e-9 off, measured); the per-layer check is unaffected. Fix: build it with "
-                           "dtype=spec.dtype in equivalence.frameworks.keras",
-}
+FORWARD_BUGS: dict[tuple[str, str], str] = {}
 """Adapter bugs this property found, pending a fix in ``equivalence/`` (strict: the fix turns it red until the
-entry goes)."""
+entry goes). Found and fixed: Keras' subclass style kept the default float32 dtype policy, so its own call
+rounded a float64 input to float32 (7e-9 off)."""
 
 
 @settings(max_examples=BUILD_EXAMPLES)

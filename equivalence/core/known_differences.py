@@ -7,7 +7,7 @@ and the test that measures it (``tests/test_known_differences.py`` fails the day
 entry stops being true where its conditions hold, so the list cannot silently outlive
 the difference; where they do not hold, the entry grants nothing and its evidence
 test skips, naming the condition). Measured with torch 2.13.0, TensorFlow 2.21.0,
-Keras 3.15.1 and MXNet 1.9.1 (whose evidence lives in ``tests/test_mxnet.py``: MXNet
+Keras 3.15.1 and MXNet 1.9.1 (whose evidence lives in ``tests/test_mxnet_quirks.py``: MXNet
 needs its own venv, ``make mxnet``), on the kernel paths of ``docs/measurements.md``.
 
 Three kinds:
@@ -189,11 +189,11 @@ KNOWN_DIFFERENCES: tuple[KnownDifference, ...] = (
         "mxnet_float64_erf_backward_float32_constant", "mxnet", ("gelu",), ("float64",), "extra_error",
         "MXNet's float64 erf backward is float32-accurate: 2/sqrt(pi) exp(-x^2) off by up to 3.0e-8 relative "
         "(0.252 eps32, over [-6, 6]); gelu's gradient by 7.3e-9 at x = 1. The forward is float64-exact. "
-        "Evidence in tests/test_mxnet.py", extra_error=0.5 * EPSILON["float32"], scope=("gradient",)),
+        "Evidence in tests/test_mxnet_quirks.py", extra_error=0.5 * EPSILON["float32"], scope=("gradient",)),
     KnownDifference(
         "mxnet_float64_softrelu_threshold_20", "mxnet", ("softplus",), ("float64",), "extra_error",
         "MXNet's float64 Activation('softrelu') returns x above 20 (like torch's threshold=20), dropping "
-        "log1p(exp(-x)) <= 2.1e-9. Evidence in tests/test_mxnet.py", extra_error=_FLOAT32_CONSTANT,
+        "log1p(exp(-x)) <= 2.1e-9. Evidence in tests/test_mxnet_quirks.py", extra_error=_FLOAT32_CONSTANT,
         scope=("forward",)),
     KnownDifference(
         "torch_gelu_nan_at_plus_inf", "torch", ("gelu",), ("float32", "bfloat16"), "excuse",
