@@ -57,6 +57,7 @@ def pytest_configure(config: pytest.Config) -> None:
     problem = keras_backend_problem()
     if problem:
         raise pytest.UsageError(problem)
+    selected_frameworks()  # an unknown name in EQUIVALENCE_FRAMEWORKS: one usage error too
     config.addinivalue_line("markers", f"needs(*capabilities): skip the frameworks whose registry entry does not "
                                        f"declare them (some of {', '.join(CAPABILITIES)})")
 
