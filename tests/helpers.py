@@ -35,6 +35,42 @@ cases. 13x keeps ``make check`` over 2,000 of them (2,208 in ci) inside its 120 
 BUILD_EXAMPLES = max(10, settings.default.max_examples // 4)
 """Properties that build real Keras models each example (~15-20 ms a build)."""
 
+KERAS2 = os.environ.get("TF_USE_LEGACY_KERAS") in ("1", "true", "True")
+"""Keras 2 (tf-keras) runs as the keras framework here (``make keras2``)."""
+keras3_only = pytest.mark.skipif(
+    KERAS2,
+    reason="builds, patches or walks Keras 3 objects; Keras 2 (tf-keras, TF_USE_LEGACY_KERAS=1) runs here "
+           "(make keras2)")
+"""Tests of Keras 3 itself (its walker, its internals patched by meta tests, its quirks), not of the properties."""
+
+
+keras3_vectors = pytest.mark.skipif(
+    KERAS2, reason="golden/ holds Keras 3's outputs: under Keras 2 hard_sigmoid moved beyond the error model by "
+                   "design (tests/test_keras_migration.py); make keras2 verifies tests/golden-keras2")
+
+
+def assume_runnable(case: Case, *adapters: Adapter) -> None:
+    """Drop a drawn case a framework has no activation for (Keras 2 has no celu): "not run" there, as in
+    ``verify``, never a traceback; every case the frameworks can compute is still checked."""
+    from hypothesis import assume
+
+    from equivalence.core.check import why_not_run
+
+    assume(all(why_not_run(adapter, case.spec) is None for adapter in adapters))
+
+
+def assume_reference_definitions(case: Case, *adapters: Adapter) -> None:
+    """Drop a drawn case with an activation a framework defines otherwise (a ``definition`` difference: Keras 2's
+    hard_sigmoid): its forward pass is checked against its own definition, but the float64 backward reference
+    knows only the reference definitions, so its gradients are not compared."""
+    from hypothesis import assume
+
+    from equivalence.core.known_differences import definition
+
+    assume(not any(definition(adapter.name, act, case.spec.dtype) for adapter in adapters
+                   for act in case.spec.activations))
+
+
 def replay_note(case: Case) -> str:
     """Where the failing case was written (pickle-free) and a snippet that re-runs it.
 

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, Phase, find, settings
 
 from equivalence.core.check import LayerPool, check_case
 from equivalence.core.strategies import breadth_specs, cases
+from tests.helpers import keras3_only
 
 SEARCH = settings(max_examples=300, deadline=None, database=None, derandomize=True, phases=[Phase.generate],
                   suppress_health_check=list(HealthCheck))
@@ -58,6 +59,7 @@ BREAKS = {
 PARAMS = [(f, b) for f, bs in BREAKS.items() for b in bs]
 
 
+@keras3_only  # patches Keras 3; draws every activation, and Keras 2 lacks three
 @pytest.mark.parametrize(("framework", "break_it"), PARAMS, ids=[b.__name__.strip("_") for _, b in PARAMS])
 def test_a_slightly_changed_activation_is_caught_at_a_layer_that_uses_it(framework, break_it, monkeypatch,
                                                                          torch_adapter, keras_adapter):

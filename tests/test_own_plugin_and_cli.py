@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 
 from equivalence.cli import EXIT_DISAGREE, EXIT_OK, EXIT_USAGE, main
+from tests.helpers import keras3_only
 from tests.own_models import keras_model, torch_model
+
+pytestmark = keras3_only  # the keras walker reads Keras 3 models
 
 WIDTHS = (6, 8, 8, 3)
 CHAIN = ("relu", "tanh", "softmax")

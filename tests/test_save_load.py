@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, reject, settings
 
 from equivalence.core.case import make_case
 from equivalence.core.check import check_case
 from equivalence.core.spec import StackSpec
 from equivalence.core.strategies import boundary_widths_up_to, breadth_specs, cases
 from equivalence.core.transfer import transfer
+from equivalence.frameworks.base import FrameworkRefused
 from equivalence.frameworks.registry import entry
-from tests.helpers import assert_weights_identical, build_loaded
+from tests.helpers import assert_weights_identical, assume_runnable, build_loaded, keras3_only
 
 ROUND_TRIPS = [("torch", ".pt", style) for style in entry("torch").registering] + \
     [("keras", ".weights.h5", style) for style in entry("keras").registering] + \
@@ -41,9 +42,13 @@ def _assert_reload_identical(adapter, case, original, reloaded, what):
 @given(case=cases(breadth_specs(max_depth=4, width=boundary_widths_up_to(16))))
 def test_a_reloaded_model_is_bit_identical(case, framework, fmt, style, tmp_path_factory, request):
     adapter = request.getfixturevalue(f"{framework}_adapter")
+    assume_runnable(case, adapter)
     original = build_loaded(adapter, case, style)
     path = tmp_path_factory.mktemp("save") / f"model{fmt}"
-    adapter.save(original, path)
+    try:
+        adapter.save(original, path)
+    except FrameworkRefused:  # a dtype the framework's file format cannot hold (Keras 2: bfloat16 in HDF5)
+        reject()
     reloaded = adapter.load(path, case.spec, style)
     _assert_reload_identical(adapter, case, original, reloaded, f"{framework} {style} {fmt}")
 
@@ -52,6 +57,7 @@ def test_a_reloaded_model_is_bit_identical(case, framework, fmt, style, tmp_path
 @given(case=cases(breadth_specs(max_depth=4, width=boundary_widths_up_to(16))))
 def test_a_torch_checkpoint_transferred_into_keras_agrees_with_the_reference(case, torch_adapter, keras_adapter,
                                                                              tmp_path_factory):
+    assume_runnable(case, torch_adapter, keras_adapter)
     source = build_loaded(torch_adapter, case, "sequential")
     path = tmp_path_factory.mktemp("ckpt") / "model.pt"
     torch_adapter.save(source, path)
@@ -107,8 +113,10 @@ def _patch_keras_dense_loading_to_nudge_layer_1(monkeypatch):
 
 
 @pytest.mark.parametrize(("framework", "fmt", "style"),
-                         [("torch", ".pt", "sequential"), ("keras", ".weights.h5", "functional"),
-                          ("keras", ".keras", "sequential")], ids=["torch-pt", "keras-weights.h5", "keras-keras"])
+                         [("torch", ".pt", "sequential"),
+                          pytest.param("keras", ".weights.h5", "functional", marks=keras3_only),  # patches Keras 3
+                          pytest.param("keras", ".keras", "sequential", marks=keras3_only)],
+                         ids=["torch-pt", "keras-weights.h5", "keras-keras"])
 def test_a_reload_that_alters_one_weight_by_one_ulp_is_caught_naming_the_layer(framework, fmt, style, monkeypatch,
                                                                                tmp_path, request):
     adapter = request.getfixturevalue(f"{framework}_adapter")
