@@ -18,7 +18,7 @@ NOX_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help venv lint test check report baseline guard matrix bench soak sensitivity mxnet clean portability \
-	portability-cell matrix-log keras2
+	portability-cell matrix-log keras2 history
 CELL ?= lowest
 SHELL := /bin/bash
 
@@ -64,6 +64,11 @@ matrix-log: venv ## make matrix, its output kept in report/matrix.log and summed
 	if [ -n "$$GITHUB_STEP_SUMMARY" ]; then { echo '## Version matrix'; echo '```'; \
 		grep -E '^nox > (Session|Ran)|^(OK|FAIL)|cases changed|bit for bit' $(REPORT_DIR)/matrix.log; echo '```'; } \
 		>> "$$GITHUB_STEP_SUMMARY"; fi
+
+history: venv ## nox: replay golden/ under every (TF, Keras 3) release pair since 3.0, then print the numerical changelog
+	$(BIN)/nox -s history $(NOX_ARGS)
+	$(BIN)/python -m equivalence.guard.history changelog history \
+		$$($(BIN)/python -c "import noxfile; print(' '.join(noxfile.HISTORY_LABELS))")
 
 bench: venv ## benchmark the check path against the naive loop and the floor (writes bench.json)
 	$(BIN)/python -m equivalence.guard.bench

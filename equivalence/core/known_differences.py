@@ -172,8 +172,9 @@ KNOWN_DIFFERENCES: tuple[KnownDifference, ...] = (
     KnownDifference(
         "keras_float64_gelu_float32_constant", "keras", ("gelu", "gelu_tanh"), ("float64",), "extra_error",
         "Keras gelu in float64 is off by 5.0e-9 (exact) and 9e-10 (tanh) from float64 math: "
-        "a float32 constant; torch is within 2 eps64. Keras 3.0.5 was float64-exact (replayed on real releases); "
-        "3.3.3 and later use the constant; 3.1-3.3.2 not measured", extra_error=_FLOAT32_CONSTANT,
+        "a float32 constant; torch is within 2 eps64. Keras 3.0.5 to 3.3.2 were float64-exact, 3.3.3 is the "
+        "first release with the constant (make history: every release from 3.0.5 to 3.3.3 beside TF 2.16.2)",
+        extra_error=_FLOAT32_CONSTANT,
         when=(KERAS_ON_TENSORFLOW, AtLeast("frameworks.keras.keras", "3.3.3", "Keras 3.3.3 or newer"))),
     KnownDifference(
         "keras2_float64_gelu_float32_constant", "keras", ("gelu", "gelu_tanh"), ("float64",), "extra_error",
