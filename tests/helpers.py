@@ -49,6 +49,20 @@ keras3_vectors = pytest.mark.skipif(
                    "design (tests/test_keras_migration.py); make keras2 verifies tests/golden-keras2")
 
 
+def keras_walker_problem() -> str | None:
+    """Why the Keras walker cannot read a plain ``Sequential`` here (measured: Keras 3.0.5 cannot trace one
+    symbolically, a one-line ``ModelNotSupported``), or None."""
+    from equivalence.core.walk import ModelNotSupported
+    from equivalence.frameworks.keras.walk import walk
+    from tests.own_models import keras_model
+
+    try:
+        walk(keras_model("sequential", (2, 3), ("relu",)))
+    except ModelNotSupported as exc:
+        return f"the keras walker cannot read a Sequential on this Keras: {exc}"
+    return None
+
+
 def assume_runnable(case: Case, *adapters: Adapter) -> None:
     """Drop a drawn case a framework has no activation for (Keras 2 has no celu): "not run" there, as in
     ``verify``, never a traceback; every case the frameworks can compute is still checked."""

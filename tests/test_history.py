@@ -35,8 +35,8 @@ def test_unchanged_pairs_are_bit_identical_and_a_move_is_named_with_its_ulps(rec
     case, moved_key = _sigmoid_float32_layer(vectors)
     nudged = dict(outputs)
     out = outputs[moved_key].copy()
-    flat = out.reshape(-1)
-    flat[0] = np.nextafter(np.nextafter(np.nextafter(flat[0], np.inf), np.inf), np.inf)  # 3 ulps up
+    assert out.dtype == np.float32 and out.reshape(-1)[0] > 0
+    out.view(np.uint32).reshape(-1)[0] += 3  # 3 ulps up: a positive float's bits count its ulps
     nudged[moved_key] = out
     for label, data, keras in (("a", outputs, "3.1"), ("b", outputs, "3.2"), ("c", nudged, "3.3")):
         history.write_replay(tmp_path, label, data, {**MEMBERS, "frameworks": {"keras": {"keras": keras}}})

@@ -29,7 +29,7 @@ from equivalence.core.activations import LEAKY_SLOPE, family_of  # noqa: E402
 from equivalence.core.dtypes import numpy_dtype  # noqa: E402
 from equivalence.core.layout import LayerWeights, check_weights  # noqa: E402
 from equivalence.core.spec import StackSpec  # noqa: E402
-from equivalence.frameworks.base import Adapter, ParamCount  # noqa: E402
+from equivalence.frameworks.base import Adapter, FrameworkRefused, ParamCount  # noqa: E402
 
 if TYPE_CHECKING:
     from equivalence.core.types import Gradients
@@ -248,6 +248,9 @@ class KerasAdapter(Adapter):
             raise ValueError("Keras on jax has no float64 unless jax_enable_x64 is on: it would truncate this "
                              "float64 Dense to float32 with only a warning. Set JAX_ENABLE_X64=1 before jax is "
                              "imported (the test suite's conftest does when KERAS_BACKEND=jax)")
+        missing = missing_activation(activation)
+        if missing:
+            raise FrameworkRefused(f"keras {keras.__version__} has no {missing}")
         # Weights are always overwritten, so skip the random glorot init (a third of a build's time).
         return keras.layers.Dense(width, activation=keras_activation(activation), use_bias=bias, dtype=dtype,
                                   kernel_initializer="zeros")
