@@ -50,6 +50,16 @@ def test_unchanged_pairs_are_bit_identical_and_a_move_is_named_with_its_ulps(rec
     assert before.strip().startswith("sigmoid float32:") and after.strip()  # mean / max ulps, before and after
 
 
+def test_a_release_whose_verify_failed_is_marked_and_fails_the_changelog(recorded, tmp_path, capsys):
+    _, outputs = recorded
+    history.write_replay(tmp_path, "a", outputs, {**MEMBERS, "frameworks": {"keras": {"keras": "3.1"}}})
+    history.write_replay(tmp_path, "b", outputs, {**MEMBERS, "frameworks": {"keras": {"keras": "3.2"}},
+                                                  "passed": False, "failures": 2, "moved": 0})
+    assert history.main(["changelog", str(tmp_path), "a", "b", "--golden", str(GOLDEN)]) == 1
+    out = capsys.readouterr().out
+    assert "Keras 3.2 (verify FAILED: 2 cases disagree" in out and "FAIL: verify failed under b" in out
+
+
 def test_a_missing_replay_is_one_clear_error(tmp_path):
     with pytest.raises(Exception, match="no replay 'nope'"):
         history.load_replay(tmp_path, "nope")

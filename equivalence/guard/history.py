@@ -183,7 +183,10 @@ def _torch(replay_: Replay) -> str:
 
 def _describe(replay_: Replay) -> str:
     keras = replay_.meta["frameworks"].get("keras", {})
-    return f"TF {keras.get('tensorflow', '?')}, Keras {keras.get('keras', '?')}"
+    failed = "" if replay_.meta.get("passed", True) else (
+        f" (verify FAILED: {replay_.meta.get('failures', '?')} cases disagree, {replay_.meta.get('moved', '?')} "
+        "layers moved beyond the error model)")
+    return f"TF {keras.get('tensorflow', '?')}, Keras {keras.get('keras', '?')}{failed}"
 
 
 def _missing(replay_: Replay, vectors_cases: Mapping[str, Sequence[str]]) -> set[str]:
@@ -214,7 +217,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "replay":
             return replay(args.folder, args.label, args.out)
         print(changelog(args.folder, args.labels, args.golden))
-        return 0
+        failed = [label for label in args.labels if not load_replay(args.folder, label).meta.get("passed", True)]
+        if failed:
+            print(f"FAIL: verify failed under {', '.join(failed)} (marked in the table)")
+        return 1 if failed else 0
     except InputError as exc:
         print(f"history {args.command}: error: {exc}", file=sys.stderr)
         return 2
