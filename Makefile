@@ -18,7 +18,7 @@ NOX_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help venv lint test check report baseline guard matrix bench soak sensitivity mxnet clean portability \
-	portability-cell matrix-log
+	portability-cell matrix-log keras2 history
 CELL ?= lowest
 SHELL := /bin/bash
 
@@ -65,6 +65,11 @@ matrix-log: venv ## make matrix, its output kept in report/matrix.log and summed
 		grep -E '^nox > (Session|Ran)|^(OK|FAIL)|cases changed|bit for bit' $(REPORT_DIR)/matrix.log; echo '```'; } \
 		>> "$$GITHUB_STEP_SUMMARY"; fi
 
+history: venv ## nox: replay golden/ under every (TF, Keras 3) release pair since 3.0, then print the numerical changelog
+	$(BIN)/nox -s history $(NOX_ARGS)
+	$(BIN)/python -m equivalence.guard.history changelog history \
+		$$($(BIN)/python -c "import noxfile; print(' '.join(noxfile.HISTORY_LABELS))")
+
 bench: venv ## benchmark the check path against the naive loop and the floor (writes bench.json)
 	$(BIN)/python -m equivalence.guard.bench
 
@@ -91,5 +96,26 @@ mxnet: $(MXNET_STAMP) ## MXNet Gluon in .venv-mxnet (numpy<1.24): MXNet properti
 	$(MXNET_BIN)/python -m pytest $(PYTEST_ARGS)
 	$(MXNET_BIN)/python -m equivalence verify $(GOLDEN) --framework mxnet
 
+# Keras 2 (tf-keras, TF_USE_LEGACY_KERAS=1) in its own venv: tf-keras depends on `tensorflow`, which would pull a
+# second, CUDA-sized TensorFlow beside tensorflow-cpu; installed with --no-deps beside tensorflow-cpu it runs
+# (same version, same TF). The whole suite runs on Keras 2 there, then the Keras 2 baseline is verified
+# (tests/golden-keras2; golden/ is Keras 3's, and verifying it under Keras 2 fails on hard_sigmoid by design:
+# tests/test_keras_migration.py checks exactly that).
+KERAS2_VENV ?= .venv-keras2
+KERAS2_BIN := $(KERAS2_VENV)/bin
+KERAS2_STAMP := $(KERAS2_VENV)/.installed-stamp
+TF_KERAS ?= 2.21.0
+
+$(KERAS2_STAMP): pyproject.toml constraints.txt
+	test -x $(KERAS2_BIN)/python || $(PYTHON) -m venv $(KERAS2_VENV)
+	$(KERAS2_BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[all]'
+	$(KERAS2_BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps tf-keras==$(TF_KERAS)
+	touch $(KERAS2_STAMP)
+
+keras2: $(KERAS2_STAMP) ## Keras 2 (tf-keras) in .venv-keras2: the suite on Keras 2, then its golden vectors
+	TF_USE_LEGACY_KERAS=1 KERAS_BACKEND=tensorflow $(KERAS2_BIN)/python -m equivalence env
+	TF_USE_LEGACY_KERAS=1 KERAS_BACKEND=tensorflow $(KERAS2_BIN)/python -m pytest $(PYTEST_ARGS)
+	TF_USE_LEGACY_KERAS=1 KERAS_BACKEND=tensorflow $(KERAS2_BIN)/python -m equivalence verify tests/golden-keras2
+
 clean: ## remove the venvs, the nox venvs and caches
-	rm -rf $(VENV) $(MXNET_VENV) .nox .pytest_cache .hypothesis .ruff_cache
+	rm -rf $(VENV) $(MXNET_VENV) $(KERAS2_VENV) .nox .pytest_cache .hypothesis .ruff_cache

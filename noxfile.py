@@ -12,6 +12,11 @@ cell installs jax, pinned in ``JAX``).
 To add a TensorFlow, add a line to ``TENSORFLOW``. To add a torch, see the README
 ("The version matrix"): any torch other than 2.13.0 is a multi-GB CUDA build on
 the project's machines.
+
+``history`` (``make history``): one session per historical (TensorFlow, Keras) pair in ``HISTORY``, each replaying
+``golden/`` in its own venv (``equivalence.guard.history replay``); ``make history`` then prints the numerical
+changelog between consecutive pairs. Not among the default sessions: twelve venvs of ~2 GB (a ~230 MB TensorFlow
+wheel each), ~1.5 minutes each.
 """
 
 from __future__ import annotations
@@ -43,6 +48,52 @@ CELLS = [
     for torch in TORCH for tf in TENSORFLOW for backend in KERAS_BACKENDS
     if backend == "tensorflow" or tf == _NEWEST_TF
 ]
+
+
+HISTORY = (
+    # (tensorflow-cpu, keras, numpy): each Keras 3 release line with the TensorFlow it was released beside.
+    # TF 2.16-2.18 were built against numpy 1.x.
+    ("2.16.2", "3.0.5", "numpy<2"),
+    ("2.16.2", "3.1.1", "numpy<2"),
+    ("2.16.2", "3.2.1", "numpy<2"),
+    ("2.16.2", "3.3.0", "numpy<2"),
+    ("2.16.2", "3.3.1", "numpy<2"),
+    ("2.16.2", "3.3.2", "numpy<2"),
+    ("2.16.2", "3.3.3", "numpy<2"),
+    ("2.17.1", "3.5.0", "numpy<2"),
+    ("2.18.1", "3.8.0", "numpy<2"),
+    ("2.19.1", "3.10.0", "numpy>=2"),
+    ("2.20.0", "3.11.3", "numpy>=2"),
+    ("2.21.0", "3.15.1", "numpy>=2"),
+)
+"""Release order: the changelog diffs each pair against the one before it."""
+
+
+def history_label(tf: str, keras: str) -> str:
+    return f"tf{tf}-keras{keras}"
+
+
+HISTORY_LABELS = [history_label(tf, keras) for tf, keras, _ in HISTORY]
+
+
+@nox.session
+@nox.parametrize(("tf", "keras", "numpy"), [nox.param(*pair, id=history_label(*pair[:2])) for pair in HISTORY])
+def history(session: nox.Session, tf: str, keras: str, numpy: str) -> None:
+    """Replay golden/ under one historical (tensorflow-cpu, keras) pair with torch 2.13.0; keep every layer."""
+    session.install(f"torch=={TORCH[0]}", f"tensorflow-cpu=={tf}", f"keras=={keras}", numpy, "-e", ".")
+    session.env["KERAS_BACKEND"] = "tensorflow"
+    session.run("python", "-m", "equivalence.guard.history", "replay", "golden", "--label", history_label(tf, keras),
+                "--out", "history", success_codes=[0, 1])
+
+
+@nox.session(name="history-check")
+@nox.parametrize(("tf", "keras", "numpy"), [nox.param(*pair, id=history_label(*pair[:2])) for pair in HISTORY])
+def history_check(session: nox.Session, tf: str, keras: str, numpy: str) -> None:
+    """The test suite under one historical pair (the smoke profile unless posargs say otherwise)."""
+    session.install(f"torch=={TORCH[0]}", f"tensorflow-cpu=={tf}", f"keras=={keras}", numpy, "-e", ".[test,report]")
+    session.env["KERAS_BACKEND"] = "tensorflow"
+    session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                *(session.posargs or ["--hypothesis-profile", "smoke"]))
 
 
 def _install(session: nox.Session, torch: str, tf: str, keras: str, backend: str) -> None:

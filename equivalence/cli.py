@@ -314,6 +314,12 @@ def cmd_record(args: argparse.Namespace) -> int:
     worst = max(c.worst_ratio for c in rec.comparisons)
     print(f"recorded {len(cases)} cases ({layers} layers, frameworks {', '.join(adapters)}) into {rec.written} "
           f"({rec.size / 1e6:.2f} MB), worst error/bound {worst:.3g}\nwith {summary(fp)}")
+    reasons: dict[tuple[str, str], int] = {}
+    for entry in golden.load(args.folder).manifest["cases"]:
+        for framework, gap in entry.get("not_run", {}).items():
+            reasons[framework, gap["reason"]] = reasons.get((framework, gap["reason"]), 0) + 1
+    for (framework, reason), count in reasons.items():
+        print(f"{framework}: layers not recorded in {_cases(count)}: {reason} (its other layers are recorded)")
     return EXIT_OK
 
 
@@ -376,6 +382,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"FAIL: vectors inconsistent in {len(inconsistent)} of {n} cases: recorded outputs beyond the error "
               "model from the recorded reference (changed after recording, or recorded by a broken framework), so "
               "their drift means nothing; re-record them with frameworks you trust")
+    _print_moved(result.moved)
     if failures:
         for comparison in failures:
             named: set[tuple[str, str]] = set()
@@ -385,10 +392,34 @@ def cmd_verify(args: argparse.Namespace) -> int:
                     print(f"FAIL {comparison.case_id}: {r.describe()}")
         print(f"FAIL: {len(failures)} of {n} cases disagree beyond the error model")
         return EXIT_DISAGREE
+    if result.moved:
+        moved_cases = {m.case_id for m in result.moved}
+        print(f"FAIL: {len(moved_cases)} of {n} cases moved beyond the error model since recording "
+              f"(every other case agrees)")
+        return EXIT_DISAGREE
     if inconsistent:
         return EXIT_DISAGREE
     print(f"OK: all {n} cases agree within the error model" + (" (drift above is within it)" if result.drift else ""))
     return EXIT_OK
+
+
+def _cases(count: int) -> str:
+    return f"{count} case" + ("" if count == 1 else "s")
+
+
+def _print_moved(moved: Sequence[Any]) -> None:
+    """Outputs that moved beyond the error model since recording, one line per framework, activation and dtype:
+    how many cases, how far (absolute, against the pair bound, in ulps), and the versions either side."""
+    groups: dict[tuple[str, str, str], list[Any]] = {}
+    for m in moved:
+        groups.setdefault((m.framework, m.activation, m.dtype), []).append(m)
+    for (framework, activation, dtype), ms in groups.items():
+        worst = max(ms, key=lambda m: m.result.ratio)
+        print(f"FAIL {framework} {activation} {dtype} moved beyond the error model since recording: "
+              f"{framework} {worst.recorded_version} when recorded, {worst.current_version} now; "
+              f"{_cases(len({m.case_id for m in ms}))}, up to {worst.result.max_abs:.3g} "
+              f"({worst.result.ratio:.3g} x the bound {worst.result.bound:.3g}, {worst.max_ulps:.3g} ulps of {dtype}; "
+              f"{worst.case_id}, layer {worst.layer})")
 
 
 def _print_consistency(consistency: Sequence[Any], *, verbose: bool) -> list[Any]:
@@ -418,7 +449,16 @@ def _print_not_run(not_run: Any, n: int) -> None:
     """Cases a framework cannot compute (an activation in a dtype it has no kernel for) or refused mid-run, one
     line per framework with each reason and its count; a framework that can run none is bad input."""
     for framework in dict.fromkeys(r.framework for r in not_run):
-        skipped = [r for r in not_run if r.framework == framework]
+        partly = [r for r in not_run if r.framework == framework and r.layers]
+        if partly:
+            reasons = {}
+            for r in partly:
+                reasons[r.reason] = reasons.get(r.reason, 0) + 1
+            print(f"{framework}: {len(partly)} of {n} cases run in part (their other layers checked), layers not "
+                  "run: " + "; ".join(f"{reason} ({count} cases)" for reason, count in reasons.items()))
+        skipped = [r for r in not_run if r.framework == framework and not r.layers]
+        if not skipped:
+            continue
         if len(skipped) == n:
             raise InputError(f"--framework {framework}: it can compute none of the {n} cases (dtypes "
                              f"{', '.join(sorted({r.dtype for r in skipped}))}), so there is nothing to verify")
@@ -454,7 +494,7 @@ def _drift_cause(source: str, recorded: Any, now: Any) -> str:
 
 
 def _print_drift(result: Any, n: int, *, verbose: bool, now: Any) -> None:
-    print("drift against the recorded outputs (reported, not failed):")
+    print("drift against the recorded outputs (reported; failed only beyond the error model, below):")
     for source in (*result.frameworks, "reference"):
         moved = [d for d in result.drift if d.source == source]
         label = "reference (numpy float64)" if source == "reference" else source

@@ -150,6 +150,8 @@ def test_softmax_over_the_batch_axis_sums_each_column_to_one():
 def test_both_adapters_build_parametric_activations_that_match_the_reference(name, torch_adapter, keras_adapter):
     from equivalence import StackSpec, check_case, make_case
 
+    if keras_adapter.cannot(name, "float32"):
+        pytest.skip(f"not run: {keras_adapter.cannot(name, 'float32')}")
     spec = StackSpec(4, (5, 3), (name, name))
     case = make_case(spec, seed=3, batch=4)
     models = {"torch": (torch_adapter, torch_adapter.build(spec, "sequential")),

@@ -23,7 +23,14 @@ from hypothesis import strategies as st
 from equivalence.core.check import check_case
 from equivalence.core.strategies import breadth_specs, cases, nonfinite_cases
 from equivalence.frameworks.registry import entry
-from tests.helpers import BUILD_EXAMPLES, NUMERIC_EXAMPLES, assert_layers_agree, build_loaded, computable_cases
+from tests.helpers import (
+    BUILD_EXAMPLES,
+    NUMERIC_EXAMPLES,
+    assert_layers_agree,
+    assume_runnable,
+    build_loaded,
+    computable_cases,
+)
 
 STYLE_PAIRS = list(zip(entry("torch").styles, entry("keras").styles))
 BREADTH_EXAMPLES = 5 * settings.default.max_examples
@@ -51,6 +58,7 @@ def test_every_sigmoid_layer_agrees_three_ways(case, torch_adapter, keras_adapte
 @given(case=cases(breadth_specs()))
 def test_every_layer_agrees_three_ways_for_every_activation_and_dtype(case, torch_adapter, keras_adapter,
                                                                        layer_pool):
+    assume_runnable(case, torch_adapter, keras_adapter)
     assert_layers_agree(comparison=check_case(case, _pooled(case, torch_adapter, keras_adapter, layer_pool)),
                         case=case)
 
@@ -60,6 +68,7 @@ def test_every_layer_agrees_three_ways_for_every_activation_and_dtype(case, torc
 def test_nan_and_inf_inputs_land_in_the_same_positions_three_ways(case, torch_adapter, keras_adapter, layer_pool):
     """NaN, +inf and -inf must come out at the same positions as in the reference (by class), every finite
     element within the error model; only the named ``known_differences`` excuse a position."""
+    assume_runnable(case, torch_adapter, keras_adapter)
     comparison = check_case(case, _pooled(case, torch_adapter, keras_adapter, layer_pool))
     assert_layers_agree(comparison=comparison, case=case)
     assert not np.isfinite(case.x).all(), "the strategy must put a non-finite value in the input"

@@ -265,3 +265,15 @@ def test_an_unknown_keras_backend_is_one_usage_error_from_pytest():
     assert proc.returncode == pytest.ExitCode.USAGE_ERROR, proc.stdout + proc.stderr
     assert one_line(proc.stderr).startswith("ERROR: KERAS_BACKEND='nosuch' is not a Keras backend")
     assert "passed" not in proc.stdout
+
+
+@pytest.mark.skipif(find_spec("tf_keras") is not None, reason="tf-keras is installed here: Keras 2 runs (make keras2)")
+def test_legacy_keras_without_tf_keras_is_one_line_naming_the_keras_that_would_run():
+    """TF_USE_LEGACY_KERAS=1 asks for Keras 2; without tf-keras, `import keras` is Keras 3: refused, never tested
+    in Keras 2's place."""
+    proc = run_process(["-m", "equivalence", "verify", str(GOLDEN)], TF_USE_LEGACY_KERAS="1")
+    assert proc.returncode == 2, proc.stderr
+    line = one_line(proc.stderr)
+    assert line.startswith("equivalence verify: error: TF_USE_LEGACY_KERAS=1 asks for Keras 2, but the tf-keras "
+                           "package is not installed, so Keras would be Keras 3 (keras 3."), line
+    assert proc.stdout == ""

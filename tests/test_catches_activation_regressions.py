@@ -11,8 +11,9 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, Phase, find, settings
 
-from equivalence.core.check import LayerPool, check_case
+from equivalence.core.check import LayerPool, check_case, why_not_run
 from equivalence.core.strategies import breadth_specs, cases
+from tests.helpers import keras3_only
 
 SEARCH = settings(max_examples=300, deadline=None, database=None, derandomize=True, phases=[Phase.generate],
                   suppress_health_check=list(HealthCheck))
@@ -58,6 +59,7 @@ BREAKS = {
 PARAMS = [(f, b) for f, bs in BREAKS.items() for b in bs]
 
 
+@keras3_only  # patches Keras 3; draws every activation, and Keras 2 lacks three
 @pytest.mark.parametrize(("framework", "break_it"), PARAMS, ids=[b.__name__.strip("_") for _, b in PARAMS])
 def test_a_slightly_changed_activation_is_caught_at_a_layer_that_uses_it(framework, break_it, monkeypatch,
                                                                          torch_adapter, keras_adapter):
@@ -68,7 +70,10 @@ def test_a_slightly_changed_activation_is_caught_at_a_layer_that_uses_it(framewo
         return check_case(case, {"torch": (torch_adapter, pool.stack(torch_adapter, case.spec)),
                                  "keras": (keras_adapter, pool.stack(keras_adapter, case.spec))})
 
-    case = find(cases(breadth_specs()), lambda c: not comparison(c).passed, settings=SEARCH)
+    def runnable(case):  # a Keras release without celu (3.0.5) does not compute those cases: not a catch
+        return why_not_run(keras_adapter, case.spec) is None
+
+    case = find(cases(breadth_specs()), lambda c: runnable(c) and not comparison(c).passed, settings=SEARCH)
     result = comparison(case)
     pairs = result.failing_pairs()
     assert f"{framework} vs reference" in pairs, result.message()

@@ -6,6 +6,10 @@ hypothesis for a failing case of the suite's own property with the *default
 profile's* example budget. Finding it there means the strategies reach that
 corner by design (batch 1 half the time, saturating input scales, width 1 as a
 width kind), not by luck.
+
+The budget is the ``dev`` profile's whatever profile runs (the claim is about the
+default budget): under ``smoke`` (10 examples) the saturation corner is not
+reached, and that says nothing about the strategies.
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ from hypothesis import HealthCheck, Phase, find, settings
 
 from equivalence.core.check import LayerPool, check_case
 from equivalence.core.strategies import cases
+from tests.helpers import keras3_only
 
-DEFAULT_BUDGET = settings(max_examples=settings.default.max_examples, deadline=None, database=None,
+DEFAULT_BUDGET = settings(max_examples=settings.get_profile("dev").max_examples, deadline=None, database=None,
                           derandomize=True, phases=[Phase.generate], suppress_health_check=list(HealthCheck))
 
 
@@ -60,13 +65,14 @@ def test_a_torch_sigmoid_bug_only_in_saturation_is_reached(monkeypatch, torch_ad
     assert abs(first.expected) < 1e-4 or abs(first.expected - 1) < 1e-4, first.describe()  # in a tail
 
 
+@keras3_only
 def test_a_keras_bug_only_for_width_one_layers_is_reached(monkeypatch, torch_adapter, keras_adapter):
     import keras
 
     original = keras.layers.Dense.call
 
-    def narrow_bug(self, inputs, training=None):
-        y = original(self, inputs, training=training)
+    def narrow_bug(self, inputs, **kwargs):  # Dense.call takes training= only from Keras 3.x on: pass what comes
+        y = original(self, inputs, **kwargs)
         return y * (1 - 1e-4) if self.units == 1 else y
 
     monkeypatch.setattr(keras.layers.Dense, "call", narrow_bug)
@@ -96,6 +102,7 @@ def test_a_torch_linear_registering_an_extra_parameter_is_caught(monkeypatch, to
     assert "torch: 6 trainable tensors, expected 4" in problems, problems
 
 
+@keras3_only
 def test_a_keras_dense_losing_its_bias_weight_is_caught(monkeypatch, keras_adapter):
     import keras
 

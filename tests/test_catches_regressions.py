@@ -15,6 +15,7 @@ from equivalence.core.case import make_case
 from equivalence.core.check import LayerPool, check_case
 from equivalence.core.spec import StackSpec
 from equivalence.core.strategies import cases
+from tests.helpers import keras3_only
 
 SEARCH = settings(max_examples=200, deadline=None, database=None, derandomize=True,
                   suppress_health_check=list(HealthCheck))
@@ -92,6 +93,7 @@ def test_torch_linear_computing_in_half_precision_is_caught(monkeypatch, torch_a
 
 # --- Keras -------------------------------------------------------------------
 
+@keras3_only
 def test_keras_sigmoid_drifting_by_1e_5_relative_is_caught(monkeypatch, torch_adapter, keras_adapter):
     import keras.src.ops
 
@@ -102,6 +104,7 @@ def test_keras_sigmoid_drifting_by_1e_5_relative_is_caught(monkeypatch, torch_ad
     assert "torch vs reference" not in result.failing_pairs(), result.message()
 
 
+@keras3_only
 @pytest.mark.parametrize("bug", ["drops its bias", "uses a square kernel transposed"])
 def test_keras_dense_bugs_are_caught_at_the_right_layer(bug, monkeypatch, torch_adapter, keras_adapter):
     import keras

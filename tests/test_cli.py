@@ -21,6 +21,7 @@ import pytest
 
 from equivalence import cli
 from equivalence.guard import golden
+from tests.helpers import keras3_only
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 
@@ -278,6 +279,7 @@ def test_report_writes_json_markdown_png_and_the_step_summary(tmp_path, monkeypa
     assert "3-5-5-2_sigmoid_f32_n1_x1_unit_layers" in out and "torch vs keras" in out
 
 
+@keras3_only
 def test_report_exits_1_and_names_the_layer_when_a_framework_drifts(tmp_path, monkeypatch, torch_adapter,
                                                                     keras_adapter, capsys):
     import keras.src.ops

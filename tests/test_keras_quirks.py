@@ -4,8 +4,10 @@ import pytest
 
 from equivalence.core.spec import StackSpec
 from equivalence.frameworks.registry import entry
+from tests.helpers import keras3_only
 
 
+@keras3_only
 def test_an_unbuilt_sequential_raises_instead_of_returning_no_weights(keras_adapter):
     keras = pytest.importorskip("keras")
     unbuilt = keras.Sequential([keras.layers.Dense(3), keras.layers.Dense(2)])

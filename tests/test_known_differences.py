@@ -103,7 +103,7 @@ def torch_float64_hard_sigmoid_backward_float32_sixth():
     assert torch.nn.Hardsigmoid()(torch.tensor([0.5], dtype=torch.float64)).item() == 3.5 / 6  # forward exact
     assert extra_error("torch", "hard_sigmoid", "float64", scope="gradient") > abs(z.grad.item() * 6 - 1)
     assert extra_error("torch", "hard_sigmoid", "float64", scope="forward") == 0.0
-    if keras_backend() == "tensorflow":  # the difference is torch's: Keras on TF is exact
+    if get_adapter("keras").variant == "keras/tensorflow":  # the difference is torch's: Keras 3 on TF is exact
         assert _keras_gradient("hard_sigmoid", 0.5, "float64") == 1 / 6
 
 
@@ -159,12 +159,35 @@ def tf_flushes_subnormals():
 def signed_zeros():
     z = np.full(64, -0.0)  # TF's vectorised path; a lone element keeps the sign
     for name in ("relu", "relu6", "celu"):
+        if get_adapter("keras").cannot(name, "float32"):  # Keras 2 has no celu
+            continue
         torch_value, keras_value = _torch(name, z, "float32")[0], _keras(name, z, "float32")[0]
         assert torch_value == keras_value == 0.0
         assert np.signbit(torch_value) and not np.signbit(keras_value), (name, torch_value, keras_value)
         result = compare_arrays(np.array([keras_value]), np.array([torch_value]), bound=1e-30,
                                 pair=("keras", "torch"), layer=0)
         assert result.passed and result.max_abs == 0.0
+
+
+def keras2_float64_gelu_float32_constant():
+    x = np.linspace(-6, 6, 4001)
+    for name in ("gelu", "gelu_tanh"):
+        err = np.max(np.abs(_keras(name, x, "float64") - _reference(name, x)))
+        assert 100 * EPSILON["float64"] < err < extra_error("keras", name, "float64"), f"{name}: {err}"
+
+
+def keras2_hard_sigmoid_slope_0_2():
+    """Keras 2's hard_sigmoid is its own definition to a few eps in every dtype, and 1/12 from Keras 3's."""
+    from equivalence.core.known_differences import keras2_hard_sigmoid
+
+    x = np.linspace(-4, 4, 3201)
+    for dtype in ("float64", "float32", "float16", "bfloat16"):
+        got = _keras("hard_sigmoid", x, dtype)
+        own = keras2_hard_sigmoid(x.astype(np.float64))
+        assert np.max(np.abs(got - own)) <= 8 * EPSILON[dtype] * 1.8, dtype  # slope 0.2 of |x| <= 4, at least 1
+        moved = np.max(np.abs(got - _reference("hard_sigmoid", x)))
+        assert abs(moved - 1 / 12) < 8 * EPSILON[dtype], (dtype, moved)  # at z = +-2.5: 0 or 1 against 1/12, 11/12
+    assert np.max(np.abs(_torch("hard_sigmoid", x, "float64") - _reference("hard_sigmoid", x))) < 4 * EPSILON["float64"]
 
 
 def keras_float64_matmul_in_float32_off_tensorflow():
@@ -207,6 +230,7 @@ EVIDENCE = {f.__name__: f for f in (
     torch_gelu_nan_at_plus_inf, keras_softmax_nonfinite_rows, tf_flushes_subnormals, signed_zeros,
     keras_torch_backend_float64_softplus_threshold_20, keras_torch_backend_float64_hard_sigmoid_backward_float32_sixth,
     keras_torch_backend_gelu_nan_at_plus_inf, keras_jax_float64_tanh_in_float32,
+    keras2_float64_gelu_float32_constant, keras2_hard_sigmoid_slope_0_2,
 )}
 
 
@@ -214,8 +238,9 @@ def test_every_known_difference_has_evidence():
     # MXNet's entries are measured in tests/test_mxnet_quirks.py (its own venv: numpy<1.24, no torch or Keras).
     assert sorted(d.name for d in KNOWN_DIFFERENCES if d.framework != "mxnet") == sorted(EVIDENCE)
     for d in KNOWN_DIFFERENCES:
-        assert d.evidence and d.kind in ("extra_error", "excuse", "by_design"), d.name
+        assert d.evidence and d.kind in ("extra_error", "excuse", "definition", "by_design"), d.name
         assert (d.kind == "extra_error") == (d.extra_error > 0) and (d.kind == "excuse") == (d.excuse is not None)
+        assert (d.kind == "definition") == (d.definition is not None) == (d.definition_slope > 0), d.name
 
 
 @pytest.mark.parametrize("name", sorted(EVIDENCE))

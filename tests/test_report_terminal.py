@@ -17,6 +17,7 @@ import pytest
 from equivalence import cli
 from equivalence.guard import report as rep
 from equivalence.guard.matrix import report_cases
+from tests.helpers import keras3_only
 
 needs_rich = pytest.mark.skipif(find_spec("rich") is None,
                                 reason="the terminal table needs rich (pip install -e '.[report]'; not in .venv-mxnet)")
@@ -111,6 +112,7 @@ def test_every_failing_case_and_pair_is_listed():
         assert line.startswith(f"FAIL {r['case']}: {r['pair']}")
 
 
+@keras3_only
 @pytest.mark.parametrize("columns", WIDTHS)
 def test_report_at_columns(columns, tmp_path, monkeypatch, torch_adapter, keras_adapter, capsys):
     """The real command: the summary at COLUMNS, every failing case and pair, the headline."""

@@ -14,7 +14,7 @@ import re
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 
 from equivalence.core.case import make_case
@@ -22,7 +22,8 @@ from equivalence.core.check import LayerPool, check_case
 from equivalence.core.spec import StackSpec
 from equivalence.core.strategies import boundary_widths_up_to, breadth_specs, cases
 from equivalence.core.transfer import transfer
-from tests.helpers import assert_weights_identical, build_loaded, computable_cases
+from equivalence.frameworks.base import FrameworkRefused
+from tests.helpers import assert_weights_identical, assume_runnable, build_loaded, computable_cases, keras3_only
 
 CANNOT_HOLD = {
     ("keras", "subclass", ".keras"): "a Keras Model subclass has no get_config, so a .keras file cannot hold it "
@@ -53,7 +54,10 @@ def test_a_reloaded_model_is_bit_identical(data, framework, registering_style, s
     case = data.draw(computable_cases(adapter, small=True), label="case")
     original = build_loaded(adapter, case, style)
     path = tmp_path_factory.mktemp("save") / f"model{save_format}"
-    adapter.save(original, path)
+    try:
+        adapter.save(original, path)
+    except FrameworkRefused:  # a dtype the framework's file format cannot hold (Keras 2: bfloat16 in HDF5)
+        reject()
     reloaded = adapter.load(path, case.spec, style)
     what = f"{framework} {style} {save_format}"
     assert_weights_identical(got=adapter.get_weights(reloaded), expected=case.weights, what=what)
@@ -81,6 +85,7 @@ def test_saving_never_overwrites_and_refuses_a_format_or_a_model_it_cannot_save(
 @given(case=cases(breadth_specs(max_depth=4, width=boundary_widths_up_to(16))))
 def test_a_torch_checkpoint_transferred_into_keras_agrees_with_the_reference(case, torch_adapter, keras_adapter,
                                                                              tmp_path_factory):
+    assume_runnable(case, torch_adapter, keras_adapter)
     source = build_loaded(torch_adapter, case, "sequential")
     path = tmp_path_factory.mktemp("ckpt") / "model.pt"
     torch_adapter.save(source, path)
@@ -136,8 +141,10 @@ def _patch_keras_dense_loading_to_nudge_layer_1(monkeypatch):
 
 
 @pytest.mark.parametrize(("framework", "fmt", "style"),
-                         [("torch", ".pt", "sequential"), ("keras", ".weights.h5", "functional"),
-                          ("keras", ".keras", "sequential")], ids=["torch-pt", "keras-weights.h5", "keras-keras"])
+                         [("torch", ".pt", "sequential"),
+                          pytest.param("keras", ".weights.h5", "functional", marks=keras3_only),  # patches Keras 3
+                          pytest.param("keras", ".keras", "sequential", marks=keras3_only)],
+                         ids=["torch-pt", "keras-weights.h5", "keras-keras"])
 def test_a_reload_that_alters_one_weight_by_one_ulp_is_caught_naming_the_layer(framework, fmt, style, monkeypatch,
                                                                                tmp_path, request):
     adapter = request.getfixturevalue(f"{framework}_adapter")

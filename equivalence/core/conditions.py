@@ -5,7 +5,7 @@ A *fact* is one line of the flattened fingerprint (``equivalence.guard.fingerpri
 ``kernel.onednn_isa``, ``frameworks.keras.keras`` (the version), or ``probes.<name>`` (``yes``/``no``).
 
 * ``Fact`` names a condition in advance: a fact in a set of values.
-* ``AtLeast`` is a version floor.
+* ``AtLeast`` is a version floor, ``Below`` a version ceiling (together: the range where an entry holds).
 * ``Probe`` measures a condition that cannot be named in advance (a kernel path nobody has measured,
   such as an arm64 CPU): the framework's own activation on a few elements, once per process, cached.
   A probe also says which named facts it was measured to follow (``follows``); a test checks that
@@ -67,6 +67,24 @@ class AtLeast:
         return f"{self.label} ({self.key} >= {self.version})"
 
 
+@dataclass(frozen=True)
+class Below:
+    """The version in ``key`` is older than ``version`` (``+cpu``-style local parts ignored)."""
+
+    key: str
+    version: str
+    label: str
+
+    def holds(self, facts: Facts) -> bool:
+        value = facts.get(self.key)
+        if value is None:
+            return facts.recorded
+        return version_tuple(value) < version_tuple(self.version)
+
+    def describe(self) -> str:
+        return f"{self.label} ({self.key} < {self.version})"
+
+
 def version_tuple(version: str) -> tuple[int, ...]:
     """``"2.13.0+cpu"`` -> ``(2, 13, 0)``; stops at the first part that is not a number."""
     out = []
@@ -115,7 +133,7 @@ class Probe:
                                                                               self.dtype)) else "no"
 
 
-Condition = Fact | AtLeast | Probe
+Condition = Fact | AtLeast | Below | Probe
 
 
 class CurrentFacts:

@@ -19,6 +19,13 @@ Three kinds:
   stays ~10^7 times tighter than a float32 computation would need.
 * ``excuse``: a position whose non-finite class (NaN, +inf, -inf, finite)
   differs from the reference in a documented way.
+* ``definition``: the framework computes another function under the same name (Keras 2's
+  ``hard_sigmoid`` is ``clip(0.2 z + 0.5, 0, 1)``, Keras 3's and torch's ``relu6(z + 3) / 6``).
+  Its outputs are judged against a float64 reference of *its* definition, with the same
+  error model (its own largest slope), so a bug in it is still caught; the pair with
+  another framework is not compared at that layer (they differ by design, up to 1/12
+  here). Golden vectors do not excuse it: an output that moved beyond the error model
+  since it was recorded fails ``verify`` whatever each side's definition.
 * ``by_design``: a difference the comparison tolerates without any exception,
   because it compares values with an absolute bound (signed zeros, subnormals
   flushed to zero); listed so the evidence is kept and tested.
@@ -33,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from equivalence.core.activations import ACTIVATIONS, family_of
-from equivalence.core.conditions import AtLeast, Condition, CurrentFacts, Fact, Facts, Probe
+from equivalence.core.conditions import AtLeast, Below, Condition, CurrentFacts, Fact, Facts, Probe
 from equivalence.core.dtypes import EPSILON
 from equivalence.core.kernels import AVX512_ISAS
 
@@ -73,7 +80,7 @@ class KnownDifference:
     framework: str
     activations: tuple[str, ...]
     dtypes: tuple[str, ...]
-    kind: str  # "extra_error" | "excuse" | "by_design"
+    kind: str  # "extra_error" | "excuse" | "definition" | "by_design"
     evidence: str
     extra_error: float = 0.0
     excuse: Excuse | None = None
@@ -83,6 +90,10 @@ class KnownDifference:
     parameter, e.g. ``"leaky_relu"``: ``leaky_relu_0.01``, ``leaky_relu_0.3``, ... (not the fixed table's names)."""
     when: tuple[Condition, ...] = ()
     """Every condition must hold for the entry to apply; empty: on every kernel path measured."""
+    definition: Callable[[np.ndarray], np.ndarray] | None = None
+    """``definition`` entries: the framework's own function, float64 numpy (``z -> h``)."""
+    definition_slope: float = 0.0
+    """``definition`` entries: its largest slope (the error model's ``slope``)."""
 
     def active(self, facts: Facts | None = None) -> bool:
         """Whether the entry's conditions hold in ``facts`` (this process's when ``None``)."""
@@ -126,7 +137,23 @@ _FLOAT32_CONSTANT = 0.25 * EPSILON["float32"]
 """A float32-rounded constant is off by at most eps32/2 relative; measured at most 0.125 eps32 of
 ``max(1, |h|)`` (leaky slope: exactly the rounding of 0.2). 0.25 eps32 leaves 2x headroom."""
 
+KERAS_2 = Below("frameworks.keras.keras", "3.0", "Keras 2 (tf-keras, TF_USE_LEGACY_KERAS=1)")
+
+
+def keras2_hard_sigmoid(z: np.ndarray) -> np.ndarray:
+    """Keras 2's ``hard_sigmoid``: ``clip(0.2 z + 0.5, 0, 1)`` (tf-keras ``backend.hard_sigmoid``)."""
+    return np.clip(0.2 * np.asarray(z, dtype=np.float64) + 0.5, 0.0, 1.0)
+
+
 KNOWN_DIFFERENCES: tuple[KnownDifference, ...] = (
+    KnownDifference(
+        "keras2_hard_sigmoid_slope_0_2", "keras", ("hard_sigmoid",), ("float64", "float32", "float16", "bfloat16"),
+        "definition",
+        "Keras 2 (tf-keras 2.21.0) defines hard_sigmoid as clip(0.2 z + 0.5, 0, 1), Keras 3 (from 3.0) and "
+        "torch as relu6(z + 3) / 6: the two differ by up to 1/12 (0.0833 at z = +-2.5) and have other kinks "
+        "(+-2.5 against +-3). Measured between tf-keras 2.21.0 and Keras 3.15.1 on the shipped golden vectors: "
+        "the hard_sigmoid cases move, every other case is bit-identical",
+        definition=keras2_hard_sigmoid, definition_slope=0.2, when=(KERAS_ON_TENSORFLOW, KERAS_2)),
     KnownDifference(
         "keras_float64_matmul_in_float32_off_tensorflow", "keras", tuple(ACTIVATIONS), ("float64",), "extra_error",
         "Keras 3.15.1's result_type maps float64 to float32 off TensorFlow (BIT64_TO_BIT32_DTYPE, "
@@ -145,9 +172,16 @@ KNOWN_DIFFERENCES: tuple[KnownDifference, ...] = (
     KnownDifference(
         "keras_float64_gelu_float32_constant", "keras", ("gelu", "gelu_tanh"), ("float64",), "extra_error",
         "Keras gelu in float64 is off by 5.0e-9 (exact) and 9e-10 (tanh) from float64 math: "
-        "a float32 constant; torch is within 2 eps64. Keras 3.0.5 was float64-exact (replayed on real releases); "
-        "3.3.3 and later use the constant; 3.1-3.3.2 not measured", extra_error=_FLOAT32_CONSTANT,
+        "a float32 constant; torch is within 2 eps64. Keras 3.0.5 to 3.3.2 were float64-exact, 3.3.3 is the "
+        "first release with the constant (make history: every release from 3.0.5 to 3.3.3 beside TF 2.16.2)",
+        extra_error=_FLOAT32_CONSTANT,
         when=(KERAS_ON_TENSORFLOW, AtLeast("frameworks.keras.keras", "3.3.3", "Keras 3.3.3 or newer"))),
+    KnownDifference(
+        "keras2_float64_gelu_float32_constant", "keras", ("gelu", "gelu_tanh"), ("float64",), "extra_error",
+        "Keras 2 (tf-keras 2.21.0) gelu in float64 is off by 5.0e-9 (exact) and 1.8e-10 (tanh) from float64 math: "
+        "float32 constants, as Keras 3.3.3 and later. Found by verifying and recording the shipped golden vectors "
+        "under TF_USE_LEGACY_KERAS=1",
+        extra_error=_FLOAT32_CONSTANT, when=(KERAS_ON_TENSORFLOW, KERAS_2)),
     KnownDifference(
         "keras_float64_leaky_relu_float32_slope", "keras", ("leaky_relu_0.2",), ("float64",), "extra_error",
         "TF LeakyRelu's alpha is a float32 attribute: the float64 slope is 0.20000000298, "
@@ -235,6 +269,13 @@ def extra_error(framework: str, activation: str, dtype: str, *, scope: str = "fo
     return sum(d.extra_error for d in KNOWN_DIFFERENCES
                if d.kind == "extra_error" and scope in d.scope and d.applies(framework, activation, dtype,
                                                                              facts=facts))
+
+
+def definition(framework: str, activation: str, dtype: str, *,
+               facts: Facts | None = None) -> KnownDifference | None:
+    """The ``definition`` entry by which ``framework`` computes ``activation`` otherwise, or None."""
+    return next((d for d in KNOWN_DIFFERENCES
+                 if d.kind == "definition" and d.applies(framework, activation, dtype, facts=facts)), None)
 
 
 def excused(framework: str, activation: str, dtype: str, z: np.ndarray, got: np.ndarray, *,

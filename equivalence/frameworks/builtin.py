@@ -1,8 +1,10 @@
-"""The registry entries of the frameworks that ship with equivalence: torch, Keras 3 (its backend chosen by
-``KERAS_BACKEND``) and MXNet Gluon. Data only: nothing here imports a framework."""
+"""The registry entries of the frameworks that ship with equivalence: torch, Keras (Keras 3 on the backend
+``KERAS_BACKEND`` chooses, or Keras 2 under ``TF_USE_LEGACY_KERAS=1``: ``keras_variant``) and MXNet Gluon.
+Data only: nothing here imports a framework."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import os
 from collections.abc import Mapping
@@ -29,7 +31,31 @@ def keras_backend_problem() -> str | None:
     if importlib.util.find_spec("keras") is not None and importlib.util.find_spec(package) is None:
         hint = "make check KERAS_BACKEND=jax installs it" if backend == "jax" else "make venv installs it"
         return f"KERAS_BACKEND={backend!r} needs the {package!r} package, which is not installed ({hint})"
+    return _legacy_keras_problem(backend)
+
+
+def _legacy_keras_problem(backend: str) -> str | None:
+    """``TF_USE_LEGACY_KERAS=1`` asks for Keras 2 (tf-keras): refused where it would silently test Keras 3."""
+    from equivalence.frameworks.keras_variant import LEGACY_VARIABLE, legacy_keras_requested
+
+    if not legacy_keras_requested():
+        return None
+    value = os.environ[LEGACY_VARIABLE]
+    if backend != "tensorflow":
+        return (f"{LEGACY_VARIABLE}={value} asks for Keras 2 (tf-keras), which runs on TensorFlow only, but "
+                f"KERAS_BACKEND={backend!r}; unset one of them")
+    if importlib.util.find_spec("tf_keras") is None:
+        return (f"{LEGACY_VARIABLE}={value} asks for Keras 2, but the tf-keras package is not installed, so Keras "
+                f"would be Keras 3 (keras {_installed('keras')}); make keras2 creates .venv-keras2 with tf-keras, "
+                f"or unset {LEGACY_VARIABLE} to test Keras 3")
     return None
+
+
+def _installed(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def _torch(v: Mapping[str, str]) -> str:
@@ -40,7 +66,10 @@ def _keras(v: Mapping[str, str]) -> str:
     parts = []
     if "tensorflow" in v:
         parts.append(f"tensorflow {v['tensorflow']} (oneDNN {v.get('onednn_enabled', 'unknown')})")
-    parts.append(f"keras {v.get('keras', '?')} ({v.get('keras_backend', '?')} backend)")
+    if v.get("keras_package") == "tf-keras":
+        parts.append(f"keras {v.get('keras', '?')} (Keras 2: tf-keras, TF_USE_LEGACY_KERAS=1)")
+    else:
+        parts.append(f"keras {v.get('keras', '?')} ({v.get('keras_backend', '?')} backend)")
     parts += [f"{key.replace('keras_', '')} {v[key]} (under keras)" for key in ("jax", "keras_torch") if key in v]
     return ", ".join(parts)
 
@@ -58,7 +87,7 @@ TORCH = Framework(
     walker="equivalence.frameworks.torch_walk:walk")
 
 KERAS = Framework(
-    "keras", "equivalence.frameworks.keras:adapter", packages=("keras", "tensorflow", "jax"),
+    "keras", "equivalence.frameworks.keras_variant:adapter", packages=("keras", "tensorflow", "jax", "tf_keras"),
     styles=("sequential", "functional", "subclass"),
     save_formats=(".weights.h5", ".keras"),  # save_weights / load_weights; model.save / load_model(safe_mode=True)
     default=True,

@@ -30,16 +30,17 @@ from typing import Any
 import numpy as np
 
 from equivalence.core.atomic import TEMP_PREFIX, write_bytes_atomic, write_text_atomic
-from equivalence.core.check import LayerPool, run_available, run_layers
-from equivalence.core.compare import RECORDED, Comparison, compare_layers
+from equivalence.core.check import LayerPool, run_available, run_layers, why_not_run
+from equivalence.core.compare import RECORDED, Comparison, LayerResult, compare_arrays, compare_layers
 from equivalence.core.conditions import RecordedFacts
-from equivalence.core.dtypes import numpy_dtype
+from equivalence.core.dtypes import EPSILON, numpy_dtype
 from equivalence.core.errors import InputError
+from equivalence.core.known_differences import excused, extra_error
 from equivalence.core.layout import LayerWeights, check_spec_weights
 from equivalence.core.reference import LayerTrace, layerwise_reference
 from equivalence.core.spec import StackSpec
-from equivalence.core.tolerance import PAIR_FACTOR, SAFETY
-from equivalence.frameworks.base import Adapter
+from equivalence.core.tolerance import PAIR_FACTOR, SAFETY, layer_scale
+from equivalence.frameworks.base import Adapter, FrameworkRefused
 from equivalence.guard.fingerprint import flatten, version_changes
 from equivalence.guard.manifest import check as check_manifest
 from equivalence.guard.manifest import read_json, refuse_symlink
@@ -66,7 +67,8 @@ class GoldenCase:
     weights: tuple[LayerWeights, ...]
     x: np.ndarray
     reference: tuple[np.ndarray, ...]
-    outputs: Mapping[str, tuple[np.ndarray, ...]]
+    outputs: Mapping[str, tuple[np.ndarray | None, ...]]
+    """None: a layer the framework had no activation for when recorded (the manifest's ``not_run``)."""
     meta: Mapping[str, Any] = field(default_factory=dict)
 
     def layer_inputs(self) -> list[np.ndarray]:
@@ -107,10 +109,6 @@ class GoldenSet:
         return RecordedFacts({"frameworks.keras.keras_backend": self.keras_backend, **flatten(self.fingerprint)})
 
 
-def _pooled_models(adapters: Mapping[str, Adapter], pool: LayerPool, spec: StackSpec) -> dict[str, tuple]:
-    return {name: (adapter, pool.stack(adapter, spec)) for name, adapter in adapters.items()}
-
-
 # --- record --------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -140,7 +138,7 @@ def record(folder: str | Path, cases: Sequence[MatrixCase], adapters: Mapping[st
         traces = layerwise_reference(case.spec, case.weights, case.x)
         dt = numpy_dtype(case.spec.dtype)
         inputs = [t.x.astype(dt) for t in traces]
-        outputs = run_layers(case.weights, inputs, _pooled_models(adapters, pool, case.spec))
+        outputs, layers_not_run = _record_outputs(case.spec, case.weights, inputs, adapters, pool)
         comparisons.append(compare_layers(case.spec, case.weights, case.x, outputs, case_id=mcase.id,
                                           reference=traces))
         key = f"c{index:03d}"
@@ -151,10 +149,12 @@ def record(folder: str | Path, cases: Sequence[MatrixCase], adapters: Mapping[st
                 arrays[f"{key}.b{layer}"] = _stored(b, case.spec.dtype)
             arrays[f"{key}.reference{layer}"] = trace.h
             for name, outs in outputs.items():
-                arrays[f"{key}.{name}{layer}"] = _stored(outs[layer], case.spec.dtype)
+                if outs[layer] is not None:
+                    arrays[f"{key}.{name}{layer}"] = _stored(outs[layer], case.spec.dtype)
         entries.append({"key": key, "id": mcase.id, "spec": case.spec.to_json(), "seed": mcase.seed,
                         "batch": mcase.inputs.batch, "input_scale": mcase.inputs.input_scale,
-                        "weight_scale": mcase.inputs.weight_scale})
+                        "weight_scale": mcase.inputs.weight_scale,
+                        **({"not_run": layers_not_run} if layers_not_run else {})})
         if progress:
             progress()
     if not all(c.passed for c in comparisons):
@@ -180,6 +180,24 @@ def record(folder: str | Path, cases: Sequence[MatrixCase], adapters: Mapping[st
         if stale != data_path:
             stale.unlink(missing_ok=True)
     return Recording(tuple(comparisons), data_path, len(data))
+
+
+def _record_outputs(spec: StackSpec, weights: Sequence[LayerWeights], inputs: Sequence[np.ndarray],
+                    adapters: Mapping[str, Adapter], pool: LayerPool
+                    ) -> tuple[dict[str, list[np.ndarray | None]], dict[str, dict[str, Any]]]:
+    """Each framework's per-layer outputs; a layer whose activation a framework lacks (Keras 2 has no ``celu``)
+    is None, and listed ``{framework: {"layers": [...], "reason": ...}}`` for the manifest (``not_run``)."""
+    outputs: dict[str, list[np.ndarray | None]] = {}
+    not_run: dict[str, dict[str, Any]] = {}
+    for name, adapter in adapters.items():
+        reason = why_not_run(adapter, spec)
+        if reason is None:
+            outputs.update(run_layers(weights, inputs, {name: (adapter, pool.stack(adapter, spec))}))
+            continue
+        partial = _layers_available(spec, weights, inputs, adapter, pool) or [None] * spec.depth
+        outputs[name] = partial
+        not_run[name] = {"layers": [i for i, out in enumerate(partial) if out is None], "reason": reason}
+    return outputs, not_run
 
 
 def same_recording(existing: GoldenSet, cases: Sequence[MatrixCase], frameworks: Sequence[str],
@@ -383,9 +401,35 @@ def _case(index: int, entry: Any, arrays: Mapping[str, np.ndarray], frameworks: 
         raise InputError(str(exc), data_path) from None
     x = array("x", (batch, spec.input_width), spec.dtype)
     reference = tuple(array(f"reference{layer}", (batch, w), None) for layer, w in enumerate(spec.widths))
-    outputs = {fw: tuple(array(f"{fw}{layer}", (batch, w), spec.dtype) for layer, w in enumerate(spec.widths))
+    missing = _layers_not_run(entry, frameworks, spec, where, manifest_path)
+    outputs = {fw: tuple(None if layer in missing.get(fw, ()) else array(f"{fw}{layer}", (batch, w), spec.dtype)
+                         for layer, w in enumerate(spec.widths))
                for fw in frameworks}
     return GoldenCase(case_id, spec, tuple(weights), x, reference, outputs, meta={**entry, "keys": keys})
+
+
+def _layers_not_run(entry: Mapping[str, Any], frameworks: Sequence[str], spec: StackSpec, where: str,
+                    manifest_path: Path) -> dict[str, set[int]]:
+    """A case's ``not_run``: framework -> the layers it had no activation for when recorded (no arrays)."""
+    not_run = entry.get("not_run", {})
+    problem = None
+    if not isinstance(not_run, dict):
+        problem = f"'not_run' must be an object, got {type(not_run).__name__}"
+    else:
+        for fw, value in not_run.items():
+            layers = value.get("layers") if isinstance(value, dict) else None
+            if fw not in frameworks:
+                problem = f"'not_run' names {fw!r}, which is not among the recorded frameworks"
+            elif (not isinstance(layers, list) or not layers
+                  or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < spec.depth for i in layers)
+                  or not isinstance(value.get("reason"), str)):
+                problem = (f"'not_run' of {fw} must be {{\"layers\": [layer numbers below {spec.depth}], "
+                           f"\"reason\": text}}")
+            if problem:
+                break
+    if problem:
+        raise InputError(f"{where}: {problem}", manifest_path)
+    return {fw: set(value["layers"]) for fw, value in not_run.items()}
 
 
 # --- the vectors' own consistency ---------------------------------------------------
@@ -424,12 +468,34 @@ class LayerDrift:
 
 @dataclass(frozen=True)
 class NotRun:
-    """A case a framework was not asked to compute: it has no Dense layer in the case's dtype here."""
+    """A case a framework was not asked to compute: it has no Dense layer in the case's dtype here.
+
+    ``layers``: only these layers were not run (an activation the framework lacks); its other layers were,
+    each fed the recorded reference's input as always. Empty: the whole case."""
 
     framework: str
     case_id: str
     dtype: str
     reason: str
+    layers: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Moved:
+    """A framework output that moved beyond the error model since it was recorded: the pair bound of the two
+    (each within the error model of the reference), grown only by the float32-sized named errors granted to
+    either side. A ``definition`` difference (another function under the same name) grants nothing here: the
+    user's model computes something else now, whichever version each side's definition excuses."""
+
+    framework: str
+    case_id: str
+    layer: int
+    activation: str
+    dtype: str
+    result: LayerResult
+    max_ulps: float
+    recorded_version: str
+    current_version: str
 
 
 @dataclass(frozen=True)
@@ -439,31 +505,46 @@ class Verification:
     drift: tuple[LayerDrift, ...]
     frameworks: tuple[str, ...]
     not_run: tuple[NotRun, ...] = ()
+    moved: tuple[Moved, ...] = ()
 
     @property
     def passed(self) -> bool:
-        return all(c.passed for c in self.comparisons)
+        return all(c.passed for c in self.comparisons) and not self.moved
 
     def changed_cases(self, source: str) -> list[str]:
         return sorted({d.case_id for d in self.drift if d.source == source})
 
 
 def verify(golden: GoldenSet, adapters: Mapping[str, Adapter], *, pool: LayerPool | None = None,
-           progress: Progress = None) -> Verification:
+           progress: Progress = None, versions: Mapping[str, str] | None = None) -> Verification:
     """Every layer of the installed frameworks against the recorded reference (the error model decides),
-    and the drift of every output against what was recorded (reported, never failed).
+    the drift of every output against what was recorded (reported), and every output that moved beyond the
+    error model since it was recorded (``Moved``: failed, whatever named difference excuses either side).
 
     A framework is not asked for a case it cannot compute (``Adapter.cannot``: an activation in a dtype it has
     no kernel for, e.g. MXNet's float16 on CPU), and a framework that refuses a case mid-run
     (``FrameworkRefused``) goes on with the next; each such case is listed in ``not_run`` with the reason.
+    Where only some layers' activations are missing (Keras 2 has no ``celu``), the other layers still run:
+    each is fed the recorded reference's input, so it needs nothing from the layers before it.
+    ``versions``: framework -> its version now, for the ``Moved`` lines (default: its adapter's first version).
     """
     pool = pool or LayerPool()
-    comparisons, drift, not_run = [], [], []
+    versions = dict(versions or {})
+    for name, adapter in adapters.items():
+        versions.setdefault(name, next(iter(adapter.versions().values()), "?"))
+    comparisons, drift, not_run, moved = [], [], [], []
     for case in golden.cases:
         dtype = case.spec.dtype
         outputs, refused = run_available(case.spec, case.weights, case.layer_inputs(), adapters,
                                          lambda _, adapter, spec=case.spec: pool.stack(adapter, spec))
-        not_run += [NotRun(name, case.id, dtype, reason) for name, reason in refused.items()]
+        for name, reason in refused.items():
+            partial = _layers_available(case.spec, case.weights, case.layer_inputs(), adapters[name], pool)
+            if partial is None:
+                not_run.append(NotRun(name, case.id, dtype, reason))
+                continue
+            outputs[name] = partial
+            missing = tuple(i for i, out in enumerate(partial) if out is None)
+            not_run.append(NotRun(name, case.id, dtype, reason, missing))
         # A recorded framework not run now stands in through its recorded outputs (e.g. MXNet's venv has
         # neither torch nor Keras): the cross-framework pairs still hold, by way of the vectors.
         recorded = {f"{name}{RECORDED}": outs for name, outs in case.outputs.items() if name not in adapters}
@@ -473,17 +554,72 @@ def verify(golden: GoldenSet, adapters: Mapping[str, Adapter], *, pool: LayerPoo
         for name, outs in outputs.items():
             if name in case.outputs:
                 drift += _drift(name, case, outs, case.outputs[name], case.spec.dtype)
+                moved += _moved(golden, name, case, outs, case.outputs[name], versions[name])
         now = [t.h for t in layerwise_reference(case.spec, case.weights, case.x)]
         drift += _drift("reference", case, now, case.reference, "float64")
         if progress:
             progress()
-    return Verification(golden, tuple(comparisons), tuple(drift), tuple(adapters), tuple(not_run))
+    return Verification(golden, tuple(comparisons), tuple(drift), tuple(adapters), tuple(not_run), tuple(moved))
 
 
-def _drift(source: str, case: GoldenCase, now: Sequence[np.ndarray], recorded: Sequence[np.ndarray],
+def _layers_available(spec: StackSpec, weights: Sequence[LayerWeights], inputs: Sequence[np.ndarray],
+                      adapter: Adapter, pool: LayerPool) -> list[np.ndarray | None] | None:
+    """The layers of ``spec`` that ``adapter`` has activations for, each run alone on its own input
+    (None for the others); None when it can run none of them, or refuses one."""
+    runnable = [adapter.cannot(act, spec.dtype) is None for act in spec.activations]
+    if not any(runnable):
+        return None
+    out: list[np.ndarray | None] = []
+    try:
+        for (n_in, n_out), act, layer_weights, x, ok in zip(spec.layer_shapes, spec.activations, weights, inputs,
+                                                            runnable):
+            if not ok:
+                out.append(None)
+                continue
+            single = StackSpec(n_in, (n_out,), (act,), bias=spec.bias, dtype=spec.dtype)
+            out.append(run_layers([layer_weights], [x], {adapter.name: (adapter, pool.stack(adapter, single))})
+                       [adapter.name][0])
+    except FrameworkRefused:
+        return None
+    return out
+
+
+def _moved(golden: GoldenSet, name: str, case: GoldenCase, now: Sequence[np.ndarray | None],
+           recorded: Sequence[np.ndarray | None], version: str) -> list[Moved]:
+    out = []
+    dtype = case.spec.dtype
+    recorded_version = _recorded_version(golden, name)
+    for layer, (a, b, trace, (W, bias), act) in enumerate(zip(now, recorded, case.traces(), case.weights,
+                                                               case.spec.activations)):
+        if a is None or b is None:
+            continue
+        scale = layer_scale(x=trace.x, W=W, b=bias, h=trace.h, activation=act)
+        grants = (extra_error(name, act, dtype) + extra_error(name, act, dtype, facts=golden.facts)) * scale
+        bound = PAIR_FACTOR * SAFETY * EPSILON[dtype] * scale + grants
+        with np.errstate(invalid="ignore"):  # NaN or inf inputs give NaN, as in the frameworks
+            z = trace.x @ W.astype(np.float64) + (0.0 if bias is None else bias.astype(np.float64))
+        both = excused(name, act, dtype, z, np.asarray(a)) | excused(name, act, dtype, z, np.asarray(b),
+                                                                     facts=golden.facts)
+        result = compare_arrays(np.asarray(a), np.asarray(b), bound=bound, pair=(name, f"{name}{RECORDED}"),
+                                layer=layer, excused=both)
+        if not result.passed:
+            ulps = ulp_distance(a, b, dtype)
+            out.append(Moved(name, case.id, layer, act, dtype, result, float(np.max(ulps)), recorded_version,
+                             version))
+    return out
+
+
+def _recorded_version(golden: GoldenSet, name: str) -> str:
+    versions = golden.fingerprint.get("frameworks", {}).get(name, {})
+    return str(next(iter(versions.values()), "?")) if versions else "?"
+
+
+def _drift(source: str, case: GoldenCase, now: Sequence[np.ndarray | None], recorded: Sequence[np.ndarray | None],
            dtype: str) -> list[LayerDrift]:
     out = []
     for layer, (a, b) in enumerate(zip(now, recorded)):
+        if a is None or b is None:
+            continue
         ulps = ulp_distance(a, b, dtype)
         changed = int(np.count_nonzero(ulps))
         if changed:

@@ -13,6 +13,7 @@ holding what differs: converting to numpy, writing a variable, running a layer, 
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 from collections.abc import Sequence
@@ -28,7 +29,7 @@ from equivalence.core.activations import LEAKY_SLOPE, family_of  # noqa: E402
 from equivalence.core.dtypes import numpy_dtype  # noqa: E402
 from equivalence.core.layout import LayerWeights, check_weights  # noqa: E402
 from equivalence.core.spec import StackSpec  # noqa: E402
-from equivalence.frameworks.base import Adapter, ParamCount  # noqa: E402
+from equivalence.frameworks.base import Adapter, FrameworkRefused, ParamCount  # noqa: E402
 
 if TYPE_CHECKING:
     from equivalence.core.types import Gradients
@@ -73,6 +74,28 @@ _PARAMETRIC = {
     "log_softmax_axis": lambda p: (lambda x: keras.activations.log_softmax(x, axis=int(p))),
 }
 _parametric_cache: dict[str, Any] = {}
+
+KERAS_FUNCTIONS = {"softmax": "softmax", "log_softmax": "log_softmax", "gelu": "gelu", "gelu_tanh": "gelu",
+                   "elu": "elu", "celu": "celu", "leaky_relu_0.2": "leaky_relu", "leaky_relu": "leaky_relu",
+                   "softmax_axis": "softmax", "log_softmax_axis": "log_softmax"}
+"""Our activation (or parametric family) -> the ``keras.activations`` function it calls, where the name differs
+or an argument is passed; the rest are Keras' own names (``ACTIVATIONS``)."""
+
+
+def missing_activation(name: str) -> str | None:
+    """The ``keras.activations`` function ``name`` needs that this Keras lacks (Keras 3.0.5 has no celu, no
+    hard_silu), or None."""
+    family = name if name in ACTIVATIONS else family_of(name)[0]
+    function = KERAS_FUNCTIONS.get(family) or ACTIVATIONS[family]
+    return None if hasattr(keras.activations, function) else function
+
+
+def _clear_session() -> None:
+    """``clear_session(free_memory=False)`` where Keras has the argument (3.4 and later), else the full clear."""
+    if "free_memory" in inspect.signature(keras.backend.clear_session).parameters:
+        keras.backend.clear_session(free_memory=False)
+    else:
+        keras.backend.clear_session()
 
 
 def keras_activation(name: str) -> Any:
@@ -156,6 +179,12 @@ class KerasAdapter(Adapter):
     def variant(self) -> str:
         return f"keras/{self.backend}"
 
+    def cannot(self, activation: str, dtype: str) -> str | None:
+        missing = missing_activation(activation)
+        if missing:
+            return f"keras {keras.__version__} has no {missing}"
+        return super().cannot(activation, dtype)
+
     # --- the backend's hooks -------------------------------------------------------------------
     def to_numpy(self, value: Any) -> np.ndarray:
         """A backend tensor or Keras variable as a numpy array."""
@@ -219,6 +248,9 @@ class KerasAdapter(Adapter):
             raise ValueError("Keras on jax has no float64 unless jax_enable_x64 is on: it would truncate this "
                              "float64 Dense to float32 with only a warning. Set JAX_ENABLE_X64=1 before jax is "
                              "imported (the test suite's conftest does when KERAS_BACKEND=jax)")
+        missing = missing_activation(activation)
+        if missing:
+            raise FrameworkRefused(f"keras {keras.__version__} has no {missing}")
         # Weights are always overwritten, so skip the random glorot init (a third of a build's time).
         return keras.layers.Dense(width, activation=keras_activation(activation), use_bias=bias, dtype=dtype,
                                   kernel_initializer="zeros")
@@ -226,7 +258,7 @@ class KerasAdapter(Adapter):
     def _count_build(self) -> None:
         self._builds += 1
         if self._builds % CLEAR_EVERY == 0:
-            keras.backend.clear_session(free_memory=False)
+            _clear_session()
 
     def get_weights(self, model: Any) -> list[LayerWeights]:
         return [LayerWeights(W, b) for W, b in self.native_weights(model)]  # already (in, out)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,6 +10,9 @@ import tensorflow as tf
 
 from equivalence.frameworks.base import FrameworkRefused
 from equivalence.frameworks.keras import KerasAdapter, _mean
+from equivalence.frameworks.tensorflow_facts import onednn_enabled, tensorflow_versions
+
+__all__ = ["TensorFlowKeras", "onednn_enabled"]
 
 
 class TensorFlowKeras(KerasAdapter):
@@ -45,24 +47,4 @@ class TensorFlowKeras(KerasAdapter):
         return dx, grads
 
     def backend_versions(self) -> dict[str, str]:
-        return {
-            "tensorflow": tf.__version__,
-            # 0 means "TF chooses": one thread per core.
-            "tf_intra_op_threads": str(tf.config.threading.get_intra_op_parallelism_threads()),
-            "tf_inter_op_threads": str(tf.config.threading.get_inter_op_parallelism_threads()),
-            "onednn_enabled": onednn_enabled(),
-            "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset (build default)"),
-        }
-
-
-def onednn_enabled() -> str:
-    """Whether TF's oneDNN custom ops are on, as TF itself decides (the variable, else the CPU: on with AVX-512,
-    off on an AVX2-only CPU; docs/measurements.md). The answer comes from TF's util port (``IsMklEnabled``),
-    which has no public API; "unknown" if it moves."""
-    try:
-        from tensorflow.python.util import _pywrap_util_port
-    except ImportError:  # pragma: no cover - depends on the TF build
-        return "unknown"
-    is_enabled = getattr(_pywrap_util_port, "IsMklEnabled", None)
-    return "unknown" if is_enabled is None else ("on" if is_enabled() else "off")
-
+        return tensorflow_versions()

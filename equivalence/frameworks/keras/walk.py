@@ -38,17 +38,21 @@ def _default(fn: Callable, name: str) -> Any:
 def _functions() -> dict[Any, str]:
     """Keras activation functions -> the name, their default arguments read from Keras itself."""
     a = keras.activations
+    present = {name: fn for name in ("celu", "hard_silu") if (fn := getattr(a, name, None)) is not None}
     table = {
         a.relu: "relu", a.sigmoid: "sigmoid", a.tanh: "tanh", a.linear: "linear", a.selu: "selu",
         a.silu: "silu", a.softplus: "softplus", a.softsign: "softsign", a.relu6: "relu6",
-        a.hard_sigmoid: "hard_sigmoid", a.hard_silu: "hard_silu", a.mish: "mish",
+        a.hard_sigmoid: "hard_sigmoid", a.mish: "mish",
         a.gelu: "gelu" if _default(a.gelu, "approximate") is False else "gelu_tanh",
         a.elu: activation_name("elu", _default(a.elu, "alpha")),
-        a.celu: activation_name("celu", _default(a.celu, "alpha")),
         a.leaky_relu: activation_name("leaky_relu", _default(a.leaky_relu, "negative_slope")),
         a.softmax: activation_name("softmax_axis", _default(a.softmax, "axis")),
         a.log_softmax: activation_name("log_softmax_axis", _default(a.log_softmax, "axis")),
     }
+    if "hard_silu" in present:  # Keras 3.0.5 has neither hard_silu nor celu
+        table[present["hard_silu"]] = "hard_silu"
+    if "celu" in present:
+        table[present["celu"]] = activation_name("celu", _default(present["celu"], "alpha"))
     if _default(a.relu, "max_value") is not None or _default(a.relu, "negative_slope") != 0:
         del table[a.relu]  # defaults changed: refuse rather than guess
     table.update({fn: name for name, fn in REGISTERED.items() if callable(fn)})  # the suite's own, for .keras files

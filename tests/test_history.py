@@ -1,0 +1,65 @@
+"""The numerical changelog (``make history``): consecutive replays diffed by activation and dtype, in ulps.
+
+Replays here are the golden vectors' own recorded Keras outputs (numpy only, no framework runs); one is moved
+by a known number of ulps in one sigmoid float32 layer, so the changelog must name exactly that.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from equivalence.guard import golden, history
+
+GOLDEN = Path(__file__).resolve().parent.parent / "golden"
+MEMBERS = {"summary": "a CPU (AVX), ...", "not_run": []}
+
+
+@pytest.fixture(scope="module")
+def recorded():
+    vectors = golden.load(GOLDEN)
+    outputs = {history.key(case.id, "keras", layer): golden._stored(out, case.spec.dtype)
+               for case in vectors.cases for layer, out in enumerate(case.outputs["keras"])}
+    return vectors, outputs
+
+
+def _sigmoid_float32_layer(vectors):
+    case = next(c for c in vectors.cases if c.spec.dtype == "float32" and c.spec.activations[0] == "sigmoid")
+    return case, history.key(case.id, "keras", 0)
+
+
+def test_unchanged_pairs_are_bit_identical_and_a_move_is_named_with_its_ulps(recorded, tmp_path):
+    vectors, outputs = recorded
+    case, moved_key = _sigmoid_float32_layer(vectors)
+    nudged = dict(outputs)
+    out = outputs[moved_key].copy()
+    assert out.dtype == np.float32 and out.reshape(-1)[0] > 0
+    out.view(np.uint32).reshape(-1)[0] += 3  # 3 ulps up: a positive float's bits count its ulps
+    nudged[moved_key] = out
+    for label, data, keras in (("a", outputs, "3.1"), ("b", outputs, "3.2"), ("c", nudged, "3.3")):
+        history.write_replay(tmp_path, label, data, {**MEMBERS, "frameworks": {"keras": {"keras": keras}}})
+    header, blank, *table = history.changelog(tmp_path, ["a", "b", "c"], GOLDEN).splitlines()
+    assert "replayed under 3 releases" in header and "on a CPU" in header
+    assert len(table) == 4
+    assert "Keras 3.1 | TF ?, Keras 3.2 | bit-identical" in table[2]
+    assert "sigmoid float32: 1 case, up to 3 ulps" in table[3], table[3]
+    assert table[3].count("case") == 1  # nothing else moved
+    before, after = table[3].rsplit("|", 2)[1].split("->")
+    assert before.strip().startswith("sigmoid float32:") and after.strip()  # mean / max ulps, before and after
+
+
+def test_a_release_whose_verify_failed_is_marked_and_fails_the_changelog(recorded, tmp_path, capsys):
+    _, outputs = recorded
+    history.write_replay(tmp_path, "a", outputs, {**MEMBERS, "frameworks": {"keras": {"keras": "3.1"}}})
+    history.write_replay(tmp_path, "b", outputs, {**MEMBERS, "frameworks": {"keras": {"keras": "3.2"}},
+                                                  "passed": False, "failures": 2, "moved": 0})
+    assert history.main(["changelog", str(tmp_path), "a", "b", "--golden", str(GOLDEN)]) == 1
+    out = capsys.readouterr().out
+    assert "Keras 3.2 (verify FAILED: 2 cases disagree" in out and "FAIL: verify failed under b" in out
+
+
+def test_a_missing_replay_is_one_clear_error(tmp_path):
+    with pytest.raises(Exception, match="no replay 'nope'"):
+        history.load_replay(tmp_path, "nope")
