@@ -268,7 +268,8 @@ def test_an_unknown_keras_backend_is_one_usage_error_from_pytest():
 
 
 @pytest.mark.skipif(find_spec("tf_keras") is not None, reason="tf-keras is installed here: Keras 2 runs (make keras2)")
-def test_legacy_keras_without_tf_keras_is_one_line_naming_the_keras_that_would_run():
+def test_legacy_keras_without_tf_keras_is_one_line_naming_the_keras_that_would_run(torch_adapter, keras_adapter):
+    # torch is asked for first, and "Keras would be Keras 3" needs a Keras 3 installed to name
     """TF_USE_LEGACY_KERAS=1 asks for Keras 2; without tf-keras, `import keras` is Keras 3: refused, never tested
     in Keras 2's place."""
     proc = run_process(["-m", "equivalence", "verify", str(GOLDEN)], TF_USE_LEGACY_KERAS="1")

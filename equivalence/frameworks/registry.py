@@ -175,14 +175,13 @@ def get_adapter(name: str) -> Adapter:
     if problem:
         raise FrameworkUnavailable(problem)
     module_name, _, attribute = framework.adapter.partition(":")
-    try:
-        module = importlib.import_module(module_name)
+    try:  # the factory may import the framework itself (the keras entry chooses Keras 2 or 3 first)
+        adapter = getattr(importlib.import_module(module_name), attribute)()
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.split(".")[0] in framework.packages:
             raise FrameworkUnavailable(f"{name} adapter needs the {exc.name!r} package, which is not installed "
                                        f"({framework.install_hint})") from exc
         raise
-    adapter = getattr(module, attribute)()
     adapter.framework = framework
     _cache[name] = adapter
     return adapter
