@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import numpy as np
 
@@ -56,33 +56,31 @@ class AtLeast:
     key: str
     version: str
     label: str
+    symbol: ClassVar[str] = ">="
+
+    @staticmethod
+    def _compare(found: tuple[int, ...], bound: tuple[int, ...]) -> bool:
+        return found >= bound
 
     def holds(self, facts: Facts) -> bool:
         value = facts.get(self.key)
         if value is None:
             return facts.recorded
-        return version_tuple(value) >= version_tuple(self.version)
+        return self._compare(version_tuple(value), version_tuple(self.version))
 
     def describe(self) -> str:
-        return f"{self.label} ({self.key} >= {self.version})"
+        return f"{self.label} ({self.key} {self.symbol} {self.version})"
 
 
 @dataclass(frozen=True)
-class Below:
+class Below(AtLeast):
     """The version in ``key`` is older than ``version`` (``+cpu``-style local parts ignored)."""
 
-    key: str
-    version: str
-    label: str
+    symbol: ClassVar[str] = "<"
 
-    def holds(self, facts: Facts) -> bool:
-        value = facts.get(self.key)
-        if value is None:
-            return facts.recorded
-        return version_tuple(value) < version_tuple(self.version)
-
-    def describe(self) -> str:
-        return f"{self.label} ({self.key} < {self.version})"
+    @staticmethod
+    def _compare(found: tuple[int, ...], bound: tuple[int, ...]) -> bool:
+        return found < bound
 
 
 def version_tuple(version: str) -> tuple[int, ...]:
