@@ -101,6 +101,24 @@ def mxnet_adapter():
 
 
 @pytest.fixture(scope="session")
+def ort_adapter():
+    """ONNX Runtime on torch's export (``pip install 'equivalence[ort]'``; inference only)."""
+    return adapter_or_skip("ort")
+
+
+@pytest.fixture(scope="session")
+def keras_graph_adapter():
+    """Keras on TensorFlow through ``tf.function`` (predict's graph)."""
+    return adapter_or_skip("keras_graph")
+
+
+@pytest.fixture(scope="session")
+def keras_xla_adapter():
+    """Keras on TensorFlow through XLA (``tf.function(jit_compile=True)``)."""
+    return adapter_or_skip("keras_xla")
+
+
+@pytest.fixture(scope="session")
 def layer_pool():
     from equivalence.core.check import LayerPool
 

@@ -1,11 +1,13 @@
 """The registry entries of the frameworks that ship with equivalence: torch, Keras 3 (its backend chosen by
-``KERAS_BACKEND``) and MXNet Gluon. Data only: nothing here imports a framework."""
+``KERAS_BACKEND``), MXNet Gluon, and the runtimes: ONNX Runtime (``ort``, torch's export), Keras on TensorFlow
+through ``tf.function`` (``keras_graph``) and XLA (``keras_xla``).
+Data only: nothing here imports a framework."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from equivalence.frameworks.registry import Framework, register
 
@@ -74,5 +76,42 @@ MXNET = Framework(
                  ".venv-mxnet",
     version_keys=("mxnet",), kernel_keys=("mxnet_onednn", "mxnet_blas"), describe=_mxnet)
 
-for _framework in (TORCH, KERAS, MXNET):
+def keras_on_tensorflow_problem() -> str | None:
+    """The graph and XLA variants run Keras on TensorFlow: any other ``KERAS_BACKEND`` is a reason they cannot."""
+    problem = keras_backend_problem()
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    if problem or backend == "tensorflow":
+        return problem
+    return (f"keras_graph and keras_xla run Keras on TensorFlow (tf.function), not on KERAS_BACKEND={backend!r}"
+            + (" (the keras entry there already runs every layer through jax.jit)" if backend == "jax" else ""))
+
+
+def _keras_compiled(how: str) -> Callable[[Mapping[str, str]], str]:
+    return lambda v: f"{_keras(v)}, through {how}"
+
+
+def _ort(v: Mapping[str, str]) -> str:
+    return (f"onnxruntime {v.get('onnxruntime', '?')} (onnx {v.get('onnx', '?')}, opset {v.get('onnx_opset', '?')}, "
+            f"{v.get('ort_graph_optimization', '?')})")
+
+
+ORT = Framework(
+    "ort", "equivalence.frameworks.ort:OnnxRuntimeAdapter", packages=("onnxruntime", "onnx", "torch"),
+    styles=("sequential",), capabilities=frozenset(),  # inference only: no gradients, SGD or save/load here
+    install_hint="pip install 'equivalence[ort]' (onnxruntime and onnx; the graphs come from torch.onnx.export)",
+    version_keys=("onnxruntime", "onnx", "onnx_opset", "exporter"),
+    kernel_keys=("ort_provider", "ort_graph_optimization", "ort_intra_op_threads"), describe=_ort)
+
+_KERAS_VARIANT = dict(
+    packages=("keras", "tensorflow"), styles=("sequential",),  # the build styles are the keras entry's to check
+    capabilities=frozenset(),  # what these check is the forward pass; gradients and save/load stay with keras
+    version_keys=("keras", "tensorflow", "keras_backend", "tf_function_jit_compile"),
+    kernel_keys=("onednn_enabled", "tf_intra_op_threads"), check_environment=keras_on_tensorflow_problem)
+
+KERAS_GRAPH = Framework("keras_graph", "equivalence.frameworks.keras.graph:GraphKeras",
+                        describe=_keras_compiled("tf.function (predict's graph)"), **_KERAS_VARIANT)
+KERAS_XLA = Framework("keras_xla", "equivalence.frameworks.keras.graph:XlaKeras",
+                      describe=_keras_compiled("XLA (tf.function(jit_compile=True))"), **_KERAS_VARIANT)
+
+for _framework in (TORCH, KERAS, MXNET, ORT, KERAS_GRAPH, KERAS_XLA):
     register(_framework)
