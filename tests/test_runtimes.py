@@ -313,3 +313,63 @@ def test_the_keras_float64_constants_hold_on_the_compiled_paths(variant, activat
     x = np.linspace(-6, 6, 4001)
     error = np.max(np.abs(adapter.activation(activation, x, "float64") - _reference(activation, x)))
     assert 100 * EPSILON["float64"] < error < extra_error(variant, activation, "float64") * 6, error
+
+
+# --- torch.compile (inductor): make runtimes only (the registry leaves it out of make check's default) ----------
+
+COMPILE_EXAMPLES = 15
+"""Inductor compiles each (activation, dtype, bias) once, 1-10 s each on 2 shared cores (measured: 12 examples
+took 129 s), after ~17 s to start: a small fixed budget, in make runtimes only."""
+
+
+@settings(max_examples=COMPILE_EXAMPLES)
+@given(case=cases(breadth_specs()))
+def test_every_torch_compile_layer_agrees_with_eager_torch_and_the_reference(case, torch_compile_adapter,
+                                                                             torch_adapter, layer_pool):
+    models = {"torch_compile": (torch_compile_adapter, layer_pool.stack(torch_compile_adapter, case.spec)),
+              "torch": (torch_adapter, layer_pool.stack(torch_adapter, case.spec))}
+    assert_layers_agree(comparison=check_case(case, models), case=case)
+
+
+def test_the_compiled_torch_model_runs_as_its_chained_layers(torch_compile_adapter):
+    case = make_case(StackSpec(6, (7, 5, 3), ("tanh", "gelu", "softmax")), seed=11, batch=9)
+    model = torch_compile_adapter.build(case.spec, "sequential")
+    torch_compile_adapter.set_weights(model, case.weights)
+    np.testing.assert_array_equal(torch_compile_adapter.forward(model, case.x),
+                                  torch_compile_adapter.taps(model, case.x)[-1])
+
+
+def test_a_drifted_torch_module_is_traced_into_the_compiled_layer_and_caught(torch_compile_adapter, monkeypatch):
+    import torch
+
+    case = make_case(StackSpec(16, (16,), ("softsign",)), seed=5, batch=32, input_scale=3.0)
+
+    def comparison():
+        torch_compile_adapter.forget_compiled()
+        model = torch_compile_adapter.build(case.spec, "sequential")
+        return check_case(case, {"torch_compile": (torch_compile_adapter, model)})
+
+    assert comparison().passed
+    monkeypatch.setattr(torch.nn.Softsign, "forward", lambda self, x: x / (1.0 + x.abs() * (1 + 1e-4)))
+    broken = comparison()
+    assert broken.failing_pairs() == {"torch_compile vs reference": 0}, broken.message()
+
+
+def test_a_missing_cxx_compiler_is_one_line_naming_what_to_install(monkeypatch, tmp_path):
+    from equivalence.frameworks.builtin import cxx_compiler_problem
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("CXX", raising=False)
+    problem = cxx_compiler_problem()
+    assert problem is not None and "needs a C++ compiler" in problem and "apt-get install g++" in problem
+    monkeypatch.setenv("CXX", "/no/such/c++")
+    assert "/no/such/c++ is not on PATH" in cxx_compiler_problem()
+
+
+def test_torch_s_softplus_threshold_holds_under_torch_compile(torch_compile_adapter):
+    """``RUNS_ON``: inductor keeps nn.Softplus' threshold 20 (softplus(20.5) is 20.5 in float64)."""
+    model = torch_compile_adapter.build(StackSpec(1, (1,), ("softplus",), dtype="float64"), "sequential")
+    torch_compile_adapter.set_weights(model, [(np.ones((1, 1)), np.zeros(1))])
+    got = torch_compile_adapter.apply_layer(model, 0, np.array([[20.5]]))[0, 0]
+    assert got == 20.5 != _reference("softplus", [20.5])[0]
+    assert extra_error("torch_compile", "softplus", "float64") > 0

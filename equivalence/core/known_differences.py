@@ -67,10 +67,11 @@ FACTS = CurrentFacts(PROBES)
 """This process's facts (lazy, cached)."""
 
 
-RUNS_ON: dict[str, str] = {"keras_graph": "keras", "keras_xla": "keras"}
+RUNS_ON: dict[str, str] = {"keras_graph": "keras", "keras_xla": "keras", "torch_compile": "torch"}
 """Frameworks registered on their own that run another's ops: Keras on TensorFlow through ``tf.function`` and
-XLA compute Keras' activations with the same float32 constants, so the ``keras`` entries cover them too
-(measured on both in ``tests/test_runtimes.py``)."""
+XLA compute Keras' activations with the same float32 constants, and inductor compiles torch's own definitions
+(softplus' threshold 20), so the ``keras`` and ``torch`` entries cover them too (measured in
+``tests/test_runtimes.py``)."""
 
 
 @dataclass(frozen=True)

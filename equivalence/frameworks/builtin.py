@@ -1,12 +1,13 @@
 """The registry entries of the frameworks that ship with equivalence: torch, Keras 3 (its backend chosen by
 ``KERAS_BACKEND``), MXNet Gluon, and the runtimes: ONNX Runtime (``ort``, torch's export), Keras on TensorFlow
-through ``tf.function`` (``keras_graph``) and XLA (``keras_xla``).
+through ``tf.function`` (``keras_graph``) and XLA (``keras_xla``), and ``torch.compile`` (``torch_compile``).
 Data only: nothing here imports a framework."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 from collections.abc import Callable, Mapping
 
 from equivalence.frameworks.registry import Framework, register
@@ -113,5 +114,22 @@ KERAS_GRAPH = Framework("keras_graph", "equivalence.frameworks.keras.graph:Graph
 KERAS_XLA = Framework("keras_xla", "equivalence.frameworks.keras.graph:XlaKeras",
                       describe=_keras_compiled("XLA (tf.function(jit_compile=True))"), **_KERAS_VARIANT)
 
-for _framework in (TORCH, KERAS, MXNET, ORT, KERAS_GRAPH, KERAS_XLA):
+def cxx_compiler_problem() -> str | None:
+    """Why torch.compile's inductor cannot build its C++ kernels here (one line), or None; torch not imported."""
+    wanted = os.environ.get("CXX") or "g++"
+    if shutil.which(wanted) or (not os.environ.get("CXX") and shutil.which("clang++")):
+        return None
+    return (f"torch.compile's inductor backend builds C++ kernels on CPU and needs a C++ compiler: {wanted} is not "
+            "on PATH (install g++, e.g. apt-get install g++, or clang++; or point CXX at one)")
+
+
+TORCH_COMPILE = Framework(
+    "torch_compile", "equivalence.frameworks.torch_compile:TorchCompileAdapter", packages=("torch",),
+    styles=("sequential",), capabilities=frozenset(),  # the forward pass compiled; training stays with torch
+    version_keys=("torch", "torch_compile_backend"),
+    kernel_keys=("cpu_capability", "inductor_cpp_compiler", "inductor_simd"),
+    describe=lambda v: f"{_torch(v)}, through torch.compile (inductor)", check_environment=cxx_compiler_problem,
+    in_suite_default=False)  # ~17 s before its first layer: make runtimes runs it
+
+for _framework in (TORCH, KERAS, MXNET, ORT, KERAS_GRAPH, KERAS_XLA, TORCH_COMPILE):
     register(_framework)
