@@ -74,6 +74,9 @@ def selected_frameworks() -> tuple[str, ...]:
 
 def adapter_or_skip(name: str):
     if name not in selected_frameworks():
+        if not os.environ.get("EQUIVALENCE_FRAMEWORKS"):
+            pytest.skip(f"{name} is left out of the default selection (slow to start): make runtimes, or "
+                        f"EQUIVALENCE_FRAMEWORKS=...,{name}, selects it")
         pytest.skip(f"{name} is not selected (EQUIVALENCE_FRAMEWORKS={os.environ.get('EQUIVALENCE_FRAMEWORKS')})")
     try:
         return get_adapter(name)
