@@ -373,3 +373,11 @@ def test_torch_s_softplus_threshold_holds_under_torch_compile(torch_compile_adap
     got = torch_compile_adapter.apply_layer(model, 0, np.array([[20.5]]))[0, 0]
     assert got == 20.5 != _reference("softplus", [20.5])[0]
     assert extra_error("torch_compile", "softplus", "float64") > 0
+
+
+def test_the_fingerprint_lists_the_entries_a_compiled_path_inherits(keras_xla_adapter):
+    """``verify --framework keras_xla`` lists the keras entries it is judged with (``RUNS_ON``) as active."""
+    from equivalence.guard.fingerprint import fingerprint
+
+    active = fingerprint(("keras_xla",))["known_differences"]["active"]
+    assert {"keras_float64_gelu_float32_constant", "keras_float64_leaky_relu_float32_slope"} <= set(active), active
