@@ -21,18 +21,16 @@ from torch.nn import functional
 from equivalence.frameworks.base import FrameworkRefused
 from equivalence.frameworks.torch import TorchAdapter, _layers, _numpy_dtype_of, _to_numpy, _to_tensor
 
-RECOMPILE_LIMIT = 512
+RECOMPILE_LIMIT = 64
 
 
 class TorchCompileAdapter(TorchAdapter):
     name = "torch_compile"
 
     def __init__(self) -> None:
-        # Every compiled layer function shares one code object, which dynamo caches per code object (8
-        # recompiles by default): one entry per (activation, dtype, bias) needs up to 19 x 4 x 2.
+        # dynamo caches compiled graphs per code object, 8 by default; with dynamic shapes one key still
+        # specialises sizes 0 and 1 (batch, fan-in, width: up to 8 variants).
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
-        torch._dynamo.config.accumulated_recompile_limit = max(
-            torch._dynamo.config.accumulated_recompile_limit, 4 * RECOMPILE_LIMIT)
         self._layer_fns: dict[tuple[str, torch.dtype, bool], Any] = {}
         self._models: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -43,8 +41,12 @@ class TorchCompileAdapter(TorchAdapter):
     def _compiled_layer(self, activation: torch.nn.Module, dtype: torch.dtype, bias: bool) -> Any:
         key = (repr(activation), dtype, bias)
         if key not in self._layer_fns:
-            self._layer_fns[key] = torch.compile(lambda x, w, b: activation(functional.linear(x, w, b)),
-                                                 dynamic=True, fullgraph=True)
+            def layer(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+                return activation(functional.linear(x, w, b))
+
+            # A code object of its own per key: dynamo's cache (and its recompile limit) is per code object.
+            layer.__code__ = layer.__code__.replace(co_name=f"layer_{len(self._layer_fns)}")
+            self._layer_fns[key] = torch.compile(layer, dynamic=True, fullgraph=True)
         return self._layer_fns[key]
 
     def apply_layer(self, model: Any, index: int, x: np.ndarray) -> np.ndarray:
@@ -53,7 +55,7 @@ class TorchCompileAdapter(TorchAdapter):
         with torch.no_grad():
             try:
                 y = fn(_to_tensor(x, linear.weight.dtype), linear.weight, linear.bias)
-            except torch._dynamo.exc.BackendCompilerFailed as exc:
+            except (torch._dynamo.exc.BackendCompilerFailed, torch._dynamo.exc.FailOnRecompileLimitHit) as exc:
                 raise FrameworkRefused(f"torch.compile (inductor) could not compile it: {str(exc)[:200]}") from exc
         return _to_numpy(y, _numpy_dtype_of(linear.weight))
 
