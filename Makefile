@@ -10,6 +10,7 @@ PYTEST_ARGS ?=
 KERAS_BACKEND ?= tensorflow
 export KERAS_BACKEND
 comma := ,
+space := $(subst ,, )
 EXTRAS := all$(if $(filter jax,$(KERAS_BACKEND)),$(comma)jax)
 
 REPORT_DIR ?= report
@@ -18,7 +19,7 @@ NOX_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help venv lint test check report baseline guard matrix bench soak sensitivity mxnet clean portability \
-	portability-cell matrix-log keras2 history
+	portability-cell matrix-log keras2 history runtimes
 CELL ?= lowest
 SHELL := /bin/bash
 
@@ -79,6 +80,17 @@ soak: venv ## 100,000+ random cases over all workers (pytest-xdist); writes soak
 
 sensitivity: venv ## bisect the smallest activation drift the suite catches, per dtype
 	$(BIN)/python -m tests.sensitivity
+
+# The runtimes (ONNX Runtime, Keras through tf.function and XLA) also run in make check, with fewer examples.
+# torch.compile only here: ~17 s before its first layer, ~1 s a compile.
+RUNTIMES ?= ort keras_graph keras_xla torch_compile
+runtimes: venv ## the runtimes: their properties at 4x the examples, verify and report each beside torch and Keras, the table
+	EQUIVALENCE_FRAMEWORKS=torch,keras,$(subst $(space),$(comma),$(RUNTIMES)) \
+		$(BIN)/python -m pytest tests/test_runtimes.py --hypothesis-profile runtimes $(PYTEST_ARGS)
+	for runtime in $(RUNTIMES); do $(BIN)/python -m equivalence verify $(GOLDEN) --framework $$runtime || exit 1; done
+	$(BIN)/python -m equivalence report --framework torch --framework keras $(RUNTIMES:%=--framework %) \
+		--out $(REPORT_DIR)/runtimes --quiet
+	$(BIN)/python -m equivalence.guard.runtimes --framework torch --framework keras $(RUNTIMES:%=--framework %)
 
 # MXNet 1.9.1 (retired, Apache Attic) needs numpy<1.24, which TensorFlow 2.21 cannot share: its own venv,
 # with only numpy, hypothesis, pytest and mxnet. The whole suite runs there: the core and the MXNet

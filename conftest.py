@@ -47,6 +47,8 @@ settings.register_profile("thorough", max_examples=2000, **_COMMON)
 # A quick pass over every property while developing (e.g. on jax, which compiles every new shape); never CI's.
 settings.register_profile("smoke", max_examples=10, **_COMMON)
 # make soak: 40 pooled shards x 2,500 + 10 style shards x 125 = 101,250 cases, never derandomized.
+# make runtimes: the runtimes' properties (tests/test_runtimes.py) at 4x make check's examples.
+settings.register_profile("runtimes", max_examples=400, **_COMMON)
 settings.register_profile("soak", max_examples=2500, derandomize=False, database=None, **_COMMON)
 settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
@@ -77,10 +79,13 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 
 def selected_frameworks() -> tuple[str, ...]:
-    """The frameworks under test: ``EQUIVALENCE_FRAMEWORKS`` (comma-separated), else every registered one
-    (as einops' and array-api-tests' test backends are chosen in one place)."""
+    """The frameworks under test: ``EQUIVALENCE_FRAMEWORKS`` (comma-separated), else every registered one the
+    registry puts in the suite's default (as einops' and array-api-tests' test backends are chosen in one place)."""
+    from equivalence.frameworks.registry import entry
+
     wanted = os.environ.get("EQUIVALENCE_FRAMEWORKS", "")
-    chosen = tuple(name.strip() for name in wanted.split(",") if name.strip()) or names()
+    chosen = tuple(name.strip() for name in wanted.split(",") if name.strip()) or tuple(
+        name for name in names() if entry(name).in_suite_default)
     unknown = [name for name in chosen if name not in names()]
     if unknown:
         raise pytest.UsageError(f"EQUIVALENCE_FRAMEWORKS names {', '.join(unknown)}, which is not registered; "
@@ -90,6 +95,9 @@ def selected_frameworks() -> tuple[str, ...]:
 
 def adapter_or_skip(name: str):
     if name not in selected_frameworks():
+        if not os.environ.get("EQUIVALENCE_FRAMEWORKS"):
+            pytest.skip(f"{name} is left out of the default selection (slow to start): make runtimes, or "
+                        f"EQUIVALENCE_FRAMEWORKS=...,{name}, selects it")
         pytest.skip(f"{name} is not selected (EQUIVALENCE_FRAMEWORKS={os.environ.get('EQUIVALENCE_FRAMEWORKS')})")
     try:
         return get_adapter(name)
@@ -177,6 +185,30 @@ def keras_adapter():
 def mxnet_adapter():
     """Only in ``make mxnet``'s .venv-mxnet: MXNet 1.9.1 needs numpy<1.24, which TensorFlow cannot share."""
     return adapter_or_skip("mxnet")
+
+
+@pytest.fixture(scope="session")
+def ort_adapter():
+    """ONNX Runtime on torch's export (``pip install 'equivalence[ort]'``; inference only)."""
+    return adapter_or_skip("ort")
+
+
+@pytest.fixture(scope="session")
+def torch_compile_adapter():
+    """torch.compile (inductor, a C++ compiler needed): only in make runtimes, ~17 s to start."""
+    return adapter_or_skip("torch_compile")
+
+
+@pytest.fixture(scope="session")
+def keras_graph_adapter():
+    """Keras on TensorFlow through ``tf.function`` (predict's graph)."""
+    return adapter_or_skip("keras_graph")
+
+
+@pytest.fixture(scope="session")
+def keras_xla_adapter():
+    """Keras on TensorFlow through XLA (``tf.function(jit_compile=True)``)."""
+    return adapter_or_skip("keras_xla")
 
 
 @pytest.fixture(scope="session")

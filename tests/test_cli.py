@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from equivalence import cli
+from equivalence.frameworks.registry import names
 from equivalence.guard import golden
 from tests.helpers import keras3_only
 
@@ -93,8 +94,8 @@ def test_every_command_has_help(command, capsys):
 
 
 @pytest.mark.parametrize("command, says", [
-    ("report", ["--framework {torch,keras,mxnet} run only this framework (repeat for several; default: torch and "
-                "keras)",
+    ("report", [f"--framework {{{','.join(names())}}} run only this framework (repeat for several; default: torch "
+                "and keras)",
                 "-v, --verbose print the full table", "--quiet print no table", "--out DIR folder for report.json"]),
     ("record", ["default: torch and keras)", "DIR folder for manifest.json and the vectors file",
                 "--replace replace vectors in DIR even when the new set has fewer cases or frameworks"]),

@@ -1,5 +1,7 @@
 """The registry entries of the frameworks that ship with equivalence: torch, Keras (Keras 3 on the backend
-``KERAS_BACKEND`` chooses, or Keras 2 under ``TF_USE_LEGACY_KERAS=1``: ``keras_variant``) and MXNet Gluon.
+``KERAS_BACKEND`` chooses, or Keras 2 under ``TF_USE_LEGACY_KERAS=1``: ``keras_variant``), MXNet Gluon, and the
+runtimes: ONNX Runtime (``ort``, torch's export), Keras on TensorFlow through ``tf.function`` (``keras_graph``)
+and XLA (``keras_xla``), and ``torch.compile`` (``torch_compile``).
 Data only: nothing here imports a framework."""
 
 from __future__ import annotations
@@ -7,7 +9,8 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import os
-from collections.abc import Mapping
+import shutil
+from collections.abc import Callable, Mapping
 
 from equivalence.frameworks.registry import Framework, register
 
@@ -103,5 +106,59 @@ MXNET = Framework(
                  ".venv-mxnet",
     version_keys=("mxnet",), kernel_keys=("mxnet_onednn", "mxnet_blas"), describe=_mxnet)
 
-for _framework in (TORCH, KERAS, MXNET):
+def keras_on_tensorflow_problem() -> str | None:
+    """The graph and XLA variants run Keras on TensorFlow: any other ``KERAS_BACKEND`` is a reason they cannot."""
+    problem = keras_backend_problem()
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    if problem or backend == "tensorflow":
+        return problem
+    return (f"keras_graph and keras_xla run Keras on TensorFlow (tf.function), not on KERAS_BACKEND={backend!r}"
+            + (" (the keras entry there already runs every layer through jax.jit)" if backend == "jax" else ""))
+
+
+def _keras_compiled(how: str) -> Callable[[Mapping[str, str]], str]:
+    return lambda v: f"{_keras(v)}, through {how}"
+
+
+def _ort(v: Mapping[str, str]) -> str:
+    return (f"onnxruntime {v.get('onnxruntime', '?')} (onnx {v.get('onnx', '?')}, opset {v.get('onnx_opset', '?')}, "
+            f"{v.get('ort_graph_optimization', '?')})")
+
+
+ORT = Framework(
+    "ort", "equivalence.frameworks.ort:OnnxRuntimeAdapter", packages=("onnxruntime", "onnx", "torch"),
+    styles=("sequential",), capabilities=frozenset(),  # inference only: no gradients, SGD or save/load here
+    install_hint="pip install 'equivalence[ort]' (onnxruntime and onnx; the graphs come from torch.onnx.export)",
+    version_keys=("onnxruntime", "onnx", "onnx_opset", "exporter"),
+    kernel_keys=("ort_provider", "ort_graph_optimization", "ort_intra_op_threads"), describe=_ort)
+
+_KERAS_VARIANT = dict(
+    packages=("keras", "tensorflow"), styles=("sequential",),  # the build styles are the keras entry's to check
+    capabilities=frozenset(),  # what these check is the forward pass; gradients and save/load stay with keras
+    version_keys=("keras", "tensorflow", "keras_backend", "tf_function_jit_compile"),
+    kernel_keys=("onednn_enabled", "tf_intra_op_threads"), check_environment=keras_on_tensorflow_problem)
+
+KERAS_GRAPH = Framework("keras_graph", "equivalence.frameworks.keras.graph:GraphKeras",
+                        describe=_keras_compiled("tf.function (predict's graph)"), **_KERAS_VARIANT)
+KERAS_XLA = Framework("keras_xla", "equivalence.frameworks.keras.graph:XlaKeras",
+                      describe=_keras_compiled("XLA (tf.function(jit_compile=True))"), **_KERAS_VARIANT)
+
+def cxx_compiler_problem() -> str | None:
+    """Why torch.compile's inductor cannot build its C++ kernels here (one line), or None; torch not imported."""
+    wanted = os.environ.get("CXX") or "g++"
+    if shutil.which(wanted) or (not os.environ.get("CXX") and shutil.which("clang++")):
+        return None
+    return (f"torch.compile's inductor backend builds C++ kernels on CPU and needs a C++ compiler: {wanted} is not "
+            "on PATH (install g++, e.g. apt-get install g++, or clang++; or point CXX at one)")
+
+
+TORCH_COMPILE = Framework(
+    "torch_compile", "equivalence.frameworks.torch_compile:TorchCompileAdapter", packages=("torch",),
+    styles=("sequential",), capabilities=frozenset(),  # the forward pass compiled; training stays with torch
+    version_keys=("torch", "torch_compile_backend"),
+    kernel_keys=("cpu_capability", "inductor_cpp_compiler", "inductor_simd"),
+    describe=lambda v: f"{_torch(v)}, through torch.compile (inductor)", check_environment=cxx_compiler_problem,
+    in_suite_default=False)  # ~17 s before its first layer: make runtimes runs it
+
+for _framework in (TORCH, KERAS, MXNET, ORT, KERAS_GRAPH, KERAS_XLA, TORCH_COMPILE):
     register(_framework)

@@ -63,6 +63,9 @@ class Framework:
     """A problem with the environment found before the framework is imported (one line), or None."""
     walker: str | None = None
     """``"module:function"`` walking a user's own model into dense units (``equivalence.own``), if it can."""
+    in_suite_default: bool = True
+    """Whether the test suite selects it when ``EQUIVALENCE_FRAMEWORKS`` is unset (``make check``): False for a
+    runtime too slow to start there (torch.compile); ``make runtimes`` selects it."""
 
     def __post_init__(self) -> None:
         module, _, attribute = self.adapter.partition(":")

@@ -1,0 +1,383 @@
+"""The runtimes users deploy to, checked layer by layer like the frameworks: ONNX Runtime on torch's export.
+
+* Properties: drawn stacks (every activation and dtype ORT computes, and the seed notes' sigmoid stacks) agree
+  three ways per layer, ORT, torch and the float64 reference, within the same error model.
+* Gaps: what ORT cannot compute is measured (``Adapter.cannot``) and named, never a traceback.
+* Meta tests: ONNX's own defaults (``HardSigmoid`` alpha 0.2, ``LeakyRelu`` alpha 0.01, ``Gelu`` exact),
+  a drifted activation and a transposed ``Gemm`` swapped into the exported graph must fail the check.
+* Evidence for ORT's named known differences, and the golden vectors (recorded torch and Keras outputs).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+
+from equivalence.core.activations import ACTIVATIONS
+from equivalence.core.case import make_case
+from equivalence.core.check import check_case, why_not_run
+from equivalence.core.dtypes import EPSILON
+from equivalence.core.known_differences import KNOWN_DIFFERENCES, extra_error
+from equivalence.core.spec import StackSpec
+from equivalence.core.strategies import ACTIVATION_NAMES, breadth_specs, cases, specs
+from tests.helpers import assert_layers_agree
+
+ORT_EXAMPLES = 2 * settings.default.max_examples
+"""Each ORT layer is a session (its export is rewritten with the new weights): ~30 ms an example."""
+ORT_DTYPES = ("float32", "float64", "float16")  # bfloat16: no Gemm kernel at all (test below)
+
+
+def _pooled(case, ort_adapter, torch_adapter, layer_pool):
+    return {"ort": (ort_adapter, layer_pool.stack(ort_adapter, case.spec)),
+            "torch": (torch_adapter, layer_pool.stack(torch_adapter, case.spec))}
+
+
+@settings(max_examples=ORT_EXAMPLES)
+@given(case=cases(specs(activations=ACTIVATION_NAMES, dtypes=ORT_DTYPES)))
+def test_every_ort_layer_agrees_three_ways_for_every_activation_and_dtype(case, ort_adapter, torch_adapter,
+                                                                           layer_pool):
+    assume(why_not_run(ort_adapter, case.spec) is None)
+    assert_layers_agree(comparison=check_case(case, _pooled(case, ort_adapter, torch_adapter, layer_pool)),
+                        case=case)
+
+
+@settings(max_examples=ORT_EXAMPLES // 2)
+@given(case=cases())
+def test_every_ort_sigmoid_layer_agrees_three_ways(case, ort_adapter, torch_adapter, layer_pool):
+    """The seed notes' stack (float32 sigmoid)."""
+    assert_layers_agree(comparison=check_case(case, _pooled(case, ort_adapter, torch_adapter, layer_pool)),
+                        case=case)
+
+
+def test_new_weights_rewrite_the_export_to_what_exporting_again_writes(ort_adapter):
+    """A layer is exported once; a weight change rewrites its ``Gemm`` initializers. The rewritten graph must be
+    byte for byte what a fresh export of the same torch layer writes."""
+    import torch
+
+    case = make_case(StackSpec(5, (4,), ("leaky_relu_0.2",)), seed=2, batch=3)
+    [layer] = ort_adapter.build(case.spec, "sequential").layers
+    ort_adapter.set_weights([layer], [(np.zeros((5, 4), np.float32), np.zeros(4, np.float32))])
+    ort_adapter.apply_layer([layer], 0, case.x)
+    ort_adapter.set_weights([layer], case.weights)
+    rewritten = ort_adapter._layer_graph(layer)
+    fresh = ort_adapter.export(layer.module, torch.zeros(1, 5))
+    assert rewritten.SerializeToString() == fresh.SerializeToString()
+
+
+@pytest.mark.parametrize("dtype", ORT_DTYPES)
+def test_ort_threads_do_not_change_its_bits(dtype, ort_adapter):
+    """The adapter runs sessions on one intra-op thread (a thread pool per session costs ~20 ms); ORT's default
+    (one thread per core) gives the same bits, at fan-ins up to 1024 and batches up to 256."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    for n_in, n_out, batch in ((1024, 64, 256), (37, 300, 129), (256, 256, 64)):
+        case = make_case(StackSpec(n_in, (n_out,), ("tanh",), dtype=dtype), seed=n_in, batch=batch,
+                         weight_scale="fan_in")
+        model = ort_adapter.build(case.spec, "sequential")
+        ort_adapter.set_weights(model, case.weights)
+        one_thread = ort_adapter.apply_layer(model, 0, case.x)
+        default = onnxruntime.InferenceSession(ort_adapter._layer_graph(model.layers[0]).SerializeToString(),
+                                               options, providers=["CPUExecutionProvider"])
+        np.testing.assert_array_equal(default.run(None, {"x": case.x})[0], one_thread)
+
+
+def test_the_exported_stack_runs_as_its_chained_layers(ort_adapter):
+    """``forward`` runs the whole stack exported as one graph: the same bits as the layers one by one."""
+    case = make_case(StackSpec(6, (7, 5, 3), ("tanh", "gelu", "softmax")), seed=11, batch=9)
+    model = ort_adapter.build(case.spec, "sequential")
+    ort_adapter.set_weights(model, case.weights)
+    np.testing.assert_array_equal(ort_adapter.forward(model, case.x), ort_adapter.taps(model, case.x)[-1])
+
+
+# --- gaps -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("activation", "dtype", "reason"), [
+    ("gelu", "float64", "no float64 Erf kernel in ORT"),
+    ("softplus", "float64", "no float64 Softplus kernel in ORT"),
+    ("mish", "float64", "no float64 Softplus kernel in ORT"),
+    ("hard_silu", "float64", "no float64 HardSigmoid kernel in ORT"),
+    ("celu", "float16", "ONNX Celu takes no tensor(float16)"),
+    ("sigmoid", "bfloat16", "no bfloat16 Gemm kernel in ORT"),
+])
+def test_a_gap_is_measured_and_named(activation, dtype, reason, ort_adapter):
+    import onnxruntime
+
+    got = ort_adapter.cannot(activation, dtype)
+    assert got is not None and got.startswith(reason), f"got {got!r}, but should start with {reason!r}"
+    assert onnxruntime.__version__ in got
+
+
+def test_every_pair_ort_accepts_runs_and_every_gap_is_a_kernel_or_a_type(ort_adapter):
+    """19 activations x 4 dtypes: each either runs a one-unit layer or is a gap ORT names (no traceback)."""
+    ort = ort_adapter
+    gaps = {(a, d): ort.cannot(a, d) for a in ACTIVATION_NAMES for d in (*ORT_DTYPES, "bfloat16")}
+    assert all(reason.startswith(("no ", "ONNX ")) for reason in gaps.values() if reason), gaps
+    assert all(gaps[(a, "bfloat16")] for a in ACTIVATION_NAMES)
+    assert not any(gaps[(a, "float32")] for a in ACTIVATION_NAMES)
+    missing64 = sorted(a for a in ACTIVATION_NAMES if gaps[(a, "float64")])
+    assert missing64 == ["elu", "gelu", "hard_sigmoid", "hard_silu", "leaky_relu_0.2", "mish", "selu", "softplus"]
+
+
+def test_an_ort_refusal_mid_run_is_framework_refused(ort_adapter):
+    """A graph ORT refuses (a bfloat16 Gemm) raises ``FrameworkRefused`` with the reason, not ORT's error."""
+    from equivalence.frameworks.base import FrameworkRefused
+
+    layer = ort_adapter.build_layer(3, 2, "relu", bias=True, dtype="bfloat16")
+    with pytest.raises(FrameworkRefused, match="no bfloat16 Gemm kernel in ORT"):
+        ort_adapter.apply_layer([layer], 0, np.zeros((1, 3), dtype=np.float32))
+
+
+# --- meta: ONNX's default traps, a drifted activation, a transposed Gemm ---------------------------
+
+def _drop_attribute(op_type, name):
+    def rewrite(graph):
+        for node in graph.graph.node:
+            if node.op_type == op_type:
+                kept = [a for a in node.attribute if a.name != name]
+                assert len(kept) < len(node.attribute), f"{op_type} has no {name} attribute to drop"
+                del node.attribute[:]
+                node.attribute.extend(kept)
+        return graph
+    return rewrite
+
+
+def _scale_output(graph):
+    """The activation's output times (1 + 1e-4): a drift 1e-4 relative."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    out = graph.graph.output[0].name
+    last = graph.graph.node[-1]
+    last.output[0] = "drifted"
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(graph.graph.output[0].type.tensor_type.elem_type)
+    graph.graph.initializer.append(numpy_helper.from_array(np.array(1 + 1e-4, dtype=dtype), "drift"))
+    graph.graph.node.append(helper.make_node("Mul", ["drifted", "drift"], [out]))
+    return graph
+
+
+def _flip_trans_b(graph):
+    """``Gemm`` reading its square weight untransposed: the transpose bug, inside the runtime."""
+    for node in graph.graph.node:
+        for attribute in node.attribute:
+            if node.op_type == "Gemm" and attribute.name == "transB":
+                attribute.i = 1 - attribute.i
+    return graph
+
+
+TRAPS = {
+    # ONNX defaults, what a hand-written or converted graph gets when the attribute is left out
+    "hard_sigmoid alpha 0.2 (Keras 2's form)": ("hard_sigmoid", _drop_attribute("HardSigmoid", "alpha")),
+    "leaky_relu alpha 0.01": ("leaky_relu_0.2", _drop_attribute("LeakyRelu", "alpha")),
+    "gelu exact for the tanh form": ("gelu_tanh", _drop_attribute("Gelu", "approximate")),
+    "softsign drifted 1e-4": ("softsign", _scale_output),
+    "Gemm transB flipped on a square layer": ("sigmoid", _flip_trans_b),
+}
+
+
+@pytest.mark.parametrize("trap", sorted(TRAPS))
+def test_a_broken_exported_graph_is_caught(trap, ort_adapter, torch_adapter, monkeypatch):
+    activation, rewrite = TRAPS[trap]
+    case = make_case(StackSpec(16, (16, 16), (activation, activation)), seed=5, batch=32, input_scale=3.0)
+
+    def models():
+        return {"ort": (ort_adapter, ort_adapter.build(case.spec, "sequential")),
+                "torch": (torch_adapter, torch_adapter.build(case.spec, "sequential"))}
+
+    assert check_case(case, models()).passed, "the unbroken graph must agree"
+    export = ort_adapter.export
+    monkeypatch.setattr(ort_adapter, "export", lambda module, example: rewrite(export(module, example)))
+    comparison = check_case(case, models())
+    assert not comparison.passed, f"{trap}: not caught"
+    assert set(comparison.failing_pairs()) == {"ort vs reference", "ort vs torch"}, comparison.message()
+    assert comparison.worst_ratio > 10, comparison.message()
+
+
+# --- evidence for ORT's known differences ---------------------------------------------------------
+
+def _reference(name, x):
+    return ACTIVATIONS[name].reference(np.asarray(x, dtype=np.float64))
+
+
+def test_ort_float64_celu_in_float32(ort_adapter):
+    import torch
+
+    from equivalence.frameworks.torch import activation_module
+
+    graph = ort_adapter.export(activation_module("celu"), torch.zeros(1, 4, dtype=torch.float64))
+    assert [node.op_type for node in graph.graph.node] == ["Cast", "Celu", "Cast"]
+    x = np.linspace(-50, 50, 40001)
+    got = ort_adapter.activation("celu", x, "float64")
+    assert np.array_equal(got.astype(np.float32).astype(np.float64), got), "every output float32-exact"
+    error = np.max(np.abs(got - _reference("celu", x)) / np.maximum(1.0, np.abs(_reference("celu", x))))
+    assert 0.1 * EPSILON["float32"] < error < extra_error("ort", "celu", "float64"), error
+
+
+def test_ort_float64_gelu_tanh_float32_constant(ort_adapter, torch_adapter):
+    x = np.linspace(-6, 6, 4001)
+    error = np.max(np.abs(ort_adapter.activation("gelu_tanh", x, "float64") - _reference("gelu_tanh", x)))
+    assert 100 * EPSILON["float64"] < error < extra_error("ort", "gelu_tanh", "float64"), error
+    assert np.max(np.abs(torch_adapter.activation("gelu_tanh", x, "float64") - _reference("gelu_tanh", x))) \
+        < 8 * EPSILON["float64"] * 6
+
+
+def test_every_ort_difference_has_evidence_here():
+    names = sorted(d.name for d in KNOWN_DIFFERENCES if d.framework == "ort")
+    assert names == sorted(name.removeprefix("test_") for name in globals() if name.startswith("test_ort_float64"))
+
+
+# --- the guard: golden vectors and the fingerprint ----------------------------------------------------
+
+def test_ort_verifies_against_the_golden_vectors(ort_adapter):
+    """ORT against the recorded reference and the recorded torch and Keras outputs (a slice of the shipped
+    vectors: ``make runtimes`` verifies all of them through the CLI), its gaps listed as not run."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from equivalence.guard import golden
+
+    vectors = golden.load(Path(__file__).resolve().parents[1] / "golden")
+    picked = tuple(c for c in vectors.cases if c.spec.dtype != "float32")  # every activation, three dtypes
+    picked += tuple(c for c in vectors.cases if c.spec.dtype == "float32" and c.spec.depth > 2)[:8]
+    result = golden.verify(replace(vectors, cases=picked), {"ort": ort_adapter})
+    assert result.passed, "\n".join(c.message() for c in result.comparisons if not c.passed)
+    pairs = {r.pair_name for c in result.comparisons for r in c.results}
+    assert {"ort vs reference", "ort vs torch@recorded", "ort vs keras@recorded"} <= pairs, pairs
+    assert any(r.reason.startswith("no bfloat16 Gemm kernel in ORT") for r in result.not_run), result.not_run
+
+
+def test_the_fingerprint_holds_ort_versions(ort_adapter):
+    import onnx
+    import onnxruntime
+
+    from equivalence.guard.fingerprint import fingerprint
+
+    versions = fingerprint(("ort",))["frameworks"]["ort"]
+    assert versions["onnxruntime"] == onnxruntime.__version__ and versions["onnx"] == onnx.__version__
+    assert versions["onnx_opset"] == "20" and versions["ort_provider"] == "CPUExecutionProvider"
+
+
+# --- Keras on TensorFlow through tf.function (predict's graph) and XLA ------------------------------------
+
+GRAPH_EXAMPLES = settings.default.max_examples // 4
+"""XLA compiles each layer once per input shape (~40 ms): 25 breadth examples a variant (make runtimes: more)."""
+
+
+@pytest.mark.parametrize("variant", ["keras_graph", "keras_xla"])
+@settings(max_examples=GRAPH_EXAMPLES)
+@given(case=cases(breadth_specs()))
+def test_every_compiled_keras_layer_agrees_with_eager_keras_and_the_reference(case, variant, keras_adapter,
+                                                                              layer_pool, request):
+    compiled = request.getfixturevalue(f"{variant}_adapter")
+    models = {variant: (compiled, layer_pool.stack(compiled, case.spec)),
+              "keras": (keras_adapter, layer_pool.stack(keras_adapter, case.spec))}
+    assert_layers_agree(comparison=check_case(case, models), case=case)
+
+
+@pytest.mark.parametrize("variant", ["keras_graph", "keras_xla"])
+def test_the_compiled_model_runs_as_its_chained_layers(variant, request):
+    adapter = request.getfixturevalue(f"{variant}_adapter")
+    case = make_case(StackSpec(6, (7, 5, 3), ("tanh", "gelu", "softmax")), seed=11, batch=9)
+    model = adapter.build(case.spec, "sequential")
+    adapter.set_weights(model, case.weights)
+    np.testing.assert_array_equal(adapter.forward(model, case.x), adapter.taps(model, case.x)[-1])
+
+
+@pytest.mark.parametrize("variant", ["keras_graph", "keras_xla"])
+def test_a_drifted_keras_op_is_traced_into_the_compiled_layer_and_caught(variant, request, monkeypatch):
+    """Keras 2's ``hard_sigmoid`` (0.2 x + 0.5) patched into Keras: a compiled layer traced after the patch
+    computes it (nothing stale), and the check fails."""
+    import keras.src.ops
+    from keras import ops
+
+    adapter = request.getfixturevalue(f"{variant}_adapter")
+    case = make_case(StackSpec(16, (16,), ("hard_sigmoid",)), seed=5, batch=32, input_scale=3.0)
+
+    def comparison():
+        adapter.forget_compiled()
+        return check_case(case, {variant: (adapter, adapter.build(case.spec, "sequential"))})
+
+    assert comparison().passed
+    monkeypatch.setattr(keras.src.ops, "hard_sigmoid", lambda x: ops.clip(0.2 * x + 0.5, 0.0, 1.0))
+    broken = comparison()
+    assert not broken.passed and broken.failing_pairs() == {f"{variant} vs reference": 0}, broken.message()
+
+
+@pytest.mark.parametrize("variant", ["keras_graph", "keras_xla"])
+@pytest.mark.parametrize("activation", ["gelu", "gelu_tanh", "leaky_relu_0.2"])
+def test_the_keras_float64_constants_hold_on_the_compiled_paths(variant, activation, request):
+    """``known_differences.RUNS_ON``: the keras entries' float32 constants are there through tf.function and XLA."""
+    adapter = request.getfixturevalue(f"{variant}_adapter")
+    x = np.linspace(-6, 6, 4001)
+    error = np.max(np.abs(adapter.activation(activation, x, "float64") - _reference(activation, x)))
+    assert 100 * EPSILON["float64"] < error < extra_error(variant, activation, "float64") * 6, error
+
+
+# --- torch.compile (inductor): make runtimes only (the registry leaves it out of make check's default) ----------
+
+COMPILE_EXAMPLES = 15
+"""Inductor compiles each (activation, dtype, bias) once, 1-10 s each on 2 shared cores (measured: 12 examples
+took 129 s), after ~17 s to start: a small fixed budget, in make runtimes only."""
+
+
+@settings(max_examples=COMPILE_EXAMPLES)
+@given(case=cases(breadth_specs()))
+def test_every_torch_compile_layer_agrees_with_eager_torch_and_the_reference(case, torch_compile_adapter,
+                                                                             torch_adapter, layer_pool):
+    models = {"torch_compile": (torch_compile_adapter, layer_pool.stack(torch_compile_adapter, case.spec)),
+              "torch": (torch_adapter, layer_pool.stack(torch_adapter, case.spec))}
+    assert_layers_agree(comparison=check_case(case, models), case=case)
+
+
+def test_the_compiled_torch_model_runs_as_its_chained_layers(torch_compile_adapter):
+    case = make_case(StackSpec(6, (7, 5, 3), ("tanh", "gelu", "softmax")), seed=11, batch=9)
+    model = torch_compile_adapter.build(case.spec, "sequential")
+    torch_compile_adapter.set_weights(model, case.weights)
+    np.testing.assert_array_equal(torch_compile_adapter.forward(model, case.x),
+                                  torch_compile_adapter.taps(model, case.x)[-1])
+
+
+def test_a_drifted_torch_module_is_traced_into_the_compiled_layer_and_caught(torch_compile_adapter, monkeypatch):
+    import torch
+
+    case = make_case(StackSpec(16, (16,), ("softsign",)), seed=5, batch=32, input_scale=3.0)
+
+    def comparison():
+        torch_compile_adapter.forget_compiled()
+        model = torch_compile_adapter.build(case.spec, "sequential")
+        return check_case(case, {"torch_compile": (torch_compile_adapter, model)})
+
+    assert comparison().passed
+    monkeypatch.setattr(torch.nn.Softsign, "forward", lambda self, x: x / (1.0 + x.abs() * (1 + 1e-4)))
+    broken = comparison()
+    assert broken.failing_pairs() == {"torch_compile vs reference": 0}, broken.message()
+
+
+def test_a_missing_cxx_compiler_is_one_line_naming_what_to_install(monkeypatch, tmp_path):
+    from equivalence.frameworks.builtin import cxx_compiler_problem
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("CXX", raising=False)
+    problem = cxx_compiler_problem()
+    assert problem is not None and "needs a C++ compiler" in problem and "apt-get install g++" in problem
+    monkeypatch.setenv("CXX", "/no/such/c++")
+    assert "/no/such/c++ is not on PATH" in cxx_compiler_problem()
+
+
+def test_torch_s_softplus_threshold_holds_under_torch_compile(torch_compile_adapter):
+    """``RUNS_ON``: inductor keeps nn.Softplus' threshold 20 (softplus(20.5) is 20.5 in float64)."""
+    model = torch_compile_adapter.build(StackSpec(1, (1,), ("softplus",), dtype="float64"), "sequential")
+    torch_compile_adapter.set_weights(model, [(np.ones((1, 1)), np.zeros(1))])
+    got = torch_compile_adapter.apply_layer(model, 0, np.array([[20.5]]))[0, 0]
+    assert got == 20.5 != _reference("softplus", [20.5])[0]
+    assert extra_error("torch_compile", "softplus", "float64") > 0
+
+
+def test_the_fingerprint_lists_the_entries_a_compiled_path_inherits(keras_xla_adapter):
+    """``verify --framework keras_xla`` lists the keras entries it is judged with (``RUNS_ON``) as active."""
+    from equivalence.guard.fingerprint import fingerprint
+
+    active = fingerprint(("keras_xla",))["known_differences"]["active"]
+    assert {"keras_float64_gelu_float32_constant", "keras_float64_leaky_relu_float32_slope"} <= set(active), active
