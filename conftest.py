@@ -1,7 +1,8 @@
 """Hypothesis profiles, the report header, and the frameworks under test: chosen once, tests parametrized over them.
 
-Frameworks: every registered one (``equivalence.frameworks.registry``), or those ``EQUIVALENCE_FRAMEWORKS``
-names (comma-separated), as einops' and array-api-tests' test backends are chosen in one place. A test that
+Frameworks: every registered one the registry puts in the suite's default (``equivalence.frameworks.registry``),
+or those ``--frameworks`` (or ``EQUIVALENCE_FRAMEWORKS``) names, comma-separated, as einops' and
+array-api-tests' test backends are chosen in one place. A test that
 takes a ``framework`` argument runs once per selected framework, its id naming it; with ``style`` (or
 ``registering_style``, ``save_format``) too, once per build style (registering style, save format) the
 framework's registry entry lists. Its ``adapter`` fixture is that framework's adapter, or a skip saying why
@@ -59,7 +60,9 @@ def pytest_configure(config: pytest.Config) -> None:
     problem = keras_backend_problem()
     if problem:
         raise pytest.UsageError(problem)
-    selected_frameworks()  # an unknown name in EQUIVALENCE_FRAMEWORKS: one usage error too
+    global _FRAMEWORKS_OPTION
+    _FRAMEWORKS_OPTION = config.getoption("--frameworks", None)
+    selected_frameworks()  # an unknown name in --frameworks: one usage error too
     config.addinivalue_line("markers", f"needs(*capabilities): skip the frameworks whose registry entry does not "
                                        f"declare them (some of {', '.join(CAPABILITIES)})")
 
@@ -78,27 +81,43 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return lines
 
 
-def selected_frameworks() -> tuple[str, ...]:
-    """The frameworks under test: ``EQUIVALENCE_FRAMEWORKS`` (comma-separated), else every registered one the
-    registry puts in the suite's default (as einops' and array-api-tests' test backends are chosen in one place)."""
-    from equivalence.frameworks.registry import entry
+_FRAMEWORKS_OPTION: str | None = None
+"""``--frameworks`` as given on the command line (set by ``pytest_configure``)."""
 
-    wanted = os.environ.get("EQUIVALENCE_FRAMEWORKS", "")
+
+def _frameworks_wanted() -> tuple[str, str]:
+    """The comma-separated names asked for and where they came from: ``--frameworks`` first, then
+    ``EQUIVALENCE_FRAMEWORKS`` (what make targets and CI set), else nothing."""
+    if _FRAMEWORKS_OPTION:
+        return _FRAMEWORKS_OPTION, "--frameworks"
+    return os.environ.get("EQUIVALENCE_FRAMEWORKS", ""), "EQUIVALENCE_FRAMEWORKS"
+
+
+def selected_frameworks() -> tuple[str, ...]:
+    """The frameworks under test: those ``--frameworks`` (or ``EQUIVALENCE_FRAMEWORKS``) names, else every
+    registered one the registry puts in the suite's default (as einops' and array-api-tests' test backends are
+    chosen in one place)."""
+    wanted, source = _frameworks_wanted()
     chosen = tuple(name.strip() for name in wanted.split(",") if name.strip()) or tuple(
         name for name in names() if entry(name).in_suite_default)
     unknown = [name for name in chosen if name not in names()]
     if unknown:
-        raise pytest.UsageError(f"EQUIVALENCE_FRAMEWORKS names {', '.join(unknown)}, which is not registered; "
+        raise pytest.UsageError(f"{source} names {', '.join(unknown)}, which is not registered; "
                                 f"use some of {', '.join(names())}")
     return chosen
 
 
-def adapter_or_skip(name: str):
-    if name not in selected_frameworks():
-        if not os.environ.get("EQUIVALENCE_FRAMEWORKS"):
+def adapter_or_skip(name: str, *, own: bool = False):
+    """``name``'s adapter, or a skip saying why not. ``own``: for a test written for that framework alone, which
+    runs by default when its registry entry says ``own_tests_default`` (the runtimes' own properties in
+    ``make check``), even where the registry-wide tests leave the framework out."""
+    wanted, source = _frameworks_wanted()
+    by_default = not wanted and own and entry(name).own_tests_default
+    if name not in selected_frameworks() and not by_default:
+        if not wanted:
             pytest.skip(f"{name} is left out of the default selection (slow to start): make runtimes, or "
-                        f"EQUIVALENCE_FRAMEWORKS=...,{name}, selects it")
-        pytest.skip(f"{name} is not selected (EQUIVALENCE_FRAMEWORKS={os.environ.get('EQUIVALENCE_FRAMEWORKS')})")
+                        f"--frameworks ...,{name}, selects it")
+        pytest.skip(f"{name} is not selected ({source}={wanted})")
     try:
         return get_adapter(name)
     except FrameworkUnavailable as exc:
@@ -190,25 +209,25 @@ def mxnet_adapter():
 @pytest.fixture(scope="session")
 def ort_adapter():
     """ONNX Runtime on torch's export (``pip install 'equivalence[ort]'``; inference only)."""
-    return adapter_or_skip("ort")
+    return adapter_or_skip("ort", own=True)
 
 
 @pytest.fixture(scope="session")
 def torch_compile_adapter():
     """torch.compile (inductor, a C++ compiler needed): only in make runtimes, ~17 s to start."""
-    return adapter_or_skip("torch_compile")
+    return adapter_or_skip("torch_compile", own=True)
 
 
 @pytest.fixture(scope="session")
 def keras_graph_adapter():
     """Keras on TensorFlow through ``tf.function`` (predict's graph)."""
-    return adapter_or_skip("keras_graph")
+    return adapter_or_skip("keras_graph", own=True)
 
 
 @pytest.fixture(scope="session")
 def keras_xla_adapter():
     """Keras on TensorFlow through XLA (``tf.function(jit_compile=True)``)."""
-    return adapter_or_skip("keras_xla")
+    return adapter_or_skip("keras_xla", own=True)
 
 
 @pytest.fixture(scope="session")
@@ -219,6 +238,9 @@ def layer_pool():
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--frameworks", default=None, metavar="NAMES",
+                     help="comma-separated frameworks to test (default: the registry's default selection; "
+                          "EQUIVALENCE_FRAMEWORKS is the same as an environment variable)")
     parser.addoption("--stats-json", default=None, help="write cases seen and worst error/bound ratios here")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import re
@@ -13,12 +14,15 @@ import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 
+from equivalence.core.activations import ACTIVATIONS
 from equivalence.core.case import Case
 from equivalence.core.check import why_not_run
 from equivalence.core.compare import Comparison
+from equivalence.core.dtypes import numpy_dtype
 from equivalence.core.layout import LayerWeights, weights_equal
 from equivalence.core.repro import save_case, snippet
 from equivalence.core.strategies import ACTIVATION_NAMES, DTYPE_NAMES, boundary_widths_up_to, cases, specs
+from equivalence.core.tolerance import layer_bound
 from equivalence.frameworks.base import Adapter
 from tests import stats
 
@@ -31,6 +35,9 @@ except ModuleNotFoundError:
 needs_bfloat16 = pytest.mark.skipif(not HAS_BFLOAT16, reason="bfloat16 needs ml_dtypes (not in .venv-mxnet)")
 BFLOAT16 = pytest.param("bfloat16", marks=needs_bfloat16)
 """Use in a dtype parametrization instead of "bfloat16"."""
+
+RUNTIMES = ("ort", "keras_graph", "keras_xla", "torch_compile")
+"""The runtimes: their named differences are measured in tests/test_runtimes.py."""
 
 # Example budgets by cost, scaled from the active hypothesis profile (100 in dev and ci).
 NUMERIC_EXAMPLES = 13 * settings.default.max_examples
@@ -155,3 +162,32 @@ def build_loaded(adapter: Adapter, case: Case, style: str) -> Any:
     model = adapter.build(case.spec, style)
     adapter.set_weights(model, case.weights)
     return model
+
+
+def chained_in(adapter: Adapter, case: Case, dtype: str) -> list[np.ndarray]:
+    """The case's layers chained in ``dtype`` (its weights and input converted exactly: ``dtype`` is the wider),
+    each output rounded back to the case's dtype: what a whole-model graph computing in ``dtype`` gives
+    (``known_differences.whole_graph_dtype``)."""
+    wide = dataclasses.replace(case.spec, dtype=dtype)
+    to = numpy_dtype(dtype)
+    model = adapter.build(wide, "sequential")
+    adapter.set_weights(model, [LayerWeights(w.W.astype(to), None if w.b is None else w.b.astype(to))
+                                for w in case.weights])
+    return [out.astype(case.x.dtype) for out in adapter.taps(model, case.x.astype(to))]
+
+
+def assert_within_last_layer_bound(*, got: np.ndarray, chained: Sequence[np.ndarray], case: Case, what: str) -> None:
+    """``got`` (a whole model's output) agrees with the layers ``chained`` within the last layer's error bound,
+    taken at its chained input: positions of NaN and inf identical."""
+    x = np.asarray(chained[-2] if len(chained) > 1 else case.x, dtype=np.float64)
+    last = case.weights[-1]
+    W, b = last.W.astype(np.float64), None if last.b is None else last.b.astype(np.float64)
+    activation = case.spec.activations[-1]
+    h = ACTIVATIONS[activation].reference(x @ W + (0 if b is None else b))
+    bound = layer_bound(x=x, W=W, b=b, h=h, activation=activation, dtype=case.spec.dtype)
+    got64, want64 = np.asarray(got, np.float64), np.asarray(chained[-1], np.float64)
+    np.testing.assert_array_equal(np.isfinite(got64), np.isfinite(want64), err_msg=what)
+    finite = np.isfinite(want64)
+    error = float(np.max(np.abs(got64 - want64)[finite], initial=0.0))
+    assert error <= bound, (f"{what}: got {error:.3g} between the whole model and its chained layers, but should "
+                            f"be within the last layer's bound {bound:.3g}")

@@ -109,7 +109,8 @@ def test_each_framework_verified_alone_agrees_with_the_reference_and_every_recor
     assert expected <= pairs, f"got pairs {sorted(pairs)}, but should hold {sorted(expected - pairs)}"
     assert {r.case_id for r in result.not_run} == {c.id for c in vectors.cases if why_not_run(adapter, c.spec)}
     ran = sum(any(r.pair[0] == framework for r in c.results) for c in result.comparisons)
-    assert ran == len(vectors.cases) - len(result.not_run) > 50
+    whole_cases_not_run = [n for n in result.not_run if not n.layers]  # the rest ran all but ``layers``
+    assert ran == len(vectors.cases) - len(whole_cases_not_run) > 50
 
 
 @needs_bfloat16

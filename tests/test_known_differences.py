@@ -25,6 +25,7 @@ from equivalence.core.known_differences import (
 )
 from equivalence.frameworks.registry import get_adapter
 from equivalence.guard.fingerprint import fingerprint, flatten
+from tests.helpers import RUNTIMES
 
 
 def _torch(name, x, dtype):
@@ -236,8 +237,8 @@ EVIDENCE = {f.__name__: f for f in (
 
 def test_every_known_difference_has_evidence():
     # MXNet's entries are measured in tests/test_mxnet_quirks.py (its own venv: numpy<1.24, no torch or Keras),
-    # ONNX Runtime's in tests/test_runtimes.py.
-    assert sorted(d.name for d in KNOWN_DIFFERENCES if d.framework not in ("mxnet", "ort")) == sorted(EVIDENCE)
+    # the runtimes' in tests/test_runtimes.py (test_every_runtime_difference_has_evidence_here).
+    assert sorted(d.name for d in KNOWN_DIFFERENCES if d.framework not in ("mxnet", *RUNTIMES)) == sorted(EVIDENCE)
     for d in KNOWN_DIFFERENCES:
         assert d.evidence and d.kind in ("extra_error", "excuse", "definition", "by_design"), d.name
         assert (d.kind == "extra_error") == (d.extra_error > 0) and (d.kind == "excuse") == (d.excuse is not None)

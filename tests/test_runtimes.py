@@ -15,13 +15,14 @@ import pytest
 from hypothesis import assume, given, settings
 
 from equivalence.core.activations import ACTIVATIONS
-from equivalence.core.case import make_case
+from equivalence.core.case import Case, make_case
 from equivalence.core.check import check_case, why_not_run
 from equivalence.core.dtypes import EPSILON
-from equivalence.core.known_differences import KNOWN_DIFFERENCES, extra_error
+from equivalence.core.known_differences import KNOWN_DIFFERENCES, extra_error, whole_graph_difference
+from equivalence.core.layout import LayerWeights
 from equivalence.core.spec import StackSpec
 from equivalence.core.strategies import ACTIVATION_NAMES, breadth_specs, cases, specs
-from tests.helpers import assert_layers_agree
+from tests.helpers import RUNTIMES, assert_layers_agree, assert_within_last_layer_bound, build_loaded, chained_in
 
 ORT_EXAMPLES = 2 * settings.default.max_examples
 """Each ORT layer is a session (its export is rewritten with the new weights): ~30 ms an example."""
@@ -223,9 +224,27 @@ def test_ort_float64_gelu_tanh_float32_constant(ort_adapter, torch_adapter):
         < 8 * EPSILON["float64"] * 6
 
 
-def test_every_ort_difference_has_evidence_here():
-    names = sorted(d.name for d in KNOWN_DIFFERENCES if d.framework == "ort")
-    assert names == sorted(name.removeprefix("test_") for name in globals() if name.startswith("test_ort_float64"))
+@pytest.mark.parametrize("activation", ACTIVATION_NAMES)
+def test_ort_float16_graph_computes_in_float32(activation, ort_adapter):
+    """A float16 stack's whole graph is its float32 chain rounded once, at the end (bit for bit), and that is
+    not the float16 chain (each layer rounded): so the model's own forward needs the named difference."""
+    if ort_adapter.cannot(activation, "float16") or ort_adapter.cannot(activation, "float32"):
+        pytest.skip(f"ORT runs no float16 {activation}: {ort_adapter.cannot(activation, 'float16')}")
+    differs = 0
+    for seed in range(8):
+        case = make_case(StackSpec(3, (5, 4), (activation, activation), dtype="float16"), seed=seed, batch=4)
+        model = build_loaded(ort_adapter, case, "sequential")
+        whole = ort_adapter.forward(model, case.x)
+        assert np.array_equal(whole, chained_in(ort_adapter, case, "float32")[-1]), (activation, seed)
+        differs += not np.array_equal(whole, ort_adapter.taps(model, case.x)[-1])
+    assert differs > 0, f"ORT's float16 {activation} graph now rounds between layers: the entry can go"
+    assert whole_graph_difference("ort", (activation, activation), "float16").whole_graph_computes_in == "float32"
+
+
+def test_every_runtime_difference_has_evidence_here():
+    names = sorted(d.name for d in KNOWN_DIFFERENCES if d.framework in RUNTIMES)
+    assert names == sorted(name.removeprefix("test_") for name in globals()
+                           if name.removeprefix("test_") in {d.name for d in KNOWN_DIFFERENCES})
 
 
 # --- the guard: golden vectors and the fingerprint ----------------------------------------------------
@@ -283,6 +302,25 @@ def test_the_compiled_model_runs_as_its_chained_layers(variant, request):
     model = adapter.build(case.spec, "sequential")
     adapter.set_weights(model, case.weights)
     np.testing.assert_array_equal(adapter.forward(model, case.x), adapter.taps(model, case.x)[-1])
+
+
+def test_keras_xla_whole_model_fuses_across_layers(keras_xla_adapter, keras_graph_adapter):
+    """The whole XLA program of a float64 sigmoid -> tanh stack is 1 ulp off its layers compiled one by one
+    (within the last layer's bound); tf.function's graph of the same model is bit for bit its layers."""
+    spec = StackSpec(1, (4, 1), ("sigmoid", "tanh"), dtype="float64")
+    weights = [LayerWeights(np.array([[0.27392337, -0.46042657, -0.91805295, -0.96694473]]),
+                            np.array([0.83194322, 0.92148002, 0.6459722, 0.7565469])),
+               LayerWeights(np.array([[0.63170711], [-0.994523], [0.71480855], [-0.93282885]]), np.array([0.7566899]))]
+    case = Case(spec=spec, weights=tuple(weights), x=np.array([[0.72635784], [0.08292244]]))
+    model = build_loaded(keras_xla_adapter, case, "sequential")
+    whole, chained = keras_xla_adapter.forward(model, case.x), keras_xla_adapter.taps(model, case.x)
+    assert not np.array_equal(whole, chained[-1]), "XLA's whole program now equals its layers: the entry can go"
+    assert_within_last_layer_bound(got=whole, chained=chained, case=case, what="keras_xla float64")
+    assert whole_graph_difference("keras_xla", spec.activations, "float64").name == \
+        "keras_xla_whole_model_fuses_across_layers"
+    graph = build_loaded(keras_graph_adapter, case, "sequential")
+    np.testing.assert_array_equal(keras_graph_adapter.forward(graph, case.x),
+                                  keras_graph_adapter.taps(graph, case.x)[-1])
 
 
 @pytest.mark.parametrize("variant", ["keras_graph", "keras_xla"])

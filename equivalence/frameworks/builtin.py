@@ -130,13 +130,15 @@ ORT = Framework(
     styles=("sequential",), capabilities=frozenset(),  # inference only: no gradients, SGD or save/load here
     install_hint="pip install 'equivalence[ort]' (onnxruntime and onnx; the graphs come from torch.onnx.export)",
     version_keys=("onnxruntime", "onnx", "onnx_opset", "exporter"),
-    kernel_keys=("ort_provider", "ort_graph_optimization", "ort_intra_op_threads"), describe=_ort)
+    kernel_keys=("ort_provider", "ort_graph_optimization", "ort_intra_op_threads"), describe=_ort,
+    in_suite_default=False)  # its own properties run in make check (tests/test_runtimes.py); all in make runtimes
 
 _KERAS_VARIANT = dict(
     packages=("keras", "tensorflow"), styles=("sequential",),  # the build styles are the keras entry's to check
     capabilities=frozenset(),  # what these check is the forward pass; gradients and save/load stay with keras
     version_keys=("keras", "tensorflow", "keras_backend", "tf_function_jit_compile"),
-    kernel_keys=("onednn_enabled", "tf_intra_op_threads"), check_environment=keras_on_tensorflow_problem)
+    kernel_keys=("onednn_enabled", "tf_intra_op_threads"), check_environment=keras_on_tensorflow_problem,
+    in_suite_default=False)  # as ort: its own properties in make check, the whole suite in make runtimes
 
 KERAS_GRAPH = Framework("keras_graph", "equivalence.frameworks.keras.graph:GraphKeras",
                         describe=_keras_compiled("tf.function (predict's graph)"), **_KERAS_VARIANT)
@@ -158,7 +160,7 @@ TORCH_COMPILE = Framework(
     version_keys=("torch", "torch_compile_backend"),
     kernel_keys=("cpu_capability", "inductor_cpp_compiler", "inductor_simd"),
     describe=lambda v: f"{_torch(v)}, through torch.compile (inductor)", check_environment=cxx_compiler_problem,
-    in_suite_default=False)  # ~17 s before its first layer: make runtimes runs it
+    in_suite_default=False, own_tests_default=False)  # ~17 s before its first layer: make runtimes runs it
 
 for _framework in (TORCH, KERAS, MXNET, ORT, KERAS_GRAPH, KERAS_XLA, TORCH_COMPILE):
     register(_framework)

@@ -194,7 +194,7 @@ class LegacyKerasAdapter(Adapter):
     def set_weights(self, model: Any, weights: Sequence[LayerWeights]) -> None:
         layers = _dense_layers(model)
         check_weights([tuple(layer.kernel.shape) for layer in layers],
-                      [layer.bias is not None for layer in layers], weights, what="keras set_weights")
+                      [layer.bias is not None for layer in layers], weights, what=f"{self.name} set_weights")
         for layer, (W, b) in zip(layers, weights):
             layer.kernel.assign(np.asarray(W, dtype=layer.kernel.dtype.as_numpy_dtype))
             if b is not None:

@@ -336,7 +336,7 @@ class GluonAdapter(Adapter):
     def set_weights(self, model: Any, weights: Sequence[LayerWeights]) -> None:
         layers = _initialized(model)
         check_weights([layer.weight.shape[::-1] for layer in layers], [layer.bias is not None for layer in layers],
-                      weights, what="mxnet set_weights")
+                      weights, what=f"{self.name} set_weights")
         for layer, (W, b) in zip(layers, weights):
             layer.weight.set_data(_nd(np.asarray(W).T, layer.weight.dtype))
             if b is not None:

@@ -34,7 +34,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 from torch import nn
 
 from equivalence.core.dtypes import numpy_dtype
-from equivalence.core.layout import LayerWeights
+from equivalence.core.layout import LayerWeights, check_weights
 from equivalence.core.spec import StackSpec
 from equivalence.frameworks.base import Adapter, FrameworkRefused, ParamCount
 from equivalence.frameworks.torch import _TORCH_DTYPES, TorchAdapter, activation_module
@@ -181,6 +181,9 @@ class OnnxRuntimeAdapter(Adapter):
 
     def set_weights(self, model: Any, weights: Sequence[LayerWeights]) -> None:
         layers = _layers(model)
+        linears = [layer.linear for layer in layers]
+        check_weights([(lin.in_features, lin.out_features) for lin in linears],
+                      [lin.bias is not None for lin in linears], weights, what=f"{self.name} set_weights")
         self._torch.set_weights([(layer.linear, layer.activation) for layer in layers], weights)
         for layer in layers:
             layer.session = None

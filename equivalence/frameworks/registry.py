@@ -64,8 +64,13 @@ class Framework:
     walker: str | None = None
     """``"module:function"`` walking a user's own model into dense units (``equivalence.own``), if it can."""
     in_suite_default: bool = True
-    """Whether the test suite selects it when ``EQUIVALENCE_FRAMEWORKS`` is unset (``make check``): False for a
-    runtime too slow to start there (torch.compile); ``make runtimes`` selects it."""
+    """Whether the registry-wide tests (those parametrized over ``framework``) take it when no selection is
+    given (``make check``): False for a runtime, whose every extra run of them costs minutes; ``make runtimes``
+    selects the runtimes for the whole suite."""
+    own_tests_default: bool = True
+    """Whether the tests written for it alone (its own fixture, e.g. ``ort_adapter`` in
+    ``tests/test_runtimes.py``) run when no selection is given: False for a runtime too slow to start in
+    ``make check`` (torch.compile)."""
 
     def __post_init__(self) -> None:
         module, _, attribute = self.adapter.partition(":")

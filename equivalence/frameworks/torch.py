@@ -163,7 +163,7 @@ class TorchAdapter(Adapter):
     def set_weights(self, model: nn.Module, weights: Sequence[LayerWeights]) -> None:
         linears = [linear for linear, _ in _layers(model)]
         check_weights([(lin.in_features, lin.out_features) for lin in linears],
-                      [lin.bias is not None for lin in linears], weights, what="torch set_weights")
+                      [lin.bias is not None for lin in linears], weights, what=f"{self.name} set_weights")
         with torch.no_grad():
             for linear, (W, b) in zip(linears, weights):
                 linear.weight.copy_(_to_tensor(np.asarray(W).T, linear.weight.dtype))

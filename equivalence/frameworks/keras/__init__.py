@@ -266,7 +266,7 @@ class KerasAdapter(Adapter):
     def set_weights(self, model: Any, weights: Sequence[LayerWeights]) -> None:
         layers = _dense_layers(model)
         check_weights([tuple(layer.kernel.shape) for layer in layers],
-                      [layer.bias is not None for layer in layers], weights, what="keras set_weights")
+                      [layer.bias is not None for layer in layers], weights, what=f"{self.name} set_weights")
         for layer, (W, b) in zip(layers, weights):
             self.assign(layer.kernel, W)
             if b is not None:
