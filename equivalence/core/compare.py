@@ -22,7 +22,7 @@ from equivalence.core.known_differences import excused, extra_error
 from equivalence.core.layout import LayerWeights
 from equivalence.core.reference import LayerTrace, layerwise_reference
 from equivalence.core.spec import StackSpec
-from equivalence.core.tolerance import PAIR_FACTOR, SAFETY, layer_scale
+from equivalence.core.tolerance import PAIR_FACTOR, SAFETY, layer_scale, rounded_weights_error
 
 if TYPE_CHECKING:
     from equivalence.core.types import ParamCount
@@ -241,6 +241,7 @@ def compare_layers(spec: StackSpec, weights: Sequence[LayerWeights], x: np.ndarr
         scale = layer_scale(x=trace.x, W=W, b=b, h=trace.h, activation=act)
         bound = SAFETY * EPSILON[spec.dtype] * scale
         extra = {name: extra_error(framework_of(name), act, spec.dtype, facts=facts.get(name)) * scale
+                 + rounded_weights_error(framework_of(name), x=trace.x, W=W, b=b, activation=act, dtype=spec.dtype)
                  for name in outputs}
         excuse = {name: excused(framework_of(name), act, spec.dtype, trace.z, np.asarray(outs[layer]),
                                 facts=facts.get(name))
