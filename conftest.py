@@ -133,6 +133,24 @@ def keras_xla_adapter():
 
 
 @pytest.fixture(scope="session")
+def litert_adapter():
+    """LiteRT on TensorFlow's converter, float32 weights: only in make runtimes."""
+    return adapter_or_skip("litert")
+
+
+@pytest.fixture(scope="session")
+def litert_fp16w_adapter():
+    """LiteRT with float16 weight quantisation: only in make runtimes."""
+    return adapter_or_skip("litert_fp16w")
+
+
+@pytest.fixture(scope="session")
+def torch_export_adapter():
+    """torch.export, run as the exported program: only in make runtimes."""
+    return adapter_or_skip("torch_export")
+
+
+@pytest.fixture(scope="session")
 def layer_pool():
     from equivalence.core.check import LayerPool
 
