@@ -82,11 +82,13 @@ sensitivity: venv ## bisect the smallest activation drift the suite catches, per
 	$(BIN)/python -m tests.sensitivity
 
 # The runtimes (ONNX Runtime, Keras through tf.function and XLA) also run in make check, with fewer examples.
-# torch.compile only here: ~17 s before its first layer, ~1 s a compile.
-RUNTIMES ?= ort keras_graph keras_xla torch_compile
+# torch.compile, LiteRT and torch.export only here: ~17 s before torch.compile's first layer, ~1 s a compile;
+# ~0.1 s a LiteRT conversion or a torch.export.
+RUNTIMES ?= ort keras_graph keras_xla torch_compile litert litert_fp16w torch_export
 runtimes: venv ## the runtimes: their properties at 4x the examples, verify and report each beside torch and Keras, the table
 	EQUIVALENCE_FRAMEWORKS=torch,keras,$(subst $(space),$(comma),$(RUNTIMES)) \
-		$(BIN)/python -m pytest tests/test_runtimes.py --hypothesis-profile runtimes $(PYTEST_ARGS)
+		$(BIN)/python -m pytest tests/test_runtimes.py tests/test_litert.py tests/test_torch_export.py \
+		--hypothesis-profile runtimes $(PYTEST_ARGS)
 	for runtime in $(RUNTIMES); do $(BIN)/python -m equivalence verify $(GOLDEN) --framework $$runtime || exit 1; done
 	$(BIN)/python -m equivalence report --framework torch --framework keras $(RUNTIMES:%=--framework %) \
 		--out $(REPORT_DIR)/runtimes --quiet

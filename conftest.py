@@ -231,6 +231,24 @@ def keras_xla_adapter():
 
 
 @pytest.fixture(scope="session")
+def litert_adapter():
+    """LiteRT on TensorFlow's converter, float32 weights (its tests: make runtimes)."""
+    return adapter_or_skip("litert", own=True)
+
+
+@pytest.fixture(scope="session")
+def litert_fp16w_adapter():
+    """LiteRT with float16 weight quantisation (its tests: make runtimes)."""
+    return adapter_or_skip("litert_fp16w", own=True)
+
+
+@pytest.fixture(scope="session")
+def torch_export_adapter():
+    """torch.export, run as the exported program."""
+    return adapter_or_skip("torch_export", own=True)
+
+
+@pytest.fixture(scope="session")
 def layer_pool():
     from equivalence.core.check import LayerPool
 

@@ -36,8 +36,8 @@ needs_bfloat16 = pytest.mark.skipif(not HAS_BFLOAT16, reason="bfloat16 needs ml_
 BFLOAT16 = pytest.param("bfloat16", marks=needs_bfloat16)
 """Use in a dtype parametrization instead of "bfloat16"."""
 
-RUNTIMES = ("ort", "keras_graph", "keras_xla", "torch_compile")
-"""The runtimes: their named differences are measured in tests/test_runtimes.py."""
+RUNTIMES = ("ort", "keras_graph", "keras_xla", "torch_compile", "litert", "litert_fp16w", "torch_export")
+"""The runtimes: their named differences are measured in tests/test_runtimes.py and tests/test_litert.py."""
 
 # Example budgets by cost, scaled from the active hypothesis profile (100 in dev and ci).
 NUMERIC_EXAMPLES = 13 * settings.default.max_examples

@@ -22,7 +22,7 @@ from equivalence.core.known_differences import KnownDifference, definition, excu
 from equivalence.core.layout import LayerWeights
 from equivalence.core.reference import LayerTrace, layerwise_reference
 from equivalence.core.spec import StackSpec
-from equivalence.core.tolerance import PAIR_FACTOR, SAFETY, layer_scale, magnitude
+from equivalence.core.tolerance import PAIR_FACTOR, SAFETY, layer_scale, magnitude, rounded_weights_error
 
 if TYPE_CHECKING:
     from equivalence.core.types import ParamCount
@@ -243,6 +243,7 @@ def compare_layers(spec: StackSpec, weights: Sequence[LayerWeights], x: np.ndarr
         bound = SAFETY * EPSILON[spec.dtype] * scale
         ran = {name: outs[layer] for name, outs in outputs.items() if outs[layer] is not None}
         extra = {name: extra_error(framework_of(name), act, spec.dtype, facts=facts.get(name)) * scale
+                 + rounded_weights_error(framework_of(name), x=trace.x, W=W, b=b, activation=act, dtype=spec.dtype)
                  for name in ran}
         excuse = {name: excused(framework_of(name), act, spec.dtype, trace.z, np.asarray(out),
                                 facts=facts.get(name))

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from equivalence.core.activations import ACTIVATIONS
-from equivalence.core.dtypes import EPSILON
+from equivalence.core.dtypes import EPSILON, numpy_dtype
 
 SAFETY = 8.0
 """Multiplier on eps; the measured worst ratio 0.29 leaves 3.4x headroom."""
@@ -67,3 +67,43 @@ def layer_bound(*, x: np.ndarray, W: np.ndarray, b: np.ndarray | None, h: np.nda
     ``x`` is the layer's input, ``h`` the float64 reference output.
     """
     return SAFETY * EPSILON[dtype] * layer_scale(x=x, W=W, b=b, h=h, activation=activation)
+
+
+WEIGHTS_ROUNDED_TO: dict[str, str] = {"litert_fp16w": "float16"}
+"""Frameworks that store a layer's weights (kernel and bias) in a narrower dtype and compute in the layer's:
+LiteRT's float16 weight quantisation (``Optimize.DEFAULT`` with ``supported_types=[float16]``) writes them as
+float16 and dequantises them to float32 before its float32 kernels (``tests/test_litert.py`` checks that the
+reference with its weights rounded to float16 first agrees with it at the plain float32 bound)."""
+
+
+def smallest_subnormal(dtype: str) -> float:
+    """The spacing of ``dtype``'s subnormals (float16: 2**-24), where rounding is absolute, not relative."""
+    return float(np.finfo(numpy_dtype(dtype)).smallest_subnormal)
+
+
+def weight_rounding_error(*, x: np.ndarray, W: np.ndarray, b: np.ndarray | None, activation: str,
+                          weight_dtype: str) -> float:
+    """Absolute bound on how far rounding ``W`` and ``b`` to ``weight_dtype`` (to nearest) moves a layer's output.
+
+    A weight in the dtype's normal range moves by at most ``u |w|`` (``u = eps/2``, the unit roundoff), one below
+    it by at most half the subnormal spacing ``t``; so ``|dz_j| <= u (|x| @ |W| + |b|)_j + t (sum|x| + 1)``,
+    and the activation passes at most ``slope`` times the row's largest ``|dz|`` on (the same slopes as
+    ``layer_scale``). Not a safety multiple: a worst case, added to the computing dtype's own bound. Weights
+    beyond the dtype's range are not rounded but overflow (the adapter refuses them).
+    """
+    x = _finite_rows(x)
+    if x.size == 0:
+        return 0.0
+    unit = EPSILON[weight_dtype] / 2
+    half_subnormal = smallest_subnormal(weight_dtype) / 2
+    rows = float(np.max(np.abs(x).sum(axis=-1))) + (b is not None)
+    return ACTIVATIONS[activation].max_slope * (unit * magnitude(x, W, b) + half_subnormal * rows)
+
+
+def rounded_weights_error(framework: str, *, x: np.ndarray, W: np.ndarray, b: np.ndarray | None, activation: str,
+                          dtype: str) -> float:
+    """``weight_rounding_error`` for a framework of ``WEIGHTS_ROUNDED_TO`` on a layer wider than its weights; else 0."""
+    weight_dtype = WEIGHTS_ROUNDED_TO.get(framework)
+    if weight_dtype is None or EPSILON[weight_dtype] <= EPSILON[dtype]:
+        return 0.0
+    return weight_rounding_error(x=x, W=W, b=b, activation=activation, weight_dtype=weight_dtype)

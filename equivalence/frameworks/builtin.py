@@ -1,7 +1,8 @@
 """The registry entries of the frameworks that ship with equivalence: torch, Keras (Keras 3 on the backend
 ``KERAS_BACKEND`` chooses, or Keras 2 under ``TF_USE_LEGACY_KERAS=1``: ``keras_variant``), MXNet Gluon, and the
 runtimes: ONNX Runtime (``ort``, torch's export), Keras on TensorFlow through ``tf.function`` (``keras_graph``)
-and XLA (``keras_xla``), and ``torch.compile`` (``torch_compile``).
+and XLA (``keras_xla``), ``torch.compile`` (``torch_compile``), LiteRT on TensorFlow's converter (``litert``,
+``litert_fp16w``: float16 weights) and torch.export (``torch_export``).
 Data only: nothing here imports a framework."""
 
 from __future__ import annotations
@@ -162,5 +163,40 @@ TORCH_COMPILE = Framework(
     describe=lambda v: f"{_torch(v)}, through torch.compile (inductor)", check_environment=cxx_compiler_problem,
     in_suite_default=False, own_tests_default=False)  # ~17 s before its first layer: make runtimes runs it
 
-for _framework in (TORCH, KERAS, MXNET, ORT, KERAS_GRAPH, KERAS_XLA, TORCH_COMPILE):
+def litert_problem() -> str | None:
+    """LiteRT's converter reads Keras on TensorFlow: any other ``KERAS_BACKEND`` is a reason it cannot run."""
+    problem = keras_backend_problem()
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    if problem or backend == "tensorflow":
+        return problem
+    return f"litert and litert_fp16w convert Keras on TensorFlow (TFLiteConverter), not on KERAS_BACKEND={backend!r}"
+
+
+def _litert(weights: str) -> Callable[[Mapping[str, str]], str]:
+    return lambda v: (f"ai-edge-litert {v.get('ai_edge_litert', '?')} ({weights} weights, "
+                      f"{v.get('litert_op_resolver', '?')}), converted from {_keras(v)}")
+
+
+_LITERT = dict(
+    packages=("keras", "tensorflow", "ai_edge_litert"), styles=("sequential",),
+    capabilities=frozenset(),  # inference only: a converted model has no gradients, SGD or save/load here
+    install_hint="pip install 'equivalence[runtimes]' (ai-edge-litert; the converter is TensorFlow's)",
+    version_keys=("ai_edge_litert", "litert_converter", "litert_weights", "keras", "tensorflow", "keras_backend"),
+    kernel_keys=("litert_op_resolver", "litert_threads"), check_environment=litert_problem,
+    in_suite_default=False, own_tests_default=False)  # its tests take minutes: make runtimes runs them
+
+LITERT = Framework("litert", "equivalence.frameworks.keras.litert:LiteRTKeras", describe=_litert("float32"),
+                   **_LITERT)
+LITERT_FP16W = Framework("litert_fp16w", "equivalence.frameworks.keras.litert:LiteRTFloat16WeightsKeras",
+                         describe=_litert("float16"), **_LITERT)
+
+TORCH_EXPORT = Framework(
+    "torch_export", "equivalence.frameworks.torch_export:TorchExportAdapter", packages=("torch",),
+    styles=("sequential",), capabilities=frozenset(),  # the exported forward pass; training stays with torch
+    version_keys=("torch", "torch_export"), kernel_keys=("cpu_capability",),
+    describe=lambda v: f"{_torch(v)}, through {v.get('torch_export', 'torch.export')}",
+    in_suite_default=False)  # as ort: its own properties in make check, the whole suite in make runtimes
+
+for _framework in (TORCH, KERAS, MXNET, ORT, KERAS_GRAPH, KERAS_XLA, TORCH_COMPILE, LITERT, LITERT_FP16W,
+                   TORCH_EXPORT):
     register(_framework)
