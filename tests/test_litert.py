@@ -68,7 +68,8 @@ FP16W_CASES = [(StackSpec(64, (64, 32), (act, act)), seed, scale)
 def test_fp16w_is_the_reference_with_float16_weights(litert_fp16w_adapter):
     """The error model's premise: ``litert_fp16w`` computes in float32 with the weights rounded to float16.
     Against a reference whose weights were rounded first it agrees at the plain float32 bound (judged as float32
-    ``litert``: no weight term); against the unrounded reference the float32 bound alone fails, the weight term holds."""
+    ``litert``: no weight term); against the unrounded reference the float32 bound alone fails, the weight term
+    holds."""
     worst_without_term = 0.0
     for spec, seed, scale in FP16W_CASES:
         case = make_case(spec, seed=seed, batch=16, input_scale=scale)
