@@ -81,14 +81,17 @@ soak: venv ## 100,000+ random cases over all workers (pytest-xdist); writes soak
 sensitivity: venv ## bisect the smallest activation drift the suite catches, per dtype
 	$(BIN)/python -m tests.sensitivity
 
-# The runtimes (ONNX Runtime, Keras through tf.function and XLA) also run in make check, with fewer examples.
-# torch.compile, LiteRT and torch.export only here: ~17 s before torch.compile's first layer, ~1 s a compile;
-# ~0.1 s a LiteRT conversion or a torch.export.
+# The runtimes. make check runs the tests written for ort, keras_graph, keras_xla and torch_export (the registry's
+# own_tests_default); here: those of every runtime at 4x the examples (torch.compile and LiteRT too), then the
+# registry-wide tests with only the runtimes selected (what needs torch or Keras beside them skips: make check
+# ran it), verify and report for each beside torch and Keras, and the table of worst ratios and bit-for-bit pairs.
 RUNTIMES ?= ort keras_graph keras_xla torch_compile litert litert_fp16w torch_export
-runtimes: venv ## the runtimes: their properties at 4x the examples, verify and report each beside torch and Keras, the table
-	EQUIVALENCE_FRAMEWORKS=torch,keras,$(subst $(space),$(comma),$(RUNTIMES)) \
-		$(BIN)/python -m pytest tests/test_runtimes.py tests/test_litert.py tests/test_torch_export.py \
+RUNTIME_TESTS := tests/test_runtimes.py tests/test_litert.py tests/test_torch_export.py
+runtimes: venv ## the runtimes: their own tests at 4x the examples, the registry-wide tests, verify, report, the table
+	$(BIN)/python -m pytest --frameworks torch,keras,$(subst $(space),$(comma),$(RUNTIMES)) $(RUNTIME_TESTS) \
 		--hypothesis-profile runtimes $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --frameworks $(subst $(space),$(comma),$(RUNTIMES)) $(RUNTIME_TESTS:%=--ignore=%) \
+		-q -rfE $(PYTEST_ARGS)
 	for runtime in $(RUNTIMES); do $(BIN)/python -m equivalence verify $(GOLDEN) --framework $$runtime || exit 1; done
 	$(BIN)/python -m equivalence report --framework torch --framework keras $(RUNTIMES:%=--framework %) \
 		--out $(REPORT_DIR)/runtimes --quiet
