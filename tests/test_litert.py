@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from equivalence.core.case import make_case
 from equivalence.core.check import check_case
 from equivalence.core.compare import compare_layers
-from equivalence.core.known_differences import KNOWN_DIFFERENCES, extra_error
+from equivalence.core.known_differences import KNOWN_DIFFERENCES, extra_error, native_bias_shift
 from equivalence.core.layout import LayerWeights
 from equivalence.core.reference import layerwise_reference
 from equivalence.core.spec import StackSpec
@@ -306,9 +306,29 @@ def test_litert_fp16w_selu_constants_in_float16(litert_fp16w_adapter, litert_ada
     assert 0.1 * 2**-11 < error <= extra_error("litert_fp16w", "selu", "float32") * np.max(np.abs(y32)) + 8 * 2**-23
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_litert_hard_sigmoid_folded_into_bias(variant, request):
+    """The stored bias of a hard_sigmoid layer is b + 3 (rounded to the storage dtype), of every other activation
+    b itself; the kernel is the written one either way."""
+    from equivalence.core.strategies import ACTIVATION_NAMES
+
+    adapter = _adapter(request, variant)
+    stored = np.dtype(adapter.weights_dtype)
+    for activation in ACTIVATION_NAMES:
+        case = make_case(StackSpec(3, (4,), (activation,)), seed=1, batch=2)
+        model = adapter.build(case.spec, "sequential")
+        adapter.set_weights(model, case.weights)
+        [(W, b)] = adapter.native_weights(model)
+        shift = np.float32(3) if activation == "hard_sigmoid" else np.float32(0)
+        assert b.tobytes() == (case.weights[0].b + shift).astype(stored).tobytes(), activation
+        assert W.tobytes() == case.weights[0].W.T.astype(stored).tobytes(), activation
+        assert native_bias_shift(variant, activation, "float32") == shift, activation
+
+
 def test_every_litert_difference_has_evidence_here():
     names = sorted(d.name for d in KNOWN_DIFFERENCES if d.framework.startswith("litert"))
-    assert names == sorted(name.removeprefix("test_") for name in globals() if name.startswith("test_litert_f"))
+    assert names == sorted(name.removeprefix("test_") for name in globals()
+                           if name.removeprefix("test_") in KNOWN_DIFFERENCES_BY_NAME)
 
 
 # --- the guard: golden vectors and the fingerprint ----------------------------------------------------------

@@ -54,6 +54,8 @@ def keras_on(*backends: str) -> Fact:
 
 KERAS_ON_TENSORFLOW = keras_on("tensorflow")
 ONEDNN_AT_AVX512 = Fact("kernel.onednn_isa", AVX512_ISAS, "oneDNN at an AVX-512 ISA")
+X86_64 = Fact("kernel.machine", ("x86_64", "AMD64"), "an x86-64 CPU (measured there only; ORT has float16 kernels "
+              "of its own on some ARM64 CPUs, where its float16 graphs may not widen)")
 TF_ONEDNN_ON = Fact("frameworks.keras.onednn_enabled", ("on",), "TensorFlow's oneDNN ops on")
 
 PROBES: dict[str, Probe] = {p.name: p for p in (
@@ -103,6 +105,9 @@ class KnownDifference:
     """``definition`` entries: the framework's own function, float64 numpy (``z -> h``)."""
     definition_slope: float = 0.0
     """``definition`` entries: its largest slope (the error model's ``slope``)."""
+    native_bias_shift: float = 0.0
+    """``native_weights`` scope: the framework stores the bias plus this (a converter folding the activation's
+    shift into the layer), in its storage dtype."""
     whole_graph_computes_in: str | None = None
     """``whole_graph`` scope: the dtype the framework's whole-model graph computes in, rounding to the layer
     dtype only at its output (so the model's own forward is its layers chained in that dtype, not in the
@@ -277,7 +282,7 @@ KNOWN_DIFFERENCES: tuple[KnownDifference, ...] = (
         "the end: bit for bit the float32 chain of its float16 weights, rounded to float16 (every activation "
         "ORT runs in float16, 15 seeds each; 1 ulp off the float16 chain in 8-15 of 15; ORT 1.32.0). "
         "Evidence in tests/test_runtimes.py", scope=("whole_graph",), whole_graph_computes_in="float32",
-        families=PARAMETRIC_FAMILIES),
+        families=PARAMETRIC_FAMILIES, when=(X86_64,)),
     KnownDifference(
         "keras_xla_whole_model_fuses_across_layers", "keras_xla", tuple(ACTIVATIONS),
         ("float64", "float32", "float16", "bfloat16"),
@@ -288,6 +293,13 @@ KNOWN_DIFFERENCES: tuple[KnownDifference, ...] = (
         "error bound over 120 random stacks of every dtype, 2 of 36 float64 ones off, none of the others "
         "(TF 2.21.0, Keras 3.15.1). Evidence in tests/test_runtimes.py",
         scope=("whole_graph",), families=PARAMETRIC_FAMILIES),
+    KnownDifference(
+        "litert_hard_sigmoid_folded_into_bias", "litert", ("hard_sigmoid",), ("float32",), "by_design",
+        "TFLiteConverter (TensorFlow 2.21.0) folds hard_sigmoid's relu6(z + 3) / 6 into the layer: "
+        "FULLY_CONNECTED with a fused RELU6 whose bias buffer holds float32(b + 3), then MUL 1/6. So the "
+        "weights LiteRT stores are not the ones written; no other activation is folded (all 19 measured, "
+        "ai-edge-litert 2.3.0). Evidence in tests/test_litert.py", scope=("native_weights",),
+        native_bias_shift=3.0),
     KnownDifference(
         "litert_float32_softplus_overflows_above_88", "litert", ("softplus",), ("float32",), "excuse",
         "LiteRT has no SOFTPLUS builtin: TFLiteConverter (TensorFlow 2.21.0) writes Keras' softplus as "
@@ -335,6 +347,12 @@ def whole_graph_difference(framework: str, activations: Sequence[str], dtype: st
     unset, it agrees with them within the last layer's error model). None: bit for bit."""
     return next((d for d in KNOWN_DIFFERENCES if "whole_graph" in d.scope
                  and all(d.applies(framework, a, dtype, facts=facts) for a in activations)), None)
+
+
+def native_bias_shift(framework: str, activation: str, dtype: str) -> float:
+    """What ``framework`` adds to a layer's bias in the weights it stores (``native_weights`` entries); 0: none."""
+    return sum(d.native_bias_shift for d in KNOWN_DIFFERENCES
+               if "native_weights" in d.scope and d.applies(framework, activation, dtype))
 
 
 def extra_error(framework: str, activation: str, dtype: str, *, scope: str = "forward",

@@ -47,6 +47,9 @@ class Adapter(ABC):
 
     name: str
     kernel_layout: str
+    weights_dtype: str | None = None
+    """The dtype its native weights are stored in, where not the layer's (LiteRT's float16 weight quantisation);
+    None: the layer's."""
     unsupported_dtypes: Mapping[str, str] = MappingProxyType({})
     """dtype -> why this framework cannot compute a Dense layer in it here (measured; empty: every dtype)."""
     framework: Framework

@@ -272,6 +272,10 @@ class LiteRTKeras(TensorFlowKeras):
         if not isinstance(model, list):
             self._models.pop(model, None)
 
+    def get_weights(self, model: Any) -> list[LayerWeights]:
+        """What was written, canonical (the Keras layers' variables); ``native_weights``: what LiteRT stores."""
+        return [LayerWeights(W, b) for W, b in super().native_weights(model)]
+
     def native_weights(self, model: Any) -> list[tuple[np.ndarray, np.ndarray | None]]:
         """The weights in the flatbuffer: ``FULLY_CONNECTED``'s ``(out, in)`` weight and its bias, in the storage
         dtype (float16 for ``litert_fp16w``)."""
