@@ -91,7 +91,7 @@ runtimes: venv ## the runtimes: their own tests at 4x the examples, the registry
 	$(BIN)/python -m pytest --frameworks torch,keras,$(subst $(space),$(comma),$(RUNTIMES)) $(RUNTIME_TESTS) \
 		--hypothesis-profile runtimes $(PYTEST_ARGS)
 	$(BIN)/python -m pytest --frameworks $(subst $(space),$(comma),$(RUNTIMES)) $(RUNTIME_TESTS:%=--ignore=%) \
-		-q -rfE $(PYTEST_ARGS)
+		--hypothesis-profile registry -q -rfE $(PYTEST_ARGS)
 	for runtime in $(RUNTIMES); do $(BIN)/python -m equivalence verify $(GOLDEN) --framework $$runtime || exit 1; done
 	$(BIN)/python -m equivalence report --framework torch --framework keras $(RUNTIMES:%=--framework %) \
 		--out $(REPORT_DIR)/runtimes --quiet

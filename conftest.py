@@ -50,6 +50,9 @@ settings.register_profile("smoke", max_examples=10, **_COMMON)
 # make soak: 40 pooled shards x 2,500 + 10 style shards x 125 = 101,250 cases, never derandomized.
 # make runtimes: the runtimes' properties (tests/test_runtimes.py) at 4x make check's examples.
 settings.register_profile("runtimes", max_examples=400, **_COMMON)
+# make runtimes' second step: the registry-wide tests over the seven runtimes, at a quarter of make check's examples
+# (their own properties ran at 4x just before); at 100, XLA alone takes ~6 min of one of them.
+settings.register_profile("registry", max_examples=25, **_COMMON)
 settings.register_profile("soak", max_examples=2500, derandomize=False, database=None, **_COMMON)
 settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 

@@ -133,5 +133,5 @@ def test_the_models_own_forward_equals_its_chained_layers(data, framework, style
         chained = chained_in(adapter, case, difference.whole_graph_computes_in)
         np.testing.assert_array_equal(whole, chained[-1], err_msg=f"{framework} {style} ({difference.name})")
     else:
-        assert_within_last_layer_bound(got=whole, chained=chained, case=case, what=f"{framework} {style} "
-                                                                                   f"({difference.name})")
+        assert_within_last_layer_bound(got=whole, chained=chained, case=case, framework=framework,
+                                       what=f"{framework} {style} ({difference.name})")

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from equivalence.core.case import make_case
+from equivalence.core.case import Case, make_case
 from equivalence.core.check import check_case
 from equivalence.core.compare import compare_layers
 from equivalence.core.known_differences import KNOWN_DIFFERENCES, extra_error, native_bias_shift
@@ -25,7 +25,7 @@ from equivalence.core.layout import LayerWeights
 from equivalence.core.reference import layerwise_reference
 from equivalence.core.spec import StackSpec
 from equivalence.core.strategies import ACTIVATION_NAMES, cases, specs
-from tests.helpers import assert_layers_agree
+from tests.helpers import assert_layers_agree, assert_within_last_layer_bound
 
 LITERT_EXAMPLES = settings.default.max_examples // 2
 """A reused layer costs ~3 ms, a new layer shape a conversion (~0.1 s): 50 examples a variant (make runtimes:
@@ -323,6 +323,25 @@ def test_litert_hard_sigmoid_folded_into_bias(variant, request):
         assert b.tobytes() == (case.weights[0].b + shift).astype(stored).tobytes(), activation
         assert W.tobytes() == case.weights[0].W.T.astype(stored).tobytes(), activation
         assert native_bias_shift(variant, activation, "float32") == shift, activation
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_litert_whole_model_folds_across_layers(variant, request):
+    """A linear -> sigmoid model converted whole is not its two layers converted one by one (1 ulp in float32,
+    3.3e-5 with float16 weights), and within the last layer's bound plus the weight rounding terms."""
+    from equivalence.core.known_differences import whole_graph_difference
+
+    adapter = _adapter(request, variant)
+    spec = StackSpec(1, (1, 1), ("linear", "sigmoid"))
+    weights = (LayerWeights(np.array([[0.27392337]], np.float32), np.array([-0.34280804], np.float32)),
+               LayerWeights(np.array([[-0.96694475]], np.float32), np.array([-0.8319432], np.float32)))
+    case = Case(spec=spec, weights=weights, x=np.array([[0.82551116]], np.float32))
+    model = adapter.build(spec, "sequential")
+    adapter.set_weights(model, case.weights)
+    whole, chained = adapter.forward(model, case.x), adapter.taps(model, case.x)
+    assert not np.array_equal(whole, chained[-1]), "the converted model now equals its layers: the entry can go"
+    assert_within_last_layer_bound(got=whole, chained=chained, case=case, framework=variant, what=variant)
+    assert whole_graph_difference(variant, spec.activations, "float32").name == "litert_whole_model_folds_across_layers"
 
 
 def test_every_litert_difference_has_evidence_here():

@@ -397,6 +397,20 @@ def test_a_drifted_torch_module_is_traced_into_the_compiled_layer_and_caught(tor
     assert broken.failing_pairs() == {"torch_compile vs reference": 0}, broken.message()
 
 
+def test_torch_compile_whole_model_compiles_differently(torch_compile_adapter):
+    """The model compiled whole agrees with its layers compiled one by one within the last layer's bound, across
+    shapes compiled one after another. Bit for bit it need not: hypothesis found a one-layer float32 tanh model
+    (1 -> 2) 1 ulp off, which depends on what the process compiled before and does not reproduce alone, so it is
+    not asserted here; the entry lets the own-forward property check the bound instead."""
+    for seed, (n_in, widths, activation) in enumerate([(1, (2,), "tanh"), (3, (5, 4), "sigmoid"),
+                                                        (7, (2, 9, 3), "gelu"), (16, (16, 1), "tanh")]):
+        case = make_case(StackSpec(n_in, widths, (activation,) * len(widths)), seed=seed, batch=seed + 1)
+        model = build_loaded(torch_compile_adapter, case, "sequential")
+        whole, chained = torch_compile_adapter.forward(model, case.x), torch_compile_adapter.taps(model, case.x)
+        assert_within_last_layer_bound(got=whole, chained=chained, case=case, what=f"torch_compile {activation}")
+        assert whole_graph_difference("torch_compile", case.spec.activations, "float32") is not None
+
+
 def test_a_missing_cxx_compiler_is_one_line_naming_what_to_install(monkeypatch, tmp_path):
     from equivalence.frameworks.builtin import cxx_compiler_problem
 
