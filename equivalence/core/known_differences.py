@@ -339,7 +339,8 @@ KNOWN_DIFFERENCES: tuple[KnownDifference, ...] = (
         "not bit for bit the chain of the layers compiled one by one: hypothesis found a one-layer float32 tanh "
         "model (1 -> 2) 1 ulp off its compiled layer (torch 2.13.0, inductor, dynamic shapes), within the last "
         "layer's bound; it depends on what the process compiled before and does not reproduce alone. Evidence "
-        "(the bound, across shapes compiled in turn) in tests/test_runtimes.py", scope=("whole_graph",), families=PARAMETRIC_FAMILIES),
+        "(the bound, across shapes compiled in turn) in tests/test_runtimes.py", scope=("whole_graph",),
+        families=PARAMETRIC_FAMILIES),
     KnownDifference(
         "tf_flushes_subnormals", "keras", ("softplus", "mish"), ("float32",), "by_design",
         "TF flushes float32 subnormals to zero: softplus(-100) is 3.8e-44 in torch and 0 in Keras, "
