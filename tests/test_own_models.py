@@ -82,7 +82,7 @@ def test_parametric_activations_pass_in_every_dtype(dtype):
 
     chain = ("leaky_relu_0.3", "celu_2.0", "softmax_axis_0", "log_softmax")
     lacking = [missing for act in chain if (missing := missing_activation(act))]
-    if lacking:  # Keras 3.0 to 3.5 have no celu
+    if lacking:  # Keras 3.0 to 3.6 have no celu (make history)
         import keras
 
         pytest.skip(f"not run: keras {keras.__version__} has no {', '.join(lacking)}")
