@@ -19,7 +19,7 @@ NOX_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help venv lint test check report baseline guard matrix bench soak sensitivity mxnet clean portability \
-	portability-cell matrix-log keras2 history runtimes
+	portability-cell matrix-log keras2 history history-check runtimes
 CELL ?= lowest
 SHELL := /bin/bash
 
@@ -66,10 +66,25 @@ matrix-log: venv ## make matrix, its output kept in report/matrix.log and summed
 		grep -E '^nox > (Session|Ran)|^(OK|FAIL)|cases changed|bit for bit' $(REPORT_DIR)/matrix.log; echo '```'; } \
 		>> "$$GITHUB_STEP_SUMMARY"; fi
 
-history: venv ## nox: replay golden/ under every (TF, Keras 3) release pair since 3.0, then print the numerical changelog
-	$(BIN)/nox -s history $(NOX_ARGS)
+# One pair at a time, each in its own throwaway venv (.nox/history-venvs/<label>, ~2 GB: twenty of them would not fit
+# on a small disk), removed after its run, failed or not, unless HISTORY_KEEP=1; a failed pair fails the target once
+# every pair has run. HISTORY_PAIRS picks some of the labels.
+HISTORY_KEEP ?= 0
+HISTORY_PAIRS ?= $$($(BIN)/python -c "import noxfile; print(' '.join(noxfile.HISTORY_LABELS))")
+
+history: venv ## nox: replay golden/ under Keras 2 and every Keras 3 release line since 3.0, then print the numerical changelog
+	failed=; for label in $(HISTORY_PAIRS); do \
+		$(BIN)/nox -s "history($$label)" --envdir .nox/history-venvs/$$label $(NOX_ARGS) || failed="$$failed $$label"; \
+		[ "$(HISTORY_KEEP)" = 1 ] || rm -rf .nox/history-venvs/$$label; \
+	done; [ -z "$$failed" ] || { echo "FAIL: history failed under$$failed"; exit 1; }
 	$(BIN)/python -m equivalence.guard.history changelog history \
 		$$($(BIN)/python -c "import noxfile; print(' '.join(noxfile.HISTORY_LABELS))")
+
+history-check: venv ## nox: the suite (smoke profile) under each release pair of make history, one after another
+	failed=; for label in $(HISTORY_PAIRS); do \
+		$(BIN)/nox -s "history-check($$label)" --envdir .nox/history-venvs/$$label $(NOX_ARGS) || failed="$$failed $$label"; \
+		[ "$(HISTORY_KEEP)" = 1 ] || rm -rf .nox/history-venvs/$$label; \
+	done; [ -z "$$failed" ] || { echo "FAIL: history-check failed under$$failed"; exit 1; }
 
 bench: venv ## benchmark the check path against the naive loop and the floor (writes bench.json)
 	$(BIN)/python -m equivalence.guard.bench

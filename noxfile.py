@@ -15,8 +15,8 @@ the project's machines.
 
 ``history`` (``make history``): one session per historical (TensorFlow, Keras) pair in ``HISTORY``, each replaying
 ``golden/`` in its own venv (``equivalence.guard.history replay``); ``make history`` then prints the numerical
-changelog between consecutive pairs. Not among the default sessions: twelve venvs of ~2 GB (a ~230 MB TensorFlow
-wheel each), ~1.5 minutes each.
+changelog between consecutive pairs, from Keras 2 (tf-keras) through every Keras 3 release line. Not among the
+default sessions: twenty venvs of ~2 GB (a ~230 MB TensorFlow wheel each), ~1.5 minutes each.
 """
 
 from __future__ import annotations
@@ -51,8 +51,9 @@ CELLS = [
 
 
 HISTORY = (
-    # (tensorflow-cpu, keras, numpy): each Keras 3 release line with the TensorFlow it was released beside.
-    # TF 2.16-2.18 were built against numpy 1.x.
+    # (tensorflow-cpu, keras, numpy): Keras 2 first, then each Keras 3 release line (its newest patch) with the
+    # TensorFlow it was released beside. TF 2.16-2.18 were built against numpy 1.x; TF 2.21 asks for keras>=3.12.
+    ("2.16.2", "tf-keras 2.16.0", "numpy<2"),  # Keras 2: tf-keras beside TF 2.16, under TF_USE_LEGACY_KERAS=1
     ("2.16.2", "3.0.5", "numpy<2"),
     ("2.16.2", "3.1.1", "numpy<2"),
     ("2.16.2", "3.2.1", "numpy<2"),
@@ -60,38 +61,73 @@ HISTORY = (
     ("2.16.2", "3.3.1", "numpy<2"),
     ("2.16.2", "3.3.2", "numpy<2"),
     ("2.16.2", "3.3.3", "numpy<2"),
+    ("2.17.1", "3.4.1", "numpy<2"),
     ("2.17.1", "3.5.0", "numpy<2"),
+    ("2.18.1", "3.6.0", "numpy<2"),
+    ("2.18.1", "3.7.0", "numpy<2"),
     ("2.18.1", "3.8.0", "numpy<2"),
+    ("2.19.1", "3.9.2", "numpy>=2"),
     ("2.19.1", "3.10.0", "numpy>=2"),
     ("2.20.0", "3.11.3", "numpy>=2"),
+    ("2.20.0", "3.12.4", "numpy>=2"),
+    ("2.21.0", "3.13.2", "numpy>=2"),
+    ("2.21.0", "3.14.1", "numpy>=2"),
     ("2.21.0", "3.15.1", "numpy>=2"),
 )
 """Release order: the changelog diffs each pair against the one before it."""
 
+TF_KERAS = "tf-keras "
+"""How a Keras 2 row names its keras: ``tf-keras <version>``."""
+
+KERAS3_BESIDE_KERAS2 = "3.0.5"
+"""The Keras 3 a Keras 2 row's venv also holds (tensorflow-cpu 2.16 asks for keras>=3.0; never imported there)."""
+
+
+def tf_keras_version(keras: str) -> str | None:
+    """The tf-keras version of a Keras 2 row, None for a Keras 3 one."""
+    return keras[len(TF_KERAS):] if keras.startswith(TF_KERAS) else None
+
 
 def history_label(tf: str, keras: str) -> str:
-    return f"tf{tf}-keras{keras}"
+    legacy = tf_keras_version(keras)
+    return f"tf{tf}-tf-keras{legacy}" if legacy else f"tf{tf}-keras{keras}"
 
 
 HISTORY_LABELS = [history_label(tf, keras) for tf, keras, _ in HISTORY]
+HISTORY_PARAMS = [nox.param(*pair, id=history_label(*pair[:2])) for pair in HISTORY]
+
+
+def _install_history(session: nox.Session, tf: str, keras: str, numpy: str, package: str) -> str:
+    """torch 2.13.0, tensorflow-cpu ``tf`` and ``keras`` (Keras 2: tf-keras ``--no-deps``, as ``make keras2``);
+    the golden vectors to replay there: Keras 2's own baseline (``tests/golden-keras2``, the same cases recorded
+    under Keras 2: ``golden/`` is Keras 3's, and its hard_sigmoid cases fail under Keras 2 by design)."""
+    legacy = tf_keras_version(keras)
+    session.install(f"torch=={TORCH[0]}", f"tensorflow-cpu=={tf}", f"keras=={legacy and KERAS3_BESIDE_KERAS2 or keras}",
+                    numpy, "-e", package)
+    session.env["KERAS_BACKEND"] = "tensorflow"
+    if legacy:
+        # tf-keras asks for the full `tensorflow` wheel (a second, CUDA-sized TF); beside tensorflow-cpu it runs as is
+        session.install("--no-deps", f"tf-keras=={legacy}")
+        session.env["TF_USE_LEGACY_KERAS"] = "1"
+        return "tests/golden-keras2"
+    return "golden"
 
 
 @nox.session
-@nox.parametrize(("tf", "keras", "numpy"), [nox.param(*pair, id=history_label(*pair[:2])) for pair in HISTORY])
+@nox.parametrize(("tf", "keras", "numpy"), HISTORY_PARAMS)
 def history(session: nox.Session, tf: str, keras: str, numpy: str) -> None:
-    """Replay golden/ under one historical (tensorflow-cpu, keras) pair with torch 2.13.0; keep every layer."""
-    session.install(f"torch=={TORCH[0]}", f"tensorflow-cpu=={tf}", f"keras=={keras}", numpy, "-e", ".")
-    session.env["KERAS_BACKEND"] = "tensorflow"
-    session.run("python", "-m", "equivalence.guard.history", "replay", "golden", "--label", history_label(tf, keras),
+    """Replay the golden vectors under one historical (tensorflow-cpu, keras) pair with torch 2.13.0."""
+    folder = _install_history(session, tf, keras, numpy, ".")
+    session.run("python", "-m", "equivalence.guard.history", "replay", folder, "--label", history_label(tf, keras),
                 "--out", "history", success_codes=[0, 1])
 
 
 @nox.session(name="history-check")
-@nox.parametrize(("tf", "keras", "numpy"), [nox.param(*pair, id=history_label(*pair[:2])) for pair in HISTORY])
+@nox.parametrize(("tf", "keras", "numpy"), HISTORY_PARAMS)
 def history_check(session: nox.Session, tf: str, keras: str, numpy: str) -> None:
     """The test suite under one historical pair (the smoke profile unless posargs say otherwise)."""
-    session.install(f"torch=={TORCH[0]}", f"tensorflow-cpu=={tf}", f"keras=={keras}", numpy, "-e", ".[test,report]")
-    session.env["KERAS_BACKEND"] = "tensorflow"
+    _install_history(session, tf, keras, numpy, ".[test,report]")
+    session.run("python", "-m", "equivalence", "env")
     session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider",
                 *(session.posargs or ["--hypothesis-profile", "smoke"]))
 

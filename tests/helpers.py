@@ -83,8 +83,8 @@ keras3_vectors = pytest.mark.skipif(
 
 
 def keras_walker_problem() -> str | None:
-    """Why the Keras walker cannot read a plain ``Sequential`` here (measured: Keras 3.0.5 cannot trace one
-    symbolically, a one-line ``ModelNotSupported``), or None."""
+    """Why the Keras walker cannot read a plain ``Sequential`` here (a one-line ``ModelNotSupported``), or None.
+    Keras 3.0 to 3.3 cannot call one on a symbolic tensor; the walker reads its functional graph there instead."""
     from equivalence.core.walk import ModelNotSupported
     from equivalence.frameworks.keras.walk import walk
     from tests.own_models import keras_model

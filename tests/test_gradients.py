@@ -107,6 +107,7 @@ def test_gradients_agree_with_the_reference_layer_by_layer(data, framework, adap
     never accumulate)."""
     case = data.draw(computable_cases(adapter, dtypes=GRADIENT_DTYPES, small=True), label="case")
     assume(not ambiguous_kinks(case.spec, case.weights, case.x))
+    assume_reference_definitions(case, adapter)  # Keras 2's hard_sigmoid: the backward reference is Keras 3's
     model = layer_pool.stack(adapter, case.spec)
     adapter.set_weights(model, case.weights)
     grads = adapter.loss_gradients(model, case.x)
@@ -125,6 +126,7 @@ def test_gradients_agree_with_the_reference_layer_by_layer(data, framework, adap
 def test_one_sgd_step_gives_the_reference_new_weights(data, framework, adapter, layer_pool):
     case = data.draw(computable_cases(adapter, dtypes=GRADIENT_DTYPES, small=True), label="case")
     assume(not ambiguous_kinks(case.spec, case.weights, case.x))
+    assume_reference_definitions(case, adapter)  # Keras 2's hard_sigmoid: the backward reference is Keras 3's
     model = layer_pool.stack(adapter, case.spec)
     adapter.set_weights(model, case.weights)
     adapter.sgd_step(model, case.x, learning_rate=LEARNING_RATE)

@@ -63,3 +63,23 @@ def test_a_release_whose_verify_failed_is_marked_and_fails_the_changelog(recorde
 def test_a_missing_replay_is_one_clear_error(tmp_path):
     with pytest.raises(Exception, match="no replay 'nope'"):
         history.load_replay(tmp_path, "nope")
+
+
+def test_a_keras2_replay_is_labelled_keras2_tf_keras(recorded, tmp_path):
+    _, outputs = recorded
+    legacy = {"keras": "2.16.0", "keras_package": "tf-keras", "tensorflow": "2.16.2"}
+    history.write_replay(tmp_path, "k2", outputs, {**MEMBERS, "frameworks": {"keras": legacy}})
+    history.write_replay(tmp_path, "k3", outputs, {**MEMBERS, "frameworks": {"keras": {"keras": "3.0.5"}}})
+    row = history.changelog(tmp_path, ["k2", "k3"], GOLDEN).splitlines()[-1]
+    assert row.startswith("| TF 2.16.2, Keras 2 (tf-keras 2.16.0) | TF ?, Keras 3.0.5 |"), row
+
+
+def test_the_history_starts_at_keras2_and_holds_every_keras3_release_line():
+    noxfile = pytest.importorskip("noxfile", reason="noxfile.py needs nox (pip install .[matrix])")
+    first_tf, first_keras, _ = noxfile.HISTORY[0]
+    assert noxfile.tf_keras_version(first_keras) and "tf-keras" in noxfile.HISTORY_LABELS[0]
+    lines = [tuple(map(int, keras.split(".")[:2])) for _, keras, _ in noxfile.HISTORY[1:]]
+    assert all(noxfile.tf_keras_version(keras) is None for _, keras, _ in noxfile.HISTORY[1:])
+    assert sorted(set(lines)) == [(3, minor) for minor in range(16)], "got these Keras 3 lines, but should be 3.0-3.15"
+    assert lines == sorted(lines)  # release order: the changelog diffs each row against the one before
+    assert len(set(noxfile.HISTORY_LABELS)) == len(noxfile.HISTORY_LABELS)

@@ -235,6 +235,20 @@ EVIDENCE = {f.__name__: f for f in (
 )}
 
 
+def test_below_its_range_keras_float64_gelu_is_float64_exact(torch_adapter, keras_adapter):
+    """The other side of keras_float64_gelu_float32_constant's range: Keras 3.0 to 3.3.2 on TensorFlow computed
+    float64 gelu in float64 (make history: it moved at 3.3.3), so the entry starts exactly there."""
+    entry = next(d for d in KNOWN_DIFFERENCES if d.name == "keras_float64_gelu_float32_constant")
+    version = FACTS.get("frameworks.keras.keras") or "?"
+    if entry.active() or version.startswith("2.") or keras_backend() != "tensorflow":
+        pytest.skip(f"Keras {version} on {keras_backend()}: the entry's range or another Keras; its evidence test "
+                    "measures it there")
+    x = np.linspace(-6, 6, 4001)
+    for name in ("gelu", "gelu_tanh"):
+        err = np.max(np.abs(_keras(name, x, "float64") - _reference(name, x)))
+        assert err < 8 * EPSILON["float64"] * 6, f"{name}: got {err}, but should be float64-exact below 3.3.3"
+
+
 def test_every_known_difference_has_evidence():
     # MXNet's entries are measured in tests/test_mxnet_quirks.py (its own venv: numpy<1.24, no torch or Keras),
     # the runtimes' in tests/test_runtimes.py (test_every_runtime_difference_has_evidence_here).

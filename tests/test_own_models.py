@@ -78,8 +78,14 @@ def test_parametric_activations_pass_in_every_dtype(dtype):
     """Leaky slope 0.3 (Keras' float64 alpha is float32: a named difference), CELU alpha 2, softmax over the
     batch axis, log_softmax."""
     from equivalence import assert_equivalent, port_weights
+    from equivalence.frameworks.keras import missing_activation
 
     chain = ("leaky_relu_0.3", "celu_2.0", "softmax_axis_0", "log_softmax")
+    lacking = [missing for act in chain if (missing := missing_activation(act))]
+    if lacking:  # Keras 3.0 to 3.6 have no celu (make history)
+        import keras
+
+        pytest.skip(f"not run: keras {keras.__version__} has no {', '.join(lacking)}")
     t = torch_model("modulelist", WIDTHS, chain, dtype=dtype)
     k = keras_model("sequential", WIDTHS, chain, dtype=dtype)
     port_weights(t, k)

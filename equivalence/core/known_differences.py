@@ -167,7 +167,8 @@ KNOWN_DIFFERENCES: tuple[KnownDifference, ...] = (
     KnownDifference(
         "keras2_hard_sigmoid_slope_0_2", "keras", ("hard_sigmoid",), ("float64", "float32", "float16", "bfloat16"),
         "definition",
-        "Keras 2 (tf-keras 2.21.0) defines hard_sigmoid as clip(0.2 z + 0.5, 0, 1), Keras 3 (from 3.0) and "
+        "Keras 2 (tf-keras 2.16.0 and 2.21.0, measured) defines hard_sigmoid as clip(0.2 z + 0.5, 0, 1), "
+        "Keras 3 (from 3.0) and "
         "torch as relu6(z + 3) / 6: the two differ by up to 1/12 (0.0833 at z = +-2.5) and have other kinks "
         "(+-2.5 against +-3). Measured between tf-keras 2.21.0 and Keras 3.15.1 on the shipped golden vectors: "
         "the hard_sigmoid cases move, every other case is bit-identical",
@@ -196,7 +197,8 @@ KNOWN_DIFFERENCES: tuple[KnownDifference, ...] = (
         when=(KERAS_ON_TENSORFLOW, AtLeast("frameworks.keras.keras", "3.3.3", "Keras 3.3.3 or newer"))),
     KnownDifference(
         "keras2_float64_gelu_float32_constant", "keras", ("gelu", "gelu_tanh"), ("float64",), "extra_error",
-        "Keras 2 (tf-keras 2.21.0) gelu in float64 is off by 5.0e-9 (exact) and 1.8e-10 (tanh) from float64 math: "
+        "Keras 2 (tf-keras 2.16.0 and 2.21.0) gelu in float64 is off by 5.0e-9 (exact) and 1.8e-10 (tanh) "
+        "from float64 math: "
         "float32 constants, as Keras 3.3.3 and later. Found by verifying and recording the shipped golden vectors "
         "under TF_USE_LEGACY_KERAS=1",
         extra_error=_FLOAT32_CONSTANT, when=(KERAS_ON_TENSORFLOW, KERAS_2)),

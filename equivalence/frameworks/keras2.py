@@ -173,7 +173,7 @@ class LegacyKerasAdapter(Adapter):
             return tf_keras.Model(inputs, h)
         for layer, fan_in in zip(dense, spec.fan_ins):
             layer.build((None, fan_in))
-        model = DenseStack(dense)
+        model = DenseStack(dense, dtype=spec.dtype)  # its own policy: the default float32 autocasts a float64 input
         model.build((None, spec.input_width))
         return model
 

@@ -186,7 +186,10 @@ def _describe(replay_: Replay) -> str:
     failed = "" if replay_.meta.get("passed", True) else (
         f" (verify FAILED: {replay_.meta.get('failures', '?')} cases disagree, {replay_.meta.get('moved', '?')} "
         "layers moved beyond the error model)")
-    return f"TF {keras.get('tensorflow', '?')}, Keras {keras.get('keras', '?')}{failed}"
+    version = keras.get("keras", "?")
+    if keras.get("keras_package") == "tf-keras":  # the Keras 2 variant (TF_USE_LEGACY_KERAS=1)
+        version = f"2 (tf-keras {version})"
+    return f"TF {keras.get('tensorflow', '?')}, Keras {version}{failed}"
 
 
 def _missing(replay_: Replay, vectors_cases: Mapping[str, Sequence[str]]) -> set[str]:

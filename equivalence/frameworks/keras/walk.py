@@ -25,6 +25,10 @@ from equivalence.frameworks.registry import get_adapter
 
 FRAMEWORK = "keras"
 L = keras.layers
+try:
+    from keras.src.models.functional import Functional  # Keras 3.0 and later: the functional model's class
+except ImportError:  # pragma: no cover - a Keras without it: no functional graph to read, only symbolic calls
+    Functional = None
 
 
 class _Refuse(Exception):
@@ -145,15 +149,42 @@ def _input_width(model: Any, hint: int | None) -> int:
                             "keras.Input(shape=(n_in,))")
 
 
-def _trace(block: Any, width: int) -> list[tuple[Any, Any]]:
-    """``(operation, node)`` of every call in ``block``'s chain, input to output, nested models expanded."""
+def _graph(block: Any) -> tuple[Any, Any] | None:
+    """The one input and one output of a functional graph the model already holds (a functional model, or a
+    ``Sequential`` started with ``keras.Input``: its ``_functional``), or None."""
+    if Functional is None:
+        return None
+    functional = block if isinstance(block, Functional) else getattr(block, "_functional", None)
+    if not isinstance(functional, Functional):
+        return None
+    inputs, outputs = functional.inputs, functional.outputs
+    if not isinstance(inputs, (list, tuple)) or not isinstance(outputs, (list, tuple)):
+        inputs, outputs = [inputs], [outputs]
+    return (inputs[0], outputs[0]) if len(inputs) == len(outputs) == 1 else None
+
+
+def _symbolic_call(block: Any, width: int) -> tuple[Any, Any]:
+    """``block``'s call run on a fresh ``KerasTensor``: (that input, the output).
+
+    Keras 3.0 to 3.3's functional ``call`` converts its input with the backend's ``convert_to_tensor``, which
+    refuses a ``KerasTensor`` (``ValueError: A KerasTensor cannot be used as input to a TensorFlow function``);
+    a functional model's (or a ``Sequential``'s) own graph is the same chain, so it is read directly there.
+    """
     start = keras.KerasTensor((None, width), dtype=getattr(block, "compute_dtype", None) or "float32")
     try:
-        out = block.call(start)
+        return start, block.call(start)
     except Exception as exc:  # noqa: BLE001 - a call that cannot run symbolically: control flow, TF ops
+        graph = _graph(block)
+        if graph is not None:
+            return graph
         raise ModelNotSupported(FRAMEWORK, block.name, type(block).__name__, None,
                                 f"its call cannot be traced symbolically ({type(exc).__name__}: "
                                 f"{' '.join(str(exc).split())[:200]})") from None
+
+
+def _trace(block: Any, width: int) -> list[tuple[Any, Any]]:
+    """``(operation, node)`` of every call in ``block``'s chain, input to output, nested models expanded."""
+    start, out = _symbolic_call(block, width)
     if isinstance(out, (list, tuple)) and len(out) == 1:
         out = out[0]
     if not isinstance(out, keras.KerasTensor):
