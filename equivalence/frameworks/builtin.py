@@ -107,9 +107,19 @@ MXNET = Framework(
                  ".venv-mxnet",
     version_keys=("mxnet",), kernel_keys=("mxnet_onednn", "mxnet_blas"), describe=_mxnet)
 
+def _keras2_problem(names: str) -> str | None:
+    """The runtimes built on the Keras 3 adapter cannot run Keras 2 (``TF_USE_LEGACY_KERAS=1``)."""
+    from equivalence.frameworks.keras_variant import LEGACY_VARIABLE, legacy_keras_requested
+
+    if not legacy_keras_requested():
+        return None
+    return (f"{names} run Keras 3; {LEGACY_VARIABLE}={os.environ[LEGACY_VARIABLE]} asks for Keras 2 "
+            "(make keras2 checks Keras 2 eagerly)")
+
+
 def keras_on_tensorflow_problem() -> str | None:
     """The graph and XLA variants run Keras on TensorFlow: any other ``KERAS_BACKEND`` is a reason they cannot."""
-    problem = keras_backend_problem()
+    problem = keras_backend_problem() or _keras2_problem("keras_graph and keras_xla")
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")
     if problem or backend == "tensorflow":
         return problem
@@ -165,7 +175,7 @@ TORCH_COMPILE = Framework(
 
 def litert_problem() -> str | None:
     """LiteRT's converter reads Keras on TensorFlow: any other ``KERAS_BACKEND`` is a reason it cannot run."""
-    problem = keras_backend_problem()
+    problem = keras_backend_problem() or _keras2_problem("litert and litert_fp16w")
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")
     if problem or backend == "tensorflow":
         return problem
