@@ -241,8 +241,8 @@ def test_a_wrong_gradient_is_caught_in_the_layers_it_flows_through(framework, mo
 
 def test_a_gradient_in_float16_subnormals_is_judged_on_their_grid(torch_adapter):
     """Found by make keras2: a float16 depth-5 sigmoid stack's dL/dX is 8.9e-8, below float16's normal range,
-    where rounding is to a grid of 2**-24 (torch and Keras both give 5.96e-8). The bound's subnormal floor
-    passes it; without the floor (relative bounds only) it fails, so the floor is what makes it pass."""
+    where rounding is to a grid of 2**-24 (torch and Keras both give 5.96e-8), or to zero under flush-to-zero.
+    The bound's floor (the smallest normal) passes it; relative bounds alone fail it."""
     from equivalence.core.case import Case
     from equivalence.core.layout import LayerWeights
 

@@ -76,6 +76,12 @@ float16 and dequantises them to float32 before its float32 kernels (``tests/test
 reference with its weights rounded to float16 first agrees with it at the plain float32 bound)."""
 
 
+def smallest_normal(dtype: str) -> float:
+    """``dtype``'s smallest normal number (float16: 2**-14): below it values are subnormal, which a CPU in
+    flush-to-zero mode (TensorFlow sets it) turns into zero."""
+    return float(np.finfo(numpy_dtype(dtype)).smallest_normal)
+
+
 def smallest_subnormal(dtype: str) -> float:
     """The spacing of ``dtype``'s subnormals (float16: 2**-24), where rounding is absolute, not relative."""
     return float(np.finfo(numpy_dtype(dtype)).smallest_subnormal)
