@@ -14,13 +14,13 @@ from hypothesis import HealthCheck, Phase, find, given, settings
 from equivalence.core.case import make_case
 from equivalence.core.check import LayerPool, check_case
 from equivalence.core.compare import compare_layers
-from equivalence.core.dtypes import numpy_dtype
+from equivalence.core.dtypes import SMALLEST_NORMAL, SMALLEST_SUBNORMAL, numpy_dtype
 from equivalence.core.known_differences import FLOAT32_MATMUL, KNOWN_DIFFERENCES, extra_error
 from equivalence.core.layout import LayerWeights
 from equivalence.core.reference import layerwise_reference
 from equivalence.core.spec import StackSpec
 from equivalence.core.strategies import ACTIVATION_NAMES, boundary_widths_up_to, cases, specs
-from tests.helpers import assert_layers_agree, assume_runnable, keras3_only
+from tests.helpers import BFLOAT16, assert_layers_agree, assume_runnable, keras3_only
 
 SEARCH = settings(max_examples=100, deadline=None, database=None, derandomize=True, phases=[Phase.generate],
                   suppress_health_check=list(HealthCheck))
@@ -152,3 +152,14 @@ def test_a_mixed_float16_keras_stack_computes_a_float16_stack_of_rounded_weights
                                                          "torch": torch_adapter.layer_outputs(torch16, inputs)},
                                 case_id=f"{case.id}_{MIXED}")
     assert_layers_agree(comparison=comparison, case=case)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16", BFLOAT16])
+def test_the_written_out_normal_and_subnormal_limits_are_the_dtypes_own(dtype):
+    """``SMALLEST_NORMAL`` and ``SMALLEST_SUBNORMAL`` are tables because numpy 1.x's finfo has no bfloat16 (the
+    numpy<2 history pairs); they must be what finfo (ml_dtypes' for bfloat16) says."""
+    import ml_dtypes
+
+    info = ml_dtypes.finfo(numpy_dtype(dtype)) if dtype == "bfloat16" else np.finfo(numpy_dtype(dtype))
+    assert SMALLEST_NORMAL[dtype] == float(info.smallest_normal)
+    assert SMALLEST_SUBNORMAL[dtype] == float(info.smallest_subnormal)

@@ -16,6 +16,10 @@ EPSILON: dict[str, float] = {
     "bfloat16": 2.0**-7,
 }
 DTYPES: tuple[str, ...] = tuple(EPSILON)
+# The smallest normal and the subnormal spacing: written out, since numpy 1.x's finfo does not know bfloat16.
+SMALLEST_NORMAL: dict[str, float] = {"float64": 2.0**-1022, "float32": 2.0**-126, "float16": 2.0**-14,
+                                     "bfloat16": 2.0**-126}
+SMALLEST_SUBNORMAL: dict[str, float] = {name: SMALLEST_NORMAL[name] * EPSILON[name] for name in EPSILON}
 _SHORT = {"float64": "f64", "float32": "f32", "float16": "f16", "bfloat16": "bf16"}
 
 

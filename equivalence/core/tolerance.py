@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from equivalence.core.activations import ACTIVATIONS
-from equivalence.core.dtypes import EPSILON, numpy_dtype
+from equivalence.core.dtypes import EPSILON, SMALLEST_NORMAL, SMALLEST_SUBNORMAL
 
 SAFETY = 8.0
 """Multiplier on eps; the measured worst ratio 0.29 leaves 3.4x headroom."""
@@ -79,12 +79,12 @@ reference with its weights rounded to float16 first agrees with it at the plain 
 def smallest_normal(dtype: str) -> float:
     """``dtype``'s smallest normal number (float16: 2**-14): below it values are subnormal, which a CPU in
     flush-to-zero mode (TensorFlow sets it) turns into zero."""
-    return float(np.finfo(numpy_dtype(dtype)).smallest_normal)
+    return SMALLEST_NORMAL[dtype]
 
 
 def smallest_subnormal(dtype: str) -> float:
     """The spacing of ``dtype``'s subnormals (float16: 2**-24), where rounding is absolute, not relative."""
-    return float(np.finfo(numpy_dtype(dtype)).smallest_subnormal)
+    return SMALLEST_SUBNORMAL[dtype]
 
 
 def weight_rounding_error(*, x: np.ndarray, W: np.ndarray, b: np.ndarray | None, activation: str,
