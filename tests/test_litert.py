@@ -100,9 +100,10 @@ def test_rewritten_buffers_are_what_converting_again_writes(variant, request):
     """A layer converted once with probe weights and rewritten: its buffers hold what a fresh conversion of
     the same weights holds (float16 ties and subnormals rounded as the converter rounds them), and both run
     the same bits."""
+    adapter = _adapter(request, variant)
+
     from equivalence.frameworks.keras.litert import locate_weights
 
-    adapter = _adapter(request, variant)
     W = np.random.default_rng(0).normal(size=(6, 6)).astype(np.float32)
     W[0, :4] = [1 + 2**-11, 1 + 3 * 2**-11, 3e-6, 2**-25]  # float16 ties to even, a subnormal, half the smallest
     b = np.linspace(-1, 1, 6).astype(np.float32)
@@ -170,9 +171,10 @@ def test_a_weight_beyond_float16_is_refused_not_rounded_to_inf(litert_fp16w_adap
     ("bfloat16", "the converter takes no bfloat16 model input"),
 ])
 def test_a_litert_gap_is_measured_and_named(variant, dtype, reason, request):
+    adapter = _adapter(request, variant)
+
     import ai_edge_litert
 
-    adapter = _adapter(request, variant)
     for activation in ("sigmoid", "gelu"):
         got = adapter.cannot(activation, dtype)
         assert got is not None and got.startswith(reason), f"got {got!r}, but should start with {reason!r}"
@@ -273,9 +275,10 @@ def test_litert_fp16w_hard_sigmoid_shift_in_float16_bias(litert_fp16w_adapter):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_litert_float32_softplus_overflows_above_88(variant, request):
     """softplus as LOG(ADD(EXP(z), 1)): +inf above ln(float32 max), exact below; mish stays finite."""
+    adapter = _adapter(request, variant)
+
     from equivalence.frameworks.keras.litert import _OPS, schema
 
-    adapter = _adapter(request, variant)
     layer = adapter.build_layer(2, 2, "softplus", bias=True, dtype="float32")
     model = schema.Model.GetRootAs(adapter._convert_layer(layer), 0)
     ops = [_OPS[model.OperatorCodes(i).BuiltinCode()] for i in range(model.OperatorCodesLength())]
