@@ -299,6 +299,8 @@ def cmd_record(args: argparse.Namespace) -> int:
     adapters = _adapters(args.frameworks)
     fp = fingerprint(tuple(adapters))
     if not args.force and (args.folder / golden.MANIFEST).is_file() and _kept(args.folder, cases, adapters, fp):
+        if not (args.folder / golden.ACCURACY_FILE).is_file():  # vectors from before the statistics: add them
+            _record_accuracy(args.folder, adapters, fp)
         return EXIT_OK
     with _progress("record", len(cases)) as advance:
         rec = golden.record(args.folder, cases, adapters, fingerprint=fp, pool=_layer_pool(), progress=advance,
@@ -320,7 +322,18 @@ def cmd_record(args: argparse.Namespace) -> int:
             reasons[framework, gap["reason"]] = reasons.get((framework, gap["reason"]), 0) + 1
     for (framework, reason), count in reasons.items():
         print(f"{framework}: layers not recorded in {_cases(count)}: {reason} (its other layers are recorded)")
+    _record_accuracy(args.folder, adapters, fp)
     return EXIT_OK
+
+
+def _record_accuracy(folder: Path, adapters: dict[str, Adapter], fp: dict[str, Any]) -> None:
+    """The activations' error statistics beside the vectors (``equivalence.guard.accuracy``)."""
+    from equivalence.guard import accuracy
+
+    stats, skipped = accuracy.measure_all(adapters)
+    path = accuracy.write(folder, stats, fp)
+    print(f"accuracy: wrote {len(stats)} activation error statistics to {path}"
+          + "".join(f"\n  {line}" for line in skipped))
 
 
 def _kept(folder: Path, cases: list, adapters: dict[str, Adapter], fp: dict[str, Any]) -> bool:
@@ -350,10 +363,11 @@ def _kept(folder: Path, cases: list, adapters: dict[str, Adapter], fp: dict[str,
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from equivalence.guard import golden
+    from equivalence.guard import accuracy, golden
     from equivalence.guard.fingerprint import changes, fingerprint, summary
 
     vectors = golden.load(args.folder)
+    recorded_accuracy = accuracy.load(args.folder)  # bad input refused before any work
     wanted = args.frameworks or vectors.frameworks
     adapters = _adapters(wanted)  # a framework that cannot run is refused before any work
     consistency = golden.self_check(vectors)
@@ -378,6 +392,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     inconsistent = _print_consistency(consistency, verbose=args.verbose)
     _print_known_differences(vectors.fingerprint, fp)
     _print_drift(result, n, verbose=args.verbose, now=fp)
+    accuracy_failed = _verify_accuracy(args.folder, recorded_accuracy, adapters, fp)
     if inconsistent:
         print(f"FAIL: vectors inconsistent in {len(inconsistent)} of {n} cases: recorded outputs beyond the error "
               "model from the recorded reference (changed after recording, or recorded by a broken framework), so "
@@ -399,8 +414,26 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return EXIT_DISAGREE
     if inconsistent:
         return EXIT_DISAGREE
+    if accuracy_failed:
+        print(f"FAIL: {accuracy_failed} activation statistics shifted since recording on the same kernel path "
+              "(every case agrees within the error model)")
+        return EXIT_DISAGREE
     print(f"OK: all {n} cases agree within the error model" + (" (drift above is within it)" if result.drift else ""))
     return EXIT_OK
+
+
+def _verify_accuracy(folder: Path, recorded: Any, adapters: dict[str, Adapter], fp: dict[str, Any]) -> int:
+    """Print the verdict on the activations' error statistics; the number of failed ones (0 without a recording)."""
+    from equivalence.guard import accuracy
+
+    if recorded is None:
+        print(f"accuracy: no {accuracy.FILE} in {folder} (recorded before the statistics): not judged")
+        return 0
+    measured = {fw for fw, _, _ in recorded.stats}
+    stats, skipped = accuracy.measure_all({name: a for name, a in adapters.items() if name in measured})
+    shifts = accuracy.judge(recorded, stats, fp)
+    print("\n".join(accuracy.report_lines(recorded, stats, shifts, skipped)))
+    return sum(s.failed for s in shifts)
 
 
 def _cases(count: int) -> str:

@@ -238,7 +238,8 @@ def test_record_replaces_its_own_vectors_and_a_crash_mid_write_keeps_the_old_one
     assert code == 0, out
     new_ids = [c.id for c in golden.load(vectors).cases]
     assert new_ids and all(i.startswith("1-1_") for i in new_ids)
-    assert sorted(p.name for p in vectors.iterdir()) == sorted([golden.MANIFEST, data_file(vectors).name])
+    assert sorted(p.name for p in vectors.iterdir()) == sorted([golden.MANIFEST, golden.ACCURACY_FILE,
+                                                                data_file(vectors).name])
     assert run(["verify", str(vectors)], capsys)[0] == 0
     code, out, err = run(["record", str(vectors), "-k", "1-1_"], capsys)  # the same set: nothing lost
     assert code == 0, out + err

@@ -41,6 +41,7 @@ from equivalence.core.reference import LayerTrace, layerwise_reference
 from equivalence.core.spec import StackSpec
 from equivalence.core.tolerance import PAIR_FACTOR, SAFETY, layer_scale
 from equivalence.frameworks.base import Adapter, FrameworkRefused
+from equivalence.guard.accuracy import FILE as ACCURACY_FILE
 from equivalence.guard.fingerprint import flatten, version_changes
 from equivalence.guard.manifest import check as check_manifest
 from equivalence.guard.manifest import read_json, refuse_symlink
@@ -229,6 +230,8 @@ def check_folder_is_ours(folder: Path) -> list[Path]:
             foreign.append(f"{entry.name} (a symbolic link)")
         elif entry.name == MANIFEST and entry.is_file():
             _read_manifest(entry)  # raises on a foreign or newer manifest: never overwrite those
+        elif entry.name == ACCURACY_FILE and entry.is_file():
+            continue  # the accuracy statistics (guard/accuracy.py): kept, replaced on their own
         elif entry.is_file() and (DATA_NAME.fullmatch(entry.name) or entry.name.startswith(TEMP_PREFIX)):
             ours.append(entry)
         else:

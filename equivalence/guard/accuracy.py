@@ -1,0 +1,206 @@
+"""The accuracy statistics recorded beside the golden vectors, and ``verify``'s verdict on a systematic shift.
+
+``record`` writes ``accuracy.json`` into the golden folder (the vectors and their manifest are untouched): the
+fingerprint, and per (framework, activation, dtype) the signed-error statistics of the framework's activation
+alone on the fixed grid (``equivalence.core.accuracy``). ``verify`` measures them again and judges each
+against the recording (``judge``):
+
+* **Same kernel path** (the kernel facts of that framework's fingerprint unchanged: CPU ISA, oneDNN's ISA,
+  torch's ``cpu_capability``, TensorFlow's oneDNN switch). The grid and the kernels are the same, so the numbers
+  are the same unless the framework's code changed. A shift of the mean by more than the sampling error of the
+  two means, ``sqrt(ci95_then^2 + ci95_now^2)``, plus ``FLOOR`` ulps fails, as does a change of the count of
+  far-off outputs by more than ``FAR_FLOOR`` of the grid. The failure names the framework, op and dtype, the shift
+  in ulps, and the direction: **more accurate** when the RMS signed error (bias and spread together) fell,
+  **less accurate** when it rose.
+* **Another kernel path** (another CPU, or a kernel variable set): kernels change each op's rounding (measured:
+  softmax float32 moves by 0.09 ulp between oneDNN/ATen paths), so a shift is reported as "the machine changed",
+  never as a framework regression, and does not fail. What holds on every kernel path is the bias limit
+  ``core.accuracy.MEAN_LIMIT``, which the suite checks on each path (``make portability``).
+
+The file is JSON (``manifest.read_json``: size and depth capped), never pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from equivalence.core import accuracy
+from equivalence.core.accuracy import ErrorStats
+from equivalence.core.activations import ACTIVATIONS
+from equivalence.core.atomic import write_text_atomic
+from equivalence.core.dtypes import DTYPES
+from equivalence.core.errors import InputError
+from equivalence.frameworks.base import Adapter, FrameworkRefused
+from equivalence.guard.fingerprint import drift_causes
+from equivalence.guard.manifest import read_json
+
+FILE = "accuracy.json"
+FORMAT = "equivalence-accuracy"
+SCHEMA_VERSION = 1
+FLOOR = 0.02
+"""Ulps a mean may move on the same kernel path beyond the sampling error before ``verify`` fails: above the
+rounding noise of a reworked kernel that is not biased, below the -0.25 ulp of one output in four truncated."""
+FAR_FLOOR = 1e-3
+"""Fraction of the grid the count of far-off outputs may change by on the same kernel path."""
+
+
+def activations() -> tuple[str, ...]:
+    """The activations measured: every fixed name of the table (the parametric ones are the same kernels)."""
+    return tuple(dict.keys(ACTIVATIONS))
+
+
+def measure_all(adapters: Mapping[str, Adapter]) -> tuple[list[ErrorStats], list[str]]:
+    """The statistics of every (framework, activation, dtype) the adapters can compute alone, and one line per
+    framework that cannot apply an activation alone or refused some."""
+    stats, skipped = [], []
+    for name, adapter in adapters.items():
+        refused = []
+        for dtype in DTYPES:
+            for act in activations():
+                if adapter.cannot(act, dtype) is not None:
+                    continue
+                try:
+                    stats.append(accuracy.measure(name, adapter.activation, act, dtype))
+                except NotImplementedError as exc:
+                    skipped.append(f"{name}: {exc}")
+                    break
+                except (FrameworkRefused, KeyError, ValueError) as exc:  # an activation this version lacks
+                    refused.append(f"{act} {dtype} ({type(exc).__name__})")
+            else:
+                continue
+            break
+        if refused:
+            skipped.append(f"{name}: not measured: {', '.join(refused[:4])}"
+                           + (f" and {len(refused) - 4} more" if len(refused) > 4 else ""))
+    return stats, skipped
+
+
+# --- the file -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Recorded:
+    fingerprint: Mapping[str, Any]
+    recorded_at: str
+    stats: Mapping[tuple[str, str, str], ErrorStats]
+
+
+def write(folder: Path, stats: Sequence[ErrorStats], fingerprint: Mapping[str, Any]) -> Path:
+    path = Path(folder) / FILE
+    data = {"format": FORMAT, "schema_version": SCHEMA_VERSION,
+            "recorded_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "grid": {"version": accuracy.GRID_VERSION, "core_range": accuracy.CORE_RANGE,
+                     "core_points": accuracy.CORE_POINTS, "tail_points": accuracy.TAIL_POINTS,
+                     "far_ulps": accuracy.FAR_ULPS, "bin_edges": [str(e) for e in accuracy.BIN_EDGES]},
+            "fingerprint": dict(fingerprint), "stats": [s.to_json() for s in stats]}
+    write_text_atomic(path, json.dumps(data, indent=0) + "\n")
+    return path
+
+
+def load(folder: Path) -> Recorded | None:
+    """The recorded statistics of ``folder``, or None when it has none (vectors recorded before them)."""
+    path = Path(folder) / FILE
+    if not path.exists():
+        return None
+    data = read_json(path)
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise InputError(f"not an equivalence accuracy file (its 'format' is not {FORMAT!r})", path)
+    if data.get("schema_version") != SCHEMA_VERSION:
+        raise InputError(f"got schema_version {data.get('schema_version')!r}, but should be {SCHEMA_VERSION}", path)
+    grid = data.get("grid", {})
+    if grid.get("version") != accuracy.GRID_VERSION or grid.get("far_ulps") != accuracy.FAR_ULPS:
+        raise InputError(f"got statistics over grid {grid.get('version')!r}, but should be over grid "
+                         f"{accuracy.GRID_VERSION}: re-record them (make baseline)", path)
+    try:
+        stats = [ErrorStats.from_json(s) for s in data["stats"]]
+    except (KeyError, TypeError) as exc:
+        raise InputError(f"holds a bad statistics entry ({type(exc).__name__}: {exc})", path) from None
+    return Recorded(data["fingerprint"], str(data.get("recorded_at", "?")), {s.key: s for s in stats})
+
+
+# --- the verdict ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Shift:
+    """One (framework, activation, dtype) whose statistics moved since recording."""
+
+    then: ErrorStats
+    now: ErrorStats
+    allowed: float
+    machine: tuple[str, ...]
+    """The kernel-path changes of the framework since recording; non-empty: the machine changed."""
+    versions: tuple[str, ...]
+
+    @property
+    def shift(self) -> float:
+        return self.now.mean - self.then.mean
+
+    @property
+    def far_change(self) -> int:
+        return self.now.far - self.then.far
+
+    @property
+    def failed(self) -> bool:
+        return not self.machine
+
+    @property
+    def direction(self) -> str:
+        """Fewer or more outputs beyond ``FAR_ULPS`` first; else the RMS signed error (bias and spread)."""
+        if self.far_change:
+            return "more accurate" if self.far_change < 0 else "less accurate"
+        return "more accurate" if self.now.rms < self.then.rms else "less accurate"
+
+    def describe(self) -> str:
+        s = self.now
+        text = (f"{s.framework} {s.activation} {s.dtype}: mean signed error moved {self.shift:+.4f} ulp "
+                f"({self.then.mean:+.4f} -> {s.mean:+.4f} ± {s.ci95:.4f}; allowed {self.allowed:.4f}), "
+                f"rms {self.then.rms:.3f} -> {s.rms:.3f}, max {self.then.max:.3g} -> {s.max:.3g}")
+        if self.far_change:
+            text += f", beyond {accuracy.FAR_ULPS:g} ulps {self.then.far} -> {s.far} of {s.n}"
+        return f"{text}: {self.direction}"
+
+
+def allowed(then: ErrorStats, now: ErrorStats) -> float:
+    """How far the mean may move on the same kernel path: the sampling error of both means, plus ``FLOOR``."""
+    return math.hypot(then.ci95, now.ci95) + FLOOR
+
+
+def judge(recorded: Recorded, stats: Sequence[ErrorStats], fingerprint: Mapping[str, Any]) -> list[Shift]:
+    """Every statistic that moved beyond what ``allowed`` (or ``FAR_FLOOR``) lets pass (see the module)."""
+    out = []
+    causes: dict[str, tuple[list[str], list[str]]] = {}
+    for now in stats:
+        then = recorded.stats.get(now.key)
+        if then is None:
+            continue
+        if now.framework not in causes:
+            causes[now.framework] = drift_causes(now.framework, recorded.fingerprint, fingerprint)
+        versions, kernels = causes[now.framework]
+        limit = allowed(then, now)
+        if abs(now.mean - then.mean) > limit or abs(now.far - then.far) > FAR_FLOOR * max(then.n, now.n):
+            out.append(Shift(then, now, limit, tuple(kernels), tuple(versions)))
+    return out
+
+
+def report_lines(recorded: Recorded, stats: Sequence[ErrorStats], shifts: Sequence[Shift],
+                 skipped: Sequence[str]) -> list[str]:
+    """``verify``'s lines: a summary, one FAIL line per shift on the same kernel path, and the machine's."""
+    lines = [f"accuracy: {len(stats)} activation statistics (signed error in ulps on a fixed grid, each op alone) "
+             f"against those recorded {recorded.recorded_at}; " + (
+                 f"{len(shifts)} moved" if shifts else "none moved beyond the sampling error")]
+    lines += [f"  {line}" for line in skipped]
+    failed = [s for s in shifts if s.failed]
+    for s in failed:
+        cause = f" (came with {'; '.join(s.versions)}: the framework changed)" if s.versions else ""
+        lines.append(f"FAIL accuracy {s.describe()}{cause}")
+    machine = [s for s in shifts if not s.failed]
+    if machine:
+        worst = max(machine, key=lambda s: abs(s.shift))
+        lines.append(f"  the machine changed ({'; '.join(worst.machine)}): {len(machine)} statistics moved, not "
+                     f"judged against the recording; largest {worst.describe()}")
+    return lines

@@ -1,0 +1,233 @@
+"""The activations' error statistics (``core.accuracy``) and ``verify``'s verdict on a systematic shift.
+
+A shift of a quarter of an ulp passes every per-element tolerance; these tests inject one (one float32 output in
+four moved one ulp toward zero, and every output moved one ulp) and ask ``verify`` to name it. The recording they
+verify against is made in the test, on this machine: on any other kernel path a shift is "the machine changed".
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from equivalence import cli
+from equivalence.core import accuracy
+from equivalence.core.accuracy import MEAN_LIMIT, ErrorStats
+from equivalence.core.dtypes import DTYPES, numpy_dtype
+from equivalence.guard import accuracy as guard_accuracy
+from equivalence.guard import golden
+from tests.helpers import BFLOAT16
+
+GOLDEN = Path(__file__).resolve().parent.parent / "golden"
+FEW_CASES = "1-1_"
+"""``record -k``: the one-layer cases (one per activation), so that verify is quick."""
+
+
+def correctly_rounded(activation: str, x: np.ndarray, dtype: str) -> np.ndarray:
+    """A framework that rounds the float64 reference to the dtype: at most half an ulp off, no bias."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return accuracy.reference(activation, dtype).astype(numpy_dtype(dtype)).astype(np.float64)
+
+
+# --- the statistic --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16", BFLOAT16])
+def test_a_correctly_rounded_activation_has_no_bias_and_errors_within_half_an_ulp(dtype):
+    stats = accuracy.measure("rounded", correctly_rounded, "tanh", dtype)
+    assert stats.max <= 0.5 and stats.far == 0, stats.describe()
+    assert abs(stats.mean) <= max(stats.ci95, 0.01), stats.describe()
+    assert sum(stats.histogram) == stats.n
+
+
+def test_the_grid_covers_zero_subnormals_saturation_and_the_largest_values():
+    for dtype in ("float32", "float16"):
+        x = accuracy.grid(dtype).ravel()
+        finfo = np.finfo(numpy_dtype(dtype))
+        assert 0.0 in x and np.all(np.isfinite(x))
+        assert np.any((x != 0) & (np.abs(x) < finfo.smallest_normal)), "no subnormal input"
+        assert np.any(x > 20) and np.any(x < -20), "no saturated input"
+        assert x.max() == finfo.max and x.min() == -finfo.max
+
+
+def test_two_measurements_give_identical_numbers(torch_adapter):
+    first = accuracy.measure("torch", torch_adapter.activation, "sigmoid", "float32")
+    again = accuracy.measure("torch", torch_adapter.activation, "sigmoid", "float32")
+    assert first == again
+
+
+def test_the_signed_error_is_negative_toward_zero_whatever_the_sign():
+    ref = np.array([[0.75, -0.75, 3.0, -3.0]])
+    toward_zero = np.nextafter(ref.astype(np.float32), np.float32(0)).astype(np.float64)
+    errors, far, n = accuracy.signed_errors(toward_zero, ref, "float32")
+    assert np.allclose(errors, -1.0) and far == 0 and n == 4
+
+
+def test_an_output_flushed_to_zero_counts_as_far_not_in_the_mean():
+    ref = np.array([1e-40, 0.5])  # a float32 subnormal, then a normal number
+    errors, far, n = accuracy.signed_errors(np.array([0.0, 0.5]), ref, "float32")
+    assert far == 1 and n == 2 and list(errors) == [0.0]
+
+
+# --- the decision rule ----------------------------------------------------------------------------
+
+def _stats(mean: float, sd: float = 0.4, far: int = 0) -> ErrorStats:
+    n = 100_000
+    return ErrorStats("torch", "sigmoid", "float32", n, mean, 1.96 * sd / math.sqrt(n), sd, 2.0, far, (n,))
+
+
+def _recorded(stats: ErrorStats, fp: dict) -> guard_accuracy.Recorded:
+    return guard_accuracy.Recorded(fp, "then", {stats.key: stats})
+
+
+FP = {"kernel": {"cpu_isa": "AVX512_CORE", "onednn_isa": "AVX512_CORE"},
+      "frameworks": {"torch": {"torch": "2.13.0", "cpu_capability": "AVX512"}}}
+
+
+def test_a_quarter_ulp_shift_on_the_same_kernel_path_fails_as_less_accurate():
+    [shift] = guard_accuracy.judge(_recorded(_stats(0.0), FP), [_stats(-0.25)], FP)
+    assert shift.failed and shift.direction == "less accurate"
+    assert "torch sigmoid float32" in shift.describe() and "-0.2500 ulp" in shift.describe()
+
+
+def test_a_shift_toward_no_bias_is_more_accurate():
+    upgraded = {**FP, "frameworks": {"torch": {"torch": "2.14.0", "cpu_capability": "AVX512"}}}
+    [shift] = guard_accuracy.judge(_recorded(_stats(0.3), FP), [_stats(0.0)], upgraded)
+    assert shift.failed and shift.direction == "more accurate" and shift.versions == ("torch 2.13.0 -> 2.14.0",)
+
+
+def test_a_shift_within_the_sampling_error_and_the_floor_passes():
+    small = guard_accuracy.FLOOR * 0.9
+    assert guard_accuracy.judge(_recorded(_stats(0.0), FP), [_stats(small)], FP) == []
+
+
+def test_a_shift_on_another_kernel_path_is_the_machine_not_a_regression():
+    avx2 = {**FP, "frameworks": {"torch": {"torch": "2.13.0", "cpu_capability": "AVX2"}}}
+    [shift] = guard_accuracy.judge(_recorded(_stats(0.0), FP), [_stats(-0.25)], avx2)
+    assert not shift.failed and shift.machine == ("cpu_capability AVX512 -> AVX2",)
+    lines = guard_accuracy.report_lines(_recorded(_stats(0.0), FP), [_stats(-0.25)], [shift], [])
+    assert not any(line.startswith("FAIL") for line in lines) and "the machine changed" in lines[-1]
+
+
+def test_more_outputs_far_off_is_less_accurate_and_fails():
+    [shift] = guard_accuracy.judge(_recorded(_stats(0.0), FP), [_stats(0.0, far=500)], FP)
+    assert shift.failed and shift.direction == "less accurate"
+
+
+# --- the frameworks ------------------------------------------------------------------------------
+
+def _bias_beyond_limit(adapter) -> list[str]:
+    stats, skipped = guard_accuracy.measure_all({adapter.name: adapter})
+    assert stats and not skipped, skipped
+    assert {s.dtype for s in stats} == set(DTYPES) - set(adapter.unsupported_dtypes)
+    return [f"{s.activation} {s.dtype}: {s.describe()}" for s in stats if abs(s.mean) > MEAN_LIMIT]
+
+
+def test_torch_activations_have_no_bias_beyond_the_limit_on_this_kernel_path(torch_adapter):
+    assert _bias_beyond_limit(torch_adapter) == []
+
+
+def test_keras_activations_have_no_bias_beyond_the_limit_on_this_kernel_path(keras_adapter):
+    assert _bias_beyond_limit(keras_adapter) == []
+
+
+# --- verify ---------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def recorded_here(tmp_path_factory, torch_adapter, keras_adapter) -> Path:
+    """A few golden cases and the statistics, recorded on this machine with the installed frameworks."""
+    folder = tmp_path_factory.mktemp("golden") / "few"
+    assert cli.main(["record", str(folder), "-k", FEW_CASES]) == cli.EXIT_OK
+    assert (folder / guard_accuracy.FILE).is_file()
+    return folder
+
+
+def _every(n: int, shape) -> np.ndarray:
+    return (np.arange(math.prod(shape)) % n == 0).reshape(shape)
+
+
+def test_verify_passes_the_unshifted_frameworks(recorded_here, capsys):
+    assert cli.main(["verify", str(recorded_here)]) == cli.EXIT_OK, capsys.readouterr().out
+    assert "none moved beyond the sampling error" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("every, mean", [(4, -0.25), (1, -1.0)], ids=["quarter-ulp", "one-ulp"])
+def test_verify_catches_float32_torch_sigmoid_moved_toward_zero(recorded_here, monkeypatch, capsys, every, mean):
+    import torch
+
+    original = torch.nn.Sigmoid.forward
+
+    def shifted(self, z):
+        y = original(self, z)
+        if y.dtype != torch.float32:
+            return y
+        mask = torch.from_numpy(_every(every, tuple(y.shape)))
+        return torch.where(mask, torch.nextafter(y, torch.zeros_like(y)), y)
+
+    monkeypatch.setattr(torch.nn.Sigmoid, "forward", shifted)
+    assert cli.main(["verify", str(recorded_here)]) == cli.EXIT_DISAGREE
+    out = capsys.readouterr().out
+    assert "error model: " in out and "cases disagree beyond" not in out, out  # no per-element tolerance saw it
+    line = next(line for line in out.splitlines() if line.startswith("FAIL accuracy torch sigmoid float32"))
+    moved = float(line.split("moved ")[1].split(" ulp")[0])
+    # one ulp down from a power of two (a saturated 1.0) is half an ulp of the reference's binade
+    assert mean - 0.05 <= moved <= mean / 2 and line.endswith("less accurate"), line
+
+
+def _nextafter_toward_zero(y):
+    """One ulp toward zero, in the Keras backend's own op (Keras has no nextafter)."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.math.nextafter(y, tf.zeros_like(y))
+    if backend == "torch":
+        import torch
+
+        return torch.nextafter(y, torch.zeros_like(y))
+    import jax.numpy as jnp
+
+    return jnp.nextafter(y, jnp.zeros_like(y))
+
+
+@pytest.mark.parametrize("every, mean", [(4, -0.25), (1, -1.0)], ids=["quarter-ulp", "one-ulp"])
+def test_verify_catches_float32_keras_tanh_moved_toward_zero(recorded_here, monkeypatch, capsys, keras_adapter, every,
+                                                     mean):
+    import keras
+
+    original = keras.src.ops.tanh
+
+    def shifted(x):
+        y = original(x)
+        if keras.backend.standardize_dtype(y.dtype) != "float32":
+            return y
+        return keras.ops.where(_every(every, tuple(y.shape)), _nextafter_toward_zero(y), y)
+
+    monkeypatch.setattr(keras.src.ops, "tanh", shifted)
+    assert cli.main(["verify", str(recorded_here)]) == cli.EXIT_DISAGREE
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.startswith("FAIL accuracy keras tanh float32"))
+    moved = float(line.split("moved ")[1].split(" ulp")[0])
+    # one ulp down from a power of two (a saturated 1.0) is half an ulp of the reference's binade
+    assert mean - 0.05 <= moved <= mean / 2 and line.endswith("less accurate"), line
+
+
+def test_a_corrupted_statistics_file_is_refused_in_one_line(tmp_path, capsys):
+    folder = tmp_path / "golden"
+    shutil.copytree(GOLDEN, folder)
+    (folder / guard_accuracy.FILE).write_text('{"format": "something else"}')
+    assert cli.main(["verify", str(folder)]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert guard_accuracy.FILE in err and "Traceback" not in err
+
+
+def test_recording_vectors_keeps_the_statistics_file_and_never_deletes_it(tmp_path):
+    folder = tmp_path / "golden"
+    shutil.copytree(GOLDEN, folder)
+    removed_after_recording = golden.check_folder_is_ours(folder)  # raises on a file record did not write
+    assert removed_after_recording and folder / guard_accuracy.FILE not in removed_after_recording
