@@ -257,6 +257,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     data = rep.to_json(results, fingerprint=fp, elapsed=time.perf_counter() - start)
     markdown = rep.to_markdown(data)
     png = rep.plot_png(data, title=f"equivalence report: {rep.short_headline(data)}\n{summary(fp)}")
+    accuracy_png = _accuracy_png(adapters, summary(fp))
 
     from equivalence.core.atomic import write_bytes_atomic, write_text_atomic
 
@@ -265,6 +266,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     write_text_atomic(paths["json"], rep.json_text(data))
     write_text_atomic(paths["md"], markdown)
     write_bytes_atomic(paths["png"], png)
+    write_bytes_atomic(paths["accuracy"], accuracy_png)
     if step_summary:
         with open(step_summary, "a", encoding="utf-8") as f:
             f.write(markdown)
@@ -282,6 +284,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     console.print("wrote " + ", ".join(str(p) for p in paths.values())
                   + (f", appended to {step_summary}" if step_summary else ""), highlight=False)
     return EXIT_OK if data["summary"]["passed"] else EXIT_DISAGREE
+
+
+def _accuracy_png(adapters: dict[str, Adapter], machine: str) -> bytes:
+    """The ulp histograms of every activation alone, per framework and dtype (``equivalence.guard.accuracy``)."""
+    from equivalence.guard import accuracy
+
+    stats, _ = accuracy.measure_all(adapters)
+    return accuracy.plot_png(stats, title=f"signed error in ulps of each activation alone on a fixed grid "
+                                          f"(negative: toward zero)\n{machine}")
 
 
 def cmd_record(args: argparse.Namespace) -> int:

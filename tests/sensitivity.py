@@ -4,6 +4,11 @@ For a dtype, patch torch's sigmoid to return ``sigmoid(z) * (1 + drift)`` and as
 whether the suite's property (``check_case`` over ``strategies.cases``) finds a
 failing case within the default profile's budget. Bisect ``drift`` on a log
 scale. Also confirms the unpatched suite raises no alarm on the same cases.
+
+Then the statistical line per dtype (``equivalence.guard.accuracy``): torch's sigmoid with one output in ``k``
+moved one ulp toward zero, for ``k`` = 1, 2, 4, ... 4096, judged against its unshifted statistics the way
+``verify`` judges them on the same kernel path; the smallest mean shift still caught, after checking that a
+second unshifted measurement raises no alarm.
 """
 
 from __future__ import annotations
@@ -13,10 +18,13 @@ import contextlib
 import math
 from collections.abc import Iterator
 
+import numpy as np
 from hypothesis import HealthCheck, Phase, find, settings
 from hypothesis.errors import NoSuchExample
 
+from equivalence.core import accuracy
 from equivalence.core.check import LayerPool, check_case
+from equivalence.core.dtypes import numpy_dtype
 from equivalence.core.strategies import cases, specs
 from equivalence.frameworks.registry import get_adapter
 
@@ -69,6 +77,39 @@ def smallest_caught(dtype: str, *, low: float, high: float, steps: int = 8) -> f
     return high
 
 
+def toward_zero(out: np.ndarray, every: int, dtype: str) -> np.ndarray:
+    """``out`` with one element in ``every`` moved one ulp of ``dtype`` toward zero."""
+    dt = numpy_dtype(dtype)
+    held = out.astype(dt)
+    moved = held.ravel().copy()
+    moved[::every] = np.nextafter(moved[::every], np.zeros_like(moved[::every]))
+    return moved.reshape(held.shape).astype(np.float64)
+
+
+def smallest_mean_shift(dtype: str, activation: str = "sigmoid") -> tuple[float, int]:
+    """``(shift in ulps, k)``: the smallest systematic mean shift of torch's ``activation`` the accuracy statistic
+    catches (one output in ``k`` moved one ulp toward zero), with no false alarm on an unshifted re-measurement."""
+    from equivalence.guard.accuracy import Recorded, judge
+    from equivalence.guard.fingerprint import fingerprint
+
+    adapter = get_adapter("torch")
+    fp = fingerprint(("torch",))
+    then = accuracy.measure("torch", adapter.activation, activation, dtype)
+    recorded = Recorded(fp, "now", {then.key: then})
+    if judge(recorded, [accuracy.measure("torch", adapter.activation, activation, dtype)], fp):
+        raise AssertionError(f"{dtype}: the unshifted statistics raised an alarm: a false positive")
+    caught = None
+    for every in (2**j for j in range(13)):
+        out = toward_zero(adapter.activation(activation, accuracy.grid(dtype).copy(), dtype), every, dtype)
+        shifts = judge(recorded, [accuracy.statistics("torch", activation, dtype, out)], fp)
+        if not shifts:
+            break
+        caught = (shifts[0].shift, every)
+    if caught is None:
+        raise AssertionError(f"{dtype}: every output moved one ulp was not caught")
+    return caught
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=8, help="bisection steps per dtype (default 8)")
@@ -76,6 +117,10 @@ def main() -> None:
     for dtype, low, high in (("float32", 1e-9, 1e-4), ("float64", 1e-18, 1e-12)):
         print(f"sensitivity {dtype}: smallest relative sigmoid drift caught = "
               f"{smallest_caught(dtype, low=low, high=high, steps=args.steps):.2g}")
+    for dtype in ("float32", "float64", "float16", "bfloat16"):
+        shift, every = smallest_mean_shift(dtype)
+        print(f"sensitivity {dtype}: smallest systematic mean shift caught by the accuracy statistics = "
+              f"{shift:+.3f} ulp (one sigmoid output in {every} moved one ulp toward zero; no false alarm)")
 
 
 if __name__ == "__main__":

@@ -277,7 +277,8 @@ def test_report_writes_json_markdown_png_and_the_step_summary(tmp_path, monkeypa
     markdown = (tmp_path / "r" / "report.md").read_text()
     assert "| case | build | pair | worst error / bound |" in markdown
     assert summary.read_text() == "earlier steps\n" + markdown
-    assert (tmp_path / "r" / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for png in ("report.png", "accuracy.png"):
+        assert (tmp_path / "r" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "3-5-5-2_sigmoid_f32_n1_x1_unit_layers" in out and "torch vs keras" in out
 
 

@@ -46,7 +46,7 @@ def test_unchanged_pairs_are_bit_identical_and_a_move_is_named_with_its_ulps(rec
     assert "Keras 3.1 | TF ?, Keras 3.2 | bit-identical" in table[2]
     assert "sigmoid float32: 1 case, up to 3 ulps" in table[3], table[3]
     assert table[3].count("case") == 1  # nothing else moved
-    before, after = table[3].rsplit("|", 2)[1].split("->")
+    before, after = table[3].rsplit("|", 3)[1].split("->")
     assert before.strip().startswith("sigmoid float32:") and after.strip()  # mean / max ulps, before and after
 
 
@@ -58,6 +58,25 @@ def test_a_release_whose_verify_failed_is_marked_and_fails_the_changelog(recorde
     assert history.main(["changelog", str(tmp_path), "a", "b", "--golden", str(GOLDEN)]) == 1
     out = capsys.readouterr().out
     assert "Keras 3.2 (verify FAILED: 2 cases disagree" in out and "FAIL: verify failed under b" in out
+
+
+def _accuracy(mean: float, far: int = 0) -> list[dict]:
+    from equivalence.core.accuracy import ErrorStats
+
+    return [ErrorStats("keras", "sigmoid", "float32", 100_000, mean, 0.003, 0.45, 2.0, far, (100_000,)).to_json(),
+            ErrorStats("keras", "tanh", "float32", 100_000, 0.1, 0.003, 0.45, 2.0, 0, (100_000,)).to_json()]
+
+
+def test_the_changelog_states_the_accuracy_direction_and_size_of_each_change(recorded, tmp_path):
+    _, outputs = recorded
+    for label, mean, keras in (("a", 0.0, "3.1"), ("b", 0.0, "3.2"), ("c", -0.25, "3.3"), ("d", 0.05, "3.4")):
+        history.write_replay(tmp_path, label, outputs, {**MEMBERS, "frameworks": {"keras": {"keras": keras}},
+                                                        "accuracy": _accuracy(mean)})
+    *_, same, worse, better = history.changelog(tmp_path, ["a", "b", "c", "d"], GOLDEN).splitlines()
+    assert same.endswith("| unchanged |"), same
+    assert "sigmoid float32: +0.000 / 2 -> -0.250 / 2 (-0.250 ulp, less accurate)" in worse, worse
+    assert "sigmoid float32: -0.250 / 2 -> +0.050 / 2 (+0.300 ulp, more accurate)" in better, better
+    assert "tanh" not in worse + better
 
 
 def test_a_missing_replay_is_one_clear_error(tmp_path):

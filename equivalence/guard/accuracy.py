@@ -204,3 +204,58 @@ def report_lines(recorded: Recorded, stats: Sequence[ErrorStats], shifts: Sequen
         lines.append(f"  the machine changed ({'; '.join(worst.machine)}): {len(machine)} statistics moved, not "
                      f"judged against the recording; largest {worst.describe()}")
     return lines
+
+
+# --- the plot -------------------------------------------------------------------------------------
+
+def plot_png(stats: Sequence[ErrorStats], *, title: str) -> bytes:
+    """The ulp histograms, one panel per framework and dtype: every activation's share of outputs per bin
+    (grey), sigmoid and tanh drawn apart, and the far-off share; the panel title gives the largest bias."""
+    import io
+
+    import numpy as np
+    from matplotlib.figure import Figure  # Agg canvas; no pyplot, no global state
+
+    frameworks = list(dict.fromkeys(s.framework for s in stats))
+    dtypes = [d for d in DTYPES if any(s.dtype == d for s in stats)]
+    labels = [_bin_label(lo, hi) for lo, hi in zip(accuracy.BIN_EDGES, accuracy.BIN_EDGES[1:])] + ["far"]
+    fig = Figure(figsize=(3.2 * max(1, len(dtypes)), 2.8 * max(1, len(frameworks)) + 0.6), dpi=100)
+    axes = fig.subplots(max(1, len(frameworks)), max(1, len(dtypes)), squeeze=False, sharey=True)
+    x = np.arange(len(labels))
+    for row, framework in enumerate(frameworks):
+        for col, dtype in enumerate(dtypes):
+            ax = axes[row][col]
+            panel = [s for s in stats if s.framework == framework and s.dtype == dtype]
+            for s in panel:
+                share = np.array([*s.histogram, s.far], dtype=float) / max(1, s.n)
+                named = {"sigmoid": ("C0", 1.6), "tanh": ("C3", 1.6)}.get(s.activation)
+                ax.step(x, np.maximum(share, 1e-7), where="mid", color=named[0] if named else "grey",
+                        lw=named[1] if named else 0.6, alpha=1.0 if named else 0.35,
+                        label=s.activation if named else None, zorder=3 if named else 1)
+            worst = max(panel, key=lambda s: abs(s.mean), default=None)
+            ax.set_yscale("log")
+            ax.set_ylim(1e-6, 1.5)
+            ax.set_title(f"{framework} {dtype}" + (f"\nlargest bias {worst.activation} {worst.mean:+.3f} ulp"
+                                                   if worst else ""), fontsize=8)
+            ax.set_xticks(x[::2], labels[::2], rotation=60, fontsize=6)
+            ax.tick_params(axis="y", labelsize=6)
+            ax.grid(True, alpha=0.3)
+            if col == 0:
+                ax.set_ylabel("share of outputs", fontsize=7)
+            if row == col == 0:
+                ax.legend(fontsize=6, loc="upper left")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def _bin_label(lo: float, hi: float) -> str:
+    if abs(lo) < 1e-6 and abs(hi) < 1e-6:
+        return "exact"
+    if abs(hi) < 1e-6:
+        hi = 0.0
+    if abs(lo) < 1e-6:
+        lo = 0.0
+    return f"[{lo:g},{hi:g})"

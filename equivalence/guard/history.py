@@ -31,7 +31,7 @@ def replay(folder: Path, label: str, out: Path, frameworks: Sequence[str] | None
     """Verify ``folder`` with the installed frameworks, and keep every layer they computed under ``label``."""
     from equivalence.core.check import LayerPool
     from equivalence.frameworks.registry import get_adapter
-    from equivalence.guard import golden
+    from equivalence.guard import accuracy, golden
     from equivalence.guard.fingerprint import fingerprint, summary
 
     vectors = golden.load(folder)
@@ -59,11 +59,13 @@ def replay(folder: Path, label: str, out: Path, frameworks: Sequence[str] | None
                 captured[key(case.id, name, layer)] = golden._stored(adapter.apply_layer(model, 0, x),
                                                                        case.spec.dtype)
     fp = fingerprint(tuple(adapters))
+    stats, _ = accuracy.measure_all(adapters)
     meta = {"label": label, "replayed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "cpu": fp.get("cpu_model", "?"), "summary": summary(fp),
             "frameworks": {k: fp["frameworks"][k] for k in adapters},
             "passed": result.passed, "failures": sum(not c.passed for c in result.comparisons),
-            "moved": len(result.moved), "not_run": not_run, "cases": len(vectors.cases)}
+            "moved": len(result.moved), "not_run": not_run, "cases": len(vectors.cases),
+            "accuracy": [s.to_json() for s in stats]}
     write_replay(out, label, captured, meta)
     print(f"{label}: {summary(fp)}\n  verify {folder}: {'passed' if result.passed else 'FAILED'} "
           f"({meta['failures']} cases disagree, {meta['moved']} layers moved beyond the error model); "
@@ -127,7 +129,8 @@ def changelog(folder: Path, labels: Sequence[str], golden_folder: Path, framewor
              "a move is the largest distance in ulps between the two releases' bits; errors are in units of "
              "eps * max(1, |reference|).", "",
              "| from | to | what moved (activation, dtype: cases, largest move) | error vs float64 reference, "
-             "ulps: mean / max, before -> after |", "|---|---|---|---|"]
+             "ulps: mean / max, before -> after | accuracy of each activation alone: signed error in ulps, mean / "
+             "max, before -> after |", "|---|---|---|---|---|"]
     for before, after in zip(replays, replays[1:]):
         moved: dict[tuple[str, str], dict] = {}
         for name, (act, dtype, _ref, case_id) in layers.items():
@@ -155,8 +158,28 @@ def changelog(folder: Path, labels: Sequence[str], golden_folder: Path, framewor
             errors = "; ".join(f"{act} {dtype}: {_stats(e['before'])} -> {_stats(e['after'])}"
                                for (act, dtype), e in sorted(moved.items()))
         gaps = _gaps(after, before, {case.id: case.spec.activations for case in vectors.cases})
-        lines.append(f"| {_describe(before)} | {_describe(after)} | {what}{gaps} | {errors} |")
+        lines.append(f"| {_describe(before)} | {_describe(after)} | {what}{gaps} | {errors} | "
+                     f"{accuracy_changes(before, after, framework)} |")
     return "\n".join(lines)
+
+
+def accuracy_changes(before: Replay, after: Replay, framework: str) -> str:
+    """Each (activation, dtype) of ``framework`` whose error statistics on the grid moved between two replays
+    (``guard.accuracy``'s rule on the same kernel path): the mean and max in ulps before and after, and the
+    direction. Replays from before the statistics: "not measured"."""
+    from equivalence.core.accuracy import ErrorStats
+    from equivalence.guard.accuracy import Recorded, judge
+
+    if "accuracy" not in before.meta or "accuracy" not in after.meta:
+        return "not measured"
+    then = [ErrorStats.from_json(s) for s in before.meta["accuracy"] if s["framework"] == framework]
+    now = [ErrorStats.from_json(s) for s in after.meta["accuracy"] if s["framework"] == framework]
+    shifts = judge(Recorded({}, before.label, {s.key: s for s in then}), now, {})
+    if not shifts:
+        return "unchanged"
+    return "; ".join(f"{s.now.activation} {s.now.dtype}: {s.then.mean:+.3f} / {s.then.max:.3g} -> "
+                     f"{s.now.mean:+.3f} / {s.now.max:.3g} ({s.shift:+.3f} ulp, {s.direction})"
+                     for s in sorted(shifts, key=lambda s: (s.now.activation, s.now.dtype)))
 
 
 def _error(out: np.ndarray, reference: np.ndarray, dtype: str) -> np.ndarray:

@@ -403,5 +403,9 @@ def json_text(report: Mapping[str, Any]) -> str:
     return json.dumps(report, indent=1, allow_nan=False) + "\n"
 
 
+ACCURACY_PNG = "accuracy.png"
+"""The activations' ulp histograms (``equivalence.guard.accuracy.plot_png``)."""
+
+
 def output_paths(folder: Path) -> dict[str, Path]:
-    return {name.split(".")[1]: folder / name for name in FILES}
+    return {**{name.split(".")[1]: folder / name for name in FILES}, "accuracy": folder / ACCURACY_PNG}
