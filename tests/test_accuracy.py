@@ -231,3 +231,14 @@ def test_recording_vectors_keeps_the_statistics_file_and_never_deletes_it(tmp_pa
     shutil.copytree(GOLDEN, folder)
     removed_after_recording = golden.check_folder_is_ours(folder)  # raises on a file record did not write
     assert removed_after_recording and folder / guard_accuracy.FILE not in removed_after_recording
+
+
+def test_keras_on_another_backend_is_not_judged_against_the_recording():
+    def keras(backend: str) -> dict:
+        return {**FP, "frameworks": {"keras": {"keras": "3.15.1", "keras_backend": backend}}}
+
+    then, now = (ErrorStats("keras", "tanh", "float32", 100_000, mean, 0.003, 0.4, 2.0, 0, (100_000,))
+                 for mean in (0.12, 0.0))
+    [shift] = guard_accuracy.judge(guard_accuracy.Recorded(keras("tensorflow"), "then", {then.key: then}), [now],
+                                   keras("jax"))
+    assert not shift.failed and shift.machine == ("keras_backend tensorflow -> jax",)

@@ -133,7 +133,8 @@ class Shift:
     now: ErrorStats
     allowed: float
     machine: tuple[str, ...]
-    """The kernel-path changes of the framework since recording; non-empty: the machine changed."""
+    """The kernel-path changes of the framework since recording (and a Keras backend change); non-empty: the
+    machine changed, not judged."""
     versions: tuple[str, ...]
 
     @property
@@ -181,10 +182,18 @@ def judge(recorded: Recorded, stats: Sequence[ErrorStats], fingerprint: Mapping[
         if now.framework not in causes:
             causes[now.framework] = drift_causes(now.framework, recorded.fingerprint, fingerprint)
         versions, kernels = causes[now.framework]
+        backend = _backend_change(now.framework, recorded.fingerprint, fingerprint)
         limit = allowed(then, now)
         if abs(now.mean - then.mean) > limit or abs(now.far - then.far) > FAR_FLOOR * max(then.n, now.n):
-            out.append(Shift(then, now, limit, tuple(kernels), tuple(versions)))
+            out.append(Shift(then, now, limit, tuple(kernels) + backend, tuple(versions)))
     return out
+
+
+def _backend_change(framework: str, recorded: Mapping[str, Any], current: Mapping[str, Any]) -> tuple[str, ...]:
+    """Keras on another backend runs another framework's kernels (jax's tanh is not TensorFlow's): like another
+    kernel path, reported and not judged against the recording."""
+    then, now = (fp.get("frameworks", {}).get(framework, {}).get("keras_backend") for fp in (recorded, current))
+    return (f"keras_backend {then} -> {now}",) if then and now and then != now else ()
 
 
 def report_lines(recorded: Recorded, stats: Sequence[ErrorStats], shifts: Sequence[Shift],
@@ -202,7 +211,7 @@ def report_lines(recorded: Recorded, stats: Sequence[ErrorStats], shifts: Sequen
     if machine:
         worst = max(machine, key=lambda s: abs(s.shift))
         lines.append(f"  the machine changed ({'; '.join(worst.machine)}): {len(machine)} statistics moved, not "
-                     f"judged against the recording; largest {worst.describe()}")
+                     f"judged against the recording (another kernel path); largest {worst.describe()}")
     return lines
 
 
