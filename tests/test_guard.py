@@ -359,7 +359,7 @@ def test_verify_says_whether_the_machine_or_the_framework_changed(edit, cause, c
     assert cli.main(["verify", str(folder), "--framework", "torch"]) == code
     out = capsys.readouterr().out
     line = next(line for line in out.splitlines() if line.startswith("  torch:"))
-    accuracy = "FAIL accuracy torch sigmoid float32" if code else "the machine changed (cpu_capability OTHER"
+    accuracy = "FAIL accuracy torch sigmoid float32" if code else "torch: the machine changed (cpu_capability OTHER"
     assert accuracy in out, out
     versions = torch_adapter.versions()
     expected = cause.format(capability=versions["cpu_capability"], isa=kernel_facts()["onednn_isa"],

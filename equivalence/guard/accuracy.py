@@ -207,11 +207,11 @@ def report_lines(recorded: Recorded, stats: Sequence[ErrorStats], shifts: Sequen
     for s in failed:
         cause = f" (came with {'; '.join(s.versions)}: the framework changed)" if s.versions else ""
         lines.append(f"FAIL accuracy {s.describe()}{cause}")
-    machine = [s for s in shifts if not s.failed]
-    if machine:
+    for framework in dict.fromkeys(s.now.framework for s in shifts if not s.failed):
+        machine = [s for s in shifts if not s.failed and s.now.framework == framework]
         worst = max(machine, key=lambda s: abs(s.shift))
-        lines.append(f"  the machine changed ({'; '.join(worst.machine)}): {len(machine)} statistics moved, not "
-                     f"judged against the recording (another kernel path); largest {worst.describe()}")
+        lines.append(f"  {framework}: the machine changed ({'; '.join(worst.machine)}): {len(machine)} statistics "
+                     f"moved, not judged against the recording (another kernel path); largest {worst.describe()}")
     return lines
 
 
