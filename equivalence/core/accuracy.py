@@ -115,13 +115,29 @@ def ulp(r: np.ndarray, dtype: str) -> np.ndarray:
 def signed_errors(out: np.ndarray, ref: np.ndarray, dtype: str) -> tuple[np.ndarray, int, int]:
     """``(errors, far, n)``: the signed errors in ulps (see the module) of the elements whose reference fits
     ``dtype`` and whose error is within ``FAR_ULPS``; ``far`` counts the others of the ``n`` that fit."""
-    out, ref = np.asarray(out, np.float64).ravel(), np.asarray(ref, np.float64).ravel()
+    fits, ref, scale = _scaled(np.asarray(ref, np.float64).ravel(), dtype)
+    return _signed(np.asarray(out, np.float64).ravel()[fits], ref, scale)
+
+
+def _scaled(ref: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(fits, ref[fits], sign(ref) ulp(ref))`` over the elements whose reference fits ``dtype`` (a division
+    by the ulp, not a product with its inverse: float64's subnormal spacing has no finite inverse)."""
     fits = np.isfinite(ref) & (np.abs(ref) <= float(np.finfo(numpy_dtype(dtype)).max))
-    out, ref = out[fits], ref[fits]
+    kept = ref[fits]
+    return fits, kept, np.where(kept < 0, -1.0, 1.0) * ulp(kept, dtype)
+
+
+@cache
+def _prepared(activation: str, dtype: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``_scaled`` of the grid's reference, once per process."""
+    return _scaled(reference(activation, dtype).ravel(), dtype)
+
+
+def _signed(out: np.ndarray, ref: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, int, int]:
     with np.errstate(invalid="ignore", over="ignore"):
-        errors = np.where(ref < 0, -1.0, 1.0) * (out - ref) / ulp(ref, dtype)
-    near = np.isfinite(errors) & (np.abs(errors) <= FAR_ULPS)
-    return errors[near], int(np.count_nonzero(~near)), int(ref.size)
+        errors = (out - ref) / scale
+    near = np.abs(errors) <= FAR_ULPS  # False for NaN and inf
+    return errors[near], int(ref.size - np.count_nonzero(near)), int(ref.size)
 
 
 @dataclass(frozen=True)
@@ -162,11 +178,13 @@ class ErrorStats:
 
 def statistics(framework: str, activation: str, dtype: str, out: np.ndarray) -> ErrorStats:
     """The statistics of ``out``, the framework's activation on ``grid(dtype)``."""
-    errors, far, n = signed_errors(out, reference(activation, dtype), dtype)
+    fits, ref, scale = _prepared(activation, dtype)
+    errors, far, n = _signed(np.asarray(out, np.float64).ravel()[fits], ref, scale)
     count = errors.size
     mean = float(errors.mean()) if count else 0.0
     sd = float(errors.std(ddof=1)) if count > 1 else 0.0
-    histogram = np.histogram(errors, bins=np.array(BIN_EDGES))[0] if count else np.zeros(len(BIN_EDGES) - 1)
+    inner = np.array(BIN_EDGES[1:-1])  # bins [lo, hi), as np.histogram's but for the last
+    histogram = np.bincount(np.searchsorted(inner, errors, side="right"), minlength=len(BIN_EDGES) - 1)
     return ErrorStats(framework, activation, dtype, n, mean, Z95 * sd / math.sqrt(count) if count else 0.0, sd,
                       float(np.abs(errors).max()) if count else 0.0, far, tuple(int(c) for c in histogram))
 
