@@ -11,6 +11,8 @@ that is not a ``Dense`` or a known activation is refused with its name, type and
 from __future__ import annotations
 
 import inspect
+import json
+import zipfile
 from collections.abc import Callable
 from typing import Any
 
@@ -321,13 +323,34 @@ def _unit(p: dict[str, Any]) -> DenseUnit:
                      p["act"], p["act_source"], dtype, run, write)
 
 
+def saved_by(path: str) -> str | None:
+    """The Keras version a ``.keras`` file records in its ``metadata.json``, or None."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            version = json.loads(archive.read("metadata.json")).get("keras_version")
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+    return str(version) if version else None
+
+
 def load_model(path: str) -> Any:
     """A ``.keras`` model loaded with ``safe_mode=True`` (no lambdas, no arbitrary code); ``ValueError`` with
-    one line on anything else."""
+    one line saying why on anything else: not a zip archive, a file Keras 2 wrote, a Lambda layer."""
     if not str(path).endswith(".keras"):
         raise ValueError("not a .keras file (Keras 3 model.save(path) with a .keras suffix)")
+    if not zipfile.is_zipfile(path):
+        raise ValueError("not a .keras file: not a zip archive (random bytes, or a truncated file)")
     try:
         return keras.saving.load_model(path, safe_mode=True)
     except Exception as exc:  # noqa: BLE001 - zip, config and deserialization errors come in many types
-        raise ValueError(f"cannot load it in safe mode ({type(exc).__name__}: "
-                         f"{' '.join(str(exc).split())[:200]})") from None
+        reason = " ".join(str(exc).split())
+    version = saved_by(path)
+    if version is not None and version.startswith("2."):
+        raise ValueError(f"saved by Keras {version} (tf-keras), which this Keras 3 cannot read: run the check under "
+                         "Keras 2 (TF_USE_LEGACY_KERAS=1 with tf-keras installed), or save the model again with "
+                         "Keras 3")
+    if "`Lambda` layer" in reason:
+        raise ValueError("holds a Lambda layer (arbitrary Python code), which safe mode does not load; the suite "
+                         "judges dense layers and their activations, so write the Lambda's function as a layer or "
+                         "activation it knows")
+    raise ValueError(f"cannot load it ({reason[:400]})")
