@@ -59,8 +59,8 @@ def framework_of(model: Any) -> str | None:
     """``"torch"`` or ``"keras"`` from the model's classes, without importing either."""
     for cls in type(model).__mro__:
         root = (cls.__module__ or "").split(".")[0]
-        if root in ("torch", "keras"):
-            return root
+        if root in ("torch", "keras", "tf_keras"):
+            return "keras" if root == "tf_keras" else root
     return None
 
 
@@ -141,7 +141,7 @@ def structural_differences(t_units: Sequence[DenseUnit], k_units: Sequence[Dense
                                   f"({k.activation_source}), but torch has {t.activation} ({t.activation_source})"))
         if untransposed or k.shape != t.shape or k.dtype != t.dtype:
             continue
-        tolerance = f" by more than {weight_ulps} ulps"
+        tolerance = f" by more than {_ulps(weight_ulps)}" if weight_ulps else ""
         kernel_off = _beyond(k.W, t.W, t.dtype, weight_ulps)
         if kernel_off.any():
             n, d, idx, kv, tv = _first_diff(k.W, t.W, kernel_off)
