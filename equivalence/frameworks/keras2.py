@@ -31,7 +31,7 @@ from equivalence.core.dtypes import numpy_dtype  # noqa: E402
 from equivalence.core.layout import LayerWeights, check_weights  # noqa: E402
 from equivalence.core.spec import StackSpec  # noqa: E402
 from equivalence.core.types import Gradients  # noqa: E402
-from equivalence.core.walk import DenseUnit, ModelNotSupported, check_chain  # noqa: E402
+from equivalence.core.walk import DenseUnit, ModelNotSupported, attach_activation, check_chain  # noqa: E402
 from equivalence.frameworks.base import Adapter, FrameworkRefused, ParamCount  # noqa: E402
 from equivalence.frameworks.tensorflow_facts import tensorflow_versions  # noqa: E402
 
@@ -401,7 +401,7 @@ def walk(model: Any, *, input_width: int | None = None) -> list[DenseUnit]:
                 if pending is not None:
                     units.append(_walk_unit(pending))
                 act = _walk_activation(layer.activation)
-                pending = {"position": position, "dense": layer, "act": act, "act_layer": None,
+                pending = {"position": position, "dense": layer, "name": layer.name, "act": act, "act_op": None,
                            "act_source": "none" if act == "linear" else f"Dense(activation={act!r})"}
                 continue
             act = _walk_layer(layer)
@@ -410,21 +410,14 @@ def walk(model: Any, *, input_width: int | None = None) -> list[DenseUnit]:
         except KeyError:
             raise refuse("not a Dense layer or an activation the suite judges (it judges dense layers, their "
                          "activations, and skips Dropout, Flatten and InputLayer)") from None
-        if act is None:
-            continue
-        if pending is None:
-            raise refuse("an activation before any Dense layer")
-        if pending["act"] != "linear":
-            raise refuse(f"a second activation after {pending['dense'].name!r} ({pending['act']} already): the "
-                         "suite judges one activation per dense layer")
-        pending.update(act=act, act_source=f"{kind} {layer.name!r}", act_layer=layer)
+        attach_activation(pending, act, f"{kind} {layer.name!r}", layer, refuse)
     if pending is not None:
         units.append(_walk_unit(pending))
     return check_chain(units, FRAMEWORK)
 
 
 def _walk_unit(p: dict[str, Any]) -> DenseUnit:
-    dense, act_layer = p["dense"], p["act_layer"]
+    dense, act_layer = p["dense"], p["act_op"]
     dtype = dense.compute_dtype
     if dtype not in ("float64", "float32", "float16", "bfloat16"):
         raise ModelNotSupported(FRAMEWORK, dense.name, "Dense", p["position"], f"computes in {dtype}")

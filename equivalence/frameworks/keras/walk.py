@@ -20,7 +20,7 @@ import keras
 import numpy as np
 
 from equivalence.core.activations import activation_name
-from equivalence.core.walk import DenseUnit, ModelNotSupported, check_chain
+from equivalence.core.walk import DenseUnit, ModelNotSupported, attach_activation, check_chain
 from equivalence.frameworks.keras import ACTIVATIONS as REGISTERED
 from equivalence.frameworks.keras import _parametric_cache
 from equivalence.frameworks.registry import get_adapter
@@ -271,7 +271,7 @@ def walk(model: Any, *, input_width: int | None = None) -> list[DenseUnit]:
                 act = _activation_function(op.activation)
             except _Refuse as exc:
                 raise refuse(str(exc)) from None
-            pending = {"position": position, "dense": op, "act": act,
+            pending = {"position": position, "dense": op, "name": op.name, "act": act,
                        "act_source": "none" if act == "linear" else f"Dense(activation={act!r})", "act_op": None}
             continue
         try:
@@ -281,14 +281,7 @@ def walk(model: Any, *, input_width: int | None = None) -> list[DenseUnit]:
         except KeyError:
             raise refuse("not a Dense layer or an activation the suite judges (it judges dense layers, their "
                          "activations, and skips Dropout, Identity, Flatten and InputLayer)") from None
-        if act is None:
-            continue
-        if pending is None:
-            raise refuse("an activation before any Dense layer")
-        if pending["act"] != "linear":
-            raise refuse(f"a second activation after {pending['dense'].name!r} ({pending['act']} already): the "
-                         "suite judges one activation per dense layer")
-        pending.update(act=act, act_source=f"{kind} {op.name!r}", act_op=op)
+        attach_activation(pending, act, f"{kind} {op.name!r}", op, refuse)
     if pending is not None:
         units.append(_unit(pending))
     return check_chain(units, FRAMEWORK)
