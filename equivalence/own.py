@@ -272,7 +272,7 @@ class ModelComparison(Comparison):
         """The parameter counts (kernel and bias) of both models, per dense layer and in total."""
         def count(units: Sequence[DenseUnit]) -> str:
             sizes = [(u.name, u.W.size + (0 if u.b is None else u.b.size)) for u in units]
-            return f"{sum(n for _, n in sizes):,} (" + ", ".join(f"{name} {n:,}" for name, n in sizes) + ")"
+            return f"{sum(n for _, n in sizes):,} (" + ", ".join(f"{name!r} {n:,}" for name, n in sizes) + ")"
 
         return f"parameters: torch {count(self.torch_layers)}, keras {count(self.keras_layers)}"
 

@@ -201,7 +201,7 @@ def test_compare_and_env_print_no_framework_log_line(files):
 def test_compare_counts_the_parameters_of_both_models(files, capsys):
     code, out, _ = run([files["model.pt2"], files["port.keras"], "--examples", "3"], capsys)
     assert code == EXIT_OK
-    assert "parameters: torch 83 (fc1 56, fc2 27), keras 83 (dense_0 56, dense_1 27)" in out, out
+    assert "parameters: torch 83 ('fc1' 56, 'fc2' 27), keras 83 ('dense_0' 56, 'dense_1' 27)" in out, out
 
 
 def test_a_weight_one_ulp_off_fails_by_default_and_passes_within_the_tolerance(files, tmp_path, capsys):
