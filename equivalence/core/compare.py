@@ -240,7 +240,7 @@ def compare_layers(spec: StackSpec, weights: Sequence[LayerWeights], x: np.ndarr
         extra = {name: extra_error(framework_of(name), act, spec.dtype, facts=facts.get(name)) * scale
                  + rounded_weights_error(framework_of(name), x=trace.x, W=W, b=b, activation=act, dtype=spec.dtype)
                  for name in ran}
-        excuse = {name: excused(framework_of(name), act, spec.dtype, trace.z, np.asarray(out),
+        excuse = {name: excused(framework_of(name), act, spec.dtype, trace.z, np.asarray(out), x=trace.x,
                                 facts=facts.get(name))
                   for name, out in ran.items()}
         as64 = {name: _as_float64(out) for name, out in ran.items()}

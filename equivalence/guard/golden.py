@@ -598,8 +598,8 @@ def _moved(golden: GoldenSet, name: str, case: GoldenCase, now: Sequence[np.ndar
         bound = PAIR_FACTOR * SAFETY * EPSILON[dtype] * scale + grants
         with np.errstate(invalid="ignore"):  # NaN or inf inputs give NaN, as in the frameworks
             z = trace.x @ W.astype(np.float64) + (0.0 if bias is None else bias.astype(np.float64))
-        both = excused(name, act, dtype, z, np.asarray(a)) | excused(name, act, dtype, z, np.asarray(b),
-                                                                     facts=golden.facts)
+        both = (excused(name, act, dtype, z, np.asarray(a), x=trace.x)
+                | excused(name, act, dtype, z, np.asarray(b), x=trace.x, facts=golden.facts))
         result = compare_arrays(np.asarray(a), np.asarray(b), bound=bound, pair=(name, f"{name}{RECORDED}"),
                                 layer=layer, excused=both)
         if not result.passed:
