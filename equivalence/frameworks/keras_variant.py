@@ -10,6 +10,7 @@ it is refused (``builtin.keras_backend_problem``), never ignored.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from equivalence.frameworks.base import Adapter
 
@@ -30,3 +31,24 @@ def adapter() -> Adapter:
     from equivalence.frameworks.keras import adapter as keras3
 
     return keras3()
+
+
+def walker() -> Any:
+    """The module walking a user's own model of the Keras that runs here (``walk``, ``load_model``)."""
+    if legacy_keras_requested():
+        from equivalence.frameworks import keras2
+
+        return keras2
+    from equivalence.frameworks.keras import walk as keras3_walk
+
+    return keras3_walk
+
+
+def walk(model: Any, *, input_width: int | None = None) -> list[Any]:
+    """A user's Keras model's dense units, walked by the Keras that runs here (Keras 2 or 3)."""
+    return walker().walk(model, input_width=input_width)
+
+
+def load_model(path: str) -> Any:
+    """A ``.keras`` file loaded by the Keras that runs here, in safe mode."""
+    return walker().load_model(path)
