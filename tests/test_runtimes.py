@@ -319,7 +319,8 @@ def test_keras_xla_whole_model_fuses_across_layers(keras_xla_adapter, keras_grap
     model = build_loaded(keras_xla_adapter, case, "sequential")
     whole, chained = keras_xla_adapter.forward(model, case.x), keras_xla_adapter.taps(model, case.x)
     assert not np.array_equal(whole, chained[-1]), "XLA's whole program now equals its layers: the entry can go"
-    assert_within_last_layer_bound(got=whole, chained=chained, case=case, what="keras_xla float64")
+    assert_within_last_layer_bound(got=whole, chained=chained, case=case, framework="keras_xla",
+                                   what="keras_xla float64")
     assert whole_graph_difference("keras_xla", spec.activations, "float64").name == \
         "keras_xla_whole_model_fuses_across_layers"
     graph = build_loaded(keras_graph_adapter, case, "sequential")
@@ -407,7 +408,8 @@ def test_torch_compile_whole_model_compiles_differently(torch_compile_adapter):
         case = make_case(StackSpec(n_in, widths, (activation,) * len(widths)), seed=seed, batch=seed + 1)
         model = build_loaded(torch_compile_adapter, case, "sequential")
         whole, chained = torch_compile_adapter.forward(model, case.x), torch_compile_adapter.taps(model, case.x)
-        assert_within_last_layer_bound(got=whole, chained=chained, case=case, what=f"torch_compile {activation}")
+        assert_within_last_layer_bound(got=whole, chained=chained, case=case, framework="torch_compile",
+                                       what=f"torch_compile {activation}")
         assert whole_graph_difference("torch_compile", case.spec.activations, "float32") is not None
 
 
