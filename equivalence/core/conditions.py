@@ -124,10 +124,10 @@ class Probe:
 
     def measure(self) -> str:
         """``"yes"`` or ``"no"``, computed with the framework's adapter now."""
-        from equivalence.frameworks.registry import get_adapter
+        from equivalence.core.adapter import adapter_for
 
         with np.errstate(invalid="ignore", over="ignore"):
-            return "yes" if self.shows(get_adapter(self.framework).activation(self.activation, self.x(),
+            return "yes" if self.shows(adapter_for(self.framework).activation(self.activation, self.x(),
                                                                               self.dtype)) else "no"
 
 
@@ -149,8 +149,8 @@ class CurrentFacts:
         return self._cache[key]
 
     def _compute(self, key: str) -> str | None:
+        from equivalence.core.adapter import FrameworkUnavailable, adapter_for
         from equivalence.core.kernels import kernel_facts
-        from equivalence.frameworks.registry import FrameworkUnavailable, get_adapter
 
         section, _, rest = key.partition(".")
         if section == "kernel":
@@ -158,7 +158,7 @@ class CurrentFacts:
         if section == "frameworks":
             framework, _, name = rest.partition(".")
             try:
-                return get_adapter(framework).versions().get(name)
+                return adapter_for(framework).versions().get(name)
             except FrameworkUnavailable:
                 return None
         if section == "probes" and rest in self._probes:

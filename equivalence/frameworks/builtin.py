@@ -3,7 +3,9 @@
 runtimes: ONNX Runtime (``ort``, torch's export), Keras on TensorFlow through ``tf.function`` (``keras_graph``)
 and XLA (``keras_xla``), ``torch.compile`` (``torch_compile``), LiteRT on TensorFlow's converter (``litert``,
 ``litert_fp16w``: float16 weights) and torch.export (``torch_export``).
-Data only: nothing here imports a framework."""
+Data only: nothing here imports a framework. The registry finds these entries through ``equivalence``'s own
+entry point (group ``equivalence.frameworks`` in ``pyproject.toml``: ``FRAMEWORKS``), as it finds a third
+party's."""
 
 from __future__ import annotations
 
@@ -13,7 +15,15 @@ import os
 import shutil
 from collections.abc import Callable, Mapping
 
-from equivalence.frameworks.registry import Framework, register
+from equivalence.frameworks.registry import Framework
+
+LEGACY_VARIABLE = "TF_USE_LEGACY_KERAS"
+
+
+def legacy_keras_requested() -> bool:
+    """``TF_USE_LEGACY_KERAS`` as TensorFlow reads it (``1``, ``true`` or ``True``)."""
+    return os.environ.get(LEGACY_VARIABLE) in ("1", "true", "True")
+
 
 KERAS_BACKENDS: dict[str, str] = {"tensorflow": "tensorflow", "torch": "torch", "jax": "jax"}
 """Keras backends the Keras adapter runs on -> the package each needs (Keras also knows numpy and openvino,
@@ -40,8 +50,6 @@ def keras_backend_problem() -> str | None:
 
 def _legacy_keras_problem(backend: str) -> str | None:
     """``TF_USE_LEGACY_KERAS=1`` asks for Keras 2 (tf-keras): refused where it would silently test Keras 3."""
-    from equivalence.frameworks.keras_variant import LEGACY_VARIABLE, legacy_keras_requested
-
     if not legacy_keras_requested():
         return None
     value = os.environ[LEGACY_VARIABLE]
@@ -109,8 +117,6 @@ MXNET = Framework(
 
 def _keras2_problem(names: str) -> str | None:
     """The runtimes built on the Keras 3 adapter cannot run Keras 2 (``TF_USE_LEGACY_KERAS=1``)."""
-    from equivalence.frameworks.keras_variant import LEGACY_VARIABLE, legacy_keras_requested
-
     if not legacy_keras_requested():
         return None
     return (f"{names} run Keras 3; {LEGACY_VARIABLE}={os.environ[LEGACY_VARIABLE]} asks for Keras 2 "
@@ -207,6 +213,5 @@ TORCH_EXPORT = Framework(
     describe=lambda v: f"{_torch(v)}, through {v.get('torch_export', 'torch.export')}",
     in_suite_default=False)  # as ort: its own properties in make check, the whole suite in make runtimes
 
-for _framework in (TORCH, KERAS, MXNET, ORT, KERAS_GRAPH, KERAS_XLA, TORCH_COMPILE, LITERT, LITERT_FP16W,
-                   TORCH_EXPORT):
-    register(_framework)
+FRAMEWORKS = (TORCH, KERAS, MXNET, ORT, KERAS_GRAPH, KERAS_XLA, TORCH_COMPILE, LITERT, LITERT_FP16W, TORCH_EXPORT)
+"""The built-in frameworks in the registry's order: ``equivalence``'s entry point ``builtin`` names this tuple."""

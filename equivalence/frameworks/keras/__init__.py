@@ -1,4 +1,4 @@
-"""Keras 3 adapter: the backend-neutral part, and the one place the backend is chosen (``adapter``).
+"""Keras 3 adapter: the backend-neutral part (the backend is chosen in ``equivalence.frameworks.keras_variant``).
 
 The Keras ``Dense`` kernel is ``(in, out)``, already the canonical layout. The
 Keras quirks handled here: a model without ``keras.Input`` has no weights until
@@ -350,16 +350,3 @@ class KerasAdapter(Adapter):
         return {"keras": keras.__version__, "keras_backend": self.backend, "variant": self.variant,
                 **self.backend_versions()}
 
-
-def adapter() -> KerasAdapter:
-    """The Keras adapter of the backend Keras runs on (``KERAS_BACKEND``, read by Keras at import): chosen once."""
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        from equivalence.frameworks.keras.tensorflow import TensorFlowKeras as chosen
-    elif backend == "torch":
-        from equivalence.frameworks.keras.torch import TorchKeras as chosen
-    elif backend == "jax":
-        from equivalence.frameworks.keras.jax import JaxKeras as chosen
-    else:
-        raise ValueError(f"the Keras adapter does not run on the {backend!r} backend")
-    return chosen()
