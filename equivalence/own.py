@@ -1,7 +1,7 @@
 """Check a user's own pair of models: ``assert_equivalent(torch_model, keras_model)``.
 
 Nothing here writes the user's weights (``port_weights`` alone does, on purpose). Each model
-is walked into dense units in execution order (``equivalence.frameworks.torch_walk``,
+is walked into dense units in execution order (``equivalence.frameworks.torch.walk``,
 ``equivalence.frameworks.keras.walk``); then, attributes before values:
 
 1. the structure is compared layer by layer: depth, shapes, dtype, bias, activation;

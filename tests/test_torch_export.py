@@ -55,7 +55,7 @@ def test_a_saved_and_loaded_program_runs_the_same_bits(torch_export_adapter):
     import torch
     from torch import nn
 
-    from equivalence.frameworks.torch_export import export
+    from equivalence.frameworks.torch.export import export
 
     case = make_case(StackSpec(6, (7, 5, 3), ("tanh", "gelu", "softmax")), seed=11, batch=9)
     model = torch_export_adapter.build(case.spec, "sequential")

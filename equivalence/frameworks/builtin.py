@@ -96,10 +96,10 @@ TORCH = Framework(
     registering_styles=("sequential", "modulelist"),  # plain_list: the seed notes' trap, nothing registered
     save_formats=(".pt",),  # state_dict through torch.save, read back with torch.load(weights_only=True)
     default=True, version_keys=("torch",), kernel_keys=("cpu_capability",), describe=_torch,
-    walker="equivalence.frameworks.torch_walk:walk")
+    walker="equivalence.frameworks.torch.walk:walk")
 
 KERAS = Framework(
-    "keras", "equivalence.frameworks.keras_variant:adapter", packages=("keras", "tensorflow", "jax", "tf_keras"),
+    "keras", "equivalence.frameworks.keras.variant:adapter", packages=("keras", "tensorflow", "jax", "tf_keras"),
     styles=("sequential", "functional", "subclass"),
     save_formats=(".weights.h5", ".keras"),  # save_weights / load_weights; model.save / load_model(safe_mode=True)
     default=True,
@@ -143,7 +143,7 @@ def _ort(v: Mapping[str, str]) -> str:
 
 
 ORT = Framework(
-    "ort", "equivalence.frameworks.ort:OnnxRuntimeAdapter", packages=("onnxruntime", "onnx", "torch"),
+    "ort", "equivalence.frameworks.torch.ort:OnnxRuntimeAdapter", packages=("onnxruntime", "onnx", "torch"),
     styles=("sequential",), capabilities=frozenset(),  # inference only: no gradients, SGD or save/load here
     install_hint="pip install 'equivalence[ort]' (onnxruntime and onnx; the graphs come from torch.onnx.export)",
     version_keys=("onnxruntime", "onnx", "onnx_opset", "exporter"),
@@ -172,7 +172,7 @@ def cxx_compiler_problem() -> str | None:
 
 
 TORCH_COMPILE = Framework(
-    "torch_compile", "equivalence.frameworks.torch_compile:TorchCompileAdapter", packages=("torch",),
+    "torch_compile", "equivalence.frameworks.torch.compile:TorchCompileAdapter", packages=("torch",),
     styles=("sequential",), capabilities=frozenset(),  # the forward pass compiled; training stays with torch
     version_keys=("torch", "torch_compile_backend"),
     kernel_keys=("cpu_capability", "inductor_cpp_compiler", "inductor_simd"),
@@ -207,7 +207,7 @@ LITERT_FP16W = Framework("litert_fp16w", "equivalence.frameworks.keras.litert:Li
                          describe=_litert("float16"), **_LITERT)
 
 TORCH_EXPORT = Framework(
-    "torch_export", "equivalence.frameworks.torch_export:TorchExportAdapter", packages=("torch",),
+    "torch_export", "equivalence.frameworks.torch.export:TorchExportAdapter", packages=("torch",),
     styles=("sequential",), capabilities=frozenset(),  # the exported forward pass; training stays with torch
     version_keys=("torch", "torch_export"), kernel_keys=("cpu_capability",),
     describe=lambda v: f"{_torch(v)}, through {v.get('torch_export', 'torch.export')}",

@@ -44,7 +44,7 @@ from tensorflow.lite.python.convert_phase import ConverterError
 from equivalence.core.dtypes import numpy_dtype
 from equivalence.core.layout import LayerWeights
 from equivalence.frameworks.base import FrameworkRefused
-from equivalence.frameworks.keras import ACTIVATIONS, _dense_layers
+from equivalence.frameworks.keras import ACTIVATIONS
 from equivalence.frameworks.keras.tensorflow import TensorFlowKeras
 
 THREADS = 1
@@ -266,7 +266,7 @@ class LiteRTKeras(TensorFlowKeras):
 
     def set_weights(self, model: Any, weights: Sequence[LayerWeights]) -> None:
         super().set_weights(model, weights)
-        for layer in _dense_layers(model):
+        for layer in self.dense_layers(model):
             if layer in self._converted:
                 self._converted[layer].interpreter = None
         if not isinstance(model, list):
@@ -280,20 +280,20 @@ class LiteRTKeras(TensorFlowKeras):
         """The weights in the flatbuffer: ``FULLY_CONNECTED``'s ``(out, in)`` weight and its bias, in the storage
         dtype (float16 for ``litert_fp16w``)."""
         out = []
-        for layer in _dense_layers(model):
+        for layer in self.dense_layers(model):
             W, b = locate_weights(self._layer(layer).flat)
             out.append((W.copy(), None if b is None else b.copy()))
         return out
 
     def apply_layer(self, model: Any, index: int, x: np.ndarray) -> np.ndarray:
-        layer = _dense_layers(model)[index]
+        layer = self.dense_layers(model)[index]
         return self._run(self._layer(layer).interpreter, x, layer.dtype)
 
     def forward(self, model: Any, x: np.ndarray) -> np.ndarray:
         if isinstance(model, list):
             return self.taps(model, x)[-1]
         interpreter = self._models.get(model)
-        dtype = _dense_layers(model)[0].dtype
+        dtype = self.dense_layers(model)[0].dtype
         if interpreter is None:
             interpreter = self._models[model] = self.interpreter(self.convert(model), dtype)
         return self._run(interpreter, x, dtype)

@@ -18,7 +18,7 @@ __all__ = ["LEGACY_VARIABLE", "adapter", "keras3_adapter", "legacy_keras_request
 def adapter() -> Adapter:
     """The Keras 2 adapter under ``TF_USE_LEGACY_KERAS=1``, else Keras 3's on its backend."""
     if legacy_keras_requested():
-        from equivalence.frameworks.keras2 import LegacyKerasAdapter
+        from equivalence.frameworks.keras.legacy import LegacyKerasAdapter
 
         return LegacyKerasAdapter()
     return keras3_adapter()
