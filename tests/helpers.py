@@ -24,6 +24,7 @@ from equivalence.core.repro import save_case, snippet
 from equivalence.core.strategies import ACTIVATION_NAMES, DTYPE_NAMES, boundary_widths_up_to, cases, specs
 from equivalence.core.tolerance import forward_bound, rounded_weights_error
 from equivalence.frameworks.base import Adapter
+from equivalence.frameworks.registry import entry, names
 from tests import stats
 
 try:
@@ -36,8 +37,10 @@ needs_bfloat16 = pytest.mark.skipif(not HAS_BFLOAT16, reason="bfloat16 needs ml_
 BFLOAT16 = pytest.param("bfloat16", marks=needs_bfloat16)
 """Use in a dtype parametrization instead of "bfloat16"."""
 
-RUNTIMES = ("ort", "keras_graph", "keras_xla", "torch_compile", "litert", "litert_fp16w", "torch_export")
-"""The runtimes: their named differences are measured in tests/test_runtimes.py and tests/test_litert.py."""
+RUNTIMES = tuple(name for name in names() if not entry(name).in_suite_default)
+"""The runtimes (the registry leaves them out of the suite's default: ort, keras_graph, keras_xla, torch_compile,
+litert, litert_fp16w, torch_export): their named differences are measured in tests/test_runtimes.py and
+tests/test_litert.py."""
 
 # Example budgets by cost, scaled from the active hypothesis profile (100 in dev and ci).
 NUMERIC_EXAMPLES = 13 * settings.default.max_examples

@@ -6,17 +6,13 @@ import numpy as np
 import pytest
 
 from equivalence.cli import EXIT_DISAGREE, EXIT_OK, EXIT_USAGE, main
-from tests.helpers import keras3_only, keras_walker_problem
+from tests.helpers import keras3_only
 from tests.own_models import keras_model, torch_model
 
 pytestmark = keras3_only  # the keras walker reads Keras 3 models
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _the_keras_walker_reads_models_here(keras_adapter):
-    problem = keras_walker_problem()
-    if problem:
-        pytest.skip(problem)
+pytestmark = pytest.mark.usefixtures("keras_walker_or_skip")
 
 WIDTHS = (6, 8, 8, 3)
 CHAIN = ("relu", "tanh", "softmax")

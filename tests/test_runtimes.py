@@ -374,28 +374,35 @@ def test_every_torch_compile_layer_agrees_with_eager_torch_and_the_reference(cas
     assert_layers_agree(comparison=check_case(case, models), case=case)
 
 
-def test_the_compiled_torch_model_runs_as_its_chained_layers(torch_compile_adapter):
+TORCH_PROGRAMS = ("torch_compile", "torch_export")
+"""The runtimes that trace torch's own modules into a program (inductor's kernels, an ExportedProgram)."""
+
+
+@pytest.mark.parametrize("variant", TORCH_PROGRAMS)
+def test_the_traced_torch_model_runs_as_its_chained_layers(variant, request):
+    adapter = request.getfixturevalue(f"{variant}_adapter")
     case = make_case(StackSpec(6, (7, 5, 3), ("tanh", "gelu", "softmax")), seed=11, batch=9)
-    model = torch_compile_adapter.build(case.spec, "sequential")
-    torch_compile_adapter.set_weights(model, case.weights)
-    np.testing.assert_array_equal(torch_compile_adapter.forward(model, case.x),
-                                  torch_compile_adapter.taps(model, case.x)[-1])
+    model = adapter.build(case.spec, "sequential")
+    adapter.set_weights(model, case.weights)
+    np.testing.assert_array_equal(adapter.forward(model, case.x), adapter.taps(model, case.x)[-1])
 
 
-def test_a_drifted_torch_module_is_traced_into_the_compiled_layer_and_caught(torch_compile_adapter, monkeypatch):
+@pytest.mark.parametrize("variant", TORCH_PROGRAMS)
+def test_a_drifted_torch_module_is_traced_into_the_program_and_caught(variant, request, monkeypatch):
     import torch
 
+    adapter = request.getfixturevalue(f"{variant}_adapter")
     case = make_case(StackSpec(16, (16,), ("softsign",)), seed=5, batch=32, input_scale=3.0)
 
     def comparison():
-        torch_compile_adapter.forget_compiled()
-        model = torch_compile_adapter.build(case.spec, "sequential")
-        return check_case(case, {"torch_compile": (torch_compile_adapter, model)})
+        adapter.forget_compiled()
+        model = adapter.build(case.spec, "sequential")
+        return check_case(case, {variant: (adapter, model)})
 
     assert comparison().passed
     monkeypatch.setattr(torch.nn.Softsign, "forward", lambda self, x: x / (1.0 + x.abs() * (1 + 1e-4)))
     broken = comparison()
-    assert broken.failing_pairs() == {"torch_compile vs reference": 0}, broken.message()
+    assert broken.failing_pairs() == {f"{variant} vs reference": 0}, broken.message()
 
 
 def test_torch_compile_whole_model_compiles_differently(torch_compile_adapter):
