@@ -18,7 +18,7 @@ GOLDEN ?= golden
 NOX_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lint test check report baseline guard matrix bench soak sensitivity mxnet clean portability \
+.PHONY: help venv lint test check report baseline guard matrix bench soak sensitivity mxnet clean portability probes \
 	portability-cell matrix-log keras2 history history-check runtimes
 CELL ?= lowest
 SHELL := /bin/bash
@@ -52,6 +52,9 @@ guard: venv ## verify the installed frameworks against the shipped golden vector
 
 portability: venv ## the suite and the guard on every kernel path this CPU can emulate; one table (report/portability/)
 	$(BIN)/python -m equivalence.guard.portability --out $(REPORT_DIR)/portability -- $(PYTEST_ARGS)
+
+probes: venv ## probe every named difference here: its scope (dtypes, shapes) beside the CPUs it was recorded on
+	$(BIN)/python -m equivalence.guard.portability --probes --out $(REPORT_DIR)/portability
 
 portability-cell: venv ## one kernel path (CELL=lowest, native, avx2-machine, ...): the suite and the guard there
 	$(BIN)/python -m equivalence.guard.portability --cell $(CELL) --out $(REPORT_DIR)/portability -- $(PYTEST_ARGS)

@@ -473,6 +473,9 @@ def _print_known_differences(recorded: Any, now: Any) -> None:
     """The named differences active now, and those active when the vectors were recorded, where they differ."""
     active_now = now.get("known_differences", {}).get("active", [])
     print("known differences active now: " + (", ".join(active_now) or "none"))
+    scopes = [f"{name} = {scope}" for name, scope in now.get("probes", {}).items() if scope not in ("none", "no")]
+    if scopes:
+        print("  probed scopes here: " + "; ".join(scopes))
     then = recorded.get("known_differences", {}).get("active")
     if then is not None and then != active_now:
         print("  when recorded: " + (", ".join(then) or "none") + " (recorded outputs are judged with those)")

@@ -362,3 +362,7 @@ def test_verify_says_whether_the_machine_or_the_framework_changed(edit, cause, t
                             version=versions["torch"])
     assert "cases changed" in line and line.endswith(expected), f"got {line!r}, but should end {expected!r}"
     assert "known differences active now:" in out
+    from equivalence.core.known_differences import FACTS, PROBES
+
+    scope = FACTS.get(PROBES["torch_gelu_nan_at_plus_inf"].key)  # verify names the probed scope where found
+    assert (f"torch_gelu_nan_at_plus_inf = {scope}" in out) == (scope != "none"), out

@@ -231,7 +231,7 @@ def compare_layers(spec: StackSpec, weights: Sequence[LayerWeights], x: np.ndarr
     for layer, (trace, layer_weights, act) in enumerate(zip(traces, weights, spec.activations)):
         ran = {name: outs[layer] for name, outs in outputs.items() if outs[layer] is not None}
         bound = forward_bound(trace, layer_weights, act, spec.dtype, {name: facts.get(name) for name in ran})
-        excuse = {name: excused(framework_of(name), act, spec.dtype, trace.z, np.asarray(out),
+        excuse = {name: excused(framework_of(name), act, spec.dtype, trace.z, np.asarray(out), x=trace.x,
                                 facts=facts.get(name))
                   for name, out in ran.items()}
         as64 = {name: _as_float64(out) for name, out in ran.items()}

@@ -2,14 +2,18 @@
 
 A *fact* is one line of the flattened fingerprint (``equivalence.guard.fingerprint.flatten``): for example
 ``frameworks.keras.keras_backend``, ``frameworks.keras.onednn_enabled``, ``frameworks.torch.cpu_capability``,
-``kernel.onednn_isa``, ``frameworks.keras.keras`` (the version), or ``probes.<name>`` (``yes``/``no``).
+``kernel.onednn_isa``, ``frameworks.keras.keras`` (the version), or ``probes.<name>`` (the probe's measured
+scope: ``"float32, bfloat16"``, ``"bfloat16 (17x17x17 33x33x33)"`` or ``"none"``; see ``Scope``).
 
 * ``Fact`` names a condition in advance: a fact in a set of values.
 * ``AtLeast`` is a version floor, ``Below`` a version ceiling (together: the range where an entry holds).
 * ``Probe`` measures a condition that cannot be named in advance (a kernel path nobody has measured,
-  such as an arm64 CPU): the framework's own activation on a few elements, once per process, cached.
-  A probe also says which named facts it was measured to follow (``follows``); a test checks that
-  it still does wherever those facts are known, so the name stays honest.
+  such as an arm64 CPU, or a CPU with an ISA the recording machine could not emulate): the framework's own
+  ops on a few elements, once per process, cached. It measures its *scope* where it runs: every dtype, and
+  for a shape-dependent behaviour the shapes of a small grid, so an entry's dtypes come from the machine at
+  hand, not from the CPUs it was first seen on. A probe also says, per dtype, which named facts it was
+  measured to follow (``follows``); a test checks that it still does wherever those facts are known, and
+  that it is never found in a dtype where no named cause allows it, so the name stays honest.
 
 ``CurrentFacts`` computes this process's facts lazily (a framework's facts load only that framework);
 ``RecordedFacts`` reads them from a recorded fingerprint (golden vectors keep the facts they were
@@ -19,8 +23,8 @@ recorded under, so recorded outputs are judged by the differences active *then*)
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import ClassVar, Protocol
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
@@ -41,7 +45,7 @@ class Fact:
     values: tuple[str, ...]
     label: str
 
-    def holds(self, facts: Facts) -> bool:
+    def holds(self, facts: Facts, dtype: str | None = None) -> bool:
         value = facts.get(self.key)
         return facts.recorded if value is None else value in self.values
 
@@ -62,7 +66,7 @@ class AtLeast:
     def _compare(found: tuple[int, ...], bound: tuple[int, ...]) -> bool:
         return found >= bound
 
-    def holds(self, facts: Facts) -> bool:
+    def holds(self, facts: Facts, dtype: str | None = None) -> bool:
         value = facts.get(self.key)
         if value is None:
             return facts.recorded
@@ -94,41 +98,120 @@ def version_tuple(version: str) -> tuple[int, ...]:
     return tuple(out)
 
 
+Shape = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Where a probe found its behaviour: the dtypes, and for a shape-dependent probe the shapes of its grid.
+
+    Written into fingerprints as one string (``encode``): ``"none"``, ``"float32, bfloat16"``, or with shapes
+    ``"bfloat16 (17x17x17 33x33x33)"``. Fingerprints recorded before scopes were measured hold ``"yes"`` or
+    ``"no"``: ``parse`` reads ``"yes"`` as the dtypes the probe stood for then (``Probe.legacy_yes``).
+    """
+
+    shapes: Mapping[str, tuple[Shape, ...]]
+    """dtype -> the grid shapes where it shows (empty for a probe that does not depend on shapes)."""
+
+    @property
+    def dtypes(self) -> tuple[str, ...]:
+        return tuple(self.shapes)
+
+    def encode(self) -> str:
+        parts = [dtype + (" (" + " ".join("x".join(map(str, s)) for s in shapes) + ")" if shapes else "")
+                 for dtype, shapes in self.shapes.items()]
+        return ", ".join(parts) or "none"
+
+    @classmethod
+    def parse(cls, value: str, legacy_yes: tuple[str, ...] = ()) -> Scope:
+        if value in ("yes", "no"):
+            return cls({dtype: () for dtype in legacy_yes} if value == "yes" else {})
+        if value == "none":
+            return cls({})
+        shapes: dict[str, tuple[Shape, ...]] = {}
+        for part in value.split(", "):
+            dtype, _, grid = part.partition(" (")
+            shapes[dtype] = tuple(tuple(int(n) for n in s.split("x")) for s in grid.rstrip(")").split()) if grid \
+                else ()
+        return cls(shapes)
+
+
+ProbeResult = bool | tuple[Shape, ...]
+"""What a probe's ``shows`` returns for one dtype: whether the behaviour shows, or the grid shapes where it does."""
+
+
 @dataclass(frozen=True)
 class Probe:
-    """A condition measured at start-up: does ``framework``'s ``activation`` of ``x()`` in ``dtype`` show it?
+    """A condition measured at start-up: in which dtypes (and shapes) does ``framework`` show the behaviour?
 
-    ``follows``: the named facts the behaviour was measured to follow (``docs/measurements.md``).
+    ``shows(adapter, dtype)`` runs the framework's own ops through its adapter. ``follows``: per dtype, the
+    named facts the behaviour was measured to follow there (``docs/measurements.md``); a measured dtype not in
+    ``follows`` is one where no named cause allows it, so finding it there is a finding, not a scope.
     """
 
     name: str
     framework: str
-    activation: str
-    dtype: str
-    x: Callable[[], np.ndarray]
-    shows: Callable[[np.ndarray], bool]
     label: str
-    follows: tuple[Fact, ...] = field(default=())
+    shows: Callable[[Any, str], ProbeResult]
+    follows: Mapping[str, tuple[Fact, ...]]
+    open_dtypes: tuple[str, ...] = ()
+    """Dtypes where no CPU measured so far decides it: the probe alone does (a find there is new, not wrong)."""
+    dtypes: tuple[str, ...] = ("float64", "float32", "float16", "bfloat16")
+    """The dtypes it measures (those the framework cannot compute are left out where it runs); a measured dtype
+    neither in ``follows`` nor in ``open_dtypes`` is one where no named cause allows the behaviour."""
+    legacy_yes: tuple[str, ...] = ()
+    """The dtypes a recorded ``"yes"`` stood for (fingerprints from before scopes were measured)."""
+    shape_class: Callable[[Shape], bool] | None = None
+    """Shape-dependent probes: the class of (batch, in, out) shapes where the named cause allows it."""
+    shape_class_label: str = ""
 
     @property
     def key(self) -> str:
         return f"probes.{self.name}"
 
-    def holds(self, facts: Facts) -> bool:
+    @property
+    def candidate_dtypes(self) -> tuple[str, ...]:
+        """The dtypes where it may show: named (``follows``) or open. Its entries cover exactly these."""
+        return tuple(d for d in self.dtypes if d in self.follows or d in self.open_dtypes)
+
+    def expected(self, facts: Facts, dtype: str) -> bool | None:
+        """What the named facts say of ``dtype``: True (it shows), False (it cannot), None (not known here: a
+        fact missing or ``n/a``, or an open dtype)."""
+        if dtype in self.open_dtypes:
+            return None
+        named = self.follows.get(dtype, ())
+        if any((facts.get(f.key) or "n/a").startswith("n/a") for f in named):
+            return None
+        return dtype in self.follows and all(f.holds(facts) for f in named)
+
+    def scope(self, facts: Facts) -> Scope | None:
+        """The scope ``facts`` hold for this probe, or None where they hold none."""
         value = facts.get(self.key)
-        return facts.recorded if value is None else value == "yes"
+        return None if value is None else Scope.parse(value, self.legacy_yes)
+
+    def holds(self, facts: Facts, dtype: str | None = None) -> bool:
+        """Whether the probe found its behaviour (in ``dtype``; in any dtype when None)."""
+        scope = self.scope(facts)
+        if scope is None:
+            return facts.recorded
+        return bool(scope.dtypes) if dtype is None else dtype in scope.shapes
 
     def describe(self) -> str:
-        follows = "; ".join(f.label for f in self.follows)
-        return f"{self.label} (probed: {self.key}" + (f"; measured to follow: {follows})" if follows else ")")
+        follows = "; ".join(f"{dtype}: " + (" and ".join(f.label for f in facts) or "always")
+                            for dtype, facts in self.follows.items())
+        return f"{self.label} (probed: {self.key}" + (f"; measured to follow, {follows})" if follows else ")")
 
-    def measure(self) -> str:
-        """``"yes"`` or ``"no"``, computed with the framework's adapter now."""
-        from equivalence.core.adapter import adapter_for
-
+    def measure(self, adapter: Any) -> str:
+        """The scope on ``adapter``'s framework now, encoded (``Scope.encode``)."""
+        shapes: dict[str, tuple[Shape, ...]] = {}
         with np.errstate(invalid="ignore", over="ignore"):
-            return "yes" if self.shows(adapter_for(self.framework).activation(self.activation, self.x(),
-                                                                              self.dtype)) else "no"
+            for dtype in self.dtypes:
+                if adapter.cannot("linear", dtype):
+                    continue
+                found = self.shows(adapter, dtype)
+                if found is True or (found is not False and found):
+                    shapes[dtype] = () if found is True else tuple(found)
+        return Scope(shapes).encode()
 
 
 Condition = Fact | AtLeast | Below | Probe
@@ -164,7 +247,7 @@ class CurrentFacts:
         if section == "probes" and rest in self._probes:
             probe = self._probes[rest]
             try:
-                return probe.measure()
+                return probe.measure(adapter_for(probe.framework))
             except FrameworkUnavailable:
                 return None
         return None

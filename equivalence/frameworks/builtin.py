@@ -1,5 +1,5 @@
 """The registry entries of the frameworks that ship with equivalence: torch, Keras (Keras 3 on the backend
-``KERAS_BACKEND`` chooses, or Keras 2 under ``TF_USE_LEGACY_KERAS=1``: ``keras_variant``), MXNet Gluon, and the
+``KERAS_BACKEND`` chooses, or Keras 2 under ``TF_USE_LEGACY_KERAS=1``: ``keras.variant``), MXNet Gluon, and the
 runtimes: ONNX Runtime (``ort``, torch's export), Keras on TensorFlow through ``tf.function`` (``keras_graph``)
 and XLA (``keras_xla``), ``torch.compile`` (``torch_compile``), LiteRT on TensorFlow's converter (``litert``,
 ``litert_fp16w``: float16 weights) and torch.export (``torch_export``).

@@ -62,6 +62,9 @@ CELLS: tuple[Cell, ...] = (
          not_a_machine="on an AVX-512 CPU TF picks its oneDNN primitives by the real CPU: under the cap its softmax "
          "cannot create one (AbortedError) and the suite's process dies (measured); a real AVX2 CPU runs "
          "avx2-machine, where TF's oneDNN is off"),
+    Cell("onednn-avx512-bf16", {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16", "TF_ENABLE_ONEDNN_OPTS": "0"},
+         (*AVX512, "avx512_bf16"), "oneDNN (torch's) at AVX512_CORE_BF16: on an AMX CPU, its kernels without AMX "
+         "(an AVX-512 EPYC's level; there, the native ISA)"),
     Cell("onednn-avx2", {"ONEDNN_MAX_CPU_ISA": "AVX2", "TF_ENABLE_ONEDNN_OPTS": "0"}, ("avx2",),
          "oneDNN (torch's) at AVX2"),
     Cell("avx2-machine", {"ATEN_CPU_CAPABILITY": "avx2", "TF_ENABLE_ONEDNN_OPTS": "0", "ONEDNN_MAX_CPU_ISA": "AVX2"},
@@ -127,9 +130,22 @@ def table(summaries: Sequence[Mapping[str, Any]], skipped: Sequence[tuple[Cell, 
     return "\n".join(lines) + "\n"
 
 
+def probe_here(out: Path) -> str:
+    """Every named difference's probe on this machine's native path, beside the recorded CPUs (written to
+    ``out/probes.md``): a new CPU shows up here as a table, before any cell runs."""
+    from equivalence.core.known_differences import FACTS, PROBES
+    from equivalence.guard.cpus import probe_table
+
+    markdown = probe_table(PROBES, FACTS)
+    (out / "probes.md").write_text(markdown, encoding="utf-8")
+    return markdown
+
+
 def run_all(cells: Sequence[Cell], out: Path, pytest_args: Sequence[str], golden: Path) -> int:
     flags = cpu_flags()
     out.mkdir(parents=True, exist_ok=True)
+    probes = probe_here(out)
+    print("portability: the named differences' probes here, beside the CPUs they were recorded on\n\n" + probes)
     summaries, skipped, failed = [], [], []
     for cell in cells:
         why = cell.why_not(flags)
@@ -165,7 +181,7 @@ def run_all(cells: Sequence[Cell], out: Path, pytest_args: Sequence[str], golden
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if step_summary:
         with open(step_summary, "a", encoding="utf-8") as f:
-            f.write("## Portability\n\n" + markdown)
+            f.write("## Portability\n\n### Probes\n\n" + probes + "\n### Cells\n\n" + markdown)
     print(markdown)
     if failed:
         print(f"portability: FAIL in {', '.join(failed)} (logs in {out})")
@@ -181,11 +197,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="run only this cell (repeat for several; default: every cell this CPU supports)")
     parser.add_argument("--out", type=Path, default=Path("report/portability"), help="folder for logs and tables")
     parser.add_argument("--golden", type=Path, default=Path("golden"), help="golden-vector folder for the guard")
+    parser.add_argument("--probes", action="store_true",
+                        help="only probe the named differences here and print them beside the recorded CPUs")
     parser.add_argument("--in-this-process", action="store_true", help=argparse.SUPPRESS)  # a cell's own process
     parser.add_argument("pytest_args", nargs="*", help="arguments for pytest after --")
     args = parser.parse_args(argv)
     if args.in_this_process:
         return run_cell(args.cells[0], args.out, args.pytest_args, args.golden)
+    if args.probes:
+        args.out.mkdir(parents=True, exist_ok=True)
+        print(probe_here(args.out))
+        return 0
     cells = [_BY_NAME[name] for name in args.cells] if args.cells else list(CELLS)
     return run_all(cells, args.out, args.pytest_args, args.golden)
 
