@@ -351,7 +351,8 @@ def test_a_drifted_keras_op_is_traced_into_the_compiled_layer_and_caught(variant
 @pytest.mark.parametrize("variant", ["keras_graph", "keras_xla"])
 @pytest.mark.parametrize("activation", ["gelu", "gelu_tanh", "leaky_relu_0.2"])
 def test_the_keras_float64_constants_hold_on_the_compiled_paths(variant, activation, request):
-    """``known_differences.RUNS_ON``: the keras entries' float32 constants are there through tf.function and XLA."""
+    """``runs_on`` (their registry entries): the keras entries' float32 constants are there through tf.function
+    and XLA."""
     adapter = request.getfixturevalue(f"{variant}_adapter")
     x = np.linspace(-6, 6, 4001)
     error = np.max(np.abs(adapter.activation(activation, x, "float64") - _reference(activation, x)))
@@ -432,7 +433,7 @@ def test_a_missing_cxx_compiler_is_one_line_naming_what_to_install(monkeypatch, 
 
 
 def test_torch_s_softplus_threshold_holds_under_torch_compile(torch_compile_adapter):
-    """``RUNS_ON``: inductor keeps nn.Softplus' threshold 20 (softplus(20.5) is 20.5 in float64)."""
+    """``runs_on``: inductor keeps nn.Softplus' threshold 20 (softplus(20.5) is 20.5 in float64)."""
     model = torch_compile_adapter.build(StackSpec(1, (1,), ("softplus",), dtype="float64"), "sequential")
     torch_compile_adapter.set_weights(model, [(np.ones((1, 1)), np.zeros(1))])
     got = torch_compile_adapter.apply_layer(model, 0, np.array([[20.5]]))[0, 0]
@@ -441,7 +442,7 @@ def test_torch_s_softplus_threshold_holds_under_torch_compile(torch_compile_adap
 
 
 def test_the_fingerprint_lists_the_entries_a_compiled_path_inherits(keras_xla_adapter):
-    """``verify --framework keras_xla`` lists the keras entries it is judged with (``RUNS_ON``) as active."""
+    """``verify --framework keras_xla`` lists the keras entries it is judged with (its ``runs_on``) as active."""
     from equivalence.guard.fingerprint import fingerprint
 
     active = fingerprint(("keras_xla",))["known_differences"]["active"]

@@ -1,8 +1,8 @@
 """torch.export: each torch layer exported and run as the exported program (``ExportedProgram.module()``).
 
 Properties against eager torch and the reference, a save/load round trip, eager against exported measured bit
-for bit, torch's named entries covering it (``RUNS_ON``); the drifted module caught and the chained layers are
-torch.compile's twins in tests/test_runtimes.py.
+for bit, torch's named entries covering it (its registry entry's ``runs_on``); the drifted module caught and the
+chained layers are torch.compile's twins in tests/test_runtimes.py.
 Only in ``make runtimes`` (out of make check's default selection).
 """
 
@@ -73,7 +73,7 @@ def test_a_saved_and_loaded_program_runs_the_same_bits(torch_export_adapter):
 
 
 def test_torch_s_softplus_threshold_holds_in_the_export(torch_export_adapter):
-    """``RUNS_ON``: the exported nn.Softplus keeps its threshold 20 (softplus(20.5) is 20.5 in float64)."""
+    """``runs_on``: the exported nn.Softplus keeps its threshold 20 (softplus(20.5) is 20.5 in float64)."""
     model = torch_export_adapter.build(StackSpec(1, (1,), ("softplus",), dtype="float64"), "sequential")
     torch_export_adapter.set_weights(model, [(np.ones((1, 1)), np.zeros(1))])
     got = torch_export_adapter.apply_layer(model, 0, np.array([[20.5]]))[0, 0]

@@ -10,7 +10,7 @@ declares them, so a runtime that cannot train is one module too.
 
 The core never imports the registry: where it needs an adapter by name (a probe measuring a framework's
 activation, a fact from its versions), it asks ``adapter_for``, which the registry serves once imported
-(``provide_adapters``; importing ``equivalence`` imports it).
+(``provide_registry``; importing ``equivalence`` imports it).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from equivalence.core.spec import StackSpec
 from equivalence.core.types import Gradients, ParamCount
 
 __all__ = ["Adapter", "FrameworkEntry", "FrameworkRefused", "FrameworkUnavailable", "Gradients", "ParamCount",
-           "adapter_for", "provide_adapters"]
+           "adapter_for", "entry_for", "provide_registry"]
 
 
 class FrameworkUnavailable(RuntimeError):
@@ -36,12 +36,14 @@ class FrameworkUnavailable(RuntimeError):
 
 
 class FrameworkEntry(Protocol):
-    """What an adapter reads of its registry entry (``equivalence.frameworks.registry.Framework``)."""
+    """What adapters and the core read of a registry entry (``equivalence.frameworks.registry.Framework``)."""
 
     name: str
     styles: tuple[str, ...]
     save_formats: tuple[str, ...]
     capabilities: frozenset[str]
+    runs_on: str | None
+    weights_dtype: str | None
 
 
 class FrameworkRefused(RuntimeError):
@@ -61,9 +63,6 @@ class Adapter(ABC):
 
     name: str
     kernel_layout: str
-    weights_dtype: str | None = None
-    """The dtype its native weights are stored in, where not the layer's (LiteRT's float16 weight quantisation);
-    None: the layer's."""
     unsupported_dtypes: Mapping[str, str] = MappingProxyType({})
     """dtype -> why this framework cannot compute a Dense layer in it here (measured; empty: every dtype)."""
     framework: FrameworkEntry
@@ -72,6 +71,11 @@ class Adapter(ABC):
     @property
     def styles(self) -> tuple[str, ...]:
         return self.framework.styles
+
+    @property
+    def weights_dtype(self) -> str | None:
+        """The dtype its native weights are stored in (its registry entry's ``weights_dtype``)."""
+        return self.framework.weights_dtype
 
     @property
     def variant(self) -> str:
@@ -199,18 +203,30 @@ class Adapter(ABC):
             raise ValueError(f"unknown {self.name} style {style!r}; use one of {', '.join(self.styles)}")
 
 
-_sources: list[Callable[[str], Adapter]] = []
+_registries: list[tuple[Callable[[str], Adapter], Callable[[str], FrameworkEntry]]] = []
 
 
-def provide_adapters(source: Callable[[str], Adapter]) -> None:
-    """Where ``adapter_for`` finds adapters by name (the registry's ``get_adapter``; the latest wins)."""
-    _sources.append(source)
+def provide_registry(adapters: Callable[[str], Adapter], entries: Callable[[str], FrameworkEntry]) -> None:
+    """Where ``adapter_for`` and ``entry_for`` look names up (the registry's ``get_adapter`` and ``entry``; the
+    latest wins). The registry calls it when imported."""
+    _registries.append((adapters, entries))
 
 
 def adapter_for(name: str) -> Adapter:
-    """The adapter of framework ``name``, from the source the registry provided; ``FrameworkUnavailable`` when
-    no registry was imported (``import equivalence`` imports it)."""
-    if not _sources:
+    """The adapter of framework ``name``, from the registry; ``FrameworkUnavailable`` when no registry was
+    imported (``import equivalence`` imports it)."""
+    if not _registries:
         raise FrameworkUnavailable(f"no adapter registry is loaded to give the {name} adapter "
                                    "(import equivalence.frameworks.registry)")
-    return _sources[-1](name)
+    return _registries[-1][0](name)
+
+
+def entry_for(name: str) -> FrameworkEntry | None:
+    """The registry entry of framework ``name``: its facts (``runs_on``, ``weights_dtype``); None for a name
+    nobody registered, or with no registry imported."""
+    if not _registries:
+        return None
+    try:
+        return _registries[-1][1](name)
+    except ValueError:  # not registered
+        return None

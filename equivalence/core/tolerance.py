@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from equivalence.core.activations import ACTIVATIONS
+from equivalence.core.adapter import entry_for
 from equivalence.core.conditions import Facts
 from equivalence.core.dtypes import EPSILON, SMALLEST_NORMAL
 from equivalence.core.kinds import DENSE, Dense, LayerTrace, LayerWeights
@@ -74,13 +75,6 @@ def layer_bound(*, x: np.ndarray, W: np.ndarray, b: np.ndarray | None, h: np.nda
     return SAFETY * EPSILON[dtype] * layer_scale(x=x, W=W, b=b, h=h, activation=activation)
 
 
-WEIGHTS_ROUNDED_TO: dict[str, str] = {"litert_fp16w": "float16"}
-"""Frameworks that store a layer's weights (kernel and bias) in a narrower dtype and compute in the layer's:
-LiteRT's float16 weight quantisation (``Optimize.DEFAULT`` with ``supported_types=[float16]``) writes them as
-float16 and dequantises them to float32 before its float32 kernels (``tests/test_litert.py`` checks that the
-reference with its weights rounded to float16 first agrees with it at the plain float32 bound)."""
-
-
 def smallest_normal(dtype: str) -> float:
     """``dtype``'s smallest normal number (float16: 2**-14): below it values are subnormal, which a CPU in
     flush-to-zero mode (TensorFlow sets it) turns into zero."""
@@ -97,9 +91,12 @@ def weight_rounding_error(*, x: np.ndarray, W: np.ndarray, b: np.ndarray | None,
 
 def rounded_weights_error(framework: str, *, x: np.ndarray, weights: LayerWeights, activation: str, dtype: str,
                           kind: Dense = DENSE) -> float:
-    """The weight rounding term for a framework of ``WEIGHTS_ROUNDED_TO`` on a layer wider than its weights;
-    else 0."""
-    weight_dtype = WEIGHTS_ROUNDED_TO.get(framework)
+    """The weight rounding term of a framework that stores a layer's weights narrower than the layer computes
+    (its registry entry's ``weights_dtype``: LiteRT's float16 weight quantisation writes them as float16 and
+    dequantises them to float32 before its float32 kernels; ``tests/test_litert.py`` checks that the reference
+    with its weights rounded to float16 first agrees with it at the plain float32 bound); else 0."""
+    entry = entry_for(framework)
+    weight_dtype = entry.weights_dtype if entry is not None else None
     if weight_dtype is None or EPSILON[weight_dtype] <= EPSILON[dtype]:
         return 0.0
     return kind.weight_rounding_error(x, weights, slope=ACTIVATIONS[activation].max_slope,

@@ -157,9 +157,9 @@ _KERAS_VARIANT = dict(
     kernel_keys=("onednn_enabled", "tf_intra_op_threads"), check_environment=keras_on_tensorflow_problem,
     in_suite_default=False)  # as ort: its own properties in make check, the whole suite in make runtimes
 
-KERAS_GRAPH = Framework("keras_graph", "equivalence.frameworks.keras.graph:GraphKeras",
+KERAS_GRAPH = Framework("keras_graph", "equivalence.frameworks.keras.graph:GraphKeras", runs_on="keras",
                         describe=_keras_compiled("tf.function (predict's graph)"), **_KERAS_VARIANT)
-KERAS_XLA = Framework("keras_xla", "equivalence.frameworks.keras.graph:XlaKeras",
+KERAS_XLA = Framework("keras_xla", "equivalence.frameworks.keras.graph:XlaKeras", runs_on="keras",
                       describe=_keras_compiled("XLA (tf.function(jit_compile=True))"), **_KERAS_VARIANT)
 
 def cxx_compiler_problem() -> str | None:
@@ -172,7 +172,7 @@ def cxx_compiler_problem() -> str | None:
 
 
 TORCH_COMPILE = Framework(
-    "torch_compile", "equivalence.frameworks.torch.compile:TorchCompileAdapter", packages=("torch",),
+    "torch_compile", "equivalence.frameworks.torch.compile:TorchCompileAdapter", packages=("torch",), runs_on="torch",
     styles=("sequential",), capabilities=frozenset(),  # the forward pass compiled; training stays with torch
     version_keys=("torch", "torch_compile_backend"),
     kernel_keys=("cpu_capability", "inductor_cpp_compiler", "inductor_simd"),
@@ -202,12 +202,12 @@ _LITERT = dict(
     in_suite_default=False, own_tests_default=False)  # its tests take minutes: make runtimes runs them
 
 LITERT = Framework("litert", "equivalence.frameworks.keras.litert:LiteRTKeras", describe=_litert("float32"),
-                   **_LITERT)
+                   weights_dtype="float32", **_LITERT)
 LITERT_FP16W = Framework("litert_fp16w", "equivalence.frameworks.keras.litert:LiteRTFloat16WeightsKeras",
-                         describe=_litert("float16"), **_LITERT)
+                         describe=_litert("float16"), weights_dtype="float16", runs_on="litert", **_LITERT)
 
 TORCH_EXPORT = Framework(
-    "torch_export", "equivalence.frameworks.torch.export:TorchExportAdapter", packages=("torch",),
+    "torch_export", "equivalence.frameworks.torch.export:TorchExportAdapter", packages=("torch",), runs_on="torch",
     styles=("sequential",), capabilities=frozenset(),  # the exported forward pass; training stays with torch
     version_keys=("torch", "torch_export"), kernel_keys=("cpu_capability",),
     describe=lambda v: f"{_torch(v)}, through {v.get('torch_export', 'torch.export')}",

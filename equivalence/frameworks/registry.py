@@ -27,7 +27,7 @@ import importlib.metadata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from equivalence.core.adapter import Adapter, FrameworkUnavailable, provide_adapters
+from equivalence.core.adapter import Adapter, FrameworkUnavailable, provide_registry
 
 ENTRY_POINT_GROUP = "equivalence.frameworks"
 CAPABILITIES = ("gradients", "sgd", "save_load")
@@ -66,6 +66,13 @@ class Framework:
     """Whether the registry-wide tests (those parametrized over ``framework``) take it when no selection is
     given (``make check``): False for a runtime, whose every extra run of them costs minutes; ``make runtimes``
     selects the runtimes for the whole suite."""
+    runs_on: str | None = None
+    """The framework whose ops it runs (keras_xla: Keras' activations through XLA; torch_compile: torch's modules
+    compiled), so that framework's known differences apply to it too (measured in ``tests/test_runtimes.py`` and
+    ``tests/test_torch_export.py``); None: its own kernels only (LiteRT)."""
+    weights_dtype: str | None = None
+    """The dtype it stores a layer's weights in, where not the layer's (LiteRT's float16 weight quantisation:
+    ``litert_fp16w``); the error model adds the rounding to it (``tolerance.rounded_weights_error``)."""
     own_tests_default: bool = True
     """Whether the tests written for it alone (its own fixture, e.g. ``ort_adapter`` in
     ``tests/test_runtimes.py``) run when no selection is given: False for a runtime too slow to start in
@@ -199,4 +206,4 @@ def get_adapter(name: str) -> Adapter:
     return adapter
 
 
-provide_adapters(get_adapter)
+provide_registry(get_adapter, entry)

@@ -2,7 +2,7 @@
 ``ai-edge-litert`` interpreter, as a model shipped to a phone runs. Two registered frameworks: ``litert``
 (float32 weights) and ``litert_fp16w`` (float16 weight quantisation: ``optimizations=[Optimize.DEFAULT]``,
 ``supported_types=[float16]``: the weights are stored as float16 and dequantised to float32 before float32
-kernels, so it has its own error model, ``equivalence.core.tolerance.WEIGHTS_ROUNDED_TO``).
+kernels, so it has its own error model: its registry entry's ``weights_dtype``).
 
 Conversion goes through ``TFLiteConverter.from_keras_model`` (Keras 3 exports a SavedModel to a temporary
 directory first: ~0.1 s a layer). ``from_concrete_functions`` of a ``tf.function`` calling the layer converts
@@ -150,7 +150,6 @@ class LiteRTKeras(TensorFlowKeras):
 
     name = "litert"
     kernel_layout = "out_in"
-    weights_dtype = "float32"
 
     def __init__(self) -> None:
         super().__init__()
@@ -323,7 +322,6 @@ class LiteRTFloat16WeightsKeras(LiteRTKeras):
     """The same, converted with float16 weight quantisation: float16 weights, float32 compute."""
 
     name = "litert_fp16w"
-    weights_dtype = "float16"
 
 
 def native_kernel(W: np.ndarray) -> np.ndarray:
