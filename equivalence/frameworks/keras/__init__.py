@@ -16,7 +16,7 @@ from __future__ import annotations
 import inspect
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -99,15 +99,22 @@ def _clear_session() -> None:
         keras.backend.clear_session()
 
 
-def keras_activation(name: str) -> Any:
-    """The Keras activation of any name, parametric ones too, registered so ``.keras`` files reload it."""
-    if name in ACTIVATIONS:
-        return ACTIVATIONS[name]
-    if name not in PARAMETRIC_ACTIVATIONS:
+def activation_from(name: str, table: Mapping[str, Any], families: Mapping[str, Callable[[float], Any]],
+                    made: dict[str, Any], register: Callable[[str, Any], Any]) -> Any:
+    """``table[name]``, or the parametric activation of ``families`` made (once, kept in ``made``) and registered
+    under a safe name so saved files reload it: what each Keras' own ``keras_activation`` looks up."""
+    if name in table:
+        return table[name]
+    if name not in made:
         family, param = family_of(name)
         safe = "".join(c if c.isalnum() else "_" for c in name)
-        PARAMETRIC_ACTIVATIONS[name] = _registered(safe, _PARAMETRIC[family](param))
-    return PARAMETRIC_ACTIVATIONS[name]
+        made[name] = register(safe, families[family](param))
+    return made[name]
+
+
+def keras_activation(name: str) -> Any:
+    """The Keras activation of any name, parametric ones too, registered so ``.keras`` files reload it."""
+    return activation_from(name, ACTIVATIONS, _PARAMETRIC, PARAMETRIC_ACTIVATIONS, _registered)
 
 
 CLEAR_EVERY = 200
@@ -116,17 +123,24 @@ of MB over thousands of builds, and a full ``clear_session()`` runs ``gc.collect
 "Costs per step")."""
 
 
-class DenseStack(keras.Model):
-    """A ``Model`` subclass holding its ``Dense`` layers in a list (Keras tracks lists)."""
+def dense_stack_class(model: type) -> type:
+    """The build style ``subclass`` on a Keras' ``Model`` class: a subclass holding its ``Dense`` layers in a list
+    (Keras tracks lists)."""
 
-    def __init__(self, dense_layers: Sequence[keras.layers.Layer], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.dense_layers = list(dense_layers)
+    class DenseStack(model):
+        def __init__(self, dense_layers: Sequence[Any], **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.dense_layers = list(dense_layers)
 
-    def call(self, x: Any) -> Any:
-        for layer in self.dense_layers:
-            x = layer(x)
-        return x
+        def call(self, x: Any) -> Any:
+            for layer in self.dense_layers:
+                x = layer(x)
+            return x
+
+    return DenseStack
+
+
+DenseStack = dense_stack_class(keras.Model)
 
 
 def _variables(layers: Sequence[keras.layers.Dense]) -> list[Any]:

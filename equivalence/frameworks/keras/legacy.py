@@ -17,7 +17,6 @@ the named difference ``keras2_hard_sigmoid_slope_0_2``).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -28,6 +27,7 @@ import tf_keras  # noqa: E402
 
 from equivalence.core.activations import LEAKY_SLOPE, family_of  # noqa: E402
 from equivalence.frameworks.base import FrameworkRefused  # noqa: E402
+from equivalence.frameworks.keras import activation_from, dense_stack_class  # noqa: E402
 from equivalence.frameworks.keras.tensorflow import TensorFlowKeras  # noqa: E402
 
 activations = tf_keras.activations
@@ -75,26 +75,10 @@ def _family(name: str) -> str:
 
 def keras2_activation(name: str) -> Any:
     """The Keras 2 activation of ``name`` (``KeyError`` for one Keras 2 lacks: ask ``cannot`` first)."""
-    if name in ACTIVATIONS:
-        return ACTIVATIONS[name]
-    if name not in PARAMETRIC_ACTIVATIONS:
-        family, param = family_of(name)
-        safe = "".join(c if c.isalnum() else "_" for c in name)
-        PARAMETRIC_ACTIVATIONS[name] = _registered(safe, _PARAMETRIC[family](param))
-    return PARAMETRIC_ACTIVATIONS[name]
+    return activation_from(name, ACTIVATIONS, _PARAMETRIC, PARAMETRIC_ACTIVATIONS, _registered)
 
 
-class DenseStack(tf_keras.Model):
-    """A ``Model`` subclass holding its ``Dense`` layers in a list (Keras tracks lists)."""
-
-    def __init__(self, dense_layers: Sequence[Any], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.dense_layers = list(dense_layers)
-
-    def call(self, x: Any) -> Any:
-        for layer in self.dense_layers:
-            x = layer(x)
-        return x
+DenseStack = dense_stack_class(tf_keras.Model)
 
 
 class LegacyKerasAdapter(TensorFlowKeras):
