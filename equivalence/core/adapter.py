@@ -125,9 +125,16 @@ class Adapter(ABC):
     def apply_layer(self, model: Any, index: int, x: np.ndarray) -> np.ndarray:
         """Layer ``index`` (dense + activation) of the model applied to ``x``."""
 
-    @abstractmethod
     def forward(self, model: Any, x: np.ndarray) -> np.ndarray:
-        """The model's own end-to-end forward pass."""
+        """The model's own end-to-end forward pass; of pooled bare layers (a plain list of ``build_layer``'s
+        layers, what ``check.LayerPool`` hands out: no model around them), their layers chained (``taps``)."""
+        if isinstance(model, list):
+            return self.taps(model, x)[-1]
+        return self.model_forward(model, x)
+
+    @abstractmethod
+    def model_forward(self, model: Any, x: np.ndarray) -> np.ndarray:
+        """A built model's own end-to-end forward pass (``forward`` handles the pooled bare layers)."""
 
     @abstractmethod
     def count_params(self, model: Any) -> ParamCount:
@@ -149,8 +156,18 @@ class Adapter(ABC):
     def save(self, model: Any, path: str | os.PathLike) -> None:
         """Write ``model`` to ``path`` in the format its suffix names (the registry's ``save_formats``).
 
-        Refuses to overwrite an existing file (``FileExistsError``). Optional (capability ``save_load``).
+        Refuses to overwrite an existing file (``FileExistsError``), and pooled bare layers (no model to save).
+        Optional (capability ``save_load``: ``save_model``).
         """
+        if not self.can("save_load"):
+            raise self._lacks("save_load")
+        self.check_new_file(path)
+        if isinstance(model, list):
+            raise TypeError(f"{self.name} save needs a built model (build), not a list of bare layers")
+        self.save_model(model, path)
+
+    def save_model(self, model: Any, path: str | os.PathLike) -> None:
+        """``save`` of a built model, to a new file of one of the registry's ``save_formats`` (checked)."""
         raise self._lacks("save_load")
 
     def load(self, path: str | os.PathLike, spec: StackSpec, style: str) -> Any:
@@ -193,7 +210,7 @@ class Adapter(ABC):
     def taps(self, model: Any, x: np.ndarray) -> list[np.ndarray]:
         """Every layer's output along one chained pass (layer ``l`` fed layer ``l-1``'s output)."""
         outs = []
-        for i in range(len(self.get_weights(model))):
+        for i in range(len(model) if isinstance(model, list) else len(self.get_weights(model))):
             x = self.apply_layer(model, i, x)
             outs.append(x)
         return outs

@@ -320,11 +320,7 @@ class KerasAdapter(Adapter):
     def apply_layer(self, model: Any, index: int, x: np.ndarray) -> np.ndarray:
         return self.to_numpy(self.run(self.dense_layers(model)[index], x))
 
-    def forward(self, model: Any, x: np.ndarray) -> np.ndarray:
-        if isinstance(model, list):
-            for layer in self.dense_layers(model):
-                x = self.run(layer, x)
-            return self.to_numpy(x)
+    def model_forward(self, model: Any, x: np.ndarray) -> np.ndarray:
         return self.to_numpy(self.run(model, x))
 
     def count_params(self, model: Any) -> ParamCount:
@@ -355,10 +351,7 @@ class KerasAdapter(Adapter):
         optimizer = self.keras.optimizers.SGD(learning_rate=learning_rate, momentum=0.0, nesterov=False)
         optimizer.apply_gradients(zip(grads, variables))
 
-    def save(self, model: Any, path: str | os.PathLike) -> None:
-        self.check_new_file(path)
-        if isinstance(model, list):
-            raise TypeError("keras save needs a built model (build), not a list of bare layers")
+    def save_model(self, model: Any, path: str | os.PathLike) -> None:
         name = os.fspath(path)
         if name.endswith(".weights.h5"):
             model.save_weights(name)

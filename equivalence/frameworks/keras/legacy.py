@@ -117,13 +117,12 @@ class LegacyKerasAdapter(TensorFlowKeras):
     def assign(self, variable: Any, value: np.ndarray) -> None:
         variable.assign(np.asarray(value, dtype=variable.dtype.as_numpy_dtype))
 
-    def save(self, model: Any, path: str | os.PathLike) -> None:
-        self.check_new_file(path)
-        if not isinstance(model, list) and "bfloat16" in {layer.dtype for layer in self.dense_layers(model)}:
+    def save_model(self, model: Any, path: str | os.PathLike) -> None:
+        if "bfloat16" in {layer.dtype for layer in self.dense_layers(model)}:
             # measured: ValueError "No cast function available" from h5py, the file half written
             raise FrameworkRefused(f"keras {tf_keras.__version__} (tf-keras, Keras 2) cannot save bfloat16 weights: "
                                    "its HDF5 writer (h5py) has no bfloat16")
-        super().save(model, path)
+        super().save_model(model, path)
 
     def backend_versions(self) -> dict[str, str]:
         return {"keras_package": "tf-keras", **super().backend_versions()}

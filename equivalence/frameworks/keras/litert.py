@@ -288,9 +288,7 @@ class LiteRTKeras(TensorFlowKeras):
         layer = self.dense_layers(model)[index]
         return self._run(self._layer(layer).interpreter, x, layer.dtype)
 
-    def forward(self, model: Any, x: np.ndarray) -> np.ndarray:
-        if isinstance(model, list):
-            return self.taps(model, x)[-1]
+    def model_forward(self, model: Any, x: np.ndarray) -> np.ndarray:
         interpreter = self._models.get(model)
         dtype = self.dense_layers(model)[0].dtype
         if interpreter is None:

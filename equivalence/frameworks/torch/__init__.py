@@ -177,15 +177,10 @@ class TorchAdapter(Adapter):
             y = act(linear(to_tensor(x, linear.weight.dtype)))
         return to_numpy(y, numpy_dtype_of(linear.weight))
 
-    def forward(self, model: nn.Module, x: np.ndarray) -> np.ndarray:
+    def model_forward(self, model: nn.Module, x: np.ndarray) -> np.ndarray:
         layers = layer_pairs(model)
         with torch.no_grad():
-            y = to_tensor(x, layers[0][0].weight.dtype)
-            if isinstance(model, list):
-                for linear, act in layers:
-                    y = act(linear(y))
-            else:
-                y = model(y)
+            y = model(to_tensor(x, layers[0][0].weight.dtype))
         return to_numpy(y, numpy_dtype_of(layers[-1][0].weight))
 
     def count_params(self, model: nn.Module) -> ParamCount:
@@ -231,10 +226,7 @@ class TorchAdapter(Adapter):
             y = model(y)
         y.mean().backward()
 
-    def save(self, model: nn.Module, path: str | os.PathLike) -> None:
-        self.check_new_file(path)
-        if isinstance(model, list):
-            raise TypeError("torch save needs a built model (build), not a list of bare layers")
+    def save_model(self, model: nn.Module, path: str | os.PathLike) -> None:
         state = model.state_dict()
         if not state:
             raise ValueError(f"{type(model).__name__} registers no parameters (layers held in a plain python list?): "

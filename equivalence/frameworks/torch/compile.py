@@ -59,9 +59,7 @@ class TorchCompileAdapter(TorchAdapter):
                 raise FrameworkRefused(f"torch.compile (inductor) could not compile it: {str(exc)[:200]}") from exc
         return to_numpy(y, numpy_dtype_of(linear.weight))
 
-    def forward(self, model: Any, x: np.ndarray) -> np.ndarray:
-        if isinstance(model, list):
-            return self.taps(model, x)[-1]
+    def model_forward(self, model: Any, x: np.ndarray) -> np.ndarray:
         compiled = self._models.get(model)
         if compiled is None:
             compiled = self._models[model] = torch.compile(model, dynamic=True)

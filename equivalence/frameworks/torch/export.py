@@ -54,9 +54,7 @@ class TorchExportAdapter(TorchAdapter):
             y = cached[1](to_tensor(x, linear.weight.dtype))
         return to_numpy(y, numpy_dtype_of(linear.weight))
 
-    def forward(self, model: Any, x: np.ndarray) -> np.ndarray:
-        if isinstance(model, list):
-            return self.taps(model, x)[-1]
+    def model_forward(self, model: Any, x: np.ndarray) -> np.ndarray:
         layers = layer_pairs(model)
         cached = self._exported.get(model)
         if cached is None:

@@ -209,10 +209,10 @@ class OnnxRuntimeAdapter(Adapter):
             layer.session = self.session(self._layer_graph(layer), dtype)
         return self._run(layer.session, x, dtype)
 
-    def forward(self, model: Any, x: np.ndarray) -> np.ndarray:
+    def model_forward(self, model: OrtStack, x: np.ndarray) -> np.ndarray:
         layers = _layers(model)
         dtype = _dtype_name(layers[0].linear.weight)
-        stack = model if isinstance(model, OrtStack) else OrtStack(layers)
+        stack = model
         if stack.session is None:
             whole = nn.Sequential(*[m for layer in layers for m in (layer.linear, layer.activation)])
             example = torch.zeros(1, layers[0].linear.in_features, dtype=layers[0].linear.weight.dtype)
