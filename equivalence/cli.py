@@ -12,7 +12,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -52,6 +52,10 @@ def _path(value: str) -> Path:
     return Path(value)
 
 
+FRAMEWORK_OUTPUT_HELP = ("also print the frameworks' own log lines (TensorFlow's C++ start-up lines, absl, torch's "
+                         "logged tracebacks), held back by default")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from equivalence import __version__
 
@@ -79,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="only cases whose id contains TEXT (repeat for several)")
     shown = report.add_mutually_exclusive_group()
     shown.add_argument("-v", "--verbose", action="store_true",
-                       help="print the full table, one row per case and pair, instead of the grouped summary")
+                       help="print the full table, one row per case and pair, instead of the grouped summary; "
+                       "and the frameworks' own log lines")
     shown.add_argument("--quiet", action="store_true",
                        help="print no table: the failing cases and the summary lines only")
     frameworks_option(report, f"{' and '.join(defaults())}")
@@ -100,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="re-record even when DIR holds the same cases recorded with the same versions (by "
                         "default those are kept when they agree here within the error model: another machine's "
                         "kernel path is drift, not a reason to rewrite golden vectors)")
+    record.add_argument("-v", "--verbose", action="store_true", help=FRAMEWORK_OUTPUT_HELP)
     frameworks_option(record, f"{' and '.join(defaults())}")
 
     verify = sub.add_parser("verify", help="check the installed frameworks against golden vectors in DIR",
@@ -111,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("folder", type=_path, metavar="DIR",
                         help="folder holding manifest.json and its vectors file (the shipped set is golden)")
     verify.add_argument("-v", "--verbose", action="store_true",
-                        help="list every moved layer and every inconsistent recorded layer")
+                        help="list every moved layer and every inconsistent recorded layer; and the frameworks' "
+                        "own log lines")
     frameworks_option(verify, "the frameworks the vectors were recorded with")
 
     _add_compare(sub)
@@ -120,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Print the fingerprint stored in every report and recording: versions, "
                          "Keras backend, oneDNN, thread counts, CPU.")
     env.add_argument("--json", action="store_true", help="print it as JSON")
+    env.add_argument("-v", "--verbose", action="store_true", help=FRAMEWORK_OUTPUT_HELP)
     return parser
 
 
@@ -129,10 +137,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, usage errors: argparse already printed
         return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
+    command = {"report": cmd_report, "record": cmd_record, "verify": cmd_verify, "env": cmd_env,
+               "compare": cmd_compare}[args.command]
+    notes: list[str] = []
     try:
         _check_keras_backend_name()
-        return {"report": cmd_report, "record": cmd_record, "verify": cmd_verify, "env": cmd_env,
-                "compare": cmd_compare}[args.command](args)
+        with _framework_output(shown=getattr(args, "verbose", False), notes=notes):
+            code = command(args)
+        for note in notes:
+            print(f"{PROG} {args.command}: {note}", file=sys.stderr)
+        return code
     except InputError as exc:
         print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -145,6 +159,74 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # --- helpers -------------------------------------------------------------------
+
+_user_stderr: Any = None
+"""The user's stderr while ``_framework_output`` holds fd 2 (progress bars go there); None otherwise."""
+_swallowed: list[Any] = []
+"""Streams that stood in for ``sys.stderr``: kept open, as a framework's log handler created meanwhile holds one."""
+
+
+@contextmanager
+def _framework_output(*, shown: bool, notes: list[str]) -> Iterator[None]:
+    """Keep the frameworks' own output off the user's screen unless ``shown`` (``--verbose``).
+
+    TensorFlow's C++ start-up lines (oneDNN, ``cpu_feature_guard``, absl's "before InitializeLog") are written
+    to fd 2 before ``TF_CPP_MIN_LOG_LEVEL`` is read, and torch logs a traceback before raising its own error:
+    so fd 2 and ``sys.stderr`` point into a temporary file for the command, and our own one-line messages are
+    printed after it. A framework warning (``UserWarning``) becomes one line of ours in ``notes``. Should the
+    command crash, what was held back is written out before the traceback.
+    """
+    global _user_stderr
+    if shown:
+        yield
+        return
+    import io
+    import tempfile
+    import warnings
+
+    with tempfile.TemporaryFile() as held:
+        user_fd = os.dup(2)
+        saved_stderr = sys.stderr
+        standin = io.StringIO()
+        _swallowed.append(standin)
+        with suppress(OSError, ValueError):  # a closed or detached stderr has nothing to flush
+            sys.stderr.flush()
+        os.dup2(held.fileno(), 2)
+        sys.stderr = standin
+        _user_stderr = open(user_fd, "w", closefd=False, encoding="utf-8", errors="replace")  # noqa: SIM115
+        crashed = True
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("default")
+                yield
+            crashed = False
+        except (InputError, OSError, KeyboardInterrupt):
+            crashed = False
+            raise
+        finally:
+            _user_stderr.flush()
+            _user_stderr = None
+            sys.stderr = saved_stderr
+            os.dup2(user_fd, 2)
+            os.close(user_fd)
+            if crashed:
+                held.seek(0)
+                sys.stderr.write(held.read().decode("utf-8", "replace") + standin.getvalue())
+    notes += dict.fromkeys(_warning_line(w) for w in caught if _matters(w))
+
+
+def _matters(warning: Any) -> bool:
+    """A ``UserWarning`` (a model saved by another version, a fallback a framework took); not the deprecation
+    notices (``DeprecationWarning``, ``FutureWarning``), which are about the frameworks' code, not this check."""
+    return issubclass(warning.category, UserWarning)
+
+
+def _warning_line(warning: Any) -> str:
+    source = Path(str(warning.filename)).parts
+    framework = next((part for part in source if part in ("torch", "keras", "tensorflow", "tf_keras", "jax")),
+                     "python")
+    return f"warning from {framework}: {' '.join(str(warning.message).split())[:300]}"
+
 
 def _where(exc: OSError) -> str:
     """The file an ``OSError`` is about, as the user knows it: the final name (``filename2`` of a rename),
@@ -195,7 +277,7 @@ def terminal_width(stream: Any) -> int | None:
 def _console(stderr: bool = False) -> Any:
     from rich.console import Console
 
-    stream = sys.stderr if stderr else sys.stdout
+    stream = (_user_stderr or sys.stderr) if stderr else sys.stdout
     return Console(file=stream, width=terminal_width(stream), soft_wrap=False)
 
 
@@ -537,16 +619,79 @@ def cmd_env(args: argparse.Namespace) -> int:
 # --- compare: a user's own torch.export program against its .keras port --------------------------
 
 def _add_compare(sub: Any) -> None:
-    compare = sub.add_parser("compare", help="check a torch.export program (.pt2) against its Keras port (.keras)",
+    compare = sub.add_parser("compare", help="check a torch model (.pt2, or a .pt state_dict) against its Keras port "
+                             "(.keras)",
                              description="Walk both models in execution order and compare structure, weights (with "
                              "the transposition) and every layer's values against the float64 reference of each "
-                             "model's own weights and against each other. Inputs from --input, else drawn.")
-    compare.add_argument("torch_file", type=Path, metavar="TORCH_FILE", help="torch.export.save output (.pt2)")
+                             "model's own weights and against each other; print the parameter counts of both. "
+                             "Inputs from --input, else drawn.")
+    compare.add_argument("torch_file", type=Path, metavar="TORCH_FILE",
+                         help="torch.export.save output (.pt2), or a state_dict (.pt) with --torch-model")
     compare.add_argument("keras_file", type=Path, metavar="KERAS_FILE", help="model.save output (.keras)")
+    compare.add_argument("--torch-model", metavar="PACKAGE.MODULE:FACTORY",
+                         help="a function returning the nn.Module whose state_dict TORCH_FILE holds (torch.save("
+                         "model.state_dict(), path)); the file is read with torch.load(weights_only=True), no "
+                         "pickled objects. The module is imported from the current folder or the installed packages")
     compare.add_argument("--input", type=Path, metavar="X.npy", help="inputs (batch, n_in); default: drawn")
     compare.add_argument("--examples", type=int, default=100, metavar="N",
                          help="input batches drawn when --input is not given (default: %(default)s)")
+    compare.add_argument("--weight-ulps", type=int, default=0, metavar="N",
+                         help="accept weights (kernel and bias) that differ across the pair by at most N units in "
+                         "the last place of their dtype (default: %(default)s, exact: a port copies the weights, so "
+                         "any difference is a mistake in the copy; 1 accepts weights rounded once on the way, e.g. "
+                         "converted through another dtype or format)")
     compare.add_argument("--table", type=Path, metavar="PATH", help="write the per-layer table (Markdown) there")
+    compare.add_argument("-v", "--verbose", action="store_true", help=FRAMEWORK_OUTPUT_HELP)
+
+
+KERAS_SUFFIXES = (".keras",)
+TORCH_SUFFIXES = (".pt2", ".pt", ".pth")
+
+
+def _a_file(path: Path, what: str) -> None:
+    if path.is_dir():
+        raise InputError(f"is a folder, but should be {what}", path)
+    if not path.is_file():
+        raise InputError("no such file", path)
+
+
+def _check_compare_arguments(args: argparse.Namespace) -> None:
+    """Everything about the arguments that can be refused before a framework is loaded."""
+    _a_file(args.torch_file, "a torch file (TORCH_FILE)")
+    _a_file(args.keras_file, "a .keras file (KERAS_FILE)")
+    if args.input is not None:
+        _a_file(args.input, "a .npy file (--input)")
+    if args.torch_file.suffix in KERAS_SUFFIXES and args.keras_file.suffix not in KERAS_SUFFIXES:
+        raise InputError("a Keras file where TORCH_FILE was expected: arguments swapped? The torch file comes "
+                         "first: equivalence compare TORCH_FILE KERAS_FILE", args.torch_file)
+    if args.examples < 1:
+        raise InputError(f"--examples {args.examples}: must be at least 1")
+    if args.weight_ulps < 0:
+        raise InputError(f"--weight-ulps {args.weight_ulps}: must be 0 or more")
+    if args.table is not None:
+        if args.table.is_dir():
+            raise InputError(f"--table {args.table}: is a folder, but should be a file")
+        if not args.table.parent.is_dir():
+            raise InputError(f"--table {args.table}: no folder {args.table.parent} to write it in")
+
+
+def _model_factory(spec: str) -> tuple[str, Any]:
+    """``package.module:factory`` imported (the current folder first, as ``python -m`` would)."""
+    import importlib
+
+    module_name, _, name = spec.partition(":")
+    if not module_name or not name:
+        raise InputError(f"--torch-model {spec}: should be package.module:factory")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise InputError(f"--torch-model {spec}: cannot import {module_name} ({exc})") from None
+    factory = getattr(module, name, None)
+    if not callable(factory):
+        raise InputError(f"--torch-model {spec}: {module_name} has no {name!r} function")
+    return spec, factory
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -555,32 +700,35 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from equivalence.core.walk import ModelNotSupported
     from equivalence.own import compare_models
 
-    for path in (args.torch_file, args.keras_file, args.input):
-        if path is not None and not path.is_file():
-            raise InputError("no such file", path)
-    if args.examples < 1:
-        raise InputError(f"--examples {args.examples}: must be at least 1")
+    _check_compare_arguments(args)
     x = None
     if args.input is not None:
         try:
             x = np.load(args.input, allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise InputError(f"not a numpy .npy array without pickled objects ({exc})", args.input) from None
-    models = []
-    for framework, path, loader in (("torch", args.torch_file, "load_program"), ("keras", args.keras_file,
-                                                                                   "load_model")):
-        try:
-            module = _adapter_module(framework)
-            models.append(getattr(module, loader)(str(path)))
-        except ValueError as exc:
-            raise InputError(str(exc), path) from None
+    factory = _model_factory(args.torch_model) if args.torch_model else None
+    torch_walk, keras_walk = _adapter_module("torch"), _adapter_module("keras")
     try:
-        result = compare_models(*models, x, max_examples=args.examples, table=args.table)
+        if factory is not None:
+            torch_model = torch_walk.load_state_dict_model(str(args.torch_file), *factory, logs=args.verbose)
+        else:
+            torch_model = torch_walk.load_program(str(args.torch_file), logs=args.verbose)
+    except ValueError as exc:
+        raise InputError(str(exc), args.torch_file) from None
+    try:
+        keras_model = keras_walk.load_model(str(args.keras_file))
+    except ValueError as exc:
+        raise InputError(str(exc), args.keras_file) from None
+    try:
+        result = compare_models(torch_model, keras_model, x, max_examples=args.examples, table=args.table,
+                                weight_ulps=args.weight_ulps)
     except ModelNotSupported as exc:
         raise InputError(f"cannot be judged: {exc}") from None
-    except ValueError as exc:  # inputs of the wrong width
+    except ValueError as exc:  # inputs of the wrong width, or with no finite value
         raise InputError(str(exc), args.input) from None
     print(result.message())
+    print(result.parameters())
     if args.table is not None:
         print(f"wrote the per-layer table to {args.table}")
     return EXIT_OK if result.passed else EXIT_DISAGREE

@@ -59,8 +59,8 @@ def framework_of(model: Any) -> str | None:
     """``"torch"`` or ``"keras"`` from the model's classes, without importing either."""
     for cls in type(model).__mro__:
         root = (cls.__module__ or "").split(".")[0]
-        if root in ("torch", "keras"):
-            return root
+        if root in ("torch", "keras", "tf_keras"):
+            return "keras" if root == "tf_keras" else root
     return None
 
 
@@ -91,9 +91,9 @@ def _where(i: int, t: DenseUnit, k: DenseUnit) -> str:
     return f"layer {i} (torch {t.name!r}, keras {k.name!r})"
 
 
-def _first_diff(got: np.ndarray, expected: np.ndarray) -> tuple[int, float, tuple[int, ...], float, float]:
+def _first_diff(got: np.ndarray, expected: np.ndarray,
+                differ: np.ndarray) -> tuple[int, float, tuple[int, ...], float, float]:
     g, e = got.astype(np.float64), expected.astype(np.float64)
-    differ = ~((g == e) | (np.isnan(g) & np.isnan(e)))
     with np.errstate(invalid="ignore"):
         diff = np.where(differ, np.abs(g - e), 0.0)
     flat = int(np.argmax(np.where(np.isnan(diff), np.inf, diff)))
@@ -101,8 +101,19 @@ def _first_diff(got: np.ndarray, expected: np.ndarray) -> tuple[int, float, tupl
     return int(np.count_nonzero(differ)), float(diff.flat[flat]), index, float(g[index]), float(e[index])
 
 
-def structural_differences(t_units: Sequence[DenseUnit], k_units: Sequence[DenseUnit]) -> list[Difference]:
-    """Every difference in structure and weights, layer by layer (empty for a faithful port)."""
+def _beyond(got: np.ndarray, expected: np.ndarray, dtype: str, ulps: int) -> np.ndarray:
+    """Where ``got`` differs from ``expected`` by more than ``ulps`` units in the last place of ``dtype``."""
+    if ulps == 0:
+        return ~((got == expected) | (np.isnan(got.astype(np.float64)) & np.isnan(expected.astype(np.float64))))
+    from equivalence.guard.golden import ulp_distance
+
+    return ulp_distance(got, expected, dtype) > ulps
+
+
+def structural_differences(t_units: Sequence[DenseUnit], k_units: Sequence[DenseUnit],
+                           *, weight_ulps: int = 0) -> list[Difference]:
+    """Every difference in structure and weights, layer by layer (empty for a faithful port); weights may
+    differ by ``weight_ulps`` units in the last place of their dtype."""
     out: list[Difference] = []
     if len(t_units) != len(k_units):
         out.append(Difference(None, "depth", f"depth: got {len(k_units)} dense layers in keras "
@@ -130,14 +141,19 @@ def structural_differences(t_units: Sequence[DenseUnit], k_units: Sequence[Dense
                                   f"({k.activation_source}), but torch has {t.activation} ({t.activation_source})"))
         if untransposed or k.shape != t.shape or k.dtype != t.dtype:
             continue
-        if not np.array_equal(k.W, t.W, equal_nan=True):
-            n, d, idx, kv, tv = _first_diff(k.W, t.W)
+        tolerance = f" by more than {_ulps(weight_ulps)}" if weight_ulps else ""
+        kernel_off = _beyond(k.W, t.W, t.dtype, weight_ulps)
+        if kernel_off.any():
+            n, d, idx, kv, tv = _first_diff(k.W, t.W, kernel_off)
             out.append(Difference(i, "kernel", f"{where}: kernel: {n} / {k.W.size} elements differ from the torch "
-                                  f"weight.T; greatest abs diff {d:.3g} at index {idx} (keras {kv!r}, torch {tv!r})"))
-        if k.b is not None and t.b is not None and not np.array_equal(k.b, t.b, equal_nan=True):
-            n, d, idx, kv, tv = _first_diff(k.b, t.b)
-            out.append(Difference(i, "bias values", f"{where}: bias: {n} / {k.b.size} elements differ; greatest abs "
-                                  f"diff {d:.3g} at index {idx} (keras {kv!r}, torch {tv!r})"))
+                                  f"weight.T{tolerance}; greatest abs diff {d:.3g} at index {idx} (keras {kv!r}, "
+                                  f"torch {tv!r})"))
+        bias_off = None if k.b is None or t.b is None else _beyond(k.b, t.b, t.dtype, weight_ulps)
+        if bias_off is not None and bias_off.any():
+            n, d, idx, kv, tv = _first_diff(k.b, t.b, bias_off)
+            out.append(Difference(i, "bias values", f"{where}: bias: {n} / {k.b.size} elements differ"
+                                  f"{tolerance}; greatest abs diff {d:.3g} at index {idx} (keras {kv!r}, "
+                                  f"torch {tv!r})"))
     return out
 
 
@@ -196,6 +212,7 @@ class ModelComparison(Comparison):
     keras_layers: tuple[DenseUnit, ...] = ()
     examples: int = 0
     reproduction: str = ""
+    weight_ulps: int = 0
 
     @property
     def passed(self) -> bool:
@@ -207,10 +224,12 @@ class ModelComparison(Comparison):
         return ", ".join(names)
 
     def message(self) -> str:
-        inputs = f"{self.examples} input batch{'es' if self.examples != 1 else ''}"
+        inputs = _batches(self.examples)
         if self.passed:
-            return (f"{self.case_id}: all {len(self.torch_layers)} layers agree over {inputs} "
-                    f"(worst error/bound ratio {self.worst_ratio:.3g})")
+            n = len(self.torch_layers)
+            layers = "its one layer agrees" if n == 1 else "both layers agree" if n == 2 else f"all {n} layers agree"
+            within = f", weights within {_ulps(self.weight_ulps)}" if self.weight_ulps else ""
+            return f"{self.case_id}: {layers} over {inputs} (worst error/bound ratio {self.worst_ratio:.3g}{within})"
         n, m = len(self.differences), len(self.failures)
         lines = [f"{self.case_id}: {n} difference{'s' if n != 1 else ''} in structure or weights, "
                  f"{m} layer comparison{'s' if m != 1 else ''} beyond the error model ({inputs})"]
@@ -246,9 +265,25 @@ class ModelComparison(Comparison):
                          f"{cell(lambda u: f'{u.shape[0]}->{u.shape[1]}')} | {cell(lambda u: u.activation)} | "
                          f"{cell(lambda u: u.dtype)} | {'differ' if i in flagged else 'same'} | {' | '.join(ratios)} |")
         verdict = "PASS" if self.passed else "FAIL"
-        lines += ["", f"{verdict} over {self.examples} input batches, worst error/bound ratio {self.worst_ratio:.3g}",
+        lines += ["", f"{verdict} over {_batches(self.examples)}, worst error/bound ratio {self.worst_ratio:.3g}",
                   ""]
         return "\n".join(lines)
+
+    def parameters(self) -> str:
+        """The parameter counts (kernel and bias) of both models, per dense layer and in total."""
+        def count(units: Sequence[DenseUnit]) -> str:
+            sizes = [(u.name, u.W.size + (0 if u.b is None else u.b.size)) for u in units]
+            return f"{sum(n for _, n in sizes):,} (" + ", ".join(f"{name!r} {n:,}" for name, n in sizes) + ")"
+
+        return f"parameters: torch {count(self.torch_layers)}, keras {count(self.keras_layers)}"
+
+
+def _batches(n: int) -> str:
+    return f"{n} input batch{'es' if n != 1 else ''}"
+
+
+def _ulps(n: int) -> str:
+    return f"{n} ulp{'s' if n != 1 else ''}"
 
 
 def _case_id(torch_model: Any, keras_model: Any) -> str:
@@ -267,6 +302,8 @@ def _as_input(x: Any, width: int) -> np.ndarray:
         raise ValueError(f"x has shape {x.shape}, but the models take {width} features: pass (batch, {width})")
     if not np.issubdtype(x.dtype, np.floating) and not np.issubdtype(x.dtype, np.integer):
         raise ValueError(f"x has dtype {x.dtype}; pass floating-point inputs")
+    if not np.isfinite(x).any():  # every layer's output would be non-finite too: nothing would be checked
+        raise ValueError("x has no finite value, but should have at least one (got only NaN and infinities)")
     return x
 
 
@@ -285,28 +322,33 @@ class _Diverged(AssertionError):
 
 def compare_models(torch_model: Any, keras_model: Any, x: Any = None, *, max_examples: int = DEFAULT_EXAMPLES,
                    scales: Sequence[float] = MODEL_INPUT_SCALES, nonfinite: bool = False, max_batch: int = MAX_BATCH,
-                   derandomize: bool = False, table: str | Path | None = None) -> ModelComparison:
+                   derandomize: bool = False, table: str | Path | None = None,
+                   weight_ulps: int = 0) -> ModelComparison:
     """Compare a torch model and its Keras port layer by layer, without writing either's weights.
 
     ``x``: inputs ``(batch, n_in)``; ``None`` draws them with hypothesis (``max_examples`` batches, input
     scales ``scales``, NaN/inf at drawn positions with ``nonfinite=True``), shrinking a failure to a
-    minimal input. ``table``: write the per-layer table (Markdown) there. Raises ``ModelNotSupported``
+    minimal input. ``table``: write the per-layer table (Markdown) there. ``weight_ulps``: accept weights
+    that differ across the pair by that many units in the last place (default 0: a port copies them exactly;
+    each model is then judged against the reference of its own weights). Raises ``ModelNotSupported``
     (a ``ValueError``) for a model the suite cannot judge.
     """
+    if not isinstance(weight_ulps, int) or weight_ulps < 0:
+        raise ValueError(f"weight_ulps={weight_ulps!r} must be an integer, 0 or more")
     t_units, k_units = walk_pair(torch_model, keras_model)
-    differences = tuple(structural_differences(t_units, k_units))
-    same = not differences
+    differences = tuple(structural_differences(t_units, k_units, weight_ulps=weight_ulps))
+    same = not (structural_differences(t_units, k_units) if weight_ulps else differences)  # identical weights
     base = dict(case_id=_case_id(torch_model, keras_model), differences=differences,
-                torch_layers=tuple(t_units), keras_layers=tuple(k_units))
+                torch_layers=tuple(t_units), keras_layers=tuple(k_units), weight_ulps=weight_ulps)
     width = t_units[0].shape[0]
-    if x is not None or not same:  # given inputs; or a port already wrong: one seeded batch shows the values
+    if x is not None or differences:  # given inputs; or a port already wrong: one seeded batch shows the values
         from equivalence.core.case import drawn_input
 
         x = _as_input(x, width) if x is not None else drawn_input(width=width, dtype=t_units[0].dtype, batch=8)
         result = ModelComparison(results=numeric_results(t_units, k_units, x, same=same), examples=1, **base)
     else:
         result = _drawn(t_units, k_units, base, max_examples=max_examples, scales=scales, nonfinite=nonfinite,
-                        max_batch=max_batch, derandomize=derandomize)
+                        max_batch=max_batch, derandomize=derandomize, same=same)
     if table is not None:
         from equivalence.core.atomic import write_text_atomic
 
@@ -315,7 +357,8 @@ def compare_models(torch_model: Any, keras_model: Any, x: Any = None, *, max_exa
 
 
 def _drawn(t_units: list[DenseUnit], k_units: list[DenseUnit], base: dict, *, max_examples: int,
-           scales: Sequence[float], nonfinite: bool, max_batch: int, derandomize: bool) -> ModelComparison:
+           scales: Sequence[float], nonfinite: bool, max_batch: int, derandomize: bool,
+           same: bool) -> ModelComparison:
     from hypothesis import HealthCheck, Phase, given, settings
 
     from equivalence.core.case import drawn_input
@@ -333,7 +376,7 @@ def _drawn(t_units: list[DenseUnit], k_units: list[DenseUnit], base: dict, *, ma
               phases=(Phase.explicit, Phase.generate, Phase.shrink))
     @given(draw=strategy)
     def check(draw: dict) -> None:
-        results = numeric_results(t_units, k_units, drawn_input(**draw), same=True)
+        results = numeric_results(t_units, k_units, drawn_input(**draw), same=same)
         state["examples"] += 1
         if all(r.passed for r in results):
             for key, r in _worst_per_layer(results).items():

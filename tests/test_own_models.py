@@ -332,6 +332,49 @@ def test_a_plain_python_list_of_layers_is_refused_with_the_fix():
         compare_models(PlainList(), keras_model("sequential", (4, 4), ("linear",)))
 
 
+def _hand_written():
+    import torch
+    from torch import nn
+
+    class RawParameters(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w1, self.b1 = nn.Parameter(torch.randn(4, 4)), nn.Parameter(torch.randn(4))
+
+        def forward(self, x):
+            return torch.relu(x @ self.w1.T + self.b1)
+
+    class Swish(nn.Module):
+        def forward(self, x):
+            return x * torch.sigmoid(x)
+
+    return {
+        "raw parameters": (RawParameters(), "computes with the parameter 'w1' directly (x @ W.T + b written by hand): "
+                                            "write it as nn.Linear or F.linear(x, weight, bias)"),
+        "swish": (nn.Sequential(nn.Linear(4, 4), Swish()), "x * sigmoid(x) written by hand (Swish): not an "
+                                                           "activation the suite judges; use nn.SiLU or F.silu"),
+    }
+
+
+@pytest.mark.parametrize("name", ["raw parameters", "swish"])
+def test_hand_written_layers_are_named_not_called_branches(name):
+    from equivalence import ModelNotSupported, compare_models
+
+    model, says = _hand_written()[name]
+    with pytest.raises(ModelNotSupported) as info:
+        compare_models(model, keras_model("sequential", (4, 4), ("relu",)))
+    assert says in str(info.value) and "branch" not in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("fill", [np.nan, np.inf, -np.inf])
+def test_inputs_with_no_finite_value_are_refused(fill):
+    from equivalence import compare_models
+
+    t, k = ported("modulelist", "sequential", CHAINS["sigmoid-elu-tanh-linear"])
+    with pytest.raises(ValueError, match="x has no finite value, but should have at least one"):
+        compare_models(t, k, x=np.full((3, WIDTHS[0]), fill, np.float32))
+
+
 # --- port_weights -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("direction", ["torch_to_keras", "keras_to_torch"])

@@ -68,7 +68,36 @@ def test_the_plugin_checks_a_port_in_a_temporary_project(pytester, torch_adapter
     table = (pytester.path / "layers.md").read_text()
     assert "## test_port.py::test_port_agrees" in table and "## test_port.py::test_wrong_port" in table
     assert table.count("| 1 | 2 | d1 | 8->8 |") == 2
-    assert "PASS over 5 input batches" in table and "FAIL over 1 input batches" in table
+    assert "PASS over 5 input batches" in table and "FAIL over 1 input batch," in table
+
+
+def test_p_no_equivalence_turns_the_plugin_off(pytester):
+    pytester.makepyfile(test_user='''
+def test_fixture(equivalence):
+    pass
+''')
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:equivalence")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*fixture 'equivalence' not found*"])
+
+
+def test_an_unsupported_model_fails_the_user_s_test_without_our_frames(pytester, torch_adapter, keras_adapter):
+    pytester.makepyfile(test_user='''
+import keras
+from torch import nn
+
+
+def test_port(equivalence):
+    t = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4))
+    k = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4)])
+    equivalence.assert_equivalent(t, k)
+''')
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    output = "\n".join(result.outlines)
+    assert "torch layer '1' (LayerNorm) at position 1" in output
+    assert "equivalence/own.py" not in output and "torch/walk.py" not in output, output
+    assert "pytest_plugin.py" not in output, output
 
 
 # --- equivalence compare ------------------------------------------------------------------------

@@ -71,3 +71,18 @@ def check_chain(units: list[DenseUnit], framework: str) -> list[DenseUnit]:
                                 f"computes in {first.dtype}, but {units[0].name!r} in {units[0].dtype}: "
                                 "the suite judges one dtype per model")
     return units
+
+
+def attach_activation(pending: dict | None, activation: str | None, source: str, op: object,
+                      refuse: Callable[[str], Exception], *, dense: str = "Dense") -> None:
+    """Attach an activation met in a walk to the dense layer before it (``pending``: its ``name``, ``act``;
+    updated with ``act``, ``act_source``, ``act_op``). None is a layer skipped at inference; an activation
+    before any dense layer, or a second one after it, is refused through ``refuse``."""
+    if activation is None:
+        return
+    if pending is None:
+        raise refuse(f"an activation before any {dense} layer")
+    if pending["act"] != "linear":
+        raise refuse(f"a second activation after {pending['name']!r} ({pending['act']} already): the suite judges "
+                     "one activation per dense layer")
+    pending.update(act=activation, act_source=source, act_op=op)

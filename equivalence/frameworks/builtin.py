@@ -105,7 +105,7 @@ KERAS = Framework(
     default=True,
     version_keys=("keras", "tensorflow", "keras_backend", "jax", "keras_torch"),
     kernel_keys=("onednn_enabled", "tf_intra_op_threads"), describe=_keras,
-    check_environment=keras_backend_problem, walker="equivalence.frameworks.keras.walk:walk")
+    check_environment=keras_backend_problem, walker="equivalence.frameworks.keras.variant:walk")
 
 MXNET = Framework(
     "mxnet", "equivalence.frameworks.mxnet:GluonAdapter", packages=("mxnet",),

@@ -9,10 +9,12 @@ it is refused (``builtin.keras_backend_problem``), never ignored.
 
 from __future__ import annotations
 
+from typing import Any
+
 from equivalence.frameworks.base import Adapter
 from equivalence.frameworks.builtin import LEGACY_VARIABLE, legacy_keras_requested
 
-__all__ = ["LEGACY_VARIABLE", "adapter", "keras3_adapter", "legacy_keras_requested"]
+__all__ = ["LEGACY_VARIABLE", "adapter", "keras3_adapter", "legacy_keras_requested", "load_model", "walk", "walker"]
 
 
 def adapter() -> Adapter:
@@ -38,3 +40,24 @@ def keras3_adapter() -> Adapter:
     else:
         raise ValueError(f"the Keras adapter does not run on the {backend!r} backend")
     return chosen()
+
+
+def walker() -> Any:
+    """The module walking a user's own model of the Keras that runs here (``walk``, ``load_model``)."""
+    if legacy_keras_requested():
+        from equivalence.frameworks.keras import legacy
+
+        return legacy
+    from equivalence.frameworks.keras import walk as keras3_walk
+
+    return keras3_walk
+
+
+def walk(model: Any, *, input_width: int | None = None) -> list[Any]:
+    """A user's Keras model's dense units, walked by the Keras that runs here (Keras 2 or 3)."""
+    return walker().walk(model, input_width=input_width)
+
+
+def load_model(path: str) -> Any:
+    """A ``.keras`` file loaded by the Keras that runs here, in safe mode."""
+    return walker().load_model(path)

@@ -11,6 +11,8 @@ that is not a ``Dense`` or a known activation is refused with its name, type and
 from __future__ import annotations
 
 import inspect
+import json
+import zipfile
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +20,7 @@ import keras
 import numpy as np
 
 from equivalence.core.activations import activation_name
-from equivalence.core.walk import DenseUnit, ModelNotSupported, check_chain
+from equivalence.core.walk import DenseUnit, ModelNotSupported, attach_activation, check_chain
 from equivalence.frameworks.keras import ACTIVATIONS as REGISTERED
 from equivalence.frameworks.keras import PARAMETRIC_ACTIVATIONS
 from equivalence.frameworks.registry import get_adapter
@@ -269,7 +271,7 @@ def walk(model: Any, *, input_width: int | None = None) -> list[DenseUnit]:
                 act = _activation_function(op.activation)
             except _Refuse as exc:
                 raise refuse(str(exc)) from None
-            pending = {"position": position, "dense": op, "act": act,
+            pending = {"position": position, "dense": op, "name": op.name, "act": act,
                        "act_source": "none" if act == "linear" else f"Dense(activation={act!r})", "act_op": None}
             continue
         try:
@@ -279,14 +281,7 @@ def walk(model: Any, *, input_width: int | None = None) -> list[DenseUnit]:
         except KeyError:
             raise refuse("not a Dense layer or an activation the suite judges (it judges dense layers, their "
                          "activations, and skips Dropout, Identity, Flatten and InputLayer)") from None
-        if act is None:
-            continue
-        if pending is None:
-            raise refuse("an activation before any Dense layer")
-        if pending["act"] != "linear":
-            raise refuse(f"a second activation after {pending['dense'].name!r} ({pending['act']} already): the "
-                         "suite judges one activation per dense layer")
-        pending.update(act=act, act_source=f"{kind} {op.name!r}", act_op=op)
+        attach_activation(pending, act, f"{kind} {op.name!r}", op, refuse)
     if pending is not None:
         units.append(_unit(pending))
     return check_chain(units, FRAMEWORK)
@@ -321,13 +316,34 @@ def _unit(p: dict[str, Any]) -> DenseUnit:
                      p["act"], p["act_source"], dtype, run, write)
 
 
+def saved_by(path: str) -> str | None:
+    """The Keras version a ``.keras`` file records in its ``metadata.json``, or None."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            version = json.loads(archive.read("metadata.json")).get("keras_version")
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+    return str(version) if version else None
+
+
 def load_model(path: str) -> Any:
     """A ``.keras`` model loaded with ``safe_mode=True`` (no lambdas, no arbitrary code); ``ValueError`` with
-    one line on anything else."""
+    one line saying why on anything else: not a zip archive, a file Keras 2 wrote, a Lambda layer."""
     if not str(path).endswith(".keras"):
         raise ValueError("not a .keras file (Keras 3 model.save(path) with a .keras suffix)")
+    if not zipfile.is_zipfile(path):
+        raise ValueError("not a .keras file: not a zip archive (random bytes, or a truncated file)")
     try:
         return keras.saving.load_model(path, safe_mode=True)
     except Exception as exc:  # noqa: BLE001 - zip, config and deserialization errors come in many types
-        raise ValueError(f"cannot load it in safe mode ({type(exc).__name__}: "
-                         f"{' '.join(str(exc).split())[:200]})") from None
+        reason = " ".join(str(exc).split())
+    version = saved_by(path)
+    if version is not None and version.startswith("2."):
+        raise ValueError(f"saved by Keras {version} (tf-keras), which this Keras 3 cannot read: run the check under "
+                         "Keras 2 (TF_USE_LEGACY_KERAS=1 with tf-keras installed), or save the model again with "
+                         "Keras 3")
+    if "`Lambda` layer" in reason:
+        raise ValueError("holds a Lambda layer (arbitrary Python code), which safe mode does not load; the suite "
+                         "judges dense layers and their activations, so write the Lambda's function as a layer or "
+                         "activation it knows")
+    raise ValueError(f"cannot load it ({reason[:400]})")

@@ -11,8 +11,12 @@ type and position.
 
 from __future__ import annotations
 
+import logging
 import operator
-from collections.abc import Callable
+import pickle
+import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -235,12 +239,20 @@ def walk(model: Any) -> list[DenseUnit]:
             break
         tensors = [a for a in (*node.args, *node.kwargs.values()) if isinstance(a, fx.Node)
                    and a.op != "get_attr" and not _is_shape_node(a)]
+        linear = _linear_of(gm, owner, node)
+        parameters = [] if linear is not None else _hand_written_parameters(node)
+        if parameters:
+            raise refuse(f"computes with the parameter {', '.join(map(repr, parameters))} directly (x @ W.T + b "
+                         "written by hand): write it as nn.Linear or F.linear(x, weight, bias), which the suite "
+                         "judges")
         if tensors != [current]:
             raise refuse("a branch: it takes other tensors than the previous layer's output alone "
                          "(residual connections and concatenations are not judged)")
         if len(_live_users(current)) > 1:
+            if _is_swish(current):
+                raise refuse("x * sigmoid(x) written by hand (Swish): not an activation the suite judges; use "
+                             "nn.SiLU or F.silu, which compute it and are judged")
             raise refuse("a branch: the previous layer's output feeds more than one layer")
-        linear = _linear_of(gm, owner, node)
         if linear is not None:
             if pending is not None:
                 units.append(_unit(pending))
@@ -267,6 +279,39 @@ def walk(model: Any) -> list[DenseUnit]:
     if pending is not None:
         units.append(_unit(pending))
     return check_chain(units, FRAMEWORK)
+
+
+def _parameters_of(node: fx.Node) -> list[str] | None:
+    """The parameters ``node`` is computed from when it is computed from parameters alone (``w``, ``w.T``), else
+    None."""
+    if node.op == "get_attr":
+        return [str(node.target)]
+    args = [a for a in (*node.args, *node.kwargs.values()) if isinstance(a, fx.Node)]
+    if node.op not in ("call_function", "call_method") or not args:
+        return None
+    parts = [_parameters_of(a) for a in args]
+    return None if any(p is None for p in parts) else [name for p in parts for name in p]
+
+
+def _hand_written_parameters(node: fx.Node) -> list[str]:
+    """The parameters ``node`` computes with outside ``nn.Linear`` and ``F.linear``, as in ``x @ self.w.T + self.b``:
+    a dense layer written by hand."""
+    args = [a for a in (*node.args, *node.kwargs.values()) if isinstance(a, fx.Node)]
+    return list(dict.fromkeys(name for a in args for name in _parameters_of(a) or ()))
+
+
+_SIGMOIDS = (torch.sigmoid, F.sigmoid, _aten.sigmoid.default)
+_PRODUCTS = (operator.mul, torch.mul, _aten.mul.Tensor)
+
+
+def _is_swish(current: fx.Node) -> bool:
+    """``current`` feeds exactly ``sigmoid(current)`` and ``current * sigmoid(current)``: Swish written by hand."""
+    users = _live_users(current)
+    sigmoid = next((u for u in users if u.target in _SIGMOIDS or (u.op == "call_method" and u.target == "sigmoid")),
+                   None)
+    product = next((u for u in users if u.target in _PRODUCTS or (u.op == "call_method" and u.target == "mul")), None)
+    return len(users) == 2 and sigmoid is not None and product is not None \
+        and set(product.args) == {current, sigmoid}
 
 
 def _linear_of(gm: fx.GraphModule, owner: Any, node: fx.Node) -> tuple | None:
@@ -352,11 +397,80 @@ def _unit(p: dict[str, Any]) -> DenseUnit:
                      p["act"], p["act_source"], dtype, run, p["write"])
 
 
-def load_program(path: str) -> torch.export.ExportedProgram:
-    """A ``torch.export`` program from a ``.pt2`` file (``torch.export.load``: no pickled objects);
-    ``ValueError`` with one line on anything else."""
+@contextmanager
+def _torch_logs(shown: bool) -> Iterator[None]:
+    """torch's loggers (``torch.export`` logs a whole traceback before raising) held at ERROR unless ``shown``:
+    the caller turns the error into one line of its own."""
+    logger = logging.getLogger("torch")
+    level = logger.level
+    if not shown:
+        logger.setLevel(logging.ERROR)
     try:
-        return torch.export.load(path)
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _zip_problem(path: str) -> str | None:
+    return None if zipfile.is_zipfile(path) else "not a zip archive: random bytes, or a truncated file"
+
+
+def _state_dict(path: str) -> dict[str, torch.Tensor]:
+    """``torch.load(weights_only=True)``: tensors and plain containers only, never a pickled object."""
+    problem = _zip_problem(path)
+    if problem:
+        raise ValueError(f"not a torch.save file ({problem})")
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ValueError("not loaded: it holds pickled objects (torch.save(model) pickles the module, and "
+                         "unpickling runs code): save model.state_dict() instead") from None
+    except Exception as exc:  # noqa: BLE001 - zip and storage errors come in many types
+        raise ValueError(f"not a torch.save file ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") \
+            from None
+    if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        raise ValueError(f"holds a {type(loaded).__name__}, but should hold a state_dict (names to tensors)")
+    return loaded
+
+
+def load_program(path: str, *, logs: bool = False) -> torch.export.ExportedProgram:
+    """A ``torch.export`` program from a ``.pt2`` file (``torch.export.load``: no pickled objects);
+    ``ValueError`` with one line on anything else, naming a ``torch.save`` file for what it is. torch's own
+    log lines are held back unless ``logs``."""
+    problem = _zip_problem(path)
+    if problem:
+        raise ValueError(f"not a torch.export program ({problem})")
+    try:
+        with _torch_logs(logs):
+            return torch.export.load(path)
     except Exception as exc:  # noqa: BLE001 - zip, schema and version errors come in many types
-        raise ValueError(f"not a torch.export program ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); "
-                         "write one with torch.export.save(torch.export.export(model, (x,)), path)") from None
+        error = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+    try:
+        _state_dict(path)
+    except ValueError as exc:
+        if "pickled objects" in str(exc):
+            raise ValueError(f"not a torch.export program, and {exc}; then pass it with --torch-model "
+                             "package.module:factory, or torch.export.save a program") from None
+    else:
+        raise ValueError("holds a state_dict, not a torch.export program: pass --torch-model package.module:factory "
+                         "(a function returning the nn.Module it belongs to)")
+    raise ValueError(f"not a torch.export program ({error}); write one with "
+                     "torch.export.save(torch.export.export(model, (x,)), path)")
+
+
+def load_state_dict_model(path: str, name: str, factory: Callable[[], Any], *, logs: bool = False) -> nn.Module:
+    """The module ``factory()`` returns, with the state_dict saved at ``path`` (``torch.save(model.state_dict(),
+    path)``, read with ``weights_only=True``), in eval mode; ``ValueError`` with one line on anything else."""
+    if path.endswith(".pt2"):
+        raise ValueError("--torch-model loads a state_dict (.pt), but this is a .pt2 torch.export program: "
+                         "leave --torch-model out")
+    with _torch_logs(logs):
+        state = _state_dict(path)
+        model = factory()
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"--torch-model {name}: got {type(model).__name__}, but should be an nn.Module")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ValueError(f"does not fit the model {name} returns ({' '.join(str(exc).split())[:300]})") from None
+    return model.eval()
