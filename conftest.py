@@ -193,62 +193,29 @@ def _no_stale_compiled_forms():
         adapter.forget_compiled()
 
 
-@pytest.fixture(scope="session")
-def torch_adapter():
-    return adapter_or_skip("torch")
+def _adapter_fixture(name: str):
+    @pytest.fixture(scope="session", name=f"{name}_adapter")
+    def fixture():
+        return adapter_or_skip(name, own=True)
+
+    fixture.__doc__ = (f"The {name} adapter for the tests written for it alone, or a skip naming why not (not "
+                       f"installed: {entry(name).install_hint}; not selected).")
+    return fixture
 
 
-@pytest.fixture(scope="session")
-def keras_adapter():
-    return adapter_or_skip("keras")
+for _name in names():  # torch_adapter, keras_adapter, ..., one per registered framework
+    globals()[f"{_name}_adapter"] = _adapter_fixture(_name)
 
 
-@pytest.fixture(scope="session")
-def mxnet_adapter():
-    """Only in ``make mxnet``'s .venv-mxnet: MXNet 1.9.1 needs numpy<1.24, which TensorFlow cannot share."""
-    return adapter_or_skip("mxnet")
+@pytest.fixture(scope="module")
+def keras_walker_or_skip(keras_adapter):
+    """The own-model tests need the Keras walker to read a plain ``Sequential`` (use it with
+    ``pytest.mark.usefixtures``): a skip naming why it cannot here."""
+    from tests.helpers import keras_walker_problem
 
-
-@pytest.fixture(scope="session")
-def ort_adapter():
-    """ONNX Runtime on torch's export (``pip install 'equivalence[ort]'``; inference only)."""
-    return adapter_or_skip("ort", own=True)
-
-
-@pytest.fixture(scope="session")
-def torch_compile_adapter():
-    """torch.compile (inductor, a C++ compiler needed): only in make runtimes, ~17 s to start."""
-    return adapter_or_skip("torch_compile", own=True)
-
-
-@pytest.fixture(scope="session")
-def keras_graph_adapter():
-    """Keras on TensorFlow through ``tf.function`` (predict's graph)."""
-    return adapter_or_skip("keras_graph", own=True)
-
-
-@pytest.fixture(scope="session")
-def keras_xla_adapter():
-    """Keras on TensorFlow through XLA (``tf.function(jit_compile=True)``)."""
-    return adapter_or_skip("keras_xla", own=True)
-
-
-@pytest.fixture(scope="session")
-def litert_adapter():
-    """LiteRT on TensorFlow's converter, float32 weights (its tests: make runtimes)."""
-    return adapter_or_skip("litert", own=True)
-
-
-@pytest.fixture(scope="session")
-def litert_fp16w_adapter():
-    """LiteRT with float16 weight quantisation (its tests: make runtimes)."""
-    return adapter_or_skip("litert_fp16w", own=True)
-
-
-@pytest.fixture(scope="session")
-def torch_export_adapter():
-    """torch.export, run as the exported program."""
-    return adapter_or_skip("torch_export", own=True)
+    problem = keras_walker_problem()
+    if problem:
+        pytest.skip(problem)
 
 
 @pytest.fixture(scope="session")

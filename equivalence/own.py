@@ -1,7 +1,7 @@
 """Check a user's own pair of models: ``assert_equivalent(torch_model, keras_model)``.
 
 Nothing here writes the user's weights (``port_weights`` alone does, on purpose). Each model
-is walked into dense units in execution order (``equivalence.frameworks.torch_walk``,
+is walked into dense units in execution order (``equivalence.frameworks.torch.walk``,
 ``equivalence.frameworks.keras.walk``); then, attributes before values:
 
 1. the structure is compared layer by layer: depth, shapes, dtype, bias, activation;
@@ -30,7 +30,7 @@ from equivalence.core.layout import LayerWeights
 from equivalence.core.reference import layerwise_reference
 from equivalence.core.spec import StackSpec
 from equivalence.core.strategies import MAX_BATCH, MODEL_INPUT_SCALES
-from equivalence.core.tolerance import PAIR_FACTOR, layer_bound
+from equivalence.core.tolerance import forward_bound
 from equivalence.core.walk import DenseUnit, ModelNotSupported
 from equivalence.frameworks.registry import entry, get_adapter
 
@@ -193,9 +193,10 @@ def numeric_results(t_units: Sequence[DenseUnit], k_units: Sequence[DenseUnit], 
     for i, (t, k) in enumerate(zip(t_units, k_units)):
         if t.shape != k.shape or t.dtype != k.dtype:
             continue
-        trace = traces_t[i]
-        bound = PAIR_FACTOR * layer_bound(x=trace.x, W=t.W, b=t.b, h=trace.h, activation=t.activation, dtype=t.dtype)
-        results.append(compare_arrays(outs_t[i], k.run(inputs_t[i]), bound=bound, pair=("torch", "keras"), layer=i))
+        bound = forward_bound(traces_t[i], LayerWeights(t.W, t.b), t.activation, t.dtype,
+                              {"torch": None, "keras": None})
+        results.append(compare_arrays(outs_t[i], k.run(inputs_t[i]), bound=bound.between("torch", "keras"),
+                                      pair=("torch", "keras"), layer=i))
     return tuple(results)
 
 

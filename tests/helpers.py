@@ -14,16 +14,17 @@ import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from equivalence.core.activations import ACTIVATIONS
 from equivalence.core.case import Case
 from equivalence.core.check import why_not_run
 from equivalence.core.compare import Comparison
 from equivalence.core.dtypes import numpy_dtype
+from equivalence.core.kinds import DENSE
 from equivalence.core.layout import LayerWeights, weights_equal
 from equivalence.core.repro import save_case, snippet
 from equivalence.core.strategies import ACTIVATION_NAMES, DTYPE_NAMES, boundary_widths_up_to, cases, specs
-from equivalence.core.tolerance import layer_bound, rounded_weights_error
+from equivalence.core.tolerance import forward_bound, rounded_weights_error
 from equivalence.frameworks.base import Adapter
+from equivalence.frameworks.registry import entry, names
 from tests import stats
 
 try:
@@ -36,8 +37,10 @@ needs_bfloat16 = pytest.mark.skipif(not HAS_BFLOAT16, reason="bfloat16 needs ml_
 BFLOAT16 = pytest.param("bfloat16", marks=needs_bfloat16)
 """Use in a dtype parametrization instead of "bfloat16"."""
 
-RUNTIMES = ("ort", "keras_graph", "keras_xla", "torch_compile", "litert", "litert_fp16w", "torch_export")
-"""The runtimes: their named differences are measured in tests/test_runtimes.py and tests/test_litert.py."""
+RUNTIMES = tuple(name for name in names() if not entry(name).in_suite_default)
+"""The runtimes (the registry leaves them out of the suite's default: ort, keras_graph, keras_xla, torch_compile,
+litert, litert_fp16w, torch_export): their named differences are measured in tests/test_runtimes.py and
+tests/test_litert.py."""
 
 # Example budgets by cost, scaled from the active hypothesis profile (100 in dev and ci).
 NUMERIC_EXAMPLES = 13 * settings.default.max_examples
@@ -176,23 +179,25 @@ def chained_in(adapter: Adapter, case: Case, dtype: str) -> list[np.ndarray]:
     return [out.astype(case.x.dtype) for out in adapter.taps(model, case.x.astype(to))]
 
 
-def assert_within_last_layer_bound(*, got: np.ndarray, chained: Sequence[np.ndarray], case: Case, what: str,
-                                   framework: str = "") -> None:
-    """``got`` (a whole model's output) agrees with the layers ``chained`` within the last layer's error bound,
-    taken at its chained input, plus each layer's weight rounding term where ``framework`` stores its weights
-    narrower (``tolerance.rounded_weights_error``: a converter folding layers rounds the folded weights once);
-    positions of NaN and inf identical."""
-    x = np.asarray(chained[-2] if len(chained) > 1 else case.x, dtype=np.float64)
-    last = case.weights[-1]
-    W, b = last.W.astype(np.float64), None if last.b is None else last.b.astype(np.float64)
-    activation = case.spec.activations[-1]
-    h = ACTIVATIONS[activation].reference(x @ W + (0 if b is None else b))
-    bound = layer_bound(x=x, W=W, b=b, h=h, activation=activation, dtype=case.spec.dtype)
+def last_layer_bound(*, chained: Sequence[np.ndarray], case: Case, framework: str) -> float:
+    """``framework``'s bound of the case's last layer at its chained input, plus each earlier layer's weight
+    rounding term (zero unless ``framework`` stores its weights narrower)."""
     inputs = [case.x, *chained[:-1]]
-    bound += sum(rounded_weights_error(framework, x=np.asarray(x_k, np.float64), W=w.W.astype(np.float64),
-                                       b=None if w.b is None else w.b.astype(np.float64), activation=a,
-                                       dtype=case.spec.dtype)
-                 for x_k, w, a in zip(inputs, case.weights, case.spec.activations))
+    last = DENSE.reference(inputs[-1], case.weights[-1], case.spec.activations[-1])
+    bound = forward_bound(last, case.weights[-1], case.spec.activations[-1], case.spec.dtype,
+                          {framework: None}).against_reference(framework)
+    return bound + sum(rounded_weights_error(framework, x=np.asarray(x_k, np.float64), weights=w, activation=a,
+                                             dtype=case.spec.dtype)
+                       for x_k, w, a in zip(inputs[:-1], case.weights, case.spec.activations))
+
+
+def assert_within_last_layer_bound(*, got: np.ndarray, chained: Sequence[np.ndarray], case: Case, what: str,
+                                   framework: str) -> None:
+    """``got`` (``framework``'s whole model's output) agrees with the layers ``chained`` within its last layer's
+    error bound (``tolerance.forward_bound``), taken at its chained input, plus each earlier layer's weight
+    rounding term where ``framework`` stores its weights narrower (``tolerance.rounded_weights_error``: a
+    converter folding layers rounds the folded weights once); positions of NaN and inf identical."""
+    bound = last_layer_bound(chained=chained, case=case, framework=framework)
     got64, want64 = np.asarray(got, np.float64), np.asarray(chained[-1], np.float64)
     np.testing.assert_array_equal(np.isfinite(got64), np.isfinite(want64), err_msg=what)
     finite = np.isfinite(want64)

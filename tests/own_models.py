@@ -19,9 +19,9 @@ def torch_model(style: str, widths: Sequence[int], activations: Sequence[str], *
     import torch.nn.functional as F
     from torch import nn
 
-    from equivalence.frameworks.torch import _TORCH_DTYPES, activation_module
+    from equivalence.frameworks.torch import TORCH_DTYPES, activation_module
 
-    dt = _TORCH_DTYPES[dtype]
+    dt = TORCH_DTYPES[dtype]
     torch.manual_seed(len(widths) * 1000 + sum(widths))
     linears = [nn.Linear(i, o, dtype=dt) for i, o in zip(widths[:-1], widths[1:])]
     if style == "sequential_nested":  # Dropout between Linear and its activation, Identity, nesting

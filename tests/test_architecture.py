@@ -1,5 +1,6 @@
-"""The layout is the architecture: the core imports no framework and nothing of the guard, the frameworks
-import nothing of the guard, no module-level import circle, and the CLI stays lean."""
+"""The layout is the architecture: dependencies run one way (core <- frameworks <- guard, own models, CLI), the
+core imports no framework and nothing above it, the registry imports no framework of its own, no import circle
+of any kind (module level, lazy or type-only), and the CLI stays lean."""
 
 from __future__ import annotations
 
@@ -32,13 +33,42 @@ def _top_level_imports(path: Path) -> set[str]:
     return found
 
 
+def _all_imports(path: Path) -> set[str]:
+    """Every module ``path`` names in an import: module level, inside functions, under ``if TYPE_CHECKING``,
+    relative ones resolved; ``from a import b`` counts as ``a`` and ``a.b``."""
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level:
+                parts = package.split(".")[:len(package.split(".")) - node.level + 1]
+                module = ".".join([*parts, *([node.module] if node.module else [])])
+            found |= {module} | {f"{module}.{alias.name}" for alias in node.names}
+    return found
+
+
+def _package_imports(path: Path, modules: dict[str, Path]) -> set[str]:
+    """The modules of the package ``path`` imports in any way (``_all_imports``), but itself and the root."""
+    own = set()
+    for imported in _all_imports(path):
+        while imported and imported not in modules:
+            imported = imported.rpartition(".")[0]
+        if imported and imported not in ("equivalence", _module_name(path)):
+            own.add(imported)
+    return own
+
+
 def _graph() -> dict[str, set[str]]:
     modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
-    return {name: {m for m in _top_level_imports(path) if m in modules and m != "equivalence" and m != name}
-            for name, path in modules.items()}
+    return {name: _package_imports(path, modules) for name, path in modules.items()}
 
 
-def test_no_module_level_import_circle():
+def test_no_import_circle_of_any_kind():
+    """Lazy and type-only imports count: a circle through them still ties the modules into one."""
     graph = _graph()
     state: dict[str, int] = {}
 
@@ -64,6 +94,35 @@ def test_the_core_imports_no_framework_and_nothing_above_it():
             assert top not in FRAMEWORK_PACKAGES, f"{path.name} imports {imported}: the core talks numpy"
             assert not imported.startswith(("equivalence.guard", "equivalence.cli", "equivalence.own")), (
                 f"{path.name} imports {imported}, but the core should import nothing above it")
+
+
+def test_the_core_imports_nothing_above_it_not_even_lazily():
+    for name, imported in _graph().items():
+        if name.startswith("equivalence.core"):
+            above = sorted(m for m in imported if not m.startswith("equivalence.core"))
+            assert not above, f"got {name} importing {above}, but the core should import only the core"
+
+
+def test_the_registry_imports_no_framework_of_its_own():
+    """The built-in frameworks register through the package's entry points, as a third party's do."""
+    imported = _graph()["equivalence.frameworks.registry"]
+    assert all(m.startswith("equivalence.core") for m in imported), (
+        f"got the registry importing {sorted(imported)}, but it should import only the core")
+
+
+def test_the_built_in_frameworks_are_the_packages_entry_point():
+    import importlib.metadata
+
+    from equivalence.frameworks import builtin
+    from equivalence.frameworks.registry import ENTRY_POINT_GROUP, Framework, names
+
+    points = [p.value for p in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP) if p.dist.name == "equivalence"]
+    assert points == ["equivalence.frameworks.builtin:FRAMEWORKS"], (
+        f"got the entry points {points}, but should be builtin's FRAMEWORKS (reinstall after changing "
+        "pyproject.toml: make venv)")
+    declared = [value.name for value in vars(builtin).values() if isinstance(value, Framework)]
+    assert sorted(f.name for f in builtin.FRAMEWORKS) == sorted(declared), "an entry of builtin.py is not listed"
+    assert names()[:len(declared)] == tuple(f.name for f in builtin.FRAMEWORKS)
 
 
 def test_the_frameworks_import_nothing_of_the_guard():

@@ -8,7 +8,7 @@ import pytest
 
 from equivalence.core.dtypes import EPSILON
 from equivalence.core.reference import reference_layer
-from equivalence.core.tolerance import SAFETY, layer_bound, magnitude
+from equivalence.core.tolerance import SAFETY, forward_bound, layer_bound, magnitude
 
 
 def _layer(scale=1.0, n=6, seed=0):
@@ -59,3 +59,104 @@ def test_the_package_imports_with_numpy_alone():
             "loaded = [m for m in ('torch', 'tensorflow', 'keras', 'jax', 'mxnet') if m in sys.modules];"
             "assert not loaded, loaded")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- one error model: every caller gets the same bound for the same layer ------------------------------------
+
+LAYERS = [("keras", "torch", "gelu", "float64"), ("litert_fp16w", "torch", "selu", "float32"),
+          ("torch", "keras", "sigmoid", "float16")]
+"""(framework, another, activation, dtype): keras' float64 gelu has a named float32 constant where its backend
+is TensorFlow, litert_fp16w a named float16 selu constant and float16 weight storage, the last neither."""
+
+
+def _one_layer(activation, dtype):
+    from equivalence.core.case import make_case
+    from equivalence.core.spec import StackSpec
+
+    case = make_case(StackSpec(6, (5,), activation, dtype=dtype), seed=3, batch=4)
+    trace = reference_layer(case.x, *case.weights[0], activation)
+    return case, trace
+
+
+def _reference_bound(case, trace, *labels):
+    spec = case.spec
+    return forward_bound(trace, case.weights[0], spec.activations[0], spec.dtype, dict.fromkeys(labels))
+
+
+def test_the_error_model_grants_each_term():
+    case, trace = _one_layer("selu", "float32")
+    bound = _reference_bound(case, trace, "litert_fp16w", "torch")
+    assert bound.granted["torch"] == 0.0
+    assert bound.granted["litert_fp16w"] > 0.0  # its float16 selu constants and weights
+    assert bound.against_reference("litert_fp16w") == bound.base + bound.granted["litert_fp16w"]
+    assert bound.between("torch", "litert_fp16w") == 2 * bound.base + bound.granted["litert_fp16w"]
+
+
+@pytest.mark.parametrize(("framework", "other", "activation", "dtype"), LAYERS)
+def test_compare_layers_takes_the_error_models_bound(framework, other, activation, dtype):
+    from equivalence.core.compare import compare_layers
+
+    case, trace = _one_layer(activation, dtype)
+    bound = _reference_bound(case, trace, framework, other)
+    outputs = {framework: [trace.h], other: [trace.h]}
+    got = {r.pair: r.bound for r in compare_layers(case.spec, case.weights, case.x, outputs).results}
+    assert got == {(framework, "reference"): bound.against_reference(framework),
+                   (other, "reference"): bound.against_reference(other),
+                   (framework, other): bound.between(framework, other)}
+
+
+@pytest.mark.parametrize(("framework", "other", "activation", "dtype"), LAYERS)
+def test_golden_drift_takes_the_error_models_bound(framework, other, activation, dtype):
+    from types import SimpleNamespace
+
+    from equivalence.core.tolerance import RECORDED
+    from equivalence.guard.golden import outputs_moved
+
+    case, trace = _one_layer(activation, dtype)
+    golden = SimpleNamespace(facts=None, fingerprint={})
+    recorded = SimpleNamespace(spec=case.spec, weights=case.weights, id=case.id, traces=lambda: [trace])
+    moved = outputs_moved(golden, framework, recorded, [trace.h + 1.0], [trace.h], "now")  # moved by 1: caught
+    assert [m.result.bound for m in moved] == [_reference_bound(case, trace, framework, f"{framework}{RECORDED}")
+                                               .between(framework, f"{framework}{RECORDED}")]
+
+
+@pytest.mark.parametrize(("framework", "other", "activation", "dtype"), LAYERS)
+def test_own_models_take_the_error_models_bound(framework, other, activation, dtype):
+    from equivalence.core.walk import DenseUnit
+    from equivalence.own import numeric_results
+
+    case, trace = _one_layer(activation, dtype)
+    W, b = case.weights[0]
+
+    def unit(fw):
+        return DenseUnit(fw, "dense", "Dense", 0, W, b, W, activation, "test", dtype, run=lambda x: trace.h)
+
+    results = numeric_results([unit("torch")], [unit("keras")], case.x, same=False)
+    pair = [r.bound for r in results if r.pair == ("torch", "keras")]
+    assert pair == [_reference_bound(case, trace, "torch", "keras").between("torch", "keras")] * len(pair)
+    assert pair
+
+
+@pytest.mark.parametrize(("framework", "other", "activation", "dtype"), LAYERS)
+def test_the_whole_model_check_takes_the_error_models_bound(framework, other, activation, dtype):
+    from tests.helpers import last_layer_bound
+
+    case, trace = _one_layer(activation, dtype)
+    got = last_layer_bound(chained=[trace.h], case=case, framework=framework)
+    assert got == _reference_bound(case, trace, framework).against_reference(framework)
+
+
+def test_gradients_take_the_error_models_bound():
+    from equivalence.core.gradients import compare_gradients, gradient_scales, reference_gradients
+    from equivalence.core.tolerance import gradient_bound
+
+    case, _ = _one_layer("gelu", "float64")
+    reference = reference_gradients(case.spec, case.weights, case.x)
+    scales, x_scale = gradient_scales(case.spec, case.weights, case.x)
+    got = {r.pair: r.bound for r in compare_gradients(case.spec, case.weights, case.x, reference,
+                                                      {"keras": reference, "torch": reference}).results}
+    layer = gradient_bound(scales[0], case.spec.activations, "float64", ("keras", "torch"))
+    x = gradient_bound(x_scale, case.spec.activations, "float64", ("keras", "torch"))
+    assert got[("keras dL/dW", "reference")] == got[("keras dL/db", "reference")] == layer.against_reference("keras")
+    assert got[("keras dL/dW", "torch dL/dW")] == layer.between("keras", "torch")
+    assert got[("torch dL/dX", "reference")] == x.against_reference("torch")

@@ -21,7 +21,6 @@ from equivalence.core.dtypes import EPSILON
 from equivalence.core.gradients import (
     _DERIVATIVES,
     GRADIENT_DTYPES,
-    GRADIENT_SAFETY,
     KINKS,
     MAX_CURVATURE,
     ambiguous_kinks,
@@ -32,6 +31,7 @@ from equivalence.core.gradients import (
 )
 from equivalence.core.spec import StackSpec
 from equivalence.core.strategies import ACTIVATION_NAMES, cases, specs
+from equivalence.core.tolerance import GRADIENT_SAFETY
 from tests.helpers import (
     BUILD_EXAMPLES,
     NUMERIC_EXAMPLES,

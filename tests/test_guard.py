@@ -15,8 +15,9 @@ import pytest
 from equivalence import cli
 from equivalence.core import known_differences
 from equivalence.core.check import why_not_run
-from equivalence.core.compare import RECORDED, compare_layers
+from equivalence.core.compare import compare_layers
 from equivalence.core.conditions import RecordedFacts
+from equivalence.core.tolerance import RECORDED
 from equivalence.guard import golden
 from equivalence.guard.fingerprint import fingerprint, flatten
 from equivalence.guard.golden import ulp_distance

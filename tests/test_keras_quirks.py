@@ -30,13 +30,13 @@ def test_functional_layers_include_the_input_layer_but_the_adapter_skips_it(kera
 
 
 def test_keras_mean_of_float64_is_float32_off_tensorflow_so_the_gradient_loss_is_a_sum(keras_adapter):
-    """Evidence for ``keras_adapter._mean``: Keras 3.15.1's ``ops.mean`` computes float64 in float32 on the
+    """Evidence for ``keras.mean_in_dtype``: Keras 3.15.1's ``ops.mean`` computes float64 in float32 on the
     torch and jax backends (``result_type(float64, "float32")``), exactly on TensorFlow. When this fails,
-    Keras changed: ``_mean`` can go back to ``keras.ops.mean`` (and the check of its result below stays)."""
+    Keras changed: ``mean_in_dtype`` can go back to ``keras.ops.mean`` (and the check of its result below stays)."""
     import numpy as np
 
     keras = pytest.importorskip("keras")
-    from equivalence.frameworks.keras import _mean
+    from equivalence.frameworks.keras import mean_in_dtype
 
     values = np.array([[0.1], [0.2], [0.3]])  # 1/3 and 0.2 are not float32 numbers: float32 rounding shows
     exact = np.sum(values) / values.size
@@ -46,7 +46,7 @@ def test_keras_mean_of_float64_is_float32_off_tensorflow_so_the_gradient_loss_is
         assert off <= np.finfo(np.float64).eps * exact
     else:  # float32 rounding here is 6.7e7 float64 epsilons (measured); 1e3 of them cannot be float64's doing
         assert np.finfo(np.float64).eps * exact * 1e3 < off <= np.finfo(np.float32).eps * exact, off
-    assert float(keras.ops.convert_to_numpy(_mean(x))) == exact
+    assert float(keras.ops.convert_to_numpy(mean_in_dtype(x))) == exact
 
 
 def test_a_subclass_model_is_refused_by_a_keras_file_and_nothing_is_written(keras_adapter, tmp_path):

@@ -6,17 +6,13 @@ import numpy as np
 import pytest
 
 from equivalence.core.case import drawn_input
-from tests.helpers import BFLOAT16, keras3_only, keras_walker_problem
+from tests.helpers import BFLOAT16, keras3_only
 from tests.own_models import KERAS_STYLES, TORCH_STYLES, keras_model, torch_model
 
 pytestmark = keras3_only  # the keras walker reads Keras 3 models
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _the_keras_walker_reads_models_here(keras_adapter):
-    problem = keras_walker_problem()
-    if problem:
-        pytest.skip(problem)
+pytestmark = pytest.mark.usefixtures("keras_walker_or_skip")
 
 WIDTHS = (9, 16, 16, 16, 5)  # square layers in the middle: an untransposed one is shape-valid
 CHAINS = {

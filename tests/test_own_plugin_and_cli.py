@@ -6,17 +6,13 @@ import numpy as np
 import pytest
 
 from equivalence.cli import EXIT_DISAGREE, EXIT_OK, EXIT_USAGE, main
-from tests.helpers import keras3_only, keras_walker_problem
+from tests.helpers import keras3_only
 from tests.own_models import keras_model, torch_model
 
 pytestmark = keras3_only  # the keras walker reads Keras 3 models
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _the_keras_walker_reads_models_here(keras_adapter):
-    problem = keras_walker_problem()
-    if problem:
-        pytest.skip(problem)
+pytestmark = pytest.mark.usefixtures("keras_walker_or_skip")
 
 WIDTHS = (6, 8, 8, 3)
 CHAIN = ("relu", "tanh", "softmax")
@@ -100,7 +96,7 @@ def test_port(equivalence):
     result.assert_outcomes(failed=1)
     output = "\n".join(result.outlines)
     assert "torch layer '1' (LayerNorm) at position 1" in output
-    assert "equivalence/own.py" not in output and "torch_walk.py" not in output, output
+    assert "equivalence/own.py" not in output and "torch/walk.py" not in output, output
     assert "pytest_plugin.py" not in output, output
 
 

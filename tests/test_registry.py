@@ -62,6 +62,26 @@ def test_a_name_is_registered_once_unless_replaced():
     assert "demo" not in names()
 
 
+def test_a_framework_s_facts_reach_the_core_through_its_entry():
+    """``runs_on`` and ``weights_dtype`` live in the entry, not in the core: a framework running torch's ops gets
+    torch's named differences, one storing float16 weights the error model's weight rounding term."""
+    from equivalence.core.known_differences import extra_error
+    from equivalence.core.layout import LayerWeights
+    from equivalence.core.tolerance import rounded_weights_error
+
+    weights = LayerWeights(np.full((2, 2), 0.1), np.full(2, 0.1))
+    x = np.ones((3, 2))
+    assert extra_error("demo", "softplus", "float64") == 0.0
+    assert rounded_weights_error("demo", x=x, weights=weights, activation="tanh", dtype="float32") == 0.0
+    register(Framework("demo", "other:Other", packages=(), styles=("sequential",), runs_on="torch",
+                       weights_dtype="float16"))
+    try:
+        assert extra_error("demo", "softplus", "float64") == extra_error("torch", "softplus", "float64") > 0
+        assert rounded_weights_error("demo", x=x, weights=weights, activation="tanh", dtype="float32") > 0
+    finally:
+        unregister("demo")
+
+
 def test_a_missing_package_is_unavailable_with_the_install_hint():
     register(Framework("demo", "equivalence_no_such_module:Demo", packages=("equivalence_no_such_module",),
                        styles=("sequential",), install_hint="pip install the-demo"))

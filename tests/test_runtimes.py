@@ -319,7 +319,8 @@ def test_keras_xla_whole_model_fuses_across_layers(keras_xla_adapter, keras_grap
     model = build_loaded(keras_xla_adapter, case, "sequential")
     whole, chained = keras_xla_adapter.forward(model, case.x), keras_xla_adapter.taps(model, case.x)
     assert not np.array_equal(whole, chained[-1]), "XLA's whole program now equals its layers: the entry can go"
-    assert_within_last_layer_bound(got=whole, chained=chained, case=case, what="keras_xla float64")
+    assert_within_last_layer_bound(got=whole, chained=chained, case=case, framework="keras_xla",
+                                   what="keras_xla float64")
     assert whole_graph_difference("keras_xla", spec.activations, "float64").name == \
         "keras_xla_whole_model_fuses_across_layers"
     graph = build_loaded(keras_graph_adapter, case, "sequential")
@@ -350,7 +351,8 @@ def test_a_drifted_keras_op_is_traced_into_the_compiled_layer_and_caught(variant
 @pytest.mark.parametrize("variant", ["keras_graph", "keras_xla"])
 @pytest.mark.parametrize("activation", ["gelu", "gelu_tanh", "leaky_relu_0.2"])
 def test_the_keras_float64_constants_hold_on_the_compiled_paths(variant, activation, request):
-    """``known_differences.RUNS_ON``: the keras entries' float32 constants are there through tf.function and XLA."""
+    """``runs_on`` (their registry entries): the keras entries' float32 constants are there through tf.function
+    and XLA."""
     adapter = request.getfixturevalue(f"{variant}_adapter")
     x = np.linspace(-6, 6, 4001)
     error = np.max(np.abs(adapter.activation(activation, x, "float64") - _reference(activation, x)))
@@ -373,28 +375,35 @@ def test_every_torch_compile_layer_agrees_with_eager_torch_and_the_reference(cas
     assert_layers_agree(comparison=check_case(case, models), case=case)
 
 
-def test_the_compiled_torch_model_runs_as_its_chained_layers(torch_compile_adapter):
+TORCH_PROGRAMS = ("torch_compile", "torch_export")
+"""The runtimes that trace torch's own modules into a program (inductor's kernels, an ExportedProgram)."""
+
+
+@pytest.mark.parametrize("variant", TORCH_PROGRAMS)
+def test_the_traced_torch_model_runs_as_its_chained_layers(variant, request):
+    adapter = request.getfixturevalue(f"{variant}_adapter")
     case = make_case(StackSpec(6, (7, 5, 3), ("tanh", "gelu", "softmax")), seed=11, batch=9)
-    model = torch_compile_adapter.build(case.spec, "sequential")
-    torch_compile_adapter.set_weights(model, case.weights)
-    np.testing.assert_array_equal(torch_compile_adapter.forward(model, case.x),
-                                  torch_compile_adapter.taps(model, case.x)[-1])
+    model = adapter.build(case.spec, "sequential")
+    adapter.set_weights(model, case.weights)
+    np.testing.assert_array_equal(adapter.forward(model, case.x), adapter.taps(model, case.x)[-1])
 
 
-def test_a_drifted_torch_module_is_traced_into_the_compiled_layer_and_caught(torch_compile_adapter, monkeypatch):
+@pytest.mark.parametrize("variant", TORCH_PROGRAMS)
+def test_a_drifted_torch_module_is_traced_into_the_program_and_caught(variant, request, monkeypatch):
     import torch
 
+    adapter = request.getfixturevalue(f"{variant}_adapter")
     case = make_case(StackSpec(16, (16,), ("softsign",)), seed=5, batch=32, input_scale=3.0)
 
     def comparison():
-        torch_compile_adapter.forget_compiled()
-        model = torch_compile_adapter.build(case.spec, "sequential")
-        return check_case(case, {"torch_compile": (torch_compile_adapter, model)})
+        adapter.forget_compiled()
+        model = adapter.build(case.spec, "sequential")
+        return check_case(case, {variant: (adapter, model)})
 
     assert comparison().passed
     monkeypatch.setattr(torch.nn.Softsign, "forward", lambda self, x: x / (1.0 + x.abs() * (1 + 1e-4)))
     broken = comparison()
-    assert broken.failing_pairs() == {"torch_compile vs reference": 0}, broken.message()
+    assert broken.failing_pairs() == {f"{variant} vs reference": 0}, broken.message()
 
 
 def test_torch_compile_whole_model_compiles_differently(torch_compile_adapter):
@@ -407,7 +416,8 @@ def test_torch_compile_whole_model_compiles_differently(torch_compile_adapter):
         case = make_case(StackSpec(n_in, widths, (activation,) * len(widths)), seed=seed, batch=seed + 1)
         model = build_loaded(torch_compile_adapter, case, "sequential")
         whole, chained = torch_compile_adapter.forward(model, case.x), torch_compile_adapter.taps(model, case.x)
-        assert_within_last_layer_bound(got=whole, chained=chained, case=case, what=f"torch_compile {activation}")
+        assert_within_last_layer_bound(got=whole, chained=chained, case=case, framework="torch_compile",
+                                       what=f"torch_compile {activation}")
         assert whole_graph_difference("torch_compile", case.spec.activations, "float32") is not None
 
 
@@ -423,7 +433,7 @@ def test_a_missing_cxx_compiler_is_one_line_naming_what_to_install(monkeypatch, 
 
 
 def test_torch_s_softplus_threshold_holds_under_torch_compile(torch_compile_adapter):
-    """``RUNS_ON``: inductor keeps nn.Softplus' threshold 20 (softplus(20.5) is 20.5 in float64)."""
+    """``runs_on``: inductor keeps nn.Softplus' threshold 20 (softplus(20.5) is 20.5 in float64)."""
     model = torch_compile_adapter.build(StackSpec(1, (1,), ("softplus",), dtype="float64"), "sequential")
     torch_compile_adapter.set_weights(model, [(np.ones((1, 1)), np.zeros(1))])
     got = torch_compile_adapter.apply_layer(model, 0, np.array([[20.5]]))[0, 0]
@@ -432,7 +442,7 @@ def test_torch_s_softplus_threshold_holds_under_torch_compile(torch_compile_adap
 
 
 def test_the_fingerprint_lists_the_entries_a_compiled_path_inherits(keras_xla_adapter):
-    """``verify --framework keras_xla`` lists the keras entries it is judged with (``RUNS_ON``) as active."""
+    """``verify --framework keras_xla`` lists the keras entries it is judged with (its ``runs_on``) as active."""
     from equivalence.guard.fingerprint import fingerprint
 
     active = fingerprint(("keras_xla",))["known_differences"]["active"]

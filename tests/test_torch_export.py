@@ -1,7 +1,8 @@
 """torch.export: each torch layer exported and run as the exported program (``ExportedProgram.module()``).
 
 Properties against eager torch and the reference, a save/load round trip, eager against exported measured bit
-for bit, a drifted module traced into the export and caught, torch's named entries covering it (``RUNS_ON``).
+for bit, torch's named entries covering it (its registry entry's ``runs_on``); the drifted module caught and the
+chained layers are torch.compile's twins in tests/test_runtimes.py.
 Only in ``make runtimes`` (out of make check's default selection).
 """
 
@@ -55,7 +56,7 @@ def test_a_saved_and_loaded_program_runs_the_same_bits(torch_export_adapter):
     import torch
     from torch import nn
 
-    from equivalence.frameworks.torch_export import export
+    from equivalence.frameworks.torch.export import export
 
     case = make_case(StackSpec(6, (7, 5, 3), ("tanh", "gelu", "softmax")), seed=11, batch=9)
     model = torch_export_adapter.build(case.spec, "sequential")
@@ -71,32 +72,8 @@ def test_a_saved_and_loaded_program_runs_the_same_bits(torch_export_adapter):
     assert isinstance(model, nn.Module)
 
 
-def test_the_exported_model_runs_as_its_chained_layers(torch_export_adapter):
-    case = make_case(StackSpec(6, (7, 5, 3), ("tanh", "gelu", "softmax")), seed=11, batch=9)
-    model = torch_export_adapter.build(case.spec, "sequential")
-    torch_export_adapter.set_weights(model, case.weights)
-    np.testing.assert_array_equal(torch_export_adapter.forward(model, case.x),
-                                  torch_export_adapter.taps(model, case.x)[-1])
-
-
-def test_a_drifted_torch_module_is_traced_into_the_export_and_caught(torch_export_adapter, monkeypatch):
-    import torch
-
-    case = make_case(StackSpec(16, (16,), ("softsign",)), seed=5, batch=32, input_scale=3.0)
-
-    def comparison():
-        torch_export_adapter.forget_compiled()
-        model = torch_export_adapter.build(case.spec, "sequential")
-        return check_case(case, {"torch_export": (torch_export_adapter, model)})
-
-    assert comparison().passed
-    monkeypatch.setattr(torch.nn.Softsign, "forward", lambda self, x: x / (1.0 + x.abs() * (1 + 1e-4)))
-    broken = comparison()
-    assert broken.failing_pairs() == {"torch_export vs reference": 0}, broken.message()
-
-
 def test_torch_s_softplus_threshold_holds_in_the_export(torch_export_adapter):
-    """``RUNS_ON``: the exported nn.Softplus keeps its threshold 20 (softplus(20.5) is 20.5 in float64)."""
+    """``runs_on``: the exported nn.Softplus keeps its threshold 20 (softplus(20.5) is 20.5 in float64)."""
     model = torch_export_adapter.build(StackSpec(1, (1,), ("softplus",), dtype="float64"), "sequential")
     torch_export_adapter.set_weights(model, [(np.ones((1, 1)), np.zeros(1))])
     got = torch_export_adapter.apply_layer(model, 0, np.array([[20.5]]))[0, 0]

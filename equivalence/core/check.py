@@ -8,13 +8,13 @@ from typing import Any
 
 import numpy as np
 
+from equivalence.core.adapter import Adapter, FrameworkRefused
 from equivalence.core.case import Case
 from equivalence.core.compare import Comparison, compare_layers
 from equivalence.core.dtypes import numpy_dtype
 from equivalence.core.layout import LayerWeights
 from equivalence.core.reference import LayerTrace, layerwise_reference
 from equivalence.core.spec import StackSpec
-from equivalence.frameworks.base import Adapter, FrameworkRefused
 
 
 def check_case(case: Case, models: Mapping[str, tuple[Adapter, Any]]) -> Comparison:

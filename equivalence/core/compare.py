@@ -17,12 +17,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from equivalence.core.conditions import Facts
-from equivalence.core.dtypes import EPSILON
-from equivalence.core.known_differences import KnownDifference, definition, excused, extra_error
+from equivalence.core.known_differences import definition, excused
 from equivalence.core.layout import LayerWeights
 from equivalence.core.reference import LayerTrace, layerwise_reference
 from equivalence.core.spec import StackSpec
-from equivalence.core.tolerance import PAIR_FACTOR, SAFETY, layer_scale, magnitude, rounded_weights_error
+from equivalence.core.tolerance import forward_bound, framework_of, own_definition
 
 if TYPE_CHECKING:
     from equivalence.core.types import ParamCount
@@ -208,15 +207,6 @@ class Comparison:
         return "\n".join(lines)
 
 
-RECORDED = "@recorded"
-"""Label suffix for a framework's outputs read from golden vectors rather than computed now."""
-
-
-def framework_of(label: str) -> str:
-    """The framework behind an outputs label: ``"torch"`` for ``"torch"`` and ``"torch@recorded"``."""
-    return label.partition("@")[0]
-
-
 def compare_layers(spec: StackSpec, weights: Sequence[LayerWeights], x: np.ndarray,
                    outputs: Mapping[str, Sequence[np.ndarray | None]], *, case_id: str | None = None,
                    reference: Sequence[LayerTrace] | None = None,
@@ -233,13 +223,9 @@ def compare_layers(spec: StackSpec, weights: Sequence[LayerWeights], x: np.ndarr
     traces = list(reference) if reference is not None else layerwise_reference(spec, weights, x)
     facts = facts or {}
     results: list[LayerResult] = []
-    for layer, (trace, (W, b), act) in enumerate(zip(traces, weights, spec.activations)):
-        scale = layer_scale(x=trace.x, W=W, b=b, h=trace.h, activation=act)
-        bound = SAFETY * EPSILON[spec.dtype] * scale
+    for layer, (trace, layer_weights, act) in enumerate(zip(traces, weights, spec.activations)):
         ran = {name: outs[layer] for name, outs in outputs.items() if outs[layer] is not None}
-        extra = {name: extra_error(framework_of(name), act, spec.dtype, facts=facts.get(name)) * scale
-                 + rounded_weights_error(framework_of(name), x=trace.x, W=W, b=b, activation=act, dtype=spec.dtype)
-                 for name in ran}
+        bound = forward_bound(trace, layer_weights, act, spec.dtype, {name: facts.get(name) for name in ran})
         excuse = {name: excused(framework_of(name), act, spec.dtype, trace.z, np.asarray(out), x=trace.x,
                                 facts=facts.get(name))
                   for name, out in ran.items()}
@@ -247,33 +233,17 @@ def compare_layers(spec: StackSpec, weights: Sequence[LayerWeights], x: np.ndarr
         redefined = {name: d for name in ran
                      if (d := definition(framework_of(name), act, spec.dtype, facts=facts.get(name)))}
         for name, out in as64.items():
-            expected, own_bound = trace.h, bound
+            expected = trace.h
             if name in redefined:  # judged against its own definition, by the same error model
-                expected, own_scale = _own_definition(redefined[name], trace, W, b)
-                own_bound = SAFETY * EPSILON[spec.dtype] * own_scale
-            results.append(compare_arrays(out, expected, bound=own_bound + extra[name],
+                expected = own_definition(redefined[name], trace, layer_weights).h
+            results.append(compare_arrays(out, expected, bound=bound.against_reference(name),
                                           pair=(name, REFERENCE), layer=layer, excused=excuse[name]))
         for a, b_name in combinations(as64, 2):
             if (a in redefined) != (b_name in redefined):  # different functions by design: each judged alone
                 continue
-            results.append(compare_arrays(as64[a], as64[b_name],
-                                          bound=PAIR_FACTOR * bound + extra[a] + extra[b_name],
+            results.append(compare_arrays(as64[a], as64[b_name], bound=bound.between(a, b_name),
                                           pair=(a, b_name), layer=layer, excused=excuse[a] | excuse[b_name]))
     return Comparison(case_id or spec.id, tuple(results))
-
-
-def _own_definition(entry: KnownDifference, trace: LayerTrace, W: np.ndarray,
-                    b: np.ndarray | None) -> tuple[np.ndarray, float]:
-    """A ``definition`` entry's float64 output of the layer, and its error-model scale (its own slope)."""
-    x = np.asarray(trace.x, dtype=np.float64)
-    with np.errstate(invalid="ignore"):  # NaN or inf inputs give NaN, as in the frameworks
-        z = x @ W.astype(np.float64) + (0.0 if b is None else b.astype(np.float64))
-    h = entry.definition(z)
-    finite_h = h[np.isfinite(h)]
-    finite_x = x[np.all(np.isfinite(x), axis=-1)] if x.ndim == 2 else x[np.isfinite(x)]
-    scale = max(1.0, entry.definition_slope * magnitude(finite_x, W, b),
-                float(np.max(np.abs(finite_h))) if finite_h.size else 0.0)
-    return h, scale
 
 
 def param_count_problems(spec: StackSpec, count: ParamCount, *, framework: str) -> list[str]:

@@ -232,8 +232,8 @@ class CurrentFacts:
         return self._cache[key]
 
     def _compute(self, key: str) -> str | None:
+        from equivalence.core.adapter import FrameworkUnavailable, adapter_for
         from equivalence.core.kernels import kernel_facts
-        from equivalence.frameworks.registry import FrameworkUnavailable, get_adapter
 
         section, _, rest = key.partition(".")
         if section == "kernel":
@@ -241,13 +241,13 @@ class CurrentFacts:
         if section == "frameworks":
             framework, _, name = rest.partition(".")
             try:
-                return get_adapter(framework).versions().get(name)
+                return adapter_for(framework).versions().get(name)
             except FrameworkUnavailable:
                 return None
         if section == "probes" and rest in self._probes:
             probe = self._probes[rest]
             try:
-                return probe.measure(get_adapter(probe.framework))
+                return probe.measure(adapter_for(probe.framework))
             except FrameworkUnavailable:
                 return None
         return None

@@ -51,17 +51,14 @@ from equivalence.core.activations import (
 )
 from equivalence.core.compare import REFERENCE, Comparison, LayerResult, compare_arrays
 from equivalence.core.dtypes import EPSILON
-from equivalence.core.known_differences import extra_error
+from equivalence.core.kinds import DENSE
 from equivalence.core.layout import LayerWeights
 from equivalence.core.reference import reference_forward
 from equivalence.core.spec import StackSpec
-from equivalence.core.tolerance import PAIR_FACTOR, SAFETY, layer_scale, magnitude, smallest_normal
+from equivalence.core.tolerance import SAFETY, Bound, gradient_bound, sgd_bound
 from equivalence.core.types import Gradients
 
 ACTIVATIONS_ROW_COUPLED = {name: a.row_coupled for name, a in ACTIVATIONS.items()}
-
-GRADIENT_SAFETY = 16.0
-"""Multiplier on ``eps * G_l``: the measured worst gap was 2.6 eps G_l, so 6x headroom."""
 
 GRADIENT_DTYPES: tuple[str, ...] = ("float64", "float32", "float16", "bfloat16")
 """dtypes whose gradients are checked: all of them."""
@@ -161,7 +158,7 @@ def ambiguous_kinks(spec: StackSpec, weights: Sequence[LayerWeights], x: np.ndar
                                                       spec.activations)):
         if act not in KINKS:
             continue
-        delta = SAFETY * EPSILON[spec.dtype] * (layer + 1) * max(1.0, magnitude(trace.x, W, b))
+        delta = SAFETY * EPSILON[spec.dtype] * (layer + 1) * max(1.0, DENSE.magnitude(trace.x, LayerWeights(W, b)))
         if any(np.any(np.abs(trace.z - kink) <= delta) for kink in KINKS[act]):
             out.append(layer)
     return out
@@ -183,25 +180,17 @@ def gradient_scales(spec: StackSpec, weights: Sequence[LayerWeights], x: np.ndar
     scales: list[float] = []
     for layer in reversed(range(spec.depth)):
         trace, (W, b), act = traces[layer], weights[layer], spec.activations[layer]
-        S = max(1.0, magnitude(trace.x, W, b))
+        S = max(1.0, DENSE.magnitude(trace.x, LayerWeights(W, b)))
         d = np.abs(activation_backward(act, trace.z, np.ones_like(trace.z))) if not ACTIVATIONS_ROW_COUPLED[act] \
             else np.ones_like(trace.z)
         dz = upstream * (d + MAX_CURVATURE[act] * S)
-        carried = 0.0 if layer == 0 else layer_scale(x=traces[layer - 1].x, W=weights[layer - 1][0],
-                                                     b=weights[layer - 1][1], h=traces[layer - 1].h,
-                                                     activation=spec.activations[layer - 1])
+        carried = 0.0 if layer == 0 else DENSE.scale(traces[layer - 1], weights[layer - 1],
+                                                     slope=ACTIVATIONS[spec.activations[layer - 1]].max_slope)
         x_abs = np.abs(trace.x) + carried
         dW = x_abs.T @ dz
         scales.append(max(float(np.max(dW, initial=0.0)), float(np.max(dz.sum(axis=0), initial=0.0))))
         upstream = dz @ np.abs(W.astype(np.float64)).T
     return list(reversed(scales)), float(np.max(upstream, initial=0.0))
-
-
-def _stack_extra(framework: str, spec: StackSpec) -> float:
-    """Named float32-sized errors anywhere in the stack, relative: a forward error reaches every later
-    layer's input (so every ``dL/dW`` after it), a backward one every gradient before it."""
-    return sum(extra_error(framework, act, spec.dtype, scope=scope)
-               for act in spec.activations for scope in ("forward", "gradient"))
 
 
 def compare_gradients(spec: StackSpec, weights: Sequence[LayerWeights], x: np.ndarray, reference: Gradients,
@@ -210,37 +199,31 @@ def compare_gradients(spec: StackSpec, weights: Sequence[LayerWeights], x: np.nd
 
     The pair labels say which gradient: ``"torch dL/dW" vs "reference"``.
     Named known differences (``equivalence.core.known_differences``) of any activation in the
-    stack widen every layer's bound by their share, relative to its gradient scale.
+    stack widen every layer's bound by their share, relative to its gradient scale
+    (``tolerance.gradient_bound``).
     """
-    eps = EPSILON[spec.dtype]
-    floor = smallest_normal(spec.dtype)
     scales, x_scale = gradient_scales(spec, weights, x)
     results: list[LayerResult] = []
     for layer, ref in enumerate(reference.weights):
-        scale = scales[layer]
-        extra = {name: _stack_extra(name, spec) * scale
-                 for name in grads}
-        bound = GRADIENT_SAFETY * eps * scale + floor
+        bound = gradient_bound(scales[layer], spec.activations, spec.dtype, grads)
         for what, pick in (("dL/dW", lambda g: g.W), ("dL/db", lambda g: g.b)):
-            if pick(ref) is None:
-                continue
-            for name, g in grads.items():
-                results.append(compare_arrays(pick(g.weights[layer]), pick(ref), bound=bound + extra[name],
-                                              pair=(f"{name} {what}", REFERENCE), layer=layer))
-            for a, b in combinations(grads, 2):
-                results.append(compare_arrays(pick(grads[a].weights[layer]), pick(grads[b].weights[layer]),
-                                              bound=PAIR_FACTOR * bound + extra[a] + extra[b],
-                                              pair=(f"{a} {what}", f"{b} {what}"), layer=layer))
-    x_extra = {name: _stack_extra(name, spec) * x_scale for name in grads}
-    for name, g in grads.items():
-        results.append(compare_arrays(g.x, reference.x, bound=GRADIENT_SAFETY * eps * x_scale + floor + x_extra[name],
-                                      pair=(f"{name} dL/dX", REFERENCE), layer=0))
-    for a, b in combinations(grads, 2):
-        results.append(compare_arrays(grads[a].x, grads[b].x,
-                                      bound=PAIR_FACTOR * (GRADIENT_SAFETY * eps * x_scale + floor) + x_extra[a]
-                                      + x_extra[b],
-                                      pair=(f"{a} dL/dX", f"{b} dL/dX"), layer=0))
+            if pick(ref) is not None:
+                results += _against_reference_and_pairs(
+                    {name: pick(g.weights[layer]) for name, g in grads.items()}, pick(ref), bound, what, layer)
+    x_bound = gradient_bound(x_scale, spec.activations, spec.dtype, grads)
+    results += _against_reference_and_pairs({name: g.x for name, g in grads.items()}, reference.x, x_bound,
+                                            "dL/dX", 0)
     return Comparison(case_id or spec.id, tuple(results))
+
+
+def _against_reference_and_pairs(got: Mapping[str, np.ndarray], expected: np.ndarray, bound: Bound, what: str,
+                                 layer: int) -> list[LayerResult]:
+    """Each framework's ``what`` against the reference's, then every pair of frameworks, within ``bound``."""
+    results = [compare_arrays(g, expected, bound=bound.against_reference(name), pair=(f"{name} {what}", REFERENCE),
+                              layer=layer) for name, g in got.items()]
+    results += [compare_arrays(got[a], got[b], bound=bound.between(a, b), pair=(f"{a} {what}", f"{b} {what}"),
+                               layer=layer) for a, b in combinations(got, 2)]
+    return results
 
 
 def sgd_reference(weights: Sequence[LayerWeights], reference: Gradients, learning_rate: float) -> list[LayerWeights]:
@@ -258,23 +241,14 @@ def compare_sgd_step(spec: StackSpec, weights: Sequence[LayerWeights], x: np.nda
     Bound per layer: rounding the new weight (``SAFETY * eps * max|W_new|``) plus ``lr``
     times the gradient bound of that layer.
     """
-    eps = EPSILON[spec.dtype]
     expected = sgd_reference(weights, reference, learning_rate)
     scales, _ = gradient_scales(spec, weights, x)
     results: list[LayerResult] = []
     for layer, (exp, g_scale) in enumerate(zip(expected, scales)):
         w_scale = max(float(np.max(np.abs(exp.W))), float(np.max(np.abs(exp.b))) if exp.b is not None else 0.0)
-        extra = {name: learning_rate * _stack_extra(name, spec)
-                 * g_scale for name in updated}
-        bound = SAFETY * eps * w_scale + learning_rate * GRADIENT_SAFETY * eps * g_scale
+        bound = sgd_bound(w_scale, g_scale, learning_rate, spec.activations, spec.dtype, updated)
         for what, pick in (("W", lambda w: w.W), ("b", lambda w: w.b)):
-            if pick(exp) is None:
-                continue
-            for name, new in updated.items():
-                results.append(compare_arrays(pick(new[layer]), pick(exp), bound=bound + extra[name],
-                                              pair=(f"{name} new {what}", REFERENCE), layer=layer))
-            for a, b in combinations(updated, 2):
-                results.append(compare_arrays(pick(updated[a][layer]), pick(updated[b][layer]),
-                                              bound=PAIR_FACTOR * bound + extra[a] + extra[b],
-                                              pair=(f"{a} new {what}", f"{b} new {what}"), layer=layer))
+            if pick(exp) is not None:
+                results += _against_reference_and_pairs({name: pick(new[layer]) for name, new in updated.items()},
+                                                        pick(exp), bound, f"new {what}", layer)
     return Comparison(case_id or spec.id, tuple(results))

@@ -15,7 +15,7 @@ Three kinds:
 * ``extra_error``: the framework computes a float64 activation with a float32
   constant (or a float32-sized cut-off), so it is off by a fraction of the
   *float32* epsilon. The per-framework bound grows by ``extra_error * scale``
-  (``scale`` as in ``equivalence.core.tolerance.layer_scale``); the float64 check
+  (``scale`` as in ``equivalence.core.kinds.Dense.scale``); the float64 check
   stays ~10^7 times tighter than a float32 computation would need.
 * ``excuse``: a position whose non-finite class (NaN, +inf, -inf, finite)
   differs from the reference in a documented way.
@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from equivalence.core.activations import ACTIVATIONS, PARAMETRIC_FAMILIES, family_of
+from equivalence.core.adapter import entry_for
 from equivalence.core.conditions import AtLeast, Below, Condition, CurrentFacts, Fact, Facts, Probe, Shape
 from equivalence.core.dtypes import EPSILON
 from equivalence.core.kernels import AVX512_ISAS, ONEDNN_ISAS
@@ -155,13 +156,13 @@ FACTS = CurrentFacts(PROBES)
 """This process's facts (lazy, cached)."""
 
 
-RUNS_ON: dict[str, str] = {"keras_graph": "keras", "keras_xla": "keras", "torch_compile": "torch",
-                           "torch_export": "torch", "litert_fp16w": "litert"}
-"""Frameworks registered on their own that run another's ops: Keras on TensorFlow through ``tf.function`` and
-XLA compute Keras' activations with the same float32 constants, and inductor compiles torch's own definitions
-(softplus' threshold 20), as does a torch.export program (its graph calls the same ATen ops), so the ``keras``
-and ``torch`` entries cover them too (measured in ``tests/test_runtimes.py`` and ``tests/test_torch_export.py``).
-LiteRT is not listed: it runs its own kernels, not TensorFlow's."""
+def runs_on(framework: str) -> str | None:
+    """The framework whose ops ``framework`` runs (its registry entry's ``runs_on``), whose entries cover it too:
+    Keras on TensorFlow through ``tf.function`` and XLA compute Keras' activations with the same float32
+    constants, inductor compiles torch's own definitions (softplus' threshold 20), as does a torch.export program
+    (its graph calls the same ATen ops). LiteRT runs its own kernels, not TensorFlow's."""
+    entry = entry_for(framework)
+    return entry.runs_on if entry is not None else None
 
 
 @dataclass(frozen=True)
@@ -206,7 +207,7 @@ class KnownDifference:
     def applies(self, framework: str, activation: str, dtype: str, *, facts: Facts | None = None) -> bool:
         """Whether the entry covers this layer; ``facts``: where the outputs came from (recorded outputs keep
         the facts they were recorded under), this process's when ``None``."""
-        return (self.framework in (framework, RUNS_ON.get(framework)) and dtype in self.dtypes
+        return (self.framework in (framework, runs_on(framework)) and dtype in self.dtypes
                 and (activation in self.activations or _parametric_family(activation) in self.families)
                 and self.active(facts, dtype))
 

@@ -8,17 +8,14 @@ shaped ``(in, out)`` (the Keras layout, so ``X @ W + b``) and the bias ``b`` sha
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
 
 import numpy as np
 
 from equivalence.core.dtypes import numpy_dtype
+from equivalence.core.kinds import LayerWeights
 from equivalence.core.spec import StackSpec
 
-
-class LayerWeights(NamedTuple):
-    W: np.ndarray  # (in, out)
-    b: np.ndarray | None  # (out,) or None
+__all__ = ["LayerWeights", "cast_weights", "check_spec_weights", "check_weights", "weights_equal"]
 
 
 def check_weights(shapes: Sequence[tuple[int, int]], bias: Sequence[bool],

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from equivalence.core.activations import ACTIVATIONS
 from equivalence.core.dtypes import DTYPES, short_dtype_name
+from equivalence.core.kinds import DENSE
 
 DEFAULT_ACTIVATION = "sigmoid"
 
@@ -94,7 +95,7 @@ class StackSpec:
     @property
     def param_counts(self) -> tuple[int, ...]:
         """Parameters per layer: ``in*out`` (+ ``out`` with bias)."""
-        return tuple(i * o + (o if self.bias else 0) for i, o in self.layer_shapes)
+        return tuple(DENSE.parameter_count(i, o, bias=self.bias) for i, o in self.layer_shapes)
 
     @property
     def total_params(self) -> int:
@@ -102,7 +103,7 @@ class StackSpec:
 
     @property
     def tensors_per_layer(self) -> int:
-        return 2 if self.bias else 1
+        return len(DENSE.parameter_shapes(self.input_width, self.widths[0], bias=self.bias))
 
     @property
     def id(self) -> str:

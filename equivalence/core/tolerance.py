@@ -17,14 +17,26 @@ caught every transposed square layer by more than 3,000x.
 
 Two frameworks each within ``bound`` of the reference are within ``2 * bound``
 of each other (``PAIR_FACTOR``).
+
+Every comparison takes its bound from here (``Bound``: ``forward_bound`` for layer outputs, ``gradient_bound``
+and ``sgd_bound`` for the backward pass), so each caller adds the same terms: the dtype's rounding, the named
+known differences of each framework, and the rounding of weights a framework stores narrower. The formulae of a
+layer kind (its ``S``, its weight rounding) live with the kind, ``equivalence.core.kinds``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
 import numpy as np
 
 from equivalence.core.activations import ACTIVATIONS
-from equivalence.core.dtypes import EPSILON, SMALLEST_NORMAL, SMALLEST_SUBNORMAL
+from equivalence.core.adapter import entry_for
+from equivalence.core.conditions import Facts
+from equivalence.core.dtypes import EPSILON, SMALLEST_NORMAL
+from equivalence.core.kinds import DENSE, Dense, LayerTrace, LayerWeights
+from equivalence.core.known_differences import KnownDifference, definition, extra_error
 
 SAFETY = 8.0
 """Multiplier on eps; the measured worst ratio 0.29 leaves 3.4x headroom."""
@@ -33,47 +45,34 @@ PAIR_FACTOR = 2.0
 """Framework vs framework: both errors may add (triangle inequality)."""
 
 
+RECORDED = "@recorded"
+"""Label suffix for a framework's outputs read from golden vectors rather than computed now."""
+
+
+def framework_of(label: str) -> str:
+    """The framework behind an outputs label: ``"torch"`` for ``"torch"`` and ``"torch@recorded"``."""
+    return label.partition("@")[0]
+
+
 def magnitude(x: np.ndarray, W: np.ndarray, b: np.ndarray | None) -> float:
-    """``S = max(|x| @ |W| + |b|)`` in float64: the largest sum the layer accumulates."""
-    s = np.abs(np.asarray(x, dtype=np.float64)) @ np.abs(W.astype(np.float64))
-    if b is not None:
-        s = s + np.abs(b.astype(np.float64))
-    return float(np.max(s)) if s.size else 0.0
+    """``S = max(|x| @ |W| + |b|)`` of a dense layer (``Dense.magnitude``)."""
+    return DENSE.magnitude(x, LayerWeights(W, b))
 
 
-def _finite_rows(x: np.ndarray) -> np.ndarray:
-    """Rows of ``x`` without NaN or inf: the error model bounds finite arithmetic only."""
-    x = np.asarray(x, dtype=np.float64)
-    return x[np.all(np.isfinite(x), axis=-1)] if x.ndim == 2 else x[np.isfinite(x)]
-
-
-def layer_scale(*, x: np.ndarray, W: np.ndarray, b: np.ndarray | None, h: np.ndarray, activation: str) -> float:
-    """``max(1, slope * S, max|h|)``: the magnitude a layer's rounding errors scale with.
-
-    Rows of ``x`` holding NaN or inf and non-finite outputs are left out: their
-    positions are compared by class (``equivalence.core.compare``), not by size.
-    """
-    slope = ACTIVATIONS[activation].max_slope
-    h = np.asarray(h, dtype=np.float64)
-    finite_h = h[np.isfinite(h)]
-    out = float(np.max(np.abs(finite_h))) if finite_h.size else 0.0
-    return max(1.0, slope * magnitude(_finite_rows(x), W, b), out)
+def layer_scale(*, x: np.ndarray, W: np.ndarray, b: np.ndarray | None, h: np.ndarray, activation: str,
+                kind: Dense = DENSE) -> float:
+    """``max(1, slope * S, max|h|)``: the magnitude a layer's rounding errors scale with (``Dense.scale``)."""
+    return kind.scale(LayerTrace(np.asarray(x), np.asarray(h), np.asarray(h)), LayerWeights(W, b),
+                      slope=ACTIVATIONS[activation].max_slope)
 
 
 def layer_bound(*, x: np.ndarray, W: np.ndarray, b: np.ndarray | None, h: np.ndarray,
                 activation: str, dtype: str) -> float:
-    """Absolute error bound of one layer computed in ``dtype`` against float64.
+    """Absolute error bound of one layer computed in ``dtype`` against float64, before any named difference.
 
     ``x`` is the layer's input, ``h`` the float64 reference output.
     """
     return SAFETY * EPSILON[dtype] * layer_scale(x=x, W=W, b=b, h=h, activation=activation)
-
-
-WEIGHTS_ROUNDED_TO: dict[str, str] = {"litert_fp16w": "float16"}
-"""Frameworks that store a layer's weights (kernel and bias) in a narrower dtype and compute in the layer's:
-LiteRT's float16 weight quantisation (``Optimize.DEFAULT`` with ``supported_types=[float16]``) writes them as
-float16 and dequantises them to float32 before its float32 kernels (``tests/test_litert.py`` checks that the
-reference with its weights rounded to float16 first agrees with it at the plain float32 bound)."""
 
 
 def smallest_normal(dtype: str) -> float:
@@ -82,34 +81,107 @@ def smallest_normal(dtype: str) -> float:
     return SMALLEST_NORMAL[dtype]
 
 
-def smallest_subnormal(dtype: str) -> float:
-    """The spacing of ``dtype``'s subnormals (float16: 2**-24), where rounding is absolute, not relative."""
-    return SMALLEST_SUBNORMAL[dtype]
-
-
 def weight_rounding_error(*, x: np.ndarray, W: np.ndarray, b: np.ndarray | None, activation: str,
                           weight_dtype: str) -> float:
-    """Absolute bound on how far rounding ``W`` and ``b`` to ``weight_dtype`` (to nearest) moves a layer's output.
-
-    A weight in the dtype's normal range moves by at most ``u |w|`` (``u = eps/2``, the unit roundoff), one below
-    it by at most half the subnormal spacing ``t``; so ``|dz_j| <= u (|x| @ |W| + |b|)_j + t (sum|x| + 1)``,
-    and the activation passes at most ``slope`` times the row's largest ``|dz|`` on (the same slopes as
-    ``layer_scale``). Not a safety multiple: a worst case, added to the computing dtype's own bound. Weights
-    beyond the dtype's range are not rounded but overflow (the adapter refuses them).
-    """
-    x = _finite_rows(x)
-    if x.size == 0:
-        return 0.0
-    unit = EPSILON[weight_dtype] / 2
-    half_subnormal = smallest_subnormal(weight_dtype) / 2
-    rows = float(np.max(np.abs(x).sum(axis=-1))) + (b is not None)
-    return ACTIVATIONS[activation].max_slope * (unit * magnitude(x, W, b) + half_subnormal * rows)
+    """How far rounding a dense layer's ``W`` and ``b`` to ``weight_dtype`` moves its output
+    (``Dense.weight_rounding_error``)."""
+    return DENSE.weight_rounding_error(x, LayerWeights(W, b), slope=ACTIVATIONS[activation].max_slope,
+                                       weight_dtype=weight_dtype)
 
 
-def rounded_weights_error(framework: str, *, x: np.ndarray, W: np.ndarray, b: np.ndarray | None, activation: str,
-                          dtype: str) -> float:
-    """``weight_rounding_error`` for a framework of ``WEIGHTS_ROUNDED_TO`` on a layer wider than its weights; else 0."""
-    weight_dtype = WEIGHTS_ROUNDED_TO.get(framework)
+def rounded_weights_error(framework: str, *, x: np.ndarray, weights: LayerWeights, activation: str, dtype: str,
+                          kind: Dense = DENSE) -> float:
+    """The weight rounding term of a framework that stores a layer's weights narrower than the layer computes
+    (its registry entry's ``weights_dtype``: LiteRT's float16 weight quantisation writes them as float16 and
+    dequantises them to float32 before its float32 kernels; ``tests/test_litert.py`` checks that the reference
+    with its weights rounded to float16 first agrees with it at the plain float32 bound); else 0."""
+    entry = entry_for(framework)
+    weight_dtype = entry.weights_dtype if entry is not None else None
     if weight_dtype is None or EPSILON[weight_dtype] <= EPSILON[dtype]:
         return 0.0
-    return weight_rounding_error(x=x, W=W, b=b, activation=activation, weight_dtype=weight_dtype)
+    return kind.weight_rounding_error(x, weights, slope=ACTIVATIONS[activation].max_slope,
+                                      weight_dtype=weight_dtype)
+
+
+# --- the bounds every comparison uses ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Bound:
+    """The error model at one comparison point (a layer's outputs, a gradient, new weights), for each
+    framework label compared there.
+
+    ``base``: what computing in the dtype may cost any framework; ``granted[label]``: what the named known
+    differences and the weight storage of ``label``'s framework add; ``own[label]``: the base of a framework
+    judged against its own definition of the activation (a ``definition`` difference) instead of ``base``.
+    """
+
+    base: float
+    granted: Mapping[str, float] = field(default_factory=dict)
+    own: Mapping[str, float] = field(default_factory=dict)
+
+    def against_reference(self, label: str) -> float:
+        return self.own.get(label, self.base) + self.granted[label]
+
+    def between(self, a: str, b: str) -> float:
+        """Two frameworks each within their bound of the reference (triangle inequality)."""
+        return PAIR_FACTOR * self.base + self.granted[a] + self.granted[b]
+
+
+def forward_bound(trace: LayerTrace, weights: LayerWeights, activation: str, dtype: str,
+                  frameworks: Mapping[str, Facts | None], *, kind: Dense = DENSE) -> Bound:
+    """The bound of one layer's outputs for every label of ``frameworks``.
+
+    ``trace``: the layer's float64 reference at the input the frameworks got; ``frameworks[label]``: the facts
+    the label's outputs were computed under (None: this process's), which decide the named differences
+    (``equivalence.core.known_differences``) that apply.
+    """
+    slope = ACTIVATIONS[activation].max_slope
+    scale = kind.scale(trace, weights, slope=slope)
+    eps = EPSILON[dtype]
+    granted, own = {}, {}
+    for label, facts in frameworks.items():
+        name = framework_of(label)
+        granted[label] = (extra_error(name, activation, dtype, facts=facts) * scale
+                          + rounded_weights_error(name, x=trace.x, weights=weights, activation=activation,
+                                                  dtype=dtype, kind=kind))
+        entry = definition(name, activation, dtype, facts=facts)
+        if entry is not None:
+            own_trace = own_definition(entry, trace, weights, kind=kind)
+            own[label] = SAFETY * eps * kind.scale(own_trace, weights, slope=entry.definition_slope)
+    return Bound(SAFETY * eps * scale, granted, own)
+
+
+def own_definition(entry: KnownDifference, trace: LayerTrace, weights: LayerWeights, *,
+                   kind: Dense = DENSE) -> LayerTrace:
+    """The layer's float64 reference under a ``definition`` entry's function, at the same input."""
+    return kind.reference(trace.x, weights, entry.definition)
+
+
+GRADIENT_SAFETY = 16.0
+"""Multiplier on ``eps * G_l`` (``equivalence.core.gradients``): the measured worst gap was 2.6 eps G_l, so 6x
+headroom."""
+
+
+def stack_extra(framework: str, activations: Sequence[str], dtype: str) -> float:
+    """Named float32-sized errors anywhere in a stack, relative: a forward error reaches every later
+    layer's input (so every ``dL/dW`` after it), a backward one every gradient before it."""
+    return sum(extra_error(framework, act, dtype, scope=scope)
+               for act in activations for scope in ("forward", "gradient"))
+
+
+def gradient_bound(scale: float, activations: Sequence[str], dtype: str, frameworks: Iterable[str]) -> Bound:
+    """The bound of a gradient whose scale (``gradients.gradient_scales``) is ``scale``, in a stack of
+    ``activations``: ``GRADIENT_SAFETY * eps * scale`` plus the dtype's smallest normal (the subnormal grid
+    or flush-to-zero below it), and every named difference in the stack, relative to ``scale``."""
+    return Bound(GRADIENT_SAFETY * EPSILON[dtype] * scale + smallest_normal(dtype),
+                 {name: stack_extra(name, activations, dtype) * scale for name in frameworks})
+
+
+def sgd_bound(weight_scale: float, gradient_scale: float, learning_rate: float, activations: Sequence[str],
+              dtype: str, frameworks: Iterable[str]) -> Bound:
+    """The bound of new weights ``W - lr g``: rounding the new weight (``SAFETY * eps * max|W_new|``) plus
+    ``lr`` times the gradient's bound (its named differences included)."""
+    eps = EPSILON[dtype]
+    return Bound(SAFETY * eps * weight_scale + learning_rate * GRADIENT_SAFETY * eps * gradient_scale,
+                 {name: learning_rate * stack_extra(name, activations, dtype) * gradient_scale
+                  for name in frameworks})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from equivalence.frameworks.base import Adapter
+from equivalence.core.adapter import Adapter
 
 
 def transfer(source: Adapter, source_model: Any, target: Adapter, target_model: Any) -> None:

@@ -1,6 +1,6 @@
 """A user's model as the suite sees it: dense units in execution order, read, never written.
 
-Each framework's walker (``equivalence.frameworks.torch_walk``, ``equivalence.frameworks.keras.walk``) turns a
+Each framework's walker (``equivalence.frameworks.torch.walk``, ``equivalence.frameworks.keras.walk``) turns a
 model into a list of ``DenseUnit``: one dense layer, the activation that follows it, its
 weights copied out in the canonical layout, and a function that runs exactly that unit of
 the user's model on a numpy input. Everything after this point talks numpy.

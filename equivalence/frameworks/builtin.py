@@ -1,9 +1,11 @@
 """The registry entries of the frameworks that ship with equivalence: torch, Keras (Keras 3 on the backend
-``KERAS_BACKEND`` chooses, or Keras 2 under ``TF_USE_LEGACY_KERAS=1``: ``keras_variant``), MXNet Gluon, and the
+``KERAS_BACKEND`` chooses, or Keras 2 under ``TF_USE_LEGACY_KERAS=1``: ``keras.variant``), MXNet Gluon, and the
 runtimes: ONNX Runtime (``ort``, torch's export), Keras on TensorFlow through ``tf.function`` (``keras_graph``)
 and XLA (``keras_xla``), ``torch.compile`` (``torch_compile``), LiteRT on TensorFlow's converter (``litert``,
 ``litert_fp16w``: float16 weights) and torch.export (``torch_export``).
-Data only: nothing here imports a framework."""
+Data only: nothing here imports a framework. The registry finds these entries through ``equivalence``'s own
+entry point (group ``equivalence.frameworks`` in ``pyproject.toml``: ``FRAMEWORKS``), as it finds a third
+party's."""
 
 from __future__ import annotations
 
@@ -13,7 +15,15 @@ import os
 import shutil
 from collections.abc import Callable, Mapping
 
-from equivalence.frameworks.registry import Framework, register
+from equivalence.frameworks.registry import Framework
+
+LEGACY_VARIABLE = "TF_USE_LEGACY_KERAS"
+
+
+def legacy_keras_requested() -> bool:
+    """``TF_USE_LEGACY_KERAS`` as TensorFlow reads it (``1``, ``true`` or ``True``)."""
+    return os.environ.get(LEGACY_VARIABLE) in ("1", "true", "True")
+
 
 KERAS_BACKENDS: dict[str, str] = {"tensorflow": "tensorflow", "torch": "torch", "jax": "jax"}
 """Keras backends the Keras adapter runs on -> the package each needs (Keras also knows numpy and openvino,
@@ -40,8 +50,6 @@ def keras_backend_problem() -> str | None:
 
 def _legacy_keras_problem(backend: str) -> str | None:
     """``TF_USE_LEGACY_KERAS=1`` asks for Keras 2 (tf-keras): refused where it would silently test Keras 3."""
-    from equivalence.frameworks.keras_variant import LEGACY_VARIABLE, legacy_keras_requested
-
     if not legacy_keras_requested():
         return None
     value = os.environ[LEGACY_VARIABLE]
@@ -88,16 +96,16 @@ TORCH = Framework(
     registering_styles=("sequential", "modulelist"),  # plain_list: the seed notes' trap, nothing registered
     save_formats=(".pt",),  # state_dict through torch.save, read back with torch.load(weights_only=True)
     default=True, version_keys=("torch",), kernel_keys=("cpu_capability",), describe=_torch,
-    walker="equivalence.frameworks.torch_walk:walk")
+    walker="equivalence.frameworks.torch.walk:walk")
 
 KERAS = Framework(
-    "keras", "equivalence.frameworks.keras_variant:adapter", packages=("keras", "tensorflow", "jax", "tf_keras"),
+    "keras", "equivalence.frameworks.keras.variant:adapter", packages=("keras", "tensorflow", "jax", "tf_keras"),
     styles=("sequential", "functional", "subclass"),
     save_formats=(".weights.h5", ".keras"),  # save_weights / load_weights; model.save / load_model(safe_mode=True)
     default=True,
     version_keys=("keras", "tensorflow", "keras_backend", "jax", "keras_torch"),
     kernel_keys=("onednn_enabled", "tf_intra_op_threads"), describe=_keras,
-    check_environment=keras_backend_problem, walker="equivalence.frameworks.keras_variant:walk")
+    check_environment=keras_backend_problem, walker="equivalence.frameworks.keras.variant:walk")
 
 MXNET = Framework(
     "mxnet", "equivalence.frameworks.mxnet:GluonAdapter", packages=("mxnet",),
@@ -109,8 +117,6 @@ MXNET = Framework(
 
 def _keras2_problem(names: str) -> str | None:
     """The runtimes built on the Keras 3 adapter cannot run Keras 2 (``TF_USE_LEGACY_KERAS=1``)."""
-    from equivalence.frameworks.keras_variant import LEGACY_VARIABLE, legacy_keras_requested
-
     if not legacy_keras_requested():
         return None
     return (f"{names} run Keras 3; {LEGACY_VARIABLE}={os.environ[LEGACY_VARIABLE]} asks for Keras 2 "
@@ -137,7 +143,7 @@ def _ort(v: Mapping[str, str]) -> str:
 
 
 ORT = Framework(
-    "ort", "equivalence.frameworks.ort:OnnxRuntimeAdapter", packages=("onnxruntime", "onnx", "torch"),
+    "ort", "equivalence.frameworks.torch.ort:OnnxRuntimeAdapter", packages=("onnxruntime", "onnx", "torch"),
     styles=("sequential",), capabilities=frozenset(),  # inference only: no gradients, SGD or save/load here
     install_hint="pip install 'equivalence[ort]' (onnxruntime and onnx; the graphs come from torch.onnx.export)",
     version_keys=("onnxruntime", "onnx", "onnx_opset", "exporter"),
@@ -151,9 +157,9 @@ _KERAS_VARIANT = dict(
     kernel_keys=("onednn_enabled", "tf_intra_op_threads"), check_environment=keras_on_tensorflow_problem,
     in_suite_default=False)  # as ort: its own properties in make check, the whole suite in make runtimes
 
-KERAS_GRAPH = Framework("keras_graph", "equivalence.frameworks.keras.graph:GraphKeras",
+KERAS_GRAPH = Framework("keras_graph", "equivalence.frameworks.keras.graph:GraphKeras", runs_on="keras",
                         describe=_keras_compiled("tf.function (predict's graph)"), **_KERAS_VARIANT)
-KERAS_XLA = Framework("keras_xla", "equivalence.frameworks.keras.graph:XlaKeras",
+KERAS_XLA = Framework("keras_xla", "equivalence.frameworks.keras.graph:XlaKeras", runs_on="keras",
                       describe=_keras_compiled("XLA (tf.function(jit_compile=True))"), **_KERAS_VARIANT)
 
 def cxx_compiler_problem() -> str | None:
@@ -166,7 +172,7 @@ def cxx_compiler_problem() -> str | None:
 
 
 TORCH_COMPILE = Framework(
-    "torch_compile", "equivalence.frameworks.torch_compile:TorchCompileAdapter", packages=("torch",),
+    "torch_compile", "equivalence.frameworks.torch.compile:TorchCompileAdapter", packages=("torch",), runs_on="torch",
     styles=("sequential",), capabilities=frozenset(),  # the forward pass compiled; training stays with torch
     version_keys=("torch", "torch_compile_backend"),
     kernel_keys=("cpu_capability", "inductor_cpp_compiler", "inductor_simd"),
@@ -196,17 +202,16 @@ _LITERT = dict(
     in_suite_default=False, own_tests_default=False)  # its tests take minutes: make runtimes runs them
 
 LITERT = Framework("litert", "equivalence.frameworks.keras.litert:LiteRTKeras", describe=_litert("float32"),
-                   **_LITERT)
+                   weights_dtype="float32", **_LITERT)
 LITERT_FP16W = Framework("litert_fp16w", "equivalence.frameworks.keras.litert:LiteRTFloat16WeightsKeras",
-                         describe=_litert("float16"), **_LITERT)
+                         describe=_litert("float16"), weights_dtype="float16", runs_on="litert", **_LITERT)
 
 TORCH_EXPORT = Framework(
-    "torch_export", "equivalence.frameworks.torch_export:TorchExportAdapter", packages=("torch",),
+    "torch_export", "equivalence.frameworks.torch.export:TorchExportAdapter", packages=("torch",), runs_on="torch",
     styles=("sequential",), capabilities=frozenset(),  # the exported forward pass; training stays with torch
     version_keys=("torch", "torch_export"), kernel_keys=("cpu_capability",),
     describe=lambda v: f"{_torch(v)}, through {v.get('torch_export', 'torch.export')}",
     in_suite_default=False)  # as ort: its own properties in make check, the whole suite in make runtimes
 
-for _framework in (TORCH, KERAS, MXNET, ORT, KERAS_GRAPH, KERAS_XLA, TORCH_COMPILE, LITERT, LITERT_FP16W,
-                   TORCH_EXPORT):
-    register(_framework)
+FRAMEWORKS = (TORCH, KERAS, MXNET, ORT, KERAS_GRAPH, KERAS_XLA, TORCH_COMPILE, LITERT, LITERT_FP16W, TORCH_EXPORT)
+"""The built-in frameworks in the registry's order: ``equivalence``'s entry point ``builtin`` names this tuple."""

@@ -346,7 +346,7 @@ class GluonAdapter(Adapter):
         layer = _layers(model)[index]
         return _run([layer], _nd(x, layer[0].weight.dtype)).asnumpy()
 
-    def forward(self, model: Any, x: np.ndarray) -> np.ndarray:
+    def model_forward(self, model: Any, x: np.ndarray) -> np.ndarray:
         return self._forward(model, _nd(x, _dense_layers(model)[0].weight.dtype)).asnumpy()
 
     @staticmethod
@@ -384,11 +384,8 @@ class GluonAdapter(Adapter):
             loss = nd.mean(self._forward(model, xt))
         loss.backward()
 
-    def save(self, model: Any, path: str | os.PathLike) -> None:
+    def save_model(self, model: Any, path: str | os.PathLike) -> None:
         """MXNet's own ``.params`` NDArray container (``save_parameters``): no pickle."""
-        self.check_new_file(path)
-        if isinstance(model, list):
-            raise TypeError("mxnet save needs a built model (build), not a list of bare layers")
         _initialized(model)
         model.save_parameters(os.fspath(path))
 

@@ -11,8 +11,13 @@ Adding a framework is one adapter module plus one entry:
 
 * in code: ``equivalence.frameworks.registry.register(Framework(...))``;
 * from another package, without changing ``equivalence``: an entry point in the group
-  ``equivalence.frameworks`` whose value (``"module:attribute"``) is a ``Framework`` or a callable
-  returning one (``examples/equivalence-numpy`` is such a package).
+  ``equivalence.frameworks`` whose value (``"module:attribute"``) is a ``Framework`` named as the entry point
+  or a callable returning one (``examples/equivalence-numpy`` is such a package), or a tuple of
+  ``Framework``s (a package's several frameworks, in its order).
+
+The built-in frameworks register the second way too (``equivalence``'s own entry point ``builtin`` in
+``pyproject.toml``: the tuple ``equivalence.frameworks.builtin.FRAMEWORKS``), so the registry imports none of
+them; they come first.
 """
 
 from __future__ import annotations
@@ -21,10 +26,8 @@ import importlib
 import importlib.metadata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from equivalence.frameworks.base import Adapter
+from equivalence.core.adapter import Adapter, FrameworkUnavailable, provide_registry
 
 ENTRY_POINT_GROUP = "equivalence.frameworks"
 CAPABILITIES = ("gradients", "sgd", "save_load")
@@ -32,10 +35,6 @@ CAPABILITIES = ("gradients", "sgd", "save_load")
 declares none of them, and the tests that need one skip, naming it."""
 
 DEFAULT_INSTALL_HINT = "make venv installs the pinned CPU builds"
-
-
-class FrameworkUnavailable(RuntimeError):
-    """The framework behind an adapter is not installed, or its environment is unusable (tests skip on this)."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +66,13 @@ class Framework:
     """Whether the registry-wide tests (those parametrized over ``framework``) take it when no selection is
     given (``make check``): False for a runtime, whose every extra run of them costs minutes; ``make runtimes``
     selects the runtimes for the whole suite."""
+    runs_on: str | None = None
+    """The framework whose ops it runs (keras_xla: Keras' activations through XLA; torch_compile: torch's modules
+    compiled), so that framework's known differences apply to it too (measured in ``tests/test_runtimes.py`` and
+    ``tests/test_torch_export.py``); None: its own kernels only (LiteRT)."""
+    weights_dtype: str | None = None
+    """The dtype it stores a layer's weights in, where not the layer's (LiteRT's float16 weight quantisation:
+    ``litert_fp16w``); the error model adds the rounding to it (``tolerance.rounded_weights_error``)."""
     own_tests_default: bool = True
     """Whether the tests written for it alone (its own fixture, e.g. ``ort_adapter`` in
     ``tests/test_runtimes.py``) run when no selection is given: False for a runtime too slow to start in
@@ -123,9 +129,9 @@ def _load_entry_points() -> None:
     if _entry_points_loaded:
         return
     _entry_points_loaded = True
-    from equivalence.frameworks import builtin  # noqa: F401  (registers torch, keras, mxnet)
-
-    for point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+    points = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+    own = [point for point in points if point.dist is not None and point.dist.name == "equivalence"]
+    for point in own + [point for point in points if point not in own]:  # the built-ins first
         if point.name in _registry:
             continue
         try:
@@ -135,11 +141,16 @@ def _load_entry_points() -> None:
             register(Framework(point.name, adapter, packages=(), styles=("sequential",),
                                check_environment=_broken(point.name, point.value, exc)))
             continue
-        framework = loaded() if callable(loaded) and not isinstance(loaded, Framework) else loaded
-        if not isinstance(framework, Framework) or framework.name != point.name:
+        made = loaded() if callable(loaded) and not isinstance(loaded, (Framework, tuple)) else loaded
+        if isinstance(made, tuple) and made and all(isinstance(f, Framework) for f in made):
+            for framework in made:  # a package's several frameworks, in its order
+                if framework.name not in _registry:
+                    register(framework)
+            continue
+        if not isinstance(made, Framework) or made.name != point.name:
             raise ValueError(f"entry point {point.name} = {point.value} (group {ENTRY_POINT_GROUP}) must give a "
-                             f"Framework named {point.name!r}, got {framework!r}")
-        register(framework)
+                             f"Framework named {point.name!r} or a tuple of Frameworks, got {made!r}")
+        register(made)
 
 
 def _broken(name: str, value: str, exc: ImportError) -> Callable[[], str]:
@@ -193,3 +204,6 @@ def get_adapter(name: str) -> Adapter:
     adapter.framework = framework
     _cache[name] = adapter
     return adapter
+
+
+provide_registry(get_adapter, entry)

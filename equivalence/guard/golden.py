@@ -31,15 +31,16 @@ import numpy as np
 
 from equivalence.core.atomic import TEMP_PREFIX, write_bytes_atomic, write_text_atomic
 from equivalence.core.check import LayerPool, run_available, run_layers, why_not_run
-from equivalence.core.compare import RECORDED, Comparison, LayerResult, compare_arrays, compare_layers
+from equivalence.core.compare import Comparison, LayerResult, compare_arrays, compare_layers
 from equivalence.core.conditions import RecordedFacts
-from equivalence.core.dtypes import EPSILON, numpy_dtype
+from equivalence.core.dtypes import numpy_dtype
 from equivalence.core.errors import InputError
-from equivalence.core.known_differences import excused, extra_error
+from equivalence.core.kinds import DENSE
+from equivalence.core.known_differences import excused
 from equivalence.core.layout import LayerWeights, check_spec_weights
 from equivalence.core.reference import LayerTrace, layerwise_reference
 from equivalence.core.spec import StackSpec
-from equivalence.core.tolerance import PAIR_FACTOR, SAFETY, layer_scale
+from equivalence.core.tolerance import PAIR_FACTOR, RECORDED, SAFETY, forward_bound
 from equivalence.frameworks.base import Adapter, FrameworkRefused
 from equivalence.guard.accuracy import FILE as ACCURACY_FILE
 from equivalence.guard.fingerprint import flatten, version_changes
@@ -486,9 +487,10 @@ class NotRun:
 @dataclass(frozen=True)
 class Moved:
     """A framework output that moved beyond the error model since it was recorded: the pair bound of the two
-    (each within the error model of the reference), grown only by the float32-sized named errors granted to
-    either side. A ``definition`` difference (another function under the same name) grants nothing here: the
-    user's model computes something else now, whichever version each side's definition excuses."""
+    (each within the error model of the reference, ``tolerance.Bound.between``), grown only by what the error
+    model grants either side (float32-sized named errors, weights stored narrower). A ``definition`` difference
+    (another function under the same name) grants nothing here: the user's model computes something else now,
+    whichever version each side's definition excuses."""
 
     framework: str
     case_id: str
@@ -557,7 +559,7 @@ def verify(golden: GoldenSet, adapters: Mapping[str, Adapter], *, pool: LayerPoo
         for name, outs in outputs.items():
             if name in case.outputs:
                 drift += _drift(name, case, outs, case.outputs[name], case.spec.dtype)
-                moved += _moved(golden, name, case, outs, case.outputs[name], versions[name])
+                moved += outputs_moved(golden, name, case, outs, case.outputs[name], versions[name])
         now = [t.h for t in layerwise_reference(case.spec, case.weights, case.x)]
         drift += _drift("reference", case, now, case.reference, "float64")
         if progress:
@@ -587,23 +589,22 @@ def _layers_available(spec: StackSpec, weights: Sequence[LayerWeights], inputs: 
     return out
 
 
-def _moved(golden: GoldenSet, name: str, case: GoldenCase, now: Sequence[np.ndarray | None],
-           recorded: Sequence[np.ndarray | None], version: str) -> list[Moved]:
+def outputs_moved(golden: GoldenSet, name: str, case: GoldenCase, now: Sequence[np.ndarray | None],
+                  recorded: Sequence[np.ndarray | None], version: str) -> list[Moved]:
+    """The layers where ``name``'s outputs ``now`` moved beyond the error model from those ``recorded``."""
     out = []
     dtype = case.spec.dtype
     recorded_version = _recorded_version(golden, name)
-    for layer, (a, b, trace, (W, bias), act) in enumerate(zip(now, recorded, case.traces(), case.weights,
-                                                               case.spec.activations)):
+    then = f"{name}{RECORDED}"
+    for layer, (a, b, trace, layer_weights, act) in enumerate(zip(now, recorded, case.traces(), case.weights,
+                                                                  case.spec.activations)):
         if a is None or b is None:
             continue
-        scale = layer_scale(x=trace.x, W=W, b=bias, h=trace.h, activation=act)
-        grants = (extra_error(name, act, dtype) + extra_error(name, act, dtype, facts=golden.facts)) * scale
-        bound = PAIR_FACTOR * SAFETY * EPSILON[dtype] * scale + grants
-        with np.errstate(invalid="ignore"):  # NaN or inf inputs give NaN, as in the frameworks
-            z = trace.x @ W.astype(np.float64) + (0.0 if bias is None else bias.astype(np.float64))
+        bound = forward_bound(trace, layer_weights, act, dtype, {name: None, then: golden.facts})
+        z = DENSE.reference(trace.x, layer_weights, act).z  # not recorded
         both = (excused(name, act, dtype, z, np.asarray(a), x=trace.x)
                 | excused(name, act, dtype, z, np.asarray(b), x=trace.x, facts=golden.facts))
-        result = compare_arrays(np.asarray(a), np.asarray(b), bound=bound, pair=(name, f"{name}{RECORDED}"),
+        result = compare_arrays(np.asarray(a), np.asarray(b), bound=bound.between(name, then), pair=(name, then),
                                 layer=layer, excused=both)
         if not result.passed:
             ulps = ulp_distance(a, b, dtype)

@@ -1,4 +1,4 @@
-"""Keras 3 adapter: the backend-neutral part, and the one place the backend is chosen (``adapter``).
+"""Keras 3 adapter: the backend-neutral part (the backend is chosen in ``equivalence.frameworks.keras.variant``).
 
 The Keras ``Dense`` kernel is ``(in, out)``, already the canonical layout. The
 Keras quirks handled here: a model without ``keras.Input`` has no weights until
@@ -16,7 +16,7 @@ from __future__ import annotations
 import inspect
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -73,7 +73,8 @@ _PARAMETRIC = {
     "softmax_axis": lambda p: (lambda x: keras.activations.softmax(x, axis=int(p))),
     "log_softmax_axis": lambda p: (lambda x: keras.activations.log_softmax(x, axis=int(p))),
 }
-_parametric_cache: dict[str, Any] = {}
+PARAMETRIC_ACTIVATIONS: dict[str, Any] = {}
+"""The parametric activations made so far (``keras_activation``), by name: the walker reads them back."""
 
 KERAS_FUNCTIONS = {"softmax": "softmax", "log_softmax": "log_softmax", "gelu": "gelu", "gelu_tanh": "gelu",
                    "elu": "elu", "celu": "celu", "leaky_relu_0.2": "leaky_relu", "leaky_relu": "leaky_relu",
@@ -98,15 +99,22 @@ def _clear_session() -> None:
         keras.backend.clear_session()
 
 
-def keras_activation(name: str) -> Any:
-    """The Keras activation of any name, parametric ones too, registered so ``.keras`` files reload it."""
-    if name in ACTIVATIONS:
-        return ACTIVATIONS[name]
-    if name not in _parametric_cache:
+def activation_from(name: str, table: Mapping[str, Any], families: Mapping[str, Callable[[float], Any]],
+                    made: dict[str, Any], register: Callable[[str, Any], Any]) -> Any:
+    """``table[name]``, or the parametric activation of ``families`` made (once, kept in ``made``) and registered
+    under a safe name so saved files reload it: what each Keras' own ``keras_activation`` looks up."""
+    if name in table:
+        return table[name]
+    if name not in made:
         family, param = family_of(name)
         safe = "".join(c if c.isalnum() else "_" for c in name)
-        _parametric_cache[name] = _registered(safe, _PARAMETRIC[family](param))
-    return _parametric_cache[name]
+        made[name] = register(safe, families[family](param))
+    return made[name]
+
+
+def keras_activation(name: str) -> Any:
+    """The Keras activation of any name, parametric ones too, registered so ``.keras`` files reload it."""
+    return activation_from(name, ACTIVATIONS, _PARAMETRIC, PARAMETRIC_ACTIVATIONS, _registered)
 
 
 CLEAR_EVERY = 200
@@ -115,37 +123,24 @@ of MB over thousands of builds, and a full ``clear_session()`` runs ``gc.collect
 "Costs per step")."""
 
 
-class DenseStack(keras.Model):
-    """A ``Model`` subclass holding its ``Dense`` layers in a list (Keras tracks lists)."""
+def dense_stack_class(model: type) -> type:
+    """The build style ``subclass`` on a Keras' ``Model`` class: a subclass holding its ``Dense`` layers in a list
+    (Keras tracks lists)."""
 
-    def __init__(self, dense_layers: Sequence[keras.layers.Layer], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.dense_layers = list(dense_layers)
+    class DenseStack(model):
+        def __init__(self, dense_layers: Sequence[Any], **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.dense_layers = list(dense_layers)
 
-    def call(self, x: Any) -> Any:
-        for layer in self.dense_layers:
-            x = layer(x)
-        return x
+        def call(self, x: Any) -> Any:
+            for layer in self.dense_layers:
+                x = layer(x)
+            return x
+
+    return DenseStack
 
 
-def _dense_layers(model: Any) -> list[keras.layers.Dense]:
-    if isinstance(model, list):  # bare layers from build_layer
-        layers = model
-    elif isinstance(model, DenseStack):
-        layers = list(model.dense_layers)
-    elif isinstance(model, keras.Model):
-        layers = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
-    else:
-        raise TypeError(f"keras adapter does not know how to walk a {type(model).__name__}")
-    for i, layer in enumerate(layers):
-        if not layer.built:
-            raise ValueError(
-                f"Keras model is not built: Dense layer {i} ({layer.name}) has no weights yet. "
-                "Start the model with keras.Input(shape=(n_in,)) or call model.build((None, n_in)) first"
-            )
-    if not layers:
-        raise ValueError("Keras model has no Dense layers (is it built? add keras.Input(shape=(n_in,)))")
-    return layers
+DenseStack = dense_stack_class(keras.Model)
 
 
 def _variables(layers: Sequence[keras.layers.Dense]) -> list[Any]:
@@ -153,7 +148,7 @@ def _variables(layers: Sequence[keras.layers.Dense]) -> list[Any]:
     return [v for layer in layers for v in (layer.kernel, layer.bias) if v is not None]
 
 
-def _mean(y: Any) -> Any:
+def mean_in_dtype(y: Any) -> Any:
     """``mean(y)`` computed in ``y``'s dtype on every backend: its gradient is ``1/size`` in that dtype.
 
     Not ``keras.ops.mean``: off TensorFlow, Keras 3.15.1 computes it in ``result_type(dtype, "float32")``,
@@ -166,11 +161,21 @@ def _mean(y: Any) -> Any:
 
 
 class KerasAdapter(Adapter):
-    """Keras on some backend; the subclasses fill in the backend's hooks (the methods that raise here)."""
+    """Keras on some backend; the subclasses fill in the backend's hooks (the methods that raise here).
+
+    Everything Keras is reached through ``keras`` (the module: Keras 3 here, ``tf_keras`` for Keras 2,
+    ``legacy.LegacyKerasAdapter``) and the hooks below, so a Keras variant overrides only what differs.
+    """
 
     name = "keras"
     kernel_layout = "in_out"
     backend: str = "?"
+    keras: Any = keras
+    """The Keras module the adapter drives."""
+    label = "Keras"
+    """What messages call it."""
+    stack_class: type = DenseStack
+    """The build style ``subclass``: a ``Model`` subclass holding its ``Dense`` layers in a list."""
 
     def __init__(self) -> None:
         self._builds = 0
@@ -180,10 +185,30 @@ class KerasAdapter(Adapter):
         return f"keras/{self.backend}"
 
     def cannot(self, activation: str, dtype: str) -> str | None:
+        return self.lacks(activation) or super().cannot(activation, dtype)
+
+    # --- the variant's hooks (Keras 3 here) --------------------------------------------------------
+    def lacks(self, activation: str) -> str | None:
+        """Why this Keras has no ``activation`` (one line), or None."""
         missing = missing_activation(activation)
-        if missing:
-            return f"keras {keras.__version__} has no {missing}"
-        return super().cannot(activation, dtype)
+        return f"keras {keras.__version__} has no {missing}" if missing else None
+
+    def keras_activation(self, name: str) -> Any:
+        """What ``Dense(activation=...)`` takes for ``name``."""
+        return keras_activation(name)
+
+    def clear_session(self) -> None:
+        _clear_session()
+
+    def to_tensor(self, x: Any, dtype: str | None = None) -> Any:
+        return keras.ops.convert_to_tensor(x, dtype=dtype)
+
+    def cast(self, value: Any, dtype: str) -> Any:
+        return keras.ops.cast(value, dtype)
+
+    def mean(self, y: Any) -> Any:
+        """``mean(y)`` in ``y``'s dtype (``mean_in_dtype``)."""
+        return mean_in_dtype(y)
 
     # --- the backend's hooks -------------------------------------------------------------------
     def to_numpy(self, value: Any) -> np.ndarray:
@@ -200,7 +225,7 @@ class KerasAdapter(Adapter):
         A numpy input is made a backend tensor first: ``__call__`` still runs (the same casts and autocast,
         bit-identical results) without Keras' slower conversion of a numpy argument.
         """
-        return block(keras.ops.convert_to_tensor(x) if isinstance(x, np.ndarray) else x)
+        return block(self.to_tensor(x) if isinstance(x, np.ndarray) else x)
 
     def float64_available(self) -> bool:
         return True
@@ -212,59 +237,79 @@ class KerasAdapter(Adapter):
     def backend_versions(self) -> dict[str, str]:
         return {}
 
-    def build(self, spec: StackSpec, style: str) -> keras.Model:
+    # --- models ----------------------------------------------------------------------------------
+    def dense_layers(self, model: Any) -> list[Any]:
+        """The ``Dense`` layers of a model of any build style, or of bare layers; refused unless built."""
+        if isinstance(model, list):  # bare layers from build_layer
+            layers = model
+        elif isinstance(model, self.stack_class):
+            layers = list(model.dense_layers)
+        elif isinstance(model, self.keras.Model):
+            layers = [layer for layer in model.layers if isinstance(layer, self.keras.layers.Dense)]
+        else:
+            raise TypeError(f"{self.name} adapter does not know how to walk a {type(model).__name__}")
+        start = f"{self.keras.__name__}.Input(shape=(n_in,))"
+        for i, layer in enumerate(layers):
+            if not layer.built:
+                raise ValueError(f"{self.label} model is not built: Dense layer {i} ({layer.name}) has no weights yet. "
+                                 f"Start the model with {start} or call model.build((None, n_in)) first")
+        if not layers:
+            raise ValueError(f"{self.label} model has no Dense layers (is it built? add {start})")
+        return layers
+
+    def build(self, spec: StackSpec, style: str) -> Any:
         self.check_style(style)
         self._count_build()
         dense = [self._dense(width, act, bias=spec.bias, dtype=spec.dtype)
                  for width, act in zip(spec.widths, spec.activations)]
         if style == "sequential":
-            return keras.Sequential([keras.Input(shape=(spec.input_width,), dtype=spec.dtype), *dense])
+            return self.keras.Sequential([self.keras.Input(shape=(spec.input_width,), dtype=spec.dtype), *dense])
         if style == "functional":
-            inputs = keras.Input(shape=(spec.input_width,), dtype=spec.dtype)
+            inputs = self.keras.Input(shape=(spec.input_width,), dtype=spec.dtype)
             h = inputs
             for layer in dense:
                 h = layer(h)
-            return keras.Model(inputs, h)
+            return self.keras.Model(inputs, h)
         for layer, fan_in in zip(dense, spec.fan_ins):
             layer.build((None, fan_in))
-        model = DenseStack(dense, dtype=spec.dtype)  # its own policy: the default float32 would round a float64 input
+        model = self.stack_class(dense, dtype=spec.dtype)  # its own policy: the default float32 would round float64
         model.build((None, spec.input_width))
         return model
 
     def native_weights(self, model: Any) -> list[tuple[np.ndarray, np.ndarray | None]]:
         return [
             (self.to_numpy(layer.kernel).copy(), None if layer.bias is None else self.to_numpy(layer.bias).copy())
-            for layer in _dense_layers(model)
+            for layer in self.dense_layers(model)
         ]
 
-    def build_layer(self, n_in: int, n_out: int, activation: str, *, bias: bool, dtype: str) -> keras.layers.Dense:
+    def build_layer(self, n_in: int, n_out: int, activation: str, *, bias: bool, dtype: str) -> Any:
         self._count_build()
         layer = self._dense(n_out, activation, bias=bias, dtype=dtype)
         layer.build((None, n_in))
         return layer
 
-    def _dense(self, width: int, activation: str, *, bias: bool, dtype: str) -> keras.layers.Dense:
+    def _dense(self, width: int, activation: str, *, bias: bool, dtype: str) -> Any:
         if dtype == "float64" and not self.float64_available():
             raise ValueError("Keras on jax has no float64 unless jax_enable_x64 is on: it would truncate this "
                              "float64 Dense to float32 with only a warning. Set JAX_ENABLE_X64=1 before jax is "
                              "imported (the test suite's conftest does when KERAS_BACKEND=jax)")
-        missing = missing_activation(activation)
-        if missing:
-            raise FrameworkRefused(f"keras {keras.__version__} has no {missing}")
+        problem = self.lacks(activation)
+        if problem:
+            raise FrameworkRefused(problem)
         # Weights are always overwritten, so skip the random glorot init (a third of a build's time).
-        return keras.layers.Dense(width, activation=keras_activation(activation), use_bias=bias, dtype=dtype,
-                                  kernel_initializer="zeros")
+        return self.keras.layers.Dense(width, activation=self.keras_activation(activation), use_bias=bias,
+                                       dtype=dtype, kernel_initializer="zeros")
 
     def _count_build(self) -> None:
         self._builds += 1
         if self._builds % CLEAR_EVERY == 0:
-            _clear_session()
+            self.clear_session()
 
     def get_weights(self, model: Any) -> list[LayerWeights]:
         return [LayerWeights(W, b) for W, b in self.native_weights(model)]  # already (in, out)
 
     def set_weights(self, model: Any, weights: Sequence[LayerWeights]) -> None:
-        layers = _dense_layers(model)
+        layers = self.dense_layers(model)
         check_weights([tuple(layer.kernel.shape) for layer in layers],
                       [layer.bias is not None for layer in layers], weights, what=f"{self.name} set_weights")
         for layer, (W, b) in zip(layers, weights):
@@ -273,17 +318,13 @@ class KerasAdapter(Adapter):
                 self.assign(layer.bias, b)
 
     def apply_layer(self, model: Any, index: int, x: np.ndarray) -> np.ndarray:
-        return self.to_numpy(self.run(_dense_layers(model)[index], x))
+        return self.to_numpy(self.run(self.dense_layers(model)[index], x))
 
-    def forward(self, model: Any, x: np.ndarray) -> np.ndarray:
-        if isinstance(model, list):
-            for layer in _dense_layers(model):
-                x = self.run(layer, x)
-            return self.to_numpy(x)
+    def model_forward(self, model: Any, x: np.ndarray) -> np.ndarray:
         return self.to_numpy(self.run(model, x))
 
     def count_params(self, model: Any) -> ParamCount:
-        layers = _dense_layers(model)
+        layers = self.dense_layers(model)
         per_layer = tuple(layer.count_params() for layer in layers)
         if isinstance(model, list):
             return ParamCount(per_layer, sum(per_layer), sum(len(layer.trainable_variables) for layer in layers))
@@ -292,10 +333,10 @@ class KerasAdapter(Adapter):
     def loss_gradients(self, model: Any, x: np.ndarray) -> Gradients:
         from equivalence.core.types import Gradients
 
-        layers = _dense_layers(model)
+        layers = self.dense_layers(model)
         variables = _variables(layers)
-        dx, grads = self.autodiff(lambda t: self._call(model, t), keras.ops.convert_to_tensor(
-            x, dtype=layers[0].compute_dtype), variables)
+        dx, grads = self.autodiff(lambda t: self._call(model, t), self.to_tensor(x, layers[0].compute_dtype),
+                                  variables)
         out, it = [], iter(grads)
         for layer in layers:
             dW = self.to_numpy(next(it))
@@ -303,21 +344,18 @@ class KerasAdapter(Adapter):
         return Gradients(tuple(out), self.to_numpy(dx))
 
     def sgd_step(self, model: Any, x: np.ndarray, *, learning_rate: float) -> None:
-        layers = _dense_layers(model)
+        layers = self.dense_layers(model)
         variables = _variables(layers)
-        _, grads = self.autodiff(lambda t: self._call(model, t), keras.ops.convert_to_tensor(
-            x, dtype=layers[0].compute_dtype), variables)
-        optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=0.0, nesterov=False)
+        _, grads = self.autodiff(lambda t: self._call(model, t), self.to_tensor(x, layers[0].compute_dtype),
+                                 variables)
+        optimizer = self.keras.optimizers.SGD(learning_rate=learning_rate, momentum=0.0, nesterov=False)
         optimizer.apply_gradients(zip(grads, variables))
 
-    def save(self, model: Any, path: str | os.PathLike) -> None:
-        self.check_new_file(path)
-        if isinstance(model, list):
-            raise TypeError("keras save needs a built model (build), not a list of bare layers")
+    def save_model(self, model: Any, path: str | os.PathLike) -> None:
         name = os.fspath(path)
         if name.endswith(".weights.h5"):
             model.save_weights(name)
-        elif isinstance(model, DenseStack):
+        elif isinstance(model, self.stack_class):
             raise ValueError("the subclass style has no get_config, so it cannot go to a .keras file; "
                              "save it as .weights.h5")
         else:
@@ -331,12 +369,16 @@ class KerasAdapter(Adapter):
             model.load_weights(name)
             return model
         self._count_build()
-        return keras.saving.load_model(name, safe_mode=True)  # safe_mode: no lambdas or arbitrary code
+        return self.keras.saving.load_model(name, safe_mode=True)  # safe_mode: no lambdas or arbitrary code
 
     def activation(self, name: str, x: np.ndarray, dtype: str) -> np.ndarray:
-        fn = keras.activations.get(ACTIVATIONS[name]) if isinstance(ACTIVATIONS[name], str) else ACTIVATIONS[name]
-        tensor = keras.ops.convert_to_tensor(np.asarray(x, dtype=np.float64).astype(numpy_dtype(dtype)), dtype=dtype)
-        return self.to_numpy(keras.ops.cast(fn(tensor), "float64"))
+        problem = self.lacks(name)
+        if problem:
+            raise FrameworkRefused(problem)
+        fn = self.keras_activation(name)
+        fn = self.keras.activations.get(fn) if isinstance(fn, str) else fn
+        tensor = self.to_tensor(np.asarray(x, dtype=np.float64).astype(numpy_dtype(dtype)), dtype)
+        return self.to_numpy(self.cast(fn(tensor), "float64"))
 
     @staticmethod
     def _call(model: Any, x: Any) -> Any:
@@ -347,19 +389,5 @@ class KerasAdapter(Adapter):
         return model(x)
 
     def versions(self) -> dict[str, str]:
-        return {"keras": keras.__version__, "keras_backend": self.backend, "variant": self.variant,
+        return {"keras": self.keras.__version__, "keras_backend": self.backend, "variant": self.variant,
                 **self.backend_versions()}
-
-
-def adapter() -> KerasAdapter:
-    """The Keras adapter of the backend Keras runs on (``KERAS_BACKEND``, read by Keras at import): chosen once."""
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        from equivalence.frameworks.keras.tensorflow import TensorFlowKeras as chosen
-    elif backend == "torch":
-        from equivalence.frameworks.keras.torch import TorchKeras as chosen
-    elif backend == "jax":
-        from equivalence.frameworks.keras.jax import JaxKeras as chosen
-    else:
-        raise ValueError(f"the Keras adapter does not run on the {backend!r} backend")
-    return chosen()

@@ -9,7 +9,7 @@ from typing import Any
 import jax
 import keras
 
-from equivalence.frameworks.keras import KerasAdapter, _mean
+from equivalence.frameworks.keras import KerasAdapter
 
 
 class JaxKeras(KerasAdapter):
@@ -51,7 +51,7 @@ class JaxKeras(KerasAdapter):
 
         def loss(x_value: Any, values: list[Any]) -> Any:
             with keras.StatelessScope(state_mapping=list(zip(variables, values))):
-                return _mean(forward(x_value))
+                return self.mean(forward(x_value))
 
         dx, grads = jax.grad(loss, argnums=(0, 1))(x, [v.value for v in variables])
         return dx, list(grads)

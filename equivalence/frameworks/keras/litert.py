@@ -2,7 +2,7 @@
 ``ai-edge-litert`` interpreter, as a model shipped to a phone runs. Two registered frameworks: ``litert``
 (float32 weights) and ``litert_fp16w`` (float16 weight quantisation: ``optimizations=[Optimize.DEFAULT]``,
 ``supported_types=[float16]``: the weights are stored as float16 and dequantised to float32 before float32
-kernels, so it has its own error model, ``equivalence.core.tolerance.WEIGHTS_ROUNDED_TO``).
+kernels, so it has its own error model: its registry entry's ``weights_dtype``).
 
 Conversion goes through ``TFLiteConverter.from_keras_model`` (Keras 3 exports a SavedModel to a temporary
 directory first: ~0.1 s a layer). ``from_concrete_functions`` of a ``tf.function`` calling the layer converts
@@ -44,7 +44,7 @@ from tensorflow.lite.python.convert_phase import ConverterError
 from equivalence.core.dtypes import numpy_dtype
 from equivalence.core.layout import LayerWeights
 from equivalence.frameworks.base import FrameworkRefused
-from equivalence.frameworks.keras import ACTIVATIONS, _dense_layers
+from equivalence.frameworks.keras import ACTIVATIONS
 from equivalence.frameworks.keras.tensorflow import TensorFlowKeras
 
 THREADS = 1
@@ -150,7 +150,6 @@ class LiteRTKeras(TensorFlowKeras):
 
     name = "litert"
     kernel_layout = "out_in"
-    weights_dtype = "float32"
 
     def __init__(self) -> None:
         super().__init__()
@@ -266,7 +265,7 @@ class LiteRTKeras(TensorFlowKeras):
 
     def set_weights(self, model: Any, weights: Sequence[LayerWeights]) -> None:
         super().set_weights(model, weights)
-        for layer in _dense_layers(model):
+        for layer in self.dense_layers(model):
             if layer in self._converted:
                 self._converted[layer].interpreter = None
         if not isinstance(model, list):
@@ -280,20 +279,18 @@ class LiteRTKeras(TensorFlowKeras):
         """The weights in the flatbuffer: ``FULLY_CONNECTED``'s ``(out, in)`` weight and its bias, in the storage
         dtype (float16 for ``litert_fp16w``)."""
         out = []
-        for layer in _dense_layers(model):
+        for layer in self.dense_layers(model):
             W, b = locate_weights(self._layer(layer).flat)
             out.append((W.copy(), None if b is None else b.copy()))
         return out
 
     def apply_layer(self, model: Any, index: int, x: np.ndarray) -> np.ndarray:
-        layer = _dense_layers(model)[index]
+        layer = self.dense_layers(model)[index]
         return self._run(self._layer(layer).interpreter, x, layer.dtype)
 
-    def forward(self, model: Any, x: np.ndarray) -> np.ndarray:
-        if isinstance(model, list):
-            return self.taps(model, x)[-1]
+    def model_forward(self, model: Any, x: np.ndarray) -> np.ndarray:
         interpreter = self._models.get(model)
-        dtype = _dense_layers(model)[0].dtype
+        dtype = self.dense_layers(model)[0].dtype
         if interpreter is None:
             interpreter = self._models[model] = self.interpreter(self.convert(model), dtype)
         return self._run(interpreter, x, dtype)
@@ -323,7 +320,6 @@ class LiteRTFloat16WeightsKeras(LiteRTKeras):
     """The same, converted with float16 weight quantisation: float16 weights, float32 compute."""
 
     name = "litert_fp16w"
-    weights_dtype = "float16"
 
 
 def native_kernel(W: np.ndarray) -> np.ndarray:

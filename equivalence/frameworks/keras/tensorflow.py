@@ -9,8 +9,8 @@ import numpy as np
 import tensorflow as tf
 
 from equivalence.frameworks.base import FrameworkRefused
-from equivalence.frameworks.keras import KerasAdapter, _mean
-from equivalence.frameworks.tensorflow_facts import onednn_enabled, tensorflow_versions
+from equivalence.frameworks.keras import KerasAdapter
+from equivalence.frameworks.keras.tensorflow_facts import onednn_enabled, tensorflow_versions
 
 __all__ = ["TensorFlowKeras", "onednn_enabled"]
 
@@ -42,7 +42,7 @@ class TensorFlowKeras(KerasAdapter):
     def autodiff(self, forward: Any, x: Any, variables: Sequence[Any]) -> tuple[Any, list[Any]]:
         with tf.GradientTape() as tape:
             tape.watch(x)
-            loss = _mean(forward(x))
+            loss = self.mean(forward(x))
         dx, *grads = tape.gradient(loss, [x, *variables])
         return dx, grads
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from equivalence.core.dtypes import numpy_dtype
-from equivalence.frameworks.keras import KerasAdapter, _mean
+from equivalence.frameworks.keras import KerasAdapter
 
 
 class TorchKeras(KerasAdapter):
@@ -27,7 +27,7 @@ class TorchKeras(KerasAdapter):
     def autodiff(self, forward: Any, x: Any, variables: Sequence[Any]) -> tuple[Any, list[Any]]:
         """``torch.autograd.grad`` on the variables' parameters: nothing accumulates in ``.grad``."""
         x = x.detach().requires_grad_(True)
-        loss = _mean(forward(x))
+        loss = self.mean(forward(x))
         dx, *grads = torch.autograd.grad(loss, [x, *(v.value for v in variables)])
         return dx, grads
 

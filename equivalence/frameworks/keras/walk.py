@@ -22,7 +22,7 @@ import numpy as np
 from equivalence.core.activations import activation_name
 from equivalence.core.walk import DenseUnit, ModelNotSupported, attach_activation, check_chain
 from equivalence.frameworks.keras import ACTIVATIONS as REGISTERED
-from equivalence.frameworks.keras import _parametric_cache
+from equivalence.frameworks.keras import PARAMETRIC_ACTIVATIONS
 from equivalence.frameworks.registry import get_adapter
 
 FRAMEWORK = "keras"
@@ -62,7 +62,7 @@ def _functions() -> dict[Any, str]:
     if _default(a.relu, "max_value") is not None or _default(a.relu, "negative_slope") != 0:
         del table[a.relu]  # defaults changed: refuse rather than guess
     table.update({fn: name for name, fn in REGISTERED.items() if callable(fn)})  # the suite's own, for .keras files
-    table.update({fn: name for name, fn in _parametric_cache.items()})
+    table.update({fn: name for name, fn in PARAMETRIC_ACTIVATIONS.items()})
     return table
 
 

@@ -79,7 +79,7 @@ class NumpyAdapter(Adapter):
     def apply_layer(self, model: Any, index: int, x: np.ndarray) -> np.ndarray:
         return self._layers(model)[index](x)
 
-    def forward(self, model: Any, x: np.ndarray) -> np.ndarray:
+    def model_forward(self, model: Any, x: np.ndarray) -> np.ndarray:
         for d in self._layers(model):
             x = d(x)
         return x

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from equivalence.frameworks.base import FrameworkRefused
-from equivalence.frameworks.torch import TorchAdapter, _layers, _numpy_dtype_of, _to_numpy, _to_tensor
+from equivalence.frameworks.torch import TorchAdapter, layer_pairs, numpy_dtype_of, to_numpy, to_tensor
 
 EXAMPLE_BATCH = 2
 """The example's batch: export specialises a dimension of size 0 or 1, so the example holds two rows."""
@@ -45,26 +45,24 @@ class TorchExportAdapter(TorchAdapter):
         return "torch/export"
 
     def apply_layer(self, model: Any, index: int, x: np.ndarray) -> np.ndarray:
-        linear, act = _layers(model)[index]
+        linear, act = layer_pairs(model)[index]
         cached = self._exported.get(linear)
         if cached is None or cached[0] is not act:  # a pooled Linear keeps its activation; a new one: export
             program = export(nn.Sequential(linear, act), linear.in_features, linear.weight.dtype).module()
             cached = self._exported[linear] = (act, program)
         with torch.no_grad():
-            y = cached[1](_to_tensor(x, linear.weight.dtype))
-        return _to_numpy(y, _numpy_dtype_of(linear.weight))
+            y = cached[1](to_tensor(x, linear.weight.dtype))
+        return to_numpy(y, numpy_dtype_of(linear.weight))
 
-    def forward(self, model: Any, x: np.ndarray) -> np.ndarray:
-        if isinstance(model, list):
-            return self.taps(model, x)[-1]
-        layers = _layers(model)
+    def model_forward(self, model: Any, x: np.ndarray) -> np.ndarray:
+        layers = layer_pairs(model)
         cached = self._exported.get(model)
         if cached is None:
             cached = self._exported[model] = (model, export(model, layers[0][0].in_features,
                                                             layers[0][0].weight.dtype).module())
         with torch.no_grad():
-            y = cached[1](_to_tensor(x, layers[0][0].weight.dtype))
-        return _to_numpy(y, _numpy_dtype_of(layers[-1][0].weight))
+            y = cached[1](to_tensor(x, layers[0][0].weight.dtype))
+        return to_numpy(y, numpy_dtype_of(layers[-1][0].weight))
 
     def forget_compiled(self) -> None:
         """Meta tests patch torch's modules; an export keeps the code traced before the patch."""

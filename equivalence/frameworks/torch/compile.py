@@ -19,7 +19,7 @@ import torch
 from torch.nn import functional
 
 from equivalence.frameworks.base import FrameworkRefused
-from equivalence.frameworks.torch import TorchAdapter, _layers, _numpy_dtype_of, _to_numpy, _to_tensor
+from equivalence.frameworks.torch import TorchAdapter, layer_pairs, numpy_dtype_of, to_numpy, to_tensor
 
 RECOMPILE_LIMIT = 64
 
@@ -50,25 +50,23 @@ class TorchCompileAdapter(TorchAdapter):
         return self._layer_fns[key]
 
     def apply_layer(self, model: Any, index: int, x: np.ndarray) -> np.ndarray:
-        linear, act = _layers(model)[index]
+        linear, act = layer_pairs(model)[index]
         fn = self._compiled_layer(act, linear.weight.dtype, linear.bias is not None)
         with torch.no_grad():
             try:
-                y = fn(_to_tensor(x, linear.weight.dtype), linear.weight, linear.bias)
+                y = fn(to_tensor(x, linear.weight.dtype), linear.weight, linear.bias)
             except (torch._dynamo.exc.BackendCompilerFailed, torch._dynamo.exc.FailOnRecompileLimitHit) as exc:
                 raise FrameworkRefused(f"torch.compile (inductor) could not compile it: {str(exc)[:200]}") from exc
-        return _to_numpy(y, _numpy_dtype_of(linear.weight))
+        return to_numpy(y, numpy_dtype_of(linear.weight))
 
-    def forward(self, model: Any, x: np.ndarray) -> np.ndarray:
-        if isinstance(model, list):
-            return self.taps(model, x)[-1]
+    def model_forward(self, model: Any, x: np.ndarray) -> np.ndarray:
         compiled = self._models.get(model)
         if compiled is None:
             compiled = self._models[model] = torch.compile(model, dynamic=True)
-        layers = _layers(model)
+        layers = layer_pairs(model)
         with torch.no_grad():
-            y = compiled(_to_tensor(x, layers[0][0].weight.dtype))
-        return _to_numpy(y, _numpy_dtype_of(layers[-1][0].weight))
+            y = compiled(to_tensor(x, layers[0][0].weight.dtype))
+        return to_numpy(y, numpy_dtype_of(layers[-1][0].weight))
 
     def forget_compiled(self) -> None:
         """Meta tests patch torch's modules; dynamo's caches would keep the code traced before the patch."""

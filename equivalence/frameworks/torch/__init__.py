@@ -19,7 +19,7 @@ from equivalence.frameworks.base import Adapter, ParamCount
 if TYPE_CHECKING:
     from equivalence.core.gradients import Gradients
 
-_TORCH_DTYPES = {
+TORCH_DTYPES = {
     "float64": torch.float64, "float32": torch.float32,
     "float16": torch.float16, "bfloat16": torch.bfloat16,
 }
@@ -98,7 +98,8 @@ class PlainListStack(nn.Module):
         return x
 
 
-def _layers(model: nn.Module | list) -> list[tuple[nn.Linear, nn.Module]]:
+def layer_pairs(model: nn.Module | list) -> list[tuple[nn.Linear, nn.Module]]:
+    """The ``(Linear, activation)`` pairs of a model of any build style, or of bare layers."""
     if isinstance(model, list):  # bare layers from build_layer
         return model
     if isinstance(model, PlainListStack):
@@ -116,14 +117,14 @@ def _layers(model: nn.Module | list) -> list[tuple[nn.Linear, nn.Module]]:
     raise TypeError(f"torch adapter does not know how to walk a {type(model).__name__}")
 
 
-def _to_numpy(t: torch.Tensor, dtype: np.dtype) -> np.ndarray:
+def to_numpy(t: torch.Tensor, dtype: np.dtype) -> np.ndarray:
     t = t.detach()
     if t.dtype == torch.bfloat16:  # numpy has no bfloat16: go through float32, exactly
         return t.float().numpy().astype(dtype)
     return t.numpy().copy()
 
 
-def _to_tensor(a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+def to_tensor(a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
     a = np.asarray(a)
     if dtype == torch.bfloat16:
         return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(dtype)
@@ -136,7 +137,7 @@ class TorchAdapter(Adapter):
 
     def build(self, spec: StackSpec, style: str) -> nn.Module:
         self.check_style(style)
-        dtype = _TORCH_DTYPES[spec.dtype]
+        dtype = TORCH_DTYPES[spec.dtype]
         linears = [nn.Linear(i, o, bias=spec.bias, dtype=dtype) for i, o in spec.layer_shapes]
         acts = [activation_module(a) for a in spec.activations]
         if style == "sequential":
@@ -147,7 +148,7 @@ class TorchAdapter(Adapter):
 
     def build_layer(self, n_in: int, n_out: int, activation: str, *, bias: bool,
                     dtype: str) -> tuple[nn.Linear, nn.Module]:
-        return nn.Linear(n_in, n_out, bias=bias, dtype=_TORCH_DTYPES[dtype]), activation_module(activation)
+        return nn.Linear(n_in, n_out, bias=bias, dtype=TORCH_DTYPES[dtype]), activation_module(activation)
 
     def get_weights(self, model: nn.Module) -> list[LayerWeights]:
         # torch stores (out, in); the canonical layout is (in, out).
@@ -155,41 +156,36 @@ class TorchAdapter(Adapter):
 
     def native_weights(self, model: nn.Module) -> list[tuple[np.ndarray, np.ndarray | None]]:
         out = []
-        for linear, _ in _layers(model):
-            dt = _numpy_dtype_of(linear.weight)
-            out.append((_to_numpy(linear.weight, dt), None if linear.bias is None else _to_numpy(linear.bias, dt)))
+        for linear, _ in layer_pairs(model):
+            dt = numpy_dtype_of(linear.weight)
+            out.append((to_numpy(linear.weight, dt), None if linear.bias is None else to_numpy(linear.bias, dt)))
         return out
 
     def set_weights(self, model: nn.Module, weights: Sequence[LayerWeights]) -> None:
-        linears = [linear for linear, _ in _layers(model)]
+        linears = [linear for linear, _ in layer_pairs(model)]
         check_weights([(lin.in_features, lin.out_features) for lin in linears],
                       [lin.bias is not None for lin in linears], weights, what=f"{self.name} set_weights")
         with torch.no_grad():
             for linear, (W, b) in zip(linears, weights):
-                linear.weight.copy_(_to_tensor(np.asarray(W).T, linear.weight.dtype))
+                linear.weight.copy_(to_tensor(np.asarray(W).T, linear.weight.dtype))
                 if b is not None:
-                    linear.bias.copy_(_to_tensor(b, linear.bias.dtype))
+                    linear.bias.copy_(to_tensor(b, linear.bias.dtype))
 
     def apply_layer(self, model: nn.Module, index: int, x: np.ndarray) -> np.ndarray:
-        linear, act = _layers(model)[index]
+        linear, act = layer_pairs(model)[index]
         with torch.no_grad():
-            y = act(linear(_to_tensor(x, linear.weight.dtype)))
-        return _to_numpy(y, _numpy_dtype_of(linear.weight))
+            y = act(linear(to_tensor(x, linear.weight.dtype)))
+        return to_numpy(y, numpy_dtype_of(linear.weight))
 
-    def forward(self, model: nn.Module, x: np.ndarray) -> np.ndarray:
-        layers = _layers(model)
+    def model_forward(self, model: nn.Module, x: np.ndarray) -> np.ndarray:
+        layers = layer_pairs(model)
         with torch.no_grad():
-            y = _to_tensor(x, layers[0][0].weight.dtype)
-            if isinstance(model, list):
-                for linear, act in layers:
-                    y = act(linear(y))
-            else:
-                y = model(y)
-        return _to_numpy(y, _numpy_dtype_of(layers[-1][0].weight))
+            y = model(to_tensor(x, layers[0][0].weight.dtype))
+        return to_numpy(y, numpy_dtype_of(layers[-1][0].weight))
 
     def count_params(self, model: nn.Module) -> ParamCount:
         per_layer = tuple(sum(p.numel() for p in linear.parameters() if p.requires_grad)
-                          for linear, _ in _layers(model))
+                          for linear, _ in layer_pairs(model))
         params = (p for linear, _ in model for p in linear.parameters()) if isinstance(model, list) \
             else model.parameters()
         trainable = [p for p in params if p.requires_grad]
@@ -198,22 +194,22 @@ class TorchAdapter(Adapter):
     def loss_gradients(self, model: nn.Module, x: np.ndarray) -> Gradients:
         from equivalence.core.gradients import Gradients
 
-        layers = _layers(model)
+        layers = layer_pairs(model)
         dtype = layers[0][0].weight.dtype
-        xt = _to_tensor(x, dtype).requires_grad_(True)
+        xt = to_tensor(x, dtype).requires_grad_(True)
         self._backward_mean(model, layers, xt)
-        dt = _numpy_dtype_of(layers[0][0].weight)
-        grads = [LayerWeights(_to_numpy(linear.weight.grad, dt).T.copy(),  # (out, in) -> canonical (in, out)
-                              None if linear.bias is None else _to_numpy(linear.bias.grad, dt))
+        dt = numpy_dtype_of(layers[0][0].weight)
+        grads = [LayerWeights(to_numpy(linear.weight.grad, dt).T.copy(),  # (out, in) -> canonical (in, out)
+                              None if linear.bias is None else to_numpy(linear.bias.grad, dt))
                  for linear, _ in layers]
-        return Gradients(tuple(grads), _to_numpy(xt.grad, _numpy_dtype_of(layers[0][0].weight)))
+        return Gradients(tuple(grads), to_numpy(xt.grad, numpy_dtype_of(layers[0][0].weight)))
 
     def sgd_step(self, model: nn.Module, x: np.ndarray, *, learning_rate: float) -> None:
-        layers = _layers(model)
+        layers = layer_pairs(model)
         params = [p for linear, _ in layers for p in linear.parameters()]
         optimizer = torch.optim.SGD(params, lr=learning_rate, momentum=0.0, dampening=0.0, weight_decay=0.0,
                                     nesterov=False)
-        self._backward_mean(model, layers, _to_tensor(x, layers[0][0].weight.dtype))
+        self._backward_mean(model, layers, to_tensor(x, layers[0][0].weight.dtype))
         optimizer.step()
 
     @staticmethod
@@ -230,10 +226,7 @@ class TorchAdapter(Adapter):
             y = model(y)
         y.mean().backward()
 
-    def save(self, model: nn.Module, path: str | os.PathLike) -> None:
-        self.check_new_file(path)
-        if isinstance(model, list):
-            raise TypeError("torch save needs a built model (build), not a list of bare layers")
+    def save_model(self, model: nn.Module, path: str | os.PathLike) -> None:
         state = model.state_dict()
         if not state:
             raise ValueError(f"{type(model).__name__} registers no parameters (layers held in a plain python list?): "
@@ -248,8 +241,8 @@ class TorchAdapter(Adapter):
 
     def activation(self, name: str, x: np.ndarray, dtype: str) -> np.ndarray:
         with torch.no_grad():
-            y = ACTIVATION_MODULES[name]()(_to_tensor(np.asarray(x, dtype=np.float64), _TORCH_DTYPES[dtype]))
-        return _to_numpy(y, np.dtype(np.float64)).astype(np.float64)
+            y = ACTIVATION_MODULES[name]()(to_tensor(np.asarray(x, dtype=np.float64), TORCH_DTYPES[dtype]))
+        return to_numpy(y, np.dtype(np.float64)).astype(np.float64)
 
     def versions(self) -> dict[str, str]:
         """Versions, threads and the kernel path: ``cpu_capability`` is the vectorised ATen kernel set torch
@@ -261,6 +254,6 @@ class TorchAdapter(Adapter):
                 "mkldnn": "available" if torch.backends.mkldnn.is_available() else "not built"}
 
 
-def _numpy_dtype_of(t: torch.Tensor) -> np.dtype:
-    name = {v: k for k, v in _TORCH_DTYPES.items()}[t.dtype]
+def numpy_dtype_of(t: torch.Tensor) -> np.dtype:
+    name = {v: k for k, v in TORCH_DTYPES.items()}[t.dtype]
     return numpy_dtype(name)

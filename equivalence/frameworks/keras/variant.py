@@ -9,36 +9,45 @@ it is refused (``builtin.keras_backend_problem``), never ignored.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from equivalence.frameworks.base import Adapter
+from equivalence.frameworks.builtin import LEGACY_VARIABLE, legacy_keras_requested
 
-LEGACY_VARIABLE = "TF_USE_LEGACY_KERAS"
-
-
-def legacy_keras_requested() -> bool:
-    """``TF_USE_LEGACY_KERAS`` as TensorFlow reads it (``1``, ``true`` or ``True``)."""
-    return os.environ.get(LEGACY_VARIABLE) in ("1", "true", "True")
+__all__ = ["LEGACY_VARIABLE", "adapter", "keras3_adapter", "legacy_keras_requested", "load_model", "walk", "walker"]
 
 
 def adapter() -> Adapter:
     """The Keras 2 adapter under ``TF_USE_LEGACY_KERAS=1``, else Keras 3's on its backend."""
     if legacy_keras_requested():
-        from equivalence.frameworks.keras2 import LegacyKerasAdapter
+        from equivalence.frameworks.keras.legacy import LegacyKerasAdapter
 
         return LegacyKerasAdapter()
-    from equivalence.frameworks.keras import adapter as keras3
+    return keras3_adapter()
 
-    return keras3()
+
+def keras3_adapter() -> Adapter:
+    """The Keras 3 adapter of the backend Keras runs on (``KERAS_BACKEND``, read by Keras at import)."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        from equivalence.frameworks.keras.tensorflow import TensorFlowKeras as chosen
+    elif backend == "torch":
+        from equivalence.frameworks.keras.torch import TorchKeras as chosen
+    elif backend == "jax":
+        from equivalence.frameworks.keras.jax import JaxKeras as chosen
+    else:
+        raise ValueError(f"the Keras adapter does not run on the {backend!r} backend")
+    return chosen()
 
 
 def walker() -> Any:
     """The module walking a user's own model of the Keras that runs here (``walk``, ``load_model``)."""
     if legacy_keras_requested():
-        from equivalence.frameworks import keras2
+        from equivalence.frameworks.keras import legacy
 
-        return keras2
+        return legacy
     from equivalence.frameworks.keras import walk as keras3_walk
 
     return keras3_walk

@@ -27,10 +27,10 @@ from torch import fx, nn
 from equivalence.core.activations import activation_name
 from equivalence.core.dtypes import numpy_dtype
 from equivalence.core.walk import DenseUnit, ModelNotSupported, check_chain
-from equivalence.frameworks.torch import _TORCH_DTYPES, _to_numpy, _to_tensor
+from equivalence.frameworks.torch import TORCH_DTYPES, to_numpy, to_tensor
 
 FRAMEWORK = "torch"
-_DTYPE_NAMES = {v: k for k, v in _TORCH_DTYPES.items()}
+_DTYPE_NAMES = {v: k for k, v in TORCH_DTYPES.items()}
 _aten = torch.ops.aten
 
 # --- activation modules: type -> name of the activation (with its parameters) ---------------------
@@ -370,9 +370,9 @@ def _caller(gm: fx.GraphModule, node: fx.Node) -> Callable[[torch.Tensor], torch
 def _writer(weight: torch.Tensor, bias: torch.Tensor | None) -> Callable[[np.ndarray, np.ndarray | None], None]:
     def write(W: np.ndarray, b: np.ndarray | None) -> None:
         with torch.no_grad():
-            weight.copy_(_to_tensor(np.asarray(W).T, weight.dtype))  # canonical (in, out) -> torch (out, in)
+            weight.copy_(to_tensor(np.asarray(W).T, weight.dtype))  # canonical (in, out) -> torch (out, in)
             if bias is not None and b is not None:
-                bias.copy_(_to_tensor(b, bias.dtype))
+                bias.copy_(to_tensor(b, bias.dtype))
     return write
 
 
@@ -381,17 +381,17 @@ def _unit(p: dict[str, Any]) -> DenseUnit:
     dtype = _DTYPE_NAMES.get(weight.dtype)
     if dtype is None:
         raise ModelNotSupported(FRAMEWORK, p["name"], p["kind"], p["position"],
-                                f"weights in {weight.dtype}: the suite judges {', '.join(_TORCH_DTYPES)}")
-    native = _to_numpy(weight, numpy_dtype(dtype))
-    b = None if bias is None else _to_numpy(bias.detach(), numpy_dtype(dtype))
+                                f"weights in {weight.dtype}: the suite judges {', '.join(TORCH_DTYPES)}")
+    native = to_numpy(weight, numpy_dtype(dtype))
+    b = None if bias is None else to_numpy(bias.detach(), numpy_dtype(dtype))
     linear, act_fn = p["linear"], p["act_fn"]
 
     def run(x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            y = linear(_to_tensor(x, weight.dtype))
+            y = linear(to_tensor(x, weight.dtype))
             if act_fn is not None:
                 y = act_fn(y)
-        return _to_numpy(y, native.dtype)
+        return to_numpy(y, native.dtype)
 
     return DenseUnit(FRAMEWORK, p["name"], p["kind"], p["position"], native.T.copy(), b, native,
                      p["act"], p["act_source"], dtype, run, p["write"])

@@ -37,7 +37,7 @@ from equivalence.core.dtypes import numpy_dtype
 from equivalence.core.layout import LayerWeights, check_weights
 from equivalence.core.spec import StackSpec
 from equivalence.frameworks.base import Adapter, FrameworkRefused, ParamCount
-from equivalence.frameworks.torch import _TORCH_DTYPES, TorchAdapter, activation_module
+from equivalence.frameworks.torch import TORCH_DTYPES, TorchAdapter, activation_module
 
 OPSET = 20
 """The ONNX opset exported to: the newest ``torch.onnx.export(dynamo=False)`` writes with torch 2.13."""
@@ -209,10 +209,10 @@ class OnnxRuntimeAdapter(Adapter):
             layer.session = self.session(self._layer_graph(layer), dtype)
         return self._run(layer.session, x, dtype)
 
-    def forward(self, model: Any, x: np.ndarray) -> np.ndarray:
+    def model_forward(self, model: OrtStack, x: np.ndarray) -> np.ndarray:
         layers = _layers(model)
         dtype = _dtype_name(layers[0].linear.weight)
-        stack = model if isinstance(model, OrtStack) else OrtStack(layers)
+        stack = model
         if stack.session is None:
             whole = nn.Sequential(*[m for layer in layers for m in (layer.linear, layer.activation)])
             example = torch.zeros(1, layers[0].linear.in_features, dtype=layers[0].linear.weight.dtype)
@@ -230,7 +230,7 @@ class OnnxRuntimeAdapter(Adapter):
     def activation(self, name: str, x: np.ndarray, dtype: str) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64).astype(numpy_dtype(dtype))
         flat = x.reshape(1, -1) if x.ndim < 2 else x
-        graph = self.export(activation_module(name), torch.zeros(1, flat.shape[-1], dtype=_TORCH_DTYPES[dtype]))
+        graph = self.export(activation_module(name), torch.zeros(1, flat.shape[-1], dtype=TORCH_DTYPES[dtype]))
         return self._run(self.session(graph, dtype), flat, dtype).reshape(x.shape).astype(np.float64)
 
     def versions(self) -> dict[str, str]:
@@ -261,4 +261,4 @@ def _dense_node(graph: onnx.ModelProto) -> tuple[onnx.NodeProto, bool]:
 
 
 def _dtype_name(t: torch.Tensor) -> str:
-    return {v: k for k, v in _TORCH_DTYPES.items()}[t.dtype]
+    return {v: k for k, v in TORCH_DTYPES.items()}[t.dtype]
