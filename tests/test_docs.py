@@ -34,8 +34,7 @@ def test_every_relative_link_resolves(page):
             continue
         path, _, anchor = target.partition("#")
         resolved = (page.parent / path).resolve() if path else page
-        missing_anchor = bool(anchor) and resolved.suffix == ".md" and anchor not in _anchors(resolved)
-        if not resolved.exists() or missing_anchor:
+        if not resolved.exists() or (anchor and resolved.suffix == ".md" and anchor not in _anchors(resolved)):
             broken.append(target)
     assert not broken, f"{_id(page)}: got links {broken}, but every relative link should resolve"
 
