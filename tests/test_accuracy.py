@@ -17,7 +17,7 @@ import pytest
 from equivalence import cli
 from equivalence.core import accuracy
 from equivalence.core.accuracy import MEAN_LIMIT, ErrorStats
-from equivalence.core.dtypes import DTYPES, numpy_dtype
+from equivalence.core.dtypes import DTYPES, LARGEST, SMALLEST_NORMAL, numpy_dtype
 from equivalence.guard import accuracy as guard_accuracy
 from equivalence.guard import golden
 from tests.helpers import BFLOAT16, needs_bfloat16
@@ -46,11 +46,10 @@ def test_a_correctly_rounded_activation_has_no_bias_and_errors_within_half_an_ul
 def test_the_grid_covers_zero_subnormals_saturation_and_the_largest_values():
     for dtype in ("float32", "float16"):
         x = accuracy.grid(dtype).ravel()
-        finfo = np.finfo(numpy_dtype(dtype))
         assert 0.0 in x and np.all(np.isfinite(x))
-        assert np.any((x != 0) & (np.abs(x) < finfo.smallest_normal)), "no subnormal input"
+        assert np.any((x != 0) & (np.abs(x) < SMALLEST_NORMAL[dtype])), "no subnormal input"
         assert np.any(x > 20) and np.any(x < -20), "no saturated input"
-        assert x.max() == finfo.max and x.min() == -finfo.max
+        assert x.max() == LARGEST[dtype] and x.min() == -LARGEST[dtype]
 
 
 def test_two_measurements_give_identical_numbers(torch_adapter):

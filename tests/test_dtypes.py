@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, Phase, find, given, settings
 from equivalence.core.case import make_case
 from equivalence.core.check import LayerPool, check_case
 from equivalence.core.compare import compare_layers
-from equivalence.core.dtypes import SMALLEST_NORMAL, SMALLEST_SUBNORMAL, numpy_dtype
+from equivalence.core.dtypes import LARGEST, SMALLEST_NORMAL, SMALLEST_SUBNORMAL, numpy_dtype
 from equivalence.core.known_differences import FLOAT32_MATMUL, KNOWN_DIFFERENCES, extra_error
 from equivalence.core.layout import LayerWeights
 from equivalence.core.reference import layerwise_reference
@@ -163,3 +163,4 @@ def test_the_written_out_normal_and_subnormal_limits_are_the_dtypes_own(dtype):
     info = ml_dtypes.finfo(numpy_dtype(dtype)) if dtype == "bfloat16" else np.finfo(numpy_dtype(dtype))
     assert SMALLEST_NORMAL[dtype] == float(info.smallest_normal)
     assert SMALLEST_SUBNORMAL[dtype] == float(info.smallest_subnormal)
+    assert LARGEST[dtype] == float(info.max)

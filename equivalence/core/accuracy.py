@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from equivalence.core.activations import ACTIVATIONS
-from equivalence.core.dtypes import EPSILON, SMALLEST_SUBNORMAL, numpy_dtype
+from equivalence.core.dtypes import EPSILON, LARGEST, SMALLEST_SUBNORMAL, numpy_dtype
 
 CORE_RANGE = 16.0
 CORE_POINTS = 1 << 16
@@ -76,7 +76,7 @@ def _bit_uniform(dtype: str, count: int) -> np.ndarray:
     """``count`` finite values of ``dtype`` evenly spaced in bit pattern from -max to +max (every binade alike)."""
     dt = numpy_dtype(dtype)
     bits = dt.itemsize * 8
-    top = np.finfo(dt).max
+    top = LARGEST[dtype]
     largest = int(np.array(top, dtype=dt).view(np.dtype(f"uint{bits}")))
     positive = np.linspace(0, largest, count // 2, dtype=np.float64).round().astype(np.uint64)
     magnitudes = positive.astype(np.dtype(f"uint{bits}")).view(dt).astype(np.float64)
@@ -123,7 +123,7 @@ def signed_errors(out: np.ndarray, ref: np.ndarray, dtype: str) -> tuple[np.ndar
 def _scaled(ref: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(fits, ref[fits], sign(ref) ulp(ref))`` over the elements whose reference fits ``dtype`` (a division
     by the ulp, not a product with its inverse: float64's subnormal spacing has no finite inverse)."""
-    fits = np.isfinite(ref) & (np.abs(ref) <= float(np.finfo(numpy_dtype(dtype)).max))
+    fits = np.isfinite(ref) & (np.abs(ref) <= LARGEST[dtype])
     kept = ref[fits]
     return fits, kept, np.where(kept < 0, -1.0, 1.0) * ulp(kept, dtype)
 

@@ -20,6 +20,9 @@ DTYPES: tuple[str, ...] = tuple(EPSILON)
 SMALLEST_NORMAL: dict[str, float] = {"float64": 2.0**-1022, "float32": 2.0**-126, "float16": 2.0**-14,
                                      "bfloat16": 2.0**-126}
 SMALLEST_SUBNORMAL: dict[str, float] = {name: SMALLEST_NORMAL[name] * EPSILON[name] for name in EPSILON}
+LARGEST: dict[str, float] = {"float64": (2 - 2.0**-52) * 2.0**1023, "float32": (2 - 2.0**-23) * 2.0**127,
+                             "float16": (2 - 2.0**-10) * 2.0**15, "bfloat16": (2 - 2.0**-7) * 2.0**127}
+"""The largest finite value, written out for the same reason."""
 _SHORT = {"float64": "f64", "float32": "f32", "float16": "f16", "bfloat16": "bf16"}
 
 
