@@ -74,9 +74,22 @@ def test_the_changelog_states_the_accuracy_direction_and_size_of_each_change(rec
                                                         "accuracy": _accuracy(mean)})
     *_, same, worse, better = history.changelog(tmp_path, ["a", "b", "c", "d"], GOLDEN).splitlines()
     assert same.endswith("| unchanged |"), same
-    assert "sigmoid float32: +0.000 / 2 -> -0.250 / 2 (-0.250 ulp, less accurate)" in worse, worse
-    assert "sigmoid float32: -0.250 / 2 -> +0.050 / 2 (+0.300 ulp, more accurate)" in better, better
-    assert "tanh" not in worse + better
+    assert "sigmoid float32: +0.000 / 2 -> -0.250 / 2 (-0.250 ulp, rms 0.45 -> 0.51, less accurate)" in worse, worse
+    assert "sigmoid float32: -0.250 / 2 -> +0.050 / 2 (+0.300 ulp, rms 0.51 -> 0.45, more accurate)" in better, better
+    assert "tanh" not in worse + better and "beyond" not in worse + better
+
+
+def test_the_changelog_counts_the_outputs_that_moved_beyond_the_statistics(recorded, tmp_path):
+    """Keras 3.3.3's float64 gelu moved a fifth of the grid by millions of ulps: out of the mean and max (within
+    16 ulps), so the row must say how many outputs left them, or a large loss reads as a small shift."""
+    _, outputs = recorded
+    for label, far, keras in (("a", 0, "3.1"), ("b", 20_000, "3.2"), ("c", 0, "3.3")):
+        history.write_replay(tmp_path, label, outputs, {**MEMBERS, "frameworks": {"keras": {"keras": keras}},
+                                                        "accuracy": _accuracy(0.0, far)})
+    *_, worse, better = history.changelog(tmp_path, ["a", "b", "c"], GOLDEN).splitlines()
+    assert "sigmoid float32: +0.000 / 2 -> +0.000 / 2 (+0.000 ulp, rms 0.45 -> 0.45, beyond 16 ulps 0 -> 20000 " \
+           "of 100000, less accurate)" in worse, worse
+    assert "beyond 16 ulps 20000 -> 0 of 100000, more accurate)" in better, better
 
 
 def test_a_missing_replay_is_one_clear_error(tmp_path):

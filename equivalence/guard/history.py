@@ -20,11 +20,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from equivalence.core.accuracy import FAR_ULPS
 from equivalence.core.dtypes import EPSILON, numpy_dtype
 from equivalence.core.errors import InputError
+
+if TYPE_CHECKING:
+    from equivalence.guard.accuracy import Shift
 
 
 def replay(folder: Path, label: str, out: Path, frameworks: Sequence[str] | None = None) -> int:
@@ -130,7 +135,8 @@ def changelog(folder: Path, labels: Sequence[str], golden_folder: Path, framewor
              "eps * max(1, |reference|).", "",
              "| from | to | what moved (activation, dtype: cases, largest move) | error vs float64 reference, "
              "ulps: mean / max, before -> after | accuracy of each activation alone: signed error in ulps, mean / "
-             "max, before -> after |", "|---|---|---|---|---|"]
+             f"max of the outputs within {FAR_ULPS:g} ulps, before -> after (the shift of the mean, the RMS, the "
+             f"outputs beyond {FAR_ULPS:g} ulps if their count changed, the direction) |", "|---|---|---|---|---|"]
     for before, after in zip(replays, replays[1:]):
         moved: dict[tuple[str, str], dict] = {}
         for name, (act, dtype, _ref, case_id) in layers.items():
@@ -178,8 +184,17 @@ def accuracy_changes(before: Replay, after: Replay, framework: str) -> str:
     if not shifts:
         return "unchanged"
     return "; ".join(f"{s.now.activation} {s.now.dtype}: {s.then.mean:+.3f} / {s.then.max:.3g} -> "
-                     f"{s.now.mean:+.3f} / {s.now.max:.3g} ({s.shift:+.3f} ulp, {s.direction})"
+                     f"{s.now.mean:+.3f} / {s.now.max:.3g} ({s.shift:+.3f} ulp, rms {s.then.rms:.2f} -> "
+                     f"{s.now.rms:.2f}{_far(s)}, {s.direction})"
                      for s in sorted(shifts, key=lambda s: (s.now.activation, s.now.dtype)))
+
+
+def _far(shift: Shift) -> str:
+    """The outputs beyond ``FAR_ULPS`` when their count changed: the mean and max leave them out, so a change
+    by millions of ulps (Keras 3.3.3's float64 gelu) shows here, not there."""
+    if not shift.far_change:
+        return ""
+    return f", beyond {FAR_ULPS:g} ulps {shift.then.far} -> {shift.now.far} of {shift.now.n}"
 
 
 def _error(out: np.ndarray, reference: np.ndarray, dtype: str) -> np.ndarray:
