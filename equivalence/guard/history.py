@@ -5,7 +5,9 @@ pair. Each session verifies ``golden/`` there and keeps what every framework com
 (``replay``: ``history/<label>.npz`` and ``.json``, plain arrays, no pickle). Then ``changelog`` reads the
 replays in release order and prints, for each consecutive pair, which activations and dtypes moved, in how many
 cases and by how many ulps, and their mean and max error in ulps against the float64 reference before and after;
-a pair where nothing moved is stated bit-identical. The changelog is Markdown (the README's table).
+a pair where nothing moved is stated bit-identical. Its last column gives the accuracy of each activation alone
+(``accuracy_changes``): each statistic that changed on the grid, its size in ulps and its direction. The changelog
+is Markdown (docs/versions-and-keras2.md's table).
 
     python -m equivalence.guard.history replay golden --label tf2.21.0-keras3.15.1 --out history
     python -m equivalence.guard.history changelog history tf2.20.0-keras3.11.3 tf2.21.0-keras3.15.1
