@@ -60,10 +60,10 @@ def test_a_release_whose_verify_failed_is_marked_and_fails_the_changelog(recorde
     assert "Keras 3.2 (verify FAILED: 2 cases disagree" in out and "FAIL: verify failed under b" in out
 
 
-def _accuracy(mean: float, far: int = 0) -> list[dict]:
+def _accuracy(mean: float, far: int = 0, sd: float = 0.45, dtype: str = "float32") -> list[dict]:
     from equivalence.core.accuracy import ErrorStats
 
-    return [ErrorStats("keras", "sigmoid", "float32", 100_000, mean, 0.003, 0.45, 2.0, far, (100_000,)).to_json(),
+    return [ErrorStats("keras", "sigmoid", dtype, 100_000, mean, 0.003, sd, 2.0, far, (100_000,)).to_json(),
             ErrorStats("keras", "tanh", "float32", 100_000, 0.1, 0.003, 0.45, 2.0, 0, (100_000,)).to_json()]
 
 
@@ -74,9 +74,22 @@ def test_the_changelog_states_the_accuracy_direction_and_size_of_each_change(rec
                                                         "accuracy": _accuracy(mean)})
     *_, same, worse, better = history.changelog(tmp_path, ["a", "b", "c", "d"], GOLDEN).splitlines()
     assert same.endswith("| unchanged |"), same
-    assert "sigmoid float32: +0.000 / 2 -> -0.250 / 2 (-0.250 ulp, less accurate)" in worse, worse
-    assert "sigmoid float32: -0.250 / 2 -> +0.050 / 2 (+0.300 ulp, more accurate)" in better, better
-    assert "tanh" not in worse + better
+    assert "sigmoid float32: +0.000 / 2 -> -0.250 / 2 (-0.250 ulp, rms 0.45 -> 0.51, less accurate)" in worse, worse
+    assert "sigmoid float32: -0.250 / 2 -> +0.050 / 2 (+0.300 ulp, rms 0.51 -> 0.45, more accurate)" in better, better
+    assert "tanh" not in worse + better and "beyond" not in worse + better
+
+
+def test_the_changelog_counts_the_outputs_that_moved_beyond_the_statistics(recorded, tmp_path):
+    """Keras 3.3.3's float64 gelu moved a fifth of the grid by millions of ulps: out of the mean and max (within
+    16 ulps), so the row must say how many outputs left them, or a large loss reads as a small shift."""
+    _, outputs = recorded
+    for label, far, keras in (("a", 0, "3.1"), ("b", 20_000, "3.2"), ("c", 0, "3.3")):
+        history.write_replay(tmp_path, label, outputs, {**MEMBERS, "frameworks": {"keras": {"keras": keras}},
+                                                        "accuracy": _accuracy(0.0, far)})
+    *_, worse, better = history.changelog(tmp_path, ["a", "b", "c"], GOLDEN).splitlines()
+    assert "sigmoid float32: +0.000 / 2 -> +0.000 / 2 (+0.000 ulp, rms 0.45 -> 0.45, beyond 16 ulps 0 -> 20000 " \
+           "of 100000, less accurate)" in worse, worse
+    assert "beyond 16 ulps 20000 -> 0 of 100000, more accurate)" in better, better
 
 
 def test_a_missing_replay_is_one_clear_error(tmp_path):
@@ -102,3 +115,36 @@ def test_the_history_starts_at_keras2_and_holds_every_keras3_release_line():
     assert sorted(set(lines)) == [(3, minor) for minor in range(16)], "got these Keras 3 lines, but should be 3.0-3.15"
     assert lines == sorted(lines)  # release order: the changelog diffs each row against the one before
     assert len(set(noxfile.HISTORY_LABELS)) == len(noxfile.HISTORY_LABELS)
+
+
+def test_a_change_of_the_spread_alone_is_stated_though_verify_lets_it_pass(recorded, tmp_path):
+    """TF 2.20's float32 tanh: the mean moved 0.0003 ulp, the RMS 0.85 -> 0.78. Below verify's limit, yet a change
+    of the outputs (the grid and the outputs are deterministic): the row states it and its direction; a mean that
+    differs only by numpy's summation order is no change."""
+    _, outputs = recorded
+    for label, mean, sd, keras in (("a", 0.1, 0.45, "3.1"), ("b", 0.1 + 1e-13, 0.45, "3.2"), ("c", 0.1, 0.9, "3.3")):
+        history.write_replay(tmp_path, label, outputs, {**MEMBERS, "frameworks": {"keras": {"keras": keras}},
+                                                        "accuracy": _accuracy(mean, sd=sd)})
+    *_, noise, wider = history.changelog(tmp_path, ["a", "b", "c"], GOLDEN).splitlines()
+    assert noise.endswith("| unchanged |"), noise
+    assert "sigmoid float32: +0.100 / 2 -> +0.100 / 2 (-0.000 ulp, rms 0.46 -> 0.91, less accurate, within verify " \
+           "limit)" in wider, wider
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_change_that_came_with_the_reference_is_not_judged(recorded, tmp_path, dtype):
+    """numpy's float64 functions differ by release (one float64 ulp on a third of the grid, 1.26.4 against 2.1.3):
+    a statistic whose reference moved (its digest, or numpy's version when a replay has none) is not judged."""
+    _, outputs = recorded
+    name = f"sigmoid {dtype}"
+    replays = (("a", "1.26.4", {name: "aaaa"}), ("b", "2.1.3", {name: "bbbb"}), ("c", "2.4.6", {name: "bbbb"}),
+               ("d", "2.5.0", None))
+    for (label, numpy_version, digests), mean in zip(replays, (0.0, -0.25, 0.0, -0.25)):
+        meta = {**MEMBERS, "summary": f"a CPU (AVX), numpy {numpy_version} (openblas)", "not_run": [],
+                "frameworks": {"keras": {"keras": label}}, "accuracy": _accuracy(mean, dtype=dtype)}
+        history.write_replay(tmp_path, label, outputs, meta if digests is None else
+                             {**meta, "accuracy_reference": digests})
+    *_, moved, same, unrecorded = history.changelog(tmp_path, ["a", "b", "c", "d"], GOLDEN).splitlines()
+    assert "not judged: the reference moved with numpy 1.26.4 -> 2.1.3)" in moved, moved
+    assert "(+0.250 ulp, rms 0.51 -> 0.45, more accurate)" in same, same
+    assert "not judged: numpy 2.4.6 -> 2.5.0, reference not recorded)" in unrecorded, unrecorded

@@ -5,7 +5,9 @@ pair. Each session verifies ``golden/`` there and keeps what every framework com
 (``replay``: ``history/<label>.npz`` and ``.json``, plain arrays, no pickle). Then ``changelog`` reads the
 replays in release order and prints, for each consecutive pair, which activations and dtypes moved, in how many
 cases and by how many ulps, and their mean and max error in ulps against the float64 reference before and after;
-a pair where nothing moved is stated bit-identical. The changelog is Markdown (the README's table).
+a pair where nothing moved is stated bit-identical. Its last column gives the accuracy of each activation alone
+(``accuracy_changes``): each statistic that changed on the grid, its size in ulps and its direction. The changelog
+is Markdown (docs/versions-and-keras2.md's table).
 
     python -m equivalence.guard.history replay golden --label tf2.21.0-keras3.15.1 --out history
     python -m equivalence.guard.history changelog history tf2.20.0-keras3.11.3 tf2.21.0-keras3.15.1
@@ -20,11 +22,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from equivalence.core.accuracy import FAR_ULPS, ErrorStats, reference_digest
 from equivalence.core.dtypes import EPSILON, numpy_dtype
 from equivalence.core.errors import InputError
+
+if TYPE_CHECKING:
+    from equivalence.guard.accuracy import Shift
 
 
 def replay(folder: Path, label: str, out: Path, frameworks: Sequence[str] | None = None) -> int:
@@ -65,7 +72,8 @@ def replay(folder: Path, label: str, out: Path, frameworks: Sequence[str] | None
             "frameworks": {k: fp["frameworks"][k] for k in adapters},
             "passed": result.passed, "failures": sum(not c.passed for c in result.comparisons),
             "moved": len(result.moved), "not_run": not_run, "cases": len(vectors.cases),
-            "accuracy": [s.to_json() for s in stats]}
+            "accuracy": [s.to_json() for s in stats],
+            "accuracy_reference": {f"{a} {d}": reference_digest(a, d) for a, d in {s.key[1:] for s in stats}}}
     write_replay(out, label, captured, meta)
     print(f"{label}: {summary(fp)}\n  verify {folder}: {'passed' if result.passed else 'FAILED'} "
           f"({meta['failures']} cases disagree, {meta['moved']} layers moved beyond the error model); "
@@ -130,7 +138,8 @@ def changelog(folder: Path, labels: Sequence[str], golden_folder: Path, framewor
              "eps * max(1, |reference|).", "",
              "| from | to | what moved (activation, dtype: cases, largest move) | error vs float64 reference, "
              "ulps: mean / max, before -> after | accuracy of each activation alone: signed error in ulps, mean / "
-             "max, before -> after |", "|---|---|---|---|---|"]
+             f"max of the outputs within {FAR_ULPS:g} ulps, before -> after (the shift of the mean, the RMS, the "
+             f"outputs beyond {FAR_ULPS:g} ulps if their count changed, the direction) |", "|---|---|---|---|---|"]
     for before, after in zip(replays, replays[1:]):
         moved: dict[tuple[str, str], dict] = {}
         for name, (act, dtype, _ref, case_id) in layers.items():
@@ -164,22 +173,70 @@ def changelog(folder: Path, labels: Sequence[str], golden_folder: Path, framewor
 
 
 def accuracy_changes(before: Replay, after: Replay, framework: str) -> str:
-    """Each (activation, dtype) of ``framework`` whose error statistics on the grid moved between two replays
-    (``guard.accuracy``'s rule on the same kernel path): the mean and max in ulps before and after, and the
-    direction. Replays from before the statistics: "not measured"."""
-    from equivalence.core.accuracy import ErrorStats
-    from equivalence.guard.accuracy import Recorded, judge
+    """Each (activation, dtype) of ``framework`` whose error statistics on the grid changed between two replays:
+    the mean and max in ulps before and after, the shift of the mean, the RMS, and the direction
+    (``guard.accuracy.Shift.direction``). The grid and a replay's outputs are deterministic, so any change is the
+    framework's, unless the float64 reference changed with numpy (``accuracy_reference`` digests): then it is
+    marked and not judged. A change within what ``verify`` lets pass on one kernel path (the spread moved, the
+    mean did not) is marked so. Replays from before the statistics: "not measured"."""
+    from equivalence.guard.accuracy import Recorded, Shift, allowed, judge
 
     if "accuracy" not in before.meta or "accuracy" not in after.meta:
         return "not measured"
-    then = [ErrorStats.from_json(s) for s in before.meta["accuracy"] if s["framework"] == framework]
-    now = [ErrorStats.from_json(s) for s in after.meta["accuracy"] if s["framework"] == framework]
-    shifts = judge(Recorded({}, before.label, {s.key: s for s in then}), now, {})
-    if not shifts:
-        return "unchanged"
-    return "; ".join(f"{s.now.activation} {s.now.dtype}: {s.then.mean:+.3f} / {s.then.max:.3g} -> "
-                     f"{s.now.mean:+.3f} / {s.now.max:.3g} ({s.shift:+.3f} ulp, {s.direction})"
-                     for s in sorted(shifts, key=lambda s: (s.now.activation, s.now.dtype)))
+    then = {s.key: s for s in map(ErrorStats.from_json, before.meta["accuracy"]) if s.framework == framework}
+    now = [s for s in map(ErrorStats.from_json, after.meta["accuracy"]) if s.framework == framework]
+    beyond = {s.now.key for s in judge(Recorded({}, before.label, then), now, {})}
+    cells = []
+    for s in sorted(now, key=lambda s: (s.activation, s.dtype)):
+        old = then.get(s.key)
+        if old is None or not _changed(old, s):
+            continue
+        shift = Shift(old, s, allowed(old, s), (), ())
+        text = (f"{s.activation} {s.dtype}: {old.mean:+.3f} / {old.max:.3g} -> {s.mean:+.3f} / {s.max:.3g} "
+                f"({shift.shift:+.3f} ulp, rms {old.rms:.2f} -> {s.rms:.2f}{_far(shift)}, ")
+        moved = _reference_moved(before, after, f"{s.activation} {s.dtype}")
+        if moved:
+            text += f"not judged: {moved})"
+        else:
+            text += f"{shift.direction}{'' if s.key in beyond else ', within verify limit'})"
+        cells.append(text)
+    return "; ".join(cells) or "unchanged"
+
+
+SUMMATION_NOISE = 1e-9
+"""Ulps a mean or spread may differ by when only numpy's summation order changed (its release, its SIMD path)."""
+
+
+def _changed(then: ErrorStats, now: ErrorStats) -> bool:
+    """The outputs' errors changed: the histogram, the far count or the max (exact for the same errors), or the
+    mean or spread beyond ``SUMMATION_NOISE``."""
+    return (then.histogram != now.histogram or then.far != now.far or then.max != now.max
+            or abs(then.mean - now.mean) > SUMMATION_NOISE or abs(then.sd - now.sd) > SUMMATION_NOISE)
+
+
+def _reference_moved(before: Replay, after: Replay, name: str) -> str:
+    """Why the two replays' statistics of ``name`` are not comparable, or "" when they are."""
+    digests = [r.meta.get("accuracy_reference", {}).get(name) for r in (before, after)]
+    numpy_versions = [_numpy(r) for r in (before, after)]
+    if None in digests:  # replays from before the digests: comparable only under the same numpy
+        if numpy_versions[0] != numpy_versions[1]:
+            return f"numpy {numpy_versions[0]} -> {numpy_versions[1]}, reference not recorded"
+        return ""
+    return f"the reference moved with numpy {numpy_versions[0]} -> {numpy_versions[1]}" \
+        if digests[0] != digests[1] else ""
+
+
+def _numpy(replay_: Replay) -> str:
+    summary = replay_.meta.get("summary", "")
+    return summary.split("numpy ", 1)[1].split(" ", 1)[0] if "numpy " in summary else "?"
+
+
+def _far(shift: Shift) -> str:
+    """The outputs beyond ``FAR_ULPS`` when their count changed: the mean and max leave them out, so a change
+    by millions of ulps (Keras 3.3.3's float64 gelu) shows here, not there."""
+    if not shift.far_change:
+        return ""
+    return f", beyond {FAR_ULPS:g} ulps {shift.then.far} -> {shift.now.far} of {shift.now.n}"
 
 
 def _error(out: np.ndarray, reference: np.ndarray, dtype: str) -> np.ndarray:
