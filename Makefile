@@ -80,8 +80,7 @@ history: venv ## nox: replay golden/ under Keras 2 and every Keras 3 release lin
 		$(BIN)/nox -s "history($$label)" --envdir .nox/history-venvs/$$label $(NOX_ARGS) || failed="$$failed $$label"; \
 		[ "$(HISTORY_KEEP)" = 1 ] || rm -rf .nox/history-venvs/$$label; \
 	done; [ -z "$$failed" ] || { echo "FAIL: history failed under$$failed"; exit 1; }
-	$(BIN)/python -m equivalence.guard.history changelog history \
-		$$($(BIN)/python -c "import noxfile; print(' '.join(noxfile.HISTORY_LABELS))")
+	$(BIN)/python -m equivalence.guard.history changelog history $(HISTORY_PAIRS)
 
 history-check: venv ## nox: the suite (smoke profile) under each release pair of make history, one after another
 	failed=; for label in $(HISTORY_PAIRS); do \
