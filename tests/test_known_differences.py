@@ -22,6 +22,7 @@ from equivalence.core.known_differences import (
     extra_error,
     keras_backend,
     keras_on,
+    nan_leak,
 )
 from equivalence.frameworks.registry import get_adapter
 from equivalence.guard.fingerprint import fingerprint, flatten
@@ -163,30 +164,6 @@ def keras_softmax_nonfinite_rows():
         assert not excused("keras", "softmax", dtype, z, _keras("softmax", z, dtype)).any(), dtype
 
 
-def _leak_case(shape, dtype):
-    """A bfloat16 linear layer of ``shape`` and an input with one NaN per placement until a row leaks:
-    ``(x, z, got, nan_row)`` in float64, or None when no placement leaks."""
-    from equivalence.core.known_differences import NAN_LEAK_PLACEMENTS
-    from equivalence.core.layout import LayerWeights
-
-    batch, n_in, n_out = shape
-    rng = np.random.default_rng(1)
-    W, b = rng.uniform(-1, 1, (n_in, n_out)).astype(np.float32), rng.uniform(-1, 1, n_out).astype(np.float32)
-    adapter = get_adapter("torch")
-    layer = adapter.build_layer(n_in, n_out, "linear", bias=True, dtype=dtype)
-    adapter.set_weights([layer], [LayerWeights(W, b)])
-    W64, b64 = adapter.get_weights([layer])[0]  # as rounded to the dtype
-    for row, col in NAN_LEAK_PLACEMENTS:
-        x = rng.standard_normal((batch, n_in)).astype(np.float32).astype(np.float64)
-        x[row, col] = np.nan
-        got = adapter.apply_layer([layer], 0, x)
-        if np.flatnonzero(np.isnan(got).any(axis=-1)).tolist() != [row]:
-            with np.errstate(invalid="ignore"):
-                z = x @ W64.astype(np.float64) + b64.astype(np.float64)
-            return x, z, got, row
-    return None
-
-
 def torch_bfloat16_linear_nan_leaks_across_rows():
     """Where the probe finds the leak: every leaking grid shape lies in the named shape class, the leak is
     reproduced, and the excuse covers exactly the rows it leaks into."""
@@ -197,9 +174,11 @@ def torch_bfloat16_linear_nan_leaks_across_rows():
         outside = [s for s in shapes if not probe.shape_class(s)]
         assert not outside, (f"got a {dtype} NaN leak at {outside}, but the named shape class "
                              f"({probe.shape_class_label}) says it cannot be there")
-        case = _leak_case(shapes[0], dtype)
-        assert case is not None, f"{dtype} {shapes[0]}: the probe saw a leak that the reproduction does not"
-        x, z, got, nan_row = case
+        leak = nan_leak(get_adapter("torch"), shapes[0], dtype, np.random.default_rng(1))
+        assert leak is not None, f"{dtype} {shapes[0]}: the probe saw a leak that another draw does not show"
+        x, got, nan_row, (W, b) = leak
+        with np.errstate(invalid="ignore"):
+            z = x @ W.astype(np.float64) + b.astype(np.float64)
         leaked = np.isnan(got) & np.isfinite(z)
         assert leaked.any() and not leaked[nan_row].any()
         mask = excused("torch", "linear", dtype, z, got, x=x)

@@ -36,15 +36,16 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from equivalence.core.activations import ACTIVATIONS, PARAMETRIC_FAMILIES, family_of
 from equivalence.core.adapter import entry_for
 from equivalence.core.conditions import AtLeast, Below, Condition, CurrentFacts, Fact, Facts, Probe, Shape
-from equivalence.core.dtypes import EPSILON
+from equivalence.core.dtypes import EPSILON, numpy_dtype
 from equivalence.core.kernels import AVX512_ISAS, ONEDNN_ISAS
+from equivalence.core.layout import LayerWeights
 
 Excuse = Callable[[np.ndarray, np.ndarray, np.ndarray | None], np.ndarray]
 """``(z, got, x) -> mask`` of positions excused; ``z`` is the reference pre-activation (float64), ``x`` the
@@ -104,26 +105,38 @@ def nan_leak_shape_class(shape: Shape) -> bool:
 NAN_LEAK_SHAPE_CLASS = "a batch of 17 rows or more and an odd fan-in"
 
 
+class NanLeak(NamedTuple):
+    """One placement that leaked: the input (float64, values of the dtype), the layer's output, the NaN's row, and
+    the weights as the framework stores them (canonical layout)."""
+
+    x: np.ndarray
+    got: np.ndarray
+    nan_row: int
+    weights: LayerWeights
+
+
+def nan_leak(adapter: Any, shape: Shape, dtype: str, rng: np.random.Generator) -> NanLeak | None:
+    """A linear layer of ``shape`` (batch, in, out) fed one NaN per placement (``NAN_LEAK_PLACEMENTS``) until
+    another batch row's outputs turn NaN: that placement, or None when none leaks."""
+    batch, n_in, n_out = shape
+    layer = adapter.build_layer(n_in, n_out, "linear", bias=True, dtype=dtype)
+    adapter.set_weights([layer], [LayerWeights(rng.uniform(-1, 1, (n_in, n_out)).astype(np.float32),
+                                               rng.uniform(-1, 1, n_out).astype(np.float32))])
+    for row, col in NAN_LEAK_PLACEMENTS:
+        if row >= batch:
+            continue
+        x = rng.standard_normal((batch, n_in)).astype(numpy_dtype(dtype)).astype(np.float64)
+        x[row, col] = np.nan
+        got = adapter.apply_layer([layer], 0, x)
+        if np.flatnonzero(np.isnan(got).any(axis=-1)).tolist() != [row]:
+            return NanLeak(x, got, row, adapter.get_weights([layer])[0])
+    return None
+
+
 def _nan_leaks_across_rows(adapter: Any, dtype: str) -> tuple[Shape, ...]:
     """The grid shapes where one NaN in the input makes another batch row's outputs NaN (a linear layer)."""
-    from equivalence.core.layout import LayerWeights
-
     rng = np.random.default_rng(0)
-    leaking = []
-    for batch, n_in, n_out in NAN_LEAK_GRID:
-        layer = adapter.build_layer(n_in, n_out, "linear", bias=True, dtype=dtype)
-        adapter.set_weights([layer], [LayerWeights(rng.uniform(-1, 1, (n_in, n_out)).astype(np.float32),
-                                                   rng.uniform(-1, 1, n_out).astype(np.float32))])
-        for row, col in NAN_LEAK_PLACEMENTS:
-            if row >= batch:
-                continue
-            x = rng.standard_normal((batch, n_in))
-            x[row, col] = np.nan
-            rows = np.flatnonzero(np.isnan(adapter.apply_layer([layer], 0, x)).any(axis=-1))
-            if rows.tolist() != [row]:
-                leaking.append((batch, n_in, n_out))
-                break
-    return tuple(leaking)
+    return tuple(shape for shape in NAN_LEAK_GRID if nan_leak(adapter, shape, dtype, rng) is not None)
 
 
 PROBES: dict[str, Probe] = {p.name: p for p in (
