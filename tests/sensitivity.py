@@ -8,7 +8,8 @@ scale. Also confirms the unpatched suite raises no alarm on the same cases.
 Then the statistical line per dtype (``equivalence.guard.accuracy``): torch's sigmoid with one output in ``k``
 moved one ulp toward zero, for ``k`` = 1, 2, 4, ... 4096, judged against its unshifted statistics the way
 ``verify`` judges them on the same kernel path; the smallest mean shift still caught, after checking that a
-second unshifted measurement raises no alarm.
+second unshifted measurement raises no alarm. And the spread's line: one output in ``k`` moved one ulp,
+alternately toward and away from zero (the spread grows, the mean hardly moves); the smallest spread change caught.
 """
 
 from __future__ import annotations
@@ -86,9 +87,22 @@ def toward_zero(out: np.ndarray, every: int, dtype: str) -> np.ndarray:
     return moved.reshape(held.shape).astype(np.float64)
 
 
-def smallest_mean_shift(dtype: str, activation: str = "sigmoid") -> tuple[float, int]:
-    """``(shift in ulps, k)``: the smallest systematic mean shift of torch's ``activation`` the accuracy statistic
-    catches (one output in ``k`` moved one ulp toward zero), with no false alarm on an unshifted re-measurement."""
+def noisier(out: np.ndarray, every: int, dtype: str) -> np.ndarray:
+    """``out`` with one element in ``every`` moved one ulp of ``dtype``, alternately toward and away from zero."""
+    dt = numpy_dtype(dtype)
+    held = out.astype(dt)
+    moved = held.ravel().copy()
+    picked = moved[::every]
+    away = np.arange(picked.size) % 2 == 1
+    target = np.where(away, np.copysign(np.inf, picked.astype(np.float64)), 0.0).astype(dt)
+    moved[::every] = np.nextafter(picked, target)
+    return moved.reshape(held.shape).astype(np.float64)
+
+
+def smallest_caught_change(dtype: str, move, activation: str = "sigmoid") -> tuple[float, float, int, str]:
+    """``(mean shift, spread shift, k, rules)``: the smallest change of torch's ``activation`` the accuracy verdict
+    catches when ``move`` alters one output in ``k``, with no false alarm on an unshifted re-measurement; ``rules``
+    names what caught it (mean, spread)."""
     from equivalence.guard.accuracy import Recorded, judge
     from equivalence.guard.fingerprint import fingerprint
 
@@ -100,14 +114,24 @@ def smallest_mean_shift(dtype: str, activation: str = "sigmoid") -> tuple[float,
         raise AssertionError(f"{dtype}: the unshifted statistics raised an alarm: a false positive")
     caught = None
     for every in (2**j for j in range(13)):
-        out = toward_zero(adapter.activation(activation, accuracy.grid(dtype).copy(), dtype), every, dtype)
+        out = move(adapter.activation(activation, accuracy.grid(dtype).copy(), dtype), every, dtype)
         shifts = judge(recorded, [accuracy.statistics("torch", activation, dtype, out)], fp)
         if not shifts:
             break
-        caught = (shifts[0].shift, every)
+        s = shifts[0]
+        rules = "+".join(rule for rule, hit in (("mean", s.mean_beyond), ("spread", s.spread_beyond),
+                                                ("far-off count", s.far_beyond)) if hit)
+        caught = (s.shift, s.spread_shift, every, rules)
     if caught is None:
         raise AssertionError(f"{dtype}: every output moved one ulp was not caught")
     return caught
+
+
+def smallest_mean_shift(dtype: str, activation: str = "sigmoid") -> tuple[float, int]:
+    """``(shift in ulps, k)``: the smallest systematic mean shift of torch's ``activation`` the accuracy statistic
+    catches (one output in ``k`` moved one ulp toward zero), with no false alarm on an unshifted re-measurement."""
+    shift, _, every, _ = smallest_caught_change(dtype, toward_zero, activation)
+    return shift, every
 
 
 def main() -> None:
@@ -121,6 +145,11 @@ def main() -> None:
         shift, every = smallest_mean_shift(dtype)
         print(f"sensitivity {dtype}: smallest systematic mean shift caught by the accuracy statistics = "
               f"{shift:+.3f} ulp (one sigmoid output in {every} moved one ulp toward zero; no false alarm)")
+    for dtype in ("float32", "float64", "float16", "bfloat16"):
+        mean, spread, every, rules = smallest_caught_change(dtype, noisier)
+        print(f"sensitivity {dtype}: smallest spread change caught by the accuracy statistics = {spread:+.3f} ulp "
+              f"(mean {mean:+.3f}; one sigmoid output in {every} moved one ulp, alternately toward and away from "
+              f"zero; caught by the {rules}; no false alarm)")
 
 
 if __name__ == "__main__":

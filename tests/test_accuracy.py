@@ -73,9 +73,9 @@ def test_an_output_flushed_to_zero_counts_as_far_not_in_the_mean():
 
 # --- the decision rule ----------------------------------------------------------------------------
 
-def _stats(mean: float, sd: float = 0.4, far: int = 0) -> ErrorStats:
+def _stats(mean: float, sd: float = 0.4, far: int = 0, largest: float = 2.0) -> ErrorStats:
     n = 100_000
-    return ErrorStats("torch", "sigmoid", "float32", n, mean, 1.96 * sd / math.sqrt(n), sd, 2.0, far, (n,))
+    return ErrorStats("torch", "sigmoid", "float32", n, mean, 1.96 * sd / math.sqrt(n), sd, largest, far, (n,))
 
 
 def _recorded(stats: ErrorStats, fp: dict) -> guard_accuracy.Recorded:
@@ -101,6 +101,42 @@ def test_a_shift_toward_no_bias_is_more_accurate():
 def test_a_shift_within_the_sampling_error_and_the_floor_passes():
     small = guard_accuracy.FLOOR * 0.9
     assert guard_accuracy.judge(_recorded(_stats(0.0), FP), [_stats(small)], FP) == []
+
+
+def test_a_tripled_spread_with_the_same_mean_fails_as_less_accurate():
+    [shift] = guard_accuracy.judge(_recorded(_stats(0.08, sd=0.4), FP), [_stats(0.08, sd=1.2, largest=7.0)], FP)
+    assert shift.failed and shift.spread_beyond and not shift.mean_beyond and shift.direction == "less accurate"
+    assert shift.describe().startswith("torch sigmoid float32: spread moved +0.8000 ulp (sd 0.4000 -> 1.2000")
+
+
+def test_a_spread_that_narrowed_is_more_accurate():
+    [shift] = guard_accuracy.judge(_recorded(_stats(0.1, sd=0.85, largest=5.2), FP), [_stats(0.1, sd=0.77)], FP)
+    assert shift.failed and shift.direction == "more accurate"
+
+
+def test_a_spread_within_its_sampling_error_and_the_floor_passes():
+    then = _stats(0.0, sd=0.4, largest=16.0)
+    bound = guard_accuracy.spread_ci95(then)  # 16 ulps from the mean: the widest the bound allows
+    within = math.hypot(bound, bound) + guard_accuracy.SPREAD_FLOOR * 0.9
+    assert guard_accuracy.judge(_recorded(then, FP), [_stats(0.0, sd=0.4 + within, largest=16.0)], FP) == []
+
+
+def test_the_spread_bound_holds_the_sampling_error_of_a_bounded_sample():
+    """``spread_ci95`` bounds the spread's sampling error without the fourth moment: over repeated samples of a
+    heavy-tailed error (most exact, a few at the largest), the spread stays within it at least 95 % of the time."""
+    rng = np.random.default_rng(27)
+    population = np.concatenate([np.zeros(9_000), np.full(500, 8.0), np.full(500, -8.0)])
+    spreads = [population[rng.integers(0, population.size, 4_000)].std(ddof=1) for _ in range(400)]
+    sample = population[rng.integers(0, population.size, 4_000)]
+    stats = ErrorStats("x", "tanh", "float32", sample.size, float(sample.mean()), 0.0, float(sample.std(ddof=1)),
+                       float(np.abs(sample).max()), 0, (sample.size,))
+    outside = np.mean(np.abs(np.array(spreads) - population.std()) > guard_accuracy.spread_ci95(stats))
+    assert outside <= 0.05, outside
+
+
+def test_identical_statistics_are_never_flagged():
+    for stats in (_stats(0.3, sd=0.01, largest=0.5), _stats(-0.9, sd=3.0, largest=16.0), _stats(0.0, far=900)):
+        assert guard_accuracy.judge(_recorded(stats, FP), [stats], FP) == []
 
 
 def test_a_shift_on_another_kernel_path_is_the_machine_not_a_regression():
@@ -174,6 +210,31 @@ def test_verify_catches_float32_torch_sigmoid_moved_toward_zero(recorded_here, m
     moved = float(line.split("moved ")[1].split(" ulp")[0])
     # one ulp down from a power of two (a saturated 1.0) is half an ulp of the reference's binade
     assert mean - 0.05 <= moved <= mean / 2 and line.endswith("less accurate"), line
+
+
+def test_verify_catches_float64_torch_tanh_with_a_tripled_spread_and_no_bias(recorded_here, monkeypatch, capsys):
+    """TF 2.20's float64 tanh (docs/accuracy.md): the spread tripled, the mean did not move. Here every other
+    output of torch's float64 tanh is moved one ulp toward zero and the others one ulp away from it (the saturated
+    1.0 and 0 kept: one ulp below a power of two is half an ulp of its binade, which would bias the mean)."""
+    import torch
+
+    original = torch.nn.Tanh.forward
+
+    def noisier(self, z):
+        y = original(self, z)
+        if y.dtype != torch.float64:
+            return y
+        away = torch.from_numpy(~_every(2, tuple(y.shape)))
+        target = torch.where(away, torch.sign(y) * math.inf, torch.zeros_like(y))
+        return torch.where((y.abs() == 1) | (y == 0), y, torch.nextafter(y, target))
+
+    monkeypatch.setattr(torch.nn.Tanh, "forward", noisier)
+    assert cli.main(["verify", str(recorded_here)]) == cli.EXIT_DISAGREE
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.startswith("FAIL accuracy torch tanh float64"))
+    assert line.startswith("FAIL accuracy torch tanh float64: spread moved +") and line.endswith("less accurate"), line
+    then, now = (float(v) for v in line.split("(sd ")[1].split(" ±")[0].split(" -> "))
+    assert now > 2.5 * then, line
 
 
 def _nextafter_toward_zero(y):

@@ -8,10 +8,11 @@ against the recording (``judge``):
 * **Same kernel path** (the kernel facts of that framework's fingerprint unchanged: CPU ISA, oneDNN's ISA,
   torch's ``cpu_capability``, TensorFlow's oneDNN switch). The grid and the kernels are the same, so the numbers
   are the same unless the framework's code changed. A shift of the mean by more than the sampling error of the
-  two means, ``sqrt(ci95_then^2 + ci95_now^2)``, plus ``FLOOR`` ulps fails, as does a change of the count of
-  far-off outputs by more than ``FAR_FLOOR`` of the grid. The failure names the framework, op and dtype, the shift
-  in ulps, and the direction: **more accurate** when the RMS signed error (bias and spread together) fell,
-  **less accurate** when it rose.
+  two means, ``sqrt(ci95_then^2 + ci95_now^2)``, plus ``FLOOR`` ulps fails; so does a change of the spread (the
+  standard deviation) by more than its sampling error (``spread_ci95``) plus ``SPREAD_FLOOR`` ulps, and a change
+  of the count of far-off outputs by more than ``FAR_FLOOR`` of the grid. The failure names the framework, op and
+  dtype, the shift in ulps, and the direction: **more accurate** when the RMS signed error (bias and spread
+  together) fell, **less accurate** when it rose (fewer or more far-off outputs first).
 * **Another kernel path** (another CPU, or a kernel variable set): kernels change each op's rounding (measured:
   softmax float32 moves by 0.09 ulp between oneDNN/ATen paths), so a shift is reported as "the machine changed",
   never as a framework regression, and does not fail. What holds on every kernel path is the bias limit
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from equivalence.core import accuracy
-from equivalence.core.accuracy import ErrorStats
+from equivalence.core.accuracy import Z95, ErrorStats
 from equivalence.core.activations import ACTIVATIONS
 from equivalence.core.atomic import write_text_atomic
 from equivalence.core.dtypes import DTYPES
@@ -46,6 +47,10 @@ SCHEMA_VERSION = 1
 FLOOR = 0.02
 """Ulps a mean may move on the same kernel path beyond the sampling error before ``verify`` fails: above the
 rounding noise of a reworked kernel that is not biased, below the -0.25 ulp of one output in four truncated."""
+SPREAD_FLOOR = 0.02
+"""Ulps the spread (standard deviation) may move on the same kernel path beyond its sampling error: the mean's
+floor. A spread that grows without moving the mean (TF 2.20's float64 tanh: sd 0.37 -> 1.26 ulp, mean +0.017) is a
+less accurate op that the mean alone lets pass."""
 FAR_FLOOR = 1e-3
 """Fraction of the grid the count of far-off outputs may change by on the same kernel path."""
 
@@ -131,19 +136,50 @@ class Shift:
 
     then: ErrorStats
     now: ErrorStats
-    allowed: float
-    machine: tuple[str, ...]
+    machine: tuple[str, ...] = ()
     """The kernel-path changes of the framework since recording (and a Keras backend change); non-empty: the
     machine changed, not judged."""
-    versions: tuple[str, ...]
+    versions: tuple[str, ...] = ()
 
     @property
     def shift(self) -> float:
         return self.now.mean - self.then.mean
 
     @property
+    def spread_shift(self) -> float:
+        return self.now.sd - self.then.sd
+
+    @property
     def far_change(self) -> int:
         return self.now.far - self.then.far
+
+    @property
+    def allowed(self) -> float:
+        """How far the mean may move on the same kernel path: the sampling error of both means, plus ``FLOOR``."""
+        return math.hypot(self.then.ci95, self.now.ci95) + FLOOR
+
+    @property
+    def spread_allowed(self) -> float:
+        """How far the spread may move on the same kernel path: the sampling error of both spreads (``spread_ci95``),
+        plus ``SPREAD_FLOOR``."""
+        return math.hypot(spread_ci95(self.then), spread_ci95(self.now)) + SPREAD_FLOOR
+
+    @property
+    def mean_beyond(self) -> bool:
+        return abs(self.shift) > self.allowed
+
+    @property
+    def spread_beyond(self) -> bool:
+        return abs(self.spread_shift) > self.spread_allowed
+
+    @property
+    def far_beyond(self) -> bool:
+        return abs(self.far_change) > FAR_FLOOR * max(self.then.n, self.now.n)
+
+    @property
+    def beyond(self) -> bool:
+        """Moved beyond what the same kernel path lets pass (by the mean, the spread or the far-off count)."""
+        return self.mean_beyond or self.spread_beyond or self.far_beyond
 
     @property
     def failed(self) -> bool:
@@ -158,21 +194,41 @@ class Shift:
 
     def describe(self) -> str:
         s = self.now
-        text = (f"{s.framework} {s.activation} {s.dtype}: mean signed error moved {self.shift:+.4f} ulp "
-                f"({self.then.mean:+.4f} -> {s.mean:+.4f} ± {s.ci95:.4f}; allowed {self.allowed:.4f}), "
-                f"rms {self.then.rms:.3f} -> {s.rms:.3f}, max {self.then.max:.3g} -> {s.max:.3g}")
+        mean = (f"mean signed error moved {self.shift:+.4f} ulp ({self.then.mean:+.4f} -> {s.mean:+.4f} "
+                f"± {s.ci95:.4f}; allowed {self.allowed:.4f})")
+        spread = (f"spread moved {self.spread_shift:+.4f} ulp (sd {self.then.sd:.4f} -> {s.sd:.4f} "
+                  f"± {spread_ci95(s):.4f}; allowed {self.spread_allowed:.4f})")
+        lead = [mean, spread] if self.mean_beyond or not self.spread_beyond else [spread, mean]
+        text = (f"{s.framework} {s.activation} {s.dtype}: {', '.join(lead)}, rms {self.then.rms:.3f} -> {s.rms:.3f}, "
+                f"max {self.then.max:.3g} -> {s.max:.3g}")
         if self.far_change:
             text += f", beyond {accuracy.FAR_ULPS:g} ulps {self.then.far} -> {s.far} of {s.n}"
         return f"{text}: {self.direction}"
 
 
-def allowed(then: ErrorStats, now: ErrorStats) -> float:
-    """How far the mean may move on the same kernel path: the sampling error of both means, plus ``FLOOR``."""
-    return math.hypot(then.ci95, now.ci95) + FLOOR
+def spread_ci95(stats: ErrorStats) -> float:
+    """The 95 % half-width of the spread's sampling error, bounded from what is recorded (no fourth moment is): the
+    sampling error of ``sd^2`` is ``sqrt(Var((e - mean)^2) / count)`` (``count`` = the outputs within
+    ``FAR_ULPS``, those the statistic holds), that of ``sd`` half of it over ``sd``, and ``Var((e - mean)^2)`` is
+    at most the fourth central moment, bounded twice: by ``M^2 sd^2`` with ``M = max + |mean|`` (every error lies
+    within ``M`` of the mean), and by the histogram with each bin at its edge farthest from zero (capped at ``max``)
+    plus ``|mean|``. The smaller bound is taken: the test errs toward letting a small change pass, never toward a
+    false alarm from the sampling alone."""
+    count = stats.n - stats.far
+    if count < 2:
+        return 0.0
+    bound = (stats.max + abs(stats.mean)) / 2
+    if stats.sd > 0 and len(stats.histogram) == len(accuracy.BIN_EDGES) - 1:
+        edges = accuracy.BIN_EDGES
+        farthest = [min(max(abs(lo), abs(hi)), stats.max) + abs(stats.mean) for lo, hi in zip(edges, edges[1:])]
+        fourth = sum(c * f**4 for c, f in zip(stats.histogram, farthest)) / count
+        bound = min(bound, math.sqrt(fourth) / (2 * stats.sd))
+    return Z95 * bound / math.sqrt(count)
 
 
 def judge(recorded: Recorded, stats: Sequence[ErrorStats], fingerprint: Mapping[str, Any]) -> list[Shift]:
-    """Every statistic that moved beyond what ``allowed`` (or ``FAR_FLOOR``) lets pass (see the module)."""
+    """Every statistic whose mean, spread or far-off count moved beyond what the same kernel path lets pass
+    (``Shift.beyond``; see the module)."""
     out = []
     causes: dict[str, tuple[list[str], list[str]]] = {}
     for now in stats:
@@ -183,9 +239,9 @@ def judge(recorded: Recorded, stats: Sequence[ErrorStats], fingerprint: Mapping[
             causes[now.framework] = drift_causes(now.framework, recorded.fingerprint, fingerprint)
         versions, kernels = causes[now.framework]
         backend = _backend_change(now.framework, recorded.fingerprint, fingerprint)
-        limit = allowed(then, now)
-        if abs(now.mean - then.mean) > limit or abs(now.far - then.far) > FAR_FLOOR * max(then.n, now.n):
-            out.append(Shift(then, now, limit, tuple(kernels) + backend, tuple(versions)))
+        shift = Shift(then, now, tuple(kernels) + backend, tuple(versions))
+        if shift.beyond:
+            out.append(shift)
     return out
 
 

@@ -177,28 +177,27 @@ def accuracy_changes(before: Replay, after: Replay, framework: str) -> str:
     the mean and max in ulps before and after, the shift of the mean, the RMS, and the direction
     (``guard.accuracy.Shift.direction``). The grid and a replay's outputs are deterministic, so any change is the
     framework's, unless the float64 reference changed with numpy (``accuracy_reference`` digests): then it is
-    marked and not judged. A change within what ``verify`` lets pass on one kernel path (the spread moved, the
-    mean did not) is marked so. Replays from before the statistics: "not measured"."""
-    from equivalence.guard.accuracy import Recorded, Shift, allowed, judge
+    marked and not judged. A change within what ``verify`` lets pass on one kernel path (``Shift.beyond``: mean,
+    spread and far-off count within their limits) is marked so. Replays from before the statistics: "not measured"."""
+    from equivalence.guard.accuracy import Shift
 
     if "accuracy" not in before.meta or "accuracy" not in after.meta:
         return "not measured"
     then = {s.key: s for s in map(ErrorStats.from_json, before.meta["accuracy"]) if s.framework == framework}
     now = [s for s in map(ErrorStats.from_json, after.meta["accuracy"]) if s.framework == framework]
-    beyond = {s.now.key for s in judge(Recorded({}, before.label, then), now, {})}
     cells = []
     for s in sorted(now, key=lambda s: (s.activation, s.dtype)):
         old = then.get(s.key)
         if old is None or not _changed(old, s):
             continue
-        shift = Shift(old, s, allowed(old, s), (), ())
+        shift = Shift(old, s)
         text = (f"{s.activation} {s.dtype}: {old.mean:+.3f} / {old.max:.3g} -> {s.mean:+.3f} / {s.max:.3g} "
                 f"({shift.shift:+.3f} ulp, rms {old.rms:.2f} -> {s.rms:.2f}{_far(shift)}, ")
         moved = _reference_moved(before, after, f"{s.activation} {s.dtype}")
         if moved:
             text += f"not judged: {moved})"
         else:
-            text += f"{shift.direction}{'' if s.key in beyond else ', within verify limit'})"
+            text += f"{shift.direction}{'' if shift.beyond else ', within verify limit'})"
         cells.append(text)
     return "; ".join(cells) or "unchanged"
 
