@@ -10,6 +10,9 @@ moved one ulp toward zero, for ``k`` = 1, 2, 4, ... 4096, judged against its uns
 ``verify`` judges them on the same kernel path; the smallest mean shift still caught, after checking that a
 second unshifted measurement raises no alarm. And the spread's line: one output in ``k`` moved one ulp,
 alternately toward and away from zero (the spread grows, the mean hardly moves); the smallest spread change caught.
+Last, the verdict's false alarms when the inputs are a sample: every statistic of torch and Keras measured on
+random halves of the grid (elements; whole rows for the row-coupled activations), one half judged against the
+other as ``verify`` judges the same kernel path: each alarm is false (the same op, the same kernels).
 """
 
 from __future__ import annotations
@@ -127,6 +130,44 @@ def smallest_caught_change(dtype: str, move, activation: str = "sigmoid") -> tup
     return caught
 
 
+def false_alarms_over_halves(pairs: int, seed: int = 27) -> tuple[int, int, dict[str, int]]:
+    """``(alarms, comparisons, alarms per rule)`` over ``pairs`` random splits of the grid in two halves per
+    (framework, activation, dtype) (see the module)."""
+    from equivalence.core.activations import ACTIVATIONS
+    from equivalence.core.dtypes import DTYPES
+    from equivalence.guard.accuracy import Recorded, activations, judge
+
+    rng = np.random.default_rng(seed)
+    alarms, comparisons, rules = 0, 0, {"mean": 0, "spread": 0, "far-off count": 0}
+    for framework in ("torch", "keras"):
+        adapter = get_adapter(framework)
+        for dtype in DTYPES:
+            for activation in activations():
+                if adapter.cannot(activation, dtype) is not None:
+                    continue
+                grid = accuracy.grid(dtype)
+                out = adapter.activation(activation, grid.copy(), dtype)
+                reference = accuracy.reference(activation, dtype)
+                rows = ACTIVATIONS[activation].row_coupled
+                for _ in range(pairs):
+                    units = grid.shape[0] if rows else grid.size
+                    chosen = np.zeros(units, dtype=bool)
+                    chosen[rng.permutation(units)[: units // 2]] = True
+                    half = np.repeat(chosen, grid.shape[1]) if rows else chosen
+                    half = half.reshape(grid.shape)
+                    a, b = (accuracy.summarize(framework, activation, dtype,
+                                               *accuracy.signed_errors(out[m], reference[m], dtype))
+                            for m in (half, ~half))
+                    comparisons += 1
+                    shifts = judge(Recorded({}, "half", {a.key: a}), [b], {})
+                    if shifts:
+                        alarms += 1
+                        for rule, hit in (("mean", shifts[0].mean_beyond), ("spread", shifts[0].spread_beyond),
+                                          ("far-off count", shifts[0].far_beyond)):
+                            rules[rule] += hit
+    return alarms, comparisons, rules
+
+
 def smallest_mean_shift(dtype: str, activation: str = "sigmoid") -> tuple[float, int]:
     """``(shift in ulps, k)``: the smallest systematic mean shift of torch's ``activation`` the accuracy statistic
     catches (one output in ``k`` moved one ulp toward zero), with no false alarm on an unshifted re-measurement."""
@@ -137,6 +178,7 @@ def smallest_mean_shift(dtype: str, activation: str = "sigmoid") -> tuple[float,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=8, help="bisection steps per dtype (default 8)")
+    parser.add_argument("--halves", type=int, default=20, help="random splits per statistic (default 20)")
     args = parser.parse_args()
     for dtype, low, high in (("float32", 1e-9, 1e-4), ("float64", 1e-18, 1e-12)):
         print(f"sensitivity {dtype}: smallest relative sigmoid drift caught = "
@@ -150,6 +192,10 @@ def main() -> None:
         print(f"sensitivity {dtype}: smallest spread change caught by the accuracy statistics = {spread:+.3f} ulp "
               f"(mean {mean:+.3f}; one sigmoid output in {every} moved one ulp, alternately toward and away from "
               f"zero; caught by the {rules}; no false alarm)")
+    alarms, comparisons, rules = false_alarms_over_halves(args.halves)
+    print(f"sensitivity: false alarms of the accuracy verdict over random halves of the grid = {alarms} of "
+          f"{comparisons} comparisons ({', '.join(f'{rule} {n}' for rule, n in rules.items())}; {args.halves} "
+          f"splits per statistic of torch and Keras)")
 
 
 if __name__ == "__main__":

@@ -134,6 +134,13 @@ def test_the_spread_bound_holds_the_sampling_error_of_a_bounded_sample():
     assert outside <= 0.05, outside
 
 
+def test_a_share_of_far_off_outputs_within_its_sampling_error_passes():
+    then = _stats(0.0, far=28_000)  # 28 % far off: gelu float64's share
+    assert guard_accuracy.judge(_recorded(then, FP), [_stats(0.0, far=28_300)], FP) == []
+    [shift] = guard_accuracy.judge(_recorded(then, FP), [_stats(0.0, far=30_000)], FP)
+    assert shift.far_beyond and shift.direction == "less accurate"
+
+
 def test_identical_statistics_are_never_flagged():
     for stats in (_stats(0.3, sd=0.01, largest=0.5), _stats(-0.9, sd=3.0, largest=16.0), _stats(0.0, far=900)):
         assert guard_accuracy.judge(_recorded(stats, FP), [stats], FP) == []

@@ -6,15 +6,25 @@ draws its own random cases (the ``soak`` profile is not derandomized). Most
 examples use pooled layers (cheap, about numbers); a slice builds real models in
 every style. conftest prints, and ``--stats-json`` writes, the worst
 error/bound ratio per dtype and activation.
+
+The accuracy verdict (``guard.accuracy.judge``, what ``verify`` applies on one kernel path) soaks too: each
+framework's activation measured again on the grid with its rows in a random order and cut into two calls of random
+sizes (other tensor shapes, other SIMD tails), judged against the canonical measurement: any alarm is false.
 """
 
+from functools import cache
+
+import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from equivalence.core import accuracy
 from equivalence.core.check import check_case
+from equivalence.core.dtypes import DTYPES
 from equivalence.core.strategies import breadth_specs, cases
 from equivalence.frameworks.registry import entry
+from equivalence.guard.accuracy import Recorded, activations, judge
 from tests.helpers import assert_layers_agree
 
 SHARDS = 40
@@ -51,3 +61,28 @@ def test_soak_every_build_style(shard, case, styles, torch_adapter, keras_adapte
     models = {"torch": (torch_adapter, torch_adapter.build(case.spec, torch_style)),
               "keras": (keras_adapter, keras_adapter.build(case.spec, keras_style))}
     assert_layers_agree(comparison=check_case(case, models), case=case)
+
+
+@cache
+def _canonical(adapter, activation: str, dtype: str) -> accuracy.ErrorStats:
+    return accuracy.measure(adapter.name, adapter.activation, activation, dtype)
+
+
+@pytest.mark.parametrize("framework", ["torch", "keras"])
+@settings(max_examples=max(1, settings.default.max_examples // 5), deadline=None)
+@given(dtype=st.sampled_from(DTYPES), activation=st.sampled_from(activations()), data=st.data())
+def test_soak_accuracy_verdict_raises_no_alarm_on_a_remeasurement(framework, dtype, activation, data, request):
+    adapter = request.getfixturevalue(f"{framework}_adapter")
+    assume(adapter.cannot(activation, dtype) is None)
+    grid = accuracy.grid(dtype)
+    order = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed")).permutation(len(grid))
+    cut = data.draw(st.integers(1, len(grid) - 1), label="cut")
+    shuffled = grid[order]
+    out = np.empty_like(shuffled)
+    out[:cut] = adapter.activation(activation, shuffled[:cut].copy(), dtype)
+    out[cut:] = adapter.activation(activation, shuffled[cut:].copy(), dtype)
+    again = np.empty_like(out)
+    again[order] = out
+    then = _canonical(adapter, activation, dtype)
+    now = accuracy.statistics(adapter.name, activation, dtype, again)
+    assert judge(Recorded({}, "canonical", {then.key: then}), [now], {}) == [], now.describe()

@@ -189,7 +189,11 @@ class ErrorStats:
 def statistics(framework: str, activation: str, dtype: str, out: np.ndarray) -> ErrorStats:
     """The statistics of ``out``, the framework's activation on ``grid(dtype)``."""
     fits, ref, scale = _prepared(activation, dtype)
-    errors, far, n = _signed(np.asarray(out, np.float64).ravel()[fits], ref, scale)
+    return summarize(framework, activation, dtype, *_signed(np.asarray(out, np.float64).ravel()[fits], ref, scale))
+
+
+def summarize(framework: str, activation: str, dtype: str, errors: np.ndarray, far: int, n: int) -> ErrorStats:
+    """The statistics of ``signed_errors``' result ``(errors, far, n)``."""
     count = errors.size
     mean = float(errors.mean()) if count else 0.0
     sd = float(errors.std(ddof=1)) if count > 1 else 0.0

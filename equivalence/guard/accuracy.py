@@ -10,9 +10,10 @@ against the recording (``judge``):
   are the same unless the framework's code changed. A shift of the mean by more than the sampling error of the
   two means, ``sqrt(ci95_then^2 + ci95_now^2)``, plus ``FLOOR`` ulps fails; so does a change of the spread (the
   standard deviation) by more than its sampling error (``spread_ci95``) plus ``SPREAD_FLOOR`` ulps, and a change
-  of the count of far-off outputs by more than ``FAR_FLOOR`` of the grid. The failure names the framework, op and
-  dtype, the shift in ulps, and the direction: **more accurate** when the RMS signed error (bias and spread
-  together) fell, **less accurate** when it rose (fewer or more far-off outputs first).
+  of the share of far-off outputs by more than its sampling error (a proportion's) plus ``FAR_FLOOR``. The
+  failure names the framework, op and dtype, the shift in ulps, and the direction: **more accurate** when the RMS
+  signed error (bias and spread together) fell, **less accurate** when it rose (fewer or more far-off outputs
+  first).
 * **Another kernel path** (another CPU, or a kernel variable set): kernels change each op's rounding (measured:
   softmax float32 moves by 0.09 ulp between oneDNN/ATen paths), so a shift is reported as "the machine changed",
   never as a framework regression, and does not fail. What holds on every kernel path is the bias limit
@@ -52,7 +53,7 @@ SPREAD_FLOOR = 0.02
 floor. A spread that grows without moving the mean (TF 2.20's float64 tanh: sd 0.37 -> 1.26 ulp, mean +0.017) is a
 less accurate op that the mean alone lets pass."""
 FAR_FLOOR = 1e-3
-"""Fraction of the grid the count of far-off outputs may change by on the same kernel path."""
+"""Share of the grid the far-off outputs' share may move by on the same kernel path beyond its sampling error."""
 
 
 def activations() -> tuple[str, ...]:
@@ -173,8 +174,15 @@ class Shift:
         return abs(self.spread_shift) > self.spread_allowed
 
     @property
+    def far_allowed(self) -> float:
+        """How far the share of far-off outputs may move on the same kernel path: the sampling error of both shares
+        (a proportion's, ``sqrt(p (1 - p) / n)``, at 95 %), plus ``FAR_FLOOR``."""
+        return Z95 * math.hypot(*(math.sqrt(_share_far(s) * (1 - _share_far(s)) / max(1, s.n))
+                                  for s in (self.then, self.now))) + FAR_FLOOR
+
+    @property
     def far_beyond(self) -> bool:
-        return abs(self.far_change) > FAR_FLOOR * max(self.then.n, self.now.n)
+        return abs(_share_far(self.now) - _share_far(self.then)) > self.far_allowed
 
     @property
     def beyond(self) -> bool:
@@ -204,6 +212,10 @@ class Shift:
         if self.far_change:
             text += f", beyond {accuracy.FAR_ULPS:g} ulps {self.then.far} -> {s.far} of {s.n}"
         return f"{text}: {self.direction}"
+
+
+def _share_far(stats: ErrorStats) -> float:
+    return stats.far / stats.n if stats.n else 0.0
 
 
 def spread_ci95(stats: ErrorStats) -> float:
