@@ -91,7 +91,7 @@ def _mxnet(v: Mapping[str, str]) -> str:
 
 
 TORCH = Framework(
-    "torch", "equivalence.frameworks.torch:TorchAdapter", packages=("torch",),
+    "torch", "equivalence.frameworks.torch.adapter:TorchAdapter", packages=("torch",),
     styles=("sequential", "modulelist", "plain_list"),
     registering_styles=("sequential", "modulelist"),  # plain_list: the seed notes' trap, nothing registered
     save_formats=(".pt",),  # state_dict through torch.save, read back with torch.load(weights_only=True)
@@ -108,7 +108,7 @@ KERAS = Framework(
     check_environment=keras_backend_problem, walker="equivalence.frameworks.keras.variant:walk")
 
 MXNET = Framework(
-    "mxnet", "equivalence.frameworks.mxnet:GluonAdapter", packages=("mxnet",),
+    "mxnet", "equivalence.frameworks.mxnet.adapter:GluonAdapter", packages=("mxnet",),
     styles=("sequential", "hybridized", "subclass"),
     save_formats=(".params",),  # save_parameters / load_parameters: MXNet's own NDArray container, no pickle
     install_hint="MXNet 1.9.1 needs numpy<1.24, so it cannot share .venv with TensorFlow: make mxnet creates "
