@@ -121,6 +121,10 @@ def assume_reference_definitions(case: Case, *adapters: Adapter) -> None:
                    for act in case.spec.activations))
 
 
+REPLAY_BUILDS = {"torch": "sequential", "keras": "functional"}
+"""How the snippet of a failing case rebuilds it: framework -> build style."""
+
+
 def replay_note(case: Case) -> str:
     """Where the failing case was written (pickle-free) and a snippet that re-runs it.
 
@@ -131,7 +135,7 @@ def replay_note(case: Case) -> str:
     test = os.environ.get("PYTEST_CURRENT_TEST", "case").split(" ")[0]
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", test.split("::", 1)[-1])[:120]
     path = save_case(case, name)
-    return f"\nfailing case written to {path} (+ .npz); rebuild it with:\n{snippet(path)}"
+    return f"\nfailing case written to {path} (+ .npz); rebuild it with:\n{snippet(path, REPLAY_BUILDS)}"
 
 
 def assert_layers_agree(*, comparison: Comparison, case: Case) -> None:
