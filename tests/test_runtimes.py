@@ -299,8 +299,9 @@ def test_every_compiled_keras_layer_agrees_with_eager_keras_and_the_reference(ca
     assert_layers_agree(comparison=check_case(case, models), case=case)
 
 
-@pytest.mark.parametrize("variant", ["keras_graph", "keras_xla"])
+@pytest.mark.parametrize("variant", ["keras_graph", "keras_xla", "torch_compile", "torch_export"])
 def test_the_compiled_model_runs_as_its_chained_layers(variant, request):
+    """tf.function, XLA, inductor and torch.export: a whole model's program gives its layers' chain, bit for bit."""
     adapter = request.getfixturevalue(f"{variant}_adapter")
     case = make_case(StackSpec(6, (7, 5, 3), ("tanh", "gelu", "softmax")), seed=11, batch=9)
     model = adapter.build(case.spec, "sequential")
@@ -377,15 +378,6 @@ def test_every_torch_compile_layer_agrees_with_eager_torch_and_the_reference(cas
 
 TORCH_PROGRAMS = ("torch_compile", "torch_export")
 """The runtimes that trace torch's own modules into a program (inductor's kernels, an ExportedProgram)."""
-
-
-@pytest.mark.parametrize("variant", TORCH_PROGRAMS)
-def test_the_traced_torch_model_runs_as_its_chained_layers(variant, request):
-    adapter = request.getfixturevalue(f"{variant}_adapter")
-    case = make_case(StackSpec(6, (7, 5, 3), ("tanh", "gelu", "softmax")), seed=11, batch=9)
-    model = adapter.build(case.spec, "sequential")
-    adapter.set_weights(model, case.weights)
-    np.testing.assert_array_equal(adapter.forward(model, case.x), adapter.taps(model, case.x)[-1])
 
 
 @pytest.mark.parametrize("variant", TORCH_PROGRAMS)
