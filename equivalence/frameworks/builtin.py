@@ -155,7 +155,8 @@ ORT = Framework(
     version_keys=("onnxruntime", "onnx", "onnx_opset", "exporter"),
     kernel_keys=("ort_provider", "ort_graph_optimization", "ort_intra_op_threads"), describe=_ort,
     known_differences=torch_facts.ORT,
-    in_suite_default=False)  # its own properties run in make check (tests/test_runtimes.py); all in make runtimes
+    in_suite_default=False)  # its own properties run in make check (tests/frameworks/test_runtimes.py), all in
+    # make runtimes
 
 _KERAS_VARIANT = dict(
     packages=("keras", "tensorflow"), styles=("sequential",),  # the build styles are the keras entry's to check

@@ -70,8 +70,9 @@ class Framework:
     selects the runtimes for the whole suite."""
     runs_on: str | None = None
     """The framework whose ops it runs (keras_xla: Keras' activations through XLA; torch_compile: torch's modules
-    compiled), so that framework's known differences apply to it too (measured in ``tests/test_runtimes.py`` and
-    ``tests/test_torch_export.py``); None: its own kernels only (LiteRT)."""
+    compiled), so that framework's known differences apply to it too (measured in
+    ``tests/frameworks/test_runtimes.py`` and ``tests/frameworks/test_torch_export.py``); None: its own kernels
+    only (LiteRT)."""
     weights_dtype: str | None = None
     """The dtype it stores a layer's weights in, where not the layer's (LiteRT's float16 weight quantisation:
     ``litert_fp16w``); the error model adds the rounding to it (``tolerance.rounded_weights_error``)."""
@@ -82,7 +83,7 @@ class Framework:
     """The start-up probes its differences' conditions name (``equivalence.core.conditions.Probe``)."""
     own_tests_default: bool = True
     """Whether the tests written for it alone (its own fixture, e.g. ``ort_adapter`` in
-    ``tests/test_runtimes.py``) run when no selection is given: False for a runtime too slow to start in
+    ``tests/frameworks/test_runtimes.py``) run when no selection is given: False for a runtime too slow to start in
     ``make check`` (torch.compile)."""
 
     def __post_init__(self) -> None:

@@ -154,7 +154,7 @@ def mean_in_dtype(y: Any) -> Any:
     Not ``keras.ops.mean``: off TensorFlow, Keras 3.15.1 computes it in ``result_type(dtype, "float32")``,
     which is float32 for float64, so every float64 gradient would carry a float32-rounded ``1/N``
     (2.98e-8 relative at N = 3: found by the suite on the jax backend, where nothing else hid it; pinned
-    in ``tests/test_keras_quirks.py``). A sum and the backend tensor's own division stay float64.
+    in ``tests/frameworks/test_keras_quirks.py``). A sum and the backend tensor's own division stay float64.
     A float16 sum may overflow, but its gradient does not depend on its value.
     """
     return keras.ops.sum(y) / math.prod(y.shape)

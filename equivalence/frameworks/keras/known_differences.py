@@ -165,7 +165,7 @@ KERAS_XLA: tuple[KnownDifference, ...] = (
         "layers compiled one by one: a float64 sigmoid -> tanh stack (1 -> 4 -> 1) lands 1 ulp away, and "
         "hypothesis found a float32 sigmoid stack (16 -> 16 -> 1) 1 ulp away; within 0.08 of the last layer's "
         "error bound over 120 random stacks of every dtype, 2 of 36 float64 ones off, none of the others "
-        "(TF 2.21.0, Keras 3.15.1). Evidence in tests/test_runtimes.py",
+        "(TF 2.21.0, Keras 3.15.1). Evidence in tests/frameworks/test_runtimes.py",
         scope=("whole_graph",), families=PARAMETRIC_FAMILIES),
 )
 
@@ -175,7 +175,7 @@ LITERT: tuple[KnownDifference, ...] = (
         "TFLiteConverter (TensorFlow 2.21.0) folds hard_sigmoid's relu6(z + 3) / 6 into the layer: "
         "FULLY_CONNECTED with a fused RELU6 whose bias buffer holds float32(b + 3), then MUL 1/6. So the "
         "weights LiteRT stores are not the ones written; no other activation is folded (all 19 measured, "
-        "ai-edge-litert 2.3.0). Evidence in tests/test_litert.py", scope=("native_weights",),
+        "ai-edge-litert 2.3.0). Evidence in tests/frameworks/test_litert.py", scope=("native_weights",),
         native_bias_shift=3.0),
     KnownDifference(
         "litert_whole_model_folds_across_layers", "litert", tuple(ACTIVATIONS), ("float32",), "by_design",
@@ -183,7 +183,7 @@ LITERT: tuple[KnownDifference, ...] = (
         "next), so the converted model is not bit for bit its layers converted one by one: a linear -> sigmoid "
         "stack (1 -> 1 -> 1) 1 ulp off in float32; with float16 weights the folded weights are rounded once, "
         "3.3e-5 off, within the last layer's bound plus each layer's weight rounding term (ai-edge-litert "
-        "2.3.0, TF 2.21.0). Evidence in tests/test_litert.py", scope=("whole_graph",),
+        "2.3.0, TF 2.21.0). Evidence in tests/frameworks/test_litert.py", scope=("whole_graph",),
         families=PARAMETRIC_FAMILIES),
     KnownDifference(
         "litert_float32_softplus_overflows_above_88", "litert", ("softplus",), ("float32",), "excuse",
@@ -191,7 +191,7 @@ LITERT: tuple[KnownDifference, ...] = (
         "LOG(ADD(EXP(z), 1)), and LiteRT's EXP overflows from z = 88.377 (measured; ln(float32 max) is 88.72), "
         "so softplus gives +inf instead of z above it (ai-edge-litert 2.3.0; litert_fp16w too). Found by the "
         "suite: softplus(99.83) = inf. mish, built the same way, stays finite "
-        "(tanh(inf) = 1). Evidence in tests/test_litert.py",
+        "(tanh(inf) = 1). Evidence in tests/frameworks/test_litert.py",
         excuse=lambda z, got, x: (z > 88.0) & np.isposinf(got)),
 )
 
@@ -203,7 +203,7 @@ LITERT_FP16W: tuple[KnownDifference, ...] = (
         "buffer holds b + 3 (FULLY_CONNECTED with a fused RELU6, then MUL 1/6), and float16 weight quantisation "
         "rounds b + 3, not b: up to eps16/2 * 3 more in z, eps16/2 * 3 / 6 = eps16/4 in the output. Measured "
         "with ai-edge-litert 2.3.0: a 8-8 layer at input scale 0.01 was off by 2.75x the weight-rounding bound. "
-        "The MUL's 1/6 is a float16 constant too: eps16/2 of |h| more. Evidence in tests/test_litert.py",
+        "The MUL's 1/6 is a float16 constant too: eps16/2 of |h| more. Evidence in tests/frameworks/test_litert.py",
         extra_error=0.5 * EPSILON["float16"] * (3 / 6 + 1), scope=("forward",)),
     KnownDifference(
         "litert_fp16w_selu_constants_in_float16", "litert_fp16w", ("selu",), ("float32",), "extra_error",
@@ -211,5 +211,5 @@ LITERT_FP16W: tuple[KnownDifference, ...] = (
         "scale 1.0507 and scale * alpha 1.7581 (MUL constants) become float16, eps16/2 relative, so the output "
         "is off by up to eps16/2 of |h| (measured 1.8e-4 at h = -1.127, ai-edge-litert 2.3.0; with the weights "
         "rounded first every other float32 activation is bit for bit the float32 litert). Evidence in "
-        "tests/test_litert.py", extra_error=0.5 * EPSILON["float16"], scope=("forward",)),
+        "tests/frameworks/test_litert.py", extra_error=0.5 * EPSILON["float16"], scope=("forward",)),
 )

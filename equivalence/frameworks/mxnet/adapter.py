@@ -4,7 +4,7 @@ MXNet is retired (Apache Attic). Its last release, 1.9.1, still runs on Python
 3.11 but needs ``numpy<1.24`` (it uses the removed ``np.bool``), so it lives in
 its own environment (``make mxnet``), never beside TensorFlow.
 
-Gluon traps handled here (each measured and pinned in ``tests/test_mxnet_quirks.py``):
+Gluon traps handled here (each measured and pinned in ``tests/frameworks/test_mxnet_quirks.py``):
 
 * ``nd.array(numpy_array)`` makes float32 whatever the numpy dtype: every
   conversion here names its dtype.
@@ -112,7 +112,7 @@ _GLUON_FORMS: dict[str, tuple[str, str | Callable[[], gluon.HybridBlock] | None]
 }
 
 _FLOAT32_FORMS: dict[str, Callable[[], gluon.HybridBlock]] = {
-    "gelu": lambda: nn.GELU(),  # the erf form (not tanh) in MXNet 1.9.1: measured in tests/test_mxnet_quirks.py
+    "gelu": lambda: nn.GELU(),  # the erf form (not tanh) in MXNet 1.9.1 (tests/frameworks/test_mxnet_quirks.py)
     "leaky_relu_0.2": lambda: nn.LeakyReLU(alpha=LEAKY_SLOPE),  # no default in nn; F.LeakyReLU's is 0.25
 }
 _FLOAT64_FORMS: dict[str, Callable[[], gluon.HybridBlock]] = {
@@ -131,7 +131,7 @@ UNSUPPORTED_DTYPES: dict[str, str] = {
                "is currently only supported by CuDNN version' when the result is read)",
     "bfloat16": "Gluon's Dense does not accept dtype 'bfloat16' (numpy: \"data type 'bfloat16' not understood\")",
 }
-"""Dtypes MXNet cannot compute a Dense layer in on this CPU build (measured, see tests/test_mxnet_quirks.py)."""
+"""Dtypes MXNet cannot compute a Dense layer in on this CPU build (measured: tests/frameworks/test_mxnet_quirks.py)."""
 
 
 

@@ -1,6 +1,6 @@
 """MXNet Gluon's measured differences: the entries (``equivalence.core.known_differences.KnownDifference``).
 Data only: nothing here imports MXNet (which needs its own venv); the registry entry
-(``equivalence.frameworks.builtin``) carries them to the core. Evidence in ``tests/test_mxnet_quirks.py``.
+(``equivalence.frameworks.builtin``) carries them to the core. Evidence in ``tests/frameworks/test_mxnet_quirks.py``.
 
 Two float64 differences small enough to keep Gluon's op widen the bound (``extra_error``); the others are
 ``noted``: measured where the mapping was made, and the adapter computes around them (its own formula, or
@@ -21,11 +21,11 @@ MXNET: tuple[KnownDifference, ...] = (
         "mxnet_float64_erf_backward_float32_constant", "mxnet", ("gelu",), ("float64",), "extra_error",
         "MXNet's float64 erf backward is float32-accurate: 2/sqrt(pi) exp(-x^2) off by up to 3.0e-8 relative "
         "(0.252 eps32, over [-6, 6]); gelu's gradient by 7.3e-9 at x = 1. The forward is float64-exact. "
-        "Evidence in tests/test_mxnet_quirks.py", extra_error=0.5 * EPSILON["float32"], scope=("gradient",)),
+        "Evidence in tests/frameworks/test_mxnet_quirks.py", extra_error=0.5 * EPSILON["float32"], scope=("gradient",)),
     KnownDifference(
         "mxnet_float64_softrelu_threshold_20", "mxnet", ("softplus",), ("float64",), "extra_error",
         "MXNet's float64 Activation('softrelu') returns x above 20 (like torch's threshold=20), dropping "
-        "log1p(exp(-x)) <= 2.1e-9. Evidence in tests/test_mxnet_quirks.py", extra_error=FLOAT32_CONSTANT,
+        "log1p(exp(-x)) <= 2.1e-9. Evidence in tests/frameworks/test_mxnet_quirks.py", extra_error=FLOAT32_CONSTANT,
         scope=("forward",)),
     KnownDifference(
         "relu_nan_float32", "mxnet", ("relu",), ("float32",), "noted",

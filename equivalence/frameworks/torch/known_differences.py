@@ -155,13 +155,14 @@ ORT: tuple[KnownDifference, ...] = (
         "ONNX Celu is defined for float32 only, so torch.onnx.export (dynamo=False, opset 20) wraps a float64 "
         "CELU in Cast(float32) -> Celu -> Cast(float64): ORT computes it in float32, every output float32-exact, "
         "off by up to 0.59 eps32 of max(1, |h|) over [-50, 50] (torch 2.13.0, ORT 1.32.0). The float16 graph "
-        "is refused instead (ORT names the type). Evidence in tests/test_runtimes.py",
+        "is refused instead (ORT names the type). Evidence in tests/frameworks/test_runtimes.py",
         extra_error=FLOAT32_MATMUL),
     KnownDifference(
         "ort_float64_gelu_tanh_float32_constant", "ort", ("gelu_tanh",), ("float64",), "extra_error",
         "ORT 1.32.0's float64 Gelu(approximate='tanh') kernel (what torch.onnx.export writes for "
         "nn.GELU('tanh') at opset 20) is off by up to 0.049 eps32 (5.8e-9 at x = -1.41) from float64 math: "
-        "float32 constants, like Keras' (keras_float64_gelu_float32_constant). Evidence in tests/test_runtimes.py",
+        "float32 constants, like Keras' (keras_float64_gelu_float32_constant). Evidence in "
+        "tests/frameworks/test_runtimes.py",
         extra_error=FLOAT32_CONSTANT),
     KnownDifference(
         "ort_float16_graph_computes_in_float32", "ort", tuple(ACTIVATIONS), ("float16",), "by_design",
@@ -170,7 +171,7 @@ ORT: tuple[KnownDifference, ...] = (
         "graph rounds at its output like any float16 layer, but the whole stack's graph rounds only once, at "
         "the end: bit for bit the float32 chain of its float16 weights, rounded to float16 (every activation "
         "ORT runs in float16, 15 seeds each; 1 ulp off the float16 chain in 8-15 of 15; ORT 1.32.0). "
-        "Evidence in tests/test_runtimes.py", scope=("whole_graph",), whole_graph_computes_in="float32",
+        "Evidence in tests/frameworks/test_runtimes.py", scope=("whole_graph",), whole_graph_computes_in="float32",
         families=PARAMETRIC_FAMILIES, when=(X86_64,)),
 )
 
@@ -182,6 +183,6 @@ TORCH_COMPILE: tuple[KnownDifference, ...] = (
         "not bit for bit the chain of the layers compiled one by one: hypothesis found a one-layer float32 tanh "
         "model (1 -> 2) 1 ulp off its compiled layer (torch 2.13.0, inductor, dynamic shapes), within the last "
         "layer's bound; it depends on what the process compiled before and does not reproduce alone. Evidence "
-        "(the bound, across shapes compiled in turn) in tests/test_runtimes.py", scope=("whole_graph",),
+        "(the bound, across shapes compiled in turn) in tests/frameworks/test_runtimes.py", scope=("whole_graph",),
         families=PARAMETRIC_FAMILIES),
 )

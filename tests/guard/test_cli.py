@@ -24,7 +24,7 @@ from equivalence.frameworks.registry import names
 from equivalence.guard import golden
 from tests.helpers import keras3_only
 
-GOLDEN = Path(__file__).resolve().parent.parent / "golden"
+GOLDEN = Path(__file__).resolve().parents[2] / "golden"
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

@@ -288,8 +288,9 @@ def test_below_its_range_keras_float64_gelu_is_float64_exact(torch_adapter, kera
 
 
 def test_every_known_difference_has_evidence():
-    # MXNet's entries are measured in tests/test_mxnet_quirks.py (its own venv: numpy<1.24, no torch or Keras),
-    # the runtimes' in tests/test_runtimes.py (test_every_runtime_difference_has_evidence_here).
+    # MXNet's entries are measured in tests/frameworks/test_mxnet_quirks.py (its own venv: numpy<1.24, no torch or
+    # Keras),
+    # the runtimes' in tests/frameworks/test_runtimes.py (test_every_runtime_difference_has_evidence_here).
     assert sorted(d.name for d in KNOWN_DIFFERENCES if d.framework not in ("mxnet", *RUNTIMES)) == sorted(EVIDENCE)
     for d in KNOWN_DIFFERENCES:
         assert d.evidence and d.kind in ("extra_error", "excuse", "definition", "by_design", "noted"), d.name

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent / "equivalence"
+PACKAGE = Path(__file__).resolve().parents[2] / "equivalence"
 FRAMEWORK_PACKAGES = {"torch", "tensorflow", "keras", "jax", "mxnet", "onnx", "onnxruntime", "tf_keras",
                       "ai_edge_litert"}
 

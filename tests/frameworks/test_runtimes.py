@@ -245,7 +245,7 @@ def test_ort_float16_graph_computes_in_float32(activation, ort_adapter):
 
 
 def test_every_runtime_difference_has_evidence_here():
-    here = [runtime for runtime in RUNTIMES if not runtime.startswith("litert")]  # LiteRT's: tests/test_litert.py
+    here = [runtime for runtime in RUNTIMES if not runtime.startswith("litert")]  # LiteRT's: in test_litert.py
     names = sorted(d.name for d in KNOWN_DIFFERENCES if d.framework in here)
     assert names == sorted(name.removeprefix("test_") for name in globals()
                            if name.removeprefix("test_") in {d.name for d in KNOWN_DIFFERENCES})
@@ -261,7 +261,7 @@ def test_ort_verifies_against_the_golden_vectors(ort_adapter):
 
     from equivalence.guard import golden
 
-    vectors = golden.load(Path(__file__).resolve().parents[1] / "golden")
+    vectors = golden.load(Path(__file__).resolve().parents[2] / "golden")
     picked = tuple(c for c in vectors.cases if c.spec.dtype != "float32")  # every activation, three dtypes
     picked += tuple(c for c in vectors.cases if c.spec.dtype == "float32" and c.spec.depth > 2)[:8]
     result = golden.verify(replace(vectors, cases=picked), {"ort": ort_adapter})
