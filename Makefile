@@ -92,7 +92,7 @@ bench: venv ## benchmark the check path against the naive loop and the floor (wr
 	$(BIN)/python -m equivalence.guard.bench
 
 soak: venv ## 100,000+ random cases over all workers (pytest-xdist); writes soak.json
-	$(BIN)/python -m pytest tests/test_soak.py -m soak -n auto --hypothesis-profile soak \
+	$(BIN)/python -m pytest tests/core/test_soak.py -m soak -n auto --hypothesis-profile soak \
 		--stats-json soak.json -q
 
 sensitivity: venv ## bisect the smallest activation drift the suite catches, per dtype
@@ -103,7 +103,7 @@ sensitivity: venv ## bisect the smallest activation drift the suite catches, per
 # registry-wide tests with only the runtimes selected (what needs torch or Keras beside them skips: make check
 # ran it), verify and report for each beside torch and Keras, and the table of worst ratios and bit-for-bit pairs.
 RUNTIMES ?= ort keras_graph keras_xla torch_compile litert litert_fp16w torch_export
-RUNTIME_TESTS := tests/test_runtimes.py tests/test_litert.py tests/test_torch_export.py
+RUNTIME_TESTS := tests/frameworks/test_runtimes.py tests/frameworks/test_litert.py tests/frameworks/test_torch_export.py
 runtimes: venv ## the runtimes: their own tests at 4x the examples, the registry-wide tests, verify, report, the table
 	$(BIN)/python -m pytest --frameworks torch,keras,$(subst $(space),$(comma),$(RUNTIMES)) $(RUNTIME_TESTS) \
 		--hypothesis-profile runtimes $(PYTEST_ARGS)
@@ -134,7 +134,7 @@ mxnet: $(MXNET_STAMP) ## MXNet Gluon in .venv-mxnet (numpy<1.24): MXNet properti
 # second, CUDA-sized TensorFlow beside tensorflow-cpu; installed with --no-deps beside tensorflow-cpu it runs
 # (same version, same TF). The whole suite runs on Keras 2 there, then the Keras 2 baseline is verified
 # (tests/golden-keras2; golden/ is Keras 3's, and verifying it under Keras 2 fails on hard_sigmoid by design:
-# tests/test_keras_migration.py checks exactly that).
+# tests/frameworks/test_keras_migration.py checks exactly that).
 KERAS2_VENV ?= .venv-keras2
 KERAS2_BIN := $(KERAS2_VENV)/bin
 KERAS2_STAMP := $(KERAS2_VENV)/.installed-stamp

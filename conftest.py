@@ -34,7 +34,7 @@ from equivalence.frameworks.registry import (
     names,
 )
 
-pytest_plugins = ["pytester"]  # tests/test_own_plugin_and_cli.py runs the pytest plugin in a temporary project
+pytest_plugins = ["pytester"]  # tests/own/test_own_plugin_and_cli.py runs the pytest plugin in a temporary project
 
 if os.environ.get("KERAS_BACKEND") == "jax":
     # Keras on jax truncates float64 to float32 unless x64 is on; the suite checks float64 stacks.
@@ -48,7 +48,7 @@ settings.register_profile("thorough", max_examples=2000, **_COMMON)
 # A quick pass over every property while developing (e.g. on jax, which compiles every new shape); never CI's.
 settings.register_profile("smoke", max_examples=10, **_COMMON)
 # make soak: 40 pooled shards x 2,500 + 10 style shards x 125 = 101,250 cases, never derandomized.
-# make runtimes: the runtimes' properties (tests/test_runtimes.py) at 4x make check's examples.
+# make runtimes: the runtimes' properties (tests/frameworks/test_runtimes.py) at 4x make check's examples.
 settings.register_profile("runtimes", max_examples=400, **_COMMON)
 # make runtimes' second step: the registry-wide tests over the seven runtimes, at a quarter of make check's examples
 # (their own properties ran at 4x just before); at 100, XLA alone takes ~6 min of one of them.

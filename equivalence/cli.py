@@ -603,7 +603,7 @@ def _print_known_differences(recorded: Any, now: Any) -> None:
     if scopes:
         print("  probed scopes here: " + "; ".join(scopes))
     then = recorded.get("known_differences", {}).get("active")
-    if then is not None and then != active_now:
+    if then is not None and set(then) != set(active_now):  # the order is the registry's, which may change
         print("  when recorded: " + (", ".join(then) or "none") + " (recorded outputs are judged with those)")
 
 

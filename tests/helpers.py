@@ -39,8 +39,8 @@ BFLOAT16 = pytest.param("bfloat16", marks=needs_bfloat16)
 
 RUNTIMES = tuple(name for name in names() if not entry(name).in_suite_default)
 """The runtimes (the registry leaves them out of the suite's default: ort, keras_graph, keras_xla, torch_compile,
-litert, litert_fp16w, torch_export): their named differences are measured in tests/test_runtimes.py and
-tests/test_litert.py."""
+litert, litert_fp16w, torch_export): their named differences are measured in tests/frameworks/test_runtimes.py and
+tests/frameworks/test_litert.py."""
 
 # Example budgets by cost, scaled from the active hypothesis profile (100 in dev and ci).
 NUMERIC_EXAMPLES = 13 * settings.default.max_examples
@@ -82,7 +82,7 @@ keras3_only = pytest.mark.skipif(
 
 keras3_vectors = pytest.mark.skipif(
     KERAS2, reason="golden/ holds Keras 3's outputs: under Keras 2 hard_sigmoid moved beyond the error model by "
-                   "design (tests/test_keras_migration.py); make keras2 verifies tests/golden-keras2")
+                   "design (tests/frameworks/test_keras_migration.py); make keras2 verifies tests/golden-keras2")
 
 
 def keras_walker_problem() -> str | None:
@@ -121,6 +121,10 @@ def assume_reference_definitions(case: Case, *adapters: Adapter) -> None:
                    for act in case.spec.activations))
 
 
+REPLAY_BUILDS = {"torch": "sequential", "keras": "functional"}
+"""How the snippet of a failing case rebuilds it: framework -> build style."""
+
+
 def replay_note(case: Case) -> str:
     """Where the failing case was written (pickle-free) and a snippet that re-runs it.
 
@@ -131,7 +135,7 @@ def replay_note(case: Case) -> str:
     test = os.environ.get("PYTEST_CURRENT_TEST", "case").split(" ")[0]
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", test.split("::", 1)[-1])[:120]
     path = save_case(case, name)
-    return f"\nfailing case written to {path} (+ .npz); rebuild it with:\n{snippet(path)}"
+    return f"\nfailing case written to {path} (+ .npz); rebuild it with:\n{snippet(path, REPLAY_BUILDS)}"
 
 
 def assert_layers_agree(*, comparison: Comparison, case: Case) -> None:

@@ -127,7 +127,7 @@ def _leaky(slope: float) -> Callable[[np.ndarray], np.ndarray]:
 
 
 # Largest slopes of the smooth non-monotone-slope ones, from a fine float64 grid
-# (tests/test_activations.py re-measures every entry): gelu 1.1289 at z = 2.42,
+# (tests/core/test_activations.py re-measures every entry): gelu 1.1289 at z = 2.42,
 # gelu_tanh 1.1290, silu 1.0998 at z = 2.40, mish 1.0886 at z = 1.19 (rounded up).
 ACTIVATIONS: dict[str, Activation] = {
     a.name: a

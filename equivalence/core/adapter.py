@@ -28,7 +28,7 @@ from equivalence.core.spec import StackSpec
 from equivalence.core.types import Gradients, ParamCount
 
 __all__ = ["Adapter", "FrameworkEntry", "FrameworkRefused", "FrameworkUnavailable", "Gradients", "ParamCount",
-           "adapter_for", "entry_for", "provide_registry"]
+           "adapter_for", "entry_for", "provide_registry", "registered"]
 
 
 class FrameworkUnavailable(RuntimeError):
@@ -44,6 +44,10 @@ class FrameworkEntry(Protocol):
     capabilities: frozenset[str]
     runs_on: str | None
     weights_dtype: str | None
+    known_differences: tuple[Any, ...]
+    """Its measured differences (``equivalence.core.known_differences.KnownDifference``)."""
+    probes: tuple[Any, ...]
+    """The start-up probes its differences' conditions name (``equivalence.core.conditions.Probe``)."""
 
 
 class FrameworkRefused(RuntimeError):
@@ -220,13 +224,22 @@ class Adapter(ABC):
             raise ValueError(f"unknown {self.name} style {style!r}; use one of {', '.join(self.styles)}")
 
 
-_registries: list[tuple[Callable[[str], Adapter], Callable[[str], FrameworkEntry]]] = []
+_registries: list[tuple[Callable[[str], Adapter], Callable[[str], FrameworkEntry], Callable[[], Sequence[str]]]] = []
 
 
-def provide_registry(adapters: Callable[[str], Adapter], entries: Callable[[str], FrameworkEntry]) -> None:
-    """Where ``adapter_for`` and ``entry_for`` look names up (the registry's ``get_adapter`` and ``entry``; the
-    latest wins). The registry calls it when imported."""
-    _registries.append((adapters, entries))
+def provide_registry(adapters: Callable[[str], Adapter], entries: Callable[[str], FrameworkEntry],
+                     names: Callable[[], Sequence[str]]) -> None:
+    """Where ``adapter_for``, ``entry_for`` and ``registered`` look names up (the registry's ``get_adapter``,
+    ``entry`` and ``names``; the latest wins). The registry calls it when imported."""
+    _registries.append((adapters, entries, names))
+
+
+def registered() -> tuple[FrameworkEntry, ...]:
+    """Every registered framework's entry, in the registry's order; none with no registry imported."""
+    if not _registries:
+        return ()
+    _, entries, names = _registries[-1]
+    return tuple(entries(name) for name in names())
 
 
 def adapter_for(name: str) -> Adapter:

@@ -222,8 +222,9 @@ class CurrentFacts:
 
     recorded = False
 
-    def __init__(self, probes: Mapping[str, Probe]) -> None:
+    def __init__(self, probes: Callable[[], Mapping[str, Probe]]) -> None:
         self._probes = probes
+        """The probes by name, as they are when a fact is first asked for (the registered frameworks')."""
         self._cache: dict[str, str | None] = {}
 
     def get(self, key: str) -> str | None:
@@ -244,8 +245,8 @@ class CurrentFacts:
                 return adapter_for(framework).versions().get(name)
             except FrameworkUnavailable:
                 return None
-        if section == "probes" and rest in self._probes:
-            probe = self._probes[rest]
+        probe = self._probes().get(rest) if section == "probes" else None
+        if probe is not None:
             try:
                 return probe.measure(adapter_for(probe.framework))
             except FrameworkUnavailable:

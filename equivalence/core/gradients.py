@@ -112,7 +112,7 @@ MAX_CURVATURE: dict[str, float] = {
 }
 """``max |f''|`` (rounded up; softmax and log_softmax: 1 as a coarse row bound): how far a
 pre-activation error ``d`` moves the derivative, ``|f'(z + d) - f'(z)| <= max|f''| d``.
-Re-measured on a grid in ``tests/test_gradients.py``."""
+Re-measured on a grid in ``tests/core/test_gradients.py``."""
 
 KINKS: dict[str, tuple[float, ...]] = {
     "relu": (0.0,), "relu6": (0.0, 6.0), "leaky_relu_0.2": (0.0,),

@@ -35,7 +35,7 @@ def check_weights(shapes: Sequence[tuple[int, int]], bias: Sequence[bool],
         if np.shape(W) != (n_in, n_out):
             raise ValueError(
                 f"{what}: layer {i} kernel has shape {np.shape(W)}, expected {(n_in, n_out)} "
-                "(canonical layout is (in, out); a torch weight (out, in) needs a transpose)"
+                "(canonical layout is (in, out); a weight stored (out, in) needs a transpose)"
             )
         if has_bias:
             if b is None:

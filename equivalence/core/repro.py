@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -67,13 +68,12 @@ def load_case(path: str | Path) -> Case:
     return Case(spec, weights, x)
 
 
-def snippet(path: Path) -> str:
-    """Python that re-runs the saved case three ways and prints the comparison."""
-    return (
-        "from equivalence import check_case, get_adapter\n"
-        "from equivalence.core.repro import load_case\n"
-        f"case = load_case({str(path)!r})\n"
-        "t, k = get_adapter('torch'), get_adapter('keras')\n"
-        "print(check_case(case, {'torch': (t, t.build(case.spec, 'sequential')),\n"
-        "                        'keras': (k, k.build(case.spec, 'functional'))}).message())"
-    )
+def snippet(path: Path, builds: Mapping[str, str]) -> str:
+    """Python that re-runs the saved case on each framework of ``builds`` (framework -> build style) and the
+    reference, and prints the comparison."""
+    lines = ["from equivalence import check_case, get_adapter", "from equivalence.core.repro import load_case",
+             f"case = load_case({str(path)!r})", "models = {}"]
+    for framework, style in builds.items():
+        lines += [f"adapter = get_adapter({framework!r})",
+                  f"models[{framework!r}] = (adapter, adapter.build(case.spec, {style!r}))"]
+    return "\n".join([*lines, "print(check_case(case, models).message())"])

@@ -93,8 +93,8 @@ def rounded_weights_error(framework: str, *, x: np.ndarray, weights: LayerWeight
                           kind: Dense = DENSE) -> float:
     """The weight rounding term of a framework that stores a layer's weights narrower than the layer computes
     (its registry entry's ``weights_dtype``: LiteRT's float16 weight quantisation writes them as float16 and
-    dequantises them to float32 before its float32 kernels; ``tests/test_litert.py`` checks that the reference
-    with its weights rounded to float16 first agrees with it at the plain float32 bound); else 0."""
+    dequantises them to float32 before its float32 kernels; ``tests/frameworks/test_litert.py`` checks that the
+    reference with its weights rounded to float16 first agrees with it at the plain float32 bound); else 0."""
     entry = entry_for(framework)
     weight_dtype = entry.weights_dtype if entry is not None else None
     if weight_dtype is None or EPSILON[weight_dtype] <= EPSILON[dtype]:

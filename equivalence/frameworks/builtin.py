@@ -15,7 +15,10 @@ import os
 import shutil
 from collections.abc import Callable, Mapping
 
+from equivalence.frameworks.keras import known_differences as keras_facts
+from equivalence.frameworks.mxnet import known_differences as mxnet_facts
 from equivalence.frameworks.registry import Framework
+from equivalence.frameworks.torch import known_differences as torch_facts
 
 LEGACY_VARIABLE = "TF_USE_LEGACY_KERAS"
 
@@ -91,12 +94,13 @@ def _mxnet(v: Mapping[str, str]) -> str:
 
 
 TORCH = Framework(
-    "torch", "equivalence.frameworks.torch:TorchAdapter", packages=("torch",),
+    "torch", "equivalence.frameworks.torch.adapter:TorchAdapter", packages=("torch",),
     styles=("sequential", "modulelist", "plain_list"),
     registering_styles=("sequential", "modulelist"),  # plain_list: the seed notes' trap, nothing registered
     save_formats=(".pt",),  # state_dict through torch.save, read back with torch.load(weights_only=True)
     default=True, version_keys=("torch",), kernel_keys=("cpu_capability",), describe=_torch,
-    walker="equivalence.frameworks.torch.walk:walk")
+    walker="equivalence.frameworks.torch.walk:walk",
+    known_differences=torch_facts.TORCH, probes=tuple(torch_facts.PROBES.values()))
 
 KERAS = Framework(
     "keras", "equivalence.frameworks.keras.variant:adapter", packages=("keras", "tensorflow", "jax", "tf_keras"),
@@ -105,15 +109,17 @@ KERAS = Framework(
     default=True,
     version_keys=("keras", "tensorflow", "keras_backend", "jax", "keras_torch"),
     kernel_keys=("onednn_enabled", "tf_intra_op_threads"), describe=_keras,
-    check_environment=keras_backend_problem, walker="equivalence.frameworks.keras.variant:walk")
+    check_environment=keras_backend_problem, walker="equivalence.frameworks.keras.variant:walk",
+    known_differences=keras_facts.KERAS, probes=tuple(keras_facts.PROBES.values()))
 
 MXNET = Framework(
-    "mxnet", "equivalence.frameworks.mxnet:GluonAdapter", packages=("mxnet",),
+    "mxnet", "equivalence.frameworks.mxnet.adapter:GluonAdapter", packages=("mxnet",),
     styles=("sequential", "hybridized", "subclass"),
     save_formats=(".params",),  # save_parameters / load_parameters: MXNet's own NDArray container, no pickle
     install_hint="MXNet 1.9.1 needs numpy<1.24, so it cannot share .venv with TensorFlow: make mxnet creates "
                  ".venv-mxnet",
-    version_keys=("mxnet",), kernel_keys=("mxnet_onednn", "mxnet_blas"), describe=_mxnet)
+    version_keys=("mxnet",), kernel_keys=("mxnet_onednn", "mxnet_blas"), describe=_mxnet,
+    known_differences=mxnet_facts.MXNET)
 
 def _keras2_problem(names: str) -> str | None:
     """The runtimes built on the Keras 3 adapter cannot run Keras 2 (``TF_USE_LEGACY_KERAS=1``)."""
@@ -148,7 +154,9 @@ ORT = Framework(
     install_hint="pip install 'equivalence[ort]' (onnxruntime and onnx; the graphs come from torch.onnx.export)",
     version_keys=("onnxruntime", "onnx", "onnx_opset", "exporter"),
     kernel_keys=("ort_provider", "ort_graph_optimization", "ort_intra_op_threads"), describe=_ort,
-    in_suite_default=False)  # its own properties run in make check (tests/test_runtimes.py); all in make runtimes
+    known_differences=torch_facts.ORT,
+    in_suite_default=False)  # its own properties run in make check (tests/frameworks/test_runtimes.py), all in
+    # make runtimes
 
 _KERAS_VARIANT = dict(
     packages=("keras", "tensorflow"), styles=("sequential",),  # the build styles are the keras entry's to check
@@ -160,7 +168,8 @@ _KERAS_VARIANT = dict(
 KERAS_GRAPH = Framework("keras_graph", "equivalence.frameworks.keras.graph:GraphKeras", runs_on="keras",
                         describe=_keras_compiled("tf.function (predict's graph)"), **_KERAS_VARIANT)
 KERAS_XLA = Framework("keras_xla", "equivalence.frameworks.keras.graph:XlaKeras", runs_on="keras",
-                      describe=_keras_compiled("XLA (tf.function(jit_compile=True))"), **_KERAS_VARIANT)
+                      describe=_keras_compiled("XLA (tf.function(jit_compile=True))"),
+                      known_differences=keras_facts.KERAS_XLA, **_KERAS_VARIANT)
 
 def cxx_compiler_problem() -> str | None:
     """Why torch.compile's inductor cannot build its C++ kernels here (one line), or None; torch not imported."""
@@ -177,6 +186,7 @@ TORCH_COMPILE = Framework(
     version_keys=("torch", "torch_compile_backend"),
     kernel_keys=("cpu_capability", "inductor_cpp_compiler", "inductor_simd"),
     describe=lambda v: f"{_torch(v)}, through torch.compile (inductor)", check_environment=cxx_compiler_problem,
+    known_differences=torch_facts.TORCH_COMPILE,
     in_suite_default=False, own_tests_default=False)  # ~17 s before its first layer: make runtimes runs it
 
 def litert_problem() -> str | None:
@@ -202,9 +212,10 @@ _LITERT = dict(
     in_suite_default=False, own_tests_default=False)  # its tests take minutes: make runtimes runs them
 
 LITERT = Framework("litert", "equivalence.frameworks.keras.litert:LiteRTKeras", describe=_litert("float32"),
-                   weights_dtype="float32", **_LITERT)
+                   weights_dtype="float32", known_differences=keras_facts.LITERT, **_LITERT)
 LITERT_FP16W = Framework("litert_fp16w", "equivalence.frameworks.keras.litert:LiteRTFloat16WeightsKeras",
-                         describe=_litert("float16"), weights_dtype="float16", runs_on="litert", **_LITERT)
+                         describe=_litert("float16"), weights_dtype="float16", runs_on="litert",
+                         known_differences=keras_facts.LITERT_FP16W, **_LITERT)
 
 TORCH_EXPORT = Framework(
     "torch_export", "equivalence.frameworks.torch.export:TorchExportAdapter", packages=("torch",), runs_on="torch",

@@ -28,6 +28,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from equivalence.core.adapter import Adapter, FrameworkUnavailable, provide_registry
+from equivalence.core.conditions import Probe
+from equivalence.core.known_differences import KnownDifference
 
 ENTRY_POINT_GROUP = "equivalence.frameworks"
 CAPABILITIES = ("gradients", "sgd", "save_load")
@@ -68,14 +70,20 @@ class Framework:
     selects the runtimes for the whole suite."""
     runs_on: str | None = None
     """The framework whose ops it runs (keras_xla: Keras' activations through XLA; torch_compile: torch's modules
-    compiled), so that framework's known differences apply to it too (measured in ``tests/test_runtimes.py`` and
-    ``tests/test_torch_export.py``); None: its own kernels only (LiteRT)."""
+    compiled), so that framework's known differences apply to it too (measured in
+    ``tests/frameworks/test_runtimes.py`` and ``tests/frameworks/test_torch_export.py``); None: its own kernels
+    only (LiteRT)."""
     weights_dtype: str | None = None
     """The dtype it stores a layer's weights in, where not the layer's (LiteRT's float16 weight quantisation:
     ``litert_fp16w``); the error model adds the rounding to it (``tolerance.rounded_weights_error``)."""
+    known_differences: tuple[KnownDifference, ...] = field(default=(), compare=False)
+    """Its measured differences from the reference (``equivalence.core.known_differences``: each names this
+    framework, its conditions and its evidence test); those of the framework it ``runs_on`` cover it too."""
+    probes: tuple[Probe, ...] = field(default=(), compare=False)
+    """The start-up probes its differences' conditions name (``equivalence.core.conditions.Probe``)."""
     own_tests_default: bool = True
     """Whether the tests written for it alone (its own fixture, e.g. ``ort_adapter`` in
-    ``tests/test_runtimes.py``) run when no selection is given: False for a runtime too slow to start in
+    ``tests/frameworks/test_runtimes.py``) run when no selection is given: False for a runtime too slow to start in
     ``make check`` (torch.compile)."""
 
     def __post_init__(self) -> None:
@@ -89,6 +97,10 @@ class Framework:
             raise ValueError(f"{self.name}: unknown capabilities {sorted(unknown)}; use some of {CAPABILITIES}")
         if not self.styles:
             raise ValueError(f"{self.name}: at least one build style")
+        strangers = sorted({f"{d.name} ({d.framework})" for d in self.known_differences if d.framework != self.name}
+                           | {f"{p.name} ({p.framework})" for p in self.probes if p.framework != self.name})
+        if strangers:
+            raise ValueError(f"{self.name}: known differences and probes must name it, got {', '.join(strangers)}")
         extra = set(self.registering_styles or ()) - set(self.styles)
         if extra:
             raise ValueError(f"{self.name}: registering styles {sorted(extra)} are not among its styles")
@@ -206,4 +218,4 @@ def get_adapter(name: str) -> Adapter:
     return adapter
 
 
-provide_registry(get_adapter, entry)
+provide_registry(get_adapter, entry, names)

@@ -59,13 +59,13 @@ def fingerprint(frameworks: Sequence[str] | None = None) -> dict[str, Any]:
 
 def _known_differences(fw: Mapping[str, Mapping[str, str]]) -> dict[str, Any]:
     """The probes of the installed frameworks and the named differences active here, as recorded facts."""
-    from equivalence.core.known_differences import FACTS, KNOWN_DIFFERENCES, PROBES, runs_on
+    from equivalence.core.known_differences import FACTS, known_differences, probes, runs_on
 
     here = {name for name, versions in fw.items() if "installed" not in versions}
     here |= {runs_on(name) for name in here} - {None}  # keras_xla runs Keras' ops: its entries apply
     return {
-        "probes": {name: FACTS.get(p.key) for name, p in PROBES.items() if p.framework in here},
-        "known_differences": {"active": [d.name for d in KNOWN_DIFFERENCES if d.framework in here and d.active()]},
+        "probes": {name: FACTS.get(p.key) for name, p in probes().items() if p.framework in here},
+        "known_differences": {"active": [d.name for d in known_differences() if d.framework in here and d.active()]},
     }
 
 

@@ -133,10 +133,10 @@ def table(summaries: Sequence[Mapping[str, Any]], skipped: Sequence[tuple[Cell, 
 def probe_here(out: Path) -> str:
     """Every named difference's probe on this machine's native path, beside the recorded CPUs (written to
     ``out/probes.md``): a new CPU shows up here as a table, before any cell runs."""
-    from equivalence.core.known_differences import FACTS, PROBES
+    from equivalence.core.known_differences import FACTS, probes
     from equivalence.guard.cpus import probe_table
 
-    markdown = probe_table(PROBES, FACTS)
+    markdown = probe_table(probes(), FACTS)
     (out / "probes.md").write_text(markdown, encoding="utf-8")
     return markdown
 

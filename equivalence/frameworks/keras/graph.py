@@ -3,7 +3,7 @@
 
 Eager Keras (``keras``) runs each op as TF's eager kernel; a graph lets Grappler and oneDNN rewrite and fuse
 (MatMul + BiasAdd + activation into one ``_FusedMatMul``), and XLA compiles the layer into its own fused CPU
-kernels. Each changes bits (``tests/test_runtimes.py`` measures which), all within the error model.
+kernels. Each changes bits (``tests/frameworks/test_runtimes.py`` measures which), all within the error model.
 
 A layer is traced (and, for XLA, compiled) once per input shape, and the cache is per layer and weakly held:
 the weights are variables the function reads, so a weight change needs no retrace. ``predict`` itself is not

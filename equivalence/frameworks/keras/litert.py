@@ -14,7 +14,7 @@ A layer is converted once, with a probe pattern of weights (distinct non-zero va
 converter drops an all-zero bias, so the current weights cannot be trusted to keep the graph's form); when its
 ``FULLY_CONNECTED`` buffers hold exactly the probe, they are rewritten in place with the layer's current
 weights, in the converter's layout (``(out, in)``) and storage dtype, which is what converting again writes
-(``tests/test_litert.py`` compares the buffers and the outputs), and a new interpreter is made from the
+(``tests/frameworks/test_litert.py`` compares the buffers and the outputs), and a new interpreter is made from the
 bytes. When they do not (the converter folds ``hard_sigmoid``'s ``+3`` into the bias), each weight change is a
 new conversion. ``forward`` of a built model converts the whole model with its weights, as a user would.
 

@@ -4,7 +4,7 @@
 A layer is exported once (``nn.Sequential(linear, activation)``, the batch axis ``Dim.DYNAMIC``, ~0.1 s a
 layer after ~2 s for the first of a process) and cached per layer object; the exported module holds the torch
 layer's own parameters (``module()`` shares their storage: measured), so new weights need no new export.
-``forward`` exports the model itself. ``tests/test_torch_export.py`` checks that a ``torch.export.save`` and
+``forward`` exports the model itself. ``tests/frameworks/test_torch_export.py`` checks that a ``torch.export.save`` and
 ``load`` round trip runs the same bits, and measures eager against exported.
 """
 

@@ -111,7 +111,8 @@ class OnnxRuntimeAdapter(Adapter):
         self.options = ort.SessionOptions()
         self.options.log_severity_level = 3  # ORT's own warnings (e.g. unused initializers) go to stderr
         # One intra-op thread: a session's own thread pool costs ~20 ms to create (0.6 ms without), and every
-        # weight change is a new session. The thread count does not change ORT's bits (tests/test_runtimes.py).
+        # weight change is a new session. The thread count does not change ORT's bits
+        # (tests/frameworks/test_runtimes.py).
         self.options.intra_op_num_threads = THREADS
 
     # --- export and sessions -------------------------------------------------------------------

@@ -22,7 +22,7 @@ import pytest
 from equivalence import cli
 from equivalence.guard import golden
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "golden"
 PROC = Path("/proc/self")  # procfs: no file can be created there, even by root (who ignores chmod)
 needs_procfs = pytest.mark.skipif(not PROC.is_dir(), reason="needs Linux procfs for an unwritable folder")
@@ -261,7 +261,8 @@ def test_the_jax_backend_without_jax_is_one_line_from_the_cli():
 
 def test_an_unknown_keras_backend_is_one_usage_error_from_pytest():
     """Not ~70 lines of INTERNALERROR, and not a green run with every Keras test skipped."""
-    proc = run_process(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_spec.py"], KERAS_BACKEND="nosuch")
+    proc = run_process(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/core/test_spec.py"],
+                       KERAS_BACKEND="nosuch")
     assert proc.returncode == pytest.ExitCode.USAGE_ERROR, proc.stdout + proc.stderr
     assert one_line(proc.stderr).startswith("ERROR: KERAS_BACKEND='nosuch' is not a Keras backend")
     assert "passed" not in proc.stdout

@@ -18,7 +18,7 @@ import pytest
 from equivalence.core.conditions import version_tuple
 from equivalence.guard import golden
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 OTHER_KERAS = {"keras/tensorflow": ROOT / "tests" / "golden-keras2", "keras2/tensorflow": ROOT / "golden"}
 """The variant running here -> the vectors the other Keras recorded."""
 OTHERS = 6

@@ -13,7 +13,7 @@ from equivalence.core.errors import InputError
 from equivalence.core.layout import LayerWeights
 from equivalence.core.repro import load_case, save_case, snippet
 from equivalence.core.spec import StackSpec
-from tests.helpers import BFLOAT16, assert_layers_agree, assert_weights_identical
+from tests.helpers import BFLOAT16, REPLAY_BUILDS, assert_layers_agree, assert_weights_identical
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32", "float16", BFLOAT16])
@@ -44,7 +44,7 @@ def test_a_failing_property_writes_the_case_and_prints_how_to_rebuild_it(tmp_pat
     assert "fake vs reference, layer 1" in message
     saved = tmp_path / "failures" / "test_prop_a-b_.json"
     assert f"failing case written to failures/{saved.name}" in message
-    assert snippet(saved.relative_to(tmp_path)) in message
+    assert snippet(saved.relative_to(tmp_path), REPLAY_BUILDS) in message
     assert load_case(saved).x.tobytes() == case.x.tobytes()
 
 

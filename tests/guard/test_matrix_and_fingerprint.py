@@ -5,8 +5,8 @@ from __future__ import annotations
 import zlib
 from itertools import product
 
-from equivalence.core.known_differences import keras_backend
 from equivalence.core.strategies import ACTIVATION_NAMES, DTYPE_NAMES
+from equivalence.frameworks.keras.known_differences import keras_backend
 from equivalence.frameworks.registry import entry
 from equivalence.guard.fingerprint import changes, fingerprint, flatten, summary
 from equivalence.guard.matrix import ACTIVATION_AXIS, DTYPE_AXIS, golden_cases, report_cases, select

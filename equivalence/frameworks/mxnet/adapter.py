@@ -4,7 +4,7 @@ MXNet is retired (Apache Attic). Its last release, 1.9.1, still runs on Python
 3.11 but needs ``numpy<1.24`` (it uses the removed ``np.bool``), so it lives in
 its own environment (``make mxnet``), never beside TensorFlow.
 
-Gluon traps handled here (each measured and pinned in ``tests/test_mxnet_quirks.py``):
+Gluon traps handled here (each measured and pinned in ``tests/frameworks/test_mxnet_quirks.py``):
 
 * ``nd.array(numpy_array)`` makes float32 whatever the numpy dtype: every
   conversion here names its dtype.
@@ -22,11 +22,11 @@ Gluon traps handled here (each measured and pinned in ``tests/test_mxnet_quirks.
 Activations (``GLUON_ACTIVATIONS``, every argument explicit): Gluon's own layer
 where it computes the reference's function, a ``HybridLambda`` of ``F.*`` ops
 where it does not, or has no layer. What Gluon gets wrong is in
-``KNOWN_DIFFERENCES`` below (each with a test): no GELU tanh form; float64 GELU and
+``equivalence.frameworks.mxnet.known_differences`` (each with a test): no GELU tanh form; float64 GELU and
 LeakyReLU computed in float32; SELU's backward off by ``(lambda - 1) y`` for
 z < 0; ``F.hard_sigmoid``'s 0.2 x + 0.5 defaults; float32 log_softmax and
 softrelu approximated under oneDNN. Two float64 differences small enough to
-keep Gluon's op widen the bound by name (``equivalence.core.known_differences``).
+keep Gluon's op widen the bound by name; the others are ``noted``: the mapping computes around them.
 A layer is a ``Dense`` (carrying a plain ``act_type``) and an optional activation block after it.
 """
 
@@ -68,18 +68,18 @@ def _lambda(name: str, function: Callable[..., Any]) -> Callable[[], nn.HybridLa
 
 def _softplus(F: Any, x: Any) -> Any:
     """``relu(x) + log1p(exp(-|x|))``: never overflows, and full accuracy for x << 0 (unlike
-    float32 ``Activation('softrelu')`` under oneDNN, ``KNOWN_DIFFERENCES['softrelu_onednn_float32']``)."""
+    float32 ``Activation('softrelu')`` under oneDNN, the known difference ``softrelu_onednn_float32``)."""
     return F.relu(x) + F.log1p(F.exp(-F.abs(x)))
 
 
 def _hard_sigmoid(F: Any, x: Any) -> Any:
-    # relu6(x + 3) / 6. Not F.hard_sigmoid: its defaults are the old 0.2 x + 0.5 (see KNOWN_DIFFERENCES),
+    # relu6(x + 3) / 6. Not F.hard_sigmoid: its defaults are the old 0.2 x + 0.5 (hard_sigmoid_defaults),
     # and alpha=1/6 would be rounded to a float32 parameter.
     return F.clip(x + 3.0, 0.0, 6.0) / 6.0
 
 
 def _log_softmax(F: Any, x: Any) -> Any:
-    """Written out: float32 ``F.log_softmax`` under oneDNN is off by up to 29 eps (KNOWN_DIFFERENCES)."""
+    """Written out: float32 ``F.log_softmax`` under oneDNN is off by up to 29 eps (log_softmax_onednn_float32)."""
     shifted = F.broadcast_sub(x, F.max(x, axis=-1, keepdims=True))
     return F.broadcast_sub(shifted, F.log(F.sum(F.exp(shifted), axis=-1, keepdims=True)))
 
@@ -112,11 +112,12 @@ _GLUON_FORMS: dict[str, tuple[str, str | Callable[[], gluon.HybridBlock] | None]
 }
 
 _FLOAT32_FORMS: dict[str, Callable[[], gluon.HybridBlock]] = {
-    "gelu": lambda: nn.GELU(),  # the erf form (not tanh) in MXNet 1.9.1: measured in tests/test_mxnet_quirks.py
+    "gelu": lambda: nn.GELU(),  # the erf form (not tanh) in MXNet 1.9.1 (tests/frameworks/test_mxnet_quirks.py)
     "leaky_relu_0.2": lambda: nn.LeakyReLU(alpha=LEAKY_SLOPE),  # no default in nn; F.LeakyReLU's is 0.25
 }
 _FLOAT64_FORMS: dict[str, Callable[[], gluon.HybridBlock]] = {
-    # Gluon's own layer computes these in float32 whatever the dtype (KNOWN_DIFFERENCES): float64 composes.
+    # Gluon's own layer computes these in float32 whatever the dtype (gelu_float64_in_float32,
+    # leaky_relu_float64_in_float32): float64 composes.
     "gelu": _lambda("gelu", lambda F, x: 0.5 * x * (1.0 + F.erf(x * _SQRT_HALF))),
     "leaky_relu_0.2": _lambda("leaky_relu", lambda F, x: F.where(x >= 0, x, LEAKY_SLOPE * x)),
 }
@@ -130,40 +131,9 @@ UNSUPPORTED_DTYPES: dict[str, str] = {
                "is currently only supported by CuDNN version' when the result is read)",
     "bfloat16": "Gluon's Dense does not accept dtype 'bfloat16' (numpy: \"data type 'bfloat16' not understood\")",
 }
-"""Dtypes MXNet cannot compute a Dense layer in on this CPU build (measured, see tests/test_mxnet_quirks.py)."""
+"""Dtypes MXNet cannot compute a Dense layer in on this CPU build (measured: tests/frameworks/test_mxnet_quirks.py)."""
 
 
-KNOWN_DIFFERENCES: dict[str, str] = {
-    "relu_nan_float32": "float32 Activation(act_type='relu') maps NaN to 0 under oneDNN (on by default); the "
-                        "reference and torch keep NaN. float64, nd.relu and MXNET_MKLDNN_ENABLED=0 keep NaN. "
-                        "Finite inputs are unaffected.",
-    "sigmoid_tiny_float32": "float32 Activation(act_type='sigmoid') under oneDNN returns 0 for z <= -87, where "
-                            "the true value (1.6e-38 at -87) is still a normal float: an absolute error below "
-                            "2e-38, far inside every bound.",
-    "gelu_float64_in_float32": "nn.GELU() (LeakyReLU act_type='gelu', the exact erf form) computes float64 in "
-                               "float32: gelu(16.04) is off by 9.2e-7 (5.7e-8 relative, float32 precision). "
-                               "float64 maps to 0.5 x (1 + F.erf(x / sqrt 2)), which is within 2 eps64.",
-    "selu_backward_wrong_scale": "nn.SELU()'s backward for z < 0 is lambda (y + alpha) where the derivative is "
-                                 "y + lambda alpha (y the output): dselu(-5) = -0.0767, not 0.0119; off by "
-                                 "(lambda - 1) y, up to 0.089. Its forward uses float32-rounded lambda and alpha "
-                                 "(3.3e-8 relative in float64). selu maps to its formula, float64 constants.",
-    "gelu_has_no_tanh_form": "Gluon 1.9.1's GELU has no approximation argument and is the erf form: it differs "
-                             "from gelu_tanh by 4.7e-4. gelu_tanh maps to its formula.",
-    "leaky_relu_float64_in_float32": "F.LeakyReLU(act_type='leaky') computes float64 in float32: "
-                                     "leaky(-29.54) = -5.908000469 (7.9e-8 relative); float64 maps to "
-                                     "F.where(x >= 0, x, 0.2 x). Its default slope is 0.25; nn.LeakyReLU has none.",
-    "hard_sigmoid_defaults": "F.hard_sigmoid defaults to alpha=0.2, beta=0.5 (the old Keras 2 form): "
-                                           "hard_sigmoid(1) = 0.7, not 4/6; and alpha=1/6 is a float32 "
-                                           "parameter. hard_sigmoid maps to F.clip(x + 3, 0, 6) / 6.",
-    "log_softmax_onednn_float32": "float32 F.log_softmax under oneDNN is off by up to 3.4e-6 on rows of small "
-                                  "values (1.7x the error model's bound at |z| <= 0.1, width 7); with "
-                                  "MXNET_MKLDNN_ENABLED=0 it is within 0.2x. log_softmax maps to its formula.",
-    "softrelu_onednn_float32": "float32 Activation('softrelu') under oneDNN is an approximation: softplus(-17.68) "
-                               "= -1.9e-6 (negative; the true value is 2.1e-8), absolute error up to 7.6e-6 at "
-                               "z = -87 (0.74 eps32 |z|, inside softplus's bound). mish multiplies that by z "
-                               "(5.6e-5 at z = -29.45, 1.8x its bound): mish maps to a stable softplus.",
-}
-"""Measured behaviours where Gluon differs from the reference (evidence in tests/test_mxnet_quirks.py)."""
 
 
 def onednn_active() -> bool:

@@ -366,7 +366,7 @@ def test_litert_verifies_against_the_golden_vectors(variant, request):
     from equivalence.guard import golden
 
     adapter = _adapter(request, variant)
-    vectors = golden.load(Path(__file__).resolve().parents[1] / "golden")
+    vectors = golden.load(Path(__file__).resolve().parents[2] / "golden")
     picked = tuple(c for c in vectors.cases if c.spec.dtype == "float32")[:12]
     picked += tuple(c for c in vectors.cases if c.spec.dtype == "float64")[:2]
     result = golden.verify(replace(vectors, cases=picked), {variant: adapter})

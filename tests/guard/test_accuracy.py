@@ -22,7 +22,7 @@ from equivalence.guard import accuracy as guard_accuracy
 from equivalence.guard import golden
 from tests.helpers import BFLOAT16, needs_bfloat16
 
-GOLDEN = Path(__file__).resolve().parent.parent / "golden"
+GOLDEN = Path(__file__).resolve().parents[2] / "golden"
 FEW_CASES = "1-1_"
 """``record -k``: the one-layer cases (one per activation), so that verify is quick."""
 

@@ -2,7 +2,7 @@
 
 Properties against eager torch and the reference, a save/load round trip, eager against exported measured bit
 for bit, torch's named entries covering it (its registry entry's ``runs_on``); the drifted module caught and the
-chained layers are torch.compile's twins in tests/test_runtimes.py.
+chained layers are torch.compile's twins in tests/frameworks/test_runtimes.py.
 Only in ``make runtimes`` (out of make check's default selection).
 """
 

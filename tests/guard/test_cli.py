@@ -24,7 +24,7 @@ from equivalence.frameworks.registry import names
 from equivalence.guard import golden
 from tests.helpers import keras3_only
 
-GOLDEN = Path(__file__).resolve().parent.parent / "golden"
+GOLDEN = Path(__file__).resolve().parents[2] / "golden"
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -44,6 +44,14 @@ def assert_input_error(*, code: int, err: str, names: str, problem: str) -> None
     assert "Traceback" not in err
     assert names in err, f"stderr does not name {names!r}: {err!r}"
     assert problem in err, f"stderr does not say {problem!r}: {err!r}"
+
+
+def assert_refused_untouched(argv: list[str], folder: Path, capsys, *, names: str, problem: str) -> None:
+    """``argv`` is refused as ``assert_input_error`` says, and ``folder`` holds the same bytes as before."""
+    before = snapshot(folder)
+    code, _, err = run(argv, capsys)
+    assert_input_error(code=code, err=err, names=names, problem=problem)
+    assert snapshot(folder) == before
 
 
 @pytest.fixture
@@ -127,10 +135,8 @@ def test_a_folder_without_a_manifest(tmp_path, capsys):
 def test_a_truncated_vector_file(vectors, capsys):
     path = data_file(vectors)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    before = snapshot(vectors)
-    code, _, err = run(["verify", str(vectors)], capsys)
-    assert_input_error(code=code, err=err, names=str(path), problem="truncated or corrupted")
-    assert snapshot(vectors) == before
+    assert_refused_untouched(["verify", str(vectors)], vectors, capsys, names=str(path),
+                             problem="truncated or corrupted")
 
 
 def test_a_truncated_vector_file_even_with_a_matching_hash(vectors, capsys):
@@ -148,19 +154,13 @@ def test_a_corrupted_vector_file(vectors, capsys):
 def test_a_truncated_manifest(vectors, capsys):
     path = vectors / golden.MANIFEST
     path.write_bytes(path.read_bytes()[:500])
-    before = snapshot(vectors)
-    code, _, err = run(["verify", str(vectors)], capsys)
-    assert_input_error(code=code, err=err, names=str(path), problem="not valid JSON")
-    assert snapshot(vectors) == before
+    assert_refused_untouched(["verify", str(vectors)], vectors, capsys, names=str(path), problem="not valid JSON")
 
 
 def test_a_file_from_a_newer_schema_version(vectors, capsys):
     edit_manifest(vectors, lambda m: m.update(schema_version=golden.SCHEMA_VERSION + 1))
-    before = snapshot(vectors)
-    code, _, err = run(["verify", str(vectors)], capsys)
-    assert_input_error(code=code, err=err, names=str(vectors / golden.MANIFEST),
-                       problem=f"schema version {golden.SCHEMA_VERSION + 1} is newer")
-    assert snapshot(vectors) == before
+    assert_refused_untouched(["verify", str(vectors)], vectors, capsys, names=str(vectors / golden.MANIFEST),
+                             problem=f"schema version {golden.SCHEMA_VERSION + 1} is newer")
 
 
 def test_an_npz_holding_a_pickled_object(vectors, capsys):
@@ -170,10 +170,8 @@ def test_an_npz_holding_a_pickled_object(vectors, capsys):
     arrays["c000.x"] = np.array([{"payload": "unpickle me"}], dtype=object)
     np.savez(buf, **arrays)
     path = replace_data(vectors, buf.getvalue())
-    before = snapshot(vectors)
-    code, _, err = run(["verify", str(vectors)], capsys)
-    assert_input_error(code=code, err=err, names=str(path), problem="holds a pickled object")
-    assert snapshot(vectors) == before
+    assert_refused_untouched(["verify", str(vectors)], vectors, capsys, names=str(path),
+                             problem="holds a pickled object")
 
 
 def test_a_vector_whose_spec_does_not_match_its_weights(vectors, capsys):
@@ -202,18 +200,14 @@ def test_a_vector_whose_output_has_the_wrong_shape(vectors, capsys):
 
 def test_record_refuses_a_folder_holding_other_files(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("mine")
-    before = snapshot(tmp_path)
-    code, _, err = run(["record", str(tmp_path)], capsys)
-    assert_input_error(code=code, err=err, names=str(tmp_path), problem="holds notes.txt, which equivalence did not")
-    assert snapshot(tmp_path) == before
+    assert_refused_untouched(["record", str(tmp_path)], tmp_path, capsys, names=str(tmp_path),
+                             problem="holds notes.txt, which equivalence did not")
 
 
 def test_record_refuses_to_overwrite_vectors_of_a_newer_schema(vectors, capsys):
     edit_manifest(vectors, lambda m: m.update(schema_version=golden.SCHEMA_VERSION + 1))
-    before = snapshot(vectors)
-    code, _, err = run(["record", str(vectors)], capsys)
-    assert_input_error(code=code, err=err, names=str(vectors / golden.MANIFEST), problem="is newer")
-    assert snapshot(vectors) == before
+    assert_refused_untouched(["record", str(vectors)], vectors, capsys, names=str(vectors / golden.MANIFEST),
+                             problem="is newer")
 
 
 def test_record_replaces_its_own_vectors_and_a_crash_mid_write_keeps_the_old_ones(

@@ -24,8 +24,8 @@ from equivalence.guard.golden import ulp_distance
 from equivalence.guard.matrix import golden_cases
 from tests.helpers import BFLOAT16, KERAS2, keras3_vectors, needs_bfloat16
 
-GOLDEN = Path(__file__).resolve().parent.parent / "golden"
-GOLDEN_KERAS2 = Path(__file__).resolve().parent / "golden-keras2"
+GOLDEN = Path(__file__).resolve().parents[2] / "golden"
+GOLDEN_KERAS2 = Path(__file__).resolve().parents[1] / "golden-keras2"
 """The same cases recorded under Keras 2 (golden/'s hard_sigmoid cases fail there by design)."""
 
 

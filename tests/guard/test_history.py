@@ -13,7 +13,7 @@ import pytest
 
 from equivalence.guard import golden, history
 
-GOLDEN = Path(__file__).resolve().parent.parent / "golden"
+GOLDEN = Path(__file__).resolve().parents[2] / "golden"
 MEMBERS = {"summary": "a CPU (AVX), ...", "not_run": []}
 
 

@@ -5,11 +5,12 @@ of any kind (module level, lazy or type-only), and the CLI stays lean."""
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent / "equivalence"
+PACKAGE = Path(__file__).resolve().parents[2] / "equivalence"
 FRAMEWORK_PACKAGES = {"torch", "tensorflow", "keras", "jax", "mxnet", "onnx", "onnxruntime", "tf_keras",
                       "ai_edge_litert"}
 
@@ -101,6 +102,40 @@ def test_the_core_imports_nothing_above_it_not_even_lazily():
         if name.startswith("equivalence.core"):
             above = sorted(m for m in imported if not m.startswith("equivalence.core"))
             assert not above, f"got {name} importing {above}, but the core should import only the core"
+
+
+def _documentation(tree: ast.AST) -> set[int]:
+    """The string statements: docstrings, and those documenting the name assigned above them."""
+    return {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Expr)
+            and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)}
+
+
+def test_the_core_names_no_framework():
+    """A framework's facts (its known differences, probes, where it runs) live beside its adapter and reach the
+    core through its registry entry: no string in the core's code names a registered framework, alone or as a
+    word of it (``"torch"``, ``"keras_float64_..."``). Docstrings may, to explain."""
+    from equivalence.frameworks.registry import names
+
+    word = re.compile(r"(?<![A-Za-z0-9])(" + "|".join(sorted(map(re.escape, names()), key=len, reverse=True))
+                      + r")(?![A-Za-z0-9])")
+    found = []
+    for path in sorted((PACKAGE / "core").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        documentation = _documentation(tree)
+        found += [f"{path.name}:{node.lineno} {node.value[:50]!r}" for node in ast.walk(tree)
+                  if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in documentation
+                  and word.search(node.value)]
+    assert not found, f"got framework names in the core: {'; '.join(found)}, but should be none"
+
+
+def test_the_frameworks_facts_load_without_their_frameworks():
+    """The registry reads every framework's known differences and probes without importing one framework."""
+    code = ("import sys; from equivalence.core.known_differences import known_differences, probes; "
+            "n = len(known_differences()), len(probes()); "
+            f"print(n[0] > 0, n[1] > 0, sorted(set({sorted(FRAMEWORK_PACKAGES)!r}) & set(sys.modules)))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "True True []", run.stdout
 
 
 def test_the_registry_imports_no_framework_of_its_own():

@@ -21,7 +21,7 @@ from equivalence.core.spec import StackSpec
 from equivalence.frameworks import registry
 from equivalence.frameworks.registry import CAPABILITIES, Framework, entry, get_adapter, names, register, unregister
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "equivalence-numpy"
 
 

@@ -1,0 +1,215 @@
+"""Keras' measured differences, and those of what runs Keras' layers (tf.function and XLA, LiteRT on TensorFlow's
+converter): the entries (``equivalence.core.known_differences.KnownDifference``), their probes, and the facts
+their conditions name (the Keras backend, TensorFlow's oneDNN switch, Keras 2). Data only: nothing here imports
+Keras or TensorFlow; the registry entries (``equivalence.frameworks.builtin``) carry them to the core.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from equivalence.core.activations import ACTIVATIONS, PARAMETRIC_FAMILIES
+from equivalence.core.conditions import AtLeast, Below, Fact, Probe
+from equivalence.core.dtypes import EPSILON
+from equivalence.core.known_differences import (
+    FLOAT32_CONSTANT,
+    FLOAT32_MATMUL,
+    ONEDNN_AT_AVX512,
+    ONEDNN_AT_AVX512_FP16,
+    KnownDifference,
+    all_nan,
+)
+
+
+def keras_on(*backends: str) -> Fact:
+    return Fact("frameworks.keras.keras_backend", backends, f"Keras on its {' or '.join(backends)} backend")
+
+
+KERAS_ON_TENSORFLOW = keras_on("tensorflow")
+TF_ONEDNN_ON = Fact("frameworks.keras.onednn_enabled", ("on",), "TensorFlow's oneDNN ops on")
+
+
+KERAS_2 = Below("frameworks.keras.keras", "3.0", "Keras 2 (tf-keras, TF_USE_LEGACY_KERAS=1)")
+
+
+def keras2_hard_sigmoid(z: np.ndarray) -> np.ndarray:
+    """Keras 2's ``hard_sigmoid``: ``clip(0.2 z + 0.5, 0, 1)`` (tf-keras ``backend.hard_sigmoid``)."""
+    return np.clip(0.2 * np.asarray(z, dtype=np.float64) + 0.5, 0.0, 1.0)
+
+
+def keras_backend() -> str:
+    """The Keras backend of this process: Keras' own ``KERAS_BACKEND`` (the adapter defaults it to tensorflow)."""
+    return os.environ.get("KERAS_BACKEND", "tensorflow")
+
+
+def _softmax_finite_beside_inf(adapter: Any, dtype: str) -> bool:
+    y = adapter.activation("softmax", np.array([[np.inf, 0.0, 1.0]]), dtype)
+    return bool(np.isnan(y[0, 0]) and np.all(np.isfinite(y[0, 1:])))
+
+
+def _row_has_nonfinite(z: np.ndarray, got: np.ndarray, x: np.ndarray | None) -> np.ndarray:
+    return np.broadcast_to(~np.all(np.isfinite(z), axis=-1, keepdims=True), got.shape)
+
+
+
+PROBES: dict[str, Probe] = {p.name: p for p in (
+    Probe("keras_gelu_nan_at_plus_inf", "keras", "Keras' gelu of 64 x +inf is NaN",
+          all_nan("gelu", lambda: np.full(64, np.inf)),
+          follows={"float32": (keras_on("torch"), ONEDNN_AT_AVX512), "bfloat16": (keras_on("torch"), ONEDNN_AT_AVX512),
+                   "float16": (keras_on("torch"), ONEDNN_AT_AVX512_FP16)},
+          legacy_yes=("float32", "bfloat16")),
+    Probe("keras_softmax_finite_beside_inf", "keras",
+          "Keras' softmax of [inf, 0, 1] keeps finite values beside the NaN",
+          _softmax_finite_beside_inf,
+          follows={"float32": (KERAS_ON_TENSORFLOW, TF_ONEDNN_ON, ONEDNN_AT_AVX512),
+                   "bfloat16": (KERAS_ON_TENSORFLOW, TF_ONEDNN_ON, ONEDNN_AT_AVX512)},
+          open_dtypes=("float16",), legacy_yes=("float32", "bfloat16")),
+)}
+"""Keras' start-up probes (``equivalence.core.conditions.Probe``)."""
+
+KERAS: tuple[KnownDifference, ...] = (
+    KnownDifference(
+        "keras2_hard_sigmoid_slope_0_2", "keras", ("hard_sigmoid",), ("float64", "float32", "float16", "bfloat16"),
+        "definition",
+        "Keras 2 (tf-keras 2.16.0 and 2.21.0, measured) defines hard_sigmoid as clip(0.2 z + 0.5, 0, 1), "
+        "Keras 3 (from 3.0) and "
+        "torch as relu6(z + 3) / 6: the two differ by up to 1/12 (0.0833 at z = +-2.5) and have other kinks "
+        "(+-2.5 against +-3). Measured between tf-keras 2.21.0 and Keras 3.15.1 on the shipped golden vectors: "
+        "the hard_sigmoid cases move, every other case is bit-identical",
+        definition=keras2_hard_sigmoid, definition_slope=0.2, when=(KERAS_ON_TENSORFLOW, KERAS_2)),
+    KnownDifference(
+        "keras_float64_matmul_in_float32_off_tensorflow", "keras", tuple(ACTIVATIONS), ("float64",), "extra_error",
+        "Keras 3.15.1's result_type maps float64 to float32 off TensorFlow (BIT64_TO_BIT32_DTYPE, "
+        "'aligned with JAX'): on the torch backend keras.ops.matmul of two float64 tensors returns float32, "
+        "so a float64 Dense computes x @ W in float32. Found by the suite on KERAS_BACKEND=torch: a 1-1 "
+        "float64 sigmoid layer off by 6.45e-10, ratio 3.6e5 of the float64 bound. On jax with "
+        "jax_enable_x64 (without it Keras has no float64 there at all) the matmul stays float64 (measured)",
+        extra_error=FLOAT32_MATMUL, when=(keras_on("torch"),)),
+    KnownDifference(
+        "keras_jax_float64_tanh_in_float32", "keras", ("tanh",), ("float64",), "extra_error",
+        "On the jax backend (jax_enable_x64 on) Keras 3.15.1's ops.tanh of a float64 tensor returns float32 "
+        "(it casts to result_type(float64, float), which is float32 off TensorFlow): off by up to 1.5 eps32 "
+        "over [-6, 6]. Found by the suite on KERAS_BACKEND=jax (a 1-1 float64 tanh layer, ratio 1.6e7); the "
+        "other 18 activations, matmul and the bias add stay float64 there (measured)",
+        extra_error=FLOAT32_MATMUL, when=(keras_on("jax"),)),
+    KnownDifference(
+        "keras_float64_gelu_float32_constant", "keras", ("gelu", "gelu_tanh"), ("float64",), "extra_error",
+        "Keras gelu in float64 is off by 5.0e-9 (exact) and 9e-10 (tanh) from float64 math: "
+        "a float32 constant; torch is within 2 eps64. Keras 3.0.5 to 3.3.2 were float64-exact, 3.3.3 is the "
+        "first release with the constant (make history: every release from 3.0.5 to 3.3.3 beside TF 2.16.2)",
+        extra_error=FLOAT32_CONSTANT,
+        when=(KERAS_ON_TENSORFLOW, AtLeast("frameworks.keras.keras", "3.3.3", "Keras 3.3.3 or newer"))),
+    KnownDifference(
+        "keras2_float64_gelu_float32_constant", "keras", ("gelu", "gelu_tanh"), ("float64",), "extra_error",
+        "Keras 2 (tf-keras 2.16.0 and 2.21.0) gelu in float64 is off by 5.0e-9 (exact) and 1.8e-10 (tanh) "
+        "from float64 math: "
+        "float32 constants, as Keras 3.3.3 and later. Found by verifying and recording the shipped golden vectors "
+        "under TF_USE_LEGACY_KERAS=1",
+        extra_error=FLOAT32_CONSTANT, when=(KERAS_ON_TENSORFLOW, KERAS_2)),
+    KnownDifference(
+        "keras_float64_leaky_relu_float32_slope", "keras", ("leaky_relu_0.2",), ("float64",), "extra_error",
+        "TF LeakyRelu's alpha is a float32 attribute: the float64 slope is 0.20000000298, "
+        "1.49e-8 relative", extra_error=FLOAT32_CONSTANT, when=(KERAS_ON_TENSORFLOW,)),
+    KnownDifference(
+        "keras_float64_leaky_relu_float32_any_slope", "keras", (), ("float64",), "extra_error",
+        "the same float32 alpha at every other slope (a user's LeakyReLU(0.01) or (0.3)): float32(slope) is off by "
+        "at most eps32/2 relative, and |slope * z| is at most the layer scale, so eps32/2 of the scale",
+        extra_error=0.5 * EPSILON["float32"], families=("leaky_relu",), when=(KERAS_ON_TENSORFLOW,)),
+    KnownDifference(
+        "keras_torch_backend_float64_softplus_threshold_20", "keras", ("softplus",), ("float64",), "extra_error",
+        "On the torch backend Keras' softplus is torch's (threshold 20): softplus(20.5) is 20.5, off by 1.25e-9 "
+        "from float64 math, the same as torch_float64_softplus_threshold_20", extra_error=FLOAT32_CONSTANT,
+        scope=("forward",), when=(keras_on("torch"),)),
+    KnownDifference(
+        "keras_torch_backend_float64_hard_sigmoid_backward_float32_sixth", "keras", ("hard_sigmoid",),
+        ("float64",), "extra_error",
+        "On the torch backend Keras' hard_sigmoid is torch's: its float64 backward multiplies by 1/6 rounded "
+        "to float32, as torch_float64_hard_sigmoid_backward_float32_sixth", extra_error=0.5 * EPSILON["float32"],
+        scope=("gradient",), when=(keras_on("torch"),)),
+    KnownDifference(
+        "keras_torch_backend_gelu_nan_at_plus_inf", "keras", ("gelu",),
+        PROBES["keras_gelu_nan_at_plus_inf"].candidate_dtypes, "excuse",
+        "On the torch backend Keras' exact gelu is torch's: NaN at +inf in the dtypes the probe finds, as "
+        "torch_gelu_nan_at_plus_inf (float32 and bfloat16 where torch's oneDNN runs at an AVX-512 ISA, float16 "
+        "too at AVX512_CORE_FP16 and up)",
+        excuse=lambda z, got, x: np.isposinf(z) & np.isnan(got),
+        when=(keras_on("torch"), PROBES["keras_gelu_nan_at_plus_inf"])),
+    KnownDifference(
+        "keras_softmax_nonfinite_rows", "keras", ("softmax",),
+        PROBES["keras_softmax_finite_beside_inf"].candidate_dtypes, "excuse",
+        "TF softmax in float32/bfloat16 with TF's oneDNN ops on at an AVX-512 ISA, on a row holding +inf or "
+        "NaN, gives finite values at the row's other positions (e.g. [inf, 0, 1] -> [nan, 0, 0]); with "
+        "oneDNN off (TF_ENABLE_ONEDNN_OPTS=0, TF's default on an AVX2-only CPU) or on an AVX2-only CPU "
+        "whatever the switch, the whole row is NaN, as in torch, float64/float16 and the reference (float16 "
+        "measured on the AMD EPYC only: the probe decides it on a CPU with AVX512-FP16)",
+        excuse=_row_has_nonfinite, when=(KERAS_ON_TENSORFLOW, PROBES["keras_softmax_finite_beside_inf"])),
+    KnownDifference(
+        "tf_flushes_subnormals", "keras", ("softplus", "mish"), ("float32",), "by_design",
+        "TF flushes float32 subnormals to zero: softplus(-100) is 3.8e-44 in torch and 0 in Keras, "
+        "mish(-100) -3.8e-42 and -0; an absolute difference far inside any bound", when=(KERAS_ON_TENSORFLOW,)),
+    KnownDifference(
+        "signed_zeros", "keras", ("relu", "relu6", "celu"), ("float32", "float64"), "by_design",
+        "relu(-0.0) is -0.0 in torch and +0.0 in Keras on its vectorised path (also relu6, celu); "
+        "the comparison compares zeros by value", when=(KERAS_ON_TENSORFLOW,)),
+)
+
+KERAS_XLA: tuple[KnownDifference, ...] = (
+    KnownDifference(
+        "keras_xla_whole_model_fuses_across_layers", "keras_xla", tuple(ACTIVATIONS),
+        ("float64", "float32", "float16", "bfloat16"),
+        "by_design",
+        "XLA compiles the whole model as one program, so its own forward is not bit for bit the chain of the "
+        "layers compiled one by one: a float64 sigmoid -> tanh stack (1 -> 4 -> 1) lands 1 ulp away, and "
+        "hypothesis found a float32 sigmoid stack (16 -> 16 -> 1) 1 ulp away; within 0.08 of the last layer's "
+        "error bound over 120 random stacks of every dtype, 2 of 36 float64 ones off, none of the others "
+        "(TF 2.21.0, Keras 3.15.1). Evidence in tests/frameworks/test_runtimes.py",
+        scope=("whole_graph",), families=PARAMETRIC_FAMILIES),
+)
+
+LITERT: tuple[KnownDifference, ...] = (
+    KnownDifference(
+        "litert_hard_sigmoid_folded_into_bias", "litert", ("hard_sigmoid",), ("float32",), "by_design",
+        "TFLiteConverter (TensorFlow 2.21.0) folds hard_sigmoid's relu6(z + 3) / 6 into the layer: "
+        "FULLY_CONNECTED with a fused RELU6 whose bias buffer holds float32(b + 3), then MUL 1/6. So the "
+        "weights LiteRT stores are not the ones written; no other activation is folded (all 19 measured, "
+        "ai-edge-litert 2.3.0). Evidence in tests/frameworks/test_litert.py", scope=("native_weights",),
+        native_bias_shift=3.0),
+    KnownDifference(
+        "litert_whole_model_folds_across_layers", "litert", tuple(ACTIVATIONS), ("float32",), "by_design",
+        "TFLiteConverter converts the whole model as one graph and folds across layers (a linear layer into the "
+        "next), so the converted model is not bit for bit its layers converted one by one: a linear -> sigmoid "
+        "stack (1 -> 1 -> 1) 1 ulp off in float32; with float16 weights the folded weights are rounded once, "
+        "3.3e-5 off, within the last layer's bound plus each layer's weight rounding term (ai-edge-litert "
+        "2.3.0, TF 2.21.0). Evidence in tests/frameworks/test_litert.py", scope=("whole_graph",),
+        families=PARAMETRIC_FAMILIES),
+    KnownDifference(
+        "litert_float32_softplus_overflows_above_88", "litert", ("softplus",), ("float32",), "excuse",
+        "LiteRT has no SOFTPLUS builtin: TFLiteConverter (TensorFlow 2.21.0) writes Keras' softplus as "
+        "LOG(ADD(EXP(z), 1)), and LiteRT's EXP overflows from z = 88.377 (measured; ln(float32 max) is 88.72), "
+        "so softplus gives +inf instead of z above it (ai-edge-litert 2.3.0; litert_fp16w too). Found by the "
+        "suite: softplus(99.83) = inf. mish, built the same way, stays finite "
+        "(tanh(inf) = 1). Evidence in tests/frameworks/test_litert.py",
+        excuse=lambda z, got, x: (z > 88.0) & np.isposinf(got)),
+)
+
+LITERT_FP16W: tuple[KnownDifference, ...] = (
+    KnownDifference(
+        "litert_fp16w_hard_sigmoid_shift_in_float16_bias", "litert_fp16w", ("hard_sigmoid",), ("float32",),
+        "extra_error",
+        "TFLiteConverter (TensorFlow 2.21.0) folds hard_sigmoid's relu6(z + 3) / 6 into the layer: the bias "
+        "buffer holds b + 3 (FULLY_CONNECTED with a fused RELU6, then MUL 1/6), and float16 weight quantisation "
+        "rounds b + 3, not b: up to eps16/2 * 3 more in z, eps16/2 * 3 / 6 = eps16/4 in the output. Measured "
+        "with ai-edge-litert 2.3.0: a 8-8 layer at input scale 0.01 was off by 2.75x the weight-rounding bound. "
+        "The MUL's 1/6 is a float16 constant too: eps16/2 of |h| more. Evidence in tests/frameworks/test_litert.py",
+        extra_error=0.5 * EPSILON["float16"] * (3 / 6 + 1), scope=("forward",)),
+    KnownDifference(
+        "litert_fp16w_selu_constants_in_float16", "litert_fp16w", ("selu",), ("float32",), "extra_error",
+        "float16 weight quantisation rounds every float32 constant of the graph, not only the weights: selu's "
+        "scale 1.0507 and scale * alpha 1.7581 (MUL constants) become float16, eps16/2 relative, so the output "
+        "is off by up to eps16/2 of |h| (measured 1.8e-4 at h = -1.127, ai-edge-litert 2.3.0; with the weights "
+        "rounded first every other float32 activation is bit for bit the float32 litert). Evidence in "
+        "tests/frameworks/test_litert.py", extra_error=0.5 * EPSILON["float16"], scope=("forward",)),
+)
