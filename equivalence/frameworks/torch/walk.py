@@ -281,6 +281,9 @@ def walk(model: Any, *, input_shape: tuple[int, ...] | None = None) -> list[Dens
             if shape is not None:
                 raise refuse(f"a Linear on a {len(shape) + 1}-D tensor (per sample {shape}): the suite judges a "
                              "Linear after a Flatten")
+            if permutation is not None and linear[2].shape[1] != len(permutation):
+                raise refuse(f"takes {linear[2].shape[1]} features, but the Flatten before it gives "
+                             f"{len(permutation)}")
             if pending is not None:
                 units.append(_unit(pending))
             pending = {"position": position, "name": linear[0], "kind": linear[1], "weight": linear[2],
