@@ -29,6 +29,7 @@ from equivalence.core.check import reference_inputs
 from equivalence.core.compare import Comparison, LayerResult, compare_arrays, compare_layers
 from equivalence.core.kinds import DENSE
 from equivalence.core.layout import LayerWeights
+from equivalence.core.norms import BatchNorm, LayerNorm
 from equivalence.core.reference import layerwise_reference
 from equivalence.core.spatial import Conv, Pool
 from equivalence.core.spec import ChainSpec, StackSpec
@@ -207,7 +208,21 @@ def structural_differences(t_units: Sequence[DenseUnit], k_units: Sequence[Dense
 _KIND_FIELDS = {Conv: (("kernel", "kernel size"), ("strides", "stride"), ("padding", "padding"),
                        ("in_channels", "channels"), ("out_channels", "channels")),
                 Pool: (("op", "pooling"), ("size", "kernel size"), ("strides", "stride"), ("padding", "padding"),
-                       ("count_include_pad", "padding"))}
+                       ("count_include_pad", "padding")),
+                LayerNorm: (("features", "shape"), ("epsilon", "epsilon")),
+                BatchNorm: (("features", "channels"), ("batch_statistics", "statistics"), ("epsilon", "epsilon"),
+                            ("momentum", "momentum"))}
+_HINTS = {
+    "padding": " (TensorFlow's 'same' pads the odd pad at the end, torch's padding=p both ends: use an explicit "
+               "ZeroPadding in Keras or F.pad in torch)",
+    "count_include_pad": " (torch's AvgPool counts the zero padding in each average by default "
+                         "(count_include_pad=True); Keras 'same' averages the inputs only)",
+    "epsilon": " (torch's default is 1e-5, Keras' 1e-3: pass eps= or epsilon= explicitly)",
+    "momentum": " (in Keras' meaning, the weight of the old moving average: torch's momentum=m is Keras' 1 - m, so "
+                "torch's default 0.1 is Keras' 0.9, and Keras' default 0.99 is torch's 0.01)",
+    "batch_statistics": " (True: torch is in training mode and normalises by each batch's own statistics; call "
+                        "model.eval() to use the moving ones, as Keras does at inference)",
+}
 
 
 def _kind_differences(where: str, t: DenseUnit, k: DenseUnit) -> list[tuple[str, str]]:
@@ -222,15 +237,9 @@ def _kind_differences(where: str, t: DenseUnit, k: DenseUnit) -> list[tuple[str,
     for attr, what in _KIND_FIELDS.get(type(tk), ()):
         got, expected = getattr(kk, attr), getattr(tk, attr)
         if got != expected and what not in out:
-            hint = ""
-            if attr == "padding":
-                hint = " (TensorFlow's 'same' pads the odd pad at the end, torch's padding=p both ends: " \
-                       "use an explicit ZeroPadding in Keras or F.pad in torch)"
-            elif attr == "count_include_pad":
-                hint = " (torch's AvgPool counts the zero padding in each average by default " \
-                       "(count_include_pad=True); Keras 'same' averages the inputs only)"
-                got, expected = f"count_include_pad={got}", f"count_include_pad={expected}"
-            out[what] = f"{where}: {what}: got keras {got}, but torch has {expected}{hint}"
+            if isinstance(got, bool):
+                got, expected = f"{attr}={got}", f"{attr}={expected}"
+            out[what] = f"{where}: {what}: got keras {got}, but torch has {expected}{_HINTS.get(attr, '')}"
     if not out and t.shape != k.shape:
         out["shape"] = f"{where}: shape: got keras {k.in_shape}->{k.out_shape}, but torch {t.in_shape}->{t.out_shape}"
     return list(out.items())

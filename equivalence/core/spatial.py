@@ -62,7 +62,7 @@ def _strided(x: np.ndarray, offset: tuple[int, ...], strides: tuple[int, ...], o
     return x[(slice(None), *(slice(o, o + s * (n - 1) + 1, s) for o, s, n in zip(offset, strides, out)))]
 
 
-def _apply(activation: str | Callable[[np.ndarray], np.ndarray], z: np.ndarray) -> np.ndarray:
+def apply_activation(activation: str | Callable[[np.ndarray], np.ndarray], z: np.ndarray) -> np.ndarray:
     act = ACTIVATIONS[activation].reference if isinstance(activation, str) else activation
     return act(z)
 
@@ -135,7 +135,7 @@ class Conv:
         x64 = np.asarray(x, dtype=np.float64)
         with np.errstate(invalid="ignore"):
             z = self._affine(x64, weights, form)
-            return LayerTrace(x64, z, _apply(activation, z))
+            return LayerTrace(x64, z, apply_activation(activation, z))
 
     def magnitude(self, x: np.ndarray, weights: LayerWeights) -> float:
         """Dense's ``S`` at the patches: ``max(|patches| @ |W| + |b|)``."""
@@ -217,7 +217,7 @@ class Pool:
         x64 = np.asarray(x, dtype=np.float64)
         with np.errstate(invalid="ignore"):
             z = self._pool(x64, form)
-            return LayerTrace(x64, z, _apply(activation, z))
+            return LayerTrace(x64, z, apply_activation(activation, z))
 
     def magnitude(self, x: np.ndarray, weights: LayerWeights | None = None) -> float:
         """``S = max(sum|x| / divisor)`` over the windows: the largest sum the average accumulates, divided."""
@@ -268,7 +268,7 @@ class Flatten:
                   form: str = "reshape") -> LayerTrace:
         x64 = np.asarray(x, dtype=np.float64)
         z = x64.reshape(x64.shape[0], -1)
-        return LayerTrace(x64, z, _apply(activation, z))
+        return LayerTrace(x64, z, apply_activation(activation, z))
 
     def magnitude(self, x: np.ndarray, weights: LayerWeights | None = None) -> float:
         return 0.0

@@ -23,6 +23,7 @@ import keras
 import numpy as np
 
 from equivalence.core.activations import activation_name
+from equivalence.core.norms import BatchNorm, LayerNorm
 from equivalence.core.spatial import Conv, Flatten, Pool, same_padding
 from equivalence.core.walk import DenseUnit, ModelNotSupported, attach_activation, check_chain
 from equivalence.frameworks.keras import ACTIVATIONS as REGISTERED
@@ -281,7 +282,7 @@ def walk(model: Any, *, input_width: int | None = None) -> list[DenseUnit]:
             return ModelNotSupported(FRAMEWORK, op.name, kind, position, problem)
 
         shape = _width_of(node)
-        layer_kind = _spatial_kind(op, shape, refuse)
+        layer_kind = _spatial_kind(op, shape, refuse) or _norm_kind(op, shape, refuse)
         if layer_kind is not None:
             if pending is not None:
                 units.append(_unit(pending))
@@ -357,6 +358,29 @@ def _spatial_kind(op: Any, shape: tuple[int, ...], refuse: Callable[[str], Excep
                 False)  # Keras' "same" average divides by the inputs in the window only
 
 
+def _axis_is_last(axis: Any, rank: int) -> bool:
+    axes = list(axis) if isinstance(axis, (list, tuple)) else [axis]
+    return len(axes) == 1 and axes[0] in (-1, rank - 1)
+
+
+def _norm_kind(op: Any, shape: tuple[int, ...], refuse: Callable[[str], Exception]) -> Any:
+    """The kind of a LayerNormalization (2-D inputs) or a BatchNormalization over the last axis; else None."""
+    if type(op) is L.LayerNormalization:
+        if len(shape) != 1 or not _axis_is_last(op.axis, 2) or getattr(op, "rms_scaling", False):
+            raise refuse("a LayerNormalization other than over the features of a 2-D input: not judged")
+        if not (op.center and op.scale):
+            raise refuse("a LayerNormalization without center and scale: not judged")
+        return LayerNorm(shape[-1], float(op.epsilon))
+    if type(op) is L.BatchNormalization:
+        if not _axis_is_last(op.axis, len(shape) + 1) or not (op.center and op.scale):
+            raise refuse("a BatchNormalization other than over the last axis with center and scale: not judged")
+        return BatchNorm(shape[-1], float(op.epsilon), round(float(op.momentum), 12))
+    return None
+
+
+_NORM_WEIGHTS = {LayerNorm: ("gamma", "beta"), BatchNorm: ("gamma", "beta", "moving_mean", "moving_variance")}
+
+
 def _spatial_unit(p: dict[str, Any]) -> DenseUnit:
     layer, kind, act_op, in_shape = p["layer"], p["layer_kind"], p["act_op"], p["in_shape"]
     adapter = get_adapter("keras")
@@ -367,6 +391,19 @@ def _spatial_unit(p: dict[str, Any]) -> DenseUnit:
             y = adapter.run(act_op, y) if isinstance(act_op, L.Layer) else act_op(y)
         return adapter.to_numpy(y)
 
+    if type(kind) in _NORM_WEIGHTS:
+        from equivalence.core.dtypes import numpy_dtype
+
+        variables = [getattr(layer, name) for name in _NORM_WEIGHTS[type(kind)]]
+        native = np.stack([adapter.to_numpy(v) for v in variables]).astype(numpy_dtype(layer.compute_dtype))
+
+        def write_norm(W: np.ndarray, b: np.ndarray | None) -> None:
+            for variable, row in zip(variables, np.asarray(W)):
+                variable.assign(np.asarray(row, dtype=variable.dtype))
+
+        return DenseUnit(FRAMEWORK, layer.name, type(layer).__name__, p["position"], native.copy(), None, native,
+                         p["act"], p["act_source"], layer.compute_dtype, run, write_norm, layer_kind=kind,
+                         in_shape=in_shape, out_shape=in_shape)
     if not isinstance(kind, Conv):
         return DenseUnit(FRAMEWORK, layer.name, type(layer).__name__, p["position"], np.zeros((0,)), None,
                          np.zeros((0,)), p["act"], p["act_source"], "", run, None, layer_kind=kind,

@@ -31,6 +31,7 @@ from torch import fx, nn
 
 from equivalence.core.activations import activation_name
 from equivalence.core.dtypes import numpy_dtype
+from equivalence.core.norms import BatchNorm, LayerNorm
 from equivalence.core.spatial import Conv, Flatten, Pool, flatten_permutation
 from equivalence.core.walk import DenseUnit, ModelNotSupported, check_chain
 from equivalence.frameworks.torch import TORCH_DTYPES, to_numpy, to_tensor
@@ -265,7 +266,7 @@ def walk(model: Any, *, input_shape: tuple[int, ...] | None = None) -> list[Dens
                 raise refuse("x * sigmoid(x) written by hand (Swish): not an activation the suite judges; use "
                              "nn.SiLU or F.silu, which compute it and are judged")
             raise refuse("a branch: the previous layer's output feeds more than one layer")
-        spatial = _spatial_of(gm, node, shape, refuse)
+        spatial = _spatial_of(gm, node, shape, refuse) or _norm_of(gm, node, shape, refuse)
         if spatial is not None:
             if pending is not None:
                 units.append(_unit(pending))
@@ -418,6 +419,8 @@ def _writer(weight: torch.Tensor, bias: torch.Tensor | None,
 
 
 def _unit(p: dict[str, Any]) -> DenseUnit:
+    if "tensors" in p:
+        return _norm_unit(p)
     if "layer_kind" in p:
         return _spatial_unit(p)
     weight, bias = p["weight"].detach(), p["bias"]
@@ -555,6 +558,72 @@ def _spatial_unit(p: dict[str, Any]) -> DenseUnit:
     W = native.transpose(*range(2, rank + 2), 1, 0).copy()  # (out, in, *kernel) -> (*kernel, in, out)
     return DenseUnit(FRAMEWORK, p["name"], p["kind"], p["position"], W, b, native, p["act"], p["act_source"],
                      dtype, run, p["write"], layer_kind=kind, in_shape=in_shape, out_shape=kind.output_shape(in_shape))
+
+
+# --- normalisation ------------------------------------------------------------------------------
+
+_BATCH_NORMS = {nn.BatchNorm1d: (0, 1), nn.BatchNorm2d: (2,)}
+
+
+def _norm_of(gm: fx.GraphModule, node: fx.Node, shape: tuple[int, ...] | None,
+             refuse: Callable[[str], Exception]) -> dict[str, Any] | None:
+    """The unit's parts when ``node`` is a LayerNorm (over the features of a 2-D input) or a BatchNorm1d/2d."""
+    module = gm.get_submodule(node.target) if node.op == "call_module" else None
+    if type(module) is nn.LayerNorm:
+        if shape is not None or len(module.normalized_shape) != 1:
+            raise refuse(f"a LayerNorm over {tuple(module.normalized_shape)}: the suite judges it on 2-D inputs "
+                         "(torch normalises the last axes, channels-last Keras the channels)")
+        if not module.elementwise_affine or module.bias is None:
+            raise refuse("a LayerNorm without its scale and offset: the suite judges elementwise_affine=True, "
+                         "bias=True")
+        kind = LayerNorm(module.normalized_shape[0], float(module.eps))
+        return {"layer_kind": kind, "tensors": (module.weight, module.bias), "call": module,
+                "in_shape": (kind.features,)}
+    if type(module) not in _BATCH_NORMS:
+        return None
+    rank = 0 if shape is None else len(shape) - 1
+    if rank not in _BATCH_NORMS[type(module)]:
+        raise refuse(f"a {type(module).__name__} on a {rank + 2}-D input")
+    if not module.affine or not module.track_running_stats or module.momentum is None:
+        raise refuse("a BatchNorm without affine parameters, running statistics or a momentum: the suite judges "
+                     "affine=True, track_running_stats=True and a momentum")
+    kind = BatchNorm(module.num_features, float(module.eps), round(1 - float(module.momentum), 12),
+                     batch_statistics=module.training)
+    tensors = (module.weight, module.bias, module.running_mean, module.running_var)
+
+    def call(x: torch.Tensor) -> torch.Tensor:  # on copies of the running statistics: never updates the user's
+        return F.batch_norm(x, module.running_mean.clone(), module.running_var.clone(), module.weight, module.bias,
+                            training=module.training, momentum=module.momentum, eps=module.eps)
+
+    return {"layer_kind": kind, "tensors": tensors, "call": call,
+            "in_shape": shape if shape is not None else (kind.features,)}
+
+
+def _norm_unit(p: dict[str, Any]) -> DenseUnit:
+    kind, tensors, call, act_fn, in_shape = p["layer_kind"], p["tensors"], p["call"], p["act_fn"], p["in_shape"]
+    dtype = _DTYPE_NAMES.get(tensors[0].dtype)
+    if dtype is None:
+        raise ModelNotSupported(FRAMEWORK, p["name"], p["kind"], p["position"],
+                                f"weights in {tensors[0].dtype}: the suite judges {', '.join(TORCH_DTYPES)}")
+    native = np.stack([to_numpy(t.detach(), numpy_dtype(dtype)) for t in tensors])
+    rank = len(in_shape) - 1
+    first, last = (0, rank + 1, *range(1, rank + 1)), (0, *range(2, rank + 2), 1)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            y = call(to_tensor(np.ascontiguousarray(np.asarray(x).transpose(first)), tensors[0].dtype))
+            if act_fn is not None:
+                y = act_fn(y)
+        return to_numpy(y, native.dtype).transpose(last)
+
+    def write(W: np.ndarray, b: np.ndarray | None) -> None:
+        with torch.no_grad():
+            for tensor, row in zip(tensors, np.asarray(W)):
+                tensor.copy_(to_tensor(row, tensor.dtype))
+
+    return DenseUnit(FRAMEWORK, p["name"], p["kind"], p["position"], native.copy(), None, native, p["act"],
+                     p["act_source"], dtype, run, write if p.get("write", True) is not None else None,
+                     layer_kind=kind, in_shape=in_shape, out_shape=in_shape)
 
 
 def _dtype_of(x: np.ndarray) -> torch.dtype:
