@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from equivalence.core.kinds import DENSE, LayerWeights
+from equivalence.core.norms import BatchNorm, LayerNorm
 from equivalence.core.reference import layerwise_reference
 from equivalence.core.spatial import Conv, Flatten, Pool, flatten_permutation, same_padding
 from equivalence.core.spec import ChainSpec, StackSpec
@@ -137,3 +138,31 @@ def test_a_chain_of_kinds_runs_layer_by_layer_and_a_stack_is_all_dense():
     assert [t.h.shape for t in traces] == [(3, 4, 4, 3), (3, 2, 2, 3), (3, 12), (3, 2)]
     assert spec.id == "4x4x2-conv-pool-flatten-dense_f32"
     assert StackSpec(3, (4, 2)).kinds == (DENSE, DENSE)
+
+
+def test_layernorm_matches_a_hand_computation_in_both_forms():
+    """x = 1, 3: mean 2, variance 1, so (x - 2) / sqrt(1 + epsilon), then gamma 2 and beta 0.5."""
+    kind = LayerNorm(2, 1e-3)
+    weights = LayerWeights(np.array([[2.0, 2.0], [0.5, 0.5]]), None)
+    for form in LayerNorm.FORMS:
+        h = kind.reference(np.array([[1.0, 3.0]]), weights, "linear", form=form).h.ravel()
+        np.testing.assert_allclose(h, [0.5 - 2 / np.sqrt(1.001), 0.5 + 2 / np.sqrt(1.001)], rtol=1e-15)
+
+
+def test_the_two_batchnorm_forms_agree_and_batch_statistics_are_the_batch_s():
+    x = RNG.uniform(-2, 2, (6, 3, 3, 4))
+    W = np.stack([RNG.uniform(-2, 2, 4), RNG.uniform(-1, 1, 4), RNG.uniform(-1, 1, 4), RNG.uniform(0.5, 2, 4)])
+    moving = BatchNorm(4, 1e-3, 0.99)
+    direct, folded = (moving.reference(x, LayerWeights(W, None), "linear", form=form).h for form in BatchNorm.FORMS)
+    np.testing.assert_allclose(direct, folded, rtol=0, atol=1e-13)
+    batch = BatchNorm(4, 1e-3, 0.99, batch_statistics=True).reference(x, LayerWeights(W, None), "linear").h
+    np.testing.assert_allclose(((batch - W[1]) / W[0]).mean(axis=(0, 1, 2)), 0, atol=1e-12)
+
+
+def test_the_layernorm_scale_grows_with_a_row_s_offset_over_its_spread():
+    """A row 10,000 + U(-1, 1): its mean's rounding is eps of 10,000, divided by a spread of about 0.6."""
+    kind = LayerNorm(8, 1e-5)
+    weights = LayerWeights(np.stack([np.ones(8), np.zeros(8)]), None)
+    spread = RNG.uniform(-1, 1, (1, 8))
+    centred, offset = (kind.reference(spread + shift, weights, "linear") for shift in (0.0, 1e4))
+    assert kind.scale(offset, weights, slope=1.0) > 1e4 * kind.scale(centred, weights, slope=1.0) / 10

@@ -177,7 +177,8 @@ def test_a_broken_framework_conv_turns_the_suite_red_naming_the_layer(framework,
         from keras.src.layers.convolutional.base_conv import BaseConv
 
         original = BaseConv.convolution_op
-        monkeypatch.setattr(BaseConv, "convolution_op", lambda self, x, kernel: original(self, x, keras.ops.flip(kernel, axis=1)))
+        monkeypatch.setattr(BaseConv, "convolution_op",
+                            lambda self, x, kernel: original(self, x, keras.ops.flip(kernel, axis=1)))
     result = compare_models(t, k, x=_input(arch))
     assert not result.passed
     assert result.failing_pairs()[f"{framework} vs reference"] == 0, result.message()
