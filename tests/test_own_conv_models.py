@@ -184,3 +184,38 @@ def test_a_broken_framework_conv_turns_the_suite_red_naming_the_layer(framework,
     assert result.failing_pairs()[f"{framework} vs reference"] == 0, result.message()
     other = "keras" if framework == "torch" else "torch"
     assert f"{other} vs reference" not in result.failing_pairs()
+
+
+CONV_FACTORY = '''
+from torch import nn
+
+
+def build():
+    return nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(12, 2))
+'''
+
+
+def test_equivalence_compare_takes_a_conv_state_dict_and_its_keras_file(tmp_path, capsys, monkeypatch):
+    import importlib
+
+    import keras
+    import torch
+
+    from equivalence import port_weights
+    from equivalence.cli import EXIT_OK, main
+
+    (tmp_path / "convnets.py").write_text(CONV_FACTORY, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.path", [str(tmp_path), *__import__("sys").path])
+    torch_model = importlib.import_module("convnets").build().eval()
+    L = keras.layers
+    port = keras.Sequential([keras.Input((4, 4, 2)), L.Conv2D(3, 3, padding="same", activation="relu"),
+                             L.MaxPooling2D(2), L.Flatten(), L.Dense(2)])
+    port_weights(torch_model, port)
+    torch.save(torch_model.state_dict(), tmp_path / "state.pt")
+    port.save(tmp_path / "port.keras")
+    code = main(["compare", str(tmp_path / "state.pt"), str(tmp_path / "port.keras"), "--torch-model",
+                 "convnets:build", "--examples", "3"])
+    out = capsys.readouterr().out
+    assert code == EXIT_OK, out
+    assert "all 4 layers agree over 3 input batches" in out
