@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from equivalence.core.dtypes import EPSILON
 from equivalence.core.kinds import LayerTrace, LayerWeights
 from equivalence.core.spatial import apply_activation
 
@@ -32,8 +33,36 @@ def _finite_max(a: np.ndarray) -> float:
     return float(np.max(a)) if a.size else 0.0
 
 
+class _Normalisation:
+    """What the norms share: ``ROWS`` stacked parameter rows of ``features``, the input's shape out, and the scale
+    and weight rounding of their ``magnitude``."""
+
+    ROWS = 0
+    features: int
+
+    def magnitude(self, x: np.ndarray, weights: LayerWeights) -> float:
+        raise NotImplementedError
+
+    def parameter_shapes(self, *, bias: bool = False) -> tuple[tuple[int, ...], ...]:
+        return ((self.ROWS, self.features),)
+
+    def parameter_count(self, *, bias: bool = False) -> int:
+        return self.ROWS * self.features
+
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return in_shape
+
+    def scale(self, trace: LayerTrace, weights: LayerWeights, *, slope: float) -> float:
+        return max(1.0, slope * self.magnitude(trace.x, weights), _finite_max(np.abs(_rows(trace.h))))
+
+    def weight_rounding_error(self, x: np.ndarray, weights: LayerWeights, *, slope: float,
+                              weight_dtype: str) -> float:
+        """Every parameter rounded moves by at most ``u`` of itself: ``u`` of the magnitude, to first order."""
+        return slope * EPSILON[weight_dtype] / 2 * self.magnitude(x, weights)
+
+
 @dataclass(frozen=True)
-class LayerNorm:
+class LayerNorm(_Normalisation):
     """Layer normalisation over the last axis, with a scale and an offset (``gamma``, ``beta``)."""
 
     features: int
@@ -41,18 +70,10 @@ class LayerNorm:
 
     name = "layernorm"
     FORMS = ("two-pass", "var")
+    ROWS = 2
 
     def describe(self) -> str:
         return f"LayerNorm {self.features} epsilon {self.epsilon:g}"
-
-    def parameter_shapes(self, *, bias: bool = False) -> tuple[tuple[int, ...], ...]:
-        return ((2, self.features),)
-
-    def parameter_count(self, *, bias: bool = False) -> int:
-        return 2 * self.features
-
-    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
-        return in_shape
 
     def _statistics(self, x: np.ndarray, form: str) -> tuple[np.ndarray, np.ndarray]:
         if form == "two-pass":
@@ -80,18 +101,9 @@ class LayerNorm:
             spread = np.abs(x64) + np.mean(np.abs(x64), axis=-1, keepdims=True)
             return _finite_max(gamma * spread / np.sqrt(var + self.epsilon) + beta)
 
-    def scale(self, trace: LayerTrace, weights: LayerWeights, *, slope: float) -> float:
-        return max(1.0, slope * self.magnitude(trace.x, weights), _finite_max(np.abs(_rows(trace.h))))
-
-    def weight_rounding_error(self, x: np.ndarray, weights: LayerWeights, *, slope: float,
-                              weight_dtype: str) -> float:
-        from equivalence.core.dtypes import EPSILON
-
-        return slope * EPSILON[weight_dtype] / 2 * self.magnitude(x, weights)
-
 
 @dataclass(frozen=True)
-class BatchNorm:
+class BatchNorm(_Normalisation):
     """Batch normalisation over the channels (the canonical last axis). ``batch_statistics``: normalised by the
     batch's own mean and variance (torch in training mode) rather than the moving ones (inference)."""
 
@@ -102,19 +114,11 @@ class BatchNorm:
 
     name = "batchnorm"
     FORMS = ("direct", "folded")
+    ROWS = 4
 
     def describe(self) -> str:
         stats = "batch statistics" if self.batch_statistics else "moving statistics"
         return f"BatchNorm {self.features} epsilon {self.epsilon:g} momentum {self.momentum:g}, {stats}"
-
-    def parameter_shapes(self, *, bias: bool = False) -> tuple[tuple[int, ...], ...]:
-        return ((4, self.features),)
-
-    def parameter_count(self, *, bias: bool = False) -> int:
-        return 4 * self.features
-
-    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
-        return in_shape
 
     def _statistics(self, x: np.ndarray, weights: LayerWeights) -> tuple[np.ndarray, np.ndarray]:
         W = np.asarray(weights.W, dtype=np.float64)
@@ -145,12 +149,3 @@ class BatchNorm:
         with np.errstate(invalid="ignore", over="ignore"):
             mean, var = self._statistics(np.where(np.isfinite(x64), x64, 0.0), weights)
             return _finite_max(gamma * (np.abs(x64) + np.abs(mean)) / np.sqrt(var + self.epsilon) + beta)
-
-    def scale(self, trace: LayerTrace, weights: LayerWeights, *, slope: float) -> float:
-        return max(1.0, slope * self.magnitude(trace.x, weights), _finite_max(np.abs(_rows(trace.h))))
-
-    def weight_rounding_error(self, x: np.ndarray, weights: LayerWeights, *, slope: float,
-                              weight_dtype: str) -> float:
-        from equivalence.core.dtypes import EPSILON
-
-        return slope * EPSILON[weight_dtype] / 2 * self.magnitude(x, weights)
