@@ -141,7 +141,7 @@ def forward_bound(trace: LayerTrace, weights: LayerWeights, activation: str, dty
     granted, own = {}, {}
     for label, facts in frameworks.items():
         name = framework_of(label)
-        granted[label] = (extra_error(name, activation, dtype, facts=facts) * scale
+        granted[label] = (extra_error(name, activation, dtype, facts=facts, layer_kind=kind.name) * scale
                           + rounded_weights_error(name, x=trace.x, weights=weights, activation=activation,
                                                   dtype=dtype, kind=kind))
         entry = definition(name, activation, dtype, facts=facts)
