@@ -219,3 +219,35 @@ def test_equivalence_compare_takes_a_conv_state_dict_and_its_keras_file(tmp_path
     out = capsys.readouterr().out
     assert code == EXIT_OK, out
     assert "all 4 layers agree over 3 input batches" in out
+
+
+def test_a_subclassed_torch_conv_net_against_a_functional_keras_port():
+    """The seed styles: a torch subclass flattening with ``x.view(x.size(0), -1)`` and functional ops, its layers
+    registered in another order than called, against a Keras functional model."""
+    import keras
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    from equivalence import assert_equivalent, port_weights
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4 * 3 * 3, 3)
+            self.conv = nn.Conv2d(2, 4, 3)
+            self.pool = nn.AvgPool2d(2, stride=2)
+
+        def forward(self, x):
+            x = self.pool(torch.relu(self.conv(x)))
+            return F.softmax(self.fc(x.view(x.size(0), -1)), dim=-1)
+
+    torch.manual_seed(0)
+    t = Net().eval()
+    inputs = keras.Input((8, 8, 2))
+    h = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+    h = keras.layers.Flatten()(keras.layers.AveragePooling2D(2)(h))
+    k = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(h))
+    port_weights(t, k)
+    result = assert_equivalent(t, k, max_examples=5)
+    assert [u.layer_kind.name for u in result.torch_layers] == ["conv", "pool", "flatten", "dense"]

@@ -484,7 +484,8 @@ def _spatial_of(gm: fx.GraphModule, node: fx.Node, shape: tuple[int, ...] | None
         return None
     rank = len(shape) - 1
     if flatten:
-        return {"layer_kind": Flatten(shape), "weight": None, "bias": None, "call": _caller(gm, node),
+        # every accepted form (nn.Flatten(), torch.flatten(x, 1), x.view(x.size(0), -1), ...) is this one
+        return {"layer_kind": Flatten(shape), "weight": None, "bias": None, "call": lambda t: torch.flatten(t, 1),
                 "write": None}
     if type(module) in _CONVS:
         if _CONVS[type(module)] != rank:
