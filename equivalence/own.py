@@ -17,6 +17,7 @@ failing input shrinks and the message says how to rebuild it.
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +27,12 @@ import numpy as np
 
 from equivalence.core.check import reference_inputs
 from equivalence.core.compare import Comparison, LayerResult, compare_arrays, compare_layers
+from equivalence.core.kinds import DENSE
 from equivalence.core.layout import LayerWeights
+from equivalence.core.norms import BatchNorm, LayerNorm
 from equivalence.core.reference import layerwise_reference
-from equivalence.core.spec import StackSpec
+from equivalence.core.spatial import Conv, Pool
+from equivalence.core.spec import ChainSpec, StackSpec
 from equivalence.core.strategies import MAX_BATCH, MODEL_INPUT_SCALES
 from equivalence.core.tolerance import forward_bound
 from equivalence.core.walk import DenseUnit, ModelNotSupported
@@ -50,6 +54,7 @@ class Difference:
 
     layer: int | None
     what: str  # "depth" | "shape" | "dtype" | "bias" | "activation" | "untransposed" | "kernel" | "bias values"
+    # | "layer kind" | "kernel size" | "stride" | "padding" | "channels" | "pooling" | "kernel layout" | "flatten order"
     message: str
 
 
@@ -64,8 +69,21 @@ def framework_of(model: Any) -> str | None:
     return None
 
 
-def walk(model: Any, framework: str, *, input_width: int | None = None) -> list[DenseUnit]:
-    """The model's dense units; ``ModelNotSupported`` when it cannot be judged."""
+def _walker(framework: str, function: str = "") -> Any:
+    module_name, _, name = entry(framework).walker.partition(":")
+    return getattr(importlib.import_module(module_name), function or name, None)
+
+
+def declared_input_shape(model: Any, framework: str) -> tuple[int, ...] | None:
+    """One sample's input shape as ``model`` declares it (its walker's ``input_shape``), or None."""
+    shape_of = _walker(framework, "input_shape") if entry(framework).walker else None
+    return None if shape_of is None else shape_of(model)
+
+
+def walk(model: Any, framework: str, *, input_width: int | None = None,
+         input_shape: tuple[int, ...] | None = None) -> list[DenseUnit]:
+    """The model's units; ``ModelNotSupported`` when it cannot be judged. ``input_shape``: one sample's
+    canonical (channels-last) shape, which a model with conv or pooling layers needs walked."""
     found = framework_of(model)
     if found is not None and found != framework:
         raise ModelNotSupported(framework, "model", type(model).__name__, None,
@@ -75,14 +93,24 @@ def walk(model: Any, framework: str, *, input_width: int | None = None) -> list[
     if walker is None:
         raise ModelNotSupported(framework, "model", type(model).__name__, None,
                                 f"{framework} has no walker for a user's own model in its registry entry")
-    module_name, _, function = walker.partition(":")
-    walk_model = getattr(importlib.import_module(module_name), function)
-    return walk_model(model, input_width=input_width) if framework == "keras" else walk_model(model)
+    walk_model = _walker(framework)
+    if framework == "keras":
+        return walk_model(model, input_width=input_width)
+    return walk_model(model, input_shape=input_shape) if input_shape is not None else walk_model(model)
 
 
 def walk_pair(torch_model: Any, keras_model: Any) -> tuple[list[DenseUnit], list[DenseUnit]]:
-    t_units = walk(torch_model, "torch")
+    """Both models' units; a Keras model declaring a spatial input (``keras.Input(shape=(H, W, C))``) gives the
+    torch walk its shape, channels-last (a torch model takes the same input as N, C, H, W)."""
+    get_adapter("keras")
+    shape = declared_input_shape(keras_model, "keras") if framework_of(keras_model) == "keras" else None
+    t_units = walk(torch_model, "torch", input_shape=shape if shape is not None and len(shape) > 1 else None)
     return t_units, walk(keras_model, "keras", input_width=t_units[0].shape[0])
+
+
+def input_shape_of(units: Sequence[DenseUnit]) -> tuple[int, ...]:
+    """One sample's canonical input shape of a walked model: ``(width,)`` for a dense one."""
+    return units[0].in_shape or (units[0].shape[0],)
 
 
 # --- structure and weights ----------------------------------------------------------------------
@@ -121,8 +149,28 @@ def structural_differences(t_units: Sequence[DenseUnit], k_units: Sequence[Dense
                               f"({', '.join(repr(u.name) for u in t_units)})"))
     for i, (t, k) in enumerate(zip(t_units, k_units)):
         where = _where(i, t, k)
+        if t.layer_kind is not DENSE or k.layer_kind is not DENSE:
+            kind_differences = _kind_differences(where, t, k)
+            out += [Difference(i, what, message) for what, message in kind_differences]
+            if kind_differences or t.W.size == 0:
+                continue
         untransposed = k.native.shape == t.native.shape and k.native.dtype == t.native.dtype \
             and np.array_equal(k.native, t.native, equal_nan=True) and not np.array_equal(k.W, t.W, equal_nan=True)
+        flatten_order = _flatten_order(t, k)
+        kernel_layout = t.layer_kind is not DENSE and k.native.size == t.native.size \
+            and not np.array_equal(k.W, t.W, equal_nan=True) \
+            and np.array_equal(k.native, t.native.reshape(k.native.shape), equal_nan=True)
+        if flatten_order:
+            out.append(Difference(i, "flatten order", f"{where}: flatten order: the keras kernel's rows are the "
+                                  "torch weight.T in torch's C,H,W order, but should be permuted to Keras' "
+                                  "channels-last H,W,C flatten order (torch flattens N,C,H,W; port_weights "
+                                  "permutes them)"))
+            continue
+        if kernel_layout:
+            out.append(Difference(i, "kernel layout", f"{where}: kernel layout: the keras kernel {k.native.shape} "
+                                  f"is the torch weight {t.native.shape} reshaped, but should be transposed "
+                                  "(torch (out, in, *kernel) -> Keras (*kernel, in, out))"))
+            continue
         if untransposed:
             out.append(Difference(i, "untransposed", f"{where}: the keras kernel {k.native.shape} equals the torch "
                                   f"weight untransposed, but should be its transpose weight.T (torch Linear stores "
@@ -157,11 +205,61 @@ def structural_differences(t_units: Sequence[DenseUnit], k_units: Sequence[Dense
     return out
 
 
+_KIND_FIELDS = {Conv: (("kernel", "kernel size"), ("strides", "stride"), ("padding", "padding"),
+                       ("in_channels", "channels"), ("out_channels", "channels")),
+                Pool: (("op", "pooling"), ("size", "kernel size"), ("strides", "stride"), ("padding", "padding"),
+                       ("count_include_pad", "padding")),
+                LayerNorm: (("features", "shape"), ("epsilon", "epsilon")),
+                BatchNorm: (("features", "channels"), ("batch_statistics", "statistics"), ("epsilon", "epsilon"),
+                            ("momentum", "momentum"))}
+_HINTS = {
+    "padding": " (TensorFlow's 'same' pads the odd pad at the end, torch's padding=p both ends: use an explicit "
+               "ZeroPadding in Keras or F.pad in torch)",
+    "count_include_pad": " (torch's AvgPool counts the zero padding in each average by default "
+                         "(count_include_pad=True); Keras 'same' averages the inputs only)",
+    "epsilon": " (torch's default is 1e-5, Keras' 1e-3: pass eps= or epsilon= explicitly)",
+    "momentum": " (in Keras' meaning, the weight of the old moving average: torch's momentum=m is Keras' 1 - m, so "
+                "torch's default 0.1 is Keras' 0.9, and Keras' default 0.99 is torch's 0.01)",
+    "batch_statistics": " (True: torch is in training mode and normalises by each batch's own statistics; call "
+                        "model.eval() to use the moving ones, as Keras does at inference)",
+}
+
+
+def _kind_differences(where: str, t: DenseUnit, k: DenseUnit) -> list[tuple[str, str]]:
+    """Configuration differences of two layers (conv, pooling, flatten) before any value: kernel size, stride,
+    padding (TF's ``"same"`` pads the odd pad at the end, torch's ``padding=p`` both ends; an average over
+    padding counts it in torch by default, never in Keras), channels, pooling op."""
+    tk, kk = t.layer_kind, k.layer_kind
+    if type(tk) is not type(kk):
+        return [("layer kind", f"{where}: layer kind: got keras {k.kind} ({kk.name}), but torch has {t.kind} "
+                 f"({tk.name}) (layers missing or in a different order?)")]
+    out: dict[str, str] = {}
+    for attr, what in _KIND_FIELDS.get(type(tk), ()):
+        got, expected = getattr(kk, attr), getattr(tk, attr)
+        if got != expected and what not in out:
+            if isinstance(got, bool):
+                got, expected = f"{attr}={got}", f"{attr}={expected}"
+            out[what] = f"{where}: {what}: got keras {got}, but torch has {expected}{_HINTS.get(attr, '')}"
+    if not out and t.shape != k.shape:
+        out["shape"] = f"{where}: shape: got keras {k.in_shape}->{k.out_shape}, but torch {t.in_shape}->{t.out_shape}"
+    return list(out.items())
+
+
+def _flatten_order(t: DenseUnit, k: DenseUnit) -> bool:
+    """A dense layer after a Flatten whose keras kernel holds the torch rows unpermuted (C,H,W order)."""
+    unpermuted = t.native.T
+    return t.layer_kind is DENSE and unpermuted.shape == k.W.shape and not np.array_equal(unpermuted, t.W) \
+        and np.array_equal(k.W, unpermuted.astype(k.W.dtype), equal_nan=True)
+
+
 # --- values -------------------------------------------------------------------------------------
 
-def _spec(units: Sequence[DenseUnit]) -> StackSpec:
-    return StackSpec(units[0].shape[0], tuple(u.shape[1] for u in units), tuple(u.activation for u in units),
-                     bias=all(u.b is not None for u in units), dtype=units[0].dtype)
+def _spec(units: Sequence[DenseUnit]) -> StackSpec | ChainSpec:
+    if all(u.layer_kind is DENSE for u in units):
+        return StackSpec(units[0].shape[0], tuple(u.shape[1] for u in units), tuple(u.activation for u in units),
+                         bias=all(u.b is not None for u in units), dtype=units[0].dtype)
+    return ChainSpec(input_shape_of(units), tuple(u.layer_kind for u in units), tuple(u.activation for u in units),
+                     units[0].dtype)
 
 
 def _weights(units: Sequence[DenseUnit]) -> list[LayerWeights]:
@@ -191,10 +289,11 @@ def numeric_results(t_units: Sequence[DenseUnit], k_units: Sequence[DenseUnit], 
     outs_k = [u.run(xi) for u, xi in zip(k_units, reference_inputs(spec_k, traces_k))]
     results += compare_layers(spec_k, w_k, x, {"keras": outs_k}, reference=traces_k).results
     for i, (t, k) in enumerate(zip(t_units, k_units)):
-        if t.shape != k.shape or t.dtype != k.dtype:
+        if t.shape != k.shape or t.dtype != k.dtype or type(t.layer_kind) is not type(k.layer_kind) \
+                or t.in_shape != k.in_shape:
             continue
         bound = forward_bound(traces_t[i], LayerWeights(t.W, t.b), t.activation, t.dtype,
-                              {"torch": None, "keras": None})
+                              {"torch": None, "keras": None}, kind=t.layer_kind)
         results.append(compare_arrays(outs_t[i], k.run(inputs_t[i]), bound=bound.between("torch", "keras"),
                                       pair=("torch", "keras"), layer=i))
     return tuple(results)
@@ -292,6 +391,19 @@ def _case_id(torch_model: Any, keras_model: Any) -> str:
         (f" {keras_name!r}" if keras_name else "")
 
 
+def _spatial_input(x: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """``x`` in the torch layout ``(N, C, *spatial)``, channels-last for the suite (one sample: ``(C, *spatial)``
+    with a batch of one added)."""
+    x = np.asarray(x)
+    torch_shape = (shape[-1], *shape[:-1])
+    if x.shape == torch_shape:
+        x = x[None]
+    if x.shape[1:] != torch_shape or x.shape[0] < 1:
+        raise ValueError(f"x has shape {x.shape}, but should be (batch, {', '.join(map(str, torch_shape))}): the "
+                         "torch layout N, C, ... (the Keras model's channels-last input is made from it)")
+    return _as_input(np.moveaxis(x, 1, -1).reshape(x.shape[0], -1), math.prod(shape)).reshape(x.shape[0], *shape)
+
+
 def _as_input(x: Any, width: int) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim == 1 and x.size == width:
@@ -340,11 +452,14 @@ def compare_models(torch_model: Any, keras_model: Any, x: Any = None, *, max_exa
     same = not (structural_differences(t_units, k_units) if weight_ulps else differences)  # identical weights
     base = dict(case_id=_case_id(torch_model, keras_model), differences=differences,
                 torch_layers=tuple(t_units), keras_layers=tuple(k_units), weight_ulps=weight_ulps)
-    width = t_units[0].shape[0]
+    width, shape = t_units[0].shape[0], input_shape_of(t_units)
     if x is not None or differences:  # given inputs; or a port already wrong: one seeded batch shows the values
         from equivalence.core.case import drawn_input
 
-        x = _as_input(x, width) if x is not None else drawn_input(width=width, dtype=t_units[0].dtype, batch=8)
+        if x is None:
+            x = drawn_input(width=width, dtype=t_units[0].dtype, batch=8).reshape(8, *shape)
+        else:
+            x = _as_input(x, width) if len(shape) == 1 else _spatial_input(x, shape)
         result = ModelComparison(results=numeric_results(t_units, k_units, x, same=same), examples=1, **base)
     else:
         result = _drawn(t_units, k_units, base, max_examples=max_examples, scales=scales, nonfinite=nonfinite,
@@ -376,7 +491,8 @@ def _drawn(t_units: list[DenseUnit], k_units: list[DenseUnit], base: dict, *, ma
               phases=(Phase.explicit, Phase.generate, Phase.shrink))
     @given(draw=strategy)
     def check(draw: dict) -> None:
-        results = numeric_results(t_units, k_units, drawn_input(**draw), same=same)
+        x = drawn_input(**draw)
+        results = numeric_results(t_units, k_units, x.reshape(x.shape[0], *input_shape_of(t_units)), same=same)
         state["examples"] += 1
         if all(r.passed for r in results):
             for key, r in _worst_per_layer(results).items():
@@ -391,8 +507,12 @@ def _drawn(t_units: list[DenseUnit], k_units: list[DenseUnit], base: dict, *, ma
     except _Diverged:
         draw, results = state["failing"]
         args = ", ".join(f"{k}={v!r}" for k, v in draw.items())
+        shape = input_shape_of(t_units)
+        layout = "" if len(shape) == 1 else \
+            f"    x = x.reshape(-1, {', '.join(map(str, shape))}).transpose(0, {len(shape)}, " \
+            f"{', '.join(map(str, range(1, len(shape))))})  # channels-last -> torch's N, C, ...\n"
         reproduction = ("  minimal failing input (shrunk by hypothesis), rebuilt with:\n"
-                        f"    from equivalence.core.case import drawn_input\n    x = drawn_input({args})\n"
+                        f"    from equivalence.core.case import drawn_input\n    x = drawn_input({args})\n{layout}"
                         "    equivalence.assert_equivalent(torch_model, keras_model, x=x)")
         return ModelComparison(results=tuple(results), examples=state["examples"], reproduction=reproduction, **base)
     return ModelComparison(results=tuple(worst.values()), examples=state["examples"], **base)
@@ -416,6 +536,13 @@ def _port_mismatch(source: Sequence[DenseUnit], target: Sequence[DenseUnit]) -> 
         return f"{s_fw} has {len(source)} dense layers, {t_fw} {len(target)}"
     for i, (s, t) in enumerate(zip(source, target)):
         where = f"layer {i} ({s_fw} {s.name!r}, {t_fw} {t.name!r})"
+        if s.layer_kind is not DENSE or t.layer_kind is not DENSE:
+            pair = (s, t) if s_fw == "torch" else (t, s)
+            kind_differences = _kind_differences(where, *pair)
+            if kind_differences:
+                return kind_differences[0][1]
+            if s.W.size == 0:
+                continue  # pooling, flatten: nothing to write
         if s.shape != t.shape:
             return f"{where}: {s_fw} is {s.shape[0]}->{s.shape[1]}, {t_fw} {t.shape[0]}->{t.shape[1]}"
         if (s.b is None) != (t.b is None):
@@ -432,8 +559,10 @@ def _port_mismatch(source: Sequence[DenseUnit], target: Sequence[DenseUnit]) -> 
 
 
 def port_weights(source: Any, target: Any) -> None:
-    """Copy every dense layer's weights from ``source`` to ``target`` (torch to Keras, or Keras to torch),
-    transposing between torch's ``(out, in)`` and Keras' ``(in, out)``.
+    """Copy every layer's weights from ``source`` to ``target`` (torch to Keras, or Keras to torch),
+    transposing between torch's ``(out, in)`` and Keras' ``(in, out)`` and a conv's ``(out, in, *kernel)`` and
+    ``(*kernel, in, out)``, and permuting a dense layer after a Flatten between torch's C,H,W rows and Keras'
+    H,W,C.
 
     Refuses (``PortMismatch``, before writing anything) a pair whose layers do not match in number,
     shape, bias, dtype or activation, naming the first mismatch.
@@ -450,4 +579,5 @@ def port_weights(source: Any, target: Any) -> None:
     if problem is not None:
         raise PortMismatch(f"port_weights: the layers do not match: {problem}")
     for s, t in zip(s_units, t_units):
-        t.write(s.W, s.b)
+        if s.W.size:
+            t.write(s.W, s.b)

@@ -20,7 +20,7 @@ from equivalence.core.conditions import Facts
 from equivalence.core.known_differences import definition, excused
 from equivalence.core.layout import LayerWeights
 from equivalence.core.reference import LayerTrace, layerwise_reference
-from equivalence.core.spec import StackSpec
+from equivalence.core.spec import ChainSpec, StackSpec
 from equivalence.core.tolerance import forward_bound, framework_of, own_definition
 
 if TYPE_CHECKING:
@@ -207,7 +207,7 @@ class Comparison:
         return "\n".join(lines)
 
 
-def compare_layers(spec: StackSpec, weights: Sequence[LayerWeights], x: np.ndarray,
+def compare_layers(spec: StackSpec | ChainSpec, weights: Sequence[LayerWeights], x: np.ndarray,
                    outputs: Mapping[str, Sequence[np.ndarray | None]], *, case_id: str | None = None,
                    reference: Sequence[LayerTrace] | None = None,
                    facts: Mapping[str, Facts] | None = None) -> Comparison:
@@ -223,9 +223,10 @@ def compare_layers(spec: StackSpec, weights: Sequence[LayerWeights], x: np.ndarr
     traces = list(reference) if reference is not None else layerwise_reference(spec, weights, x)
     facts = facts or {}
     results: list[LayerResult] = []
-    for layer, (trace, layer_weights, act) in enumerate(zip(traces, weights, spec.activations)):
+    for layer, (trace, layer_weights, act, kind) in enumerate(zip(traces, weights, spec.activations, spec.kinds)):
         ran = {name: outs[layer] for name, outs in outputs.items() if outs[layer] is not None}
-        bound = forward_bound(trace, layer_weights, act, spec.dtype, {name: facts.get(name) for name in ran})
+        bound = forward_bound(trace, layer_weights, act, spec.dtype, {name: facts.get(name) for name in ran},
+                              kind=kind)
         excuse = {name: excused(framework_of(name), act, spec.dtype, trace.z, np.asarray(out), x=trace.x,
                                 facts=facts.get(name))
                   for name, out in ran.items()}
@@ -235,7 +236,7 @@ def compare_layers(spec: StackSpec, weights: Sequence[LayerWeights], x: np.ndarr
         for name, out in as64.items():
             expected = trace.h
             if name in redefined:  # judged against its own definition, by the same error model
-                expected = own_definition(redefined[name], trace, layer_weights).h
+                expected = own_definition(redefined[name], trace, layer_weights, kind=kind).h
             results.append(compare_arrays(out, expected, bound=bound.against_reference(name),
                                           pair=(name, REFERENCE), layer=layer, excused=excuse[name]))
         for a, b_name in combinations(as64, 2):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -120,6 +120,21 @@ class Dense:
         half_subnormal = SMALLEST_SUBNORMAL[weight_dtype] / 2
         rows = float(np.max(np.abs(x).sum(axis=-1))) + (weights[1] is not None)
         return slope * (unit * self.magnitude(x, weights) + half_subnormal * rows)
+
+
+class Kind(Protocol):
+    """What the comparison and the error model ask of any layer kind (``Dense`` here; ``Conv``, ``Pool``,
+    ``Flatten`` in ``equivalence.core.spatial``; ``BatchNorm``, ``LayerNorm`` in ``equivalence.core.norms``)."""
+
+    name: str
+
+    def reference(self, x: np.ndarray, weights: LayerWeights,
+                  activation: str | Callable[[np.ndarray], np.ndarray]) -> LayerTrace: ...
+
+    def scale(self, trace: LayerTrace, weights: LayerWeights, *, slope: float) -> float: ...
+
+    def weight_rounding_error(self, x: np.ndarray, weights: LayerWeights, *, slope: float,
+                              weight_dtype: str) -> float: ...
 
 
 DENSE = Dense()

@@ -111,6 +111,8 @@ class KnownDifference:
     native_bias_shift: float = 0.0
     """``native_weights`` scope: the framework stores the bias plus this (a converter folding the activation's
     shift into the layer), in its storage dtype."""
+    layer_kinds: tuple[str, ...] = ()
+    """The layer kinds (``Kind.name``: ``"batchnorm"``, ``"conv"``, ...) it is limited to; empty: every kind."""
     whole_graph_computes_in: str | None = None
     """``whole_graph`` scope: the dtype the framework's whole-model graph computes in, rounding to the layer
     dtype only at its output (so the model's own forward is its layers chained in that dtype, not in the
@@ -187,15 +189,16 @@ def native_bias_shift(framework: str, activation: str, dtype: str) -> float:
 
 
 def extra_error(framework: str, activation: str, dtype: str, *, scope: str = "forward",
-                facts: Facts | None = None) -> float:
+                facts: Facts | None = None, layer_kind: str = "dense") -> float:
     """Extra bound (in units of the layer scale) a named difference grants ``framework``.
 
     ``scope``: ``"forward"`` (layer outputs) or ``"gradient"`` (the backward pass); ``facts``: as in
-    ``KnownDifference.applies``.
+    ``KnownDifference.applies``; ``layer_kind``: the layer's ``Kind.name`` (an entry limited to other kinds grants
+    nothing).
     """
     return sum(d.extra_error for d in known_differences()
-               if d.kind == "extra_error" and scope in d.scope and d.applies(framework, activation, dtype,
-                                                                             facts=facts))
+               if d.kind == "extra_error" and scope in d.scope and (not d.layer_kinds or layer_kind in d.layer_kinds)
+               and d.applies(framework, activation, dtype, facts=facts))
 
 
 def definition(framework: str, activation: str, dtype: str, *,

@@ -17,7 +17,7 @@ import numpy as np
 from equivalence.core.dtypes import numpy_dtype
 from equivalence.core.kinds import DENSE, LayerTrace
 from equivalence.core.layout import LayerWeights
-from equivalence.core.spec import StackSpec
+from equivalence.core.spec import ChainSpec, StackSpec
 
 __all__ = ["LayerTrace", "layerwise_reference", "reference_forward", "reference_layer"]
 
@@ -40,15 +40,17 @@ def reference_forward(spec: StackSpec, weights: Sequence[LayerWeights], x: np.nd
     return traces
 
 
-def layerwise_reference(spec: StackSpec, weights: Sequence[LayerWeights], x: np.ndarray) -> list[LayerTrace]:
-    """Per-layer float64 reference, each layer fed the previous output rounded to ``spec.dtype``.
+def layerwise_reference(spec: StackSpec | ChainSpec, weights: Sequence[LayerWeights],
+                        x: np.ndarray) -> list[LayerTrace]:
+    """Per-layer float64 reference, each layer its kind's (``spec.kinds``), fed the previous output rounded to
+    ``spec.dtype``.
 
     ``trace.x`` (cast back to the dtype) is the input the frameworks' layer gets.
     """
     dt = numpy_dtype(spec.dtype)
     traces, h = [], np.asarray(x).astype(dt)
-    for (W, b), act in zip(weights, spec.activations):
-        trace = reference_layer(h, W, b, act)
+    for kind, layer_weights, act in zip(spec.kinds, weights, spec.activations):
+        trace = kind.reference(h, LayerWeights(*layer_weights), act)
         traces.append(trace)
         h = trace.h.astype(dt)
     return traces

@@ -102,6 +102,11 @@ class StackSpec:
         return sum(self.param_counts)
 
     @property
+    def kinds(self) -> tuple:
+        """Every layer's kind (``equivalence.core.kinds``): all dense."""
+        return (DENSE,) * self.depth
+
+    @property
     def tensors_per_layer(self) -> int:
         return len(DENSE.parameter_shapes(self.input_width, self.widths[0], bias=self.bias))
 
@@ -146,3 +151,39 @@ class StackSpec:
                                  f"{value!r:.60}")
         return cls(data["input_width"], tuple(data["widths"]), tuple(data["activations"]), data["bias"],
                    data["dtype"])
+
+
+@dataclass(frozen=True)
+class ChainSpec:
+    """A chain of layers of any kind (dense, conv, pooling, flatten: ``equivalence.core.spatial``), each with its
+    activation, in one dtype; ``input_shape`` is one sample's canonical (channels-last) shape.
+
+    What ``layerwise_reference`` and ``compare_layers`` read of a spec (``kinds``, ``activations``, ``dtype``,
+    ``id``), for a user's own model with layers other than dense; the stacks of the matrix and of the golden
+    vectors stay ``StackSpec``.
+    """
+
+    input_shape: tuple[int, ...]
+    kinds: tuple
+    activations: tuple[str, ...]
+    dtype: str
+
+    def __post_init__(self) -> None:
+        if len(self.kinds) != len(self.activations) or not self.kinds:
+            raise ValueError(f"a chain needs one activation per layer, got {len(self.kinds)} layers and "
+                             f"{len(self.activations)} activations")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {self.dtype!r}; known: {', '.join(DTYPES)}")
+
+    @property
+    def depth(self) -> int:
+        return len(self.kinds)
+
+    @property
+    def id(self) -> str:
+        """``8x8x3-conv-pool-flatten-dense_f32``."""
+        body = "-".join(kind.name for kind in self.kinds)
+        return f"{'x'.join(map(str, self.input_shape))}-{body}_{short_dtype_name(self.dtype)}"
+
+    def __str__(self) -> str:
+        return self.id

@@ -35,7 +35,7 @@ from equivalence.core.activations import ACTIVATIONS
 from equivalence.core.adapter import entry_for
 from equivalence.core.conditions import Facts
 from equivalence.core.dtypes import EPSILON, SMALLEST_NORMAL
-from equivalence.core.kinds import DENSE, Dense, LayerTrace, LayerWeights
+from equivalence.core.kinds import DENSE, Kind, LayerTrace, LayerWeights
 from equivalence.core.known_differences import KnownDifference, definition, extra_error
 
 SAFETY = 8.0
@@ -60,7 +60,7 @@ def magnitude(x: np.ndarray, W: np.ndarray, b: np.ndarray | None) -> float:
 
 
 def layer_scale(*, x: np.ndarray, W: np.ndarray, b: np.ndarray | None, h: np.ndarray, activation: str,
-                kind: Dense = DENSE) -> float:
+                kind: Kind = DENSE) -> float:
     """``max(1, slope * S, max|h|)``: the magnitude a layer's rounding errors scale with (``Dense.scale``)."""
     return kind.scale(LayerTrace(np.asarray(x), np.asarray(h), np.asarray(h)), LayerWeights(W, b),
                       slope=ACTIVATIONS[activation].max_slope)
@@ -90,7 +90,7 @@ def weight_rounding_error(*, x: np.ndarray, W: np.ndarray, b: np.ndarray | None,
 
 
 def rounded_weights_error(framework: str, *, x: np.ndarray, weights: LayerWeights, activation: str, dtype: str,
-                          kind: Dense = DENSE) -> float:
+                          kind: Kind = DENSE) -> float:
     """The weight rounding term of a framework that stores a layer's weights narrower than the layer computes
     (its registry entry's ``weights_dtype``: LiteRT's float16 weight quantisation writes them as float16 and
     dequantises them to float32 before its float32 kernels; ``tests/frameworks/test_litert.py`` checks that the
@@ -128,7 +128,7 @@ class Bound:
 
 
 def forward_bound(trace: LayerTrace, weights: LayerWeights, activation: str, dtype: str,
-                  frameworks: Mapping[str, Facts | None], *, kind: Dense = DENSE) -> Bound:
+                  frameworks: Mapping[str, Facts | None], *, kind: Kind = DENSE) -> Bound:
     """The bound of one layer's outputs for every label of ``frameworks``.
 
     ``trace``: the layer's float64 reference at the input the frameworks got; ``frameworks[label]``: the facts
@@ -141,7 +141,7 @@ def forward_bound(trace: LayerTrace, weights: LayerWeights, activation: str, dty
     granted, own = {}, {}
     for label, facts in frameworks.items():
         name = framework_of(label)
-        granted[label] = (extra_error(name, activation, dtype, facts=facts) * scale
+        granted[label] = (extra_error(name, activation, dtype, facts=facts, layer_kind=kind.name) * scale
                           + rounded_weights_error(name, x=trace.x, weights=weights, activation=activation,
                                                   dtype=dtype, kind=kind))
         entry = definition(name, activation, dtype, facts=facts)
@@ -152,7 +152,7 @@ def forward_bound(trace: LayerTrace, weights: LayerWeights, activation: str, dty
 
 
 def own_definition(entry: KnownDifference, trace: LayerTrace, weights: LayerWeights, *,
-                   kind: Dense = DENSE) -> LayerTrace:
+                   kind: Kind = DENSE) -> LayerTrace:
     """The layer's float64 reference under a ``definition`` entry's function, at the same input."""
     return kind.reference(trace.x, weights, entry.definition)
 

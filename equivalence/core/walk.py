@@ -8,10 +8,14 @@ the user's model on a numpy input. Everything after this point talks numpy.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
+
+from equivalence.core.kinds import DENSE
 
 
 class ModelNotSupported(ValueError):
@@ -28,12 +32,16 @@ class ModelNotSupported(ValueError):
 
 @dataclass(frozen=True, eq=False)
 class DenseUnit:
-    """One dense layer of a user's model and the activation applied to its output.
+    """One layer of a user's model (dense, or another kind: ``layer_kind``) and the activation applied to its
+    output.
 
-    ``W`` is ``(in, out)`` and ``b`` ``(out,)`` or None, copies in ``dtype`` (what the layer
-    computes in); ``native`` is the kernel as the framework stores it (torch ``(out, in)``).
-    ``run`` applies the user's own layer and activation objects to a numpy input.
-    ``write`` (for ``port_weights``) assigns canonical weights into the user's layer.
+    ``W`` is the canonical kernel (dense ``(in, out)``, conv ``(*kernel, in, out)``, empty for a layer without
+    weights) and ``b`` ``(out,)`` or None, copies in ``dtype`` (what the layer computes in); ``native`` is the
+    kernel as the framework stores it (torch ``(out, in)``, ``(out, in, *kernel)``).
+    ``run`` applies the user's own layer and activation objects to a numpy input in the canonical (channels-last)
+    layout. ``write`` (for ``port_weights``) assigns canonical weights into the user's layer.
+    ``layer_kind`` is the core's kind object (``equivalence.core.kinds``, ``equivalence.core.spatial``), its
+    configuration resolved at ``in_shape`` (one sample's canonical input shape; empty: a dense chain's width).
     """
 
     framework: str
@@ -48,14 +56,22 @@ class DenseUnit:
     dtype: str
     run: Callable[[np.ndarray], np.ndarray] = field(repr=False)
     write: Callable[[np.ndarray, np.ndarray | None], None] | None = field(default=None, repr=False)
+    layer_kind: Any = DENSE
+    in_shape: tuple[int, ...] = ()
+    out_shape: tuple[int, ...] = ()
 
     @property
     def shape(self) -> tuple[int, int]:
-        return (int(self.W.shape[0]), int(self.W.shape[1]))
+        """``(in, out)``: a dense layer's widths; another kind's input and output sizes per sample."""
+        if self.layer_kind is DENSE:
+            return (int(self.W.shape[0]), int(self.W.shape[1]))
+        return (math.prod(self.in_shape), math.prod(self.out_shape))
 
     @property
     def label(self) -> str:
         """``'fc1' (Linear 784->256, relu)``."""
+        if self.layer_kind is not DENSE:
+            return f"{self.name!r} ({self.kind} {self.layer_kind.describe()}, {self.activation})"
         return f"{self.name!r} ({self.kind} {self.shape[0]}->{self.shape[1]}, {self.activation})"
 
 
@@ -64,6 +80,10 @@ def check_chain(units: list[DenseUnit], framework: str) -> list[DenseUnit]:
     if not units:
         raise ModelNotSupported(framework, "model", "no Linear/Dense", None,
                                 "found no dense layer to judge")
+    weighted = [u for u in units if u.dtype]
+    if not weighted:
+        raise ModelNotSupported(framework, "model", "no Linear/Dense", None, "found no layer with weights to judge")
+    units = [u if u.dtype else replace(u, dtype=weighted[0].dtype) for u in units]  # pooling, flatten: the chain's
     dtypes = {u.dtype for u in units}
     if len(dtypes) > 1:
         first = next(u for u in units if u.dtype != units[0].dtype)

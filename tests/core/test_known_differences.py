@@ -249,6 +249,29 @@ def keras_jax_float64_tanh_in_float32():
         assert np.max(np.abs(_keras(name, z, "float64") - _reference(name, z))) < 8 * EPSILON["float64"] * 6, name
 
 
+def keras_float64_norms_in_float32_off_tensorflow():
+    import keras
+
+    from equivalence.core.kinds import LayerWeights
+    from equivalence.core.norms import BatchNorm, LayerNorm
+
+    assert keras.backend.result_type("float64", "float32") == "float32"
+    x = np.random.default_rng(0).uniform(-3, 3, (16, 5))
+    rows = np.stack([np.full(5, 1.5), np.full(5, 0.25), np.full(5, 0.1), np.full(5, 2.0)])
+    for layer, kind, weights in ((keras.layers.BatchNormalization(dtype="float64"), BatchNorm(5, 1e-3, 0.99), rows),
+                                 (keras.layers.LayerNormalization(dtype="float64"), LayerNorm(5, 1e-3), rows[:2])):
+        layer.build((None, 5))
+        layer.set_weights(list(weights))
+        got = keras.ops.convert_to_numpy(layer(keras.ops.convert_to_tensor(x, dtype="float64")))
+        trace = kind.reference(x, LayerWeights(weights, None), "linear")
+        err = float(np.max(np.abs(got - trace.h)))
+        granted = extra_error("keras", "linear", "float64", layer_kind=kind.name) * kind.scale(trace, LayerWeights(
+            weights, None), slope=1.0)
+        assert 1e5 * EPSILON["float64"] * np.max(np.abs(trace.h)) < err < granted, (kind.name, err, granted)
+    other_kinds = extra_error("keras", "linear", "float64", layer_kind="conv")  # the entry grants norms alone
+    assert extra_error("keras", "linear", "float64", layer_kind="batchnorm") - other_kinds == FLOAT32_MATMUL
+
+
 def test_float64_matmul_stays_float64_where_no_entry_says_otherwise(keras_adapter):
     """The other side of keras_float64_matmul_in_float32_off_tensorflow: TF, and jax with x64, keep float64."""
     import keras
@@ -269,6 +292,7 @@ EVIDENCE = {f.__name__: f for f in (
     torch_bfloat16_linear_nan_leaks_across_rows,
     keras_torch_backend_float64_softplus_threshold_20, keras_torch_backend_float64_hard_sigmoid_backward_float32_sixth,
     keras_torch_backend_gelu_nan_at_plus_inf, keras_jax_float64_tanh_in_float32,
+    keras_float64_norms_in_float32_off_tensorflow,
     keras2_float64_gelu_float32_constant, keras2_hard_sigmoid_slope_0_2,
 )}
 
@@ -404,7 +428,8 @@ def test_extra_error_keeps_float64_far_tighter_than_float32():
     entry says so.
     """
     float32_inside = {"keras_float64_matmul_in_float32_off_tensorflow": ("torch",),
-                      "keras_jax_float64_tanh_in_float32": ("jax",)}
+                      "keras_jax_float64_tanh_in_float32": ("jax",),
+                      "keras_float64_norms_in_float32_off_tensorflow": ("jax", "torch")}
     float32_activation = {"ort_float64_celu_in_float32": ("celu",)}  # ONNX Celu is float32-only: a Cast around it
     for d in KNOWN_DIFFERENCES:
         if "float64" not in d.dtypes:  # e.g. LiteRT's float16-weight entries: float32 layers, eps16-sized

@@ -248,8 +248,10 @@ def _torch_refused():
 
     return {
         "conv": (nn.Sequential(nn.Linear(4, 4), nn.Conv1d(1, 1, 1)), "'1' (Conv1d) at position 1"),
-        "batchnorm": (nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)), "'1' (BatchNorm1d) at position 1"),
-        "layernorm": (nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.LayerNorm(4)), "'2' (LayerNorm) at position 2"),
+        "batchnorm": (nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4, affine=False)),
+                      "'1' (BatchNorm1d) at position 1: a BatchNorm without affine parameters"),
+        "layernorm": (nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.LayerNorm(4, elementwise_affine=False)),
+                      "'2' (LayerNorm) at position 2: a LayerNorm without its scale and offset"),
         "embedding": (nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 2)), "'0' (Embedding) at position 0"),
         "branch": (Residual(), "'fc2' (Linear) at position 2: a branch"),
         "two activations": (nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Tanh()), "'2' (Tanh) at position 2"),
@@ -264,10 +266,10 @@ def _keras_refused():
     h = L.Dense(4)(inputs)
     residual = keras.Model(inputs, L.Add()([L.Dense(4)(h), h]))
     return {
-        "batchnorm": (keras.Sequential([keras.Input((4,)), L.Dense(4), L.BatchNormalization(name="bn")]),
-                      "'bn' (BatchNormalization) at position 1"),
-        "layernorm": (keras.Sequential([keras.Input((4,)), L.Dense(4), L.LayerNormalization(name="ln")]),
-                      "'ln' (LayerNormalization) at position 1"),
+        "batchnorm": (keras.Sequential([keras.Input((4,)), L.Dense(4), L.BatchNormalization(center=False, name="bn")]),
+                      "'bn' (BatchNormalization) at position 1: a BatchNormalization other than"),
+        "layernorm": (keras.Sequential([keras.Input((4,)), L.Dense(4), L.LayerNormalization(scale=False, name="ln")]),
+                      "'ln' (LayerNormalization) at position 1: a LayerNormalization without center and scale"),
         "embedding": (keras.Sequential([keras.Input((4,)), L.Embedding(10, 4, name="emb")]),
                       "'emb' (Embedding) at position 0"),
         "branch": (residual, "(Add) at position 2: a branch: it takes 2 tensors"),

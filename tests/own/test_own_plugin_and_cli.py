@@ -88,7 +88,7 @@ from torch import nn
 
 
 def test_port(equivalence):
-    t = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4))
+    t = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4, elementwise_affine=False))
     k = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4)])
     equivalence.assert_equivalent(t, k)
 ''')
@@ -119,8 +119,8 @@ def files(tmp_path, torch_adapter, keras_adapter):
     torch.export.save(torch.export.export(source.eval(), (torch.zeros(2, WIDTHS[0]),)), out["pt2"])
     good.save(out["good"])
     wrong.save(out["wrong"])
-    keras.Sequential([keras.Input((6,)), keras.layers.Dense(8), keras.layers.LayerNormalization(name="norm")]).save(
-        out["refused"])
+    keras.Sequential([keras.Input((6,)), keras.layers.Dense(8),  # a LayerNormalization without scale: refused
+                      keras.layers.LayerNormalization(scale=False, name="norm")]).save(out["refused"])
     out["text"].write_text("not a program")
     return out
 

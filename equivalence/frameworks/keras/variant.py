@@ -14,7 +14,8 @@ from typing import Any
 from equivalence.frameworks.base import Adapter
 from equivalence.frameworks.builtin import LEGACY_VARIABLE, legacy_keras_requested
 
-__all__ = ["LEGACY_VARIABLE", "adapter", "keras3_adapter", "legacy_keras_requested", "load_model", "walk", "walker"]
+__all__ = ["LEGACY_VARIABLE", "adapter", "input_shape", "keras3_adapter", "legacy_keras_requested", "load_model",
+           "walk", "walker"]
 
 
 def adapter() -> Adapter:
@@ -56,6 +57,12 @@ def walker() -> Any:
 def walk(model: Any, *, input_width: int | None = None) -> list[Any]:
     """A user's Keras model's dense units, walked by the Keras that runs here (Keras 2 or 3)."""
     return walker().walk(model, input_width=input_width)
+
+
+def input_shape(model: Any) -> tuple[int, ...] | None:
+    """One sample's input shape as the Keras model declares it, or None (Keras 2's walker: dense only)."""
+    shape_of = getattr(walker(), "input_shape", None)
+    return None if shape_of is None else shape_of(model)
 
 
 def load_model(path: str) -> Any:

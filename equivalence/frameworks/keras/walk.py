@@ -6,6 +6,9 @@ record a node, and the chain is read back from the output. That works the same f
 ``Sequential``, functional and subclassed models, nested ones too, whatever order their
 layers were created in. Dropout, Identity, Flatten and InputLayer are skipped; anything
 that is not a ``Dense`` or a known activation is refused with its name, type and position.
+
+On a channels-last spatial input, Conv1D, Conv2D, MaxPooling1D/2D, AveragePooling1D/2D and a Flatten of their
+output are layers too (``equivalence.core.spatial``); their kernels are already in the canonical layout.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import keras
 import numpy as np
 
 from equivalence.core.activations import activation_name
+from equivalence.core.norms import BatchNorm, LayerNorm
+from equivalence.core.spatial import Conv, Flatten, Pool, same_padding
 from equivalence.core.walk import DenseUnit, ModelNotSupported, attach_activation, check_chain
 from equivalence.frameworks.keras import ACTIVATIONS as REGISTERED
 from equivalence.frameworks.keras import PARAMETRIC_ACTIVATIONS
@@ -130,22 +135,33 @@ def _op_activation(op: Any) -> str:
 
 # --- the walk -----------------------------------------------------------------------------------
 
-def _input_width(model: Any, hint: int | None) -> int:
+def input_shape(model: Any) -> tuple[int, ...] | None:
+    """One sample's input shape as the model declares it (``keras.Input``, or the shape it was built with), or
+    None when it does not say."""
     inputs = getattr(model, "inputs", None)
     try:
         if inputs:
             if len(inputs) != 1:
                 raise ModelNotSupported(FRAMEWORK, model.name, type(model).__name__, None,
                                         f"takes {len(inputs)} inputs; the suite judges a model of one input")
-            return int(inputs[0].shape[-1])
+            shape = tuple(inputs[0].shape[1:])
+            if all(n is not None for n in shape):
+                return tuple(int(n) for n in shape)
     except (AttributeError, ValueError, TypeError):
         pass
     shapes = getattr(model, "_build_shapes_dict", None) or {}
     for shape in shapes.values():
-        if shape and shape[-1] is not None:
-            return int(shape[-1])
+        if shape and all(n is not None for n in shape[1:]):
+            return tuple(int(n) for n in shape[1:])
+    return None
+
+
+def _input_shape(model: Any, hint: int | None) -> tuple[int, ...]:
+    shape = input_shape(model)
+    if shape is not None:
+        return shape
     if hint is not None:
-        return hint
+        return (hint,)
     raise ModelNotSupported(FRAMEWORK, model.name, type(model).__name__, None,
                             "its input width is unknown: build it (model.build((None, n_in))) or start it with "
                             "keras.Input(shape=(n_in,))")
@@ -165,14 +181,14 @@ def _graph(block: Any) -> tuple[Any, Any] | None:
     return (inputs[0], outputs[0]) if len(inputs) == len(outputs) == 1 else None
 
 
-def _symbolic_call(block: Any, width: int) -> tuple[Any, Any]:
+def _symbolic_call(block: Any, shape: tuple[int, ...]) -> tuple[Any, Any]:
     """``block``'s call run on a fresh ``KerasTensor``: (that input, the output).
 
     Keras 3.0 to 3.3's functional ``call`` converts its input with the backend's ``convert_to_tensor``, which
     refuses a ``KerasTensor`` (``ValueError: A KerasTensor cannot be used as input to a TensorFlow function``);
     a functional model's (or a ``Sequential``'s) own graph is the same chain, so it is read directly there.
     """
-    start = keras.KerasTensor((None, width), dtype=getattr(block, "compute_dtype", None) or "float32")
+    start = keras.KerasTensor((None, *shape), dtype=getattr(block, "compute_dtype", None) or "float32")
     try:
         return start, block.call(start)
     except Exception as exc:  # noqa: BLE001 - a call that cannot run symbolically: control flow, TF ops
@@ -184,9 +200,9 @@ def _symbolic_call(block: Any, width: int) -> tuple[Any, Any]:
                                 f"{' '.join(str(exc).split())[:200]})") from None
 
 
-def _trace(block: Any, width: int) -> list[tuple[Any, Any]]:
+def _trace(block: Any, shape: tuple[int, ...]) -> list[tuple[Any, Any]]:
     """``(operation, node)`` of every call in ``block``'s chain, input to output, nested models expanded."""
-    start, out = _symbolic_call(block, width)
+    start, out = _symbolic_call(block, shape)
     if isinstance(out, (list, tuple)) and len(out) == 1:
         out = out[0]
     if not isinstance(out, keras.KerasTensor):
@@ -222,20 +238,21 @@ def _trace(block: Any, width: int) -> list[tuple[Any, Any]]:
     return expanded
 
 
-def _traced(model: Any, width: int) -> list[tuple[Any, Any]]:
+def _traced(model: Any, shape: tuple[int, ...]) -> list[tuple[Any, Any]]:
     """``_trace``, leaving the model's layers as they were: the nodes the symbolic call added are dropped."""
     layers = list(model._flatten_layers(include_self=True))
     sizes = [(layer, len(layer._inbound_nodes), len(layer._outbound_nodes)) for layer in layers]
     try:
-        return _trace(model, width)
+        return _trace(model, shape)
     finally:
         for layer, inbound, outbound in sizes:
             del layer._inbound_nodes[inbound:]
             del layer._outbound_nodes[outbound:]
 
 
-def _width_of(node: Any) -> int:
-    return int(node.input_tensors[0].shape[-1])
+def _width_of(node: Any) -> tuple[int, ...]:
+    """One sample's shape of the node's input."""
+    return tuple(int(n) for n in node.input_tensors[0].shape[1:])
 
 
 def _unbuilt_dense(model: Any) -> Any | None:
@@ -244,7 +261,7 @@ def _unbuilt_dense(model: Any) -> Any | None:
 
 
 def walk(model: Any, *, input_width: int | None = None) -> list[DenseUnit]:
-    """The dense units of ``model`` in execution order; ``ModelNotSupported`` names what cannot be judged.
+    """The units of ``model`` in execution order; ``ModelNotSupported`` names what cannot be judged.
 
     ``input_width`` is used only when the model does not say (a subclassed model built by a call).
     """
@@ -255,15 +272,31 @@ def walk(model: Any, *, input_width: int | None = None) -> list[DenseUnit]:
         raise ModelNotSupported(FRAMEWORK, unbuilt.name, "Dense", None,
                                 "has no weights yet: build the model (keras.Input(shape=(n_in,)) or "
                                 "model.build((None, n_in))) and give it its weights first")
-    chain = _traced(model, _input_width(model, input_width))
+    chain = _traced(model, _input_shape(model, input_width))
     units: list[DenseUnit] = []
     pending: dict[str, Any] | None = None
-    for position, (op, _node) in enumerate(chain):
+    for position, (op, node) in enumerate(chain):
         kind = type(op).__name__
 
         def refuse(problem: str, op: Any = op, kind: str = kind, position: int = position) -> ModelNotSupported:
             return ModelNotSupported(FRAMEWORK, op.name, kind, position, problem)
 
+        shape = _width_of(node)
+        layer_kind = _spatial_kind(op, shape, refuse) or _norm_kind(op, shape, refuse)
+        if layer_kind is not None:
+            if pending is not None:
+                units.append(_unit(pending))
+            try:
+                act = _activation_function(op.activation) if isinstance(layer_kind, Conv) else "linear"
+            except _Refuse as exc:
+                raise refuse(str(exc)) from None
+            pending = {"position": position, "layer": op, "name": op.name, "act": act, "layer_kind": layer_kind,
+                       "in_shape": shape, "act_op": None,
+                       "act_source": "none" if act == "linear" else f"{kind}(activation={act!r})"}
+            continue
+        if type(op) is L.Dense and len(shape) > 1:
+            raise refuse(f"a Dense on a {len(shape) + 1}-D tensor (per sample {shape}): the suite judges a Dense "
+                         "after a Flatten")
         if type(op) is L.Dense:
             if pending is not None:
                 units.append(_unit(pending))
@@ -279,15 +312,121 @@ def walk(model: Any, *, input_width: int | None = None) -> list[DenseUnit]:
         except _Refuse as exc:
             raise refuse(str(exc)) from None
         except KeyError:
-            raise refuse("not a Dense layer or an activation the suite judges (it judges dense layers, their "
-                         "activations, and skips Dropout, Identity, Flatten and InputLayer)") from None
+            raise refuse("not a layer or an activation the suite judges (it judges Dense, Conv1D, Conv2D, "
+                         "MaxPooling1D/2D, AveragePooling1D/2D and Flatten layers, their activations, and skips "
+                         "Dropout, Identity, InputLayer and a Flatten of 2-D inputs)") from None
         attach_activation(pending, act, f"{kind} {op.name!r}", op, refuse)
     if pending is not None:
         units.append(_unit(pending))
     return check_chain(units, FRAMEWORK)
 
 
+_CONVS = {L.Conv1D: 1, L.Conv2D: 2}
+_POOLS = {L.MaxPooling1D: ("max", 1), L.MaxPooling2D: ("max", 2), L.AveragePooling1D: ("avg", 1),
+          L.AveragePooling2D: ("avg", 2)}
+
+
+def _keras_padding(padding: str, shape: tuple[int, ...], kernel: tuple[int, ...], strides: tuple[int, ...],
+                   refuse: Callable[[str], Exception]) -> tuple[tuple[int, int], ...]:
+    if padding == "valid":
+        return ((0, 0),) * len(kernel)
+    if padding == "same":
+        return tuple(same_padding(n, k, s) for n, k, s in zip(shape, kernel, strides))
+    raise refuse(f"padding={padding!r}: the suite judges 'valid' and 'same'")
+
+
+def _spatial_kind(op: Any, shape: tuple[int, ...], refuse: Callable[[str], Exception]) -> Any:
+    """The kind of a conv, a pooling layer, or a Flatten of a spatial tensor; else None."""
+    if type(op) is L.Flatten:
+        return Flatten(shape) if len(shape) > 1 else None
+    if type(op) not in _CONVS and type(op) not in _POOLS:
+        return None
+    rank = _CONVS.get(type(op)) or _POOLS[type(op)][1]
+    if getattr(op, "data_format", "channels_last") != "channels_last":
+        raise refuse(f"data_format={op.data_format!r}: the suite judges channels_last Keras layers")
+    if len(shape) != rank + 1:
+        raise refuse(f"a {type(op).__name__} on a {len(shape) + 1}-D input")
+    if type(op) in _CONVS:
+        if set(op.dilation_rate) != {1} or op.groups != 1:
+            raise refuse(f"dilation_rate {op.dilation_rate}, groups {op.groups}: the suite judges convolutions "
+                         "with no dilation and one group")
+        kernel, strides = tuple(op.kernel_size), tuple(op.strides)
+        return Conv(kernel, strides, _keras_padding(op.padding, shape[:-1], kernel, strides, refuse), shape[-1],
+                    op.filters)
+    size, strides = tuple(op.pool_size), tuple(op.strides)
+    return Pool(_POOLS[type(op)][0], size, strides, _keras_padding(op.padding, shape[:-1], size, strides, refuse),
+                False)  # Keras' "same" average divides by the inputs in the window only
+
+
+def _axis_is_last(axis: Any, rank: int) -> bool:
+    axes = list(axis) if isinstance(axis, (list, tuple)) else [axis]
+    return len(axes) == 1 and axes[0] in (-1, rank - 1)
+
+
+def _norm_kind(op: Any, shape: tuple[int, ...], refuse: Callable[[str], Exception]) -> Any:
+    """The kind of a LayerNormalization (2-D inputs) or a BatchNormalization over the last axis; else None."""
+    if type(op) is L.LayerNormalization:
+        if len(shape) != 1 or not _axis_is_last(op.axis, 2) or getattr(op, "rms_scaling", False):
+            raise refuse("a LayerNormalization other than over the features of a 2-D input: not judged")
+        if not (op.center and op.scale):
+            raise refuse("a LayerNormalization without center and scale: not judged")
+        return LayerNorm(shape[-1], float(op.epsilon))
+    if type(op) is L.BatchNormalization:
+        if not _axis_is_last(op.axis, len(shape) + 1) or not (op.center and op.scale):
+            raise refuse("a BatchNormalization other than over the last axis with center and scale: not judged")
+        return BatchNorm(shape[-1], float(op.epsilon), round(float(op.momentum), 12))
+    return None
+
+
+_NORM_WEIGHTS = {LayerNorm: ("gamma", "beta"), BatchNorm: ("gamma", "beta", "moving_mean", "moving_variance")}
+
+
+def _spatial_unit(p: dict[str, Any]) -> DenseUnit:
+    layer, kind, act_op, in_shape = p["layer"], p["layer_kind"], p["act_op"], p["in_shape"]
+    adapter = get_adapter("keras")
+
+    def run(x: np.ndarray) -> np.ndarray:
+        y = adapter.run(layer, x)
+        if act_op is not None:
+            y = adapter.run(act_op, y) if isinstance(act_op, L.Layer) else act_op(y)
+        return adapter.to_numpy(y)
+
+    if type(kind) in _NORM_WEIGHTS:
+        from equivalence.core.dtypes import numpy_dtype
+
+        variables = [getattr(layer, name) for name in _NORM_WEIGHTS[type(kind)]]
+        native = np.stack([adapter.to_numpy(v) for v in variables]).astype(numpy_dtype(layer.compute_dtype))
+
+        def write_norm(W: np.ndarray, b: np.ndarray | None) -> None:
+            for variable, row in zip(variables, np.asarray(W)):
+                variable.assign(np.asarray(row, dtype=variable.dtype))
+
+        return DenseUnit(FRAMEWORK, layer.name, type(layer).__name__, p["position"], native.copy(), None, native,
+                         p["act"], p["act_source"], layer.compute_dtype, run, write_norm, layer_kind=kind,
+                         in_shape=in_shape, out_shape=in_shape)
+    if not isinstance(kind, Conv):
+        return DenseUnit(FRAMEWORK, layer.name, type(layer).__name__, p["position"], np.zeros((0,)), None,
+                         np.zeros((0,)), p["act"], p["act_source"], "", run, None, layer_kind=kind,
+                         in_shape=in_shape, out_shape=kind.output_shape(in_shape))
+    from equivalence.core.dtypes import numpy_dtype
+
+    dtype = layer.compute_dtype
+    native = adapter.to_numpy(layer.kernel).copy()
+    b = None if layer.bias is None else adapter.to_numpy(layer.bias).astype(numpy_dtype(dtype))
+
+    def write(W: np.ndarray, bias: np.ndarray | None) -> None:
+        layer.kernel.assign(np.asarray(W, dtype=layer.kernel.dtype))
+        if layer.bias is not None and bias is not None:
+            layer.bias.assign(np.asarray(bias, dtype=layer.bias.dtype))
+
+    return DenseUnit(FRAMEWORK, layer.name, type(layer).__name__, p["position"], native.astype(numpy_dtype(dtype)),
+                     b, native, p["act"], p["act_source"], dtype, run, write, layer_kind=kind, in_shape=in_shape,
+                     out_shape=kind.output_shape(in_shape))
+
+
 def _unit(p: dict[str, Any]) -> DenseUnit:
+    if "layer_kind" in p:
+        return _spatial_unit(p)
     dense, act_op = p["dense"], p["act_op"]
     dtype = dense.compute_dtype
     if dtype not in ("float64", "float32", "float16", "bfloat16"):
@@ -313,7 +452,8 @@ def _unit(p: dict[str, Any]) -> DenseUnit:
             dense.bias.assign(np.asarray(bias, dtype=dense.bias.dtype))
 
     return DenseUnit(FRAMEWORK, dense.name, "Dense", p["position"], native.astype(dt), b, native,
-                     p["act"], p["act_source"], dtype, run, write)
+                     p["act"], p["act_source"], dtype, run, write, in_shape=(native.shape[0],),
+                     out_shape=(native.shape[1],))
 
 
 def saved_by(path: str) -> str | None:

@@ -7,6 +7,11 @@ graph of a ``torch.export`` program (aten ops). Registration order never matters
 Dropout, Identity, Flatten and ``view``/``reshape`` are skipped (inference, 2-D inputs);
 anything else that is not a Linear or a known activation is refused with its name,
 type and position.
+
+Given the input's canonical shape (channels-last, one sample: ``input_shape``), Conv1d, Conv2d, MaxPool1d/2d,
+AvgPool1d/2d and a Flatten of their output are layers too (``equivalence.core.spatial``): each unit runs on
+channels-last numpy, transposing to torch's N,C,... and back, its kernel transposed to ``(*kernel, in, out)``,
+and the Linear after a Flatten has its rows permuted from torch's C,H,W order to the canonical H,W,C.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from torch import fx, nn
 
 from equivalence.core.activations import activation_name
 from equivalence.core.dtypes import numpy_dtype
+from equivalence.core.norms import BatchNorm, LayerNorm
+from equivalence.core.spatial import Conv, Flatten, Pool, flatten_permutation
 from equivalence.core.walk import DenseUnit, ModelNotSupported, check_chain
 from equivalence.frameworks.torch import TORCH_DTYPES, to_numpy, to_tensor
 
@@ -213,8 +220,12 @@ def _describe(gm: fx.GraphModule, node: fx.Node) -> tuple[str, str]:
     return node.name, str(target) if str(target).startswith("aten.") else kind
 
 
-def walk(model: Any) -> list[DenseUnit]:
-    """The dense units of ``model`` in execution order; ``ModelNotSupported`` names what cannot be judged."""
+def walk(model: Any, *, input_shape: tuple[int, ...] | None = None) -> list[DenseUnit]:
+    """The units of ``model`` in execution order; ``ModelNotSupported`` names what cannot be judged.
+
+    ``input_shape``: one sample's canonical (channels-last) input shape, which a conv, a pooling layer and a
+    Flatten after them need (their padding and permutation depend on it); None for a dense model.
+    """
     gm, owner, writable = graph_of(model)
     nodes = [n for n in gm.graph.nodes if n.op != "get_attr" and not _is_shape_node(n)
              and (n.users or n.op in ("output", "placeholder"))]
@@ -226,6 +237,8 @@ def walk(model: Any) -> list[DenseUnit]:
     units: list[DenseUnit] = []
     pending: dict[str, Any] | None = None  # the unit being assembled: its Linear, then its activation
     position = 0
+    shape = tuple(input_shape) if input_shape is not None and len(input_shape) > 1 else None
+    permutation = None  # a Flatten's: the next Linear's rows
     for node in nodes:
         if node.op == "placeholder":
             continue
@@ -253,20 +266,42 @@ def walk(model: Any) -> list[DenseUnit]:
                 raise refuse("x * sigmoid(x) written by hand (Swish): not an activation the suite judges; use "
                              "nn.SiLU or F.silu, which compute it and are judged")
             raise refuse("a branch: the previous layer's output feeds more than one layer")
-        if linear is not None:
+        spatial = _spatial_of(gm, node, shape, refuse) or _norm_of(gm, node, shape, refuse)
+        if spatial is not None:
+            if pending is not None:
+                units.append(_unit(pending))
+            pending = {"position": position, "name": name, "kind": kind, "act": "linear", "act_source": "none",
+                       "act_fn": None, "in_shape": shape, **spatial}
+            if not writable:
+                pending["write"] = None
+            shape = spatial["layer_kind"].output_shape(shape)
+            if isinstance(spatial["layer_kind"], Flatten):
+                permutation = flatten_permutation(spatial["layer_kind"].in_shape)
+                shape = None  # a dense chain from here
+        elif linear is not None:
+            if shape is not None:
+                raise refuse(f"a Linear on a {len(shape) + 1}-D tensor (per sample {shape}): the suite judges a "
+                             "Linear after a Flatten")
+            if permutation is not None and linear[2].shape[1] != len(permutation):
+                raise refuse(f"takes {linear[2].shape[1]} features, but the Flatten before it gives "
+                             f"{len(permutation)}")
             if pending is not None:
                 units.append(_unit(pending))
             pending = {"position": position, "name": linear[0], "kind": linear[1], "weight": linear[2],
                        "bias": linear[3], "linear": linear[4], "write": linear[5] if writable else None,
-                       "act": "linear", "act_source": "none", "act_fn": None}
+                       "act": "linear", "act_source": "none", "act_fn": None, "permutation": permutation}
+            if permutation is not None and writable:
+                pending["write"] = _writer(linear[2], linear[3], permutation)
+            permutation = None
         else:
             try:
                 act = _activation_of(gm, node)
             except _Refuse as exc:
                 raise refuse(str(exc)) from None
             except KeyError:
-                raise refuse("not a Linear layer or an activation the suite judges (it judges dense layers, "
-                             "their activations, and skips Dropout, Identity and Flatten)") from None
+                raise refuse("not a layer or an activation the suite judges (it judges Linear, Conv1d, Conv2d, "
+                             "MaxPool1d/2d, AvgPool1d/2d and Flatten modules, their activations, and skips Dropout, "
+                             "Identity and a Flatten of 2-D inputs)") from None
             if act is not None:
                 if pending is None:
                     raise refuse("an activation before any Linear layer")
@@ -367,16 +402,27 @@ def _caller(gm: fx.GraphModule, node: fx.Node) -> Callable[[torch.Tensor], torch
                                  **{k: substitute(v, x) for k, v in node.kwargs.items()})
 
 
-def _writer(weight: torch.Tensor, bias: torch.Tensor | None) -> Callable[[np.ndarray, np.ndarray | None], None]:
+def _writer(weight: torch.Tensor, bias: torch.Tensor | None,
+            permutation: np.ndarray | None = None) -> Callable[[np.ndarray, np.ndarray | None], None]:
+    """Write canonical weights: ``(in, out)`` -> torch ``(out, in)``; after a Flatten the canonical H,W,C rows
+    back to torch's C,H,W order (``permutation``); a conv's ``(*kernel, in, out)`` -> ``(out, in, *kernel)``."""
     def write(W: np.ndarray, b: np.ndarray | None) -> None:
+        W = np.asarray(W)
+        if permutation is not None:
+            W = W[np.argsort(permutation)]
+        native = W.T if W.ndim == 2 else W.transpose(W.ndim - 1, W.ndim - 2, *range(W.ndim - 2))
         with torch.no_grad():
-            weight.copy_(to_tensor(np.asarray(W).T, weight.dtype))  # canonical (in, out) -> torch (out, in)
+            weight.copy_(to_tensor(np.ascontiguousarray(native), weight.dtype))
             if bias is not None and b is not None:
                 bias.copy_(to_tensor(b, bias.dtype))
     return write
 
 
 def _unit(p: dict[str, Any]) -> DenseUnit:
+    if "tensors" in p:
+        return _norm_unit(p)
+    if "layer_kind" in p:
+        return _spatial_unit(p)
     weight, bias = p["weight"].detach(), p["bias"]
     dtype = _DTYPE_NAMES.get(weight.dtype)
     if dtype is None:
@@ -384,17 +430,206 @@ def _unit(p: dict[str, Any]) -> DenseUnit:
                                 f"weights in {weight.dtype}: the suite judges {', '.join(TORCH_DTYPES)}")
     native = to_numpy(weight, numpy_dtype(dtype))
     b = None if bias is None else to_numpy(bias.detach(), numpy_dtype(dtype))
-    linear, act_fn = p["linear"], p["act_fn"]
+    linear, act_fn, permutation = p["linear"], p["act_fn"], p.get("permutation")
+    back = None if permutation is None else np.argsort(permutation)
 
     def run(x: np.ndarray) -> np.ndarray:
+        if back is not None:
+            x = x[:, back]  # canonical H,W,C features -> torch's C,H,W
         with torch.no_grad():
-            y = linear(to_tensor(x, weight.dtype))
+            y = linear(to_tensor(np.ascontiguousarray(x), weight.dtype))
             if act_fn is not None:
                 y = act_fn(y)
         return to_numpy(y, native.dtype)
 
-    return DenseUnit(FRAMEWORK, p["name"], p["kind"], p["position"], native.T.copy(), b, native,
-                     p["act"], p["act_source"], dtype, run, p["write"])
+    W = native.T if permutation is None else native.T[permutation]
+    return DenseUnit(FRAMEWORK, p["name"], p["kind"], p["position"], W.copy(), b, native,
+                     p["act"], p["act_source"], dtype, run, p["write"], in_shape=(W.shape[0],),
+                     out_shape=(W.shape[1],))
+
+
+# --- convolution, pooling, flatten (channels-last numpy in and out) -------------------------------
+
+_CONVS = {nn.Conv1d: 1, nn.Conv2d: 2}
+_POOLS = {nn.MaxPool1d: ("max", 1), nn.MaxPool2d: ("max", 2), nn.AvgPool1d: ("avg", 1), nn.AvgPool2d: ("avg", 2)}
+_FLATTEN_FUNCTIONS = (torch.flatten, _aten.flatten.using_ints)
+_FLATTEN_METHODS = ("flatten", "view", "reshape")
+
+
+def _tuple(value: Any, rank: int) -> tuple[int, ...]:
+    return tuple(int(v) for v in value) if isinstance(value, (tuple, list)) else (int(value),) * rank
+
+
+def _torch_padding(module: nn.Module, rank: int, kernel: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
+    """torch's padding as explicit (before, after) pairs: an int pads both ends; ``"same"`` puts the odd pad
+    at the end (stride 1 only in torch)."""
+    padding = module.padding
+    if padding == "valid":
+        return ((0, 0),) * rank
+    if padding == "same":
+        return tuple(((k - 1) // 2, k - 1 - (k - 1) // 2) for k in kernel)
+    return tuple((p, p) for p in _tuple(padding, rank))
+
+
+def _spatial_of(gm: fx.GraphModule, node: fx.Node, shape: tuple[int, ...] | None,
+                refuse: Callable[[str], Exception]) -> dict[str, Any] | None:
+    """The unit's parts when ``node`` is a conv, a pooling layer, or a Flatten of a spatial tensor; else None."""
+    module = gm.get_submodule(node.target) if node.op == "call_module" else None
+    flatten = _is_flatten(node, module)
+    if module is not None and type(module) in (*_CONVS, *_POOLS):
+        if shape is None:
+            raise refuse("a convolution or pooling layer, but the input shape is unknown: build the Keras model with "
+                         "its input shape (keras.Input(shape=(H, W, C)))")
+    elif not (flatten and shape is not None):
+        return None
+    rank = len(shape) - 1
+    if flatten:
+        # every accepted form (nn.Flatten(), torch.flatten(x, 1), x.view(x.size(0), -1), ...) is this one
+        return {"layer_kind": Flatten(shape), "weight": None, "bias": None, "call": lambda t: torch.flatten(t, 1),
+                "write": None}
+    if type(module) in _CONVS:
+        if _CONVS[type(module)] != rank:
+            raise refuse(f"a {type(module).__name__} on a {rank + 2}-D input")
+        problems = [f"{what} {value}" for what, value, ok in (
+            ("dilation", module.dilation, set(_tuple(module.dilation, rank)) == {1}),
+            ("groups", module.groups, module.groups == 1),
+            ("padding_mode", repr(module.padding_mode), module.padding_mode == "zeros")) if not ok]
+        if problems:
+            raise refuse(f"{', '.join(problems)}: the suite judges convolutions with zero padding, no dilation and "
+                         "one group")
+        kernel = _tuple(module.kernel_size, rank)
+        kind = Conv(kernel, _tuple(module.stride, rank), _torch_padding(module, rank, kernel), module.in_channels,
+                    module.out_channels)
+        return {"layer_kind": kind, "weight": module.weight, "bias": module.bias, "call": module,
+                "write": _writer(module.weight, module.bias)}
+    op, pool_rank = _POOLS[type(module)]
+    if pool_rank != rank:
+        raise refuse(f"a {type(module).__name__} on a {rank + 2}-D input")
+    if getattr(module, "ceil_mode", False) or getattr(module, "divisor_override", None) is not None \
+            or set(_tuple(getattr(module, "dilation", 1), rank)) != {1}:
+        raise refuse("ceil_mode, dilation or divisor_override: the suite judges plain pooling")
+    size = _tuple(module.kernel_size, rank)
+    kind = Pool(op, size, _tuple(module.stride if module.stride is not None else size, rank),
+                tuple((p, p) for p in _tuple(module.padding, rank)),
+                bool(getattr(module, "count_include_pad", False)))
+    return {"layer_kind": kind, "weight": None, "bias": None, "call": module, "write": None}
+
+
+def _is_flatten(node: fx.Node, module: nn.Module | None) -> bool:
+    """``nn.Flatten()``, ``torch.flatten(x, 1)``, ``x.flatten(1)``, ``x.view(n, -1)`` or ``x.reshape(n, -1)``."""
+    if module is not None:
+        return type(module) is nn.Flatten and module.start_dim == 1 and module.end_dim == -1
+    if node.op == "call_function" and node.target in _FLATTEN_FUNCTIONS:
+        return _arg(node.args, node.kwargs, 1, "start_dim", 0) == 1 and _arg(node.args, node.kwargs, 2, "end_dim",
+                                                                            -1) == -1
+    if node.op == "call_method" and node.target in _FLATTEN_METHODS:
+        if node.target == "flatten":
+            return _arg(node.args, node.kwargs, 1, "start_dim", 0) == 1
+        return len(node.args) == 3 and node.args[2] == -1
+    return False
+
+
+def _spatial_unit(p: dict[str, Any]) -> DenseUnit:
+    kind, weight, bias, call, act_fn = p["layer_kind"], p["weight"], p["bias"], p["call"], p["act_fn"]
+    in_shape = p["in_shape"]
+    dtype = _DTYPE_NAMES.get(weight.dtype) if weight is not None else None
+    if weight is not None and dtype is None:
+        raise ModelNotSupported(FRAMEWORK, p["name"], p["kind"], p["position"],
+                                f"weights in {weight.dtype}: the suite judges {', '.join(TORCH_DTYPES)}")
+    rank = len(in_shape) - 1
+    first = (0, rank + 1, *range(1, rank + 1))  # N,*S,C -> N,C,*S
+    last = (0, *range(2, rank + 2), 1)
+    permutation = flatten_permutation(in_shape) if isinstance(kind, Flatten) else None
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            t = to_tensor(np.ascontiguousarray(np.asarray(x).transpose(first)), _dtype_of(x))
+            y = call(t)
+            if act_fn is not None:
+                y = act_fn(y)
+        out = to_numpy(y, np.asarray(x).dtype)
+        return out[:, permutation] if permutation is not None else out.transpose(last)
+
+    if weight is None:
+        return DenseUnit(FRAMEWORK, p["name"], p["kind"], p["position"], np.zeros((0,)), None, np.zeros((0,)),
+                         p["act"], p["act_source"], "", run, None, layer_kind=kind, in_shape=in_shape,
+                         out_shape=kind.output_shape(in_shape))
+    native = to_numpy(weight.detach(), numpy_dtype(dtype))
+    b = None if bias is None else to_numpy(bias.detach(), numpy_dtype(dtype))
+    W = native.transpose(*range(2, rank + 2), 1, 0).copy()  # (out, in, *kernel) -> (*kernel, in, out)
+    return DenseUnit(FRAMEWORK, p["name"], p["kind"], p["position"], W, b, native, p["act"], p["act_source"],
+                     dtype, run, p["write"], layer_kind=kind, in_shape=in_shape, out_shape=kind.output_shape(in_shape))
+
+
+# --- normalisation ------------------------------------------------------------------------------
+
+_BATCH_NORMS = {nn.BatchNorm1d: (0, 1), nn.BatchNorm2d: (2,)}
+
+
+def _norm_of(gm: fx.GraphModule, node: fx.Node, shape: tuple[int, ...] | None,
+             refuse: Callable[[str], Exception]) -> dict[str, Any] | None:
+    """The unit's parts when ``node`` is a LayerNorm (over the features of a 2-D input) or a BatchNorm1d/2d."""
+    module = gm.get_submodule(node.target) if node.op == "call_module" else None
+    if type(module) is nn.LayerNorm:
+        if shape is not None or len(module.normalized_shape) != 1:
+            raise refuse(f"a LayerNorm over {tuple(module.normalized_shape)}: the suite judges it on 2-D inputs "
+                         "(torch normalises the last axes, channels-last Keras the channels)")
+        if not module.elementwise_affine or module.bias is None:
+            raise refuse("a LayerNorm without its scale and offset: the suite judges elementwise_affine=True, "
+                         "bias=True")
+        kind = LayerNorm(module.normalized_shape[0], float(module.eps))
+        return {"layer_kind": kind, "tensors": (module.weight, module.bias), "call": module,
+                "in_shape": (kind.features,)}
+    if type(module) not in _BATCH_NORMS:
+        return None
+    rank = 0 if shape is None else len(shape) - 1
+    if rank not in _BATCH_NORMS[type(module)]:
+        raise refuse(f"a {type(module).__name__} on a {rank + 2}-D input")
+    if not module.affine or not module.track_running_stats or module.momentum is None:
+        raise refuse("a BatchNorm without affine parameters, running statistics or a momentum: the suite judges "
+                     "affine=True, track_running_stats=True and a momentum")
+    kind = BatchNorm(module.num_features, float(module.eps), round(1 - float(module.momentum), 12),
+                     batch_statistics=module.training)
+    tensors = (module.weight, module.bias, module.running_mean, module.running_var)
+
+    def call(x: torch.Tensor) -> torch.Tensor:  # on copies of the running statistics: never updates the user's
+        return F.batch_norm(x, module.running_mean.clone(), module.running_var.clone(), module.weight, module.bias,
+                            training=module.training, momentum=module.momentum, eps=module.eps)
+
+    return {"layer_kind": kind, "tensors": tensors, "call": call,
+            "in_shape": shape if shape is not None else (kind.features,)}
+
+
+def _norm_unit(p: dict[str, Any]) -> DenseUnit:
+    kind, tensors, call, act_fn, in_shape = p["layer_kind"], p["tensors"], p["call"], p["act_fn"], p["in_shape"]
+    dtype = _DTYPE_NAMES.get(tensors[0].dtype)
+    if dtype is None:
+        raise ModelNotSupported(FRAMEWORK, p["name"], p["kind"], p["position"],
+                                f"weights in {tensors[0].dtype}: the suite judges {', '.join(TORCH_DTYPES)}")
+    native = np.stack([to_numpy(t.detach(), numpy_dtype(dtype)) for t in tensors])
+    rank = len(in_shape) - 1
+    first, last = (0, rank + 1, *range(1, rank + 1)), (0, *range(2, rank + 2), 1)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            y = call(to_tensor(np.ascontiguousarray(np.asarray(x).transpose(first)), tensors[0].dtype))
+            if act_fn is not None:
+                y = act_fn(y)
+        return to_numpy(y, native.dtype).transpose(last)
+
+    def write(W: np.ndarray, b: np.ndarray | None) -> None:
+        with torch.no_grad():
+            for tensor, row in zip(tensors, np.asarray(W)):
+                tensor.copy_(to_tensor(row, tensor.dtype))
+
+    return DenseUnit(FRAMEWORK, p["name"], p["kind"], p["position"], native.copy(), None, native, p["act"],
+                     p["act_source"], dtype, run, write if p.get("write", True) is not None else None,
+                     layer_kind=kind, in_shape=in_shape, out_shape=in_shape)
+
+
+def _dtype_of(x: np.ndarray) -> torch.dtype:
+    name = np.asarray(x).dtype.name
+    return TORCH_DTYPES.get(name, torch.float32) if name != "bfloat16" else TORCH_DTYPES["bfloat16"]
 
 
 @contextmanager

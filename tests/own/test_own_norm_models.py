@@ -1,0 +1,153 @@
+"""Normalisation layers in a user's own pair of models: a faithful port passes in every dtype; epsilon, momentum
+and batch statistics are named from the configs; a broken framework norm turns the suite red at its layer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.helpers import BFLOAT16
+
+pytestmark = pytest.mark.usefixtures("keras_walker_or_skip")
+
+NORM_EXAMPLES = max(5, settings.default.max_examples // 10)
+
+
+@pytest.fixture(autouse=True)
+def _frameworks(torch_adapter, keras_adapter):
+    """Every test here needs both frameworks (skips with the reason otherwise)."""
+
+
+def norm_mlp(widths, dtype: str, *, seed: int = 0, torch_eps: float = 1e-3, torch_momentum: float = 0.01):
+    """Linear, BatchNorm1d, ReLU, Linear, LayerNorm, Tanh, Linear in torch (eval mode, random statistics) and
+    its Keras port written with Keras' defaults (epsilon 1e-3, momentum 0.99)."""
+    import keras
+    import torch
+    from torch import nn
+
+    from equivalence.frameworks.torch import TORCH_DTYPES
+
+    dt = TORCH_DTYPES[dtype]
+    torch.manual_seed(seed)
+    n_in, a, b, out = widths
+    t = nn.Sequential(nn.Linear(n_in, a, dtype=dt), nn.BatchNorm1d(a, eps=torch_eps, momentum=torch_momentum, dtype=dt),
+                      nn.ReLU(), nn.Linear(a, b, dtype=dt), nn.LayerNorm(b, eps=torch_eps, dtype=dt), nn.Tanh(),
+                      nn.Linear(b, out, dtype=dt)).eval()
+    with torch.no_grad():
+        for norm in (t[1], t[4]):
+            norm.weight.uniform_(-2, 2)
+            norm.bias.uniform_(-1, 1)
+        t[1].running_mean.uniform_(-1, 1)
+        t[1].running_var.uniform_(0.25, 4)
+    L = keras.layers
+    k = keras.Sequential([keras.Input((n_in,), dtype=dtype), L.Dense(a, dtype=dtype), L.BatchNormalization(dtype=dtype),
+                          L.ReLU(dtype=dtype), L.Dense(b, dtype=dtype), L.LayerNormalization(dtype=dtype),
+                          L.Activation("tanh", dtype=dtype), L.Dense(out, dtype=dtype)])
+    return t, k
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16", BFLOAT16])
+def test_norms_inside_an_mlp_agree_after_a_port(dtype):
+    from equivalence import compare_models, port_weights
+
+    @settings(max_examples=NORM_EXAMPLES)
+    @given(widths=st.tuples(*(st.integers(1, 12) for _ in range(4))).filter(lambda w: w[2] > 1),
+           seed=st.integers(0, 2**16))
+    def check(widths, seed):
+        t, k = norm_mlp(widths, dtype, seed=seed)
+        port_weights(t, k)
+        result = compare_models(t, k, x=np.random.default_rng(seed).uniform(-3, 3, (4, widths[0])))
+        assert result.passed, result.message()
+        assert [u.layer_kind.name for u in result.keras_layers] == ["dense", "batchnorm", "dense", "layernorm",
+                                                                     "dense"]
+        assert sum(u.W.size + (0 if u.b is None else u.b.size) for u in result.torch_layers) == \
+            sum(p.numel() for p in t.parameters()) + sum(b.numel() for b in t.buffers() if b.ndim) == \
+            k.count_params()
+
+    check()
+
+
+def test_a_batchnorm2d_after_a_conv_agrees_over_drawn_inputs():
+    import keras
+    import torch
+    from torch import nn
+
+    from equivalence import assert_equivalent, port_weights
+
+    torch.manual_seed(0)
+    t = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, eps=1e-3, momentum=0.01), nn.ReLU(), nn.Flatten(),
+                      nn.Linear(4 * 4 * 4, 2)).eval()
+    with torch.no_grad():
+        t[1].running_mean.uniform_(-1, 1)
+        t[1].running_var.uniform_(0.5, 2)
+    L = keras.layers
+    k = keras.Sequential([keras.Input((6, 6, 3)), L.Conv2D(4, 3), L.BatchNormalization(), L.ReLU(), L.Flatten(),
+                          L.Dense(2)])
+    port_weights(t, k)
+    assert assert_equivalent(t, k, max_examples=10).passed
+
+
+def _differences(t, k):
+    from equivalence.own import structural_differences, walk_pair
+
+    return structural_differences(*walk_pair(t, k))
+
+
+def test_the_default_epsilons_and_momenta_are_named_before_any_value():
+    """torch's defaults (eps 1e-5, momentum 0.1) against Keras' (1e-3, 0.99): three named differences."""
+    t, k = norm_mlp((4, 5, 6, 2), "float32", torch_eps=1e-5, torch_momentum=0.1)
+    named = [(d.layer, d.what) for d in _differences(t, k) if d.what in ("epsilon", "momentum")]
+    assert named == [(1, "epsilon"), (1, "momentum"), (3, "epsilon")]
+    message = next(d.message for d in _differences(t, k) if d.what == "momentum")
+    assert "got keras 0.99, but torch has 0.9" in message and "torch's momentum=m is Keras' 1 - m" in message
+
+
+def test_a_torch_model_left_in_training_mode_is_named_and_its_statistics_untouched():
+    from equivalence import compare_models, port_weights
+
+    t, k = norm_mlp((4, 5, 6, 2), "float32")
+    port_weights(t, k)
+    t.train()
+    before = [b.clone() for b in t.buffers()]
+    result = compare_models(t, k, max_examples=3)
+    assert [(d.layer, d.what) for d in result.differences] == [(1, "statistics")], result.message()
+    assert "call model.eval()" in result.differences[0].message
+    assert "torch vs keras, layer 1" in result.message()
+    assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(before, t.buffers()))
+
+
+@pytest.mark.parametrize("framework", ["torch", "keras"])
+def test_a_broken_framework_norm_turns_the_suite_red_naming_the_layer(framework, monkeypatch):
+    """The meta test: a LayerNorm (torch) or BatchNormalization (Keras) computing with ten times its epsilon."""
+    from equivalence import compare_models, port_weights
+
+    t, k = norm_mlp((4, 5, 6, 2), "float32")
+    port_weights(t, k)
+    if framework == "torch":
+        import torch.nn.functional as F
+        from torch import nn
+
+        monkeypatch.setattr(nn.LayerNorm, "forward", lambda self, x: F.layer_norm(
+            x, self.normalized_shape, self.weight, self.bias, 10 * self.eps))
+        layer = 3
+    else:
+        import keras
+
+        original = keras.layers.BatchNormalization.call
+
+        def wrong_epsilon(self, inputs, training=None, mask=None):
+            epsilon, self.epsilon = self.epsilon, 10 * self.epsilon
+            try:
+                return original(self, inputs, training=training, mask=mask)
+            finally:
+                self.epsilon = epsilon
+
+        monkeypatch.setattr(keras.layers.BatchNormalization, "call", wrong_epsilon)
+        layer = 1
+    x = np.random.default_rng(0).uniform(-0.05, 0.05, (8, 4))  # small spreads: the epsilon shows
+    result = compare_models(t, k, x=x)
+    assert result.failing_pairs().get(f"{framework} vs reference") == layer, result.message()
+    other = "keras" if framework == "torch" else "torch"
+    assert f"{other} vs reference" not in result.failing_pairs()
