@@ -295,13 +295,13 @@ def _close(p: _Pending, model: onnx.ModelProto, consts: dict[str, np.ndarray],
     act_source = "none" if not act_nodes else \
         f"{'+'.join(n.op_type for n in nodes[len(p.nodes):])} node{'s' if len(act_nodes) > 1 else ''} " \
         f"{', '.join(str(i) for i, _ in act_nodes)}"
-    session = _session(model, nodes, p.input, output, p.W.shape, dtype, name)
+    session = _session(model, nodes, p.input, output, p.W.shape, dtype, name, p.index)
     return DenseUnit(FRAMEWORK, name, f"onnx {p.kind}", p.index, p.W, p.b, p.native, act, act_source, dtype,
                      lambda x, s=session, d=p.W.dtype: s.run(None, {"x": np.ascontiguousarray(x, dtype=d)})[0])
 
 
 def _session(model: onnx.ModelProto, nodes: Sequence[onnx.NodeProto], input_name: str, output: str,
-             shape: tuple[int, int], dtype: str, name: str) -> Any:
+             shape: tuple[int, int], dtype: str, name: str, index: int) -> Any:
     """An ORT session of ``nodes`` alone, cut out of the graph: input ``x`` (batch, in), output (batch, out)."""
     elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
     needed = {t for n in nodes for t in n.input if t}
@@ -322,5 +322,5 @@ def _session(model: onnx.ModelProto, nodes: Sequence[onnx.NodeProto], input_name
         return ort.InferenceSession(unit.SerializeToString(), options, providers=["CPUExecutionProvider"])
     except ORT_ERRORS as exc:
         opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), "?")
-        raise ModelNotSupported("onnx", name, nodes[0].op_type, None, f"not run: {refusal(exc, dtype, opset)}") \
+        raise ModelNotSupported("onnx", name, nodes[0].op_type, index, f"not run: {refusal(exc, dtype, opset)}") \
             from None
