@@ -664,18 +664,19 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 def _add_compare(sub: Any) -> None:
     compare = sub.add_parser("compare", help="check a torch model (.pt2, or a .pt state_dict) against its Keras port "
-                             "(.keras); or either against an ONNX graph (.onnx), or two ONNX graphs",
+                             "(.keras); or either against an ONNX graph (.onnx) or a LiteRT model (.tflite)",
                              description="Walk both models in execution order and compare structure, weights (with "
                              "the transposition) and every layer's values against the float64 reference of each "
                              "model's own weights and against each other; print the parameter counts of both and what "
-                             "was matched with what. An ONNX graph (.onnx, on either side) is read as a graph: "
-                             "MatMul/Gemm, a bias Add and the activation's ops, run on ONNX Runtime. "
+                             "was matched with what. An ONNX graph (.onnx) or a LiteRT model (.tflite), either side, "
+                             "is read as a graph: MatMul/Gemm or FULLY_CONNECTED, a bias Add and the activation's ops, "
+                             "each unit run on ONNX Runtime or the LiteRT interpreter. "
                              "Inputs from --input, else drawn.")
     compare.add_argument("torch_file", type=Path, metavar="TORCH_FILE",
                          help="torch.export.save output (.pt2), or a state_dict (.pt) with --torch-model; or an ONNX "
-                         "graph (.onnx)")
+                         "graph (.onnx) or a LiteRT model (.tflite)")
     compare.add_argument("keras_file", type=Path, metavar="KERAS_FILE",
-                         help="model.save output (.keras); or an ONNX graph (.onnx)")
+                         help="model.save output (.keras); or an ONNX graph (.onnx) or a LiteRT model (.tflite)")
     compare.add_argument("--torch-model", metavar="PACKAGE.MODULE:FACTORY",
                          help="a function returning the nn.Module whose state_dict TORCH_FILE holds (torch.save("
                          "model.state_dict(), path)); the file is read with torch.load(weights_only=True), no "
@@ -694,7 +695,7 @@ def _add_compare(sub: Any) -> None:
 
 KERAS_SUFFIXES = (".keras",)
 TORCH_SUFFIXES = (".pt2", ".pt", ".pth")
-ONNX_SUFFIXES = (".onnx",)
+GRAPH_SUFFIXES = {".onnx": "onnx", ".tflite": "tflite"}  # equivalence.own.GRAPH_SUFFIXES, without importing it
 
 
 def _a_file(path: Path, what: str) -> None:
@@ -710,12 +711,12 @@ def _check_compare_arguments(args: argparse.Namespace) -> None:
     _a_file(args.keras_file, "a .keras file (KERAS_FILE)")
     if args.input is not None:
         _a_file(args.input, "a .npy file (--input)")
-    graphs = args.torch_file.suffix in ONNX_SUFFIXES or args.keras_file.suffix in ONNX_SUFFIXES
+    graphs = args.torch_file.suffix in GRAPH_SUFFIXES or args.keras_file.suffix in GRAPH_SUFFIXES
     if graphs:
         for path in (args.torch_file, args.keras_file):
-            if path.suffix not in (*ONNX_SUFFIXES, *KERAS_SUFFIXES, *TORCH_SUFFIXES):
+            if path.suffix not in (*GRAPH_SUFFIXES, *KERAS_SUFFIXES, *TORCH_SUFFIXES):
                 raise InputError(f"got a {path.suffix or 'suffix-less'} file, but should be a model file: .pt2 (or a "
-                                 ".pt state_dict with --torch-model), .keras or .onnx", path)
+                                 ".pt state_dict with --torch-model), .keras, .onnx or .tflite", path)
     elif args.torch_file.suffix in KERAS_SUFFIXES and args.keras_file.suffix not in KERAS_SUFFIXES:
         raise InputError("a Keras file where TORCH_FILE was expected: arguments swapped? The torch file comes "
                          "first: equivalence compare TORCH_FILE KERAS_FILE", args.torch_file)
@@ -763,7 +764,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:
             raise InputError(f"not a numpy .npy array without pickled objects ({exc})", args.input) from None
     factory = _model_factory(args.torch_model) if args.torch_model else None
-    graphs = bool({args.torch_file.suffix, args.keras_file.suffix} & set(ONNX_SUFFIXES))
+    graphs = bool({args.torch_file.suffix, args.keras_file.suffix} & set(GRAPH_SUFFIXES))
     torch_model, keras_model = (_load_model_file(path, _form(path, expected, graphs), factory, args.verbose)
                                 for path, expected in ((args.torch_file, "torch"), (args.keras_file, "keras")))
     try:
@@ -786,15 +787,15 @@ def _form(path: Path, expected: str, graphs: bool) -> str:
     when an ONNX graph is one side of the pair."""
     if not graphs:
         return expected
-    return "onnx" if path.suffix in ONNX_SUFFIXES else "keras" if path.suffix in KERAS_SUFFIXES else "torch"
+    return GRAPH_SUFFIXES.get(path.suffix) or ("keras" if path.suffix in KERAS_SUFFIXES else "torch")
 
 
 def _load_model_file(path: Path, form: str, factory: tuple[str, Any] | None, verbose: bool) -> Any:
     """The model in ``path``, read as ``form`` (``torch``, ``keras`` or ``onnx``); its problems as one line naming
     the file and the format expected."""
     try:
-        if form == "onnx":
-            return _graph_reader("onnx").load_model(str(path))
+        if form in GRAPH_SUFFIXES.values():
+            return _graph_reader(form).load_model(str(path))
         if form == "keras":
             return _adapter_module("keras").load_model(str(path))
         torch_walk = _adapter_module("torch")
@@ -806,15 +807,12 @@ def _load_model_file(path: Path, form: str, factory: tuple[str, Any] | None, ver
 
 
 def _graph_reader(form: str) -> Any:
-    import importlib
+    from equivalence.own import graph_reader
 
-    from equivalence.own import GRAPH_READERS
-
-    module_name, hint = GRAPH_READERS[form]
     try:
-        return importlib.import_module(module_name)
+        return graph_reader(form)
     except ImportError as exc:
-        raise InputError(f"an {form} file cannot be read here ({exc}): {hint}") from None
+        raise InputError(str(exc)) from None
 
 
 def _adapter_module(framework: str) -> Any:

@@ -17,6 +17,7 @@ failing input shrinks and the message says how to rebuild it.
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +57,11 @@ class Difference:
 # --- walking ----------------------------------------------------------------------------------
 
 def framework_of(model: Any) -> str | None:
-    """``"torch"``, ``"keras"`` or ``"onnx"`` (a ``ModelProto``) from the model's classes, without importing any."""
+    """``"torch"``, ``"keras"`` or ``"onnx"`` (a ``ModelProto``) from the model's classes, without importing any; a
+    model the suite's own readers loaded says its form (``equivalence_form``: ``"tflite"``)."""
+    form = getattr(type(model), "equivalence_form", None)
+    if form is not None:
+        return form
     for cls in type(model).__mro__:
         root = (cls.__module__ or "").split(".")[0]
         if root in ("torch", "keras", "tf_keras", "onnx"):
@@ -64,8 +69,34 @@ def framework_of(model: Any) -> str | None:
     return None
 
 
-GRAPH_READERS = {"onnx": ("equivalence.frameworks.onnx_graph", "pip install 'equivalence[ort]' (onnx and onnxruntime)")}
+GRAPH_READERS = {
+    "onnx": ("equivalence.frameworks.onnx_graph", "pip install 'equivalence[ort]' (onnx and onnxruntime)"),
+    "tflite": ("equivalence.frameworks.litert_graph", "pip install 'equivalence[runtimes]' (ai-edge-litert)"),
+}
 """Model forms read as graphs, not through a framework's registry entry: the reader module and its install hint."""
+GRAPH_SUFFIXES = {".onnx": "onnx", ".tflite": "tflite"}
+"""The files of those forms, by suffix."""
+
+
+def graph_reader(form: str) -> Any:
+    """The reader module of a graph form (``walk``, ``load_model``); ``ImportError`` with the install hint."""
+    module_name, hint = GRAPH_READERS[form]
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ImportError(f"a {form} model cannot be read here ({exc}): {hint}") from None
+
+
+def load_graph(path: str | os.PathLike) -> Any:
+    """The model in a ``.onnx`` or ``.tflite`` file; ``ValueError`` with one line naming the file and the format."""
+    form = GRAPH_SUFFIXES.get(Path(path).suffix)
+    if form is None:
+        raise ValueError(f"{path}: got a {Path(path).suffix or 'suffix-less'} file, but a model given as a path should "
+                         f"be one of {', '.join(GRAPH_SUFFIXES)} (load other models with their framework)")
+    try:
+        return graph_reader(form).load_model(str(path))
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
 
 
 def walk(model: Any, framework: str | None, *, input_width: int | None = None) -> list[DenseUnit]:
@@ -81,12 +112,10 @@ def walk(model: Any, framework: str | None, *, input_width: int | None = None) -
                                 "is neither a torch, a Keras nor an ONNX model (nn.Module, torch.export program, "
                                 "keras.Model, onnx.ModelProto)")
     if framework in GRAPH_READERS:
-        module_name, hint = GRAPH_READERS[framework]
         try:
-            reader = importlib.import_module(module_name)
+            reader = graph_reader(framework)
         except ImportError as exc:
-            raise ModelNotSupported(framework, "model", type(model).__name__, None,
-                                    f"cannot be read here ({exc}): {hint}") from None
+            raise ModelNotSupported(framework, "model", type(model).__name__, None, str(exc)) from None
         return reader.walk(model)
     get_adapter(framework)  # FrameworkUnavailable with the install hint when it is missing
     walker = entry(framework).walker
@@ -101,8 +130,10 @@ def walk(model: Any, framework: str | None, *, input_width: int | None = None) -
 def walk_pair(torch_model: Any, keras_model: Any) -> tuple[list[DenseUnit], list[DenseUnit]]:
     """Both models' units. A torch model comes first and its Keras port second; with an ONNX graph on either side,
     each side is read as the form it is."""
+    torch_model, keras_model = (load_graph(m) if isinstance(m, (str, os.PathLike)) else m
+                                for m in (torch_model, keras_model))
     forms = (framework_of(torch_model), framework_of(keras_model))
-    expected = forms if "onnx" in forms else ("torch", "keras")
+    expected = forms if set(forms) & set(GRAPH_READERS) else ("torch", "keras")
     t_units = walk(torch_model, expected[0])
     return t_units, walk(keras_model, expected[1], input_width=t_units[0].shape[0])
 
