@@ -199,7 +199,8 @@ def structural_differences(t_units: Sequence[DenseUnit], k_units: Sequence[Dense
                                   f"{t.shape[0]}->{t.shape[1]} (layers missing or in a different order?)"))
         if k.dtype != t.dtype:
             out.append(Difference(i, "dtype", f"{where}: dtype: got {b} {k.dtype}, but {a} computes in {t.dtype}"))
-        if (k.b is None) != (t.b is None):
+        present = k.b if t.b is None else t.b
+        if (k.b is None) != (t.b is None) and np.any(present != 0):  # converters drop an all-zero bias: same layer
             missing, has = (b, a) if k.b is None else (a, b)
             out.append(Difference(i, "bias", f"{where}: bias: got none in {missing}, but {has} has one "
                                   f"(use_bias / bias=)"))
