@@ -13,7 +13,6 @@ in a child process: importing it sets ``TF_USE_LEGACY_KERAS=1`` for its whole pr
 from __future__ import annotations
 
 import importlib.util
-import io
 import subprocess
 import sys
 import warnings
