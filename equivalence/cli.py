@@ -707,16 +707,17 @@ def _a_file(path: Path, what: str) -> None:
 
 def _check_compare_arguments(args: argparse.Namespace) -> None:
     """Everything about the arguments that can be refused before a framework is loaded."""
-    _a_file(args.torch_file, "a torch file (TORCH_FILE)")
-    _a_file(args.keras_file, "a .keras file (KERAS_FILE)")
+    for path, what in ((args.torch_file, "a torch file (TORCH_FILE)"), (args.keras_file, "a .keras file (KERAS_FILE)")):
+        if not _saved_model(path):
+            _a_file(path, what)
     if args.input is not None:
         _a_file(args.input, "a .npy file (--input)")
-    graphs = args.torch_file.suffix in GRAPH_SUFFIXES or args.keras_file.suffix in GRAPH_SUFFIXES
-    if graphs:
+    if _graphs(args):
         for path in (args.torch_file, args.keras_file):
-            if path.suffix not in (*GRAPH_SUFFIXES, *KERAS_SUFFIXES, *TORCH_SUFFIXES):
+            if path.suffix not in (*GRAPH_SUFFIXES, *KERAS_SUFFIXES, *TORCH_SUFFIXES) and not _saved_model(path):
                 raise InputError(f"got a {path.suffix or 'suffix-less'} file, but should be a model file: .pt2 (or a "
-                                 ".pt state_dict with --torch-model), .keras, .onnx or .tflite", path)
+                                 ".pt state_dict with --torch-model), .keras, .onnx, .tflite or a SavedModel folder",
+                                 path)
     elif args.torch_file.suffix in KERAS_SUFFIXES and args.keras_file.suffix not in KERAS_SUFFIXES:
         raise InputError("a Keras file where TORCH_FILE was expected: arguments swapped? The torch file comes "
                          "first: equivalence compare TORCH_FILE KERAS_FILE", args.torch_file)
@@ -764,7 +765,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:
             raise InputError(f"not a numpy .npy array without pickled objects ({exc})", args.input) from None
     factory = _model_factory(args.torch_model) if args.torch_model else None
-    graphs = bool({args.torch_file.suffix, args.keras_file.suffix} & set(GRAPH_SUFFIXES))
+    graphs = _graphs(args)
     torch_model, keras_model = (_load_model_file(path, _form(path, expected, graphs), factory, args.verbose)
                                 for path, expected in ((args.torch_file, "torch"), (args.keras_file, "keras")))
     try:
@@ -782,11 +783,22 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return EXIT_OK if result.passed else EXIT_DISAGREE
 
 
+def _saved_model(path: Path) -> bool:
+    return path.is_dir() and (path / "saved_model.pb").is_file()
+
+
+def _graphs(args: argparse.Namespace) -> bool:
+    """Whether a graph (.onnx, .tflite, a SavedModel folder) is one side of the pair."""
+    return any(path.suffix in GRAPH_SUFFIXES or _saved_model(path) for path in (args.torch_file, args.keras_file))
+
+
 def _form(path: Path, expected: str, graphs: bool) -> str:
     """How ``path`` is read: as its position says (TORCH_FILE, KERAS_FILE) for a torch and Keras pair; by its suffix
-    when an ONNX graph is one side of the pair."""
+    (or as a SavedModel folder) when a graph is one side of the pair."""
     if not graphs:
         return expected
+    if _saved_model(path):
+        return "saved_model"
     return GRAPH_SUFFIXES.get(path.suffix) or ("keras" if path.suffix in KERAS_SUFFIXES else "torch")
 
 
@@ -794,7 +806,7 @@ def _load_model_file(path: Path, form: str, factory: tuple[str, Any] | None, ver
     """The model in ``path``, read as ``form`` (``torch``, ``keras`` or ``onnx``); its problems as one line naming
     the file and the format expected."""
     try:
-        if form in GRAPH_SUFFIXES.values():
+        if form in (*GRAPH_SUFFIXES.values(), "saved_model"):
             return _graph_reader(form).load_model(str(path))
         if form == "keras":
             return _adapter_module("keras").load_model(str(path))

@@ -66,12 +66,15 @@ def framework_of(model: Any) -> str | None:
         root = (cls.__module__ or "").split(".")[0]
         if root in ("torch", "keras", "tf_keras", "onnx"):
             return "keras" if root == "tf_keras" else root
+        if root == "tensorflow" and hasattr(model, "signatures"):
+            return "saved_model"  # what tf.saved_model.load returns
     return None
 
 
 GRAPH_READERS = {
     "onnx": ("equivalence.frameworks.onnx_graph", "pip install 'equivalence[ort]' (onnx and onnxruntime)"),
     "tflite": ("equivalence.frameworks.litert_graph", "pip install 'equivalence[runtimes]' (ai-edge-litert)"),
+    "saved_model": ("equivalence.frameworks.keras.saved_model_graph", "pip install 'equivalence[keras]' (TensorFlow)"),
 }
 """Model forms read as graphs, not through a framework's registry entry: the reader module and its install hint."""
 GRAPH_SUFFIXES = {".onnx": "onnx", ".tflite": "tflite"}
@@ -88,11 +91,13 @@ def graph_reader(form: str) -> Any:
 
 
 def load_graph(path: str | os.PathLike) -> Any:
-    """The model in a ``.onnx`` or ``.tflite`` file; ``ValueError`` with one line naming the file and the format."""
-    form = GRAPH_SUFFIXES.get(Path(path).suffix)
+    """The model in a ``.onnx`` or ``.tflite`` file or a SavedModel folder; ``ValueError`` with one line naming the
+    file and the format."""
+    form = "saved_model" if Path(path).is_dir() else GRAPH_SUFFIXES.get(Path(path).suffix)
     if form is None:
-        raise ValueError(f"{path}: got a {Path(path).suffix or 'suffix-less'} file, but a model given as a path should "
-                         f"be one of {', '.join(GRAPH_SUFFIXES)} (load other models with their framework)")
+        raise ValueError(f"{path}: got a {Path(path).suffix or 'suffix-less'} file, but a model given as a path "
+                         f"should be one of {', '.join(GRAPH_SUFFIXES)} or a SavedModel folder (load other models "
+                         "with their framework)")
     try:
         return graph_reader(form).load_model(str(path))
     except ValueError as exc:
@@ -127,11 +132,15 @@ def walk(model: Any, framework: str | None, *, input_width: int | None = None) -
     return walk_model(model, input_width=input_width) if framework == "keras" else walk_model(model)
 
 
+def loaded(model: Any) -> Any:
+    """``model``, or the model in the file or SavedModel folder it names (``load_graph``)."""
+    return load_graph(model) if isinstance(model, (str, os.PathLike)) else model
+
+
 def walk_pair(torch_model: Any, keras_model: Any) -> tuple[list[DenseUnit], list[DenseUnit]]:
     """Both models' units. A torch model comes first and its Keras port second; with an ONNX graph on either side,
     each side is read as the form it is."""
-    torch_model, keras_model = (load_graph(m) if isinstance(m, (str, os.PathLike)) else m
-                                for m in (torch_model, keras_model))
+    torch_model, keras_model = loaded(torch_model), loaded(keras_model)
     forms = (framework_of(torch_model), framework_of(keras_model))
     expected = forms if set(forms) & set(GRAPH_READERS) else ("torch", "keras")
     t_units = walk(torch_model, expected[0])
@@ -420,6 +429,7 @@ def compare_models(torch_model: Any, keras_model: Any, x: Any = None, *, max_exa
     """
     if not isinstance(weight_ulps, int) or weight_ulps < 0:
         raise ValueError(f"weight_ulps={weight_ulps!r} must be an integer, 0 or more")
+    torch_model, keras_model = loaded(torch_model), loaded(keras_model)
     t_units, k_units = walk_pair(torch_model, keras_model)
     differences = tuple(structural_differences(t_units, k_units, weight_ulps=weight_ulps))
     same = not (structural_differences(t_units, k_units) if weight_ulps else differences)  # identical weights

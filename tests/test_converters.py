@@ -2,7 +2,7 @@
 out of make check; the converters live in .venv-converters, pinned by the ``converters`` extra).
 
 - torch -> ``torch.onnx.export(dynamo=False)`` -> the ``.onnx`` against torch;
-- torch -> ONNX -> onnx2tf -> its ``.tflite`` against torch;
+- torch -> ONNX -> onnx2tf -> its ``.tflite`` and its SavedModel against torch;
 - Keras -> ``model.export(format="onnx")`` (tf2onnx) -> the ``.onnx`` against Keras;
 - Keras -> ``TFLiteConverter`` -> the ``.tflite`` against Keras.
 
@@ -117,6 +117,28 @@ def test_torch_to_onnx2tf_tflite_is_judged_equivalent_and_a_moved_weight_is_name
     assert "layer 2 (torch '4', litert 'op " in message and "kernel: 1 / 12 elements differ" in message, message
 
 
+def test_torch_to_onnx2tf_saved_model_is_judged_equivalent_and_a_moved_weight_is_named(torch_files, tmp_path):
+    from equivalence import assert_equivalent, compare_models
+
+    model, folder = torch_files
+    result = assert_equivalent(model, folder / "onnx2tf", max_examples=20)
+    assert [u.activation for u in result.keras_layers] == ["relu", "silu", "tanh"]
+    assert result.labels == ("torch", "keras_graph")
+    wrong = resaved(folder / "onnx2tf", model[2].weight.detach().numpy().T, 5, 1e-3, tmp_path / "wrong")
+    message = compare_models(model, wrong, max_examples=5).message()
+    assert "layer 1 (torch '2', keras_graph " in message and "kernel: 1 / 28 elements differ" in message, message
+
+
+def resaved(folder: Path, weight: np.ndarray, element: int, by: float, out: Path) -> Path:
+    """A copy of the SavedModel in ``folder`` with one element of the constant ``weight`` moved by ``by``
+    (onnx2tf bakes the weights into saved_model.pb as constants, not variables)."""
+    import shutil
+
+    shutil.copytree(folder, out)
+    moved(folder / "saved_model.pb", weight, element, by, out / "saved_model.pb")
+    return out
+
+
 @pytest.fixture(scope="module")
 def keras_files(tmp_path_factory, keras_adapter):
     import tensorflow as tf
@@ -156,7 +178,7 @@ def test_the_command_reads_every_converted_file(torch_files, tmp_path):
 
     program = tmp_path / "mlp.pt2"
     torch.export.save(torch.export.export(model, (torch.zeros(2, WIDTHS[0]),)), program)
-    for converted in (folder / "mlp.onnx", folder / "onnx2tf" / "mlp_float32.tflite"):
+    for converted in (folder / "mlp.onnx", folder / "onnx2tf" / "mlp_float32.tflite", folder / "onnx2tf"):
         proc = subprocess.run([sys.executable, "-m", "equivalence", "compare", str(program), str(converted),
                                "--examples", "5"], capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0 and "all 3 layers agree" in proc.stdout, proc.stdout + proc.stderr
