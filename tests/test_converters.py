@@ -47,9 +47,9 @@ def torch_mlp():
 def keras_mlp():
     import keras
 
-    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(7, activation="relu"),
-                              keras.layers.Dense(4, activation="sigmoid"), keras.layers.Dense(3),
-                              keras.layers.Softmax()])
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(7, activation="relu", name="dense"),
+                              keras.layers.Dense(4, activation="sigmoid", name="dense_1"),
+                              keras.layers.Dense(3, name="dense_2"), keras.layers.Softmax()])  # names: not counters
     rng = np.random.default_rng(0)
     model.set_weights([rng.uniform(-1, 1, w.shape).astype("float32") for w in model.get_weights()])  # biases too
     return model

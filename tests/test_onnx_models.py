@@ -232,3 +232,14 @@ def test_an_onnx_export_and_a_keras_port_of_the_same_model_agree(keras_adapter):
     port_weights(source, port)
     result = assert_equivalent(export(source, 6), port, max_examples=5)
     assert result.labels == ("ort", "keras")
+
+
+def test_a_path_of_a_format_not_read_as_a_graph_is_refused_naming_those_that_are(tmp_path):
+    from torch import nn
+
+    from equivalence import compare_models
+
+    (tmp_path / "model.h5").write_bytes(b"HDF")
+    with pytest.raises(ValueError, match=r"model.h5: got a .h5 file, but a model given as a path should be one of "
+                                         r".onnx, .tflite or a SavedModel folder"):
+        compare_models(mlp(nn.ReLU()), tmp_path / "model.h5")

@@ -155,7 +155,9 @@ def walk(model: Any) -> list[DenseUnit]:
             pending.b = bias.reshape(-1).astype(pending.W.dtype)
             pending.ops.append(op)
             fused = getattr(op.builtinOptions, "fusedActivationFunction", 0)
-            pending.act, pending.fused = _FUSED.get(fused, "?"), bool(fused)
+            if fused not in _FUSED:
+                raise refuse(f"fused activation {fused} (ActivationFunctionType) is not one the suite knows")
+            pending.act, pending.fused = _FUSED[fused], bool(fused)
             pending.act_source = f"fused in ADD op {index}" if fused else "none"
         elif name == "RESHAPE":
             if pending is not None:
