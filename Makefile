@@ -19,7 +19,7 @@ NOX_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help venv lint test check report baseline guard matrix bench soak sensitivity mxnet clean portability probes \
-	portability-cell matrix-log keras2 history history-check runtimes
+	portability-cell matrix-log keras2 history history-check runtimes converters
 CELL ?= lowest
 SHELL := /bin/bash
 
@@ -151,5 +151,22 @@ keras2: $(KERAS2_STAMP) ## Keras 2 (tf-keras) in .venv-keras2: the suite on Kera
 	TF_USE_LEGACY_KERAS=1 KERAS_BACKEND=tensorflow $(KERAS2_BIN)/python -m pytest $(PYTEST_ARGS)
 	TF_USE_LEGACY_KERAS=1 KERAS_BACKEND=tensorflow $(KERAS2_BIN)/python -m equivalence verify tests/golden-keras2
 
+# The converters (onnx2tf, tf2onnx through Keras' ONNX export) in their own venv: tf-keras, which onnx2tf writes its
+# models with, goes in with --no-deps as in make keras2. The round trips run as tests (marker `converters`, left out
+# of make check's selection); each conversion runs in a child process, as importing onnx2tf sets
+# TF_USE_LEGACY_KERAS=1 for its whole process.
+CONVERTERS_VENV ?= .venv-converters
+CONVERTERS_BIN := $(CONVERTERS_VENV)/bin
+CONVERTERS_STAMP := $(CONVERTERS_VENV)/.installed-stamp
+
+$(CONVERTERS_STAMP): pyproject.toml constraints.txt
+	test -x $(CONVERTERS_BIN)/python || $(PYTHON) -m venv $(CONVERTERS_VENV)
+	$(CONVERTERS_BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[all,converters]'
+	$(CONVERTERS_BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps tf-keras==$(TF_KERAS)
+	touch $(CONVERTERS_STAMP)
+
+converters: $(CONVERTERS_STAMP) ## converters' round trips in .venv-converters: torch -> ONNX -> onnx2tf (SavedModel, .tflite), Keras -> ONNX
+	$(CONVERTERS_BIN)/python -m pytest tests/own/test_converters.py -m converters $(PYTEST_ARGS)
+
 clean: ## remove the venvs, the nox venvs and caches
-	rm -rf $(VENV) $(MXNET_VENV) $(KERAS2_VENV) .nox .pytest_cache .hypothesis .ruff_cache
+	rm -rf $(VENV) $(MXNET_VENV) $(KERAS2_VENV) $(CONVERTERS_VENV) .nox .pytest_cache .hypothesis .ruff_cache

@@ -664,14 +664,19 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 def _add_compare(sub: Any) -> None:
     compare = sub.add_parser("compare", help="check a torch model (.pt2, or a .pt state_dict) against its Keras port "
-                             "(.keras)",
+                             "(.keras); or either against an ONNX graph (.onnx) or a LiteRT model (.tflite)",
                              description="Walk both models in execution order and compare structure, weights (with "
                              "the transposition) and every layer's values against the float64 reference of each "
-                             "model's own weights and against each other; print the parameter counts of both. "
+                             "model's own weights and against each other; print the parameter counts of both and what "
+                             "was matched with what. An ONNX graph (.onnx) or a LiteRT model (.tflite), either side, "
+                             "is read as a graph: MatMul/Gemm or FULLY_CONNECTED, a bias Add and the activation's ops, "
+                             "each unit run on ONNX Runtime or the LiteRT interpreter. "
                              "Inputs from --input, else drawn.")
     compare.add_argument("torch_file", type=Path, metavar="TORCH_FILE",
-                         help="torch.export.save output (.pt2), or a state_dict (.pt) with --torch-model")
-    compare.add_argument("keras_file", type=Path, metavar="KERAS_FILE", help="model.save output (.keras)")
+                         help="torch.export.save output (.pt2), or a state_dict (.pt) with --torch-model; or an ONNX "
+                         "graph (.onnx) or a LiteRT model (.tflite)")
+    compare.add_argument("keras_file", type=Path, metavar="KERAS_FILE",
+                         help="model.save output (.keras); or an ONNX graph (.onnx) or a LiteRT model (.tflite)")
     compare.add_argument("--torch-model", metavar="PACKAGE.MODULE:FACTORY",
                          help="a function returning the nn.Module whose state_dict TORCH_FILE holds (torch.save("
                          "model.state_dict(), path)); the file is read with torch.load(weights_only=True), no "
@@ -690,6 +695,7 @@ def _add_compare(sub: Any) -> None:
 
 KERAS_SUFFIXES = (".keras",)
 TORCH_SUFFIXES = (".pt2", ".pt", ".pth")
+GRAPH_SUFFIXES = {".onnx": "onnx", ".tflite": "tflite"}  # equivalence.own.GRAPH_SUFFIXES, without importing it
 
 
 def _a_file(path: Path, what: str) -> None:
@@ -701,11 +707,18 @@ def _a_file(path: Path, what: str) -> None:
 
 def _check_compare_arguments(args: argparse.Namespace) -> None:
     """Everything about the arguments that can be refused before a framework is loaded."""
-    _a_file(args.torch_file, "a torch file (TORCH_FILE)")
-    _a_file(args.keras_file, "a .keras file (KERAS_FILE)")
+    for path, what in ((args.torch_file, "a torch file (TORCH_FILE)"), (args.keras_file, "a .keras file (KERAS_FILE)")):
+        if not _saved_model(path):
+            _a_file(path, what)
     if args.input is not None:
         _a_file(args.input, "a .npy file (--input)")
-    if args.torch_file.suffix in KERAS_SUFFIXES and args.keras_file.suffix not in KERAS_SUFFIXES:
+    if _graphs(args):
+        for path in (args.torch_file, args.keras_file):
+            if path.suffix not in (*GRAPH_SUFFIXES, *KERAS_SUFFIXES, *TORCH_SUFFIXES) and not _saved_model(path):
+                raise InputError(f"got a {path.suffix or 'suffix-less'} file, but should be a model file: .pt2 (or a "
+                                 ".pt state_dict with --torch-model), .keras, .onnx, .tflite or a SavedModel folder",
+                                 path)
+    elif args.torch_file.suffix in KERAS_SUFFIXES and args.keras_file.suffix not in KERAS_SUFFIXES:
         raise InputError("a Keras file where TORCH_FILE was expected: arguments swapped? The torch file comes "
                          "first: equivalence compare TORCH_FILE KERAS_FILE", args.torch_file)
     if args.examples < 1:
@@ -752,18 +765,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:
             raise InputError(f"not a numpy .npy array without pickled objects ({exc})", args.input) from None
     factory = _model_factory(args.torch_model) if args.torch_model else None
-    torch_walk, keras_walk = _adapter_module("torch"), _adapter_module("keras")
-    try:
-        if factory is not None:
-            torch_model = torch_walk.load_state_dict_model(str(args.torch_file), *factory, logs=args.verbose)
-        else:
-            torch_model = torch_walk.load_program(str(args.torch_file), logs=args.verbose)
-    except ValueError as exc:
-        raise InputError(str(exc), args.torch_file) from None
-    try:
-        keras_model = keras_walk.load_model(str(args.keras_file))
-    except ValueError as exc:
-        raise InputError(str(exc), args.keras_file) from None
+    graphs = _graphs(args)
+    torch_model, keras_model = (_load_model_file(path, _form(path, expected, graphs), factory, args.verbose)
+                                for path, expected in ((args.torch_file, "torch"), (args.keras_file, "keras")))
     try:
         result = compare_models(torch_model, keras_model, x, max_examples=args.examples, table=args.table,
                                 weight_ulps=args.weight_ulps)
@@ -773,9 +777,54 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise InputError(str(exc), args.input) from None
     print(result.message())
     print(result.parameters())
+    print("matched:\n" + "\n".join(f"  {line}" for line in result.matched()))
     if args.table is not None:
         print(f"wrote the per-layer table to {args.table}")
     return EXIT_OK if result.passed else EXIT_DISAGREE
+
+
+def _saved_model(path: Path) -> bool:
+    return path.is_dir() and (path / "saved_model.pb").is_file()
+
+
+def _graphs(args: argparse.Namespace) -> bool:
+    """Whether a graph (.onnx, .tflite, a SavedModel folder) is one side of the pair."""
+    return any(path.suffix in GRAPH_SUFFIXES or _saved_model(path) for path in (args.torch_file, args.keras_file))
+
+
+def _form(path: Path, expected: str, graphs: bool) -> str:
+    """How ``path`` is read: as its position says (TORCH_FILE, KERAS_FILE) for a torch and Keras pair; by its suffix
+    (or as a SavedModel folder) when a graph is one side of the pair."""
+    if not graphs:
+        return expected
+    if _saved_model(path):
+        return "saved_model"
+    return GRAPH_SUFFIXES.get(path.suffix) or ("keras" if path.suffix in KERAS_SUFFIXES else "torch")
+
+
+def _load_model_file(path: Path, form: str, factory: tuple[str, Any] | None, verbose: bool) -> Any:
+    """The model in ``path``, read as ``form`` (``torch``, ``keras`` or ``onnx``); its problems as one line naming
+    the file and the format expected."""
+    try:
+        if form in (*GRAPH_SUFFIXES.values(), "saved_model"):
+            return _graph_reader(form).load_model(str(path))
+        if form == "keras":
+            return _adapter_module("keras").load_model(str(path))
+        torch_walk = _adapter_module("torch")
+        if factory is not None:
+            return torch_walk.load_state_dict_model(str(path), *factory, logs=verbose)
+        return torch_walk.load_program(str(path), logs=verbose)
+    except ValueError as exc:
+        raise InputError(str(exc), path) from None
+
+
+def _graph_reader(form: str) -> Any:
+    from equivalence.own import graph_reader
+
+    try:
+        return graph_reader(form)
+    except ImportError as exc:
+        raise InputError(str(exc)) from None
 
 
 def _adapter_module(framework: str) -> Any:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,11 +62,17 @@ class Difference:
 # --- walking ----------------------------------------------------------------------------------
 
 def framework_of(model: Any) -> str | None:
-    """``"torch"`` or ``"keras"`` from the model's classes, without importing either."""
+    """``"torch"``, ``"keras"`` or ``"onnx"`` (a ``ModelProto``) from the model's classes, without importing any; a
+    model the suite's own readers loaded says its form (``equivalence_form``: ``"tflite"``)."""
+    form = getattr(type(model), "equivalence_form", None)
+    if form is not None:
+        return form
     for cls in type(model).__mro__:
         root = (cls.__module__ or "").split(".")[0]
-        if root in ("torch", "keras", "tf_keras"):
+        if root in ("torch", "keras", "tf_keras", "onnx"):
             return "keras" if root == "tf_keras" else root
+        if root == "tensorflow" and hasattr(model, "signatures"):
+            return "saved_model"  # what tf.saved_model.load returns
     return None
 
 
@@ -80,14 +87,59 @@ def declared_input_shape(model: Any, framework: str) -> tuple[int, ...] | None:
     return None if shape_of is None else shape_of(model)
 
 
-def walk(model: Any, framework: str, *, input_width: int | None = None,
+GRAPH_READERS = {
+    "onnx": ("equivalence.frameworks.onnx_graph", "pip install 'equivalence[ort]' (onnx and onnxruntime)"),
+    "tflite": ("equivalence.frameworks.litert_graph", "pip install 'equivalence[runtimes]' (ai-edge-litert)"),
+    "saved_model": ("equivalence.frameworks.keras.saved_model_graph", "pip install 'equivalence[keras]' (TensorFlow)"),
+}
+"""Model forms read as graphs, not through a framework's registry entry: the reader module and its install hint."""
+GRAPH_SUFFIXES = {".onnx": "onnx", ".tflite": "tflite"}
+"""The files of those forms, by suffix."""
+
+
+def graph_reader(form: str) -> Any:
+    """The reader module of a graph form (``walk``, ``load_model``); ``ImportError`` with the install hint."""
+    module_name, hint = GRAPH_READERS[form]
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ImportError(f"a {form} model cannot be read here ({exc}): {hint}") from None
+
+
+def load_graph(path: str | os.PathLike) -> Any:
+    """The model in a ``.onnx`` or ``.tflite`` file or a SavedModel folder; ``ValueError`` with one line naming the
+    file and the format."""
+    form = "saved_model" if Path(path).is_dir() else GRAPH_SUFFIXES.get(Path(path).suffix)
+    if form is None:
+        raise ValueError(f"{path}: got a {Path(path).suffix or 'suffix-less'} file, but a model given as a path "
+                         f"should be one of {', '.join(GRAPH_SUFFIXES)} or a SavedModel folder (load other models "
+                         "with their framework)")
+    try:
+        return graph_reader(form).load_model(str(path))
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
+def walk(model: Any, framework: str | None, *, input_width: int | None = None,
          input_shape: tuple[int, ...] | None = None) -> list[DenseUnit]:
-    """The model's units; ``ModelNotSupported`` when it cannot be judged. ``input_shape``: one sample's
-    canonical (channels-last) shape, which a model with conv or pooling layers needs walked."""
+    """The model's units; ``ModelNotSupported`` when it cannot be judged. ``framework``: the form expected (None:
+    any form the suite reads). ``input_shape``: one sample's canonical (channels-last) shape, which a model with
+    conv or pooling layers needs walked."""
     found = framework_of(model)
-    if found is not None and found != framework:
+    if found is not None and framework is not None and found != framework:
         raise ModelNotSupported(framework, "model", type(model).__name__, None,
                                 f"is a {found} model where a {framework} model was expected (arguments swapped?)")
+    framework = framework or found
+    if framework is None:
+        raise ModelNotSupported("model", "model", type(model).__name__, None,
+                                "is neither a torch, a Keras nor an ONNX model (nn.Module, torch.export program, "
+                                "keras.Model, onnx.ModelProto)")
+    if framework in GRAPH_READERS:
+        try:
+            reader = graph_reader(framework)
+        except ImportError as exc:
+            raise ModelNotSupported(framework, "model", type(model).__name__, None, str(exc)) from None
+        return reader.walk(model)
     get_adapter(framework)  # FrameworkUnavailable with the install hint when it is missing
     walker = entry(framework).walker
     if walker is None:
@@ -99,13 +151,32 @@ def walk(model: Any, framework: str, *, input_width: int | None = None,
     return walk_model(model, input_shape=input_shape) if input_shape is not None else walk_model(model)
 
 
+def loaded(model: Any) -> Any:
+    """``model``, or the model in the file or SavedModel folder it names (``load_graph``)."""
+    return load_graph(model) if isinstance(model, (str, os.PathLike)) else model
+
+
 def walk_pair(torch_model: Any, keras_model: Any) -> tuple[list[DenseUnit], list[DenseUnit]]:
-    """Both models' units; a Keras model declaring a spatial input (``keras.Input(shape=(H, W, C))``) gives the
-    torch walk its shape, channels-last (a torch model takes the same input as N, C, H, W)."""
+    """Both models' units. A torch model comes first and its Keras port second; with an ONNX, ``.tflite`` or
+    SavedModel graph on either side, each side is read as the form it is. A Keras model declaring a spatial input
+    (``keras.Input(shape=(H, W, C))``) gives the torch walk its shape, channels-last (a torch model takes the same
+    input as N, C, H, W)."""
+    torch_model, keras_model = loaded(torch_model), loaded(keras_model)
+    forms = (framework_of(torch_model), framework_of(keras_model))
+    if set(forms) & set(GRAPH_READERS):
+        t_units = walk(torch_model, forms[0])
+        return t_units, walk(keras_model, forms[1], input_width=t_units[0].shape[0])
     get_adapter("keras")
-    shape = declared_input_shape(keras_model, "keras") if framework_of(keras_model) == "keras" else None
+    shape = declared_input_shape(keras_model, "keras") if forms[1] == "keras" else None
     t_units = walk(torch_model, "torch", input_shape=shape if shape is not None and len(shape) > 1 else None)
     return t_units, walk(keras_model, "keras", input_width=t_units[0].shape[0])
+
+
+def labels(first: Sequence[DenseUnit], second: Sequence[DenseUnit]) -> tuple[str, str]:
+    """The outputs' labels of the two sides: the framework that runs each (``ort`` for an ONNX graph, so its named
+    differences apply); the second of two alike is ``ort@2`` (``tolerance.framework_of`` reads ``ort``)."""
+    a, b = first[0].framework, second[0].framework
+    return (a, f"{b}@2") if a == b else (a, b)
 
 
 def input_shape_of(units: Sequence[DenseUnit]) -> tuple[int, ...]:
@@ -115,8 +186,14 @@ def input_shape_of(units: Sequence[DenseUnit]) -> tuple[int, ...]:
 
 # --- structure and weights ----------------------------------------------------------------------
 
-def _where(i: int, t: DenseUnit, k: DenseUnit) -> str:
-    return f"layer {i} (torch {t.name!r}, keras {k.name!r})"
+def _where(i: int, t: DenseUnit, k: DenseUnit, a: str = "torch", b: str = "keras") -> str:
+    return f"layer {i} ({a} {t.name!r}, {b} {k.name!r})"
+
+
+def _layout_note(a: str, b: str, t: DenseUnit, k: DenseUnit) -> str:
+    if (a, b) == ("torch", "keras"):
+        return "torch Linear stores (out, in), Keras Dense (in, out)"
+    return f"{a} {t.kind} stores {t.native.shape}, {b} {k.kind} {k.native.shape}"
 
 
 def _first_diff(got: np.ndarray, expected: np.ndarray,
@@ -143,12 +220,14 @@ def structural_differences(t_units: Sequence[DenseUnit], k_units: Sequence[Dense
     """Every difference in structure and weights, layer by layer (empty for a faithful port); weights may
     differ by ``weight_ulps`` units in the last place of their dtype."""
     out: list[Difference] = []
+    a, b = labels(t_units, k_units)
+    weight = "weight.T" if a == "torch" else "kernel"
     if len(t_units) != len(k_units):
-        out.append(Difference(None, "depth", f"depth: got {len(k_units)} dense layers in keras "
-                              f"({', '.join(repr(u.name) for u in k_units)}), but torch has {len(t_units)} "
+        out.append(Difference(None, "depth", f"depth: got {len(k_units)} dense layers in {b} "
+                              f"({', '.join(repr(u.name) for u in k_units)}), but {a} has {len(t_units)} "
                               f"({', '.join(repr(u.name) for u in t_units)})"))
     for i, (t, k) in enumerate(zip(t_units, k_units)):
-        where = _where(i, t, k)
+        where = _where(i, t, k, a, b)
         if t.layer_kind is not DENSE or k.layer_kind is not DENSE:
             kind_differences = _kind_differences(where, t, k)
             out += [Difference(i, what, message) for what, message in kind_differences]
@@ -172,36 +251,36 @@ def structural_differences(t_units: Sequence[DenseUnit], k_units: Sequence[Dense
                                   "(torch (out, in, *kernel) -> Keras (*kernel, in, out))"))
             continue
         if untransposed:
-            out.append(Difference(i, "untransposed", f"{where}: the keras kernel {k.native.shape} equals the torch "
-                                  f"weight untransposed, but should be its transpose weight.T (torch Linear stores "
-                                  f"(out, in), Keras Dense (in, out))"))
+            out.append(Difference(i, "untransposed", f"{where}: the {b} kernel {k.native.shape} equals the {a} "
+                                  f"weight untransposed, but should be its transpose ({_layout_note(a, b, t, k)})"))
         elif k.shape != t.shape:
-            out.append(Difference(i, "shape", f"{where}: shape: got keras {k.shape[0]}->{k.shape[1]}, but torch is "
+            out.append(Difference(i, "shape", f"{where}: shape: got {b} {k.shape[0]}->{k.shape[1]}, but {a} is "
                                   f"{t.shape[0]}->{t.shape[1]} (layers missing or in a different order?)"))
         if k.dtype != t.dtype:
-            out.append(Difference(i, "dtype", f"{where}: dtype: got keras {k.dtype}, but torch computes in {t.dtype}"))
-        if (k.b is None) != (t.b is None):
-            missing, has = ("keras", "torch") if k.b is None else ("torch", "keras")
+            out.append(Difference(i, "dtype", f"{where}: dtype: got {b} {k.dtype}, but {a} computes in {t.dtype}"))
+        present = k.b if t.b is None else t.b
+        if (k.b is None) != (t.b is None) and np.any(present != 0):  # converters drop an all-zero bias: same layer
+            missing, has = (b, a) if k.b is None else (a, b)
             out.append(Difference(i, "bias", f"{where}: bias: got none in {missing}, but {has} has one "
                                   f"(use_bias / bias=)"))
         if k.activation != t.activation:
-            out.append(Difference(i, "activation", f"{where}: activation: got {k.activation} in keras "
-                                  f"({k.activation_source}), but torch has {t.activation} ({t.activation_source})"))
+            out.append(Difference(i, "activation", f"{where}: activation: got {k.activation} in {b} "
+                                  f"({k.activation_source}), but {a} has {t.activation} ({t.activation_source})"))
         if untransposed or k.shape != t.shape or k.dtype != t.dtype:
             continue
         tolerance = f" by more than {_ulps(weight_ulps)}" if weight_ulps else ""
         kernel_off = _beyond(k.W, t.W, t.dtype, weight_ulps)
         if kernel_off.any():
             n, d, idx, kv, tv = _first_diff(k.W, t.W, kernel_off)
-            out.append(Difference(i, "kernel", f"{where}: kernel: {n} / {k.W.size} elements differ from the torch "
-                                  f"weight.T{tolerance}; greatest abs diff {d:.3g} at index {idx} (keras {kv!r}, "
-                                  f"torch {tv!r})"))
+            out.append(Difference(i, "kernel", f"{where}: kernel: {n} / {k.W.size} elements differ from the {a} "
+                                  f"{weight}{tolerance}; greatest abs diff {d:.3g} at index {idx} ({b} {kv!r}, "
+                                  f"{a} {tv!r})"))
         bias_off = None if k.b is None or t.b is None else _beyond(k.b, t.b, t.dtype, weight_ulps)
         if bias_off is not None and bias_off.any():
             n, d, idx, kv, tv = _first_diff(k.b, t.b, bias_off)
             out.append(Difference(i, "bias values", f"{where}: bias: {n} / {k.b.size} elements differ"
-                                  f"{tolerance}; greatest abs diff {d:.3g} at index {idx} (keras {kv!r}, "
-                                  f"torch {tv!r})"))
+                                  f"{tolerance}; greatest abs diff {d:.3g} at index {idx} ({b} {kv!r}, "
+                                  f"{a} {tv!r})"))
     return out
 
 
@@ -274,28 +353,29 @@ def numeric_results(t_units: Sequence[DenseUnit], k_units: Sequence[DenseUnit], 
     each model gets the reference of its own weights, and each keras layer whose shape and dtype
     match is also fed the torch reference's input and compared with torch's output.
     """
+    a, b = labels(t_units, k_units)
     spec_t, w_t = _spec(t_units), _weights(t_units)
     traces_t = layerwise_reference(spec_t, w_t, x)
     inputs_t = reference_inputs(spec_t, traces_t)
     outs_t = [u.run(xi) for u, xi in zip(t_units, inputs_t)]
     if same:
         outs_k = [u.run(xi) for u, xi in zip(k_units, inputs_t)]
-        return compare_layers(spec_t, w_t, x, {"torch": outs_t, "keras": outs_k}, reference=traces_t).results
-    results = list(compare_layers(spec_t, w_t, x, {"torch": outs_t}, reference=traces_t).results)
+        return compare_layers(spec_t, w_t, x, {a: outs_t, b: outs_k}, reference=traces_t).results
+    results = list(compare_layers(spec_t, w_t, x, {a: outs_t}, reference=traces_t).results)
     if k_units[0].shape[0] != t_units[0].shape[0]:
         return tuple(results)  # the keras model takes other inputs: its layer-0 shape is the difference named
     spec_k, w_k = _spec(k_units), _weights(k_units)
     traces_k = layerwise_reference(spec_k, w_k, x)
     outs_k = [u.run(xi) for u, xi in zip(k_units, reference_inputs(spec_k, traces_k))]
-    results += compare_layers(spec_k, w_k, x, {"keras": outs_k}, reference=traces_k).results
+    results += compare_layers(spec_k, w_k, x, {b: outs_k}, reference=traces_k).results
     for i, (t, k) in enumerate(zip(t_units, k_units)):
         if t.shape != k.shape or t.dtype != k.dtype or type(t.layer_kind) is not type(k.layer_kind) \
                 or t.in_shape != k.in_shape:
             continue
         bound = forward_bound(traces_t[i], LayerWeights(t.W, t.b), t.activation, t.dtype,
-                              {"torch": None, "keras": None}, kind=t.layer_kind)
-        results.append(compare_arrays(outs_t[i], k.run(inputs_t[i]), bound=bound.between("torch", "keras"),
-                                      pair=("torch", "keras"), layer=i))
+                              {a: None, b: None}, kind=t.layer_kind)
+        results.append(compare_arrays(outs_t[i], k.run(inputs_t[i]), bound=bound.between(a, b),
+                                      pair=(a, b), layer=i))
     return tuple(results)
 
 
@@ -317,10 +397,24 @@ class ModelComparison(Comparison):
     def passed(self) -> bool:
         return not self.differences and not self.failures
 
+    @property
+    def labels(self) -> tuple[str, str]:
+        """The two sides' labels: ``("torch", "keras")``, ``("torch", "ort")`` for a torch model and its ONNX export."""
+        return labels(self.torch_layers, self.keras_layers)
+
     def _names(self, layer: int) -> str:
-        names = [f"{fw} {units[layer].name!r}" for fw, units in (("torch", self.torch_layers),
-                                                                  ("keras", self.keras_layers)) if layer < len(units)]
+        names = [f"{fw} {units[layer].name!r}" for fw, units in zip(self.labels, (self.torch_layers,
+                                                                                   self.keras_layers))
+                 if layer < len(units)]
         return ", ".join(names)
+
+    def matched(self) -> list[str]:
+        """What was matched with what, layer by layer: each side's op or layer kind and where its activation came
+        from (a converter's fused ``Gemm`` against a ``Linear``, ``Sigmoid+Mul`` nodes against ``SiLU``)."""
+        a, b = self.labels
+        return [f"layer {i}: {a} {t.name!r} ({t.kind}; {t.activation}: {t.activation_source}) = {b} {k.name!r} "
+                f"({k.kind}; {k.activation}: {k.activation_source})"
+                for i, (t, k) in enumerate(zip(self.torch_layers, self.keras_layers))]
 
     def message(self) -> str:
         inputs = _batches(self.examples)
@@ -349,10 +443,11 @@ class ModelComparison(Comparison):
             key = (r.pair, r.layer)
             worst[key] = max(worst.get(key, 0.0), r.ratio)
         flagged = {d.layer for d in self.differences}
-        pairs = [("torch", "reference"), ("keras", "reference"), ("torch", "keras")]
+        a, b = self.labels
+        pairs = [(a, "reference"), (b, "reference"), (a, b)]
         lines = [f"### {self.case_id}", "",
-                 "| layer | torch | keras | shape | activation | dtype | structure and weights | "
-                 "torch vs reference | keras vs reference | torch vs keras |",
+                 f"| layer | {a} | {b} | shape | activation | dtype | structure and weights | "
+                 f"{a} vs reference | {b} vs reference | {a} vs {b} |",
                  "|---|---|---|---|---|---|---|---|---|---|"]
         for i in range(max(len(self.torch_layers), len(self.keras_layers))):
             t = self.torch_layers[i] if i < len(self.torch_layers) else None
@@ -374,7 +469,8 @@ class ModelComparison(Comparison):
             sizes = [(u.name, u.W.size + (0 if u.b is None else u.b.size)) for u in units]
             return f"{sum(n for _, n in sizes):,} (" + ", ".join(f"{name!r} {n:,}" for name, n in sizes) + ")"
 
-        return f"parameters: torch {count(self.torch_layers)}, keras {count(self.keras_layers)}"
+        a, b = self.labels
+        return f"parameters: {a} {count(self.torch_layers)}, {b} {count(self.keras_layers)}"
 
 
 def _batches(n: int) -> str:
@@ -385,9 +481,9 @@ def _ulps(n: int) -> str:
     return f"{n} ulp{'s' if n != 1 else ''}"
 
 
-def _case_id(torch_model: Any, keras_model: Any) -> str:
-    keras_name = getattr(keras_model, "name", None)
-    return f"torch {type(torch_model).__name__} vs keras {type(keras_model).__name__}" + \
+def _case_id(torch_model: Any, keras_model: Any, a: str = "torch", b: str = "keras") -> str:
+    keras_name = getattr(keras_model, "name", None) if b == "keras" else None
+    return f"{a} {type(torch_model).__name__} vs {b} {type(keras_model).__name__}" + \
         (f" {keras_name!r}" if keras_name else "")
 
 
@@ -447,10 +543,11 @@ def compare_models(torch_model: Any, keras_model: Any, x: Any = None, *, max_exa
     """
     if not isinstance(weight_ulps, int) or weight_ulps < 0:
         raise ValueError(f"weight_ulps={weight_ulps!r} must be an integer, 0 or more")
+    torch_model, keras_model = loaded(torch_model), loaded(keras_model)
     t_units, k_units = walk_pair(torch_model, keras_model)
     differences = tuple(structural_differences(t_units, k_units, weight_ulps=weight_ulps))
     same = not (structural_differences(t_units, k_units) if weight_ulps else differences)  # identical weights
-    base = dict(case_id=_case_id(torch_model, keras_model), differences=differences,
+    base = dict(case_id=_case_id(torch_model, keras_model, *labels(t_units, k_units)), differences=differences,
                 torch_layers=tuple(t_units), keras_layers=tuple(k_units), weight_ulps=weight_ulps)
     width, shape = t_units[0].shape[0], input_shape_of(t_units)
     if x is not None or differences:  # given inputs; or a port already wrong: one seeded batch shows the values

@@ -19,7 +19,6 @@ adapter (the only transpose), and ``native_weights`` reads the exported initiali
 from __future__ import annotations
 
 import io
-import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,28 +29,20 @@ import onnx
 import onnxruntime as ort
 import torch
 from onnx import numpy_helper
-from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 from torch import nn
 
 from equivalence.core.dtypes import numpy_dtype
 from equivalence.core.layout import LayerWeights, check_weights
 from equivalence.core.spec import StackSpec
 from equivalence.frameworks.base import Adapter, FrameworkRefused, ParamCount
+from equivalence.frameworks.ort_errors import ORT_ERRORS
+from equivalence.frameworks.ort_errors import refusal as ort_refusal
 from equivalence.frameworks.torch import TORCH_DTYPES, TorchAdapter, activation_module
 
 OPSET = 20
 """The ONNX opset exported to: the newest ``torch.onnx.export(dynamo=False)`` writes with torch 2.13."""
 PROVIDER = "CPUExecutionProvider"
 THREADS = 1
-
-ORT_ERRORS: tuple[type[Exception], ...] = tuple(
-    getattr(_ort_state, name) for name in ("Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf",
-                                           "NotImplemented", "RuntimeException", "EPFail", "EngineError")
-    if hasattr(_ort_state, name))
-"""What ORT raises (plain ``Exception`` subclasses of its pybind module)."""
-
-_NO_KERNEL = re.compile(r"Could not find an implementation for (\w+)\((\d+)\)")
-_NO_TYPE = re.compile(r"Type '(tensor\(\w+\))' of input parameter .* of operator \((\w+)\)")
 
 
 @dataclass(eq=False)
@@ -89,16 +80,7 @@ def _layers(model: OrtStack | list[OrtLayer]) -> list[OrtLayer]:
 
 def refusal(exc: Exception, dtype: str) -> str:
     """ORT's error as one line naming what it lacks: "no float64 Erf kernel in ORT 1.32.0 (CPU)"."""
-    message = " ".join(str(exc).split())
-    kernel = _NO_KERNEL.search(message)
-    if kernel:
-        op, version = kernel.groups()
-        return f"no {dtype} {op} kernel in ORT {ort.__version__} (CPU, {op}-{version})"
-    typed = _NO_TYPE.search(message)
-    if typed:
-        tensor, op = typed.groups()
-        return f"ONNX {op} takes no {tensor} (opset {OPSET}); ORT {ort.__version__} refuses the graph"
-    return f"ORT {ort.__version__}: {type(exc).__name__}: {message[:200]}"
+    return ort_refusal(exc, dtype, OPSET)
 
 
 class OnnxRuntimeAdapter(Adapter):

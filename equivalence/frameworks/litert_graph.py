@@ -1,0 +1,267 @@
+"""Read a LiteRT (TFLite) flatbuffer (a ``.tflite`` file) into dense units, and run each on the LiteRT interpreter.
+
+The flatbuffer is read as a graph (``ai_edge_litert``'s schema): a dense unit is a ``FULLY_CONNECTED`` op on the
+chain's tensor and a constant weight (stored ``(out, in)``), its bias the op's third input or a following ``ADD``
+of a constant, and its activation the op's fused one (``RELU``, ``RELU6``, ``TANH``) or the ops after it
+(``LOGISTIC``, ``TANH``, ``SOFTMAX``, ``GELU``, ``HARD_SWISH``, ``ELU``, ``LEAKY_RELU``, ``LOGISTIC``+``MUL`` for
+SiLU...). ``RESHAPE`` between units is skipped; anything else, a branch, or weights stored through ``DEQUANTIZE``
+(float16 weight quantisation) is refused with the op's index in the subgraph.
+
+Each unit runs where the model lives: its own ops, cut out of a copy of the flatbuffer into a model of their own
+(input the tensor feeding the ``FULLY_CONNECTED``, output the activation's), on the interpreter with its default
+resolver (XNNPACK on CPU) and one thread. The file is never modified. The units' label is ``litert``, so its
+named differences apply.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from equivalence.core.activations import activation_name
+from equivalence.core.walk import DenseUnit, ModelNotSupported, check_chain
+
+FRAMEWORK = "litert"
+FORM = "tflite"
+_FUSED = {0: "linear", 1: "relu", 3: "relu6", 4: "tanh"}  # ActivationFunctionType: NONE, RELU, RELU6, TANH
+_SINGLE = {"LOGISTIC": "sigmoid", "TANH": "tanh", "RELU": "relu", "RELU6": "relu6", "HARD_SWISH": "hard_silu",
+           "ELU": "elu"}
+
+
+@dataclass(frozen=True)
+class LiteRTModel:
+    """A ``.tflite`` file's bytes, as read (the form ``equivalence.own`` knows it by: ``equivalence_form``)."""
+
+    path: str
+    content: bytes
+    equivalence_form = FORM
+
+
+def _schema() -> Any:
+    from ai_edge_litert import schema_py_generated as schema
+
+    return schema
+
+
+def load_model(path: str | Path) -> LiteRTModel:
+    """A ``.tflite`` file, checked to be a LiteRT flatbuffer; ``ValueError`` with one line otherwise."""
+    content = Path(path).read_bytes()
+    if len(content) < 8 or content[4:8] != b"TFL3":
+        raise ValueError("not a LiteRT (.tflite) flatbuffer: no TFL3 identifier (random bytes, a truncated file, or "
+                         "another format's file)")
+    try:
+        model = _read(content)
+        if not model.subgraphs or not model.subgraphs[0].operators:
+            raise ValueError("no subgraph")
+        _interpreter(content)
+    except (ValueError, IndexError, RuntimeError, TypeError, struct.error) as exc:  # flatbuffers', the interpreter's
+        raise ValueError(f"not a readable LiteRT (.tflite) flatbuffer, a truncated file? ({type(exc).__name__}: "
+                         f"{' '.join(str(exc).split())[:160]})") from None
+    return LiteRTModel(str(path), content)
+
+
+def _read(content: bytes) -> Any:
+    schema = _schema()
+    return schema.ModelT.InitFromObj(schema.Model.GetRootAs(content, 0))
+
+
+def _interpreter(content: bytes) -> Any:
+    from ai_edge_litert.interpreter import Interpreter
+
+    return Interpreter(model_content=content, num_threads=1)
+
+
+def _op_names() -> dict[int, str]:
+    return {code: name for name, code in vars(_schema().BuiltinOperator).items() if not name.startswith("_")}
+
+
+@dataclass
+class _Pending:
+    index: int
+    input: int
+    ops: list[Any]
+    W: np.ndarray
+    native: np.ndarray
+    b: np.ndarray | None
+    act: str
+    act_source: str
+    fused: bool
+    input_of_act: int = -1
+
+
+def walk(model: Any) -> list[DenseUnit]:
+    """The dense units of a ``.tflite`` model in execution order; ``ModelNotSupported`` names what cannot be judged."""
+    if isinstance(model, (str, Path)):
+        model = load_model(model)
+    flat = _read(model.content)
+    graph = flat.subgraphs[0]
+    names = _op_names()
+
+    def constant(tensor: int) -> np.ndarray | None:
+        if tensor < 0:
+            return None
+        t = graph.tensors[tensor]
+        data = flat.buffers[t.buffer].data
+        if data is None or len(data) == 0:
+            return None
+        dtype = {0: np.float32, 1: np.float16, 7: np.float64}.get(t.type)
+        if dtype is None:
+            return np.zeros(0)  # a constant of a type the suite does not judge: refused where it is used
+        return np.frombuffer(bytes(bytearray(data)), dtype=dtype).reshape(tuple(t.shape))
+
+    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+        raise ModelNotSupported("tflite", "subgraph 0", "subgraph", None,
+                                f"takes {len(graph.inputs)} inputs and gives {len(graph.outputs)} outputs; the suite "
+                                "judges a model of one input and one output")
+    current = int(graph.inputs[0])
+    units: list[DenseUnit] = []
+    pending: _Pending | None = None
+    for index, op in enumerate(graph.operators):
+        code = flat.operatorCodes[op.opcodeIndex]
+        name = names.get(max(code.builtinCode, code.deprecatedBuiltinCode), f"op{code.builtinCode}")
+        inputs = [int(t) for t in op.inputs]
+        dynamic = [t for t in inputs if t >= 0 and constant(t) is None]
+        out_name = graph.tensors[op.outputs[0]].name
+        label = out_name.decode() if isinstance(out_name, bytes) else str(out_name)
+
+        def refuse(problem: str, label: str = label, name: str = name, index: int = index) -> ModelNotSupported:
+            return ModelNotSupported("tflite", label, name, index, problem)
+
+        if name == "DEQUANTIZE":
+            raise refuse("weights stored quantised (float16 weights dequantised to float32): convert without "
+                         "optimizations to compare the weights as written")
+        if pending is not None and name == "MUL" and pending.act == "sigmoid" and not pending.fused \
+                and sorted(dynamic) == sorted([pending.input_of_act, current]):
+            pending.ops.append(op)
+            pending.act, pending.act_source = "silu", f"LOGISTIC+MUL ops {index - 1}, {index}"
+            current = int(op.outputs[0])
+            continue
+        if dynamic != [current]:
+            raise refuse(f"a branch: it takes {len(dynamic)} computed tensors, but should take the previous layer's "
+                         "output alone (residual connections and concatenations are not judged)")
+        if name == "FULLY_CONNECTED":
+            if pending is not None:
+                units.append(_close(pending, model.content, flat))
+            pending = _dense(index, op, current, constant, refuse)
+        elif name == "ADD" and pending is not None and pending.b is None and pending.act == "linear":
+            bias = next(constant(t) for t in inputs if t >= 0 and constant(t) is not None)
+            if bias.size != pending.W.shape[1]:
+                raise refuse(f"adds a constant of shape {bias.shape}, but a bias of {pending.W.shape[1]} values "
+                             "should follow the FULLY_CONNECTED")
+            pending.b = bias.reshape(-1).astype(pending.W.dtype)
+            pending.ops.append(op)
+            fused = getattr(op.builtinOptions, "fusedActivationFunction", 0)
+            if fused not in _FUSED:
+                raise refuse(f"fused activation {fused} (ActivationFunctionType) is not one the suite knows")
+            pending.act, pending.fused = _FUSED[fused], bool(fused)
+            pending.act_source = f"fused in ADD op {index}" if fused else "none"
+        elif name == "RESHAPE":
+            if pending is not None:
+                units.append(_close(pending, model.content, flat))
+                pending = None
+        elif pending is None:
+            raise refuse("not a FULLY_CONNECTED, and before any: the suite judges dense layers and their activations")
+        else:
+            if pending.act != "linear":
+                raise refuse(f"a second activation after {pending.act}: the suite judges one per dense layer")
+            try:
+                act = _activation(name, op)
+            except KeyError:
+                raise refuse("not a dense layer's activation the suite knows") from None
+            pending.act, pending.act_source, pending.fused = act, f"{name} op {index}", False
+            pending.input_of_act = current
+            pending.ops.append(op)
+        current = int(op.outputs[0])
+    if pending is not None:
+        units.append(_close(pending, model.content, flat))
+    if int(graph.outputs[0]) != current:
+        raise ModelNotSupported("tflite", "output", "subgraph", None,
+                                "the model's output is not the end of its single chain of ops")
+    return check_chain(units, "tflite")
+
+
+def _dense(index: int, op: Any, current: int, constant: Any, refuse: Any) -> _Pending:
+    inputs = [int(t) for t in op.inputs]
+    weight = constant(inputs[1]) if len(inputs) > 1 else None
+    if inputs[0] != current or weight is None:
+        raise refuse("multiplies by a computed tensor, not a constant weight")
+    if weight.dtype != np.float32 or weight.ndim != 2:
+        raise refuse(f"a weight of dtype {weight.dtype}, shape {weight.shape}: the suite judges float32 (out, in) "
+                     "weights here")
+    bias = constant(inputs[2]) if len(inputs) > 2 else None
+    fused = getattr(op.builtinOptions, "fusedActivationFunction", 0)
+    if fused not in _FUSED:
+        raise refuse(f"fused activation {fused} (ActivationFunctionType) is not one the suite knows")
+    act = _FUSED[fused]
+    return _Pending(index, current, [op], weight.T.copy(), weight,
+                    None if bias is None else bias.reshape(-1).astype(np.float32), act,
+                    f"fused in FULLY_CONNECTED op {index}" if fused else "none", bool(fused))
+
+
+def _activation(name: str, op: Any) -> str:
+    options = op.builtinOptions
+    if name in _SINGLE:
+        return _SINGLE[name]
+    if name == "SOFTMAX":
+        if getattr(options, "beta", 1.0) != 1.0:
+            raise KeyError(name)
+        return "softmax"
+    if name == "LOG_SOFTMAX":
+        return "log_softmax"
+    if name == "GELU":
+        return "gelu_tanh" if getattr(options, "approximate", False) else "gelu"
+    if name == "LEAKY_RELU":
+        return activation_name("leaky_relu", float(str(np.float32(options.alpha))))
+    raise KeyError(name)
+
+
+def _close(p: _Pending, content: bytes, flat: Any) -> DenseUnit:
+    output = int(p.ops[-1].outputs[0])
+    sliced = _slice(content, p.ops, p.input, output)
+    state: dict[str, Any] = {}
+
+    def run(x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        interpreter = state.get("interpreter")
+        if interpreter is None or state.get("batch") != x.shape[0]:
+            interpreter = _interpreter(sliced)
+            interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], list(x.shape))
+            interpreter.allocate_tensors()
+            state.update(interpreter=interpreter, batch=x.shape[0])
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+        interpreter.invoke()
+        return interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).copy()
+
+    name = flat.subgraphs[0].tensors[output].name
+    name = name.decode() if isinstance(name, bytes) else str(name)
+    kind = "tflite FULLY_CONNECTED" + ("+ADD" if len(p.ops) > 1 and _is_add(flat, p.ops[1]) else "")
+    return DenseUnit(FRAMEWORK, f"op {p.index}", kind, p.index, p.W, p.b, p.native, p.act, p.act_source, "float32",
+                     run)
+
+
+def _is_add(flat: Any, op: Any) -> bool:
+    names = _op_names()
+    code = flat.operatorCodes[op.opcodeIndex]
+    return names.get(max(code.builtinCode, code.deprecatedBuiltinCode)) == "ADD"
+
+
+def _slice(content: bytes, ops: list[Any], input_tensor: int, output_tensor: int) -> bytes:
+    """A flatbuffer of ``ops`` alone (copied out of ``content``): one input, one output, the batch axis free."""
+    import flatbuffers
+
+    model = _read(content)
+    graph = model.subgraphs[0]
+    graph.operators = list(ops)  # the ops refer to tensors, buffers and op codes by index: the same in any read
+    graph.inputs, graph.outputs = [input_tensor], [output_tensor]
+    for tensor in (input_tensor, output_tensor):
+        t = graph.tensors[tensor]
+        t.shapeSignature = [-1, int(t.shape[-1])]
+    model.signatureDefs = []
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+

@@ -1,0 +1,185 @@
+"""Real converters' round trips, judged layer by layer (issue 26): ``make converters`` (marker ``converters``, left
+out of make check; the converters live in .venv-converters, pinned by the ``converters`` extra).
+
+- torch -> ``torch.onnx.export(dynamo=False)`` -> the ``.onnx`` against torch;
+- torch -> ONNX -> onnx2tf -> its ``.tflite`` and its SavedModel against torch;
+- Keras -> ``model.export(format="onnx")`` (tf2onnx) -> the ``.onnx`` against Keras;
+- Keras -> ``TFLiteConverter`` -> the ``.tflite`` against Keras.
+
+Each is judged equivalent, and one weight moved in the converted file is caught with its layer named. onnx2tf runs
+in a child process: importing it sets ``TF_USE_LEGACY_KERAS=1`` for its whole process.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import adapter_or_skip
+
+pytestmark = pytest.mark.converters
+
+WIDTHS = (5, 7, 4, 3)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _converters():
+    for module in ("onnx2tf", "tf2onnx", "ai_edge_litert"):
+        if importlib.util.find_spec(module) is None:  # found without importing: onnx2tf's import sets variables
+            pytest.skip(f"{module} is not installed: make converters installs the converters extra in its venv")
+    adapter_or_skip("ort", own=True)
+
+
+def torch_mlp():
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 4), nn.SiLU(), nn.Linear(4, 3), nn.Tanh()).eval()
+
+
+def keras_mlp():
+    import keras
+
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(7, activation="relu", name="dense"),
+                              keras.layers.Dense(4, activation="sigmoid", name="dense_1"),
+                              keras.layers.Dense(3, name="dense_2"), keras.layers.Softmax()])  # names: not counters
+    rng = np.random.default_rng(0)
+    model.set_weights([rng.uniform(-1, 1, w.shape).astype("float32") for w in model.get_weights()])  # biases too
+    return model
+
+
+def to_onnx(model, path: Path) -> Path:
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(model, (torch.zeros(1, WIDTHS[0]),), path, dynamo=False, opset_version=20)
+    return path
+
+
+def onnx2tf(onnx_path: Path, folder: Path) -> Path:
+    """onnx2tf's SavedModel and ``.tflite`` files, converted in a child process."""
+    proc = subprocess.run([sys.executable, "-m", "onnx2tf", "-i", str(onnx_path), "-o", str(folder), "-n"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return folder
+
+
+def moved(path: Path, weight: np.ndarray, element: int, by: float, out: Path) -> Path:
+    """A copy of ``path`` with one element of ``weight`` (found by its bytes) moved by ``by``."""
+    data = bytearray(path.read_bytes())
+    stored = np.ascontiguousarray(weight, dtype=np.float32)
+    at = bytes(data).find(stored.tobytes())
+    assert at >= 0, "the weight is not stored as written"
+    value = stored.reshape(-1).copy()
+    value[element] += by
+    data[at:at + stored.nbytes] = value.tobytes()
+    out.write_bytes(bytes(data))
+    return out
+
+
+@pytest.fixture(scope="module")
+def torch_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("torch_converted")
+    model = torch_mlp()
+    onnx_path = to_onnx(model, folder / "mlp.onnx")
+    onnx2tf(onnx_path, folder / "onnx2tf")
+    return model, folder
+
+
+def test_torch_to_onnx_is_judged_equivalent_and_a_moved_weight_is_named(torch_files):
+    from equivalence import assert_equivalent, compare_models
+
+    model, folder = torch_files
+    result = assert_equivalent(model, folder / "mlp.onnx", max_examples=20)
+    assert [u.kind for u in result.keras_layers] == ["onnx Gemm(transB=1)"] * 3
+    wrong = moved(folder / "mlp.onnx", model[2].weight.detach().numpy(), 3, 1e-3, folder / "wrong.onnx")
+    message = compare_models(model, wrong, max_examples=5).message()
+    assert "layer 1 (torch '2', ort '/2/Gemm'): kernel: 1 / 28 elements differ" in message, message
+
+
+def test_torch_to_onnx2tf_tflite_is_judged_equivalent_and_a_moved_weight_is_named(torch_files):
+    from equivalence import assert_equivalent, compare_models
+
+    model, folder = torch_files
+    tflite = folder / "onnx2tf" / "mlp_float32.tflite"
+    result = assert_equivalent(model, tflite, max_examples=20)
+    assert [u.activation for u in result.keras_layers] == ["relu", "silu", "tanh"]
+    wrong = moved(tflite, model[4].weight.detach().numpy(), 0, 1e-3, folder / "wrong.tflite")
+    message = compare_models(model, wrong, max_examples=5).message()
+    assert "layer 2 (torch '4', litert 'op " in message and "kernel: 1 / 12 elements differ" in message, message
+
+
+def test_torch_to_onnx2tf_saved_model_is_judged_equivalent_and_a_moved_weight_is_named(torch_files, tmp_path):
+    from equivalence import assert_equivalent, compare_models
+
+    model, folder = torch_files
+    result = assert_equivalent(model, folder / "onnx2tf", max_examples=20)
+    assert [u.activation for u in result.keras_layers] == ["relu", "silu", "tanh"]
+    assert result.labels == ("torch", "keras_graph")
+    wrong = resaved(folder / "onnx2tf", model[2].weight.detach().numpy().T, 5, 1e-3, tmp_path / "wrong")
+    message = compare_models(model, wrong, max_examples=5).message()
+    assert "layer 1 (torch '2', keras_graph " in message and "kernel: 1 / 28 elements differ" in message, message
+
+
+def resaved(folder: Path, weight: np.ndarray, element: int, by: float, out: Path) -> Path:
+    """A copy of the SavedModel in ``folder`` with one element of the constant ``weight`` moved by ``by``
+    (onnx2tf bakes the weights into saved_model.pb as constants, not variables)."""
+    import shutil
+
+    shutil.copytree(folder, out)
+    moved(folder / "saved_model.pb", weight, element, by, out / "saved_model.pb")
+    return out
+
+
+@pytest.fixture(scope="module")
+def keras_files(tmp_path_factory, keras_adapter):
+    import tensorflow as tf
+
+    folder = tmp_path_factory.mktemp("keras_converted")
+    model = keras_mlp()
+    model(np.zeros((1, WIDTHS[0]), "float32"))  # Keras' ONNX export wants a model that was called
+    model.export(str(folder / "mlp.onnx"), format="onnx", verbose=False)
+    (folder / "mlp.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    return model, folder
+
+
+def test_keras_to_onnx_is_judged_equivalent_and_a_moved_weight_is_named(keras_files):
+    from equivalence import assert_equivalent, compare_models
+
+    model, folder = keras_files
+    result = assert_equivalent(model, folder / "mlp.onnx", max_examples=20)
+    assert [u.kind for u in result.keras_layers] == ["onnx MatMul+Add"] * 3  # tf2onnx writes MatMul then Add
+    wrong = moved(folder / "mlp.onnx", model.layers[1].kernel.numpy(), 5, 1e-3, folder / "wrong.onnx")
+    message = compare_models(model, wrong, max_examples=5).message()
+    assert "layer 1 (keras 'dense_1', ort " in message and "kernel: 1 / 28 elements differ" in message, message
+
+
+def test_keras_to_tflite_is_judged_equivalent_and_a_moved_weight_is_named(keras_files):
+    from equivalence import assert_equivalent, compare_models
+
+    model, folder = keras_files
+    assert_equivalent(model, folder / "mlp.tflite", max_examples=20)
+    wrong = moved(folder / "mlp.tflite", model.layers[0].kernel.numpy().T, 2, 1e-3, folder / "wrong.tflite")
+    message = compare_models(model, wrong, max_examples=5).message()
+    assert "layer 0 (keras 'dense', litert 'op " in message and "kernel: 1 / 35 elements differ" in message, message
+
+
+def test_the_command_reads_every_converted_file(torch_files, tmp_path):
+    model, folder = torch_files
+    import torch
+
+    program = tmp_path / "mlp.pt2"
+    torch.export.save(torch.export.export(model, (torch.zeros(2, WIDTHS[0]),)), program)
+    for converted in (folder / "mlp.onnx", folder / "onnx2tf" / "mlp_float32.tflite", folder / "onnx2tf"):
+        proc = subprocess.run([sys.executable, "-m", "equivalence", "compare", str(program), str(converted),
+                               "--examples", "5"], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0 and "all 3 layers agree" in proc.stdout, proc.stdout + proc.stderr
+        assert proc.stderr == "", proc.stderr  # no converter's or runtime's log line
