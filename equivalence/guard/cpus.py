@@ -30,25 +30,29 @@ RECORDED_CPUS: tuple[RecordedCpu, ...] = (
         "AMD EPYC, AVX-512", {"kernel.cpu_isa": "AVX512_CORE_BF16", "kernel.onednn_isa": "AVX512_CORE_BF16",
                               "frameworks.torch.cpu_capability": "AVX512", "frameworks.keras.onednn_enabled": "on"},
         {"torch_gelu_nan_at_plus_inf": "float32, bfloat16", "keras_gelu_nan_at_plus_inf": "none",
-         "keras_softmax_finite_beside_inf": "float32, bfloat16", "torch_linear_nan_leaks_across_rows": "none"},
-        "every probe measured (2026-12-04, torch 2.13.0, TF 2.21.0, Keras 3.15.1 on TensorFlow)"),
+         "keras_softmax_finite_beside_inf": "float32, bfloat16", "torch_linear_nan_leaks_across_rows": "none",
+         "keras_dense_nan_leaks_across_rows": "none"},
+        "every probe measured (2026-12-04, torch 2.13.0, TF 2.21.0, Keras 3.15.1 on TensorFlow); Keras' NaN leak "
+        "measured at its ISA on the Intel Xeon (ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16, 2026-12-05)"),
     RecordedCpu(
         "AMD EPYC, AVX2 only", {"kernel.cpu_isa": "AVX2", "kernel.onednn_isa": "AVX2",
                                 "frameworks.torch.cpu_capability": "AVX2", "frameworks.keras.onednn_enabled": "off"},
         {"torch_gelu_nan_at_plus_inf": "none", "keras_gelu_nan_at_plus_inf": "none",
-         "keras_softmax_finite_beside_inf": "none", "torch_linear_nan_leaks_across_rows": "none"},
+         "keras_softmax_finite_beside_inf": "none", "torch_linear_nan_leaks_across_rows": "none",
+         "keras_dense_nan_leaks_across_rows": "none"},
         "float32 gelu and softmax measured on the machine (2026-12-01); the rest measured in the avx2-machine cell "
         "on the AVX-512 EPYC, which emulates it"),
     RecordedCpu(
         "Intel Xeon, AVX512-FP16 + AMX", {"kernel.cpu_isa": "AVX512_CORE_AMX", "kernel.onednn_isa": "AVX512_CORE_AMX",
                                           "frameworks.torch.cpu_capability": "AVX512",
                                           "frameworks.keras.onednn_enabled": "on"},
-        {"torch_gelu_nan_at_plus_inf": "float32, float16, bfloat16",
-         "keras_softmax_finite_beside_inf": "float32, bfloat16",
-         "torch_linear_nan_leaks_across_rows": "bfloat16 (17x17x17 33x33x33)"},
+        {"torch_gelu_nan_at_plus_inf": "float32, float16, bfloat16", "keras_gelu_nan_at_plus_inf": "none",
+         "keras_softmax_finite_beside_inf": "float32, float16, bfloat16",
+         "torch_linear_nan_leaks_across_rows": "bfloat16 (17x17x17 33x33x33)",
+         "keras_dense_nan_leaks_across_rows": "bfloat16 (17x33x1 33x40x24 33x33x33 17x65x1)"},
         "gelu in float16, and the bfloat16 NaN leak over eight of the grid's shapes, measured there (issue 23); "
-        "float32/bfloat16 gelu and softmax read from its passing evidence tests; softmax in float16 and Keras' gelu "
-        "not measured"),
+        "every probe measured there on 2026-12-05 (make probes; Keras' NaN leak and float16 softmax found "
+        "then)"),
 )
 
 RECORDED_KERAS_BACKEND = "tensorflow"

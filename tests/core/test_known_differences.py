@@ -20,10 +20,10 @@ from equivalence.core.known_differences import (
     PROBES,
     excused,
     extra_error,
+    nan_leak,
 )
 from equivalence.frameworks.keras.known_differences import keras_backend, keras_on
 from equivalence.frameworks.registry import get_adapter
-from equivalence.frameworks.torch.known_differences import nan_leak
 from equivalence.guard.fingerprint import fingerprint, flatten
 from tests.helpers import RUNTIMES
 
@@ -163,26 +163,34 @@ def keras_softmax_nonfinite_rows():
         assert not excused("keras", "softmax", dtype, z, _keras("softmax", z, dtype)).any(), dtype
 
 
-def torch_bfloat16_linear_nan_leaks_across_rows():
-    """Where the probe finds the leak: every leaking grid shape lies in the named shape class, the leak is
+def _nan_leak_evidence(probe_name: str, framework: str) -> None:
+    """Where the probe finds a NaN leak: every leaking grid shape lies in the named shape class, the leak is
     reproduced, and the excuse covers exactly the rows it leaks into."""
-    probe = PROBES["torch_linear_nan_leaks_across_rows"]
+    probe = PROBES[probe_name]
     found, _ = _measured(probe.name)
     for dtype, shapes in found.items():
         assert shapes, f"{dtype}: the probe names no shape"
         outside = [s for s in shapes if not probe.shape_class(s)]
         assert not outside, (f"got a {dtype} NaN leak at {outside}, but the named shape class "
                              f"({probe.shape_class_label}) says it cannot be there")
-        leak = nan_leak(get_adapter("torch"), shapes[0], dtype, np.random.default_rng(1))
+        leak = nan_leak(get_adapter(framework), shapes[0], dtype, np.random.default_rng(1))
         assert leak is not None, f"{dtype} {shapes[0]}: the probe saw a leak that another draw does not show"
         x, got, nan_row, (W, b) = leak
         with np.errstate(invalid="ignore"):
             z = x @ W.astype(np.float64) + b.astype(np.float64)
         leaked = np.isnan(got) & np.isfinite(z)
         assert leaked.any() and not leaked[nan_row].any()
-        mask = excused("torch", "linear", dtype, z, got, x=x)
+        mask = excused(framework, "linear", dtype, z, got, x=x)
         np.testing.assert_array_equal(mask, leaked, err_msg="the excuse must cover exactly the leaked rows")
-        assert not excused("torch", "linear", "float32", z, got, x=x).any()
+        assert not excused(framework, "linear", "float32", z, got, x=x).any()
+
+
+def torch_bfloat16_linear_nan_leaks_across_rows():
+    _nan_leak_evidence("torch_linear_nan_leaks_across_rows", "torch")
+
+
+def keras_bfloat16_dense_nan_leaks_across_rows():
+    _nan_leak_evidence("keras_dense_nan_leaks_across_rows", "keras")
 
 
 def tf_flushes_subnormals():
@@ -289,7 +297,7 @@ EVIDENCE = {f.__name__: f for f in (
     torch_float64_softplus_threshold_20,
     torch_float64_hard_sigmoid_backward_float32_sixth,
     torch_gelu_nan_at_plus_inf, keras_softmax_nonfinite_rows, tf_flushes_subnormals, signed_zeros,
-    torch_bfloat16_linear_nan_leaks_across_rows,
+    torch_bfloat16_linear_nan_leaks_across_rows, keras_bfloat16_dense_nan_leaks_across_rows,
     keras_torch_backend_float64_softplus_threshold_20, keras_torch_backend_float64_hard_sigmoid_backward_float32_sixth,
     keras_torch_backend_gelu_nan_at_plus_inf, keras_jax_float64_tanh_in_float32,
     keras_float64_norms_in_float32_off_tensorflow,
@@ -367,12 +375,18 @@ def test_a_scope_reads_back_as_written_and_old_recordings_keep_their_meaning():
     assert probe.holds(old, "float32") and not probe.holds(old, "float16")
 
 
-def test_the_nan_leak_excuse_covers_exactly_the_rows_it_leaks_into():
+@pytest.mark.parametrize(("framework", "probe_name", "outside"), [
+    ("torch", "torch_linear_nan_leaks_across_rows", 16),  # an even fan-in
+    ("keras", "keras_dense_nan_leaks_across_rows", 32),  # a fan-in of 32 or less
+])
+def test_the_nan_leak_excuse_covers_exactly_the_rows_it_leaks_into(framework, probe_name, outside):
     """On any machine, from recorded facts: the leak's excuse grants the NaN outputs of clean rows beside a NaN row
     in bfloat16 at the shape class, and nothing in the NaN's own row, another dtype, or outside the class."""
-    key = PROBES["torch_linear_nan_leaks_across_rows"].key
-    leaking, clean = RecordedFacts({key: "bfloat16 (17x17x17)"}), RecordedFacts({key: "none"})
-    x = np.ones((17, 17))
+    key = PROBES[probe_name].key
+    facts = {"frameworks.keras.keras_backend": "tensorflow"}
+    leaking = RecordedFacts({**facts, key: "bfloat16 (17x33x1)"})
+    clean = RecordedFacts({**facts, key: "none"})
+    x = np.ones((17, 33))
     x[3, 0] = np.nan
     z = np.ones((17, 5))
     z[3] = np.nan
@@ -380,16 +394,16 @@ def test_the_nan_leak_excuse_covers_exactly_the_rows_it_leaks_into():
     got[10] = 1.0  # one row the leak missed
     expected = np.ones((17, 5), dtype=bool)
     expected[[3, 10]] = False
-    np.testing.assert_array_equal(excused("torch", "sigmoid", "bfloat16", z, got, x=x, facts=leaking), expected)
-    assert not excused("torch", "sigmoid", "bfloat16", z, got, x=x, facts=clean).any()
-    assert not excused("torch", "sigmoid", "float32", z, got, x=x, facts=leaking).any()
-    assert not excused("torch", "sigmoid", "bfloat16", z, got, facts=leaking).any()  # no input: nothing
-    even = np.ones((17, 16))
-    even[3, 0] = np.nan
-    assert not excused("torch", "sigmoid", "bfloat16", z, got, x=even, facts=leaking).any()  # even fan-in
-    assert not excused("torch", "sigmoid", "bfloat16", z[:16], got[:16], x=x[:16], facts=leaking).any()  # 16 rows
+    np.testing.assert_array_equal(excused(framework, "sigmoid", "bfloat16", z, got, x=x, facts=leaking), expected)
+    assert not excused(framework, "sigmoid", "bfloat16", z, got, x=x, facts=clean).any()
+    assert not excused(framework, "sigmoid", "float32", z, got, x=x, facts=leaking).any()
+    assert not excused(framework, "sigmoid", "bfloat16", z, got, facts=leaking).any()  # no input: nothing
+    other = np.ones((17, outside))
+    other[3, 0] = np.nan
+    assert not excused(framework, "sigmoid", "bfloat16", z, got, x=other, facts=leaking).any()  # outside the class
+    assert not excused(framework, "sigmoid", "bfloat16", z[:16], got[:16], x=x[:16], facts=leaking).any()  # 16 rows
     inf = np.where(np.isnan(x), np.inf, x)
-    assert not excused("torch", "sigmoid", "bfloat16", z, got, x=inf, facts=leaking).any()  # an inf stays put
+    assert not excused(framework, "sigmoid", "bfloat16", z, got, x=inf, facts=leaking).any()  # an inf stays put
 
 
 def test_an_entry_whose_conditions_fail_grants_nothing(torch_adapter, keras_adapter):

@@ -12,15 +12,18 @@ from typing import Any
 import numpy as np
 
 from equivalence.core.activations import ACTIVATIONS, PARAMETRIC_FAMILIES
-from equivalence.core.conditions import AtLeast, Below, Fact, Probe
+from equivalence.core.conditions import AtLeast, Below, Fact, Probe, Shape
 from equivalence.core.dtypes import EPSILON
 from equivalence.core.known_differences import (
     FLOAT32_CONSTANT,
     FLOAT32_MATMUL,
+    ONEDNN_AT_AMX,
     ONEDNN_AT_AVX512,
     ONEDNN_AT_AVX512_FP16,
     KnownDifference,
     all_nan,
+    nan_leaked_from_another_row,
+    nan_leaks_on,
 )
 
 
@@ -55,6 +58,29 @@ def _row_has_nonfinite(z: np.ndarray, got: np.ndarray, x: np.ndarray | None) -> 
 
 
 
+DENSE_NAN_LEAK_GRID: tuple[Shape, ...] = (
+    (17, 33, 1), (33, 40, 24), (33, 33, 33), (17, 65, 1),
+    (17, 32, 1), (16, 40, 1), (17, 64, 1), (17, 17, 17), (20, 21, 8))
+"""(batch, in, out): four shapes where TensorFlow's leak was measured on the Intel Xeon with AMX, and five just
+outside its shape class (fan-in 32 and 64, a batch of 16, fan-in of 32 or less; the last two leak in torch)."""
+
+
+def dense_nan_leak_shape_class(shape: Shape) -> bool:
+    """Where TensorFlow's bfloat16 NaN leak was seen (Intel Xeon, oneDNN at AVX512_CORE_AMX): a batch of 17 rows or
+    more and a fan-in above 32 that is not a multiple of 32.
+
+    Measured with one NaN at rows 0-5, columns 0-3 (24 placements), batch 17, out 1: fan-in 33, 34, 40, 48 and 65
+    leaked in 20 of 24 placements, 63 in 5, and 16, 17, 31, 32, 64, 96 and 128 in none; fan-in 40 leaked at every
+    batch from 17 to 128 and at none from 2 to 16. An AMX tile holds 32 bfloat16 of K: a K tail read past the row's
+    end would do this. Not torch's class (an odd fan-in): (17, 17, 17) leaks in torch and not here.
+    """
+    batch, n_in = shape[0], shape[1]
+    return batch >= 17 and n_in > 32 and n_in % 32 != 0
+
+
+DENSE_NAN_LEAK_SHAPE_CLASS = "a batch of 17 rows or more and a fan-in above 32, not a multiple of 32"
+
+
 PROBES: dict[str, Probe] = {p.name: p for p in (
     Probe("keras_gelu_nan_at_plus_inf", "keras", "Keras' gelu of 64 x +inf is NaN",
           all_nan("gelu", lambda: np.full(64, np.inf)),
@@ -65,8 +91,13 @@ PROBES: dict[str, Probe] = {p.name: p for p in (
           "Keras' softmax of [inf, 0, 1] keeps finite values beside the NaN",
           _softmax_finite_beside_inf,
           follows={"float32": (KERAS_ON_TENSORFLOW, TF_ONEDNN_ON, ONEDNN_AT_AVX512),
-                   "bfloat16": (KERAS_ON_TENSORFLOW, TF_ONEDNN_ON, ONEDNN_AT_AVX512)},
-          open_dtypes=("float16",), legacy_yes=("float32", "bfloat16")),
+                   "bfloat16": (KERAS_ON_TENSORFLOW, TF_ONEDNN_ON, ONEDNN_AT_AVX512),
+                   "float16": (KERAS_ON_TENSORFLOW, TF_ONEDNN_ON, ONEDNN_AT_AVX512_FP16)},
+          legacy_yes=("float32", "bfloat16")),
+    Probe("keras_dense_nan_leaks_across_rows", "keras",
+          "Keras' Dense layer turns a batch row NaN when another row holds a NaN",
+          nan_leaks_on(DENSE_NAN_LEAK_GRID), follows={"bfloat16": (KERAS_ON_TENSORFLOW, TF_ONEDNN_ON, ONEDNN_AT_AMX)},
+          shape_class=dense_nan_leak_shape_class, shape_class_label=DENSE_NAN_LEAK_SHAPE_CLASS),
 )}
 """Keras' start-up probes (``equivalence.core.conditions.Probe``)."""
 
@@ -152,9 +183,25 @@ KERAS: tuple[KnownDifference, ...] = (
         "TF softmax in float32/bfloat16 with TF's oneDNN ops on at an AVX-512 ISA, on a row holding +inf or "
         "NaN, gives finite values at the row's other positions (e.g. [inf, 0, 1] -> [nan, 0, 0]); with "
         "oneDNN off (TF_ENABLE_ONEDNN_OPTS=0, TF's default on an AVX2-only CPU) or on an AVX2-only CPU "
-        "whatever the switch, the whole row is NaN, as in torch, float64/float16 and the reference (float16 "
-        "measured on the AMD EPYC only: the probe decides it on a CPU with AVX512-FP16)",
+        "whatever the switch, the whole row is NaN, as in torch, float64 and the reference. float16 behaves "
+        "as float32 where TF runs it through oneDNN, on a CPU with AVX512-FP16 (the Intel Xeon, measured "
+        "2026-12-05; oneDNN at AVX512_CORE_FP16 or higher); whole rows NaN on the AMD EPYC with AVX-512",
         excuse=_row_has_nonfinite, when=(KERAS_ON_TENSORFLOW, PROBES["keras_softmax_finite_beside_inf"])),
+    KnownDifference(
+        "keras_bfloat16_dense_nan_leaks_across_rows", "keras", tuple(ACTIVATIONS),
+        PROBES["keras_dense_nan_leaks_across_rows"].candidate_dtypes, "excuse",
+        "Keras 3.15.1's bfloat16 Dense on TensorFlow 2.21.0 with its oneDNN ops on, on an Intel Xeon with AMX "
+        "(oneDNN at AVX512_CORE_AMX), turns a whole batch row NaN when another row of the input holds a NaN, for "
+        "some shapes: batch 17, out 1, one NaN at rows 0-5, columns 0-3 (24 placements): fan-in 33, 34, 40, 48, 65 "
+        "leaked in 20 of 24, 63 in 5, 16, 17, 31, 32, 64, 96, 128 in none; fan-in 40 at every batch from 17 to 128, "
+        "none from 2 to 16; (33,33,33) and (33,40,24) leaked, (17,17,17) and (20,21,8) did not. The same ISA capped "
+        "at AVX512_CORE_BF16 (the AMD EPYC's), TF_ENABLE_ONEDNN_OPTS=0 and float16/float32 show none. Found by "
+        "the suite's non-finite property on the Intel Xeon (a 33-1 sigmoid layer, batch 17: a NaN at row 1 made "
+        "row 0 NaN). The same oneDNN AMX kernels as torch_bfloat16_linear_nan_leaks_across_rows, another shape "
+        "class; the excuse covers exactly the NaN outputs of rows whose input and reference are finite, beside a "
+        "row holding a NaN, at layers of the shape class (" + DENSE_NAN_LEAK_SHAPE_CLASS + ")",
+        excuse=nan_leaked_from_another_row(dense_nan_leak_shape_class), families=PARAMETRIC_FAMILIES,
+        scope=("forward",), when=(KERAS_ON_TENSORFLOW, PROBES["keras_dense_nan_leaks_across_rows"])),
     KnownDifference(
         "tf_flushes_subnormals", "keras", ("softplus", "mish"), ("float32",), "by_design",
         "TF flushes float32 subnormals to zero: softplus(-100) is 3.8e-44 in torch and 0 in Keras, "

@@ -1,18 +1,17 @@
 """torch's measured differences, and those of what runs torch's modules (ONNX Runtime on its export,
 torch.compile): the entries (``equivalence.core.known_differences.KnownDifference``), their probes, and the
-reproduction of the bfloat16 NaN leak. Data only: nothing here imports torch; the registry entries
-(``equivalence.frameworks.builtin``) carry them to the core.
+shape class of the bfloat16 NaN leak (its reproduction, shared with TensorFlow's, is core's ``nan_leak``).
+Data only: nothing here imports torch; the registry entries (``equivalence.frameworks.builtin``) carry them to
+the core.
 """
 
 from __future__ import annotations
-
-from typing import Any, NamedTuple
 
 import numpy as np
 
 from equivalence.core.activations import ACTIVATIONS, PARAMETRIC_FAMILIES
 from equivalence.core.conditions import Fact, Probe, Shape
-from equivalence.core.dtypes import EPSILON, numpy_dtype
+from equivalence.core.dtypes import EPSILON
 from equivalence.core.known_differences import (
     FLOAT32_CONSTANT,
     FLOAT32_MATMUL,
@@ -21,8 +20,9 @@ from equivalence.core.known_differences import (
     ONEDNN_AT_AVX512_FP16,
     KnownDifference,
     all_nan,
+    nan_leaked_from_another_row,
+    nan_leaks_on,
 )
-from equivalence.core.layout import LayerWeights
 
 X86_64 = Fact("kernel.machine", ("x86_64", "AMD64"), "an x86-64 CPU (measured there only; ORT has float16 kernels "
               "of its own on some ARM64 CPUs, where its float16 graphs may not widen)")
@@ -31,9 +31,6 @@ NAN_LEAK_GRID: tuple[Shape, ...] = ((17, 17, 17), (33, 33, 33), (33, 40, 24), (1
                                     (9, 9, 9), (64, 64, 64), (20, 21, 8), (40, 24, 8))
 """(batch, in, out): the eight shapes measured on the Intel Xeon (docs/upstream/torch-bfloat16-nan-leak.md), and
 two more, one inside and one outside the shape class."""
-NAN_LEAK_PLACEMENTS = tuple((row, col) for row in range(3) for col in range(2))
-"""Where the probe puts its one NaN, until a row leaks: rows 0-2, columns 0-1 (the Intel measurement placed it at
-rows 0-5, columns 0-3; every leaking shape there leaked from rows 1-2, column 0)."""
 
 
 def nan_leak_shape_class(shape: Shape) -> bool:
@@ -51,53 +48,6 @@ def nan_leak_shape_class(shape: Shape) -> bool:
 NAN_LEAK_SHAPE_CLASS = "a batch of 17 rows or more and an odd fan-in"
 
 
-class NanLeak(NamedTuple):
-    """One placement that leaked: the input (float64, values of the dtype), the layer's output, the NaN's row, and
-    the weights as the framework stores them (canonical layout)."""
-
-    x: np.ndarray
-    got: np.ndarray
-    nan_row: int
-    weights: LayerWeights
-
-
-def nan_leak(adapter: Any, shape: Shape, dtype: str, rng: np.random.Generator) -> NanLeak | None:
-    """A linear layer of ``shape`` (batch, in, out) fed one NaN per placement (``NAN_LEAK_PLACEMENTS``) until
-    another batch row's outputs turn NaN: that placement, or None when none leaks."""
-    batch, n_in, n_out = shape
-    layer = adapter.build_layer(n_in, n_out, "linear", bias=True, dtype=dtype)
-    adapter.set_weights([layer], [LayerWeights(rng.uniform(-1, 1, (n_in, n_out)).astype(np.float32),
-                                               rng.uniform(-1, 1, n_out).astype(np.float32))])
-    for row, col in NAN_LEAK_PLACEMENTS:
-        if row >= batch:
-            continue
-        x = rng.standard_normal((batch, n_in)).astype(numpy_dtype(dtype)).astype(np.float64)
-        x[row, col] = np.nan
-        got = adapter.apply_layer([layer], 0, x)
-        if np.flatnonzero(np.isnan(got).any(axis=-1)).tolist() != [row]:
-            return NanLeak(x, got, row, adapter.get_weights([layer])[0])
-    return None
-
-
-def _nan_leaks_across_rows(adapter: Any, dtype: str) -> tuple[Shape, ...]:
-    """The grid shapes where one NaN in the input makes another batch row's outputs NaN (a linear layer)."""
-    rng = np.random.default_rng(0)
-    return tuple(shape for shape in NAN_LEAK_GRID if nan_leak(adapter, shape, dtype, rng) is not None)
-
-
-def _nan_leaked_from_another_row(z: np.ndarray, got: np.ndarray, x: np.ndarray | None) -> np.ndarray:
-    """The NaN outputs of rows whose input and reference are all finite, in a batch where another row's input
-    holds a NaN, for a layer of the leak's shape class; nothing else."""
-    mask = np.zeros(np.shape(got), dtype=bool)
-    if x is None or np.ndim(x) != 2 or np.ndim(got) != 2 or not nan_leak_shape_class((*np.shape(x), got.shape[-1])):
-        return mask
-    if not np.isnan(x).any():
-        return mask
-    clean = np.all(np.isfinite(x), axis=-1) & np.all(np.isfinite(z), axis=-1)
-    return np.isnan(got) & clean[:, None]
-
-
-
 PROBES: dict[str, Probe] = {p.name: p for p in (
     Probe("torch_gelu_nan_at_plus_inf", "torch", "torch's gelu of 64 x +inf is NaN",
           all_nan("gelu", lambda: np.full(64, np.inf)),
@@ -106,7 +56,7 @@ PROBES: dict[str, Probe] = {p.name: p for p in (
           legacy_yes=("float32", "bfloat16")),
     Probe("torch_linear_nan_leaks_across_rows", "torch",
           "torch's linear layer turns a batch row NaN when another row holds a NaN",
-          _nan_leaks_across_rows, follows={"bfloat16": (ONEDNN_AT_AMX,)}, open_dtypes=("float16",),
+          nan_leaks_on(NAN_LEAK_GRID), follows={"bfloat16": (ONEDNN_AT_AMX,)}, open_dtypes=("float16",),
           shape_class=nan_leak_shape_class, shape_class_label=NAN_LEAK_SHAPE_CLASS),
 )}
 """torch's start-up probes (``equivalence.core.conditions.Probe``)."""
@@ -145,7 +95,7 @@ TORCH: tuple[KnownDifference, ...] = (
         "docs/upstream/torch-bfloat16-nan-leak.md); the excuse covers exactly the NaN outputs of rows whose "
         "input and reference are finite, beside a row holding a NaN, at layers of the shape class ("
         + NAN_LEAK_SHAPE_CLASS + ")",
-        excuse=_nan_leaked_from_another_row, families=PARAMETRIC_FAMILIES, scope=("forward",),
+        excuse=nan_leaked_from_another_row(nan_leak_shape_class), families=PARAMETRIC_FAMILIES, scope=("forward",),
         when=(PROBES["torch_linear_nan_leaks_across_rows"],)),
 )
 
