@@ -695,7 +695,7 @@ def _add_compare(sub: Any) -> None:
 
 KERAS_SUFFIXES = (".keras",)
 TORCH_SUFFIXES = (".pt2", ".pt", ".pth")
-GRAPH_SUFFIXES = {".onnx": "onnx", ".tflite": "tflite"}  # equivalence.own.GRAPH_SUFFIXES, without importing it
+GRAPH_SUFFIXES = {".onnx": "onnx", ".tflite": "tflite", ".h5": "keras2"}  # own.GRAPH_SUFFIXES, not imported
 
 
 def _a_file(path: Path, what: str) -> None:
@@ -716,8 +716,8 @@ def _check_compare_arguments(args: argparse.Namespace) -> None:
         for path in (args.torch_file, args.keras_file):
             if path.suffix not in (*GRAPH_SUFFIXES, *KERAS_SUFFIXES, *TORCH_SUFFIXES) and not _saved_model(path):
                 raise InputError(f"got a {path.suffix or 'suffix-less'} file, but should be a model file: .pt2 (or a "
-                                 ".pt state_dict with --torch-model), .keras, .onnx, .tflite or a SavedModel folder",
-                                 path)
+                                 ".pt state_dict with --torch-model), .keras, .h5 (Keras 2), .onnx, .tflite or a "
+                                 "SavedModel folder", path)
     elif args.torch_file.suffix in KERAS_SUFFIXES and args.keras_file.suffix not in KERAS_SUFFIXES:
         raise InputError("a Keras file where TORCH_FILE was expected: arguments swapped? The torch file comes "
                          "first: equivalence compare TORCH_FILE KERAS_FILE", args.torch_file)

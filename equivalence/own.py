@@ -69,8 +69,12 @@ def framework_of(model: Any) -> str | None:
         return form
     for cls in type(model).__mro__:
         root = (cls.__module__ or "").split(".")[0]
-        if root in ("torch", "keras", "tf_keras", "onnx"):
-            return "keras" if root == "tf_keras" else root
+        if root == "tf_keras":  # Keras 2: the keras framework itself under TF_USE_LEGACY_KERAS=1, else a form
+            from equivalence.frameworks.builtin import legacy_keras_requested
+
+            return "keras" if legacy_keras_requested() else "keras2"
+        if root in ("torch", "keras", "onnx"):
+            return root
         if root == "tensorflow" and hasattr(model, "signatures"):
             return "saved_model"  # what tf.saved_model.load returns
     return None
@@ -91,9 +95,12 @@ GRAPH_READERS = {
     "onnx": ("equivalence.frameworks.onnx_graph", "pip install 'equivalence[ort]' (onnx and onnxruntime)"),
     "tflite": ("equivalence.frameworks.litert_graph", "pip install 'equivalence[runtimes]' (ai-edge-litert)"),
     "saved_model": ("equivalence.frameworks.keras.saved_model_graph", "pip install 'equivalence[keras]' (TensorFlow)"),
+    "keras2": ("equivalence.frameworks.keras.legacy", "pip install --no-deps tf-keras (Keras 2; make converters "
+               "installs it)"),
 }
-"""Model forms read as graphs, not through a framework's registry entry: the reader module and its install hint."""
-GRAPH_SUFFIXES = {".onnx": "onnx", ".tflite": "tflite"}
+"""Model forms read by a module of their own, not through a framework's registry entry (graphs, and Keras 2 models
+beside Keras 3): the reader module and its install hint."""
+GRAPH_SUFFIXES = {".onnx": "onnx", ".tflite": "tflite", ".h5": "keras2"}
 """The files of those forms, by suffix."""
 
 

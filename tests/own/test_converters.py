@@ -2,7 +2,9 @@
 out of make check; the converters live in .venv-converters, pinned by the ``converters`` extra).
 
 - torch -> ``torch.onnx.export(dynamo=False)`` -> the ``.onnx`` against torch;
-- torch -> ONNX -> onnx2tf -> its ``.tflite`` and its SavedModel against torch;
+- torch -> ONNX -> onnx2tf -> its ``.tflite``, its SavedModel and its Keras 2 ``.h5`` (``TFOpLambda`` layers, the
+  weights baked in as constants) against torch;
+- a Keras 2 (tf_keras) model and its ``.h5`` against torch;
 - Keras -> ``model.export(format="onnx")`` (tf2onnx) -> the ``.onnx`` against Keras;
 - Keras -> ``TFLiteConverter`` -> the ``.tflite`` against Keras.
 
@@ -65,8 +67,8 @@ def to_onnx(model, path: Path) -> Path:
 
 
 def onnx2tf(onnx_path: Path, folder: Path) -> Path:
-    """onnx2tf's SavedModel and ``.tflite`` files, converted in a child process."""
-    proc = subprocess.run([sys.executable, "-m", "onnx2tf", "-i", str(onnx_path), "-o", str(folder), "-n"],
+    """onnx2tf's SavedModel, ``.tflite`` and Keras 2 ``.h5`` files, converted in a child process."""
+    proc = subprocess.run([sys.executable, "-m", "onnx2tf", "-i", str(onnx_path), "-o", str(folder), "-n", "-oh5"],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     return folder
@@ -129,6 +131,84 @@ def test_torch_to_onnx2tf_saved_model_is_judged_equivalent_and_a_moved_weight_is
     assert "layer 1 (torch '2', keras_graph " in message and "kernel: 1 / 28 elements differ" in message, message
 
 
+def test_torch_to_onnx2tf_keras2_h5_is_read_as_a_graph_judged_equivalent_and_a_moved_weight_is_named(torch_files,
+                                                                                                      tmp_path):
+    from equivalence import assert_equivalent, compare_models
+    from equivalence.frameworks.keras.legacy import load_model
+
+    model, folder = torch_files
+    h5 = folder / "onnx2tf" / "mlp_float32.h5"
+    assert {type(layer).__name__ for layer in load_model(str(h5)).layers} >= {"TFOpLambda"}  # onnx2tf's form
+    result = assert_equivalent(model, h5, max_examples=20)
+    assert [u.kind for u in result.keras_layers] == ["tf_keras ops MatMul+AddV2"] * 3
+    assert [u.activation for u in result.keras_layers] == ["relu", "silu", "tanh"]
+    wrong = rewritten_h5(h5, "tf.linalg.matmul_1", (2, 1), 1e-3, tmp_path / "wrong.h5")
+    message = compare_models(model, wrong, max_examples=5).message()
+    assert "layer 1 (torch '2', keras_graph 'model/tf.linalg.matmul_1/MatMul'): kernel: 1 / 28 elements differ" \
+        in message, message
+
+
+def rewritten_h5(path: Path, layer: str, index: tuple[int, int], by: float, out: Path) -> Path:
+    """A copy of onnx2tf's ``.h5`` with one element of the constant ``b`` that ``layer`` (a ``TFOpLambda`` of
+    ``tf.linalg.matmul``) multiplies by moved by ``by``: onnx2tf writes those constants into the model's config."""
+    import json
+    import shutil
+
+    import h5py
+
+    shutil.copy(path, out)
+    with h5py.File(out, "r+") as f:
+        config = json.loads(f.attrs["model_config"])
+        entry = next(e for e in config["config"]["layers"] if e["name"] == layer)
+        weight = entry["inbound_nodes"][0][3]["b"]
+        weight[index[0]][index[1]] = float(np.float32(weight[index[0]][index[1]] + by))
+        f.attrs["model_config"] = json.dumps(config)
+    return out
+
+
+def keras2_port(model):
+    """The torch MLP ported by hand to Keras 2 (tf_keras)."""
+    import tf_keras
+
+    port = tf_keras.Sequential([tf_keras.Input((WIDTHS[0],)),
+                                tf_keras.layers.Dense(7, activation="relu", name="dense"),
+                                tf_keras.layers.Dense(4, activation="swish", name="dense_1"),
+                                tf_keras.layers.Dense(3, activation="tanh", name="dense_2")])
+    port.set_weights([w for i in (0, 2, 4) for w in (model[i].weight.detach().numpy().T,
+                                                      model[i].bias.detach().numpy())])
+    return port
+
+
+def test_a_keras2_model_and_its_h5_are_judged_against_torch_and_a_moved_weight_is_named(tmp_path):
+    from equivalence import assert_equivalent, compare_models
+
+    model = torch_mlp()
+    port = keras2_port(model)
+    assert assert_equivalent(model, port, max_examples=10).labels == ("torch", "keras")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tf_keras: "HDF5 ... is considered legacy"
+        port.save(tmp_path / "port.h5")
+    assert_equivalent(tmp_path / "port.h5", model, max_examples=10)  # any order with a file form in the pair
+    port.layers[1].kernel.assign(port.layers[1].kernel.numpy() + np.eye(7, 4, dtype="float32") * 1e-3)
+    message = compare_models(model, port, max_examples=3).message()
+    assert "layer 1 (torch '2', keras 'dense_1'): kernel: 4 / 28 elements differ" in message, message
+
+
+def test_an_h5_with_a_lambda_layer_is_refused_unloaded(tmp_path):
+    import tf_keras
+
+    from equivalence import compare_models
+
+    lam = tf_keras.Sequential([tf_keras.Input((WIDTHS[0],)), tf_keras.layers.Lambda(lambda x: x * 2, name="twice"),
+                               tf_keras.layers.Dense(3)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lam.save(tmp_path / "lambda.h5")
+    with pytest.raises(ValueError, match=r"lambda.h5: holds Lambda layer 'twice': Python bytecode, run when loaded, "
+                                         r"is not loaded here"):
+        compare_models(torch_mlp(), tmp_path / "lambda.h5")
+
+
 def resaved(folder: Path, weight: np.ndarray, element: int, by: float, out: Path) -> Path:
     """A copy of the SavedModel in ``folder`` with one element of the constant ``weight`` moved by ``by``
     (onnx2tf bakes the weights into saved_model.pb as constants, not variables)."""
@@ -178,7 +258,8 @@ def test_the_command_reads_every_converted_file(torch_files, tmp_path):
 
     program = tmp_path / "mlp.pt2"
     torch.export.save(torch.export.export(model, (torch.zeros(2, WIDTHS[0]),)), program)
-    for converted in (folder / "mlp.onnx", folder / "onnx2tf" / "mlp_float32.tflite", folder / "onnx2tf"):
+    for converted in (folder / "mlp.onnx", folder / "onnx2tf" / "mlp_float32.tflite", folder / "onnx2tf",
+                      folder / "onnx2tf" / "mlp_float32.h5"):
         proc = subprocess.run([sys.executable, "-m", "equivalence", "compare", str(program), str(converted),
                                "--examples", "5"], capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0 and "all 3 layers agree" in proc.stdout, proc.stdout + proc.stderr
