@@ -6,6 +6,7 @@ out of make check; the converters live in .venv-converters, pinned by the ``conv
   weights baked in as constants) against torch;
 - a Keras 2 (tf_keras) model and its ``.h5`` against torch;
 - Keras -> ``model.export(format="onnx")`` (tf2onnx) -> the ``.onnx`` against Keras;
+- Keras -> ONNX -> onnx2torch -> its ``fx.GraphModule`` of ``OnnxMatMul`` modules against Keras;
 - Keras -> ``TFLiteConverter`` -> the ``.tflite`` against Keras.
 
 Each is judged equivalent, and one weight moved in the converted file is caught with its layer named. onnx2tf runs
@@ -264,3 +265,38 @@ def test_the_command_reads_every_converted_file(torch_files, tmp_path):
                                "--examples", "5"], capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0 and "all 3 layers agree" in proc.stdout, proc.stdout + proc.stderr
         assert proc.stderr == "", proc.stderr  # no converter's or runtime's log line
+
+
+ONNX2TORCH_CHILD = """
+import sys, types
+from pathlib import Path
+# torchvision's PyPI wheel does not load beside torch+cpu; onnx2torch imports it only for its NonMaxSuppression and
+# RoiAlign converters, which an MLP does not reach: an empty module stands in, in this child process alone.
+ops = types.ModuleType("torchvision.ops")
+ops.roi_align = None
+sys.modules.update({"torchvision": types.ModuleType("torchvision"), "torchvision.ops": ops})
+sys.modules["torchvision"].ops = ops
+import onnx, onnx2torch, torch
+from equivalence import assert_equivalent, compare_models
+from tests.own.test_converters import keras_mlp
+converted = onnx2torch.convert(onnx.load(Path(sys.argv[1]) / "mlp.onnx"))
+result = assert_equivalent(converted, keras_mlp(), max_examples=20)
+print(result.message())
+print("kinds:", ",".join(u.kind for u in result.torch_layers))
+with torch.no_grad():
+    converted.initializers.onnx_initializer_2[1, 2] += 1e-3  # the second layer's kernel, stored (in, out)
+print(compare_models(converted, keras_mlp(), max_examples=5).message())
+"""
+
+
+def test_keras_to_onnx_to_onnx2torch_is_judged_equivalent_and_a_moved_weight_is_named(keras_files):
+    if importlib.util.find_spec("onnx2torch") is None:
+        pytest.skip("onnx2torch is not installed: make converters installs it (--no-deps)")
+    _, folder = keras_files
+    proc = subprocess.run([sys.executable, "-c", ONNX2TORCH_CHILD, str(folder)], capture_output=True, text=True,
+                          timeout=300, cwd=Path(__file__).parents[2])
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "all 3 layers agree" in proc.stdout, proc.stdout
+    assert "kinds: OnnxMatMul+Add,OnnxMatMul+Add,OnnxMatMul+Add" in proc.stdout, proc.stdout
+    assert "layer 1 (torch 'sequential_1/dense_1_2/MatMul', keras 'dense_1'): kernel: 1 / 28 elements differ" \
+        in proc.stdout, proc.stdout
