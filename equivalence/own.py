@@ -20,14 +20,16 @@ import importlib
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from equivalence.core.adapter import entry_for
 from equivalence.core.check import reference_inputs
 from equivalence.core.compare import Comparison, LayerResult, compare_arrays, compare_layers
+from equivalence.core.dtypes import EPSILON, numpy_dtype
 from equivalence.core.kinds import DENSE
 from equivalence.core.layout import LayerWeights
 from equivalence.core.norms import BatchNorm, LayerNorm
@@ -36,6 +38,7 @@ from equivalence.core.spatial import Conv, Pool
 from equivalence.core.spec import ChainSpec, StackSpec
 from equivalence.core.strategies import MAX_BATCH, MODEL_INPUT_SCALES
 from equivalence.core.tolerance import forward_bound
+from equivalence.core.tolerance import framework_of as framework_label
 from equivalence.core.walk import DenseUnit, ModelNotSupported
 from equivalence.frameworks.registry import entry, get_adapter
 
@@ -123,7 +126,7 @@ def load_graph(path: str | os.PathLike) -> Any:
                          "with their framework)")
     try:
         return graph_reader(form).load_model(str(path))
-    except ValueError as exc:
+    except (ValueError, ImportError) as exc:  # a bad file; or its reader's framework missing: the install hint
         raise ValueError(f"{path}: {exc}") from None
 
 
@@ -276,6 +279,10 @@ def structural_differences(t_units: Sequence[DenseUnit], k_units: Sequence[Dense
         if untransposed or k.shape != t.shape or k.dtype != t.dtype:
             continue
         tolerance = f" by more than {_ulps(weight_ulps)}" if weight_ulps else ""
+        narrow = stored_narrower(a, t.dtype) or stored_narrower(b, t.dtype)
+        if narrow is not None:  # one side stores its weights narrower: both compared as it stores them
+            t, k = _rounded(t, narrow), _rounded(k, narrow)
+            tolerance += f" (both rounded to {narrow}, as {a if stored_narrower(a, t.dtype) else b} stores them)"
         kernel_off = _beyond(k.W, t.W, t.dtype, weight_ulps)
         if kernel_off.any():
             n, d, idx, kv, tv = _first_diff(k.W, t.W, kernel_off)
@@ -289,6 +296,22 @@ def structural_differences(t_units: Sequence[DenseUnit], k_units: Sequence[Dense
                                   f"{tolerance}; greatest abs diff {d:.3g} at index {idx} ({b} {kv!r}, "
                                   f"{a} {tv!r})"))
     return out
+
+
+def stored_narrower(label: str, dtype: str) -> str | None:
+    """The dtype the framework behind ``label`` stores its weights in (its registry entry's ``weights_dtype``) when
+    narrower than ``dtype``, the one its layers compute in (``litert_fp16w``: float16 weights), else None."""
+    found = entry_for(framework_label(label))
+    stored = None if found is None else found.weights_dtype
+    return stored if stored is not None and EPSILON[stored] > EPSILON[dtype] else None
+
+
+def _rounded(unit: DenseUnit, dtype: str) -> DenseUnit:
+    """``unit`` with its weights rounded to ``dtype`` (to nearest) and back: what a framework storing them so holds."""
+    def narrow(a: np.ndarray | None) -> np.ndarray | None:
+        return None if a is None else a.astype(numpy_dtype(dtype)).astype(a.dtype)
+
+    return replace(unit, W=narrow(unit.W), b=narrow(unit.b))
 
 
 _KIND_FIELDS = {Conv: (("kernel", "kernel size"), ("strides", "stride"), ("padding", "padding"),

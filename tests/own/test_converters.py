@@ -75,10 +75,10 @@ def onnx2tf(onnx_path: Path, folder: Path) -> Path:
     return folder
 
 
-def moved(path: Path, weight: np.ndarray, element: int, by: float, out: Path) -> Path:
-    """A copy of ``path`` with one element of ``weight`` (found by its bytes) moved by ``by``."""
+def moved(path: Path, weight: np.ndarray, element: int, by: float, out: Path, dtype: type = np.float32) -> Path:
+    """A copy of ``path`` with one element of ``weight`` (found by its bytes, stored as ``dtype``) moved by ``by``."""
     data = bytearray(path.read_bytes())
-    stored = np.ascontiguousarray(weight, dtype=np.float32)
+    stored = np.ascontiguousarray(weight, dtype=dtype)
     at = bytes(data).find(stored.tobytes())
     assert at >= 0, "the weight is not stored as written"
     value = stored.reshape(-1).copy()
@@ -118,6 +118,24 @@ def test_torch_to_onnx2tf_tflite_is_judged_equivalent_and_a_moved_weight_is_name
     wrong = moved(tflite, model[4].weight.detach().numpy(), 0, 1e-3, folder / "wrong.tflite")
     message = compare_models(model, wrong, max_examples=5).message()
     assert "layer 2 (torch '4', litert 'op " in message and "kernel: 1 / 12 elements differ" in message, message
+
+
+def test_torch_to_onnx2tf_float16_tflite_is_read_with_its_float16_weights_and_a_moved_weight_is_named(torch_files):
+    """onnx2tf's ``_float16.tflite`` stores the weights as float16, each dequantised by a DEQUANTIZE op: read as the
+    float16 values, judged with the weight rounding term of ``litert_fp16w``, compared with torch's rounded."""
+    from equivalence import assert_equivalent, compare_models
+
+    model, folder = torch_files
+    tflite = folder / "onnx2tf" / "mlp_float16.tflite"
+    result = assert_equivalent(model, tflite, max_examples=20)
+    assert result.labels == ("torch", "litert_fp16w")
+    assert [u.W.dtype for u in result.keras_layers] == [np.float32] * 3
+    assert all(np.array_equal(u.W, u.W.astype(np.float16).astype(np.float32)) for u in result.keras_layers)
+    weight = model[2].weight.detach().numpy().astype(np.float16)
+    wrong = moved(tflite, weight, 3, 1e-2, folder / "wrong_float16.tflite", dtype=np.float16)
+    message = compare_models(model, wrong, max_examples=5).message()
+    assert "layer 1 (torch '2', litert_fp16w 'op 7'): kernel: 1 / 28 elements differ from the torch weight.T (both " \
+        "rounded to float16, as litert_fp16w stores them)" in message, message
 
 
 def test_torch_to_onnx2tf_saved_model_is_judged_equivalent_and_a_moved_weight_is_named(torch_files, tmp_path):
@@ -210,6 +228,15 @@ def test_an_h5_with_a_lambda_layer_is_refused_unloaded(tmp_path):
         compare_models(torch_mlp(), tmp_path / "lambda.h5")
 
 
+def test_a_corrupt_h5_is_refused_in_one_line_naming_the_format(tmp_path):
+    from equivalence import compare_models
+
+    (tmp_path / "model.h5").write_bytes(np.random.default_rng(0).bytes(256))
+    with pytest.raises(ValueError, match=r"model.h5: not a Keras 2 .h5 file: not HDF5 \(random bytes, or a truncated "
+                                         r"file"):
+        compare_models(torch_mlp(), tmp_path / "model.h5")
+
+
 def resaved(folder: Path, weight: np.ndarray, element: int, by: float, out: Path) -> Path:
     """A copy of the SavedModel in ``folder`` with one element of the constant ``weight`` moved by ``by``
     (onnx2tf bakes the weights into saved_model.pb as constants, not variables)."""
@@ -260,7 +287,7 @@ def test_the_command_reads_every_converted_file(torch_files, tmp_path):
     program = tmp_path / "mlp.pt2"
     torch.export.save(torch.export.export(model, (torch.zeros(2, WIDTHS[0]),)), program)
     for converted in (folder / "mlp.onnx", folder / "onnx2tf" / "mlp_float32.tflite", folder / "onnx2tf",
-                      folder / "onnx2tf" / "mlp_float32.h5"):
+                      folder / "onnx2tf" / "mlp_float32.h5", folder / "onnx2tf" / "mlp_float16.tflite"):
         proc = subprocess.run([sys.executable, "-m", "equivalence", "compare", str(program), str(converted),
                                "--examples", "5"], capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0 and "all 3 layers agree" in proc.stdout, proc.stdout + proc.stderr

@@ -239,7 +239,22 @@ def test_a_path_of_a_format_not_read_as_a_graph_is_refused_naming_those_that_are
 
     from equivalence import compare_models
 
+    (tmp_path / "model.npz").write_bytes(b"PK")
+    with pytest.raises(ValueError, match=r"model.npz: got a .npz file, but a model given as a path should be one of "
+                                         r".onnx, .tflite, .h5 or a SavedModel folder"):
+        compare_models(mlp(nn.ReLU()), tmp_path / "model.npz")
+
+
+def test_a_keras2_h5_without_tf_keras_installed_is_refused_with_the_install_hint(tmp_path):
+    import importlib.util
+
+    from torch import nn
+
+    from equivalence import compare_models
+
+    if importlib.util.find_spec("tf_keras") is not None:
+        pytest.skip("tf_keras is installed here: make converters judges .h5 files (tests/own/test_converters.py)")
     (tmp_path / "model.h5").write_bytes(b"HDF")
-    with pytest.raises(ValueError, match=r"model.h5: got a .h5 file, but a model given as a path should be one of "
-                                         r".onnx, .tflite or a SavedModel folder"):
+    with pytest.raises(ValueError, match=r"model.h5: a keras2 model cannot be read here \(No module named "
+                                         r"'tf_keras'\): pip install --no-deps tf-keras"):
         compare_models(mlp(nn.ReLU()), tmp_path / "model.h5")
