@@ -708,8 +708,14 @@ def _a_file(path: Path, what: str) -> None:
 def _check_compare_arguments(args: argparse.Namespace) -> None:
     """Everything about the arguments that can be refused before a framework is loaded."""
     for path, what in ((args.torch_file, "a torch file (TORCH_FILE)"), (args.keras_file, "a .keras file (KERAS_FILE)")):
+        if path.is_dir() and not _saved_model(path):
+            raise InputError("a folder, but not a SavedModel folder: no saved_model.pb in it (a model file should be "
+                             ".pt2, .keras, .h5, .onnx or .tflite)", path)
         if not _saved_model(path):
             _a_file(path, what)
+        if path.suffix == ".npy":
+            raise InputError("a .npy array where a model was expected: inputs go in --input X.npy "
+                             "(equivalence compare MODEL_A MODEL_B --input X.npy)", path)
     if args.input is not None:
         _a_file(args.input, "a .npy file (--input)")
     if _graphs(args):
