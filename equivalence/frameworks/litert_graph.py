@@ -28,6 +28,7 @@ import numpy as np
 
 from equivalence.core.activations import activation_name
 from equivalence.core.walk import DenseUnit, ModelNotSupported, check_chain
+from equivalence.frameworks.graph_kinds import not_read_yet
 
 FRAMEWORK = "litert"
 FLOAT16_WEIGHTS = "litert_fp16w"
@@ -180,8 +181,9 @@ def walk(model: Any) -> list[DenseUnit]:
             if pending is not None:
                 units.append(_close(pending, model.content, flat))
                 pending = None
-        elif pending is None:
-            raise refuse("not a FULLY_CONNECTED, and before any: the suite judges dense layers and their activations")
+        elif pending is None or not_read_yet(name):
+            raise refuse(not_read_yet(name) or "not a FULLY_CONNECTED, and before any: the suite judges dense layers "
+                         "and their activations")
         else:
             if pending.act != "linear":
                 raise refuse(f"a second activation after {pending.act}: the suite judges one per dense layer")

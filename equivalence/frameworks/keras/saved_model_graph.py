@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from equivalence.core.activations import activation_name
 from equivalence.core.walk import DenseUnit, ModelNotSupported, check_chain
+from equivalence.frameworks.graph_kinds import not_read_yet
 
 FRAMEWORK = "keras_graph"
 FORM = "saved_model"
@@ -157,8 +158,9 @@ def walk(model: Any) -> list[DenseUnit]:
             if pending is not None and node.op != "Identity":
                 units.append(_close(pending, model, nodes))
                 pending = None
-        elif pending is None:
-            raise refuse("not a MatMul, and before any: the suite judges dense layers and their activations")
+        elif pending is None or not_read_yet(node.op):
+            raise refuse(not_read_yet(node.op) or "not a MatMul, and before any: the suite judges dense layers and "
+                         "their activations")
         else:
             pending.pre, pending.act_nodes = current, [node]
         current = out
