@@ -674,9 +674,10 @@ def _add_compare(sub: Any) -> None:
                              "Inputs from --input, else drawn.")
     compare.add_argument("torch_file", type=Path, metavar="TORCH_FILE",
                          help="torch.export.save output (.pt2), or a state_dict (.pt) with --torch-model; or an ONNX "
-                         "graph (.onnx) or a LiteRT model (.tflite)")
+                         "graph (.onnx), a LiteRT model (.tflite), a Keras 2 model (.h5) or a SavedModel folder")
     compare.add_argument("keras_file", type=Path, metavar="KERAS_FILE",
-                         help="model.save output (.keras); or an ONNX graph (.onnx) or a LiteRT model (.tflite)")
+                         help="model.save output (.keras); or an ONNX graph (.onnx), a LiteRT model (.tflite), a "
+                         "Keras 2 model (.h5) or a SavedModel folder")
     compare.add_argument("--torch-model", metavar="PACKAGE.MODULE:FACTORY",
                          help="a function returning the nn.Module whose state_dict TORCH_FILE holds (torch.save("
                          "model.state_dict(), path)); the file is read with torch.load(weights_only=True), no "
