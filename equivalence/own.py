@@ -173,6 +173,9 @@ def walk_pair(torch_model: Any, keras_model: Any) -> tuple[list[DenseUnit], list
     input as N, C, H, W)."""
     torch_model, keras_model = loaded(torch_model), loaded(keras_model)
     forms = (framework_of(torch_model), framework_of(keras_model))
+    if forms[1] in GRAPH_READERS and forms[0] not in GRAPH_READERS:  # the converted side first: its refusal names
+        k_units = walk(keras_model, forms[1])                          # the converter's op, not a guess at the other
+        return walk(torch_model, forms[0], input_width=k_units[0].shape[0]), k_units
     if set(forms) & set(GRAPH_READERS):
         t_units = walk(torch_model, forms[0])
         return t_units, walk(keras_model, forms[1], input_width=t_units[0].shape[0])

@@ -293,3 +293,21 @@ def test_a_layer_kind_not_read_from_graphs_yet_is_refused_naming_it_its_op_and_p
     graph = onnx.load_from_string(buffer.getvalue())
     with pytest.raises(ModelNotSupported, match=says):
         compare_models(graph, graph)
+
+
+def test_a_conv_model_against_its_onnx_export_is_refused_naming_the_graph_s_conv():
+    """The converted side is read first: its refusal names the op the converter wrote (the torch walk of a conv
+    model needs an input shape a graph pair does not give it)."""
+    import onnx
+    import torch
+
+    from equivalence import ModelNotSupported, compare_models
+
+    model, shape = _conv_model()
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.zeros(*shape),), buffer, dynamo=False, opset_version=20)
+    with pytest.raises(ModelNotSupported, match=r"onnx layer '/0/Conv' \(Conv\) at position 0: Conv starts a "
+                                                r"convolution"):
+        compare_models(model, onnx.load_from_string(buffer.getvalue()))
