@@ -68,9 +68,9 @@ def to_onnx(model, path: Path) -> Path:
 
 
 def onnx2tf(onnx_path: Path, folder: Path) -> Path:
-    """onnx2tf's SavedModel, ``.tflite`` and Keras 2 ``.h5`` files, converted in a child process."""
-    proc = subprocess.run([sys.executable, "-m", "onnx2tf", "-i", str(onnx_path), "-o", str(folder), "-n", "-oh5"],
-                          capture_output=True, text=True, timeout=600)
+    """onnx2tf's SavedModel, ``.tflite`` and Keras 2 ``.h5`` and ``.keras`` files, converted in a child process."""
+    command = ["-i", str(onnx_path), "-o", str(folder), "-n", "-oh5", "-okv3"]
+    proc = subprocess.run([sys.executable, "-m", "onnx2tf", *command], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     return folder
 
@@ -287,7 +287,8 @@ def test_the_command_reads_every_converted_file(torch_files, tmp_path):
     program = tmp_path / "mlp.pt2"
     torch.export.save(torch.export.export(model, (torch.zeros(2, WIDTHS[0]),)), program)
     for converted in (folder / "mlp.onnx", folder / "onnx2tf" / "mlp_float32.tflite", folder / "onnx2tf",
-                      folder / "onnx2tf" / "mlp_float32.h5", folder / "onnx2tf" / "mlp_float16.tflite"):
+                      folder / "onnx2tf" / "mlp_float32.h5", folder / "onnx2tf" / "mlp_float16.tflite",
+                      folder / "onnx2tf" / "mlp_float32_v3.keras"):  # Keras 2's .keras: read by tf_keras
         proc = subprocess.run([sys.executable, "-m", "equivalence", "compare", str(program), str(converted),
                                "--examples", "5"], capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0 and "all 3 layers agree" in proc.stdout, proc.stdout + proc.stderr
