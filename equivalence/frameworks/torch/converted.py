@@ -37,8 +37,9 @@ def _constant(owner: Any, node: Any) -> torch.Tensor | None:
 
 
 def matmul_of(gm: fx.GraphModule, owner: Any, node: fx.Node, current: fx.Node) -> tuple | None:
-    """(name, kind, weight, bias, call, write) as ``walk._linear_of`` gives, for an ``OnnxMatMul`` of the chain's
-    tensor by a constant 2-D buffer (``weight``: its ``(out, in)`` transpose, torch's layout); else None."""
+    """(name, kind, weight, bias, call) as ``walk._linear_of`` gives them (the walker adds the writer), for an
+    ``OnnxMatMul`` of the chain's tensor by a constant 2-D buffer (``weight``: its ``(out, in)`` transpose, torch's
+    layout); else None."""
     module = _onnx2torch_module(gm, node, MATMUL)
     if module is None or len(node.args) != 2 or node.args[0] is not current:
         return None
