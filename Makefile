@@ -158,14 +158,19 @@ keras2: $(KERAS2_STAMP) ## Keras 2 (tf-keras) in .venv-keras2: the suite on Kera
 CONVERTERS_VENV ?= .venv-converters
 CONVERTERS_BIN := $(CONVERTERS_VENV)/bin
 CONVERTERS_STAMP := $(CONVERTERS_VENV)/.installed-stamp
+# onnx2torch goes in with --no-deps too: it requires torchvision, whose PyPI wheels are built against the CUDA torch
+# and fail to load beside torch 2.13.0+cpu (torchvision::nms missing); it imports torchvision only for its
+# NonMaxSuppression and RoiAlign converters, so the round trip converts in a child process without it.
+ONNX2TORCH ?= 1.5.15
 
 $(CONVERTERS_STAMP): pyproject.toml constraints.txt
 	test -x $(CONVERTERS_BIN)/python || $(PYTHON) -m venv $(CONVERTERS_VENV)
 	$(CONVERTERS_BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[all,converters]'
-	$(CONVERTERS_BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps tf-keras==$(TF_KERAS)
+	$(CONVERTERS_BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps tf-keras==$(TF_KERAS) \
+		onnx2torch==$(ONNX2TORCH)
 	touch $(CONVERTERS_STAMP)
 
-converters: $(CONVERTERS_STAMP) ## converters' round trips in .venv-converters: torch -> ONNX -> onnx2tf (SavedModel, .tflite), Keras -> ONNX
+converters: $(CONVERTERS_STAMP) ## converters' round trips in .venv-converters: torch -> ONNX -> onnx2tf (SavedModel, .tflite, .h5), Keras -> ONNX -> onnx2torch
 	$(CONVERTERS_BIN)/python -m pytest tests/own/test_converters.py -m converters $(PYTEST_ARGS)
 
 clean: ## remove the venvs, the nox venvs and caches

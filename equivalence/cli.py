@@ -674,9 +674,10 @@ def _add_compare(sub: Any) -> None:
                              "Inputs from --input, else drawn.")
     compare.add_argument("torch_file", type=Path, metavar="TORCH_FILE",
                          help="torch.export.save output (.pt2), or a state_dict (.pt) with --torch-model; or an ONNX "
-                         "graph (.onnx) or a LiteRT model (.tflite)")
+                         "graph (.onnx), a LiteRT model (.tflite), a Keras 2 model (.h5) or a SavedModel folder")
     compare.add_argument("keras_file", type=Path, metavar="KERAS_FILE",
-                         help="model.save output (.keras); or an ONNX graph (.onnx) or a LiteRT model (.tflite)")
+                         help="model.save output (.keras); or an ONNX graph (.onnx), a LiteRT model (.tflite), a "
+                         "Keras 2 model (.h5) or a SavedModel folder")
     compare.add_argument("--torch-model", metavar="PACKAGE.MODULE:FACTORY",
                          help="a function returning the nn.Module whose state_dict TORCH_FILE holds (torch.save("
                          "model.state_dict(), path)); the file is read with torch.load(weights_only=True), no "
@@ -695,7 +696,7 @@ def _add_compare(sub: Any) -> None:
 
 KERAS_SUFFIXES = (".keras",)
 TORCH_SUFFIXES = (".pt2", ".pt", ".pth")
-GRAPH_SUFFIXES = {".onnx": "onnx", ".tflite": "tflite"}  # equivalence.own.GRAPH_SUFFIXES, without importing it
+GRAPH_SUFFIXES = {".onnx": "onnx", ".tflite": "tflite", ".h5": "keras2"}  # own.GRAPH_SUFFIXES, not imported
 
 
 def _a_file(path: Path, what: str) -> None:
@@ -708,16 +709,22 @@ def _a_file(path: Path, what: str) -> None:
 def _check_compare_arguments(args: argparse.Namespace) -> None:
     """Everything about the arguments that can be refused before a framework is loaded."""
     for path, what in ((args.torch_file, "a torch file (TORCH_FILE)"), (args.keras_file, "a .keras file (KERAS_FILE)")):
+        if path.is_dir() and not _saved_model(path):
+            raise InputError("a folder, but not a SavedModel folder: no saved_model.pb in it (a model file should be "
+                             ".pt2, .keras, .h5, .onnx or .tflite)", path)
         if not _saved_model(path):
             _a_file(path, what)
+        if path.suffix == ".npy":
+            raise InputError("a .npy array where a model was expected: inputs go in --input X.npy "
+                             "(equivalence compare MODEL_A MODEL_B --input X.npy)", path)
     if args.input is not None:
         _a_file(args.input, "a .npy file (--input)")
     if _graphs(args):
         for path in (args.torch_file, args.keras_file):
             if path.suffix not in (*GRAPH_SUFFIXES, *KERAS_SUFFIXES, *TORCH_SUFFIXES) and not _saved_model(path):
                 raise InputError(f"got a {path.suffix or 'suffix-less'} file, but should be a model file: .pt2 (or a "
-                                 ".pt state_dict with --torch-model), .keras, .onnx, .tflite or a SavedModel folder",
-                                 path)
+                                 ".pt state_dict with --torch-model), .keras, .h5 (Keras 2), .onnx, .tflite or a "
+                                 "SavedModel folder", path)
     elif args.torch_file.suffix in KERAS_SUFFIXES and args.keras_file.suffix not in KERAS_SUFFIXES:
         raise InputError("a Keras file where TORCH_FILE was expected: arguments swapped? The torch file comes "
                          "first: equivalence compare TORCH_FILE KERAS_FILE", args.torch_file)

@@ -20,14 +20,16 @@ import importlib
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from equivalence.core.adapter import entry_for
 from equivalence.core.check import reference_inputs
 from equivalence.core.compare import Comparison, LayerResult, compare_arrays, compare_layers
+from equivalence.core.dtypes import EPSILON, numpy_dtype
 from equivalence.core.kinds import DENSE
 from equivalence.core.layout import LayerWeights
 from equivalence.core.norms import BatchNorm, LayerNorm
@@ -36,6 +38,7 @@ from equivalence.core.spatial import Conv, Pool
 from equivalence.core.spec import ChainSpec, StackSpec
 from equivalence.core.strategies import MAX_BATCH, MODEL_INPUT_SCALES
 from equivalence.core.tolerance import forward_bound
+from equivalence.core.tolerance import framework_of as framework_label
 from equivalence.core.walk import DenseUnit, ModelNotSupported
 from equivalence.frameworks.registry import entry, get_adapter
 
@@ -69,8 +72,12 @@ def framework_of(model: Any) -> str | None:
         return form
     for cls in type(model).__mro__:
         root = (cls.__module__ or "").split(".")[0]
-        if root in ("torch", "keras", "tf_keras", "onnx"):
-            return "keras" if root == "tf_keras" else root
+        if root == "tf_keras":  # Keras 2: the keras framework itself under TF_USE_LEGACY_KERAS=1, else a form
+            from equivalence.frameworks.builtin import legacy_keras_requested
+
+            return "keras" if legacy_keras_requested() else "keras2"
+        if root in ("torch", "keras", "onnx"):
+            return root
         if root == "tensorflow" and hasattr(model, "signatures"):
             return "saved_model"  # what tf.saved_model.load returns
     return None
@@ -91,9 +98,12 @@ GRAPH_READERS = {
     "onnx": ("equivalence.frameworks.onnx_graph", "pip install 'equivalence[ort]' (onnx and onnxruntime)"),
     "tflite": ("equivalence.frameworks.litert_graph", "pip install 'equivalence[runtimes]' (ai-edge-litert)"),
     "saved_model": ("equivalence.frameworks.keras.saved_model_graph", "pip install 'equivalence[keras]' (TensorFlow)"),
+    "keras2": ("equivalence.frameworks.keras.legacy", "pip install --no-deps tf-keras (Keras 2; make converters "
+               "installs it)"),
 }
-"""Model forms read as graphs, not through a framework's registry entry: the reader module and its install hint."""
-GRAPH_SUFFIXES = {".onnx": "onnx", ".tflite": "tflite"}
+"""Model forms read by a module of their own, not through a framework's registry entry (graphs, and Keras 2 models
+beside Keras 3): the reader module and its install hint."""
+GRAPH_SUFFIXES = {".onnx": "onnx", ".tflite": "tflite", ".h5": "keras2"}
 """The files of those forms, by suffix."""
 
 
@@ -116,7 +126,7 @@ def load_graph(path: str | os.PathLike) -> Any:
                          "with their framework)")
     try:
         return graph_reader(form).load_model(str(path))
-    except ValueError as exc:
+    except (ValueError, ImportError) as exc:  # a bad file; or its reader's framework missing: the install hint
         raise ValueError(f"{path}: {exc}") from None
 
 
@@ -163,6 +173,9 @@ def walk_pair(torch_model: Any, keras_model: Any) -> tuple[list[DenseUnit], list
     input as N, C, H, W)."""
     torch_model, keras_model = loaded(torch_model), loaded(keras_model)
     forms = (framework_of(torch_model), framework_of(keras_model))
+    if forms[1] in GRAPH_READERS and forms[0] not in GRAPH_READERS:  # the converted side first: its refusal names
+        k_units = walk(keras_model, forms[1])                          # the converter's op, not a guess at the other
+        return walk(torch_model, forms[0], input_width=k_units[0].shape[0]), k_units
     if set(forms) & set(GRAPH_READERS):
         t_units = walk(torch_model, forms[0])
         return t_units, walk(keras_model, forms[1], input_width=t_units[0].shape[0])
@@ -269,6 +282,10 @@ def structural_differences(t_units: Sequence[DenseUnit], k_units: Sequence[Dense
         if untransposed or k.shape != t.shape or k.dtype != t.dtype:
             continue
         tolerance = f" by more than {_ulps(weight_ulps)}" if weight_ulps else ""
+        narrow = stored_narrower(a, t.dtype) or stored_narrower(b, t.dtype)
+        if narrow is not None:  # one side stores its weights narrower: both compared as it stores them
+            t, k = _rounded(t, narrow), _rounded(k, narrow)
+            tolerance += f" (both rounded to {narrow}, as {a if stored_narrower(a, t.dtype) else b} stores them)"
         kernel_off = _beyond(k.W, t.W, t.dtype, weight_ulps)
         if kernel_off.any():
             n, d, idx, kv, tv = _first_diff(k.W, t.W, kernel_off)
@@ -282,6 +299,22 @@ def structural_differences(t_units: Sequence[DenseUnit], k_units: Sequence[Dense
                                   f"{tolerance}; greatest abs diff {d:.3g} at index {idx} ({b} {kv!r}, "
                                   f"{a} {tv!r})"))
     return out
+
+
+def stored_narrower(label: str, dtype: str) -> str | None:
+    """The dtype the framework behind ``label`` stores its weights in (its registry entry's ``weights_dtype``) when
+    narrower than ``dtype``, the one its layers compute in (``litert_fp16w``: float16 weights), else None."""
+    found = entry_for(framework_label(label))
+    stored = None if found is None else found.weights_dtype
+    return stored if stored is not None and EPSILON[stored] > EPSILON[dtype] else None
+
+
+def _rounded(unit: DenseUnit, dtype: str) -> DenseUnit:
+    """``unit`` with its weights rounded to ``dtype`` (to nearest) and back: what a framework storing them so holds."""
+    def narrow(a: np.ndarray | None) -> np.ndarray | None:
+        return None if a is None else a.astype(numpy_dtype(dtype)).astype(a.dtype)
+
+    return replace(unit, W=narrow(unit.W), b=narrow(unit.b))
 
 
 _KIND_FIELDS = {Conv: (("kernel", "kernel size"), ("strides", "stride"), ("padding", "padding"),

@@ -4,8 +4,12 @@ The flatbuffer is read as a graph (``ai_edge_litert``'s schema): a dense unit is
 chain's tensor and a constant weight (stored ``(out, in)``), its bias the op's third input or a following ``ADD``
 of a constant, and its activation the op's fused one (``RELU``, ``RELU6``, ``TANH``) or the ops after it
 (``LOGISTIC``, ``TANH``, ``SOFTMAX``, ``GELU``, ``HARD_SWISH``, ``ELU``, ``LEAKY_RELU``, ``LOGISTIC``+``MUL`` for
-SiLU...). ``RESHAPE`` between units is skipped; anything else, a branch, or weights stored through ``DEQUANTIZE``
-(float16 weight quantisation) is refused with the op's index in the subgraph.
+SiLU...). ``RESHAPE`` between units is skipped; anything else or a branch is refused with the op's index in the
+subgraph. Weights stored as float16 (float16 weight quantisation: a ``DEQUANTIZE`` op of each float16 constant
+before the float32 kernels) are read as the float16 values, exactly, and the units are labelled ``litert_fp16w``:
+that registered framework's ``weights_dtype`` (float16) adds the weight rounding term to the error model, and the
+other model's weights are compared rounded to float16 (``equivalence.own``). Any other ``DEQUANTIZE`` (integer
+quantisation) is refused.
 
 Each unit runs where the model lives: its own ops, cut out of a copy of the flatbuffer into a model of their own
 (input the tensor feeding the ``FULLY_CONNECTED``, output the activation's), on the interpreter with its default
@@ -24,8 +28,11 @@ import numpy as np
 
 from equivalence.core.activations import activation_name
 from equivalence.core.walk import DenseUnit, ModelNotSupported, check_chain
+from equivalence.frameworks.graph_kinds import not_read_yet
 
 FRAMEWORK = "litert"
+FLOAT16_WEIGHTS = "litert_fp16w"
+"""The label of units whose weights the file stores as float16 (the registered ``litert_fp16w`` framework)."""
 FORM = "tflite"
 _FUSED = {0: "linear", 1: "relu", 3: "relu6", 4: "tanh"}  # ActivationFunctionType: NONE, RELU, RELU6, TANH
 _SINGLE = {"LOGISTIC": "sigmoid", "TANH": "tanh", "RELU": "relu", "RELU6": "relu6", "HARD_SWISH": "hard_silu",
@@ -91,6 +98,7 @@ class _Pending:
     act_source: str
     fused: bool
     input_of_act: int = -1
+    dequantize: list[Any] | None = None  # the DEQUANTIZE ops of its float16 weights, run before its own ops
 
 
 def walk(model: Any) -> list[DenseUnit]:
@@ -101,9 +109,13 @@ def walk(model: Any) -> list[DenseUnit]:
     graph = flat.subgraphs[0]
     names = _op_names()
 
+    dequantized: dict[int, tuple[np.ndarray, Any]] = {}  # a DEQUANTIZE op's output: its float16 input as float32
+
     def constant(tensor: int) -> np.ndarray | None:
         if tensor < 0:
             return None
+        if tensor in dequantized:
+            return dequantized[tensor][0]
         t = graph.tensors[tensor]
         data = flat.buffers[t.buffer].data
         if data is None or len(data) == 0:
@@ -132,8 +144,12 @@ def walk(model: Any) -> list[DenseUnit]:
             return ModelNotSupported("tflite", label, name, index, problem)
 
         if name == "DEQUANTIZE":
-            raise refuse("weights stored quantised (float16 weights dequantised to float32): convert without "
-                         "optimizations to compare the weights as written")
+            stored = constant(inputs[0])
+            if stored is None or stored.dtype != np.float16:
+                raise refuse("dequantises a tensor that is not a float16 constant (integer quantisation): the suite "
+                             "judges float32 models and float16 weights")
+            dequantized[int(op.outputs[0])] = (stored.astype(np.float32), op)
+            continue
         if pending is not None and name == "MUL" and pending.act == "sigmoid" and not pending.fused \
                 and sorted(dynamic) == sorted([pending.input_of_act, current]):
             pending.ops.append(op)
@@ -147,6 +163,7 @@ def walk(model: Any) -> list[DenseUnit]:
             if pending is not None:
                 units.append(_close(pending, model.content, flat))
             pending = _dense(index, op, current, constant, refuse)
+            pending.dequantize = [dequantized[t][1] for t in inputs if t in dequantized]
         elif name == "ADD" and pending is not None and pending.b is None and pending.act == "linear":
             bias = next(constant(t) for t in inputs if t >= 0 and constant(t) is not None)
             if bias.size != pending.W.shape[1]:
@@ -154,6 +171,7 @@ def walk(model: Any) -> list[DenseUnit]:
                              "should follow the FULLY_CONNECTED")
             pending.b = bias.reshape(-1).astype(pending.W.dtype)
             pending.ops.append(op)
+            pending.dequantize = [*(pending.dequantize or []), *(dequantized[t][1] for t in inputs if t in dequantized)]
             fused = getattr(op.builtinOptions, "fusedActivationFunction", 0)
             if fused not in _FUSED:
                 raise refuse(f"fused activation {fused} (ActivationFunctionType) is not one the suite knows")
@@ -163,8 +181,9 @@ def walk(model: Any) -> list[DenseUnit]:
             if pending is not None:
                 units.append(_close(pending, model.content, flat))
                 pending = None
-        elif pending is None:
-            raise refuse("not a FULLY_CONNECTED, and before any: the suite judges dense layers and their activations")
+        elif pending is None or not_read_yet(name):
+            raise refuse(not_read_yet(name) or "not a FULLY_CONNECTED, and before any: the suite judges dense layers "
+                         "and their activations")
         else:
             if pending.act != "linear":
                 raise refuse(f"a second activation after {pending.act}: the suite judges one per dense layer")
@@ -221,7 +240,7 @@ def _activation(name: str, op: Any) -> str:
 
 def _close(p: _Pending, content: bytes, flat: Any) -> DenseUnit:
     output = int(p.ops[-1].outputs[0])
-    sliced = _slice(content, p.ops, p.input, output)
+    sliced = _slice(content, [*(p.dequantize or []), *p.ops], p.input, output)
     state: dict[str, Any] = {}
 
     def run(x: np.ndarray) -> np.ndarray:
@@ -239,8 +258,10 @@ def _close(p: _Pending, content: bytes, flat: Any) -> DenseUnit:
     name = flat.subgraphs[0].tensors[output].name
     name = name.decode() if isinstance(name, bytes) else str(name)
     kind = "tflite FULLY_CONNECTED" + ("+ADD" if len(p.ops) > 1 and _is_add(flat, p.ops[1]) else "")
-    return DenseUnit(FRAMEWORK, f"op {p.index}", kind, p.index, p.W, p.b, p.native, p.act, p.act_source, "float32",
-                     run)
+    if p.dequantize:
+        kind = f"{kind} (float16 weights, DEQUANTIZE)"
+    return DenseUnit(FLOAT16_WEIGHTS if p.dequantize else FRAMEWORK, f"op {p.index}", kind, p.index, p.W, p.b,
+                     p.native, p.act, p.act_source, "float32", run)
 
 
 def _is_add(flat: Any, op: Any) -> bool:

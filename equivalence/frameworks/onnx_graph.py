@@ -30,6 +30,7 @@ from onnx import helper, numpy_helper
 
 from equivalence.core.activations import activation_name
 from equivalence.core.walk import DenseUnit, ModelNotSupported, check_chain
+from equivalence.frameworks.graph_kinds import not_read_yet
 from equivalence.frameworks.ort_errors import ORT_ERRORS, refusal
 
 FRAMEWORK = "ort"
@@ -168,9 +169,9 @@ def walk(model: Any) -> list[DenseUnit]:
             if pending is not None:
                 units.append(_close(pending, model, consts, consumers))
                 pending = None
-        elif pending is None:
-            raise refuse("not a MatMul or Gemm, and before any: the suite judges dense layers (MatMul/Gemm, a bias "
-                         "Add) and their activations")
+        elif pending is None or not_read_yet(node.op_type):
+            raise refuse(not_read_yet(node.op_type) or "not a MatMul or Gemm, and before any: the suite judges dense "
+                         "layers (MatMul/Gemm, a bias Add) and their activations")
         else:
             pending.pre, pending.act_nodes = current, [(index, node)]
         current = node.output[0]

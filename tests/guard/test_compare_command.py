@@ -106,7 +106,21 @@ def process(*argv: str | Path, cwd: Path | None = None) -> subprocess.CompletedP
 def test_a_folder_is_named_as_a_folder_not_as_a_missing_file(files, capsys):
     folder = files["model.pt2"].parent
     err = one_line_error(*run([folder, files["port.keras"]], capsys))
-    assert f"{folder}: is a folder, but should be a torch file (TORCH_FILE)" in err
+    assert f"{folder}: a folder, but not a SavedModel folder: no saved_model.pb in it (a model file should be " \
+        ".pt2, .keras, .h5, .onnx or .tflite)" in err
+
+
+def test_an_empty_folder_on_either_side_is_named_as_not_a_saved_model(files, tmp_path, capsys):
+    err = one_line_error(*run([files["model.pt2"], tmp_path], capsys))
+    assert f"{tmp_path}: a folder, but not a SavedModel folder: no saved_model.pb in it" in err
+
+
+def test_inputs_given_as_a_model_get_the_input_option_hint(files, tmp_path, capsys):
+    import numpy as np
+
+    np.save(tmp_path / "x.npy", np.zeros((2, 4), "float32"))
+    err = one_line_error(*run([tmp_path / "x.npy", files["model.pt2"]], capsys))
+    assert "x.npy: a .npy array where a model was expected: inputs go in --input X.npy" in err
 
 
 @pytest.mark.parametrize(("name", "says"), [

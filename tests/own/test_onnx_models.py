@@ -239,7 +239,75 @@ def test_a_path_of_a_format_not_read_as_a_graph_is_refused_naming_those_that_are
 
     from equivalence import compare_models
 
+    (tmp_path / "model.npz").write_bytes(b"PK")
+    with pytest.raises(ValueError, match=r"model.npz: got a .npz file, but a model given as a path should be one of "
+                                         r".onnx, .tflite, .h5 or a SavedModel folder"):
+        compare_models(mlp(nn.ReLU()), tmp_path / "model.npz")
+
+
+def test_a_keras2_h5_without_tf_keras_installed_is_refused_with_the_install_hint(tmp_path):
+    import importlib.util
+
+    from torch import nn
+
+    from equivalence import compare_models
+
+    if importlib.util.find_spec("tf_keras") is not None:
+        pytest.skip("tf_keras is installed here: make converters judges .h5 files (tests/own/test_converters.py)")
     (tmp_path / "model.h5").write_bytes(b"HDF")
-    with pytest.raises(ValueError, match=r"model.h5: got a .h5 file, but a model given as a path should be one of "
-                                         r".onnx, .tflite or a SavedModel folder"):
+    with pytest.raises(ValueError, match=r"model.h5: a keras2 model cannot be read here \(No module named "
+                                         r"'tf_keras'\): pip install --no-deps tf-keras"):
         compare_models(mlp(nn.ReLU()), tmp_path / "model.h5")
+
+
+def _conv_model():
+    from torch import nn
+
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5)).eval(), (1, 3, 8, 8)
+
+
+def _norm_model():
+    from torch import nn
+
+    return nn.Sequential(nn.Linear(5, 8), nn.LayerNorm(8), nn.ReLU(), nn.Linear(8, 3)).eval(), (1, 5)
+
+
+@pytest.mark.parametrize(("build", "opset", "says"), [
+    (_conv_model, 20, r"onnx layer '/0/Conv' \(Conv\) at position 0: Conv starts a convolution: the suite reads dense "
+                      r"layers \(and their activations\) from converted graphs, not this kind yet"),
+    (_norm_model, 14, r"onnx layer '/1/ReduceMean' \(ReduceMean\) at position 1: ReduceMean starts a normalisation "
+                      r"written as ops"),
+    (_norm_model, 20, r"\(LayerNormalization\) at position 1: LayerNormalization starts a layer normalisation"),
+])
+def test_a_layer_kind_not_read_from_graphs_yet_is_refused_naming_it_its_op_and_position(build, opset, says):
+    import onnx
+    import torch
+
+    from equivalence import ModelNotSupported, compare_models
+
+    model, shape = build()
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(model, (torch.zeros(*shape),), buffer, dynamo=False, opset_version=opset)
+    graph = onnx.load_from_string(buffer.getvalue())
+    with pytest.raises(ModelNotSupported, match=says):
+        compare_models(graph, graph)
+
+
+def test_a_conv_model_against_its_onnx_export_is_refused_naming_the_graph_s_conv():
+    """The converted side is read first: its refusal names the op the converter wrote (the torch walk of a conv
+    model needs an input shape a graph pair does not give it)."""
+    import onnx
+    import torch
+
+    from equivalence import ModelNotSupported, compare_models
+
+    model, shape = _conv_model()
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.zeros(*shape),), buffer, dynamo=False, opset_version=20)
+    with pytest.raises(ModelNotSupported, match=r"onnx layer '/0/Conv' \(Conv\) at position 0: Conv starts a "
+                                                r"convolution"):
+        compare_models(model, onnx.load_from_string(buffer.getvalue()))

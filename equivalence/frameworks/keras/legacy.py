@@ -208,12 +208,22 @@ def _walk_chain(model: Any) -> list[Any]:
             for inner in (_walk_chain(layer) if isinstance(layer, tf_keras.Model) else [layer])]
 
 
+OP_LAYERS = ("TFOpLambda", "SlicingOpLambda")
+"""The layers a functional Keras 2 model records for a TensorFlow op called on its tensors (``tf.matmul``,
+``tf.math.add``...): what onnx2tf builds its models of, with the weights baked in as constants."""
+
+
 def walk(model: Any, *, input_width: int | None = None) -> list[DenseUnit]:
     """The dense units of a Keras 2 ``model`` in execution order; ``ModelNotSupported`` names what cannot be
-    judged. ``input_width`` is not needed: a Sequential or functional Keras 2 model knows its input."""
+    judged. ``input_width`` is not needed: a Sequential or functional Keras 2 model knows its input. A model of
+    TensorFlow ops (``TFOpLambda`` layers) is read as a graph (``op_graph``)."""
     if not isinstance(model, tf_keras.Model):
         raise ModelNotSupported(FRAMEWORK, "model", type(model).__name__, None,
                                 "is not a tf_keras.Model (Keras 2 runs here: TF_USE_LEGACY_KERAS=1)")
+    if any(type(layer).__name__ in OP_LAYERS for layer in model._flatten_layers(include_self=False)):
+        from equivalence.frameworks.keras import saved_model_graph
+
+        return saved_model_graph.walk(op_graph(model))
     units: list[DenseUnit] = []
     pending: dict[str, Any] | None = None
     for position, layer in enumerate(_walk_chain(model)):
@@ -266,14 +276,68 @@ def _walk_unit(p: dict[str, Any]) -> DenseUnit:
                      p["act"], p["act_source"], dtype, run, write)
 
 
+def op_graph(model: Any) -> Any:
+    """A functional Keras 2 model of TensorFlow ops traced on its declared input and frozen, to be read as a graph
+    (``saved_model_graph.walk``): MatMul, Add and the activations' ops, the weights as its constants."""
+    from equivalence.frameworks.keras import saved_model_graph
+
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ModelNotSupported(FRAMEWORK, model.name, type(model).__name__, None,
+                                "takes or returns more than one tensor; the suite judges a chain of layers")
+    spec = tf.TensorSpec([None, *model.inputs[0].shape[1:]], model.inputs[0].dtype)
+    function = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
+    return saved_model_graph.frozen(function, f"<tf_keras {model.name!r}>", "tf_keras ops")
+
+
 def load_model(path: str) -> Any:
-    """A ``.keras`` file loaded by Keras 2 with ``safe_mode=True``; ``ValueError`` with one line on anything else."""
+    """A ``.keras`` or Keras 2 ``.h5`` file loaded by Keras 2 with ``safe_mode=True``; ``ValueError`` with one line
+    on anything else. An ``.h5`` holding a ``Lambda`` layer (Python bytecode, run on loading) is refused unread."""
+    if str(path).endswith(".h5"):
+        return _load_h5(path)
     if not str(path).endswith(".keras"):
-        raise ValueError("not a .keras file (model.save(path) with a .keras suffix)")
+        raise ValueError("not a .keras or .h5 file (model.save(path) with a .keras or .h5 suffix)")
     if not zipfile.is_zipfile(path):
         raise ValueError("not a .keras file: not a zip archive (random bytes, or a truncated file)")
+    return _loaded(path)
+
+
+def _loaded(path: str) -> Any:
     try:
-        return tf_keras.saving.load_model(path, safe_mode=True)
-    except Exception as exc:  # noqa: BLE001 - zip, config and deserialization errors come in many types
+        return tf_keras.saving.load_model(path, safe_mode=True, compile=False)
+    except Exception as exc:  # noqa: BLE001 - zip, HDF5, config and deserialization errors come in many types
         raise ValueError(f"Keras 2 (tf-keras {tf_keras.__version__}) cannot load it "
                          f"({' '.join(str(exc).split())[:400]})") from None
+
+
+def _load_h5(path: str) -> Any:
+    import json
+
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            config = f.attrs.get("model_config")
+    except OSError as exc:
+        raise ValueError(f"not a Keras 2 .h5 file: not HDF5 (random bytes, or a truncated file: {exc})") from None
+    if config is None:
+        raise ValueError("not a Keras 2 .h5 model: no model_config in it (a weights-only file? "
+                         "model.save_weights writes those; save the model with model.save(path))")
+    lambdas = sorted(_class_names(json.loads(config), "Lambda"))
+    if lambdas:
+        raise ValueError(f"holds Lambda layer {', '.join(map(repr, lambdas))}: Python bytecode, run when loaded, "
+                         "is not loaded here (replace it with a Keras layer or a TensorFlow op)")
+    return _loaded(path)
+
+
+def _class_names(config: Any, wanted: str) -> set[str]:
+    """The names of the layers of class ``wanted`` anywhere in a Keras model config."""
+    found: set[str] = set()
+    if isinstance(config, dict):
+        if config.get("class_name") == wanted:
+            found.add(str(config.get("config", {}).get("name", "?")))
+        for value in config.values():
+            found |= _class_names(value, wanted)
+    elif isinstance(config, list):
+        for value in config:
+            found |= _class_names(value, wanted)
+    return found

@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from equivalence.core.activations import activation_name
 from equivalence.core.walk import DenseUnit, ModelNotSupported, check_chain
+from equivalence.frameworks.graph_kinds import not_read_yet
 
 FRAMEWORK = "keras_graph"
 FORM = "saved_model"
@@ -43,14 +44,13 @@ class SavedModelGraph:
     graph_def: Any = field(repr=False)
     input: str
     output: str
+    source: str = FORM  # what the graph was read from, as the units' kind and refusals name it
     equivalence_form = FORM
 
 
 def load_model(path: str | Path | Any) -> SavedModelGraph:
     """The serving signature of a SavedModel folder (or of what ``tf.saved_model.load`` returned), frozen;
     ``ValueError`` with one line otherwise."""
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
-
     if isinstance(path, (str, Path)):
         folder = Path(path)
         if not (folder / "saved_model.pb").is_file():
@@ -67,11 +67,18 @@ def load_model(path: str | Path | Any) -> SavedModelGraph:
         raise ValueError("the SavedModel has no serving signature to read (save it with a signature, e.g. "
                          "model.export(path) or tf.saved_model.save(obj, path, signatures=...))")
     function = signatures["serving_default"] if "serving_default" in signatures else next(iter(signatures.values()))
-    frozen = convert_variables_to_constants_v2(function)
-    if len(frozen.inputs) != 1 or len(frozen.outputs) != 1:
-        raise ValueError(f"its signature takes {len(frozen.inputs)} inputs and gives {len(frozen.outputs)} outputs; "
+    return frozen(function, str(folder))
+
+
+def frozen(function: Any, path: str, source: str = FORM) -> SavedModelGraph:
+    """A concrete ``tf.function`` frozen (variables and captured tensors as ``Const`` nodes) and read as a graph."""
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    graph = convert_variables_to_constants_v2(function)
+    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+        raise ValueError(f"its signature takes {len(graph.inputs)} inputs and gives {len(graph.outputs)} outputs; "
                          "the suite judges a model of one input and one output")
-    return SavedModelGraph(str(folder), frozen.graph.as_graph_def(), frozen.inputs[0].name, frozen.outputs[0].name)
+    return SavedModelGraph(path, graph.graph.as_graph_def(), graph.inputs[0].name, graph.outputs[0].name, source)
 
 
 def _tensor(name: str) -> str:
@@ -116,7 +123,7 @@ def walk(model: Any) -> list[DenseUnit]:
         dynamic = [_tensor(t) for t in node.input if not t.startswith("^") and constant(t) is None]
 
         def refuse(problem: str, node: Any = node, position: int = position) -> ModelNotSupported:
-            return ModelNotSupported("saved_model", node.name, node.op, position, problem)
+            return ModelNotSupported(model.source, node.name, node.op, position, problem)
 
         out = f"{node.name}:0"
         if pending is not None and pending.act_nodes:
@@ -151,17 +158,18 @@ def walk(model: Any) -> list[DenseUnit]:
             if pending is not None and node.op != "Identity":
                 units.append(_close(pending, model, nodes))
                 pending = None
-        elif pending is None:
-            raise refuse("not a MatMul, and before any: the suite judges dense layers and their activations")
+        elif pending is None or not_read_yet(node.op):
+            raise refuse(not_read_yet(node.op) or "not a MatMul, and before any: the suite judges dense layers and "
+                         "their activations")
         else:
             pending.pre, pending.act_nodes = current, [node]
         current = out
     if pending is not None:
         units.append(_close(pending, model, nodes))
     if _tensor(model.output) != current and not _same_through_identity(model.output, current, nodes):
-        raise ModelNotSupported("saved_model", model.output, "output", None,
+        raise ModelNotSupported(model.source, model.output, "output", None,
                                 "the signature's output is not the end of its single chain of ops")
-    return check_chain(units, "saved_model")
+    return check_chain(units, model.source)
 
 
 def _same_through_identity(output: str, current: str, nodes: dict[str, Any]) -> bool:
@@ -235,7 +243,7 @@ def _close(p: _Pending, model: SavedModelGraph, nodes: dict[str, Any]) -> DenseU
         act = _activation(p.act_nodes)
     except KeyError as exc:
         first = p.act_nodes[0]
-        raise ModelNotSupported("saved_model", first.name, first.op, None,
+        raise ModelNotSupported(model.source, first.name, first.op, None,
                                 f"the op pattern {exc.args[0]} after the MatMul is not a dense layer's activation the "
                                 "suite knows") from None
     act_source = "none" if not p.act_nodes else "+".join(n.op for n in p.act_nodes) + f" {p.act_nodes[0].name!r}"
@@ -246,7 +254,7 @@ def _close(p: _Pending, model: SavedModelGraph, nodes: dict[str, Any]) -> DenseU
     def run(x: np.ndarray) -> np.ndarray:
         return function(tf.constant(np.ascontiguousarray(x, dtype=p.W.dtype))).numpy()
 
-    kind = "saved_model " + "+".join(n.op for n in p.nodes if n.op in ("MatMul", *ADDS))
+    kind = f"{model.source} " + "+".join(n.op for n in p.nodes if n.op in ("MatMul", *ADDS))
     return DenseUnit(FRAMEWORK, p.nodes[0].name, kind, p.index, p.W, p.b, p.native, act, act_source, dtype, run)
 
 

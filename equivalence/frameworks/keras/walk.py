@@ -13,6 +13,7 @@ output are layers too (``equivalence.core.spatial``); their kernels are already 
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import json
 import zipfile
@@ -478,6 +479,10 @@ def load_model(path: str) -> Any:
     except Exception as exc:  # noqa: BLE001 - zip, config and deserialization errors come in many types
         reason = " ".join(str(exc).split())
     version = saved_by(path)
+    if version is not None and version.startswith("2.") and importlib.util.find_spec("tf_keras") is not None:
+        from equivalence.frameworks.keras import legacy
+
+        return legacy.load_model(path)  # Keras 2's file, read by Keras 2 beside this Keras 3 (the form keras2)
     if version is not None and version.startswith("2."):
         raise ValueError(f"saved by Keras {version} (tf-keras), which this Keras 3 cannot read: run the check under "
                          "Keras 2 (TF_USE_LEGACY_KERAS=1 with tf-keras installed), or save the model again with "

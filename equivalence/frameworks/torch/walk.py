@@ -34,7 +34,7 @@ from equivalence.core.dtypes import numpy_dtype
 from equivalence.core.norms import BatchNorm, LayerNorm
 from equivalence.core.spatial import Conv, Flatten, Pool, flatten_permutation
 from equivalence.core.walk import DenseUnit, ModelNotSupported, check_chain
-from equivalence.frameworks.torch import TORCH_DTYPES, to_numpy, to_tensor
+from equivalence.frameworks.torch import TORCH_DTYPES, converted, to_numpy, to_tensor
 
 FRAMEWORK = "torch"
 _DTYPE_NAMES = {v: k for k, v in TORCH_DTYPES.items()}
@@ -252,7 +252,11 @@ def walk(model: Any, *, input_shape: tuple[int, ...] | None = None) -> list[Dens
             break
         tensors = [a for a in (*node.args, *node.kwargs.values()) if isinstance(a, fx.Node)
                    and a.op != "get_attr" and not _is_shape_node(a)]
-        linear = _linear_of(gm, owner, node)
+        linear = _linear_of(gm, owner, node) or _converted_matmul(gm, owner, node, current)
+        if converted.add_bias(gm, owner, node, pending, current):  # onnx2torch's bias Add after its OnnxMatMul
+            pending["write"] = _writer(pending["weight"], pending["bias"]) if pending["write"] else None
+            current, position = node, position + 1
+            continue
         parameters = [] if linear is not None else _hand_written_parameters(node)
         if parameters:
             raise refuse(f"computes with the parameter {', '.join(map(repr, parameters))} directly (x @ W.T + b "
@@ -366,6 +370,12 @@ def _linear_of(gm: fx.GraphModule, owner: Any, node: fx.Node) -> tuple | None:
         kind = "aten.linear" if node.target is _aten.linear.default else "F.linear"
         return (name, kind, weight, bias, lambda x, w=weight, b=bias: F.linear(x, w, b), _writer(weight, bias))
     return None
+
+
+def _converted_matmul(gm: fx.GraphModule, owner: Any, node: fx.Node, current: fx.Node) -> tuple | None:
+    """onnx2torch's ``OnnxMatMul`` by a constant, as ``_linear_of`` gives a Linear (``converted``)."""
+    found = converted.matmul_of(gm, owner, node, current)
+    return None if found is None else (*found, _writer(found[2], None))
 
 
 def _get_attr(owner: Any, target: str) -> torch.Tensor:
