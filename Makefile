@@ -140,11 +140,16 @@ KERAS2_BIN := $(KERAS2_VENV)/bin
 KERAS2_STAMP := $(KERAS2_VENV)/.installed-stamp
 TF_KERAS ?= 2.21.0
 
+# A venv beside .venv: $(1) the folder, $(2) the package's extras, $(3) what goes in with --no-deps beside them.
+define side_venv
+test -x $(1)/bin/python || $(PYTHON) -m venv $(1)
+$(1)/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[$(2)]'
+$(1)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps $(3)
+touch $(1)/.installed-stamp
+endef
+
 $(KERAS2_STAMP): pyproject.toml constraints.txt
-	test -x $(KERAS2_BIN)/python || $(PYTHON) -m venv $(KERAS2_VENV)
-	$(KERAS2_BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[all]'
-	$(KERAS2_BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps tf-keras==$(TF_KERAS)
-	touch $(KERAS2_STAMP)
+	$(call side_venv,$(KERAS2_VENV),all,tf-keras==$(TF_KERAS))
 
 keras2: $(KERAS2_STAMP) ## Keras 2 (tf-keras) in .venv-keras2: the suite on Keras 2, then its golden vectors
 	TF_USE_LEGACY_KERAS=1 KERAS_BACKEND=tensorflow $(KERAS2_BIN)/python -m equivalence env
@@ -164,11 +169,7 @@ CONVERTERS_STAMP := $(CONVERTERS_VENV)/.installed-stamp
 ONNX2TORCH ?= 1.5.15
 
 $(CONVERTERS_STAMP): pyproject.toml constraints.txt
-	test -x $(CONVERTERS_BIN)/python || $(PYTHON) -m venv $(CONVERTERS_VENV)
-	$(CONVERTERS_BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[all,converters]'
-	$(CONVERTERS_BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps tf-keras==$(TF_KERAS) \
-		onnx2torch==$(ONNX2TORCH)
-	touch $(CONVERTERS_STAMP)
+	$(call side_venv,$(CONVERTERS_VENV),all$(comma)converters,tf-keras==$(TF_KERAS) onnx2torch==$(ONNX2TORCH))
 
 converters: $(CONVERTERS_STAMP) ## converters' round trips in .venv-converters: torch -> ONNX -> onnx2tf (SavedModel, .tflite, .h5), Keras -> ONNX -> onnx2torch
 	$(CONVERTERS_BIN)/python -m pytest tests/own/test_converters.py -m converters $(PYTEST_ARGS)

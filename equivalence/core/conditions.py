@@ -28,6 +28,8 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
+from equivalence.core.kernels import AVX512_ISAS, ONEDNN_ISAS
+
 
 class Facts(Protocol):
     recorded: bool
@@ -266,3 +268,14 @@ class RecordedFacts:
 
     def get(self, key: str) -> str | None:
         return self.flat.get(key)
+
+
+def onednn_from(isa: str, label: str) -> Fact:
+    """oneDNN runs at ``isa`` or a higher level (``kernel.onednn_isa``: the CPU's own, capped by ONEDNN_MAX_CPU_ISA)."""
+    return Fact("kernel.onednn_isa", ONEDNN_ISAS[ONEDNN_ISAS.index(isa):], label)
+
+
+ONEDNN_AT_AVX512 = Fact("kernel.onednn_isa", AVX512_ISAS, "oneDNN at an AVX-512 ISA")
+ONEDNN_AT_AVX512_FP16 = onednn_from("AVX512_CORE_FP16", "oneDNN at AVX512_CORE_FP16 or higher (a CPU with "
+                                    "AVX512-FP16, e.g. an Intel Xeon of the Sapphire Rapids class)")
+ONEDNN_AT_AMX = onednn_from("AVX512_CORE_AMX", "oneDNN at AVX512_CORE_AMX or higher (a CPU with AMX tiles)")

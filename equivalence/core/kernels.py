@@ -27,6 +27,7 @@ and AMX levels)."""
 AVX512_ISAS = tuple(isa for isa in ONEDNN_ISAS if isa.startswith("AVX512"))
 """The ISA levels on which oneDNN runs its AVX-512 kernels."""
 
+
 _ISA_ALIASES = {"AVX10_1_512": "AVX512_CORE_FP16", "AVX10_1_512_AMX": "AVX512_CORE_AMX",
                 "AVX10_1_512_AMX_FP16": "AVX512_CORE_AMX_FP16"}
 _NO_CAP = ("", "DEFAULT", "ALL")

@@ -40,31 +40,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
 from equivalence.core.activations import ACTIVATIONS, family_of
 from equivalence.core.adapter import entry_for, registered
-from equivalence.core.conditions import Condition, CurrentFacts, Fact, Facts, Probe, Shape
-from equivalence.core.dtypes import EPSILON, numpy_dtype
-from equivalence.core.kernels import AVX512_ISAS, ONEDNN_ISAS
-from equivalence.core.layout import LayerWeights
+from equivalence.core.conditions import Condition, CurrentFacts, Facts, Probe
+from equivalence.core.dtypes import EPSILON
 
 Excuse = Callable[[np.ndarray, np.ndarray, np.ndarray | None], np.ndarray]
 """``(z, got, x) -> mask`` of positions excused; ``z`` is the reference pre-activation (float64), ``x`` the
 layer's input (None where the caller has none: an excuse that needs it then excuses nothing)."""
 
-
-def onednn_from(isa: str, label: str) -> Fact:
-    """oneDNN runs at ``isa`` or a higher level (``kernel.onednn_isa``: the CPU's own, capped by ONEDNN_MAX_CPU_ISA)."""
-    return Fact("kernel.onednn_isa", ONEDNN_ISAS[ONEDNN_ISAS.index(isa):], label)
-
-
-ONEDNN_AT_AVX512 = Fact("kernel.onednn_isa", AVX512_ISAS, "oneDNN at an AVX-512 ISA")
-ONEDNN_AT_AVX512_FP16 = onednn_from("AVX512_CORE_FP16", "oneDNN at AVX512_CORE_FP16 or higher (a CPU with "
-                                    "AVX512-FP16, e.g. an Intel Xeon of the Sapphire Rapids class)")
-ONEDNN_AT_AMX = onednn_from("AVX512_CORE_AMX", "oneDNN at AVX512_CORE_AMX or higher (a CPU with AMX tiles)")
 
 def all_nan(activation: str, x: Callable[[], np.ndarray]) -> Callable[[Any, str], bool]:
     """A probe: the framework's ``activation`` of ``x()`` is NaN everywhere."""
@@ -78,62 +66,6 @@ eps32 of the scale)."""
 FLOAT32_CONSTANT = 0.25 * EPSILON["float32"]
 """A float32-rounded constant is off by at most eps32/2 relative; measured at most 0.125 eps32 of
 ``max(1, |h|)`` (leaky slope: exactly the rounding of 0.2). 0.25 eps32 leaves 2x headroom."""
-
-
-class NanLeak(NamedTuple):
-    """One placement that leaked: the input (float64, values of the dtype), the layer's output, the NaN's row, and
-    the weights as the framework stores them (canonical layout)."""
-
-    x: np.ndarray
-    got: np.ndarray
-    nan_row: int
-    weights: LayerWeights
-
-
-NAN_LEAK_PLACEMENTS = tuple((row, col) for row in range(3) for col in range(2))
-"""Where a NaN-leak probe puts its one NaN, until a row leaks: rows 0-2, columns 0-1 (the Intel measurements placed
-it at rows 0-5, columns 0-3; every leaking shape there leaked from rows 1-2, column 0)."""
-
-
-def nan_leak(adapter: Any, shape: Shape, dtype: str, rng: np.random.Generator) -> NanLeak | None:
-    """A dense layer of ``shape`` (batch, in, out) fed one NaN per placement (``NAN_LEAK_PLACEMENTS``) until
-    another batch row's outputs turn NaN: that placement, or None when none leaks. oneDNN's AMX bfloat16 matmul
-    does this for some shapes, in torch and in TensorFlow, each with its own shape class."""
-    batch, n_in, n_out = shape
-    layer = adapter.build_layer(n_in, n_out, "linear", bias=True, dtype=dtype)
-    adapter.set_weights([layer], [LayerWeights(rng.uniform(-1, 1, (n_in, n_out)).astype(np.float32),
-                                               rng.uniform(-1, 1, n_out).astype(np.float32))])
-    for row, col in NAN_LEAK_PLACEMENTS:
-        if row >= batch:
-            continue
-        x = rng.standard_normal((batch, n_in)).astype(numpy_dtype(dtype)).astype(np.float64)
-        x[row, col] = np.nan
-        got = adapter.apply_layer([layer], 0, x)
-        if np.flatnonzero(np.isnan(got).any(axis=-1)).tolist() != [row]:
-            return NanLeak(x, got, row, adapter.get_weights([layer])[0])
-    return None
-
-
-def nan_leaks_on(grid: Sequence[Shape]) -> Callable[[Any, str], tuple[Shape, ...]]:
-    """A probe's ``shows``: the shapes of ``grid`` where one NaN in the input makes another batch row NaN."""
-    def shows(adapter: Any, dtype: str) -> tuple[Shape, ...]:
-        rng = np.random.default_rng(0)
-        return tuple(shape for shape in grid if nan_leak(adapter, shape, dtype, rng) is not None)
-    return shows
-
-
-def nan_leaked_from_another_row(shape_class: Callable[[Shape], bool]) -> Excuse:
-    """An excuse for a NaN leak: the NaN outputs of rows whose input and reference are all finite, in a batch where
-    another row's input holds a NaN, for a layer of ``shape_class``; nothing else."""
-    def excuse(z: np.ndarray, got: np.ndarray, x: np.ndarray | None) -> np.ndarray:
-        mask = np.zeros(np.shape(got), dtype=bool)
-        if x is None or np.ndim(x) != 2 or np.ndim(got) != 2 or not shape_class((*np.shape(x), got.shape[-1])):
-            return mask
-        if not np.isnan(x).any():
-            return mask
-        clean = np.all(np.isfinite(x), axis=-1) & np.all(np.isfinite(z), axis=-1)
-        return np.isnan(got) & clean[:, None]
-    return excuse
 
 
 def runs_on(framework: str) -> str | None:

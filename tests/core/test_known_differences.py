@@ -20,8 +20,8 @@ from equivalence.core.known_differences import (
     PROBES,
     excused,
     extra_error,
-    nan_leak,
 )
+from equivalence.core.nan_leak import nan_leak
 from equivalence.frameworks.keras.known_differences import keras_backend, keras_on
 from equivalence.frameworks.registry import get_adapter
 from equivalence.guard.fingerprint import fingerprint, flatten

@@ -12,19 +12,19 @@ from typing import Any
 import numpy as np
 
 from equivalence.core.activations import ACTIVATIONS, PARAMETRIC_FAMILIES
-from equivalence.core.conditions import AtLeast, Below, Fact, Probe, Shape
-from equivalence.core.dtypes import EPSILON
-from equivalence.core.known_differences import (
-    FLOAT32_CONSTANT,
-    FLOAT32_MATMUL,
+from equivalence.core.conditions import (
     ONEDNN_AT_AMX,
     ONEDNN_AT_AVX512,
     ONEDNN_AT_AVX512_FP16,
-    KnownDifference,
-    all_nan,
-    nan_leaked_from_another_row,
-    nan_leaks_on,
+    AtLeast,
+    Below,
+    Fact,
+    Probe,
+    Shape,
 )
+from equivalence.core.dtypes import EPSILON
+from equivalence.core.known_differences import FLOAT32_CONSTANT, FLOAT32_MATMUL, KnownDifference, all_nan
+from equivalence.core.nan_leak import nan_leaked_from_another_row, nan_leaks_on
 
 
 def keras_on(*backends: str) -> Fact:

@@ -10,19 +10,10 @@ from __future__ import annotations
 import numpy as np
 
 from equivalence.core.activations import ACTIVATIONS, PARAMETRIC_FAMILIES
-from equivalence.core.conditions import Fact, Probe, Shape
+from equivalence.core.conditions import ONEDNN_AT_AMX, ONEDNN_AT_AVX512, ONEDNN_AT_AVX512_FP16, Fact, Probe, Shape
 from equivalence.core.dtypes import EPSILON
-from equivalence.core.known_differences import (
-    FLOAT32_CONSTANT,
-    FLOAT32_MATMUL,
-    ONEDNN_AT_AMX,
-    ONEDNN_AT_AVX512,
-    ONEDNN_AT_AVX512_FP16,
-    KnownDifference,
-    all_nan,
-    nan_leaked_from_another_row,
-    nan_leaks_on,
-)
+from equivalence.core.known_differences import FLOAT32_CONSTANT, FLOAT32_MATMUL, KnownDifference, all_nan
+from equivalence.core.nan_leak import nan_leaked_from_another_row, nan_leaks_on
 
 X86_64 = Fact("kernel.machine", ("x86_64", "AMD64"), "an x86-64 CPU (measured there only; ORT has float16 kernels "
               "of its own on some ARM64 CPUs, where its float16 graphs may not widen)")
