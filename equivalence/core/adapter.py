@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from equivalence.core.layout import LayerWeights
-from equivalence.core.spec import StackSpec
+from equivalence.core.spec import ChainSpec, StackSpec
 from equivalence.core.types import Gradients, ParamCount
 
 __all__ = ["Adapter", "FrameworkEntry", "FrameworkRefused", "FrameworkUnavailable", "Gradients", "ParamCount",
@@ -112,6 +112,13 @@ class Adapter(ABC):
         Every method below also accepts a plain list of such layers as the model
         (the bare-layers form the numeric hot path reuses, see ``check.LayerPool``).
         """
+
+    def build_chain(self, spec: ChainSpec, weights: Sequence[LayerWeights]) -> list[Any]:
+        """A chain of layers of any kind (conv, pooling, flatten, norms, dense: ``equivalence.core.chain``) built as
+        a model of this framework holding ``weights``, as its units (``equivalence.core.walk.DenseUnit``: ``run``
+        takes and gives the canonical layout), one per layer. ``FrameworkRefused`` where the framework builds dense
+        stacks only (the default), or has no layer for a kind's configuration."""
+        raise FrameworkRefused(f"{self.name} builds dense stacks only here (no conv, pooling or norm layers)")
 
     @abstractmethod
     def get_weights(self, model: Any) -> list[LayerWeights]:

@@ -14,7 +14,8 @@ from equivalence.core.compare import Comparison, compare_layers
 from equivalence.core.dtypes import numpy_dtype
 from equivalence.core.layout import LayerWeights
 from equivalence.core.reference import LayerTrace, layerwise_reference
-from equivalence.core.spec import StackSpec
+from equivalence.core.spec import ChainSpec, StackSpec
+from equivalence.core.walk import ModelNotSupported
 
 
 def check_case(case: Case, models: Mapping[str, tuple[Adapter, Any]]) -> Comparison:
@@ -67,13 +68,13 @@ class LayerPool:
         return out
 
 
-def reference_inputs(spec: StackSpec, traces: Sequence[LayerTrace]) -> list[np.ndarray]:
+def reference_inputs(spec: StackSpec | ChainSpec, traces: Sequence[LayerTrace]) -> list[np.ndarray]:
     """The per-layer inputs every framework is fed: the reference chain rounded to the dtype."""
     dt = numpy_dtype(spec.dtype)
     return [t.x.astype(dt) for t in traces]
 
 
-def why_not_run(adapter: Adapter, spec: StackSpec) -> str | None:
+def why_not_run(adapter: Adapter, spec: StackSpec | ChainSpec) -> str | None:
     """Why ``adapter`` cannot compute ``spec`` here (an activation in a dtype it has no kernel for), or None."""
     for activation in dict.fromkeys(spec.activations):
         reason = adapter.cannot(activation, spec.dtype)
@@ -82,11 +83,12 @@ def why_not_run(adapter: Adapter, spec: StackSpec) -> str | None:
     return None
 
 
-def run_available(spec: StackSpec, weights: Sequence[LayerWeights], inputs: Sequence[np.ndarray],
+def run_available(spec: StackSpec | ChainSpec, weights: Sequence[LayerWeights], inputs: Sequence[np.ndarray],
                   adapters: Mapping[str, Adapter], model_for: Callable[[str, Adapter], Any]
                   ) -> tuple[dict[str, list[np.ndarray]], dict[str, str]]:
     """Each framework's per-layer outputs, and for each framework that cannot compute ``spec`` or refuses it
-    mid-run (``FrameworkRefused``), the one-line reason instead: a case is "not run" there, never a traceback."""
+    mid-run (``FrameworkRefused``), the one-line reason instead: a case is "not run" there, never a traceback.
+    A chain of other kinds is built by each adapter (``Adapter.build_chain``; ``model_for`` serves dense stacks)."""
     outputs, not_run = {}, {}
     for name, adapter in adapters.items():
         reason = why_not_run(adapter, spec)
@@ -94,10 +96,25 @@ def run_available(spec: StackSpec, weights: Sequence[LayerWeights], inputs: Sequ
             not_run[name] = reason
             continue
         try:
-            outputs.update(run_layers(weights, inputs, {name: (adapter, model_for(name, adapter))}))
+            if isinstance(spec, ChainSpec):
+                outputs[name] = run_chain(adapter, spec, weights, inputs)
+            else:
+                outputs.update(run_layers(weights, inputs, {name: (adapter, model_for(name, adapter))}))
         except FrameworkRefused as exc:
             not_run[name] = str(exc)
     return outputs, not_run
+
+
+def run_chain(adapter: Adapter, spec: ChainSpec, weights: Sequence[LayerWeights],
+              inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """The framework's layer ``l`` of a chain (built by its adapter, holding ``weights``) applied to ``inputs[l]``."""
+    try:
+        units = adapter.build_chain(spec, weights)
+    except ModelNotSupported as exc:  # its own walker cannot read what it built: a gap of that framework's
+        raise FrameworkRefused(str(exc)) from None
+    if len(units) != spec.depth:
+        raise FrameworkRefused(f"{adapter.name} built {len(units)} layers of the {spec.depth}-layer chain {spec.id}")
+    return [np.asarray(unit.run(x)) for unit, x in zip(units, inputs)]
 
 
 def run_layers(weights: Sequence[LayerWeights], inputs: Sequence[np.ndarray],

@@ -10,7 +10,7 @@ after them, because each later sigmoid shrinks the error about tenfold.)
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import combinations
 from typing import TYPE_CHECKING
 
@@ -49,6 +49,8 @@ class LayerResult:
     nonfinite_got: float = 0.0
     nonfinite_expected: float = 0.0
     excused: int = 0
+    kind: str = ""
+    """A layer of another kind than dense: its kind and configuration (``"conv: Conv2D 3x3 ..."``), for messages."""
 
     @property
     def ratio(self) -> float:
@@ -65,7 +67,7 @@ class LayerResult:
         return f"{self.pair[0]} vs {self.pair[1]}"
 
     def describe(self) -> str:
-        where = f"{self.pair_name}, layer {self.layer}"
+        where = f"{self.pair_name}, layer {self.layer}" + (f" ({self.kind})" if self.kind else "")
         if self.shape != self.expected_shape:
             return f"{where}: output shape {self.shape}, expected {self.expected_shape}"
         size = int(np.prod(self.shape))
@@ -224,6 +226,7 @@ def compare_layers(spec: StackSpec | ChainSpec, weights: Sequence[LayerWeights],
     facts = facts or {}
     results: list[LayerResult] = []
     for layer, (trace, layer_weights, act, kind) in enumerate(zip(traces, weights, spec.activations, spec.kinds)):
+        start = len(results)
         ran = {name: outs[layer] for name, outs in outputs.items() if outs[layer] is not None}
         bound = forward_bound(trace, layer_weights, act, spec.dtype, {name: facts.get(name) for name in ran},
                               kind=kind)
@@ -244,6 +247,8 @@ def compare_layers(spec: StackSpec | ChainSpec, weights: Sequence[LayerWeights],
                 continue
             results.append(compare_arrays(as64[a], as64[b_name], bound=bound.between(a, b_name),
                                           pair=(a, b_name), layer=layer, excused=excuse[a] | excuse[b_name]))
+        if hasattr(kind, "describe"):  # every kind but dense, whose layers a stack's spec describes
+            results[start:] = [replace(r, kind=f"{kind.name}: {kind.describe()}") for r in results[start:]]
     return Comparison(case_id or spec.id, tuple(results))
 
 
