@@ -67,6 +67,37 @@ class LayerPool:
             out.append(layer)
         return out
 
+    def chain(self, adapter: Adapter, spec: ChainSpec, weights: Sequence[LayerWeights]) -> list[Any]:
+        """The units of ``spec`` built as a model of ``adapter``'s framework (``Adapter.build_chain``), reused
+        for every chain of the same kinds and parameter shapes, holding ``weights`` (written on every call).
+        ``FrameworkRefused`` when the framework cannot build it, or its walker cannot read what it built."""
+        key = ("chain", adapter.name, spec, tuple((np.shape(W), b is None) for W, b in weights))
+        units = self._layers.get(key)
+        if units is None:
+            try:
+                units = adapter.build_chain(spec, weights)
+            except ModelNotSupported as exc:  # a gap of that framework's walker
+                raise FrameworkRefused(str(exc)) from None
+            if len(units) != spec.depth:
+                raise FrameworkRefused(f"{adapter.name} built {len(units)} layers of the {spec.depth}-layer "
+                                       f"chain {spec.id}")
+            self.builds += 1
+            self._layers[key] = units
+            if len(self._layers) > self.size:
+                self._layers.popitem(last=False)
+            return units
+        self._layers.move_to_end(key)
+        for unit, (W, b) in zip(units, weights):
+            if np.size(W):
+                unit.write(W, b)
+        return units
+
+    def model_for(self, spec: StackSpec | ChainSpec, weights: Sequence[LayerWeights]) -> Callable[[str, Adapter], Any]:
+        """What ``run_available`` builds each framework's model with: pooled layers, or a pooled chain."""
+        if isinstance(spec, ChainSpec):
+            return lambda _, adapter: self.chain(adapter, spec, weights)
+        return lambda _, adapter: self.stack(adapter, spec)
+
 
 def reference_inputs(spec: StackSpec | ChainSpec, traces: Sequence[LayerTrace]) -> list[np.ndarray]:
     """The per-layer inputs every framework is fed: the reference chain rounded to the dtype."""
@@ -88,7 +119,7 @@ def run_available(spec: StackSpec | ChainSpec, weights: Sequence[LayerWeights], 
                   ) -> tuple[dict[str, list[np.ndarray]], dict[str, str]]:
     """Each framework's per-layer outputs, and for each framework that cannot compute ``spec`` or refuses it
     mid-run (``FrameworkRefused``), the one-line reason instead: a case is "not run" there, never a traceback.
-    A chain of other kinds is built by each adapter (``Adapter.build_chain``; ``model_for`` serves dense stacks)."""
+    For a chain of other kinds ``model_for`` gives units already holding ``weights`` (``LayerPool.model_for``)."""
     outputs, not_run = {}, {}
     for name, adapter in adapters.items():
         reason = why_not_run(adapter, spec)
@@ -97,24 +128,12 @@ def run_available(spec: StackSpec | ChainSpec, weights: Sequence[LayerWeights], 
             continue
         try:
             if isinstance(spec, ChainSpec):
-                outputs[name] = run_chain(adapter, spec, weights, inputs)
+                outputs[name] = [np.asarray(unit.run(x)) for unit, x in zip(model_for(name, adapter), inputs)]
             else:
                 outputs.update(run_layers(weights, inputs, {name: (adapter, model_for(name, adapter))}))
         except FrameworkRefused as exc:
             not_run[name] = str(exc)
     return outputs, not_run
-
-
-def run_chain(adapter: Adapter, spec: ChainSpec, weights: Sequence[LayerWeights],
-              inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """The framework's layer ``l`` of a chain (built by its adapter, holding ``weights``) applied to ``inputs[l]``."""
-    try:
-        units = adapter.build_chain(spec, weights)
-    except ModelNotSupported as exc:  # its own walker cannot read what it built: a gap of that framework's
-        raise FrameworkRefused(str(exc)) from None
-    if len(units) != spec.depth:
-        raise FrameworkRefused(f"{adapter.name} built {len(units)} layers of the {spec.depth}-layer chain {spec.id}")
-    return [np.asarray(unit.run(x)) for unit, x in zip(units, inputs)]
 
 
 def run_layers(weights: Sequence[LayerWeights], inputs: Sequence[np.ndarray],

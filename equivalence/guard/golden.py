@@ -263,7 +263,7 @@ def _record_outputs(spec: StackSpec | ChainSpec, weights: Sequence[LayerWeights]
     outputs: dict[str, list[np.ndarray | None]] = {}
     not_run: dict[str, dict[str, Any]] = {}
     if isinstance(spec, ChainSpec):
-        ran, refused = run_available(spec, weights, inputs, adapters, lambda *_: None)
+        ran, refused = run_available(spec, weights, inputs, adapters, pool.model_for(spec, weights))
         outputs.update(ran)
         for name, reason in refused.items():
             outputs[name] = [None] * spec.depth
@@ -626,7 +626,7 @@ def verify(golden: GoldenSet, adapters: Mapping[str, Adapter], *, pool: LayerPoo
     for case in golden.cases:
         dtype = case.spec.dtype
         outputs, refused = run_available(case.spec, case.weights, case.layer_inputs(), adapters,
-                                         lambda _, adapter, spec=case.spec: pool.stack(adapter, spec))
+                                         pool.model_for(case.spec, case.weights))
         for name, reason in refused.items():
             partial = _layers_available(case.spec, case.weights, case.layer_inputs(), adapters[name], pool)
             if partial is None:

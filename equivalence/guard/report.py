@@ -32,9 +32,11 @@ def run_case(mcase: MatrixCase | ChainCase, adapters: Mapping[str, Adapter], poo
     case = mcase.make()
     traces = layerwise_reference(case.spec, case.weights, case.x)
 
+    pooled = pool.model_for(case.spec, case.weights)
+
     def model_for(name: str, adapter: Adapter) -> Any:
         style = mcase.style(name)
-        return pool.stack(adapter, case.spec) if style is None else adapter.build(case.spec, style)
+        return pooled(name, adapter) if style is None else adapter.build(case.spec, style)
 
     outputs, not_run = run_available(case.spec, case.weights, reference_inputs(case.spec, traces), adapters,
                                      model_for)
