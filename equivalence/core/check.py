@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,16 @@ def check_case(case: Case, models: Mapping[str, tuple[Adapter, Any]]) -> Compari
     traces = layerwise_reference(case.spec, case.weights, case.x)
     outputs = run_layers(case.weights, reference_inputs(case.spec, traces), models)
     return compare_layers(case.spec, case.weights, case.x, outputs, case_id=case.id, reference=traces)
+
+
+def check_pooled(case: Case, adapters: Mapping[str, Adapter], pool: LayerPool) -> Comparison:
+    """``check_case`` with each framework's model from ``pool`` (a dense stack's layers, or a chain's model),
+    and a framework that cannot compute the case listed in ``not_run`` with its reason."""
+    traces = layerwise_reference(case.spec, case.weights, case.x)
+    outputs, not_run = run_available(case.spec, case.weights, reference_inputs(case.spec, traces), adapters,
+                                     pool.model_for(case.spec, case.weights))
+    return replace(compare_layers(case.spec, case.weights, case.x, outputs, case_id=case.id, reference=traces),
+                   not_run=not_run)
 
 
 class LayerPool:

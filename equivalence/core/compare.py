@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from equivalence.core.conditions import Facts
+from equivalence.core.diagnosis import diagnose
 from equivalence.core.known_differences import definition, excused
 from equivalence.core.layout import LayerWeights
 from equivalence.core.reference import LayerTrace, layerwise_reference
@@ -51,6 +52,8 @@ class LayerResult:
     excused: int = 0
     kind: str = ""
     """A layer of another kind than dense: its kind and configuration (``"conv: Conv2D 3x3 ..."``), for messages."""
+    cause: str = ""
+    """The well-known mistake a failing output matches (``equivalence.core.diagnosis``), or empty."""
 
     @property
     def ratio(self) -> float:
@@ -82,6 +85,7 @@ class LayerResult:
             f"greatest abs diff {self.max_abs:.3g} at index {self.index} "
             f"({self.pair[0]} {self.got!r}, {self.pair[1]} {self.expected!r}), "
             f"rel diff there {self.max_rel:.3g}; bound {self.bound:.3g}, ratio {self.ratio:.3g}"
+            + (f"; looks like: {self.cause}" if self.cause else "")
         )
 
 
@@ -240,8 +244,11 @@ def compare_layers(spec: StackSpec | ChainSpec, weights: Sequence[LayerWeights],
             expected = trace.h
             if name in redefined:  # judged against its own definition, by the same error model
                 expected = own_definition(redefined[name], trace, layer_weights, kind=kind).h
-            results.append(compare_arrays(out, expected, bound=bound.against_reference(name),
-                                          pair=(name, REFERENCE), layer=layer, excused=excuse[name]))
+            result = compare_arrays(out, expected, bound=bound.against_reference(name), pair=(name, REFERENCE),
+                                    layer=layer, excused=excuse[name])
+            if not result.passed and hasattr(kind, "describe"):
+                result = replace(result, cause=diagnose(kind, trace, layer_weights, act, out, result.bound) or "")
+            results.append(result)
         for a, b_name in combinations(as64, 2):
             if (a in redefined) != (b_name in redefined):  # different functions by design: each judged alone
                 continue

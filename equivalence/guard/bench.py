@@ -39,8 +39,7 @@ import numpy as np
 
 from equivalence.core import chain
 from equivalence.core.case import WEIGHT_SCALES, Case, make_case
-from equivalence.core.check import LayerPool, check_case, reference_inputs, run_available
-from equivalence.core.compare import compare_layers
+from equivalence.core.check import LayerPool, check_case, check_pooled, reference_inputs
 from equivalence.core.reference import layerwise_reference
 from equivalence.core.spec import StackSpec
 from equivalence.core.strategies import BOUNDARY_WIDTHS, INPUT_SCALES
@@ -130,6 +129,17 @@ def run_naive(cases: Sequence[Case]) -> float:
     return time.perf_counter() - start
 
 
+def ours_and_floor(block: Sequence[Case], pool: LayerPool,
+                   ours: Callable[[Sequence[Case], LayerPool], tuple[float, int]],
+                   floor: Callable[[Sequence[Case], LayerPool], float], *, floor_first: bool) -> tuple[float, float]:
+    """Seconds of ours and of the floor on one block; blocks alternate which runs first."""
+    if floor_first:
+        floor_s = floor(block, pool)
+        return ours(block, pool)[0], floor_s
+    ours_s = ours(block, pool)[0]
+    return ours_s, floor(block, pool)
+
+
 def compare_interleaved(cases: Sequence[Case], pool: LayerPool, *, naive_cases: int,
                         blocks: int = 20) -> dict[str, float]:
     """ms per case of ours, the floor and the naive loop, measured block by block on the same cases.
@@ -144,12 +154,8 @@ def compare_interleaved(cases: Sequence[Case], pool: LayerPool, *, naive_cases: 
     run_ours(cases, pool)  # build every layer these cases need, untimed: the floor never pays a build
     for b in range(blocks):
         block = cases[b * size:(b + 1) * size]
-        if b % 2:
-            floor += run_floor(block, pool)
-            ours += run_ours(block, pool)[0]
-        else:
-            ours += run_ours(block, pool)[0]
-            floor += run_floor(block, pool)
+        block_ours, block_floor = ours_and_floor(block, pool, run_ours, run_floor, floor_first=bool(b % 2))
+        ours, floor = ours + block_ours, floor + block_floor
         naive += run_naive(block[:naive_per_block])
         n_ours += len(block)
         n_naive += len(block[:naive_per_block])
@@ -186,15 +192,12 @@ def kind_workload(kind: str, n: int, *, seed: int = 20261205) -> list[Case]:
 
 
 def run_ours_chains(cases: Sequence[Case], pool: LayerPool) -> tuple[float, int]:
-    """Seconds for the check path of chains (``report.run_case``'s: pooled models, every layer compared)."""
+    """Seconds for the check path of chains (``check_pooled``: pooled models, every layer compared)."""
     adapters = _adapters()
     failures = 0
     start = time.perf_counter()
     for case in cases:
-        traces = layerwise_reference(case.spec, case.weights, case.x)
-        outputs, _ = run_available(case.spec, case.weights, reference_inputs(case.spec, traces), adapters,
-                                   pool.model_for(case.spec, case.weights))
-        failures += not compare_layers(case.spec, case.weights, case.x, outputs, reference=traces).passed
+        failures += not check_pooled(case, adapters, pool).passed
     return time.perf_counter() - start, failures
 
 
@@ -222,13 +225,9 @@ def compare_kinds(n: int, pool: LayerPool, *, blocks: int = 10) -> dict[str, dic
         size = max(1, len(cases) // blocks)
         ours = floor = 0.0
         for b in range(blocks):
-            block = cases[b * size:(b + 1) * size]
-            if b % 2:
-                floor += run_floor_chains(block, pool)
-                ours += run_ours_chains(block, pool)[0]
-            else:
-                ours += run_ours_chains(block, pool)[0]
-                floor += run_floor_chains(block, pool)
+            block_ours, block_floor = ours_and_floor(cases[b * size:(b + 1) * size], pool, run_ours_chains,
+                                                     run_floor_chains, floor_first=bool(b % 2))
+            ours, floor = ours + block_ours, floor + block_floor
         timed = size * blocks
         out[kind] = {"vs_floor": ours / floor, "ms_ours": ours / timed * 1e3, "ms_floor": floor / timed * 1e3,
                      "cases": timed, "disagreements": failures}

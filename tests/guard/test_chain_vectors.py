@@ -17,6 +17,7 @@ from equivalence.core.spec import ChainSpec
 from equivalence.guard import golden
 from equivalence.guard.fingerprint import fingerprint
 from equivalence.guard.matrix import chain_cases, golden_cases
+from tests.helpers import flip_torch_conv_kernels
 
 GOLDEN = Path(__file__).resolve().parents[2] / "golden"
 
@@ -89,13 +90,7 @@ def test_the_shipped_chain_cases_are_recorded_with_their_own_fingerprint():
 def test_verify_fails_at_the_conv_layers_of_the_chains_when_torch_flips_its_kernels(
         monkeypatch, tmp_path, torch_adapter, keras_adapter, capsys):
     """A torch conv computing a true convolution (its kernel flipped) instead of a cross-correlation."""
-    import torch
-
-    def flipped(self, x):
-        return self._conv_forward(x, torch.flip(self.weight, dims=tuple(range(2, self.weight.ndim))), self.bias)
-
-    monkeypatch.setattr(torch.nn.Conv1d, "forward", flipped)
-    monkeypatch.setattr(torch.nn.Conv2d, "forward", flipped)
+    flip_torch_conv_kernels(monkeypatch)
     folder = Path(shutil.copytree(GOLDEN, tmp_path / "golden"))
     assert cli.main(["verify", str(folder)]) == cli.EXIT_DISAGREE
     out = capsys.readouterr().out
@@ -111,3 +106,4 @@ def test_verify_fails_at_the_conv_layers_of_the_chains_when_torch_flips_its_kern
     assert {f[0] for f in fails} == conv_cases  # every chain with a conv wider than 1x1, nothing else
     assert re.search(r"^FAIL torch (\w+) (\w+) moved beyond the error model since recording", out,
                      flags=re.MULTILINE), out
+    assert "looks like: kernel flipped" in out, out
