@@ -71,6 +71,9 @@ class Adapter(ABC):
     """dtype -> why this framework cannot compute a Dense layer in it here (measured; empty: every dtype)."""
     framework: FrameworkEntry
     """The registry entry (set by ``registry.get_adapter``)."""
+    chain_builder: bool = False
+    """Whether ``build_chain`` builds chains of other kinds than dense here. A subclass that runs models another way
+    (a runtime, a compiled or converted form) sets it back to False: the chain would run uncompiled, unconverted."""
 
     @property
     def styles(self) -> tuple[str, ...]:
@@ -118,7 +121,13 @@ class Adapter(ABC):
         a model of this framework holding ``weights``, as its units (``equivalence.core.walk.DenseUnit``: ``run``
         takes and gives the canonical layout), one per layer. ``FrameworkRefused`` where the framework builds dense
         stacks only (the default), or has no layer for a kind's configuration."""
-        raise FrameworkRefused(f"{self.name} builds dense stacks only here (no conv, pooling or norm layers)")
+        raise FrameworkRefused(self.chainless())
+
+    def chainless(self) -> str | None:
+        """Why this framework builds no chains at all (``chain_builder`` is False), or None."""
+        if self.chain_builder:
+            return None
+        return f"{self.name} builds dense stacks only here (no conv, pooling or norm layers)"
 
     @abstractmethod
     def get_weights(self, model: Any) -> list[LayerWeights]:

@@ -53,7 +53,7 @@ def _as_lists(value: Any) -> Any:
 
 def kind_from_json(data: Any) -> Any:
     """The kind of a ``kind_to_json`` dict; ``ValueError`` naming what is wrong."""
-    if not isinstance(data, dict) or data.get("name") not in KIND_TYPES:
+    if not isinstance(data, dict) or not isinstance(data.get("name"), str) or data["name"] not in KIND_TYPES:
         raise ValueError(f"a layer kind must be an object whose 'name' is one of {', '.join(KIND_TYPES)}; "
                          f"got {data!r:.80}")
     cls = KIND_TYPES[data["name"]]

@@ -117,12 +117,13 @@ def reference_inputs(spec: StackSpec | ChainSpec, traces: Sequence[LayerTrace]) 
 
 
 def why_not_run(adapter: Adapter, spec: StackSpec | ChainSpec) -> str | None:
-    """Why ``adapter`` cannot compute ``spec`` here (an activation in a dtype it has no kernel for), or None."""
+    """Why ``adapter`` cannot compute ``spec`` here (an activation in a dtype it has no kernel for, a chain where
+    it builds dense stacks only), or None."""
     for activation in dict.fromkeys(spec.activations):
         reason = adapter.cannot(activation, spec.dtype)
         if reason:
             return reason
-    return None
+    return adapter.chainless() if isinstance(spec, ChainSpec) else None
 
 
 def run_available(spec: StackSpec | ChainSpec, weights: Sequence[LayerWeights], inputs: Sequence[np.ndarray],

@@ -107,3 +107,20 @@ def test_verify_fails_at_the_conv_layers_of_the_chains_when_torch_flips_its_kern
     assert re.search(r"^FAIL torch (\w+) (\w+) moved beyond the error model since recording", out,
                      flags=re.MULTILINE), out
     assert "looks like: kernel flipped" in out, out
+
+
+@pytest.mark.parametrize("name", ["mxnet", "torch_compile", "torch_export", "keras_graph", "keras_xla", "litert"])
+def test_a_framework_that_builds_dense_stacks_only_lists_the_chains_as_not_run(name):
+    """A runtime never runs a chain through the eager framework under its own name."""
+    from equivalence.core.adapter import FrameworkRefused, FrameworkUnavailable
+    from equivalence.core.check import why_not_run
+    from equivalence.frameworks.registry import get_adapter
+
+    try:
+        adapter = get_adapter(name)
+    except FrameworkUnavailable as exc:
+        pytest.skip(str(exc))
+    case = next(c for c in chain_cases() if c.dtype == "float32").make()  # a dtype every runtime computes
+    assert why_not_run(adapter, case.spec) == f"{name} builds dense stacks only here (no conv, pooling or norm layers)"
+    with pytest.raises(FrameworkRefused, match="builds dense stacks only"):
+        adapter.build_chain(case.spec, case.weights)

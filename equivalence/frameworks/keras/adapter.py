@@ -169,6 +169,7 @@ class KerasAdapter(Adapter):
 
     name = "keras"
     kernel_layout = "in_out"
+    chain_builder = True
     backend: str = "?"
     keras: Any = keras
     """The Keras module the adapter drives."""
@@ -291,6 +292,8 @@ class KerasAdapter(Adapter):
     def build_chain(self, spec: ChainSpec, weights: Sequence[LayerWeights]) -> list[Any]:
         from equivalence.frameworks.keras.chain import build_chain
 
+        if self.chainless():
+            return super().build_chain(spec, weights)  # refuses
         self._count_build()
         return build_chain(self, spec, weights)
 

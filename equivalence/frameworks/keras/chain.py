@@ -68,8 +68,6 @@ LAYERS: dict[str, Callable[..., list[Any]]] = {
 
 def build_chain(adapter: Any, spec: ChainSpec, weights: Sequence[LayerWeights]) -> list[DenseUnit]:
     """``spec`` as a ``keras.Sequential`` holding ``weights``: its walked units, one per layer."""
-    if adapter.keras is not keras:
-        raise FrameworkRefused(f"{adapter.label} builds dense stacks only here (the walker reads Keras 3 models)")
     if spec.dtype == "float64" and not adapter.float64_available():
         raise FrameworkRefused("Keras on jax has no float64 unless jax_enable_x64 is on")
     from equivalence.frameworks.keras.walk import walk

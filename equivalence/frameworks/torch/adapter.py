@@ -134,6 +134,7 @@ def to_tensor(a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
 class TorchAdapter(Adapter):
     name = "torch"
     kernel_layout = "out_in"
+    chain_builder = True
 
     def build(self, spec: StackSpec, style: str) -> nn.Module:
         self.check_style(style)
@@ -163,6 +164,9 @@ class TorchAdapter(Adapter):
 
     def build_chain(self, spec: ChainSpec, weights: Sequence[LayerWeights]) -> list[Any]:
         from equivalence.frameworks.torch.chain import build_chain
+
+        if self.chainless():
+            return super().build_chain(spec, weights)  # refuses
 
         return build_chain(spec, weights, TORCH_DTYPES[spec.dtype], activation_module)
 
