@@ -391,10 +391,12 @@ def cmd_record(args: argparse.Namespace) -> int:
     check_folder(args.folder, option="DIR")
     adapters = _adapters(args.frameworks)
     fp = fingerprint(tuple(adapters))
-    if not args.force and (args.folder / golden.MANIFEST).is_file() and _kept(args.folder, cases, adapters, fp):
-        if not (args.folder / golden.ACCURACY_FILE).is_file():  # vectors from before the statistics: add them
+    if not args.force and (args.folder / golden.MANIFEST).is_file():
+        verdict = EXIT_OK if _kept(args.folder, cases, adapters, fp) else _extended(args.folder, cases, adapters, fp)
+        if verdict == EXIT_OK and not (args.folder / golden.ACCURACY_FILE).is_file():  # from before the statistics
             _record_accuracy(args.folder, adapters, fp)
-        return EXIT_OK
+        if verdict is not None:
+            return verdict
     with _progress("record", len(cases)) as advance:
         rec = golden.record(args.folder, cases, adapters, fingerprint=fp, pool=_layer_pool(), progress=advance,
                             replace=args.replace)
@@ -455,6 +457,38 @@ def _kept(folder: Path, cases: list, adapters: dict[str, Adapter], fp: dict[str,
     return True
 
 
+def _extended(folder: Path, cases: list, adapters: dict[str, Adapter], fp: dict[str, Any]) -> int | None:
+    """The baseline policy for a grown matrix: when recording ``cases`` only adds cases to the vectors in
+    ``folder`` (the same frameworks and versions; the recorded ones self-consistent), the recorded cases are kept
+    byte for byte and the new ones recorded here, each with this machine's fingerprint. None when that does not
+    apply (everything is recorded anew), else the exit code (``EXIT_DISAGREE``: a new case disagrees, nothing
+    written)."""
+    from equivalence.guard import golden
+    from equivalence.guard.fingerprint import summary
+
+    try:
+        existing = golden.load(folder)
+    except InputError:
+        return None
+    added = golden.added_cases(existing, cases, tuple(adapters), fp)
+    if added is None or not all(c.passed for c in golden.self_check(existing)):
+        return None
+    with _progress("record the new cases", len(added)) as advance:
+        rec = golden.extend(folder, existing, added, adapters, fingerprint=fp, pool=_layer_pool(), progress=advance)
+    for comparison in rec.comparisons:
+        if not comparison.passed:
+            print(comparison.message())
+    if rec.written is None:
+        print(f"{sum(not c.passed for c in rec.comparisons)} of {len(added)} new cases disagree: recorded nothing "
+              f"(the vectors in {folder} are unchanged)")
+        return EXIT_DISAGREE
+    worst = max(c.worst_ratio for c in rec.comparisons)
+    print(f"kept the {len(existing.cases)} recorded cases of {folder} byte for byte and added {len(added)} new cases "
+          f"({sum(m.spec.depth for m in added)} layers, frameworks {', '.join(adapters)}) into {rec.written} "
+          f"({rec.size / 1e6:.2f} MB), worst error/bound {worst:.3g}\nthe new cases with {summary(fp)}")
+    return EXIT_OK
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from equivalence.guard import accuracy, golden
     from equivalence.guard.fingerprint import changes, fingerprint, summary
@@ -471,6 +505,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     n = len(vectors.cases)
     print(f"verified {n} cases in {args.folder} (recorded {vectors.manifest.get('recorded_at', '?')} with "
           f"{summary(vectors.fingerprint)})\nnow: {summary(fp)}")
+    print(_kinds_line(vectors.cases))
     _print_not_run(result.not_run, n)
     moved_env = changes(vectors.fingerprint, fp)
     if moved_env:
@@ -527,6 +562,17 @@ def _verify_accuracy(folder: Path, recorded: Any, adapters: dict[str, Adapter], 
     shifts = accuracy.judge(recorded, stats, fp)
     print("\n".join(accuracy.report_lines(recorded, stats, shifts, skipped)))
     return sum(s.failed for s in shifts)
+
+
+def _kinds_line(cases: Sequence[Any]) -> str:
+    """``cases by kind: dense 114 stacks, 20 chains; layers: dense 574, conv 20, ...``."""
+    layers: dict[str, int] = {}
+    for case in cases:
+        for kind in case.spec.kinds:
+            layers[kind.name] = layers.get(kind.name, 0) + 1
+    chains = sum(1 for case in cases if any(kind.name != "dense" for kind in case.spec.kinds))
+    return (f"cases: {len(cases) - chains} dense stacks, {chains} chains of other kinds; layers by kind: "
+            + ", ".join(f"{name} {count}" for name, count in layers.items()))
 
 
 def _cases(count: int) -> str:
@@ -637,7 +683,7 @@ def _print_drift(result: Any, n: int, *, verbose: bool, now: Any) -> None:
         worst = max(moved, key=lambda d: d.max_ulps)
         print(f"  {label}: {len(result.changed_cases(source))} of {n} cases changed; {len(moved)} layers moved; "
               f"largest change {worst.max_ulps:.0f} ulps of {worst.dtype} ({worst.case_id}, layer {worst.layer}); "
-              + _drift_cause(source, result.golden.fingerprint, now))
+              + _drift_cause(source, result.golden.fingerprint_of(result.golden.case(worst.case_id)), now))
         shown = moved if verbose else moved[:MOVED_SHOWN]
         for d in shown:
             print(f"    {d.case_id} layer {d.layer}: {d.changed} of {d.size} elements, up to {d.max_ulps:.0f} ulps")

@@ -208,3 +208,14 @@ def assert_within_last_layer_bound(*, got: np.ndarray, chained: Sequence[np.ndar
     error = float(np.max(np.abs(got64 - want64)[finite], initial=0.0))
     assert error <= bound, (f"{what}: got {error:.3g} between the whole model and its chained layers, but should "
                             f"be within the last layer's bound {bound:.3g}")
+
+
+def flip_torch_conv_kernels(monkeypatch) -> None:
+    """Break torch's Conv1d and Conv2d: a true convolution (the kernel flipped) instead of a cross-correlation."""
+    import torch
+
+    def flipped(self, x):
+        return self._conv_forward(x, torch.flip(self.weight, dims=tuple(range(2, self.weight.ndim))), self.bias)
+
+    monkeypatch.setattr(torch.nn.Conv1d, "forward", flipped)
+    monkeypatch.setattr(torch.nn.Conv2d, "forward", flipped)

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from equivalence.core.layout import LayerWeights
-from equivalence.core.spec import StackSpec
+from equivalence.core.spec import ChainSpec, StackSpec
 from equivalence.core.types import Gradients, ParamCount
 
 __all__ = ["Adapter", "FrameworkEntry", "FrameworkRefused", "FrameworkUnavailable", "Gradients", "ParamCount",
@@ -71,6 +71,9 @@ class Adapter(ABC):
     """dtype -> why this framework cannot compute a Dense layer in it here (measured; empty: every dtype)."""
     framework: FrameworkEntry
     """The registry entry (set by ``registry.get_adapter``)."""
+    chain_builder: bool = False
+    """Whether ``build_chain`` builds chains of other kinds than dense here. A subclass that runs models another way
+    (a runtime, a compiled or converted form) sets it back to False: the chain would run uncompiled, unconverted."""
 
     @property
     def styles(self) -> tuple[str, ...]:
@@ -112,6 +115,19 @@ class Adapter(ABC):
         Every method below also accepts a plain list of such layers as the model
         (the bare-layers form the numeric hot path reuses, see ``check.LayerPool``).
         """
+
+    def build_chain(self, spec: ChainSpec, weights: Sequence[LayerWeights]) -> list[Any]:
+        """A chain of layers of any kind (conv, pooling, flatten, norms, dense: ``equivalence.core.chain``) built as
+        a model of this framework holding ``weights``, as its units (``equivalence.core.walk.DenseUnit``: ``run``
+        takes and gives the canonical layout), one per layer. ``FrameworkRefused`` where the framework builds dense
+        stacks only (the default), or has no layer for a kind's configuration."""
+        raise FrameworkRefused(self.chainless())
+
+    def chainless(self) -> str | None:
+        """Why this framework builds no chains at all (``chain_builder`` is False), or None."""
+        if self.chain_builder:
+            return None
+        return f"{self.name} builds dense stacks only here (no conv, pooling or norm layers)"
 
     @abstractmethod
     def get_weights(self, model: Any) -> list[LayerWeights]:

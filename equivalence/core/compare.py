@@ -10,13 +10,14 @@ after them, because each later sigmoid shrinks the error about tenfold.)
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import combinations
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from equivalence.core.conditions import Facts
+from equivalence.core.diagnosis import diagnose
 from equivalence.core.known_differences import definition, excused
 from equivalence.core.layout import LayerWeights
 from equivalence.core.reference import LayerTrace, layerwise_reference
@@ -49,6 +50,10 @@ class LayerResult:
     nonfinite_got: float = 0.0
     nonfinite_expected: float = 0.0
     excused: int = 0
+    kind: str = ""
+    """A layer of another kind than dense: its kind and configuration (``"conv: Conv2D 3x3 ..."``), for messages."""
+    cause: str = ""
+    """The well-known mistake a failing output matches (``equivalence.core.diagnosis``), or empty."""
 
     @property
     def ratio(self) -> float:
@@ -65,7 +70,7 @@ class LayerResult:
         return f"{self.pair[0]} vs {self.pair[1]}"
 
     def describe(self) -> str:
-        where = f"{self.pair_name}, layer {self.layer}"
+        where = f"{self.pair_name}, layer {self.layer}" + (f" ({self.kind})" if self.kind else "")
         if self.shape != self.expected_shape:
             return f"{where}: output shape {self.shape}, expected {self.expected_shape}"
         size = int(np.prod(self.shape))
@@ -80,6 +85,7 @@ class LayerResult:
             f"greatest abs diff {self.max_abs:.3g} at index {self.index} "
             f"({self.pair[0]} {self.got!r}, {self.pair[1]} {self.expected!r}), "
             f"rel diff there {self.max_rel:.3g}; bound {self.bound:.3g}, ratio {self.ratio:.3g}"
+            + (f"; looks like: {self.cause}" if self.cause else "")
         )
 
 
@@ -224,6 +230,7 @@ def compare_layers(spec: StackSpec | ChainSpec, weights: Sequence[LayerWeights],
     facts = facts or {}
     results: list[LayerResult] = []
     for layer, (trace, layer_weights, act, kind) in enumerate(zip(traces, weights, spec.activations, spec.kinds)):
+        start = len(results)
         ran = {name: outs[layer] for name, outs in outputs.items() if outs[layer] is not None}
         bound = forward_bound(trace, layer_weights, act, spec.dtype, {name: facts.get(name) for name in ran},
                               kind=kind)
@@ -237,13 +244,18 @@ def compare_layers(spec: StackSpec | ChainSpec, weights: Sequence[LayerWeights],
             expected = trace.h
             if name in redefined:  # judged against its own definition, by the same error model
                 expected = own_definition(redefined[name], trace, layer_weights, kind=kind).h
-            results.append(compare_arrays(out, expected, bound=bound.against_reference(name),
-                                          pair=(name, REFERENCE), layer=layer, excused=excuse[name]))
+            result = compare_arrays(out, expected, bound=bound.against_reference(name), pair=(name, REFERENCE),
+                                    layer=layer, excused=excuse[name])
+            if not result.passed and hasattr(kind, "describe"):
+                result = replace(result, cause=diagnose(kind, trace, layer_weights, act, out, result.bound) or "")
+            results.append(result)
         for a, b_name in combinations(as64, 2):
             if (a in redefined) != (b_name in redefined):  # different functions by design: each judged alone
                 continue
             results.append(compare_arrays(as64[a], as64[b_name], bound=bound.between(a, b_name),
                                           pair=(a, b_name), layer=layer, excused=excuse[a] | excuse[b_name]))
+        if hasattr(kind, "describe"):  # every kind but dense, whose layers a stack's spec describes
+            results[start:] = [replace(r, kind=f"{kind.name}: {kind.describe()}") for r in results[start:]]
     return Comparison(case_id or spec.id, tuple(results))
 
 

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
+from equivalence.core import chain
 from equivalence.core.activations import ACTIVATIONS
 from equivalence.core.case import WEIGHT_SCALES, Case, make_case
 from equivalence.core.dtypes import DTYPES
@@ -175,3 +176,36 @@ def model_inputs(draw: st.DrawFn, *, width: int, dtype: str = "float32", scales:
             (draw(st.integers(0, batch - 1), label="row"), draw(st.integers(0, width - 1), label="column"),
              draw(st.sampled_from(("nan", "inf", "-inf")), label="value")) for _ in range(n))
     return out
+
+
+CHAIN_ACTIVATIONS = ("linear", "relu", "tanh", "sigmoid")
+
+
+@st.composite
+def chain_cases(draw: st.DrawFn, *, dtypes: Sequence[str] = ("float32",), max_batch: int = 8) -> Case:
+    """A seeded chain of mixed kinds (``equivalence.core.chain``): a 1-D or 2-D conv with an optional
+    BatchNorm and pooling layer, then Flatten and a Dense; or an MLP with a BatchNorm or a LayerNorm inside.
+    Small on purpose: every distinct architecture is a model built once in each framework."""
+    dtypes = _check_choices("dtypes", dtypes, DTYPES)
+    act = st.sampled_from(CHAIN_ACTIVATIONS)
+    if draw(st.booleans(), label="conv"):
+        rank, size = draw(st.sampled_from((1, 2)), label="rank"), draw(st.integers(3, 7), label="size")
+        shape = (size,) * rank + (draw(st.integers(1, 3), label="channels"),)
+        layers = [chain.conv(draw(st.integers(1, 4), label="filters"), draw(st.sampled_from((1, 3)), label="kernel"),
+                             same=True, activation=draw(act, label="conv activation"))]
+        if draw(st.booleans(), label="batchnorm"):
+            layers.append(chain.batchnorm(draw(act, label="norm activation")))
+        pool = draw(st.sampled_from((None, "max", "avg")), label="pool")
+        if pool is not None:
+            layers.append(chain.pool(pool, 2, stride=1))
+        layers += [chain.flatten(), chain.dense(draw(st.integers(1, 4), label="units"), draw(act, label="act"))]
+    else:
+        shape = (draw(st.integers(2, 12), label="width"),)
+        norm = draw(st.sampled_from((chain.batchnorm, chain.layernorm)), label="norm")
+        layers = [chain.dense(draw(st.integers(2, 12), label="hidden")), norm(draw(act, label="norm activation")),
+                  chain.dense(draw(st.integers(1, 6), label="units"), draw(act, label="act"))]
+    dtype = draw(st.sampled_from(dtypes), label="dtype")
+    return chain.make_chain_case(shape, layers, dtype, seed=draw(seeds, label="seed"),
+                                 batch=draw(st.integers(1, max_batch), label="batch"),
+                                 input_scale=draw(st.sampled_from(INPUT_SCALES), label="input scale"),
+                                 weight_scale=draw(st.sampled_from(_weight_scales(dtype)), label="weight scale"))

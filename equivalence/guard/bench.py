@@ -14,6 +14,11 @@ One run measures, on one fixed seeded workload (depth 1-6, widths 1-64, batch
 
 Ours, the floor and the naive loop are then timed block by block on the same
 cases (``compare_interleaved``), so the ratios survive a machine whose load drifts.
+
+Per kind (``KIND_WORKLOADS``: chains built around a conv, a pooling layer, a Flatten, a BatchNorm, a LayerNorm),
+ours (pooled chain models: weights written, every layer run and compared) against the floor (the same models,
+weights in place, only their layers and the reference timed), interleaved the same way; ``bench.json`` holds them
+under ``kinds`` (``dense``: the stacks above).
 Those cases go through the check path once, untimed, before the blocks: the floor
 is defined with layers already built, so ours must not pay the builds either, and
 within a block ours and the floor alternate which runs first.
@@ -26,13 +31,15 @@ import argparse
 import gc
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from equivalence.core import chain
 from equivalence.core.case import WEIGHT_SCALES, Case, make_case
-from equivalence.core.check import LayerPool, check_case, reference_inputs
+from equivalence.core.check import LayerPool, check_case, check_pooled, reference_inputs
 from equivalence.core.reference import layerwise_reference
 from equivalence.core.spec import StackSpec
 from equivalence.core.strategies import BOUNDARY_WIDTHS, INPUT_SCALES
@@ -122,6 +129,17 @@ def run_naive(cases: Sequence[Case]) -> float:
     return time.perf_counter() - start
 
 
+def ours_and_floor(block: Sequence[Case], pool: LayerPool,
+                   ours: Callable[[Sequence[Case], LayerPool], tuple[float, int]],
+                   floor: Callable[[Sequence[Case], LayerPool], float], *, floor_first: bool) -> tuple[float, float]:
+    """Seconds of ours and of the floor on one block; blocks alternate which runs first."""
+    if floor_first:
+        floor_s = floor(block, pool)
+        return ours(block, pool)[0], floor_s
+    ours_s = ours(block, pool)[0]
+    return ours_s, floor(block, pool)
+
+
 def compare_interleaved(cases: Sequence[Case], pool: LayerPool, *, naive_cases: int,
                         blocks: int = 20) -> dict[str, float]:
     """ms per case of ours, the floor and the naive loop, measured block by block on the same cases.
@@ -136,17 +154,84 @@ def compare_interleaved(cases: Sequence[Case], pool: LayerPool, *, naive_cases: 
     run_ours(cases, pool)  # build every layer these cases need, untimed: the floor never pays a build
     for b in range(blocks):
         block = cases[b * size:(b + 1) * size]
-        if b % 2:
-            floor += run_floor(block, pool)
-            ours += run_ours(block, pool)[0]
-        else:
-            ours += run_ours(block, pool)[0]
-            floor += run_floor(block, pool)
+        block_ours, block_floor = ours_and_floor(block, pool, run_ours, run_floor, floor_first=bool(b % 2))
+        ours, floor = ours + block_ours, floor + block_floor
         naive += run_naive(block[:naive_per_block])
         n_ours += len(block)
         n_naive += len(block[:naive_per_block])
     return {"ours": ours / n_ours * 1e3, "floor": floor / n_ours * 1e3, "naive": naive / n_naive * 1e3,
             "cases": n_ours, "naive_cases": n_naive}
+
+
+def _pick(rng: np.random.Generator, options: Sequence) -> Any:
+    return options[int(rng.integers(len(options)))]
+
+
+KIND_WORKLOADS: dict[str, Callable[[np.random.Generator], tuple[tuple[int, ...], list[chain.Planned]]]] = {
+    "conv": lambda rng: ((_pick(rng, (6, 10)),) * _pick(rng, (1, 2)) + (_pick(rng, (1, 3)),),
+                         [chain.conv(_pick(rng, (2, 8)), _pick(rng, (1, 3)), activation=_pick(rng, ("relu", "tanh")))]),
+    "pool": lambda rng: ((_pick(rng, (6, 10)),) * 2 + (3,),
+                         [chain.conv(4, 1), chain.pool(_pick(rng, ("max", "avg")), _pick(rng, (2, 3)), stride=1)]),
+    "flatten": lambda rng: ((_pick(rng, (4, 8)),) * 2 + (3,),
+                            [chain.conv(2, 1), chain.flatten(), chain.dense(_pick(rng, (1, 8)), "sigmoid")]),
+    "batchnorm": lambda rng: ((_pick(rng, (8, 32)),), [chain.dense(_pick(rng, (8, 32))), chain.batchnorm("relu")]),
+    "layernorm": lambda rng: ((_pick(rng, (8, 32)),), [chain.dense(_pick(rng, (8, 32))), chain.layernorm("tanh")]),
+}
+"""Per kind, a drawn chain built around a layer of it (float32; a few sizes, so the pooled models are reused)."""
+
+
+def kind_workload(kind: str, n: int, *, seed: int = 20261205) -> list[Case]:
+    rng = np.random.default_rng([seed, len(kind)] + [ord(c) for c in kind])
+    out = []
+    for _ in range(n):
+        shape, layers = KIND_WORKLOADS[kind](rng)
+        out.append(chain.make_chain_case(shape, layers, "float32", seed=int(rng.integers(2**32)),
+                                         batch=int(rng.integers(1, 17)), input_scale=float(rng.choice(INPUT_SCALES)),
+                                         weight_scale=str(rng.choice(WEIGHT_SCALES))))
+    return out
+
+
+def run_ours_chains(cases: Sequence[Case], pool: LayerPool) -> tuple[float, int]:
+    """Seconds for the check path of chains (``check_pooled``: pooled models, every layer compared)."""
+    adapters = _adapters()
+    failures = 0
+    start = time.perf_counter()
+    for case in cases:
+        failures += not check_pooled(case, adapters, pool).passed
+    return time.perf_counter() - start, failures
+
+
+def run_floor_chains(cases: Sequence[Case], pool: LayerPool) -> float:
+    """Seconds of only the chains' layers and the reference; weights written untimed."""
+    adapters = _adapters()
+    total = 0.0
+    for case in cases:
+        models = [pool.chain(adapter, case.spec, case.weights) for adapter in adapters.values()]
+        inputs = reference_inputs(case.spec, layerwise_reference(case.spec, case.weights, case.x))
+        start = time.perf_counter()
+        for units in models:
+            [unit.run(x) for unit, x in zip(units, inputs)]
+        layerwise_reference(case.spec, case.weights, case.x)
+        total += time.perf_counter() - start
+    return total
+
+
+def compare_kinds(n: int, pool: LayerPool, *, blocks: int = 10) -> dict[str, dict[str, float]]:
+    """Per kind: ms per case of ours and the floor, interleaved block by block, their ratio, and disagreements."""
+    out = {}
+    for kind in KIND_WORKLOADS:
+        cases = kind_workload(kind, n)
+        _, failures = run_ours_chains(cases, pool)  # build every model these cases need, untimed
+        size = max(1, len(cases) // blocks)
+        ours = floor = 0.0
+        for b in range(blocks):
+            block_ours, block_floor = ours_and_floor(cases[b * size:(b + 1) * size], pool, run_ours_chains,
+                                                     run_floor_chains, floor_first=bool(b % 2))
+            ours, floor = ours + block_ours, floor + block_floor
+        timed = size * blocks
+        out[kind] = {"vs_floor": ours / floor, "ms_ours": ours / timed * 1e3, "ms_floor": floor / timed * 1e3,
+                     "cases": timed, "disagreements": failures}
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -156,9 +241,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--naive-cases", type=int, default=300, help="cases for the naive loop (default 300)")
     parser.add_argument("--warmup", type=int, default=1_000,
                         help="cases run first, untimed: imports, first calls, filling the layer pool (1000)")
+    parser.add_argument("--kind-cases", type=int, default=200, help="cases per layer kind (default 200)")
     parser.add_argument("--json", type=Path, default=Path("bench.json"), help="where to write the figures")
     args = parser.parse_args(argv)
-    for name in ("cases", "ratio_cases", "naive_cases"):
+    for name in ("cases", "ratio_cases", "naive_cases", "kind_cases"):
         if getattr(args, name) < 20:
             parser.error(f"--{name.replace('_', '-')} must be at least 20, got {getattr(args, name)}")
 
@@ -172,6 +258,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rss_growth = (_rss_mb() - rss_before) * 10_000 / len(cases)
     builds_in_timed_run = pool.builds - builds_before
     ms = compare_interleaved(workload(args.ratio_cases, seed=2), pool, naive_cases=args.naive_cases)
+    kinds = {"dense": {"vs_floor": ms["ours"] / ms["floor"], "ms_ours": ms["ours"], "ms_floor": ms["floor"],
+                       "cases": ms["cases"], "disagreements": failures},
+             **compare_kinds(args.kind_cases, pool)}
 
     figures = {
         "cases_per_s": len(cases) / seconds, "vs_naive": ms["naive"] / ms["ours"], "vs_floor": ms["ours"] / ms["floor"],
@@ -179,14 +268,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ms_per_case_interleaved": ms, "cases": len(cases), "warmup_cases": args.warmup,
         "layer_pool": {"size": pool.size, "builds": pool.builds, "builds_in_timed_run": builds_in_timed_run},
         "disagreements": failures,
+        "kinds": kinds,
         "fingerprint": fingerprint(defaults()),
     }
     args.json.write_text(json.dumps(figures, indent=2) + "\n")
     print(f"ms per case, interleaved: ours {ms['ours']:.2f}, floor {ms['floor']:.2f}, naive {ms['naive']:.1f}; "
           f"layer builds {pool.builds} ({builds_in_timed_run} in the timed run); disagreements {failures}; "
           f"RSS after warm-up {rss_before:.0f} MB")
+    print("per kind, ms per case ours / floor: " + "; ".join(
+        f"{kind} {k['ms_ours']:.2f} / {k['ms_floor']:.2f} = {k['vs_floor']:.2f}x" for kind, k in kinds.items()))
     print(bench_line(figures))
-    return 1 if failures else 0
+    return 1 if failures or any(k["disagreements"] for k in kinds.values()) else 0
 
 
 def bench_line(figures: dict) -> str:

@@ -30,16 +30,16 @@ from typing import Any
 import numpy as np
 
 from equivalence.core.atomic import TEMP_PREFIX, write_bytes_atomic, write_text_atomic
+from equivalence.core.chain import NO_WEIGHTS, chain_shapes, check_chain_weights, spec_from_json, spec_to_json
 from equivalence.core.check import LayerPool, run_available, run_layers, why_not_run
 from equivalence.core.compare import Comparison, LayerResult, compare_arrays, compare_layers
 from equivalence.core.conditions import RecordedFacts
 from equivalence.core.dtypes import numpy_dtype
 from equivalence.core.errors import InputError
-from equivalence.core.kinds import DENSE
 from equivalence.core.known_differences import excused
 from equivalence.core.layout import LayerWeights, check_spec_weights
 from equivalence.core.reference import LayerTrace, layerwise_reference
-from equivalence.core.spec import StackSpec
+from equivalence.core.spec import ChainSpec, StackSpec
 from equivalence.core.tolerance import PAIR_FACTOR, RECORDED, SAFETY, forward_bound
 from equivalence.frameworks.base import Adapter, FrameworkRefused
 from equivalence.guard.accuracy import FILE as ACCURACY_FILE
@@ -49,7 +49,9 @@ from equivalence.guard.manifest import read_json, refuse_symlink
 from equivalence.guard.matrix import MatrixCase
 
 FORMAT = "equivalence-golden-vectors"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: a case's spec may be a chain of layers of any kind (``equivalence.core.chain``), and a case added later
+carries the fingerprint it was recorded with; version 1 files are read as they are."""
 MANIFEST = "manifest.json"
 DATA_NAME = re.compile(r"vectors-[0-9a-f]{16}\.npz")
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -65,13 +67,16 @@ class GoldenCase:
     """One recorded case. ``outputs[framework][l]`` is that framework's layer ``l`` as recorded."""
 
     id: str
-    spec: StackSpec
+    spec: StackSpec | ChainSpec
     weights: tuple[LayerWeights, ...]
     x: np.ndarray
     reference: tuple[np.ndarray, ...]
     outputs: Mapping[str, tuple[np.ndarray | None, ...]]
     """None: a layer the framework had no activation for when recorded (the manifest's ``not_run``)."""
     meta: Mapping[str, Any] = field(default_factory=dict)
+    fingerprint: Mapping[str, Any] | None = None
+    """The fingerprint this case was recorded with, where it is not the set's (a case added to the vectors later,
+    ``extend``: the machine may differ); None: the set's."""
 
     def layer_inputs(self) -> list[np.ndarray]:
         """What every framework's layer ``l`` is fed: ``x``, then the reference's ``l-1`` rounded to the dtype."""
@@ -110,6 +115,20 @@ class GoldenSet:
         error model when recorded), but for the Keras backend, which was TensorFlow before it was recorded."""
         return RecordedFacts({"frameworks.keras.keras_backend": self.keras_backend, **flatten(self.fingerprint)})
 
+    def case(self, case_id: str) -> GoldenCase:
+        return next(case for case in self.cases if case.id == case_id)
+
+    def fingerprint_of(self, case: GoldenCase) -> Mapping[str, Any]:
+        """The fingerprint ``case``'s outputs were recorded with (the set's, unless it was added later)."""
+        return self.fingerprint if case.fingerprint is None else case.fingerprint
+
+    def facts_of(self, case: GoldenCase) -> RecordedFacts:
+        """``facts`` for the fingerprint ``case`` was recorded with."""
+        if case.fingerprint is None:
+            return self.facts
+        backend = case.fingerprint.get("frameworks", {}).get("keras", {}).get("keras_backend", "tensorflow")
+        return RecordedFacts({"frameworks.keras.keras_backend": backend, **flatten(case.fingerprint)})
+
 
 # --- record --------------------------------------------------------------------
 
@@ -132,10 +151,65 @@ def record(folder: str | Path, cases: Sequence[MatrixCase], adapters: Mapping[st
     old_data = check_folder_is_ours(folder)
     if not replace:
         check_replacement(folder, [c.id for c in cases], list(adapters))
-    pool = pool or LayerPool()
     arrays: dict[str, np.ndarray] = {}
+    entries, comparisons = _record_cases(cases, 0, adapters, pool or LayerPool(), arrays, progress)
+    if not all(c.passed for c in comparisons):
+        return Recording(tuple(comparisons), None, 0)
+    manifest = {
+        "format": FORMAT,
+        "schema_version": SCHEMA_VERSION,
+        "recorded_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "fingerprint": dict(fingerprint),
+        "frameworks": list(adapters),
+        "error_model": {"safety": SAFETY, "pair_factor": PAIR_FACTOR},
+        "cases": entries,
+    }
+    data_path, size = _write(folder, manifest, arrays, old_data)
+    return Recording(tuple(comparisons), data_path, size)
+
+
+def extend(folder: str | Path, existing: GoldenSet, cases: Sequence[MatrixCase], adapters: Mapping[str, Adapter],
+           *, fingerprint: Mapping[str, Any], pool: LayerPool | None = None,
+           progress: Progress = None) -> Recording:
+    """Add ``cases`` to the vectors ``existing`` holds, keeping every recorded case's arrays byte for byte and its
+    manifest entry as it is (only if every new case agrees). Each new case's entry carries the ``fingerprint``
+    it was recorded with: the vectors' machine and this one may differ, and ``verify`` judges and explains each
+    case's drift from its own.
+    """
+    folder = Path(folder)
+    old_data = check_folder_is_ours(folder)
+    arrays = _read_npz((folder / existing.manifest["data"]["file"]).read_bytes(), folder)
+    entries, comparisons = _record_cases(cases, len(existing.cases), adapters, pool or LayerPool(), arrays, progress)
+    if not all(c.passed for c in comparisons):
+        return Recording(tuple(comparisons), None, 0)
+    for entry in entries:
+        entry["fingerprint"] = dict(fingerprint)
+    manifest = {**existing.manifest, "schema_version": SCHEMA_VERSION,
+                "cases": [*existing.manifest["cases"], *entries]}
+    data_path, size = _write(folder, manifest, arrays, old_data)
+    return Recording(tuple(comparisons), data_path, size)
+
+
+def added_cases(existing: GoldenSet, cases: Sequence[MatrixCase], frameworks: Sequence[str],
+                fingerprint: Mapping[str, Any]) -> list[MatrixCase] | None:
+    """The cases recording ``cases`` would add to ``existing`` when it holds the first of them, in order (the same
+    ids and seeds), with the same frameworks and versions; None when recording them would change any case it
+    holds (``make baseline`` then re-records them all)."""
+    recorded = [(e.get("id"), e.get("seed")) for e in existing.manifest["cases"]]
+    if [(c.id, c.seed) for c in cases[:len(recorded)]] != recorded or len(cases) <= len(recorded):
+        return None
+    if list(existing.frameworks) != list(frameworks) or version_changes(existing.fingerprint, fingerprint,
+                                                                         ("reference", *frameworks)):
+        return None
+    return list(cases[len(recorded):])
+
+
+def _record_cases(cases: Sequence[MatrixCase], first: int, adapters: Mapping[str, Adapter], pool: LayerPool,
+                  arrays: dict[str, np.ndarray], progress: Progress) -> tuple[list[dict[str, Any]], list[Comparison]]:
+    """Run ``cases`` (keys from ``c{first}`` on), adding their arrays to ``arrays``: their manifest entries, and
+    their comparisons."""
     entries, comparisons = [], []
-    for index, mcase in enumerate(cases):
+    for index, mcase in enumerate(cases, start=first):
         case = mcase.make()
         traces = layerwise_reference(case.spec, case.weights, case.x)
         dt = numpy_dtype(case.spec.dtype)
@@ -146,51 +220,55 @@ def record(folder: str | Path, cases: Sequence[MatrixCase], adapters: Mapping[st
         key = f"c{index:03d}"
         arrays[f"{key}.x"] = _stored(case.x, case.spec.dtype)
         for layer, ((W, b), trace) in enumerate(zip(case.weights, traces)):
-            arrays[f"{key}.W{layer}"] = _stored(W, case.spec.dtype)
+            if np.size(W):  # a pooling or flatten layer has none
+                arrays[f"{key}.W{layer}"] = _stored(W, case.spec.dtype)
             if b is not None:
                 arrays[f"{key}.b{layer}"] = _stored(b, case.spec.dtype)
             arrays[f"{key}.reference{layer}"] = trace.h
             for name, outs in outputs.items():
                 if outs[layer] is not None:
                     arrays[f"{key}.{name}{layer}"] = _stored(outs[layer], case.spec.dtype)
-        entries.append({"key": key, "id": mcase.id, "spec": case.spec.to_json(), "seed": mcase.seed,
+        entries.append({"key": key, "id": mcase.id, "spec": spec_to_json(case.spec), "seed": mcase.seed,
                         "batch": mcase.inputs.batch, "input_scale": mcase.inputs.input_scale,
                         "weight_scale": mcase.inputs.weight_scale,
                         **({"not_run": layers_not_run} if layers_not_run else {})})
         if progress:
             progress()
-    if not all(c.passed for c in comparisons):
-        return Recording(tuple(comparisons), None, 0)
+    return entries, comparisons
 
+
+def _write(folder: Path, manifest: dict[str, Any], arrays: Mapping[str, np.ndarray],
+           old_data: Sequence[Path]) -> tuple[Path, int]:
+    """Write ``arrays`` under a new name, then ``manifest`` naming it (the commit point), then drop ``old_data``."""
     data = _npz_bytes(arrays)
     digest = hashlib.sha256(data).hexdigest()
     data_path = folder / f"vectors-{digest[:16]}.npz"
-    manifest = {
-        "format": FORMAT,
-        "schema_version": SCHEMA_VERSION,
-        "recorded_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "fingerprint": dict(fingerprint),
-        "frameworks": list(adapters),
-        "error_model": {"safety": SAFETY, "pair_factor": PAIR_FACTOR},
-        "data": {"file": data_path.name, "sha256": digest, "bytes": len(data)},
-        "cases": entries,
-    }
+    manifest = {**{k: v for k, v in manifest.items() if k != "cases"},
+                "data": {"file": data_path.name, "sha256": digest, "bytes": len(data)}, "cases": manifest["cases"]}
     folder.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(data_path, data)
     write_text_atomic(folder / MANIFEST, json.dumps(manifest, indent=1) + "\n")  # the commit point
     for stale in old_data:
         if stale != data_path:
             stale.unlink(missing_ok=True)
-    return Recording(tuple(comparisons), data_path, len(data))
+    return data_path, len(data)
 
 
-def _record_outputs(spec: StackSpec, weights: Sequence[LayerWeights], inputs: Sequence[np.ndarray],
+def _record_outputs(spec: StackSpec | ChainSpec, weights: Sequence[LayerWeights], inputs: Sequence[np.ndarray],
                     adapters: Mapping[str, Adapter], pool: LayerPool
                     ) -> tuple[dict[str, list[np.ndarray | None]], dict[str, dict[str, Any]]]:
     """Each framework's per-layer outputs; a layer whose activation a framework lacks (Keras 2 has no ``celu``)
-    is None, and listed ``{framework: {"layers": [...], "reason": ...}}`` for the manifest (``not_run``)."""
+    is None, and listed ``{framework: {"layers": [...], "reason": ...}}`` for the manifest (``not_run``); so is
+    every layer of a chain a framework cannot build."""
     outputs: dict[str, list[np.ndarray | None]] = {}
     not_run: dict[str, dict[str, Any]] = {}
+    if isinstance(spec, ChainSpec):
+        ran, refused = run_available(spec, weights, inputs, adapters, pool.model_for(spec, weights))
+        outputs.update(ran)
+        for name, reason in refused.items():
+            outputs[name] = [None] * spec.depth
+            not_run[name] = {"layers": list(range(spec.depth)), "reason": reason}
+        return outputs, not_run
     for name, adapter in adapters.items():
         reason = why_not_run(adapter, spec)
         if reason is None:
@@ -366,7 +444,7 @@ def _case(index: int, entry: Any, arrays: Mapping[str, np.ndarray], frameworks: 
     key, case_id = entry["key"], entry["id"]
     where = f"case {key} ({case_id})"
     try:
-        spec = StackSpec.from_json(entry["spec"])
+        spec = spec_from_json(entry["spec"])
         batch = entry["batch"]
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"{where} has a bad spec ({type(exc).__name__}: {exc})", manifest_path) from None
@@ -394,25 +472,31 @@ def _case(index: int, entry: Any, arrays: Mapping[str, np.ndarray], frameworks: 
     def optional(name: str) -> str | None:
         return name if f"{key}.{name}" in arrays else None
 
+    chain = isinstance(spec, ChainSpec)
     weights = []
     for layer in range(spec.depth):
-        W = array(f"W{layer}", None, spec.dtype)
+        W = array(f"W{layer}", None, spec.dtype) if not chain or optional(f"W{layer}") else NO_WEIGHTS
         b = array(f"b{layer}", None, spec.dtype) if optional(f"b{layer}") else None
         weights.append(LayerWeights(W, b))
     try:
-        check_spec_weights(spec, weights, what=f"{where}: spec does not match its weights")
+        if chain:
+            check_chain_weights(spec, weights, what=f"{where}: spec does not match its weights")
+        else:
+            check_spec_weights(spec, weights, what=f"{where}: spec does not match its weights")
     except ValueError as exc:
         raise InputError(str(exc), data_path) from None
-    x = array("x", (batch, spec.input_width), spec.dtype)
-    reference = tuple(array(f"reference{layer}", (batch, w), None) for layer, w in enumerate(spec.widths))
+    x = array("x", (batch, *spec.input_shape) if chain else (batch, spec.input_width), spec.dtype)
+    shapes = chain_shapes(spec, weights) if chain else [(w,) for w in spec.widths]
+    reference = tuple(array(f"reference{layer}", (batch, *shape), None) for layer, shape in enumerate(shapes))
     missing = _layers_not_run(entry, frameworks, spec, where, manifest_path)
-    outputs = {fw: tuple(None if layer in missing.get(fw, ()) else array(f"{fw}{layer}", (batch, w), spec.dtype)
-                         for layer, w in enumerate(spec.widths))
+    outputs = {fw: tuple(None if layer in missing.get(fw, ()) else array(f"{fw}{layer}", (batch, *shape), spec.dtype)
+                         for layer, shape in enumerate(shapes))
                for fw in frameworks}
-    return GoldenCase(case_id, spec, tuple(weights), x, reference, outputs, meta={**entry, "keys": keys})
+    return GoldenCase(case_id, spec, tuple(weights), x, reference, outputs, meta={**entry, "keys": keys},
+                      fingerprint=entry.get("fingerprint"))
 
 
-def _layers_not_run(entry: Mapping[str, Any], frameworks: Sequence[str], spec: StackSpec, where: str,
+def _layers_not_run(entry: Mapping[str, Any], frameworks: Sequence[str], spec: StackSpec | ChainSpec, where: str,
                     manifest_path: Path) -> dict[str, set[int]]:
     """A case's ``not_run``: framework -> the layers it had no activation for when recorded (no arrays)."""
     not_run = entry.get("not_run", {})
@@ -451,7 +535,8 @@ def self_check(golden: GoldenSet) -> tuple[Comparison, ...]:
     return tuple(
         compare_layers(case.spec, case.weights, case.x,
                        {f"{name}{RECORDED}": outs for name, outs in case.outputs.items()},
-                       case_id=case.id, reference=case.traces(), facts={label: golden.facts for label in recorded})
+                       case_id=case.id, reference=case.traces(),
+                       facts={label: golden.facts_of(case) for label in recorded})
         for case in golden.cases)
 
 
@@ -541,7 +626,7 @@ def verify(golden: GoldenSet, adapters: Mapping[str, Adapter], *, pool: LayerPoo
     for case in golden.cases:
         dtype = case.spec.dtype
         outputs, refused = run_available(case.spec, case.weights, case.layer_inputs(), adapters,
-                                         lambda _, adapter, spec=case.spec: pool.stack(adapter, spec))
+                                         pool.model_for(case.spec, case.weights))
         for name, reason in refused.items():
             partial = _layers_available(case.spec, case.weights, case.layer_inputs(), adapters[name], pool)
             if partial is None:
@@ -555,7 +640,7 @@ def verify(golden: GoldenSet, adapters: Mapping[str, Adapter], *, pool: LayerPoo
         recorded = {f"{name}{RECORDED}": outs for name, outs in case.outputs.items() if name not in adapters}
         comparisons.append(compare_layers(case.spec, case.weights, case.x, {**outputs, **recorded} if outputs else {},
                                           case_id=case.id, reference=case.traces(),
-                                          facts={label: golden.facts for label in recorded}))
+                                          facts={label: golden.facts_of(case) for label in recorded}))
         for name, outs in outputs.items():
             if name in case.outputs:
                 drift += _drift(name, case, outs, case.outputs[name], case.spec.dtype)
@@ -567,10 +652,13 @@ def verify(golden: GoldenSet, adapters: Mapping[str, Adapter], *, pool: LayerPoo
     return Verification(golden, tuple(comparisons), tuple(drift), tuple(adapters), tuple(not_run), tuple(moved))
 
 
-def _layers_available(spec: StackSpec, weights: Sequence[LayerWeights], inputs: Sequence[np.ndarray],
+def _layers_available(spec: StackSpec | ChainSpec, weights: Sequence[LayerWeights], inputs: Sequence[np.ndarray],
                       adapter: Adapter, pool: LayerPool) -> list[np.ndarray | None] | None:
     """The layers of ``spec`` that ``adapter`` has activations for, each run alone on its own input
-    (None for the others); None when it can run none of them, or refuses one."""
+    (None for the others); None when it can run none of them, or refuses one, or ``spec`` is a chain (built
+    whole or not at all)."""
+    if isinstance(spec, ChainSpec):
+        return None
     runnable = [adapter.cannot(act, spec.dtype) is None for act in spec.activations]
     if not any(runnable):
         return None
@@ -596,14 +684,15 @@ def outputs_moved(golden: GoldenSet, name: str, case: GoldenCase, now: Sequence[
     dtype = case.spec.dtype
     recorded_version = _recorded_version(golden, name)
     then = f"{name}{RECORDED}"
-    for layer, (a, b, trace, layer_weights, act) in enumerate(zip(now, recorded, case.traces(), case.weights,
-                                                                  case.spec.activations)):
+    facts = golden.facts_of(case)
+    for layer, (a, b, trace, layer_weights, act, kind) in enumerate(zip(now, recorded, case.traces(), case.weights,
+                                                                        case.spec.activations, case.spec.kinds)):
         if a is None or b is None:
             continue
-        bound = forward_bound(trace, layer_weights, act, dtype, {name: None, then: golden.facts})
-        z = DENSE.reference(trace.x, layer_weights, act).z  # not recorded
+        bound = forward_bound(trace, layer_weights, act, dtype, {name: None, then: facts}, kind=kind)
+        z = kind.reference(trace.x, layer_weights, act).z  # not recorded
         both = (excused(name, act, dtype, z, np.asarray(a), x=trace.x)
-                | excused(name, act, dtype, z, np.asarray(b), x=trace.x, facts=golden.facts))
+                | excused(name, act, dtype, z, np.asarray(b), x=trace.x, facts=facts))
         result = compare_arrays(np.asarray(a), np.asarray(b), bound=bound.between(name, then), pair=(name, then),
                                 layer=layer, excused=both)
         if not result.passed:

@@ -19,8 +19,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from equivalence.core.chain import spec_from_json
 from equivalence.core.errors import InputError
-from equivalence.core.spec import StackSpec
 from equivalence.frameworks.registry import names
 
 MAX_BYTES = 64 * 2**20
@@ -189,7 +189,7 @@ def _check_cases(entries: Any, path: Path) -> None:
         keys[key], ids[case_id] = index, index
         where = f"{where} ({case_id})"
         try:
-            StackSpec.from_json(_field(entry, "spec", f"{where}: ", path))
+            spec_from_json(_field(entry, "spec", f"{where}: ", path))
         except ValueError as exc:
             raise InputError(f"{where}: bad 'spec': {exc}", path) from None
         batch = _field(entry, "batch", f"{where}: ", path)
@@ -202,5 +202,7 @@ def _check_cases(entries: Any, path: Path) -> None:
         scale = entry.get("input_scale", 1.0)
         if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
             raise InputError(f"{where}: 'input_scale' must be a positive number, got {_got(scale)}", path)
+        if "fingerprint" in entry:  # a case added to the vectors later (``golden.extend``)
+            _check_fingerprint(entry["fingerprint"], path)
         if not isinstance(entry.get("weight_scale", ""), str):
             raise InputError(f"{where}: 'weight_scale' must be a string, got {_got(entry['weight_scale'])}", path)

@@ -16,10 +16,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import product
 
+from equivalence.core import chain
 from equivalence.core.activations import ACTIVATIONS
 from equivalence.core.case import Case, make_case
-from equivalence.core.dtypes import DTYPES
-from equivalence.core.spec import StackSpec
+from equivalence.core.dtypes import DTYPES, short_dtype_name
+from equivalence.core.spec import ChainSpec, StackSpec
 from equivalence.frameworks.registry import entry
 
 ACTIVATION_AXIS: tuple[str, ...] = ("sigmoid", "tanh", "relu", "linear")
@@ -119,6 +120,65 @@ class MatrixCase:
                          input_scale=self.inputs.input_scale, weight_scale=self.inputs.weight_scale)
 
 
+@dataclass(frozen=True)
+class ChainCase:
+    """One seeded case of a chain of layers of any kind (``equivalence.core.chain``): a named blueprint in one
+    dtype, built by each framework's adapter as a model of that kind (``Adapter.build_chain``)."""
+
+    name: str
+    input_shape: tuple[int, ...]
+    layers: tuple[chain.Planned, ...]
+    dtype: str
+    inputs: Inputs
+    styles: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def spec(self) -> ChainSpec:
+        return chain.resolve(self.input_shape, self.layers, self.dtype)
+
+    @property
+    def id(self) -> str:
+        """``conv2d_f32_n4_x1_fan_in_chain``: the blueprint's name (its kinds are in ``spec.id``)."""
+        return f"{self.name}_{short_dtype_name(self.dtype)}_{self.inputs.id}_chain"
+
+    @property
+    def seed(self) -> int:
+        return zlib.crc32(self.id.encode())
+
+    def style(self, framework: str) -> str | None:
+        return None
+
+    def make(self) -> Case:
+        return chain.make_chain_case(self.input_shape, self.layers, self.dtype, seed=self.seed,
+                                      batch=self.inputs.batch, input_scale=self.inputs.input_scale,
+                                      weight_scale=self.inputs.weight_scale)
+
+
+CHAIN_BLUEPRINTS: tuple[tuple[str, tuple[int, ...], tuple[chain.Planned, ...]], ...] = (
+    ("conv2d", (8, 8, 3), (chain.conv(4, 3, same=True, activation="relu"), chain.pool("max", 2),
+                           chain.conv(6, 3, activation="tanh"), chain.pool("avg", 2, stride=1), chain.flatten(),
+                           chain.dense(5, "sigmoid"))),
+    ("conv1d", (16, 2), (chain.conv(5, 3, stride=2, activation="relu"), chain.pool("avg", 3, stride=1, same=True),
+                         chain.conv(3, 1), chain.flatten(), chain.dense(4, "tanh"))),
+    ("conv_bn", (6, 6, 2), (chain.conv(4, 3, same=True, bias=False), chain.batchnorm("relu"), chain.pool("max", 2),
+                            chain.flatten(), chain.dense(3))),
+    ("norm_mlp", (10,), (chain.dense(12), chain.batchnorm("relu"), chain.dense(9), chain.layernorm("tanh"),
+                         chain.dense(4, "sigmoid"))),
+)
+"""Architectures that mix the kinds: conv stacks with pooling, a Flatten and a Dense; norms after a conv and
+inside an MLP. Each name is one blueprint (a new kind adds one here)."""
+CHAIN_INPUTS: tuple[tuple[tuple[str, ...], Inputs], ...] = (
+    (DTYPES, Inputs(4, 1.0, "fan_in")),          # every dtype, the usual initialisation scale
+    (("float32",), Inputs(3, 10.0, "unit")),     # large sums: tanh and sigmoid saturate, norms see large rows
+)
+
+
+def chain_cases() -> list[ChainCase]:
+    """Every blueprint in every dtype of ``CHAIN_INPUTS``."""
+    return [ChainCase(name, shape, blueprint, dtype, inp)
+            for dtypes, inp in CHAIN_INPUTS for name, shape, blueprint in CHAIN_BLUEPRINTS for dtype in dtypes]
+
+
 def activation_mixes(depth: int) -> list[tuple[str, ...]]:
     """One activation for every layer, for each of ``ACTIVATION_AXIS``; plus the mixed stack when ``depth > 1``."""
     mixes = [(name,) * depth for name in ACTIVATION_AXIS]
@@ -156,7 +216,7 @@ def breadth_cases() -> list[MatrixCase]:
     return out
 
 
-def report_cases() -> list[MatrixCase]:
+def report_cases() -> list[MatrixCase | ChainCase]:
     """The ``equivalence report`` matrix: every shape, activation, input regime, and every build-style pairing."""
     cases = _pooled(REPORT_SHAPES, REPORT_INPUTS)
     cases += _pooled(NOBIAS_SHAPES, (NOBIAS_INPUTS,), bias=False)
@@ -165,17 +225,17 @@ def report_cases() -> list[MatrixCase]:
         for torch_style, keras_style in product(entry("torch").styles, entry("keras").styles):
             spec = StackSpec(n_in, widths, acts, dtype=dtype)
             cases.append(MatrixCase(spec, STYLE_INPUTS, (("torch", torch_style), ("keras", keras_style))))
-    return cases + breadth_cases()
+    return cases + breadth_cases() + chain_cases()
 
 
-def golden_cases() -> list[MatrixCase]:
+def golden_cases() -> list[MatrixCase | ChainCase]:
     """The cases recorded as golden vectors (``equivalence record``); small, so the files stay small."""
     cases = _pooled(GOLDEN_SHAPES, GOLDEN_INPUTS)
     cases += _pooled(NOBIAS_SHAPES[:1], (NOBIAS_INPUTS,), bias=False)
     for (n_in, widths), inp in GOLDEN_WIDE:
         for dtype, acts in product(DTYPE_AXIS, activation_mixes(len(widths))):
             cases.append(MatrixCase(StackSpec(n_in, widths, acts, dtype=dtype), inp))
-    return cases + breadth_golden_cases()
+    return cases + breadth_golden_cases() + chain_cases()
 
 
 def breadth_golden_cases() -> list[MatrixCase]:

@@ -21,20 +21,22 @@ from equivalence.core.compare import Comparison, LayerResult, compare_layers
 from equivalence.core.reference import layerwise_reference
 from equivalence.frameworks.base import Adapter
 from equivalence.guard.fingerprint import summary
-from equivalence.guard.matrix import MatrixCase
+from equivalence.guard.matrix import ChainCase, MatrixCase
 
 REPORT_SCHEMA_VERSION = 1
 FILES = ("report.json", "report.md", "report.png")
 
 
-def run_case(mcase: MatrixCase, adapters: Mapping[str, Adapter], pool: LayerPool) -> Comparison:
+def run_case(mcase: MatrixCase | ChainCase, adapters: Mapping[str, Adapter], pool: LayerPool) -> Comparison:
     """Pooled bare layers when the case has no styles, else freshly built models of its styles."""
     case = mcase.make()
     traces = layerwise_reference(case.spec, case.weights, case.x)
 
+    pooled = pool.model_for(case.spec, case.weights)
+
     def model_for(name: str, adapter: Adapter) -> Any:
         style = mcase.style(name)
-        return pool.stack(adapter, case.spec) if style is None else adapter.build(case.spec, style)
+        return pooled(name, adapter) if style is None else adapter.build(case.spec, style)
 
     outputs, not_run = run_available(case.spec, case.weights, reference_inputs(case.spec, traces), adapters,
                                      model_for)
@@ -59,7 +61,10 @@ class PairRow:
         return self.first_failing_layer is None
 
 
-def build_name(mcase: MatrixCase) -> str:
+def build_name(mcase: MatrixCase | ChainCase) -> str:
+    """How the case's models were built: its styles, pooled dense layers, or a chain's models (``ChainCase``)."""
+    if isinstance(mcase, ChainCase):
+        return "built chains"
     return " + ".join(f"{fw} {style}" for fw, style in mcase.styles) if mcase.styles else "pooled layers"
 
 
@@ -90,7 +95,7 @@ def to_json(results: Sequence[tuple[MatrixCase, Comparison]], *, fingerprint: Ma
             "id": mcase.id, "spec": mcase.spec.id, "dtype": mcase.spec.dtype, "seed": mcase.seed,
             "batch": mcase.inputs.batch,
             "input_scale": mcase.inputs.input_scale, "weight_scale": mcase.inputs.weight_scale,
-            "build": dict(mcase.styles) or "pooled layers", "passed": comparison.passed,
+            "build": dict(mcase.styles) or build_name(mcase), "passed": comparison.passed,
             "not_run": dict(comparison.not_run),
             "layers": [{"pair": r.pair_name, "layer": r.layer, "max_abs": _finite(r.max_abs), "bound": r.bound,
                         "ratio": _finite(r.ratio), "passed": r.passed, "mismatches": r.mismatches,
@@ -255,8 +260,9 @@ def _ratio_text(ratio: float | None) -> str:
 
 
 def _short_case(case_id: str) -> str:
-    """The case id without its build suffix (``_layers``, ``_torch-..._keras-...``): the group names the build."""
-    for marker in ("_layers", "_torch-"):
+    """The case id without its build suffix (``_layers``, ``_torch-..._keras-...``, ``_chain``): the group names
+    the build."""
+    for marker in ("_layers", "_torch-", "_chain"):
         head, found, _ = case_id.rpartition(marker)
         if found and head:
             return head

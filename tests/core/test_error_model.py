@@ -113,7 +113,7 @@ def test_golden_drift_takes_the_error_models_bound(framework, other, activation,
     from equivalence.guard.golden import outputs_moved
 
     case, trace = _one_layer(activation, dtype)
-    golden = SimpleNamespace(facts=None, fingerprint={})
+    golden = SimpleNamespace(facts=None, fingerprint={}, facts_of=lambda case: None)
     recorded = SimpleNamespace(spec=case.spec, weights=case.weights, id=case.id, traces=lambda: [trace])
     moved = outputs_moved(golden, framework, recorded, [trace.h + 1.0], [trace.h], "now")  # moved by 1: caught
     assert [m.result.bound for m in moved] == [_reference_bound(case, trace, framework, f"{framework}{RECORDED}")

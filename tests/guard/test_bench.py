@@ -5,7 +5,18 @@ import re
 import numpy as np
 
 from equivalence.core.check import LayerPool
-from equivalence.guard.bench import bench_line, random_spec, run_floor, run_ours, workload
+from equivalence.guard.bench import (
+    KIND_WORKLOADS,
+    bench_line,
+    compare_kinds,
+    kind_workload,
+    random_spec,
+    run_floor,
+    run_floor_chains,
+    run_ours,
+    run_ours_chains,
+    workload,
+)
 
 BENCH_LINE = re.compile(
     r"bench: cases_per_s=[0-9.]+ vs_naive=[0-9.]+x vs_floor=[0-9.]+x rss_growth_mb_per_10k=-?[0-9.]+")
@@ -41,3 +52,26 @@ def test_random_spec_draws_square_and_width_one_layers():
     specs = [random_spec(rng) for _ in range(200)]
     assert any(1 in s.widths for s in specs)
     assert any(a == b for s in specs for a, b in s.layer_shapes)
+
+
+def test_every_kind_has_a_seeded_workload_built_around_it():
+    for kind in KIND_WORKLOADS:
+        cases = kind_workload(kind, 12)
+        assert [c.id for c in cases] == [c.id for c in kind_workload(kind, 12)]
+        assert all(kind in {k.name for k in c.spec.kinds} for c in cases), kind
+        assert {c.spec.dtype for c in cases} == {"float32"}
+    assert set(KIND_WORKLOADS) == {"conv", "pool", "flatten", "batchnorm", "layernorm"}
+
+
+def test_the_kind_workloads_pass_the_check_and_the_floor_never_builds(torch_adapter, keras_adapter):
+    pool = LayerPool()
+    cases = [case for kind in KIND_WORKLOADS for case in kind_workload(kind, 4)]
+    seconds, disagreements = run_ours_chains(cases, pool)
+    assert disagreements == 0 and seconds > 0
+    builds = pool.builds
+    assert builds > 0
+    assert run_floor_chains(cases, pool) > 0 and run_ours_chains(cases, pool)[1] == 0
+    assert pool.builds == builds, "pooled chain models are reused: same kinds and shapes, new weights"
+    kinds = compare_kinds(20, pool, blocks=2)
+    assert set(kinds) == set(KIND_WORKLOADS)
+    assert all(k["vs_floor"] > 0 and k["cases"] == 20 and k["disagreements"] == 0 for k in kinds.values())

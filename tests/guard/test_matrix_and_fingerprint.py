@@ -5,11 +5,12 @@ from __future__ import annotations
 import zlib
 from itertools import product
 
+from equivalence.core.spec import StackSpec
 from equivalence.core.strategies import ACTIVATION_NAMES, DTYPE_NAMES
 from equivalence.frameworks.keras.known_differences import keras_backend
 from equivalence.frameworks.registry import entry
 from equivalence.guard.fingerprint import changes, fingerprint, flatten, summary
-from equivalence.guard.matrix import ACTIVATION_AXIS, DTYPE_AXIS, golden_cases, report_cases, select
+from equivalence.guard.matrix import ACTIVATION_AXIS, CHAIN_BLUEPRINTS, DTYPE_AXIS, golden_cases, report_cases, select
 
 
 def test_case_ids_are_unique_and_seeds_come_from_them():
@@ -20,12 +21,13 @@ def test_case_ids_are_unique_and_seeds_come_from_them():
 
 
 def test_the_report_matrix_covers_every_style_pairing_activation_dtype_and_regime():
-    cases = report_cases()
+    every = report_cases()
+    cases = [c for c in every if isinstance(c.spec, StackSpec)]
     pairings = {c.styles for c in cases if c.styles}
     assert pairings == {(("torch", t), ("keras", k)) for t, k in product(entry("torch").styles, entry("keras").styles)}
     assert {a for c in cases for a in c.spec.activations} == set(ACTIVATION_NAMES) >= set(ACTIVATION_AXIS)
     assert {c.spec.dtype for c in cases} == set(DTYPE_NAMES) >= set(DTYPE_AXIS)
-    golden = golden_cases()
+    golden = [c for c in golden_cases() if isinstance(c.spec, StackSpec)]
     assert {a for c in golden for a in c.spec.activations} == set(ACTIVATION_NAMES)
     assert {(c.spec.dtype, c.spec.bias) for c in golden} == set(product(DTYPE_NAMES, (True, False)))
     assert any(len(set(c.spec.activations)) > 1 for c in cases), "no mixed-activation stack"
@@ -35,6 +37,20 @@ def test_the_report_matrix_covers_every_style_pairing_activation_dtype_and_regim
     square = [c for c in cases if any(i == o > 1 for i, o in c.spec.layer_shapes)]
     assert square, "no square layer, where a missing transpose is shape-valid"
     assert max(c.spec.depth for c in cases) >= 8 and max(max(c.spec.fan_ins) for c in cases) >= 512
+
+
+def test_the_chains_of_the_matrices_mix_every_kind_in_every_dtype():
+    kinds = {"conv", "pool", "flatten", "batchnorm", "layernorm", "dense"}
+    for cases in (report_cases(), golden_cases()):
+        chains = [c for c in cases if not isinstance(c.spec, StackSpec)]
+        assert len(chains) > len(CHAIN_BLUEPRINTS)
+        for dtype in DTYPE_NAMES:
+            assert {k.name for c in chains if c.spec.dtype == dtype for k in c.spec.kinds} == kinds, dtype
+        assert any({"conv", "flatten", "dense"} <= {k.name for k in c.spec.kinds} for c in chains)
+        assert any(c.spec.input_shape == (10,) and {"batchnorm", "layernorm"} <= {k.name for k in c.spec.kinds}
+                   for c in chains), "no norm inside an MLP"
+        assert {k.op for c in chains for k in c.spec.kinds if k.name == "pool"} == {"max", "avg"}
+        assert {len(c.spec.input_shape) for c in chains} == {1, 2, 3}  # MLP, 1-D and 2-D convs
 
 
 def test_the_same_matrix_case_always_draws_the_same_arrays():

@@ -30,7 +30,7 @@ def drawn_report(*, failing: int = 5, seed: int = 0) -> dict:
     rng = random.Random(seed)
     cases, rows = [], []
     for mcase in report_cases():
-        build = dict(mcase.styles) or "pooled layers"
+        build = dict(mcase.styles) or rep.build_name(mcase)
         case = {"id": mcase.id, "build": build, "dtype": mcase.spec.dtype, "layers": []}
         for pair in PAIRS:
             ratio = rng.uniform(0, 0.5) * 10 ** -rng.randint(0, 3)
@@ -69,7 +69,7 @@ def test_the_grouped_summary_fits_and_shows_every_figure_whole(width):
     text = render(rep.terminal_view(report, width=width), width)
     assert_fits(text, width)
     groups = rep.group_rows(report)
-    assert len(groups) == 13 * len(PAIRS)  # 4 dtypes of pooled layers, 9 build pairings
+    assert len(groups) == 17 * len(PAIRS)  # 4 dtypes of pooled layers, 9 build pairings, 4 dtypes of built chains
     assert len(text.splitlines()) < len(report["rows"]) / 3, "the summary is not a summary"
     for g in groups:
         fail = f"fail {g.failing}" if g.failing else "0"

@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 from equivalence.core.activations import LEAKY_SLOPE, family_of  # noqa: E402
 from equivalence.core.dtypes import numpy_dtype  # noqa: E402
 from equivalence.core.layout import LayerWeights, check_weights  # noqa: E402
-from equivalence.core.spec import StackSpec  # noqa: E402
+from equivalence.core.spec import ChainSpec, StackSpec  # noqa: E402
 from equivalence.frameworks.base import Adapter, FrameworkRefused, ParamCount  # noqa: E402
 
 if TYPE_CHECKING:
@@ -169,6 +169,7 @@ class KerasAdapter(Adapter):
 
     name = "keras"
     kernel_layout = "in_out"
+    chain_builder = True
     backend: str = "?"
     keras: Any = keras
     """The Keras module the adapter drives."""
@@ -287,6 +288,14 @@ class KerasAdapter(Adapter):
         layer = self._dense(n_out, activation, bias=bias, dtype=dtype)
         layer.build((None, n_in))
         return layer
+
+    def build_chain(self, spec: ChainSpec, weights: Sequence[LayerWeights]) -> list[Any]:
+        from equivalence.frameworks.keras.chain import build_chain
+
+        if self.chainless():
+            return super().build_chain(spec, weights)  # refuses
+        self._count_build()
+        return build_chain(self, spec, weights)
 
     def _dense(self, width: int, activation: str, *, bias: bool, dtype: str) -> Any:
         if dtype == "float64" and not self.float64_available():

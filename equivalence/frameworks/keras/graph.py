@@ -30,6 +30,7 @@ class GraphKeras(TensorFlowKeras):
     """Every layer and model through ``tf.function`` (no XLA)."""
 
     name = "keras_graph"
+    chain_builder = False  # its layers traced: a chain built here would run eagerly
     jit_compile = False
 
     def __init__(self) -> None:

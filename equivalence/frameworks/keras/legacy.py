@@ -90,6 +90,7 @@ class LegacyKerasAdapter(TensorFlowKeras):
     ``keras2/tensorflow`` variant. Only what differs from Keras 3 on TensorFlow is here."""
 
     keras = tf_keras
+    chain_builder = False  # the walker reads Keras 3 models
     label = "Keras 2"
     stack_class = DenseStack
 

@@ -150,6 +150,7 @@ class LiteRTKeras(TensorFlowKeras):
 
     name = "litert"
     kernel_layout = "out_in"
+    chain_builder = False  # its layers converted: a chain built here would run on Keras
 
     def __init__(self) -> None:
         super().__init__()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -13,7 +13,7 @@ from torch import nn
 from equivalence.core.activations import LEAKY_SLOPE, family_of
 from equivalence.core.dtypes import numpy_dtype
 from equivalence.core.layout import LayerWeights, check_weights
-from equivalence.core.spec import StackSpec
+from equivalence.core.spec import ChainSpec, StackSpec
 from equivalence.frameworks.base import Adapter, ParamCount
 
 if TYPE_CHECKING:
@@ -134,6 +134,7 @@ def to_tensor(a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
 class TorchAdapter(Adapter):
     name = "torch"
     kernel_layout = "out_in"
+    chain_builder = True
 
     def build(self, spec: StackSpec, style: str) -> nn.Module:
         self.check_style(style)
@@ -160,6 +161,14 @@ class TorchAdapter(Adapter):
             dt = numpy_dtype_of(linear.weight)
             out.append((to_numpy(linear.weight, dt), None if linear.bias is None else to_numpy(linear.bias, dt)))
         return out
+
+    def build_chain(self, spec: ChainSpec, weights: Sequence[LayerWeights]) -> list[Any]:
+        from equivalence.frameworks.torch.chain import build_chain
+
+        if self.chainless():
+            return super().build_chain(spec, weights)  # refuses
+
+        return build_chain(spec, weights, TORCH_DTYPES[spec.dtype], activation_module)
 
     def set_weights(self, model: nn.Module, weights: Sequence[LayerWeights]) -> None:
         linears = [linear for linear, _ in layer_pairs(model)]

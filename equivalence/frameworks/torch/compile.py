@@ -26,6 +26,7 @@ RECOMPILE_LIMIT = 64
 
 class TorchCompileAdapter(TorchAdapter):
     name = "torch_compile"
+    chain_builder = False  # its layers compiled: a chain built here would run eagerly
 
     def __init__(self) -> None:
         # dynamo caches compiled graphs per code object, 8 by default; with dynamic shapes one key still

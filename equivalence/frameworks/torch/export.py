@@ -36,6 +36,7 @@ def export(module: nn.Module, n_in: int, dtype: torch.dtype) -> torch.export.Exp
 
 class TorchExportAdapter(TorchAdapter):
     name = "torch_export"
+    chain_builder = False  # its layers exported: a chain built here would run eagerly
 
     def __init__(self) -> None:
         self._exported: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

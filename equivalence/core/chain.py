@@ -1,0 +1,234 @@
+"""Chains of layers of any kind, as the golden vectors and the report matrix hold them.
+
+A ``ChainSpec`` names each layer's kind (resolved at its input shape), activation and dtype; a dense layer's
+width and whether a layer has a bias are in its weights. Here: the JSON form of a chain spec (each kind by its
+``name`` in ``KIND_TYPES``, its fields as they are), the shapes along a chain, the check of a chain's weights,
+and seeded cases drawn from a blueprint (``Planned`` layers: the kind made at the input shape it gets).
+
+A new kind plugs in with one entry in ``KIND_TYPES`` (a frozen dataclass whose fields are JSON numbers,
+strings, booleans and tuples of them) and one in ``WEIGHT_DRAWS``; each framework's chain builder
+(``Adapter.build_chain``) gains one entry too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from equivalence.core.case import Case
+from equivalence.core.dtypes import numpy_dtype
+from equivalence.core.kinds import DENSE, LayerWeights
+from equivalence.core.norms import BatchNorm, LayerNorm
+from equivalence.core.spatial import Conv, Flatten, Pool, same_padding
+from equivalence.core.spec import ChainSpec, StackSpec
+
+KIND_TYPES: dict[str, Any] = {"dense": None, "conv": Conv, "pool": Pool, "flatten": Flatten,
+                              "layernorm": LayerNorm, "batchnorm": BatchNorm}
+"""Every kind a chain may hold, by its ``name``: its class (None: the ``DENSE`` singleton, no fields)."""
+
+NO_WEIGHTS = np.zeros((0,))
+"""A pooling or flatten layer's weights: nothing to store."""
+
+
+# --- the JSON form -----------------------------------------------------------------------------------
+
+def _as_tuples(value: Any) -> Any:
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def kind_to_json(kind: Any) -> dict[str, Any]:
+    if kind is DENSE:
+        return {"name": "dense"}
+    return {"name": kind.name, **{f.name: _as_lists(getattr(kind, f.name)) for f in dataclasses.fields(kind)}}
+
+
+def _as_lists(value: Any) -> Any:
+    return [_as_lists(v) for v in value] if isinstance(value, tuple) else value
+
+
+def kind_from_json(data: Any) -> Any:
+    """The kind of a ``kind_to_json`` dict; ``ValueError`` naming what is wrong."""
+    if not isinstance(data, dict) or not isinstance(data.get("name"), str) or data["name"] not in KIND_TYPES:
+        raise ValueError(f"a layer kind must be an object whose 'name' is one of {', '.join(KIND_TYPES)}; "
+                         f"got {data!r:.80}")
+    cls = KIND_TYPES[data["name"]]
+    if cls is None:
+        return DENSE
+    fields = {k: _as_tuples(v) for k, v in data.items() if k != "name"}
+    try:
+        return cls(**fields)
+    except TypeError as exc:
+        raise ValueError(f"layer kind {data['name']}: {exc}") from None
+
+
+def spec_to_json(spec: StackSpec | ChainSpec) -> dict[str, Any]:
+    """A dense stack's own JSON form, or a chain's: ``input_shape``, ``layers`` (kind and activation), ``dtype``."""
+    if isinstance(spec, StackSpec):
+        return spec.to_json()
+    return {"input_shape": list(spec.input_shape),
+            "layers": [{"kind": kind_to_json(k), "activation": a} for k, a in zip(spec.kinds, spec.activations)],
+            "dtype": spec.dtype}
+
+
+def spec_from_json(data: Any) -> StackSpec | ChainSpec:
+    """The spec of a ``spec_to_json`` dict (a chain when it has ``layers``); ``ValueError`` naming the field."""
+    if not isinstance(data, dict) or "layers" not in data:
+        return StackSpec.from_json(data)
+    shape, layers = data.get("input_shape"), data["layers"]
+    if not isinstance(shape, list) or not shape or not all(isinstance(n, int) and n > 0 for n in shape):
+        raise ValueError(f"input_shape must be a list of positive integers, got {shape!r:.60}")
+    if not isinstance(layers, list) or not layers or not all(isinstance(layer, dict) for layer in layers):
+        raise ValueError(f"layers must be a non-empty list of {{kind, activation}} objects, got {layers!r:.60}")
+    from equivalence.core.activations import ACTIVATIONS
+
+    for i, layer in enumerate(layers):
+        if layer.get("activation") not in ACTIVATIONS:
+            raise ValueError(f"layers[{i}]: unknown activation {layer.get('activation')!r}")
+    return ChainSpec(tuple(shape), tuple(kind_from_json(layer.get("kind")) for layer in layers),
+                     tuple(layer["activation"] for layer in layers), data.get("dtype"))
+
+
+# --- shapes and weights -----------------------------------------------------------------------------
+
+def chain_shapes(spec: ChainSpec, weights: Sequence[LayerWeights]) -> list[tuple[int, ...]]:
+    """One sample's output shape of every layer (a dense layer's width is its kernel's)."""
+    shape, out = tuple(spec.input_shape), []
+    for kind, (W, _) in zip(spec.kinds, weights):
+        shape = (int(np.shape(W)[1]),) if kind is DENSE else tuple(kind.output_shape(shape))
+        out.append(shape)
+    return out
+
+
+def check_chain_weights(spec: ChainSpec, weights: Sequence[LayerWeights], *, what: str = "weights") -> None:
+    """Raise ``ValueError`` naming the first layer whose weights do not fit its kind at its input shape."""
+    if len(weights) != spec.depth:
+        raise ValueError(f"{what}: expected {spec.depth} layers, got {len(weights)}")
+    shape = tuple(spec.input_shape)
+    for i, (kind, (W, b)) in enumerate(zip(spec.kinds, weights)):
+        if kind is DENSE:
+            if len(shape) != 1 or np.ndim(W) != 2 or np.shape(W)[0] != shape[0]:
+                raise ValueError(f"{what}: layer {i} (dense) kernel has shape {np.shape(W)}, expected "
+                                 f"({math.prod(shape)}, out) on input {shape}")
+            expected = DENSE.parameter_shapes(shape[0], np.shape(W)[1], bias=b is not None)
+        else:
+            expected = kind.parameter_shapes(bias=b is not None)
+        got = tuple(np.shape(a) for a in (W, b) if a is not None and np.size(a))
+        if got != expected:
+            raise ValueError(f"{what}: layer {i} ({kind.name}) has parameters shaped {got}, expected {expected}")
+        shape = (int(np.shape(W)[1]),) if kind is DENSE else tuple(kind.output_shape(shape))
+
+
+# --- blueprints and seeded cases -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Planned:
+    """One layer of a blueprint: its kind, made at the input shape it gets (``make``); its activation; a
+    dense layer's width and bias (``units``, ``bias``), which its weights carry."""
+
+    make: Callable[[tuple[int, ...]], Any]
+    activation: str = "linear"
+    units: int = 0
+    bias: bool = True
+
+
+def _same(shape: tuple[int, ...], size: tuple[int, ...], strides: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
+    return tuple(same_padding(n, k, s) for n, k, s in zip(shape[:-1], size, strides))
+
+
+def conv(filters: int, kernel: int, *, stride: int = 1, same: bool = False, activation: str = "linear",
+         bias: bool = True) -> Planned:
+    """A conv of rank its input's; ``same``: TensorFlow's ``"same"`` padding (pick sizes where it is symmetric:
+    torch pads both ends alike)."""
+    def make(shape: tuple[int, ...]) -> Conv:
+        rank = len(shape) - 1
+        size, strides = (kernel,) * rank, (stride,) * rank
+        padding = _same(shape, size, strides) if same else ((0, 0),) * rank
+        return Conv(size, strides, padding, shape[-1], filters)
+    return Planned(make, activation, bias=bias)
+
+
+def pool(op: str, size: int, *, stride: int | None = None, same: bool = False) -> Planned:
+    def make(shape: tuple[int, ...]) -> Pool:
+        rank = len(shape) - 1
+        window, strides = (size,) * rank, (stride or size,) * rank
+        return Pool(op, window, strides, _same(shape, window, strides) if same else ((0, 0),) * rank)
+    return Planned(make)
+
+
+def flatten() -> Planned:
+    return Planned(lambda shape: Flatten(tuple(shape)))
+
+
+def dense(units: int, activation: str = "linear", *, bias: bool = True) -> Planned:
+    return Planned(lambda shape: DENSE, activation, units, bias)
+
+
+def batchnorm(activation: str = "linear", *, epsilon: float = 1e-3, momentum: float = 0.99) -> Planned:
+    return Planned(lambda shape: BatchNorm(shape[-1], epsilon, momentum), activation)
+
+
+def layernorm(activation: str = "linear", *, epsilon: float = 1e-3) -> Planned:
+    return Planned(lambda shape: LayerNorm(shape[-1], epsilon), activation)
+
+
+def resolve(input_shape: tuple[int, ...], layers: Sequence[Planned], dtype: str) -> ChainSpec:
+    """The chain spec of a blueprint: every kind made at the shape the layers before it give."""
+    kinds, shape = [], tuple(input_shape)
+    for planned in layers:
+        kind = planned.make(shape)
+        kinds.append(kind)
+        shape = (planned.units,) if kind is DENSE else tuple(kind.output_shape(shape))
+    return ChainSpec(tuple(input_shape), tuple(kinds), tuple(p.activation for p in layers), dtype)
+
+
+def _signed(rng: np.random.Generator, low: float, high: float, n: int) -> np.ndarray:
+    return rng.uniform(low, high, size=n) * rng.choice([-1.0, 1.0], size=n)
+
+
+def _draw_affine(rng: np.random.Generator, kernel: tuple[int, ...], fan_in: int, bias: bool,
+                 weight_scale: str) -> LayerWeights:
+    """A kernel U(-s, s) (s = 1, or 1/sqrt(fan-in)) and a bias bounded away from zero (a dropped bias shows)."""
+    scale = 1.0 if weight_scale == "unit" else 1.0 / np.sqrt(fan_in)
+    W = rng.uniform(-scale, scale, size=kernel)
+    return LayerWeights(W, _signed(rng, 0.1, 1.0, kernel[-1]) if bias else None)
+
+
+def _draw_norm(rng: np.random.Generator, kind: Any) -> LayerWeights:
+    """gamma of either sign away from zero, beta U(-1, 1); BatchNorm's moving mean U(-1, 1), variance U(0.25, 4)."""
+    rows = [_signed(rng, 0.5, 2.0, kind.features), rng.uniform(-1, 1, kind.features)]
+    if kind.ROWS == 4:
+        rows += [rng.uniform(-1, 1, kind.features), rng.uniform(0.25, 4.0, kind.features)]
+    return LayerWeights(np.stack(rows), None)
+
+
+WEIGHT_DRAWS: Mapping[str, Callable[..., LayerWeights]] = {
+    "dense": lambda rng, kind, shape, planned, scale: _draw_affine(rng, (shape[0], planned.units), shape[0],
+                                                                   planned.bias, scale),
+    "conv": lambda rng, kind, shape, planned, scale: _draw_affine(
+        rng, kind.parameter_shapes(bias=False)[0], math.prod(kind.kernel) * kind.in_channels, planned.bias, scale),
+    "pool": lambda rng, kind, shape, planned, scale: LayerWeights(NO_WEIGHTS, None),
+    "flatten": lambda rng, kind, shape, planned, scale: LayerWeights(NO_WEIGHTS, None),
+    "layernorm": lambda rng, kind, shape, planned, scale: _draw_norm(rng, kind),
+    "batchnorm": lambda rng, kind, shape, planned, scale: _draw_norm(rng, kind),
+}
+"""Each kind's seeded weights: ``(rng, kind, input shape, planned layer, weight scale) -> LayerWeights``."""
+
+
+def make_chain_case(input_shape: tuple[int, ...], layers: Sequence[Planned], dtype: str, *, seed: int, batch: int,
+                    input_scale: float = 1.0, weight_scale: str = "fan_in") -> Case:
+    """The case a blueprint draws from ``seed``: the same arguments always give the same arrays."""
+    spec = resolve(input_shape, layers, dtype)
+    rng = np.random.default_rng(seed)
+    dt = numpy_dtype(dtype)
+    weights, shape = [], tuple(input_shape)
+    for kind, planned in zip(spec.kinds, layers):
+        W, b = WEIGHT_DRAWS[kind.name](rng, kind, shape, planned, weight_scale)
+        weights.append(LayerWeights(W.astype(dt), None if b is None else b.astype(dt)))
+        shape = (planned.units,) if kind is DENSE else tuple(kind.output_shape(shape))
+    x = rng.uniform(-input_scale, input_scale, size=(batch, *input_shape)).astype(dt)
+    return Case(spec, tuple(weights), x)  # type: ignore[arg-type]  # a chain's Case: ChainSpec in spec's place

@@ -1,0 +1,76 @@
+"""A chain of layers of any kind (``equivalence.core.chain``) built as a torch model, as a user writes one:
+``nn.Sequential`` of ``Conv1d/2d``, ``MaxPool/AvgPool``, ``nn.Flatten``, ``BatchNorm1d/2d`` (eval mode),
+``LayerNorm`` and ``Linear``, each followed by its activation module. The model is then walked like a user's own
+(``walk``), so the golden vectors and the report judge exactly the layers the own-model path runs.
+
+One entry per kind in ``LAYERS``: ``(kind, weights, dtype) -> module``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from torch import nn
+
+from equivalence.core.adapter import FrameworkRefused
+from equivalence.core.kinds import LayerWeights
+from equivalence.core.spec import ChainSpec
+from equivalence.core.walk import DenseUnit
+from equivalence.frameworks.torch.walk import walk
+
+
+def _symmetric(padding: tuple[tuple[int, int], ...], what: str) -> tuple[int, ...]:
+    if any(before != after for before, after in padding):
+        raise FrameworkRefused(f"torch pads both ends alike: a {what} padded {padding} has no torch module")
+    return tuple(before for before, _ in padding)
+
+
+def _conv(kind: Any, weights: LayerWeights, dt: Any) -> nn.Module:
+    cls = {1: nn.Conv1d, 2: nn.Conv2d}[kind.rank]
+    return cls(kind.in_channels, kind.out_channels, kind.kernel, stride=kind.strides,
+               padding=_symmetric(kind.padding, "conv"), bias=weights.b is not None, dtype=dt)
+
+
+def _pool(kind: Any, weights: LayerWeights, dt: Any) -> nn.Module:
+    rank, padding = len(kind.size), _symmetric(kind.padding, "pooling layer")
+    if kind.op == "max":
+        return {1: nn.MaxPool1d, 2: nn.MaxPool2d}[rank](kind.size, stride=kind.strides, padding=padding)
+    return {1: nn.AvgPool1d, 2: nn.AvgPool2d}[rank](kind.size, stride=kind.strides, padding=padding,
+                                                    count_include_pad=kind.count_include_pad)
+
+
+def _batchnorm(kind: Any, weights: LayerWeights, dt: Any, rank: int) -> nn.Module:
+    cls = nn.BatchNorm2d if rank == 2 else nn.BatchNorm1d
+    return cls(kind.features, eps=kind.epsilon, momentum=round(1 - kind.momentum, 12), dtype=dt)
+
+
+LAYERS: dict[str, Callable[..., nn.Module]] = {
+    "dense": lambda kind, w, dt, rank: nn.Linear(*w.W.shape, bias=w.b is not None, dtype=dt),
+    "conv": lambda kind, w, dt, rank: _conv(kind, w, dt),
+    "pool": lambda kind, w, dt, rank: _pool(kind, w, dt),
+    "flatten": lambda kind, w, dt, rank: nn.Flatten(),
+    "batchnorm": _batchnorm,
+    "layernorm": lambda kind, w, dt, rank: nn.LayerNorm(kind.features, eps=kind.epsilon, dtype=dt),
+}
+"""Each kind's torch module: ``(kind, canonical weights, torch dtype, spatial rank of its input) -> module``."""
+
+
+def build_chain(spec: ChainSpec, weights: Sequence[LayerWeights], dt: Any,
+                activation_module: Callable[[str], nn.Module]) -> list[DenseUnit]:
+    """``spec`` as an ``nn.Sequential`` in eval mode holding ``weights``, in torch dtype ``dt``, each activation
+    ``activation_module(name)`` (the adapter's): its walked units, one per layer."""
+    modules: list[nn.Module] = []
+    rank = len(spec.input_shape) - 1
+    for kind, layer_weights, activation in zip(spec.kinds, weights, spec.activations):
+        modules.append(LAYERS[kind.name](kind, layer_weights, dt, rank))
+        if activation != "linear":
+            modules.append(activation_module(activation))
+        if kind.name == "flatten":
+            rank = 0
+    model = nn.Sequential(*modules).eval()
+    units = walk(model, input_shape=tuple(spec.input_shape) if len(spec.input_shape) > 1 else None)
+    for unit, layer_weights in zip(units, weights):
+        if unit.write is not None and layer_weights.W.size:
+            unit.write(layer_weights.W, layer_weights.b)
+    return units
