@@ -86,12 +86,16 @@ keras3_vectors = pytest.mark.skipif(
 
 
 def keras_walker_problem() -> str | None:
-    """Why the Keras walker cannot read a plain ``Sequential`` here (a one-line ``ModelNotSupported``), or None.
+    """Why the Keras walker cannot read a plain ``Sequential`` here (Keras 2 runs, or a one-line
+    ``ModelNotSupported``), or None.
     Keras 3.0 to 3.3 cannot call one on a symbolic tensor; the walker reads its functional graph there instead."""
     from equivalence.core.walk import ModelNotSupported
     from equivalence.frameworks.keras.walk import walk
     from tests.own_models import keras_model
 
+    if KERAS2:
+        return ("these tests build Keras 3 models, and Keras 2 (tf-keras, TF_USE_LEGACY_KERAS=1) is the keras "
+                "framework here: tests/own/test_own_keras2.py checks its own models")
     try:
         walk(keras_model("sequential", (2, 3), ("relu",)))
     except ModelNotSupported as exc:

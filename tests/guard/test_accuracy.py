@@ -20,7 +20,7 @@ from equivalence.core.accuracy import MEAN_LIMIT, ErrorStats
 from equivalence.core.dtypes import DTYPES, LARGEST, SMALLEST_NORMAL, numpy_dtype
 from equivalence.guard import accuracy as guard_accuracy
 from equivalence.guard import golden
-from tests.helpers import BFLOAT16, needs_bfloat16
+from tests.helpers import BFLOAT16, keras3_only, needs_bfloat16
 
 GOLDEN = Path(__file__).resolve().parents[2] / "golden"
 FEW_CASES = "1-1_"
@@ -262,6 +262,7 @@ def _nextafter_toward_zero(y):
     return jnp.nextafter(y, jnp.zeros_like(y))
 
 
+@keras3_only  # patches Keras 3's ops
 @pytest.mark.parametrize("every, mean", [(4, -0.25), (1, -1.0)], ids=["quarter-ulp", "one-ulp"])
 def test_verify_catches_float32_keras_tanh_moved_toward_zero(recorded_here, monkeypatch, capsys, keras_adapter, every,
                                                      mean):

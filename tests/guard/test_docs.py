@@ -49,6 +49,7 @@ EXAMPLES = [page for page in PAGES if PYTHON_BLOCK.search(page.read_text(encodin
 
 
 @pytest.mark.parametrize("page", EXAMPLES, ids=_id)
+@pytest.mark.usefixtures("keras_walker_or_skip")  # the examples port to Keras 3 models
 def test_every_python_example_runs(page, torch_adapter, keras_adapter, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # an example that writes a file writes it here
     namespace: dict = {"__name__": f"docs_example_{page.stem}"}

@@ -220,6 +220,7 @@ def test_a_broken_onnx_file_is_one_line_naming_the_file_and_the_format(files, ca
     assert f"{files[name]}: {says}" in err, err
 
 
+@pytest.mark.usefixtures("keras_walker_or_skip")  # a Keras 3 port
 def test_an_onnx_export_and_a_keras_port_of_the_same_model_agree(keras_adapter):
     from equivalence import assert_equivalent, port_weights
     from tests.helpers import keras_walker_problem

@@ -6,13 +6,10 @@ import numpy as np
 import pytest
 
 from equivalence.core.case import drawn_input
-from tests.helpers import BFLOAT16, keras3_only
+from tests.helpers import BFLOAT16
 from tests.own_models import KERAS_STYLES, TORCH_STYLES, keras_model, torch_model
 
-pytestmark = keras3_only  # the keras walker reads Keras 3 models
-
-
-pytestmark = pytest.mark.usefixtures("keras_walker_or_skip")
+pytestmark = pytest.mark.usefixtures("keras_walker_or_skip")  # Keras 3 models, read by its walker
 
 WIDTHS = (9, 16, 16, 16, 5)  # square layers in the middle: an untransposed one is shape-valid
 CHAINS = {

@@ -6,13 +6,9 @@ import numpy as np
 import pytest
 
 from equivalence.cli import EXIT_DISAGREE, EXIT_OK, EXIT_USAGE, main
-from tests.helpers import keras3_only
 from tests.own_models import keras_model, torch_model
 
-pytestmark = keras3_only  # the keras walker reads Keras 3 models
-
-
-pytestmark = pytest.mark.usefixtures("keras_walker_or_skip")
+pytestmark = pytest.mark.usefixtures("keras_walker_or_skip")  # Keras 3 models, read by its walker
 
 WIDTHS = (6, 8, 8, 3)
 CHAIN = ("relu", "tanh", "softmax")
