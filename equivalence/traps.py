@@ -1,0 +1,65 @@
+"""Traps of a port named from the weights, before any value is computed: a layer kind's known wrong layouts
+(``wrong_layouts``: a transposed embedding table, a wrong head split) and torch's ``padding_idx`` row.
+
+``equivalence.own`` asks these for every pair of layers of a kind that has them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from equivalence.core.embedding import Embedding
+from equivalence.core.kinds import LayerWeights
+from equivalence.core.walk import DenseUnit
+
+
+def _same(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return np.shape(a) == np.shape(b) and np.array_equal(np.asarray(a, dtype=np.float64),
+                                                         np.asarray(b, dtype=np.float64), equal_nan=True)
+
+
+def layout_traps(where: str, t: DenseUnit, k: DenseUnit, a: str = "torch", b: str = "keras") -> list[tuple[str, str]]:
+    """``(what, message)`` when ``k``'s weights are ``t``'s in one of its kind's known wrong layouts."""
+    wrong_layouts = getattr(t.layer_kind, "wrong_layouts", None)
+    if wrong_layouts is None or (_same(k.W, t.W) and _same(k.b, t.b)):
+        return []
+    for what, wrong, explanation in wrong_layouts(LayerWeights(t.W, t.b)):
+        if _same(k.W, wrong[0]) and _same(k.b, wrong[1]):
+            return [(what, f"{where}: {what}: the {b} weights are the {a} weights with a wrong layout: "
+                           f"{explanation}")]
+    return []
+
+
+def padding_row(where: str, t: DenseUnit, k: DenseUnit) -> list[tuple[str, str]]:
+    """torch's ``padding_idx`` row: kept at zero by torch (never trained), a plain row in Keras. Named when the
+    torch row is not zero (torch would keep it out of training, Keras trains it), or when the Keras row differs
+    from torch's zero, the tables being equal everywhere else (so nothing else is left to name in them)."""
+    kind = t.layer_kind
+    if not isinstance(kind, Embedding) or kind.padding_idx is None or t.W.shape != k.W.shape \
+            or t.dtype != k.dtype:
+        return []
+    p = kind.padding_idx
+    if not _same(np.delete(t.W, p, axis=0), np.delete(k.W, p, axis=0)):
+        return []  # the tables differ elsewhere too: the kernel comparison says where
+    if np.any(t.W[p] != 0):
+        return [("padding_idx", f"{where}: padding_idx: the torch row {p} (padding_idx={p}) is not zero (greatest "
+                                f"|w| {float(np.max(np.abs(t.W[p].astype(np.float64)))):.3g}): torch keeps that row "
+                                "out of training and zeroes it in a fresh model, while Keras trains every row; "
+                                "port a table whose padding row is zero, or drop padding_idx")]
+    if np.any(k.W[p] != 0):
+        return [("padding_idx", f"{where}: padding_idx: the keras row {p} is not zero, but torch keeps its "
+                                f"padding_idx={p} row at zero (port the torch table, padding row included)")]
+    return []
+
+
+def padding_write_problem(where: str, target: DenseUnit, W: np.ndarray) -> str | None:
+    """Why ``port_weights`` must not write ``W`` into a torch embedding: a non-zero row at its ``padding_idx``."""
+    kind = target.layer_kind
+    if target.framework != "torch" or not isinstance(kind, Embedding) or kind.padding_idx is None:
+        return None
+    if np.any(np.asarray(W)[kind.padding_idx] != 0):
+        return f"{where}: the source's row {kind.padding_idx} is not zero, but torch's padding_idx=" \
+               f"{kind.padding_idx} keeps it at zero (set that row to zero first, or drop padding_idx)"
+    return None

@@ -1,0 +1,222 @@
+"""A user's sequence model and its Keras port: token ids through an Embedding, a multi-head self-attention, a mean
+over the tokens and a Dense. A faithful port passes layer by layer in every dtype; each trap (row layout,
+padding_idx, mask_zero, head split, heads) is named from the weights and configs; a broken framework layer turns
+the suite red at that layer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+
+from tests.helpers import BFLOAT16
+from tests.sequence_models import SequenceArch, keras_sequence_model, sequence_archs, token_ids, torch_sequence_model
+
+pytestmark = pytest.mark.usefixtures("keras_walker_or_skip")
+
+SEQUENCE_EXAMPLES = max(4, settings.default.max_examples // 20)
+"""Architectures per dtype: each builds two models."""
+
+
+@pytest.fixture(autouse=True)
+def _frameworks(torch_adapter, keras_adapter):
+    """Every test here needs both frameworks (skips with the reason otherwise)."""
+
+
+def _ported(arch: SequenceArch):
+    from equivalence import port_weights
+
+    t, k = torch_sequence_model(arch), keras_sequence_model(arch)
+    port_weights(t, k)
+    return t, k
+
+
+def _differences(t, k):
+    """The differences named from the two models' configurations and weights: no layer is run."""
+    from equivalence.own import structural_differences, walk_pair
+
+    return structural_differences(*walk_pair(t, k))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16", BFLOAT16])
+def test_a_ported_sequence_model_agrees_layer_by_layer(dtype):
+    """Embedding (+ attention + activation) + mean + Dense over drawn vocabularies, widths, lengths and heads:
+    every layer within its kind's bound in both frameworks, with the shapes and parameter counts of both."""
+    from equivalence import compare_models
+
+    @settings(max_examples=SEQUENCE_EXAMPLES)
+    @given(arch=sequence_archs(dtype=dtype))
+    def check(arch: SequenceArch) -> None:
+        t, k = _ported(arch)
+        result = compare_models(t, k, x=token_ids(arch))
+        assert result.passed, result.message()
+        kinds = ["embedding", *(["attention"] if arch.heads else []), "mean", "dense"]
+        assert [u.layer_kind.name for u in result.torch_layers] == kinds
+        assert [u.out_shape for u in result.torch_layers] == [u.out_shape for u in result.keras_layers]
+        counts = [u.W.size + (0 if u.b is None else u.b.size) for u in result.torch_layers]
+        assert sum(counts) == sum(p.numel() for p in t.parameters()) == k.count_params()
+        assert counts[0] == arch.vocab * arch.dim
+        if arch.heads:
+            assert counts[1] == result.torch_layers[1].layer_kind.parameter_count(bias=arch.bias)
+
+    check()
+
+
+def test_drawn_ids_cover_an_embedding_model_and_a_failure_says_how_to_rebuild_them(monkeypatch):
+    from torch import nn
+
+    from equivalence import compare_models
+
+    arch = SequenceArch(12, 4, 5, None, "linear", 2, "float32", 1)
+    t, k = _ported(arch)
+    assert compare_models(t, k, max_examples=5).passed
+    original = nn.Embedding.forward
+    monkeypatch.setattr(nn.Embedding, "forward", lambda self, ids: original(self, (ids + 1) % self.num_embeddings))
+    result = compare_models(t, k, max_examples=5)
+    assert result.failing_pairs()["torch vs reference"] == 0, result.message()
+    assert "ids_from_draw(x, 12)" in result.reproduction
+
+
+def test_out_of_range_and_fractional_ids_are_refused_in_one_line():
+    from equivalence import compare_models
+
+    arch = SequenceArch(6, 3, 4, None, "linear", 2, "float32", 2)
+    t, k = _ported(arch)
+    refusal = r"^x holds the id 6 at \(0, 2\), but the embedding has 6 rows \(ids 0 to 5\)$"
+    with pytest.raises(ValueError, match=refusal):
+        compare_models(t, k, x=np.array([[0, 1, 6, 2]]))
+    with pytest.raises(ValueError, match="non-integer values"):
+        compare_models(t, k, x=np.array([[0.5, 1, 2, 3]]))
+    with pytest.raises(ValueError, match=r"should be token ids \(batch, 4\)"):
+        compare_models(t, k, x=np.zeros((2, 5), dtype=int))
+
+
+# --- the traps, named ----------------------------------------------------------------------------
+
+def test_a_transposed_square_table_is_named_row_layout():
+    from equivalence import compare_models
+
+    arch = SequenceArch(5, 5, 3, None, "linear", 2, "float32", 3)
+    t, k = _ported(arch)
+    k.layers[1].embeddings.assign(t.embed.weight.detach().numpy().T)  # fits the shape
+    result = compare_models(t, k)
+    assert [d.what for d in result.differences] == ["row layout"], result.message()
+    assert "torch 'embed', keras 'embedding" in result.differences[0].message
+
+
+def test_keras_mask_zero_is_named_mask_before_any_value():
+    """Keras' mask_zero=True makes GlobalAveragePooling1D average the non-zero ids only; torch's mean counts them."""
+    import keras
+
+    from equivalence import PortMismatch, port_weights
+
+    arch = SequenceArch(6, 3, 4, None, "linear", 2, "float32", 4, padding_idx=0)
+    t = torch_sequence_model(arch)
+    L = keras.layers
+    def port(mask_zero: bool):
+        ids = keras.Input((4,), dtype="int32")
+        return keras.Model(ids, L.Dense(2)(L.GlobalAveragePooling1D()(L.Embedding(6, 3, mask_zero=mask_zero)(ids))))
+
+    k, unmasked = port(True), port(False)
+    differences = _differences(t, k)
+    assert [d.what for d in differences if d.layer == 0] == ["mask"]
+    assert "got keras mask_zero=True, but torch has mask_zero=False" in differences[0].message
+    assert "padding_idx only keeps that row at zero" in differences[0].message
+    with pytest.raises(PortMismatch, match="mask"):
+        port_weights(t, k)
+    unmasked.set_weights(k.get_weights())
+    ids = np.array([[0, 0, 1, 2]])
+    assert not np.allclose(k(ids).numpy(), unmasked(ids).numpy())  # the mask changes the values
+
+
+def test_a_non_zero_padding_row_is_named_and_never_ported_into_torch():
+    import torch
+
+    from equivalence import PortMismatch, port_weights
+
+    arch = SequenceArch(6, 3, 4, None, "linear", 2, "float32", 5, padding_idx=0)
+    t, k = _ported(arch)
+    assert not _differences(t, k)
+    table = t.embed.weight.detach().numpy().copy()
+    table[0] = 0.5
+    k.layers[1].embeddings.assign(table)  # a Keras model trained on: its row 0 moved
+    assert [d.what for d in _differences(t, k)] == ["padding_idx"]
+    assert "the keras row 0 is not zero, but torch keeps its padding_idx=0 row at zero" in \
+        _differences(t, k)[0].message
+    with pytest.raises(PortMismatch, match="padding_idx=0 keeps it at zero"):
+        port_weights(k, t)
+    with torch.no_grad():
+        t.embed.weight[0] = 0.5  # written by hand into torch
+    assert [d.what for d in _differences(t, k)] == ["padding_idx"]
+    assert "torch keeps that row out of training" in _differences(t, k)[0].message
+
+
+@pytest.mark.parametrize("framework", ["torch", "keras"])
+def test_a_broken_framework_embedding_turns_the_suite_red_naming_the_layer(framework, monkeypatch):
+    """The meta test: an embedding reading the next row (a shifted table) is caught at its layer."""
+    from equivalence import compare_models
+
+    arch = SequenceArch(9, 4, 6, 2, "relu", 3, "float32", 6)
+    t, k = _ported(arch)
+    if framework == "torch":
+        from torch import nn
+
+        original = nn.Embedding.forward
+        monkeypatch.setattr(nn.Embedding, "forward",
+                            lambda self, ids: original(self, (ids + 1) % self.num_embeddings))
+    else:
+        import keras
+
+        original = keras.layers.Embedding.call
+        monkeypatch.setattr(keras.layers.Embedding, "call",
+                            lambda self, inputs: original(self, (inputs + 1) % self.input_dim))
+    result = compare_models(t, k, x=token_ids(arch))
+    assert result.failing_pairs().get(f"{framework} vs reference") == 0, result.message()
+    other = "keras" if framework == "torch" else "torch"
+    assert f"{other} vs reference" not in result.failing_pairs()
+
+
+SEQUENCE_FACTORY = '''
+import torch
+from torch import nn
+
+
+class Classifier(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(11, 4)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, ids):
+        return self.fc(torch.mean(self.embed(ids), 1))
+
+
+def build():
+    return Classifier()
+'''
+
+
+def test_equivalence_compare_takes_an_embedding_state_dict_and_its_keras_file(tmp_path, capsys, monkeypatch):
+    import importlib
+
+    import keras
+    import torch
+
+    from equivalence import port_weights
+    from equivalence.cli import EXIT_OK, main
+
+    (tmp_path / "textnets.py").write_text(SEQUENCE_FACTORY, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.path", [str(tmp_path), *__import__("sys").path])
+    torch_model = importlib.import_module("textnets").build().eval()
+    L = keras.layers
+    port = keras.Sequential([keras.Input((7,), dtype="int32"), L.Embedding(11, 4), L.GlobalAveragePooling1D(),
+                             L.Dense(2)])
+    port_weights(torch_model, port)
+    torch.save(torch_model.state_dict(), tmp_path / "state.pt")
+    port.save(tmp_path / "port.keras")
+    code = main(["compare", str(tmp_path / "state.pt"), str(tmp_path / "port.keras"), "--torch-model",
+                 "textnets:build", "--examples", "3"])
+    out = capsys.readouterr().out
+    assert code == EXIT_OK, out
+    assert "all 3 layers agree over 3 input batches" in out
