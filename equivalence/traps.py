@@ -21,15 +21,28 @@ def _same(a: np.ndarray | None, b: np.ndarray | None) -> bool:
 
 
 def layout_traps(where: str, t: DenseUnit, k: DenseUnit, a: str = "torch", b: str = "keras") -> list[tuple[str, str]]:
-    """``(what, message)`` when ``k``'s weights are ``t``'s in one of its kind's known wrong layouts."""
-    wrong_layouts = getattr(t.layer_kind, "wrong_layouts", None)
-    if wrong_layouts is None or (_same(k.W, t.W) and _same(k.b, t.b)):
+    """``(what, message)`` when each of ``k``'s parameters is ``t``'s, or ``t``'s in one of its kind's known wrong
+    layouts (``kind.wrong_layouts``), at least one of them wrong; nothing when some parameter differs otherwise
+    (its values differ: the kernel comparison names it)."""
+    kind = t.layer_kind
+    if not hasattr(kind, "wrong_layouts") or (_same(k.W, t.W) and _same(k.b, t.b)):
         return []
-    for what, wrong, explanation in wrong_layouts(LayerWeights(t.W, t.b)):
-        if _same(k.W, wrong[0]) and _same(k.b, wrong[1]):
-            return [(what, f"{where}: {what}: the {b} weights are the {a} weights with a wrong layout: "
-                           f"{explanation}")]
-    return []
+    mine, theirs = kind.parts(LayerWeights(t.W, t.b)), kind.parts(LayerWeights(k.W, k.b))
+    wrong = kind.wrong_layouts(LayerWeights(t.W, t.b))
+    named: list[tuple[str, str, str]] = []
+    for name, expected in mine.items():
+        if _same(theirs.get(name), expected):
+            continue
+        hit = next(((what, why) for what, array, why in wrong.get(name, ()) if _same(theirs.get(name), array)), None)
+        if hit is None:
+            return []
+        named.append((name, *hit))
+    if not named:
+        return []
+    what, why = named[0][1], named[0][2]
+    names = ", ".join(name for name, _, _ in named)
+    return [(what, f"{where}: {what}: the {b} {names} {'is' if len(named) == 1 else 'are'} the {a} one"
+                   f"{'' if len(named) == 1 else 's'} with a wrong layout: {why}")]
 
 
 def padding_row(where: str, t: DenseUnit, k: DenseUnit) -> list[tuple[str, str]]:

@@ -13,9 +13,11 @@ product costing ``eps`` of its sum of absolute terms (Dense's model):
   alike;
 * the scores ``s = q.k / sqrt(d)`` of rounded ``q`` and ``k``, and the product's own rounding:
   ``|ds_ij| <= eps Ss_ij``, ``Ss_ij = (Mq_i.|k_j| + |q_i|.Mk_j + |q_i|.|k_j|) / sqrt(d)``;
-* the softmax moves each weight by at most ``A (2 max_j |ds| + 2 eps)`` (the shift by the row's sum, exp, the
-  division);
-* the weighted sum of ``L`` values: ``|do| <= eps ((2 max_j Ss + 2) A|v| + A Mv)``, ``Mv = |x| @ |W_v| + |b_v|``;
+* the softmax moves each weight by ``dA_ij = A_ij (ds_ij - sum_k A_ik ds_ik)`` to first order, plus its own
+  rounding (exp, the sum, the division: ``2 eps A_ij``); since the weights sum to 1, ``sum_j dA_ij v_j =
+  sum_j A_ij ds_ij (v_j - o_i)``, ``o_i = sum_j A_ij v_j`` the head's output;
+* the weighted sum of ``L`` values: ``|do_i| <= eps (sum_j A_ij Ss_ij |v_j - o_i| + 2 A|v| + A Mv + |o_i|)``,
+  ``Mv = |x| @ |W_v| + |b_v|`` (the last terms: the values' own error, and the sum's rounding);
 * the output projection of length ``heads * d``: ``|dh| <= eps ((Do + |o|) @ |W_o| + |b_o|)``, ``Do = |do| / eps``.
 
 Every term is taken element by element (per sample, token and head) and the largest kept: ``S`` below. So
@@ -166,13 +168,14 @@ class SelfAttention:
         p = self.unpack(weights)
         absolute = Projections({name: np.abs(np.asarray(w, dtype=np.float64)) for name, w in p.items()})
         with np.errstate(over="ignore", invalid="ignore"):
-            q, k, v, o, A = (np.abs(t) for t in self._heads(x, p))
+            q, k, v, o, A = self._heads(x, p)
             mq, mk, mv = self._projected(np.abs(x), absolute)  # |x| @ |W| + |b|: each projection's error / eps
+            q, k = np.abs(q), np.abs(k)
             scores = (np.einsum("nqhd,nkhd->nhqk", mq, k) + np.einsum("nqhd,nkhd->nhqk", q, mk)
-                      + np.einsum("nqhd,nkhd->nhqk", q, k)) / np.sqrt(self.head_dim)
-            shift = 2 * scores.max(axis=-1) + 2  # each weight's relative error / eps, (N, heads, L)
-            heads = np.moveaxis(shift, 1, 2)[..., None] * np.einsum("nhqk,nkhd->nqhd", A, v) + \
-                np.einsum("nhqk,nkhd->nqhd", A, mv) + o  # the head outputs' error / eps, plus their size
+                      + np.einsum("nqhd,nkhd->nhqk", q, k)) / np.sqrt(self.head_dim)  # |ds| / eps
+            spread = np.abs(v[:, None, :, :, :] - o[:, :, None, :, :])  # |v_j - o_i|: (N, Lq, Lk, heads, d)
+            heads = np.einsum("nhqk,nqkhd->nqhd", A * scores, spread) + 2 * np.einsum("nhqk,nkhd->nqhd", A, np.abs(v)) \
+                + np.einsum("nhqk,nkhd->nqhd", A, mv) + np.abs(o)  # the head outputs' error / eps, plus their size
             total = np.einsum("nqhd,hde->nqe", heads, absolute["output"]) + absolute.get("output_bias", 0.0)
             finite = total[np.isfinite(total)]
             return float(finite.max()) if finite.size else 0.0
@@ -189,20 +192,25 @@ class SelfAttention:
         """Every weight rounded moves by ``u`` of itself: ``u`` of the magnitude, to first order."""
         return slope * EPSILON[weight_dtype] / 2 * self.magnitude(x, weights)
 
-    def wrong_layouts(self, weights: LayerWeights) -> list[tuple[str, LayerWeights, str]]:
-        """The canonical weights as a port gets them wrong: (the trap's name, those weights, what went wrong).
-        Every projection matrix transposed (a ``(out, in)`` matrix reshaped into ``(E, heads, d)`` without its
-        transpose), or the heads interleaved (columns read as ``(d, heads)`` instead of ``(heads, d)``)."""
+    def parts(self, weights: LayerWeights) -> dict[str, np.ndarray]:
+        """The parameters by name (``unpack``), for naming which of them a port got wrong."""
+        return dict(self.unpack(weights))
+
+    def wrong_layouts(self, weights: LayerWeights) -> dict[str, list[tuple[str, np.ndarray, str]]]:
+        """Each parameter as a port gets it wrong: ``{name: [(trap, the wrong array, what went wrong)]}``. A
+        projection matrix reshaped into ``(E, heads, d)`` without its ``(out, in)`` transpose, or its heads
+        interleaved (features split as ``(d, heads)`` instead of ``(heads, d)``)."""
         p, E, H, d = self.unpack(weights), self.embed_dim, self.heads, self.head_dim
         if H * d != E:
-            return []
-        names = ("query", "key", "value")
-        transposed = {n: p[n].reshape(E, E).T.reshape(p[n].shape) for n in (*names, "output")}
-        interleaved = {n: p[n].reshape(E, d, H).transpose(0, 2, 1) for n in names}
-        interleaved["output"] = p["output"].reshape(d, H, E).transpose(1, 0, 2)
-        interleaved.update({f"{n}_bias": p[f"{n}_bias"].reshape(d, H).T for n in names if f"{n}_bias" in p})
-        return [("head split", self.pack({**p, **transposed}),
-                 "each projection is its (out, in) matrix reshaped to the heads, but should be transposed first"),
-                ("head split", self.pack({**p, **interleaved}),
-                 "the heads are interleaved (features read as (head_dim, heads)), but should be split as "
-                 "(heads, head_dim)")]
+            return {}
+        reshaped = "the (out, in) matrix reshaped to the heads, but should be transposed first"
+        interleaved = "the heads interleaved (features split as (head_dim, heads)), but should be (heads, head_dim)"
+        out: dict[str, list[tuple[str, np.ndarray, str]]] = {}
+        for name in ("query", "key", "value"):
+            out[name] = [("head split", p[name].reshape(E, E).T.reshape(E, H, d), reshaped),
+                         ("head split", p[name].reshape(E, d, H).transpose(0, 2, 1), interleaved)]
+            if f"{name}_bias" in p:
+                out[f"{name}_bias"] = [("head split", p[f"{name}_bias"].reshape(d, H).T, interleaved)]
+        out["output"] = [("head split", p["output"].reshape(E, E).T.reshape(H, d, E), reshaped),
+                         ("head split", p["output"].reshape(d, H, E).transpose(1, 0, 2), interleaved)]
+        return out

@@ -105,13 +105,16 @@ class Embedding:
             raise ValueError(f"unknown reference form {form!r}; use one of {list(self.FORMS)}")
         return LayerTrace(ids, z, apply_activation(activation, z))
 
-    def wrong_layouts(self, weights: LayerWeights) -> list[tuple[str, LayerWeights, str]]:
+    def parts(self, weights: LayerWeights) -> dict[str, np.ndarray]:
+        return {"table": np.asarray(weights.W)}
+
+    def wrong_layouts(self, weights: LayerWeights) -> dict[str, list[tuple[str, np.ndarray, str]]]:
         """A square table transposed: rows read as columns (``(dim, rows)`` stored as ``(rows, dim)``)."""
         W = np.asarray(weights.W)
         if W.shape[0] != W.shape[1]:
-            return []
-        return [("row layout", LayerWeights(W.T, None), "the table is transposed (its rows are the other "
-                 "framework's columns), but should hold one row per id in both")]
+            return {}
+        return {"table": [("row layout", W.T, "transposed (its rows are the other framework's columns), but should "
+                           "hold one row per id in both")]}
 
     def magnitude(self, x: np.ndarray, weights: LayerWeights) -> float:
         return 0.0

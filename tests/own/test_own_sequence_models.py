@@ -176,6 +176,129 @@ def test_a_broken_framework_embedding_turns_the_suite_red_naming_the_layer(frame
     assert f"{other} vs reference" not in result.failing_pairs()
 
 
+def _attention_pair(seed: int = 7, heads: int = 2, dim: int = 8):
+    arch = SequenceArch(10, dim, 5, heads, "linear", 2, "float32", seed)
+    t, k = _ported(arch)
+    return arch, t, k, k.layers[2]
+
+
+def test_a_head_split_by_reshape_is_named_head_split():
+    """The query and output kernels written as the torch matrices reshaped, without their transpose: shape-valid."""
+    from equivalence import compare_models
+
+    arch, t, k, mha = _attention_pair()
+    E, H, d = arch.dim, arch.heads, arch.dim // arch.heads
+    weight = t.attn.in_proj_weight.detach().numpy()
+    mha._query_dense.kernel.assign(weight[:E].reshape(E, H, d))
+    mha._output_dense.kernel.assign(t.attn.out_proj.weight.detach().numpy().reshape(H, d, E))
+    result = compare_models(t, k, x=token_ids(arch))
+    assert [d.what for d in result.differences] == ["head split"], result.message()
+    message = result.differences[0].message
+    assert "layer 1 (torch 'attn', keras 'multi_head_attention" in message
+    assert "keras query, output are the torch ones with a wrong layout" in message and "transposed first" in message
+    assert "torch vs keras, layer 1" in result.message()  # and the values show it
+
+
+def test_interleaved_heads_are_named_head_split():
+    from equivalence import compare_models
+
+    arch, t, k, mha = _attention_pair(heads=4)
+    E, H, d = arch.dim, arch.heads, arch.dim // arch.heads
+    value = t.attn.in_proj_weight.detach().numpy()[2 * E:].T  # (in, out): the right transpose
+    mha._value_dense.kernel.assign(value.reshape(E, d, H).transpose(0, 2, 1))  # features split (d, heads)
+    result = compare_models(t, k, x=token_ids(arch))
+    assert [d.what for d in result.differences] == ["head split"], result.message()
+    assert "keras value is the torch one with a wrong layout: the heads interleaved" in \
+        result.differences[0].message
+
+
+@pytest.mark.parametrize(("heads", "key_dim", "named"), [(4, 2, "got keras 4, but torch has 2"),
+                                                         (2, 8, "got keras 8, but torch has 4")])
+def test_another_head_count_or_key_dim_is_named_heads_before_any_value(heads, key_dim, named):
+    """torch MultiheadAttention(8, 2) has heads of 4; Keras MultiHeadAttention(4, 2) the same 8 features in 4
+    heads (a reshaped port fits the shapes), MultiHeadAttention(2, 8) heads of the whole width."""
+    import keras
+
+    from equivalence import PortMismatch, port_weights
+
+    arch = SequenceArch(10, 8, 5, 2, "linear", 2, "float32", 8)
+    t = torch_sequence_model(arch)
+    L = keras.layers
+    ids = keras.Input((5,), dtype="int32")
+    h = L.Embedding(10, 8)(ids)
+    h = L.MultiHeadAttention(heads, key_dim)(h, h)
+    k = keras.Model(ids, L.Dense(2)(L.GlobalAveragePooling1D()(h)))
+    differences = [d for d in _differences(t, k) if d.layer == 1]
+    assert [d.what for d in differences] == ["heads"]
+    assert named in differences[0].message and "key_dim = E // num_heads" in differences[0].message
+    with pytest.raises(PortMismatch, match="heads"):
+        port_weights(t, k)
+
+
+@pytest.mark.parametrize(("call", "refused"), [
+    (lambda net, h: net.attn(h, h, h, key_padding_mask=net.padding), "key_padding_mask"),
+    (lambda net, h: net.attn(h, h, h, attn_mask=net.mask), "attn_mask"),
+    (lambda net, h: net.attn(h, h.flip(1), h), "a branch")], ids=["key_padding_mask", "attn_mask", "cross"])
+def test_attention_the_suite_does_not_judge_is_refused_in_one_line(call, refused):
+    import keras
+    import torch
+    from torch import nn
+
+    from equivalence import ModelNotSupported, compare_models
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed, self.attn, self.fc = nn.Embedding(10, 4), nn.MultiheadAttention(4, 2, batch_first=True), \
+                nn.Linear(4, 2)
+            self.register_buffer("mask", torch.zeros(5, 5, dtype=torch.bool))
+            self.register_buffer("padding", torch.zeros(1, 5, dtype=torch.bool))
+
+        def forward(self, ids):
+            return self.fc(call(self, self.embed(ids))[0].mean(1))
+
+    L = keras.layers
+    ids = keras.Input((5,), dtype="int32")
+    h = L.Embedding(10, 4)(ids)
+    k = keras.Model(ids, L.Dense(2)(L.GlobalAveragePooling1D()(L.MultiHeadAttention(2, 2)(h, h))))
+    with pytest.raises(ModelNotSupported, match=refused) as info:
+        compare_models(Net().eval(), k)
+    assert str(info.value).startswith("torch layer ") and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("framework", ["torch", "keras"])
+def test_a_broken_framework_attention_turns_the_suite_red_naming_the_layer(framework, monkeypatch):
+    """The meta test: an attention whose heads are shifted by one feature (a wrong head split inside the
+    framework) is caught at its layer, in either framework."""
+    from equivalence import compare_models
+
+    arch, t, k, _ = _attention_pair(seed=9)
+    if framework == "torch":
+        from torch import nn
+
+        original = nn.MultiheadAttention.forward
+
+        def shifted(self, query, key, value, **kwargs):
+            out, weights = original(self, query, key, value, **kwargs)
+            return out.roll(1, dims=-1), weights
+
+        monkeypatch.setattr(nn.MultiheadAttention, "forward", shifted)
+    else:
+        import keras
+
+        original = keras.layers.MultiHeadAttention._compute_attention
+
+        def shifted(self, query, key, value, *args, **kwargs):
+            out, scores = original(self, query, key, value, *args, **kwargs)
+            return keras.ops.roll(out, 1, axis=2), scores  # (batch, tokens, heads, d): the heads rotated
+
+        monkeypatch.setattr(keras.layers.MultiHeadAttention, "_compute_attention", shifted)
+    result = compare_models(t, k, x=token_ids(arch))
+    assert result.failing_pairs().get(f"{framework} vs reference") == 1, result.message()
+    other = "keras" if framework == "torch" else "torch"
+    assert f"{other} vs reference" not in result.failing_pairs()
+
+
 SEQUENCE_FACTORY = '''
 import torch
 from torch import nn

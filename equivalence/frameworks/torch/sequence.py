@@ -36,10 +36,13 @@ _MEANS = (torch.mean,)
 
 def is_self_attention(gm: fx.GraphModule, node: fx.Node, current: fx.Node) -> bool:
     """``node`` calls an ``nn.MultiheadAttention`` with the previous output as query, key and value."""
-    if node.op != "call_module" or type(gm.get_submodule(node.target)) is not nn.MultiheadAttention:
-        return False
-    tensors = [a for a in (*node.args, *node.kwargs.values()) if isinstance(a, fx.Node)]
-    return len(node.args) >= 3 and all(a is current for a in node.args[:3]) and all(t is current for t in tensors)
+    return is_attention(gm, node) and len(node.args) >= 3 and all(a is current for a in node.args[:3])
+
+
+def is_attention(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """``node`` calls an ``nn.MultiheadAttention`` (whose masks are judged by ``sequence_part``, not taken for
+    hand-written parameters)."""
+    return node.op == "call_module" and type(gm.get_submodule(node.target)) is nn.MultiheadAttention
 
 
 def sequence_part(gm: fx.GraphModule, node: fx.Node, shape: tuple[int, ...] | None, declared: tuple[int, ...] | None,

@@ -35,7 +35,7 @@ from equivalence.core.norms import BatchNorm, LayerNorm
 from equivalence.core.spatial import Conv, Flatten, Pool, flatten_permutation
 from equivalence.core.walk import DenseUnit, ModelNotSupported, check_chain
 from equivalence.frameworks.torch import TORCH_DTYPES, converted, to_numpy, to_tensor
-from equivalence.frameworks.torch.sequence import SKIP, is_self_attention, sequence_part
+from equivalence.frameworks.torch.sequence import SKIP, is_attention, is_self_attention, sequence_part
 
 FRAMEWORK = "torch"
 _DTYPE_NAMES = {v: k for k, v in TORCH_DTYPES.items()}
@@ -259,7 +259,7 @@ def walk(model: Any, *, input_shape: tuple[int, ...] | None = None) -> list[Dens
             pending["write"] = _writer(pending["weight"], pending["bias"]) if pending["write"] else None
             current, position = node, position + 1
             continue
-        parameters = [] if linear is not None else _hand_written_parameters(node)
+        parameters = [] if linear is not None or is_attention(gm, node) else _hand_written_parameters(node)
         if parameters:
             raise refuse(f"computes with the parameter {', '.join(map(repr, parameters))} directly (x @ W.T + b "
                          "written by hand): write it as nn.Linear or F.linear(x, weight, bias), which the suite "
