@@ -22,7 +22,7 @@ import numpy as np
 
 from equivalence.core.dtypes import EPSILON
 from equivalence.core.kinds import LayerTrace, LayerWeights
-from equivalence.core.spatial import apply_activation
+from equivalence.core.spatial import NoParameters, apply_activation
 from equivalence.core.tolerance import SAFETY
 
 SAFETY_WINDOW = 2 * SAFETY
@@ -132,7 +132,7 @@ class Embedding:
 
 
 @dataclass(frozen=True)
-class SequenceMean:
+class SequenceMean(NoParameters):
     """The mean over the sequence axis, ``(N, L, C) -> (N, C)``: Keras ``GlobalAveragePooling1D``, torch
     ``x.mean(1)``. Forms: ``sum`` (a sum, then a division by ``L``) and ``mean`` (``np.mean``, pairwise)."""
 
@@ -144,12 +144,6 @@ class SequenceMean:
 
     def describe(self) -> str:
         return f"mean over {self.length} tokens of {self.features} features"
-
-    def parameter_shapes(self, *, bias: bool = False) -> tuple[tuple[int, ...], ...]:
-        return ()
-
-    def parameter_count(self, *, bias: bool = False) -> int:
-        return 0
 
     def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
         return in_shape[1:]
@@ -180,8 +174,4 @@ class SequenceMean:
         longer = max(1.0, self.length / SAFETY_WINDOW)
         return max(1.0, longer * slope * self.magnitude(trace.x), float(np.max(np.abs(finite))) if finite.size
                    else 0.0)
-
-    def weight_rounding_error(self, x: np.ndarray, weights: LayerWeights | None = None, *, slope: float = 1.0,
-                              weight_dtype: str = "float32") -> float:
-        return 0.0
 

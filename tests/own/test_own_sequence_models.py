@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import settings
 
-from tests.helpers import BFLOAT16
+from tests.helpers import BFLOAT16, assert_ported_pairs_agree, compare_files_through_the_cli
 from tests.sequence_models import SequenceArch, keras_sequence_model, sequence_archs, token_ids, torch_sequence_model
 
 pytestmark = pytest.mark.usefixtures("keras_walker_or_skip")
@@ -42,14 +42,7 @@ def _differences(t, k):
 def test_a_ported_sequence_model_agrees_layer_by_layer(dtype):
     """Embedding (+ attention + activation) + mean + Dense over drawn vocabularies, widths, lengths and heads:
     every layer within its kind's bound in both frameworks, with the shapes and parameter counts of both."""
-    from equivalence import compare_models
-
-    @settings(max_examples=SEQUENCE_EXAMPLES)
-    @given(arch=sequence_archs(dtype=dtype))
-    def check(arch: SequenceArch) -> None:
-        t, k = _ported(arch)
-        result = compare_models(t, k, x=token_ids(arch))
-        assert result.passed, result.message()
+    def check(arch: SequenceArch, t, k, result) -> None:
         kinds = ["embedding", *(["attention"] if arch.heads else []), "mean", "dense"]
         assert [u.layer_kind.name for u in result.torch_layers] == kinds
         assert [u.out_shape for u in result.torch_layers] == [u.out_shape for u in result.keras_layers]
@@ -59,7 +52,8 @@ def test_a_ported_sequence_model_agrees_layer_by_layer(dtype):
         if arch.heads:
             assert counts[1] == result.torch_layers[1].layer_kind.parameter_count(bias=arch.bias)
 
-    check()
+    assert_ported_pairs_agree(sequence_archs(dtype=dtype), ported=_ported, inputs=token_ids,
+                              max_examples=SEQUENCE_EXAMPLES, then=check)
 
 
 def test_drawn_ids_cover_an_embedding_model_and_a_failure_says_how_to_rebuild_them(monkeypatch):
@@ -320,26 +314,14 @@ def build():
 
 
 def test_equivalence_compare_takes_an_embedding_state_dict_and_its_keras_file(tmp_path, capsys, monkeypatch):
-    import importlib
-
     import keras
-    import torch
 
-    from equivalence import port_weights
-    from equivalence.cli import EXIT_OK, main
+    from equivalence.cli import EXIT_OK
 
-    (tmp_path / "textnets.py").write_text(SEQUENCE_FACTORY, encoding="utf-8")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("sys.path", [str(tmp_path), *__import__("sys").path])
-    torch_model = importlib.import_module("textnets").build().eval()
     L = keras.layers
     port = keras.Sequential([keras.Input((7,), dtype="int32"), L.Embedding(11, 4), L.GlobalAveragePooling1D(),
                              L.Dense(2)])
-    port_weights(torch_model, port)
-    torch.save(torch_model.state_dict(), tmp_path / "state.pt")
-    port.save(tmp_path / "port.keras")
-    code = main(["compare", str(tmp_path / "state.pt"), str(tmp_path / "port.keras"), "--torch-model",
-                 "textnets:build", "--examples", "3"])
-    out = capsys.readouterr().out
+    code, out = compare_files_through_the_cli(tmp_path, monkeypatch, capsys, factory=SEQUENCE_FACTORY,
+                                              module="textnets", port=port)
     assert code == EXIT_OK, out
     assert "all 3 layers agree over 3 input batches" in out
