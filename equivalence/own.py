@@ -62,6 +62,7 @@ class Difference:
     layer: int | None
     what: str  # "depth" | "shape" | "dtype" | "bias" | "activation" | "untransposed" | "kernel" | "bias values"
     # | "layer kind" | "kernel size" | "stride" | "padding" | "channels" | "pooling" | "kernel layout" | "flatten order"
+    # | "row layout" | "padding_idx" | "mask" | "head split" | "heads"
     message: str
 
 

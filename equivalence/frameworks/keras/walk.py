@@ -8,7 +8,9 @@ layers were created in. Dropout, Identity, Flatten and InputLayer are skipped; a
 that is not a ``Dense`` or a known activation is refused with its name, type and position.
 
 On a channels-last spatial input, Conv1D, Conv2D, MaxPooling1D/2D, AveragePooling1D/2D and a Flatten of their
-output are layers too (``equivalence.core.spatial``); their kernels are already in the canonical layout.
+output are layers too (``equivalence.core.spatial``); their kernels are already in the canonical layout. So are
+Embedding, MultiHeadAttention called as ``mha(x, x)`` and GlobalAveragePooling1D
+(``equivalence.frameworks.keras.sequence``).
 """
 
 from __future__ import annotations
@@ -330,8 +332,9 @@ def walk(model: Any, *, input_width: int | None = None) -> list[DenseUnit]:
             raise refuse(str(exc)) from None
         except KeyError:
             raise refuse("not a layer or an activation the suite judges (it judges Dense, Conv1D, Conv2D, "
-                         "MaxPooling1D/2D, AveragePooling1D/2D and Flatten layers, their activations, and skips "
-                         "Dropout, Identity, InputLayer and a Flatten of 2-D inputs)") from None
+                         "MaxPooling1D/2D, AveragePooling1D/2D, Flatten, BatchNormalization, LayerNormalization, "
+                         "Embedding, MultiHeadAttention and GlobalAveragePooling1D layers, their activations, and "
+                         "skips Dropout, Identity, InputLayer and a Flatten of 2-D inputs)") from None
         attach_activation(pending, act, f"{kind} {op.name!r}", op, refuse)
     if pending is not None:
         units.append(_unit(pending))

@@ -12,6 +12,8 @@ Given the input's canonical shape (channels-last, one sample: ``input_shape``), 
 AvgPool1d/2d and a Flatten of their output are layers too (``equivalence.core.spatial``): each unit runs on
 channels-last numpy, transposing to torch's N,C,... and back, its kernel transposed to ``(*kernel, in, out)``,
 and the Linear after a Flatten has its rows permuted from torch's C,H,W order to the canonical H,W,C.
+Embedding, MultiheadAttention (self-attention) and a mean over the tokens are units of the sequence kinds
+(``equivalence.frameworks.torch.sequence``).
 """
 
 from __future__ import annotations
@@ -310,8 +312,9 @@ def walk(model: Any, *, input_shape: tuple[int, ...] | None = None) -> list[Dens
                 raise refuse(str(exc)) from None
             except KeyError:
                 raise refuse("not a layer or an activation the suite judges (it judges Linear, Conv1d, Conv2d, "
-                             "MaxPool1d/2d, AvgPool1d/2d and Flatten modules, their activations, and skips Dropout, "
-                             "Identity and a Flatten of 2-D inputs)") from None
+                             "MaxPool1d/2d, AvgPool1d/2d, Flatten, BatchNorm, LayerNorm, Embedding and "
+                             "MultiheadAttention modules, a mean over the tokens, their activations, and skips "
+                             "Dropout, Identity and a Flatten of 2-D inputs)") from None
             if act is not None:
                 if pending is None:
                     raise refuse("an activation before any Linear layer")
