@@ -294,6 +294,33 @@ def test_a_broken_framework_attention_turns_the_suite_red_naming_the_layer(frame
     assert f"{other} vs reference" not in result.failing_pairs()
 
 
+def test_a_subclassed_keras_port_calling_its_attention_and_ops_agrees():
+    """The seed styles: the torch subclass against a Keras subclass built by a call, its activation a
+    ``keras.ops`` function."""
+    import keras
+
+    from equivalence import assert_equivalent, port_weights
+
+    L = keras.layers
+
+    class Port(keras.Model):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed, self.attn = L.Embedding(10, 8), L.MultiHeadAttention(2, 4)
+            self.pool, self.fc = L.GlobalAveragePooling1D(), L.Dense(2)
+
+        def call(self, ids):
+            h = self.embed(ids)
+            return self.fc(self.pool(keras.ops.relu(self.attn(h, h))))
+
+    k = Port()
+    k(np.zeros((1, 5), dtype="int32"))
+    t = torch_sequence_model(SequenceArch(10, 8, 5, 2, "relu", 2, "float32", 10))
+    port_weights(t, k)
+    result = assert_equivalent(t, k, max_examples=3)
+    assert [u.activation for u in result.keras_layers] == ["linear", "relu", "linear", "linear"]
+
+
 SEQUENCE_FACTORY = '''
 import torch
 from torch import nn
