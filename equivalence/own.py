@@ -335,7 +335,10 @@ _KIND_FIELDS = {Conv: (("kernel", "kernel size"), ("strides", "stride"), ("paddi
                 Embedding: (("rows", "shape"), ("dim", "shape"), ("length", "shape"), ("mask_zero", "mask")),
                 SequenceMean: (("length", "shape"), ("features", "shape")),
                 SelfAttention: (("embed_dim", "shape"), ("heads", "heads"), ("head_dim", "heads"),
-                                ("length", "shape"))}
+                                ("length", "shape"), ("bias_along", "bias"))}
+COMPUTED_OTHERWISE = ("bias",)
+"""Differences of a framework computing the same weights otherwise (Keras' attention bias added along the tokens):
+``port_weights`` still copies them (their layout is the same), the comparison names the difference."""
 _HINTS = {
     "padding": " (TensorFlow's 'same' pads the odd pad at the end, torch's padding=p both ends: use an explicit "
                "ZeroPadding in Keras or F.pad in torch)",
@@ -350,6 +353,9 @@ _HINTS = {
     "heads": " (torch's nn.MultiheadAttention(E, num_heads) has head_dim E // num_heads; Keras' "
              "MultiHeadAttention(num_heads, key_dim) takes key_dim per head: key_dim = E // num_heads)",
     "head_dim": " (Keras' key_dim is the size of each head, not the embedding: key_dim = E // num_heads)",
+    "bias_along": " (Keras on TensorFlow adds a (num_heads, 1) query, key and value bias along the tokens when "
+                  "key_dim is 1 and the sequence has num_heads tokens: known difference "
+                  "keras_attention_bias_along_tokens; another sequence length, key_dim or Keras backend avoids it)",
     "batch_statistics": " (True: torch is in training mode and normalises by each batch's own statistics; call "
                         "model.eval() to use the moving ones, as Keras does at inference)",
 }
@@ -705,7 +711,8 @@ def _port_mismatch(source: Sequence[DenseUnit], target: Sequence[DenseUnit]) -> 
         where = f"layer {i} ({s_fw} {s.name!r}, {t_fw} {t.name!r})"
         if s.layer_kind is not DENSE or t.layer_kind is not DENSE:
             pair = (s, t) if s_fw == "torch" else (t, s)
-            kind_differences = _kind_differences(where, *pair)
+            kind_differences = [(what, message) for what, message in _kind_differences(where, *pair)
+                                if what not in COMPUTED_OTHERWISE]
             if kind_differences:
                 return kind_differences[0][1]
             if s.W.size == 0:

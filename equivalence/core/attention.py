@@ -56,13 +56,29 @@ class SelfAttention:
     heads: int
     head_dim: int
     length: int
+    bias_along: str = "heads"
+    """Where the query, key and value biases ``(heads, d)`` are added: ``"heads"`` (to every token: the layer's
+    definition), or ``"tokens"``: a ``(heads, 1)`` bias added along the tokens instead, token ``l`` getting bias
+    ``l`` in every head (a framework defect, with ``d = 1`` and as many tokens as heads: named where it applies)."""
 
     name = "attention"
     FORMS = ("einsum", "loop")
 
+    def __post_init__(self) -> None:
+        if self.bias_along not in ("heads", "tokens"):
+            raise ValueError(f"bias_along: got {self.bias_along!r}, but should be 'heads' or 'tokens'")
+        if self.bias_along == "tokens" and not (self.head_dim == 1 and self.length == self.heads):
+            raise ValueError("bias_along='tokens' needs head_dim 1 and as many tokens as heads")
+
     def describe(self) -> str:
+        along = ", biases along the tokens" if self.bias_along == "tokens" else ""
         return f"self-attention {self.embed_dim} features, {self.heads} heads of {self.head_dim}, " \
-               f"{self.length} tokens"
+               f"{self.length} tokens{along}"
+
+    def _bias(self, bias: np.ndarray) -> np.ndarray:
+        """A ``(heads, d)`` bias as added to the projections ``(N, L, heads, d)``."""
+        bias = np.asarray(bias, dtype=np.float64)
+        return bias[:, 0][:, None, None] if self.bias_along == "tokens" else bias
 
     def _shapes(self, bias: bool) -> dict[str, tuple[int, ...]]:
         E, H, d = self.embed_dim, self.heads, self.head_dim
@@ -116,7 +132,7 @@ class SelfAttention:
         out = []
         for name in ("query", "key", "value"):
             y = np.einsum("nle,ehd->nlhd", x, p[name].astype(np.float64))
-            out.append(y + p[f"{name}_bias"].astype(np.float64) if f"{name}_bias" in p else y)
+            out.append(y + self._bias(p[f"{name}_bias"]) if f"{name}_bias" in p else y)
         return out[0], out[1], out[2]
 
     def _heads(self, x: np.ndarray, p: Projections) -> tuple[np.ndarray, ...]:
@@ -139,7 +155,9 @@ class SelfAttention:
                 for name in ("query", "key", "value"):
                     W = p[name][:, h, :].astype(np.float64)
                     z = (x[n][:, :, None] * W[None]).sum(axis=1)
-                    proj.append(z + p[f"{name}_bias"][h].astype(np.float64) if f"{name}_bias" in p else z)
+                    if f"{name}_bias" in p:
+                        z = z + np.broadcast_to(self._bias(p[f"{name}_bias"]), (x.shape[1], H, d))[:, h, :]
+                    proj.append(z)
                 q, k, v = proj
                 scores = (q[:, None, :] * k[None, :, :]).sum(axis=-1) / np.sqrt(d)
                 weights = np.exp(scores - scores.max(axis=-1, keepdims=True))

@@ -307,6 +307,33 @@ def keras_float64_attention_scale_float32():
     assert extra_error("keras", "linear", "float64", layer_kind="attention") - other_kinds == EPSILON["float32"] / 2
 
 
+def keras_attention_bias_along_tokens():
+    import keras
+
+    from equivalence.core.attention import SelfAttention
+
+    rng = np.random.default_rng(0)
+    for heads, length in ((2, 2), (3, 3), (2, 3)):  # as many tokens as heads, and one more
+        layer = keras.layers.MultiHeadAttention(heads, 1, dtype="float64")
+        x = rng.uniform(-2, 2, (2, length, heads))
+        layer(x, x)
+        parts = {}
+        for name in ("query", "key", "value", "output"):
+            dense = getattr(layer, f"_{name}_dense")
+            parts[name] = keras.ops.convert_to_numpy(dense.kernel)
+            parts[f"{name}_bias"] = rng.uniform(-1, 1, dense.bias.shape)
+            dense.bias.assign(parts[f"{name}_bias"])
+        got = keras.ops.convert_to_numpy(layer(x, x))
+        defined = SelfAttention(heads, heads, 1, length)
+        weights = defined.pack(parts)
+        off = float(np.max(np.abs(got - defined.reference(x, weights).h)))
+        if length == heads:
+            along = SelfAttention(heads, heads, 1, length, "tokens").reference(x, weights).h
+            assert float(np.max(np.abs(got - along))) < 1e-14 < 0.01 < off, (heads, off)
+        else:
+            assert off < 1e-14, (heads, length, off)
+
+
 def test_float64_matmul_stays_float64_where_no_entry_says_otherwise(keras_adapter):
     """The other side of keras_float64_matmul_in_float32_off_tensorflow: TF, and jax with x64, keep float64."""
     import keras
@@ -328,6 +355,7 @@ EVIDENCE = {f.__name__: f for f in (
     keras_torch_backend_float64_softplus_threshold_20, keras_torch_backend_float64_hard_sigmoid_backward_float32_sixth,
     keras_torch_backend_gelu_nan_at_plus_inf, keras_jax_float64_tanh_in_float32,
     keras_float64_norms_in_float32_off_tensorflow, keras_float64_attention_scale_float32,
+    keras_attention_bias_along_tokens,
     keras2_float64_gelu_float32_constant, keras2_hard_sigmoid_slope_0_2,
 )}
 

@@ -53,7 +53,13 @@ def test_a_ported_sequence_model_agrees_layer_by_layer(dtype):
             assert counts[1] == result.torch_layers[1].layer_kind.parameter_count(bias=arch.bias)
 
     assert_ported_pairs_agree(sequence_archs(dtype=dtype), ported=_ported, inputs=token_ids,
-                              max_examples=SEQUENCE_EXAMPLES, then=check)
+                              max_examples=SEQUENCE_EXAMPLES, then=check, named=_bias_along_tokens)
+
+
+def _bias_along_tokens(result) -> tuple[str, ...]:
+    """``("bias",)`` where Keras adds the attention's biases along the tokens (keras_attention_bias_along_tokens)."""
+    kinds = [u.layer_kind for u in result.keras_layers]
+    return ("bias",) if any(getattr(kind, "bias_along", "heads") == "tokens" for kind in kinds) else ()
 
 
 def test_drawn_ids_cover_an_embedding_model_and_a_failure_says_how_to_rebuild_them(monkeypatch):
@@ -228,6 +234,26 @@ def test_another_head_count_or_key_dim_is_named_heads_before_any_value(heads, ke
     assert named in differences[0].message and "key_dim = E // num_heads" in differences[0].message
     with pytest.raises(PortMismatch, match="heads"):
         port_weights(t, k)
+
+
+def test_keras_attention_biases_added_along_the_tokens_are_named_bias():
+    """keras_attention_bias_along_tokens: 2 heads of 1 feature over 2 tokens. Keras is judged against what it
+    computes (and passes), the pair fails naming the bias; with 3 tokens the port agrees."""
+    from equivalence import compare_models
+    from equivalence.frameworks.keras.known_differences import KERAS
+
+    if not next(d for d in KERAS if d.name == "keras_attention_bias_along_tokens").active():
+        pytest.skip("Keras off TensorFlow adds the attention biases along the heads: nothing to name")
+    for length, named in ((2, ["bias"]), (3, [])):
+        arch = SequenceArch(5, 2, length, 2, "linear", 1, "float32", 11)
+        t, k = _ported(arch)
+        result = compare_models(t, k, x=token_ids(arch))
+        assert [d.what for d in result.differences] == named, result.message()
+        assert "keras vs reference" not in result.failing_pairs() and "torch vs reference" not in \
+            result.failing_pairs()
+        if named:
+            assert result.failing_pairs() == {"torch vs keras": 1}
+            assert "known difference keras_attention_bias_along_tokens" in result.differences[0].message
 
 
 @pytest.mark.parametrize(("call", "refused"), [

@@ -68,7 +68,16 @@ def _attention_kind(op: Any, shape: tuple[int, ...], refuse: Callable[[str], Exc
     if problems:
         raise refuse(f"{', '.join(problems)}: the suite judges attention over the tokens with value_dim = key_dim "
                      "and the input's width out (what torch's nn.MultiheadAttention computes)")
-    return SelfAttention(shape[-1], op.num_heads, op._key_dim, shape[0])
+    along = "tokens" if op._use_bias and op._key_dim == 1 and op.num_heads == shape[0] > 1 \
+        and _bias_added_along_tokens() else "heads"
+    return SelfAttention(shape[-1], op.num_heads, op._key_dim, shape[0], along)
+
+
+def _bias_added_along_tokens() -> bool:
+    """Whether ``keras_attention_bias_along_tokens`` holds here (Keras on TensorFlow)."""
+    from equivalence.frameworks.keras.known_differences import KERAS
+
+    return next(d for d in KERAS if d.name == "keras_attention_bias_along_tokens").active()
 
 
 def _variables(layer: Any) -> tuple[list[Any], list[Any]]:
