@@ -370,7 +370,7 @@ def build():
 def test_equivalence_compare_takes_an_embedding_state_dict_and_its_keras_file(tmp_path, capsys, monkeypatch):
     import keras
 
-    from equivalence.cli import EXIT_OK
+    from equivalence.cli import EXIT_OK, EXIT_USAGE, main
 
     L = keras.layers
     port = keras.Sequential([keras.Input((7,), dtype="int32"), L.Embedding(11, 4), L.GlobalAveragePooling1D(),
@@ -379,3 +379,9 @@ def test_equivalence_compare_takes_an_embedding_state_dict_and_its_keras_file(tm
                                               module="textnets", port=port)
     assert code == EXIT_OK, out
     assert "all 3 layers agree over 3 input batches" in out
+    np.save(tmp_path / "ids.npy", np.array([[0, 1, 2, 11, 3, 4, 5]]))  # id 11 of an 11-row table
+    code = main(["compare", "state.pt", "port.keras", "--torch-model", "textnets:build", "--input", "ids.npy"])
+    err = capsys.readouterr().err
+    assert code == EXIT_USAGE, err
+    assert "x holds the id 11 at (0, 3), but the embedding has 11 rows (ids 0 to 10)" in err
+    assert len(err.strip().splitlines()) == 1, err

@@ -98,9 +98,8 @@ def sequence_unit(p: dict[str, Any]) -> DenseUnit:
         return adapter.to_numpy(y)
 
     dtype = layer.compute_dtype
-    if isinstance(kind, SequenceMean):
-        W = b = native = np.zeros((0,))
-        b, write, dtype = None, None, ""
+    if isinstance(kind, SequenceMean):  # no weights; the chain's dtype (check_chain)
+        W, b, native, write, dtype = np.zeros((0,)), None, np.zeros((0,)), None, ""
     elif isinstance(kind, Embedding):
         native = adapter.to_numpy(layer.embeddings).astype(numpy_dtype(dtype))
         W, b = native.copy(), None
