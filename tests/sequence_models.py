@@ -20,6 +20,7 @@ class SequenceArch:
     seed: int
     padding_idx: int | None = None
     bias: bool = True
+    need_weights: bool = False  # torch's default True takes another kernel path than False (the fast path)
 
 
 @st.composite
@@ -33,7 +34,8 @@ def sequence_archs(draw: st.DrawFn, *, dtype: str, attention: bool | None = None
                         draw(st.sampled_from(("linear", "relu", "tanh")), label="activation"),
                         draw(st.integers(1, 4), label="units"), dtype, draw(st.integers(0, 2**16), label="seed"),
                         draw(st.sampled_from((None, 0)), label="padding_idx"),
-                        draw(st.booleans(), label="bias") if with_attention else True)
+                        draw(st.booleans(), label="bias") if with_attention else True,
+                        draw(st.booleans(), label="need_weights"))
 
 
 def torch_sequence_model(arch: SequenceArch):
@@ -58,7 +60,7 @@ def torch_sequence_model(arch: SequenceArch):
         def forward(self, ids):
             h = self.embed(ids)
             if self.attn is not None:
-                h, _ = self.attn(h, h, h, need_weights=False)
+                h, _ = self.attn(h, h, h, need_weights=arch.need_weights)
                 h = self.act(h)
             return self.fc(h.mean(dim=1))
 

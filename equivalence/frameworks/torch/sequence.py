@@ -127,7 +127,8 @@ def _attention(gm: fx.GraphModule, node: fx.Node, module: nn.MultiheadAttention,
     if shape[1] != module.embed_dim:
         raise refuse(f"takes {module.embed_dim} features, but gets {shape[1]}")
     kind = SelfAttention(module.embed_dim, module.num_heads, module.head_dim, shape[0])
-    return {"layer_kind": kind, "in_shape": shape, "next_shape": shape, "build": _attention_unit, "module": module}
+    return {"layer_kind": kind, "in_shape": shape, "next_shape": shape, "build": _attention_unit, "module": module,
+            "call_options": dict(node.kwargs)}  # need_weights as the model calls it: another kernel path in torch
 
 
 def _dtype_name(p: dict[str, Any], tensor: torch.Tensor) -> str:
@@ -208,8 +209,8 @@ def _attention_unit(p: dict[str, Any]) -> DenseUnit:
                 module.in_proj_bias.copy_(to_tensor(bias, module.in_proj_bias.dtype))
                 module.out_proj.bias.copy_(to_tensor(parts["output_bias"], module.out_proj.bias.dtype))
 
-    run = _runner(lambda t: module(t, t, t, need_weights=False)[0], p["act_fn"], module.in_proj_weight.dtype,
-                  native.dtype)
+    options = p["call_options"]
+    run = _runner(lambda t: module(t, t, t, **options)[0], p["act_fn"], module.in_proj_weight.dtype, native.dtype)
     return _unit(p, weights.W.copy(), None if weights.b is None else weights.b.copy(), native, dtype, run, write)
 
 
