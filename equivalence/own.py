@@ -27,9 +27,11 @@ from typing import Any
 import numpy as np
 
 from equivalence.core.adapter import entry_for
+from equivalence.core.attention import SelfAttention
 from equivalence.core.check import reference_inputs
 from equivalence.core.compare import Comparison, LayerResult, compare_arrays, compare_layers
 from equivalence.core.dtypes import EPSILON, numpy_dtype
+from equivalence.core.embedding import Embedding, SequenceMean
 from equivalence.core.kinds import DENSE
 from equivalence.core.layout import LayerWeights
 from equivalence.core.norms import BatchNorm, LayerNorm
@@ -41,6 +43,7 @@ from equivalence.core.tolerance import forward_bound
 from equivalence.core.tolerance import framework_of as framework_label
 from equivalence.core.walk import DenseUnit, ModelNotSupported
 from equivalence.frameworks.registry import entry, get_adapter
+from equivalence.traps import layout_traps, padding_row, padding_write_problem
 
 __all__ = ["Difference", "ModelComparison", "ModelNotSupported", "PortMismatch", "assert_equivalent",
            "compare_models", "port_weights"]
@@ -59,6 +62,7 @@ class Difference:
     layer: int | None
     what: str  # "depth" | "shape" | "dtype" | "bias" | "activation" | "untransposed" | "kernel" | "bias values"
     # | "layer kind" | "kernel size" | "stride" | "padding" | "channels" | "pooling" | "kernel layout" | "flatten order"
+    # | "row layout" | "padding_idx" | "mask" | "head split" | "heads"
     message: str
 
 
@@ -181,7 +185,7 @@ def walk_pair(torch_model: Any, keras_model: Any) -> tuple[list[DenseUnit], list
         return t_units, walk(keras_model, forms[1], input_width=t_units[0].shape[0])
     get_adapter("keras")
     shape = declared_input_shape(keras_model, "keras") if forms[1] == "keras" else None
-    t_units = walk(torch_model, "torch", input_shape=shape if shape is not None and len(shape) > 1 else None)
+    t_units = walk(torch_model, "torch", input_shape=shape)
     return t_units, walk(keras_model, "keras", input_width=t_units[0].shape[0])
 
 
@@ -245,6 +249,10 @@ def structural_differences(t_units: Sequence[DenseUnit], k_units: Sequence[Dense
             kind_differences = _kind_differences(where, t, k)
             out += [Difference(i, what, message) for what, message in kind_differences]
             if kind_differences or t.W.size == 0:
+                continue
+            named = layout_traps(where, t, k, a, b) or padding_row(where, t, k)
+            out += [Difference(i, what, message) for what, message in named]
+            if named:
                 continue
         untransposed = k.native.shape == t.native.shape and k.native.dtype == t.native.dtype \
             and np.array_equal(k.native, t.native, equal_nan=True) and not np.array_equal(k.W, t.W, equal_nan=True)
@@ -323,7 +331,14 @@ _KIND_FIELDS = {Conv: (("kernel", "kernel size"), ("strides", "stride"), ("paddi
                        ("count_include_pad", "padding")),
                 LayerNorm: (("features", "shape"), ("epsilon", "epsilon")),
                 BatchNorm: (("features", "channels"), ("batch_statistics", "statistics"), ("epsilon", "epsilon"),
-                            ("momentum", "momentum"))}
+                            ("momentum", "momentum")),
+                Embedding: (("rows", "shape"), ("dim", "shape"), ("length", "shape"), ("mask_zero", "mask")),
+                SequenceMean: (("length", "shape"), ("features", "shape")),
+                SelfAttention: (("embed_dim", "shape"), ("heads", "heads"), ("head_dim", "heads"),
+                                ("length", "shape"), ("bias_along", "bias"))}
+COMPUTED_OTHERWISE = ("bias",)
+"""Differences of a framework computing the same weights otherwise (Keras' attention bias added along the tokens):
+``port_weights`` still copies them (their layout is the same), the comparison names the difference."""
 _HINTS = {
     "padding": " (TensorFlow's 'same' pads the odd pad at the end, torch's padding=p both ends: use an explicit "
                "ZeroPadding in Keras or F.pad in torch)",
@@ -332,6 +347,15 @@ _HINTS = {
     "epsilon": " (torch's default is 1e-5, Keras' 1e-3: pass eps= or epsilon= explicitly)",
     "momentum": " (in Keras' meaning, the weight of the old moving average: torch's momentum=m is Keras' 1 - m, so "
                 "torch's default 0.1 is Keras' 0.9, and Keras' default 0.99 is torch's 0.01)",
+"mask_zero": " (Keras' mask_zero=True makes the layers after the Embedding skip id 0: GlobalAveragePooling1D "
+                 "averages the other tokens only, attention ignores them; torch's padding_idx only keeps that row at "
+                 "zero, so x.mean(1) counts the padding: use mask_zero=False, or mask in torch too)",
+    "heads": " (torch's nn.MultiheadAttention(E, num_heads) has head_dim E // num_heads; Keras' "
+             "MultiHeadAttention(num_heads, key_dim) takes key_dim per head: key_dim = E // num_heads)",
+    "head_dim": " (Keras' key_dim is the size of each head, not the embedding: key_dim = E // num_heads)",
+    "bias_along": " (Keras on TensorFlow adds a (num_heads, 1) query, key and value bias along the tokens when "
+                  "key_dim is 1 and the sequence has num_heads tokens: known difference "
+                  "keras_attention_bias_along_tokens; another sequence length, key_dim or Keras backend avoids it)",
     "batch_statistics": " (True: torch is in training mode and normalises by each batch's own statistics; call "
                         "model.eval() to use the moving ones, as Keras does at inference)",
 }
@@ -548,6 +572,21 @@ def _as_input(x: Any, width: int) -> np.ndarray:
     return x
 
 
+def _takes_ids(units: Sequence[DenseUnit]) -> bool:
+    return getattr(units[0].layer_kind, "integer_input", False)
+
+
+def _token_ids(units: Sequence[DenseUnit], x: np.ndarray, *, drawn: bool = False) -> np.ndarray:
+    """``x`` as token ids for a model starting with an embedding (drawn floats mapped to ids,
+    ``equivalence.core.embedding.ids_from_draw``; given ones checked); else ``x``."""
+    if not _takes_ids(units):
+        return x
+    from equivalence.core.embedding import check_ids, ids_from_draw
+
+    kind = units[0].layer_kind
+    return check_ids(ids_from_draw(x, kind.rows) if drawn else x, kind.rows, kind.length)
+
+
 def _worst_per_layer(results: Sequence[LayerResult]) -> dict[tuple[tuple[str, str], int], LayerResult]:
     out: dict[tuple[tuple[str, str], int], LayerResult] = {}
     for r in results:
@@ -587,9 +626,11 @@ def compare_models(torch_model: Any, keras_model: Any, x: Any = None, *, max_exa
         from equivalence.core.case import drawn_input
 
         if x is None:
-            x = drawn_input(width=width, dtype=t_units[0].dtype, batch=8).reshape(8, *shape)
+            x = _token_ids(t_units, drawn_input(width=width, dtype=t_units[0].dtype, batch=8), drawn=True)
+            x = x.reshape(8, *shape)
         else:
-            x = _as_input(x, width) if len(shape) == 1 else _spatial_input(x, shape)
+            x = _token_ids(t_units, x) if _takes_ids(t_units) else \
+                _as_input(x, width) if len(shape) == 1 else _spatial_input(x, shape)
         result = ModelComparison(results=numeric_results(t_units, k_units, x, same=same), examples=1, **base)
     else:
         result = _drawn(t_units, k_units, base, max_examples=max_examples, scales=scales, nonfinite=nonfinite,
@@ -621,7 +662,7 @@ def _drawn(t_units: list[DenseUnit], k_units: list[DenseUnit], base: dict, *, ma
               phases=(Phase.explicit, Phase.generate, Phase.shrink))
     @given(draw=strategy)
     def check(draw: dict) -> None:
-        x = drawn_input(**draw)
+        x = _token_ids(t_units, drawn_input(**draw), drawn=True)
         results = numeric_results(t_units, k_units, x.reshape(x.shape[0], *input_shape_of(t_units)), same=same)
         state["examples"] += 1
         if all(r.passed for r in results):
@@ -638,7 +679,9 @@ def _drawn(t_units: list[DenseUnit], k_units: list[DenseUnit], base: dict, *, ma
         draw, results = state["failing"]
         args = ", ".join(f"{k}={v!r}" for k, v in draw.items())
         shape = input_shape_of(t_units)
-        layout = "" if len(shape) == 1 else \
+        layout = "    from equivalence.core.embedding import ids_from_draw\n" \
+            f"    x = ids_from_draw(x, {t_units[0].layer_kind.rows})  # token ids\n" \
+            if _takes_ids(t_units) else "" if len(shape) == 1 else \
             f"    x = x.reshape(-1, {', '.join(map(str, shape))}).transpose(0, {len(shape)}, " \
             f"{', '.join(map(str, range(1, len(shape))))})  # channels-last -> torch's N, C, ...\n"
         reproduction = ("  minimal failing input (shrunk by hypothesis), rebuilt with:\n"
@@ -668,11 +711,15 @@ def _port_mismatch(source: Sequence[DenseUnit], target: Sequence[DenseUnit]) -> 
         where = f"layer {i} ({s_fw} {s.name!r}, {t_fw} {t.name!r})"
         if s.layer_kind is not DENSE or t.layer_kind is not DENSE:
             pair = (s, t) if s_fw == "torch" else (t, s)
-            kind_differences = _kind_differences(where, *pair)
+            kind_differences = [(what, message) for what, message in _kind_differences(where, *pair)
+                                if what not in COMPUTED_OTHERWISE]
             if kind_differences:
                 return kind_differences[0][1]
             if s.W.size == 0:
                 continue  # pooling, flatten: nothing to write
+            problem = padding_write_problem(where, t, s.W)
+            if problem:
+                return problem
         if s.shape != t.shape:
             return f"{where}: {s_fw} is {s.shape[0]}->{s.shape[1]}, {t_fw} {t.shape[0]}->{t.shape[1]}"
         if (s.b is None) != (t.b is None):

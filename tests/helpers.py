@@ -223,3 +223,51 @@ def flip_torch_conv_kernels(monkeypatch) -> None:
 
     monkeypatch.setattr(torch.nn.Conv1d, "forward", flipped)
     monkeypatch.setattr(torch.nn.Conv2d, "forward", flipped)
+
+
+def compare_files_through_the_cli(tmp_path: Any, monkeypatch: Any, capsys: Any, *, factory: str, module: str,
+                                  port: Any) -> tuple[int, str]:
+    """``equivalence compare state.pt port.keras --torch-model module:build``: the torch model ``build()`` in
+    ``factory`` (source of a module written to ``tmp_path``), ported into the Keras model ``port``, both saved;
+    returns the exit code and what was printed."""
+    import importlib
+    import sys
+
+    import torch
+
+    from equivalence import port_weights
+    from equivalence.cli import main
+
+    (tmp_path / f"{module}.py").write_text(factory, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.path", [str(tmp_path), *sys.path])
+    torch_model = importlib.import_module(module).build().eval()
+    port_weights(torch_model, port)
+    torch.save(torch_model.state_dict(), tmp_path / "state.pt")
+    port.save(tmp_path / "port.keras")
+    code = main(["compare", str(tmp_path / "state.pt"), str(tmp_path / "port.keras"), "--torch-model",
+                 f"{module}:build", "--examples", "3"])
+    return code, capsys.readouterr().out
+
+
+def assert_ported_pairs_agree(archs: st.SearchStrategy, *, ported: Any, inputs: Any, max_examples: int,
+                              then: Any, named: Any = lambda result: ()) -> None:
+    """For every drawn architecture: ``ported(arch)`` gives a torch model and its Keras port, which agree layer by
+    layer on ``inputs(arch)``; ``then(arch, torch_model, keras_model, result)`` checks the rest (shapes, counts).
+    ``named(result)``: the differences a known difference names for this pair (each model then agrees with its own
+    reference, and the pair fails naming them)."""
+    from hypothesis import given
+
+    from equivalence import compare_models
+
+    @settings(max_examples=max_examples)
+    @given(arch=archs)
+    def check(arch: Any) -> None:
+        t, k = ported(arch)
+        result = compare_models(t, k, x=inputs(arch))
+        expected = list(named(result))
+        assert [d.what for d in result.differences] == expected, result.message()
+        assert not [r for r in result.failures if r.pair[1] == "reference" or not expected], result.message()
+        then(arch, t, k, result)
+
+    check()

@@ -111,9 +111,10 @@ class LayerPool:
 
 
 def reference_inputs(spec: StackSpec | ChainSpec, traces: Sequence[LayerTrace]) -> list[np.ndarray]:
-    """The per-layer inputs every framework is fed: the reference chain rounded to the dtype."""
+    """The per-layer inputs every framework is fed: the reference chain rounded to the dtype (token ids as
+    they are)."""
     dt = numpy_dtype(spec.dtype)
-    return [t.x.astype(dt) for t in traces]
+    return [t.x if np.issubdtype(t.x.dtype, np.integer) else t.x.astype(dt) for t in traces]
 
 
 def why_not_run(adapter: Adapter, spec: StackSpec | ChainSpec) -> str | None:

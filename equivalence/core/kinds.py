@@ -124,7 +124,9 @@ class Dense:
 
 class Kind(Protocol):
     """What the comparison and the error model ask of any layer kind (``Dense`` here; ``Conv``, ``Pool``,
-    ``Flatten`` in ``equivalence.core.spatial``; ``BatchNorm``, ``LayerNorm`` in ``equivalence.core.norms``)."""
+    ``Flatten`` in ``equivalence.core.spatial``; ``BatchNorm``, ``LayerNorm`` in ``equivalence.core.norms``;
+    ``Embedding``, ``SequenceMean`` in ``equivalence.core.embedding``; ``SelfAttention`` in
+    ``equivalence.core.attention``)."""
 
     name: str
 

@@ -45,10 +45,12 @@ def layerwise_reference(spec: StackSpec | ChainSpec, weights: Sequence[LayerWeig
     """Per-layer float64 reference, each layer its kind's (``spec.kinds``), fed the previous output rounded to
     ``spec.dtype``.
 
-    ``trace.x`` (cast back to the dtype) is the input the frameworks' layer gets.
+    ``trace.x`` (cast back to the dtype) is the input the frameworks' layer gets. Integer inputs (token ids for an
+    embedding) are passed as they are: ids are not values to round.
     """
     dt = numpy_dtype(spec.dtype)
-    traces, h = [], np.asarray(x).astype(dt)
+    h = np.asarray(x)
+    traces, h = [], h if np.issubdtype(h.dtype, np.integer) else h.astype(dt)
     for kind, layer_weights, act in zip(spec.kinds, weights, spec.activations):
         trace = kind.reference(h, LayerWeights(*layer_weights), act)
         traces.append(trace)

@@ -67,6 +67,20 @@ def apply_activation(activation: str | Callable[[np.ndarray], np.ndarray], z: np
     return act(z)
 
 
+class NoParameters:
+    """What a kind without weights (pooling, flatten, a mean) answers: no parameters, nothing to round."""
+
+    def parameter_shapes(self, *, bias: bool = False) -> tuple[tuple[int, ...], ...]:
+        return ()
+
+    def parameter_count(self, *, bias: bool = False) -> int:
+        return 0
+
+    def weight_rounding_error(self, x: np.ndarray, weights: LayerWeights | None = None, *, slope: float = 1.0,
+                              weight_dtype: str = "float32") -> float:
+        return 0.0
+
+
 @dataclass(frozen=True)
 class Conv:
     """A convolution ``h = act(conv(x, W) + b)``, channels-last, zero padding, no dilation, one group.
@@ -153,7 +167,7 @@ class Conv:
 
 
 @dataclass(frozen=True)
-class Pool:
+class Pool(NoParameters):
     """Max or average pooling, channels-last. ``count_include_pad``: an average over a window that reaches into
     the padding divides by the whole window (torch's default) rather than by its inputs (Keras ``"same"``); it is
     normalised to False where it cannot matter (max pooling, no padding), so equal kinds compute alike."""
@@ -177,12 +191,6 @@ class Pool:
         extra = ", count_include_pad" if self.count_include_pad else ""
         return (f"{self.op.capitalize()}Pool{len(self.size)}D {'x'.join(map(str, self.size))} stride "
                 f"{'x'.join(map(str, self.strides))} pad {self.padding}{extra}")
-
-    def parameter_shapes(self, *, bias: bool = False) -> tuple[tuple[int, ...], ...]:
-        return ()
-
-    def parameter_count(self, *, bias: bool = False) -> int:
-        return 0
 
     def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
         return (*(output_size(n, k, s, p) for n, k, s, p in zip(in_shape[:-1], self.size, self.strides,
@@ -235,13 +243,9 @@ class Pool:
         finite = h[np.isfinite(h)]
         return max(1.0, slope * self.magnitude(trace.x), float(np.max(np.abs(finite))) if finite.size else 0.0)
 
-    def weight_rounding_error(self, x: np.ndarray, weights: LayerWeights | None = None, *, slope: float = 1.0,
-                              weight_dtype: str = "float32") -> float:
-        return 0.0
-
 
 @dataclass(frozen=True)
-class Flatten:
+class Flatten(NoParameters):
     """``(N, *spatial, C) -> (N, prod)`` in the canonical (channels-last) order: exact. Torch flattens
     ``C, *spatial``; its adapter permutes, and the next dense layer's canonical rows are its torch rows permuted
     (``flatten_permutation``)."""
@@ -253,12 +257,6 @@ class Flatten:
 
     def describe(self) -> str:
         return f"Flatten {self.in_shape}"
-
-    def parameter_shapes(self, *, bias: bool = False) -> tuple[tuple[int, ...], ...]:
-        return ()
-
-    def parameter_count(self, *, bias: bool = False) -> int:
-        return 0
 
     def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
         return (math.prod(in_shape),)
@@ -274,10 +272,6 @@ class Flatten:
         return 0.0
 
     def scale(self, trace: LayerTrace, weights: LayerWeights | None = None, *, slope: float = 1.0) -> float:
-        return 0.0
-
-    def weight_rounding_error(self, x: np.ndarray, weights: LayerWeights | None = None, *, slope: float = 1.0,
-                              weight_dtype: str = "float32") -> float:
         return 0.0
 
 

@@ -280,6 +280,60 @@ def keras_float64_norms_in_float32_off_tensorflow():
     assert extra_error("keras", "linear", "float64", layer_kind="batchnorm") - other_kinds == FLOAT32_MATMUL
 
 
+def keras_float64_attention_scale_float32():
+    import keras
+
+    from equivalence.core.attention import SelfAttention
+
+    rng = np.random.default_rng(0)
+    for head_dim, rounded in ((2, True), (3, True), (4, False)):  # 1/sqrt(4) is exact in float32
+        layer = keras.layers.MultiHeadAttention(2, head_dim, dtype="float64")
+        x = rng.uniform(-2, 2, (3, 5, 2 * head_dim))
+        layer(x, x)
+        kind = SelfAttention(2 * head_dim, 2, head_dim, 5)
+        weights = kind.pack({name: keras.ops.convert_to_numpy(getattr(layer, f"_{name}_dense").kernel)
+                             for name in ("query", "key", "value", "output")} |
+                            {f"{name}_bias": keras.ops.convert_to_numpy(getattr(layer, f"_{name}_dense").bias)
+                             for name in ("query", "key", "value", "output")})
+        trace = kind.reference(x, weights)
+        err = float(np.max(np.abs(keras.ops.convert_to_numpy(layer(x, x)) - trace.h)))
+        base = 8 * EPSILON["float64"] * kind.scale(trace, weights)
+        granted = extra_error("keras", "linear", "float64", layer_kind="attention") * kind.scale(trace, weights)
+        if rounded:
+            assert base < err < granted, (head_dim, err, base, granted)
+        else:
+            assert err < base, (head_dim, err, base)
+    other_kinds = extra_error("keras", "linear", "float64", layer_kind="dense")  # the entry grants attention alone
+    assert extra_error("keras", "linear", "float64", layer_kind="attention") - other_kinds == EPSILON["float32"] / 2
+
+
+def keras_attention_bias_along_tokens():
+    import keras
+
+    from equivalence.core.attention import SelfAttention
+
+    rng = np.random.default_rng(0)
+    for heads, length in ((2, 2), (3, 3), (2, 3)):  # as many tokens as heads, and one more
+        layer = keras.layers.MultiHeadAttention(heads, 1, dtype="float64")
+        x = rng.uniform(-2, 2, (2, length, heads))
+        layer(x, x)
+        parts = {}
+        for name in ("query", "key", "value", "output"):
+            dense = getattr(layer, f"_{name}_dense")
+            parts[name] = keras.ops.convert_to_numpy(dense.kernel)
+            parts[f"{name}_bias"] = rng.uniform(-1, 1, dense.bias.shape)
+            dense.bias.assign(parts[f"{name}_bias"])
+        got = keras.ops.convert_to_numpy(layer(x, x))
+        defined = SelfAttention(heads, heads, 1, length)
+        weights = defined.pack(parts)
+        off = float(np.max(np.abs(got - defined.reference(x, weights).h)))
+        if length == heads:
+            along = SelfAttention(heads, heads, 1, length, "tokens").reference(x, weights).h
+            assert float(np.max(np.abs(got - along))) < 1e-14 < 0.01 < off, (heads, off)
+        else:
+            assert off < 1e-14, (heads, length, off)
+
+
 def test_float64_matmul_stays_float64_where_no_entry_says_otherwise(keras_adapter):
     """The other side of keras_float64_matmul_in_float32_off_tensorflow: TF, and jax with x64, keep float64."""
     import keras
@@ -300,7 +354,8 @@ EVIDENCE = {f.__name__: f for f in (
     torch_bfloat16_linear_nan_leaks_across_rows, keras_bfloat16_dense_nan_leaks_across_rows,
     keras_torch_backend_float64_softplus_threshold_20, keras_torch_backend_float64_hard_sigmoid_backward_float32_sixth,
     keras_torch_backend_gelu_nan_at_plus_inf, keras_jax_float64_tanh_in_float32,
-    keras_float64_norms_in_float32_off_tensorflow,
+    keras_float64_norms_in_float32_off_tensorflow, keras_float64_attention_scale_float32,
+    keras_attention_bias_along_tokens,
     keras2_float64_gelu_float32_constant, keras2_hard_sigmoid_slope_0_2,
 )}
 

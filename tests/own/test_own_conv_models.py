@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import settings
 
 from tests.conv_models import ConvArch, ConvBlock, conv_archs, keras_conv_model, torch_conv_model
-from tests.helpers import BFLOAT16
+from tests.helpers import BFLOAT16, assert_ported_pairs_agree, compare_files_through_the_cli
 
 pytestmark = pytest.mark.usefixtures("keras_walker_or_skip")
 
@@ -38,14 +38,7 @@ def _ported(arch: ConvArch):
 def test_a_ported_conv_stack_agrees_layer_by_layer(dtype):
     """Conv1D/Conv2D (valid and symmetric same padding, strides 1-2), max and average pooling, Flatten and Dense:
     every layer within its kind's bound in both frameworks, with the shapes and parameter counts of both."""
-    from equivalence import compare_models
-
-    @settings(max_examples=CONV_EXAMPLES)
-    @given(arch=conv_archs(dtype=dtype))
-    def check(arch: ConvArch) -> None:
-        t, k = _ported(arch)
-        result = compare_models(t, k, x=_input(arch))
-        assert result.passed, result.message()
+    def check(arch: ConvArch, t, k, result) -> None:
         assert [type(u.layer_kind) for u in result.torch_layers] == [type(u.layer_kind) for u in result.keras_layers]
         assert [u.out_shape for u in result.torch_layers] == [u.out_shape for u in result.keras_layers]
         assert result.torch_layers[-1].out_shape == (arch.units,)
@@ -56,7 +49,8 @@ def test_a_ported_conv_stack_agrees_layer_by_layer(dtype):
         assert counts == [u.layer_kind.parameter_count(bias=u.b is not None) if u.W.size and u.W.ndim > 2
                           else c for u, c in zip(result.torch_layers, counts)]
 
-    check()
+    assert_ported_pairs_agree(conv_archs(dtype=dtype), ported=_ported, inputs=_input, max_examples=CONV_EXAMPLES,
+                              then=check)
 
 
 def test_drawn_inputs_cover_a_conv_model_and_say_how_to_rebuild_a_failure(monkeypatch):
@@ -196,27 +190,15 @@ def build():
 
 
 def test_equivalence_compare_takes_a_conv_state_dict_and_its_keras_file(tmp_path, capsys, monkeypatch):
-    import importlib
-
     import keras
-    import torch
 
-    from equivalence import port_weights
-    from equivalence.cli import EXIT_OK, main
+    from equivalence.cli import EXIT_OK
 
-    (tmp_path / "convnets.py").write_text(CONV_FACTORY, encoding="utf-8")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("sys.path", [str(tmp_path), *__import__("sys").path])
-    torch_model = importlib.import_module("convnets").build().eval()
     L = keras.layers
     port = keras.Sequential([keras.Input((4, 4, 2)), L.Conv2D(3, 3, padding="same", activation="relu"),
                              L.MaxPooling2D(2), L.Flatten(), L.Dense(2)])
-    port_weights(torch_model, port)
-    torch.save(torch_model.state_dict(), tmp_path / "state.pt")
-    port.save(tmp_path / "port.keras")
-    code = main(["compare", str(tmp_path / "state.pt"), str(tmp_path / "port.keras"), "--torch-model",
-                 "convnets:build", "--examples", "3"])
-    out = capsys.readouterr().out
+    code, out = compare_files_through_the_cli(tmp_path, monkeypatch, capsys, factory=CONV_FACTORY, module="convnets",
+                                              port=port)
     assert code == EXIT_OK, out
     assert "all 4 layers agree over 3 input batches" in out
 

@@ -8,7 +8,9 @@ layers were created in. Dropout, Identity, Flatten and InputLayer are skipped; a
 that is not a ``Dense`` or a known activation is refused with its name, type and position.
 
 On a channels-last spatial input, Conv1D, Conv2D, MaxPooling1D/2D, AveragePooling1D/2D and a Flatten of their
-output are layers too (``equivalence.core.spatial``); their kernels are already in the canonical layout.
+output are layers too (``equivalence.core.spatial``); their kernels are already in the canonical layout. So are
+Embedding, MultiHeadAttention called as ``mha(x, x)`` and GlobalAveragePooling1D
+(``equivalence.frameworks.keras.sequence``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,13 @@ from equivalence.core.spatial import Conv, Flatten, Pool, same_padding
 from equivalence.core.walk import DenseUnit, ModelNotSupported, attach_activation, check_chain
 from equivalence.frameworks.keras import ACTIVATIONS as REGISTERED
 from equivalence.frameworks.keras import PARAMETRIC_ACTIVATIONS
+from equivalence.frameworks.keras.sequence import (
+    SEQUENCE_KINDS,
+    data_tensors,
+    is_self_attention,
+    sequence_kind,
+    sequence_unit,
+)
 from equivalence.frameworks.registry import get_adapter
 
 FRAMEWORK = "keras"
@@ -189,7 +198,8 @@ def _symbolic_call(block: Any, shape: tuple[int, ...]) -> tuple[Any, Any]:
     refuses a ``KerasTensor`` (``ValueError: A KerasTensor cannot be used as input to a TensorFlow function``);
     a functional model's (or a ``Sequential``'s) own graph is the same chain, so it is read directly there.
     """
-    start = keras.KerasTensor((None, *shape), dtype=getattr(block, "compute_dtype", None) or "float32")
+    start = keras.KerasTensor((None, *shape), dtype=_input_dtype(block) or getattr(block, "compute_dtype", None)
+                              or "float32")
     try:
         return start, block.call(start)
     except Exception as exc:  # noqa: BLE001 - a call that cannot run symbolically: control flow, TF ops
@@ -199,6 +209,13 @@ def _symbolic_call(block: Any, shape: tuple[int, ...]) -> tuple[Any, Any]:
         raise ModelNotSupported(FRAMEWORK, block.name, type(block).__name__, None,
                                 f"its call cannot be traced symbolically ({type(exc).__name__}: "
                                 f"{' '.join(str(exc).split())[:200]})") from None
+
+
+def _input_dtype(block: Any) -> str | None:
+    """The dtype of an integer input the model declares (token ids), else None (the model's compute dtype)."""
+    inputs = getattr(block, "inputs", None) or []
+    dtype = str(getattr(inputs[0], "dtype", "")) if len(inputs) == 1 else ""
+    return dtype if dtype.startswith(("int", "uint")) else None
 
 
 def _trace(block: Any, shape: tuple[int, ...]) -> list[tuple[Any, Any]]:
@@ -226,7 +243,7 @@ def _trace(block: Any, shape: tuple[int, ...]) -> list[tuple[Any, Any]]:
     chain.reverse()
     chain = [(op, node) for op, node in chain if type(op).__name__ != "ConvertToTensor"]  # the call's own input cast
     for position, (op, node) in enumerate(chain):
-        if len(node.input_tensors) != 1:
+        if len(data_tensors(node)) != 1 and not is_self_attention(op, node):
             raise ModelNotSupported(FRAMEWORK, op.name, type(op).__name__, position,
                                     f"a branch: it takes {len(node.input_tensors)} tensors (residual connections "
                                     "and concatenations are not judged)")
@@ -283,7 +300,8 @@ def walk(model: Any, *, input_width: int | None = None) -> list[DenseUnit]:
             return ModelNotSupported(FRAMEWORK, op.name, kind, position, problem)
 
         shape = _width_of(node)
-        layer_kind = _spatial_kind(op, shape, refuse) or _norm_kind(op, shape, refuse)
+        layer_kind = _spatial_kind(op, shape, refuse) or _norm_kind(op, shape, refuse) or \
+            sequence_kind(op, shape, refuse)
         if layer_kind is not None:
             if pending is not None:
                 units.append(_unit(pending))
@@ -314,8 +332,9 @@ def walk(model: Any, *, input_width: int | None = None) -> list[DenseUnit]:
             raise refuse(str(exc)) from None
         except KeyError:
             raise refuse("not a layer or an activation the suite judges (it judges Dense, Conv1D, Conv2D, "
-                         "MaxPooling1D/2D, AveragePooling1D/2D and Flatten layers, their activations, and skips "
-                         "Dropout, Identity, InputLayer and a Flatten of 2-D inputs)") from None
+                         "MaxPooling1D/2D, AveragePooling1D/2D, Flatten, BatchNormalization, LayerNormalization, "
+                         "Embedding, MultiHeadAttention and GlobalAveragePooling1D layers, their activations, and "
+                         "skips Dropout, Identity, InputLayer and a Flatten of 2-D inputs)") from None
         attach_activation(pending, act, f"{kind} {op.name!r}", op, refuse)
     if pending is not None:
         units.append(_unit(pending))
@@ -426,6 +445,8 @@ def _spatial_unit(p: dict[str, Any]) -> DenseUnit:
 
 
 def _unit(p: dict[str, Any]) -> DenseUnit:
+    if isinstance(p.get("layer_kind"), SEQUENCE_KINDS):
+        return sequence_unit(p)
     if "layer_kind" in p:
         return _spatial_unit(p)
     dense, act_op = p["dense"], p["act_op"]

@@ -12,6 +12,8 @@ Given the input's canonical shape (channels-last, one sample: ``input_shape``), 
 AvgPool1d/2d and a Flatten of their output are layers too (``equivalence.core.spatial``): each unit runs on
 channels-last numpy, transposing to torch's N,C,... and back, its kernel transposed to ``(*kernel, in, out)``,
 and the Linear after a Flatten has its rows permuted from torch's C,H,W order to the canonical H,W,C.
+Embedding, MultiheadAttention (self-attention) and a mean over the tokens are units of the sequence kinds
+(``equivalence.frameworks.torch.sequence``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from equivalence.core.norms import BatchNorm, LayerNorm
 from equivalence.core.spatial import Conv, Flatten, Pool, flatten_permutation
 from equivalence.core.walk import DenseUnit, ModelNotSupported, check_chain
 from equivalence.frameworks.torch import TORCH_DTYPES, converted, to_numpy, to_tensor
+from equivalence.frameworks.torch.sequence import SKIP, is_attention, is_self_attention, sequence_part
 
 FRAMEWORK = "torch"
 _DTYPE_NAMES = {v: k for k, v in TORCH_DTYPES.items()}
@@ -239,6 +242,7 @@ def walk(model: Any, *, input_shape: tuple[int, ...] | None = None) -> list[Dens
     position = 0
     shape = tuple(input_shape) if input_shape is not None and len(input_shape) > 1 else None
     permutation = None  # a Flatten's: the next Linear's rows
+    declared = tuple(input_shape) if input_shape is not None else None  # an Embedding's sequence length
     for node in nodes:
         if node.op == "placeholder":
             continue
@@ -257,12 +261,12 @@ def walk(model: Any, *, input_shape: tuple[int, ...] | None = None) -> list[Dens
             pending["write"] = _writer(pending["weight"], pending["bias"]) if pending["write"] else None
             current, position = node, position + 1
             continue
-        parameters = [] if linear is not None else _hand_written_parameters(node)
+        parameters = [] if linear is not None or is_attention(gm, node) else _hand_written_parameters(node)
         if parameters:
             raise refuse(f"computes with the parameter {', '.join(map(repr, parameters))} directly (x @ W.T + b "
                          "written by hand): write it as nn.Linear or F.linear(x, weight, bias), which the suite "
                          "judges")
-        if tensors != [current]:
+        if tensors != [current] and not is_self_attention(gm, node, current):
             raise refuse("a branch: it takes other tensors than the previous layer's output alone "
                          "(residual connections and concatenations are not judged)")
         if len(_live_users(current)) > 1:
@@ -270,7 +274,11 @@ def walk(model: Any, *, input_shape: tuple[int, ...] | None = None) -> list[Dens
                 raise refuse("x * sigmoid(x) written by hand (Swish): not an activation the suite judges; use "
                              "nn.SiLU or F.silu, which compute it and are judged")
             raise refuse("a branch: the previous layer's output feeds more than one layer")
-        spatial = _spatial_of(gm, node, shape, refuse) or _norm_of(gm, node, shape, refuse)
+        part = sequence_part(gm, node, shape, declared, pending.get("layer_kind") if pending else None, refuse)
+        if part == SKIP:
+            current = node
+            continue
+        spatial = part or _spatial_of(gm, node, shape, refuse) or _norm_of(gm, node, shape, refuse)
         if spatial is not None:
             if pending is not None:
                 units.append(_unit(pending))
@@ -278,7 +286,7 @@ def walk(model: Any, *, input_shape: tuple[int, ...] | None = None) -> list[Dens
                        "act_fn": None, "in_shape": shape, **spatial}
             if not writable:
                 pending["write"] = None
-            shape = spatial["layer_kind"].output_shape(shape)
+            shape = spatial["next_shape"] if "next_shape" in spatial else spatial["layer_kind"].output_shape(shape)
             if isinstance(spatial["layer_kind"], Flatten):
                 permutation = flatten_permutation(spatial["layer_kind"].in_shape)
                 shape = None  # a dense chain from here
@@ -304,8 +312,9 @@ def walk(model: Any, *, input_shape: tuple[int, ...] | None = None) -> list[Dens
                 raise refuse(str(exc)) from None
             except KeyError:
                 raise refuse("not a layer or an activation the suite judges (it judges Linear, Conv1d, Conv2d, "
-                             "MaxPool1d/2d, AvgPool1d/2d and Flatten modules, their activations, and skips Dropout, "
-                             "Identity and a Flatten of 2-D inputs)") from None
+                             "MaxPool1d/2d, AvgPool1d/2d, Flatten, BatchNorm, LayerNorm, Embedding and "
+                             "MultiheadAttention modules, a mean over the tokens, their activations, and skips "
+                             "Dropout, Identity and a Flatten of 2-D inputs)") from None
             if act is not None:
                 if pending is None:
                     raise refuse("an activation before any Linear layer")
@@ -429,6 +438,8 @@ def _writer(weight: torch.Tensor, bias: torch.Tensor | None,
 
 
 def _unit(p: dict[str, Any]) -> DenseUnit:
+    if "build" in p:  # the sequence kinds (equivalence.frameworks.torch.sequence)
+        return p["build"](p)
     if "tensors" in p:
         return _norm_unit(p)
     if "layer_kind" in p:

@@ -1,0 +1,387 @@
+"""A user's sequence model and its Keras port: token ids through an Embedding, a multi-head self-attention, a mean
+over the tokens and a Dense. A faithful port passes layer by layer in every dtype; each trap (row layout,
+padding_idx, mask_zero, head split, heads) is named from the weights and configs; a broken framework layer turns
+the suite red at that layer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import settings
+
+from tests.helpers import BFLOAT16, assert_ported_pairs_agree, compare_files_through_the_cli
+from tests.sequence_models import SequenceArch, keras_sequence_model, sequence_archs, token_ids, torch_sequence_model
+
+pytestmark = pytest.mark.usefixtures("keras_walker_or_skip")
+
+SEQUENCE_EXAMPLES = max(4, settings.default.max_examples // 20)
+"""Architectures per dtype: each builds two models."""
+
+
+@pytest.fixture(autouse=True)
+def _frameworks(torch_adapter, keras_adapter):
+    """Every test here needs both frameworks (skips with the reason otherwise)."""
+
+
+def _ported(arch: SequenceArch):
+    from equivalence import port_weights
+
+    t, k = torch_sequence_model(arch), keras_sequence_model(arch)
+    port_weights(t, k)
+    return t, k
+
+
+def _differences(t, k):
+    """The differences named from the two models' configurations and weights: no layer is run."""
+    from equivalence.own import structural_differences, walk_pair
+
+    return structural_differences(*walk_pair(t, k))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16", BFLOAT16])
+def test_a_ported_sequence_model_agrees_layer_by_layer(dtype):
+    """Embedding (+ attention + activation) + mean + Dense over drawn vocabularies, widths, lengths and heads:
+    every layer within its kind's bound in both frameworks, with the shapes and parameter counts of both."""
+    def check(arch: SequenceArch, t, k, result) -> None:
+        kinds = ["embedding", *(["attention"] if arch.heads else []), "mean", "dense"]
+        assert [u.layer_kind.name for u in result.torch_layers] == kinds
+        assert [u.out_shape for u in result.torch_layers] == [u.out_shape for u in result.keras_layers]
+        counts = [u.W.size + (0 if u.b is None else u.b.size) for u in result.torch_layers]
+        assert sum(counts) == sum(p.numel() for p in t.parameters()) == k.count_params()
+        assert counts[0] == arch.vocab * arch.dim
+        if arch.heads:
+            assert counts[1] == result.torch_layers[1].layer_kind.parameter_count(bias=arch.bias)
+
+    assert_ported_pairs_agree(sequence_archs(dtype=dtype), ported=_ported, inputs=token_ids,
+                              max_examples=SEQUENCE_EXAMPLES, then=check, named=_bias_along_tokens)
+
+
+def _bias_along_tokens(result) -> tuple[str, ...]:
+    """``("bias",)`` where Keras adds the attention's biases along the tokens (keras_attention_bias_along_tokens)."""
+    kinds = [u.layer_kind for u in result.keras_layers]
+    return ("bias",) if any(getattr(kind, "bias_along", "heads") == "tokens" for kind in kinds) else ()
+
+
+def test_drawn_ids_cover_an_embedding_model_and_a_failure_says_how_to_rebuild_them(monkeypatch):
+    from torch import nn
+
+    from equivalence import compare_models
+
+    arch = SequenceArch(12, 4, 5, None, "linear", 2, "float32", 1)
+    t, k = _ported(arch)
+    assert compare_models(t, k, max_examples=5).passed
+    original = nn.Embedding.forward
+    monkeypatch.setattr(nn.Embedding, "forward", lambda self, ids: original(self, (ids + 1) % self.num_embeddings))
+    result = compare_models(t, k, max_examples=5)
+    assert result.failing_pairs()["torch vs reference"] == 0, result.message()
+    assert "ids_from_draw(x, 12)" in result.reproduction
+
+
+def test_out_of_range_and_fractional_ids_are_refused_in_one_line():
+    from equivalence import compare_models
+
+    arch = SequenceArch(6, 3, 4, None, "linear", 2, "float32", 2)
+    t, k = _ported(arch)
+    refusal = r"^x holds the id 6 at \(0, 2\), but the embedding has 6 rows \(ids 0 to 5\)$"
+    with pytest.raises(ValueError, match=refusal):
+        compare_models(t, k, x=np.array([[0, 1, 6, 2]]))
+    with pytest.raises(ValueError, match="non-integer values"):
+        compare_models(t, k, x=np.array([[0.5, 1, 2, 3]]))
+    with pytest.raises(ValueError, match=r"should be token ids \(batch, 4\)"):
+        compare_models(t, k, x=np.zeros((2, 5), dtype=int))
+
+
+# --- the traps, named ----------------------------------------------------------------------------
+
+def test_a_transposed_square_table_is_named_row_layout():
+    from equivalence import compare_models
+
+    arch = SequenceArch(5, 5, 3, None, "linear", 2, "float32", 3)
+    t, k = _ported(arch)
+    k.layers[1].embeddings.assign(t.embed.weight.detach().numpy().T)  # fits the shape
+    result = compare_models(t, k)
+    assert [d.what for d in result.differences] == ["row layout"], result.message()
+    assert "torch 'embed', keras 'embedding" in result.differences[0].message
+
+
+def test_keras_mask_zero_is_named_mask_before_any_value():
+    """Keras' mask_zero=True makes GlobalAveragePooling1D average the non-zero ids only; torch's mean counts them."""
+    import keras
+
+    from equivalence import PortMismatch, port_weights
+
+    arch = SequenceArch(6, 3, 4, None, "linear", 2, "float32", 4, padding_idx=0)
+    t = torch_sequence_model(arch)
+    L = keras.layers
+    def port(mask_zero: bool):
+        ids = keras.Input((4,), dtype="int32")
+        return keras.Model(ids, L.Dense(2)(L.GlobalAveragePooling1D()(L.Embedding(6, 3, mask_zero=mask_zero)(ids))))
+
+    k, unmasked = port(True), port(False)
+    differences = _differences(t, k)
+    assert [d.what for d in differences if d.layer == 0] == ["mask"]
+    assert "got keras mask_zero=True, but torch has mask_zero=False" in differences[0].message
+    assert "padding_idx only keeps that row at zero" in differences[0].message
+    with pytest.raises(PortMismatch, match="mask"):
+        port_weights(t, k)
+    unmasked.set_weights(k.get_weights())
+    ids = np.array([[0, 0, 1, 2]])
+    masked, plain = (keras.ops.convert_to_numpy(model.predict(ids, verbose=0)) for model in (k, unmasked))
+    assert not np.allclose(masked, plain)  # the mask changes the values
+
+
+def test_a_non_zero_padding_row_is_named_and_never_ported_into_torch():
+    import torch
+
+    from equivalence import PortMismatch, port_weights
+
+    arch = SequenceArch(6, 3, 4, None, "linear", 2, "float32", 5, padding_idx=0)
+    t, k = _ported(arch)
+    assert not _differences(t, k)
+    table = t.embed.weight.detach().numpy().copy()
+    table[0] = 0.5
+    k.layers[1].embeddings.assign(table)  # a Keras model trained on: its row 0 moved
+    assert [d.what for d in _differences(t, k)] == ["padding_idx"]
+    assert "the keras row 0 is not zero, but torch keeps its padding_idx=0 row at zero" in \
+        _differences(t, k)[0].message
+    with pytest.raises(PortMismatch, match="padding_idx=0 keeps it at zero"):
+        port_weights(k, t)
+    with torch.no_grad():
+        t.embed.weight[0] = 0.5  # written by hand into torch
+    assert [d.what for d in _differences(t, k)] == ["padding_idx"]
+    assert "torch keeps that row out of training" in _differences(t, k)[0].message
+
+
+@pytest.mark.parametrize("framework", ["torch", "keras"])
+def test_a_broken_framework_embedding_turns_the_suite_red_naming_the_layer(framework, monkeypatch):
+    """The meta test: an embedding reading the next row (a shifted table) is caught at its layer."""
+    from equivalence import compare_models
+
+    arch = SequenceArch(9, 4, 6, 2, "relu", 3, "float32", 6)
+    t, k = _ported(arch)
+    if framework == "torch":
+        from torch import nn
+
+        original = nn.Embedding.forward
+        monkeypatch.setattr(nn.Embedding, "forward",
+                            lambda self, ids: original(self, (ids + 1) % self.num_embeddings))
+    else:
+        import keras
+
+        original = keras.layers.Embedding.call
+        monkeypatch.setattr(keras.layers.Embedding, "call",
+                            lambda self, inputs: original(self, (inputs + 1) % self.input_dim))
+    result = compare_models(t, k, x=token_ids(arch))
+    assert result.failing_pairs().get(f"{framework} vs reference") == 0, result.message()
+    other = "keras" if framework == "torch" else "torch"
+    assert f"{other} vs reference" not in result.failing_pairs()
+
+
+def _attention_pair(seed: int = 7, heads: int = 2, dim: int = 8):
+    arch = SequenceArch(10, dim, 5, heads, "linear", 2, "float32", seed)
+    t, k = _ported(arch)
+    return arch, t, k, k.layers[2]
+
+
+def test_a_head_split_by_reshape_is_named_head_split():
+    """The query and output kernels written as the torch matrices reshaped, without their transpose: shape-valid."""
+    from equivalence import compare_models
+
+    arch, t, k, mha = _attention_pair()
+    E, H, d = arch.dim, arch.heads, arch.dim // arch.heads
+    weight = t.attn.in_proj_weight.detach().numpy()
+    mha._query_dense.kernel.assign(weight[:E].reshape(E, H, d))
+    mha._output_dense.kernel.assign(t.attn.out_proj.weight.detach().numpy().reshape(H, d, E))
+    result = compare_models(t, k, x=token_ids(arch))
+    assert [d.what for d in result.differences] == ["head split"], result.message()
+    message = result.differences[0].message
+    assert "layer 1 (torch 'attn', keras 'multi_head_attention" in message
+    assert "keras query, output are the torch ones with a wrong layout" in message and "transposed first" in message
+    assert "torch vs keras, layer 1" in result.message()  # and the values show it
+
+
+def test_interleaved_heads_are_named_head_split():
+    from equivalence import compare_models
+
+    arch, t, k, mha = _attention_pair(heads=4)
+    E, H, d = arch.dim, arch.heads, arch.dim // arch.heads
+    value = t.attn.in_proj_weight.detach().numpy()[2 * E:].T  # (in, out): the right transpose
+    mha._value_dense.kernel.assign(value.reshape(E, d, H).transpose(0, 2, 1))  # features split (d, heads)
+    result = compare_models(t, k, x=token_ids(arch))
+    assert [d.what for d in result.differences] == ["head split"], result.message()
+    assert "keras value is the torch one with a wrong layout: the heads interleaved" in \
+        result.differences[0].message
+
+
+@pytest.mark.parametrize(("heads", "key_dim", "named"), [(4, 2, "got keras 4, but torch has 2"),
+                                                         (2, 8, "got keras 8, but torch has 4")])
+def test_another_head_count_or_key_dim_is_named_heads_before_any_value(heads, key_dim, named):
+    """torch MultiheadAttention(8, 2) has heads of 4; Keras MultiHeadAttention(4, 2) the same 8 features in 4
+    heads (a reshaped port fits the shapes), MultiHeadAttention(2, 8) heads of the whole width."""
+    import keras
+
+    from equivalence import PortMismatch, port_weights
+
+    arch = SequenceArch(10, 8, 5, 2, "linear", 2, "float32", 8)
+    t = torch_sequence_model(arch)
+    L = keras.layers
+    ids = keras.Input((5,), dtype="int32")
+    h = L.Embedding(10, 8)(ids)
+    h = L.MultiHeadAttention(heads, key_dim)(h, h)
+    k = keras.Model(ids, L.Dense(2)(L.GlobalAveragePooling1D()(h)))
+    differences = [d for d in _differences(t, k) if d.layer == 1]
+    assert [d.what for d in differences] == ["heads"]
+    assert named in differences[0].message and "key_dim = E // num_heads" in differences[0].message
+    with pytest.raises(PortMismatch, match="heads"):
+        port_weights(t, k)
+
+
+def test_keras_attention_biases_added_along_the_tokens_are_named_bias():
+    """keras_attention_bias_along_tokens: 2 heads of 1 feature over 2 tokens. Keras is judged against what it
+    computes (and passes), the pair fails naming the bias; with 3 tokens the port agrees."""
+    from equivalence import compare_models
+    from equivalence.frameworks.keras.known_differences import KERAS
+
+    if not next(d for d in KERAS if d.name == "keras_attention_bias_along_tokens").active():
+        pytest.skip("Keras off TensorFlow adds the attention biases along the heads: nothing to name")
+    for length, named in ((2, ["bias"]), (3, [])):
+        arch = SequenceArch(5, 2, length, 2, "linear", 1, "float32", 11)
+        t, k = _ported(arch)
+        result = compare_models(t, k, x=token_ids(arch))
+        assert [d.what for d in result.differences] == named, result.message()
+        assert "keras vs reference" not in result.failing_pairs() and "torch vs reference" not in \
+            result.failing_pairs()
+        if named:
+            assert result.failing_pairs() == {"torch vs keras": 1}
+            assert "known difference keras_attention_bias_along_tokens" in result.differences[0].message
+
+
+@pytest.mark.parametrize(("call", "refused"), [
+    (lambda net, h: net.attn(h, h, h, key_padding_mask=net.padding), "key_padding_mask"),
+    (lambda net, h: net.attn(h, h, h, attn_mask=net.mask), "attn_mask"),
+    (lambda net, h: net.attn(h, h.flip(1), h), "a branch")], ids=["key_padding_mask", "attn_mask", "cross"])
+def test_attention_the_suite_does_not_judge_is_refused_in_one_line(call, refused):
+    import keras
+    import torch
+    from torch import nn
+
+    from equivalence import ModelNotSupported, compare_models
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed, self.attn, self.fc = nn.Embedding(10, 4), nn.MultiheadAttention(4, 2, batch_first=True), \
+                nn.Linear(4, 2)
+            self.register_buffer("mask", torch.zeros(5, 5, dtype=torch.bool))
+            self.register_buffer("padding", torch.zeros(1, 5, dtype=torch.bool))
+
+        def forward(self, ids):
+            return self.fc(call(self, self.embed(ids))[0].mean(1))
+
+    L = keras.layers
+    ids = keras.Input((5,), dtype="int32")
+    h = L.Embedding(10, 4)(ids)
+    k = keras.Model(ids, L.Dense(2)(L.GlobalAveragePooling1D()(L.MultiHeadAttention(2, 2)(h, h))))
+    with pytest.raises(ModelNotSupported, match=refused) as info:
+        compare_models(Net().eval(), k)
+    assert str(info.value).startswith("torch layer ") and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("framework", ["torch", "keras"])
+def test_a_broken_framework_attention_turns_the_suite_red_naming_the_layer(framework, monkeypatch):
+    """The meta test: an attention whose heads are shifted by one feature (a wrong head split inside the
+    framework) is caught at its layer, in either framework."""
+    from equivalence import compare_models
+
+    arch, t, k, _ = _attention_pair(seed=9)
+    if framework == "torch":
+        from torch import nn
+
+        original = nn.MultiheadAttention.forward
+
+        def shifted(self, query, key, value, **kwargs):
+            out, weights = original(self, query, key, value, **kwargs)
+            return out.roll(1, dims=-1), weights
+
+        monkeypatch.setattr(nn.MultiheadAttention, "forward", shifted)
+    else:
+        import keras
+
+        original = keras.layers.MultiHeadAttention._compute_attention
+
+        def shifted(self, query, key, value, *args, **kwargs):
+            out, scores = original(self, query, key, value, *args, **kwargs)
+            return keras.ops.roll(out, 1, axis=2), scores  # (batch, tokens, heads, d): the heads rotated
+
+        monkeypatch.setattr(keras.layers.MultiHeadAttention, "_compute_attention", shifted)
+    result = compare_models(t, k, x=token_ids(arch))
+    assert result.failing_pairs().get(f"{framework} vs reference") == 1, result.message()
+    other = "keras" if framework == "torch" else "torch"
+    assert f"{other} vs reference" not in result.failing_pairs()
+
+
+def test_a_subclassed_keras_port_calling_its_attention_and_ops_agrees():
+    """The seed styles: the torch subclass against a Keras subclass built by a call, its activation a
+    ``keras.ops`` function."""
+    import keras
+
+    from equivalence import assert_equivalent, port_weights
+
+    L = keras.layers
+
+    class Port(keras.Model):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed, self.attn = L.Embedding(10, 8), L.MultiHeadAttention(2, 4)
+            self.pool, self.fc = L.GlobalAveragePooling1D(), L.Dense(2)
+
+        def call(self, ids):
+            h = self.embed(ids)
+            return self.fc(self.pool(keras.ops.relu(self.attn(h, h))))
+
+    k = Port()
+    k(np.zeros((1, 5), dtype="int32"))
+    t = torch_sequence_model(SequenceArch(10, 8, 5, 2, "relu", 2, "float32", 10))
+    port_weights(t, k)
+    result = assert_equivalent(t, k, max_examples=3)
+    assert [u.activation for u in result.keras_layers] == ["linear", "relu", "linear", "linear"]
+
+
+SEQUENCE_FACTORY = '''
+import torch
+from torch import nn
+
+
+class Classifier(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(11, 4)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, ids):
+        return self.fc(torch.mean(self.embed(ids), 1))
+
+
+def build():
+    return Classifier()
+'''
+
+
+def test_equivalence_compare_takes_an_embedding_state_dict_and_its_keras_file(tmp_path, capsys, monkeypatch):
+    import keras
+
+    from equivalence.cli import EXIT_OK, EXIT_USAGE, main
+
+    L = keras.layers
+    port = keras.Sequential([keras.Input((7,), dtype="int32"), L.Embedding(11, 4), L.GlobalAveragePooling1D(),
+                             L.Dense(2)])
+    code, out = compare_files_through_the_cli(tmp_path, monkeypatch, capsys, factory=SEQUENCE_FACTORY,
+                                              module="textnets", port=port)
+    assert code == EXIT_OK, out
+    assert "all 3 layers agree over 3 input batches" in out
+    np.save(tmp_path / "ids.npy", np.array([[0, 1, 2, 11, 3, 4, 5]]))  # id 11 of an 11-row table
+    code = main(["compare", "state.pt", "port.keras", "--torch-model", "textnets:build", "--input", "ids.npy"])
+    err = capsys.readouterr().err
+    assert code == EXIT_USAGE, err
+    assert "x holds the id 11 at (0, 3), but the embedding has 11 rows (ids 0 to 10)" in err
+    assert len(err.strip().splitlines()) == 1, err
