@@ -165,7 +165,7 @@ def keras_softmax_nonfinite_rows():
 
 def _nan_leak_evidence(probe_name: str, framework: str) -> None:
     """Where the probe finds a NaN leak: every leaking grid shape lies in the named shape class, the leak is
-    reproduced, and the excuse covers exactly the rows it leaks into."""
+    reproduced with a NaN and with an infinity, and the excuse covers exactly the rows it leaks into."""
     probe = PROBES[probe_name]
     found, _ = _measured(probe.name)
     for dtype, shapes in found.items():
@@ -173,16 +173,17 @@ def _nan_leak_evidence(probe_name: str, framework: str) -> None:
         outside = [s for s in shapes if not probe.shape_class(s)]
         assert not outside, (f"got a {dtype} NaN leak at {outside}, but the named shape class "
                              f"({probe.shape_class_label}) says it cannot be there")
-        leak = nan_leak(get_adapter(framework), shapes[0], dtype, np.random.default_rng(1))
-        assert leak is not None, f"{dtype} {shapes[0]}: the probe saw a leak that another draw does not show"
-        x, got, nan_row, (W, b) = leak
-        with np.errstate(invalid="ignore"):
-            z = x @ W.astype(np.float64) + b.astype(np.float64)
-        leaked = np.isnan(got) & np.isfinite(z)
-        assert leaked.any() and not leaked[nan_row].any()
-        mask = excused(framework, "linear", dtype, z, got, x=x)
-        np.testing.assert_array_equal(mask, leaked, err_msg="the excuse must cover exactly the leaked rows")
-        assert not excused(framework, "linear", "float32", z, got, x=x).any()
+        for value in (np.nan, np.inf, -np.inf):  # an infinity leaks as a NaN does
+            leak = nan_leak(get_adapter(framework), shapes[0], dtype, np.random.default_rng(1), value=value)
+            assert leak is not None, f"{dtype} {shapes[0]}: the probe saw a leak that another draw of {value} misses"
+            x, got, nan_row, (W, b) = leak
+            with np.errstate(invalid="ignore"):
+                z = x @ W.astype(np.float64) + b.astype(np.float64)
+            leaked = np.isnan(got) & np.isfinite(z)
+            assert leaked.any() and not leaked[nan_row].any()
+            mask = excused(framework, "linear", dtype, z, got, x=x)
+            np.testing.assert_array_equal(mask, leaked, err_msg="the excuse must cover exactly the leaked rows")
+            assert not excused(framework, "linear", "float32", z, got, x=x).any()
 
 
 def torch_bfloat16_linear_nan_leaks_across_rows():
@@ -457,8 +458,8 @@ def test_the_nan_leak_excuse_covers_exactly_the_rows_it_leaks_into(framework, pr
     other[3, 0] = np.nan
     assert not excused(framework, "sigmoid", "bfloat16", z, got, x=other, facts=leaking).any()  # outside the class
     assert not excused(framework, "sigmoid", "bfloat16", z[:16], got[:16], x=x[:16], facts=leaking).any()  # 16 rows
-    inf = np.where(np.isnan(x), np.inf, x)
-    assert not excused(framework, "sigmoid", "bfloat16", z, got, x=inf, facts=leaking).any()  # an inf stays put
+    inf = np.where(np.isnan(x), np.inf, x)  # an infinity leaks too (measured): the same rows excused
+    np.testing.assert_array_equal(excused(framework, "sigmoid", "bfloat16", z, got, x=inf, facts=leaking), expected)
 
 
 def test_an_entry_whose_conditions_fail_grants_nothing(torch_adapter, keras_adapter):

@@ -213,16 +213,16 @@ KERAS: tuple[KnownDifference, ...] = (
     KnownDifference(
         "keras_bfloat16_dense_nan_leaks_across_rows", "keras", tuple(ACTIVATIONS),
         PROBES["keras_dense_nan_leaks_across_rows"].candidate_dtypes, "excuse",
-        "Keras 3.15.1's bfloat16 Dense on TensorFlow 2.21.0 with its oneDNN ops on, on an Intel Xeon with AMX "
-        "(oneDNN at AVX512_CORE_AMX), turns a whole batch row NaN when another row of the input holds a NaN, for "
-        "some shapes: batch 17, out 1, one NaN at rows 0-5, columns 0-3 (24 placements): fan-in 33, 34, 40, 48, 65 "
-        "leaked in 20 of 24, 63 in 5, 16, 17, 31, 32, 64, 96, 128 in none; fan-in 40 at every batch from 17 to 128, "
-        "none from 2 to 16; (33,33,33) and (33,40,24) leaked, (17,17,17) and (20,21,8) did not. The same ISA capped "
-        "at AVX512_CORE_BF16 (the AMD EPYC's), TF_ENABLE_ONEDNN_OPTS=0 and float16/float32 show none. Found by "
-        "the suite's non-finite property on the Intel Xeon (a 33-1 sigmoid layer, batch 17: a NaN at row 1 made "
-        "row 0 NaN). The same oneDNN AMX kernels as torch_bfloat16_linear_nan_leaks_across_rows, another shape "
-        "class; the excuse covers exactly the NaN outputs of rows whose input and reference are finite, beside a "
-        "row holding a NaN, at layers of the shape class (" + DENSE_NAN_LEAK_SHAPE_CLASS + ")",
+        "Keras 3.15.1's bfloat16 Dense on TensorFlow 2.21.0 with its oneDNN ops on, on an Intel Xeon with AMX (oneDNN "
+        "at AVX512_CORE_AMX), turns a whole batch row NaN when another row of the input holds a NaN, for some shapes: "
+        "batch 17, out 1, one NaN at rows 0-5, columns 0-3 (24 placements): fan-in 33, 34, 40, 48, 65 leaked in 20 of "
+        "24, 63 in 5, 16, 17, 31, 32, 64, 96, 128 in none; fan-in 40 at every batch from 17 to 128, none from 2 to 16; "
+        "(33,33,33) and (33,40,24) leaked, (17,17,17) and (20,21,8) did not. The same ISA capped at AVX512_CORE_BF16 "
+        "(the AMD EPYC's), TF_ENABLE_ONEDNN_OPTS=0 and float16/float32 show none. Found by the suite's non-finite "
+        "property on the Intel Xeon (a 33-1 sigmoid layer, batch 17: a NaN at row 1 made row 0 NaN); +inf and -inf leak"
+        " at the same placements as a NaN. The same oneDNN AMX kernels as torch_bfloat16_linear_nan_leaks_across_rows, "
+        "another shape class; the excuse covers exactly the NaN outputs of rows whose input and reference are finite, "
+        "beside a row holding a NaN, at layers of the shape class (" + DENSE_NAN_LEAK_SHAPE_CLASS + ")",
         excuse=nan_leaked_from_another_row(dense_nan_leak_shape_class), families=PARAMETRIC_FAMILIES,
         scope=("forward",), when=(KERAS_ON_TENSORFLOW, PROBES["keras_dense_nan_leaks_across_rows"])),
     KnownDifference(

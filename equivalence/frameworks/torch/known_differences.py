@@ -77,14 +77,15 @@ TORCH: tuple[KnownDifference, ...] = (
     KnownDifference(
         "torch_bfloat16_linear_nan_leaks_across_rows", "torch", tuple(ACTIVATIONS),
         PROBES["torch_linear_nan_leaks_across_rows"].candidate_dtypes, "excuse",
-        "torch 2.13.0's bfloat16 nn.Linear / F.linear on an Intel Xeon with AMX (oneDNN at AVX512_CORE_AMX) "
-        "turns a whole batch row NaN when another row of the input holds a NaN, for some shapes: one NaN placed "
-        "at rows 0-5, columns 0-3 (24 placements), (batch, in, out) (17,17,17) leaked in 5 of 24, (33,33,33) in "
-        "20 of 24; (33,40,24), (16,17,16), (17,16,17), (2,16,16), (9,9,9), (64,64,64) in none; the same with a "
-        "contiguous weight, a transposed view and nn.Linear; an inf stayed in its row. Not seen on the AMD EPYC "
-        "with AVX-512 (AVX512_CORE_BF16) nor with AVX2. A torch bug (reproduction: "
-        "docs/upstream/torch-bfloat16-nan-leak.md); the excuse covers exactly the NaN outputs of rows whose "
-        "input and reference are finite, beside a row holding a NaN, at layers of the shape class ("
+        "torch 2.13.0's bfloat16 nn.Linear / F.linear on an Intel Xeon with AMX (oneDNN at AVX512_CORE_AMX) turns a "
+        "whole batch row NaN when another row of the input holds a NaN, for some shapes: one NaN placed at rows 0-5, "
+        "columns 0-3 (24 placements), (batch, in, out) (17,17,17) leaked in 5 of 24, (33,33,33) in 20 of 24; "
+        "(33,40,24), (16,17,16), (17,16,17), (2,16,16), (9,9,9), (64,64,64) in none; the same with a contiguous weight,"
+        " a transposed view and nn.Linear; an infinity leaks as a NaN does (found by the suite's NaN/inf property at "
+        "(19,15,15): an inf at row 1 made row 0 NaN; 5 of 24 placements of +inf, -inf and NaN alike, 2026-12-05). Not "
+        "seen on the AMD EPYC with AVX-512 (AVX512_CORE_BF16) nor with AVX2. A torch bug (reproduction: "
+        "docs/upstream/torch-bfloat16-nan-leak.md); the excuse covers exactly the NaN outputs of rows whose input and "
+        "reference are finite, beside a row holding a NaN, at layers of the shape class ("
         + NAN_LEAK_SHAPE_CLASS + ")",
         excuse=nan_leaked_from_another_row(nan_leak_shape_class), families=PARAMETRIC_FAMILIES, scope=("forward",),
         when=(PROBES["torch_linear_nan_leaks_across_rows"],)),
