@@ -31,6 +31,7 @@ from equivalence.core.compare import Comparison, LayerResult, compare_arrays, co
 from equivalence.core.kinds import DENSE
 from equivalence.core.layout import LayerWeights
 from equivalence.core.norms import BatchNorm, LayerNorm
+from equivalence.core.recurrent import Recurrent
 from equivalence.core.reference import layerwise_reference
 from equivalence.core.spatial import Conv, Pool
 from equivalence.core.spec import ChainSpec, StackSpec
@@ -38,6 +39,7 @@ from equivalence.core.strategies import MAX_BATCH, MODEL_INPUT_SCALES
 from equivalence.core.tolerance import forward_bound
 from equivalence.core.walk import DenseUnit, ModelNotSupported
 from equivalence.frameworks.registry import entry, get_adapter
+from equivalence.own_recurrent import recurrent_differences, takes_sequences
 
 __all__ = ["Difference", "ModelComparison", "ModelNotSupported", "PortMismatch", "assert_equivalent",
            "compare_models", "port_weights"]
@@ -233,6 +235,11 @@ def structural_differences(t_units: Sequence[DenseUnit], k_units: Sequence[Dense
             out += [Difference(i, what, message) for what, message in kind_differences]
             if kind_differences or t.W.size == 0:
                 continue
+        if isinstance(t.layer_kind, Recurrent) and (a, b) == ("torch", "keras"):
+            named = recurrent_differences(where, t, k)  # gate order, one LSTM bias of two, ...
+            out += [Difference(i, what, message) for what, message in named]
+            if named:
+                continue
         untransposed = k.native.shape == t.native.shape and k.native.dtype == t.native.dtype \
             and np.array_equal(k.native, t.native, equal_nan=True) and not np.array_equal(k.W, t.W, equal_nan=True)
         flatten_order = _flatten_order(t, k)
@@ -290,7 +297,10 @@ _KIND_FIELDS = {Conv: (("kernel", "kernel size"), ("strides", "stride"), ("paddi
                        ("count_include_pad", "padding")),
                 LayerNorm: (("features", "shape"), ("epsilon", "epsilon")),
                 BatchNorm: (("features", "channels"), ("batch_statistics", "statistics"), ("epsilon", "epsilon"),
-                            ("momentum", "momentum"))}
+                            ("momentum", "momentum")),
+                Recurrent: (("cell", "layer kind"), ("features", "shape"), ("units", "shape"), ("steps", "shape"),
+                            ("return_sequences", "return_sequences"), ("reset_after", "reset_after"),
+                            ("activation", "activation"), ("recurrent_activation", "activation"))}
 _HINTS = {
     "padding": " (TensorFlow's 'same' pads the odd pad at the end, torch's padding=p both ends: use an explicit "
                "ZeroPadding in Keras or F.pad in torch)",
@@ -299,6 +309,12 @@ _HINTS = {
     "epsilon": " (torch's default is 1e-5, Keras' 1e-3: pass eps= or epsilon= explicitly)",
     "momentum": " (in Keras' meaning, the weight of the old moving average: torch's momentum=m is Keras' 1 - m, so "
                 "torch's default 0.1 is Keras' 0.9, and Keras' default 0.99 is torch's 0.01)",
+    "return_sequences": " (True: the whole sequence (N, T, units); in torch out, _ = lstm(x) is the sequence, "
+                        "out[:, -1] or h_n[-1] its last step)",
+    "reset_after": " (torch's GRU applies its reset gate after the recurrent product, as Keras' reset_after=True, "
+                   "Keras 3's default; reset_after=False computes another function)",
+    "activation": " (torch's LSTM and GRU compute with tanh, their gates with sigmoid)",
+    "recurrent_activation": " (torch's LSTM and GRU compute with tanh, their gates with sigmoid)",
     "batch_statistics": " (True: torch is in training mode and normalises by each batch's own statistics; call "
                         "model.eval() to use the moving ones, as Keras does at inference)",
 }
@@ -500,6 +516,18 @@ def _spatial_input(x: Any, shape: tuple[int, ...]) -> np.ndarray:
     return _as_input(np.moveaxis(x, 1, -1).reshape(x.shape[0], -1), math.prod(shape)).reshape(x.shape[0], *shape)
 
 
+def _sequence_input(x: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """``x`` batch-first ``(N, T, features)``, as a torch ``nn.LSTM(batch_first=True)`` and a Keras LSTM both take
+    it (one sequence: ``(T, features)``, a batch of one added)."""
+    x = np.asarray(x)
+    if x.shape == shape:
+        x = x[None]
+    if x.shape[1:] != shape or x.shape[0] < 1:
+        raise ValueError(f"x has shape {x.shape}, but should be (batch, {', '.join(map(str, shape))}): batch-first "
+                         "sequences (N, T, features)")
+    return _as_input(x.reshape(x.shape[0], -1), math.prod(shape)).reshape(x.shape[0], *shape)
+
+
 def _as_input(x: Any, width: int) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim == 1 and x.size == width:
@@ -556,7 +584,8 @@ def compare_models(torch_model: Any, keras_model: Any, x: Any = None, *, max_exa
         if x is None:
             x = drawn_input(width=width, dtype=t_units[0].dtype, batch=8).reshape(8, *shape)
         else:
-            x = _as_input(x, width) if len(shape) == 1 else _spatial_input(x, shape)
+            x = _as_input(x, width) if len(shape) == 1 else \
+                _sequence_input(x, shape) if takes_sequences(t_units) else _spatial_input(x, shape)
         result = ModelComparison(results=numeric_results(t_units, k_units, x, same=same), examples=1, **base)
     else:
         result = _drawn(t_units, k_units, base, max_examples=max_examples, scales=scales, nonfinite=nonfinite,
@@ -605,7 +634,7 @@ def _drawn(t_units: list[DenseUnit], k_units: list[DenseUnit], base: dict, *, ma
         draw, results = state["failing"]
         args = ", ".join(f"{k}={v!r}" for k, v in draw.items())
         shape = input_shape_of(t_units)
-        layout = "" if len(shape) == 1 else \
+        layout = "" if len(shape) == 1 or takes_sequences(t_units) else \
             f"    x = x.reshape(-1, {', '.join(map(str, shape))}).transpose(0, {len(shape)}, " \
             f"{', '.join(map(str, range(1, len(shape))))})  # channels-last -> torch's N, C, ...\n"
         reproduction = ("  minimal failing input (shrunk by hypothesis), rebuilt with:\n"

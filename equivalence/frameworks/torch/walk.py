@@ -35,6 +35,7 @@ from equivalence.core.norms import BatchNorm, LayerNorm
 from equivalence.core.spatial import Conv, Flatten, Pool, flatten_permutation
 from equivalence.core.walk import DenseUnit, ModelNotSupported, check_chain
 from equivalence.frameworks.torch import TORCH_DTYPES, to_numpy, to_tensor
+from equivalence.frameworks.torch.recurrent import recurrent_of, recurrent_unit, select, selected
 
 FRAMEWORK = "torch"
 _DTYPE_NAMES = {v: k for k, v in TORCH_DTYPES.items()}
@@ -245,6 +246,7 @@ def walk(model: Any, *, input_shape: tuple[int, ...] | None = None) -> list[Dens
         name, kind = _describe(gm, node)
         refuse = lambda problem, n=name, k=kind, p=position: ModelNotSupported(FRAMEWORK, n, k, p, problem)  # noqa: E731
         if node.op == "output":
+            selected(pending, refuse)
             out = node.args[0]
             out = out[0] if isinstance(out, (tuple, list)) and len(out) == 1 else out
             if out is not current:
@@ -266,7 +268,16 @@ def walk(model: Any, *, input_shape: tuple[int, ...] | None = None) -> list[Dens
                 raise refuse("x * sigmoid(x) written by hand (Swish): not an activation the suite judges; use "
                              "nn.SiLU or F.silu, which compute it and are judged")
             raise refuse("a branch: the previous layer's output feeds more than one layer")
+        if select(node, pending, refuse):  # out, _ = self.lstm(x); out[:, -1]
+            shape = pending["layer_kind"].output_shape(pending["in_shape"])
+            shape, current, position = (shape if len(shape) > 1 else None), node, position + 1
+            continue
+        selected(pending, refuse)
         spatial = _spatial_of(gm, node, shape, refuse) or _norm_of(gm, node, shape, refuse)
+        if spatial is not None and pending is not None and pending.get("selection") == "sequence":
+            raise refuse("a spatial or normalisation layer on a recurrent layer's output sequence: the suite judges "
+                         "a sequence fed to another LSTM or GRU, or its last step")
+        spatial = spatial or recurrent_of(gm, node, shape, refuse)
         if spatial is not None:
             if pending is not None:
                 units.append(_unit(pending))
@@ -300,8 +311,8 @@ def walk(model: Any, *, input_shape: tuple[int, ...] | None = None) -> list[Dens
                 raise refuse(str(exc)) from None
             except KeyError:
                 raise refuse("not a layer or an activation the suite judges (it judges Linear, Conv1d, Conv2d, "
-                             "MaxPool1d/2d, AvgPool1d/2d and Flatten modules, their activations, and skips Dropout, "
-                             "Identity and a Flatten of 2-D inputs)") from None
+                             "MaxPool1d/2d, AvgPool1d/2d, Flatten, LSTM and GRU modules, their activations, and "
+                             "skips Dropout, Identity and a Flatten of 2-D inputs)") from None
             if act is not None:
                 if pending is None:
                     raise refuse("an activation before any Linear layer")
@@ -419,6 +430,8 @@ def _writer(weight: torch.Tensor, bias: torch.Tensor | None,
 
 
 def _unit(p: dict[str, Any]) -> DenseUnit:
+    if "recurrent" in p:
+        return recurrent_unit(p)
     if "tensors" in p:
         return _norm_unit(p)
     if "layer_kind" in p:
