@@ -1,0 +1,315 @@
+"""A user's LSTM or GRU model and its Keras port: a faithful port passes layer by layer in every dtype over drawn
+sequence lengths and widths; each trap (gate order, one LSTM bias of two, reset_after, the activations, the
+sequence against its last step) is named from the weights or configs; a framework whose recurrent layer computes
+with two gates swapped turns the suite red at that layer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+
+from tests.helpers import BFLOAT16
+from tests.recurrent_models import RecurrentArch, keras_recurrent_model, recurrent_archs, torch_recurrent_model
+
+pytestmark = pytest.mark.usefixtures("keras_walker_or_skip")
+
+RECURRENT_EXAMPLES = max(5, settings.default.max_examples // 10)
+"""Architectures per dtype: each builds two models."""
+
+
+@pytest.fixture(autouse=True)
+def _frameworks(torch_adapter, keras_adapter):
+    """Every test here needs both frameworks (skips with the reason otherwise)."""
+
+
+def _input(arch: RecurrentArch, batch: int = 3, scale: float = 2.0) -> np.ndarray:
+    """Batch-first sequences (N, T, features), as both frameworks take them."""
+    return np.random.default_rng(arch.seed).uniform(-scale, scale, (batch, *arch.input_shape))
+
+
+def _ported(arch: RecurrentArch):
+    from equivalence import port_weights
+
+    t, k = torch_recurrent_model(arch), keras_recurrent_model(arch)
+    port_weights(t, k)
+    return t, k
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16", BFLOAT16])
+def test_a_ported_recurrent_model_agrees_layer_by_layer(dtype):
+    """One or two LSTM/GRU layers (the last step taken as out[:, -1] or h_n[-1]) and a Dense: every layer within
+    its kind's bound in both frameworks, with the shapes and parameter counts of both."""
+    import keras
+
+    from equivalence import compare_models
+
+    @settings(max_examples=RECURRENT_EXAMPLES)
+    @given(arch=recurrent_archs(dtype=dtype))
+    def check(arch: RecurrentArch) -> None:
+        t, k = _ported(arch)
+        result = compare_models(t, k, x=_input(arch))
+        assert result.passed, result.message()
+        assert [u.layer_kind for u in result.torch_layers] == [u.layer_kind for u in result.keras_layers]
+        assert [u.out_shape for u in result.keras_layers] == \
+            [tuple(layer.output.shape[1:]) for layer in k.layers if not isinstance(layer, keras.layers.InputLayer)]
+        counts = [u.W.size + (0 if u.b is None else u.b.size) for u in result.torch_layers]
+        assert sum(counts) == k.count_params() == \
+            sum(p.numel() for p in t.parameters()) - arch.extra_torch_parameters()
+        assert counts[:-1] == [u.layer_kind.parameter_count(bias=arch.bias) for u in result.torch_layers[:-1]]
+
+    check()
+
+
+def test_drawn_inputs_cover_a_recurrent_model_and_say_how_to_rebuild_a_failure(monkeypatch):
+    """Drawn batch-first sequences (no ``x``) pass a faithful port; a broken torch LSTM shrinks to an input
+    rebuilt without any transposition (the layout is the same in both frameworks)."""
+    from equivalence import compare_models
+
+    arch = RecurrentArch(("lstm",), 3, (4,), 5, "out", 2, "float32", 7)
+    t, k = _ported(arch)
+    assert compare_models(t, k, max_examples=5).passed
+    _swap_torch_gates(monkeypatch, "lstm")
+    result = compare_models(t, k, max_examples=5)
+    assert not result.passed
+    assert "torch vs reference, layer 0" in result.message() and "[torch 'rnns.0', keras 'lstm" in result.message()
+    assert "drawn_input(" in result.reproduction and "transpose" not in result.reproduction
+
+
+# --- the traps, named ----------------------------------------------------------------------------
+
+def _differences(t, k):
+    """The differences named from the two models' configurations and weights: no layer is run."""
+    from equivalence.own import structural_differences, walk_pair
+
+    return structural_differences(*walk_pair(t, k))
+
+
+def _numpy(tensor) -> np.ndarray:
+    return tensor.detach().numpy()
+
+
+def test_gru_gates_copied_in_torch_s_order_are_named_gate_order_and_fail_at_the_layer():
+    """torch stores r, z, n; a port that only transposes leaves Keras' GRU with (r, z, h) for (z, r, h)."""
+    from equivalence import compare_models
+
+    arch = RecurrentArch(("gru",), 3, (5,), 6, "out", 2, "float32", 1)
+    t, k = _ported(arch)
+    rnn, cell = t.rnns[0], k.layers[0].cell
+    cell.kernel.assign(_numpy(rnn.weight_ih_l0).T)
+    cell.recurrent_kernel.assign(_numpy(rnn.weight_hh_l0).T)
+    cell.bias.assign(np.stack([_numpy(rnn.bias_ih_l0), _numpy(rnn.bias_hh_l0)]))
+    result = compare_models(t, k, x=_input(arch))
+    assert [(d.layer, d.what) for d in result.differences] == [(0, "gate order")], result.message()
+    assert "holds the gates as (r, z, h), but Keras' GRU orders them (z, r, h)" in result.differences[0].message
+    assert result.failing_pairs().get("torch vs keras") == 0, result.message()
+
+
+def test_an_lstm_given_one_of_torch_s_two_biases_is_named_bias():
+    from equivalence import compare_models
+
+    arch = RecurrentArch(("lstm",), 2, (3,), 4, "h_n", 1, "float32", 2)
+    t, k = _ported(arch)
+    k.layers[0].cell.bias.assign(_numpy(t.rnns[0].bias_hh_l0))
+    result = compare_models(t, k, x=_input(arch))
+    assert [(d.layer, d.what) for d in result.differences] == [(0, "bias")], result.message()
+    assert "torch's bias_hh alone, but should be bias_ih + bias_hh" in result.differences[0].message
+    assert result.failing_pairs().get("torch vs keras") == 0
+
+
+@pytest.mark.parametrize(("keras_options", "what"), [
+    ({"reset_after": False}, "reset_after"), ({"recurrent_activation": "hard_sigmoid"}, "activation"),
+    ({"activation": "relu"}, "activation"), ({"return_sequences": True}, "return_sequences")])
+def test_a_gru_configured_otherwise_is_named_before_any_value_and_not_ported(keras_options, what):
+    """torch's GRU is Keras' reset_after=True with tanh and sigmoid, returning the sequence from ``out``."""
+    import keras
+
+    from equivalence import PortMismatch, port_weights
+
+    t = torch_recurrent_model(RecurrentArch(("gru",), 3, (4,), 5, "out", 2, "float32", 3))
+    head = [] if keras_options.get("return_sequences") else [keras.layers.Dense(2)]  # no Dense on a sequence
+    k = keras.Sequential([keras.Input((5, 3)), keras.layers.GRU(4, **keras_options), *head])
+    named = [d.what for d in _differences(t, k) if d.layer == 0]
+    assert named == [what], named
+    with pytest.raises(PortMismatch):
+        port_weights(t, k)
+
+
+def test_a_keras_gru_without_reset_after_is_judged_against_its_own_reference():
+    """A reset_after=False GRU is another function, but a function all the same: Keras agrees with the reference
+    of its own weights, while torch vs keras diverges at that layer."""
+    import keras
+
+    from equivalence import compare_models
+
+    arch = RecurrentArch(("gru",), 3, (4,), 5, "out", 2, "float32", 4)
+    t = torch_recurrent_model(arch)
+    k = keras.Sequential([keras.Input((5, 3)), keras.layers.GRU(4, reset_after=False), keras.layers.Dense(2)])
+    result = compare_models(t, k, x=_input(arch))
+    assert "keras vs reference" not in result.failing_pairs(), result.message()
+
+
+@pytest.mark.parametrize(("options", "problem"), [
+    ({"num_layers": 2}, "num_layers=2"), ({"bidirectional": True}, "bidirectional=True"),
+    ({"batch_first": False}, "batch_first=False")])
+def test_recurrent_options_the_suite_does_not_judge_are_refused_in_one_line(options, problem):
+    import keras
+    from torch import nn
+
+    from equivalence import ModelNotSupported, compare_models
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = nn.LSTM(3, 4, **{"batch_first": True, **options})
+
+        def forward(self, x):
+            out, _ = self.rnn(x)
+            return out[:, -1]
+
+    k = keras.Sequential([keras.Input((5, 3)), keras.layers.LSTM(4)])
+    with pytest.raises(ModelNotSupported, match=rf"torch layer 'rnn' \(LSTM\) at position 0: {problem}") as info:
+        compare_models(Net(), k)
+    assert "\n" not in str(info.value)
+
+
+def test_a_recurrent_layer_in_an_nn_sequential_is_refused_naming_the_tuple():
+    import keras
+    from torch import nn
+
+    from equivalence import ModelNotSupported, compare_models
+
+    k = keras.Sequential([keras.Input((5, 3)), keras.layers.LSTM(4)])
+    with pytest.raises(ModelNotSupported, match="returns a tuple"):
+        compare_models(nn.Sequential(nn.LSTM(3, 4, batch_first=True)), k)
+
+
+def test_x_of_another_shape_is_refused_in_one_line():
+    from equivalence import compare_models
+
+    arch = RecurrentArch(("lstm",), 3, (4,), 5, "out", 2, "float32", 5)
+    t, k = _ported(arch)
+    with pytest.raises(ValueError, match=r"x has shape \(2, 3, 5\), but should be \(batch, 5, 3\)"):
+        compare_models(t, k, x=np.zeros((2, 3, 5)))
+    assert compare_models(t, k, x=_input(arch)[0]).passed  # one sequence: a batch of one
+
+
+# --- the meta tests: a framework's recurrent layer broken ------------------------------------------
+
+def _swap_torch_gates(monkeypatch, cell: str) -> None:
+    """torch's LSTM or GRU computing with its first two gates' rows swapped (i and f, or r and z)."""
+    import torch
+    from torch import nn
+
+    module = nn.LSTM if cell == "lstm" else nn.GRU
+    original = module.forward
+
+    def swapped(self, x, hx=None):
+        units = self.hidden_size
+        saved = [p.detach().clone() for p in self._flat_weights]
+        with torch.no_grad():
+            for p in self._flat_weights:
+                p.copy_(torch.cat([p[units:2 * units], p[:units], p[2 * units:]]))
+        try:
+            return original(self, x, hx)
+        finally:
+            with torch.no_grad():
+                for p, value in zip(self._flat_weights, saved):
+                    p.copy_(value)
+
+    monkeypatch.setattr(module, "forward", swapped)
+
+
+def _swap_keras_gates(monkeypatch, cell: str) -> None:
+    """Keras' LSTM cell computing with its input and forget gates swapped; its GRU cell with z and r swapped."""
+    import keras
+
+    if cell == "lstm":
+        from keras.src.layers.rnn.lstm import LSTMCell
+
+        original = LSTMCell._compute_carry_and_output_fused
+        monkeypatch.setattr(LSTMCell, "_compute_carry_and_output_fused",
+                            lambda self, z, c_tm1: original(self, (z[1], z[0], z[2], z[3]), c_tm1))
+        return
+    from keras.src.layers.rnn.gru import GRUCell
+
+    original_call = GRUCell.call
+
+    def swapped(self, inputs, states, training=False):
+        units = self.units
+        kernel, recurrent = self.kernel, self.recurrent_kernel
+        order = np.r_[units:2 * units, 0:units, 2 * units:3 * units]
+        saved = [keras.ops.convert_to_numpy(v) for v in (kernel, recurrent)]
+        for variable, value in zip((kernel, recurrent), saved):
+            variable.assign(value[:, order])
+        try:
+            return original_call(self, inputs, states, training=training)
+        finally:
+            for variable, value in zip((kernel, recurrent), saved):
+                variable.assign(value)
+
+    monkeypatch.setattr(GRUCell, "call", swapped)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("framework", ["torch", "keras"])
+def test_a_framework_computing_with_two_gates_swapped_turns_the_suite_red_naming_the_layer(framework, cell,
+                                                                                          monkeypatch):
+    """The meta test: two recurrent layers, the first returning its sequence; the broken framework fails against
+    the reference from the first of them, the other framework nowhere."""
+    from equivalence import compare_models
+
+    arch = RecurrentArch((cell, cell), 3, (4, 5), 6, "out", 2, "float32", 6)
+    t, k = _ported(arch)
+    (_swap_torch_gates if framework == "torch" else _swap_keras_gates)(monkeypatch, cell)
+    result = compare_models(t, k, x=_input(arch))
+    assert not result.passed
+    assert result.failing_pairs()[f"{framework} vs reference"] == 0, result.message()
+    other = "keras" if framework == "torch" else "torch"
+    assert f"{other} vs reference" not in result.failing_pairs()
+
+
+# --- the CLI -------------------------------------------------------------------------------------
+
+RECURRENT_FACTORY = '''
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.gru = nn.GRU(3, 4, batch_first=True)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        out, _ = self.gru(x)
+        return self.fc(out[:, -1])
+
+
+def build():
+    return Net()
+'''
+
+
+def test_equivalence_compare_takes_a_recurrent_state_dict_and_its_keras_file(tmp_path, capsys, monkeypatch):
+    import importlib
+
+    import keras
+    import torch
+
+    from equivalence import port_weights
+    from equivalence.cli import EXIT_OK, main
+
+    (tmp_path / "sequences.py").write_text(RECURRENT_FACTORY, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.path", [str(tmp_path), *__import__("sys").path])
+    torch_model = importlib.import_module("sequences").build().eval()
+    port = keras.Sequential([keras.Input((6, 3)), keras.layers.GRU(4), keras.layers.Dense(2)])
+    port_weights(torch_model, port)
+    torch.save(torch_model.state_dict(), tmp_path / "state.pt")
+    port.save(tmp_path / "port.keras")
+    code = main(["compare", str(tmp_path / "state.pt"), str(tmp_path / "port.keras"), "--torch-model",
+                 "sequences:build", "--examples", "3"])
+    out = capsys.readouterr().out
+    assert code == EXIT_OK, out
+    assert "both layers agree over 3 input batches" in out
