@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 from hypothesis import strategies as st
 
 
@@ -103,3 +104,17 @@ def keras_recurrent_model(arch: RecurrentArch):
     for layer in layers:
         h = layer(h)
     return keras.Model(inputs, h)
+
+
+def sequences(arch: RecurrentArch, batch: int = 3) -> np.ndarray:
+    """Batch-first sequences (N, T, features) in U(-2, 2), as both frameworks take them."""
+    return np.random.default_rng(arch.seed).uniform(-2, 2, (batch, *arch.input_shape))
+
+
+def ported(arch: RecurrentArch):
+    """The torch model and its Keras port, weights written by ``port_weights``."""
+    from equivalence import port_weights
+
+    pair = torch_recurrent_model(arch), keras_recurrent_model(arch)
+    port_weights(*pair)
+    return pair

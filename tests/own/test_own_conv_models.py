@@ -9,6 +9,7 @@ from hypothesis import given, settings
 
 from tests.conv_models import ConvArch, ConvBlock, conv_archs, keras_conv_model, torch_conv_model
 from tests.helpers import BFLOAT16
+from tests.own.pairs import agreeing, assert_red_only_in, compare_saved_pair
 
 pytestmark = pytest.mark.usefixtures("keras_walker_or_skip")
 
@@ -38,15 +39,11 @@ def _ported(arch: ConvArch):
 def test_a_ported_conv_stack_agrees_layer_by_layer(dtype):
     """Conv1D/Conv2D (valid and symmetric same padding, strides 1-2), max and average pooling, Flatten and Dense:
     every layer within its kind's bound in both frameworks, with the shapes and parameter counts of both."""
-    from equivalence import compare_models
-
     @settings(max_examples=CONV_EXAMPLES)
     @given(arch=conv_archs(dtype=dtype))
     def check(arch: ConvArch) -> None:
         t, k = _ported(arch)
-        result = compare_models(t, k, x=_input(arch))
-        assert result.passed, result.message()
-        assert [type(u.layer_kind) for u in result.torch_layers] == [type(u.layer_kind) for u in result.keras_layers]
+        result = agreeing(t, k, _input(arch))
         assert [u.out_shape for u in result.torch_layers] == [u.out_shape for u in result.keras_layers]
         assert result.torch_layers[-1].out_shape == (arch.units,)
         assert [tuple(s) for s in (layer.output.shape[1:] for layer in k.layers)] == \
@@ -179,11 +176,7 @@ def test_a_broken_framework_conv_turns_the_suite_red_naming_the_layer(framework,
         original = BaseConv.convolution_op
         monkeypatch.setattr(BaseConv, "convolution_op",
                             lambda self, x, kernel: original(self, x, keras.ops.flip(kernel, axis=1)))
-    result = compare_models(t, k, x=_input(arch))
-    assert not result.passed
-    assert result.failing_pairs()[f"{framework} vs reference"] == 0, result.message()
-    other = "keras" if framework == "torch" else "torch"
-    assert f"{other} vs reference" not in result.failing_pairs()
+    assert_red_only_in(compare_models(t, k, x=_input(arch)), framework, layer=0)
 
 
 CONV_FACTORY = '''
@@ -196,27 +189,15 @@ def build():
 
 
 def test_equivalence_compare_takes_a_conv_state_dict_and_its_keras_file(tmp_path, capsys, monkeypatch):
-    import importlib
-
     import keras
-    import torch
 
-    from equivalence import port_weights
-    from equivalence.cli import EXIT_OK, main
+    from equivalence.cli import EXIT_OK
 
-    (tmp_path / "convnets.py").write_text(CONV_FACTORY, encoding="utf-8")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("sys.path", [str(tmp_path), *__import__("sys").path])
-    torch_model = importlib.import_module("convnets").build().eval()
     L = keras.layers
-    port = keras.Sequential([keras.Input((4, 4, 2)), L.Conv2D(3, 3, padding="same", activation="relu"),
-                             L.MaxPooling2D(2), L.Flatten(), L.Dense(2)])
-    port_weights(torch_model, port)
-    torch.save(torch_model.state_dict(), tmp_path / "state.pt")
-    port.save(tmp_path / "port.keras")
-    code = main(["compare", str(tmp_path / "state.pt"), str(tmp_path / "port.keras"), "--torch-model",
-                 "convnets:build", "--examples", "3"])
-    out = capsys.readouterr().out
+    code, out = compare_saved_pair(tmp_path, monkeypatch, capsys, factory_source=CONV_FACTORY, module="convnets",
+                                   build_port=lambda: keras.Sequential([
+                                       keras.Input((4, 4, 2)), L.Conv2D(3, 3, padding="same", activation="relu"),
+                                       L.MaxPooling2D(2), L.Flatten(), L.Dense(2)]))
     assert code == EXIT_OK, out
     assert "all 4 layers agree over 3 input batches" in out
 

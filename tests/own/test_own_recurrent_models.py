@@ -8,57 +8,35 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.helpers import BFLOAT16
-from tests.recurrent_models import RecurrentArch, keras_recurrent_model, recurrent_archs, torch_recurrent_model
+from tests.own.pairs import agreeing, assert_red_only_in, compare_saved_pair
+from tests.recurrent_models import RecurrentArch, ported, recurrent_archs, sequences, torch_recurrent_model
 
-pytestmark = pytest.mark.usefixtures("keras_walker_or_skip")
+pytestmark = pytest.mark.usefixtures("keras_walker_or_skip", "torch_adapter", "keras_adapter")  # both or a skip
 
 RECURRENT_EXAMPLES = max(5, settings.default.max_examples // 10)
 """Architectures per dtype: each builds two models."""
 
 
-@pytest.fixture(autouse=True)
-def _frameworks(torch_adapter, keras_adapter):
-    """Every test here needs both frameworks (skips with the reason otherwise)."""
-
-
-def _input(arch: RecurrentArch, batch: int = 3, scale: float = 2.0) -> np.ndarray:
-    """Batch-first sequences (N, T, features), as both frameworks take them."""
-    return np.random.default_rng(arch.seed).uniform(-scale, scale, (batch, *arch.input_shape))
-
-
-def _ported(arch: RecurrentArch):
-    from equivalence import port_weights
-
-    t, k = torch_recurrent_model(arch), keras_recurrent_model(arch)
-    port_weights(t, k)
-    return t, k
-
-
 @pytest.mark.parametrize("dtype", ["float64", "float32", "float16", BFLOAT16])
-def test_a_ported_recurrent_model_agrees_layer_by_layer(dtype):
+@settings(max_examples=RECURRENT_EXAMPLES)
+@given(data=st.data())
+def test_a_ported_recurrent_model_agrees_layer_by_layer(dtype, data):
     """One or two LSTM/GRU layers (the last step taken as out[:, -1] or h_n[-1]) and a Dense: every layer within
     its kind's bound in both frameworks, with the shapes and parameter counts of both."""
     import keras
 
-    from equivalence import compare_models
-
-    @settings(max_examples=RECURRENT_EXAMPLES)
-    @given(arch=recurrent_archs(dtype=dtype))
-    def check(arch: RecurrentArch) -> None:
-        t, k = _ported(arch)
-        result = compare_models(t, k, x=_input(arch))
-        assert result.passed, result.message()
-        assert [u.layer_kind for u in result.torch_layers] == [u.layer_kind for u in result.keras_layers]
-        assert [u.out_shape for u in result.keras_layers] == \
-            [tuple(layer.output.shape[1:]) for layer in k.layers if not isinstance(layer, keras.layers.InputLayer)]
-        counts = [u.W.size + (0 if u.b is None else u.b.size) for u in result.torch_layers]
-        assert sum(counts) == k.count_params() == \
-            sum(p.numel() for p in t.parameters()) - arch.extra_torch_parameters()
-        assert counts[:-1] == [u.layer_kind.parameter_count(bias=arch.bias) for u in result.torch_layers[:-1]]
-
-    check()
+    arch = data.draw(recurrent_archs(dtype=dtype), label="architecture")
+    t, k = ported(arch)
+    result = agreeing(t, k, sequences(arch))
+    assert [u.layer_kind for u in result.torch_layers] == [u.layer_kind for u in result.keras_layers]
+    assert [u.out_shape for u in result.keras_layers] == \
+        [tuple(layer.output.shape[1:]) for layer in k.layers if not isinstance(layer, keras.layers.InputLayer)]
+    counts = [u.W.size + (0 if u.b is None else u.b.size) for u in result.torch_layers]
+    assert sum(counts) == k.count_params() == sum(p.numel() for p in t.parameters()) - arch.extra_torch_parameters()
+    assert counts[:-1] == [u.layer_kind.parameter_count(bias=arch.bias) for u in result.torch_layers[:-1]]
 
 
 def test_drawn_inputs_cover_a_recurrent_model_and_say_how_to_rebuild_a_failure(monkeypatch):
@@ -67,7 +45,7 @@ def test_drawn_inputs_cover_a_recurrent_model_and_say_how_to_rebuild_a_failure(m
     from equivalence import compare_models
 
     arch = RecurrentArch(("lstm",), 3, (4,), 5, "out", 2, "float32", 7)
-    t, k = _ported(arch)
+    t, k = ported(arch)
     assert compare_models(t, k, max_examples=5).passed
     _swap_torch_gates(monkeypatch, "lstm")
     result = compare_models(t, k, max_examples=5)
@@ -94,12 +72,12 @@ def test_gru_gates_copied_in_torch_s_order_are_named_gate_order_and_fail_at_the_
     from equivalence import compare_models
 
     arch = RecurrentArch(("gru",), 3, (5,), 6, "out", 2, "float32", 1)
-    t, k = _ported(arch)
+    t, k = ported(arch)
     rnn, cell = t.rnns[0], k.layers[0].cell
     cell.kernel.assign(_numpy(rnn.weight_ih_l0).T)
     cell.recurrent_kernel.assign(_numpy(rnn.weight_hh_l0).T)
     cell.bias.assign(np.stack([_numpy(rnn.bias_ih_l0), _numpy(rnn.bias_hh_l0)]))
-    result = compare_models(t, k, x=_input(arch))
+    result = compare_models(t, k, x=sequences(arch))
     assert [(d.layer, d.what) for d in result.differences] == [(0, "gate order")], result.message()
     assert "holds the gates as (r, z, h), but Keras' GRU orders them (z, r, h)" in result.differences[0].message
     assert result.failing_pairs().get("torch vs keras") == 0, result.message()
@@ -109,9 +87,9 @@ def test_an_lstm_given_one_of_torch_s_two_biases_is_named_bias():
     from equivalence import compare_models
 
     arch = RecurrentArch(("lstm",), 2, (3,), 4, "h_n", 1, "float32", 2)
-    t, k = _ported(arch)
+    t, k = ported(arch)
     k.layers[0].cell.bias.assign(_numpy(t.rnns[0].bias_hh_l0))
-    result = compare_models(t, k, x=_input(arch))
+    result = compare_models(t, k, x=sequences(arch))
     assert [(d.layer, d.what) for d in result.differences] == [(0, "bias")], result.message()
     assert "torch's bias_hh alone, but should be bias_ih + bias_hh" in result.differences[0].message
     assert result.failing_pairs().get("torch vs keras") == 0
@@ -145,7 +123,7 @@ def test_a_keras_gru_without_reset_after_is_judged_against_its_own_reference():
     arch = RecurrentArch(("gru",), 3, (4,), 5, "out", 2, "float32", 4)
     t = torch_recurrent_model(arch)
     k = keras.Sequential([keras.Input((5, 3)), keras.layers.GRU(4, reset_after=False), keras.layers.Dense(2)])
-    result = compare_models(t, k, x=_input(arch))
+    result = compare_models(t, k, x=sequences(arch))
     assert "keras vs reference" not in result.failing_pairs(), result.message()
 
 
@@ -188,10 +166,10 @@ def test_x_of_another_shape_is_refused_in_one_line():
     from equivalence import compare_models
 
     arch = RecurrentArch(("lstm",), 3, (4,), 5, "out", 2, "float32", 5)
-    t, k = _ported(arch)
+    t, k = ported(arch)
     with pytest.raises(ValueError, match=r"x has shape \(2, 3, 5\), but should be \(batch, 5, 3\)"):
         compare_models(t, k, x=np.zeros((2, 3, 5)))
-    assert compare_models(t, k, x=_input(arch)[0]).passed  # one sequence: a batch of one
+    assert compare_models(t, k, x=sequences(arch)[0]).passed  # one sequence: a batch of one
 
 
 # --- the meta tests: a framework's recurrent layer broken ------------------------------------------
@@ -260,13 +238,9 @@ def test_a_framework_computing_with_two_gates_swapped_turns_the_suite_red_naming
     from equivalence import compare_models
 
     arch = RecurrentArch((cell, cell), 3, (4, 5), 6, "out", 2, "float32", 6)
-    t, k = _ported(arch)
+    t, k = ported(arch)
     (_swap_torch_gates if framework == "torch" else _swap_keras_gates)(monkeypatch, cell)
-    result = compare_models(t, k, x=_input(arch))
-    assert not result.passed
-    assert result.failing_pairs()[f"{framework} vs reference"] == 0, result.message()
-    other = "keras" if framework == "torch" else "torch"
-    assert f"{other} vs reference" not in result.failing_pairs()
+    assert_red_only_in(compare_models(t, k, x=sequences(arch)), framework, layer=0)
 
 
 # --- the CLI -------------------------------------------------------------------------------------
@@ -292,24 +266,12 @@ def build():
 
 
 def test_equivalence_compare_takes_a_recurrent_state_dict_and_its_keras_file(tmp_path, capsys, monkeypatch):
-    import importlib
-
     import keras
-    import torch
 
-    from equivalence import port_weights
-    from equivalence.cli import EXIT_OK, main
+    from equivalence.cli import EXIT_OK
 
-    (tmp_path / "sequences.py").write_text(RECURRENT_FACTORY, encoding="utf-8")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("sys.path", [str(tmp_path), *__import__("sys").path])
-    torch_model = importlib.import_module("sequences").build().eval()
-    port = keras.Sequential([keras.Input((6, 3)), keras.layers.GRU(4), keras.layers.Dense(2)])
-    port_weights(torch_model, port)
-    torch.save(torch_model.state_dict(), tmp_path / "state.pt")
-    port.save(tmp_path / "port.keras")
-    code = main(["compare", str(tmp_path / "state.pt"), str(tmp_path / "port.keras"), "--torch-model",
-                 "sequences:build", "--examples", "3"])
-    out = capsys.readouterr().out
+    code, out = compare_saved_pair(tmp_path, monkeypatch, capsys, factory_source=RECURRENT_FACTORY, module="sequences",
+                                   build_port=lambda: keras.Sequential([keras.Input((6, 3)), keras.layers.GRU(4),
+                                                                        keras.layers.Dense(2)]))
     assert code == EXIT_OK, out
     assert "both layers agree over 3 input batches" in out
