@@ -106,6 +106,20 @@ def test_the_bound_grows_with_the_steps(cell):
     assert scales[0] < scales[1] < scales[2] and scales[2] > 2 * scales[0]
 
 
+@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.describe())
+def test_past_the_budget_the_error_is_carried_in_absolute_value_a_looser_bound(kind, monkeypatch):
+    """Each Jacobian's absolute value in place of the product's: never below the exact products' bound."""
+    from equivalence.core import recurrent
+
+    weights = _weights(kind, 1.0)
+    x = RNG.uniform(-1, 1, (3, kind.steps, kind.features))
+    exact = kind.running_error(x, weights)
+    monkeypatch.setattr(recurrent, "PRODUCT_BUDGET", 0)
+    carried = kind.running_error(x, weights)
+    assert carried.shape == exact.shape
+    assert np.all(carried >= exact * (1 - 1e-12)) and np.max(carried) > np.max(exact)
+
+
 def _broken(kind: Recurrent, weights: LayerWeights) -> dict[str, LayerWeights]:
     """Weights a port may leave: two gates swapped, no bias, each recurrent gate block transposed."""
     W, b = weights
