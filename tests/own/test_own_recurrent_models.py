@@ -199,34 +199,27 @@ def _swap_torch_gates(monkeypatch, cell: str) -> None:
 
 
 def _swap_keras_gates(monkeypatch, cell: str) -> None:
-    """Keras' LSTM cell computing with its input and forget gates swapped; its GRU cell with z and r swapped."""
+    """Keras' LSTM or GRU layer computing with its first two gates' columns swapped (i and f, or z and r), whatever
+    path its backend takes (the cell step by step on TensorFlow, a fused loop on torch)."""
     import keras
 
-    if cell == "lstm":
-        from keras.src.layers.rnn.lstm import LSTMCell
+    layer_class = keras.layers.LSTM if cell == "lstm" else keras.layers.GRU
+    original = layer_class.call
 
-        original = LSTMCell._compute_carry_and_output_fused
-        monkeypatch.setattr(LSTMCell, "_compute_carry_and_output_fused",
-                            lambda self, z, c_tm1: original(self, (z[1], z[0], z[2], z[3]), c_tm1))
-        return
-    from keras.src.layers.rnn.gru import GRUCell
-
-    original_call = GRUCell.call
-
-    def swapped(self, inputs, states, training=False):
-        units = self.units
-        kernel, recurrent = self.kernel, self.recurrent_kernel
-        order = np.r_[units:2 * units, 0:units, 2 * units:3 * units]
-        saved = [keras.ops.convert_to_numpy(v) for v in (kernel, recurrent)]
-        for variable, value in zip((kernel, recurrent), saved):
-            variable.assign(value[:, order])
+    def swapped(self, sequences, *args, **kwargs):
+        units, cell_ = self.units, self.cell
+        variables = [v for v in (cell_.kernel, cell_.recurrent_kernel, cell_.bias) if v is not None]
+        saved = [keras.ops.convert_to_numpy(v) for v in variables]
+        order = np.r_[units:2 * units, 0:units, 2 * units:saved[0].shape[-1]]
+        for variable, value in zip(variables, saved):
+            variable.assign(value[..., order])
         try:
-            return original_call(self, inputs, states, training=training)
+            return original(self, sequences, *args, **kwargs)
         finally:
-            for variable, value in zip((kernel, recurrent), saved):
+            for variable, value in zip(variables, saved):
                 variable.assign(value)
 
-    monkeypatch.setattr(GRUCell, "call", swapped)
+    monkeypatch.setattr(layer_class, "call", swapped)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
