@@ -151,6 +151,24 @@ def test_recurrent_options_the_suite_does_not_judge_are_refused_in_one_line(opti
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize(("steps", "keras_layer", "problem"), [
+    (None, "LSTM", "sequence length is unknown"), (5, "go_backwards", "go_backwards=True"),
+    (5, "Bidirectional", r"'bidirectional' \(Bidirectional\) at position 0: not a layer")])
+def test_keras_recurrent_layers_the_suite_does_not_judge_are_refused_in_one_line(steps, keras_layer, problem):
+    import keras
+
+    from equivalence import ModelNotSupported, compare_models
+
+    L = keras.layers
+    layer = {"LSTM": lambda: L.LSTM(4), "go_backwards": lambda: L.LSTM(4, go_backwards=True),
+             "Bidirectional": lambda: L.Bidirectional(L.LSTM(2), name="bidirectional")}[keras_layer]()
+    k = keras.Sequential([keras.Input((steps, 3)), layer, L.Dense(2)])
+    t = torch_recurrent_model(RecurrentArch(("lstm",), 3, (4,), 5, "out", 2, "float32", 1))
+    with pytest.raises(ModelNotSupported, match=problem) as info:
+        compare_models(t, k)
+    assert "\n" not in str(info.value)
+
+
 def test_a_recurrent_layer_in_an_nn_sequential_is_refused_naming_the_tuple():
     import keras
     from torch import nn
