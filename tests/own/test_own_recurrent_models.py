@@ -169,6 +169,35 @@ def test_keras_recurrent_layers_the_suite_does_not_judge_are_refused_in_one_line
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("take", ["out[:, -1, :]", "h.squeeze(0)", "c[-1]"])
+def test_the_torch_walk_follows_the_ways_a_forward_takes_the_last_step(take):
+    """``out[:, -1, :]`` and ``h_n.squeeze(0)`` are the last step; an LSTM's cell state ``c_n`` is refused."""
+    import keras
+    from torch import nn
+
+    from equivalence import ModelNotSupported, compare_models, port_weights
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = nn.LSTM(3, 4, batch_first=True)
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            out, (h, c) = self.rnn(x)
+            return self.fc({"out[:, -1, :]": lambda: out[:, -1, :], "h.squeeze(0)": lambda: h.squeeze(0),
+                            "c[-1]": lambda: c[-1]}[take]())
+
+    k = keras.Sequential([keras.Input((5, 3)), keras.layers.LSTM(4), keras.layers.Dense(2)])
+    t = Net().eval()
+    if take == "c[-1]":
+        with pytest.raises(ModelNotSupported, match="cell state c_n"):
+            port_weights(t, k)
+        return
+    port_weights(t, k)
+    assert compare_models(t, k, max_examples=3).passed
+
+
 def test_a_recurrent_layer_in_an_nn_sequential_is_refused_naming_the_tuple():
     import keras
     from torch import nn

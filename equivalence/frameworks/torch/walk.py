@@ -16,6 +16,7 @@ and the Linear after a Flatten has its rows permuted from torch's C,H,W order to
 
 from __future__ import annotations
 
+import functools
 import logging
 import operator
 import pickle
@@ -203,8 +204,24 @@ def _is_shape_node(node: fx.Node) -> bool:
 
 
 def _live_users(node: fx.Node) -> list[fx.Node]:
-    """Users that compute something: not shape queries, not dead code (export's guard calls)."""
-    return [u for u in node.users if not _is_shape_node(u) and (u.users or u.op == "output")]
+    """Users that compute something: not shape queries, not dead code (export's guard calls, the unused parts of
+    a tuple a recurrent layer returns: ``out, (h, c) = self.lstm(x)`` with only ``out`` used)."""
+    return [u for u in node.users if not _is_shape_node(u) and _reaches_output(u)]
+
+
+def _reaches_output(node: fx.Node) -> bool:
+    """Whether ``node``'s value reaches the graph's output through its users."""
+    return node in _live_nodes(node.graph)
+
+
+@functools.lru_cache(maxsize=8)
+def _live_nodes(graph: fx.Graph) -> frozenset[fx.Node]:
+    """The nodes whose value reaches the output: the graph's nodes are in topological order, so one pass back."""
+    live: set[fx.Node] = set()
+    for node in reversed(graph.nodes):
+        if node.op == "output" or any(u in live for u in node.users):
+            live.add(node)
+    return frozenset(live)
 
 
 def _describe(gm: fx.GraphModule, node: fx.Node) -> tuple[str, str]:
@@ -229,7 +246,7 @@ def walk(model: Any, *, input_shape: tuple[int, ...] | None = None) -> list[Dens
     """
     gm, owner, writable = graph_of(model)
     nodes = [n for n in gm.graph.nodes if n.op != "get_attr" and not _is_shape_node(n)
-             and (n.users or n.op in ("output", "placeholder"))]
+             and (n.op in ("output", "placeholder") or _reaches_output(n))]
     inputs = [n for n in nodes if n.op == "placeholder"]
     if len(inputs) != 1:
         raise ModelNotSupported(FRAMEWORK, "model", type(model).__name__, None,
