@@ -10,12 +10,12 @@ without ``reset_after``, another activation or the full sequence against its las
 
 The error bound (derived in ``docs/layer-kinds.md``) grows with the steps: a first-order running error analysis
 along the float64 trajectory, componentwise. Each step's pre-activation carries Dense's rounding
-``|x_t| @ |K| + |h| @ |U| + |b|`` plus the previous state's error through ``|U|``; the gates pass it on with
-their slopes at the reference's values, every product, sum and activation adds a rounding of its result, and the
-cell (LSTM) and hidden states carry their errors to the next step. ``scale`` is the output's accumulated error in
-units of ``eps`` (at least 1 and ``max|h|``), which the error model turns into ``SAFETY * eps * scale``. The
-state's error is carried through the product of the steps' signed Jacobians, its absolute value taken last; past
+``|x_t| @ |K| + |h| @ |U| + |b|``; the gates pass it on with their slopes at the reference's values, and every
+product, sum and activation adds a rounding of its result. The state's (h, and an LSTM's c) error is carried to
+later steps through the product of the steps' signed Jacobians, its absolute value taken last; past
 ``PRODUCT_BUDGET`` through each Jacobian's absolute value (the textbook worst case: looser, as rigorous).
+``scale`` is the output's accumulated error in units of ``eps`` (at least 1 and ``max|h|``), which the error model
+turns into ``SAFETY * eps * scale``.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ GATES = {"lstm": ("i", "f", "c", "o"), "gru": ("z", "r", "h")}
 Step = tuple[np.ndarray, ...]
 PRODUCT_BUDGET = 200_000_000
 """Multiply-adds of Jacobian products the bound spends on one layer and batch (tenths of a second): past it (the
-last step of 32 sequences of 50 steps of 32 LSTM units; every step of 8 sequences of 40 steps of 16 units) the
+last step of 32 sequences of 64 steps of 32 LSTM units; every step of 8 sequences of 40 steps of 32 units) the
 error is carried in absolute value, step by step: rigorous, cheap and loose."""
 _PRODUCT_FLOATS = 4_000_000
 """How many floats of Jacobian products the bound holds at once (32 MB): a sequence's ends are taken in chunks."""
