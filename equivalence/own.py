@@ -35,6 +35,7 @@ from equivalence.core.embedding import Embedding, SequenceMean
 from equivalence.core.kinds import DENSE
 from equivalence.core.layout import LayerWeights
 from equivalence.core.norms import BatchNorm, LayerNorm
+from equivalence.core.recurrent import Recurrent
 from equivalence.core.reference import layerwise_reference
 from equivalence.core.spatial import Conv, Pool
 from equivalence.core.spec import ChainSpec, StackSpec
@@ -43,6 +44,7 @@ from equivalence.core.tolerance import forward_bound
 from equivalence.core.tolerance import framework_of as framework_label
 from equivalence.core.walk import DenseUnit, ModelNotSupported
 from equivalence.frameworks.registry import entry, get_adapter
+from equivalence.own_recurrent import recurrent_differences, takes_sequences
 from equivalence.traps import layout_traps, padding_row, padding_write_problem
 
 __all__ = ["Difference", "ModelComparison", "ModelNotSupported", "PortMismatch", "assert_equivalent",
@@ -254,6 +256,11 @@ def structural_differences(t_units: Sequence[DenseUnit], k_units: Sequence[Dense
             out += [Difference(i, what, message) for what, message in named]
             if named:
                 continue
+        if isinstance(t.layer_kind, Recurrent) and (a, b) == ("torch", "keras"):
+            named = recurrent_differences(where, t, k)  # gate order, one LSTM bias of two, ...
+            out += [Difference(i, what, message) for what, message in named]
+            if named:
+                continue
         untransposed = k.native.shape == t.native.shape and k.native.dtype == t.native.dtype \
             and np.array_equal(k.native, t.native, equal_nan=True) and not np.array_equal(k.W, t.W, equal_nan=True)
         flatten_order = _flatten_order(t, k)
@@ -335,7 +342,10 @@ _KIND_FIELDS = {Conv: (("kernel", "kernel size"), ("strides", "stride"), ("paddi
                 Embedding: (("rows", "shape"), ("dim", "shape"), ("length", "shape"), ("mask_zero", "mask")),
                 SequenceMean: (("length", "shape"), ("features", "shape")),
                 SelfAttention: (("embed_dim", "shape"), ("heads", "heads"), ("head_dim", "heads"),
-                                ("length", "shape"), ("bias_along", "bias"))}
+                                ("length", "shape"), ("bias_along", "bias")),
+                Recurrent: (("cell", "layer kind"), ("features", "shape"), ("units", "shape"), ("steps", "shape"),
+                            ("return_sequences", "return_sequences"), ("reset_after", "reset_after"),
+                            ("activation", "activation"), ("recurrent_activation", "activation"))}
 COMPUTED_OTHERWISE = ("bias",)
 """Differences of a framework computing the same weights otherwise (Keras' attention bias added along the tokens):
 ``port_weights`` still copies them (their layout is the same), the comparison names the difference."""
@@ -347,7 +357,7 @@ _HINTS = {
     "epsilon": " (torch's default is 1e-5, Keras' 1e-3: pass eps= or epsilon= explicitly)",
     "momentum": " (in Keras' meaning, the weight of the old moving average: torch's momentum=m is Keras' 1 - m, so "
                 "torch's default 0.1 is Keras' 0.9, and Keras' default 0.99 is torch's 0.01)",
-"mask_zero": " (Keras' mask_zero=True makes the layers after the Embedding skip id 0: GlobalAveragePooling1D "
+    "mask_zero": " (Keras' mask_zero=True makes the layers after the Embedding skip id 0: GlobalAveragePooling1D "
                  "averages the other tokens only, attention ignores them; torch's padding_idx only keeps that row at "
                  "zero, so x.mean(1) counts the padding: use mask_zero=False, or mask in torch too)",
     "heads": " (torch's nn.MultiheadAttention(E, num_heads) has head_dim E // num_heads; Keras' "
@@ -356,6 +366,12 @@ _HINTS = {
     "bias_along": " (Keras on TensorFlow adds a (num_heads, 1) query, key and value bias along the tokens when "
                   "key_dim is 1 and the sequence has num_heads tokens: known difference "
                   "keras_attention_bias_along_tokens; another sequence length, key_dim or Keras backend avoids it)",
+    "return_sequences": " (True: the whole sequence (N, T, units); in torch out, _ = lstm(x) is the sequence, "
+                        "out[:, -1] or h_n[-1] its last step)",
+    "reset_after": " (torch's GRU applies its reset gate after the recurrent product, as Keras' reset_after=True, "
+                   "Keras 3's default; reset_after=False computes another function)",
+    "activation": " (torch's LSTM and GRU compute with tanh, their gates with sigmoid)",
+    "recurrent_activation": " (torch's LSTM and GRU compute with tanh, their gates with sigmoid)",
     "batch_statistics": " (True: torch is in training mode and normalises by each batch's own statistics; call "
                         "model.eval() to use the moving ones, as Keras does at inference)",
 }
@@ -557,6 +573,18 @@ def _spatial_input(x: Any, shape: tuple[int, ...]) -> np.ndarray:
     return _as_input(np.moveaxis(x, 1, -1).reshape(x.shape[0], -1), math.prod(shape)).reshape(x.shape[0], *shape)
 
 
+def _sequence_input(x: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """``x`` batch-first ``(N, T, features)``, as a torch ``nn.LSTM(batch_first=True)`` and a Keras LSTM both take
+    it (one sequence: ``(T, features)``, a batch of one added)."""
+    x = np.asarray(x)
+    if x.shape == shape:
+        x = x[None]
+    if x.shape[1:] != shape or x.shape[0] < 1:
+        raise ValueError(f"x has shape {x.shape}, but should be (batch, {', '.join(map(str, shape))}): batch-first "
+                         "sequences (N, T, features)")
+    return _as_input(x.reshape(x.shape[0], -1), math.prod(shape)).reshape(x.shape[0], *shape)
+
+
 def _as_input(x: Any, width: int) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim == 1 and x.size == width:
@@ -630,7 +658,8 @@ def compare_models(torch_model: Any, keras_model: Any, x: Any = None, *, max_exa
             x = x.reshape(8, *shape)
         else:
             x = _token_ids(t_units, x) if _takes_ids(t_units) else \
-                _as_input(x, width) if len(shape) == 1 else _spatial_input(x, shape)
+                _as_input(x, width) if len(shape) == 1 else \
+                _sequence_input(x, shape) if takes_sequences(t_units) else _spatial_input(x, shape)
         result = ModelComparison(results=numeric_results(t_units, k_units, x, same=same), examples=1, **base)
     else:
         result = _drawn(t_units, k_units, base, max_examples=max_examples, scales=scales, nonfinite=nonfinite,
@@ -681,7 +710,7 @@ def _drawn(t_units: list[DenseUnit], k_units: list[DenseUnit], base: dict, *, ma
         shape = input_shape_of(t_units)
         layout = "    from equivalence.core.embedding import ids_from_draw\n" \
             f"    x = ids_from_draw(x, {t_units[0].layer_kind.rows})  # token ids\n" \
-            if _takes_ids(t_units) else "" if len(shape) == 1 else \
+            if _takes_ids(t_units) else "" if len(shape) == 1 or takes_sequences(t_units) else \
             f"    x = x.reshape(-1, {', '.join(map(str, shape))}).transpose(0, {len(shape)}, " \
             f"{', '.join(map(str, range(1, len(shape))))})  # channels-last -> torch's N, C, ...\n"
         reproduction = ("  minimal failing input (shrunk by hypothesis), rebuilt with:\n"

@@ -27,10 +27,12 @@ import numpy as np
 
 from equivalence.core.activations import activation_name
 from equivalence.core.norms import BatchNorm, LayerNorm
+from equivalence.core.recurrent import Recurrent
 from equivalence.core.spatial import Conv, Flatten, Pool, same_padding
 from equivalence.core.walk import DenseUnit, ModelNotSupported, attach_activation, check_chain
 from equivalence.frameworks.keras import ACTIVATIONS as REGISTERED
 from equivalence.frameworks.keras import PARAMETRIC_ACTIVATIONS
+from equivalence.frameworks.keras.recurrent import recurrent_kind, recurrent_unit
 from equivalence.frameworks.keras.sequence import (
     SEQUENCE_KINDS,
     data_tensors,
@@ -300,8 +302,11 @@ def walk(model: Any, *, input_width: int | None = None) -> list[DenseUnit]:
             return ModelNotSupported(FRAMEWORK, op.name, kind, position, problem)
 
         shape = _width_of(node)
-        layer_kind = _spatial_kind(op, shape, refuse) or _norm_kind(op, shape, refuse) or \
-            sequence_kind(op, shape, refuse)
+        try:
+            layer_kind = _spatial_kind(op, shape, refuse) or _norm_kind(op, shape, refuse) \
+                or sequence_kind(op, shape, refuse) or recurrent_kind(op, shape, refuse, _activation_function)
+        except _Refuse as exc:
+            raise refuse(str(exc)) from None
         if layer_kind is not None:
             if pending is not None:
                 units.append(_unit(pending))
@@ -333,7 +338,8 @@ def walk(model: Any, *, input_width: int | None = None) -> list[DenseUnit]:
         except KeyError:
             raise refuse("not a layer or an activation the suite judges (it judges Dense, Conv1D, Conv2D, "
                          "MaxPooling1D/2D, AveragePooling1D/2D, Flatten, BatchNormalization, LayerNormalization, "
-                         "Embedding, MultiHeadAttention and GlobalAveragePooling1D layers, their activations, and "
+                         "Embedding, MultiHeadAttention, GlobalAveragePooling1D, LSTM and GRU layers, their "
+                         "activations, and "
                          "skips Dropout, Identity, InputLayer and a Flatten of 2-D inputs)") from None
         attach_activation(pending, act, f"{kind} {op.name!r}", op, refuse)
     if pending is not None:
@@ -447,6 +453,8 @@ def _spatial_unit(p: dict[str, Any]) -> DenseUnit:
 def _unit(p: dict[str, Any]) -> DenseUnit:
     if isinstance(p.get("layer_kind"), SEQUENCE_KINDS):
         return sequence_unit(p)
+    if isinstance(p.get("layer_kind"), Recurrent):
+        return recurrent_unit(p)
     if "layer_kind" in p:
         return _spatial_unit(p)
     dense, act_op = p["dense"], p["act_op"]

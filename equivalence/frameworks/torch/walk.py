@@ -18,6 +18,7 @@ Embedding, MultiheadAttention (self-attention) and a mean over the tokens are un
 
 from __future__ import annotations
 
+import functools
 import logging
 import operator
 import pickle
@@ -37,6 +38,7 @@ from equivalence.core.norms import BatchNorm, LayerNorm
 from equivalence.core.spatial import Conv, Flatten, Pool, flatten_permutation
 from equivalence.core.walk import DenseUnit, ModelNotSupported, check_chain
 from equivalence.frameworks.torch import TORCH_DTYPES, converted, to_numpy, to_tensor
+from equivalence.frameworks.torch.recurrent import recurrent_of, recurrent_unit, select, selected
 from equivalence.frameworks.torch.sequence import SKIP, is_attention, is_self_attention, sequence_part
 
 FRAMEWORK = "torch"
@@ -205,8 +207,24 @@ def _is_shape_node(node: fx.Node) -> bool:
 
 
 def _live_users(node: fx.Node) -> list[fx.Node]:
-    """Users that compute something: not shape queries, not dead code (export's guard calls)."""
-    return [u for u in node.users if not _is_shape_node(u) and (u.users or u.op == "output")]
+    """Users that compute something: not shape queries, not dead code (export's guard calls, the unused parts of
+    a tuple a recurrent layer returns: ``out, (h, c) = self.lstm(x)`` with only ``out`` used)."""
+    return [u for u in node.users if not _is_shape_node(u) and _reaches_output(u)]
+
+
+def _reaches_output(node: fx.Node) -> bool:
+    """Whether ``node``'s value reaches the graph's output through its users."""
+    return node in _live_nodes(node.graph)
+
+
+@functools.lru_cache(maxsize=8)
+def _live_nodes(graph: fx.Graph) -> frozenset[fx.Node]:
+    """The nodes whose value reaches the output: the graph's nodes are in topological order, so one pass back."""
+    live: set[fx.Node] = set()
+    for node in reversed(graph.nodes):
+        if node.op == "output" or any(u in live for u in node.users):
+            live.add(node)
+    return frozenset(live)
 
 
 def _describe(gm: fx.GraphModule, node: fx.Node) -> tuple[str, str]:
@@ -231,7 +249,7 @@ def walk(model: Any, *, input_shape: tuple[int, ...] | None = None) -> list[Dens
     """
     gm, owner, writable = graph_of(model)
     nodes = [n for n in gm.graph.nodes if n.op != "get_attr" and not _is_shape_node(n)
-             and (n.users or n.op in ("output", "placeholder"))]
+             and (n.op in ("output", "placeholder") or _reaches_output(n))]
     inputs = [n for n in nodes if n.op == "placeholder"]
     if len(inputs) != 1:
         raise ModelNotSupported(FRAMEWORK, "model", type(model).__name__, None,
@@ -249,6 +267,7 @@ def walk(model: Any, *, input_shape: tuple[int, ...] | None = None) -> list[Dens
         name, kind = _describe(gm, node)
         refuse = lambda problem, n=name, k=kind, p=position: ModelNotSupported(FRAMEWORK, n, k, p, problem)  # noqa: E731
         if node.op == "output":
+            selected(pending, refuse)
             out = node.args[0]
             out = out[0] if isinstance(out, (tuple, list)) and len(out) == 1 else out
             if out is not current:
@@ -274,11 +293,20 @@ def walk(model: Any, *, input_shape: tuple[int, ...] | None = None) -> list[Dens
                 raise refuse("x * sigmoid(x) written by hand (Swish): not an activation the suite judges; use "
                              "nn.SiLU or F.silu, which compute it and are judged")
             raise refuse("a branch: the previous layer's output feeds more than one layer")
+        if select(node, pending, refuse):  # out, _ = self.lstm(x); out[:, -1]
+            shape = pending["layer_kind"].output_shape(pending["in_shape"])
+            shape, current, position = (shape if len(shape) > 1 else None), node, position + 1
+            continue
+        selected(pending, refuse)
         part = sequence_part(gm, node, shape, declared, pending.get("layer_kind") if pending else None, refuse)
         if part == SKIP:
             current = node
             continue
         spatial = part or _spatial_of(gm, node, shape, refuse) or _norm_of(gm, node, shape, refuse)
+        if spatial is not None and pending is not None and pending.get("selection") == "sequence":
+            raise refuse("a spatial or normalisation layer on a recurrent layer's output sequence: the suite judges "
+                         "a sequence fed to another LSTM or GRU, or its last step")
+        spatial = spatial or recurrent_of(gm, node, shape, refuse)
         if spatial is not None:
             if pending is not None:
                 units.append(_unit(pending))
@@ -312,9 +340,9 @@ def walk(model: Any, *, input_shape: tuple[int, ...] | None = None) -> list[Dens
                 raise refuse(str(exc)) from None
             except KeyError:
                 raise refuse("not a layer or an activation the suite judges (it judges Linear, Conv1d, Conv2d, "
-                             "MaxPool1d/2d, AvgPool1d/2d, Flatten, BatchNorm, LayerNorm, Embedding and "
-                             "MultiheadAttention modules, a mean over the tokens, their activations, and skips "
-                             "Dropout, Identity and a Flatten of 2-D inputs)") from None
+                             "MaxPool1d/2d, AvgPool1d/2d, Flatten, BatchNorm, LayerNorm, Embedding, "
+                             "MultiheadAttention, LSTM and GRU modules, a mean over the tokens, their activations, "
+                             "and skips Dropout, Identity and a Flatten of 2-D inputs)") from None
             if act is not None:
                 if pending is None:
                     raise refuse("an activation before any Linear layer")
@@ -440,6 +468,8 @@ def _writer(weight: torch.Tensor, bias: torch.Tensor | None,
 def _unit(p: dict[str, Any]) -> DenseUnit:
     if "build" in p:  # the sequence kinds (equivalence.frameworks.torch.sequence)
         return p["build"](p)
+    if "recurrent" in p:
+        return recurrent_unit(p)
     if "tensors" in p:
         return _norm_unit(p)
     if "layer_kind" in p:

@@ -1,0 +1,184 @@
+"""The recurrent layer kinds (``equivalence.core.recurrent``): the references against hand computations and each
+other, the running error bound's Jacobians against finite differences, its growth with the steps, and its
+tightness: a wrong gate order, a missing bias or a transposed square block sits orders of magnitude outside it.
+Numpy only: the frameworks are judged against these in ``tests/own/test_own_recurrent_models.py``."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from equivalence.core.activations import stable_sigmoid as sigmoid
+from equivalence.core.kinds import LayerWeights
+from equivalence.core.recurrent import Recurrent, gate_permutation
+from equivalence.core.tolerance import forward_bound
+
+RNG = np.random.default_rng(0)
+KINDS = [Recurrent("lstm", 3, 4, 6, True), Recurrent("gru", 3, 4, 6, True),
+         Recurrent("gru", 3, 4, 6, False, reset_after=False)]
+
+
+def _weights(kind: Recurrent, scale: float = 1.0, rng: np.random.Generator = RNG) -> LayerWeights:
+    kernel, bias = kind.parameter_shapes(bias=True)
+    return LayerWeights(rng.uniform(-scale, scale, kernel), rng.uniform(-scale, scale, bias))
+
+
+def test_one_lstm_step_matches_a_hand_computation_in_both_forms():
+    """One unit, one step from a zero state: c = sigmoid(a_i) tanh(a_c), h = sigmoid(a_o) tanh(c), a = x k + b."""
+    kind = Recurrent("lstm", 1, 1, 1, False)
+    k, b, x = np.array([0.5, -1.0, 2.0, 0.25]), np.array([0.1, 0.2, -0.3, 0.4]), 0.7
+    weights = LayerWeights(np.stack([k, np.full(4, 9.0)]), b)  # the recurrent row meets a zero state
+    a = x * k + b
+    c = sigmoid(a[0]) * np.tanh(a[2])
+    for form in Recurrent.FORMS:
+        h = kind.reference(np.array([[[x]]]), weights, "linear", form=form).h
+        np.testing.assert_allclose(h, [[sigmoid(a[3]) * np.tanh(c)]], rtol=1e-15)
+
+
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_one_gru_step_matches_a_hand_computation_in_both_forms(reset_after):
+    """From a zero state: h = (1 - z) tanh(a_h + r * b_rec_h) with reset_after (the recurrent bias is inside the
+    reset gate's product), h = (1 - z) tanh(a_h) without; z, r from the input and both biases."""
+    kind = Recurrent("gru", 1, 1, 1, False, reset_after=reset_after)
+    k, b_in, b_rec, x = np.array([0.5, -1.0, 2.0]), np.array([0.1, 0.2, -0.3]), np.array([0.3, -0.2, 0.6]), 0.7
+    bias = np.stack([b_in, b_rec]) if reset_after else b_in
+    weights = LayerWeights(np.stack([k, np.full(3, 9.0)]), bias)
+    a = x * k + b_in + (b_rec * [1, 1, 0] if reset_after else 0)
+    z, r = sigmoid(a[0]), sigmoid(a[1])
+    expected = (1 - z) * np.tanh(a[2] + (r * b_rec[2] if reset_after else 0))
+    for form in Recurrent.FORMS:
+        np.testing.assert_allclose(kind.reference(np.array([[[x]]]), weights, "linear", form=form).h, [[expected]],
+                                   rtol=1e-15)
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.describe())
+def test_the_two_forms_agree_and_the_last_step_is_the_sequence_s_last(kind):
+    x = RNG.uniform(-2, 2, (3, kind.steps, kind.features))
+    weights = _weights(kind)
+    fused, gates = (kind.reference(x, weights, "tanh", form=form).h for form in Recurrent.FORMS)
+    np.testing.assert_allclose(fused, gates, rtol=0, atol=1e-14)
+    assert fused.shape == (3, *kind.output_shape((kind.steps, kind.features)))
+    sequence = replace(kind, return_sequences=True).reference(x, weights, "tanh").h
+    np.testing.assert_array_equal(kind.last_step().reference(x, weights, "tanh").h, sequence[:, -1])
+
+
+def test_parameter_shapes_and_counts_are_keras():
+    """LSTM 3->4: kernel 3x16, recurrent 4x16, bias 16 (torch has 16 more: two biases); GRU with reset_after:
+    a (2, 12) bias, without: (12,)."""
+    lstm, gru, gru_before = KINDS
+    assert lstm.parameter_shapes() == ((7, 16), (16,)) and lstm.parameter_count() == 128
+    assert gru.parameter_shapes() == ((7, 12), (2, 12)) and gru.parameter_count() == 108
+    assert gru_before.parameter_shapes(bias=True) == ((7, 12), (12,)) and gru_before.parameter_count(bias=False) == 84
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.describe())
+def test_each_step_s_jacobian_is_the_derivative_of_the_step(kind):
+    """The bound carries a state's error to the next step through the step's Jacobian: checked against central
+    differences of the float64 step."""
+    K, U, b = kind._parts(_weights(kind))
+    n, units = 2, kind.units
+    xt = RNG.uniform(-1, 1, (n, kind.features)) @ K + (b if b.ndim == 1 else b[0])
+    state = tuple(RNG.uniform(-0.8, 0.8, (n, units)) for _ in range(2 if kind.cell == "lstm" else 1))
+    step = kind._lstm_step_error if kind.cell == "lstm" else kind._gru_step_error
+    _, _, J = step(xt, np.zeros_like(xt), state, U, b)
+    flat = np.concatenate(state, axis=1)
+    delta = 1e-6
+    for j in range(flat.shape[1]):
+        moved = [flat.copy(), flat.copy()]
+        moved[0][:, j] += delta
+        moved[1][:, j] -= delta
+        plus, minus = (np.concatenate(step(xt, np.zeros_like(xt), tuple(np.split(m, len(state), axis=1)), U, b)[0],
+                                      axis=1) for m in moved)
+        np.testing.assert_allclose(J[:, j, :], (plus - minus) / (2 * delta), rtol=0, atol=1e-8)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_the_bound_grows_with_the_steps(cell):
+    """The same input at every step: each step adds its rounding and carries the state's error on, so the bound
+    after 20 steps is over twice that after one (it levels off where the layer's Jacobians contract)."""
+    rng = np.random.default_rng(3)
+    weights = _weights(Recurrent(cell, 3, 4, 1, False), 1.0, rng)
+    x = np.repeat(rng.uniform(-1, 1, (2, 1, 3)), 20, axis=1)
+    scales = [kind.scale(kind.reference(x[:, :kind.steps], weights, "linear"), weights, slope=1.0)
+              for kind in (Recurrent(cell, 3, 4, t, False) for t in (1, 5, 20))]
+    assert scales[0] < scales[1] < scales[2] and scales[2] > 2 * scales[0]
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.describe())
+def test_past_the_budget_the_error_is_carried_in_absolute_value_a_looser_bound(kind, monkeypatch):
+    """Each Jacobian's absolute value in place of the product's: never below the exact products' bound."""
+    from equivalence.core import recurrent
+
+    weights = _weights(kind, 1.0)
+    x = RNG.uniform(-1, 1, (3, kind.steps, kind.features))
+    exact = kind.running_error(x, weights)
+    monkeypatch.setattr(recurrent, "PRODUCT_BUDGET", 0)
+    carried = kind.running_error(x, weights)
+    assert carried.shape == exact.shape
+    assert np.all(carried >= exact * (1 - 1e-12)) and np.max(carried) > np.max(exact)
+
+
+def _broken(kind: Recurrent, weights: LayerWeights) -> dict[str, LayerWeights]:
+    """Weights a port may leave: two gates swapped, no bias, each recurrent gate block transposed."""
+    W, b = weights
+    units, gates = kind.units, len(kind.gates)
+    swapped = np.concatenate([W[:, units:2 * units], W[:, :units], W[:, 2 * units:]], axis=1)
+    blocks = np.split(W[kind.features:], gates, axis=1)
+    transposed = np.concatenate([W[:kind.features], np.concatenate([m.T for m in blocks], axis=1)])
+    return {"gate order": LayerWeights(swapped, b), "bias": LayerWeights(W, np.zeros_like(b)),
+            "square block": LayerWeights(transposed, b)}
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.describe())
+def test_a_broken_port_is_orders_of_magnitude_outside_the_float32_bound(kind):
+    """Torch-initialised layers (U(-1/sqrt(H), 1/sqrt(H))), inputs U(-1, 1): every mistake sits at least 100
+    times outside the bound (measured: over 1,000 times at these sizes)."""
+    rng = np.random.default_rng(1)
+    worst = np.inf
+    for _ in range(5):
+        weights = _weights(kind, 1 / np.sqrt(kind.units), rng)
+        x = rng.uniform(-1, 1, (4, kind.steps, kind.features))
+        trace = kind.reference(x, weights, "linear")
+        bound = forward_bound(trace, weights, "linear", "float32", {"torch": None}, kind=kind).base
+        for broken in _broken(kind, weights).values():
+            worst = min(worst, float(np.max(np.abs(kind.reference(x, broken, "linear").h - trace.h))) / bound)
+    assert worst > 100
+
+
+def test_the_bound_holds_for_the_reference_computed_in_float32():
+    """The fused form run in float32 arithmetic (weights, inputs and every step in float32) stays within the
+    float32 bound of the float64 reference, and not by a margin of many orders (the bound is not vacuous)."""
+    ratios = []
+    for kind in KINDS:
+        weights = _weights(kind, 0.5)
+        x = RNG.uniform(-3, 3, (4, kind.steps, kind.features)).astype(np.float32)
+        w32 = LayerWeights(weights.W.astype(np.float32), weights.b.astype(np.float32))
+        trace = kind.reference(x, w32, "linear")
+        bound = forward_bound(trace, w32, "linear", "float32", {"numpy": None}, kind=kind).base
+        got = _float32_run(kind, x, w32)
+        ratios.append(float(np.max(np.abs(got - trace.h))) / bound)
+    assert 1e-4 < max(ratios) <= 1
+
+
+def _float32_run(kind: Recurrent, x: np.ndarray, weights: LayerWeights) -> np.ndarray:
+    """The reference's step loop with every operation in float32 (numpy keeps float32 for float32 operands)."""
+    step = kind._lstm_step if kind.cell == "lstm" else kind._gru_step
+    K, U = weights.W[:kind.features], weights.W[kind.features:]
+    b = weights.b
+    state = (np.zeros((x.shape[0], kind.units), np.float32),) * (2 if kind.cell == "lstm" else 1)
+    outputs = []
+    for t in range(x.shape[1]):
+        state = step(x[:, t] @ K + (b if b.ndim == 1 else b[0]), state, U, b, "fused")
+        outputs.append(state[0])
+    assert outputs[-1].dtype == np.float32
+    return np.stack(outputs, axis=1) if kind.return_sequences else outputs[-1]
+
+
+def test_gate_permutation_finds_the_order_a_port_left():
+    W = RNG.uniform(-1, 1, (5, 9))
+    r, z, h = np.split(W, 3, axis=1)
+    assert gate_permutation(W, np.concatenate([z, r, h], axis=1), 3) == (1, 0, 2)
+    assert gate_permutation(W, W, 3) is None
+    assert gate_permutation(W, W + 1, 3) is None

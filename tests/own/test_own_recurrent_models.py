@@ -1,0 +1,317 @@
+"""A user's LSTM or GRU model and its Keras port: a faithful port passes layer by layer in every dtype over drawn
+sequence lengths and widths; each trap (gate order, one LSTM bias of two, reset_after, the activations, the
+sequence against its last step) is named from the weights or configs; a framework whose recurrent layer computes
+with two gates swapped turns the suite red at that layer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.helpers import BFLOAT16
+from tests.own.pairs import agreeing, assert_red_only_in, compare_saved_pair
+from tests.recurrent_models import RecurrentArch, ported, recurrent_archs, sequences, torch_recurrent_model
+
+pytestmark = pytest.mark.usefixtures("keras_walker_or_skip", "torch_adapter", "keras_adapter")  # both or a skip
+
+RECURRENT_EXAMPLES = max(5, settings.default.max_examples // 10)
+"""Architectures per dtype: each builds two models."""
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16", BFLOAT16])
+@settings(max_examples=RECURRENT_EXAMPLES)
+@given(data=st.data())
+def test_a_ported_recurrent_model_agrees_layer_by_layer(dtype, data):
+    """One or two LSTM/GRU layers (the last step taken as out[:, -1] or h_n[-1]) and a Dense: every layer within
+    its kind's bound in both frameworks, with the shapes and parameter counts of both."""
+    import keras
+
+    arch = data.draw(recurrent_archs(dtype=dtype), label="architecture")
+    t, k = ported(arch)
+    result = agreeing(t, k, sequences(arch))
+    assert [u.layer_kind for u in result.torch_layers] == [u.layer_kind for u in result.keras_layers]
+    assert [u.out_shape for u in result.keras_layers] == \
+        [tuple(layer.output.shape[1:]) for layer in k.layers if not isinstance(layer, keras.layers.InputLayer)]
+    counts = [u.W.size + (0 if u.b is None else u.b.size) for u in result.torch_layers]
+    assert sum(counts) == k.count_params() == sum(p.numel() for p in t.parameters()) - arch.extra_torch_parameters()
+    assert counts[:-1] == [u.layer_kind.parameter_count(bias=arch.bias) for u in result.torch_layers[:-1]]
+
+
+def test_drawn_inputs_cover_a_recurrent_model_and_say_how_to_rebuild_a_failure(monkeypatch):
+    """Drawn batch-first sequences (no ``x``) pass a faithful port; a broken torch LSTM shrinks to an input
+    rebuilt without any transposition (the layout is the same in both frameworks)."""
+    from equivalence import compare_models
+
+    arch = RecurrentArch(("lstm",), 3, (4,), 5, "out", 2, "float32", 7)
+    t, k = ported(arch)
+    assert compare_models(t, k, max_examples=5).passed
+    _swap_torch_gates(monkeypatch, "lstm")
+    result = compare_models(t, k, max_examples=5)
+    assert not result.passed
+    assert "torch vs reference, layer 0" in result.message() and "[torch 'rnns.0', keras 'lstm" in result.message()
+    assert "drawn_input(" in result.reproduction and "transpose" not in result.reproduction
+
+
+# --- the traps, named ----------------------------------------------------------------------------
+
+def _differences(t, k):
+    """The differences named from the two models' configurations and weights: no layer is run."""
+    from equivalence.own import structural_differences, walk_pair
+
+    return structural_differences(*walk_pair(t, k))
+
+
+def _numpy(tensor) -> np.ndarray:
+    return tensor.detach().numpy()
+
+
+def test_gru_gates_copied_in_torch_s_order_are_named_gate_order_and_fail_at_the_layer():
+    """torch stores r, z, n; a port that only transposes leaves Keras' GRU with (r, z, h) for (z, r, h)."""
+    from equivalence import compare_models
+
+    arch = RecurrentArch(("gru",), 3, (5,), 6, "out", 2, "float32", 1)
+    t, k = ported(arch)
+    rnn, cell = t.rnns[0], k.layers[0].cell
+    cell.kernel.assign(_numpy(rnn.weight_ih_l0).T)
+    cell.recurrent_kernel.assign(_numpy(rnn.weight_hh_l0).T)
+    cell.bias.assign(np.stack([_numpy(rnn.bias_ih_l0), _numpy(rnn.bias_hh_l0)]))
+    result = compare_models(t, k, x=sequences(arch))
+    assert [(d.layer, d.what) for d in result.differences] == [(0, "gate order")], result.message()
+    assert "holds the gates as (r, z, h), but Keras' GRU orders them (z, r, h)" in result.differences[0].message
+    assert result.failing_pairs().get("torch vs keras") == 0, result.message()
+
+
+def test_an_lstm_given_one_of_torch_s_two_biases_is_named_bias():
+    from equivalence import compare_models
+
+    arch = RecurrentArch(("lstm",), 2, (3,), 4, "h_n", 1, "float32", 2)
+    t, k = ported(arch)
+    k.layers[0].cell.bias.assign(_numpy(t.rnns[0].bias_hh_l0))
+    result = compare_models(t, k, x=sequences(arch))
+    assert [(d.layer, d.what) for d in result.differences] == [(0, "bias")], result.message()
+    assert "torch's bias_hh alone, but should be bias_ih + bias_hh" in result.differences[0].message
+    assert result.failing_pairs().get("torch vs keras") == 0
+
+
+@pytest.mark.parametrize(("keras_options", "what"), [
+    ({"reset_after": False}, "reset_after"), ({"recurrent_activation": "hard_sigmoid"}, "activation"),
+    ({"activation": "relu"}, "activation"), ({"return_sequences": True}, "return_sequences")])
+def test_a_gru_configured_otherwise_is_named_before_any_value_and_not_ported(keras_options, what):
+    """torch's GRU is Keras' reset_after=True with tanh and sigmoid, returning the sequence from ``out``."""
+    import keras
+
+    from equivalence import PortMismatch, port_weights
+
+    t = torch_recurrent_model(RecurrentArch(("gru",), 3, (4,), 5, "out", 2, "float32", 3))
+    head = [] if keras_options.get("return_sequences") else [keras.layers.Dense(2)]  # no Dense on a sequence
+    k = keras.Sequential([keras.Input((5, 3)), keras.layers.GRU(4, **keras_options), *head])
+    named = [d.what for d in _differences(t, k) if d.layer == 0]
+    assert named == [what], named
+    with pytest.raises(PortMismatch):
+        port_weights(t, k)
+
+
+def test_a_keras_gru_without_reset_after_is_judged_against_its_own_reference():
+    """A reset_after=False GRU is another function, but a function all the same: Keras agrees with the reference
+    of its own weights, while torch vs keras diverges at that layer."""
+    import keras
+
+    from equivalence import compare_models
+
+    arch = RecurrentArch(("gru",), 3, (4,), 5, "out", 2, "float32", 4)
+    t = torch_recurrent_model(arch)
+    k = keras.Sequential([keras.Input((5, 3)), keras.layers.GRU(4, reset_after=False), keras.layers.Dense(2)])
+    result = compare_models(t, k, x=sequences(arch))
+    assert "keras vs reference" not in result.failing_pairs(), result.message()
+
+
+@pytest.mark.parametrize(("options", "problem"), [
+    ({"num_layers": 2}, "num_layers=2"), ({"bidirectional": True}, "bidirectional=True"),
+    ({"batch_first": False}, "batch_first=False")])
+def test_recurrent_options_the_suite_does_not_judge_are_refused_in_one_line(options, problem):
+    import keras
+    from torch import nn
+
+    from equivalence import ModelNotSupported, compare_models
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = nn.LSTM(3, 4, **{"batch_first": True, **options})
+
+        def forward(self, x):
+            out, _ = self.rnn(x)
+            return out[:, -1]
+
+    k = keras.Sequential([keras.Input((5, 3)), keras.layers.LSTM(4)])
+    with pytest.raises(ModelNotSupported, match=rf"torch layer 'rnn' \(LSTM\) at position 0: {problem}") as info:
+        compare_models(Net(), k)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(("steps", "keras_layer", "problem"), [
+    (None, "LSTM", "sequence length is unknown"), (5, "go_backwards", "go_backwards=True"),
+    (5, "Bidirectional", r"'bidirectional' \(Bidirectional\) at position 0: not a layer")])
+def test_keras_recurrent_layers_the_suite_does_not_judge_are_refused_in_one_line(steps, keras_layer, problem):
+    import keras
+
+    from equivalence import ModelNotSupported, compare_models
+
+    L = keras.layers
+    layer = {"LSTM": lambda: L.LSTM(4), "go_backwards": lambda: L.LSTM(4, go_backwards=True),
+             "Bidirectional": lambda: L.Bidirectional(L.LSTM(2), name="bidirectional")}[keras_layer]()
+    k = keras.Sequential([keras.Input((steps, 3)), layer, L.Dense(2)])
+    t = torch_recurrent_model(RecurrentArch(("lstm",), 3, (4,), 5, "out", 2, "float32", 1))
+    with pytest.raises(ModelNotSupported, match=problem) as info:
+        compare_models(t, k)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("take", ["out[:, -1, :]", "h.squeeze(0)", "c[-1]"])
+def test_the_torch_walk_follows_the_ways_a_forward_takes_the_last_step(take):
+    """``out[:, -1, :]`` and ``h_n.squeeze(0)`` are the last step; an LSTM's cell state ``c_n`` is refused."""
+    import keras
+    from torch import nn
+
+    from equivalence import ModelNotSupported, compare_models, port_weights
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = nn.LSTM(3, 4, batch_first=True)
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            out, (h, c) = self.rnn(x)
+            return self.fc({"out[:, -1, :]": lambda: out[:, -1, :], "h.squeeze(0)": lambda: h.squeeze(0),
+                            "c[-1]": lambda: c[-1]}[take]())
+
+    k = keras.Sequential([keras.Input((5, 3)), keras.layers.LSTM(4), keras.layers.Dense(2)])
+    t = Net().eval()
+    if take == "c[-1]":
+        with pytest.raises(ModelNotSupported, match="cell state c_n"):
+            port_weights(t, k)
+        return
+    port_weights(t, k)
+    assert compare_models(t, k, max_examples=3).passed
+
+
+def test_a_recurrent_layer_in_an_nn_sequential_is_refused_naming_the_tuple():
+    import keras
+    from torch import nn
+
+    from equivalence import ModelNotSupported, compare_models
+
+    k = keras.Sequential([keras.Input((5, 3)), keras.layers.LSTM(4)])
+    with pytest.raises(ModelNotSupported, match="returns a tuple"):
+        compare_models(nn.Sequential(nn.LSTM(3, 4, batch_first=True)), k)
+
+
+def test_x_of_another_shape_is_refused_in_one_line():
+    from equivalence import compare_models
+
+    arch = RecurrentArch(("lstm",), 3, (4,), 5, "out", 2, "float32", 5)
+    t, k = ported(arch)
+    with pytest.raises(ValueError, match=r"x has shape \(2, 3, 5\), but should be \(batch, 5, 3\)"):
+        compare_models(t, k, x=np.zeros((2, 3, 5)))
+    assert compare_models(t, k, x=sequences(arch)[0]).passed  # one sequence: a batch of one
+
+
+# --- the meta tests: a framework's recurrent layer broken ------------------------------------------
+
+def _swap_torch_gates(monkeypatch, cell: str) -> None:
+    """torch's LSTM or GRU computing with its first two gates' rows swapped (i and f, or r and z)."""
+    import torch
+    from torch import nn
+
+    module = nn.LSTM if cell == "lstm" else nn.GRU
+    original = module.forward
+
+    def swapped(self, x, hx=None):
+        units = self.hidden_size
+        saved = [p.detach().clone() for p in self._flat_weights]
+        with torch.no_grad():
+            for p in self._flat_weights:
+                p.copy_(torch.cat([p[units:2 * units], p[:units], p[2 * units:]]))
+        try:
+            return original(self, x, hx)
+        finally:
+            with torch.no_grad():
+                for p, value in zip(self._flat_weights, saved):
+                    p.copy_(value)
+
+    monkeypatch.setattr(module, "forward", swapped)
+
+
+def _swap_keras_gates(monkeypatch, cell: str) -> None:
+    """Keras' LSTM or GRU layer computing with its first two gates' columns swapped (i and f, or z and r), whatever
+    path its backend takes (the cell step by step on TensorFlow, a fused loop on torch)."""
+    import keras
+
+    layer_class = keras.layers.LSTM if cell == "lstm" else keras.layers.GRU
+    original = layer_class.call
+
+    def swapped(self, sequences, *args, **kwargs):
+        units, cell_ = self.units, self.cell
+        variables = [v for v in (cell_.kernel, cell_.recurrent_kernel, cell_.bias) if v is not None]
+        saved = [keras.ops.convert_to_numpy(v) for v in variables]
+        order = np.r_[units:2 * units, 0:units, 2 * units:saved[0].shape[-1]]
+        for variable, value in zip(variables, saved):
+            variable.assign(value[..., order])
+        try:
+            return original(self, sequences, *args, **kwargs)
+        finally:
+            for variable, value in zip(variables, saved):
+                variable.assign(value)
+
+    monkeypatch.setattr(layer_class, "call", swapped)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("framework", ["torch", "keras"])
+def test_a_framework_computing_with_two_gates_swapped_turns_the_suite_red_naming_the_layer(framework, cell,
+                                                                                          monkeypatch):
+    """The meta test: two recurrent layers, the first returning its sequence; the broken framework fails against
+    the reference from the first of them, the other framework nowhere."""
+    from equivalence import compare_models
+
+    arch = RecurrentArch((cell, cell), 3, (4, 5), 6, "out", 2, "float32", 6)
+    t, k = ported(arch)
+    (_swap_torch_gates if framework == "torch" else _swap_keras_gates)(monkeypatch, cell)
+    assert_red_only_in(compare_models(t, k, x=sequences(arch)), framework, layer=0)
+
+
+# --- the CLI -------------------------------------------------------------------------------------
+
+RECURRENT_FACTORY = '''
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.gru = nn.GRU(3, 4, batch_first=True)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        out, _ = self.gru(x)
+        return self.fc(out[:, -1])
+
+
+def build():
+    return Net()
+'''
+
+
+def test_equivalence_compare_takes_a_recurrent_state_dict_and_its_keras_file(tmp_path, capsys, monkeypatch):
+    import keras
+
+    from equivalence.cli import EXIT_OK
+
+    code, out = compare_saved_pair(tmp_path, monkeypatch, capsys, factory_source=RECURRENT_FACTORY, module="sequences",
+                                   build_port=lambda: keras.Sequential([keras.Input((6, 3)), keras.layers.GRU(4),
+                                                                        keras.layers.Dense(2)]))
+    assert code == EXIT_OK, out
+    assert "both layers agree over 3 input batches" in out
