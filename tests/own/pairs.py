@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.helpers import compare_files_through_the_cli
 
 
 def compare_saved_pair(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *,
@@ -15,22 +15,8 @@ def compare_saved_pair(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: 
     """``equivalence compare state.pt port.keras --torch-model module:build`` on a torch model built by
     ``factory_source`` (written to ``module.py``) and its Keras port (``build_port()``, ported first); the exit
     code and what it printed."""
-    import torch
-
-    from equivalence import port_weights
-    from equivalence.cli import main
-
-    (tmp_path / f"{module}.py").write_text(factory_source, encoding="utf-8")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("sys.path", [str(tmp_path), *sys.path])
-    torch_model = importlib.import_module(module).build().eval()
-    port = build_port()
-    port_weights(torch_model, port)
-    torch.save(torch_model.state_dict(), tmp_path / "state.pt")
-    port.save(tmp_path / "port.keras")
-    code = main(["compare", str(tmp_path / "state.pt"), str(tmp_path / "port.keras"), "--torch-model",
-                 f"{module}:build", "--examples", "3"])
-    return code, capsys.readouterr().out
+    return compare_files_through_the_cli(tmp_path, monkeypatch, capsys, factory=factory_source, module=module,
+                                         port=build_port())
 
 
 def assert_red_only_in(result: Any, framework: str, layer: int) -> None:
