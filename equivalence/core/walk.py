@@ -93,6 +93,23 @@ def check_chain(units: list[DenseUnit], framework: str) -> list[DenseUnit]:
     return units
 
 
+class Refused(Exception):
+    """Raised inside a walker's mapping of one op; the walker turns it into ``ModelNotSupported`` with the layer's
+    name and position."""
+
+
+def judged_activation(read: Callable[[], str | None], refuse: Callable[[str], Exception], judged: str) -> str | None:
+    """``read()``: a walker's mapping of one op to its activation (None for an op skipped at inference). A reason
+    it gives (``Refused``) is refused as it is; an op it does not know (``KeyError``) is refused naming what the
+    walker judges (``judged``: its layers and modules, in its framework's words)."""
+    try:
+        return read()
+    except Refused as exc:
+        raise refuse(str(exc)) from None
+    except KeyError:
+        raise refuse(f"not a layer or an activation the suite judges (it judges {judged})") from None
+
+
 def attach_activation(pending: dict | None, activation: str | None, source: str, op: object,
                       refuse: Callable[[str], Exception], *, dense: str = "Dense") -> None:
     """Attach an activation met in a walk to the dense layer before it (``pending``: its ``name``, ``act``;

@@ -29,7 +29,14 @@ from equivalence.core.activations import activation_name
 from equivalence.core.norms import BatchNorm, LayerNorm
 from equivalence.core.recurrent import Recurrent
 from equivalence.core.spatial import Conv, Flatten, Pool, same_padding
-from equivalence.core.walk import DenseUnit, ModelNotSupported, attach_activation, check_chain
+from equivalence.core.walk import (
+    DenseUnit,
+    ModelNotSupported,
+    Refused,
+    attach_activation,
+    check_chain,
+    judged_activation,
+)
 from equivalence.frameworks.keras import ACTIVATIONS as REGISTERED
 from equivalence.frameworks.keras import PARAMETRIC_ACTIVATIONS
 from equivalence.frameworks.keras.recurrent import recurrent_kind, recurrent_unit
@@ -50,8 +57,12 @@ except ImportError:  # pragma: no cover - a Keras without it: no functional grap
     Functional = None
 
 
-class _Refuse(Exception):
-    """Raised inside a mapping; turned into ``ModelNotSupported`` with the layer's name and position."""
+_Refuse = Refused
+
+JUDGED = ("Dense, Conv1D, Conv2D, MaxPooling1D/2D, AveragePooling1D/2D, Flatten, BatchNormalization, "
+          "LayerNormalization, Embedding, MultiHeadAttention, GlobalAveragePooling1D, LSTM and GRU layers, their "
+          "activations, and skips Dropout, Identity, InputLayer and a Flatten of 2-D inputs")
+"""What the Keras walker reads, for its refusal of anything else."""
 
 
 def _default(fn: Callable, name: str) -> Any:
@@ -331,16 +342,8 @@ def walk(model: Any, *, input_width: int | None = None) -> list[DenseUnit]:
             pending = {"position": position, "dense": op, "name": op.name, "act": act,
                        "act_source": "none" if act == "linear" else f"Dense(activation={act!r})", "act_op": None}
             continue
-        try:
-            act = LAYERS[type(op)](op) if type(op) in LAYERS else _op_activation(op)
-        except _Refuse as exc:
-            raise refuse(str(exc)) from None
-        except KeyError:
-            raise refuse("not a layer or an activation the suite judges (it judges Dense, Conv1D, Conv2D, "
-                         "MaxPooling1D/2D, AveragePooling1D/2D, Flatten, BatchNormalization, LayerNormalization, "
-                         "Embedding, MultiHeadAttention, GlobalAveragePooling1D, LSTM and GRU layers, their "
-                         "activations, and "
-                         "skips Dropout, Identity, InputLayer and a Flatten of 2-D inputs)") from None
+        act = judged_activation(lambda op=op: LAYERS[type(op)](op) if type(op) in LAYERS else _op_activation(op),
+                                refuse, JUDGED)
         attach_activation(pending, act, f"{kind} {op.name!r}", op, refuse)
     if pending is not None:
         units.append(_unit(pending))

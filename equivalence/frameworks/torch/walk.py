@@ -36,7 +36,7 @@ from equivalence.core.activations import activation_name
 from equivalence.core.dtypes import numpy_dtype
 from equivalence.core.norms import BatchNorm, LayerNorm
 from equivalence.core.spatial import Conv, Flatten, Pool, flatten_permutation
-from equivalence.core.walk import DenseUnit, ModelNotSupported, check_chain
+from equivalence.core.walk import DenseUnit, ModelNotSupported, Refused, check_chain, judged_activation
 from equivalence.frameworks.torch import TORCH_DTYPES, converted, to_numpy, to_tensor
 from equivalence.frameworks.torch.recurrent import recurrent_of, recurrent_unit, select, selected
 from equivalence.frameworks.torch.sequence import SKIP, is_attention, is_self_attention, sequence_part
@@ -58,8 +58,12 @@ def _softplus(beta: float, threshold: float) -> str:
     return "softplus"
 
 
-class _Refuse(Exception):
-    """Raised inside a mapping; turned into ``ModelNotSupported`` with the layer's name and position."""
+_Refuse = Refused
+
+JUDGED = ("Linear, Conv1d, Conv2d, MaxPool1d/2d, AvgPool1d/2d, Flatten, BatchNorm, LayerNorm, Embedding, "
+          "MultiheadAttention, LSTM and GRU modules, a mean over the tokens, their activations, and skips Dropout, "
+          "Identity and a Flatten of 2-D inputs")
+"""What the torch walker reads, for its refusal of anything else."""
 
 
 MODULES: dict[type, Callable[[nn.Module], str | None]] = {
@@ -334,15 +338,7 @@ def walk(model: Any, *, input_shape: tuple[int, ...] | None = None) -> list[Dens
                 pending["write"] = _writer(linear[2], linear[3], permutation)
             permutation = None
         else:
-            try:
-                act = _activation_of(gm, node)
-            except _Refuse as exc:
-                raise refuse(str(exc)) from None
-            except KeyError:
-                raise refuse("not a layer or an activation the suite judges (it judges Linear, Conv1d, Conv2d, "
-                             "MaxPool1d/2d, AvgPool1d/2d, Flatten, BatchNorm, LayerNorm, Embedding, "
-                             "MultiheadAttention, LSTM and GRU modules, a mean over the tokens, their activations, "
-                             "and skips Dropout, Identity and a Flatten of 2-D inputs)") from None
+            act = judged_activation(lambda node=node: _activation_of(gm, node), refuse, JUDGED)
             if act is not None:
                 if pending is None:
                     raise refuse("an activation before any Linear layer")
