@@ -37,6 +37,7 @@ from equivalence.core.layout import LayerWeights
 from equivalence.core.norms import BatchNorm, LayerNorm
 from equivalence.core.recurrent import Recurrent
 from equivalence.core.reference import layerwise_reference
+from equivalence.core.residual import Residual
 from equivalence.core.spatial import Conv, Pool
 from equivalence.core.spec import ChainSpec, StackSpec
 from equivalence.core.strategies import MAX_BATCH, MODEL_INPUT_SCALES
@@ -45,6 +46,7 @@ from equivalence.core.tolerance import framework_of as framework_label
 from equivalence.core.walk import DenseUnit, ModelNotSupported
 from equivalence.frameworks.registry import entry, get_adapter
 from equivalence.own_recurrent import recurrent_differences, takes_sequences
+from equivalence.own_residual import residual_differences
 from equivalence.traps import layout_traps, padding_row, padding_write_problem
 
 __all__ = ["Difference", "ModelComparison", "ModelNotSupported", "PortMismatch", "assert_equivalent",
@@ -64,7 +66,7 @@ class Difference:
     layer: int | None
     what: str  # "depth" | "shape" | "dtype" | "bias" | "activation" | "untransposed" | "kernel" | "bias values"
     # | "layer kind" | "kernel size" | "stride" | "padding" | "channels" | "pooling" | "kernel layout" | "flatten order"
-    # | "row layout" | "padding_idx" | "mask" | "head split" | "heads"
+    # | "row layout" | "padding_idx" | "mask" | "head split" | "heads" | "residual"
     message: str
 
 
@@ -245,6 +247,7 @@ def structural_differences(t_units: Sequence[DenseUnit], k_units: Sequence[Dense
         out.append(Difference(None, "depth", f"depth: got {len(k_units)} dense layers in {b} "
                               f"({', '.join(repr(u.name) for u in k_units)}), but {a} has {len(t_units)} "
                               f"({', '.join(repr(u.name) for u in t_units)})"))
+    out += [Difference(i, "residual", message) for i, message in residual_differences(t_units, k_units, a, b)]
     for i, (t, k) in enumerate(zip(t_units, k_units)):
         where = _where(i, t, k, a, b)
         if t.layer_kind is not DENSE or k.layer_kind is not DENSE:
@@ -345,7 +348,8 @@ _KIND_FIELDS = {Conv: (("kernel", "kernel size"), ("strides", "stride"), ("paddi
                                 ("length", "shape"), ("bias_along", "bias")),
                 Recurrent: (("cell", "layer kind"), ("features", "shape"), ("units", "shape"), ("steps", "shape"),
                             ("return_sequences", "return_sequences"), ("reset_after", "reset_after"),
-                            ("activation", "activation"), ("recurrent_activation", "activation"))}
+                            ("activation", "activation"), ("recurrent_activation", "activation")),
+                Residual: (("features", "shape"),)}
 COMPUTED_OTHERWISE = ("bias",)
 """Differences of a framework computing the same weights otherwise (Keras' attention bias added along the tokens):
 ``port_weights`` still copies them (their layout is the same), the comparison names the difference."""

@@ -45,14 +45,18 @@ def layerwise_reference(spec: StackSpec | ChainSpec, weights: Sequence[LayerWeig
     """Per-layer float64 reference, each layer its kind's (``spec.kinds``), fed the previous output rounded to
     ``spec.dtype``.
 
-    ``trace.x`` (cast back to the dtype) is the input the frameworks' layer gets. Integer inputs (token ids for an
-    embedding) are passed as they are: ids are not values to round.
+    ``trace.x`` (cast back to the dtype) is the input the frameworks' layer gets; a kind with ``operands`` (the
+    residual Add, ``equivalence.core.residual``) gets the previous output and an earlier one side by side. Integer
+    inputs (token ids for an embedding) are passed as they are: ids are not values to round.
     """
     dt = numpy_dtype(spec.dtype)
     h = np.asarray(x)
     traces, h = [], h if np.issubdtype(h.dtype, np.integer) else h.astype(dt)
+    earlier = [h]  # the input, then every layer's output as the next layer gets it
     for kind, layer_weights, act in zip(spec.kinds, weights, spec.activations):
-        trace = kind.reference(h, LayerWeights(*layer_weights), act)
+        operands = getattr(kind, "operands", None)  # a residual Add: the chain's output and an earlier one
+        trace = kind.reference(h if operands is None else operands(h, earlier), LayerWeights(*layer_weights), act)
         traces.append(trace)
         h = trace.h.astype(dt)
+        earlier.append(h)
     return traces

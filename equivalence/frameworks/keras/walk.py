@@ -28,6 +28,7 @@ import numpy as np
 from equivalence.core.activations import activation_name
 from equivalence.core.norms import BatchNorm, LayerNorm
 from equivalence.core.recurrent import Recurrent
+from equivalence.core.residual import INPUT, check_residuals
 from equivalence.core.spatial import Conv, Flatten, Pool, same_padding
 from equivalence.core.walk import (
     DenseUnit,
@@ -40,6 +41,7 @@ from equivalence.core.walk import (
 from equivalence.frameworks.keras import ACTIVATIONS as REGISTERED
 from equivalence.frameworks.keras import PARAMETRIC_ACTIVATIONS
 from equivalence.frameworks.keras.recurrent import recurrent_kind, recurrent_unit
+from equivalence.frameworks.keras.residual import is_add, operands, residual_part
 from equivalence.frameworks.keras.sequence import (
     SEQUENCE_KINDS,
     data_tensors,
@@ -231,15 +233,17 @@ def _input_dtype(block: Any) -> str | None:
     return dtype if dtype.startswith(("int", "uint")) else None
 
 
-def _trace(block: Any, shape: tuple[int, ...]) -> list[tuple[Any, Any]]:
-    """``(operation, node)`` of every call in ``block``'s chain, input to output, nested models expanded."""
+def _trace(block: Any, shape: tuple[int, ...]) -> tuple[set[int], list[tuple[Any, Any, Any]]]:
+    """The ids of the input tensor (and of its casts), and ``(operation, node, skip)`` of every call in ``block``'s
+    chain, input to output, nested models expanded; ``skip`` is a residual Add's other operand (the chain follows
+    its branch), else None."""
     start, out = _symbolic_call(block, shape)
     if isinstance(out, (list, tuple)) and len(out) == 1:
         out = out[0]
     if not isinstance(out, keras.KerasTensor):
         raise ModelNotSupported(FRAMEWORK, block.name, type(block).__name__, None,
                                 f"returns {type(out).__name__}, not one tensor")
-    chain: list[tuple[Any, Any]] = []
+    chain: list[tuple[Any, Any, Any]] = []
     tensor = out
     while tensor is not start:
         history = getattr(tensor, "_keras_history", None)
@@ -251,25 +255,29 @@ def _trace(block: Any, shape: tuple[int, ...]) -> list[tuple[Any, Any]]:
         inputs = list(node.input_tensors)
         if not inputs:
             raise ModelNotSupported(FRAMEWORK, op.name, type(op).__name__, None, "takes no input tensor")
-        chain.append((op, node))
-        tensor = inputs[0]
+        tensor, skip = operands(op, node, start) if is_add(op) and len(inputs) > 1 else (inputs[0], None)
+        chain.append((op, node, skip))
     chain.reverse()
-    chain = [(op, node) for op, node in chain if type(op).__name__ != "ConvertToTensor"]  # the call's own input cast
-    for position, (op, node) in enumerate(chain):
-        if len(data_tensors(node)) != 1 and not is_self_attention(op, node):
+    casts = [entry for entry in chain if type(entry[0]).__name__ == "ConvertToTensor"]  # the call's own input cast
+    starts = {id(start), *(id(node.output_tensors[0]) for _, node, _ in casts)}
+    chain = [entry for entry in chain if type(entry[0]).__name__ != "ConvertToTensor"]
+    for position, (op, node, skip) in enumerate(chain):
+        if skip is None and len(data_tensors(node)) != 1 and not is_self_attention(op, node):
             raise ModelNotSupported(FRAMEWORK, op.name, type(op).__name__, position,
-                                    f"a branch: it takes {len(node.input_tensors)} tensors (residual connections "
-                                    "and concatenations are not judged)")
-    expanded: list[tuple[Any, Any]] = []
-    for op, node in chain:
+                                    f"a branch: it takes {len(node.input_tensors)} tensors (concatenations are not "
+                                    "judged; a residual Add of the chain's output and an earlier one is)")
+    expanded: list[tuple[Any, Any, Any]] = []
+    for op, node, skip in chain:
         if isinstance(op, keras.Model):
-            expanded.extend(_trace(op, _width_of(node)))
+            inner_starts, inner = _trace(op, _width_of(node))
+            outer = node.input_tensors[0]  # what the nested model's input is in this chain
+            expanded.extend((o, n, outer if id(s) in inner_starts else s) for o, n, s in inner)
         else:
-            expanded.append((op, node))
-    return expanded
+            expanded.append((op, node, skip))
+    return starts, expanded
 
 
-def _traced(model: Any, shape: tuple[int, ...]) -> list[tuple[Any, Any]]:
+def _traced(model: Any, shape: tuple[int, ...]) -> tuple[set[int], list[tuple[Any, Any, Any]]]:
     """``_trace``, leaving the model's layers as they were: the nodes the symbolic call added are dropped."""
     layers = list(model._flatten_layers(include_self=True))
     sizes = [(layer, len(layer._inbound_nodes), len(layer._outbound_nodes)) for layer in layers]
@@ -303,16 +311,26 @@ def walk(model: Any, *, input_width: int | None = None) -> list[DenseUnit]:
         raise ModelNotSupported(FRAMEWORK, unbuilt.name, "Dense", None,
                                 "has no weights yet: build the model (keras.Input(shape=(n_in,)) or "
                                 "model.build((None, n_in))) and give it its weights first")
-    chain = _traced(model, _input_shape(model, input_width))
+    starts, chain = _traced(model, _input_shape(model, input_width))
     units: list[DenseUnit] = []
     pending: dict[str, Any] | None = None
-    for position, (op, node) in enumerate(chain):
+    where = dict.fromkeys(starts, (INPUT, "linear"))  # each tensor met: whose output it is (a residual Add's skip)
+    for position, (op, node, skip) in enumerate(chain):
         kind = type(op).__name__
 
         def refuse(problem: str, op: Any = op, kind: str = kind, position: int = position) -> ModelNotSupported:
             return ModelNotSupported(FRAMEWORK, op.name, kind, position, problem)
 
         shape = _width_of(node)
+        if position:  # the previous call's output: whose output it is, with the activation it has so far
+            where[id(chain[position - 1][1].output_tensors[0])] = \
+                (INPUT, "linear") if pending is None else (len(units), pending["act"])
+        if skip is not None:  # x + f(x): the Add closes the block (equivalence.frameworks.keras.residual)
+            if pending is not None:
+                units.append(_unit(pending))
+            pending = {"position": position, "name": op.name, "act": "linear", "act_source": "none",
+                       "in_shape": shape, **residual_part(op, node, skip, units, where, refuse)}
+            continue
         try:
             layer_kind = _spatial_kind(op, shape, refuse) or _norm_kind(op, shape, refuse) \
                 or sequence_kind(op, shape, refuse) or recurrent_kind(op, shape, refuse, _activation_function)
@@ -347,7 +365,7 @@ def walk(model: Any, *, input_width: int | None = None) -> list[DenseUnit]:
         attach_activation(pending, act, f"{kind} {op.name!r}", op, refuse)
     if pending is not None:
         units.append(_unit(pending))
-    return check_chain(units, FRAMEWORK)
+    return check_residuals(check_chain(units, FRAMEWORK), FRAMEWORK)
 
 
 _CONVS = {L.Conv1D: 1, L.Conv2D: 2}
@@ -454,6 +472,8 @@ def _spatial_unit(p: dict[str, Any]) -> DenseUnit:
 
 
 def _unit(p: dict[str, Any]) -> DenseUnit:
+    if "build" in p:  # a residual Add (equivalence.frameworks.keras.residual)
+        return p["build"](p)
     if isinstance(p.get("layer_kind"), SEQUENCE_KINDS):
         return sequence_unit(p)
     if isinstance(p.get("layer_kind"), Recurrent):

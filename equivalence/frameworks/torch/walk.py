@@ -35,10 +35,12 @@ from torch import fx, nn
 from equivalence.core.activations import activation_name
 from equivalence.core.dtypes import numpy_dtype
 from equivalence.core.norms import BatchNorm, LayerNorm
+from equivalence.core.residual import Residual, check_residuals
 from equivalence.core.spatial import Conv, Flatten, Pool, flatten_permutation
 from equivalence.core.walk import DenseUnit, ModelNotSupported, Refused, check_chain, judged_activation
 from equivalence.frameworks.torch import TORCH_DTYPES, converted, to_numpy, to_tensor
 from equivalence.frameworks.torch.recurrent import recurrent_of, recurrent_unit, select, selected
+from equivalence.frameworks.torch.residual import check_untapped, fork, residual_part, tap
 from equivalence.frameworks.torch.sequence import SKIP, is_attention, is_self_attention, sequence_part
 
 FRAMEWORK = "torch"
@@ -265,6 +267,7 @@ def walk(model: Any, *, input_shape: tuple[int, ...] | None = None) -> list[Dens
     shape = tuple(input_shape) if input_shape is not None and len(input_shape) > 1 else None
     permutation = None  # a Flatten's: the next Linear's rows
     declared = tuple(input_shape) if input_shape is not None else None  # an Embedding's sequence length
+    taps: dict[fx.Node, int] = {}  # values a residual Add takes as its skip operand: whose output each is
     for node in nodes:
         if node.op == "placeholder":
             continue
@@ -289,14 +292,26 @@ def walk(model: Any, *, input_shape: tuple[int, ...] | None = None) -> list[Dens
             raise refuse(f"computes with the parameter {', '.join(map(repr, parameters))} directly (x @ W.T + b "
                          "written by hand): write it as nn.Linear or F.linear(x, weight, bias), which the suite "
                          "judges")
+        residual = residual_part(node, current, tensors, taps, refuse) if len(tensors) > 1 else None
+        if residual is not None:  # x + f(x): the Add closes the block (equivalence.frameworks.torch.residual)
+            if pending is not None:
+                units.append(_unit(pending))
+            pending = {"position": position, "name": name, "kind": kind, "act": "linear", "act_source": "none",
+                       "act_fn": None, "node": node, "layer_kind": Residual(units[-1].out_shape, residual["skip"]),
+                       **residual}
+            current, position = node, position + 1
+            continue
         if tensors != [current] and not is_self_attention(gm, node, current):
-            raise refuse("a branch: it takes other tensors than the previous layer's output alone "
-                         "(residual connections and concatenations are not judged)")
-        if len(_live_users(current)) > 1:
+            raise refuse("a branch: it takes other tensors than the previous layer's output alone (concatenations "
+                         "are not judged; a residual Add of the chain's output and an earlier one is)")
+        if len(_live_users(current)) > 1 and current not in taps:
             if _is_swish(current):
                 raise refuse("x * sigmoid(x) written by hand (Swish): not an activation the suite judges; use "
                              "nn.SiLU or F.silu, which compute it and are judged")
-            raise refuse("a branch: the previous layer's output feeds more than one layer")
+            if not fork(_live_users(current)):
+                raise refuse("a branch: the previous layer's output feeds more than one layer (a residual x + f(x) "
+                             "is judged; two computed branches are not)")
+            tap(current, pending, units, taps)
         if select(node, pending, refuse):  # out, _ = self.lstm(x); out[:, -1]
             shape = pending["layer_kind"].output_shape(pending["in_shape"])
             shape, current, position = (shape if len(shape) > 1 else None), node, position + 1
@@ -342,6 +357,7 @@ def walk(model: Any, *, input_shape: tuple[int, ...] | None = None) -> list[Dens
             if act is not None:
                 if pending is None:
                     raise refuse("an activation before any Linear layer")
+                check_untapped(pending, refuse, act)
                 if pending["act"] != "linear":
                     raise refuse(f"a second activation after {pending['name']!r} ({pending['act']} already): "
                                  "the suite judges one activation per dense layer")
@@ -350,7 +366,7 @@ def walk(model: Any, *, input_shape: tuple[int, ...] | None = None) -> list[Dens
         position += 1
     if pending is not None:
         units.append(_unit(pending))
-    return check_chain(units, FRAMEWORK)
+    return check_residuals(check_chain(units, FRAMEWORK), FRAMEWORK)
 
 
 def _parameters_of(node: fx.Node) -> list[str] | None:

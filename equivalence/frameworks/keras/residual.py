@@ -1,0 +1,96 @@
+"""Residual connections in a user's Keras model: ``layers.Add()([x, f(x)])`` in a functional model, or ``x + f(x)``
+(``keras.ops.add``) in a subclassed model's ``call``, is one Add unit (``equivalence.core.residual``) after the units
+of ``f``.
+
+Reading the chain back from the output, an Add's two operands are told apart by the graph: the skip is the one
+the other (the branch) is computed from, so the walk follows the branch. Two computed branches (``a(x) + b(x)``),
+an Add of more than two tensors and a skip taken before its layer's activation are refused with the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import numpy as np
+
+from equivalence.core.residual import INPUT, Residual
+from equivalence.core.walk import DenseUnit, ModelNotSupported
+from equivalence.frameworks.keras.sequence import data_tensors
+from equivalence.frameworks.registry import get_adapter
+
+FRAMEWORK = "keras"
+
+
+def is_add(op: Any) -> bool:
+    """A ``keras.layers.Add`` layer, or the ``Add`` operation ``x + y`` and ``keras.ops.add`` record."""
+    return isinstance(op, keras.layers.Add) or (type(op).__name__ == "Add"
+                                                and type(op).__module__.startswith("keras.src.ops"))
+
+
+def _reaches(tensor: Any, target: Any, start: Any) -> bool:
+    """Whether ``target`` is ``tensor`` or one of the tensors it is computed from (back to ``start``)."""
+    seen, stack = set(), [tensor]
+    while stack:
+        t = stack.pop()
+        if t is target:
+            return True
+        history = getattr(t, "_keras_history", None)
+        if t is start or id(t) in seen or history is None:
+            continue
+        seen.add(id(t))
+        stack.extend(history.operation._inbound_nodes[history.node_index].input_tensors)
+    return False
+
+
+def operands(op: Any, node: Any, start: Any) -> tuple[Any, Any]:
+    """``(branch, skip)`` of an Add: the skip is the operand the branch is computed from."""
+    def refuse(problem: str) -> ModelNotSupported:
+        return ModelNotSupported(FRAMEWORK, op.name, type(op).__name__, None, problem)
+
+    tensors = data_tensors(node)
+    if len(tensors) != 2:
+        raise refuse(f"an Add of {len(tensors)} tensors: the suite judges a residual Add of two, x + f(x)")
+    a, b = tensors
+    if a is b:
+        raise refuse("adds a tensor to itself (x + x): not a residual connection")
+    if _reaches(a, b, start):
+        return a, b
+    if _reaches(b, a, start):
+        return b, a
+    raise refuse("a residual Add of two computed branches (a(x) + b(x)): the suite judges x + f(x), the skip taken "
+                 "from a layer's output or the model's input")
+
+
+def residual_part(op: Any, node: Any, skip: Any, units: list[DenseUnit], where: dict[int, tuple[int, str]],
+                  refuse: Callable[[str], Exception]) -> dict[str, Any]:
+    """The Add unit's parts; ``where`` maps each tensor met so far to (the unit whose output it is, that unit's
+    activation then), so a skip taken before its layer's activation is refused."""
+    index, act = where.get(id(skip), (None, None))
+    if index is None:
+        raise refuse("a residual Add whose skip operand is not an earlier layer's output or the model's input")
+    if index != INPUT and units[index].activation != act:
+        raise refuse(f"the skip connection takes the output of {units[index].name!r} before its activation "
+                     f"{units[index].activation}: the suite judges a skip from a layer's output after its activation")
+    return {"layer": op, "layer_kind": Residual(tuple(units[-1].out_shape), index), "act_op": None,
+            "branch_first": data_tensors(node)[0] is not skip, "build": residual_unit}
+
+
+def residual_unit(p: dict[str, Any]) -> DenseUnit:
+    """The Add unit: its canonical input ``[branch, skip]`` split, added by the user's layer or op in the order
+    written, its activation applied."""
+    op, kind, act_op, first = p["layer"], p["layer_kind"], p["act_op"], p["branch_first"]
+    adapter = get_adapter("keras")
+
+    def run(x: np.ndarray) -> np.ndarray:
+        branch, skip = (adapter.to_tensor(np.ascontiguousarray(part)) for part in kind.split(np.asarray(x)))
+        pair = [branch, skip] if first else [skip, branch]
+        y = op(pair) if isinstance(op, keras.layers.Layer) else op(*pair)
+        if act_op is not None:
+            y = adapter.run(act_op, y) if isinstance(act_op, keras.layers.Layer) else act_op(y)
+        return adapter.to_numpy(y)
+
+    return DenseUnit(FRAMEWORK, op.name, type(op).__name__, p["position"], np.zeros((0,)), None, np.zeros((0,)),
+                     p["act"], p["act_source"], "", run, None, layer_kind=kind,
+                     in_shape=(*kind.features[:-1], 2 * kind.features[-1]), out_shape=tuple(kind.features))

@@ -1,0 +1,105 @@
+"""Residual connections in a user's torch model: ``out = x + f(x)`` in ``forward`` (``+``, ``torch.add``,
+``x.add(...)``, ``aten.add`` in a ``torch.export`` graph) is one Add unit (``equivalence.core.residual``) after the
+units of ``f``.
+
+The walker records where the chain forks (``taps``: a node whose value feeds both the branch and an Add, mapped
+to the unit whose output it is); the Add joining the chain's output with a tapped value closes the block. A
+value tapped before an activation of its layer, two computed branches (``a(x) + b(x)``) and ``torch.add`` with
+``alpha`` are refused with the reason.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import fx
+
+from equivalence.core.residual import INPUT, Residual
+from equivalence.core.walk import DenseUnit
+from equivalence.frameworks.torch import TORCH_DTYPES, to_numpy, to_tensor
+
+FRAMEWORK = "torch"
+_ADDS = (operator.add, torch.add, torch.ops.aten.add.Tensor)
+
+
+def is_add(node: fx.Node) -> bool:
+    """``a + b``, ``torch.add(a, b)``, ``a.add(b)`` or ``aten.add.Tensor``."""
+    return (node.op == "call_function" and node.target in _ADDS) or (node.op == "call_method" and node.target == "add")
+
+
+def fork(users: list[fx.Node]) -> bool:
+    """A value feeding the next layer of its chain and one Add: where a residual block starts."""
+    return len(users) == 2 and sum(is_add(u) for u in users) >= 1
+
+
+def tap(current: fx.Node, pending: dict[str, Any] | None, units: list, taps: dict[fx.Node, int]) -> None:
+    """Record ``current`` (the input, or the output of the unit being assembled) as a skip operand."""
+    taps[current] = INPUT if pending is None else len(units)
+    if pending is not None:
+        pending["tapped"] = True
+
+
+def check_untapped(pending: dict[str, Any], refuse: Callable[[str], Exception], act: str) -> None:
+    """Refuse an activation attached to a unit whose output a skip connection already took."""
+    if pending.get("tapped"):
+        raise refuse(f"the skip connection takes the output of {pending['name']!r} before this {act}: the suite "
+                     "judges a skip from a layer's output after its activation, or from the model's input")
+
+
+def residual_part(node: fx.Node, current: fx.Node, tensors: list[fx.Node], taps: dict[fx.Node, int],
+                  refuse: Callable[[str], Exception]) -> dict[str, Any] | None:
+    """The Add unit's parts when ``node`` adds the chain's output (``current``) and a tapped value; else None.
+    An Add of anything else is refused naming the residual connection it is not."""
+    if not is_add(node):
+        return None
+    if len(tensors) != 2 or current not in tensors:
+        raise refuse("an Add that does not take the chain's output: the suite judges a residual x + f(x)")
+    skip = tensors[1] if tensors[0] is current else tensors[0]
+    if skip is current:
+        raise refuse("adds a tensor to itself (x + x): not a residual connection")
+    if skip not in taps:
+        raise refuse("a residual Add of two computed branches (a(x) + b(x)), or of a value that is not an earlier "
+                     "layer's output: the suite judges x + f(x), the skip taken from a layer's output or the model's "
+                     "input")
+    alpha = node.kwargs.get("alpha", node.args[2] if len(node.args) > 2 else 1)
+    if alpha != 1:
+        raise refuse(f"torch.add with alpha={alpha}: the suite judges a plain sum")
+    return {"skip": taps[skip], "operands": (current, skip), "build": residual_unit}
+
+
+def _call(node: fx.Node, branch: fx.Node, skip: fx.Node) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The node's own add, its operands in the places the user wrote them."""
+    def call(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        put = lambda v: a if v is branch else b if v is skip else v  # noqa: E731
+        args, kwargs = [put(v) for v in node.args], {k: put(v) for k, v in node.kwargs.items()}
+        if node.op == "call_method":
+            return getattr(args[0], node.target)(*args[1:], **kwargs)
+        return node.target(*args, **kwargs)
+    return call
+
+
+def residual_unit(p: dict[str, Any]) -> DenseUnit:
+    """The Add unit: its canonical input ``[branch, skip]`` split, added by the user's op in torch's layout
+    (channels first on a spatial tensor), its activation applied, back to channels-last."""
+    kind: Residual = p["layer_kind"]
+    call, act_fn = _call(p["node"], *p["operands"]), p["act_fn"]
+    rank = len(kind.features) - 1
+    first, last = (0, rank + 1, *range(1, rank + 1)), (0, *range(2, rank + 2), 1)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x)
+        dtype = TORCH_DTYPES.get(x.dtype.name, torch.float32)
+        a, b = (to_tensor(np.ascontiguousarray(part.transpose(first)), dtype) for part in kind.split(x))
+        with torch.no_grad():
+            y = call(a, b)
+            if act_fn is not None:
+                y = act_fn(y)
+        return to_numpy(y, x.dtype).transpose(last)
+
+    return DenseUnit(FRAMEWORK, p["name"], p["kind"], p["position"], np.zeros((0,)), None, np.zeros((0,)), p["act"],
+                     p["act_source"], "", run, None, layer_kind=kind,
+                     in_shape=(*kind.features[:-1], 2 * kind.features[-1]), out_shape=tuple(kind.features))

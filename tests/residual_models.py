@@ -1,0 +1,152 @@
+"""Users' residual MLPs, written as a user would in torch (an ``nn.Module`` whose ``forward`` adds) and in Keras (a
+functional model with ``layers.Add``, or a subclassed model computing ``x + f(x)``), from one drawn architecture.
+
+An architecture: an optional stem (Linear + tanh) whose output is the skip, else the input is; one or two residual
+blocks ``y = after(skip + fc2(act(norm(fc1(skip)))))``; a head. ``skip=False`` builds the same layers without the
+Add (the port that forgot the skip connection).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hypothesis import strategies as st
+
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "silu")
+AFTER = ("linear", "relu", "tanh")
+
+
+@dataclass(frozen=True)
+class ResidualArch:
+    n_in: int
+    stem: int | None  # the stem's width (the blocks' width), or None: the blocks take the input
+    hidden: int
+    blocks: int
+    activation: str
+    after: str  # the activation applied to each block's sum
+    norm: bool  # a LayerNorm in each branch
+    n_out: int
+    dtype: str
+    seed: int
+    keras_style: str = "functional"  # | "subclass"
+    skip: bool = True
+
+    @property
+    def width(self) -> int:
+        return self.n_in if self.stem is None else self.stem
+
+
+@st.composite
+def residual_archs(draw: st.DrawFn, *, dtype: str) -> ResidualArch:
+    return ResidualArch(
+        n_in=draw(st.integers(1, 12), label="n_in"), stem=draw(st.none() | st.integers(1, 12), label="stem"),
+        hidden=draw(st.integers(1, 16), label="hidden"), blocks=draw(st.integers(1, 2), label="blocks"),
+        activation=draw(st.sampled_from(ACTIVATIONS), label="activation"),
+        after=draw(st.sampled_from(AFTER), label="after"), norm=draw(st.booleans(), label="norm"),
+        n_out=draw(st.integers(1, 6), label="n_out"), dtype=dtype, seed=draw(st.integers(0, 2**16), label="seed"),
+        keras_style=draw(st.sampled_from(("functional", "subclass")), label="keras style"))
+
+
+def torch_residual_model(arch: ResidualArch):
+    import torch
+    from torch import nn
+
+    from equivalence.frameworks.torch import TORCH_DTYPES
+
+    dt = TORCH_DTYPES[arch.dtype]
+    modules = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "silu": nn.SiLU, "linear": nn.Identity}
+    torch.manual_seed(arch.seed)
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1 = nn.Linear(arch.width, arch.hidden, dtype=dt)
+            self.norm = nn.LayerNorm(arch.hidden, eps=1e-3, dtype=dt) if arch.norm else nn.Identity()
+            self.act = modules[arch.activation]()
+            self.fc2 = nn.Linear(arch.hidden, arch.width, dtype=dt)
+            self.after = modules[arch.after]()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.fc2(self.act(self.norm(self.fc1(x))))
+            return self.after(x + h if arch.skip else h)
+
+    class ResidualMLP(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Linear(arch.n_in, arch.stem, dtype=dt) if arch.stem is not None else None
+            self.blocks = nn.ModuleList(Block() for _ in range(arch.blocks))
+            self.head = nn.Linear(arch.width, arch.n_out, dtype=dt)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if self.stem is not None:
+                x = torch.tanh(self.stem(x))
+            for block in self.blocks:
+                x = block(x)
+            return self.head(x)
+
+    model = ResidualMLP().eval()
+    if arch.norm:
+        with torch.no_grad():
+            for block in model.blocks:
+                block.norm.weight.uniform_(-2, 2)
+                block.norm.bias.uniform_(-1, 1)
+    return model
+
+
+def keras_residual_model(arch: ResidualArch):
+    """The Keras port of ``torch_residual_model(arch)``, its weights not yet written."""
+    import keras
+
+    L, dtype = keras.layers, arch.dtype
+
+    def branch(x):
+        h = L.Dense(arch.hidden, dtype=dtype)(x)
+        if arch.norm:
+            h = L.LayerNormalization(epsilon=1e-3, dtype=dtype)(h)
+        return L.Dense(arch.width, dtype=dtype)(L.Activation(arch.activation, dtype=dtype)(h))
+
+    if arch.keras_style == "subclass":
+        return _subclassed(arch)
+    x = inputs = keras.Input((arch.n_in,), dtype=dtype)
+    if arch.stem is not None:
+        x = L.Dense(arch.stem, activation="tanh", dtype=dtype)(x)
+    for _ in range(arch.blocks):
+        h = branch(x)
+        x = L.Activation(arch.after, dtype=dtype)(L.Add(dtype=dtype)([x, h]) if arch.skip else h)
+    return keras.Model(inputs, L.Dense(arch.n_out, dtype=dtype)(x))
+
+
+def _subclassed(arch: ResidualArch):
+    import keras
+
+    L, dtype, ops = keras.layers, arch.dtype, keras.ops
+
+    def act(name: str):  # keras.ops, as a subclassed model calls them
+        return (lambda x: x) if name == "linear" else getattr(ops, name)
+
+    class ResidualMLP(keras.Model):
+        def __init__(self) -> None:
+            super().__init__(dtype=dtype)
+            self.stem = L.Dense(arch.stem, dtype=dtype) if arch.stem is not None else None
+            self.fc1 = [L.Dense(arch.hidden, dtype=dtype) for _ in range(arch.blocks)]
+            self.norm = [L.LayerNormalization(epsilon=1e-3, dtype=dtype) for _ in range(arch.blocks)] \
+                if arch.norm else []
+            self.fc2 = [L.Dense(arch.width, dtype=dtype) for _ in range(arch.blocks)]
+            self.head = L.Dense(arch.n_out, dtype=dtype)
+
+        def call(self, x):
+            if self.stem is not None:
+                x = ops.tanh(self.stem(x))
+            for i in range(arch.blocks):
+                h = self.fc1[i](x)
+                if self.norm:
+                    h = self.norm[i](h)
+                h = self.fc2[i](act(arch.activation)(h))
+                x = act(arch.after)(x + h if arch.skip else h)
+            return self.head(x)
+
+    import numpy as np
+
+    model = ResidualMLP()
+    model(np.zeros((1, arch.n_in), dtype=dtype))  # built by a call: the walker reads built layers
+    return model
