@@ -234,14 +234,14 @@ def _torch_refused():
     import torch
     from torch import nn
 
-    class Residual(nn.Module):
+    class Concatenation(nn.Module):  # a residual x + f(x) is judged (tests/own/test_own_residual_models.py)
         def __init__(self) -> None:
             super().__init__()
-            self.fc1, self.fc2 = nn.Linear(4, 4), nn.Linear(4, 4)
+            self.fc1, self.fc2 = nn.Linear(4, 4), nn.Linear(8, 4)
 
         def forward(self, x):
             h = torch.relu(self.fc1(x))
-            return self.fc2(h) + h
+            return self.fc2(torch.cat([h, x], 1))
 
     return {
         "conv": (nn.Sequential(nn.Linear(4, 4), nn.Conv1d(1, 1, 1)), "'1' (Conv1d) at position 1"),
@@ -251,7 +251,7 @@ def _torch_refused():
                       "'2' (LayerNorm) at position 2: a LayerNorm without its scale and offset"),
         "embedding": (nn.Sequential(nn.Embedding(10, 4, max_norm=1.0), nn.Linear(4, 2)),
                       "'0' (Embedding) at position 0: max_norm=1.0"),
-        "branch": (Residual(), "'fc2' (Linear) at position 2: a branch"),
+        "branch": (Concatenation(), "'fc1' (Linear) at position 0: a branch"),
         "two activations": (nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Tanh()), "'2' (Tanh) at position 2"),
     }
 
@@ -262,7 +262,7 @@ def _keras_refused():
     L = keras.layers
     inputs = keras.Input((4,))
     h = L.Dense(4)(inputs)
-    residual = keras.Model(inputs, L.Add()([L.Dense(4)(h), h]))
+    concatenation = keras.Model(inputs, L.Concatenate()([L.Dense(4)(h), h]))  # an Add of the two is judged
     return {
         "batchnorm": (keras.Sequential([keras.Input((4,)), L.Dense(4), L.BatchNormalization(center=False, name="bn")]),
                       "'bn' (BatchNormalization) at position 1: a BatchNormalization other than"),
@@ -270,7 +270,7 @@ def _keras_refused():
                       "'ln' (LayerNormalization) at position 1: a LayerNormalization without center and scale"),
         "embedding": (keras.Sequential([keras.Input((4,)), L.Embedding(10, 4), L.Dense(2, name="fc")]),
                       "'fc' (Dense) at position 1: a Dense on a 3-D tensor"),
-        "branch": (residual, "(Add) at position 2: a branch: it takes 2 tensors"),
+        "branch": (concatenation, "(Concatenate) at position 2: a branch: it takes 2 tensors"),
         "prelu": (keras.Sequential([keras.Input((4,)), L.Dense(4), L.PReLU(name="pr")]), "'pr' (PReLU) at position 1"),
         "unbuilt": (keras.Sequential([L.Dense(4, name="late")]), "'late' (Dense): has no weights yet"),
     }
