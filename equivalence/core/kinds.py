@@ -126,7 +126,7 @@ class Kind(Protocol):
     """What the comparison and the error model ask of any layer kind (``Dense`` here; ``Conv``, ``Pool``,
     ``Flatten`` in ``equivalence.core.spatial``; ``BatchNorm``, ``LayerNorm`` in ``equivalence.core.norms``;
     ``Embedding``, ``SequenceMean`` in ``equivalence.core.embedding``; ``SelfAttention`` in
-    ``equivalence.core.attention``)."""
+    ``equivalence.core.attention``; ``Residual``, the Add of a skip connection, in ``equivalence.core.residual``)."""
 
     name: str
 

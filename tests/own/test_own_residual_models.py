@@ -79,6 +79,34 @@ def test_drawn_inputs_pass_a_residual_port_and_the_table_names_the_add():
     assert re.search(r"\| 4 \| add \| add\w* \| 10->5 \| relu \|", result.table()), result.table()
 
 
+def test_a_conv_residual_block_agrees_over_drawn_inputs():
+    """The Add on a channels-last spatial tensor: torch adds N, C, H, W, the unit hands it channels-last."""
+    import keras
+    import torch
+    from torch import nn
+
+    from equivalence import assert_equivalent, port_weights
+
+    class ConvBlock(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c1, self.c2, self.fc = nn.Conv2d(3, 3, 3, padding=1), nn.Conv2d(3, 2, 3), nn.Linear(2 * 4 * 4, 2)
+
+        def forward(self, x):
+            return self.fc(torch.flatten(self.c2(torch.relu(x + self.c1(x))), 1))
+
+    torch.manual_seed(0)
+    L = keras.layers
+    x = keras.Input((6, 6, 3))
+    h = L.ReLU()(L.Add()([x, L.Conv2D(3, 3, padding="same")(x)]))
+    k = keras.Model(x, L.Dense(2)(L.Flatten()(L.Conv2D(2, 3)(h))))
+    t = ConvBlock()
+    port_weights(t, k)
+    result = assert_equivalent(t, k, max_examples=10)
+    assert [u.layer_kind.name for u in result.keras_layers] == ["conv", "add", "conv", "flatten", "dense"]
+    assert result.torch_layers[1].layer_kind.features == (6, 6, 3) and result.torch_layers[1].activation == "relu"
+
+
 def _differences(t, k):
     from equivalence.own import structural_differences, walk_pair
 

@@ -196,8 +196,8 @@ def _walk_chain(model: Any) -> list[Any]:
             inputs = tf.nest.flatten(layer._inbound_nodes[node_index].keras_inputs)
             if len(inputs) != 1:
                 raise ModelNotSupported(FRAMEWORK, layer.name, type(layer).__name__, None,
-                                        f"a branch: it takes {len(inputs)} tensors (residual connections and "
-                                        "concatenations are not judged)")
+                                        f"a branch: it takes {len(inputs)} tensors (concatenations are not "
+                                        "judged; residual connections are in Keras 3 models, not yet in Keras 2's)")
             layers.append(layer)
             tensor = inputs[0]
         layers.reverse()

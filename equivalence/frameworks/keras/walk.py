@@ -10,7 +10,8 @@ that is not a ``Dense`` or a known activation is refused with its name, type and
 On a channels-last spatial input, Conv1D, Conv2D, MaxPooling1D/2D, AveragePooling1D/2D and a Flatten of their
 output are layers too (``equivalence.core.spatial``); their kernels are already in the canonical layout. So are
 Embedding, MultiHeadAttention called as ``mha(x, x)`` and GlobalAveragePooling1D
-(``equivalence.frameworks.keras.sequence``).
+(``equivalence.frameworks.keras.sequence``). A residual ``Add()([x, f(x)])`` or ``x + f(x)`` is an Add unit after the
+units of ``f`` (``equivalence.frameworks.keras.residual``); any other branch is refused.
 """
 
 from __future__ import annotations
@@ -62,8 +63,8 @@ except ImportError:  # pragma: no cover - a Keras without it: no functional grap
 _Refuse = Refused
 
 JUDGED = ("Dense, Conv1D, Conv2D, MaxPooling1D/2D, AveragePooling1D/2D, Flatten, BatchNormalization, "
-          "LayerNormalization, Embedding, MultiHeadAttention, GlobalAveragePooling1D, LSTM and GRU layers, their "
-          "activations, and skips Dropout, Identity, InputLayer and a Flatten of 2-D inputs")
+          "LayerNormalization, Embedding, MultiHeadAttention, GlobalAveragePooling1D, LSTM and GRU layers, a residual "
+          "Add, their activations, and skips Dropout, Identity, InputLayer and a Flatten of 2-D inputs")
 """What the Keras walker reads, for its refusal of anything else."""
 
 

@@ -13,7 +13,8 @@ AvgPool1d/2d and a Flatten of their output are layers too (``equivalence.core.sp
 channels-last numpy, transposing to torch's N,C,... and back, its kernel transposed to ``(*kernel, in, out)``,
 and the Linear after a Flatten has its rows permuted from torch's C,H,W order to the canonical H,W,C.
 Embedding, MultiheadAttention (self-attention) and a mean over the tokens are units of the sequence kinds
-(``equivalence.frameworks.torch.sequence``).
+(``equivalence.frameworks.torch.sequence``). A residual ``x + f(x)`` is an Add unit after the units of ``f``
+(``equivalence.frameworks.torch.residual``); any other branch is refused.
 """
 
 from __future__ import annotations
@@ -63,8 +64,8 @@ def _softplus(beta: float, threshold: float) -> str:
 _Refuse = Refused
 
 JUDGED = ("Linear, Conv1d, Conv2d, MaxPool1d/2d, AvgPool1d/2d, Flatten, BatchNorm, LayerNorm, Embedding, "
-          "MultiheadAttention, LSTM and GRU modules, a mean over the tokens, their activations, and skips Dropout, "
-          "Identity and a Flatten of 2-D inputs")
+          "MultiheadAttention, LSTM and GRU modules, a mean over the tokens, a residual Add, their activations, and "
+          "skips Dropout, Identity and a Flatten of 2-D inputs")
 """What the torch walker reads, for its refusal of anything else."""
 
 
