@@ -40,11 +40,12 @@ class Residual(NoParameters):
     name = "add"
     FORMS = ("add", "sum")
 
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """One operand's shape: the input holds two side by side."""
+        return (*in_shape[:-1], in_shape[-1] // 2)
+
     def describe(self) -> str:
         return f"Add {'x'.join(map(str, self.features))} + {skip_source(self.skip)}"
-
-    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
-        return (*in_shape[:-1], in_shape[-1] // 2)
 
     def operands(self, branch: np.ndarray, earlier: Sequence[np.ndarray]) -> np.ndarray:
         """The Add's canonical input: ``branch`` and the skip operand side by side; ``earlier[0]`` is the model's

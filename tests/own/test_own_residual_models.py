@@ -21,7 +21,7 @@ from tests.residual_models import (
     torch_residual_model,
 )
 
-pytestmark = pytest.mark.usefixtures("keras_walker_or_skip")
+pytestmark = pytest.mark.usefixtures("torch_adapter", "keras_adapter", "keras_walker_or_skip")  # both, or a skip
 
 RESIDUAL_EXAMPLES = max(5, settings.default.max_examples // 10)
 """Architectures per dtype: each builds two models."""
@@ -29,11 +29,6 @@ RESIDUAL_EXAMPLES = max(5, settings.default.max_examples // 10)
 ARCH = ResidualArch(n_in=4, stem=None, hidden=6, blocks=1, activation="relu", after="relu", norm=False, n_out=3,
                     dtype="float32", seed=0)
 """One residual block on the input: fc1 (0), fc2 (1), the Add (2), the head (3)."""
-
-
-@pytest.fixture(autouse=True)
-def _frameworks(torch_adapter, keras_adapter):
-    """Every test here needs both frameworks (skips with the reason otherwise)."""
 
 
 def _ported(arch: ResidualArch):
@@ -234,18 +229,6 @@ def _torch_refused():
     }
 
 
-@pytest.mark.parametrize("name", ["two branches", "before its activation", "alpha", "slice", "x + x"])
-def test_torch_models_that_are_not_a_residual_are_refused_in_one_line(name):
-    from equivalence import ModelNotSupported
-    from equivalence.frameworks.torch.walk import walk
-
-    model, where, why = _torch_refused()[name]
-    with pytest.raises(ModelNotSupported) as info:
-        walk(model)
-    assert str(info.value).startswith(f"torch layer {where}"), str(info.value)
-    assert why in str(info.value) and "\n" not in str(info.value)
-
-
 def test_a_torch_add_of_other_shapes_is_refused_naming_the_broadcast():
     from torch import nn
 
@@ -283,13 +266,15 @@ def _keras_refused():
     }
 
 
-@pytest.mark.parametrize("name", ["two branches", "three tensors", "before its activation", "concatenation"])
-def test_keras_models_that_are_not_a_residual_are_refused_in_one_line(name):
+@pytest.mark.parametrize(("framework", "name"), [
+    *(("torch", name) for name in ("two branches", "before its activation", "alpha", "slice", "x + x")),
+    *(("keras", name) for name in ("two branches", "three tensors", "before its activation", "concatenation"))])
+def test_what_is_not_a_residual_is_refused_in_one_line(framework, name):
     from equivalence import ModelNotSupported
-    from equivalence.frameworks.keras.walk import walk
+    from equivalence.own import walk
 
-    model, where, why = _keras_refused()[name]
+    model, where, why = (_torch_refused if framework == "torch" else _keras_refused)()[name]
     with pytest.raises(ModelNotSupported) as info:
-        walk(model)
-    assert str(info.value).startswith(f"keras layer {where}"), str(info.value)
+        walk(model, framework)
+    assert str(info.value).startswith(f"{framework} layer {where}"), str(info.value)
     assert why in str(info.value) and "\n" not in str(info.value)
