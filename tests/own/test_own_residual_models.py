@@ -102,6 +102,39 @@ def test_a_conv_residual_block_agrees_over_drawn_inputs():
     assert result.torch_layers[1].layer_kind.features == (6, 6, 3) and result.torch_layers[1].activation == "relu"
 
 
+@pytest.mark.parametrize("form", ["module", "torch.export program"])
+def test_an_in_place_skip_add_agrees_as_a_module_and_as_an_exported_program(form):
+    """``out += identity`` (ResNet's style): fx records an add, ``torch.export`` an in-place ``aten.add_``, which
+    the unit runs out of place (in place it would write into its operand)."""
+    import torch
+    from torch import nn
+
+    from equivalence import compare_models
+
+    class InPlace(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.fc2, self.head = nn.Linear(4, 6), nn.Linear(6, 4), nn.Linear(4, 3)
+
+        def forward(self, x):
+            identity = x
+            out = self.fc2(torch.relu(self.fc1(x)))
+            out += identity
+            return self.head(torch.relu(out))
+
+    t, k = _ported(ARCH)
+    model = InPlace().eval()
+    model.load_state_dict({name.replace("blocks.0.", ""): value for name, value in t.state_dict().items()})
+    if form == "torch.export program":
+        model = torch.export.export(model, (torch.zeros(2, 4),))
+    x = _input(ARCH)
+    before = x.copy()
+    result = compare_models(model, k, x=x)
+    assert result.passed, result.message()
+    assert [u.layer_kind.name for u in result.torch_layers] == ["dense", "dense", "add", "dense"]
+    assert np.array_equal(x, before)
+
+
 def _differences(t, k):
     from equivalence.own import structural_differences, walk_pair
 

@@ -11,7 +11,7 @@ value tapped before an activation of its layer, two computed branches (``a(x) + 
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import numpy as np
@@ -23,12 +23,17 @@ from equivalence.core.walk import DenseUnit
 from equivalence.frameworks.torch import TORCH_DTYPES, to_numpy, to_tensor
 
 FRAMEWORK = "torch"
-_ADDS = (operator.add, torch.add, torch.ops.aten.add.Tensor)
+_aten = torch.ops.aten
+_OUT_OF_PLACE = {operator.add: operator.add, operator.iadd: operator.add, torch.add: torch.add,
+                 _aten.add.Tensor: _aten.add.Tensor, _aten.add_.Tensor: _aten.add.Tensor, "add": "add", "add_": "add"}
+"""The adds judged, each with the op the unit runs: the out-of-place one (``out += x`` is ``aten.add_`` in a
+``torch.export`` graph; run in place it would write into the operand)."""
 
 
 def is_add(node: fx.Node) -> bool:
-    """``a + b``, ``torch.add(a, b)``, ``a.add(b)`` or ``aten.add.Tensor``."""
-    return (node.op == "call_function" and node.target in _ADDS) or (node.op == "call_method" and node.target == "add")
+    """``a + b``, ``a += b``, ``torch.add(a, b)``, ``a.add(b)``, ``a.add_(b)`` or ``aten.add(_).Tensor``."""
+    return node.op in ("call_function", "call_method") and isinstance(node.target, Hashable) \
+        and node.target in _OUT_OF_PLACE
 
 
 def fork(users: list[fx.Node]) -> bool:
@@ -73,12 +78,14 @@ def residual_part(node: fx.Node, current: fx.Node, tensors: list[fx.Node], taps:
 
 def _call(node: fx.Node, branch: fx.Node, skip: fx.Node) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The node's own add, its operands in the places the user wrote them."""
+    target = _OUT_OF_PLACE[node.target]
+
     def call(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         put = lambda v: a if v is branch else b if v is skip else v  # noqa: E731
         args, kwargs = [put(v) for v in node.args], {k: put(v) for k, v in node.kwargs.items()}
         if node.op == "call_method":
-            return getattr(args[0], node.target)(*args[1:], **kwargs)
-        return node.target(*args, **kwargs)
+            return getattr(args[0], target)(*args[1:], **kwargs)
+        return target(*args, **kwargs)
     return call
 
 
