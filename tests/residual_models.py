@@ -2,8 +2,9 @@
 functional model with ``layers.Add``, or a subclassed model computing ``x + f(x)``), from one drawn architecture.
 
 An architecture: an optional stem (Linear + tanh) whose output is the skip, else the input is; one or two residual
-blocks ``y = after(skip + fc2(act(norm(fc1(skip)))))``; a head. ``skip=False`` builds the same layers without the
-Add (the port that forgot the skip connection).
+blocks ``y = after(fc2(act(norm(fc1(x)))) + x)``, or with ``projection`` ``+ proj(x)`` (a Linear on the shortcut:
+two computed branches); a head. ``skip=False`` builds the same layers without the Add (the port that forgot the
+skip connection).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class ResidualArch:
     seed: int
     keras_style: str = "functional"  # | "subclass"
     skip: bool = True
+    projection: bool = False  # the shortcut through a Linear: a(x) + b(x)
 
     @property
     def width(self) -> int:
@@ -44,7 +46,8 @@ def residual_archs(draw: st.DrawFn, *, dtype: str) -> ResidualArch:
         activation=draw(st.sampled_from(ACTIVATIONS), label="activation"),
         after=draw(st.sampled_from(AFTER), label="after"), norm=draw(st.booleans(), label="norm"),
         n_out=draw(st.integers(1, 6), label="n_out"), dtype=dtype, seed=draw(st.integers(0, 2**16), label="seed"),
-        keras_style=draw(st.sampled_from(("functional", "subclass")), label="keras style"))
+        keras_style=draw(st.sampled_from(("functional", "subclass")), label="keras style"),
+        projection=draw(st.booleans(), label="projection"))
 
 
 def torch_residual_model(arch: ResidualArch):
@@ -64,11 +67,12 @@ def torch_residual_model(arch: ResidualArch):
             self.norm = nn.LayerNorm(arch.hidden, eps=1e-3, dtype=dt) if arch.norm else nn.Identity()
             self.act = modules[arch.activation]()
             self.fc2 = nn.Linear(arch.hidden, arch.width, dtype=dt)
+            self.proj = nn.Linear(arch.width, arch.width, dtype=dt) if arch.projection else nn.Identity()
             self.after = modules[arch.after]()
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             h = self.fc2(self.act(self.norm(self.fc1(x))))
-            return self.after(x + h if arch.skip else h)
+            return self.after(h + self.proj(x) if arch.skip else h)
 
     class ResidualMLP(nn.Module):
         def __init__(self) -> None:
@@ -112,7 +116,8 @@ def keras_residual_model(arch: ResidualArch):
         x = L.Dense(arch.stem, activation="tanh", dtype=dtype)(x)
     for _ in range(arch.blocks):
         h = branch(x)
-        x = L.Activation(arch.after, dtype=dtype)(L.Add(dtype=dtype)([x, h]) if arch.skip else h)
+        shortcut = L.Dense(arch.width, dtype=dtype)(x) if arch.projection else x
+        x = L.Activation(arch.after, dtype=dtype)(L.Add(dtype=dtype)([h, shortcut]) if arch.skip else h)
     return keras.Model(inputs, L.Dense(arch.n_out, dtype=dtype)(x))
 
 
@@ -132,6 +137,7 @@ def _subclassed(arch: ResidualArch):
             self.norm = [L.LayerNormalization(epsilon=1e-3, dtype=dtype) for _ in range(arch.blocks)] \
                 if arch.norm else []
             self.fc2 = [L.Dense(arch.width, dtype=dtype) for _ in range(arch.blocks)]
+            self.proj = [L.Dense(arch.width, dtype=dtype) for _ in range(arch.blocks)] if arch.projection else []
             self.head = L.Dense(arch.n_out, dtype=dtype)
 
         def call(self, x):
@@ -142,7 +148,8 @@ def _subclassed(arch: ResidualArch):
                 if self.norm:
                     h = self.norm[i](h)
                 h = self.fc2[i](act(arch.activation)(h))
-                x = act(arch.after)(x + h if arch.skip else h)
+                shortcut = self.proj[i](x) if self.proj else x
+                x = act(arch.after)(h + shortcut if arch.skip else h)
             return self.head(x)
 
     import numpy as np

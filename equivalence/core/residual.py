@@ -84,6 +84,49 @@ class Residual(NoParameters):
         return max(1.0, slope * self.magnitude(x), float(np.max(np.abs(finite))) if finite.size else 0.0)
 
 
+@dataclass(frozen=True)
+class Branch(NoParameters):
+    """Where a second branch starts (``y = a(x) + b(x)``: after ``a``'s units, ``b``'s start from ``x`` again): the
+    chain continues from the output of unit ``source`` (``INPUT``: the model's input), exactly (a copy: bound 0)."""
+
+    features: tuple[int, ...]
+    source: int
+
+    name = "branch"
+    FORMS = ("copy",)
+
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return in_shape
+
+    def describe(self) -> str:
+        return f"a second branch from {skip_source(self.source)}"
+
+    def operands(self, previous: np.ndarray, earlier: Sequence[np.ndarray]) -> np.ndarray:
+        """The value the branch starts from, not the previous layer's output."""
+        return earlier[self.source + 1]
+
+    def reference(self, x: np.ndarray, weights: LayerWeights | None = None,
+                  activation: str | Callable[[np.ndarray], np.ndarray] = "linear", *, form: str = "copy") -> LayerTrace:
+        x64 = np.asarray(x, dtype=np.float64)
+        return LayerTrace(x64, x64, apply_activation(activation, x64))
+
+    def scale(self, trace: LayerTrace, weights: LayerWeights | None = None, *, slope: float = 1.0) -> float:
+        return 0.0  # a copy is exact
+
+
+def value_shape(units: Sequence[DenseUnit], index: int) -> tuple[int, ...]:
+    """One sample's shape of unit ``index``'s output (``INPUT``: of the model's input)."""
+    return tuple(units[0].in_shape or (units[0].shape[0],)) if index == INPUT else tuple(units[index].out_shape)
+
+
+def branch_unit(framework: str, name: str, position: int, units: Sequence[DenseUnit], source: int) -> DenseUnit:
+    """The unit where a second branch starts from ``source``'s output: a copy, in every framework alike."""
+    features = value_shape(units, source)
+    return DenseUnit(framework, name, "branch", position, np.zeros((0,)), None, np.zeros((0,)), "linear", "none", "",
+                     lambda x: np.array(x, copy=True), None, layer_kind=Branch(features, source), in_shape=features,
+                     out_shape=features)
+
+
 def skip_source(skip: int, units: Sequence[DenseUnit] = ()) -> str:
     """``the model's input`` or ``layer 2's output`` (``'fc2'`` named when ``units`` are given)."""
     if skip == INPUT:
@@ -92,9 +135,17 @@ def skip_source(skip: int, units: Sequence[DenseUnit] = ()) -> str:
     return f"layer {skip}'s output{name}"
 
 
-def residual_adds(units: Sequence[DenseUnit]) -> list[tuple[int, int]]:
-    """``(position in the chain, skip)`` of every residual Add of a walked model."""
-    return [(i, u.layer_kind.skip) for i, u in enumerate(units) if isinstance(u.layer_kind, Residual)]
+def residual_adds(units: Sequence[DenseUnit]) -> list[tuple[int, tuple[str, int]]]:
+    """``(position in the chain, (kind name, the layer it takes))`` of every residual Add and second branch of a
+    walked model."""
+    return [(i, (u.layer_kind.name, u.layer_kind.skip if isinstance(u.layer_kind, Residual) else u.layer_kind.source))
+            for i, u in enumerate(units) if isinstance(u.layer_kind, (Residual, Branch))]
+
+
+def what_it_does(found: tuple[str, int], units: Sequence[DenseUnit]) -> str:
+    """``adds the model's input``, ``starts a second branch from layer 0's output ('stem')``."""
+    kind, index = found
+    return f"{'adds' if kind == Residual.name else 'starts a second branch from'} {skip_source(index, units)}"
 
 
 def check_residuals(units: list[DenseUnit], framework: str) -> list[DenseUnit]:
@@ -104,9 +155,8 @@ def check_residuals(units: list[DenseUnit], framework: str) -> list[DenseUnit]:
         kind = unit.layer_kind
         if not isinstance(kind, Residual):
             continue
-        skip_shape = tuple(units[0].in_shape or (units[0].shape[0],)) if kind.skip == INPUT \
-            else tuple(units[kind.skip].out_shape)
-        if kind.skip >= i - 1:
+        skip_shape = value_shape(units, kind.skip)
+        if kind.skip >= i - 1 or isinstance(units[i - 1].layer_kind, Branch):
             raise ModelNotSupported(framework, unit.name, unit.kind, unit.position,
                                     f"a residual Add whose branch has no layer after {skip_source(kind.skip, units)}")
         if skip_shape != tuple(kind.features):

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from equivalence.core.dtypes import EPSILON, numpy_dtype
 from equivalence.core.kinds import DENSE, LayerWeights
 from equivalence.core.reference import layerwise_reference
-from equivalence.core.residual import INPUT, Residual
+from equivalence.core.residual import INPUT, Branch, Residual
 from equivalence.core.spec import ChainSpec
 from equivalence.core.tolerance import SAFETY, forward_bound
 from tests.helpers import BFLOAT16
@@ -74,6 +74,22 @@ def test_one_rounding_of_the_sum_holds_within_a_sixteenth_of_the_bound_and_a_dro
     check()
     assert worst["add"] > 1 / 64, worst  # tight: random sums reach a quarter of the derived worst case
     assert worst["dropped"] > 1 / (64 * EPSILON[dtype]), worst  # 4e5 in float32, 2 in bfloat16
+
+
+def test_a_second_branch_starts_from_an_earlier_output_exactly():
+    """a(x) + b(x) as a chain: Dense a (0), then a Branch from the input, Dense b (2), the Add of b and a."""
+    rng = np.random.default_rng(1)
+    weights = [LayerWeights(rng.uniform(-1, 1, (2, 3)).astype(np.float32), None), NO_WEIGHTS,
+               LayerWeights(rng.uniform(-1, 1, (2, 3)).astype(np.float32), None), NO_WEIGHTS]
+    kinds = (DENSE, Branch((2,), INPUT), DENSE, Residual((3,), 0))
+    spec = ChainSpec((2,), kinds, ("tanh", "linear", "linear", "linear"), "float32")
+    x = rng.uniform(-1, 1, (4, 2)).astype(np.float32)
+    traces = layerwise_reference(spec, weights, x)
+    assert np.array_equal(traces[1].x, x) and np.array_equal(traces[1].h, x) and np.array_equal(traces[2].x, x)
+    a, b = traces[0].h.astype(np.float32), traces[2].h.astype(np.float32)
+    assert np.array_equal(traces[3].h, b.astype(np.float64) + a)
+    assert kinds[1].scale(traces[1]) == 0.0  # a copy: any difference fails
+    assert forward_bound(traces[1], NO_WEIGHTS, "linear", "float32", {}, kind=kinds[1]).base == 0.0
 
 
 def test_the_scale_leaves_non_finite_elements_out():

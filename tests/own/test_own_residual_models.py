@@ -45,8 +45,9 @@ def _input(arch: ResidualArch, batch: int = 8, scale: float = 3.0) -> np.ndarray
 
 @pytest.mark.parametrize("dtype", ["float64", "float32", "float16", BFLOAT16])
 def test_a_ported_residual_mlp_agrees_layer_by_layer(dtype):
-    """One or two blocks, skip from the input or from a stem, a LayerNorm in the branch or not, an activation
-    after the sum or not, a functional Keras port (layers.Add) or a subclassed one (x + f(x))."""
+    """One or two blocks, skip from the input or from a stem (or a projection of it: two computed branches), a
+    LayerNorm in the branch or not, an activation after the sum or not, a functional Keras port (layers.Add) or a
+    subclassed one (x + f(x))."""
     from equivalence.core.residual import INPUT
 
     def check(arch: ResidualArch, t, k, result) -> None:
@@ -55,7 +56,12 @@ def test_a_ported_residual_mlp_agrees_layer_by_layer(dtype):
         skips = [[u.layer_kind.skip for u in units if u.layer_kind.name == "add"]
                  for units in (result.torch_layers, result.keras_layers)]
         assert skips[0] == skips[1] and len(skips[0]) == arch.blocks
-        assert skips[0][0] == (INPUT if arch.stem is None else 0)
+        branches = [i for i, u in enumerate(result.torch_layers) if u.layer_kind.name == "branch"]
+        assert len(branches) == arch.blocks * arch.projection
+        sources = [result.torch_layers[i].layer_kind.source for i in branches] if arch.projection else skips[0]
+        assert sources[0] == (INPUT if arch.stem is None else 0)
+        if arch.projection:  # the Add takes the first branch's end, the unit before the second branch
+            assert skips[0] == [i - 1 for i in branches]
         assert [u.activation for u in result.torch_layers if u.layer_kind.name == "add"] == [arch.after] * arch.blocks
         counts = sum(u.W.size + (0 if u.b is None else u.b.size) for u in result.torch_layers)
         assert counts == sum(p.numel() for p in t.parameters()) == k.count_params()
@@ -173,18 +179,33 @@ def test_an_add_joining_other_branches_is_named_residual():
     result = compare_models(t, k, x=_input(arch))
     residual = [d for d in result.differences if d.what == "residual"]
     assert [d.layer for d in residual] == [3], result.message()
-    assert "the keras Add takes the model's input as its skip, but the torch Add takes layer 0's output ('stem')" \
-        in residual[0].message and "joins different branches" in residual[0].message
+    assert "keras adds the model's input, but torch adds layer 0's output ('stem') (the Add joins different " \
+        "branches)" in residual[0].message
     assert not result.passed  # each Add, fed the same operands layer by layer, adds alike: the structure names it
 
 
-@pytest.mark.parametrize("framework", ["torch", "keras"])
-def test_a_broken_framework_add_turns_the_suite_red_naming_the_layer(framework, monkeypatch):
-    """The meta test: the framework's add drops one operand (torch's Tensor.__add__ keeps the skip, Keras' Add
-    layer the branch)."""
+@pytest.mark.parametrize("missing_from", ["keras", "torch"])
+def test_a_port_without_the_shortcut_projection_is_named_residual(missing_from):
+    """a(x) + b(x) in one model, x + a(x) in the other: the second branch (b, a Linear on the shortcut) is named."""
+    t = torch_residual_model(replace(ARCH, projection=missing_from != "torch"))
+    k = keras_residual_model(replace(ARCH, projection=missing_from != "keras"))
+    residual = [d for d in _differences(t, k) if d.what == "residual"]
+    has = "torch" if missing_from == "keras" else "keras"
+    assert residual[0].layer == 2, [d.message for d in residual]
+    assert f"{has} starts a second branch from the model's input" in residual[0].message
+    assert f"{missing_from} adds the model's input" in residual[0].message
+    assert f"(a(x) + b(x) against x + a(x): the shortcut's layers are missing from {missing_from})" \
+        in residual[0].message
+
+
+@pytest.mark.parametrize(("framework", "projection"), [("torch", False), ("keras", False), ("torch", True),
+                                                      ("keras", True)])
+def test_a_broken_framework_add_turns_the_suite_red_naming_the_layer(framework, projection, monkeypatch):
+    """The meta test: the framework's add drops one operand (torch's Tensor.__add__ keeps its first, Keras' Add
+    layer its second), in x + f(x) (the Add is layer 2) and in a(x) + b(x) (layer 4, after the branch and proj)."""
     from equivalence import compare_models
 
-    t, k = _ported(ARCH)
+    t, k = _ported(replace(ARCH, projection=projection))
     if framework == "torch":
         import torch
 
@@ -194,8 +215,9 @@ def test_a_broken_framework_add_turns_the_suite_red_naming_the_layer(framework, 
 
         monkeypatch.setattr(keras.layers.Add, "call", lambda self, inputs: inputs[1])
     result = compare_models(t, k, x=_input(ARCH))
-    assert_red_only_in(result, framework, 2)
-    assert "'add'" in result.message() and "layer 2" in result.message()
+    layer = 4 if projection else 2
+    assert_red_only_in(result, framework, layer)
+    assert "'add'" in result.message() and f"layer {layer}" in result.message()
     worst = max(r.ratio for r in result.failures if r.pair_name == f"{framework} vs reference")
     assert worst > 1e4, worst
 
@@ -251,13 +273,14 @@ def _torch_refused():
             return self.body(self, x)
 
     return {
-        "two branches": (Net(lambda m, x: m.fc1(x) + m.fc2(x)), "'fc1' (Linear) at position 0: a branch",
-                         "two computed branches are not"),
+        "three branches": (Net(lambda m, x: m.fc1(x) + m.fc2(x) + x), "'fc1' (Linear) at position 0: a branch",
+                           "feeds 3 layers"),
         "before its activation": (Net(lambda m, x: (lambda h: h + m.fc2(torch.relu(h)))(m.fc1(x))),
                                   "'relu' (torch.relu) at position 1", "takes the output of 'fc1' before this relu"),
         "alpha": (Net(lambda m, x: torch.add(x, m.fc1(x), alpha=2)), "'add' (torch.add) at position 1",
                   "alpha=2"),
-        "slice": (Net(lambda m, x: x[:, :1] + m.fc1(x)), "'getitem' (getitem) at position 0", "a branch"),
+        "slice": (Net(lambda m, x: x[:, :1] + m.fc1(x)), "'getitem' (getitem) at position 0",
+                  "not a layer or an activation"),
         "x + x": (Net(lambda m, x: (lambda h: h + h)(m.fc1(x))), "'add' (add) at position 1", "x + x"),
     }
 
@@ -288,8 +311,8 @@ def _keras_refused():
     x = keras.Input((4,))
     h = L.Dense(4, name="h")(x)
     return {
-        "two branches": (keras.Model(x, L.Add(name="add2")([L.Dense(4)(x), L.Dense(4)(x)])), "'add2' (Add)",
-                         "two computed branches"),
+        "a product": (keras.Model(x, L.Multiply(name="gate")([L.Dense(4)(x), L.Dense(4)(x)])),
+                      "'gate' (Multiply) at position 1", "a branch: it takes 2 tensors"),
         "three tensors": (keras.Model(x, L.Add(name="add3")([x, h, L.Dense(4)(h)])), "'add3' (Add)",
                           "an Add of 3 tensors"),
         "before its activation": (keras.Model(x, L.Add(name="pre")([h, L.Dense(4)(L.ReLU()(h))])),
@@ -300,8 +323,8 @@ def _keras_refused():
 
 
 @pytest.mark.parametrize(("framework", "name"), [
-    *(("torch", name) for name in ("two branches", "before its activation", "alpha", "slice", "x + x")),
-    *(("keras", name) for name in ("two branches", "three tensors", "before its activation", "concatenation"))])
+    *(("torch", name) for name in ("three branches", "before its activation", "alpha", "slice", "x + x")),
+    *(("keras", name) for name in ("a product", "three tensors", "before its activation", "concatenation"))])
 def test_what_is_not_a_residual_is_refused_in_one_line(framework, name):
     from equivalence import ModelNotSupported
     from equivalence.own import walk

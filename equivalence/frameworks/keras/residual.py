@@ -29,23 +29,37 @@ def is_add(op: Any) -> bool:
                                                 and type(op).__module__.startswith("keras.src.ops"))
 
 
-def _reaches(tensor: Any, target: Any, start: Any) -> bool:
-    """Whether ``target`` is ``tensor`` or one of the tensors it is computed from (back to ``start``)."""
-    seen, stack = set(), [tensor]
-    while stack:
-        t = stack.pop()
-        if t is target:
-            return True
-        history = getattr(t, "_keras_history", None)
-        if t is start or id(t) in seen or history is None:
-            continue
-        seen.add(id(t))
-        stack.extend(history.operation._inbound_nodes[history.node_index].input_tensors)
-    return False
+class SecondBranch:
+    """The operation of a walk's entry where a second branch starts (``b`` of ``a(x) + b(x)``): its skip is ``x``."""
+
+    name = "branch"
 
 
-def operands(op: Any, node: Any, start: Any) -> tuple[Any, Any]:
-    """``(branch, skip)`` of an Add: the skip is the operand the branch is computed from."""
+SECOND_BRANCH = SecondBranch()
+
+
+def _inputs(tensor: Any) -> list[Any]:
+    history = getattr(tensor, "_keras_history", None)
+    return [] if history is None else list(history.operation._inbound_nodes[history.node_index].input_tensors)
+
+
+def _ancestors(tensor: Any, start: Any) -> list[Any]:
+    """``tensor`` and the tensors it is computed from (back to ``start``), nearest first."""
+    seen, order, queue = {id(tensor)}, [tensor], [tensor]
+    while queue:
+        t = queue.pop(0)
+        for parent in [] if t is start else _inputs(t):
+            if id(parent) not in seen:
+                seen.add(id(parent))
+                order.append(parent)
+                queue.append(parent)
+    return order
+
+
+def operands(op: Any, node: Any, start: Any) -> tuple[Any, Any, Any]:
+    """``(followed, skip, fork)`` of an Add. ``x + f(x)``: the branch, the skip (the operand the branch is computed
+    from), None. ``a(x) + b(x)``: ``b``, ``a`` (each branch is walked back to ``x``, ``b``'s units right before the
+    Add, as torch evaluates ``a(x) + b(x)``), and ``x``, the nearest value both are computed from."""
     def refuse(problem: str) -> ModelNotSupported:
         return ModelNotSupported(FRAMEWORK, op.name, type(op).__name__, None, problem)
 
@@ -55,24 +69,32 @@ def operands(op: Any, node: Any, start: Any) -> tuple[Any, Any]:
     a, b = tensors
     if a is b:
         raise refuse("adds a tensor to itself (x + x): not a residual connection")
-    if _reaches(a, b, start):
-        return a, b
-    if _reaches(b, a, start):
-        return b, a
-    raise refuse("a residual Add of two computed branches (a(x) + b(x)): the suite judges x + f(x), the skip taken "
-                 "from a layer's output or the model's input")
+    first, second = _ancestors(a, start), _ancestors(b, start)
+    if any(t is b for t in first):
+        return a, b, None
+    if any(t is a for t in second):
+        return b, a, None
+    reached = {id(t) for t in first}
+    return b, a, next(t for t in second if id(t) in reached)  # start, at the latest
+
+
+def source_of(skip: Any, units: list[DenseUnit], where: dict[int, tuple[int, str]],
+              refuse: Callable[[str], Exception]) -> int:
+    """The unit whose output ``skip`` is (``INPUT``: the model's input); ``where`` maps each tensor met so far to
+    (that unit, its activation then), so a value taken before its layer's activation is refused."""
+    index, act = where.get(id(skip), (None, None))
+    if index is None:
+        raise refuse("a residual Add or branch whose operand is not an earlier layer's output or the model's input")
+    if index != INPUT and units[index].activation != act:
+        raise refuse(f"the skip connection takes the output of {units[index].name!r} before its activation "
+                     f"{units[index].activation}: the suite judges a skip from a layer's output after its activation")
+    return index
 
 
 def residual_part(op: Any, node: Any, skip: Any, units: list[DenseUnit], where: dict[int, tuple[int, str]],
                   refuse: Callable[[str], Exception]) -> dict[str, Any]:
-    """The Add unit's parts; ``where`` maps each tensor met so far to (the unit whose output it is, that unit's
-    activation then), so a skip taken before its layer's activation is refused."""
-    index, act = where.get(id(skip), (None, None))
-    if index is None:
-        raise refuse("a residual Add whose skip operand is not an earlier layer's output or the model's input")
-    if index != INPUT and units[index].activation != act:
-        raise refuse(f"the skip connection takes the output of {units[index].name!r} before its activation "
-                     f"{units[index].activation}: the suite judges a skip from a layer's output after its activation")
+    """The Add unit's parts (``source_of`` its skip)."""
+    index = source_of(skip, units, where, refuse)
     return {"layer": op, "layer_kind": Residual(tuple(units[-1].out_shape), index), "act_op": None,
             "branch_first": data_tensors(node)[0] is not skip, "build": residual_unit}
 

@@ -29,7 +29,7 @@ import numpy as np
 from equivalence.core.activations import activation_name
 from equivalence.core.norms import BatchNorm, LayerNorm
 from equivalence.core.recurrent import Recurrent
-from equivalence.core.residual import INPUT, check_residuals
+from equivalence.core.residual import INPUT, branch_unit, check_residuals
 from equivalence.core.spatial import Conv, Flatten, Pool, same_padding
 from equivalence.core.walk import (
     DenseUnit,
@@ -42,7 +42,7 @@ from equivalence.core.walk import (
 from equivalence.frameworks.keras import ACTIVATIONS as REGISTERED
 from equivalence.frameworks.keras import PARAMETRIC_ACTIVATIONS
 from equivalence.frameworks.keras.recurrent import recurrent_kind, recurrent_unit
-from equivalence.frameworks.keras.residual import is_add, operands, residual_part
+from equivalence.frameworks.keras.residual import SECOND_BRANCH, is_add, operands, residual_part, source_of
 from equivalence.frameworks.keras.sequence import (
     SEQUENCE_KINDS,
     data_tensors,
@@ -244,26 +244,14 @@ def _trace(block: Any, shape: tuple[int, ...]) -> tuple[set[int], list[tuple[Any
     if not isinstance(out, keras.KerasTensor):
         raise ModelNotSupported(FRAMEWORK, block.name, type(block).__name__, None,
                                 f"returns {type(out).__name__}, not one tensor")
-    chain: list[tuple[Any, Any, Any]] = []
-    tensor = out
-    while tensor is not start:
-        history = getattr(tensor, "_keras_history", None)
-        if history is None:
-            raise ModelNotSupported(FRAMEWORK, block.name, type(block).__name__, None,
-                                    "its output does not come from its input through Keras layers")
-        op = history.operation
-        node = op._inbound_nodes[history.node_index]
-        inputs = list(node.input_tensors)
-        if not inputs:
-            raise ModelNotSupported(FRAMEWORK, op.name, type(op).__name__, None, "takes no input tensor")
-        tensor, skip = operands(op, node, start) if is_add(op) and len(inputs) > 1 else (inputs[0], None)
-        chain.append((op, node, skip))
+    chain = _back(block, out, start, start)
     chain.reverse()
     casts = [entry for entry in chain if type(entry[0]).__name__ == "ConvertToTensor"]  # the call's own input cast
     starts = {id(start), *(id(node.output_tensors[0]) for _, node, _ in casts)}
     chain = [entry for entry in chain if type(entry[0]).__name__ != "ConvertToTensor"]
     for position, (op, node, skip) in enumerate(chain):
-        if skip is None and len(data_tensors(node)) != 1 and not is_self_attention(op, node):
+        if skip is None and op is not SECOND_BRANCH and len(data_tensors(node)) != 1 \
+                and not is_self_attention(op, node):
             raise ModelNotSupported(FRAMEWORK, op.name, type(op).__name__, position,
                                     f"a branch: it takes {len(node.input_tensors)} tensors (concatenations are not "
                                     "judged; a residual Add of the chain's output and an earlier one is)")
@@ -276,6 +264,28 @@ def _trace(block: Any, shape: tuple[int, ...]) -> tuple[set[int], list[tuple[Any
         else:
             expanded.append((op, node, skip))
     return starts, expanded
+
+
+def _back(block: Any, tensor: Any, until: Any, start: Any) -> list[tuple[Any, Any, Any]]:
+    """The entries from ``tensor`` back to ``until``, output first; at ``a(x) + b(x)``, ``b``'s then a
+    ``SECOND_BRANCH`` entry, then ``a``'s (``equivalence.frameworks.keras.residual``)."""
+    chain: list[tuple[Any, Any, Any]] = []
+    while tensor is not until:
+        history = getattr(tensor, "_keras_history", None)
+        if history is None or tensor is start:
+            raise ModelNotSupported(FRAMEWORK, block.name, type(block).__name__, None,
+                                    "its output does not come from its input through Keras layers")
+        op = history.operation
+        node = op._inbound_nodes[history.node_index]
+        inputs = list(node.input_tensors)
+        if not inputs:
+            raise ModelNotSupported(FRAMEWORK, op.name, type(op).__name__, None, "takes no input tensor")
+        tensor, skip, fork = operands(op, node, start) if is_add(op) and len(inputs) > 1 else (inputs[0], None, None)
+        chain.append((op, node, skip))
+        if fork is not None:  # a(x) + b(x): b back to x, where it starts, then a back to x
+            chain += [*_back(block, tensor, fork, start), (SECOND_BRANCH, None, fork), *_back(block, skip, fork, start)]
+            tensor = fork
+    return chain
 
 
 def _traced(model: Any, shape: tuple[int, ...]) -> tuple[set[int], list[tuple[Any, Any, Any]]]:
@@ -322,10 +332,16 @@ def walk(model: Any, *, input_width: int | None = None) -> list[DenseUnit]:
         def refuse(problem: str, op: Any = op, kind: str = kind, position: int = position) -> ModelNotSupported:
             return ModelNotSupported(FRAMEWORK, op.name, kind, position, problem)
 
-        shape = _width_of(node)
-        if position:  # the previous call's output: whose output it is, with the activation it has so far
+        if position and chain[position - 1][0] is not SECOND_BRANCH:  # the previous call's output: whose it is
             where[id(chain[position - 1][1].output_tensors[0])] = \
                 (INPUT, "linear") if pending is None else (len(units), pending["act"])
+        if op is SECOND_BRANCH:  # a(x) + b(x): a's output waits for the Add, b starts from x
+            if pending is not None:
+                units.append(_unit(pending))
+                pending = None
+            units.append(branch_unit(FRAMEWORK, "branch", position, units, source_of(skip, units, where, refuse)))
+            continue
+        shape = _width_of(node)
         if skip is not None:  # x + f(x): the Add closes the block (equivalence.frameworks.keras.residual)
             if pending is not None:
                 units.append(_unit(pending))

@@ -37,8 +37,9 @@ def is_add(node: fx.Node) -> bool:
 
 
 def fork(users: list[fx.Node]) -> bool:
-    """A value feeding the next layer of its chain and one Add: where a residual block starts."""
-    return len(users) == 2 and sum(is_add(u) for u in users) >= 1
+    """A value feeding two ops: the next layer of its chain and an Add (``x + f(x)``), or two branches
+    (``a(x) + b(x)``); what joins them is checked where they join."""
+    return len(users) == 2
 
 
 def tap(current: fx.Node, pending: dict[str, Any] | None, units: list, taps: dict[fx.Node, int]) -> None:
@@ -55,6 +56,12 @@ def check_untapped(pending: dict[str, Any], refuse: Callable[[str], Exception], 
                      "judges a skip from a layer's output after its activation, or from the model's input")
 
 
+def second_branch(current: fx.Node, tensors: list[fx.Node], taps: dict[fx.Node, int]) -> fx.Node | None:
+    """The value a second branch starts from when ``node`` takes a tapped value other than the chain's output
+    (``b(x)`` after ``a(x)``), else None."""
+    return tensors[0] if len(tensors) == 1 and tensors[0] is not current and tensors[0] in taps else None
+
+
 def residual_part(node: fx.Node, current: fx.Node, tensors: list[fx.Node], taps: dict[fx.Node, int],
                   refuse: Callable[[str], Exception]) -> dict[str, Any] | None:
     """The Add unit's parts when ``node`` adds the chain's output (``current``) and a tapped value; else None.
@@ -67,9 +74,8 @@ def residual_part(node: fx.Node, current: fx.Node, tensors: list[fx.Node], taps:
     if skip is current:
         raise refuse("adds a tensor to itself (x + x): not a residual connection")
     if skip not in taps:
-        raise refuse("a residual Add of two computed branches (a(x) + b(x)), or of a value that is not an earlier "
-                     "layer's output: the suite judges x + f(x), the skip taken from a layer's output or the model's "
-                     "input")
+        raise refuse("a residual Add of a value that is not an earlier layer's output: the suite judges x + f(x) and "
+                     "a(x) + b(x), the skip or the branches taken from a layer's output or the model's input")
     alpha = node.kwargs.get("alpha", node.args[2] if len(node.args) > 2 else 1)
     if alpha != 1:
         raise refuse(f"torch.add with alpha={alpha}: the suite judges a plain sum")

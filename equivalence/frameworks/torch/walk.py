@@ -36,12 +36,12 @@ from torch import fx, nn
 from equivalence.core.activations import activation_name
 from equivalence.core.dtypes import numpy_dtype
 from equivalence.core.norms import BatchNorm, LayerNorm
-from equivalence.core.residual import Residual, check_residuals
+from equivalence.core.residual import Residual, branch_unit, check_residuals
 from equivalence.core.spatial import Conv, Flatten, Pool, flatten_permutation
 from equivalence.core.walk import DenseUnit, ModelNotSupported, Refused, check_chain, judged_activation
 from equivalence.frameworks.torch import TORCH_DTYPES, converted, to_numpy, to_tensor
 from equivalence.frameworks.torch.recurrent import recurrent_of, recurrent_unit, select, selected
-from equivalence.frameworks.torch.residual import check_untapped, fork, residual_part, tap
+from equivalence.frameworks.torch.residual import check_untapped, fork, residual_part, second_branch, tap
 from equivalence.frameworks.torch.sequence import SKIP, is_attention, is_self_attention, sequence_part
 
 FRAMEWORK = "torch"
@@ -302,6 +302,17 @@ def walk(model: Any, *, input_shape: tuple[int, ...] | None = None) -> list[Dens
                        **residual}
             current, position = node, position + 1
             continue
+        start = second_branch(current, tensors, taps)
+        if start is not None and _skipped(gm, node):  # an Identity or Dropout on a skip: the skip itself
+            taps[node] = taps[start]
+            continue
+        if start is not None:  # a(x) + b(x): a's output waits for the Add, b starts from x (a Branch unit)
+            if pending is not None:
+                units.append(_unit(pending))
+                pending = None
+            taps[current] = len(units) - 1
+            units.append(branch_unit(FRAMEWORK, "branch", position, units, taps[start]))
+            current = start
         if tensors != [current] and not is_self_attention(gm, node, current):
             raise refuse("a branch: it takes other tensors than the previous layer's output alone (concatenations "
                          "are not judged; a residual Add of the chain's output and an earlier one is)")
@@ -310,8 +321,8 @@ def walk(model: Any, *, input_shape: tuple[int, ...] | None = None) -> list[Dens
                 raise refuse("x * sigmoid(x) written by hand (Swish): not an activation the suite judges; use "
                              "nn.SiLU or F.silu, which compute it and are judged")
             if not fork(_live_users(current)):
-                raise refuse("a branch: the previous layer's output feeds more than one layer (a residual x + f(x) "
-                             "is judged; two computed branches are not)")
+                raise refuse(f"a branch: the previous layer's output feeds {len(_live_users(current))} layers (the "
+                             "suite judges a value feeding two that an Add joins: x + f(x), a(x) + b(x))")
             tap(current, pending, units, taps)
         if select(node, pending, refuse):  # out, _ = self.lstm(x); out[:, -1]
             shape = pending["layer_kind"].output_shape(pending["in_shape"])
@@ -368,6 +379,14 @@ def walk(model: Any, *, input_shape: tuple[int, ...] | None = None) -> list[Dens
     if pending is not None:
         units.append(_unit(pending))
     return check_residuals(check_chain(units, FRAMEWORK), FRAMEWORK)
+
+
+def _skipped(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """An op skipped at inference (Identity, Dropout, a reshape)."""
+    try:
+        return _activation_of(gm, node) is None
+    except (KeyError, Refused):
+        return False
 
 
 def _parameters_of(node: fx.Node) -> list[str] | None:
