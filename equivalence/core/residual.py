@@ -1,10 +1,11 @@
 """The residual Add as a layer kind: ``h = act(branch + skip)``, a chain's output plus an earlier value of the chain.
 
-A residual block ``out = x + f(x)`` is judged as the units of ``f``, then one Add unit. In the canonical layout the
-Add's input is its two operands side by side along the last axis, ``[branch, skip]`` shaped ``(..., 2 C)``, so the
-Add runs, and is fed the reference's input, like every other unit (``layerwise_reference`` asks ``operands`` to
-place them). ``skip`` says whose output the second operand is: a unit's index in the chain, or ``INPUT`` (-1, the
-model's input).
+A residual block ``out = x + f(x)`` is judged as the units of ``f``, then one Add unit; ``a(x) + b(x)`` as the
+units of ``a``, a ``Branch`` unit (``b`` starts from ``x``: an exact copy), the units of ``b``, then the Add. In the
+canonical layout the Add's input is its two operands side by side along the last axis, ``[branch, skip]`` shaped
+``(..., 2 C)``, so the Add runs, and is fed the reference's input, like every other unit (``layerwise_reference``
+asks ``operands`` to place them). ``skip`` says whose output the second operand is: a unit's index in the chain,
+or ``INPUT`` (-1, the model's input).
 
 The error bound (derived in ``docs/layer-kinds.md``): operands ``a``, ``b`` carrying errors ``e_a``, ``e_b``
 give ``fl(a + b) = (a + b)(1 + d)``, ``|d| <= u = eps / 2``, so the sum is off by at most ``|e_a| + |e_b| +

@@ -3,8 +3,11 @@
 of ``f``.
 
 Reading the chain back from the output, an Add's two operands are told apart by the graph: the skip is the one
-the other (the branch) is computed from, so the walk follows the branch. Two computed branches (``a(x) + b(x)``),
-an Add of more than two tensors and a skip taken before its layer's activation are refused with the reason.
+the other (the branch) is computed from, so the walk follows the branch. Of two computed branches
+(``Add()([a, b])``, neither computed from the other), ``a``'s units come first, then a Branch unit (``b`` starts
+from the value both are computed from), then ``b``'s: the Add's operand order, which torch's ``a(x) + b(x)``
+evaluates in. An Add of more than two tensors and a skip taken before its layer's activation are refused with the
+reason.
 """
 
 from __future__ import annotations

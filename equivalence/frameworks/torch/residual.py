@@ -2,10 +2,11 @@
 ``x.add(...)``, ``aten.add`` in a ``torch.export`` graph) is one Add unit (``equivalence.core.residual``) after the
 units of ``f``.
 
-The walker records where the chain forks (``taps``: a node whose value feeds both the branch and an Add, mapped
-to the unit whose output it is); the Add joining the chain's output with a tapped value closes the block. A
-value tapped before an activation of its layer, two computed branches (``a(x) + b(x)``) and ``torch.add`` with
-``alpha`` are refused with the reason.
+The walker records where the chain forks (``taps``: a node whose value feeds two ops, mapped to the unit whose
+output it is); the Add joining the chain's output with a tapped value closes the block. Two computed branches
+``a(x) + b(x)`` are walked in ``forward``'s order: ``a``'s units, a Branch unit (``b`` starts from ``x`` again: an
+exact copy), ``b``'s units, the Add of ``b`` and ``a``. A value tapped before an activation of its layer, a value
+feeding three ops and ``torch.add`` with ``alpha`` are refused with the reason.
 """
 
 from __future__ import annotations
