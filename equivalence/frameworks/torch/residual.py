@@ -38,9 +38,24 @@ def is_add(node: fx.Node) -> bool:
 
 
 def fork(users: list[fx.Node]) -> bool:
-    """A value feeding two ops: the next layer of its chain and an Add (``x + f(x)``), or two branches
-    (``a(x) + b(x)``); what joins them is checked where they join."""
-    return len(users) == 2
+    """A value feeding two ops that an Add joins first: the next layer of its chain and the Add (``x + f(x)``), or
+    two branches (``a(x) + b(x)``). A concatenation or a cross-attention joining them is not a fork."""
+    if len(users) != 2:
+        return False
+    first, second = (_downstream(u) for u in users)
+    joins = [n for n in users[0].graph.nodes if n in first and n in second]
+    return bool(joins) and is_add(joins[0])
+
+
+def _downstream(node: fx.Node) -> set[fx.Node]:
+    """``node`` and every node computed from it."""
+    seen, stack = {node}, [node]
+    while stack:
+        for user in stack.pop().users:
+            if user not in seen:
+                seen.add(user)
+                stack.append(user)
+    return seen
 
 
 def tap(current: fx.Node, pending: dict[str, Any] | None, units: list, taps: dict[fx.Node, int]) -> None:

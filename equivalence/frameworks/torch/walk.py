@@ -321,8 +321,8 @@ def walk(model: Any, *, input_shape: tuple[int, ...] | None = None) -> list[Dens
                 raise refuse("x * sigmoid(x) written by hand (Swish): not an activation the suite judges; use "
                              "nn.SiLU or F.silu, which compute it and are judged")
             if not fork(_live_users(current)):
-                raise refuse(f"a branch: the previous layer's output feeds {len(_live_users(current))} layers (the "
-                             "suite judges a value feeding two that an Add joins: x + f(x), a(x) + b(x))")
+                raise refuse(f"a branch: the previous layer's output feeds {len(_live_users(current))} layers, but the "
+                             "suite judges a value feeding two that an Add joins (x + f(x), a(x) + b(x))")
             tap(current, pending, units, taps)
         if select(node, pending, refuse):  # out, _ = self.lstm(x); out[:, -1]
             shape = pending["layer_kind"].output_shape(pending["in_shape"])
