@@ -93,6 +93,28 @@ def test_a_missing_package_is_unavailable_with_the_install_hint():
         unregister("demo")
 
 
+@pytest.mark.parametrize("package", ["equivalence.frameworks.torch", "equivalence.frameworks.keras",
+                                     "equivalence.frameworks.mxnet"])
+def test_a_framework_package_answers_an_unknown_name_with_attribute_error(package):
+    """``pickle.whichmodule`` asks every module in ``sys.modules`` for a name and catches only AttributeError:
+    torch.compile's graph cache pickled through it and met MXNet's ModuleNotFoundError (found by make runtimes)."""
+    module = __import__(package, fromlist=["known_differences"])
+    assert getattr(module, "no_such_name_anywhere", None) is None
+
+
+def test_pickle_finds_a_function_s_module_while_the_framework_packages_are_imported():
+    import pickle
+
+    from equivalence.frameworks import builtin  # imports the three packages' data modules, so sys.modules has them
+
+    def local():  # pragma: no cover - only looked up
+        pass
+
+    local.__module__ = None
+    assert builtin.FRAMEWORKS
+    assert pickle.whichmodule(local, "no_such_name_anywhere") == "__main__"
+
+
 @pytest.fixture
 def numpy_framework(monkeypatch):
     """The example package registered in-process (the entry point is tested in a fresh process below)."""
