@@ -95,6 +95,50 @@ def test_an_lstm_given_one_of_torch_s_two_biases_is_named_bias():
     assert result.failing_pairs().get("torch vs keras") == 0
 
 
+def _reshaped_input_kernel(t, k):
+    """torch's weight_ih (G*units, features) reshaped to Keras' (features, G*units) instead of transposed."""
+    cell = k.layers[0].cell
+    cell.kernel.assign(_numpy(t.rnns[0].weight_ih_l0).reshape(cell.kernel.shape))
+
+
+def _square_blocks_transposed(t, k):
+    """Each gate's (units, units) block of the recurrent kernel transposed: the shape fits either way."""
+    cell = k.layers[0].cell
+    blocks = np.split(_keras_numpy(cell.recurrent_kernel), 3, axis=1)
+    cell.recurrent_kernel.assign(np.concatenate([block.T for block in blocks], axis=1))
+
+
+def _gru_bias_rows_swapped(t, k):
+    """Keras' (2, 3*units) GRU bias with its input and recurrent rows the other way round."""
+    cell = k.layers[0].cell
+    cell.bias.assign(_keras_numpy(cell.bias)[::-1])
+
+
+def _keras_numpy(variable) -> np.ndarray:
+    import keras
+
+    return keras.ops.convert_to_numpy(variable)
+
+
+@pytest.mark.parametrize(("mistake", "what", "says"), [
+    (_reshaped_input_kernel, "kernel layout", "is torch's weight_ih (15, 3) reshaped, but should be transposed"),
+    (_square_blocks_transposed, "kernel layout",
+     "each gate's square block of the keras recurrent kernel is transposed"),
+    (_gru_bias_rows_swapped, "bias", "the keras bias rows are swapped"),
+], ids=["reshaped-kernel", "square-blocks-transposed", "gru-bias-rows-swapped"])
+def test_a_gru_kernel_or_bias_in_another_layout_is_named_and_fails_at_the_layer(mistake, what, says):
+    """The layouts layer-kinds.md lists beside the gate order: named from the weights, and wrong in value too."""
+    from equivalence import compare_models
+
+    arch = RecurrentArch(("gru",), 3, (5,), 6, "out", 2, "float32", 12)
+    t, k = ported(arch)
+    mistake(t, k)
+    result = compare_models(t, k, x=sequences(arch))
+    assert [(d.layer, d.what) for d in result.differences] == [(0, what)], result.message()
+    assert says in result.differences[0].message, result.differences[0].message
+    assert result.failing_pairs().get("torch vs keras") == 0, result.message()
+
+
 @pytest.mark.parametrize(("keras_options", "what"), [
     ({"reset_after": False}, "reset_after"), ({"recurrent_activation": "hard_sigmoid"}, "activation"),
     ({"activation": "relu"}, "activation"), ({"return_sequences": True}, "return_sequences")])
@@ -129,7 +173,7 @@ def test_a_keras_gru_without_reset_after_is_judged_against_its_own_reference():
 
 @pytest.mark.parametrize(("options", "problem"), [
     ({"num_layers": 2}, "num_layers=2"), ({"bidirectional": True}, "bidirectional=True"),
-    ({"batch_first": False}, "batch_first=False")])
+    ({"batch_first": False}, "batch_first=False"), ({"proj_size": 2}, "proj_size=2")])
 def test_recurrent_options_the_suite_does_not_judge_are_refused_in_one_line(options, problem):
     import keras
     from torch import nn
@@ -165,6 +209,23 @@ def test_keras_recurrent_layers_the_suite_does_not_judge_are_refused_in_one_line
     k = keras.Sequential([keras.Input((steps, 3)), layer, L.Dense(2)])
     t = torch_recurrent_model(RecurrentArch(("lstm",), 3, (4,), 5, "out", 2, "float32", 1))
     with pytest.raises(ModelNotSupported, match=problem) as info:
+        compare_models(t, k)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(("options", "problem"), [({"return_state": True}, "return_state=True"),
+                                                  ({"stateful": True}, "stateful=True")])
+def test_a_keras_recurrent_layer_returning_or_keeping_its_state_is_refused_in_one_line(options, problem):
+    import keras
+
+    from equivalence import ModelNotSupported, compare_models
+
+    L = keras.layers
+    inputs = keras.Input((5, 3), batch_size=2)
+    out = L.GRU(4, name="gru", **options)(inputs)
+    k = keras.Model(inputs, L.Dense(2)(out[0] if options.get("return_state") else out))
+    t = torch_recurrent_model(RecurrentArch(("gru",), 3, (4,), 5, "out", 2, "float32", 1))
+    with pytest.raises(ModelNotSupported, match=rf"'gru' \(GRU\) at position 0: {problem}") as info:
         compare_models(t, k)
     assert "\n" not in str(info.value)
 
