@@ -213,6 +213,39 @@ def test_keras_recurrent_layers_the_suite_does_not_judge_are_refused_in_one_line
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("state", ["buffer", "constant", "None", "hx=None"])
+def test_a_torch_recurrent_layer_given_an_initial_state_is_refused_and_none_starts_from_zeros(state):
+    """A state in a buffer or built in ``forward`` is named as an initial state (not as a parameter used by hand);
+    ``rnn(x, None)`` is torch's zero state, judged as ``rnn(x)``."""
+    import keras
+    import torch
+    from torch import nn
+
+    from equivalence import ModelNotSupported, assert_equivalent, compare_models, port_weights
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn, self.fc = nn.GRU(3, 4, batch_first=True), nn.Linear(4, 2)
+            self.register_buffer("h0", torch.ones(1, 2, 4))
+
+        def forward(self, x):
+            out, _ = {"buffer": lambda: self.rnn(x, self.h0), "constant": lambda: self.rnn(x, torch.ones(1, 2, 4)),
+                      "None": lambda: self.rnn(x, None), "hx=None": lambda: self.rnn(x, hx=None)}[state]()
+            return self.fc(out[:, -1])
+
+    t = Net().eval()
+    k = keras.Sequential([keras.Input((5, 3)), keras.layers.GRU(4), keras.layers.Dense(2)])
+    if state in ("buffer", "constant"):
+        with pytest.raises(ModelNotSupported, match=r"^torch layer 'rnn' \(GRU\) at position 0: called with an "
+                                                    r"initial state") as info:
+            compare_models(t, k)
+        assert "\n" not in str(info.value)
+        return
+    port_weights(t, k)
+    assert_equivalent(t, k, max_examples=3)
+
+
 @pytest.mark.parametrize(("options", "problem"), [({"return_state": True}, "return_state=True"),
                                                   ({"stateful": True}, "stateful=True")])
 def test_a_keras_recurrent_layer_returning_or_keeping_its_state_is_refused_in_one_line(options, problem):
