@@ -287,6 +287,76 @@ def test_attention_the_suite_does_not_judge_is_refused_in_one_line(call, refused
     assert str(info.value).startswith("torch layer ") and "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize(("options", "call", "training", "refused"), [
+    ({}, {"is_causal": True}, False, "is_causal"),
+    ({"kdim": 3, "vdim": 3}, {}, False, "kdim or vdim other than embed_dim"),
+    ({"add_bias_kv": True}, {}, False, "add_bias_kv"),
+    ({"add_zero_attn": True}, {}, False, "add_zero_attn"),
+    ({"dropout": 0.1}, {}, True, r"dropout in training mode \(call model.eval\(\)\)"),
+], ids=["is_causal", "kdim-vdim", "add_bias_kv", "add_zero_attn", "dropout-training"])
+def test_a_torch_attention_configured_otherwise_is_refused_in_one_line(options, call, training, refused):
+    """The options layer-kinds.md lists as refused, each named (the call's keyword or the module's setting)."""
+    import keras
+    from torch import nn
+
+    from equivalence import ModelNotSupported, compare_models
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed, self.fc = nn.Embedding(10, 4), nn.Linear(4, 2)
+            self.attn = nn.MultiheadAttention(4, 2, batch_first=True, **options)
+
+        def forward(self, ids):
+            h = self.embed(ids)
+            return self.fc(self.attn(h, h, h, **call)[0].mean(1))
+
+    L = keras.layers
+    ids = keras.Input((5,), dtype="int32")
+    h = L.Embedding(10, 4)(ids)
+    k = keras.Model(ids, L.Dense(2)(L.GlobalAveragePooling1D()(L.MultiHeadAttention(2, 2)(h, h))))
+    with pytest.raises(ModelNotSupported, match=rf"^torch layer 'attn' \(MultiheadAttention\) at position 1: .*"
+                                                rf"{refused}") as info:
+        compare_models(Net().train(training), k)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(("options", "refused"), [
+    ({"value_dim": 3}, "value_dim 3 other than key_dim 2"),
+    ({"output_shape": 6}, r"output_shape \(6,\)"),
+    ({"attention_axes": (2,)}, r"attention_axes \(2,\)"),
+], ids=["value_dim", "output_shape", "attention_axes"])
+def test_a_keras_attention_configured_otherwise_is_refused_in_one_line(options, refused):
+    import keras
+
+    from equivalence import ModelNotSupported, compare_models
+
+    L = keras.layers
+    ids = keras.Input((5,), dtype="int32")
+    h = L.Embedding(10, 4)(ids)
+    h = L.MultiHeadAttention(2, 2, name="mha", **options)(h, h)
+    k = keras.Model(ids, L.Dense(2)(L.GlobalAveragePooling1D()(h)))
+    t = torch_sequence_model(SequenceArch(10, 4, 5, 2, "linear", 2, "float32", 1))
+    with pytest.raises(ModelNotSupported, match=rf"'mha' \(MultiHeadAttention\) at position 1: {refused}") as info:
+        compare_models(t, k)
+    assert "\n" not in str(info.value)
+
+
+def test_a_sparse_torch_embedding_is_refused_in_one_line():
+    import keras
+    from torch import nn
+
+    from equivalence import ModelNotSupported, compare_models
+
+    L = keras.layers
+    port = keras.Sequential([keras.Input((5,), dtype="int32"), L.Embedding(10, 4), L.GlobalAveragePooling1D(),
+                             L.Dense(2)])
+    t = nn.Sequential(nn.Embedding(10, 4, sparse=True))
+    with pytest.raises(ModelNotSupported, match=r"'0' \(Embedding\) at position 0: sparse=True") as info:
+        compare_models(t, port)
+    assert "\n" not in str(info.value)
+
+
 @pytest.mark.parametrize("framework", ["torch", "keras"])
 def test_a_broken_framework_attention_turns_the_suite_red_naming_the_layer(framework, monkeypatch):
     """The meta test: an attention whose heads are shifted by one feature (a wrong head split inside the
