@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import BFLOAT16
-from tests.own.pairs import agreeing, assert_red_only_in, compare_saved_pair
+from tests.helpers import BFLOAT16, compare_files_through_the_cli
+from tests.own.pairs import agreeing, assert_red_only_in
 from tests.recurrent_models import RecurrentArch, ported, recurrent_archs, sequences, torch_recurrent_model
 
 pytestmark = pytest.mark.usefixtures("keras_walker_or_skip", "torch_adapter", "keras_adapter")  # both or a skip
@@ -406,8 +406,8 @@ def test_equivalence_compare_takes_a_recurrent_state_dict_and_its_keras_file(tmp
 
     from equivalence.cli import EXIT_OK
 
-    code, out = compare_saved_pair(tmp_path, monkeypatch, capsys, factory_source=RECURRENT_FACTORY, module="sequences",
-                                   build_port=lambda: keras.Sequential([keras.Input((6, 3)), keras.layers.GRU(4),
-                                                                        keras.layers.Dense(2)]))
+    port = keras.Sequential([keras.Input((6, 3)), keras.layers.GRU(4), keras.layers.Dense(2)])
+    code, out = compare_files_through_the_cli(tmp_path, monkeypatch, capsys, factory=RECURRENT_FACTORY,
+                                              module="sequences", port=port)
     assert code == EXIT_OK, out
     assert "both layers agree over 3 input batches" in out
