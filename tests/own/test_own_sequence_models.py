@@ -13,15 +13,10 @@ from tests.helpers import BFLOAT16, assert_ported_pairs_agree, compare_files_thr
 from tests.own.pairs import assert_red_only_in
 from tests.sequence_models import SequenceArch, keras_sequence_model, sequence_archs, token_ids, torch_sequence_model
 
-pytestmark = pytest.mark.usefixtures("keras_walker_or_skip")
+pytestmark = pytest.mark.usefixtures("keras_walker_or_skip", "torch_adapter", "keras_adapter")  # both or a skip
 
 SEQUENCE_EXAMPLES = max(4, settings.default.max_examples // 20)
 """Architectures per dtype: each builds two models."""
-
-
-@pytest.fixture(autouse=True)
-def _frameworks(torch_adapter, keras_adapter):
-    """Every test here needs both frameworks (skips with the reason otherwise)."""
 
 
 def _ported(arch: SequenceArch):
