@@ -1,9 +1,16 @@
-"""What the own-model tests of each layer kind share: the meta tests' verdict and an agreeing pair (the CLI on a
-saved pair: ``tests.helpers.compare_files_through_the_cli``)."""
+"""What the own-model tests of each layer kind share: the differences named from a pair's weights and configs, the
+meta tests' verdict and an agreeing pair (the CLI on a saved pair: ``tests.helpers.compare_files_through_the_cli``)."""
 
 from __future__ import annotations
 
 from typing import Any
+
+
+def named_differences(t: Any, k: Any) -> list:
+    """The differences named from the two models' configurations and weights: no layer is run."""
+    from equivalence.own import structural_differences, walk_pair
+
+    return structural_differences(*walk_pair(t, k))
 
 
 def assert_red_only_in(result: Any, framework: str, layer: int) -> None:

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import BFLOAT16, compare_files_through_the_cli
-from tests.own.pairs import agreeing, assert_red_only_in
+from tests.own.pairs import agreeing, assert_red_only_in, named_differences
 from tests.recurrent_models import RecurrentArch, ported, recurrent_archs, sequences, torch_recurrent_model
 
 pytestmark = pytest.mark.usefixtures("keras_walker_or_skip", "torch_adapter", "keras_adapter")  # both or a skip
@@ -55,13 +55,6 @@ def test_drawn_inputs_cover_a_recurrent_model_and_say_how_to_rebuild_a_failure(m
 
 
 # --- the traps, named ----------------------------------------------------------------------------
-
-def _differences(t, k):
-    """The differences named from the two models' configurations and weights: no layer is run."""
-    from equivalence.own import structural_differences, walk_pair
-
-    return structural_differences(*walk_pair(t, k))
-
 
 def _numpy(tensor) -> np.ndarray:
     return tensor.detach().numpy()
@@ -151,7 +144,7 @@ def test_a_gru_configured_otherwise_is_named_before_any_value_and_not_ported(ker
     t = torch_recurrent_model(RecurrentArch(("gru",), 3, (4,), 5, "out", 2, "float32", 3))
     head = [] if keras_options.get("return_sequences") else [keras.layers.Dense(2)]  # no Dense on a sequence
     k = keras.Sequential([keras.Input((5, 3)), keras.layers.GRU(4, **keras_options), *head])
-    named = [d.what for d in _differences(t, k) if d.layer == 0]
+    named = [d.what for d in named_differences(t, k) if d.layer == 0]
     assert named == [what], named
     with pytest.raises(PortMismatch):
         port_weights(t, k)

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import settings
 
 from tests.helpers import BFLOAT16, assert_ported_pairs_agree, compare_files_through_the_cli
-from tests.own.pairs import assert_red_only_in
+from tests.own.pairs import assert_red_only_in, named_differences
 from tests.sequence_models import SequenceArch, keras_sequence_model, sequence_archs, token_ids, torch_sequence_model
 
 pytestmark = pytest.mark.usefixtures("keras_walker_or_skip", "torch_adapter", "keras_adapter")  # both or a skip
@@ -25,13 +25,6 @@ def _ported(arch: SequenceArch):
     t, k = torch_sequence_model(arch), keras_sequence_model(arch)
     port_weights(t, k)
     return t, k
-
-
-def _differences(t, k):
-    """The differences named from the two models' configurations and weights: no layer is run."""
-    from equivalence.own import structural_differences, walk_pair
-
-    return structural_differences(*walk_pair(t, k))
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32", "float16", BFLOAT16])
@@ -119,7 +112,7 @@ def test_keras_mask_zero_is_named_mask_before_any_value():
         return keras.Model(ids, L.Dense(2)(L.GlobalAveragePooling1D()(L.Embedding(6, 3, mask_zero=mask_zero)(ids))))
 
     k, unmasked = port(True), port(False)
-    differences = _differences(t, k)
+    differences = named_differences(t, k)
     assert [d.what for d in differences if d.layer == 0] == ["mask"]
     assert "got keras mask_zero=True, but torch has mask_zero=False" in differences[0].message
     assert "padding_idx only keeps that row at zero" in differences[0].message
@@ -138,19 +131,19 @@ def test_a_non_zero_padding_row_is_named_and_never_ported_into_torch():
 
     arch = SequenceArch(6, 3, 4, None, "linear", 2, "float32", 5, padding_idx=0)
     t, k = _ported(arch)
-    assert not _differences(t, k)
+    assert not named_differences(t, k)
     table = t.embed.weight.detach().numpy().copy()
     table[0] = 0.5
     k.layers[1].embeddings.assign(table)  # a Keras model trained on: its row 0 moved
-    assert [d.what for d in _differences(t, k)] == ["padding_idx"]
+    assert [d.what for d in named_differences(t, k)] == ["padding_idx"]
     assert "the keras row 0 is not zero, but torch keeps its padding_idx=0 row at zero" in \
-        _differences(t, k)[0].message
+        named_differences(t, k)[0].message
     with pytest.raises(PortMismatch, match="padding_idx=0 keeps it at zero"):
         port_weights(k, t)
     with torch.no_grad():
         t.embed.weight[0] = 0.5  # written by hand into torch
-    assert [d.what for d in _differences(t, k)] == ["padding_idx"]
-    assert "torch keeps that row out of training" in _differences(t, k)[0].message
+    assert [d.what for d in named_differences(t, k)] == ["padding_idx"]
+    assert "torch keeps that row out of training" in named_differences(t, k)[0].message
 
 
 @pytest.mark.parametrize("framework", ["torch", "keras"])
@@ -227,7 +220,7 @@ def test_another_head_count_or_key_dim_is_named_heads_before_any_value(heads, ke
     h = L.Embedding(10, 8)(ids)
     h = L.MultiHeadAttention(heads, key_dim)(h, h)
     k = keras.Model(ids, L.Dense(2)(L.GlobalAveragePooling1D()(h)))
-    differences = [d for d in _differences(t, k) if d.layer == 1]
+    differences = [d for d in named_differences(t, k) if d.layer == 1]
     assert [d.what for d in differences] == ["heads"]
     assert named in differences[0].message and "key_dim = E // num_heads" in differences[0].message
     with pytest.raises(PortMismatch, match="heads"):
