@@ -333,6 +333,32 @@ def test_a_keras_attention_configured_otherwise_is_refused_in_one_line(options, 
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize(("length", "per_token", "refused"), [
+    (None, False, r"'embed' \(Embedding\) at position 0: an Embedding, but the sequence length is unknown"),
+    (5, True, r"'fc' \(Linear\) at position 1: on the \(batch, tokens, features\) output of an Embedding"),
+], ids=["keras-length-unknown", "linear-per-token"])
+def test_an_embedding_of_unknown_length_or_a_linear_per_token_is_refused_in_one_line(length, per_token, refused):
+    import keras
+    from torch import nn
+
+    from equivalence import ModelNotSupported, compare_models
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed, self.fc = nn.Embedding(10, 4), nn.Linear(4, 2)
+
+        def forward(self, ids):
+            return self.fc(self.embed(ids)).mean(1) if per_token else self.fc(self.embed(ids).mean(1))
+
+    L = keras.layers
+    ids = keras.Input((length,), dtype="int32")
+    k = keras.Model(ids, L.Dense(2)(L.GlobalAveragePooling1D()(L.Embedding(10, 4)(ids))))
+    with pytest.raises(ModelNotSupported, match=rf"^torch layer {refused}") as info:
+        compare_models(Net(), k)
+    assert "\n" not in str(info.value)
+
+
 def test_a_sparse_torch_embedding_is_refused_in_one_line():
     import keras
     from torch import nn
