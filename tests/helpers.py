@@ -251,10 +251,10 @@ def compare_files_through_the_cli(tmp_path: Any, monkeypatch: Any, capsys: Any, 
 
 
 def assert_ported_pairs_agree(archs: st.SearchStrategy, *, ported: Any, inputs: Any, max_examples: int,
-                              then: Any, named: Any = lambda result: ()) -> None:
+                              then: Any, named: Any = lambda arch: ()) -> None:
     """For every drawn architecture: ``ported(arch)`` gives a torch model and its Keras port, which agree layer by
     layer on ``inputs(arch)``; ``then(arch, torch_model, keras_model, result)`` checks the rest (shapes, counts).
-    ``named(result)``: the differences a known difference names for this pair (each model then agrees with its own
+    ``named(arch)``: the differences a known difference names for this pair (each model then agrees with its own
     reference, and the pair fails naming them)."""
     from hypothesis import given
 
@@ -265,7 +265,7 @@ def assert_ported_pairs_agree(archs: st.SearchStrategy, *, ported: Any, inputs: 
     def check(arch: Any) -> None:
         t, k = ported(arch)
         result = compare_models(t, k, x=inputs(arch))
-        expected = list(named(result))
+        expected = list(named(arch))
         assert [d.what for d in result.differences] == expected, result.message()
         assert not [r for r in result.failures if r.pair[1] == "reference" or not expected], result.message()
         then(arch, t, k, result)

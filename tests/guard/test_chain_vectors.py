@@ -109,7 +109,8 @@ def test_verify_fails_at_the_conv_layers_of_the_chains_when_torch_flips_its_kern
     assert "looks like: kernel flipped" in out, out
 
 
-@pytest.mark.parametrize("name", ["mxnet", "torch_compile", "torch_export", "keras_graph", "keras_xla", "litert"])
+@pytest.mark.parametrize("name", ["mxnet", "ort", "torch_compile", "torch_export", "keras_graph", "keras_xla", "litert",
+                                  "litert_fp16w"])
 def test_a_framework_that_builds_dense_stacks_only_lists_the_chains_as_not_run(name):
     """A runtime never runs a chain through the eager framework under its own name."""
     from equivalence.core.adapter import FrameworkRefused, FrameworkUnavailable

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import BFLOAT16
+from tests.own.pairs import named_differences
 
 pytestmark = pytest.mark.usefixtures("keras_walker_or_skip")
 
@@ -89,18 +90,12 @@ def test_a_batchnorm2d_after_a_conv_agrees_over_drawn_inputs():
     assert assert_equivalent(t, k, max_examples=10).passed
 
 
-def _differences(t, k):
-    from equivalence.own import structural_differences, walk_pair
-
-    return structural_differences(*walk_pair(t, k))
-
-
 def test_the_default_epsilons_and_momenta_are_named_before_any_value():
     """torch's defaults (eps 1e-5, momentum 0.1) against Keras' (1e-3, 0.99): three named differences."""
     t, k = norm_mlp((4, 5, 6, 2), "float32", torch_eps=1e-5, torch_momentum=0.1)
-    named = [(d.layer, d.what) for d in _differences(t, k) if d.what in ("epsilon", "momentum")]
+    named = [(d.layer, d.what) for d in named_differences(t, k) if d.what in ("epsilon", "momentum")]
     assert named == [(1, "epsilon"), (1, "momentum"), (3, "epsilon")]
-    message = next(d.message for d in _differences(t, k) if d.what == "momentum")
+    message = next(d.message for d in named_differences(t, k) if d.what == "momentum")
     assert "got keras 0.99, but torch has 0.9" in message and "torch's momentum=m is Keras' 1 - m" in message
 
 

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import BFLOAT16
-from tests.own.pairs import agreeing, assert_red_only_in, compare_saved_pair
+from tests.helpers import BFLOAT16, compare_files_through_the_cli
+from tests.own.pairs import agreeing, assert_red_only_in, named_differences
 from tests.recurrent_models import RecurrentArch, ported, recurrent_archs, sequences, torch_recurrent_model
 
 pytestmark = pytest.mark.usefixtures("keras_walker_or_skip", "torch_adapter", "keras_adapter")  # both or a skip
@@ -56,13 +56,6 @@ def test_drawn_inputs_cover_a_recurrent_model_and_say_how_to_rebuild_a_failure(m
 
 # --- the traps, named ----------------------------------------------------------------------------
 
-def _differences(t, k):
-    """The differences named from the two models' configurations and weights: no layer is run."""
-    from equivalence.own import structural_differences, walk_pair
-
-    return structural_differences(*walk_pair(t, k))
-
-
 def _numpy(tensor) -> np.ndarray:
     return tensor.detach().numpy()
 
@@ -95,6 +88,50 @@ def test_an_lstm_given_one_of_torch_s_two_biases_is_named_bias():
     assert result.failing_pairs().get("torch vs keras") == 0
 
 
+def _reshaped_input_kernel(t, k):
+    """torch's weight_ih (G*units, features) reshaped to Keras' (features, G*units) instead of transposed."""
+    cell = k.layers[0].cell
+    cell.kernel.assign(_numpy(t.rnns[0].weight_ih_l0).reshape(cell.kernel.shape))
+
+
+def _square_blocks_transposed(t, k):
+    """Each gate's (units, units) block of the recurrent kernel transposed: the shape fits either way."""
+    cell = k.layers[0].cell
+    blocks = np.split(_keras_numpy(cell.recurrent_kernel), 3, axis=1)
+    cell.recurrent_kernel.assign(np.concatenate([block.T for block in blocks], axis=1))
+
+
+def _gru_bias_rows_swapped(t, k):
+    """Keras' (2, 3*units) GRU bias with its input and recurrent rows the other way round."""
+    cell = k.layers[0].cell
+    cell.bias.assign(_keras_numpy(cell.bias)[::-1])
+
+
+def _keras_numpy(variable) -> np.ndarray:
+    import keras
+
+    return keras.ops.convert_to_numpy(variable)
+
+
+@pytest.mark.parametrize(("mistake", "what", "says"), [
+    (_reshaped_input_kernel, "kernel layout", "is torch's weight_ih (15, 3) reshaped, but should be transposed"),
+    (_square_blocks_transposed, "kernel layout",
+     "each gate's square block of the keras recurrent kernel is transposed"),
+    (_gru_bias_rows_swapped, "bias", "the keras bias rows are swapped"),
+], ids=["reshaped-kernel", "square-blocks-transposed", "gru-bias-rows-swapped"])
+def test_a_gru_kernel_or_bias_in_another_layout_is_named_and_fails_at_the_layer(mistake, what, says):
+    """The layouts layer-kinds.md lists beside the gate order: named from the weights, and wrong in value too."""
+    from equivalence import compare_models
+
+    arch = RecurrentArch(("gru",), 3, (5,), 6, "out", 2, "float32", 12)
+    t, k = ported(arch)
+    mistake(t, k)
+    result = compare_models(t, k, x=sequences(arch))
+    assert [(d.layer, d.what) for d in result.differences] == [(0, what)], result.message()
+    assert says in result.differences[0].message, result.differences[0].message
+    assert result.failing_pairs().get("torch vs keras") == 0, result.message()
+
+
 @pytest.mark.parametrize(("keras_options", "what"), [
     ({"reset_after": False}, "reset_after"), ({"recurrent_activation": "hard_sigmoid"}, "activation"),
     ({"activation": "relu"}, "activation"), ({"return_sequences": True}, "return_sequences")])
@@ -107,7 +144,7 @@ def test_a_gru_configured_otherwise_is_named_before_any_value_and_not_ported(ker
     t = torch_recurrent_model(RecurrentArch(("gru",), 3, (4,), 5, "out", 2, "float32", 3))
     head = [] if keras_options.get("return_sequences") else [keras.layers.Dense(2)]  # no Dense on a sequence
     k = keras.Sequential([keras.Input((5, 3)), keras.layers.GRU(4, **keras_options), *head])
-    named = [d.what for d in _differences(t, k) if d.layer == 0]
+    named = [d.what for d in named_differences(t, k) if d.layer == 0]
     assert named == [what], named
     with pytest.raises(PortMismatch):
         port_weights(t, k)
@@ -124,12 +161,14 @@ def test_a_keras_gru_without_reset_after_is_judged_against_its_own_reference():
     t = torch_recurrent_model(arch)
     k = keras.Sequential([keras.Input((5, 3)), keras.layers.GRU(4, reset_after=False), keras.layers.Dense(2)])
     result = compare_models(t, k, x=sequences(arch))
-    assert "keras vs reference" not in result.failing_pairs(), result.message()
+    judged = [r for r in result.results if r.pair == ("keras", "reference") and r.layer == 0]
+    assert judged and all(r.passed for r in judged), result.message()  # judged, and within its bound
+    assert result.failing_pairs().get("torch vs keras") == 0, result.message()
 
 
 @pytest.mark.parametrize(("options", "problem"), [
     ({"num_layers": 2}, "num_layers=2"), ({"bidirectional": True}, "bidirectional=True"),
-    ({"batch_first": False}, "batch_first=False")])
+    ({"batch_first": False}, "batch_first=False"), ({"proj_size": 2}, "proj_size=2")])
 def test_recurrent_options_the_suite_does_not_judge_are_refused_in_one_line(options, problem):
     import keras
     from torch import nn
@@ -165,6 +204,56 @@ def test_keras_recurrent_layers_the_suite_does_not_judge_are_refused_in_one_line
     k = keras.Sequential([keras.Input((steps, 3)), layer, L.Dense(2)])
     t = torch_recurrent_model(RecurrentArch(("lstm",), 3, (4,), 5, "out", 2, "float32", 1))
     with pytest.raises(ModelNotSupported, match=problem) as info:
+        compare_models(t, k)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("state", ["buffer", "constant", "None", "hx=None"])
+def test_a_torch_recurrent_layer_given_an_initial_state_is_refused_and_none_starts_from_zeros(state):
+    """A state in a buffer or built in ``forward`` is named as an initial state (not as a parameter used by hand);
+    ``rnn(x, None)`` is torch's zero state, judged as ``rnn(x)``."""
+    import keras
+    import torch
+    from torch import nn
+
+    from equivalence import ModelNotSupported, assert_equivalent, compare_models, port_weights
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn, self.fc = nn.GRU(3, 4, batch_first=True), nn.Linear(4, 2)
+            self.register_buffer("h0", torch.ones(1, 2, 4))
+
+        def forward(self, x):
+            out, _ = {"buffer": lambda: self.rnn(x, self.h0), "constant": lambda: self.rnn(x, torch.ones(1, 2, 4)),
+                      "None": lambda: self.rnn(x, None), "hx=None": lambda: self.rnn(x, hx=None)}[state]()
+            return self.fc(out[:, -1])
+
+    t = Net().eval()
+    k = keras.Sequential([keras.Input((5, 3)), keras.layers.GRU(4), keras.layers.Dense(2)])
+    if state in ("buffer", "constant"):
+        with pytest.raises(ModelNotSupported, match=r"^torch layer 'rnn' \(GRU\) at position 0: called with an "
+                                                    r"initial state") as info:
+            compare_models(t, k)
+        assert "\n" not in str(info.value)
+        return
+    port_weights(t, k)
+    assert_equivalent(t, k, max_examples=3)
+
+
+@pytest.mark.parametrize(("options", "problem"), [({"return_state": True}, "return_state=True"),
+                                                  ({"stateful": True}, "stateful=True")])
+def test_a_keras_recurrent_layer_returning_or_keeping_its_state_is_refused_in_one_line(options, problem):
+    import keras
+
+    from equivalence import ModelNotSupported, compare_models
+
+    L = keras.layers
+    inputs = keras.Input((5, 3), batch_size=2)
+    out = L.GRU(4, name="gru", **options)(inputs)
+    k = keras.Model(inputs, L.Dense(2)(out[0] if options.get("return_state") else out))
+    t = torch_recurrent_model(RecurrentArch(("gru",), 3, (4,), 5, "out", 2, "float32", 1))
+    with pytest.raises(ModelNotSupported, match=rf"'gru' \(GRU\) at position 0: {problem}") as info:
         compare_models(t, k)
     assert "\n" not in str(info.value)
 
@@ -310,8 +399,8 @@ def test_equivalence_compare_takes_a_recurrent_state_dict_and_its_keras_file(tmp
 
     from equivalence.cli import EXIT_OK
 
-    code, out = compare_saved_pair(tmp_path, monkeypatch, capsys, factory_source=RECURRENT_FACTORY, module="sequences",
-                                   build_port=lambda: keras.Sequential([keras.Input((6, 3)), keras.layers.GRU(4),
-                                                                        keras.layers.Dense(2)]))
+    port = keras.Sequential([keras.Input((6, 3)), keras.layers.GRU(4), keras.layers.Dense(2)])
+    code, out = compare_files_through_the_cli(tmp_path, monkeypatch, capsys, factory=RECURRENT_FACTORY,
+                                              module="sequences", port=port)
     assert code == EXIT_OK, out
     assert "both layers agree over 3 input batches" in out

@@ -38,7 +38,7 @@ from equivalence.core.norms import BatchNorm, LayerNorm
 from equivalence.core.spatial import Conv, Flatten, Pool, flatten_permutation
 from equivalence.core.walk import DenseUnit, ModelNotSupported, Refused, check_chain, judged_activation
 from equivalence.frameworks.torch import TORCH_DTYPES, converted, to_numpy, to_tensor
-from equivalence.frameworks.torch.recurrent import recurrent_of, recurrent_unit, select, selected
+from equivalence.frameworks.torch.recurrent import is_recurrent, recurrent_of, recurrent_unit, select, selected
 from equivalence.frameworks.torch.sequence import SKIP, is_attention, is_self_attention, sequence_part
 
 FRAMEWORK = "torch"
@@ -284,7 +284,8 @@ def walk(model: Any, *, input_shape: tuple[int, ...] | None = None) -> list[Dens
             pending["write"] = _writer(pending["weight"], pending["bias"]) if pending["write"] else None
             current, position = node, position + 1
             continue
-        parameters = [] if linear is not None or is_attention(gm, node) else _hand_written_parameters(node)
+        judged_elsewhere = linear is not None or is_attention(gm, node) or is_recurrent(gm, node)
+        parameters = [] if judged_elsewhere else _hand_written_parameters(node)
         if parameters:
             raise refuse(f"computes with the parameter {', '.join(map(repr, parameters))} directly (x @ W.T + b "
                          "written by hand): write it as nn.Linear or F.linear(x, weight, bias), which the suite "
