@@ -374,6 +374,28 @@ def test_a_sparse_torch_embedding_is_refused_in_one_line():
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize(("call", "refused"), [
+    (lambda mha, h, mask: mha(h, h, use_causal_mask=True), "use_causal_mask"),
+    (lambda mha, h, mask: mha(h, h, attention_mask=mask), "attention_mask"),
+    (lambda mha, h, mask: mha(h, h, return_attention_scores=True)[0], "return_attention_scores")],
+    ids=["use_causal_mask", "attention_mask", "return_attention_scores"])
+def test_a_keras_attention_called_with_a_mask_or_for_its_scores_is_refused_in_one_line(call, refused):
+    """The unit runs the layer as ``mha(x, x)``: a call that masks (a causal mask computes another function; 0.2
+    apart from the unmasked torch attention at 4 tokens) must be refused, not judged as the plain attention."""
+    import keras
+    import numpy as np
+
+    from equivalence import ModelNotSupported
+    from equivalence.frameworks.keras.walk import walk
+
+    x = keras.Input((5, 4))
+    mask = keras.ops.convert_to_tensor(np.tril(np.ones((5, 5), dtype=bool)))
+    k = keras.Model(x, call(keras.layers.MultiHeadAttention(2, 2), x, mask))
+    with pytest.raises(ModelNotSupported, match=refused) as info:
+        walk(k)
+    assert str(info.value).startswith("keras layer ") and "\n" not in str(info.value)
+
+
 @pytest.mark.parametrize("framework", ["torch", "keras"])
 def test_a_broken_framework_attention_turns_the_suite_red_naming_the_layer(framework, monkeypatch):
     """The meta test: an attention whose heads are shifted by one feature (a wrong head split inside the

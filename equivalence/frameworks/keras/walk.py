@@ -315,7 +315,7 @@ def walk(model: Any, *, input_width: int | None = None) -> list[DenseUnit]:
         shape = _width_of(node)
         try:
             layer_kind = _spatial_kind(op, shape, refuse) or _norm_kind(op, shape, refuse) \
-                or sequence_kind(op, shape, refuse) or recurrent_kind(op, shape, refuse, _activation_function)
+                or sequence_kind(op, node, shape, refuse) or recurrent_kind(op, shape, refuse, _activation_function)
         except _Refuse as exc:
             raise refuse(str(exc)) from None
         if layer_kind is not None:
