@@ -87,6 +87,33 @@ def test_out_of_range_and_fractional_ids_are_refused_in_one_line():
 
 # --- the traps, named ----------------------------------------------------------------------------
 
+
+def test_an_activation_after_an_embedding_is_judged_within_its_rounding():
+    """A gather is exact, the tanh after it is not: a faithful port agrees (the bound was 0, so it failed by an
+    ulp); a wrong gather still fails (``tests/core/test_layer_kinds.py``)."""
+    import keras
+    from torch import nn
+
+    from equivalence import compare_models, port_weights
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed, self.act, self.fc = nn.Embedding(6, 3), nn.Tanh(), nn.Linear(3, 2)
+
+        def forward(self, ids):
+            return self.fc(self.act(self.embed(ids)).mean(1))
+
+    L = keras.layers
+    ids = keras.Input((5,), dtype="int32")
+    k = keras.Model(ids, L.Dense(2)(L.GlobalAveragePooling1D()(L.Activation("tanh")(L.Embedding(6, 3)(ids)))))
+    t = Net().eval()
+    port_weights(t, k)
+    x = np.array([[0, 1, 2, 3, 4], [5, 4, 3, 2, 1]])
+    result = compare_models(t, k, x=x)
+    assert result.passed, result.message()
+    assert all(0 < r.bound < 1e-5 for r in result.results if r.layer == 0)  # the tanh's rounding, no more
+
 def test_a_transposed_square_table_is_named_row_layout():
     from equivalence import compare_models
 
