@@ -201,6 +201,34 @@ def _attention_pair(seed: int = 7, heads: int = 2, dim: int = 8):
     return arch, t, k, k.layers[2]
 
 
+
+def test_a_model_starting_with_attention_takes_batch_first_sequences():
+    """Float sequences straight into an attention are (N, L, E) in both frameworks: given so, they are judged (they
+    were refused as not the torch layout N, C, ... of a spatial input), and a failure's rebuilt input is not
+    transposed."""
+    import keras
+    from torch import nn
+
+    from equivalence import compare_models, port_weights
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+
+        def forward(self, x):
+            return self.attn(x, x, x)[0]
+
+    x_in = keras.Input((4, 8))
+    k = keras.Model(x_in, keras.layers.MultiHeadAttention(2, 4)(x_in, x_in))
+    t = Net().eval()
+    port_weights(t, k)
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 4, 8)).astype(np.float32)
+    result = compare_models(t, k, x=x)
+    assert result.passed, result.message()
+    with pytest.raises(ValueError, match=r"should be \(batch, 4, 8\): batch-first sequences"):
+        compare_models(t, k, x=x.transpose(0, 2, 1))
+
 def test_a_head_split_by_reshape_is_named_head_split():
     """The query and output kernels written as the torch matrices reshaped, without their transpose: shape-valid."""
     from equivalence import compare_models
