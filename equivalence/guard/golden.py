@@ -691,8 +691,8 @@ def outputs_moved(golden: GoldenSet, name: str, case: GoldenCase, now: Sequence[
             continue
         bound = forward_bound(trace, layer_weights, act, dtype, {name: None, then: facts}, kind=kind)
         z = kind.reference(trace.x, layer_weights, act).z  # not recorded
-        both = (excused(name, act, dtype, z, np.asarray(a), x=trace.x)
-                | excused(name, act, dtype, z, np.asarray(b), x=trace.x, facts=facts))
+        both = (excused(name, act, dtype, z, np.asarray(a), x=trace.x, layer_kind=kind.name)
+                | excused(name, act, dtype, z, np.asarray(b), x=trace.x, facts=facts, layer_kind=kind.name))
         result = compare_arrays(np.asarray(a), np.asarray(b), bound=bound.between(name, then), pair=(name, then),
                                 layer=layer, excused=both)
         if not result.passed:

@@ -460,6 +460,8 @@ def test_the_nan_leak_excuse_covers_exactly_the_rows_it_leaks_into(framework, pr
     assert not excused(framework, "sigmoid", "bfloat16", z[:16], got[:16], x=x[:16], facts=leaking).any()  # 16 rows
     inf = np.where(np.isnan(x), np.inf, x)  # an infinity leaks too (measured): the same rows excused
     np.testing.assert_array_equal(excused(framework, "sigmoid", "bfloat16", z, got, x=inf, facts=leaking), expected)
+    for kind in ("layernorm", "batchnorm"):  # measured on the matmul only: a norm in an MLP (2-D too) gets nothing
+        assert not excused(framework, "sigmoid", "bfloat16", z, got, x=x, facts=leaking, layer_kind=kind).any()
 
 
 def test_an_entry_whose_conditions_fail_grants_nothing(torch_adapter, keras_adapter):

@@ -222,8 +222,10 @@ KERAS: tuple[KnownDifference, ...] = (
         "property on the Intel Xeon (a 33-1 sigmoid layer, batch 17: a NaN at row 1 made row 0 NaN); +inf and -inf leak"
         " at the same placements as a NaN. The same oneDNN AMX kernels as torch_bfloat16_linear_nan_leaks_across_rows, "
         "another shape class; the excuse covers exactly the NaN outputs of rows whose input and reference are finite, "
-        "beside a row holding a NaN, at layers of the shape class (" + DENSE_NAN_LEAK_SHAPE_CLASS + ")",
+        "beside a row holding a NaN or an infinity, at dense layers of the shape class ("
+        + DENSE_NAN_LEAK_SHAPE_CLASS + ")",
         excuse=nan_leaked_from_another_row(dense_nan_leak_shape_class), families=PARAMETRIC_FAMILIES,
+        layer_kinds=("dense",),
         scope=("forward",), when=(KERAS_ON_TENSORFLOW, PROBES["keras_dense_nan_leaks_across_rows"])),
     KnownDifference(
         "tf_flushes_subnormals", "keras", ("softplus", "mish"), ("float32",), "by_design",
