@@ -287,6 +287,33 @@ def test_the_torch_walk_follows_the_ways_a_forward_takes_the_last_step(take):
     assert compare_models(t, k, max_examples=3).passed
 
 
+
+def test_a_mean_over_a_recurrent_layer_s_sequence_is_judged_as_keras_global_average_pooling():
+    """``out.mean(1)`` after an LSTM is the Keras port's GlobalAveragePooling1D (it was refused as "not a layer the
+    suite judges", while the refusal listed "a mean over the tokens" among those it judges)."""
+    import keras
+    from torch import nn
+
+    from equivalence import compare_models, port_weights
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn, self.fc = nn.LSTM(3, 4, batch_first=True), nn.Linear(4, 2)
+
+        def forward(self, x):
+            out, _ = self.rnn(x)
+            return self.fc(out.mean(1))
+
+    L = keras.layers
+    k = keras.Sequential([keras.Input((5, 3)), L.LSTM(4, return_sequences=True), L.GlobalAveragePooling1D(),
+                          L.Dense(2)])
+    t = Net().eval()
+    port_weights(t, k)
+    result = compare_models(t, k, x=np.random.default_rng(0).uniform(-1, 1, (3, 5, 3)).astype(np.float32))
+    assert result.passed, result.message()
+    assert [u.layer_kind.name for u in result.torch_layers] == ["lstm", "mean", "dense"]
+
 def test_a_recurrent_layer_in_an_nn_sequential_is_refused_naming_the_tuple():
     import keras
     from torch import nn

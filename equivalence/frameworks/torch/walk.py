@@ -34,6 +34,7 @@ from torch import fx, nn
 
 from equivalence.core.activations import activation_name
 from equivalence.core.dtypes import numpy_dtype
+from equivalence.core.embedding import SequenceMean
 from equivalence.core.norms import BatchNorm, LayerNorm
 from equivalence.core.spatial import Conv, Flatten, Pool, flatten_permutation
 from equivalence.core.walk import DenseUnit, ModelNotSupported, Refused, check_chain, judged_activation
@@ -308,9 +309,10 @@ def walk(model: Any, *, input_shape: tuple[int, ...] | None = None) -> list[Dens
             current = node
             continue
         spatial = part or _spatial_of(gm, node, shape, refuse) or _norm_of(gm, node, shape, refuse)
-        if spatial is not None and pending is not None and pending.get("selection") == "sequence":
+        if spatial is not None and pending is not None and pending.get("selection") == "sequence" \
+                and not isinstance(spatial["layer_kind"], SequenceMean):
             raise refuse("a spatial or normalisation layer on a recurrent layer's output sequence: the suite judges "
-                         "a sequence fed to another LSTM or GRU, or its last step")
+                         "a sequence fed to another LSTM or GRU, its last step, or its mean over the steps")
         spatial = spatial or recurrent_of(gm, node, shape, refuse)
         if spatial is not None:
             if pending is not None:
