@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +25,7 @@ from equivalence.core.case import Case
 from equivalence.core.dtypes import numpy_dtype
 from equivalence.core.kinds import DENSE, LayerWeights
 from equivalence.core.norms import BatchNorm, LayerNorm
-from equivalence.core.spatial import Conv, Flatten, Pool, same_padding
+from equivalence.core.spatial import Conv, Flatten, Padding, Pool, same_padding
 from equivalence.core.spec import ChainSpec, StackSpec
 
 KIND_TYPES: dict[str, Any] = {"dense": None, "conv": Conv, "pool": Pool, "flatten": Flatten,
@@ -60,10 +61,41 @@ def kind_from_json(data: Any) -> Any:
     if cls is None:
         return DENSE
     fields = {k: _as_tuples(v) for k, v in data.items() if k != "name"}
+    hints = typing.get_type_hints(cls)
+    for name, value in fields.items():
+        if name in hints and not _fits(value, hints[name], minimum=0 if hints[name] == Padding else 1):
+            raise ValueError(f"layer kind {data['name']}: {name} must be {_what(hints[name])}, got {value!r:.60}")
     try:
         return cls(**fields)
     except TypeError as exc:
         raise ValueError(f"layer kind {data['name']}: {exc}") from None
+
+
+def _fits(value: Any, hint: Any, *, minimum: int) -> bool:
+    """``value`` read from JSON is of the field's type ``hint``: an integer at least ``minimum`` (a size, a stride,
+    a channel count: 1; a padding: 0), a finite non-negative number, a string, a boolean, or a tuple of them."""
+    if typing.get_origin(hint) is tuple:
+        if not isinstance(value, tuple):
+            return False
+        args = typing.get_args(hint)
+        items = [args[0]] * len(value) if len(args) == 2 and args[1] is Ellipsis else list(args)
+        return len(items) == len(value) and all(_fits(v, h, minimum=minimum) for v, h in zip(value, items))
+    if hint is bool or hint is str:
+        return isinstance(value, hint)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if hint is int:
+        return isinstance(value, int) and value >= minimum
+    return hint is float and math.isfinite(value) and value >= 0
+
+
+def _what(hint: Any) -> str:
+    if hint == Padding:
+        return "a list of [before, after] pairs of integers, 0 or more, one per spatial axis"
+    if typing.get_origin(hint) is tuple:
+        return "a list of positive integers"
+    return {int: "a positive integer", float: "a finite number, 0 or more", str: "a string", bool: "a boolean"}.get(
+        hint, str(hint))
 
 
 def spec_to_json(spec: StackSpec | ChainSpec) -> dict[str, Any]:
@@ -120,7 +152,10 @@ def check_chain_weights(spec: ChainSpec, weights: Sequence[LayerWeights], *, wha
         got = tuple(np.shape(a) for a in (W, b) if a is not None and np.size(a))
         if got != expected:
             raise ValueError(f"{what}: layer {i} ({kind.name}) has parameters shaped {got}, expected {expected}")
-        shape = (int(np.shape(W)[1]),) if kind is DENSE else tuple(kind.output_shape(shape))
+        before, shape = shape, (int(np.shape(W)[1]),) if kind is DENSE else tuple(kind.output_shape(shape))
+        if not all(n > 0 for n in shape):
+            raise ValueError(f"{what}: layer {i} ({kind.name}) gives no output on its input {before} (got shape "
+                             f"{shape}): its window is larger than the input")
 
 
 # --- blueprints and seeded cases -----------------------------------------------------------------------

@@ -144,6 +144,10 @@ BAD_INPUTS = [
      "flatten, layernorm, batchnorm"),
     ("chain-kind-unknown-field", ["verify", "{vectors}"], manifest_edit(chain_layer(eps=0.1)), {}, M,
      "bad 'spec': layer kind batchnorm: BatchNorm.__init__() got an unexpected keyword argument 'eps'"),
+    ("chain-kind-epsilon-a-string", ["verify", "{vectors}"], manifest_edit(chain_layer(epsilon="x")), {}, M,
+     f"cases[133] ({CHAIN}): bad 'spec': layer kind batchnorm: epsilon must be a finite number, 0 or more, got 'x'"),
+    ("chain-kind-features-zero", ["verify", "{vectors}"], manifest_edit(chain_layer(features=0)), {}, M,
+     "bad 'spec': layer kind batchnorm: features must be a positive integer, got 0"),
     ("chain-weights-of-another-kind", ["verify", "{vectors}"],
      manifest_edit(lambda m: m["cases"][-1]["spec"]["layers"][1].update(
          kind={"name": "layernorm", "features": 12, "epsilon": 1e-3})), {}, "{vectors}/vectors-",
