@@ -86,6 +86,12 @@ class Recurrent:
     def gates(self) -> tuple[str, ...]:
         return GATES[self.cell]
 
+    @property
+    def inner_activations(self) -> tuple[str, ...]:
+        """The activations the cell computes with: their named differences (Keras on jax computing a float64 tanh
+        in float32) reach its output as those of the activation after it do (``tolerance.forward_bound``)."""
+        return (self.activation, self.recurrent_activation)
+
     def describe(self) -> str:
         out = "sequence" if self.return_sequences else "last step"
         extra = "" if self.cell == "lstm" else f", reset_after={self.reset_after}"

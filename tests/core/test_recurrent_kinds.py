@@ -187,3 +187,24 @@ def test_gate_permutation_finds_the_order_a_port_left(rng):
     assert gate_permutation(W, np.concatenate([z, r, h], axis=1), 3) == (1, 0, 2)
     assert gate_permutation(W, W, 3) is None
     assert gate_permutation(W, W + 1, 3) is None
+
+
+def test_a_named_difference_of_an_activation_the_cell_computes_with_reaches_the_layer(rng):
+    """Keras on jax computes a float64 tanh in float32 (keras_jax_float64_tanh_in_float32): a float64 LSTM there was
+    off by ratio 3e6 with nothing granted, since the entry is keyed on the activation after the layer (linear).
+    Granted now to a cell computing with tanh, not to one without it, nor to a dense layer."""
+    from equivalence.core.conditions import RecordedFacts
+    from equivalence.core.kinds import DENSE
+    from equivalence.core.tolerance import SAFETY
+
+    on_jax = {"keras": RecordedFacts({"frameworks.keras.keras_backend": "jax"})}
+    x = rng.uniform(-1, 1, (2, 6, 3))
+    for kind, granted in ((KINDS[0], True), (replace(KINDS[1], activation="relu"), False)):
+        weights = _weights(kind, rng)
+        trace = kind.reference(x, weights, "linear")
+        bound = forward_bound(trace, weights, "linear", "float64", on_jax, kind=kind)
+        assert bool(bound.granted["keras"] > SAFETY * np.finfo(np.float32).eps) is granted, kind
+    dense_x = rng.uniform(-1, 1, (2, 3))
+    dense = LayerWeights(rng.uniform(-1, 1, (3, 4)), None)
+    assert forward_bound(DENSE.reference(dense_x, dense, "linear"), dense, "linear", "float64", on_jax).granted[
+        "keras"] == 0.0
