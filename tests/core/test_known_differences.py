@@ -281,6 +281,24 @@ def keras_float64_norms_in_float32_off_tensorflow():
     assert extra_error("keras", "linear", "float64", layer_kind="batchnorm") - other_kinds == FLOAT32_MATMUL
 
 
+
+def keras_float64_mean_in_float32_off_tensorflow():
+    import keras
+
+    from equivalence.core.embedding import SequenceMean
+
+    assert keras.backend.result_type("float64", "float32") == "float32"
+    x = np.random.default_rng(0).uniform(-1, 1, (16, 7, 5))
+    kind = SequenceMean(7, 5)
+    got = keras.ops.convert_to_numpy(keras.layers.GlobalAveragePooling1D(dtype="float64")(
+        keras.ops.convert_to_tensor(x, dtype="float64")))
+    trace = kind.reference(x)
+    err = float(np.max(np.abs(got - trace.h)))
+    granted = extra_error("keras", "linear", "float64", layer_kind="mean") * kind.scale(trace)
+    assert 1e5 * EPSILON["float64"] * np.max(np.abs(trace.h)) < err < granted, (err, granted)
+    other_kinds = extra_error("keras", "linear", "float64", layer_kind="conv")  # the entry grants the mean alone
+    assert extra_error("keras", "linear", "float64", layer_kind="mean") - other_kinds == FLOAT32_MATMUL
+
 def keras_float64_attention_scale_float32():
     import keras
 
@@ -355,7 +373,8 @@ EVIDENCE = {f.__name__: f for f in (
     torch_bfloat16_linear_nan_leaks_across_rows, keras_bfloat16_dense_nan_leaks_across_rows,
     keras_torch_backend_float64_softplus_threshold_20, keras_torch_backend_float64_hard_sigmoid_backward_float32_sixth,
     keras_torch_backend_gelu_nan_at_plus_inf, keras_jax_float64_tanh_in_float32,
-    keras_float64_norms_in_float32_off_tensorflow, keras_float64_attention_scale_float32,
+    keras_float64_norms_in_float32_off_tensorflow, keras_float64_mean_in_float32_off_tensorflow,
+    keras_float64_attention_scale_float32,
     keras_attention_bias_along_tokens,
     keras2_float64_gelu_float32_constant, keras2_hard_sigmoid_slope_0_2,
 )}
@@ -501,7 +520,8 @@ def test_extra_error_keeps_float64_far_tighter_than_float32():
     """
     float32_inside = {"keras_float64_matmul_in_float32_off_tensorflow": ("torch",),
                       "keras_jax_float64_tanh_in_float32": ("jax",),
-                      "keras_float64_norms_in_float32_off_tensorflow": ("jax", "torch")}
+                      "keras_float64_norms_in_float32_off_tensorflow": ("jax", "torch"),
+                      "keras_float64_mean_in_float32_off_tensorflow": ("jax", "torch")}
     float32_activation = {"ort_float64_celu_in_float32": ("celu",)}  # ONNX Celu is float32-only: a Cast around it
     for d in KNOWN_DIFFERENCES:
         if "float64" not in d.dtypes:  # e.g. LiteRT's float16-weight entries: float32 layers, eps16-sized
