@@ -314,6 +314,33 @@ def test_a_mean_over_a_recurrent_layer_s_sequence_is_judged_as_keras_global_aver
     assert result.passed, result.message()
     assert [u.layer_kind.name for u in result.torch_layers] == ["lstm", "mean", "dense"]
 
+
+def test_the_torch_walk_keeps_no_model_alive():
+    """The walk's liveness pass (which parts of an LSTM's tuple reach the output) is cached per graph without
+    holding the graph: a cache of its nodes kept the last eight walked models, weights and all, alive."""
+    import gc
+    import weakref
+
+    from torch import nn
+
+    from equivalence.frameworks.torch.walk import walk
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn, self.fc = nn.LSTM(3, 4, batch_first=True), nn.Linear(4, 2)
+
+        def forward(self, x):
+            out, (h, c) = self.rnn(x)
+            return self.fc(out[:, -1])
+
+    net = Net()
+    weight = weakref.ref(net.rnn.weight_ih_l0)
+    assert [u.layer_kind.name for u in walk(net, input_shape=(5, 3))] == ["lstm", "dense"]
+    del net
+    gc.collect()
+    assert weight() is None
+
 def test_a_recurrent_layer_in_an_nn_sequential_is_refused_naming_the_tuple():
     import keras
     from torch import nn

@@ -18,10 +18,10 @@ Embedding, MultiheadAttention (self-attention) and a mean over the tokens are un
 
 from __future__ import annotations
 
-import functools
 import logging
 import operator
 import pickle
+import weakref
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -219,16 +219,24 @@ def _live_users(node: fx.Node) -> list[fx.Node]:
 
 def _reaches_output(node: fx.Node) -> bool:
     """Whether ``node``'s value reaches the graph's output through its users."""
-    return node in _live_nodes(node.graph)
+    live = _LIVE.get(node.graph)
+    if live is None:
+        live = _LIVE[node.graph] = _live_names(node.graph)
+    return node.name in live
 
 
-@functools.lru_cache(maxsize=8)
-def _live_nodes(graph: fx.Graph) -> frozenset[fx.Node]:
-    """The nodes whose value reaches the output: the graph's nodes are in topological order, so one pass back."""
-    live: set[fx.Node] = set()
+_LIVE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+"""Each walked graph's ``_live_names``, for as long as the graph lives: names, not nodes, so the cache holds
+nothing of the graph (a cache of its nodes kept the last walked models and their weights alive)."""
+
+
+def _live_names(graph: fx.Graph) -> frozenset[str]:
+    """The names of the nodes whose value reaches the output: the graph's nodes are in topological order, so one
+    pass back."""
+    live: set[str] = set()
     for node in reversed(graph.nodes):
-        if node.op == "output" or any(u in live for u in node.users):
-            live.add(node)
+        if node.op == "output" or any(u.name in live for u in node.users):
+            live.add(node.name)
     return frozenset(live)
 
 
