@@ -225,6 +225,30 @@ def flip_torch_conv_kernels(monkeypatch) -> None:
     monkeypatch.setattr(torch.nn.Conv2d, "forward", flipped)
 
 
+def swap_torch_gates(monkeypatch, cell: str) -> None:
+    """torch's LSTM or GRU computing with its first two gates' rows swapped (i and f, or r and z)."""
+    import torch
+    from torch import nn
+
+    module = nn.LSTM if cell == "lstm" else nn.GRU
+    original = module.forward
+
+    def swapped(self, x, hx=None):
+        units = self.hidden_size
+        saved = [p.detach().clone() for p in self._flat_weights]
+        with torch.no_grad():
+            for p in self._flat_weights:
+                p.copy_(torch.cat([p[units:2 * units], p[:units], p[2 * units:]]))
+        try:
+            return original(self, x, hx)
+        finally:
+            with torch.no_grad():
+                for p, value in zip(self._flat_weights, saved):
+                    p.copy_(value)
+
+    monkeypatch.setattr(module, "forward", swapped)
+
+
 def compare_files_through_the_cli(tmp_path: Any, monkeypatch: Any, capsys: Any, *, factory: str, module: str,
                                   port: Any) -> tuple[int, str]:
     """``equivalence compare state.pt port.keras --torch-model module:build``: the torch model ``build()`` in

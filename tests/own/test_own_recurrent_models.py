@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import BFLOAT16, compare_files_through_the_cli
+from tests.helpers import BFLOAT16, compare_files_through_the_cli, swap_torch_gates
 from tests.own.pairs import agreeing, assert_red_only_in, named_differences
 from tests.recurrent_models import RecurrentArch, ported, recurrent_archs, sequences, torch_recurrent_model
 
@@ -47,7 +47,7 @@ def test_drawn_inputs_cover_a_recurrent_model_and_say_how_to_rebuild_a_failure(m
     arch = RecurrentArch(("lstm",), 3, (4,), 5, "out", 2, "float32", 7)
     t, k = ported(arch)
     assert compare_models(t, k, max_examples=5).passed
-    _swap_torch_gates(monkeypatch, "lstm")
+    swap_torch_gates(monkeypatch, "lstm")
     result = compare_models(t, k, max_examples=5)
     assert not result.passed
     assert "torch vs reference, layer 0" in result.message() and "[torch 'rnns.0', keras 'lstm" in result.message()
@@ -364,30 +364,6 @@ def test_x_of_another_shape_is_refused_in_one_line():
 
 # --- the meta tests: a framework's recurrent layer broken ------------------------------------------
 
-def _swap_torch_gates(monkeypatch, cell: str) -> None:
-    """torch's LSTM or GRU computing with its first two gates' rows swapped (i and f, or r and z)."""
-    import torch
-    from torch import nn
-
-    module = nn.LSTM if cell == "lstm" else nn.GRU
-    original = module.forward
-
-    def swapped(self, x, hx=None):
-        units = self.hidden_size
-        saved = [p.detach().clone() for p in self._flat_weights]
-        with torch.no_grad():
-            for p in self._flat_weights:
-                p.copy_(torch.cat([p[units:2 * units], p[:units], p[2 * units:]]))
-        try:
-            return original(self, x, hx)
-        finally:
-            with torch.no_grad():
-                for p, value in zip(self._flat_weights, saved):
-                    p.copy_(value)
-
-    monkeypatch.setattr(module, "forward", swapped)
-
-
 def _swap_keras_gates(monkeypatch, cell: str) -> None:
     """Keras' LSTM or GRU layer computing with its first two gates' columns swapped (i and f, or z and r), whatever
     path its backend takes (the cell step by step on TensorFlow, a fused loop on torch)."""
@@ -422,7 +398,7 @@ def test_a_framework_computing_with_two_gates_swapped_turns_the_suite_red_naming
 
     arch = RecurrentArch((cell, cell), 3, (4, 5), 6, "out", 2, "float32", 6)
     t, k = ported(arch)
-    (_swap_torch_gates if framework == "torch" else _swap_keras_gates)(monkeypatch, cell)
+    (swap_torch_gates if framework == "torch" else _swap_keras_gates)(monkeypatch, cell)
     assert_red_only_in(compare_models(t, k, x=sequences(arch)), framework, layer=0)
 
 
