@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -78,6 +79,9 @@ def kind_from_json(data: Any) -> Any:
 def _fits(value: Any, hint: Any, *, minimum: int) -> bool:
     """``value`` read from JSON is of the field's type ``hint``: an integer at least ``minimum`` (a size, a stride,
     a channel count: 1; a padding: 0), a finite non-negative number, a string, a boolean, or a tuple of them."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # an optional index (padding_idx): 0 or more
+        return any(value is None if arg is type(None) else _fits(value, arg, minimum=0)
+                   for arg in typing.get_args(hint))
     if typing.get_origin(hint) is tuple:
         if not isinstance(value, tuple):
             return False
@@ -96,6 +100,8 @@ def _fits(value: Any, hint: Any, *, minimum: int) -> bool:
 def _what(hint: Any) -> str:
     if hint == Padding:
         return "a list of [before, after] pairs of integers, 0 or more, one per spatial axis"
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return "an integer, 0 or more, or null"
     if typing.get_origin(hint) is tuple:
         return "a list of positive integers"
     return {int: "a positive integer", float: "a finite number, 0 or more", str: "a string", bool: "a boolean"}.get(
