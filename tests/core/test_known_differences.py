@@ -299,31 +299,46 @@ def keras_float64_mean_in_float32_off_tensorflow():
     other_kinds = extra_error("keras", "linear", "float64", layer_kind="conv")  # the entry grants the mean alone
     assert extra_error("keras", "linear", "float64", layer_kind="mean") - other_kinds == FLOAT32_MATMUL
 
-def keras_float64_attention_scale_float32():
+def _keras_float64_attention_error(head_dim: int, rng: np.random.Generator) -> tuple[float, float, float]:
+    """A float64 Keras MultiHeadAttention (2 heads of ``head_dim``, 5 tokens, no dropout) against the reference:
+    its error, the float64 bound's own scale (8 eps64 of the kind's scale), and what Keras' entries grant it."""
     import keras
 
     from equivalence.core.attention import SelfAttention
 
+    layer = keras.layers.MultiHeadAttention(2, head_dim, dtype="float64")
+    x = rng.uniform(-2, 2, (3, 5, 2 * head_dim))
+    layer(x, x)
+    kind = SelfAttention(2 * head_dim, 2, head_dim, 5)
+    weights = kind.pack({name: keras.ops.convert_to_numpy(getattr(layer, f"_{name}_dense").kernel)
+                         for name in ("query", "key", "value", "output")} |
+                        {f"{name}_bias": keras.ops.convert_to_numpy(getattr(layer, f"_{name}_dense").bias)
+                         for name in ("query", "key", "value", "output")})
+    trace = kind.reference(x, weights)
+    err = float(np.max(np.abs(keras.ops.convert_to_numpy(layer(x, x)) - trace.h)))
+    granted = extra_error("keras", "linear", "float64", layer_kind="attention") * kind.scale(trace, weights)
+    return err, 8 * EPSILON["float64"] * kind.scale(trace, weights), granted
+
+
+def keras_float64_attention_scale_float32():
     rng = np.random.default_rng(0)
     for head_dim, rounded in ((2, True), (3, True), (4, False)):  # 1/sqrt(4) is exact in float32
-        layer = keras.layers.MultiHeadAttention(2, head_dim, dtype="float64")
-        x = rng.uniform(-2, 2, (3, 5, 2 * head_dim))
-        layer(x, x)
-        kind = SelfAttention(2 * head_dim, 2, head_dim, 5)
-        weights = kind.pack({name: keras.ops.convert_to_numpy(getattr(layer, f"_{name}_dense").kernel)
-                             for name in ("query", "key", "value", "output")} |
-                            {f"{name}_bias": keras.ops.convert_to_numpy(getattr(layer, f"_{name}_dense").bias)
-                             for name in ("query", "key", "value", "output")})
-        trace = kind.reference(x, weights)
-        err = float(np.max(np.abs(keras.ops.convert_to_numpy(layer(x, x)) - trace.h)))
-        base = 8 * EPSILON["float64"] * kind.scale(trace, weights)
-        granted = extra_error("keras", "linear", "float64", layer_kind="attention") * kind.scale(trace, weights)
+        err, base, granted = _keras_float64_attention_error(head_dim, rng)
         if rounded:
             assert base < err < granted, (head_dim, err, base, granted)
         else:
             assert err < base, (head_dim, err, base)
     other_kinds = extra_error("keras", "linear", "float64", layer_kind="dense")  # the entry grants attention alone
     assert extra_error("keras", "linear", "float64", layer_kind="attention") - other_kinds == EPSILON["float32"] / 2
+
+
+def keras_jax_float64_attention_softmax_in_float32():
+    rng = np.random.default_rng(0)
+    for head_dim in (1, 2, 3, 4):  # float32-precise whatever the scale's rounding
+        err, base, granted = _keras_float64_attention_error(head_dim, rng)
+        assert base < err < granted, (head_dim, err, base, granted)
+    other_kinds = extra_error("keras", "linear", "float64", layer_kind="dense")  # the entry grants attention alone
+    assert extra_error("keras", "linear", "float64", layer_kind="attention") - other_kinds == FLOAT32_MATMUL
 
 
 def keras_attention_bias_along_tokens():
@@ -374,7 +389,7 @@ EVIDENCE = {f.__name__: f for f in (
     keras_torch_backend_float64_softplus_threshold_20, keras_torch_backend_float64_hard_sigmoid_backward_float32_sixth,
     keras_torch_backend_gelu_nan_at_plus_inf, keras_jax_float64_tanh_in_float32,
     keras_float64_norms_in_float32_off_tensorflow, keras_float64_mean_in_float32_off_tensorflow,
-    keras_float64_attention_scale_float32,
+    keras_float64_attention_scale_float32, keras_jax_float64_attention_softmax_in_float32,
     keras_attention_bias_along_tokens,
     keras2_float64_gelu_float32_constant, keras2_hard_sigmoid_slope_0_2,
 )}
@@ -521,7 +536,8 @@ def test_extra_error_keeps_float64_far_tighter_than_float32():
     float32_inside = {"keras_float64_matmul_in_float32_off_tensorflow": ("torch",),
                       "keras_jax_float64_tanh_in_float32": ("jax",),
                       "keras_float64_norms_in_float32_off_tensorflow": ("jax", "torch"),
-                      "keras_float64_mean_in_float32_off_tensorflow": ("jax", "torch")}
+                      "keras_float64_mean_in_float32_off_tensorflow": ("jax", "torch"),
+                      "keras_jax_float64_attention_softmax_in_float32": ("jax",)}
     float32_activation = {"ort_float64_celu_in_float32": ("celu",)}  # ONNX Celu is float32-only: a Cast around it
     for d in KNOWN_DIFFERENCES:
         if "float64" not in d.dtypes:  # e.g. LiteRT's float16-weight entries: float32 layers, eps16-sized
