@@ -153,8 +153,9 @@ KERAS: tuple[KnownDifference, ...] = (
         "ops.dot_product_attention, whose jax core casts the scores to float32 for the softmax ('always carried out "
         "in fp32', keras/src/backend/jax/nn.py) and the weights back: a float64 attention there is float32-precise "
         "in its weights. Measured 1.1e-7 to 4.3e-7 off (key_dim 1 to 4, U(-2, 2) inputs, jax 0.10.2, the Intel "
-        "Xeon): at most 0.10 eps32 of the attention's error magnitude (the kind's scale), granted 8. Found by tests/own/test_own_sequence_models.py on "
-        "KERAS_BACKEND=jax (ratio 2.4e6 to 7.3e6 of the float64 bound). Granted to every float64 attention on jax: "
+        "Xeon): at most 0.10 eps32 of the attention's error magnitude (the kind's scale), granted 8. Found by "
+        "tests/own/test_own_sequence_models.py on KERAS_BACKEND=jax (ratio 2.4e6 to 7.3e6 of the float64 bound). "
+        "Granted to every float64 attention on jax: "
         "the kind does not see the dropout rate, and with dropout > 0 Keras takes its einsum path, which stays "
         "float64, so there the grant is wider than the error",
         extra_error=FLOAT32_MATMUL, layer_kinds=("attention",), when=(keras_on("jax"),)),
