@@ -341,6 +341,18 @@ def keras_jax_float64_attention_softmax_in_float32():
     assert extra_error("keras", "linear", "float64", layer_kind="attention") - other_kinds == FLOAT32_MATMUL
 
 
+def keras_jax_gru_without_bias_does_not_run():
+    import keras
+
+    x = np.ones((3, 4, 2), dtype="float32")
+    for cell in (keras.layers.GRU, keras.layers.LSTM):  # GRU with a bias, and LSTM either way, run
+        cell(2, dtype="float32", recurrent_initializer="glorot_uniform")(x)
+    keras.layers.LSTM(2, dtype="float32", use_bias=False, recurrent_initializer="glorot_uniform")(x)
+    keras.layers.GRU(2, dtype="float64", use_bias=False, recurrent_initializer="glorot_uniform")(x.astype("float64"))
+    with pytest.raises(TypeError, match="carry input and carry output must have equal types"):
+        keras.layers.GRU(2, dtype="float32", use_bias=False, recurrent_initializer="glorot_uniform")(x)
+
+
 def keras_attention_bias_along_tokens():
     import keras
 
@@ -390,7 +402,7 @@ EVIDENCE = {f.__name__: f for f in (
     keras_torch_backend_gelu_nan_at_plus_inf, keras_jax_float64_tanh_in_float32,
     keras_float64_norms_in_float32_off_tensorflow, keras_float64_mean_in_float32_off_tensorflow,
     keras_float64_attention_scale_float32, keras_jax_float64_attention_softmax_in_float32,
-    keras_attention_bias_along_tokens,
+    keras_jax_gru_without_bias_does_not_run, keras_attention_bias_along_tokens,
     keras2_float64_gelu_float32_constant, keras2_hard_sigmoid_slope_0_2,
 )}
 

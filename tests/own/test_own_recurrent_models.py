@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from equivalence.core.known_differences import KNOWN_DIFFERENCES
 from tests.helpers import BFLOAT16, compare_files_through_the_cli, swap_torch_gates
 from tests.own.pairs import agreeing, assert_red_only_in, named_differences
 from tests.recurrent_models import RecurrentArch, ported, recurrent_archs, sequences, torch_recurrent_model
@@ -18,6 +19,8 @@ pytestmark = pytest.mark.usefixtures("keras_walker_or_skip", "torch_adapter", "k
 
 RECURRENT_EXAMPLES = max(5, settings.default.max_examples // 10)
 """Architectures per dtype: each builds two models."""
+GRU_WITHOUT_BIAS_DOES_NOT_RUN = next(d for d in KNOWN_DIFFERENCES
+                                     if d.name == "keras_jax_gru_without_bias_does_not_run")
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32", "float16", BFLOAT16])
@@ -29,6 +32,8 @@ def test_a_ported_recurrent_model_agrees_layer_by_layer(dtype, data):
     import keras
 
     arch = data.draw(recurrent_archs(dtype=dtype), label="architecture")
+    assume(not (GRU_WITHOUT_BIAS_DOES_NOT_RUN.active() and dtype in GRU_WITHOUT_BIAS_DOES_NOT_RUN.dtypes
+                and "gru" in arch.cells and not arch.bias))  # Keras on jax cannot run it: nothing to compare
     t, k = ported(arch)
     result = agreeing(t, k, sequences(arch))
     assert [u.layer_kind for u in result.torch_layers] == [u.layer_kind for u in result.keras_layers]
@@ -374,16 +379,18 @@ def _swap_keras_gates(monkeypatch, cell: str) -> None:
 
     def swapped(self, sequences, *args, **kwargs):
         units, cell_ = self.units, self.cell
-        variables = [v for v in (cell_.kernel, cell_.recurrent_kernel, cell_.bias) if v is not None]
-        saved = [keras.ops.convert_to_numpy(v) for v in variables]
-        order = np.r_[units:2 * units, 0:units, 2 * units:saved[0].shape[-1]]
-        for variable, value in zip(variables, saved):
-            variable.assign(value[..., order])
+        names = [name for name in ("kernel", "recurrent_kernel", "bias") if getattr(cell_, name) is not None]
+        stored = {name: getattr(cell_, name) for name in names}
+        order = np.r_[units:2 * units, 0:units, 2 * units:stored["kernel"].shape[-1]]
+        # The cell reads the swapped tensors in place of its variables, which stay as stored: a keras.ops take,
+        # so it works eagerly (TensorFlow, torch) and inside jax's trace, where variables cannot be read to numpy
+        for name in names:
+            object.__setattr__(cell_, name, keras.ops.take(stored[name], order, axis=-1))
         try:
             return original(self, sequences, *args, **kwargs)
         finally:
-            for variable, value in zip(variables, saved):
-                variable.assign(value)
+            for name in names:
+                object.__setattr__(cell_, name, stored[name])
 
     monkeypatch.setattr(layer_class, "call", swapped)
 
