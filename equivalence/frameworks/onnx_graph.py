@@ -23,7 +23,7 @@ framework's, so its named differences (``equivalence.core.known_differences``) a
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,16 @@ from equivalence.core.kinds import DENSE
 from equivalence.core.spatial import Flatten, flatten_permutation
 from equivalence.core.walk import DenseUnit, ModelNotSupported, Refused, check_chain
 from equivalence.frameworks.graph_kinds import not_read_yet
-from equivalence.frameworks.onnx_kinds import FLATTEN_OPS, KIND_OPS, attr, channels_first, f32, input_shape, read_kind
+from equivalence.frameworks.onnx_kinds import (
+    FLATTEN_OPS,
+    KIND_OPS,
+    attr,
+    channels_first,
+    f32,
+    input_shape,
+    read_kind,
+    transpose_direction,
+)
 from equivalence.frameworks.ort_errors import ORT_ERRORS, refusal
 
 FRAMEWORK = "ort"
@@ -109,6 +118,9 @@ class _Pending:
     in_shape: tuple[int, ...] = ()  # canonical, per sample (a dense unit: empty)
     out_shape: tuple[int, ...] = ()
     permutation: np.ndarray | None = None  # a dense unit after a Flatten: its canonical rows' ONNX positions
+    transposes: list[tuple[int, onnx.NodeProto]] = field(default_factory=list)  # a converter's, around a conv
+    in_last: bool = False  # the unit takes channels-last input (a Transpose to channels-first is its first node)
+    out_last: bool = False  # it gives channels-last output (a Transpose back is its last node)
 
 
 def _name(node: onnx.NodeProto, index: int) -> str:
@@ -128,43 +140,62 @@ def walk(model: Any) -> list[DenseUnit]:
         raise ModelNotSupported("onnx", graph.name or "graph", "graph", None,
                                 f"takes {len(inputs)} inputs and gives {len(graph.output)} outputs; the suite judges "
                                 "a model of one input and one output")
-    try:
-        shape = input_shape(inputs[0])  # canonical per sample while spatial; None once 2-D
-    except Refused as exc:
-        raise ModelNotSupported("onnx", inputs[0].name, "input", None, str(exc)) from None
+    computed = _shape_computations(graph, consts)
     consumers: dict[str, list[int]] = {}
     for index, node in enumerate(graph.node):
-        for t in node.input:
+        for t in node.input if node.output[0] not in computed else ():
             consumers.setdefault(t, []).append(index)
-    context = _Context(model, consts, consumers, _input_dtype(inputs[0]))
+    first = [graph.node[i] for i in consumers.get(inputs[0].name, [])]
+    rank = len(inputs[0].type.tensor_type.shape.dim)
+    layout_last = len(first) == 1 and first[0].op_type == "Transpose" and transpose_direction(first[0], rank) == "first"
+    try:
+        shape = input_shape(inputs[0], channels_last=layout_last)  # canonical per sample while spatial; None once 2-D
+    except Refused as exc:
+        raise ModelNotSupported("onnx", inputs[0].name, "input", None, str(exc)) from None
+    leading: tuple[int, onnx.NodeProto] | None = None  # a Transpose to channels-first, awaiting its conv
+    context = _Context(model, consts, consumers, _input_dtype(inputs[0]), computed)
     current = inputs[0].name
     units: list[DenseUnit] = []
     pending: _Pending | None = None
     permutation = None  # a Flatten's: the next dense unit's rows
     for index, node in enumerate(graph.node):
-        if node.output[0] in consts:  # a Constant, an Identity of one
+        if node.output[0] in consts or node.output[0] in computed:  # a Constant, an Identity of one; a shape
             continue
-        dynamic = [t for t in node.input if t and t not in consts]
+        dynamic = [t for t in node.input if t and t not in consts and t not in computed]
 
         def refuse(problem: str, node: onnx.NodeProto = node, index: int = index) -> ModelNotSupported:
             return ModelNotSupported("onnx", _name(node, index), node.op_type, index, problem)
 
         starts = node.op_type in STARTS or (node.op_type in FLATTEN_OPS and shape is not None)
+        direction = transpose_direction(node, len(shape) + 1) if node.op_type == "Transpose" and shape else None
+        trailing = direction == "last" and not layout_last and pending is not None and len(pending.out_shape) > 1
         if pending is not None and pending.act_nodes is not None:
             inside = {pending.pre} | {o for _, n in pending.act_nodes for o in n.output}
-            if not starts and node.op_type not in SKIPPED and dynamic and set(dynamic) <= inside:
+            if not starts and node.op_type not in SKIPPED + ("Transpose",) and dynamic and set(dynamic) <= inside:
                 pending.act_nodes.append((index, node))  # the activation's next node (x * sigmoid(x): two)
                 current = node.output[0]
                 continue
-            units.append(_close(pending, context))
-            pending = None
+            if not trailing:
+                units.append(_close(pending, context))
+                pending = None
+        if leading is not None and node.op_type not in KIND_OPS:
+            raise refuse(f"follows the Transpose to channels-first {_name(leading[1], leading[0])!r}, but is no "
+                         "conv, pooling or norm: the suite reads the Transposes converters put around those")
         if dynamic != [current]:
             raise refuse(f"a branch: it takes {', '.join(map(repr, dynamic)) or 'no tensor'}, but should take the "
                          f"previous layer's output {current!r} alone (residual connections and concatenations are "
                          "not judged)")
         if len(set(consumers.get(current, []))) > 1 and not (pending is not None and not starts):
             raise refuse(f"a branch: {current!r} feeds {len(set(consumers[current]))} nodes")
-        if node.op_type in DENSE_OPS:
+        if trailing:  # the way back to channels-last: the unit's last node
+            pending.transposes.append((index, node))
+            pending.out_last, layout_last = True, True
+        elif direction == "first" and layout_last:  # to channels-first: the next unit's first node
+            if pending is not None:
+                units.append(_close(pending, context))
+                pending = None
+            leading, layout_last = (index, node), False
+        elif node.op_type in DENSE_OPS:
             if pending is not None:
                 units.append(_close(pending, context))
             try:
@@ -175,17 +206,23 @@ def walk(model: Any) -> list[DenseUnit]:
         elif starts:
             if pending is not None:
                 units.append(_close(pending, context))
+            if layout_last and node.op_type not in FLATTEN_OPS and shape is not None:
+                raise refuse(f"a {node.op_type} on a channels-last tensor: ONNX computes it channels-first (a "
+                             "converter puts a Transpose to channels-first before it)")
             try:
-                read = read_kind(node, consts, shape)
+                read = read_kind(node, consts, shape, computed)
             except Refused as exc:
                 raise refuse(str(exc)) from None
             in_shape = shape or (read.layer_kind.features,)
-            pending = _Pending(index, node, current, read.W, read.native, node.op_type, [node], read.b,
-                               layer_kind=read.layer_kind, in_shape=in_shape,
-                               out_shape=read.layer_kind.output_shape(in_shape))
+            pending = _Pending(index, node, current if leading is None else leading[1].input[0], read.W, read.native,
+                               node.op_type, [node], read.b, layer_kind=read.layer_kind, in_shape=in_shape,
+                               out_shape=read.layer_kind.output_shape(in_shape),
+                               transposes=[leading] if leading is not None else [],
+                               in_last=leading is not None or layout_last)
+            leading = None
             if isinstance(read.layer_kind, Flatten):
-                permutation = flatten_permutation(read.layer_kind.in_shape)
-            shape = read.next_shape
+                permutation = None if layout_last else flatten_permutation(read.layer_kind.in_shape)
+            shape, layout_last = read.next_shape, layout_last and read.next_shape is not None
         elif node.op_type == "Add" and pending is not None and pending.b is None and pending.kind == "MatMul":
             bias = consts[next(t for t in node.input if t in consts)]
             if bias.size != pending.W.shape[1] or bias.ndim > 2:
@@ -220,6 +257,19 @@ class _Context:
     consts: dict[str, np.ndarray]
     consumers: dict[str, list[int]]
     dtype: np.dtype
+    computed: frozenset[str]
+
+
+def _shape_computations(graph: onnx.GraphProto, consts: dict[str, np.ndarray]) -> frozenset[str]:
+    """Tensors computed from a ``Shape`` node and constants alone (tf2onnx's Keras ``Flatten``: ``Shape``,
+    ``Gather``, ``Slice``, ``Concat`` into a ``Reshape`` of ``(batch, -1)``): not part of the chain, read with the
+    node that takes them."""
+    out: set[str] = set()
+    for node in graph.node:
+        inputs = [t for t in node.input if t and t not in consts]
+        if node.op_type == "Shape" or (node.op_type != "Constant" and inputs and set(inputs) <= out):
+            out.update(node.output)
+    return frozenset(out)
 
 
 def _input_dtype(value: onnx.ValueInfoProto) -> np.dtype:
@@ -335,12 +385,20 @@ def _close(p: _Pending, context: _Context) -> DenseUnit:
         raise ModelNotSupported("onnx", _name(first, first_index), first.op_type, first_index, str(exc)) from None
     except KeyError as exc:
         ops = exc.args[0]
+        if ops == "Mul+Add" and all(t in context.consts for _, n in act_nodes for t in n.input if t not in
+                                    (p.pre, act_nodes[0][1].output[0])):
+            raise ModelNotSupported("onnx", _name(first, first_index), first.op_type, first_index,
+                                    f"a Mul and an Add of constants after the {p.kind}: a BatchNormalization the "
+                                    "converter folded into ops (tf2onnx does), which the suite does not read yet; "
+                                    "compare the models it was converted from") from None
         raise ModelNotSupported("onnx", _name(first, first_index), first.op_type, first_index,
                                 f"the op pattern {ops} after the {p.kind} is not "
                                 f"{'a dense layer' if p.layer_kind is DENSE else 'a layer'}'s activation the suite "
                                 "knows (it judges MatMul/Gemm, a bias Add, the kinds of layer it reads, and one "
                                 "activation after each)") from None
-    nodes = p.nodes + [n for _, n in act_nodes]
+    head = [n for i, n in p.transposes if i < p.index]
+    tail = sorted(act_nodes + [(i, n) for i, n in p.transposes if i > p.index], key=lambda pair: pair[0])
+    nodes = head + p.nodes + [n for _, n in tail]
     own = {i for i, _ in act_nodes}
     for i, node in act_nodes[:-1]:
         outside = set(context.consumers.get(node.output[0], [])) - own
@@ -358,24 +416,27 @@ def _close(p: _Pending, context: _Context) -> DenseUnit:
         raise ModelNotSupported("onnx", name, p.dense.op_type, p.index, f"computes in {computes}: the suite judges "
                                 f"{', '.join(DTYPES.values())} ONNX graphs")
     act_source = "none" if not act_nodes else \
-        f"{'+'.join(n.op_type for n in nodes[len(p.nodes):])} node{'s' if len(act_nodes) > 1 else ''} " \
+        f"{'+'.join(n.op_type for _, n in act_nodes)} node{'s' if len(act_nodes) > 1 else ''} " \
         f"{', '.join(str(i) for i, _ in act_nodes)}"
     dense = p.layer_kind is DENSE
-    dims = ((p.W.shape[0],), (p.W.shape[1],)) if dense else (channels_first(p.in_shape), channels_first(p.out_shape))
+    dims = ((p.W.shape[0],), (p.W.shape[1],)) if dense else \
+        (p.in_shape if p.in_last else channels_first(p.in_shape), p.out_shape if p.out_last else
+         channels_first(p.out_shape))
     session = _session(context, nodes, p.input, nodes[-1].output[0], dims, dtype, name, p.index)
-    return DenseUnit(FRAMEWORK, name, f"onnx {p.kind}", p.index, p.W, p.b, p.native, act, act_source,
+    kind = "+".join(n.op_type for n in nodes if not any(n is a for _, a in act_nodes)) if p.transposes else p.kind
+    return DenseUnit(FRAMEWORK, name, f"onnx {kind}", p.index, p.W, p.b, p.native, act, act_source,
                      dtype if p.W.size else "", _runner(session, p, np.dtype(dtype)), layer_kind=p.layer_kind,
                      in_shape=() if dense and p.permutation is None else p.in_shape or (p.W.shape[0],),
                      out_shape=() if dense and p.permutation is None else p.out_shape or (p.W.shape[1],))
 
 
 def _runner(session: Any, p: _Pending, dtype: np.dtype) -> Callable[[np.ndarray], np.ndarray]:
-    """The unit on canonical (channels-last) numpy: made channels-first for ORT and back; a Flatten's output in
-    the canonical order, a dense unit after one fed its input in ONNX's."""
+    """The unit on canonical (channels-last) numpy: made channels-first for ORT and back (unless the unit's own
+    Transposes do it); a Flatten's output in the canonical order, a dense unit after one fed its input in ONNX's."""
     rows = None if p.permutation is None else np.argsort(p.permutation)
-    flat = flatten_permutation(p.in_shape) if isinstance(p.layer_kind, Flatten) else None
-    into = len(p.in_shape) > 1
-    back = len(p.out_shape) > 1
+    flat = flatten_permutation(p.in_shape) if isinstance(p.layer_kind, Flatten) and not p.in_last else None
+    into = len(p.in_shape) > 1 and not p.in_last
+    back = len(p.out_shape) > 1 and not p.out_last
 
     def run(x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)
@@ -396,12 +457,18 @@ def _session(context: _Context, nodes: Sequence[onnx.NodeProto], input_name: str
     model = context.model
     elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
     needed = {t for n in nodes for t in n.input if t}
-    constants = []  # Constant nodes, and Identity nodes of constants, that the unit reads (in graph order)
+    constants = []  # Constant nodes, Identity nodes of constants, shape computations the unit reads (graph order)
     for node in reversed(model.graph.node):
-        if node.output[0] in needed and node.output[0] in context.consts and node.op_type != "Constant" \
-                or node.op_type == "Constant" and node.output[0] in needed:
+        if node.output[0] in needed and (node.output[0] in context.consts or node.op_type == "Constant"):
             constants.insert(0, node)
             needed.update(t for t in node.input if t)
+        elif node.output[0] in needed and node.output[0] in context.computed:
+            copy = onnx.NodeProto()
+            copy.CopyFrom(node)
+            if node.op_type == "Shape":  # of a tensor before the unit: its batch is the unit's input's
+                copy.input[0] = "x"
+            constants.insert(0, copy)
+            needed.update(t for t in copy.input if t)
     initializers = [init for init in model.graph.initializer if init.name in needed]
     renamed = [onnx.NodeProto() for _ in nodes]
     for copy, node in zip(renamed, nodes):

@@ -60,9 +60,10 @@ def channels_first(shape: tuple[int, ...]) -> tuple[int, ...]:
     return (shape[-1], *shape[:-1]) if len(shape) > 1 else shape
 
 
-def input_shape(value: onnx.ValueInfoProto) -> tuple[int, ...] | None:
-    """The graph input's canonical per-sample shape when it is spatial (``N, C, *spatial`` with fixed sizes), None
-    for a 2-D input; ``Refused`` when a spatial input's sizes are not fixed."""
+def input_shape(value: onnx.ValueInfoProto, *, channels_last: bool) -> tuple[int, ...] | None:
+    """The graph input's canonical per-sample shape when it is spatial (``N, C, *spatial`` as ONNX computes, or
+    ``N, *spatial, C`` where a converter's ``Transpose`` makes it channels-first: ``channels_last``), None for a
+    2-D input; ``Refused`` when a spatial input's sizes are not fixed."""
     dims = value.type.tensor_type.shape.dim
     if len(dims) <= 2:
         return None
@@ -70,15 +71,26 @@ def input_shape(value: onnx.ValueInfoProto) -> tuple[int, ...] | None:
     if any(s is None or s < 1 for s in sizes):
         raise Refused(f"a spatial input of shape {[d.dim_param or d.dim_value for d in dims]}: the suite needs its "
                       "per-sample sizes fixed (padding and flatten order depend on them)")
-    return (*sizes[1:], sizes[0])
+    return tuple(sizes) if channels_last else (*sizes[1:], sizes[0])
 
 
-def read_kind(node: onnx.NodeProto, consts: dict[str, np.ndarray], shape: tuple[int, ...] | None) -> KindRead:
+def transpose_direction(node: onnx.NodeProto, rank: int) -> str | None:
+    """``"first"`` for a ``Transpose`` of a rank-``rank`` tensor from channels-last to ONNX's channels-first
+    (``perm [0, 3, 1, 2]``), ``"last"`` for the way back (``[0, 2, 3, 1]``): the pair converters from Keras
+    (tf2onnx) put around a conv; else None."""
+    perm = list(attr(node, "perm", []))
+    if perm == [0, rank - 1, *range(1, rank - 1)]:
+        return "first"
+    return "last" if perm == [0, *range(2, rank), 1] else None
+
+
+def read_kind(node: onnx.NodeProto, consts: dict[str, np.ndarray], shape: tuple[int, ...] | None,
+              computed: frozenset[str] = frozenset()) -> KindRead:
     """The layer ``node`` computes on an input of canonical per-sample ``shape`` (None: 2-D); ``Refused`` naming
-    what the suite does not judge."""
+    what the suite does not judge. ``computed``: tensors computed from the chain's shape (a ``Reshape``'s target)."""
     op = node.op_type
     if op in FLATTEN_OPS:
-        return _flatten(node, consts, shape)
+        return _flatten(node, consts, shape, computed)
     if op in ("BatchNormalization", "LayerNormalization"):
         return _norm(node, consts, shape)
     if shape is None:
@@ -140,12 +152,15 @@ def _pool(node: onnx.NodeProto, shape: tuple[int, ...], rank: int) -> KindRead:
     return KindRead(kind, empty, None, empty, kind.output_shape(shape))
 
 
-def _flatten(node: onnx.NodeProto, consts: dict[str, np.ndarray], shape: tuple[int, ...] | None) -> KindRead:
+def _flatten(node: onnx.NodeProto, consts: dict[str, np.ndarray], shape: tuple[int, ...] | None,
+             computed: frozenset[str]) -> KindRead:
+    """A flatten of all but the batch axis; a ``Reshape`` to a shape computed from the tensor's own (tf2onnx's
+    ``(batch, -1)``) is run with its computation, its output's shape checked as every unit's is."""
     assert shape is not None  # the graph reader skips a Flatten of a 2-D tensor
     size = int(np.prod(shape))
     if node.op_type == "Flatten" and attr(node, "axis", 1) != 1:
         raise Refused(f"Flatten(axis={attr(node, 'axis', 1)}): the suite judges a flatten of all but the batch axis")
-    if node.op_type == "Reshape":
+    if node.op_type == "Reshape" and node.input[1] not in computed:
         target = [int(v) for v in consts[node.input[1]].reshape(-1)] if node.input[1] in consts else None
         if target is None or len(target) != 2 or target[0] not in (0, -1, 1) or target[1] not in (-1, size) \
                 or target == [-1, -1]:

@@ -195,7 +195,7 @@ def _ceil_pool():
                          nn.Linear(16, 2)).eval(), (1, 2, 6, 6)
 
 
-def _view():
+def _view(*, batch_first: bool = False):
     from torch import nn
 
     class Net(nn.Module):
@@ -204,9 +204,23 @@ def _view():
             self.conv, self.fc = nn.Conv2d(2, 3, 3), nn.Linear(48, 2)
 
         def forward(self, x):
-            return self.fc(self.conv(x).view(1, -1))
+            y = self.conv(x)
+            return self.fc(y.view(y.size(0), -1) if batch_first else y.view(1, -1))
 
     return Net().eval(), (1, 2, 6, 6)
+
+
+def test_a_reshape_to_a_shape_computed_from_the_batch_is_read_as_a_flatten():
+    """``x.view(x.size(0), -1)`` exported with a dynamic batch: ``Shape``, ``Gather``, ``Unsqueeze``, ``Concat`` into
+    the ``Reshape``, read with it and run in its unit."""
+    from equivalence import assert_equivalent
+    from equivalence.core.spatial import Flatten
+
+    model, shape = _view(batch_first=True)
+    graph = export(model, shape, input_names=["x"], dynamic_axes={"x": {0: "batch"}})
+    assert "Shape" in [n.op_type for n in graph.graph.node]
+    result = assert_equivalent(model, graph, max_examples=5)
+    assert isinstance(result.keras_layers[1].layer_kind, Flatten) and result.keras_layers[1].kind == "onnx Reshape"
 
 
 @pytest.mark.parametrize(("build", "says"), [
