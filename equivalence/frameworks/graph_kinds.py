@@ -6,15 +6,21 @@ around one, a normalisation written as ops) instead of only that the op is no de
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
 NOT_READ_YET = {
     # ONNX (Conv, MaxPool, AveragePool, BatchNormalization and LayerNormalization are read: onnx_kinds)
     "ConvTranspose": "a transposed convolution", "GlobalAveragePool": "a global pooling layer",
     "GlobalMaxPool": "a global pooling layer", "InstanceNormalization": "an instance normalisation",
     "Transpose": "a transpose (converters put them around convolutions, to and from channels-last)",
     "ReduceMean": "a normalisation written as ops (ReduceMean, Sub, Pow, ...)",
-    # LiteRT
-    "CONV_2D": "a convolution", "DEPTHWISE_CONV_2D": "a convolution", "TRANSPOSE_CONV": "a transposed convolution",
-    "MAX_POOL_2D": "a pooling layer", "AVERAGE_POOL_2D": "a pooling layer", "MEAN": "a normalisation written as "
+    # LiteRT (CONV_2D, MAX_POOL_2D and AVERAGE_POOL_2D are read: litert_kinds)
+    "DEPTHWISE_CONV_2D": "a convolution", "TRANSPOSE_CONV": "a transposed convolution",
+    "SPACE_TO_BATCH_ND": "a dilated convolution (SPACE_TO_BATCH_ND, CONV_2D, BATCH_TO_SPACE_ND)",
+    "MEAN": "a normalisation written as "
     "ops (MEAN, SUB, ...)", "TRANSPOSE": "a transpose (converters put them around convolutions)",
     # TensorFlow
     "Conv2D": "a convolution", "Conv1D": "a convolution", "DepthwiseConv2dNative": "a convolution",
@@ -28,3 +34,16 @@ def not_read_yet(op: str) -> str | None:
     kind = NOT_READ_YET.get(op)
     return None if kind is None else (f"{op} starts {kind}: the suite does not read this kind from converted graphs "
                                       "yet; compare the models it was converted from")
+
+
+@dataclass(frozen=True)
+class KindRead:
+    """One op of a graph read as a layer of another kind than dense (``onnx_kinds``, ``litert_kinds``): its kind,
+    canonical ``W`` and ``b``, the weights as stored, and the canonical shape of its output per sample (None: a 2-D
+    tensor)."""
+
+    layer_kind: Any
+    W: np.ndarray
+    b: np.ndarray | None
+    native: np.ndarray
+    next_shape: tuple[int, ...] | None

@@ -13,7 +13,6 @@ the core judges it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,6 +22,7 @@ from onnx import helper
 from equivalence.core.norms import BatchNorm, LayerNorm
 from equivalence.core.spatial import Conv, Flatten, Pool, same_padding
 from equivalence.core.walk import Refused
+from equivalence.frameworks.graph_kinds import KindRead
 
 KIND_OPS = ("Conv", "MaxPool", "AveragePool", "BatchNormalization", "LayerNormalization")
 """Ops that start a unit of another kind than dense."""
@@ -41,18 +41,6 @@ def attr(node: onnx.NodeProto, name: str, default: Any) -> Any:
 def f32(value: float) -> float:
     """A float attribute as written (ONNX stores float32: 0.01 reads 0.009999999776482582)."""
     return float(str(np.float32(value)))
-
-
-@dataclass(frozen=True)
-class KindRead:
-    """One node read as a layer: its kind, canonical ``W`` and ``b``, the weights as stored, and the canonical
-    shape of its output per sample (None: a 2-D tensor)."""
-
-    layer_kind: Any
-    W: np.ndarray
-    b: np.ndarray | None
-    native: np.ndarray
-    next_shape: tuple[int, ...] | None
 
 
 def channels_first(shape: tuple[int, ...]) -> tuple[int, ...]:
