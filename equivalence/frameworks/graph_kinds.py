@@ -20,6 +20,7 @@ NOT_READ_YET = {
     # LiteRT (CONV_2D, MAX_POOL_2D and AVERAGE_POOL_2D are read: litert_kinds)
     "DEPTHWISE_CONV_2D": "a convolution", "TRANSPOSE_CONV": "a transposed convolution",
     "SPACE_TO_BATCH_ND": "a dilated convolution (SPACE_TO_BATCH_ND, CONV_2D, BATCH_TO_SPACE_ND)",
+    "EXPAND_DIMS": "a 1-D convolution or pooling layer (EXPAND_DIMS, CONV_2D or a pool, RESHAPE)",
     "MEAN": "a normalisation written as "
     "ops (MEAN, SUB, ...)", "TRANSPOSE": "a transpose (converters put them around convolutions)",
     # TensorFlow
