@@ -16,7 +16,7 @@ NOT_READ_YET = {
     "ConvTranspose": "a transposed convolution", "GlobalAveragePool": "a global pooling layer",
     "GlobalMaxPool": "a global pooling layer", "InstanceNormalization": "an instance normalisation",
     "Transpose": "a transpose (converters put them around convolutions, to and from channels-last)",
-    "ReduceMean": "a normalisation written as ops (ReduceMean, Sub, Pow, ...)",
+    "ReduceMean": "a normalisation written as ops (ReduceMean, Sub, Pow, ...) on a spatial tensor",
     # LiteRT (CONV_2D, MAX_POOL_2D and AVERAGE_POOL_2D are read: litert_kinds)
     "DEPTHWISE_CONV_2D": "a convolution", "TRANSPOSE_CONV": "a transposed convolution",
     "SPACE_TO_BATCH_ND": "a dilated convolution (SPACE_TO_BATCH_ND, CONV_2D, BATCH_TO_SPACE_ND)",

@@ -1,17 +1,18 @@
 """Read an ONNX graph (a ``ModelProto`` or a ``.onnx`` file) into dense units, and run each on ONNX Runtime.
 
-What converters emit is read as a graph, never as a model class: a dense unit is a ``MatMul`` or a ``Gemm``
-(its ``transB`` read; ``alpha``/``beta`` other than 1 refused) on the chain's tensor and a constant weight,
-then an ``Add`` of a constant bias (``MatMul+Add``: the same unit as a ``Gemm`` with its ``C``), then the
-nodes of its activation: one op (``Relu``, ``Gelu``, ``Softmax``...) or the decompositions exporters write
-(``Sigmoid``+``Mul`` for SiLU, ``Softplus``+``Tanh``+``Mul`` for Mish, ``Abs``+``Add``+``Div`` for softsign,
-``Clip(0, 6)`` for relu6, the ``Erf`` form of the exact GELU). Weights are the initializers, ``Constant``
-nodes and ``Identity`` nodes of those. ``Conv``, ``MaxPool``, ``AveragePool``, a ``Flatten`` or ``Reshape`` of a
-spatial tensor, ``BatchNormalization`` and ``LayerNormalization`` start units of the core's other kinds
+What converters emit is read as a graph, never as a model class: a dense unit is a ``MatMul`` or a ``Gemm`` (its
+``transB`` read; ``alpha``/``beta`` other than 1 refused) on the chain's tensor and a constant weight, then an
+``Add`` of a constant bias (``MatMul+Add``: the same unit as a ``Gemm`` with its ``C``), then the nodes of its
+activation: one op (``Relu``, ``Gelu``, ``Softmax``...) or the decompositions exporters write (``Sigmoid``+``Mul``
+for SiLU, ``Softplus``+``Tanh``+``Mul`` for Mish, ``Abs``+``Add``+``Div`` for softsign, ``Clip(0, 6)`` for relu6,
+the ``Erf`` form of the exact GELU). Weights are the initializers, ``Constant`` nodes and ``Identity`` nodes of
+those. ``Conv``, ``MaxPool``, ``AveragePool``, a ``Flatten`` or ``Reshape`` of a spatial tensor,
+``BatchNormalization`` and ``LayerNormalization`` start units of the core's other kinds
 (``equivalence.frameworks.onnx_kinds``), each with its activation; a spatial unit runs channels-first, as ONNX
 computes, on the canonical channels-last input made channels-first. ``Identity``, ``Dropout``, ``Flatten`` and
-``Reshape`` between dense units are skipped; any other op, a branch, or a second input is refused with the node's
-name, op and index in ``graph.node``.
+``Reshape`` between dense units are skipped; a LayerNorm torch's exporter writes as nine ops below opset 17
+(``ReduceMean`` ... ``Add``) is read as one unit of them; any other op, a branch, or a second input is refused with
+the node's name, op and index in ``graph.node``.
 
 Each unit runs where the model lives: its own nodes, cut out of a copy of the graph into a graph of their
 own (input the tensor feeding the ``MatMul``, output the activation's, the batch axis left free), in an ORT
@@ -40,8 +41,10 @@ from equivalence.frameworks.graph_kinds import not_read_yet
 from equivalence.frameworks.onnx_kinds import (
     FLATTEN_OPS,
     KIND_OPS,
+    LAYER_NORM_OPS,
     attr,
     channels_first,
+    decomposed_layer_norm,
     f32,
     input_shape,
     read_kind,
@@ -158,15 +161,17 @@ def walk(model: Any) -> list[DenseUnit]:
     units: list[DenseUnit] = []
     pending: _Pending | None = None
     permutation = None  # a Flatten's: the next dense unit's rows
+    absorbed: set[int] = set()  # the nodes of a norm written as ops, read with its first
     for index, node in enumerate(graph.node):
-        if node.output[0] in consts or node.output[0] in computed:  # a Constant, an Identity of one; a shape
-            continue
+        if node.output[0] in consts or node.output[0] in computed or index in absorbed:  # a Constant, an Identity
+            continue                                                                    # of one; a shape
         dynamic = [t for t in node.input if t and t not in consts and t not in computed]
 
         def refuse(problem: str, node: onnx.NodeProto = node, index: int = index) -> ModelNotSupported:
             return ModelNotSupported("onnx", _name(node, index), node.op_type, index, problem)
 
-        starts = node.op_type in STARTS or (node.op_type in FLATTEN_OPS and shape is not None)
+        written = node.op_type == LAYER_NORM_OPS[0] and shape is None  # a LayerNorm written as ops, maybe
+        starts = node.op_type in STARTS or (node.op_type in FLATTEN_OPS and shape is not None) or written
         direction = transpose_direction(node, len(shape) + 1) if node.op_type == "Transpose" and shape else None
         trailing = direction == "last" and not layout_last and pending is not None and len(pending.out_shape) > 1
         if pending is not None and pending.act_nodes is not None:
@@ -185,7 +190,7 @@ def walk(model: Any) -> list[DenseUnit]:
             raise refuse(f"a branch: it takes {', '.join(map(repr, dynamic)) or 'no tensor'}, but should take the "
                          f"previous layer's output {current!r} alone (residual connections and concatenations are "
                          "not judged)")
-        if len(set(consumers.get(current, []))) > 1 and not (pending is not None and not starts):
+        if len(set(consumers.get(current, []))) > 1 and not (pending is not None and not starts) and not written:
             raise refuse(f"a branch: {current!r} feeds {len(set(consumers[current]))} nodes")
         if trailing:  # the way back to channels-last: the unit's last node
             pending.transposes.append((index, node))
@@ -203,6 +208,11 @@ def walk(model: Any) -> list[DenseUnit]:
             except _Refuse as exc:
                 raise refuse(str(exc)) from None
             permutation = None
+        elif written:
+            if pending is not None:
+                units.append(_close(pending, context))
+            pending, current = _written_layer_norm(index, graph, context, current, absorbed, refuse)
+            continue
         elif starts:
             if pending is not None:
                 units.append(_close(pending, context))
@@ -246,6 +256,26 @@ def walk(model: Any) -> list[DenseUnit]:
         raise ModelNotSupported("onnx", graph.output[0].name, "output", None,
                                 f"the graph's output is not the end of its single chain of nodes ({current!r})")
     return check_chain(units, "onnx")
+
+
+def _written_layer_norm(index: int, graph: onnx.GraphProto, context: _Context, current: str, absorbed: set[int],
+                        refuse: Callable[[str], ModelNotSupported]) -> tuple[_Pending, str]:
+    """A LayerNorm torch's exporter wrote as ops (below opset 17), from its first ``ReduceMean``: one unit of its
+    nodes, which ``absorbed`` collects; the unit and the tensor it gives."""
+    following = [(i, n) for i, n in enumerate(graph.node) if i >= index and n.output[0] not in context.consts
+                 and n.output[0] not in context.computed][:len(LAYER_NORM_OPS)]
+    try:
+        read = decomposed_layer_norm(following, context.consts, current)
+    except Refused as exc:
+        raise refuse(str(exc)) from None
+    outside = set(context.consumers.get(current, [])) - {i for i, _ in following[:2]}
+    if outside:
+        raise refuse(f"a branch: {current!r} also feeds node {min(outside)}, outside the LayerNorm's ops")
+    absorbed.update(i for i, _ in following[1:])
+    nodes = [n for _, n in following]
+    features = (read.layer_kind.features,)
+    return _Pending(index, nodes[0], current, read.W, read.native, "+".join(LAYER_NORM_OPS), nodes,
+                    layer_kind=read.layer_kind, in_shape=features, out_shape=features), nodes[-1].output[0]
 
 
 @dataclass(frozen=True)

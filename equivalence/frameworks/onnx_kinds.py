@@ -180,3 +180,44 @@ def _norm(node: onnx.NodeProto, consts: dict[str, np.ndarray], shape: tuple[int,
     if channels is not None and channels != rows.shape[1]:
         raise Refused(f"parameters of {rows.shape[1]} channels on an input of {channels}")
     return KindRead(kind, rows.copy(), None, rows, shape)
+
+
+LAYER_NORM_OPS = ("ReduceMean", "Sub", "Pow", "ReduceMean", "Add", "Sqrt", "Div", "Mul", "Add")
+"""A LayerNorm as torch's exporter writes it below opset 17: ``mean``, ``x - mean``, its square, their mean, ``+
+epsilon``, ``sqrt``, the division, ``* gamma``, ``+ beta``."""
+
+
+def decomposed_layer_norm(nodes: list[tuple[int, onnx.NodeProto]], consts: dict[str, np.ndarray],
+                          x: str) -> KindRead:
+    """``nodes`` (the chain's next ones, constants left out), read as a LayerNorm of ``x`` over its last axis; every
+    wire checked, ``Refused`` naming the first that is not a LayerNorm's."""
+    ops = tuple(n.op_type for _, n in nodes[:len(LAYER_NORM_OPS)])
+    if ops != LAYER_NORM_OPS:
+        raise Refused(f"starts a normalisation written as ops ({'+'.join(ops)}), but not the ones a LayerNorm is "
+                      f"written as ({'+'.join(LAYER_NORM_OPS)}): the suite does not read it yet")
+    mean, sub, power, var, add, sqrt, div, mul, shift = (n for _, n in nodes[:len(LAYER_NORM_OPS)])
+
+    def const(node: onnx.NodeProto, other: str) -> np.ndarray | None:
+        found = [consts[t] for t in node.input if t != other and t in consts]
+        return found[0] if len(found) == 1 and other in node.input else None
+
+    def axes(node: onnx.NodeProto) -> list[int]:  # an attribute below opset 18, an input from it
+        if len(node.input) > 1 and node.input[1] in consts:
+            return [int(a) for a in consts[node.input[1]].reshape(-1)]
+        return [int(a) for a in attr(node, "axes", [])]
+
+    wired = [mean.input[0] == x and axes(mean) in ([-1], [1]) and attr(mean, "keepdims", 1) == 1,
+             list(sub.input) == [x, mean.output[0]], power.input[0] == sub.output[0],
+             const(power, sub.output[0]) is not None and float(const(power, sub.output[0])) == 2.0,
+             var.input[0] == power.output[0] and axes(var) in ([-1], [1]), const(add, var.output[0]) is not None,
+             sqrt.input[0] == add.output[0], list(div.input) == [sub.output[0], sqrt.output[0]],
+             const(mul, div.output[0]) is not None, const(shift, mul.output[0]) is not None]
+    if not all(wired):
+        raise Refused(f"the ops of a LayerNorm ({'+'.join(LAYER_NORM_OPS)}), but wired otherwise (check "
+                      f"{wired.index(False) + 1} of {len(wired)} fails): the suite does not read it")
+    gamma, beta = const(mul, div.output[0]).reshape(-1), const(shift, mul.output[0]).reshape(-1)
+    if gamma.shape != beta.shape:
+        raise Refused(f"a scale of {gamma.size} and an offset of {beta.size} values")
+    rows = np.stack([gamma, beta])
+    kind = LayerNorm(gamma.size, f32(float(const(add, var.output[0]))))
+    return KindRead(kind, rows.copy(), None, rows, None)

@@ -274,18 +274,19 @@ def _global_pool_model():
         (1, 3, 8, 8)
 
 
-def _norm_model():
+def _instance_norm_model():
     from torch import nn
 
-    return nn.Sequential(nn.Linear(5, 8), nn.LayerNorm(8), nn.ReLU(), nn.Linear(8, 3)).eval(), (1, 5)
+    return nn.Sequential(nn.Conv1d(2, 4, 3), nn.InstanceNorm1d(4, affine=True), nn.Flatten(),
+                         nn.Linear(16, 3)).eval(), (1, 2, 6)
 
 
 @pytest.mark.parametrize(("build", "opset", "says"), [
     (_transposed_conv_model, 20, r"onnx layer '/0/ConvTranspose' \(ConvTranspose\) at position 0: ConvTranspose "
                                  r"starts a transposed convolution: the suite does not read this kind from converted "
                                  r"graphs yet"),
-    (_norm_model, 14, r"onnx layer '/1/ReduceMean' \(ReduceMean\) at position 1: ReduceMean starts a normalisation "
-                      r"written as ops"),
+    (_instance_norm_model, 20, r"onnx layer '/1/InstanceNormalization' \(InstanceNormalization\) at position 1: "
+                               r"InstanceNormalization starts an instance normalisation"),
     (_global_pool_model, 20, r"\(GlobalAveragePool\) at position 1: GlobalAveragePool starts a global pooling layer"),
 ])
 def test_a_layer_kind_not_read_from_graphs_yet_is_refused_naming_it_its_op_and_position(build, opset, says):

@@ -118,17 +118,42 @@ def test_drawn_conv_stacks_agree_with_their_onnx_export(arch):
     assert [u.out_shape for u in result.keras_layers] == [u.out_shape for u in result.torch_layers]
 
 
-@pytest.mark.parametrize("opset", [17, 20])
-def test_batch_and_layer_normalization_nodes_agree_with_the_torch_norms(opset):
+@pytest.mark.parametrize(("opset", "layer_norm"), [
+    (14, "'/4/ReduceMean' (onnx ReduceMean+Sub+Pow+ReduceMean+Add+Sqrt+Div+Mul+Add; tanh: Tanh node 15)"),
+    (17, "'/4/LayerNormalization' (onnx LayerNormalization; tanh: Tanh node"),
+    (20, "'/4/LayerNormalization' (onnx LayerNormalization; tanh: Tanh node"),
+])
+def test_batch_and_layer_normalization_nodes_agree_with_the_torch_norms(opset, layer_norm):
+    """Below opset 17 torch's exporter writes a LayerNorm as nine ops: read as one LayerNorm unit, the report
+    naming them."""
     from equivalence import assert_equivalent
     from equivalence.core.norms import BatchNorm, LayerNorm
 
     model = normnet()
-    result = assert_equivalent(model, export(model, (2, 5), opset=opset), max_examples=10)
+    graph = export(model, (2, 5), opset=opset)
+    result = assert_equivalent(model, graph, max_examples=10)
     onnx_kinds = [u.layer_kind for u in result.keras_layers]
     assert onnx_kinds[1] == BatchNorm(8, 1e-5, 0.9) and onnx_kinds[3] == LayerNorm(6, 1e-5)
     assert onnx_kinds == [u.layer_kind for u in result.torch_layers]
-    assert "= ort '/4/LayerNormalization' (onnx LayerNormalization; tanh: Tanh node" in "\n".join(result.matched())
+    assert f"layer 3: torch '4' (LayerNorm; tanh: Tanh '5') = ort {layer_norm}" in "\n".join(result.matched())
+    rows = 1e3 + np.random.default_rng(opset).uniform(-1, 1, (16, 5))  # a large offset: the mean's cancellation
+    assert_equivalent(model, graph, x=rows)
+
+
+def test_a_layer_norm_written_with_other_ops_is_refused_naming_the_check_that_fails():
+    from onnx import helper
+
+    from equivalence import ModelNotSupported, compare_models
+
+    graph = export(normnet(), (2, 5), opset=14)
+    power = next(n for n in graph.graph.node if n.op_type == "Pow")
+    three = helper.make_node("Constant", [], ["three"], value=helper.make_tensor("three", 1, [], [3.0]))
+    power.input[1] = "three"
+    graph.graph.node.insert(0, three)
+    with pytest.raises(ModelNotSupported, match=r"onnx layer '/4/ReduceMean' \(ReduceMean\) at position 5: the ops of "
+                                                r"a LayerNorm \(ReduceMean\+Sub.*\), but wired otherwise \(check 4 of "
+                                                r"10 fails\)"):
+        compare_models(graph, graph)
 
 
 @pytest.mark.parametrize(("initializer", "says"), [
