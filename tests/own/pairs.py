@@ -30,3 +30,14 @@ def agreeing(torch_model: Any, keras_model: Any, x: Any) -> Any:
     assert result.passed, result.message()
     assert [type(u.layer_kind) for u in result.torch_layers] == [type(u.layer_kind) for u in result.keras_layers]
     return result
+
+
+def read_as(model: Any, converted: Any, kinds: list[str]) -> Any:
+    """``assert_equivalent(model, converted)`` over 20 drawn batches, the converted side's units read as ``kinds``
+    (what the graph reader says each unit is) and of the same layer kinds as the model's; the result."""
+    from equivalence import assert_equivalent
+
+    result = assert_equivalent(model, converted, max_examples=20)
+    assert [u.kind for u in result.keras_layers] == kinds
+    assert [u.layer_kind for u in result.keras_layers] == [u.layer_kind for u in result.torch_layers]
+    return result
