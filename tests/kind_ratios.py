@@ -84,6 +84,23 @@ def _norm_pair(arch: tuple[tuple[int, ...], str, int]) -> tuple[Any, Any]:
     return _port(norm_mlp(widths, dtype, seed=model_seed))
 
 
+@st.composite
+def _layernorm_first(draw: st.DrawFn, dtype: str) -> tuple[int, int, str, int]:
+    return draw(st.integers(3, 512)), draw(st.integers(1, 8)), dtype, draw(st.integers(0, 2**16))
+
+
+def _layernorm_first_pair(arch: tuple[int, int, str, int]) -> tuple[Any, Any]:
+    from tests.own_models import layernorm_first
+
+    features, units, dtype, model_seed = arch
+    return _port(layernorm_first(features, units, dtype, seed=model_seed))
+
+
+def _offset_rows(arch: tuple[int, int, str, int], rng: np.random.Generator) -> list[np.ndarray]:
+    """Rows ``offset + U(-1, 1)``, the offset up to 1e4 (a large mean over a small spread: the cancellation)."""
+    return [rng.uniform(-1, 1, (int(rng.integers(1, 9)), arch[0])) + float(rng.choice((0.0, 10.0, 1e3, 1e4)))]
+
+
 def _families() -> dict[str, Family]:
     from tests import conv_models, recurrent_models, sequence_models
 
@@ -117,6 +134,9 @@ def _families() -> dict[str, Family]:
             recurrent_models.ported, _scaled(lambda a: a.input_shape),
             "1-2 LSTM/GRU layers: 1-16 features, 1-32 units, 1-40 steps, weights torch's init, U(-0.5, 0.5) or "
             "U(-1, 1)"),
+        "layernorm_first": Family(_layernorm_first, _layernorm_first_pair, _offset_rows,
+                                  "LayerNorm then Linear: 3-512 features, rows offset + U(-1, 1), offset 0, 10, 1e3 "
+                                  "or 1e4"),
     }
 
 
@@ -140,15 +160,17 @@ def kind_label(kind: Any) -> str:
     return f"{kind.op} pool" if kind.name == "pool" else kind.name
 
 
-def record(worst: dict[str, dict[str, dict[str, float]]], dtype: str, result: Any) -> None:
-    """Fold one comparison's layer results into ``worst[kind][pair][dtype]``. A pair with named differences
-    (``result.differences``) has its torch vs Keras results left out: each side was judged against its own
-    reference there, and the pair's difference is named, not measured."""
+def record(worst: dict[str, dict[str, dict[str, float]]], family: str, dtype: str, result: Any) -> None:
+    """Fold one comparison's layer results into ``worst["<kind> in <family>"][pair][dtype]`` (a kind apart in each
+    family: a Dense after a Flatten is not one in an MLP). A pair with named differences (``result.differences``)
+    has its torch vs Keras results left out: each side was judged against its own reference there, and the pair's
+    difference is named, not measured."""
     layers = result.torch_layers
     for r in result.results:
         if r.pair[1] != "reference" and result.differences:
             continue
-        cell = worst.setdefault(kind_label(layers[r.layer].layer_kind), {}).setdefault(r.pair_name, {})
+        row = f"{kind_label(layers[r.layer].layer_kind)} in {family}"
+        cell = worst.setdefault(row, {}).setdefault(r.pair_name, {})
         cell[dtype] = max(cell.get(dtype, 0.0), float(r.ratio))
 
 
@@ -161,7 +183,9 @@ def measure(families: dict[str, Family], counts: dict[str, int], dtypes: Sequenc
     worst: dict[str, dict[str, dict[str, float]]] = {}
     models: dict[str, dict[str, int]] = {}
     named: list[str] = []
-    for index, (name, family) in enumerate(families.items()):
+    order = list(_families())  # a family draws the same models whichever others run beside it
+    for name, family in families.items():
+        index = order.index(name)
         for dtype in dtypes:
             rng = np.random.default_rng([base_seed, index, DTYPES.index(dtype)])
             archs = drawn(family.archs(dtype), counts[name], base_seed + 1000 * index + DTYPES.index(dtype))
@@ -169,7 +193,7 @@ def measure(families: dict[str, Family], counts: dict[str, int], dtypes: Sequenc
                 t, k = family.ported(arch)
                 for x in family.inputs(arch, rng):
                     result = compare_models(t, k, x=x)
-                    record(worst, dtype, result)
+                    record(worst, name, dtype, result)
                     named += [f"{name} {dtype} {arch}: {d.message}" for d in result.differences]
             models.setdefault(name, {})[dtype] = len(archs)
             log(f"{name} {dtype}: {len(archs)} models")
@@ -185,13 +209,14 @@ def cell(ratio: float | None) -> str:
 
 
 def table(worst: dict[str, dict[str, dict[str, float]]], dtypes: Sequence[str]) -> str:
-    """The Markdown table: a row per kind and pair, a column per dtype."""
-    lines = [f"| kind | pair | {' | '.join(dtypes)} |", "|---|---|" + "---|" * len(dtypes)]
-    for kind in sorted(worst):
+    """The Markdown table: a row per kind (in its family of models) and pair, a column per dtype."""
+    lines = [f"| kind | models | pair | {' | '.join(dtypes)} |", "|---|---|---|" + "---|" * len(dtypes)]
+    for row in sorted(worst):
+        kind, family = row.split(" in ")
         for pair in (f"{a} vs {b}" for a, b in PAIRS):
-            if pair in worst[kind]:
-                lines.append(f"| {kind} | {pair} | "
-                             + " | ".join(cell(worst[kind][pair].get(d)) for d in dtypes) + " |")
+            if pair in worst[row]:
+                lines.append(f"| {kind} | {family} | {pair} | "
+                             + " | ".join(cell(worst[row][pair].get(d)) for d in dtypes) + " |")
     return "\n".join(lines)
 
 

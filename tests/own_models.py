@@ -174,3 +174,23 @@ def norm_mlp(widths, dtype: str, *, seed: int = 0, torch_eps: float = 1e-3, torc
                           L.ReLU(dtype=dtype), L.Dense(b, dtype=dtype), L.LayerNormalization(dtype=dtype),
                           L.Activation("tanh", dtype=dtype), L.Dense(out, dtype=dtype)])
     return t, k
+
+
+def layernorm_first(features: int, units: int, dtype: str, *, seed: int = 0):
+    """LayerNorm (epsilon 1e-3, drawn gamma and beta) then Linear in torch, and its Keras port (Keras' defaults)."""
+    import keras
+    import torch
+    from torch import nn
+
+    from equivalence.frameworks.torch import TORCH_DTYPES
+
+    dt = TORCH_DTYPES[dtype]
+    torch.manual_seed(seed)
+    t = nn.Sequential(nn.LayerNorm(features, eps=1e-3, dtype=dt), nn.Linear(features, units, dtype=dt)).eval()
+    with torch.no_grad():
+        t[0].weight.uniform_(-2, 2)
+        t[0].bias.uniform_(-1, 1)
+    L = keras.layers
+    k = keras.Sequential([keras.Input((features,), dtype=dtype), L.LayerNormalization(dtype=dtype),
+                          L.Dense(units, dtype=dtype)])
+    return t, k

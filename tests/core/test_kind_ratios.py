@@ -19,12 +19,12 @@ def test_the_command_writes_every_pair_of_the_kinds_it_drew(tmp_path, capsys):
     assert written["seed"] == 3 and written["models_per_dtype"] == {"norm": 2} and written["models"]["norm"] == {
         "float32": 2}
     assert written["fingerprint"]["cpu_model"] and written["fingerprint"]["frameworks"]["torch"]
-    assert set(written["worst"]) == {"dense", "batchnorm", "layernorm"}
+    assert set(written["worst"]) == {"dense in norm", "batchnorm in norm", "layernorm in norm"}
     for kind in written["worst"].values():
         assert set(kind) == {"torch vs reference", "keras vs reference", "torch vs keras"}
         assert all(0 <= ratio <= 1 for pair in kind.values() for ratio in pair.values())
     printed = capsys.readouterr().out
-    assert "| kind | pair | float32 |" in printed and "| batchnorm | torch vs keras |" in printed
+    assert "| kind | models | pair | float32 |" in printed and "| batchnorm | norm | torch vs keras |" in printed
     assert "over the bound" not in printed
 
 
@@ -33,7 +33,7 @@ def test_the_same_seed_draws_the_same_ratios(tmp_path):
     for name in ("a.json", "b.json"):
         assert main(["-n", "3", "--family", "dense", "--dtype", "float32", "--out", str(tmp_path / name)]) == 0
         runs.append(json.loads((tmp_path / name).read_text())["worst"])
-    assert runs[0] == runs[1] and runs[0]["dense"]["torch vs reference"]["float32"] > 0
+    assert runs[0] == runs[1] and runs[0]["dense in dense"]["torch vs reference"]["float32"] > 0
 
 
 def test_a_broken_torch_linear_is_reported_over_the_bound(tmp_path, capsys, monkeypatch):
@@ -44,10 +44,10 @@ def test_a_broken_torch_linear_is_reported_over_the_bound(tmp_path, capsys, monk
     monkeypatch.setattr(nn.Linear, "forward", lambda self, x: original(self, x) * (1 + 1e-3))
     out = tmp_path / "ratios.json"
     assert main(["-n", "1", "--family", "dense", "--dtype", "float32", "--out", str(out)]) == 1
-    worst = json.loads(out.read_text())["worst"]["dense"]
+    worst = json.loads(out.read_text())["worst"]["dense in dense"]
     assert worst["torch vs reference"]["float32"] > 100
     assert worst["keras vs reference"]["float32"] <= 1
-    assert "dense torch vs reference float32" in json.loads(out.read_text())["over_the_bound"][0]
+    assert "dense in dense torch vs reference float32" in json.loads(out.read_text())["over_the_bound"][0]
     assert "(over the bound)" in capsys.readouterr().out
 
 
@@ -61,5 +61,5 @@ def test_a_wrong_family_count_is_refused_in_one_line(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--models", "lstm=3"])
     assert exit_.value.code == 2
-    assert "--models 'lstm=3': should be FAMILY=N, N >= 1, FAMILY one of dense, conv, norm, sequence, recurrent" in \
-        capsys.readouterr().err
+    assert "--models 'lstm=3': should be FAMILY=N, N >= 1, FAMILY one of dense, conv, norm, sequence, recurrent, " \
+        "layernorm_first" in capsys.readouterr().err
