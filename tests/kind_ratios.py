@@ -160,16 +160,19 @@ def kind_label(kind: Any) -> str:
     return f"{kind.op} pool" if kind.name == "pool" else kind.name
 
 
-def record(worst: dict[str, dict[str, dict[str, float]]], family: str, dtype: str, result: Any) -> None:
+def record(worst: dict[str, dict[str, dict[str, float]]], layers: dict[str, dict[str, int]], family: str, dtype: str,
+           result: Any) -> None:
     """Fold one comparison's layer results into ``worst["<kind> in <family>"][pair][dtype]`` (a kind apart in each
     family: a Dense after a Flatten is not one in an MLP). A pair with named differences (``result.differences``)
     has its torch vs Keras results left out: each side was judged against its own reference there, and the pair's
-    difference is named, not measured."""
-    layers = result.torch_layers
+    difference is named, not measured. ``layers[row][dtype]`` counts the layers compared (torch's, once per input)."""
     for r in result.results:
         if r.pair[1] != "reference" and result.differences:
             continue
-        row = f"{kind_label(layers[r.layer].layer_kind)} in {family}"
+        row = f"{kind_label(result.torch_layers[r.layer].layer_kind)} in {family}"
+        if r.pair == PAIRS[0]:
+            counted = layers.setdefault(row, {})
+            counted[dtype] = counted.get(dtype, 0) + 1
         cell = worst.setdefault(row, {}).setdefault(r.pair_name, {})
         cell[dtype] = max(cell.get(dtype, 0.0), float(r.ratio))
 
@@ -181,6 +184,7 @@ def measure(families: dict[str, Family], counts: dict[str, int], dtypes: Sequenc
     from equivalence import compare_models
 
     worst: dict[str, dict[str, dict[str, float]]] = {}
+    layers: dict[str, dict[str, int]] = {}
     models: dict[str, dict[str, int]] = {}
     named: list[str] = []
     order = list(_families())  # a family draws the same models whichever others run beside it
@@ -193,11 +197,11 @@ def measure(families: dict[str, Family], counts: dict[str, int], dtypes: Sequenc
                 t, k = family.ported(arch)
                 for x in family.inputs(arch, rng):
                     result = compare_models(t, k, x=x)
-                    record(worst, name, dtype, result)
+                    record(worst, layers, name, dtype, result)
                     named += [f"{name} {dtype} {arch}: {d.message}" for d in result.differences]
             models.setdefault(name, {})[dtype] = len(archs)
             log(f"{name} {dtype}: {len(archs)} models")
-    return {"worst": worst, "models": models, "named_differences": named}
+    return {"worst": worst, "layers_compared": layers, "models": models, "named_differences": named}
 
 
 def cell(ratio: float | None) -> str:

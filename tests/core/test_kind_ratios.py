@@ -20,6 +20,7 @@ def test_the_command_writes_every_pair_of_the_kinds_it_drew(tmp_path, capsys):
         "float32": 2}
     assert written["fingerprint"]["cpu_model"] and written["fingerprint"]["frameworks"]["torch"]
     assert set(written["worst"]) == {"dense in norm", "batchnorm in norm", "layernorm in norm"}
+    assert written["layers_compared"]["batchnorm in norm"] == {"float32": 2 * 3}  # 2 models, 3 input scales each
     for kind in written["worst"].values():
         assert set(kind) == {"torch vs reference", "keras vs reference", "torch vs keras"}
         assert all(0 <= ratio <= 1 for pair in kind.values() for ratio in pair.values())
