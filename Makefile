@@ -19,7 +19,7 @@ NOX_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help venv lint test check report baseline guard matrix bench soak sensitivity mxnet clean portability probes \
-	portability-cell matrix-log keras2 history history-check runtimes converters
+	portability-cell matrix-log keras2 history history-check runtimes converters ratios
 CELL ?= lowest
 SHELL := /bin/bash
 
@@ -97,6 +97,10 @@ soak: venv ## 100,000+ random cases over all workers (pytest-xdist); writes soak
 
 sensitivity: venv ## bisect the smallest activation drift the suite catches, per dtype
 	$(BIN)/python -m tests.sensitivity
+
+RATIOS_ARGS ?=
+ratios: venv ## worst error/bound ratio per layer kind and dtype over random models (ratios.json; RATIOS_ARGS="-n 40")
+	$(BIN)/python -m tests.kind_ratios $(RATIOS_ARGS)
 
 # The runtimes. make check runs the tests written for ort, keras_graph, keras_xla and torch_export (the registry's
 # own_tests_default); here: those of every runtime at 4x the examples (torch.compile and LiteRT too), then the
