@@ -19,7 +19,7 @@ NOX_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help venv lint test check report baseline guard matrix bench soak sensitivity mxnet clean portability probes \
-	portability-cell matrix-log keras2 history history-check runtimes converters
+	portability-cell matrix-log keras2 history history-check runtimes converters ratios
 CELL ?= lowest
 SHELL := /bin/bash
 
@@ -98,6 +98,10 @@ soak: venv ## 100,000+ random cases over all workers (pytest-xdist); writes soak
 sensitivity: venv ## bisect the smallest activation drift the suite catches, per dtype
 	$(BIN)/python -m tests.sensitivity
 
+RATIOS_ARGS ?=
+ratios: venv ## worst error/bound ratio per layer kind and dtype over random models (ratios.json; RATIOS_ARGS="-n 40")
+	$(BIN)/python -m tests.kind_ratios $(RATIOS_ARGS)
+
 # The runtimes. make check runs the tests written for ort, keras_graph, keras_xla and torch_export (the registry's
 # own_tests_default); here: those of every runtime at 4x the examples (torch.compile and LiteRT too), then the
 # registry-wide tests with only the runtimes selected (what needs torch or Keras beside them skips: make check
@@ -137,7 +141,8 @@ mxnet: $(MXNET_STAMP) ## MXNet Gluon in .venv-mxnet (numpy<1.24): MXNet properti
 # tests/frameworks/test_keras_migration.py checks exactly that).
 KERAS2_VENV ?= .venv-keras2
 KERAS2_BIN := $(KERAS2_VENV)/bin
-KERAS2_STAMP := $(KERAS2_VENV)/.installed-stamp
+# The stamp names the versions that go in with --no-deps, so changing one reinstalls.
+KERAS2_STAMP = $(KERAS2_VENV)/.installed-tf-keras-$(TF_KERAS)
 TF_KERAS ?= 2.21.0
 
 # A venv beside .venv: $(1) the folder, $(2) the package's extras, $(3) what goes in with --no-deps beside them.
@@ -145,7 +150,7 @@ define side_venv
 test -x $(1)/bin/python || $(PYTHON) -m venv $(1)
 $(1)/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[$(2)]'
 $(1)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps $(3)
-touch $(1)/.installed-stamp
+touch $@
 endef
 
 $(KERAS2_STAMP): pyproject.toml constraints.txt
@@ -162,7 +167,7 @@ keras2: $(KERAS2_STAMP) ## Keras 2 (tf-keras) in .venv-keras2: the suite on Kera
 # TF_USE_LEGACY_KERAS=1 for its whole process.
 CONVERTERS_VENV ?= .venv-converters
 CONVERTERS_BIN := $(CONVERTERS_VENV)/bin
-CONVERTERS_STAMP := $(CONVERTERS_VENV)/.installed-stamp
+CONVERTERS_STAMP = $(CONVERTERS_VENV)/.installed-tf-keras-$(TF_KERAS)-onnx2torch-$(ONNX2TORCH)
 # onnx2torch goes in with --no-deps too: it requires torchvision, whose PyPI wheels are built against the CUDA torch
 # and fail to load beside torch 2.13.0+cpu (torchvision::nms missing); it imports torchvision only for its
 # NonMaxSuppression and RoiAlign converters, so the round trip converts in a child process without it.

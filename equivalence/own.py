@@ -183,14 +183,21 @@ def walk_pair(torch_model: Any, keras_model: Any) -> tuple[list[DenseUnit], list
     forms = (framework_of(torch_model), framework_of(keras_model))
     if forms[1] in GRAPH_READERS and forms[0] not in GRAPH_READERS:  # the converted side first: its refusal names
         k_units = walk(keras_model, forms[1])                          # the converter's op, not a guess at the other
-        return walk(torch_model, forms[0], input_width=k_units[0].shape[0]), k_units
+        return walk(torch_model, forms[0], input_width=k_units[0].shape[0], input_shape=_spatial(k_units)), k_units
     if set(forms) & set(GRAPH_READERS):
         t_units = walk(torch_model, forms[0])
-        return t_units, walk(keras_model, forms[1], input_width=t_units[0].shape[0])
+        return t_units, walk(keras_model, forms[1], input_width=t_units[0].shape[0], input_shape=_spatial(t_units))
     get_adapter("keras")
     shape = declared_input_shape(keras_model, "keras") if forms[1] == "keras" else None
     t_units = walk(torch_model, "torch", input_shape=shape)
     return t_units, walk(keras_model, "keras", input_width=t_units[0].shape[0])
+
+
+def _spatial(units: Sequence[DenseUnit]) -> tuple[int, ...] | None:
+    """A graph's canonical input shape when spatial (its conv, pooling or flatten needs the other side's walk to
+    know it), else None."""
+    shape = input_shape_of(units)
+    return shape if len(shape) > 1 else None
 
 
 def labels(first: Sequence[DenseUnit], second: Sequence[DenseUnit]) -> tuple[str, str]:
@@ -246,7 +253,7 @@ def structural_differences(t_units: Sequence[DenseUnit], k_units: Sequence[Dense
     if len(t_units) != len(k_units):
         out.append(Difference(None, "depth", f"depth: got {len(k_units)} dense layers in {b} "
                               f"({', '.join(repr(u.name) for u in k_units)}), but {a} has {len(t_units)} "
-                              f"({', '.join(repr(u.name) for u in t_units)})"))
+                              f"({', '.join(repr(u.name) for u in t_units)}){_folded_norm(t_units, k_units, a, b)}"))
     out += [Difference(i, "residual", message) for i, message in residual_differences(t_units, k_units, a, b)]
     for i, (t, k) in enumerate(zip(t_units, k_units)):
         where = _where(i, t, k, a, b)
@@ -317,6 +324,19 @@ def structural_differences(t_units: Sequence[DenseUnit], k_units: Sequence[Dense
                                   f"{tolerance}; greatest abs diff {d:.3g} at index {idx} ({b} {kv!r}, "
                                   f"{a} {tv!r})"))
     return out
+
+
+def _folded_norm(t_units: Sequence[DenseUnit], k_units: Sequence[DenseUnit], a: str, b: str) -> str:
+    """Why two models differ in depth when one has a BatchNorm right after a conv and the other no BatchNorm: a
+    converter folded it into the conv's weights (torch.onnx.export does in eval mode); else empty."""
+    for (side, units), (other, others) in (((a, t_units), (b, k_units)), ((b, k_units), (a, t_units))):
+        folded = [u for before, u in zip(units, units[1:]) if isinstance(before.layer_kind, Conv)
+                  and isinstance(u.layer_kind, BatchNorm)]
+        if folded and not any(isinstance(u.layer_kind, BatchNorm) for u in others):
+            return (f"; {side} {folded[0].name!r} is a BatchNorm after a conv, which {other} does not have: a "
+                    "converter folds it into the conv's weights (torch.onnx.export does in eval mode unless "
+                    "do_constant_folding=False), and the suite compares the layers unfolded")
+    return ""
 
 
 def stored_narrower(label: str, dtype: str) -> str | None:

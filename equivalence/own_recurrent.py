@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from equivalence.core.attention import SelfAttention
+from equivalence.core.embedding import SequenceMean
 from equivalence.core.recurrent import Recurrent, gate_permutation
 from equivalence.core.walk import DenseUnit
 
@@ -19,8 +21,9 @@ TORCH_GATES = {"lstm": "i, f, g, o", "gru": "r, z, n"}
 
 
 def takes_sequences(units: Sequence[DenseUnit]) -> bool:
-    """The model starts with a recurrent layer: its input is ``(N, T, features)``, batch-first in both frameworks."""
-    return isinstance(units[0].layer_kind, Recurrent)
+    """The model starts with a layer of float sequences (a recurrent layer, a self-attention, a mean over the
+    tokens): its input is ``(N, T, features)``, batch-first in both frameworks, not a channels-first spatial one."""
+    return isinstance(units[0].layer_kind, (Recurrent, SelfAttention, SequenceMean))
 
 
 def _torch_tensors(t: DenseUnit) -> dict[str, np.ndarray]:

@@ -53,15 +53,18 @@ def _symmetric_same(size: int, kernel: int, stride: int) -> bool:
 
 
 @st.composite
-def conv_archs(draw: st.DrawFn, *, dtype: str) -> ConvArch:
-    """A small conv stack ending in Flatten + Dense (smoke-sized: spatial 4-10, at most 6 channels)."""
+def conv_archs(draw: st.DrawFn, *, dtype: str, size: tuple[int, int] = (4, 10), channels: tuple[int, int] = (1, 4),
+               filters: tuple[int, int] = (1, 6), kernel: int = 3, stride: int = 2) -> ConvArch:
+    """A small conv stack ending in Flatten + Dense (smoke-sized by default: spatial 4-10, at most 6 channels,
+    kernels up to 3, strides up to 2; the ranges are ``make ratios``' to widen)."""
     rank = draw(st.sampled_from((1, 2)), label="rank")
-    size = draw(st.integers(4, 10), label="size")
-    channels = draw(st.integers(1, 4), label="channels")
+    size = draw(st.integers(*size), label="size")
+    channels = draw(st.integers(*channels), label="channels")
+    max_kernel, max_stride = kernel, stride
     blocks, current = [], size
     for _ in range(draw(st.integers(1, 2), label="blocks")):
-        kernel = draw(st.integers(1, min(3, current)), label="kernel")
-        stride = draw(st.integers(1, 2), label="stride")
+        kernel = draw(st.integers(1, min(max_kernel, current)), label="kernel")
+        stride = draw(st.integers(1, max_stride), label="stride")
         same = draw(st.booleans(), label="same") and _symmetric_same(current, kernel, stride)
         current = output_size(current, kernel, stride, same_padding(current, kernel, stride) if same else (0, 0))
         pool = draw(st.sampled_from((None, "max", "avg")), label="pool") if current >= 2 else None
@@ -71,7 +74,7 @@ def conv_archs(draw: st.DrawFn, *, dtype: str) -> ConvArch:
             pad = same_padding(current, pool_size, 1)
             pool_same = draw(st.booleans(), label="pool same") and pad[0] == pad[1] and pad[0] <= pool_size // 2
             current = current if pool_same else current - pool_size + 1
-        blocks.append(ConvBlock(draw(st.integers(1, 6), label="filters"), kernel, stride, same,
+        blocks.append(ConvBlock(draw(st.integers(*filters), label="filters"), kernel, stride, same,
                                 draw(st.sampled_from(ACTIVATIONS), label="activation"), pool, pool_size, pool_same))
     return ConvArch(rank, size, channels, tuple(blocks), draw(st.integers(1, 4), label="units"), dtype,
                     draw(st.integers(0, 2**16), label="seed"))

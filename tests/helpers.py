@@ -225,6 +225,30 @@ def flip_torch_conv_kernels(monkeypatch) -> None:
     monkeypatch.setattr(torch.nn.Conv2d, "forward", flipped)
 
 
+def swap_torch_gates(monkeypatch, cell: str) -> None:
+    """torch's LSTM or GRU computing with its first two gates' rows swapped (i and f, or r and z)."""
+    import torch
+    from torch import nn
+
+    module = nn.LSTM if cell == "lstm" else nn.GRU
+    original = module.forward
+
+    def swapped(self, x, hx=None):
+        units = self.hidden_size
+        saved = [p.detach().clone() for p in self._flat_weights]
+        with torch.no_grad():
+            for p in self._flat_weights:
+                p.copy_(torch.cat([p[units:2 * units], p[:units], p[2 * units:]]))
+        try:
+            return original(self, x, hx)
+        finally:
+            with torch.no_grad():
+                for p, value in zip(self._flat_weights, saved):
+                    p.copy_(value)
+
+    monkeypatch.setattr(module, "forward", swapped)
+
+
 def compare_files_through_the_cli(tmp_path: Any, monkeypatch: Any, capsys: Any, *, factory: str, module: str,
                                   port: Any) -> tuple[int, str]:
     """``equivalence compare state.pt port.keras --torch-model module:build``: the torch model ``build()`` in
@@ -251,10 +275,10 @@ def compare_files_through_the_cli(tmp_path: Any, monkeypatch: Any, capsys: Any, 
 
 
 def assert_ported_pairs_agree(archs: st.SearchStrategy, *, ported: Any, inputs: Any, max_examples: int,
-                              then: Any, named: Any = lambda result: ()) -> None:
+                              then: Any, named: Any = lambda arch: ()) -> None:
     """For every drawn architecture: ``ported(arch)`` gives a torch model and its Keras port, which agree layer by
     layer on ``inputs(arch)``; ``then(arch, torch_model, keras_model, result)`` checks the rest (shapes, counts).
-    ``named(result)``: the differences a known difference names for this pair (each model then agrees with its own
+    ``named(arch)``: the differences a known difference names for this pair (each model then agrees with its own
     reference, and the pair fails naming them)."""
     from hypothesis import given
 
@@ -265,7 +289,7 @@ def assert_ported_pairs_agree(archs: st.SearchStrategy, *, ported: Any, inputs: 
     def check(arch: Any) -> None:
         t, k = ported(arch)
         result = compare_models(t, k, x=inputs(arch))
-        expected = list(named(result))
+        expected = list(named(arch))
         assert [d.what for d in result.differences] == expected, result.message()
         assert not [r for r in result.failures if r.pair[1] == "reference" or not expected], result.message()
         then(arch, t, k, result)

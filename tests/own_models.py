@@ -146,3 +146,51 @@ def keras_model(style: str, widths: Sequence[int], activations: Sequence[str], *
     model = Net()
     model(np.zeros((1, widths[0]), dtype=dtype))
     return model
+
+
+def norm_mlp(widths, dtype: str, *, seed: int = 0, torch_eps: float = 1e-3, torch_momentum: float = 0.01):
+    """Linear, BatchNorm1d, ReLU, Linear, LayerNorm, Tanh, Linear in torch (eval mode, random statistics) and
+    its Keras port written with Keras' defaults (epsilon 1e-3, momentum 0.99)."""
+    import keras
+    import torch
+    from torch import nn
+
+    from equivalence.frameworks.torch import TORCH_DTYPES
+
+    dt = TORCH_DTYPES[dtype]
+    torch.manual_seed(seed)
+    n_in, a, b, out = widths
+    t = nn.Sequential(nn.Linear(n_in, a, dtype=dt), nn.BatchNorm1d(a, eps=torch_eps, momentum=torch_momentum, dtype=dt),
+                      nn.ReLU(), nn.Linear(a, b, dtype=dt), nn.LayerNorm(b, eps=torch_eps, dtype=dt), nn.Tanh(),
+                      nn.Linear(b, out, dtype=dt)).eval()
+    with torch.no_grad():
+        for norm in (t[1], t[4]):
+            norm.weight.uniform_(-2, 2)
+            norm.bias.uniform_(-1, 1)
+        t[1].running_mean.uniform_(-1, 1)
+        t[1].running_var.uniform_(0.25, 4)
+    L = keras.layers
+    k = keras.Sequential([keras.Input((n_in,), dtype=dtype), L.Dense(a, dtype=dtype), L.BatchNormalization(dtype=dtype),
+                          L.ReLU(dtype=dtype), L.Dense(b, dtype=dtype), L.LayerNormalization(dtype=dtype),
+                          L.Activation("tanh", dtype=dtype), L.Dense(out, dtype=dtype)])
+    return t, k
+
+
+def layernorm_first(features: int, units: int, dtype: str, *, seed: int = 0):
+    """LayerNorm (epsilon 1e-3, drawn gamma and beta) then Linear in torch, and its Keras port (Keras' defaults)."""
+    import keras
+    import torch
+    from torch import nn
+
+    from equivalence.frameworks.torch import TORCH_DTYPES
+
+    dt = TORCH_DTYPES[dtype]
+    torch.manual_seed(seed)
+    t = nn.Sequential(nn.LayerNorm(features, eps=1e-3, dtype=dt), nn.Linear(features, units, dtype=dt)).eval()
+    with torch.no_grad():
+        t[0].weight.uniform_(-2, 2)
+        t[0].bias.uniform_(-1, 1)
+    L = keras.layers
+    k = keras.Sequential([keras.Input((features,), dtype=dtype), L.LayerNormalization(dtype=dtype),
+                          L.Dense(units, dtype=dtype)])
+    return t, k

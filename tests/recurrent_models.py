@@ -38,15 +38,18 @@ class RecurrentArch:
 
 
 @st.composite
-def recurrent_archs(draw: st.DrawFn, *, dtype: str) -> RecurrentArch:
-    """Smoke-sized: 1-4 features, 1-8 units, 1-12 steps."""
+def recurrent_archs(draw: st.DrawFn, *, dtype: str, features: int = 4, units: int = 8, steps: int = 12,
+                    weight_scales: tuple[float | None, ...] = (None, 1.0)) -> RecurrentArch:
+    """Smoke-sized by default: 1-4 features, 1-8 units, 1-12 steps (``make ratios`` widens them)."""
     depth = draw(st.integers(1, 2), label="depth")
     return RecurrentArch(
         tuple(draw(st.sampled_from(("lstm", "gru")), label="cell") for _ in range(depth)),
-        draw(st.integers(1, 4), label="features"), tuple(draw(st.integers(1, 8), label="units") for _ in range(depth)),
-        draw(st.integers(1, 12), label="steps"), draw(st.sampled_from(("out", "h_n")), label="head"),
+        draw(st.integers(1, features), label="features"),
+        tuple(draw(st.integers(1, units), label="units") for _ in range(depth)),
+        draw(st.integers(1, steps), label="steps"),
+        draw(st.sampled_from(("out", "h_n")), label="head"),
         draw(st.integers(1, 3), label="outputs"), dtype, draw(st.integers(0, 2**16), label="seed"),
-        draw(st.booleans(), label="functional"), draw(st.sampled_from((None, 1.0)), label="weight scale"),
+        draw(st.booleans(), label="functional"), draw(st.sampled_from(weight_scales), label="weight scale"),
         draw(st.booleans(), label="bias"))
 
 

@@ -21,21 +21,28 @@ class SequenceArch:
     padding_idx: int | None = None
     bias: bool = True
     need_weights: bool = False  # torch's default True takes another kernel path than False (the fast path)
+    table_scale: float = 1.0  # the embedding table, torch's N(0, 1) init times this
 
 
 @st.composite
-def sequence_archs(draw: st.DrawFn, *, dtype: str, attention: bool | None = None) -> SequenceArch:
-    """Small shapes: vocab 2-40, head size 1-4, 1-4 heads, 1-9 tokens."""
-    heads = draw(st.integers(1, 4), label="heads")
+def sequence_archs(draw: st.DrawFn, *, dtype: str, attention: bool | None = None, vocab: tuple[int, int] = (2, 40),
+                   heads: int = 4, head_size: int = 4, length: int = 9,
+                   table_scales: tuple[float, ...] = (1.0,)) -> SequenceArch:
+    """Small shapes by default: vocab 2-40, head size 1-4, 1-4 heads, 1-9 tokens (``make ratios`` widens them)."""
+    max_heads = heads
+    heads = draw(st.integers(1, max_heads), label="heads")
     with_attention = draw(st.booleans(), label="attention") if attention is None else attention
-    dim = heads * draw(st.integers(1, 4), label="head size") if with_attention else draw(st.integers(1, 8))
-    vocab = draw(st.integers(2, 40), label="vocab")
-    return SequenceArch(vocab, dim, draw(st.integers(1, 9), label="length"), heads if with_attention else None,
+    dim = heads * draw(st.integers(1, head_size), label="head size") if with_attention else \
+        draw(st.integers(1, 2 * head_size))
+    vocab = draw(st.integers(*vocab), label="vocab")
+    table_scale = draw(st.sampled_from(table_scales), label="table scale") if len(table_scales) > 1 else \
+        table_scales[0]
+    return SequenceArch(vocab, dim, draw(st.integers(1, length), label="length"), heads if with_attention else None,
                         draw(st.sampled_from(("linear", "relu", "tanh")), label="activation"),
                         draw(st.integers(1, 4), label="units"), dtype, draw(st.integers(0, 2**16), label="seed"),
                         draw(st.sampled_from((None, 0)), label="padding_idx"),
                         draw(st.booleans(), label="bias") if with_attention else True,
-                        draw(st.booleans(), label="need_weights"))
+                        draw(st.booleans(), label="need_weights"), table_scale)
 
 
 def torch_sequence_model(arch: SequenceArch):
@@ -65,6 +72,9 @@ def torch_sequence_model(arch: SequenceArch):
             return self.fc(h.mean(dim=1))
 
     model = Classifier().eval()
+    if arch.table_scale != 1.0:
+        with torch.no_grad():
+            model.embed.weight.mul_(arch.table_scale)
     if arch.heads is not None and arch.bias:
         with torch.no_grad():  # torch starts its attention biases at zero: draw them, or a bias mix-up hides
             model.attn.in_proj_bias.uniform_(-1, 1)

@@ -127,7 +127,7 @@ class Adapter(ABC):
         """Why this framework builds no chains at all (``chain_builder`` is False), or None."""
         if self.chain_builder:
             return None
-        return f"{self.name} builds dense stacks only here (no conv, pooling or norm layers)"
+        return f"{self.name} builds dense stacks only here (no conv, pooling, norm, sequence or recurrent layers)"
 
     @abstractmethod
     def get_weights(self, model: Any) -> list[LayerWeights]:

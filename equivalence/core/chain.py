@@ -6,7 +6,7 @@ width and whether a layer has a bias are in its weights. Here: the JSON form of 
 and seeded cases drawn from a blueprint (``Planned`` layers: the kind made at the input shape it gets).
 
 A new kind plugs in with one entry in ``KIND_TYPES`` (a frozen dataclass whose fields are JSON numbers,
-strings, booleans and tuples of them) and one in ``WEIGHT_DRAWS``; each framework's chain builder
+strings, booleans, null and tuples of them) and one in ``WEIGHT_DRAWS``; each framework's chain builder
 (``Adapter.build_chain``) gains one entry too.
 """
 
@@ -14,21 +14,27 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
+import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from equivalence.core.attention import SelfAttention
 from equivalence.core.case import Case
 from equivalence.core.dtypes import numpy_dtype
+from equivalence.core.embedding import Embedding, SequenceMean
 from equivalence.core.kinds import DENSE, LayerWeights
 from equivalence.core.norms import BatchNorm, LayerNorm
-from equivalence.core.spatial import Conv, Flatten, Pool, same_padding
+from equivalence.core.recurrent import Recurrent
+from equivalence.core.spatial import Conv, Flatten, Padding, Pool, same_padding
 from equivalence.core.spec import ChainSpec, StackSpec
 
 KIND_TYPES: dict[str, Any] = {"dense": None, "conv": Conv, "pool": Pool, "flatten": Flatten,
-                              "layernorm": LayerNorm, "batchnorm": BatchNorm}
+                              "layernorm": LayerNorm, "batchnorm": BatchNorm, "embedding": Embedding,
+                              "mean": SequenceMean, "attention": SelfAttention, "lstm": Recurrent, "gru": Recurrent}
 """Every kind a chain may hold, by its ``name``: its class (None: the ``DENSE`` singleton, no fields)."""
 
 NO_WEIGHTS = np.zeros((0,))
@@ -60,10 +66,46 @@ def kind_from_json(data: Any) -> Any:
     if cls is None:
         return DENSE
     fields = {k: _as_tuples(v) for k, v in data.items() if k != "name"}
+    hints = typing.get_type_hints(cls)
+    for name, value in fields.items():
+        if name in hints and not _fits(value, hints[name], minimum=0 if hints[name] == Padding else 1):
+            raise ValueError(f"layer kind {data['name']}: {name} must be {_what(hints[name])}, got {value!r:.60}")
     try:
         return cls(**fields)
     except TypeError as exc:
         raise ValueError(f"layer kind {data['name']}: {exc}") from None
+
+
+def _fits(value: Any, hint: Any, *, minimum: int) -> bool:
+    """``value`` read from JSON is of the field's type ``hint``: an integer at least ``minimum`` (a size, a stride,
+    a channel count: 1; a padding: 0), a finite non-negative number, a string, a boolean, or a tuple of them."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # an optional index (padding_idx): 0 or more
+        return any(value is None if arg is type(None) else _fits(value, arg, minimum=0)
+                   for arg in typing.get_args(hint))
+    if typing.get_origin(hint) is tuple:
+        if not isinstance(value, tuple):
+            return False
+        args = typing.get_args(hint)
+        items = [args[0]] * len(value) if len(args) == 2 and args[1] is Ellipsis else list(args)
+        return len(items) == len(value) and all(_fits(v, h, minimum=minimum) for v, h in zip(value, items))
+    if hint is bool or hint is str:
+        return isinstance(value, hint)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if hint is int:
+        return isinstance(value, int) and value >= minimum
+    return hint is float and math.isfinite(value) and value >= 0
+
+
+def _what(hint: Any) -> str:
+    if hint == Padding:
+        return "a list of [before, after] pairs of integers, 0 or more, one per spatial axis"
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return "an integer, 0 or more, or null"
+    if typing.get_origin(hint) is tuple:
+        return "a list of positive integers"
+    return {int: "a positive integer", float: "a finite number, 0 or more", str: "a string", bool: "a boolean"}.get(
+        hint, str(hint))
 
 
 def spec_to_json(spec: StackSpec | ChainSpec) -> dict[str, Any]:
@@ -120,7 +162,10 @@ def check_chain_weights(spec: ChainSpec, weights: Sequence[LayerWeights], *, wha
         got = tuple(np.shape(a) for a in (W, b) if a is not None and np.size(a))
         if got != expected:
             raise ValueError(f"{what}: layer {i} ({kind.name}) has parameters shaped {got}, expected {expected}")
-        shape = (int(np.shape(W)[1]),) if kind is DENSE else tuple(kind.output_shape(shape))
+        before, shape = shape, (int(np.shape(W)[1]),) if kind is DENSE else tuple(kind.output_shape(shape))
+        if not all(n > 0 for n in shape):
+            raise ValueError(f"{what}: layer {i} ({kind.name}) gives no output on its input {before} (got shape "
+                             f"{shape}): its window is larger than the input")
 
 
 # --- blueprints and seeded cases -----------------------------------------------------------------------
@@ -176,6 +221,27 @@ def layernorm(activation: str = "linear", *, epsilon: float = 1e-3) -> Planned:
     return Planned(lambda shape: LayerNorm(shape[-1], epsilon), activation)
 
 
+def embedding(rows: int, dim: int) -> Planned:
+    """A table of ``rows`` ids over the chain's input, token ids ``(L,)``; its cases draw ids, not values."""
+    return Planned(lambda shape: Embedding(rows, dim, shape[0]))
+
+
+def token_mean(activation: str = "linear") -> Planned:
+    """The mean over the tokens of a sequence ``(L, features)``."""
+    return Planned(lambda shape: SequenceMean(*shape), activation)
+
+
+def attention(heads: int, activation: str = "linear", *, bias: bool = True) -> Planned:
+    """Self-attention of ``heads`` heads over a sequence ``(L, E)``, each head ``E // heads`` wide."""
+    return Planned(lambda shape: SelfAttention(shape[1], heads, shape[1] // heads, shape[0]), activation, bias=bias)
+
+
+def recurrent(cell: str, units: int, activation: str = "linear", *, sequences: bool = False,
+              bias: bool = True) -> Planned:
+    """An LSTM or GRU (``cell``) over a sequence ``(T, features)``: its output the sequence, or the last step."""
+    return Planned(lambda shape: Recurrent(cell, shape[1], units, shape[0], sequences), activation, bias=bias)
+
+
 def resolve(input_shape: tuple[int, ...], layers: Sequence[Planned], dtype: str) -> ChainSpec:
     """The chain spec of a blueprint: every kind made at the shape the layers before it give."""
     kinds, shape = [], tuple(input_shape)
@@ -193,9 +259,16 @@ def _signed(rng: np.random.Generator, low: float, high: float, n: int) -> np.nda
 def _draw_affine(rng: np.random.Generator, kernel: tuple[int, ...], fan_in: int, bias: bool,
                  weight_scale: str) -> LayerWeights:
     """A kernel U(-s, s) (s = 1, or 1/sqrt(fan-in)) and a bias bounded away from zero (a dropped bias shows)."""
+    return _draw_shaped(rng, (kernel, (kernel[-1],)), fan_in, bias, weight_scale)
+
+
+def _draw_shaped(rng: np.random.Generator, shapes: tuple[tuple[int, ...], ...], fan_in: int, bias: bool,
+                 weight_scale: str) -> LayerWeights:
+    """``W`` shaped ``shapes[0]``, U(-s, s) (s = 1, or 1/sqrt(fan-in)); a bias shaped ``shapes[1]``, bounded away
+    from zero (a dropped bias shows)."""
     scale = 1.0 if weight_scale == "unit" else 1.0 / np.sqrt(fan_in)
-    W = rng.uniform(-scale, scale, size=kernel)
-    return LayerWeights(W, _signed(rng, 0.1, 1.0, kernel[-1]) if bias else None)
+    W = rng.uniform(-scale, scale, size=shapes[0])
+    return LayerWeights(W, _signed(rng, 0.1, 1.0, math.prod(shapes[1])).reshape(shapes[1]) if bias else None)
 
 
 def _draw_norm(rng: np.random.Generator, kind: Any) -> LayerWeights:
@@ -215,6 +288,14 @@ WEIGHT_DRAWS: Mapping[str, Callable[..., LayerWeights]] = {
     "flatten": lambda rng, kind, shape, planned, scale: LayerWeights(NO_WEIGHTS, None),
     "layernorm": lambda rng, kind, shape, planned, scale: _draw_norm(rng, kind),
     "batchnorm": lambda rng, kind, shape, planned, scale: _draw_norm(rng, kind),
+    "embedding": lambda rng, kind, shape, planned, scale: LayerWeights(rng.uniform(-1, 1, (kind.rows, kind.dim)), None),
+    "mean": lambda rng, kind, shape, planned, scale: LayerWeights(NO_WEIGHTS, None),
+    "attention": lambda rng, kind, shape, planned, scale: _draw_shaped(
+        rng, kind.parameter_shapes(bias=True), kind.embed_dim, planned.bias, scale),
+    "lstm": lambda rng, kind, shape, planned, scale: _draw_shaped(
+        rng, kind.parameter_shapes(bias=True), kind.units, planned.bias, scale),
+    "gru": lambda rng, kind, shape, planned, scale: _draw_shaped(
+        rng, kind.parameter_shapes(bias=True), kind.units, planned.bias, scale),
 }
 """Each kind's seeded weights: ``(rng, kind, input shape, planned layer, weight scale) -> LayerWeights``."""
 
@@ -230,5 +311,8 @@ def make_chain_case(input_shape: tuple[int, ...], layers: Sequence[Planned], dty
         W, b = WEIGHT_DRAWS[kind.name](rng, kind, shape, planned, weight_scale)
         weights.append(LayerWeights(W.astype(dt), None if b is None else b.astype(dt)))
         shape = (planned.units,) if kind is DENSE else tuple(kind.output_shape(shape))
-    x = rng.uniform(-input_scale, input_scale, size=(batch, *input_shape)).astype(dt)
+    if getattr(spec.kinds[0], "integer_input", False):  # token ids, every one of the table's rows possible
+        x = rng.integers(0, spec.kinds[0].rows, size=(batch, *input_shape))
+    else:
+        x = rng.uniform(-input_scale, input_scale, size=(batch, *input_shape)).astype(dt)
     return Case(spec, tuple(weights), x)  # type: ignore[arg-type]  # a chain's Case: ChainSpec in spec's place

@@ -235,7 +235,7 @@ def compare_layers(spec: StackSpec | ChainSpec, weights: Sequence[LayerWeights],
         bound = forward_bound(trace, layer_weights, act, spec.dtype, {name: facts.get(name) for name in ran},
                               kind=kind)
         excuse = {name: excused(framework_of(name), act, spec.dtype, trace.z, np.asarray(out), x=trace.x,
-                                facts=facts.get(name))
+                                facts=facts.get(name), layer_kind=kind.name)
                   for name, out in ran.items()}
         as64 = {name: _as_float64(out) for name, out in ran.items()}
         redefined = {name: d for name in ran

@@ -22,7 +22,7 @@ import numpy as np
 
 from equivalence.core.dtypes import EPSILON
 from equivalence.core.kinds import LayerTrace, LayerWeights
-from equivalence.core.spatial import NoParameters, apply_activation
+from equivalence.core.spatial import NoParameters, apply_activation, exact_scale
 from equivalence.core.tolerance import SAFETY
 
 SAFETY_WINDOW = 2 * SAFETY
@@ -120,8 +120,8 @@ class Embedding:
         return 0.0
 
     def scale(self, trace: LayerTrace, weights: LayerWeights, *, slope: float = 1.0) -> float:
-        """0: a gather is exact."""
-        return 0.0
+        """A gather is exact: ``exact_scale`` (0 without an activation after it)."""
+        return exact_scale(trace)
 
     def weight_rounding_error(self, x: np.ndarray, weights: LayerWeights, *, slope: float = 1.0,
                               weight_dtype: str = "float32") -> float:

@@ -198,11 +198,12 @@ def definition(framework: str, activation: str, dtype: str, *,
 
 
 def excused(framework: str, activation: str, dtype: str, z: np.ndarray, got: np.ndarray, *,
-            x: np.ndarray | None = None, facts: Facts | None = None) -> np.ndarray:
-    """Positions where ``framework``'s non-finite class may differ from the reference, by name."""
+            x: np.ndarray | None = None, facts: Facts | None = None, layer_kind: str = "dense") -> np.ndarray:
+    """Positions where ``framework``'s non-finite class may differ from the reference, by name; ``layer_kind``: the
+    layer's ``Kind.name`` (an entry limited to other kinds excuses nothing)."""
     mask = np.zeros(np.shape(got), dtype=bool)
     for d in known_differences():
-        if (d.kind == "excuse" and d.applies(framework, activation, dtype, facts=facts)
-                and np.shape(z) == np.shape(got)):
+        if (d.kind == "excuse" and (not d.layer_kinds or layer_kind in d.layer_kinds)
+                and d.applies(framework, activation, dtype, facts=facts) and np.shape(z) == np.shape(got)):
             mask |= d.excuse(np.asarray(z), np.asarray(got), None if x is None else np.asarray(x))
     return mask

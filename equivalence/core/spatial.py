@@ -67,6 +67,17 @@ def apply_activation(activation: str | Callable[[np.ndarray], np.ndarray], z: np
     return act(z)
 
 
+def exact_scale(trace: LayerTrace) -> float:
+    """The scale of a layer computing exactly (a selection, a reshape, a gather): 0 while its output is its own
+    values (no activation after it, or one that changed none of them), else the rounding of the activation after it
+    on exact inputs, ``max(1, max|h|)`` as Dense's (a tanh after an embedding is off by an ulp of its output)."""
+    z, h = np.asarray(trace.z, dtype=np.float64), np.asarray(trace.h, dtype=np.float64)
+    if z.shape == h.shape and np.array_equal(z, h, equal_nan=True):
+        return 0.0
+    finite = h[np.isfinite(h)]
+    return max(1.0, float(np.max(np.abs(finite))) if finite.size else 0.0)
+
+
 class NoParameters:
     """What a kind without weights (pooling, flatten, a mean) answers: no parameters, nothing to round."""
 
@@ -236,9 +247,9 @@ class Pool(NoParameters):
         return float(np.max(s)) if s.size else 0.0
 
     def scale(self, trace: LayerTrace, weights: LayerWeights | None = None, *, slope: float = 1.0) -> float:
-        """0 for max pooling (a selection is exact), else ``max(1, slope * S, max|h|)`` as Dense's."""
+        """For max pooling (a selection is exact) ``exact_scale``, else ``max(1, slope * S, max|h|)`` as Dense's."""
         if self.op == "max":
-            return 0.0
+            return exact_scale(trace)
         h = np.asarray(trace.h, dtype=np.float64)
         finite = h[np.isfinite(h)]
         return max(1.0, slope * self.magnitude(trace.x), float(np.max(np.abs(finite))) if finite.size else 0.0)
@@ -272,7 +283,7 @@ class Flatten(NoParameters):
         return 0.0
 
     def scale(self, trace: LayerTrace, weights: LayerWeights | None = None, *, slope: float = 1.0) -> float:
-        return 0.0
+        return exact_scale(trace)
 
 
 def flatten_permutation(channels_last: tuple[int, ...]) -> np.ndarray:

@@ -133,17 +133,19 @@ def forward_bound(trace: LayerTrace, weights: LayerWeights, activation: str, dty
 
     ``trace``: the layer's float64 reference at the input the frameworks got; ``frameworks[label]``: the facts
     the label's outputs were computed under (None: this process's), which decide the named differences
-    (``equivalence.core.known_differences``) that apply.
+    (``equivalence.core.known_differences``) that apply: those of the activation after the layer, and of the
+    activations a kind computes with inside (``inner_activations``: an LSTM's tanh and sigmoid).
     """
     slope = ACTIVATIONS[activation].max_slope
     scale = kind.scale(trace, weights, slope=slope)
     eps = EPSILON[dtype]
+    computed_with = dict.fromkeys((activation, *getattr(kind, "inner_activations", ())))  # a cell's own too
     granted, own = {}, {}
     for label, facts in frameworks.items():
         name = framework_of(label)
-        granted[label] = (extra_error(name, activation, dtype, facts=facts, layer_kind=kind.name) * scale
-                          + rounded_weights_error(name, x=trace.x, weights=weights, activation=activation,
-                                                  dtype=dtype, kind=kind))
+        named = sum(extra_error(name, act, dtype, facts=facts, layer_kind=kind.name) for act in computed_with)
+        granted[label] = (named * scale + rounded_weights_error(name, x=trace.x, weights=weights,
+                                                                activation=activation, dtype=dtype, kind=kind))
         entry = definition(name, activation, dtype, facts=facts)
         if entry is not None:
             own_trace = own_definition(entry, trace, weights, kind=kind)

@@ -16,11 +16,20 @@ __all__ = ["Adapter", "FrameworkRefused", "FrameworkUnavailable", "Gradients", "
 def adapter_names(package: str) -> Callable[[str], Any]:
     """A package's ``__getattr__`` giving its ``adapter`` module's names, importing it (and so the framework)
     on first use: the package itself imports nothing heavy, so its data-only modules (``known_differences``)
-    load without the framework. A submodule's name is left to the import system."""
+    load without the framework. A submodule's name is left to the import system.
+
+    A name asked for while the framework cannot import is an ``AttributeError`` naming why, as the protocol of a
+    module's ``__getattr__`` wants: ``pickle.whichmodule`` (which torch.compile's graph cache calls) asks every
+    module in ``sys.modules`` for a name and expects nothing else."""
 
     def __getattr__(name: str) -> Any:
         if importlib.util.find_spec(f"{package}.{name}") is not None:
             raise AttributeError(f"module {package!r} has no attribute {name!r} until its submodule is imported")
-        return getattr(importlib.import_module(f"{package}.adapter"), name)
+        try:
+            adapter = importlib.import_module(f"{package}.adapter")
+        except (ImportError, FrameworkUnavailable) as exc:
+            raise AttributeError(f"module {package!r} gives {name!r} from its adapter, which cannot import here: "
+                                 f"{exc}") from exc
+        return getattr(adapter, name)
 
     return __getattr__

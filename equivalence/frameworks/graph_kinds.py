@@ -1,26 +1,31 @@
 """The layer kinds a converter writes into a graph that the graph readers (``onnx_graph``, ``litert_graph``,
-``keras.saved_model_graph``) do not read yet: recognised by their op, so the refusal says which kind the op starts
-(a convolution, the transposes converters put around one, a normalisation written as ops) instead of only that
-the op is no dense layer's.
+``keras.saved_model_graph``) do not read yet (ONNX's convolutions, pooling and norms are read: ``onnx_kinds``):
+recognised by their op, so the refusal says which kind the op starts (a convolution, the transposes converters put
+around one, a normalisation written as ops) instead of only that the op is no dense layer's.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
 NOT_READ_YET = {
-    # ONNX
-    "Conv": "a convolution", "ConvTranspose": "a transposed convolution", "MaxPool": "a pooling layer",
-    "AveragePool": "a pooling layer", "GlobalAveragePool": "a pooling layer", "GlobalMaxPool": "a pooling layer",
-    "BatchNormalization": "a batch normalisation", "LayerNormalization": "a layer normalisation",
-    "InstanceNormalization": "an instance normalisation", "Transpose": "a transpose (converters put them around "
-    "convolutions, to and from channels-last)",
-    "ReduceMean": "a normalisation written as ops (ReduceMean, Sub, Pow, ...)",
-    # LiteRT
-    "CONV_2D": "a convolution", "DEPTHWISE_CONV_2D": "a convolution", "TRANSPOSE_CONV": "a transposed convolution",
-    "MAX_POOL_2D": "a pooling layer", "AVERAGE_POOL_2D": "a pooling layer", "MEAN": "a normalisation written as "
+    # ONNX (Conv, MaxPool, AveragePool, BatchNormalization and LayerNormalization are read: onnx_kinds)
+    "ConvTranspose": "a transposed convolution", "GlobalAveragePool": "a global pooling layer",
+    "GlobalMaxPool": "a global pooling layer", "InstanceNormalization": "an instance normalisation",
+    "Transpose": "a transpose (converters put them around convolutions, to and from channels-last)",
+    "ReduceMean": "a normalisation written as ops (ReduceMean, Sub, Pow, ...) on a spatial tensor",
+    # LiteRT (CONV_2D, MAX_POOL_2D and AVERAGE_POOL_2D are read: litert_kinds)
+    "DEPTHWISE_CONV_2D": "a convolution", "TRANSPOSE_CONV": "a transposed convolution",
+    "SPACE_TO_BATCH_ND": "a dilated convolution (SPACE_TO_BATCH_ND, CONV_2D, BATCH_TO_SPACE_ND)",
+    "EXPAND_DIMS": "a 1-D convolution or pooling layer (EXPAND_DIMS, CONV_2D or a pool, RESHAPE)",
+    "MEAN": "a normalisation written as "
     "ops (MEAN, SUB, ...)", "TRANSPOSE": "a transpose (converters put them around convolutions)",
-    # TensorFlow (MaxPool: as in ONNX)
+    # TensorFlow
     "Conv2D": "a convolution", "Conv1D": "a convolution", "DepthwiseConv2dNative": "a convolution",
-    "AvgPool": "a pooling layer", "FusedBatchNormV3": "a batch normalisation",
+    "MaxPool": "a pooling layer", "AvgPool": "a pooling layer", "FusedBatchNormV3": "a batch normalisation",
     "Mean": "a normalisation written as ops (Mean, Sub, ...)",
 }
 
@@ -28,6 +33,18 @@ NOT_READ_YET = {
 def not_read_yet(op: str) -> str | None:
     """Why a graph's ``op`` is refused when it starts a layer kind the readers do not read yet; else None."""
     kind = NOT_READ_YET.get(op)
-    return None if kind is None else (f"{op} starts {kind}: the suite reads dense layers (and their activations) "
-                                      "from converted graphs, not this kind yet; compare the models it was converted "
-                                      "from")
+    return None if kind is None else (f"{op} starts {kind}: the suite does not read this kind from converted graphs "
+                                      "yet; compare the models it was converted from")
+
+
+@dataclass(frozen=True)
+class KindRead:
+    """One op of a graph read as a layer of another kind than dense (``onnx_kinds``, ``litert_kinds``): its kind,
+    canonical ``W`` and ``b``, the weights as stored, and the canonical shape of its output per sample (None: a 2-D
+    tensor)."""
+
+    layer_kind: Any
+    W: np.ndarray
+    b: np.ndarray | None
+    native: np.ndarray
+    next_shape: tuple[int, ...] | None

@@ -1,15 +1,18 @@
 """Read a LiteRT (TFLite) flatbuffer (a ``.tflite`` file) into dense units, and run each on the LiteRT interpreter.
 
 The flatbuffer is read as a graph (``ai_edge_litert``'s schema): a dense unit is a ``FULLY_CONNECTED`` op on the
-chain's tensor and a constant weight (stored ``(out, in)``), its bias the op's third input or a following ``ADD``
-of a constant, and its activation the op's fused one (``RELU``, ``RELU6``, ``TANH``) or the ops after it
-(``LOGISTIC``, ``TANH``, ``SOFTMAX``, ``GELU``, ``HARD_SWISH``, ``ELU``, ``LEAKY_RELU``, ``LOGISTIC``+``MUL`` for
-SiLU...). ``RESHAPE`` between units is skipped; anything else or a branch is refused with the op's index in the
-subgraph. Weights stored as float16 (float16 weight quantisation: a ``DEQUANTIZE`` op of each float16 constant
-before the float32 kernels) are read as the float16 values, exactly, and the units are labelled ``litert_fp16w``:
-that registered framework's ``weights_dtype`` (float16) adds the weight rounding term to the error model, and the
-other model's weights are compared rounded to float16 (``equivalence.own``). Any other ``DEQUANTIZE`` (integer
-quantisation) is refused.
+chain's tensor and a constant weight (stored ``(out, in)``), its bias the op's third input or a following ``ADD`` of
+a constant, and its activation the op's fused one (``RELU``, ``RELU6``, ``TANH``) or the ops after it (``LOGISTIC``,
+``TANH``, ``SOFTMAX``, ``GELU``, ``HARD_SWISH``, ``ELU``, ``LEAKY_RELU``, ``LOGISTIC``+``MUL`` for SiLU...).
+``CONV_2D``, ``MAX_POOL_2D``, ``AVERAGE_POOL_2D`` and a ``RESHAPE`` of a spatial tensor (its target computed from
+``SHAPE``, ``STRIDED_SLICE``, ``PACK`` or constant) start units of the core's other kinds
+(``equivalence.frameworks.litert_kinds``), channels-last as LiteRT computes; a ``FULLY_CONNECTED`` on a spatial
+tensor (onnx2tf folds the flatten into it) is read as a flatten unit then its dense unit. ``RESHAPE`` between dense
+units is skipped; anything else or a branch is refused with the op's index in the subgraph. Weights stored as
+float16 (float16 weight quantisation: a ``DEQUANTIZE`` op of each float16 constant before the float32 kernels) are
+read as the float16 values, exactly, and the units are labelled ``litert_fp16w``: that registered framework's
+``weights_dtype`` (float16) adds the weight rounding term to the error model, and the other model's weights are
+compared rounded to float16 (``equivalence.own``). Any other ``DEQUANTIZE`` (integer quantisation) is refused.
 
 Each unit runs where the model lives: its own ops, cut out of a copy of the flatbuffer into a model of their own
 (input the tensor feeding the ``FULLY_CONNECTED``, output the activation's), on the interpreter with its default
@@ -19,16 +22,20 @@ named differences apply.
 
 from __future__ import annotations
 
+import copy
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from equivalence.core.activations import activation_name
-from equivalence.core.walk import DenseUnit, ModelNotSupported, check_chain
+from equivalence.core.kinds import DENSE
+from equivalence.core.spatial import Flatten
+from equivalence.core.walk import DenseUnit, ModelNotSupported, Refused, check_chain
 from equivalence.frameworks.graph_kinds import not_read_yet
+from equivalence.frameworks.litert_kinds import KIND_OPS, read_kind
 
 FRAMEWORK = "litert"
 FLOAT16_WEIGHTS = "litert_fp16w"
@@ -99,6 +106,11 @@ class _Pending:
     fused: bool
     input_of_act: int = -1
     dequantize: list[Any] | None = None  # the DEQUANTIZE ops of its float16 weights, run before its own ops
+    layer_kind: Any = DENSE
+    in_shape: tuple[int, ...] = ()  # canonical (channels-last, as LiteRT computes), per sample; dense: empty
+    out_shape: tuple[int, ...] = ()
+    shape_ops: list[Any] = field(default_factory=list)  # a RESHAPE's target computed from SHAPE: run before it
+    flattens: tuple[int, ...] = ()  # a FULLY_CONNECTED on a spatial tensor: that tensor's shape, which it flattens
 
 
 def walk(model: Any) -> list[DenseUnit]:
@@ -130,13 +142,18 @@ def walk(model: Any) -> list[DenseUnit]:
                                 f"takes {len(graph.inputs)} inputs and gives {len(graph.outputs)} outputs; the suite "
                                 "judges a model of one input and one output")
     current = int(graph.inputs[0])
+    declared = tuple(int(d) for d in graph.tensors[current].shape)
+    shape = declared[1:] if len(declared) > 2 else None  # canonical per sample while spatial; None once 2-D
+    computed = _shape_computations(flat, names, constant)
     units: list[DenseUnit] = []
     pending: _Pending | None = None
     for index, op in enumerate(graph.operators):
         code = flat.operatorCodes[op.opcodeIndex]
         name = names.get(max(code.builtinCode, code.deprecatedBuiltinCode), f"op{code.builtinCode}")
         inputs = [int(t) for t in op.inputs]
-        dynamic = [t for t in inputs if t >= 0 and constant(t) is None]
+        if int(op.outputs[0]) in computed:
+            continue
+        dynamic = [t for t in inputs if t >= 0 and constant(t) is None and t not in computed]
         out_name = graph.tensors[op.outputs[0]].name
         label = out_name.decode() if isinstance(out_name, bytes) else str(out_name)
 
@@ -159,12 +176,25 @@ def walk(model: Any) -> list[DenseUnit]:
         if dynamic != [current]:
             raise refuse(f"a branch: it takes {len(dynamic)} computed tensors, but should take the previous layer's "
                          "output alone (residual connections and concatenations are not judged)")
-        if name == "FULLY_CONNECTED":
+        if name in KIND_OPS or (name == "RESHAPE" and shape is not None):
+            if pending is not None:
+                units.append(_close(pending, model.content, flat))
+            pending = _kind(index, op, name, current, shape, constant, refuse, graph)
+            pending.dequantize = [dequantized[t][1] for t in inputs if t in dequantized]
+            pending.shape_ops = _computing(computed, inputs)
+            shape = read_shape if (read_shape := pending.out_shape) and len(read_shape) > 1 else None
+        elif name == "FULLY_CONNECTED":
             if pending is not None:
                 units.append(_close(pending, model.content, flat))
             pending = _dense(index, op, current, constant, refuse)
+            if shape is not None:  # the converter fused a flatten into it: a Flatten unit, then the dense one
+                if pending.W.shape[0] != int(np.prod(shape)):
+                    raise refuse(f"takes {pending.W.shape[0]} features from a tensor of {shape} per sample")
+                units.append(_fused_flatten(index, shape))
+                pending.flattens, shape = shape, None
             pending.dequantize = [dequantized[t][1] for t in inputs if t in dequantized]
-        elif name == "ADD" and pending is not None and pending.b is None and pending.act == "linear":
+        elif name == "ADD" and pending is not None and pending.b is None and pending.act == "linear" \
+                and pending.layer_kind is DENSE:
             bias = next(constant(t) for t in inputs if t >= 0 and constant(t) is not None)
             if bias.size != pending.W.shape[1]:
                 raise refuse(f"adds a constant of shape {bias.shape}, but a bias of {pending.W.shape[1]} values "
@@ -182,8 +212,9 @@ def walk(model: Any) -> list[DenseUnit]:
                 units.append(_close(pending, model.content, flat))
                 pending = None
         elif pending is None or not_read_yet(name):
-            raise refuse(not_read_yet(name) or "not a FULLY_CONNECTED, and before any: the suite judges dense layers "
-                         "and their activations")
+            raise refuse(not_read_yet(name) or "not a layer the suite reads, and before any: it judges "
+                         "FULLY_CONNECTED (a bias ADD), CONV_2D, MAX_POOL_2D, AVERAGE_POOL_2D, a RESHAPE of a spatial "
+                         "tensor, and their activations")
         else:
             if pending.act != "linear":
                 raise refuse(f"a second activation after {pending.act}: the suite judges one per dense layer")
@@ -201,6 +232,59 @@ def walk(model: Any) -> list[DenseUnit]:
         raise ModelNotSupported("tflite", "output", "subgraph", None,
                                 "the model's output is not the end of its single chain of ops")
     return check_chain(units, "tflite")
+
+
+def _shape_computations(flat: Any, names: dict[int, str], constant: Any) -> dict[int, tuple[int, Any]]:
+    """Tensors computed from a ``SHAPE`` op and constants alone (the converter's Keras ``Flatten``: ``SHAPE``,
+    ``STRIDED_SLICE``, ``PACK`` into a ``RESHAPE``), each with the op computing it: read with the ``RESHAPE``."""
+    out: dict[int, tuple[int, Any]] = {}
+    for index, op in enumerate(flat.subgraphs[0].operators):
+        code = flat.operatorCodes[op.opcodeIndex]
+        dynamic = [int(t) for t in op.inputs if t >= 0 and constant(int(t)) is None]
+        if names.get(max(code.builtinCode, code.deprecatedBuiltinCode)) == "SHAPE" or \
+                (dynamic and all(t in out for t in dynamic)):
+            out.update({int(t): (index, op) for t in op.outputs})
+    return out
+
+
+def _fused_flatten(index: int, shape: tuple[int, ...]) -> DenseUnit:
+    """The flatten a ``FULLY_CONNECTED`` does to its spatial input (onnx2tf folds the ``RESHAPE`` into it): a unit of
+    its own, so the pair lines up with a model's ``Flatten`` layer. It has no op of its own to run: its values are the
+    input's, reshaped (channels-last ``H, W, C`` order, as the op reads it), which is all the op does to it."""
+    empty = np.zeros((0,))
+    return DenseUnit(FRAMEWORK, f"op {index}", "tflite FULLY_CONNECTED (the flatten of its input)", index, empty,
+                     None, empty, "linear", "none", "", lambda x: np.asarray(x).reshape(len(x), -1),
+                     layer_kind=Flatten(shape), in_shape=shape, out_shape=(int(np.prod(shape)),))
+
+
+def _computing(computed: dict[int, tuple[int, Any]], inputs: list[int]) -> list[Any]:
+    """The ops computing ``inputs`` from a ``SHAPE`` (transitively), in execution order."""
+    found: dict[int, Any] = {}
+    todo = [t for t in inputs if t in computed]
+    while todo:
+        index, op = computed[todo.pop()]
+        if index not in found:
+            found[index] = op
+            todo += [int(t) for t in op.inputs if int(t) in computed]
+    return [found[i] for i in sorted(found)]
+
+
+def _kind(index: int, op: Any, name: str, current: int, shape: tuple[int, ...] | None, constant: Any, refuse: Any,
+          graph: Any) -> _Pending:
+    """A conv, pooling or flatten unit (``litert_kinds``), its fused activation read."""
+    if shape is None:
+        raise refuse(f"a {name} on a 2-D tensor: the suite judges it on (N, H, W, C)")
+    try:
+        read = read_kind(name, op, constant, shape, tuple(int(d) for d in graph.tensors[op.outputs[0]].shape))
+    except Refused as exc:
+        raise refuse(str(exc)) from None
+    fused = getattr(op.builtinOptions, "fusedActivationFunction", 0) if name != "RESHAPE" else 0
+    if fused not in _FUSED:
+        raise refuse(f"fused activation {fused} (ActivationFunctionType) is not one the suite knows")
+    out_shape = read.layer_kind.output_shape(shape)
+    return _Pending(index, current, [op], read.W, read.native, read.b, _FUSED[fused],
+                    f"fused in {name} op {index}" if fused else "none", bool(fused), layer_kind=read.layer_kind,
+                    in_shape=shape, out_shape=out_shape)
 
 
 def _dense(index: int, op: Any, current: int, constant: Any, refuse: Any) -> _Pending:
@@ -240,11 +324,19 @@ def _activation(name: str, op: Any) -> str:
 
 def _close(p: _Pending, content: bytes, flat: Any) -> DenseUnit:
     output = int(p.ops[-1].outputs[0])
-    sliced = _slice(content, [*(p.dequantize or []), *p.ops], p.input, output)
+    shape_ops = []
+    for op in p.shape_ops:  # a SHAPE of a tensor before the unit: its batch is the unit's input's
+        op = copy.deepcopy(op)
+        if len(op.inputs) == 1:
+            op.inputs = [p.input]
+        shape_ops.append(op)
+    sliced = _slice(content, [*(p.dequantize or []), *shape_ops, *p.ops], p.input, output)
     state: dict[str, Any] = {}
 
     def run(x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32)
+        if p.flattens:
+            x = x.reshape(x.shape[0], *p.flattens)  # as the op takes it: it flattens it itself
         interpreter = state.get("interpreter")
         if interpreter is None or state.get("batch") != x.shape[0]:
             interpreter = _interpreter(sliced)
@@ -258,16 +350,22 @@ def _close(p: _Pending, content: bytes, flat: Any) -> DenseUnit:
     name = flat.subgraphs[0].tensors[output].name
     name = name.decode() if isinstance(name, bytes) else str(name)
     kind = "tflite FULLY_CONNECTED" + ("+ADD" if len(p.ops) > 1 and _is_add(flat, p.ops[1]) else "")
+    if p.layer_kind is not DENSE:
+        kind = f"tflite {_name_of(flat, p.ops[0])}"
     if p.dequantize:
         kind = f"{kind} (float16 weights, DEQUANTIZE)"
     return DenseUnit(FLOAT16_WEIGHTS if p.dequantize else FRAMEWORK, f"op {p.index}", kind, p.index, p.W, p.b,
-                     p.native, p.act, p.act_source, "float32", run)
+                     p.native, p.act, p.act_source, "float32" if p.W.size else "", run, layer_kind=p.layer_kind,
+                     in_shape=p.in_shape, out_shape=p.out_shape)
+
+
+def _name_of(flat: Any, op: Any) -> str:
+    code = flat.operatorCodes[op.opcodeIndex]
+    return _op_names().get(max(code.builtinCode, code.deprecatedBuiltinCode), f"op{code.builtinCode}")
 
 
 def _is_add(flat: Any, op: Any) -> bool:
-    names = _op_names()
-    code = flat.operatorCodes[op.opcodeIndex]
-    return names.get(max(code.builtinCode, code.deprecatedBuiltinCode)) == "ADD"
+    return _name_of(flat, op) == "ADD"
 
 
 def _slice(content: bytes, ops: list[Any], input_tensor: int, output_tensor: int) -> bytes:
@@ -280,7 +378,7 @@ def _slice(content: bytes, ops: list[Any], input_tensor: int, output_tensor: int
     graph.inputs, graph.outputs = [input_tensor], [output_tensor]
     for tensor in (input_tensor, output_tensor):
         t = graph.tensors[tensor]
-        t.shapeSignature = [-1, int(t.shape[-1])]
+        t.shapeSignature = [-1, *(int(d) for d in t.shape[1:])]
     model.signatureDefs = []
     builder = flatbuffers.Builder(1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")

@@ -1,13 +1,18 @@
 """Read an ONNX graph (a ``ModelProto`` or a ``.onnx`` file) into dense units, and run each on ONNX Runtime.
 
-What converters emit is read as a graph, never as a model class: a dense unit is a ``MatMul`` or a ``Gemm``
-(its ``transB`` read; ``alpha``/``beta`` other than 1 refused) on the chain's tensor and a constant weight,
-then an ``Add`` of a constant bias (``MatMul+Add``: the same unit as a ``Gemm`` with its ``C``), then the
-nodes of its activation: one op (``Relu``, ``Gelu``, ``Softmax``...) or the decompositions exporters write
-(``Sigmoid``+``Mul`` for SiLU, ``Softplus``+``Tanh``+``Mul`` for Mish, ``Abs``+``Add``+``Div`` for softsign,
-``Clip(0, 6)`` for relu6, the ``Erf`` form of the exact GELU). Weights are the initializers and ``Constant``
-nodes. ``Identity``, ``Dropout``, ``Flatten`` and ``Reshape`` between units are skipped; any other op, a
-branch, or a second input is refused with the node's name, op and index in ``graph.node``.
+What converters emit is read as a graph, never as a model class: a dense unit is a ``MatMul`` or a ``Gemm`` (its
+``transB`` read; ``alpha``/``beta`` other than 1 refused) on the chain's tensor and a constant weight, then an
+``Add`` of a constant bias (``MatMul+Add``: the same unit as a ``Gemm`` with its ``C``), then the nodes of its
+activation: one op (``Relu``, ``Gelu``, ``Softmax``...) or the decompositions exporters write (``Sigmoid``+``Mul``
+for SiLU, ``Softplus``+``Tanh``+``Mul`` for Mish, ``Abs``+``Add``+``Div`` for softsign, ``Clip(0, 6)`` for relu6,
+the ``Erf`` form of the exact GELU). Weights are the initializers, ``Constant`` nodes and ``Identity`` nodes of
+those. ``Conv``, ``MaxPool``, ``AveragePool``, a ``Flatten`` or ``Reshape`` of a spatial tensor,
+``BatchNormalization`` and ``LayerNormalization`` start units of the core's other kinds
+(``equivalence.frameworks.onnx_kinds``), each with its activation; a spatial unit runs channels-first, as ONNX
+computes, on the canonical channels-last input made channels-first. ``Identity``, ``Dropout``, ``Flatten`` and
+``Reshape`` between dense units are skipped; a LayerNorm torch's exporter writes as nine ops below opset 17
+(``ReduceMean`` ... ``Add``) is read as one unit of them; any other op, a branch, or a second input is refused with
+the node's name, op and index in ``graph.node``.
 
 Each unit runs where the model lives: its own nodes, cut out of a copy of the graph into a graph of their
 own (input the tensor feeding the ``MatMul``, output the activation's, the batch axis left free), in an ORT
@@ -18,8 +23,8 @@ framework's, so its named differences (``equivalence.core.known_differences``) a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +34,32 @@ import onnxruntime as ort
 from onnx import helper, numpy_helper
 
 from equivalence.core.activations import activation_name
-from equivalence.core.walk import DenseUnit, ModelNotSupported, check_chain
+from equivalence.core.kinds import DENSE
+from equivalence.core.spatial import Flatten, flatten_permutation
+from equivalence.core.walk import DenseUnit, ModelNotSupported, Refused, check_chain
 from equivalence.frameworks.graph_kinds import not_read_yet
+from equivalence.frameworks.onnx_kinds import (
+    FLATTEN_OPS,
+    KIND_OPS,
+    LAYER_NORM_OPS,
+    attr,
+    channels_first,
+    decomposed_layer_norm,
+    f32,
+    input_shape,
+    read_kind,
+    transpose_direction,
+)
 from equivalence.frameworks.ort_errors import ORT_ERRORS, refusal
 
 FRAMEWORK = "ort"
 """The label of the units: ORT runs them, and the ``ort`` entries of the named differences apply."""
 DENSE_OPS = ("MatMul", "Gemm")
+STARTS = DENSE_OPS + KIND_OPS
+"""Ops that start a unit (a Flatten or a Reshape of a spatial tensor does too)."""
 SKIPPED = ("Identity", "Dropout", "Flatten", "Reshape")
+"""Ops skipped between dense units (2-D tensors: a Flatten changes nothing)."""
+JUDGED = "MatMul/Gemm (a bias Add), Conv, MaxPool, AveragePool, Flatten, BatchNormalization, LayerNormalization"
 DTYPES = {np.dtype("float32"): "float32", np.dtype("float64"): "float64", np.dtype("float16"): "float16"}
 
 
@@ -69,26 +92,17 @@ def load_model(path: str | Path) -> onnx.ModelProto:
 # --- the walk -----------------------------------------------------------------------------------
 
 def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+    """Initializers, ``Constant`` nodes, and ``Identity`` nodes of those (torch's exporter writes one for a
+    parameter whose values another shares)."""
     values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
     for node in graph.node:
         if node.op_type == "Constant" and node.attribute:
             values[node.output[0]] = np.asarray(helper.get_attribute_value(node.attribute[0]) if
                                                 node.attribute[0].name != "value" else
                                                 numpy_helper.to_array(node.attribute[0].t))
+        elif node.op_type == "Identity" and node.input[0] in values:
+            values[node.output[0]] = values[node.input[0]]
     return values
-
-
-def _attr(node: onnx.NodeProto, name: str, default: Any) -> Any:
-    for a in node.attribute:
-        if a.name == name:
-            value = helper.get_attribute_value(a)
-            return value.decode() if isinstance(value, bytes) else value
-    return default
-
-
-def _f32(value: float) -> float:
-    """A float attribute as written (ONNX stores float32: 0.01 reads 0.009999999776482582)."""
-    return float(str(np.float32(value)))
 
 
 @dataclass
@@ -103,6 +117,13 @@ class _Pending:
     b: np.ndarray | None = None
     pre: str = ""  # the tensor before the activation
     act_nodes: list[tuple[int, onnx.NodeProto]] | None = None
+    layer_kind: Any = DENSE
+    in_shape: tuple[int, ...] = ()  # canonical, per sample (a dense unit: empty)
+    out_shape: tuple[int, ...] = ()
+    permutation: np.ndarray | None = None  # a dense unit after a Flatten: its canonical rows' ONNX positions
+    transposes: list[tuple[int, onnx.NodeProto]] = field(default_factory=list)  # a converter's, around a conv
+    in_last: bool = False  # the unit takes channels-last input (a Transpose to channels-first is its first node)
+    out_last: bool = False  # it gives channels-last output (a Transpose back is its last node)
 
 
 def _name(node: onnx.NodeProto, index: int) -> str:
@@ -110,54 +131,108 @@ def _name(node: onnx.NodeProto, index: int) -> str:
 
 
 def walk(model: Any) -> list[DenseUnit]:
-    """The dense units of an ONNX graph in execution order; ``ModelNotSupported`` names what cannot be judged."""
+    """The units of an ONNX graph in execution order; ``ModelNotSupported`` names what cannot be judged."""
     if isinstance(model, (str, Path)):
         model = load_model(model)
     if not isinstance(model, onnx.ModelProto):
         raise ModelNotSupported("onnx", "model", type(model).__name__, None, "is not an onnx.ModelProto")
     graph = model.graph
     consts = _constants(graph)
-    inputs = [i.name for i in graph.input if i.name not in consts]
+    inputs = [i for i in graph.input if i.name not in consts]
     if len(inputs) != 1 or len(graph.output) != 1:
         raise ModelNotSupported("onnx", graph.name or "graph", "graph", None,
                                 f"takes {len(inputs)} inputs and gives {len(graph.output)} outputs; the suite judges "
                                 "a model of one input and one output")
+    computed = _shape_computations(graph, consts)
     consumers: dict[str, list[int]] = {}
     for index, node in enumerate(graph.node):
-        for t in node.input:
+        for t in node.input if node.output[0] not in computed else ():
             consumers.setdefault(t, []).append(index)
-    current = inputs[0]
+    first = [graph.node[i] for i in consumers.get(inputs[0].name, [])]
+    rank = len(inputs[0].type.tensor_type.shape.dim)
+    layout_last = len(first) == 1 and first[0].op_type == "Transpose" and transpose_direction(first[0], rank) == "first"
+    try:
+        shape = input_shape(inputs[0], channels_last=layout_last)  # canonical per sample while spatial; None once 2-D
+    except Refused as exc:
+        raise ModelNotSupported("onnx", inputs[0].name, "input", None, str(exc)) from None
+    leading: tuple[int, onnx.NodeProto] | None = None  # a Transpose to channels-first, awaiting its conv
+    context = _Context(model, consts, consumers, _input_dtype(inputs[0]), computed)
+    current = inputs[0].name
     units: list[DenseUnit] = []
     pending: _Pending | None = None
+    permutation = None  # a Flatten's: the next dense unit's rows
+    absorbed: set[int] = set()  # the nodes of a norm written as ops, read with its first
     for index, node in enumerate(graph.node):
-        if node.op_type == "Constant":
-            continue
-        dynamic = [t for t in node.input if t and t not in consts]
+        if node.output[0] in consts or node.output[0] in computed or index in absorbed:  # a Constant, an Identity
+            continue                                                                    # of one; a shape
+        dynamic = [t for t in node.input if t and t not in consts and t not in computed]
 
         def refuse(problem: str, node: onnx.NodeProto = node, index: int = index) -> ModelNotSupported:
             return ModelNotSupported("onnx", _name(node, index), node.op_type, index, problem)
 
+        written = node.op_type == LAYER_NORM_OPS[0] and shape is None  # a LayerNorm written as ops, maybe
+        starts = node.op_type in STARTS or (node.op_type in FLATTEN_OPS and shape is not None) or written
+        direction = transpose_direction(node, len(shape) + 1) if node.op_type == "Transpose" and shape else None
+        trailing = direction == "last" and not layout_last and pending is not None and len(pending.out_shape) > 1
         if pending is not None and pending.act_nodes is not None:
             inside = {pending.pre} | {o for _, n in pending.act_nodes for o in n.output}
-            if node.op_type not in DENSE_OPS + SKIPPED and dynamic and set(dynamic) <= inside:
+            if not starts and node.op_type not in SKIPPED + ("Transpose",) and dynamic and set(dynamic) <= inside:
                 pending.act_nodes.append((index, node))  # the activation's next node (x * sigmoid(x): two)
                 current = node.output[0]
                 continue
-            units.append(_close(pending, model, consts, consumers))
-            pending = None
+            if not trailing:
+                units.append(_close(pending, context))
+                pending = None
+        if leading is not None and node.op_type not in KIND_OPS:
+            raise refuse(f"follows the Transpose to channels-first {_name(leading[1], leading[0])!r}, but is no "
+                         "conv, pooling or norm: the suite reads the Transposes converters put around those")
         if dynamic != [current]:
             raise refuse(f"a branch: it takes {', '.join(map(repr, dynamic)) or 'no tensor'}, but should take the "
                          f"previous layer's output {current!r} alone (residual connections and concatenations are "
                          "not judged)")
-        if len(set(consumers.get(current, []))) > 1 and not (pending is not None and node.op_type not in DENSE_OPS):
+        if len(set(consumers.get(current, []))) > 1 and not (pending is not None and not starts) and not written:
             raise refuse(f"a branch: {current!r} feeds {len(set(consumers[current]))} nodes")
-        if node.op_type in DENSE_OPS:
+        if trailing:  # the way back to channels-last: the unit's last node
+            pending.transposes.append((index, node))
+            pending.out_last, layout_last = True, True
+        elif direction == "first" and layout_last:  # to channels-first: the next unit's first node
             if pending is not None:
-                units.append(_close(pending, model, consts, consumers))
+                units.append(_close(pending, context))
+                pending = None
+            leading, layout_last = (index, node), False
+        elif node.op_type in DENSE_OPS:
+            if pending is not None:
+                units.append(_close(pending, context))
             try:
-                pending = _dense(index, node, current, consts)
+                pending = _dense(index, node, current, consts, shape, permutation)
             except _Refuse as exc:
                 raise refuse(str(exc)) from None
+            permutation = None
+        elif written:
+            if pending is not None:
+                units.append(_close(pending, context))
+            pending, current = _written_layer_norm(index, graph, context, current, absorbed, refuse)
+            continue
+        elif starts:
+            if pending is not None:
+                units.append(_close(pending, context))
+            if layout_last and node.op_type not in FLATTEN_OPS and shape is not None:
+                raise refuse(f"a {node.op_type} on a channels-last tensor: ONNX computes it channels-first (a "
+                             "converter puts a Transpose to channels-first before it)")
+            try:
+                read = read_kind(node, consts, shape, computed)
+            except Refused as exc:
+                raise refuse(str(exc)) from None
+            in_shape = shape or (read.layer_kind.features,)
+            pending = _Pending(index, node, current if leading is None else leading[1].input[0], read.W, read.native,
+                               node.op_type, [node], read.b, layer_kind=read.layer_kind, in_shape=in_shape,
+                               out_shape=read.layer_kind.output_shape(in_shape),
+                               transposes=[leading] if leading is not None else [],
+                               in_last=leading is not None or layout_last)
+            leading = None
+            if isinstance(read.layer_kind, Flatten):
+                permutation = None if layout_last else flatten_permutation(read.layer_kind.in_shape)
+            shape, layout_last = read.next_shape, layout_last and read.next_shape is not None
         elif node.op_type == "Add" and pending is not None and pending.b is None and pending.kind == "MatMul":
             bias = consts[next(t for t in node.input if t in consts)]
             if bias.size != pending.W.shape[1] or bias.ndim > 2:
@@ -167,23 +242,77 @@ def walk(model: Any) -> list[DenseUnit]:
             pending.nodes.append(node)
         elif node.op_type in SKIPPED:
             if pending is not None:
-                units.append(_close(pending, model, consts, consumers))
+                units.append(_close(pending, context))
                 pending = None
         elif pending is None or not_read_yet(node.op_type):
-            raise refuse(not_read_yet(node.op_type) or "not a MatMul or Gemm, and before any: the suite judges dense "
-                         "layers (MatMul/Gemm, a bias Add) and their activations")
+            raise refuse(not_read_yet(node.op_type) or "not a layer the suite reads, and before any: it judges "
+                         f"{JUDGED} and their activations")
         else:
             pending.pre, pending.act_nodes = current, [(index, node)]
         current = node.output[0]
     if pending is not None:
-        units.append(_close(pending, model, consts, consumers))
+        units.append(_close(pending, context))
     if graph.output[0].name != current:
         raise ModelNotSupported("onnx", graph.output[0].name, "output", None,
                                 f"the graph's output is not the end of its single chain of nodes ({current!r})")
     return check_chain(units, "onnx")
 
 
-def _dense(index: int, node: onnx.NodeProto, current: str, consts: dict[str, np.ndarray]) -> _Pending:
+def _written_layer_norm(index: int, graph: onnx.GraphProto, context: _Context, current: str, absorbed: set[int],
+                        refuse: Callable[[str], ModelNotSupported]) -> tuple[_Pending, str]:
+    """A LayerNorm torch's exporter wrote as ops (below opset 17), from its first ``ReduceMean``: one unit of its
+    nodes, which ``absorbed`` collects; the unit and the tensor it gives."""
+    following = [(i, n) for i, n in enumerate(graph.node) if i >= index and n.output[0] not in context.consts
+                 and n.output[0] not in context.computed][:len(LAYER_NORM_OPS)]
+    try:
+        read = decomposed_layer_norm(following, context.consts, current)
+    except Refused as exc:
+        raise refuse(str(exc)) from None
+    outside = set(context.consumers.get(current, [])) - {i for i, _ in following[:2]}
+    if outside:
+        raise refuse(f"a branch: {current!r} also feeds node {min(outside)}, outside the LayerNorm's ops")
+    absorbed.update(i for i, _ in following[1:])
+    nodes = [n for _, n in following]
+    features = (read.layer_kind.features,)
+    return _Pending(index, nodes[0], current, read.W, read.native, "+".join(LAYER_NORM_OPS), nodes,
+                    layer_kind=read.layer_kind, in_shape=features, out_shape=features), nodes[-1].output[0]
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What closing a unit needs of its graph: the model, its constants, each tensor's consumers, the dtype its
+    input is fed in (a unit without weights runs in it)."""
+
+    model: onnx.ModelProto
+    consts: dict[str, np.ndarray]
+    consumers: dict[str, list[int]]
+    dtype: np.dtype
+    computed: frozenset[str]
+
+
+def _shape_computations(graph: onnx.GraphProto, consts: dict[str, np.ndarray]) -> frozenset[str]:
+    """Tensors computed from a ``Shape`` node and constants alone (tf2onnx's Keras ``Flatten``: ``Shape``,
+    ``Gather``, ``Slice``, ``Concat`` into a ``Reshape`` of ``(batch, -1)``): not part of the chain, read with the
+    node that takes them."""
+    out: set[str] = set()
+    for node in graph.node:
+        inputs = [t for t in node.input if t and t not in consts]
+        if node.op_type == "Shape" or (node.op_type != "Constant" and inputs and set(inputs) <= out):
+            out.update(node.output)
+    return frozenset(out)
+
+
+def _input_dtype(value: onnx.ValueInfoProto) -> np.dtype:
+    return np.dtype(helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type))
+
+
+def _dense(index: int, node: onnx.NodeProto, current: str, consts: dict[str, np.ndarray],
+           shape: tuple[int, ...] | None, permutation: np.ndarray | None) -> _Pending:
+    """A ``MatMul`` or ``Gemm`` unit; after a Flatten (``permutation``) its canonical rows are the stored ones in
+    the canonical (channels-last) flatten order."""
+    if shape is not None:
+        raise _Refuse(f"a {node.op_type} on a spatial tensor (per sample {shape}): the suite judges a dense layer "
+                      "after a Flatten")
     weights = [t for t in node.input[1:] if t]
     if node.input[0] != current or not weights or weights[0] not in consts:
         raise _Refuse("multiplies by a computed tensor, not a constant weight (initializer or Constant)")
@@ -192,14 +321,25 @@ def _dense(index: int, node: onnx.NodeProto, current: str, consts: dict[str, np.
         raise _Refuse(f"weights in {stored.dtype}: the suite judges {', '.join(DTYPES.values())} ONNX graphs")
     if stored.ndim != 2:
         raise _Refuse(f"a weight of shape {stored.shape}: a dense layer's is 2-D")
+    W, b, kind = _weights(node, weights, stored, consts)
+    if permutation is not None:
+        if W.shape[0] != len(permutation):
+            raise _Refuse(f"takes {W.shape[0]} features, but the Flatten before it gives {len(permutation)}")
+        W = W[permutation]
+    return _Pending(index, node, current, W, stored, kind, [node], b, permutation=permutation)
+
+
+def _weights(node: onnx.NodeProto, weights: list[str], stored: np.ndarray,
+             consts: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """``(W (in, out), b, kind)`` of a ``MatMul`` (stored ``(in, out)``) or a ``Gemm`` (``transB`` read)."""
     if node.op_type == "MatMul":
-        return _Pending(index, node, current, stored.copy(), stored, "MatMul", [node])
-    if _attr(node, "transA", 0):
+        return stored.copy(), None, "MatMul"
+    if attr(node, "transA", 0):
         raise _Refuse("Gemm with transA=1 transposes the layer's input: not a dense layer")
-    alpha, beta = _attr(node, "alpha", 1.0), _attr(node, "beta", 1.0)
+    alpha, beta = attr(node, "alpha", 1.0), attr(node, "beta", 1.0)
     if alpha != 1.0 or (len(weights) > 1 and beta != 1.0):
         raise _Refuse(f"Gemm with alpha={alpha}, beta={beta}: the suite judges alpha=1, beta=1 (a dense layer)")
-    trans_b = bool(_attr(node, "transB", 0))
+    trans_b = bool(attr(node, "transB", 0))
     W = stored.T.copy() if trans_b else stored.copy()
     b = None
     if len(weights) > 1:
@@ -209,7 +349,7 @@ def _dense(index: int, node: onnx.NodeProto, current: str, consts: dict[str, np.
         if b.size != W.shape[1]:
             raise _Refuse(f"a C of shape {b.shape}, but a bias of {W.shape[1]} values is a dense layer's")
         b = b.reshape(-1).astype(W.dtype)
-    return _Pending(index, node, current, W, stored, f"Gemm(transB={int(trans_b)})", [node], b)
+    return W, b, f"Gemm(transB={int(trans_b)})"
 
 
 # --- activations: the op pattern after the dense op -----------------------------------------------
@@ -221,20 +361,20 @@ def _single(node: onnx.NodeProto, consts: dict[str, np.ndarray]) -> str:
     if op in fixed:
         return fixed[op]
     if op == "Gelu":
-        return "gelu" if _attr(node, "approximate", "none") == "none" else "gelu_tanh"
+        return "gelu" if attr(node, "approximate", "none") == "none" else "gelu_tanh"
     if op in ("Elu", "Celu"):
-        return activation_name(op.lower(), _f32(_attr(node, "alpha", 1.0)))
+        return activation_name(op.lower(), f32(attr(node, "alpha", 1.0)))
     if op == "LeakyRelu":
-        return activation_name("leaky_relu", _f32(_attr(node, "alpha", 0.01)))
+        return activation_name("leaky_relu", f32(attr(node, "alpha", 0.01)))
     if op in ("Softmax", "LogSoftmax"):
-        return activation_name("softmax_axis" if op == "Softmax" else "log_softmax_axis", _attr(node, "axis", -1))
+        return activation_name("softmax_axis" if op == "Softmax" else "log_softmax_axis", attr(node, "axis", -1))
     if op == "Selu":
-        alpha, gamma = _attr(node, "alpha", 1.67326319217681884765625), _attr(node, "gamma", 1.05070102214813232421875)
+        alpha, gamma = attr(node, "alpha", 1.67326319217681884765625), attr(node, "gamma", 1.05070102214813232421875)
         if not (np.isclose(alpha, 1.6732632, rtol=1e-6) and np.isclose(gamma, 1.0507010, rtol=1e-6)):
             raise _Refuse(f"Selu(alpha={alpha}, gamma={gamma}): only the standard SELU constants are judged")
         return "selu"
     if op == "HardSigmoid":
-        alpha, beta = _attr(node, "alpha", 0.2), _attr(node, "beta", 0.5)
+        alpha, beta = attr(node, "alpha", 0.2), attr(node, "beta", 0.5)
         if np.isclose(alpha, 1 / 6, rtol=1e-6) and beta == 0.5:
             return "hard_sigmoid"  # relu6(x + 3) / 6: torch's and Keras 3's
         raise _Refuse(f"HardSigmoid(alpha={alpha}, beta={beta}): only alpha=1/6, beta=0.5 (relu6(x+3)/6) is judged")
@@ -266,55 +406,107 @@ def _activation(p: _Pending, consts: dict[str, np.ndarray]) -> str:
     raise KeyError("+".join(ops))
 
 
-def _close(p: _Pending, model: onnx.ModelProto, consts: dict[str, np.ndarray],
-           consumers: dict[str, list[int]]) -> DenseUnit:
+def _close(p: _Pending, context: _Context) -> DenseUnit:
     act_nodes = p.act_nodes or []
     first_index, first = act_nodes[0] if act_nodes else (p.index, p.dense)
     try:
-        act = _activation(p, consts)
+        act = _activation(p, context.consts)
     except _Refuse as exc:
         raise ModelNotSupported("onnx", _name(first, first_index), first.op_type, first_index, str(exc)) from None
     except KeyError as exc:
         ops = exc.args[0]
+        if ops == "Mul+Add" and all(t in context.consts for _, n in act_nodes for t in n.input if t not in
+                                    (p.pre, act_nodes[0][1].output[0])):
+            raise ModelNotSupported("onnx", _name(first, first_index), first.op_type, first_index,
+                                    f"a Mul and an Add of constants after the {p.kind}: a BatchNormalization the "
+                                    "converter folded into ops (tf2onnx does), which the suite does not read yet; "
+                                    "compare the models it was converted from") from None
         raise ModelNotSupported("onnx", _name(first, first_index), first.op_type, first_index,
-                                f"the op pattern {ops} after the {p.kind} is not a dense layer's activation the "
-                                "suite knows (it judges MatMul/Gemm, a bias Add, and one activation)") from None
-    nodes = p.nodes + [n for _, n in act_nodes]
-    output = nodes[-1].output[0]
+                                f"the op pattern {ops} after the {p.kind} is not "
+                                f"{'a dense layer' if p.layer_kind is DENSE else 'a layer'}'s activation the suite "
+                                "knows (it judges MatMul/Gemm, a bias Add, the kinds of layer it reads, and one "
+                                "activation after each)") from None
+    head = [n for i, n in p.transposes if i < p.index]
+    tail = sorted(act_nodes + [(i, n) for i, n in p.transposes if i > p.index], key=lambda pair: pair[0])
+    nodes = head + p.nodes + [n for _, n in tail]
     own = {i for i, _ in act_nodes}
     for i, node in act_nodes[:-1]:
-        outside = set(consumers.get(node.output[0], [])) - own
+        outside = set(context.consumers.get(node.output[0], [])) - own
         if outside:
             raise ModelNotSupported("onnx", _name(node, i), node.op_type, i,
                                     f"a branch: its output also feeds node {min(outside)}, outside the activation")
-    outside = set(consumers.get(p.pre, [])) - own if act_nodes else set()
+    outside = set(context.consumers.get(p.pre, [])) - own if act_nodes else set()
     if outside:
         raise ModelNotSupported("onnx", _name(first, first_index), first.op_type, first_index,
                                 f"a branch: the {p.kind}'s output also feeds node {min(outside)}")
-    dtype = DTYPES[p.W.dtype]
+    computes = p.W.dtype if p.W.size else context.dtype
+    dtype = DTYPES.get(computes)
     name = _name(p.dense, p.index)
+    if dtype is None:
+        raise ModelNotSupported("onnx", name, p.dense.op_type, p.index, f"computes in {computes}: the suite judges "
+                                f"{', '.join(DTYPES.values())} ONNX graphs")
     act_source = "none" if not act_nodes else \
-        f"{'+'.join(n.op_type for n in nodes[len(p.nodes):])} node{'s' if len(act_nodes) > 1 else ''} " \
+        f"{'+'.join(n.op_type for _, n in act_nodes)} node{'s' if len(act_nodes) > 1 else ''} " \
         f"{', '.join(str(i) for i, _ in act_nodes)}"
-    session = _session(model, nodes, p.input, output, p.W.shape, dtype, name, p.index)
-    return DenseUnit(FRAMEWORK, name, f"onnx {p.kind}", p.index, p.W, p.b, p.native, act, act_source, dtype,
-                     lambda x, s=session, d=p.W.dtype: s.run(None, {"x": np.ascontiguousarray(x, dtype=d)})[0])
+    dense = p.layer_kind is DENSE
+    dims = ((p.W.shape[0],), (p.W.shape[1],)) if dense else \
+        (p.in_shape if p.in_last else channels_first(p.in_shape), p.out_shape if p.out_last else
+         channels_first(p.out_shape))
+    session = _session(context, nodes, p.input, nodes[-1].output[0], dims, dtype, name, p.index)
+    kind = "+".join(n.op_type for n in nodes if not any(n is a for _, a in act_nodes)) if p.transposes else p.kind
+    return DenseUnit(FRAMEWORK, name, f"onnx {kind}", p.index, p.W, p.b, p.native, act, act_source,
+                     dtype if p.W.size else "", _runner(session, p, np.dtype(dtype)), layer_kind=p.layer_kind,
+                     in_shape=() if dense and p.permutation is None else p.in_shape or (p.W.shape[0],),
+                     out_shape=() if dense and p.permutation is None else p.out_shape or (p.W.shape[1],))
 
 
-def _session(model: onnx.ModelProto, nodes: Sequence[onnx.NodeProto], input_name: str, output: str,
-             shape: tuple[int, int], dtype: str, name: str, index: int) -> Any:
-    """An ORT session of ``nodes`` alone, cut out of the graph: input ``x`` (batch, in), output (batch, out)."""
+def _runner(session: Any, p: _Pending, dtype: np.dtype) -> Callable[[np.ndarray], np.ndarray]:
+    """The unit on canonical (channels-last) numpy: made channels-first for ORT and back (unless the unit's own
+    Transposes do it); a Flatten's output in the canonical order, a dense unit after one fed its input in ONNX's."""
+    rows = None if p.permutation is None else np.argsort(p.permutation)
+    flat = flatten_permutation(p.in_shape) if isinstance(p.layer_kind, Flatten) and not p.in_last else None
+    into = len(p.in_shape) > 1 and not p.in_last
+    back = len(p.out_shape) > 1 and not p.out_last
+
+    def run(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x)
+        if rows is not None:
+            x = x[:, rows]
+        if into:
+            x = np.moveaxis(x, -1, 1)
+        y = session.run(None, {"x": np.ascontiguousarray(x, dtype=dtype)})[0]
+        return y[:, flat] if flat is not None else np.moveaxis(y, 1, -1) if back else y
+
+    return run
+
+
+def _session(context: _Context, nodes: Sequence[onnx.NodeProto], input_name: str, output: str,
+             dims: tuple[tuple[int, ...], tuple[int, ...]], dtype: str, name: str, index: int) -> Any:
+    """An ORT session of ``nodes`` alone, cut out of the graph: input ``x`` (batch, *dims[0]), output
+    (batch, *dims[1]), ONNX's layout."""
+    model = context.model
     elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
     needed = {t for n in nodes for t in n.input if t}
+    constants = []  # Constant nodes, Identity nodes of constants, shape computations the unit reads (graph order)
+    for node in reversed(model.graph.node):
+        if node.output[0] in needed and (node.output[0] in context.consts or node.op_type == "Constant"):
+            constants.insert(0, node)
+            needed.update(t for t in node.input if t)
+        elif node.output[0] in needed and node.output[0] in context.computed:
+            copy = onnx.NodeProto()
+            copy.CopyFrom(node)
+            if node.op_type == "Shape":  # of a tensor before the unit: its batch is the unit's input's
+                copy.input[0] = "x"
+            constants.insert(0, copy)
+            needed.update(t for t in copy.input if t)
     initializers = [init for init in model.graph.initializer if init.name in needed]
-    constants = [n for n in model.graph.node if n.op_type == "Constant" and n.output[0] in needed]
     renamed = [onnx.NodeProto() for _ in nodes]
     for copy, node in zip(renamed, nodes):
         copy.CopyFrom(node)
         copy.input[:] = ["x" if t == input_name else t for t in copy.input]
     graph = helper.make_graph(constants + renamed, f"unit {name}",
-                              [helper.make_tensor_value_info("x", elem, ["batch", shape[0]])],
-                              [helper.make_tensor_value_info(output, elem, ["batch", shape[1]])], initializers)
+                              [helper.make_tensor_value_info("x", elem, ["batch", *dims[0]])],
+                              [helper.make_tensor_value_info(output, elem, ["batch", *dims[1]])], initializers)
     unit = helper.make_model(graph, opset_imports=model.opset_import, ir_version=model.ir_version)
     options = ort.SessionOptions()
     options.log_severity_level = 3

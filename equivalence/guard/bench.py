@@ -15,7 +15,8 @@ One run measures, on one fixed seeded workload (depth 1-6, widths 1-64, batch
 Ours, the floor and the naive loop are then timed block by block on the same
 cases (``compare_interleaved``), so the ratios survive a machine whose load drifts.
 
-Per kind (``KIND_WORKLOADS``: chains built around a conv, a pooling layer, a Flatten, a BatchNorm, a LayerNorm),
+Per kind (``KIND_WORKLOADS``: chains built around a conv, a pooling layer, a Flatten, a BatchNorm, a LayerNorm, an
+Embedding (with the mean over its tokens), a self-attention, an LSTM, a GRU),
 ours (pooled chain models: weights written, every layer run and compared) against the floor (the same models,
 weights in place, only their layers and the reference timed), interleaved the same way; ``bench.json`` holds them
 under ``kinds`` (``dense``: the stacks above).
@@ -176,6 +177,14 @@ KIND_WORKLOADS: dict[str, Callable[[np.random.Generator], tuple[tuple[int, ...],
                             [chain.conv(2, 1), chain.flatten(), chain.dense(_pick(rng, (1, 8)), "sigmoid")]),
     "batchnorm": lambda rng: ((_pick(rng, (8, 32)),), [chain.dense(_pick(rng, (8, 32))), chain.batchnorm("relu")]),
     "layernorm": lambda rng: ((_pick(rng, (8, 32)),), [chain.dense(_pick(rng, (8, 32))), chain.layernorm("tanh")]),
+    "embedding": lambda rng: ((_pick(rng, (6, 12)),), [chain.embedding(_pick(rng, (10, 50)), _pick(rng, (8, 16))),
+                                                       chain.token_mean()]),
+    "attention": lambda rng: ((_pick(rng, (4, 8)),), [chain.embedding(20, 8), chain.attention(_pick(rng, (1, 2, 4)),
+                                                                                               "relu")]),
+    "lstm": lambda rng: ((_pick(rng, (5, 10)), 4), [chain.recurrent("lstm", _pick(rng, (4, 16)),
+                                                                    sequences=_pick(rng, (False, True)))]),
+    "gru": lambda rng: ((_pick(rng, (5, 10)), 4), [chain.recurrent("gru", _pick(rng, (4, 16)),
+                                                                   sequences=_pick(rng, (False, True)))]),
 }
 """Per kind, a drawn chain built around a layer of it (float32; a few sizes, so the pooled models are reused)."""
 

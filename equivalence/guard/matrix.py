@@ -173,10 +173,31 @@ CHAIN_INPUTS: tuple[tuple[tuple[str, ...], Inputs], ...] = (
 )
 
 
-def chain_cases() -> list[ChainCase]:
+SEQUENCE_BLUEPRINTS: tuple[tuple[str, tuple[int, ...], tuple[chain.Planned, ...]], ...] = (
+    ("embed_mean", (6,), (chain.embedding(11, 8), chain.token_mean("tanh"), chain.dense(5, "relu"),
+                          chain.dense(3, "sigmoid"))),
+    ("attention", (5,), (chain.embedding(13, 8), chain.attention(2, "relu"), chain.attention(4), chain.token_mean(),
+                         chain.dense(4, "tanh"))),
+    ("lstm", (7, 3), (chain.recurrent("lstm", 6, sequences=True), chain.recurrent("lstm", 4, "tanh"),
+                      chain.dense(2, "sigmoid"))),
+    ("gru", (8, 4), (chain.recurrent("gru", 5, sequences=True), chain.recurrent("gru", 3, "relu"), chain.dense(2))),
+)
+"""The sequence and recurrent kinds, as users' models hold them: token ids through an Embedding, its mean over the
+tokens into an MLP; self-attention blocks between an Embedding and the mean; two LSTMs (the first returning its
+sequence) and two GRUs before a Dense. Recorded after the chains of ``CHAIN_BLUEPRINTS`` (``sequence_cases``), so
+the vectors recorded before them keep their keys."""
+
+
+def chain_cases(blueprints: Sequence[tuple[str, tuple[int, ...], tuple[chain.Planned, ...]]] = CHAIN_BLUEPRINTS
+                ) -> list[ChainCase]:
     """Every blueprint in every dtype of ``CHAIN_INPUTS``."""
     return [ChainCase(name, shape, blueprint, dtype, inp)
-            for dtypes, inp in CHAIN_INPUTS for name, shape, blueprint in CHAIN_BLUEPRINTS for dtype in dtypes]
+            for dtypes, inp in CHAIN_INPUTS for name, shape, blueprint in blueprints for dtype in dtypes]
+
+
+def sequence_cases() -> list[ChainCase]:
+    """The chains of ``SEQUENCE_BLUEPRINTS`` in every dtype of ``CHAIN_INPUTS``."""
+    return chain_cases(SEQUENCE_BLUEPRINTS)
 
 
 def activation_mixes(depth: int) -> list[tuple[str, ...]]:
@@ -225,7 +246,7 @@ def report_cases() -> list[MatrixCase | ChainCase]:
         for torch_style, keras_style in product(entry("torch").styles, entry("keras").styles):
             spec = StackSpec(n_in, widths, acts, dtype=dtype)
             cases.append(MatrixCase(spec, STYLE_INPUTS, (("torch", torch_style), ("keras", keras_style))))
-    return cases + breadth_cases() + chain_cases()
+    return cases + breadth_cases() + chain_cases() + sequence_cases()
 
 
 def golden_cases() -> list[MatrixCase | ChainCase]:
@@ -235,7 +256,7 @@ def golden_cases() -> list[MatrixCase | ChainCase]:
     for (n_in, widths), inp in GOLDEN_WIDE:
         for dtype, acts in product(DTYPE_AXIS, activation_mixes(len(widths))):
             cases.append(MatrixCase(StackSpec(n_in, widths, acts, dtype=dtype), inp))
-    return cases + breadth_golden_cases() + chain_cases()
+    return cases + breadth_golden_cases() + chain_cases() + sequence_cases()
 
 
 def breadth_golden_cases() -> list[MatrixCase]:

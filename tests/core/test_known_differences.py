@@ -281,31 +281,76 @@ def keras_float64_norms_in_float32_off_tensorflow():
     assert extra_error("keras", "linear", "float64", layer_kind="batchnorm") - other_kinds == FLOAT32_MATMUL
 
 
-def keras_float64_attention_scale_float32():
+
+def keras_float64_mean_in_float32_off_tensorflow():
+    import keras
+
+    from equivalence.core.embedding import SequenceMean
+
+    assert keras.backend.result_type("float64", "float32") == "float32"
+    x = np.random.default_rng(0).uniform(-1, 1, (16, 7, 5))
+    kind = SequenceMean(7, 5)
+    got = keras.ops.convert_to_numpy(keras.layers.GlobalAveragePooling1D(dtype="float64")(
+        keras.ops.convert_to_tensor(x, dtype="float64")))
+    trace = kind.reference(x)
+    err = float(np.max(np.abs(got - trace.h)))
+    granted = extra_error("keras", "linear", "float64", layer_kind="mean") * kind.scale(trace)
+    assert 1e5 * EPSILON["float64"] * np.max(np.abs(trace.h)) < err < granted, (err, granted)
+    other_kinds = extra_error("keras", "linear", "float64", layer_kind="conv")  # the entry grants the mean alone
+    assert extra_error("keras", "linear", "float64", layer_kind="mean") - other_kinds == FLOAT32_MATMUL
+
+def _keras_float64_attention_error(head_dim: int, rng: np.random.Generator) -> tuple[float, float, float]:
+    """A float64 Keras MultiHeadAttention (2 heads of ``head_dim``, 5 tokens, no dropout) against the reference:
+    its error, the float64 bound's own scale (8 eps64 of the kind's scale), and what Keras' entries grant it."""
     import keras
 
     from equivalence.core.attention import SelfAttention
 
+    layer = keras.layers.MultiHeadAttention(2, head_dim, dtype="float64")
+    x = rng.uniform(-2, 2, (3, 5, 2 * head_dim))
+    layer(x, x)
+    kind = SelfAttention(2 * head_dim, 2, head_dim, 5)
+    weights = kind.pack({name: keras.ops.convert_to_numpy(getattr(layer, f"_{name}_dense").kernel)
+                         for name in ("query", "key", "value", "output")} |
+                        {f"{name}_bias": keras.ops.convert_to_numpy(getattr(layer, f"_{name}_dense").bias)
+                         for name in ("query", "key", "value", "output")})
+    trace = kind.reference(x, weights)
+    err = float(np.max(np.abs(keras.ops.convert_to_numpy(layer(x, x)) - trace.h)))
+    granted = extra_error("keras", "linear", "float64", layer_kind="attention") * kind.scale(trace, weights)
+    return err, 8 * EPSILON["float64"] * kind.scale(trace, weights), granted
+
+
+def keras_float64_attention_scale_float32():
     rng = np.random.default_rng(0)
     for head_dim, rounded in ((2, True), (3, True), (4, False)):  # 1/sqrt(4) is exact in float32
-        layer = keras.layers.MultiHeadAttention(2, head_dim, dtype="float64")
-        x = rng.uniform(-2, 2, (3, 5, 2 * head_dim))
-        layer(x, x)
-        kind = SelfAttention(2 * head_dim, 2, head_dim, 5)
-        weights = kind.pack({name: keras.ops.convert_to_numpy(getattr(layer, f"_{name}_dense").kernel)
-                             for name in ("query", "key", "value", "output")} |
-                            {f"{name}_bias": keras.ops.convert_to_numpy(getattr(layer, f"_{name}_dense").bias)
-                             for name in ("query", "key", "value", "output")})
-        trace = kind.reference(x, weights)
-        err = float(np.max(np.abs(keras.ops.convert_to_numpy(layer(x, x)) - trace.h)))
-        base = 8 * EPSILON["float64"] * kind.scale(trace, weights)
-        granted = extra_error("keras", "linear", "float64", layer_kind="attention") * kind.scale(trace, weights)
+        err, base, granted = _keras_float64_attention_error(head_dim, rng)
         if rounded:
             assert base < err < granted, (head_dim, err, base, granted)
         else:
             assert err < base, (head_dim, err, base)
     other_kinds = extra_error("keras", "linear", "float64", layer_kind="dense")  # the entry grants attention alone
     assert extra_error("keras", "linear", "float64", layer_kind="attention") - other_kinds == EPSILON["float32"] / 2
+
+
+def keras_jax_float64_attention_softmax_in_float32():
+    rng = np.random.default_rng(0)
+    for head_dim in (1, 2, 3, 4):  # float32-precise whatever the scale's rounding
+        err, base, granted = _keras_float64_attention_error(head_dim, rng)
+        assert base < err < granted, (head_dim, err, base, granted)
+    other_kinds = extra_error("keras", "linear", "float64", layer_kind="dense")  # the entry grants attention alone
+    assert extra_error("keras", "linear", "float64", layer_kind="attention") - other_kinds == FLOAT32_MATMUL
+
+
+def keras_jax_gru_without_bias_does_not_run():
+    import keras
+
+    x = np.ones((3, 4, 2), dtype="float32")
+    for cell in (keras.layers.GRU, keras.layers.LSTM):  # GRU with a bias, and LSTM either way, run
+        cell(2, dtype="float32", recurrent_initializer="glorot_uniform")(x)
+    keras.layers.LSTM(2, dtype="float32", use_bias=False, recurrent_initializer="glorot_uniform")(x)
+    keras.layers.GRU(2, dtype="float64", use_bias=False, recurrent_initializer="glorot_uniform")(x.astype("float64"))
+    with pytest.raises(TypeError, match="carry input and carry output must have equal types"):
+        keras.layers.GRU(2, dtype="float32", use_bias=False, recurrent_initializer="glorot_uniform")(x)
 
 
 def keras_attention_bias_along_tokens():
@@ -355,8 +400,9 @@ EVIDENCE = {f.__name__: f for f in (
     torch_bfloat16_linear_nan_leaks_across_rows, keras_bfloat16_dense_nan_leaks_across_rows,
     keras_torch_backend_float64_softplus_threshold_20, keras_torch_backend_float64_hard_sigmoid_backward_float32_sixth,
     keras_torch_backend_gelu_nan_at_plus_inf, keras_jax_float64_tanh_in_float32,
-    keras_float64_norms_in_float32_off_tensorflow, keras_float64_attention_scale_float32,
-    keras_attention_bias_along_tokens,
+    keras_float64_norms_in_float32_off_tensorflow, keras_float64_mean_in_float32_off_tensorflow,
+    keras_float64_attention_scale_float32, keras_jax_float64_attention_softmax_in_float32,
+    keras_jax_gru_without_bias_does_not_run, keras_attention_bias_along_tokens,
     keras2_float64_gelu_float32_constant, keras2_hard_sigmoid_slope_0_2,
 )}
 
@@ -460,6 +506,8 @@ def test_the_nan_leak_excuse_covers_exactly_the_rows_it_leaks_into(framework, pr
     assert not excused(framework, "sigmoid", "bfloat16", z[:16], got[:16], x=x[:16], facts=leaking).any()  # 16 rows
     inf = np.where(np.isnan(x), np.inf, x)  # an infinity leaks too (measured): the same rows excused
     np.testing.assert_array_equal(excused(framework, "sigmoid", "bfloat16", z, got, x=inf, facts=leaking), expected)
+    for kind in ("layernorm", "batchnorm"):  # measured on the matmul only: a norm in an MLP (2-D too) gets nothing
+        assert not excused(framework, "sigmoid", "bfloat16", z, got, x=x, facts=leaking, layer_kind=kind).any()
 
 
 def test_an_entry_whose_conditions_fail_grants_nothing(torch_adapter, keras_adapter):
@@ -499,7 +547,9 @@ def test_extra_error_keeps_float64_far_tighter_than_float32():
     """
     float32_inside = {"keras_float64_matmul_in_float32_off_tensorflow": ("torch",),
                       "keras_jax_float64_tanh_in_float32": ("jax",),
-                      "keras_float64_norms_in_float32_off_tensorflow": ("jax", "torch")}
+                      "keras_float64_norms_in_float32_off_tensorflow": ("jax", "torch"),
+                      "keras_float64_mean_in_float32_off_tensorflow": ("jax", "torch"),
+                      "keras_jax_float64_attention_softmax_in_float32": ("jax",)}
     float32_activation = {"ort_float64_celu_in_float32": ("celu",)}  # ONNX Celu is float32-only: a Cast around it
     for d in KNOWN_DIFFERENCES:
         if "float64" not in d.dtypes:  # e.g. LiteRT's float16-weight entries: float32 layers, eps16-sized

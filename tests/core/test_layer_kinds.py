@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from equivalence.core.embedding import Embedding
 from equivalence.core.kinds import DENSE, LayerWeights
 from equivalence.core.norms import BatchNorm, LayerNorm
 from equivalence.core.reference import layerwise_reference
@@ -88,6 +89,26 @@ def test_max_pooling_and_flatten_are_exact_and_average_pooling_has_a_bound():
                           {"torch": None}, kind=avgpool).base
     assert bound == SAFETY * np.finfo(np.float32).eps  # scale: the floor 1 (|x| < 1)
 
+
+
+@pytest.mark.parametrize("kind", [Pool("max", (2, 2), (2, 2), ((0, 0),) * 2), Flatten((4, 4, 2)),
+                                  Embedding(8, 4, 8)], ids=["max pool", "flatten", "embedding"])
+def test_an_exact_layer_with_an_activation_after_it_is_bounded_by_the_activation_s_rounding(kind):
+    """A selection, a reshape or a gather is exact, but a tanh after it rounds: float32's tanh of the exact values
+    stays within the bound (it was 0: a faithful torch Embedding + Tanh failed against its Keras port by an ulp),
+    and a wrong selection (the features reversed) sits orders of magnitude outside."""
+    rng = np.random.default_rng(3)
+    x = rng.permutation(8)[None].repeat(2, axis=0) if isinstance(kind, Embedding) \
+        else rng.uniform(-1, 1, (2, 4, 4, 2)).astype(np.float32)
+    weights = LayerWeights(rng.uniform(-2, 2, (8, 4)).astype(np.float32) if isinstance(kind, Embedding)
+                           else np.zeros(0), None)
+    trace = kind.reference(x, weights, "tanh")
+    bound = forward_bound(trace, weights, "tanh", "float32", {"torch": None}, kind=kind).base
+    got = np.tanh(trace.z.astype(np.float32))
+    assert 0 < np.max(np.abs(got - trace.h)) <= bound
+    assert np.max(np.abs(np.tanh(trace.z[..., ::-1]) - trace.h)) > 1000 * bound
+    assert forward_bound(kind.reference(x, weights, "linear"), weights, "linear", "float32", {"torch": None},
+                         kind=kind).base == 0.0  # no activation: exact, any difference fails
 
 def test_average_pooling_counts_the_padding_only_when_told():
     """A 2x2 input of ones, 3x3 windows, padding 1: each window holds 4 inputs and 5 zeros of padding."""

@@ -13,11 +13,16 @@ from equivalence.core.embedding import Embedding, SequenceMean, check_ids, ids_f
 from equivalence.core.kinds import LayerWeights
 from equivalence.core.tolerance import SAFETY, forward_bound
 
-RNG = np.random.default_rng(0)
 EPS32 = float(np.finfo(np.float32).eps)
 
 
-def _attention(E: int, H: int, L: int, *, bias: bool = True, rng=RNG, dtype=np.float64) -> tuple:
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """A generator of its own per test: its draws do not depend on which tests ran before (-k, xdist)."""
+    return np.random.default_rng(0)
+
+
+def _attention(E: int, H: int, L: int, rng: np.random.Generator, *, bias: bool = True, dtype=np.float64) -> tuple:
     kind = SelfAttention(E, H, E // H, L)
     weights = kind.pack({name: rng.uniform(-1, 1, shape).astype(dtype) for name, shape in kind._shapes(bias).items()})
     return kind, weights
@@ -33,18 +38,18 @@ def test_an_embedding_gathers_rows_in_both_forms_exactly():
     assert forward_bound(trace, LayerWeights(W, None), "linear", "float32", {"torch": None}, kind=kind).base == 0.0
 
 
-def test_token_ids_are_checked_and_drawn_ids_stay_in_the_table():
+def test_token_ids_are_checked_and_drawn_ids_stay_in_the_table(rng):
     assert check_ids(np.array([1.0, 2.0, 0.0]), 3, 3).tolist() == [[1, 2, 0]]
     with pytest.raises(ValueError, match=r"x holds the id -1 at \(0, 1\), but the embedding has 3 rows"):
         check_ids(np.array([[0, -1, 2]]), 3, 3)
     with pytest.raises(ValueError, match="non-integer values"):
         check_ids(np.array([[0.0, np.nan, 2.0]]), 3, 3)
-    ids = ids_from_draw(RNG.uniform(-100, 100, (50, 4)), 7)
+    ids = ids_from_draw(rng.uniform(-100, 100, (50, 4)), 7)
     assert ids.min() == 0 and ids.max() == 6 and ids.dtype == np.int64
 
 
-def test_the_mean_over_the_tokens_and_its_bound_for_long_sequences():
-    x = RNG.uniform(-1, 1, (2, 64, 3))
+def test_the_mean_over_the_tokens_and_its_bound_for_long_sequences(rng):
+    x = rng.uniform(-1, 1, (2, 64, 3))
     short, long = SequenceMean(16, 3), SequenceMean(64, 3)
     for form in SequenceMean.FORMS:
         np.testing.assert_allclose(long.reference(x, form=form).h, x.mean(axis=1), rtol=0, atol=1e-15)
@@ -53,7 +58,7 @@ def test_the_mean_over_the_tokens_and_its_bound_for_long_sequences():
     assert short.scale(short.reference(x[:, :16])) == max(1.0, short.magnitude(x[:, :16]))
     worst = 0.0
     for _ in range(20):  # a sequential float32 sum, as a kernel reducing over the tokens computes it
-        x = RNG.uniform(-10, 10, (4, 200, 5)).astype(np.float32)
+        x = rng.uniform(-10, 10, (4, 200, 5)).astype(np.float32)
         kind = SequenceMean(200, 5)
         got = np.cumsum(x, axis=1, dtype=np.float32)[:, -1] / np.float32(200)
         bound = forward_bound(kind.reference(x), LayerWeights(np.zeros(0), None), "linear", "float32",
@@ -73,15 +78,15 @@ def test_one_head_of_one_feature_matches_a_hand_computation():
 
 
 @pytest.mark.parametrize(("E", "H"), [(8, 2), (6, 3), (4, 1), (4, 4)])
-def test_the_two_attention_forms_agree(E, H):
-    kind, weights = _attention(E, H, 5, bias=E != 4)
-    x = RNG.uniform(-2, 2, (3, 5, E))
+def test_the_two_attention_forms_agree(E, H, rng):
+    kind, weights = _attention(E, H, 5, rng, bias=E != 4)
+    x = rng.uniform(-2, 2, (3, 5, E))
     einsum, loop = (kind.reference(x, weights, form=form).h for form in SelfAttention.FORMS)
     np.testing.assert_allclose(einsum, loop, rtol=0, atol=1e-13)
 
 
-def test_pack_and_unpack_are_inverse_and_the_count_is_four_projections():
-    kind, weights = _attention(6, 2, 4)
+def test_pack_and_unpack_are_inverse_and_the_count_is_four_projections(rng):
+    kind, weights = _attention(6, 2, 4, rng)
     assert kind.parameter_count(bias=True) == 4 * 6 * 6 + 4 * 6 == weights.W.size + weights.b.size
     again = kind.pack(kind.unpack(weights))
     assert np.array_equal(again.W, weights.W) and np.array_equal(again.b, weights.b)
@@ -109,7 +114,7 @@ def test_the_attention_bound_holds_for_float32_arithmetic_and_a_broken_layer_sit
         rng = np.random.default_rng(trial)
         H = int(rng.integers(1, 5))
         E, L = H * int(rng.integers(2, 9)), int(rng.integers(2, 12))
-        kind, weights = _attention(E, H, L, rng=rng, dtype=np.float32)
+        kind, weights = _attention(E, H, L, rng, dtype=np.float32)
         x = rng.uniform(-1, 1, (3, L, E)).astype(np.float32) * [0.1, 1.0, 3.0][trial % 3]
         trace = kind.reference(x, weights)
         bound = forward_bound(trace, weights, "linear", "float32", {"numpy": None}, kind=kind).base
@@ -132,9 +137,9 @@ def _unscaled(kind: SelfAttention, weights: LayerWeights, x: np.ndarray) -> np.n
     return kind.reference(x, kind.pack(scaled)).h
 
 
-def test_the_attention_bound_is_dense_s_form_of_its_error_magnitude():
-    kind, weights = _attention(4, 2, 3)
-    x = RNG.uniform(-1, 1, (2, 3, 4))
+def test_the_attention_bound_is_dense_s_form_of_its_error_magnitude(rng):
+    kind, weights = _attention(4, 2, 3, rng)
+    x = rng.uniform(-1, 1, (2, 3, 4))
     trace = kind.reference(x, weights)
     bound = forward_bound(trace, weights, "linear", "float32", {"torch": None}, kind=kind).base
     assert bound == SAFETY * EPS32 * max(1.0, kind.magnitude(x, weights), float(np.max(np.abs(trace.h))))

@@ -106,11 +106,15 @@ def nothing(vectors: Path, tmp: Path) -> None:
 FIRST = "1-1_sigmoid_f32_n1_x1_unit_layers"
 M = "{vectors}/manifest.json"
 CHAIN = "norm_mlp_f32_n3_x10_unit_chain"
-"""The last golden case: a chain of dense and norm layers (``equivalence.core.chain``)."""
+"""A golden case (cases[133]): a chain of dense and norm layers (``equivalence.core.chain``)."""
+
+
+def chain_entry(m: dict) -> dict:
+    return next(case for case in m["cases"] if case["id"] == CHAIN)
 
 
 def chain_layer(**kind) -> Callable[[dict], None]:
-    return lambda m: m["cases"][-1]["spec"]["layers"][1]["kind"].update(kind)
+    return lambda m: chain_entry(m)["spec"]["layers"][1]["kind"].update(kind)
 
 # (id, argv, setup, environment, what stderr names, the problem it states)
 BAD_INPUTS = [
@@ -128,9 +132,9 @@ BAD_INPUTS = [
      manifest_edit(lambda m: m.update(extra=json.loads("[" * 99 + "]" * 99))), {}, M,
      "nested 100 levels deep, more than 32"),
     ("duplicate-case-entry", ["verify", "{vectors}"], manifest_edit(duplicate_first_case(None)), {}, M,
-     "cases[134] repeats key 'c000' of cases[0]: duplicate case entries"),
+     "cases[154] repeats key 'c000' of cases[0]: duplicate case entries"),
     ("duplicate-case-id", ["verify", "{vectors}"], manifest_edit(duplicate_first_case("c999")), {}, M,
-     f"cases[134] repeats id '{FIRST}' of cases[0]: duplicate case entries"),
+     f"cases[154] repeats id '{FIRST}' of cases[0]: duplicate case entries"),
     ("duplicate-json-key", ["verify", "{vectors}"], manifest_text('{"format": "x", "format": "y"}'), {}, M,
      "holds the key 'format' twice"),
     ("activations-a-string", ["verify", "{vectors}"], manifest_edit(spec_of_first_case(activations="sigmoid")), {},
@@ -139,13 +143,17 @@ BAD_INPUTS = [
      "activations[0] (layer 0) must be a name (a str), got 7 (int)"),
     ("widths-a-number", ["verify", "{vectors}"], manifest_edit(spec_of_first_case(widths=1)), {}, M,
      "widths must be a list of positive integers, one per layer; got int 1"),
-    ("chain-kind-unknown", ["verify", "{vectors}"], manifest_edit(chain_layer(name="lstm")), {}, M,
+    ("chain-kind-unknown", ["verify", "{vectors}"], manifest_edit(chain_layer(name="rnn")), {}, M,
      f"cases[133] ({CHAIN}): bad 'spec': a layer kind must be an object whose 'name' is one of dense, conv, pool, "
-     "flatten, layernorm, batchnorm"),
+     "flatten, layernorm, batchnorm, embedding, mean, attention, lstm, gru"),
     ("chain-kind-unknown-field", ["verify", "{vectors}"], manifest_edit(chain_layer(eps=0.1)), {}, M,
      "bad 'spec': layer kind batchnorm: BatchNorm.__init__() got an unexpected keyword argument 'eps'"),
+    ("chain-kind-epsilon-a-string", ["verify", "{vectors}"], manifest_edit(chain_layer(epsilon="x")), {}, M,
+     f"cases[133] ({CHAIN}): bad 'spec': layer kind batchnorm: epsilon must be a finite number, 0 or more, got 'x'"),
+    ("chain-kind-features-zero", ["verify", "{vectors}"], manifest_edit(chain_layer(features=0)), {}, M,
+     "bad 'spec': layer kind batchnorm: features must be a positive integer, got 0"),
     ("chain-weights-of-another-kind", ["verify", "{vectors}"],
-     manifest_edit(lambda m: m["cases"][-1]["spec"]["layers"][1].update(
+     manifest_edit(lambda m: chain_entry(m)["spec"]["layers"][1].update(
          kind={"name": "layernorm", "features": 12, "epsilon": 1e-3})), {}, "{vectors}/vectors-",
      f"case c133 ({CHAIN}): spec does not match its weights: layer 1 (layernorm) has parameters shaped ((4, 12),), "
      "expected ((2, 12),)"),
@@ -179,10 +187,10 @@ BAD_INPUTS = [
     ("verify-dir-empty", ["verify", ""], nothing, {}, "argument DIR", "empty path: name a folder"),
     # --- record: never shrinks a set without --replace, never writes through a link
     ("record-fewer-cases-and-frameworks", ["record", "{vectors}", "-k", "1-1_sigmoid", "--framework", "torch"],
-     nothing, {}, "{vectors}", "recording 3 cases with torch would replace, losing 131 of its 134 cases "
+     nothing, {}, "{vectors}", "recording 3 cases with torch would replace, losing 151 of its 154 cases "
      "(first 1-1_tanh_f32_n1_x1_unit_layers) and its keras outputs; pass --replace"),
     ("record-fewer-cases", ["record", "{vectors}", "-k", "1-1_"], nothing, {}, "{vectors}",
-     "losing 122 of its 134 cases"),
+     "losing 142 of its 154 cases"),
     ("record-over-an-unreadable-set", ["record", "{vectors}"], manifest_edit(lambda m: m.update(fingerprint="x")), {},
      M, "got string 'x'; cannot tell what recording over it would lose (pass --replace"),
     ("record-into-a-folder-with-a-link", ["record", "{vectors}", "--replace"], a_link_in_the_folder, {}, "{vectors}",

@@ -61,7 +61,8 @@ def test_every_kind_has_a_seeded_workload_built_around_it():
         assert [c.id for c in cases] == [c.id for c in kind_workload(kind, 12)]
         assert all(kind in {k.name for k in c.spec.kinds} for c in cases), kind
         assert {c.spec.dtype for c in cases} == {"float32"}
-    assert set(KIND_WORKLOADS) == {"conv", "pool", "flatten", "batchnorm", "layernorm"}
+    assert set(KIND_WORKLOADS) == {"conv", "pool", "flatten", "batchnorm", "layernorm", "embedding", "attention",
+                                   "lstm", "gru"}
 
 
 def test_the_kind_workloads_pass_the_check_and_the_floor_never_builds(torch_adapter, keras_adapter):

@@ -16,13 +16,13 @@ from equivalence.core.check import LayerPool
 from equivalence.core.spec import ChainSpec
 from equivalence.guard import golden
 from equivalence.guard.fingerprint import fingerprint
-from equivalence.guard.matrix import chain_cases, golden_cases
+from equivalence.guard.matrix import chain_cases, golden_cases, sequence_cases
 from tests.helpers import flip_torch_conv_kernels
 
 GOLDEN = Path(__file__).resolve().parents[2] / "golden"
 
 
-@pytest.mark.parametrize("mcase", chain_cases(), ids=lambda c: c.id)
+@pytest.mark.parametrize("mcase", chain_cases() + sequence_cases(), ids=lambda c: c.id)
 def test_a_chain_spec_and_its_weights_survive_the_json_form(mcase):
     case = mcase.make()
     assert spec_from_json(spec_to_json(case.spec)) == case.spec
@@ -80,11 +80,12 @@ def test_a_grown_matrix_adds_its_cases_and_keeps_the_recorded_ones_byte_for_byte
 def test_the_shipped_chain_cases_are_recorded_with_their_own_fingerprint():
     vectors = golden.load(GOLDEN)
     chains = [c for c in vectors.cases if isinstance(c.spec, ChainSpec)]
-    assert [c.id for c in chains] == [c.id for c in chain_cases()]
+    assert [c.id for c in chains] == [c.id for c in chain_cases() + sequence_cases()]
     assert all(c.fingerprint is not None for c in chains)
     assert all(c.fingerprint is None for c in vectors.cases if c not in chains)
     kinds = {k.name for c in chains for k in c.spec.kinds}
-    assert kinds == {"conv", "pool", "flatten", "batchnorm", "layernorm", "dense"}
+    assert kinds == {"conv", "pool", "flatten", "batchnorm", "layernorm", "dense", "embedding", "mean", "attention",
+                     "lstm", "gru"}
 
 
 def test_verify_fails_at_the_conv_layers_of_the_chains_when_torch_flips_its_kernels(
@@ -109,7 +110,8 @@ def test_verify_fails_at_the_conv_layers_of_the_chains_when_torch_flips_its_kern
     assert "looks like: kernel flipped" in out, out
 
 
-@pytest.mark.parametrize("name", ["mxnet", "torch_compile", "torch_export", "keras_graph", "keras_xla", "litert"])
+@pytest.mark.parametrize("name", ["mxnet", "ort", "torch_compile", "torch_export", "keras_graph", "keras_xla", "litert",
+                                  "litert_fp16w"])
 def test_a_framework_that_builds_dense_stacks_only_lists_the_chains_as_not_run(name):
     """A runtime never runs a chain through the eager framework under its own name."""
     from equivalence.core.adapter import FrameworkRefused, FrameworkUnavailable
@@ -121,6 +123,7 @@ def test_a_framework_that_builds_dense_stacks_only_lists_the_chains_as_not_run(n
     except FrameworkUnavailable as exc:
         pytest.skip(str(exc))
     case = next(c for c in chain_cases() if c.dtype == "float32").make()  # a dtype every runtime computes
-    assert why_not_run(adapter, case.spec) == f"{name} builds dense stacks only here (no conv, pooling or norm layers)"
+    assert why_not_run(adapter, case.spec) == (f"{name} builds dense stacks only here (no conv, pooling, norm, "
+                                               "sequence or recurrent layers)")
     with pytest.raises(FrameworkRefused, match="builds dense stacks only"):
         adapter.build_chain(case.spec, case.weights)

@@ -1,22 +1,16 @@
-"""What the own-model tests of each layer kind share: running the CLI on a saved pair, and the meta tests' verdict."""
+"""What the own-model tests of each layer kind share: the differences named from a pair's weights and configs, the
+meta tests' verdict and an agreeing pair (the CLI on a saved pair: ``tests.helpers.compare_files_through_the_cli``)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import pytest
 
-from tests.helpers import compare_files_through_the_cli
+def named_differences(t: Any, k: Any) -> list:
+    """The differences named from the two models' configurations and weights: no layer is run."""
+    from equivalence.own import structural_differences, walk_pair
 
-
-def compare_saved_pair(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *,
-                       factory_source: str, module: str, build_port: Any) -> tuple[int, str]:
-    """``equivalence compare state.pt port.keras --torch-model module:build`` on a torch model built by
-    ``factory_source`` (written to ``module.py``) and its Keras port (``build_port()``, ported first); the exit
-    code and what it printed."""
-    return compare_files_through_the_cli(tmp_path, monkeypatch, capsys, factory=factory_source, module=module,
-                                         port=build_port())
+    return structural_differences(*walk_pair(t, k))
 
 
 def assert_red_only_in(result: Any, framework: str, layer: int) -> None:
@@ -35,4 +29,15 @@ def agreeing(torch_model: Any, keras_model: Any, x: Any) -> Any:
     result = compare_models(torch_model, keras_model, x=x)
     assert result.passed, result.message()
     assert [type(u.layer_kind) for u in result.torch_layers] == [type(u.layer_kind) for u in result.keras_layers]
+    return result
+
+
+def read_as(model: Any, converted: Any, kinds: list[str]) -> Any:
+    """``assert_equivalent(model, converted)`` over 20 drawn batches, the converted side's units read as ``kinds``
+    (what the graph reader says each unit is) and of the same layer kinds as the model's; the result."""
+    from equivalence import assert_equivalent
+
+    result = assert_equivalent(model, converted, max_examples=20)
+    assert [u.kind for u in result.keras_layers] == kinds
+    assert [u.layer_kind for u in result.keras_layers] == [u.layer_kind for u in result.torch_layers]
     return result

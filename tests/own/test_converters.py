@@ -280,19 +280,27 @@ def test_keras_to_tflite_is_judged_equivalent_and_a_moved_weight_is_named(keras_
     assert "layer 0 (keras 'dense', litert 'op " in message and "kernel: 1 / 35 elements differ" in message, message
 
 
-def test_the_command_reads_every_converted_file(torch_files, tmp_path):
-    model, folder = torch_files
+@pytest.fixture(scope="module")
+def torch_program(torch_files, tmp_path_factory):
+    """The torch MLP as a torch.export program file (.pt2), the command's first argument."""
     import torch
 
-    program = tmp_path / "mlp.pt2"
+    model, _ = torch_files
+    program = tmp_path_factory.mktemp("program") / "mlp.pt2"
     torch.export.save(torch.export.export(model, (torch.zeros(2, WIDTHS[0]),)), program)
-    for converted in (folder / "mlp.onnx", folder / "onnx2tf" / "mlp_float32.tflite", folder / "onnx2tf",
-                      folder / "onnx2tf" / "mlp_float32.h5", folder / "onnx2tf" / "mlp_float16.tflite",
-                      folder / "onnx2tf" / "mlp_float32_v3.keras"):  # Keras 2's .keras: read by tf_keras
-        proc = subprocess.run([sys.executable, "-m", "equivalence", "compare", str(program), str(converted),
-                               "--examples", "5"], capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0 and "all 3 layers agree" in proc.stdout, proc.stdout + proc.stderr
-        assert proc.stderr == "", proc.stderr  # no converter's or runtime's log line
+    return program
+
+
+@pytest.mark.parametrize("converted", [
+    "mlp.onnx", "onnx2tf/mlp_float32.tflite", "onnx2tf", "onnx2tf/mlp_float32.h5", "onnx2tf/mlp_float16.tflite",
+    "onnx2tf/mlp_float32_v3.keras",  # Keras 2's .keras: read by tf_keras
+])
+def test_the_command_reads_the_converted_file(torch_files, torch_program, converted):
+    _, folder = torch_files
+    proc = subprocess.run([sys.executable, "-m", "equivalence", "compare", str(torch_program), str(folder / converted),
+                           "--examples", "5"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "all 3 layers agree" in proc.stdout, proc.stdout + proc.stderr
+    assert proc.stderr == "", proc.stderr  # no converter's or runtime's log line
 
 
 ONNX2TORCH_CHILD = """

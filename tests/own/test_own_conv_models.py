@@ -9,6 +9,7 @@ from hypothesis import settings
 
 from tests.conv_models import ConvArch, ConvBlock, conv_archs, keras_conv_model, torch_conv_model
 from tests.helpers import BFLOAT16, assert_ported_pairs_agree, compare_files_through_the_cli
+from tests.own.pairs import named_differences
 
 pytestmark = pytest.mark.usefixtures("keras_walker_or_skip")
 
@@ -73,13 +74,6 @@ def test_drawn_inputs_cover_a_conv_model_and_say_how_to_rebuild_a_failure(monkey
 
 # --- the traps, named ----------------------------------------------------------------------------
 
-def _differences(t, k):
-    """The differences named from the two models' configurations and weights: no layer is run."""
-    from equivalence.own import structural_differences, walk_pair
-
-    return structural_differences(*walk_pair(t, k))
-
-
 def test_a_reshaped_conv_kernel_is_named_kernel_layout():
     from equivalence import compare_models
 
@@ -118,7 +112,7 @@ def test_stride_2_same_padding_is_named_padding_before_any_value():
     t = nn.Sequential(nn.Conv2d(2, 3, 3, stride=2, padding=1), nn.Flatten(), nn.Linear(3 * 4 * 4, 2))
     k = keras.Sequential([keras.Input((8, 8, 2)), keras.layers.Conv2D(3, 3, strides=2, padding="same"),
                           keras.layers.Flatten(), keras.layers.Dense(2)])
-    differences = _differences(t, k)  # the Dense after it: weights not ported yet, named too
+    differences = named_differences(t, k)  # the Dense after it: weights not ported yet, named too
     assert [d.what for d in differences if d.layer == 0] == ["padding"]
     assert "got keras ((0, 1), (0, 1)), but torch has ((1, 1), (1, 1))" in differences[0].message
     with pytest.raises(PortMismatch, match="padding"):
@@ -136,7 +130,7 @@ def test_average_pooling_counting_the_padding_is_named_padding():
     t = nn.Sequential(nn.AvgPool2d(3, stride=1, padding=1), nn.Flatten(), nn.Linear(5 * 5 * 2, 2))
     k = keras.Sequential([keras.Input((5, 5, 2)), keras.layers.AveragePooling2D(3, strides=1, padding="same"),
                           keras.layers.Flatten(), keras.layers.Dense(2)])
-    differences = _differences(t, k)
+    differences = named_differences(t, k)
     assert [d.what for d in differences if d.layer == 0] == ["padding"]
     assert "count_include_pad=False, but torch has count_include_pad=True" in differences[0].message
 
@@ -150,7 +144,7 @@ def test_conv_configuration_differences_are_named(torch_change, what):
     torch.manual_seed(0)
     t = nn.Sequential(nn.Conv1d(2, 3, **{"kernel_size": 3, "stride": 1, **torch_change}))
     k = keras.Sequential([keras.Input((9, 2)), keras.layers.Conv1D(3, 3)])
-    assert what in [d.what for d in _differences(t, k)]
+    assert what in [d.what for d in named_differences(t, k)]
 
 
 @pytest.mark.parametrize("framework", ["torch", "keras"])

@@ -9,6 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import BFLOAT16
+from tests.own.pairs import named_differences
+from tests.own_models import norm_mlp
 
 pytestmark = pytest.mark.usefixtures("keras_walker_or_skip")
 
@@ -18,34 +20,6 @@ NORM_EXAMPLES = max(5, settings.default.max_examples // 10)
 @pytest.fixture(autouse=True)
 def _frameworks(torch_adapter, keras_adapter):
     """Every test here needs both frameworks (skips with the reason otherwise)."""
-
-
-def norm_mlp(widths, dtype: str, *, seed: int = 0, torch_eps: float = 1e-3, torch_momentum: float = 0.01):
-    """Linear, BatchNorm1d, ReLU, Linear, LayerNorm, Tanh, Linear in torch (eval mode, random statistics) and
-    its Keras port written with Keras' defaults (epsilon 1e-3, momentum 0.99)."""
-    import keras
-    import torch
-    from torch import nn
-
-    from equivalence.frameworks.torch import TORCH_DTYPES
-
-    dt = TORCH_DTYPES[dtype]
-    torch.manual_seed(seed)
-    n_in, a, b, out = widths
-    t = nn.Sequential(nn.Linear(n_in, a, dtype=dt), nn.BatchNorm1d(a, eps=torch_eps, momentum=torch_momentum, dtype=dt),
-                      nn.ReLU(), nn.Linear(a, b, dtype=dt), nn.LayerNorm(b, eps=torch_eps, dtype=dt), nn.Tanh(),
-                      nn.Linear(b, out, dtype=dt)).eval()
-    with torch.no_grad():
-        for norm in (t[1], t[4]):
-            norm.weight.uniform_(-2, 2)
-            norm.bias.uniform_(-1, 1)
-        t[1].running_mean.uniform_(-1, 1)
-        t[1].running_var.uniform_(0.25, 4)
-    L = keras.layers
-    k = keras.Sequential([keras.Input((n_in,), dtype=dtype), L.Dense(a, dtype=dtype), L.BatchNormalization(dtype=dtype),
-                          L.ReLU(dtype=dtype), L.Dense(b, dtype=dtype), L.LayerNormalization(dtype=dtype),
-                          L.Activation("tanh", dtype=dtype), L.Dense(out, dtype=dtype)])
-    return t, k
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32", "float16", BFLOAT16])
@@ -89,18 +63,12 @@ def test_a_batchnorm2d_after_a_conv_agrees_over_drawn_inputs():
     assert assert_equivalent(t, k, max_examples=10).passed
 
 
-def _differences(t, k):
-    from equivalence.own import structural_differences, walk_pair
-
-    return structural_differences(*walk_pair(t, k))
-
-
 def test_the_default_epsilons_and_momenta_are_named_before_any_value():
     """torch's defaults (eps 1e-5, momentum 0.1) against Keras' (1e-3, 0.99): three named differences."""
     t, k = norm_mlp((4, 5, 6, 2), "float32", torch_eps=1e-5, torch_momentum=0.1)
-    named = [(d.layer, d.what) for d in _differences(t, k) if d.what in ("epsilon", "momentum")]
+    named = [(d.layer, d.what) for d in named_differences(t, k) if d.what in ("epsilon", "momentum")]
     assert named == [(1, "epsilon"), (1, "momentum"), (3, "epsilon")]
-    message = next(d.message for d in _differences(t, k) if d.what == "momentum")
+    message = next(d.message for d in named_differences(t, k) if d.what == "momentum")
     assert "got keras 0.99, but torch has 0.9" in message and "torch's momentum=m is Keras' 1 - m" in message
 
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from hypothesis import settings
 
-from tests.helpers import BFLOAT16, assert_ported_pairs_agree
-from tests.own.pairs import assert_red_only_in, compare_saved_pair
+from tests.helpers import BFLOAT16, assert_ported_pairs_agree, compare_files_through_the_cli
+from tests.own.pairs import assert_red_only_in
 from tests.residual_models import (
     ResidualArch,
     keras_residual_model,
@@ -251,8 +251,8 @@ def test_the_cli_compares_a_saved_residual_pair(tmp_path, monkeypatch, capsys):
         h = L.Dense(4)(L.Dense(8, activation="tanh")(x))
         return keras.Model(x, L.Dense(2)(L.Activation("relu")(L.Add()([x, h]))))
 
-    code, out = compare_saved_pair(tmp_path, monkeypatch, capsys, factory_source=FACTORY, module="residual_block",
-                                   build_port=port)
+    code, out = compare_files_through_the_cli(tmp_path, monkeypatch, capsys, factory=FACTORY, module="residual_block",
+                                              port=port())
     assert code == 0, out
     assert "all 4 layers agree" in out, out
 

@@ -1,8 +1,9 @@
 """A chain of layers of any kind (``equivalence.core.chain``) built as a Keras 3 model, as a user writes one:
 ``keras.Sequential`` from ``keras.Input`` (channels-last) through ``Conv1D/2D``, ``MaxPooling/AveragePooling``,
-``Flatten``, ``BatchNormalization``, ``LayerNormalization`` and ``Dense``, an ``Activation`` after a norm. The
-model is then walked like a user's own (``walk``), so the golden vectors and the report judge exactly the layers
-the own-model path runs.
+``Flatten``, ``BatchNormalization``, ``LayerNormalization`` and ``Dense``, an ``Activation`` after a norm; token ids
+(``keras.Input`` of int32) through ``Embedding``, ``MultiHeadAttention`` (called ``mha(h, h)``: a functional model),
+``GlobalAveragePooling1D``, ``LSTM`` and ``GRU``. The model is then walked like a user's own (``walk``), so the
+golden vectors and the report judge exactly the layers the own-model path runs.
 
 One entry per kind in ``LAYERS``: ``(layers, kind, weights, activation, dtype, input shape) -> [layer, ...]``.
 """
@@ -47,6 +48,13 @@ def _pool(L: Any, kind: Any, w: LayerWeights, act: Any, dt: str, shape: tuple[in
                 dtype=dt)]
 
 
+def _recurrent(cls: Any, kind: Any, w: LayerWeights, dt: str) -> Any:
+    """An LSTM or GRU; its recurrent kernel initialised uniformly: TensorFlow has no bfloat16 QR for the default
+    orthogonal one (the weights are written over anyway)."""
+    return cls(kind.units, return_sequences=kind.return_sequences, use_bias=w.b is not None,
+               recurrent_initializer="glorot_uniform", dtype=dt)
+
+
 def _then(layer: Any, L: Any, act: Any, dt: str) -> list[Any]:
     """A layer without an ``activation=`` argument, and its activation as a layer of its own."""
     return [layer] if act == "linear" else [layer, L.Activation(act, dtype=dt)]
@@ -62,8 +70,25 @@ LAYERS: dict[str, Callable[..., list[Any]]] = {
         L.BatchNormalization(axis=-1, epsilon=kind.epsilon, momentum=kind.momentum, dtype=dt), L, act, dt),
     "layernorm": lambda L, kind, w, act, dt, shape: _then(L.LayerNormalization(epsilon=kind.epsilon, dtype=dt),
                                                           L, act, dt),
+    "embedding": lambda L, kind, w, act, dt, shape: _then(L.Embedding(kind.rows, kind.dim, dtype=dt), L, act, dt),
+    "mean": lambda L, kind, w, act, dt, shape: _then(L.GlobalAveragePooling1D(dtype=dt), L, act, dt),
+    "attention": lambda L, kind, w, act, dt, shape: _then(
+        L.MultiHeadAttention(kind.heads, kind.head_dim, use_bias=w.b is not None, dtype=dt), L, act, dt),
+    "lstm": lambda L, kind, w, act, dt, shape: _then(_recurrent(L.LSTM, kind, w, dt), L, act, dt),
+    "gru": lambda L, kind, w, act, dt, shape: _then(_recurrent(L.GRU, kind, w, dt), L, act, dt),
 }
 """Each kind's Keras layers: ``(keras.layers, kind, canonical weights, Keras activation, dtype, input shape)``."""
+
+
+def _model(layers: Sequence[Any]) -> Any:
+    """A ``keras.Sequential`` of ``layers`` (an Input first); a functional model when one is a
+    ``MultiHeadAttention``, called as self-attention (``mha(h, h)``)."""
+    if not any(isinstance(layer, keras.layers.MultiHeadAttention) for layer in layers):
+        return keras.Sequential(list(layers))
+    h = layers[0]
+    for layer in layers[1:]:
+        h = layer(h, h) if isinstance(layer, keras.layers.MultiHeadAttention) else layer(h)
+    return keras.Model(layers[0], h)
 
 
 def build_chain(adapter: Any, spec: ChainSpec, weights: Sequence[LayerWeights]) -> list[DenseUnit]:
@@ -72,7 +97,9 @@ def build_chain(adapter: Any, spec: ChainSpec, weights: Sequence[LayerWeights]) 
         raise FrameworkRefused("Keras on jax has no float64 unless jax_enable_x64 is on")
     from equivalence.frameworks.keras.walk import walk
 
-    L, layers, shape = keras.layers, [keras.Input(tuple(spec.input_shape), dtype=spec.dtype)], spec.input_shape
+    ids = getattr(spec.kinds[0], "integer_input", False)
+    L, shape = keras.layers, spec.input_shape
+    layers = [keras.Input(tuple(spec.input_shape), dtype="int32" if ids else spec.dtype)]
     for kind, layer_weights, activation in zip(spec.kinds, weights, spec.activations):
         problem = adapter.lacks(activation)
         if problem:
@@ -80,7 +107,7 @@ def build_chain(adapter: Any, spec: ChainSpec, weights: Sequence[LayerWeights]) 
         act = "linear" if activation == "linear" else adapter.keras_activation(activation)
         layers += LAYERS[kind.name](L, kind, layer_weights, act, spec.dtype, tuple(shape))
         shape = (layer_weights.W.shape[1],) if kind is DENSE else kind.output_shape(tuple(shape))
-    units = walk(keras.Sequential(layers))
+    units = walk(_model(layers))
     for unit, layer_weights in zip(units, weights):
         if layer_weights.W.size:
             unit.write(layer_weights.W, layer_weights.b)

@@ -26,11 +26,26 @@ SEQUENCE_KINDS = (Embedding, SelfAttention, SequenceMean)
 _PROJECTIONS = ("query", "key", "value", "output")
 
 
+ATTENTION_OPTIONS = ("query_mask", "value_mask", "key_mask", "attention_mask", "use_causal_mask",
+                     "return_attention_scores")
+"""``MultiHeadAttention.call``'s arguments beyond its tensors: each changes what the layer computes or returns, and
+the unit runs it as ``mha(x, x)``, so a call giving any of them is refused (``attention_options``)."""
+
+
 def data_tensors(node: Any) -> list[Any]:
     """The node's input tensors without the masks Keras passes along (``mask=``: an Embedding's ``mask_zero``,
-    named by the walk's configs, not a branch)."""
-    masks = [m for m in (node.arguments.kwargs.get("mask"),) if m is not None]
+    named by the walk's configs, not a branch) and an attention's mask arguments (refused by name, not as a
+    branch: ``attention_options``)."""
+    kwargs = node.arguments.kwargs
+    masks = [m for m in (kwargs.get(name) for name in ("mask", *ATTENTION_OPTIONS)) if m is not None]
     return [t for t in node.input_tensors if not any(t is m for m in keras.tree.flatten(masks))]
+
+
+def attention_options(node: Any) -> list[str]:
+    """The ``ATTENTION_OPTIONS`` a ``MultiHeadAttention`` call gives (a mask tensor, ``use_causal_mask=True``,
+    ``return_attention_scores=True``)."""
+    kwargs = node.arguments.kwargs
+    return [name for name in ATTENTION_OPTIONS if kwargs.get(name) is not None and kwargs.get(name) is not False]
 
 
 def is_self_attention(op: Any, node: Any) -> bool:
@@ -39,8 +54,8 @@ def is_self_attention(op: Any, node: Any) -> bool:
     return type(op) is L.MultiHeadAttention and all(t is tensors[0] for t in tensors)
 
 
-def sequence_kind(op: Any, shape: tuple[int, ...], refuse: Callable[[str], Exception]) -> Any:
-    """The kind of an Embedding, a self-attention or a GlobalAveragePooling1D; else None."""
+def sequence_kind(op: Any, node: Any, shape: tuple[int, ...], refuse: Callable[[str], Exception]) -> Any:
+    """The kind of an Embedding, a self-attention or a GlobalAveragePooling1D (``node``: its call); else None."""
     if type(op) is L.Embedding:
         if len(shape) != 1:
             raise refuse(f"an Embedding on a {len(shape) + 1}-D input: the suite judges token ids (batch, tokens)")
@@ -53,6 +68,10 @@ def sequence_kind(op: Any, shape: tuple[int, ...], refuse: Callable[[str], Excep
                          "features): not judged")
         return SequenceMean(*shape)
     if type(op) is L.MultiHeadAttention:
+        options = attention_options(node)
+        if options:
+            raise refuse(f"called with {', '.join(options)}: the suite judges self-attention without masks, "
+                         "returning its output only (mha(x, x))")
         return _attention_kind(op, shape, refuse)
     return None
 

@@ -11,7 +11,8 @@ On a channels-last spatial input, Conv1D, Conv2D, MaxPooling1D/2D, AveragePoolin
 output are layers too (``equivalence.core.spatial``); their kernels are already in the canonical layout. So are
 Embedding, MultiHeadAttention called as ``mha(x, x)`` and GlobalAveragePooling1D
 (``equivalence.frameworks.keras.sequence``). A residual ``Add()([x, f(x)])`` or ``x + f(x)`` is an Add unit after the
-units of ``f`` (``equivalence.frameworks.keras.residual``); any other branch is refused.
+units of ``f``, and ``Add()([a(x), b(x)])`` a branch unit between their units
+(``equivalence.frameworks.keras.residual``); any other branch is refused.
 """
 
 from __future__ import annotations
@@ -350,7 +351,7 @@ def walk(model: Any, *, input_width: int | None = None) -> list[DenseUnit]:
             continue
         try:
             layer_kind = _spatial_kind(op, shape, refuse) or _norm_kind(op, shape, refuse) \
-                or sequence_kind(op, shape, refuse) or recurrent_kind(op, shape, refuse, _activation_function)
+                or sequence_kind(op, node, shape, refuse) or recurrent_kind(op, shape, refuse, _activation_function)
         except _Refuse as exc:
             raise refuse(str(exc)) from None
         if layer_kind is not None:

@@ -1,9 +1,12 @@
 """A chain of layers of any kind (``equivalence.core.chain``) built as a torch model, as a user writes one:
 ``nn.Sequential`` of ``Conv1d/2d``, ``MaxPool/AvgPool``, ``nn.Flatten``, ``BatchNorm1d/2d`` (eval mode),
-``LayerNorm`` and ``Linear``, each followed by its activation module. The model is then walked like a user's own
-(``walk``), so the golden vectors and the report judge exactly the layers the own-model path runs.
+``LayerNorm`` and ``Linear``, each followed by its activation module. A chain of sequence or recurrent layers
+(``nn.Embedding``, ``nn.MultiheadAttention``, ``nn.LSTM``, ``nn.GRU``, a mean over the tokens) is a module whose
+``forward`` calls them as a user's does (``CALLS``: ``attn(h, h, h)[0]``, ``lstm(h)[0]`` then ``[:, -1]``,
+``h.mean(1)``): they return tuples or are no module, so no ``nn.Sequential`` holds them. The model is then walked
+like a user's own (``walk``), so the golden vectors and the report judge exactly the layers the own-model path runs.
 
-One entry per kind in ``LAYERS``: ``(kind, weights, dtype) -> module``.
+One entry per kind in ``LAYERS``: ``(kind, weights, dtype, rank) -> module`` (None: a call without a module).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import torch
 from torch import nn
 
 from equivalence.core.adapter import FrameworkRefused
@@ -52,24 +56,64 @@ LAYERS: dict[str, Callable[..., nn.Module]] = {
     "flatten": lambda kind, w, dt, rank: nn.Flatten(),
     "batchnorm": _batchnorm,
     "layernorm": lambda kind, w, dt, rank: nn.LayerNorm(kind.features, eps=kind.epsilon, dtype=dt),
+    "embedding": lambda kind, w, dt, rank: nn.Embedding(kind.rows, kind.dim, dtype=dt),
+    "mean": lambda kind, w, dt, rank: None,
+    "attention": lambda kind, w, dt, rank: nn.MultiheadAttention(kind.embed_dim, kind.heads, bias=w.b is not None,
+                                                                 batch_first=True, dtype=dt),
+    "lstm": lambda kind, w, dt, rank: nn.LSTM(kind.features, kind.units, bias=w.b is not None, batch_first=True,
+                                              dtype=dt),
+    "gru": lambda kind, w, dt, rank: nn.GRU(kind.features, kind.units, bias=w.b is not None, batch_first=True,
+                                            dtype=dt),
 }
 """Each kind's torch module: ``(kind, canonical weights, torch dtype, spatial rank of its input) -> module``."""
+
+
+def _recurrent_call(module: nn.Module, kind: Any, x: torch.Tensor) -> torch.Tensor:
+    out = module(x)[0]
+    return out if kind.return_sequences else out[:, -1]
+
+
+CALLS: dict[str, Callable[[nn.Module | None, Any, torch.Tensor], torch.Tensor]] = {
+    "attention": lambda module, kind, x: module(x, x, x, need_weights=False)[0],
+    "mean": lambda module, kind, x: x.mean(1),
+    "lstm": _recurrent_call,
+    "gru": _recurrent_call,
+}
+"""The kinds a ``forward`` calls otherwise than ``module(x)``: ``(module, kind, x) -> the layer's output``."""
+
+
+class SequenceChain(nn.Module):
+    """A chain whose ``forward`` calls each layer as ``CALLS`` says (else ``module(x)``), then its activation."""
+
+    def __init__(self, steps: Sequence[tuple[Any, nn.Module | None, nn.Module | None]]) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList([m for _, module, act in steps for m in (module, act) if m is not None])
+        self.steps = list(steps)  # registered in ``layers``; fx finds them there by identity
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for kind, module, act in self.steps:
+            x = CALLS[kind.name](module, kind, x) if kind.name in CALLS else module(x)
+            if act is not None:
+                x = act(x)
+        return x
 
 
 def build_chain(spec: ChainSpec, weights: Sequence[LayerWeights], dt: Any,
                 activation_module: Callable[[str], nn.Module]) -> list[DenseUnit]:
     """``spec`` as an ``nn.Sequential`` in eval mode holding ``weights``, in torch dtype ``dt``, each activation
     ``activation_module(name)`` (the adapter's): its walked units, one per layer."""
-    modules: list[nn.Module] = []
+    steps: list[tuple[Any, nn.Module | None, nn.Module | None]] = []
     rank = len(spec.input_shape) - 1
     for kind, layer_weights, activation in zip(spec.kinds, weights, spec.activations):
-        modules.append(LAYERS[kind.name](kind, layer_weights, dt, rank))
-        if activation != "linear":
-            modules.append(activation_module(activation))
+        steps.append((kind, LAYERS[kind.name](kind, layer_weights, dt, rank),
+                      None if activation == "linear" else activation_module(activation)))
         if kind.name == "flatten":
             rank = 0
-    model = nn.Sequential(*modules).eval()
-    units = walk(model, input_shape=tuple(spec.input_shape) if len(spec.input_shape) > 1 else None)
+    if any(kind.name in CALLS or getattr(kind, "integer_input", False) for kind in spec.kinds):
+        model: nn.Module = SequenceChain(steps).eval()
+    else:
+        model = nn.Sequential(*[m for _, module, act in steps for m in (module, act) if m is not None]).eval()
+    units = walk(model, input_shape=tuple(spec.input_shape))  # an Embedding reads its sequence length there
     for unit, layer_weights in zip(units, weights):
         if unit.write is not None and layer_weights.W.size:
             unit.write(layer_weights.W, layer_weights.b)

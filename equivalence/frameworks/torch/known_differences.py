@@ -85,9 +85,10 @@ TORCH: tuple[KnownDifference, ...] = (
         "(19,15,15): an inf at row 1 made row 0 NaN; 5 of 24 placements of +inf, -inf and NaN alike, 2026-12-05). Not "
         "seen on the AMD EPYC with AVX-512 (AVX512_CORE_BF16) nor with AVX2. A torch bug (reproduction: "
         "docs/upstream/torch-bfloat16-nan-leak.md); the excuse covers exactly the NaN outputs of rows whose input and "
-        "reference are finite, beside a row holding a NaN, at layers of the shape class ("
+        "reference are finite, beside a row holding a NaN or an infinity, at dense layers of the shape class ("
         + NAN_LEAK_SHAPE_CLASS + ")",
         excuse=nan_leaked_from_another_row(nan_leak_shape_class), families=PARAMETRIC_FAMILIES, scope=("forward",),
+        layer_kinds=("dense",),
         when=(PROBES["torch_linear_nan_leaks_across_rows"],)),
 )
 

@@ -38,6 +38,12 @@ def gate_order(cell: str, units: int) -> np.ndarray:
     return np.concatenate([np.arange(g * units, (g + 1) * units) for g in blocks])
 
 
+def is_recurrent(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """``node`` calls an ``nn.LSTM`` or ``nn.GRU``: a state passed beside its input is named by ``recurrent_of``
+    (an initial state), not taken for a parameter used by hand."""
+    return node.op == "call_module" and type(gm.get_submodule(node.target)) in _CELLS
+
+
 def recurrent_of(gm: fx.GraphModule, node: fx.Node, shape: tuple[int, ...] | None,
                  refuse: Callable[[str], Exception]) -> dict[str, Any] | None:
     """The unit's parts when ``node`` calls an ``nn.LSTM`` or ``nn.GRU`` (its output the whole tuple until
@@ -53,7 +59,7 @@ def recurrent_of(gm: fx.GraphModule, node: fx.Node, shape: tuple[int, ...] | Non
     if problems:
         raise refuse(f"{', '.join(problems)}: the suite judges one-layer, one-direction recurrent layers without "
                      "projection, batch_first=True (x given as N, T, features)")
-    if len(node.args) != 1 or node.kwargs:
+    if any(state is not None for state in (*node.args[1:], *node.kwargs.values())):  # rnn(x, None) starts at zero
         raise refuse("called with an initial state: the suite judges a recurrent layer started from zeros")
     if shape is None or len(shape) != 2:
         raise refuse("a recurrent layer, but its input's sequence length is unknown or its input not a sequence: "

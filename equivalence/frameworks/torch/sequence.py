@@ -50,7 +50,8 @@ def sequence_part(gm: fx.GraphModule, node: fx.Node, shape: tuple[int, ...] | No
     """The unit's parts when ``node`` is an Embedding, a self-attention or a mean over the sequence; ``SKIP`` for
     the attention output's ``[0]``; None for anything else (refused here when it follows a sequence layer and is
     not an activation). ``declared``: the model's declared input shape (its sequence length); ``after``: the kind
-    of the unit before."""
+    of the unit before (a mean also follows a recurrent layer's output sequence, as Keras' GlobalAveragePooling1D
+    follows an LSTM with return_sequences)."""
     module = gm.get_submodule(node.target) if node.op == "call_module" else None
     if type(module) is nn.Embedding:
         return _embedding(module, declared, refuse)
@@ -60,7 +61,7 @@ def sequence_part(gm: fx.GraphModule, node: fx.Node, shape: tuple[int, ...] | No
         if node.args[1] != 0:
             raise refuse("uses the attention weights (output [1]): the suite judges the attention's output [0]")
         return SKIP
-    if _is_sequence_mean(node) and isinstance(after, SEQUENCE_KINDS):
+    if _is_sequence_mean(node) and (isinstance(after, SEQUENCE_KINDS) or getattr(after, "return_sequences", False)):
         kind = SequenceMean(*shape)
         return {"layer_kind": kind, "in_shape": shape, "next_shape": None, "build": _mean_unit}
     if isinstance(after, SEQUENCE_KINDS) and (module is not None and type(module) in _NOT_ON_SEQUENCES

@@ -13,16 +13,17 @@ AvgPool1d/2d and a Flatten of their output are layers too (``equivalence.core.sp
 channels-last numpy, transposing to torch's N,C,... and back, its kernel transposed to ``(*kernel, in, out)``,
 and the Linear after a Flatten has its rows permuted from torch's C,H,W order to the canonical H,W,C.
 Embedding, MultiheadAttention (self-attention) and a mean over the tokens are units of the sequence kinds
-(``equivalence.frameworks.torch.sequence``). A residual ``x + f(x)`` is an Add unit after the units of ``f``
-(``equivalence.frameworks.torch.residual``); any other branch is refused.
+(``equivalence.frameworks.torch.sequence``). A residual ``x + f(x)`` is an Add unit after the units of ``f``, and
+``a(x) + b(x)`` a branch unit between their units (``equivalence.frameworks.torch.residual``); any other branch is
+refused.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import operator
 import pickle
+import weakref
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -35,12 +36,13 @@ from torch import fx, nn
 
 from equivalence.core.activations import activation_name
 from equivalence.core.dtypes import numpy_dtype
+from equivalence.core.embedding import SequenceMean
 from equivalence.core.norms import BatchNorm, LayerNorm
 from equivalence.core.residual import Residual, branch_unit, check_residuals
 from equivalence.core.spatial import Conv, Flatten, Pool, flatten_permutation
 from equivalence.core.walk import DenseUnit, ModelNotSupported, Refused, check_chain, judged_activation
 from equivalence.frameworks.torch import TORCH_DTYPES, converted, to_numpy, to_tensor
-from equivalence.frameworks.torch.recurrent import recurrent_of, recurrent_unit, select, selected
+from equivalence.frameworks.torch.recurrent import is_recurrent, recurrent_of, recurrent_unit, select, selected
 from equivalence.frameworks.torch.residual import check_untapped, fork, residual_part, second_branch, tap
 from equivalence.frameworks.torch.sequence import SKIP, is_attention, is_self_attention, sequence_part
 
@@ -221,16 +223,24 @@ def _live_users(node: fx.Node) -> list[fx.Node]:
 
 def _reaches_output(node: fx.Node) -> bool:
     """Whether ``node``'s value reaches the graph's output through its users."""
-    return node in _live_nodes(node.graph)
+    live = _LIVE.get(node.graph)
+    if live is None:
+        live = _LIVE[node.graph] = _live_names(node.graph)
+    return node.name in live
 
 
-@functools.lru_cache(maxsize=8)
-def _live_nodes(graph: fx.Graph) -> frozenset[fx.Node]:
-    """The nodes whose value reaches the output: the graph's nodes are in topological order, so one pass back."""
-    live: set[fx.Node] = set()
+_LIVE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+"""Each walked graph's ``_live_names``, for as long as the graph lives: names, not nodes, so the cache holds
+nothing of the graph (a cache of its nodes kept the last walked models and their weights alive)."""
+
+
+def _live_names(graph: fx.Graph) -> frozenset[str]:
+    """The names of the nodes whose value reaches the output: the graph's nodes are in topological order, so one
+    pass back."""
+    live: set[str] = set()
     for node in reversed(graph.nodes):
-        if node.op == "output" or any(u in live for u in node.users):
-            live.add(node)
+        if node.op == "output" or any(u.name in live for u in node.users):
+            live.add(node.name)
     return frozenset(live)
 
 
@@ -288,7 +298,8 @@ def walk(model: Any, *, input_shape: tuple[int, ...] | None = None) -> list[Dens
             pending["write"] = _writer(pending["weight"], pending["bias"]) if pending["write"] else None
             current, position = node, position + 1
             continue
-        parameters = [] if linear is not None or is_attention(gm, node) else _hand_written_parameters(node)
+        judged_elsewhere = linear is not None or is_attention(gm, node) or is_recurrent(gm, node)
+        parameters = [] if judged_elsewhere else _hand_written_parameters(node)
         if parameters:
             raise refuse(f"computes with the parameter {', '.join(map(repr, parameters))} directly (x @ W.T + b "
                          "written by hand): write it as nn.Linear or F.linear(x, weight, bias), which the suite "
@@ -334,9 +345,10 @@ def walk(model: Any, *, input_shape: tuple[int, ...] | None = None) -> list[Dens
             current = node
             continue
         spatial = part or _spatial_of(gm, node, shape, refuse) or _norm_of(gm, node, shape, refuse)
-        if spatial is not None and pending is not None and pending.get("selection") == "sequence":
+        if spatial is not None and pending is not None and pending.get("selection") == "sequence" \
+                and not isinstance(spatial["layer_kind"], SequenceMean):
             raise refuse("a spatial or normalisation layer on a recurrent layer's output sequence: the suite judges "
-                         "a sequence fed to another LSTM or GRU, or its last step")
+                         "a sequence fed to another LSTM or GRU, its last step, or its mean over the steps")
         spatial = spatial or recurrent_of(gm, node, shape, refuse)
         if spatial is not None:
             if pending is not None:

@@ -1,0 +1,123 @@
+"""A Keras conv net through ``model.export(format="onnx")`` (tf2onnx), and a torch one through ONNX and onnx2tf to
+``.tflite``, judged layer by layer (issue 26 item 2):
+``make converters`` (marker ``converters``). tf2onnx writes the channels-last input, a ``Transpose`` to
+channels-first before the first conv and one back before the ``Flatten`` (its optimizer cancels the pairs between),
+each read with its conv or pooling node as one unit, and the Keras ``Flatten`` as a ``Reshape`` to a shape computed
+from the tensor's own (``Shape``, ``Gather``, ``Slice``, ``Concat``). onnx2tf folds the torch ``Flatten`` into the
+``FULLY_CONNECTED`` after it, which the reader reads as a flatten unit and the dense one."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from tests.own.pairs import read_as
+from tests.own.test_converters import _converters, moved  # noqa: F401 - the autouse skip without the converters
+
+pytestmark = pytest.mark.converters
+
+
+def keras_convnet(*, norm: bool = False):
+    import keras
+
+    L = keras.layers
+    layers = [keras.Input((8, 8, 3)), L.Conv2D(4, 3, padding="same", activation="relu", name="conv"),
+              L.MaxPooling2D(2, name="pool"), L.Conv2D(5, 3, strides=2, padding="same", name="conv_1"),
+              L.AveragePooling2D(2, strides=1, padding="same", name="avg")]
+    layers += [L.BatchNormalization(name="norm")] if norm else []
+    layers += [L.Flatten(name="flatten"), L.Dense(6, activation="tanh", name="dense"), L.Dense(2, name="dense_1")]
+    model = keras.Sequential(layers)
+    rng = np.random.default_rng(0)
+    model.set_weights([rng.uniform(0.5 if norm else -1, 1, w.shape).astype("float32") for w in model.get_weights()])
+    model(np.zeros((1, 8, 8, 3), "float32"))  # Keras' ONNX export wants a model that was called
+    return model
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, keras_adapter):
+    folder = tmp_path_factory.mktemp("keras_conv_onnx")
+    model = keras_convnet()
+    model.export(str(folder / "convnet.onnx"), format="onnx", verbose=False)
+    return model, folder
+
+
+TF2ONNX_UNITS = ["onnx Transpose+Conv", "onnx MaxPool", "onnx Conv", "onnx AveragePool+Transpose", "onnx Reshape",
+                 "onnx MatMul+Add", "onnx MatMul+Add"]
+"""What the reader says each unit of tf2onnx's graph is: the transposes read with the conv and the pooling."""
+
+
+def test_a_keras_conv_net_and_its_onnx_export_agree_and_the_report_names_the_transposes(exported):
+    result = read_as(exported[0], exported[1] / "convnet.onnx", TF2ONNX_UNITS)
+    assert "layer 3: keras 'avg' (AveragePooling2D; linear: none) = ort " in result.matched()[3]
+    assert "(onnx AveragePool+Transpose; linear: none)" in result.matched()[3]
+
+
+def test_a_moved_conv_weight_in_the_keras_export_is_named_at_its_layer(exported):
+    from equivalence import compare_models
+
+    model, folder = exported
+    kernel = model.get_layer("conv_1").kernel.numpy().transpose(3, 2, 0, 1)  # as ONNX stores it: (out, in, kh, kw)
+    wrong = moved(folder / "convnet.onnx", kernel, 7, 1e-3, folder / "wrong.onnx")
+    message = compare_models(model, wrong, max_examples=3).message()
+    assert "layer 2 (keras 'conv_1', ort " in message and "kernel: 1 / 180 elements differ" in message, message
+
+
+def test_a_batch_norm_tf2onnx_folded_into_ops_is_refused_naming_it(tmp_path, keras_adapter):
+    from equivalence import ModelNotSupported, compare_models
+
+    model = keras_convnet(norm=True)
+    model.export(str(tmp_path / "norm.onnx"), format="onnx", verbose=False)
+    with pytest.raises(ModelNotSupported, match=r"a Mul and an Add of constants after the AveragePool: a "
+                                                r"BatchNormalization the converter folded into ops \(tf2onnx does\)"):
+        compare_models(model, tmp_path / "norm.onnx")
+
+
+# --- torch -> ONNX -> onnx2tf -> .tflite ------------------------------------------------------------
+
+def torch_convnet():
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)  # 4 input channels: with 3, onnx2tf downloads sample images to check its conversion
+    return nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 5, 3), nn.Tanh(),
+                         nn.AvgPool2d(2, stride=1), nn.Flatten(), nn.Linear(5, 6), nn.SiLU(), nn.Linear(6, 2)).eval()
+
+
+@pytest.fixture(scope="module")
+def onnx2tf_files(tmp_path_factory):
+    import torch
+
+    from tests.own.test_converters import onnx2tf
+
+    folder = tmp_path_factory.mktemp("torch_conv_converted")
+    model = torch_convnet()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(model, (torch.zeros(1, 4, 8, 8),), folder / "convnet.onnx", dynamo=False, opset_version=20)
+    onnx2tf(folder / "convnet.onnx", folder / "onnx2tf")
+    return model, folder / "onnx2tf"
+
+
+@pytest.mark.parametrize(("file", "label"), [("convnet_float32.tflite", "litert"),
+                                             ("convnet_float16.tflite", "litert_fp16w")])
+def test_onnx2tf_s_tflite_of_a_torch_conv_net_agrees_and_its_fused_flatten_is_named(onnx2tf_files, file, label):
+    from equivalence import assert_equivalent
+
+    model, folder = onnx2tf_files
+    result = assert_equivalent(model, folder / file, max_examples=20)
+    assert result.labels == ("torch", label)
+    assert [u.layer_kind for u in result.keras_layers] == [u.layer_kind for u in result.torch_layers]
+    assert f"layer 4: torch '6' (Flatten; linear: none) = {label} 'op " in result.matched()[4]
+    assert "(tflite FULLY_CONNECTED (the flatten of its input); linear: none)" in result.matched()[4]
+
+
+def test_a_moved_filter_in_onnx2tf_s_tflite_is_named_at_its_layer(onnx2tf_files, tmp_path):
+    from equivalence import compare_models
+
+    model, folder = onnx2tf_files
+    stored = model[3].weight.detach().numpy().transpose(0, 2, 3, 1)  # LiteRT's (out, kh, kw, in)
+    wrong = moved(folder / "convnet_float32.tflite", stored, 11, 1e-3, tmp_path / "wrong.tflite")
+    message = compare_models(model, wrong, max_examples=3).message()
+    assert "layer 2 (torch '3', litert 'op 2'): kernel: 1 / 180 elements differ" in message, message
