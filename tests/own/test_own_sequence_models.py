@@ -151,10 +151,11 @@ def test_keras_mask_zero_is_named_mask_before_any_value():
     assert not np.allclose(masked, plain)  # the mask changes the values
 
 
-def test_a_non_zero_padding_row_is_named_and_never_ported_into_torch():
+def test_a_padding_row_is_named_only_where_the_two_rows_differ():
+    """padding_idx changes no forward value: a differing row p is named, equal tables pass whatever the row holds."""
     import torch
 
-    from equivalence import PortMismatch, port_weights
+    from equivalence import port_weights
 
     arch = SequenceArch(6, 3, 4, None, "linear", 2, "float32", 5, padding_idx=0)
     t, k = _ported(arch)
@@ -162,15 +163,27 @@ def test_a_non_zero_padding_row_is_named_and_never_ported_into_torch():
     table = t.embed.weight.detach().numpy().copy()
     table[0] = 0.5
     k.layers[1].embeddings.assign(table)  # a Keras model trained on: its row 0 moved
-    assert [d.what for d in named_differences(t, k)] == ["padding_idx"]
-    assert "the keras row 0 is not zero, but torch keeps its padding_idx=0 row at zero" in \
-        named_differences(t, k)[0].message
-    with pytest.raises(PortMismatch, match="padding_idx=0 keeps it at zero"):
-        port_weights(k, t)
-    with torch.no_grad():
-        t.embed.weight[0] = 0.5  # written by hand into torch
-    assert [d.what for d in named_differences(t, k)] == ["padding_idx"]
-    assert "torch keeps that row out of training" in named_differences(t, k)[0].message
+    differences = named_differences(t, k)
+    assert [d.what for d in differences] == ["padding_idx"]
+    assert "the keras row 0 differs from the torch padding_idx=0 row (greatest abs diff 0.5)" in differences[0].message
+    port_weights(k, t)  # copied as it is: torch looks row 0 up as any other
+    assert torch.equal(t.embed.weight[0], torch.full((3,), 0.5))
+    assert not named_differences(t, k)
+
+
+def test_a_pretrained_table_with_a_non_zero_padding_row_ports_faithfully():
+    """``nn.Embedding.from_pretrained(w, padding_idx=0)`` keeps a non-zero row 0: a faithful port passes."""
+    import torch
+
+    from equivalence import assert_equivalent, port_weights
+
+    arch = SequenceArch(6, 3, 4, None, "linear", 2, "float32", 5, padding_idx=0)
+    t, k = torch_sequence_model(arch), keras_sequence_model(arch)
+    table = torch.randn(6, 3, generator=torch.Generator().manual_seed(5)) + 1.0
+    t.embed = torch.nn.Embedding.from_pretrained(table, padding_idx=0)
+    assert torch.count_nonzero(t.embed.weight[0]) > 0
+    port_weights(t, k)
+    assert_equivalent(t, k, x=np.array([[0, 1, 2, 0], [3, 4, 5, 0]]))
 
 
 @pytest.mark.parametrize("framework", ["torch", "keras"])
