@@ -315,10 +315,39 @@ def test_keras_attention_biases_added_along_the_tokens_are_named_bias():
             assert "known difference keras_attention_bias_along_tokens" in result.differences[0].message
 
 
+@pytest.mark.parametrize("call", [
+    lambda attn, h: attn(query=h, key=h, value=h),
+    lambda attn, h: attn(h, key=h, value=h, need_weights=False)], ids=["keywords", "query-then-keywords"])
+def test_a_self_attention_called_with_keywords_is_judged(call):
+    """``attn(query=x, key=x, value=x)`` is the same self-attention as ``attn(x, x, x)``: walked, ported, agreeing."""
+    from torch import nn
+
+    from equivalence import port_weights
+    from tests.own.pairs import agreeing
+
+    arch = SequenceArch(7, 4, 5, 2, "linear", 2, "float32", 3)
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed, self.fc = nn.Embedding(7, 4), nn.Linear(4, 2)
+            self.attn = nn.MultiheadAttention(4, 2, batch_first=True)
+
+        def forward(self, ids):
+            return self.fc(call(self.attn, self.embed(ids))[0].mean(1))
+
+    t, k = Net().eval(), keras_sequence_model(arch)
+    port_weights(t, k)
+    result = agreeing(t, k, token_ids(arch))
+    assert [u.layer_kind.name for u in result.torch_layers] == ["embedding", "attention", "mean", "dense"]
+
+
 @pytest.mark.parametrize(("call", "refused"), [
     (lambda net, h: net.attn(h, h, h, key_padding_mask=net.padding), "key_padding_mask"),
     (lambda net, h: net.attn(h, h, h, attn_mask=net.mask), "attn_mask"),
-    (lambda net, h: net.attn(h, h.flip(1), h), "a branch")], ids=["key_padding_mask", "attn_mask", "cross"])
+    (lambda net, h: net.attn(h, h.flip(1), h), "a branch"),
+    (lambda net, h: net.attn(query=h, key=h.flip(1), value=h), "a branch")],
+    ids=["key_padding_mask", "attn_mask", "cross", "cross-by-keyword"])
 def test_attention_the_suite_does_not_judge_is_refused_in_one_line(call, refused):
     import keras
     import torch
