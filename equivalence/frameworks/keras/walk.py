@@ -32,6 +32,7 @@ from equivalence.core.spatial import Conv, Flatten, Pool, same_padding
 from equivalence.core.walk import (
     DenseUnit,
     ModelNotSupported,
+    NotJudged,
     Refused,
     attach_activation,
     check_chain,
@@ -153,7 +154,7 @@ def _op_activation(op: Any) -> str:
         return activation_name("leaky_relu", op.negative_slope)
     if kind in ("Softmax", "LogSoftmax"):
         return activation_name("softmax_axis" if kind == "Softmax" else "log_softmax_axis", op.axis)
-    raise KeyError(kind)
+    raise NotJudged(kind)
 
 
 # --- the walk -----------------------------------------------------------------------------------
