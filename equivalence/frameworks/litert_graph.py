@@ -14,7 +14,8 @@ quantisation) is refused.
 Each unit runs where the model lives: its own ops, cut out of a copy of the flatbuffer into a model of their own
 (input the tensor feeding the ``FULLY_CONNECTED``, output the activation's), on the interpreter with its default
 resolver (XNNPACK on CPU) and one thread. The file is never modified. The units' label is ``litert``, so its
-named differences apply.
+named differences apply. A file with float16 weights in some layers and float32 in others is refused: one model
+has one label, so one weight-rounding term.
 """
 
 from __future__ import annotations
@@ -200,7 +201,20 @@ def walk(model: Any) -> list[DenseUnit]:
     if int(graph.outputs[0]) != current:
         raise ModelNotSupported("tflite", "output", "subgraph", None,
                                 "the model's output is not the end of its single chain of ops")
+    _refuse_mixed_weights(units)
     return check_chain(units, "tflite")
+
+
+def _refuse_mixed_weights(units: list[DenseUnit]) -> None:
+    """One side has one label, and the label gives its weight-rounding term (``litert_fp16w``: float16): a file
+    with float16 weights in some layers and float32 in others would get the wrong term for some, so it is
+    refused."""
+    if len({u.framework for u in units}) > 1:
+        narrow = next(u for u in units if u.framework == FLOAT16_WEIGHTS)
+        wide = next(u for u in units if u.framework != FLOAT16_WEIGHTS)
+        raise ModelNotSupported("tflite", wide.name, wide.kind, wide.position,
+                                f"stores its weights as float32, but {narrow.name!r} (op {narrow.position}) as float16 "
+                                "(DEQUANTIZE): the suite judges a file whose weights are all float16 or all float32")
 
 
 def _dense(index: int, op: Any, current: int, constant: Any, refuse: Any) -> _Pending:
