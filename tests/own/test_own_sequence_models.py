@@ -588,3 +588,35 @@ def test_equivalence_compare_takes_an_embedding_state_dict_and_its_keras_file(tm
     assert code == EXIT_USAGE, err
     assert "x holds the id 11 at (0, 3), but the embedding has 11 rows (ids 0 to 10)" in err
     assert len(err.strip().splitlines()) == 1, err
+
+
+def _prebuilt(*layers_and_shapes):
+    """A Sequential of layers built one by one: the model itself never learns its input shape."""
+    import keras
+
+    for layer, shape in layers_and_shapes:
+        if shape is not None:
+            layer.build(shape)
+    return keras.Sequential([layer for layer, _ in layers_and_shapes])
+
+
+@pytest.mark.parametrize(("first", "says"), [
+    ("embedding", r"keras.Input\(shape=\(L,\), dtype='int32'\) or call model.build\(\(None, L\)\), L its sequence "
+                  "length"),
+    ("lstm", r"keras.Input\(shape=\(T, features\)\) or call model.build\(\(None, T, features\)\), T its sequence "
+             "length")], ids=["embedding", "lstm"])
+def test_a_sequence_model_of_unknown_shape_is_told_the_sequence_form_of_its_input(first, says):
+    import keras
+
+    from equivalence import ModelNotSupported
+    from equivalence.own import walk
+
+    L = keras.layers
+    head = (L.Embedding(10, 4), (None, 5)) if first == "embedding" else (L.LSTM(4, return_sequences=True), (None, 5, 3))
+    model = _prebuilt(head, (L.GlobalAveragePooling1D(), None), (L.Dense(2), (None, 4)))
+    with pytest.raises(ModelNotSupported, match=f"its input shape is unknown: start it with {says}$"):
+        walk(model, "keras")
+    unbuilt = keras.Sequential([head[0].__class__.from_config(head[0].get_config()), L.GlobalAveragePooling1D(),
+                                L.Dense(2)])
+    with pytest.raises(ModelNotSupported, match=f"has no weights yet: start it with {says}, and give it its weights"):
+        walk(unbuilt, "keras")
