@@ -47,7 +47,7 @@ from equivalence.core.walk import DenseUnit, ModelNotSupported
 from equivalence.frameworks.registry import entry, get_adapter
 from equivalence.own_recurrent import recurrent_differences, takes_sequences
 from equivalence.own_residual import residual_differences
-from equivalence.traps import layout_traps, padding_row, padding_write_problem
+from equivalence.traps import layout_traps, padding_row
 
 __all__ = ["Difference", "ModelComparison", "ModelNotSupported", "PortMismatch", "assert_equivalent",
            "compare_models", "port_weights"]
@@ -770,9 +770,6 @@ def _port_mismatch(source: Sequence[DenseUnit], target: Sequence[DenseUnit]) -> 
                 return kind_differences[0][1]
             if s.W.size == 0:
                 continue  # pooling, flatten: nothing to write
-            problem = padding_write_problem(where, t, s.W)
-            if problem:
-                return problem
         if s.shape != t.shape:
             return f"{where}: {s_fw} is {s.shape[0]}->{s.shape[1]}, {t_fw} {t.shape[0]}->{t.shape[1]}"
         if (s.b is None) != (t.b is None):

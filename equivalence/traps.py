@@ -1,5 +1,6 @@
 """Traps of a port named from the weights, before any value is computed: a layer kind's known wrong layouts
-(``wrong_layouts``: a transposed embedding table, a wrong head split) and torch's ``padding_idx`` row.
+(``wrong_layouts``: a transposed embedding table, a wrong head split) and torch's ``padding_idx`` row when it
+alone differs.
 
 ``equivalence.own`` asks these for every pair of layers of a kind that has them.
 """
@@ -46,33 +47,21 @@ def layout_traps(where: str, t: DenseUnit, k: DenseUnit, a: str = "torch", b: st
 
 
 def padding_row(where: str, t: DenseUnit, k: DenseUnit) -> list[tuple[str, str]]:
-    """torch's ``padding_idx`` row: kept at zero by torch (never trained), a plain row in Keras. Named when the
-    torch row is not zero (torch would keep it out of training, Keras trains it), or when the Keras row differs
-    from torch's zero, the tables being equal everywhere else (so nothing else is left to name in them)."""
+    """torch's ``padding_idx`` row, named when it is the one row in which the two tables differ.
+
+    ``padding_idx`` changes no forward value (torch looks the row up as any other); it keeps the row out of
+    training (no gradient) and zeroes it in a fresh model, whatever the row holds (``from_pretrained(w,
+    padding_idx=p)`` keeps a non-zero row). So equal tables are a faithful port, zero row or not; a row ``p``
+    that differs, the rest being equal, is a value difference whose likely cause is that training difference
+    (a Keras model trained on after the port)."""
     kind = t.layer_kind
     if not isinstance(kind, Embedding) or kind.padding_idx is None or t.W.shape != k.W.shape \
             or t.dtype != k.dtype:
         return []
     p = kind.padding_idx
-    if not _same(np.delete(t.W, p, axis=0), np.delete(k.W, p, axis=0)):
-        return []  # the tables differ elsewhere too: the kernel comparison says where
-    if np.any(t.W[p] != 0):
-        return [("padding_idx", f"{where}: padding_idx: the torch row {p} (padding_idx={p}) is not zero (greatest "
-                                f"|w| {float(np.max(np.abs(t.W[p].astype(np.float64)))):.3g}): torch keeps that row "
-                                "out of training and zeroes it in a fresh model, while Keras trains every row; "
-                                "port a table whose padding row is zero, or drop padding_idx")]
-    if np.any(k.W[p] != 0):
-        return [("padding_idx", f"{where}: padding_idx: the keras row {p} is not zero, but torch keeps its "
-                                f"padding_idx={p} row at zero (port the torch table, padding row included)")]
-    return []
-
-
-def padding_write_problem(where: str, target: DenseUnit, W: np.ndarray) -> str | None:
-    """Why ``port_weights`` must not write ``W`` into a torch embedding: a non-zero row at its ``padding_idx``."""
-    kind = target.layer_kind
-    if target.framework != "torch" or not isinstance(kind, Embedding) or kind.padding_idx is None:
-        return None
-    if np.any(np.asarray(W)[kind.padding_idx] != 0):
-        return f"{where}: the source's row {kind.padding_idx} is not zero, but torch's padding_idx=" \
-               f"{kind.padding_idx} keeps it at zero (set that row to zero first, or drop padding_idx)"
-    return None
+    if _same(t.W[p], k.W[p]) or not _same(np.delete(t.W, p, axis=0), np.delete(k.W, p, axis=0)):
+        return []  # the same row; or the tables differ elsewhere too: the kernel comparison says where
+    off = float(np.max(np.abs(t.W[p].astype(np.float64) - k.W[p].astype(np.float64))))
+    return [("padding_idx", f"{where}: padding_idx: the keras row {p} differs from the torch padding_idx={p} row "
+                            f"(greatest abs diff {off:.3g}), the rest of the tables being equal: torch keeps that "
+                            "row out of training, Keras trains every row (port the table, padding row included)")]

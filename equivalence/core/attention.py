@@ -16,8 +16,9 @@ product costing ``eps`` of its sum of absolute terms (Dense's model):
 * the softmax moves each weight by ``dA_ij = A_ij (ds_ij - sum_k A_ik ds_ik)`` to first order, plus its own
   rounding (exp, the sum, the division: ``2 eps A_ij``); since the weights sum to 1, ``sum_j dA_ij v_j =
   sum_j A_ij ds_ij (v_j - o_i)``, ``o_i = sum_j A_ij v_j`` the head's output;
-* the weighted sum of ``L`` values: ``|do_i| <= eps (sum_j A_ij Ss_ij |v_j - o_i| + 2 A|v| + A Mv + |o_i|)``,
-  ``Mv = |x| @ |W_v| + |b_v|`` (the last terms: the values' own error, and the sum's rounding);
+* the weighted sum of ``L`` values: ``|do_i| <= eps (sum_j A_ij Ss_ij |v_j - o_i| + 3 A|v| + A Mv)``,
+  ``Mv = |x| @ |W_v| + |b_v|``: the softmax's rounding ``2 A|v|``, the values' own error ``A Mv``, and the sum's
+  rounding ``A|v|`` (its sum of absolute terms, not ``|o_i|``, which cancellation can make far smaller);
 * the output projection of length ``heads * d``: ``|dh| <= eps ((Do + |o|) @ |W_o| + |b_o|)``, ``Do = |do| / eps``.
 
 Every term is taken element by element (per sample, token and head) and the largest kept: ``S`` below. So
@@ -192,8 +193,9 @@ class SelfAttention:
             scores = (np.einsum("nqhd,nkhd->nhqk", mq, k) + np.einsum("nqhd,nkhd->nhqk", q, mk)
                       + np.einsum("nqhd,nkhd->nhqk", q, k)) / np.sqrt(self.head_dim)  # |ds| / eps
             spread = np.abs(v[:, None, :, :, :] - o[:, :, None, :, :])  # |v_j - o_i|: (N, Lq, Lk, heads, d)
-            heads = np.einsum("nhqk,nqkhd->nqhd", A * scores, spread) + 2 * np.einsum("nhqk,nkhd->nqhd", A, np.abs(v)) \
-                + np.einsum("nhqk,nkhd->nqhd", A, mv) + np.abs(o)  # the head outputs' error / eps, plus their size
+            heads = np.einsum("nhqk,nqkhd->nqhd", A * scores, spread) + 3 * np.einsum("nhqk,nkhd->nqhd", A, np.abs(v)) \
+                + np.einsum("nhqk,nkhd->nqhd", A, mv) + np.abs(o)  # Do (the softmax's rounding, the weighted sum's:
+            # 3 A|v|) + |o|, the output projection's input size
             total = np.einsum("nqhd,hde->nqe", heads, absolute["output"]) + absolute.get("output_bias", 0.0)
             finite = total[np.isfinite(total)]
             return float(finite.max()) if finite.size else 0.0

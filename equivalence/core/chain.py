@@ -153,9 +153,12 @@ def check_chain_weights(spec: ChainSpec, weights: Sequence[LayerWeights], *, wha
     shape = tuple(spec.input_shape)
     for i, (kind, (W, b)) in enumerate(zip(spec.kinds, weights)):
         if kind is DENSE:
-            if len(shape) != 1 or np.ndim(W) != 2 or np.shape(W)[0] != shape[0]:
+            if len(shape) != 1:
+                raise ValueError(f"{what}: layer {i} (dense) takes a flat input, but gets shape {shape}: put a "
+                                 f"flatten layer before it (its kernel is then ({math.prod(shape)}, out))")
+            if np.ndim(W) != 2 or np.shape(W)[0] != shape[0]:
                 raise ValueError(f"{what}: layer {i} (dense) kernel has shape {np.shape(W)}, expected "
-                                 f"({math.prod(shape)}, out) on input {shape}")
+                                 f"({shape[0]}, out) on input {shape}")
             expected = DENSE.parameter_shapes(shape[0], np.shape(W)[1], bias=b is not None)
         else:
             expected = kind.parameter_shapes(bias=b is not None)

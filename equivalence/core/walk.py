@@ -9,7 +9,7 @@ the user's model on a numpy input. Everything after this point talks numpy.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -98,15 +98,27 @@ class Refused(Exception):
     name and position."""
 
 
+class NotJudged(KeyError):
+    """Raised by a walker's mapping for an op its own tables do not hold (``looked_up``): the one ``KeyError`` that
+    means "not a layer the suite judges"; any other raised while mapping a known op is a bug, and surfaces."""
+
+
+def looked_up(table: Mapping[Any, Any], key: Any) -> Any:
+    """``table[key]``, or ``NotJudged`` when the walker's table does not hold ``key``."""
+    if key not in table:
+        raise NotJudged(key)
+    return table[key]
+
+
 def judged_activation(read: Callable[[], str | None], refuse: Callable[[str], Exception], judged: str) -> str | None:
     """``read()``: a walker's mapping of one op to its activation (None for an op skipped at inference). A reason
-    it gives (``Refused``) is refused as it is; an op it does not know (``KeyError``) is refused naming what the
-    walker judges (``judged``: its layers and modules, in its framework's words)."""
+    it gives (``Refused``) is refused as it is; an op its tables do not hold (``NotJudged``, not any ``KeyError``)
+    is refused naming what the walker judges (``judged``: its layers and modules, in its framework's words)."""
     try:
         return read()
     except Refused as exc:
         raise refuse(str(exc)) from None
-    except KeyError:
+    except NotJudged:
         raise refuse(f"not a layer or an activation the suite judges (it judges {judged})") from None
 
 

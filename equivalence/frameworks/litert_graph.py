@@ -17,14 +17,15 @@ compared rounded to float16 (``equivalence.own``). Any other ``DEQUANTIZE`` (int
 Each unit runs where the model lives: its own ops, cut out of a copy of the flatbuffer into a model of their own
 (input the tensor feeding the ``FULLY_CONNECTED``, output the activation's), on the interpreter with its default
 resolver (XNNPACK on CPU) and one thread. The file is never modified. The units' label is ``litert``, so its
-named differences apply.
+named differences apply. A file with float16 weights in some layers and float32 in others is refused: one model
+has one label, so one weight-rounding term.
 """
 
 from __future__ import annotations
 
 import copy
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -231,7 +232,7 @@ def walk(model: Any) -> list[DenseUnit]:
     if int(graph.outputs[0]) != current:
         raise ModelNotSupported("tflite", "output", "subgraph", None,
                                 "the model's output is not the end of its single chain of ops")
-    return check_chain(units, "tflite")
+    return check_chain(_one_weight_label(units), "tflite")
 
 
 def _shape_computations(flat: Any, names: dict[int, str], constant: Any) -> dict[int, tuple[int, Any]]:
@@ -285,6 +286,21 @@ def _kind(index: int, op: Any, name: str, current: int, shape: tuple[int, ...] |
     return _Pending(index, current, [op], read.W, read.native, read.b, _FUSED[fused],
                     f"fused in {name} op {index}" if fused else "none", bool(fused), layer_kind=read.layer_kind,
                     in_shape=shape, out_shape=out_shape)
+
+
+def _one_weight_label(units: list[DenseUnit]) -> list[DenseUnit]:
+    """The units, every one under the file's one label, which gives its weight-rounding term (``litert_fp16w``:
+    float16 weights). A file with float16 weights in some layers and float32 in others would get the wrong term
+    for some, so it is refused; a unit without weights (a pool, a flatten) takes the file's label."""
+    weighted = [u for u in units if u.W.size]
+    if len({u.framework for u in weighted}) > 1:
+        narrow = next(u for u in weighted if u.framework == FLOAT16_WEIGHTS)
+        wide = next(u for u in weighted if u.framework != FLOAT16_WEIGHTS)
+        raise ModelNotSupported("tflite", wide.name, wide.kind, wide.position,
+                                f"stores its weights as float32, but {narrow.name!r} (op {narrow.position}) as float16 "
+                                "(DEQUANTIZE): the suite judges a file whose weights are all float16 or all float32")
+    label = weighted[0].framework if weighted else FRAMEWORK
+    return [u if u.framework == label else replace(u, framework=label) for u in units]
 
 
 def _dense(index: int, op: Any, current: int, constant: Any, refuse: Any) -> _Pending:

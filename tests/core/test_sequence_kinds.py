@@ -137,6 +137,18 @@ def _unscaled(kind: SelfAttention, weights: LayerWeights, x: np.ndarray) -> np.n
     return kind.reference(x, kind.pack(scaled)).h
 
 
+def test_the_weighted_sum_s_rounding_is_its_sum_of_absolute_terms_not_its_result():
+    """Two tokens x = 1, -1 of one feature, query and key kernels 0 (both weights 1/2), value and output kernels 1:
+    v = 1, -1 cancel to o = 0, but the sum rounds as its terms are, A|v| = 1. By the model: the softmax's rounding
+    2 A|v| = 2, the values' own error A Mv = 1, the sum's A|v| = 1, plus |o| = 0 into the output projection: 4."""
+    kind = SelfAttention(1, 1, 1, 2)
+    weights = kind.pack({"query": np.zeros((1, 1, 1)), "key": np.zeros((1, 1, 1)), "value": np.ones((1, 1, 1)),
+                         "output": np.ones((1, 1, 1))})
+    x = np.array([[[1.0], [-1.0]]])
+    assert np.array_equal(kind.reference(x, weights).h, np.zeros((1, 2, 1)))
+    assert kind.magnitude(x, weights) == 4.0
+
+
 def test_the_attention_bound_is_dense_s_form_of_its_error_magnitude(rng):
     kind, weights = _attention(4, 2, 3, rng)
     x = rng.uniform(-1, 1, (2, 3, 4))

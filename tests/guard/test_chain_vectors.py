@@ -43,6 +43,22 @@ def test_a_chain_of_weights_that_do_not_fit_its_kinds_is_refused():
         check_chain_weights(case.spec, broken)
 
 
+def test_a_dense_layer_on_a_non_flat_input_is_told_to_follow_a_flatten():
+    """The kernel a message asks for must be one that passes: on an (H, W, C) input none does, a flatten does."""
+    from equivalence.core.kinds import DENSE, LayerWeights
+    from equivalence.core.spatial import Flatten
+
+    W = np.ones((32, 3))
+    with pytest.raises(ValueError, match=r"^weights: layer 0 \(dense\) takes a flat input, but gets shape "
+                                         r"\(4, 4, 2\): put a flatten layer before it \(its kernel is then "
+                                         r"\(32, out\)\)$"):
+        check_chain_weights(ChainSpec((4, 4, 2), (DENSE,), ("linear",), "float32"), [LayerWeights(W, None)])
+    check_chain_weights(ChainSpec((4, 4, 2), (Flatten((4, 4, 2)), DENSE), ("linear", "linear"), "float32"),
+                        [LayerWeights(np.zeros((0,)), None), LayerWeights(W, None)])
+    with pytest.raises(ValueError, match=r"kernel has shape \(32, 3\), expected \(8, out\) on input \(8,\)$"):
+        check_chain_weights(ChainSpec((8,), (DENSE,), ("linear",), "float32"), [LayerWeights(W, None)])
+
+
 @pytest.fixture
 def two_frameworks(torch_adapter, keras_adapter):
     return {"torch": torch_adapter, "keras": keras_adapter}

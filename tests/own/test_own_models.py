@@ -435,3 +435,37 @@ def test_a_forward_with_control_flow_falls_back_to_torch_export_and_ports_into_t
     np.testing.assert_array_equal(t.fc1.weight.detach().numpy(), k.get_layer("dense_0").kernel.numpy().T)
     result = assert_equivalent(t, k, max_examples=EXAMPLES)
     assert [u.name for u in result.torch_layers] == ["fc1", "fc2"] and t.training
+
+
+def _models_with_a_relu_and_an_unknown_op(framework: str, monkeypatch) -> tuple:
+    """A model ending in a ReLU whose walker mapping raises a KeyError of its own (a bug in it), and one ending in
+    an op the walker's tables do not hold."""
+    if framework == "torch":
+        from torch import nn
+
+        from equivalence.frameworks.torch import walk as torch_walk
+
+        monkeypatch.setitem(torch_walk.MODULES, nn.ReLU, lambda module: {}["a bug in the mapping"])
+        return nn.Sequential(nn.Linear(4, 4), nn.ReLU()), nn.Sequential(nn.Linear(4, 4), nn.Hardtanh())
+    import keras
+
+    from equivalence.frameworks.keras import walk as keras_walk
+
+    L = keras.layers
+    monkeypatch.setitem(keras_walk.LAYERS, L.ReLU, lambda layer: {}["a bug in the mapping"])
+    return (keras.Sequential([keras.Input((4,)), L.Dense(4), L.ReLU()]),
+            keras.Sequential([keras.Input((4,)), L.Dense(4), L.ActivityRegularization()]))
+
+
+@pytest.mark.parametrize("framework", ["torch", "keras"])
+def test_only_an_op_missing_from_the_walkers_tables_is_not_judged(framework, monkeypatch):
+    """A KeyError raised inside the mapping of a known op is a bug and surfaces; it is not "not a layer"."""
+    from equivalence import ModelNotSupported
+    from equivalence.own import walk
+
+    buggy, unknown = _models_with_a_relu_and_an_unknown_op(framework, monkeypatch)
+    with pytest.raises(KeyError, match="a bug in the mapping") as info:
+        walk(buggy, framework)
+    assert not isinstance(info.value, ModelNotSupported)
+    with pytest.raises(ModelNotSupported, match="not a layer or an activation the suite judges"):
+        walk(unknown, framework)

@@ -151,10 +151,11 @@ def test_keras_mask_zero_is_named_mask_before_any_value():
     assert not np.allclose(masked, plain)  # the mask changes the values
 
 
-def test_a_non_zero_padding_row_is_named_and_never_ported_into_torch():
+def test_a_padding_row_is_named_only_where_the_two_rows_differ():
+    """padding_idx changes no forward value: a differing row p is named, equal tables pass whatever the row holds."""
     import torch
 
-    from equivalence import PortMismatch, port_weights
+    from equivalence import port_weights
 
     arch = SequenceArch(6, 3, 4, None, "linear", 2, "float32", 5, padding_idx=0)
     t, k = _ported(arch)
@@ -162,15 +163,27 @@ def test_a_non_zero_padding_row_is_named_and_never_ported_into_torch():
     table = t.embed.weight.detach().numpy().copy()
     table[0] = 0.5
     k.layers[1].embeddings.assign(table)  # a Keras model trained on: its row 0 moved
-    assert [d.what for d in named_differences(t, k)] == ["padding_idx"]
-    assert "the keras row 0 is not zero, but torch keeps its padding_idx=0 row at zero" in \
-        named_differences(t, k)[0].message
-    with pytest.raises(PortMismatch, match="padding_idx=0 keeps it at zero"):
-        port_weights(k, t)
-    with torch.no_grad():
-        t.embed.weight[0] = 0.5  # written by hand into torch
-    assert [d.what for d in named_differences(t, k)] == ["padding_idx"]
-    assert "torch keeps that row out of training" in named_differences(t, k)[0].message
+    differences = named_differences(t, k)
+    assert [d.what for d in differences] == ["padding_idx"]
+    assert "the keras row 0 differs from the torch padding_idx=0 row (greatest abs diff 0.5)" in differences[0].message
+    port_weights(k, t)  # copied as it is: torch looks row 0 up as any other
+    assert torch.equal(t.embed.weight[0], torch.full((3,), 0.5))
+    assert not named_differences(t, k)
+
+
+def test_a_pretrained_table_with_a_non_zero_padding_row_ports_faithfully():
+    """``nn.Embedding.from_pretrained(w, padding_idx=0)`` keeps a non-zero row 0: a faithful port passes."""
+    import torch
+
+    from equivalence import assert_equivalent, port_weights
+
+    arch = SequenceArch(6, 3, 4, None, "linear", 2, "float32", 5, padding_idx=0)
+    t, k = torch_sequence_model(arch), keras_sequence_model(arch)
+    table = torch.randn(6, 3, generator=torch.Generator().manual_seed(5)) + 1.0
+    t.embed = torch.nn.Embedding.from_pretrained(table, padding_idx=0)
+    assert torch.count_nonzero(t.embed.weight[0]) > 0
+    port_weights(t, k)
+    assert_equivalent(t, k, x=np.array([[0, 1, 2, 0], [3, 4, 5, 0]]))
 
 
 @pytest.mark.parametrize("framework", ["torch", "keras"])
@@ -302,10 +315,39 @@ def test_keras_attention_biases_added_along_the_tokens_are_named_bias():
             assert "known difference keras_attention_bias_along_tokens" in result.differences[0].message
 
 
+@pytest.mark.parametrize("call", [
+    lambda attn, h: attn(query=h, key=h, value=h),
+    lambda attn, h: attn(h, key=h, value=h, need_weights=False)], ids=["keywords", "query-then-keywords"])
+def test_a_self_attention_called_with_keywords_is_judged(call):
+    """``attn(query=x, key=x, value=x)`` is the same self-attention as ``attn(x, x, x)``: walked, ported, agreeing."""
+    from torch import nn
+
+    from equivalence import port_weights
+    from tests.own.pairs import agreeing
+
+    arch = SequenceArch(7, 4, 5, 2, "linear", 2, "float32", 3)
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed, self.fc = nn.Embedding(7, 4), nn.Linear(4, 2)
+            self.attn = nn.MultiheadAttention(4, 2, batch_first=True)
+
+        def forward(self, ids):
+            return self.fc(call(self.attn, self.embed(ids))[0].mean(1))
+
+    t, k = Net().eval(), keras_sequence_model(arch)
+    port_weights(t, k)
+    result = agreeing(t, k, token_ids(arch))
+    assert [u.layer_kind.name for u in result.torch_layers] == ["embedding", "attention", "mean", "dense"]
+
+
 @pytest.mark.parametrize(("call", "refused"), [
     (lambda net, h: net.attn(h, h, h, key_padding_mask=net.padding), "key_padding_mask"),
     (lambda net, h: net.attn(h, h, h, attn_mask=net.mask), "attn_mask"),
-    (lambda net, h: net.attn(h, h.flip(1), h), "a branch")], ids=["key_padding_mask", "attn_mask", "cross"])
+    (lambda net, h: net.attn(h, h.flip(1), h), "a branch"),
+    (lambda net, h: net.attn(query=h, key=h.flip(1), value=h), "a branch")],
+    ids=["key_padding_mask", "attn_mask", "cross", "cross-by-keyword"])
 def test_attention_the_suite_does_not_judge_is_refused_in_one_line(call, refused):
     import keras
     import torch
@@ -546,3 +588,35 @@ def test_equivalence_compare_takes_an_embedding_state_dict_and_its_keras_file(tm
     assert code == EXIT_USAGE, err
     assert "x holds the id 11 at (0, 3), but the embedding has 11 rows (ids 0 to 10)" in err
     assert len(err.strip().splitlines()) == 1, err
+
+
+def _prebuilt(*layers_and_shapes):
+    """A Sequential of layers built one by one: the model itself never learns its input shape."""
+    import keras
+
+    for layer, shape in layers_and_shapes:
+        if shape is not None:
+            layer.build(shape)
+    return keras.Sequential([layer for layer, _ in layers_and_shapes])
+
+
+@pytest.mark.parametrize(("first", "says"), [
+    ("embedding", r"keras.Input\(shape=\(L,\), dtype='int32'\) or call model.build\(\(None, L\)\), L its sequence "
+                  "length"),
+    ("lstm", r"keras.Input\(shape=\(T, features\)\) or call model.build\(\(None, T, features\)\), T its sequence "
+             "length")], ids=["embedding", "lstm"])
+def test_a_sequence_model_of_unknown_shape_is_told_the_sequence_form_of_its_input(first, says):
+    import keras
+
+    from equivalence import ModelNotSupported
+    from equivalence.own import walk
+
+    L = keras.layers
+    head = (L.Embedding(10, 4), (None, 5)) if first == "embedding" else (L.LSTM(4, return_sequences=True), (None, 5, 3))
+    model = _prebuilt(head, (L.GlobalAveragePooling1D(), None), (L.Dense(2), (None, 4)))
+    with pytest.raises(ModelNotSupported, match=f"its input shape is unknown: start it with {says}$"):
+        walk(model, "keras")
+    unbuilt = keras.Sequential([head[0].__class__.from_config(head[0].get_config()), L.GlobalAveragePooling1D(),
+                                L.Dense(2)])
+    with pytest.raises(ModelNotSupported, match=f"has no weights yet: start it with {says}, and give it its weights"):
+        walk(unbuilt, "keras")

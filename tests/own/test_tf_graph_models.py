@@ -107,3 +107,55 @@ def test_a_broken_tf_graph_file_is_one_line_naming_the_file_and_the_format(conve
     assert code == EXIT_USAGE and out == "" and err.count("\n") == 1, (out, err)
     assert f"{folder / name}: {says}" in err, err
 
+
+
+def _with_one_layer_float32(content: bytes) -> bytes:
+    """A float16-weights flatbuffer with its first FULLY_CONNECTED's float16 constants stored float32 in place of
+    their DEQUANTIZE ops: a file with float16 weights in some layers and float32 in others."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(content, 0))
+    graph = model.subgraphs[0]
+    names = {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
+    name = lambda op: names[max(model.operatorCodes[op.opcodeIndex].builtinCode,  # noqa: E731
+                                model.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode)]
+    dense = next(op for op in graph.operators if name(op) == "FULLY_CONNECTED")
+    for op in [op for op in graph.operators if name(op) == "DEQUANTIZE" and op.outputs[0] in list(dense.inputs)]:
+        stored = graph.tensors[op.inputs[0]]
+        values = np.frombuffer(bytes(bytearray(model.buffers[stored.buffer].data)), np.float16).astype(np.float32)
+        buffer = schema.BufferT()
+        buffer.data = np.frombuffer(values.tobytes(), np.uint8)
+        model.buffers.append(buffer)
+        graph.tensors[op.outputs[0]].buffer = len(model.buffers) - 1
+        graph.operators.remove(op)
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def test_a_tflite_with_float16_and_float32_weights_is_refused_in_one_line(converted, tmp_path):
+    """One side has one label, and the label gives the weight-rounding term: a mixed file would get the wrong one
+    for some layers."""
+    pytest.importorskip("ai_edge_litert")  # the interpreter alone: the litert adapter (make runtimes) is not needed
+    import tensorflow as tf
+
+    from equivalence import ModelNotSupported
+    from equivalence.frameworks.litert_graph import walk
+
+    model, _ = converted
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations, converter.target_spec.supported_types = [tf.lite.Optimize.DEFAULT], [tf.float16]
+    content = converter.convert()
+    assert {u.framework for u in walk(_saved(tmp_path, "fp16w", content))} == {"litert_fp16w"}
+    mixed = _saved(tmp_path, "mixed", _with_one_layer_float32(content))
+    with pytest.raises(ModelNotSupported, match=r"stores its weights as float32, but 'op \d+' \(op \d+\) as float16 "
+                                                r"\(DEQUANTIZE\): the suite judges a file whose weights are all "
+                                                "float16 or all float32") as info:
+        walk(mixed)
+    assert "\n" not in str(info.value)
+
+
+def _saved(folder, name: str, content: bytes):
+    (folder / f"{name}.tflite").write_bytes(content)
+    return folder / f"{name}.tflite"

@@ -35,6 +35,7 @@ from equivalence.core.spatial import Conv, Flatten, Pool, same_padding
 from equivalence.core.walk import (
     DenseUnit,
     ModelNotSupported,
+    NotJudged,
     Refused,
     attach_activation,
     check_chain,
@@ -157,7 +158,7 @@ def _op_activation(op: Any) -> str:
         return activation_name("leaky_relu", op.negative_slope)
     if kind in ("Softmax", "LogSoftmax"):
         return activation_name("softmax_axis" if kind == "Softmax" else "log_softmax_axis", op.axis)
-    raise KeyError(kind)
+    raise NotJudged(kind)
 
 
 # --- the walk -----------------------------------------------------------------------------------
@@ -190,8 +191,22 @@ def _input_shape(model: Any, hint: int | None) -> tuple[int, ...]:
     if hint is not None:
         return (hint,)
     raise ModelNotSupported(FRAMEWORK, model.name, type(model).__name__, None,
-                            "its input width is unknown: build it (model.build((None, n_in))) or start it with "
-                            "keras.Input(shape=(n_in,))")
+                            f"its input shape is unknown: {_how_to_build(model)}")
+
+
+def _how_to_build(model: Any) -> str:
+    """How to give ``model`` its input shape, in its input's form: token ids ``(L,)`` before an Embedding, a
+    sequence ``(T, features)`` before a recurrent layer or an attention, else ``(n_in,)``."""
+    layers = model._flatten_layers(include_self=False) if hasattr(model, "_flatten_layers") else []
+    first = next((layer for layer in layers if isinstance(layer, (L.Embedding, L.LSTM, L.GRU, L.MultiHeadAttention,
+                                                                  L.Dense))), None)
+    if isinstance(first, L.Embedding):
+        return "start it with keras.Input(shape=(L,), dtype='int32') or call model.build((None, L)), L its " \
+               "sequence length"
+    if first is not None and not isinstance(first, L.Dense):
+        return "start it with keras.Input(shape=(T, features)) or call model.build((None, T, features)), T its " \
+               "sequence length"
+    return "start it with keras.Input(shape=(n_in,)) or call model.build((None, n_in))"
 
 
 def _graph(block: Any) -> tuple[Any, Any] | None:
@@ -321,8 +336,7 @@ def walk(model: Any, *, input_width: int | None = None) -> list[DenseUnit]:
     unbuilt = _unbuilt_dense(model)
     if unbuilt is not None:  # a symbolic call would build it, creating weights the user never had
         raise ModelNotSupported(FRAMEWORK, unbuilt.name, "Dense", None,
-                                "has no weights yet: build the model (keras.Input(shape=(n_in,)) or "
-                                "model.build((None, n_in))) and give it its weights first")
+                                f"has no weights yet: {_how_to_build(model)}, and give it its weights first")
     starts, chain = _traced(model, _input_shape(model, input_width))
     units: list[DenseUnit] = []
     pending: dict[str, Any] | None = None

@@ -34,9 +34,19 @@ SEQUENCE_KINDS = (Embedding, SelfAttention)
 _MEANS = (torch.mean,)
 
 
+_QKV = ("query", "key", "value")
+
+
+def attention_inputs(node: fx.Node) -> list[Any]:
+    """The query, key and value an ``nn.MultiheadAttention`` call passes, by position or by keyword (None where
+    one is missing)."""
+    return [node.args[i] if i < len(node.args) else node.kwargs.get(name) for i, name in enumerate(_QKV)]
+
+
 def is_self_attention(gm: fx.GraphModule, node: fx.Node, current: fx.Node) -> bool:
-    """``node`` calls an ``nn.MultiheadAttention`` with the previous output as query, key and value."""
-    return is_attention(gm, node) and len(node.args) >= 3 and all(a is current for a in node.args[:3])
+    """``node`` calls an ``nn.MultiheadAttention`` with the previous output as query, key and value
+    (``attn(x, x, x)``, ``attn(query=x, key=x, value=x)``)."""
+    return is_attention(gm, node) and all(a is current for a in attention_inputs(node))
 
 
 def is_attention(gm: fx.GraphModule, node: fx.Node) -> bool:
@@ -112,7 +122,7 @@ def _attention(gm: fx.GraphModule, node: fx.Node, module: nn.MultiheadAttention,
     if shape is None or len(shape) != 2:
         raise refuse("a MultiheadAttention on other than the (batch, tokens, features) output of an Embedding or "
                      "an attention")
-    if not is_self_attention(gm, node, node.args[0]):
+    if not is_self_attention(gm, node, attention_inputs(node)[0]):
         raise refuse("a MultiheadAttention whose query, key and value are not the same tensor: the suite judges "
                      "self-attention")
     masks = [n for n in ("key_padding_mask", "attn_mask") if node.kwargs.get(n) is not None] + \
@@ -129,7 +139,8 @@ def _attention(gm: fx.GraphModule, node: fx.Node, module: nn.MultiheadAttention,
         raise refuse(f"takes {module.embed_dim} features, but gets {shape[1]}")
     kind = SelfAttention(module.embed_dim, module.num_heads, module.head_dim, shape[0])
     return {"layer_kind": kind, "in_shape": shape, "next_shape": shape, "build": _attention_unit, "module": module,
-            "call_options": dict(node.kwargs)}  # need_weights as the model calls it: another kernel path in torch
+            "call_options": {k: v for k, v in node.kwargs.items() if k not in _QKV}}  # need_weights as the model
+    # calls it: another kernel path in torch
 
 
 def _dtype_name(p: dict[str, Any], tensor: torch.Tensor) -> str:

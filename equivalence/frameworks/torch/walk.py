@@ -40,7 +40,15 @@ from equivalence.core.embedding import SequenceMean
 from equivalence.core.norms import BatchNorm, LayerNorm
 from equivalence.core.residual import Residual, branch_unit, check_residuals
 from equivalence.core.spatial import Conv, Flatten, Pool, flatten_permutation
-from equivalence.core.walk import DenseUnit, ModelNotSupported, Refused, check_chain, judged_activation
+from equivalence.core.walk import (
+    DenseUnit,
+    ModelNotSupported,
+    NotJudged,
+    Refused,
+    check_chain,
+    judged_activation,
+    looked_up,
+)
 from equivalence.frameworks.torch import TORCH_DTYPES, converted, to_numpy, to_tensor
 from equivalence.frameworks.torch.recurrent import is_recurrent, recurrent_of, recurrent_unit, select, selected
 from equivalence.frameworks.torch.residual import check_untapped, fork, residual_part, second_branch, tap
@@ -469,12 +477,12 @@ def _get_attr(owner: Any, target: str) -> torch.Tensor:
 def _activation_of(gm: fx.GraphModule, node: fx.Node) -> str | None:
     if node.op == "call_module":
         module = gm.get_submodule(node.target)
-        return MODULES[type(module)](module)
+        return looked_up(MODULES, type(module))(module)
     if node.op == "call_method":
-        return METHODS[node.target](node.args, node.kwargs)
+        return looked_up(METHODS, node.target)(node.args, node.kwargs)
     if node.op == "call_function":
-        return FUNCTIONS[node.target](node.args, node.kwargs)
-    raise KeyError(node.op)
+        return looked_up(FUNCTIONS, node.target)(node.args, node.kwargs)
+    raise NotJudged(node.op)
 
 
 def _caller(gm: fx.GraphModule, node: fx.Node) -> Callable[[torch.Tensor], torch.Tensor]:
