@@ -54,6 +54,8 @@ class LayerResult:
     """A layer of another kind than dense: its kind and configuration (``"conv: Conv2D 3x3 ..."``), for messages."""
     cause: str = ""
     """The well-known mistake a failing output matches (``equivalence.core.diagnosis``), or empty."""
+    unjudged: str = ""
+    """Why the bound judges nothing at this layer (it is not below the outputs' range), or empty: not a pass."""
 
     @property
     def ratio(self) -> float:
@@ -63,7 +65,7 @@ class LayerResult:
 
     @property
     def passed(self) -> bool:
-        return self.ratio <= 1.0
+        return self.ratio <= 1.0 and not self.unjudged
 
     @property
     def pair_name(self) -> str:
@@ -73,6 +75,8 @@ class LayerResult:
         where = f"{self.pair_name}, layer {self.layer}" + (f" ({self.kind})" if self.kind else "")
         if self.shape != self.expected_shape:
             return f"{where}: output shape {self.shape}, expected {self.expected_shape}"
+        if self.unjudged:
+            return f"{where}: not judged: {self.unjudged}"
         size = int(np.prod(self.shape))
         if self.nonfinite_mismatches:
             return (
@@ -206,10 +210,12 @@ class Comparison:
     def message(self) -> str:
         if self.passed:
             return f"{self.case_id}: all layers agree (worst ratio {self.worst_ratio:.3g})"
-        lines = [f"{self.case_id}: {len(self.failures)} layer comparisons exceed the error model"]
+        unjudged = sum(bool(r.unjudged) for r in self.failures)
+        lines = [f"{self.case_id}: {len(self.failures) - unjudged} layer comparisons exceed the error model"
+                 + (f", {unjudged} not judged" if unjudged else "")]
         for pair, layer in self.failing_pairs().items():
             first = next(r for r in self.failures if r.pair_name == pair and r.layer == layer)
-            lines.append(f"  first divergence, {first.describe()}")
+            lines.append(f"  {'' if first.unjudged else 'first divergence, '}{first.describe()}")
         return "\n".join(lines)
 
 
@@ -256,6 +262,8 @@ def compare_layers(spec: StackSpec | ChainSpec, weights: Sequence[LayerWeights],
                                           pair=(a, b_name), layer=layer, excused=excuse[a] | excuse[b_name]))
         if hasattr(kind, "describe"):  # every kind but dense, whose layers a stack's spec describes
             results[start:] = [replace(r, kind=f"{kind.name}: {kind.describe()}") for r in results[start:]]
+        if hasattr(kind, "unjudged"):  # a kind whose affordable bound can pass its outputs' range
+            results[start:] = [replace(r, unjudged=kind.unjudged(trace, r.bound)) for r in results[start:]]
     return Comparison(case_id or spec.id, tuple(results))
 
 

@@ -36,12 +36,17 @@ GATES = {"lstm": ("i", "f", "c", "o"), "gru": ("z", "r", "h")}
 """Each cell's gates in the canonical (Keras) order."""
 
 Step = tuple[np.ndarray, ...]
-PRODUCT_BUDGET = 200_000_000
-"""Multiply-adds of Jacobian products the bound spends on one layer and batch: past it (the last step of 32
-sequences of 64 steps of 32 LSTM units; every step of 8 sequences of 40 steps of 32 units) the error is carried in
-absolute value, step by step: rigorous and cheap, but it grows like the product of the ``|J|``, so a wide, long
-layer's bound passes its outputs' range and judges nothing (float32, 8 sequences of 40 steps, U(+-1/sqrt(units))
-weights: 4.3e-6 at 32 units, 4.1 at 64 units (last step), 3.9e4 at 128 units (every step))."""
+EXACT_BUDGET = 200_000_000
+"""Multiply-adds of Jacobian products per sequence up to which the bound takes the exact products over all steps
+(every step of 40 steps of 32 LSTM units; not of 64, 8.2e8)."""
+PRODUCT_BUDGET = 1_000_000_000
+"""Multiply-adds of Jacobian products per sequence the bound spends at most: past ``EXACT_BUDGET`` it multiplies
+the Jacobians exactly over runs of up to ``WINDOW`` steps and carries the whole state's bound from run to run
+(``_windowed``); when not even runs of two steps fit (an LSTM of 256 units over 40 steps), each Jacobian's absolute
+value (``_carried_in_absolute_value``), which grows without limit, and ``unjudged`` says when the bound so reached
+judges nothing. Per sequence: a sequence's bound does not depend on the batch it came in."""
+WINDOW = 8
+"""The longest run of steps whose Jacobians the bound multiplies exactly, unless all steps cost no more."""
 _PRODUCT_FLOATS = 4_000_000
 """How many floats of Jacobian products the bound holds at once (32 MB): a sequence's ends are taken in chunks."""
 
@@ -268,14 +273,24 @@ class Recurrent:
         Step ``s`` adds the rounding ``e_s`` (its state's error with an exact previous state); the state's error
         then evolves as ``d_t = d_{t-1} J_t + e_t``, so ``|d_t| <= sum_s |e_s| |J_{s+1} ... J_t|``: the product of
         the signed Jacobians along the float64 trajectory, its absolute value taken last (the errors' signs are
-        unknown, the Jacobians' are not). A non-finite input gives a non-finite bound there (``scale`` leaves it
-        out)."""
+        unknown, the Jacobians' are not). Sequences are taken a few at a time (``_PRODUCT_FLOATS``); each
+        sequence's bound is its own (``_windowed``), whatever the batch. A non-finite input gives a non-finite
+        bound there (``scale`` leaves it out)."""
         K, U, b = self._parts(weights)
         x64 = np.asarray(x, dtype=np.float64)
-        n, units = x64.shape[0], self.units
+        size = len(self._state_sizes()) * self.units
+        rows = max(1, _PRODUCT_FLOATS // (max(1, x64.shape[1]) * size * size))
+        out = [self._rows_error(x64[i:i + rows], K, U, b) for i in range(0, x64.shape[0], rows)]
+        return np.concatenate(out) if out else np.zeros((0, *self.output_shape(x64.shape[1:])))
+
+    def _state_sizes(self) -> tuple[int, ...]:
+        return (self.units, self.units) if self.cell == "lstm" else (self.units,)
+
+    def _rows_error(self, x64: np.ndarray, K: np.ndarray, U: np.ndarray, b: np.ndarray) -> np.ndarray:
+        n = x64.shape[0]
         x_bias = b if b.ndim == 1 else b[0]
         step = self._lstm_step_error if self.cell == "lstm" else self._gru_step_error
-        state: Step = (np.zeros((n, units)),) * (2 if self.cell == "lstm" else 1)
+        state: Step = tuple(np.zeros((n, size)) for size in self._state_sizes())
         local, jacobians = [], []
         with np.errstate(invalid="ignore", over="ignore"):
             for t in range(x64.shape[1]):
@@ -285,14 +300,53 @@ class Recurrent:
                 jacobians.append(J)
             ends = np.arange(len(local)) if self.return_sequences else np.array([len(local) - 1])
             local_, jacobians_ = np.stack(local), np.stack(jacobians)
-            size = local_.shape[-1]
-            if int(ends.sum()) * n * size * size * units > PRODUCT_BUDGET:
-                out = self._carried_in_absolute_value(local_, jacobians_)[ends]
-            else:
-                chunk = max(1, _PRODUCT_FLOATS // (n * size * units))
-                out = np.concatenate([self._accumulated(local_, jacobians_, ends[i:i + chunk])
-                                      for i in range(0, len(ends), chunk)])  # (len(ends), N, units)
+            window = self.window(len(local))
+            out = self._windowed(local_, jacobians_, ends, window) if window > 1 else \
+                self._carried_in_absolute_value(local_, jacobians_)[ends]
         return np.moveaxis(out, 0, 1) if self.return_sequences else out[0]
+
+    def window(self, steps: int) -> int:
+        """How many steps' Jacobians the bound multiplies exactly (``_windowed``): all ``steps`` (the exact bound)
+        within ``EXACT_BUDGET`` per sequence or where that costs no more than ``WINDOW`` steps' runs, else the
+        longest run up to ``WINDOW`` steps within ``PRODUCT_BUDGET``; 1 when not even two steps fit (each
+        Jacobian's absolute value then)."""
+        runs = range(min(WINDOW, steps), 1, -1)
+        exact = self.product_cost(steps, steps)
+        if exact <= EXACT_BUDGET or exact <= min(PRODUCT_BUDGET, self.product_cost(steps, max(runs, default=1))):
+            return steps
+        return next((w for w in runs if self.product_cost(steps, w) <= PRODUCT_BUDGET), 1)
+
+    def product_cost(self, steps: int, window: int) -> int:
+        """Multiply-adds of Jacobian products per sequence for ``_windowed`` with ``window``: a product per lag
+        for each output end (``units`` columns), and per window boundary before the last step, the full state's
+        (``size`` columns) over the window."""
+        size = len(self._state_sizes()) * self.units
+        ends = range(steps) if self.return_sequences else (steps - 1,)
+        lags = sum(max(0, t % window) for t in ends)  # the first lag is a Jacobian itself, no product
+        boundaries = (steps - 1) // window
+        return size * size * (lags * self.units + boundaries * (window - 1) * size)
+
+    def _windowed(self, local: np.ndarray, jacobians: np.ndarray, ends: np.ndarray, window: int) -> np.ndarray:
+        """The bound at ``ends`` with the Jacobians multiplied exactly over runs of ``window`` steps:
+        ``(len(ends), N, units)``. Within a run from step ``a``, ``d_t = sum_{a <= s <= t} e_s J_{s+1}..J_t +
+        d_{a-1} J_a..J_t``, so ``|d_t| <= sum |e_s| |J_{s+1}..J_t| + D_{a-1} |J_a..J_t|`` with ``D_{a-1}`` the
+        bound of the whole state (h, and an LSTM's c) at the run's start, computed the same way: as rigorous as
+        the exact products (``window`` = all steps), and as tight where the products over a window contract."""
+        steps, n, size = local.shape
+        carried = np.zeros((n, size))  # the state starts exact
+        out = []
+        for start in range(0, steps, window):
+            stop = min(start + window, steps)
+            run_local = np.concatenate([carried[None], local[start:stop]])
+            run_jacobians = np.concatenate([jacobians[start:start + 1], jacobians[start:stop]])  # [0] never used
+            mine = ends[(ends >= start) & (ends < stop)] - start + 1
+            if len(mine):
+                chunk = max(1, _PRODUCT_FLOATS // (n * size * self.units))
+                out.extend(self._accumulated(run_local, run_jacobians, mine[i:i + chunk], self.units)
+                           for i in range(0, len(mine), chunk))
+            if stop < steps:
+                carried = self._accumulated(run_local, run_jacobians, np.array([stop - start]), size)[0]
+        return np.concatenate(out)
 
     def _carried_in_absolute_value(self, local: np.ndarray, jacobians: np.ndarray) -> np.ndarray:
         """``|d_t| <= |d_{t-1}| |J_t| + |e_t|`` for every step: ``(T, N, units)``. The textbook worst case, the
@@ -305,16 +359,17 @@ class Recurrent:
             out.append(carried[:, :self.units])
         return np.stack(out)
 
-    def _accumulated(self, local: np.ndarray, jacobians: np.ndarray, ends: np.ndarray) -> np.ndarray:
-        """``sum_{s <= t} |e_s| |J_{s+1} ... J_t|`` at the hidden state's columns, for every ``t`` of ``ends``:
-        ``(len(ends), N, units)``. Lag by lag, every end at once: ``Q = J_{t-lag+1} Q`` (one batched product a
-        lag, over the ends still that long)."""
-        n, size = local.shape[1:]
-        product = np.broadcast_to(np.eye(size)[:, :self.units], (len(ends), n, size, self.units))
-        total = np.abs(local[ends][..., :self.units])
+    @staticmethod
+    def _accumulated(local: np.ndarray, jacobians: np.ndarray, ends: np.ndarray, columns: int) -> np.ndarray:
+        """``sum_{s <= t} |e_s| |J_{s+1} ... J_t|`` at the state's first ``columns`` columns, for every ``t`` of
+        ``ends``: ``(len(ends), N, columns)``. Lag by lag, every end at once: ``Q = J_{t-lag+1} Q`` (one batched
+        product a lag, over the ends still that long; the first lag's ``Q`` is the Jacobian itself)."""
+        total = np.abs(local[ends][..., :columns])
+        product = jacobians[ends[ends >= 1]][..., :columns]
         for lag in range(1, int(ends.max()) + 1):
             reach = ends >= lag
-            product = jacobians[ends[reach] - lag + 1] @ product[reach[-len(product):]]
+            if lag > 1:
+                product = jacobians[ends[reach] - lag + 1] @ product[reach[-len(product):]]
             total[reach] += (np.abs(local[ends[reach] - lag])[:, :, None, :] @ np.abs(product))[:, :, 0]
         return total
 
@@ -330,6 +385,22 @@ class Recurrent:
         h = np.asarray(trace.h, dtype=np.float64)
         finite = h[np.isfinite(h)]
         return max(1.0, slope * self.magnitude(trace.x, weights), float(np.max(np.abs(finite))) if finite.size else 0.0)
+
+    def unjudged(self, trace: LayerTrace, bound: float) -> str:
+        """Why a comparison within ``bound`` judges nothing here, or "": the budget kept the bound from the exact
+        products over all steps (``window``) and it is not below the reference outputs' largest magnitude (an
+        output of zeros would pass): a wide, long layer. An exact bound that large is the dtype's own resolution
+        (bfloat16 outputs below ``SAFETY`` eps), as for every kind."""
+        h = np.asarray(trace.h, dtype=np.float64)
+        finite = np.abs(h[np.isfinite(h)])
+        largest = float(np.max(finite)) if finite.size else 0.0
+        window = self.window(self.steps)
+        if not largest or bound < largest or window == self.steps:
+            return ""
+        how = f"exact over {window} steps at a time" if window > 1 else \
+            "each step's Jacobian in absolute value (past PRODUCT_BUDGET)"
+        return (f"its error bound {bound:.3g} is not below its outputs' largest magnitude {largest:.3g}, so no "
+                f"output could fail it ({self.units} units over {self.steps} steps; Jacobian products {how})")
 
     def weight_rounding_error(self, x: np.ndarray, weights: LayerWeights, *, slope: float,
                               weight_dtype: str) -> float:

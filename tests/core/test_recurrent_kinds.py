@@ -119,6 +119,7 @@ def test_past_the_budget_the_error_is_carried_in_absolute_value_a_looser_bound(k
     weights = _weights(kind, rng, 1.0)
     x = rng.uniform(-1, 1, (3, kind.steps, kind.features))
     exact = kind.running_error(x, weights)
+    monkeypatch.setattr(recurrent, "EXACT_BUDGET", 0)
     monkeypatch.setattr(recurrent, "PRODUCT_BUDGET", 0)
     carried = kind.running_error(x, weights)
     assert carried.shape == exact.shape
@@ -208,3 +209,47 @@ def test_a_named_difference_of_an_activation_the_cell_computes_with_reaches_the_
     dense = LayerWeights(rng.uniform(-1, 1, (3, 4)), None)
     assert forward_bound(DENSE.reference(dense_x, dense, "linear"), dense, "linear", "float64", on_jax).granted[
         "keras"] == 0.0
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.describe())
+def test_runs_of_exact_products_bound_rigorously_and_within_a_small_factor_of_the_exact_bound(kind, monkeypatch,
+                                                                                               rng):
+    """Past EXACT_BUDGET the Jacobians are multiplied exactly over runs of steps, the state's bound carried from
+    run to run: never below the all-steps bound (rigorous), and far tighter than each Jacobian in absolute value."""
+    from equivalence.core import recurrent
+
+    weights = _weights(kind, rng, 1 / np.sqrt(kind.units))
+    x = rng.uniform(-1, 1, (3, kind.steps, kind.features))
+    exact = kind.running_error(x, weights)
+    monkeypatch.setattr(recurrent, "EXACT_BUDGET", 0)
+    monkeypatch.setattr(recurrent, "WINDOW", 2)
+    assert kind.window(kind.steps) == 2
+    runs = kind.running_error(x, weights)
+    assert np.all(runs >= exact * (1 - 1e-12))
+    assert np.max(runs) <= 4 * np.max(exact), (np.max(runs), np.max(exact))
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_a_layer_whose_affordable_bound_passes_its_outputs_range_is_not_judged_never_a_pass(cell, monkeypatch):
+    """Each Jacobian in absolute value (no budget for products) over 40 steps of 48 units grows past the outputs'
+    range: a comparison there could not fail, so the layer is reported not judged, naming its units and steps,
+    and the comparison does not pass. With the exact products the same layer is judged."""
+    from equivalence.core import recurrent
+    from equivalence.core.compare import LayerResult
+
+    rng = np.random.default_rng(5)
+    kind = Recurrent(cell, 4, 48, 40, True)
+    weights = _weights(kind, rng, 3 / np.sqrt(kind.units))
+    x = rng.uniform(-1, 1, (2, kind.steps, kind.features))
+    trace = kind.reference(x, weights, "linear")
+    assert kind.unjudged(trace, forward_bound(trace, weights, "linear", "float32", {"torch": None}, kind=kind).base) \
+        == ""
+    monkeypatch.setattr(recurrent, "EXACT_BUDGET", 0)
+    monkeypatch.setattr(recurrent, "PRODUCT_BUDGET", 0)
+    bound = forward_bound(trace, weights, "linear", "float32", {"torch": None}, kind=kind).base
+    reason = kind.unjudged(trace, bound)
+    assert "48 units over 40 steps" in reason and "absolute value" in reason, reason
+    result = LayerResult(pair=("torch", "reference"), layer=0, shape=trace.h.shape, expected_shape=trace.h.shape,
+                         bound=bound, max_abs=0.0, max_rel=0.0, index=(), got=0.0, expected=0.0, mismatches=0,
+                         unjudged=reason)
+    assert not result.passed and "not judged" in result.describe()
