@@ -178,16 +178,17 @@ def native_bias_shift(framework: str, activation: str, dtype: str) -> float:
 
 
 def extra_error(framework: str, activation: str, dtype: str, *, scope: str = "forward",
-                facts: Facts | None = None, layer_kind: str = "dense") -> float:
-    """Extra bound (in units of the layer scale) a named difference grants ``framework``.
+                facts: Facts | None = None, layer_kind: str = "dense", inner: Sequence[str] = ()) -> float:
+    """Extra bound (in units of the layer scale) the named differences grant ``framework``.
 
     ``scope``: ``"forward"`` (layer outputs) or ``"gradient"`` (the backward pass); ``facts``: as in
     ``KnownDifference.applies``; ``layer_kind``: the layer's ``Kind.name`` (an entry limited to other kinds grants
-    nothing).
+    nothing); ``inner``: the activations the layer computes with inside, beside ``activation`` after it (an LSTM
+    cell's tanh and sigmoid). An entry covering several of them is granted once: it is one difference of the layer.
     """
     return sum(d.extra_error for d in known_differences()
                if d.kind == "extra_error" and scope in d.scope and (not d.layer_kinds or layer_kind in d.layer_kinds)
-               and d.applies(framework, activation, dtype, facts=facts))
+               and any(d.applies(framework, act, dtype, facts=facts) for act in (activation, *inner)))
 
 
 def definition(framework: str, activation: str, dtype: str, *,

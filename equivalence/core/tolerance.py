@@ -139,11 +139,11 @@ def forward_bound(trace: LayerTrace, weights: LayerWeights, activation: str, dty
     slope = ACTIVATIONS[activation].max_slope
     scale = kind.scale(trace, weights, slope=slope)
     eps = EPSILON[dtype]
-    computed_with = dict.fromkeys((activation, *getattr(kind, "inner_activations", ())))  # a cell's own too
+    inner = getattr(kind, "inner_activations", ())  # a cell's own activations
     granted, own = {}, {}
     for label, facts in frameworks.items():
         name = framework_of(label)
-        named = sum(extra_error(name, act, dtype, facts=facts, layer_kind=kind.name) for act in computed_with)
+        named = extra_error(name, activation, dtype, facts=facts, layer_kind=kind.name, inner=inner)
         granted[label] = (named * scale + rounded_weights_error(name, x=trace.x, weights=weights,
                                                                 activation=activation, dtype=dtype, kind=kind))
         entry = definition(name, activation, dtype, facts=facts)

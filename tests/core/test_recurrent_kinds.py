@@ -211,6 +211,21 @@ def test_a_named_difference_of_an_activation_the_cell_computes_with_reaches_the_
         "keras"] == 0.0
 
 
+def test_an_entry_covering_the_activation_after_a_cell_and_those_inside_it_is_granted_once(rng):
+    """Keras on torch computes a float64 matmul in float32 (keras_float64_matmul_in_float32_off_tensorflow, for
+    every activation): an LSTM followed by linear and computing with tanh and sigmoid holds that one difference,
+    granted once, not once per activation it computes with."""
+    from equivalence.core.conditions import RecordedFacts
+    from equivalence.core.known_differences import FLOAT32_MATMUL
+
+    on_torch = {"keras": RecordedFacts({"frameworks.keras.keras_backend": "torch"})}
+    kind = KINDS[0]
+    weights = _weights(kind, rng)
+    trace = kind.reference(rng.uniform(-1, 1, (2, 6, 3)), weights, "linear")
+    bound = forward_bound(trace, weights, "linear", "float64", on_torch, kind=kind)
+    assert bound.granted["keras"] == pytest.approx(FLOAT32_MATMUL * kind.scale(trace, weights, slope=1.0), rel=1e-12)
+
+
 @pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.describe())
 def test_runs_of_exact_products_bound_rigorously_and_within_a_small_factor_of_the_exact_bound(kind, monkeypatch,
                                                                                                rng):
