@@ -45,6 +45,11 @@ class Residual(NoParameters):
         """One operand's shape: the input holds two side by side."""
         return (*in_shape[:-1], in_shape[-1] // 2)
 
+    @property
+    def operands_shape(self) -> tuple[int, ...]:
+        """One sample's shape of the Add's canonical input: the two operands side by side (``operands``)."""
+        return (*self.features[:-1], 2 * self.features[-1])
+
     def describe(self) -> str:
         return f"Add {'x'.join(map(str, self.features))} + {skip_source(self.skip)}"
 
@@ -123,9 +128,9 @@ def value_shape(units: Sequence[DenseUnit], index: int) -> tuple[int, ...]:
 def branch_unit(framework: str, name: str, position: int, units: Sequence[DenseUnit], source: int) -> DenseUnit:
     """The unit where a second branch starts from ``source``'s output: a copy, in every framework alike."""
     features = value_shape(units, source)
-    return DenseUnit(framework, name, "branch", position, np.zeros((0,)), None, np.zeros((0,)), "linear", "none", "",
-                     lambda x: np.array(x, copy=True), None, layer_kind=Branch(features, source), in_shape=features,
-                     out_shape=features)
+    return DenseUnit.without_weights(framework, name, "branch", position, "linear", "none",
+                                     lambda x: np.array(x, copy=True), layer_kind=Branch(features, source),
+                                     in_shape=features, out_shape=features)
 
 
 def skip_source(skip: int, units: Sequence[DenseUnit] = ()) -> str:

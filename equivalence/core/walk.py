@@ -60,6 +60,16 @@ class DenseUnit:
     in_shape: tuple[int, ...] = ()
     out_shape: tuple[int, ...] = ()
 
+    @classmethod
+    def without_weights(cls, framework: str, name: str, kind: str, position: int, activation: str,
+                        activation_source: str, run: Callable[[np.ndarray], np.ndarray], *, layer_kind: Any,
+                        in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> DenseUnit:
+        """A layer with nothing to port (a pool, a flatten, a residual Add): empty kernels, no bias, no ``write``,
+        no dtype of its own."""
+        empty = np.zeros((0,))
+        return cls(framework, name, kind, position, empty, None, empty, activation, activation_source, "", run, None,
+                   layer_kind=layer_kind, in_shape=in_shape, out_shape=out_shape)
+
     @property
     def shape(self) -> tuple[int, int]:
         """``(in, out)``: a dense layer's widths; another kind's input and output sizes per sample."""

@@ -48,3 +48,9 @@ class KindRead:
     b: np.ndarray | None
     native: np.ndarray
     next_shape: tuple[int, ...] | None
+
+    @classmethod
+    def without_weights(cls, layer_kind: Any, next_shape: tuple[int, ...] | None) -> KindRead:
+        """An op with nothing to port (a pool, a flatten): empty kernels, no bias."""
+        empty = np.zeros((0,))
+        return cls(layer_kind, empty, None, empty, next_shape)

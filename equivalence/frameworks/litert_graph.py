@@ -252,10 +252,9 @@ def _fused_flatten(index: int, shape: tuple[int, ...]) -> DenseUnit:
     """The flatten a ``FULLY_CONNECTED`` does to its spatial input (onnx2tf folds the ``RESHAPE`` into it): a unit of
     its own, so the pair lines up with a model's ``Flatten`` layer. It has no op of its own to run: its values are the
     input's, reshaped (channels-last ``H, W, C`` order, as the op reads it), which is all the op does to it."""
-    empty = np.zeros((0,))
-    return DenseUnit(FRAMEWORK, f"op {index}", "tflite FULLY_CONNECTED (the flatten of its input)", index, empty,
-                     None, empty, "linear", "none", "", lambda x: np.asarray(x).reshape(len(x), -1),
-                     layer_kind=Flatten(shape), in_shape=shape, out_shape=(int(np.prod(shape)),))
+    return DenseUnit.without_weights(FRAMEWORK, f"op {index}", "tflite FULLY_CONNECTED (the flatten of its input)",
+                                     index, "linear", "none", lambda x: np.asarray(x).reshape(len(x), -1),
+                                     layer_kind=Flatten(shape), in_shape=shape, out_shape=(int(np.prod(shape)),))
 
 
 def _computing(computed: dict[int, tuple[int, Any]], inputs: list[int]) -> list[Any]:

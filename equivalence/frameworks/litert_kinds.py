@@ -37,12 +37,11 @@ def read_kind(name: str, op: Any, constant: Callable[[int], np.ndarray | None], 
     """The layer ``op`` (named ``name``) computes on an input of canonical per-sample ``shape``; ``out_shape``: its
     output tensor's shape as the flatbuffer declares it. ``Refused`` naming what the suite does not judge."""
     options = op.builtinOptions
-    empty = np.zeros((0,))
     if name == "RESHAPE":
         if len(out_shape) != 2 or out_shape[1] != int(np.prod(shape)):
             raise Refused(f"a RESHAPE to {list(out_shape)}: the suite judges a flatten to "
                           f"(batch, {int(np.prod(shape))})")
-        return KindRead(Flatten(shape), empty, None, empty, None)
+        return KindRead.without_weights(Flatten(shape), None)
     if len(shape) != 3:
         raise Refused(f"a {name} on a tensor of {len(shape) + 1} axes: the suite judges it on (N, H, W, C)")
     strides = (int(options.strideH), int(options.strideW))
@@ -62,4 +61,4 @@ def read_kind(name: str, op: Any, constant: Callable[[int], np.ndarray | None], 
         return KindRead(kind, native.transpose(1, 2, 3, 0).copy(), b, native, kind.output_shape(shape))
     size = (int(options.filterHeight), int(options.filterWidth))
     kind = Pool("max" if name == "MAX_POOL_2D" else "avg", size, strides, _padding(options, shape, size, strides))
-    return KindRead(kind, empty, None, empty, kind.output_shape(shape))
+    return KindRead.without_weights(kind, kind.output_shape(shape))

@@ -136,8 +136,7 @@ def _pool(node: onnx.NodeProto, shape: tuple[int, ...], rank: int) -> KindRead:
     size, strides = _plain(node, rank)
     op = "max" if node.op_type == "MaxPool" else "avg"
     kind = Pool(op, size, strides, _padding(node, shape, size, strides), bool(attr(node, "count_include_pad", 0)))
-    empty = np.zeros((0,))
-    return KindRead(kind, empty, None, empty, kind.output_shape(shape))
+    return KindRead.without_weights(kind, kind.output_shape(shape))
 
 
 def _flatten(node: onnx.NodeProto, consts: dict[str, np.ndarray], shape: tuple[int, ...] | None,
@@ -156,8 +155,7 @@ def _flatten(node: onnx.NodeProto, consts: dict[str, np.ndarray], shape: tuple[i
                           f"flatten to (batch, {size}) (shape [-1, {size}] or [0, -1])")
         if target[0] == 1:
             raise Refused(f"a Reshape to {target}: it fixes the batch at 1 (export with shape [-1, {size}])")
-    empty = np.zeros((0,))
-    return KindRead(Flatten(shape), empty, None, empty, None)
+    return KindRead.without_weights(Flatten(shape), None)
 
 
 def _norm(node: onnx.NodeProto, consts: dict[str, np.ndarray], shape: tuple[int, ...] | None) -> KindRead:

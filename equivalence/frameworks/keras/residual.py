@@ -116,6 +116,6 @@ def residual_unit(p: dict[str, Any]) -> DenseUnit:
             y = adapter.run(act_op, y) if isinstance(act_op, keras.layers.Layer) else act_op(y)
         return adapter.to_numpy(y)
 
-    return DenseUnit(FRAMEWORK, op.name, type(op).__name__, p["position"], np.zeros((0,)), None, np.zeros((0,)),
-                     p["act"], p["act_source"], "", run, None, layer_kind=kind,
-                     in_shape=(*kind.features[:-1], 2 * kind.features[-1]), out_shape=tuple(kind.features))
+    return DenseUnit.without_weights(FRAMEWORK, op.name, type(op).__name__, p["position"], p["act"],
+                                     p["act_source"], run, layer_kind=kind,
+                                     in_shape=kind.operands_shape, out_shape=tuple(kind.features))

@@ -484,9 +484,9 @@ def _spatial_unit(p: dict[str, Any]) -> DenseUnit:
                          p["act"], p["act_source"], layer.compute_dtype, run, write_norm, layer_kind=kind,
                          in_shape=in_shape, out_shape=in_shape)
     if not isinstance(kind, Conv):
-        return DenseUnit(FRAMEWORK, layer.name, type(layer).__name__, p["position"], np.zeros((0,)), None,
-                         np.zeros((0,)), p["act"], p["act_source"], "", run, None, layer_kind=kind,
-                         in_shape=in_shape, out_shape=kind.output_shape(in_shape))
+        return DenseUnit.without_weights(FRAMEWORK, layer.name, type(layer).__name__, p["position"], p["act"],
+                                         p["act_source"], run, layer_kind=kind, in_shape=in_shape,
+                                         out_shape=kind.output_shape(in_shape))
     from equivalence.core.dtypes import numpy_dtype
 
     dtype = layer.compute_dtype

@@ -129,6 +129,6 @@ def residual_unit(p: dict[str, Any]) -> DenseUnit:
                 y = act_fn(y)
         return to_numpy(y, x.dtype).transpose(last)
 
-    return DenseUnit(FRAMEWORK, p["name"], p["kind"], p["position"], np.zeros((0,)), None, np.zeros((0,)), p["act"],
-                     p["act_source"], "", run, None, layer_kind=kind,
-                     in_shape=(*kind.features[:-1], 2 * kind.features[-1]), out_shape=tuple(kind.features))
+    return DenseUnit.without_weights(FRAMEWORK, p["name"], p["kind"], p["position"], p["act"], p["act_source"], run,
+                                     layer_kind=kind,
+                                     in_shape=kind.operands_shape, out_shape=tuple(kind.features))

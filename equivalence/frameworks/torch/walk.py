@@ -654,9 +654,9 @@ def _spatial_unit(p: dict[str, Any]) -> DenseUnit:
         return out[:, permutation] if permutation is not None else out.transpose(last)
 
     if weight is None:
-        return DenseUnit(FRAMEWORK, p["name"], p["kind"], p["position"], np.zeros((0,)), None, np.zeros((0,)),
-                         p["act"], p["act_source"], "", run, None, layer_kind=kind, in_shape=in_shape,
-                         out_shape=kind.output_shape(in_shape))
+        return DenseUnit.without_weights(FRAMEWORK, p["name"], p["kind"], p["position"], p["act"], p["act_source"],
+                                         run, layer_kind=kind, in_shape=in_shape,
+                                         out_shape=kind.output_shape(in_shape))
     native = to_numpy(weight.detach(), numpy_dtype(dtype))
     b = None if bias is None else to_numpy(bias.detach(), numpy_dtype(dtype))
     W = native.transpose(*range(2, rank + 2), 1, 0).copy()  # (out, in, *kernel) -> (*kernel, in, out)
