@@ -528,7 +528,7 @@ class ModelComparison(Comparison):
         for r in sorted(self.failures, key=lambda r: (r.layer, r.pair)):
             if r.pair not in seen:  # each pair's first diverging layer
                 seen.add(r.pair)
-                lines.append(f"  {'' if r.unjudged else 'first divergence, '}{r.describe()} [{self._names(r.layer)}]")
+                lines.append(f"  {r.failure_line()} [{self._names(r.layer)}]")
         if self.reproduction:
             lines.append(self.reproduction)
         return "\n".join(lines)

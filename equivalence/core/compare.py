@@ -67,6 +67,10 @@ class LayerResult:
     def passed(self) -> bool:
         return self.ratio <= 1.0 and not self.unjudged
 
+    def failure_line(self) -> str:
+        """How a pair's first failing layer is reported: its divergence, or why it was not judged."""
+        return self.describe() if self.unjudged else f"first divergence, {self.describe()}"
+
     @property
     def pair_name(self) -> str:
         return f"{self.pair[0]} vs {self.pair[1]}"
@@ -215,7 +219,7 @@ class Comparison:
                  + (f", {unjudged} not judged" if unjudged else "")]
         for pair, layer in self.failing_pairs().items():
             first = next(r for r in self.failures if r.pair_name == pair and r.layer == layer)
-            lines.append(f"  {'' if first.unjudged else 'first divergence, '}{first.describe()}")
+            lines.append(f"  {first.failure_line()}")
         return "\n".join(lines)
 
 
