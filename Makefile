@@ -177,7 +177,7 @@ $(CONVERTERS_STAMP): pyproject.toml constraints.txt
 	$(call side_venv,$(CONVERTERS_VENV),all$(comma)converters,tf-keras==$(TF_KERAS) onnx2torch==$(ONNX2TORCH))
 
 converters: $(CONVERTERS_STAMP) ## converters' round trips in .venv-converters: torch -> ONNX -> onnx2tf (SavedModel, .tflite, .h5), Keras -> ONNX -> onnx2torch
-	$(CONVERTERS_BIN)/python -m pytest tests/own/test_converters.py -m converters $(PYTEST_ARGS)
+	$(CONVERTERS_BIN)/python -m pytest tests -m converters $(PYTEST_ARGS)
 
 clean: ## remove the venvs, the nox venvs and caches
 	rm -rf $(VENV) $(MXNET_VENV) $(KERAS2_VENV) $(CONVERTERS_VENV) .nox .pytest_cache .hypothesis .ruff_cache
