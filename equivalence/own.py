@@ -278,10 +278,7 @@ def structural_differences(t_units: Sequence[DenseUnit], k_units: Sequence[Dense
             and not np.array_equal(k.W, t.W, equal_nan=True) \
             and np.array_equal(k.native, t.native.reshape(k.native.shape), equal_nan=True)
         if flatten_order:
-            out.append(Difference(i, "flatten order", f"{where}: flatten order: the keras kernel's rows are the "
-                                  "torch weight.T in torch's C,H,W order, but should be permuted to Keras' "
-                                  "channels-last H,W,C flatten order (torch flattens N,C,H,W; port_weights "
-                                  "permutes them)"))
+            out.append(Difference(i, "flatten order", f"{where}: flatten order: {flatten_order}"))
             continue
         if kernel_layout:
             out.append(Difference(i, "kernel layout", f"{where}: kernel layout: the keras kernel {k.native.shape} "
@@ -421,11 +418,22 @@ def _kind_differences(where: str, t: DenseUnit, k: DenseUnit) -> list[tuple[str,
     return list(out.items())
 
 
-def _flatten_order(t: DenseUnit, k: DenseUnit) -> bool:
-    """A dense layer after a Flatten whose keras kernel holds the torch rows unpermuted (C,H,W order)."""
+def _flatten_order(t: DenseUnit, k: DenseUnit) -> str | None:
+    """Why a dense layer after a Flatten has its keras rows in the other flatten order than the Keras model's Flatten
+    gives: the torch rows unpermuted (C,H,W order) where the Flatten gives H,W,C; or permuted to H,W,C where a
+    ``Flatten()`` of a channels-first tensor keeps C,H,W (its native kernel holds the canonical rows); else None."""
     unpermuted = t.native.T
-    return t.layer_kind is DENSE and unpermuted.shape == k.W.shape and not np.array_equal(unpermuted, t.W) \
-        and np.array_equal(k.W, unpermuted.astype(k.W.dtype), equal_nan=True)
+    if t.layer_kind is not DENSE or unpermuted.shape != k.W.shape or np.array_equal(unpermuted, t.W):
+        return None
+    if np.array_equal(k.W, unpermuted.astype(k.W.dtype), equal_nan=True):
+        return ("the keras kernel's rows are the torch weight.T in torch's C,H,W order, but should be permuted to "
+                "Keras' channels-last H,W,C flatten order (torch flattens N,C,H,W; a Keras Flatten of channels-last "
+                "tensors, or Flatten(data_format='channels_first'), gives H,W,C; port_weights permutes them)")
+    if k.native.shape == t.W.shape and not np.array_equal(k.W, t.W.astype(k.W.dtype), equal_nan=True) \
+            and np.array_equal(k.native, t.W.astype(k.native.dtype), equal_nan=True):
+        return ("the keras kernel's rows are the torch weight.T permuted to H,W,C, but this Keras Flatten() of a "
+                "channels-first tensor keeps torch's C,H,W order: copy weight.T unpermuted (port_weights does)")
+    return None
 
 
 # --- values -------------------------------------------------------------------------------------

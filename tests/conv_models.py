@@ -106,18 +106,21 @@ def torch_conv_model(arch: ConvArch):
     return nn.Sequential(*layers)
 
 
-def keras_conv_model(arch: ConvArch):
+def keras_conv_model(arch: ConvArch, data_format: str = "channels_last", flatten_format: str = "channels_last"):
+    """The Keras port; ``data_format="channels_first"``: its input, convs and pools channels-first (the torch
+    layout), its Flatten's ``data_format`` ``flatten_format``."""
     import keras
 
     L = keras.layers
     conv = {1: L.Conv1D, 2: L.Conv2D}[arch.rank]
     pools = {"max": {1: L.MaxPooling1D, 2: L.MaxPooling2D}, "avg": {1: L.AveragePooling1D, 2: L.AveragePooling2D}}
-    layers = [keras.Input(arch.keras_input, dtype=arch.dtype)]
+    first = data_format == "channels_first"
+    layers = [keras.Input(arch.torch_input if first else arch.keras_input, dtype=arch.dtype)]
     for b in arch.blocks:
         layers.append(conv(b.filters, b.kernel, strides=b.stride, padding="same" if b.same else "valid",
-                           activation=b.activation, dtype=arch.dtype))
+                           activation=b.activation, data_format=data_format, dtype=arch.dtype))
         if b.pool is not None:
             layers.append(pools[b.pool][arch.rank](b.pool_size, strides=1, padding="same" if b.pool_same else "valid",
-                                                    dtype=arch.dtype))
-    layers += [L.Flatten(dtype=arch.dtype), L.Dense(arch.units, dtype=arch.dtype)]
+                                                    data_format=data_format, dtype=arch.dtype))
+    layers += [L.Flatten(data_format=flatten_format, dtype=arch.dtype), L.Dense(arch.units, dtype=arch.dtype)]
     return keras.Sequential(layers)

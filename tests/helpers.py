@@ -250,10 +250,11 @@ def swap_torch_gates(monkeypatch, cell: str) -> None:
 
 
 def compare_files_through_the_cli(tmp_path: Any, monkeypatch: Any, capsys: Any, *, factory: str, module: str,
-                                  port: Any) -> tuple[int, str]:
+                                  port: Any, after_port: Any = None, args: Sequence[str] = ()) -> tuple[int, str]:
     """``equivalence compare state.pt port.keras --torch-model module:build``: the torch model ``build()`` in
     ``factory`` (source of a module written to ``tmp_path``), ported into the Keras model ``port``, both saved;
-    returns the exit code and what was printed."""
+    returns the exit code and what was printed. ``after_port(torch_model, port)``: a change made after the port
+    (a wrong weight); ``args``: more arguments."""
     import importlib
     import sys
 
@@ -267,10 +268,12 @@ def compare_files_through_the_cli(tmp_path: Any, monkeypatch: Any, capsys: Any, 
     monkeypatch.setattr("sys.path", [str(tmp_path), *sys.path])
     torch_model = importlib.import_module(module).build().eval()
     port_weights(torch_model, port)
+    if after_port is not None:
+        after_port(torch_model, port)
     torch.save(torch_model.state_dict(), tmp_path / "state.pt")
     port.save(tmp_path / "port.keras")
     code = main(["compare", str(tmp_path / "state.pt"), str(tmp_path / "port.keras"), "--torch-model",
-                 f"{module}:build", "--examples", "3"])
+                 f"{module}:build", "--examples", "3", *args])
     return code, capsys.readouterr().out
 
 

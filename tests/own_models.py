@@ -176,6 +176,21 @@ def norm_mlp(widths, dtype: str, *, seed: int = 0, torch_eps: float = 1e-3, torc
     return t, k
 
 
+def conv_batchnorm2d(size: int):
+    """A torch Conv2d(3, 4, 3), BatchNorm2d (Keras' defaults: eps 1e-3, momentum 0.01) with drawn running
+    statistics, ReLU, Flatten and Linear to 2, in eval mode, for ``size`` x ``size`` inputs."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    t = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, eps=1e-3, momentum=0.01), nn.ReLU(), nn.Flatten(),
+                      nn.Linear(4 * (size - 2) ** 2, 2)).eval()
+    with torch.no_grad():
+        t[1].running_mean.uniform_(-1, 1)
+        t[1].running_var.uniform_(0.5, 2)
+    return t
+
+
 def layernorm_first(features: int, units: int, dtype: str, *, seed: int = 0):
     """LayerNorm (epsilon 1e-3, drawn gamma and beta) then Linear in torch, and its Keras port (Keras' defaults)."""
     import keras

@@ -353,6 +353,60 @@ def keras_jax_gru_without_bias_does_not_run():
         keras.layers.GRU(2, dtype="float32", use_bias=False, recurrent_initializer="glorot_uniform")(x)
 
 
+def _channels_first_convs(dtype: str) -> list:
+    """A channels-first Conv1D and Conv2D, each called on its ones in ``dtype``, as a callable each; and the
+    pooling and BatchNormalization(axis=1) run channels-first in that dtype."""
+    import keras
+
+    L = keras.layers
+    image, signal = np.ones((1, 2, 5, 5), dtype=dtype), np.ones((1, 2, 5), dtype=dtype)
+    for layer, x in ((L.MaxPooling2D(2, data_format="channels_first", dtype=dtype), image),
+                     (L.AveragePooling1D(2, data_format="channels_first", dtype=dtype), signal),
+                     (L.GlobalAveragePooling1D(data_format="channels_first", dtype=dtype), signal),
+                     (L.BatchNormalization(axis=1, dtype=dtype), image),
+                     (L.Conv2D(2, 3, dtype=dtype), np.moveaxis(image, 1, -1))):  # and channels-last convs
+        layer(x)
+    return [lambda: L.Conv2D(2, 3, data_format="channels_first", dtype=dtype)(image),
+            lambda: L.Conv1D(2, 3, data_format="channels_first", dtype=dtype)(signal)]
+
+
+def _does_not_run(call) -> None:
+    import tensorflow as tf
+
+    with pytest.raises(tf.errors.UnimplementedError, match="only supports the NHWC tensor format on the CPU"):
+        call()
+
+
+def keras_tf_float64_channels_first_conv_does_not_run():
+    for call in _channels_first_convs("float64"):
+        _does_not_run(call)
+
+
+def keras_tf_channels_first_conv_needs_onednn():
+    for dtype in ("float32", "float16"):
+        for call in _channels_first_convs(dtype):
+            _does_not_run(call)
+
+
+def keras_tf_channels_first_conv_bias_along_width():
+    import keras
+
+    rng = np.random.default_rng(0)
+    for size, layer in ((6, keras.layers.Conv2D(4, 3, data_format="channels_first", dtype="float32")),
+                        (7, keras.layers.Conv2D(4, 3, data_format="channels_first", dtype="float32")),
+                        (6, keras.layers.Conv1D(4, 3, data_format="channels_first", dtype="float32"))):
+        x = rng.uniform(-1, 1, (2, 3, *(size,) * (len(layer.kernel_size)))).astype("float32")
+        layer.build(x.shape)
+        bias = rng.uniform(-1, 1, 4).astype("float32")
+        layer.bias.assign(bias)
+        got = keras.ops.convert_to_numpy(layer(x))
+        layer.bias.assign(np.zeros(4, "float32"))
+        unbiased = keras.ops.convert_to_numpy(layer(x))
+        along_width = got.shape[-1] == 4 and np.allclose(got - unbiased, bias, rtol=0, atol=1e-6)
+        along_channels = np.allclose(got - unbiased, bias.reshape(1, 4, *(1,) * (got.ndim - 2)), rtol=0, atol=1e-6)
+        assert (along_width, along_channels) == ((True, False) if got.shape[-1] == 4 else (False, True)), got.shape
+
+
 def keras_attention_bias_along_tokens():
     import keras
 
@@ -403,6 +457,8 @@ EVIDENCE = {f.__name__: f for f in (
     keras_float64_norms_in_float32_off_tensorflow, keras_float64_mean_in_float32_off_tensorflow,
     keras_float64_attention_scale_float32, keras_jax_float64_attention_softmax_in_float32,
     keras_jax_gru_without_bias_does_not_run, keras_attention_bias_along_tokens,
+    keras_tf_float64_channels_first_conv_does_not_run, keras_tf_channels_first_conv_needs_onednn,
+    keras_tf_channels_first_conv_bias_along_width,
     keras2_float64_gelu_float32_constant, keras2_hard_sigmoid_slope_0_2,
 )}
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from tests.helpers import BFLOAT16
 from tests.own.pairs import named_differences
-from tests.own_models import norm_mlp
+from tests.own_models import conv_batchnorm2d, norm_mlp
 
 pytestmark = pytest.mark.usefixtures("keras_walker_or_skip")
 
@@ -45,17 +45,10 @@ def test_norms_inside_an_mlp_agree_after_a_port(dtype):
 
 def test_a_batchnorm2d_after_a_conv_agrees_over_drawn_inputs():
     import keras
-    import torch
-    from torch import nn
 
     from equivalence import assert_equivalent, port_weights
 
-    torch.manual_seed(0)
-    t = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, eps=1e-3, momentum=0.01), nn.ReLU(), nn.Flatten(),
-                      nn.Linear(4 * 4 * 4, 2)).eval()
-    with torch.no_grad():
-        t[1].running_mean.uniform_(-1, 1)
-        t[1].running_var.uniform_(0.5, 2)
+    t = conv_batchnorm2d(6)
     L = keras.layers
     k = keras.Sequential([keras.Input((6, 6, 3)), L.Conv2D(4, 3), L.BatchNormalization(), L.ReLU(), L.Flatten(),
                           L.Dense(2)])

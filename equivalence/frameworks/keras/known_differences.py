@@ -22,7 +22,7 @@ from equivalence.core.conditions import (
     Probe,
     Shape,
 )
-from equivalence.core.dtypes import EPSILON
+from equivalence.core.dtypes import DTYPES, EPSILON
 from equivalence.core.known_differences import FLOAT32_CONSTANT, FLOAT32_MATMUL, KnownDifference, all_nan
 from equivalence.core.nan_leak import nan_leaked_from_another_row, nan_leaks_on
 
@@ -33,6 +33,7 @@ def keras_on(*backends: str) -> Fact:
 
 KERAS_ON_TENSORFLOW = keras_on("tensorflow")
 TF_ONEDNN_ON = Fact("frameworks.keras.onednn_enabled", ("on",), "TensorFlow's oneDNN ops on")
+TF_ONEDNN_OFF = Fact("frameworks.keras.onednn_enabled", ("off",), "TensorFlow's oneDNN ops off")
 
 
 KERAS_2 = Below("frameworks.keras.keras", "3.0", "Keras 2 (tf-keras, TF_USE_LEGACY_KERAS=1)")
@@ -169,6 +170,35 @@ KERAS: tuple[KnownDifference, ...] = (
         "tests/own/test_own_recurrent_models.py on KERAS_BACKEND=jax. Nothing to compare: the property draws no "
         "such model there",
         layer_kinds=("gru",), when=(keras_on("jax"),)),
+    KnownDifference(
+        "keras_tf_float64_channels_first_conv_does_not_run", "keras", tuple(ACTIVATIONS), ("float64",), "noted",
+        "Keras 3.15.1's Conv1D and Conv2D with data_format='channels_first' call tf.nn.convolution in NCHW, which "
+        "TensorFlow 2.21.0 on a CPU computes only through oneDNN, and oneDNN has no float64 convolution: "
+        "UnimplementedError 'The Conv2D op currently only supports the NHWC tensor format on the CPU', oneDNN on or "
+        "off (measured on the Intel Xeon). Pooling, GlobalAveragePooling1D and BatchNormalization(axis=1) run "
+        "channels-first in every dtype, and on Keras' jax and torch backends the conv runs in every dtype. Found by "
+        "tests/own/test_own_channels_first_models.py. Nothing to compare: the Keras walker refuses such a conv "
+        "naming it",
+        layer_kinds=("conv",), when=(KERAS_ON_TENSORFLOW,)),
+    KnownDifference(
+        "keras_tf_channels_first_conv_bias_along_width", "keras", tuple(ACTIVATIONS), DTYPES, "noted",
+        "Keras 3.15.1's channels_first Conv1D and Conv2D add their bias reshaped (1, filters, 1, ...) with "
+        "keras.ops.add, which on TensorFlow becomes tf.nn.bias_add channels-last whenever the output's last axis has "
+        "as many elements as there are filters (the cause of keras_attention_bias_along_tokens): when the output's "
+        "width equals its filters, element (c, h, w) gets bias w, not bias c. Measured: a 3x3 Conv2D of 4 filters "
+        "on 3x6x6 inputs (a 4x4 output) off by 0.19 with U(-1, 1)-sized biases (torch's own draw), exact with a "
+        "width of 3 or 5 and on Keras' jax and torch backends. Found by tests/own/test_own_channels_first_models.py "
+        "(ratio 1.1e5 at the conv). The Keras walker refuses such a conv with a bias, naming this entry",
+        layer_kinds=("conv",), when=(KERAS_ON_TENSORFLOW,)),
+    KnownDifference(
+        "keras_tf_channels_first_conv_needs_onednn", "keras", tuple(ACTIVATIONS), ("float32", "float16", "bfloat16"),
+        "noted",
+        "With TensorFlow's oneDNN ops off (TF_ENABLE_ONEDNN_OPTS=0, or a CPU without AVX-512, where TF 2.21.0 turns "
+        "them off: docs/measurements.md), Keras 3.15.1's channels_first Conv1D and Conv2D do not run in any dtype "
+        "(UnimplementedError, NHWC only on the CPU); with them on, float32, float16 and bfloat16 run (measured "
+        "with TF_ENABLE_ONEDNN_OPTS=0 and unset on the Intel Xeon). Nothing to compare: the Keras walker refuses "
+        "such a conv naming it",
+        layer_kinds=("conv",), when=(KERAS_ON_TENSORFLOW, TF_ONEDNN_OFF)),
     KnownDifference(
         "keras_attention_bias_along_tokens", "keras", tuple(ACTIVATIONS), ("float64", "float32", "float16", "bfloat16"),
         "noted",

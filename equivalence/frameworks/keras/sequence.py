@@ -63,9 +63,9 @@ def sequence_kind(op: Any, node: Any, shape: tuple[int, ...], refuse: Callable[[
             raise refuse(f"quantized ({op.quantization_mode}): not judged")
         return Embedding(op.input_dim, op.output_dim, shape[0], mask_zero=bool(op.mask_zero))
     if type(op) is L.GlobalAveragePooling1D:
-        if op.data_format != "channels_last" or op.keepdims or len(shape) != 2:
-            raise refuse("a GlobalAveragePooling1D other than channels_last, without keepdims, on (batch, tokens, "
-                         "features): not judged")
+        if op.keepdims or len(shape) != 2:  # shape: canonical (a channels_first model's made channels-last)
+            raise refuse("a GlobalAveragePooling1D other than without keepdims, on (batch, tokens, features): not "
+                         "judged")
         return SequenceMean(*shape)
     if type(op) is L.MultiHeadAttention:
         options = attention_options(node)

@@ -7,8 +7,10 @@ record a node, and the chain is read back from the output. That works the same f
 layers were created in. Dropout, Identity, Flatten and InputLayer are skipped; anything
 that is not a ``Dense`` or a known activation is refused with its name, type and position.
 
-On a channels-last spatial input, Conv1D, Conv2D, MaxPooling1D/2D, AveragePooling1D/2D and a Flatten of their
-output are layers too (``equivalence.core.spatial``); their kernels are already in the canonical layout. So are
+On a spatial input, Conv1D, Conv2D, MaxPooling1D/2D, AveragePooling1D/2D and a Flatten of their output are layers
+too (``equivalence.core.spatial``); their kernels are already in the canonical layout. A channels-first model is
+converted to the canonical channels-last layout at every unit, as torch's (``equivalence.frameworks.keras.
+channels_first``). So are
 Embedding, MultiHeadAttention called as ``mha(x, x)`` and GlobalAveragePooling1D
 (``equivalence.frameworks.keras.sequence``). A residual ``Add()([x, f(x)])`` or ``x + f(x)`` is an Add unit after the
 units of ``f``, and ``Add()([a(x), b(x)])`` a branch unit between their units
@@ -31,7 +33,7 @@ from equivalence.core.activations import activation_name
 from equivalence.core.norms import BatchNorm, LayerNorm
 from equivalence.core.recurrent import Recurrent
 from equivalence.core.residual import INPUT, branch_unit, check_residuals
-from equivalence.core.spatial import Conv, Flatten, Pool, same_padding
+from equivalence.core.spatial import Conv, Flatten, Pool, flatten_permutation, same_padding
 from equivalence.core.walk import (
     DenseUnit,
     ModelNotSupported,
@@ -43,6 +45,7 @@ from equivalence.core.walk import (
 )
 from equivalence.frameworks.keras import ACTIVATIONS as REGISTERED
 from equivalence.frameworks.keras import PARAMETRIC_ACTIVATIONS
+from equivalence.frameworks.keras import channels_first as cf
 from equivalence.frameworks.keras.recurrent import recurrent_kind, recurrent_unit
 from equivalence.frameworks.keras.residual import SECOND_BRANCH, is_add, operands, residual_part, source_of
 from equivalence.frameworks.keras.sequence import (
@@ -164,8 +167,14 @@ def _op_activation(op: Any) -> str:
 # --- the walk -----------------------------------------------------------------------------------
 
 def input_shape(model: Any) -> tuple[int, ...] | None:
-    """One sample's input shape as the model declares it (``keras.Input``, or the shape it was built with), or
-    None when it does not say."""
+    """One sample's canonical input shape as the model declares it (``keras.Input``, or the shape it was built
+    with; a channels-first model's ``(C, *spatial)`` made ``(*spatial, C)``), or None when it does not say."""
+    shape = _declared_shape(model)
+    return None if shape is None else cf.canonical(shape, cf.declared_format(model))
+
+
+def _declared_shape(model: Any) -> tuple[int, ...] | None:
+    """One sample's input shape in the model's own layout, or None."""
     inputs = getattr(model, "inputs", None)
     try:
         if inputs:
@@ -185,7 +194,7 @@ def input_shape(model: Any) -> tuple[int, ...] | None:
 
 
 def _input_shape(model: Any, hint: int | None) -> tuple[int, ...]:
-    shape = input_shape(model)
+    shape = _declared_shape(model)
     if shape is not None:
         return shape
     if hint is not None:
@@ -338,8 +347,11 @@ def walk(model: Any, *, input_width: int | None = None) -> list[DenseUnit]:
         raise ModelNotSupported(FRAMEWORK, unbuilt.name, "Dense", None,
                                 f"has no weights yet: {_how_to_build(model)}, and give it its weights first")
     starts, chain = _traced(model, _input_shape(model, input_width))
+    fmt = cf.model_format((op, position, node is not None and len(_width_of(node)) > 1)
+                          for position, (op, node, _) in enumerate(chain))
     units: list[DenseUnit] = []
     pending: dict[str, Any] | None = None
+    permutation = None  # a Flatten's keeping C,H,W order: the next Dense's rows (channels_first)
     where = dict.fromkeys(starts, (INPUT, "linear"))  # each tensor met: whose output it is (a residual Add's skip)
     for position, (op, node, skip) in enumerate(chain):
         kind = type(op).__name__
@@ -356,7 +368,7 @@ def walk(model: Any, *, input_width: int | None = None) -> list[DenseUnit]:
                 pending = None
             units.append(branch_unit(FRAMEWORK, "branch", position, units, source_of(skip, units, where, refuse)))
             continue
-        shape = _width_of(node)
+        shape = cf.canonical(_width_of(node), fmt)
         if skip is not None:  # x + f(x): the Add closes the block (equivalence.frameworks.keras.residual)
             if pending is not None:
                 units.append(_unit(pending))
@@ -364,19 +376,22 @@ def walk(model: Any, *, input_width: int | None = None) -> list[DenseUnit]:
                        "in_shape": shape, **residual_part(op, node, skip, units, where, refuse)}
             continue
         try:
-            layer_kind = _spatial_kind(op, shape, refuse) or _norm_kind(op, shape, refuse) \
+            layer_kind = _spatial_kind(op, shape, refuse) or _norm_kind(op, shape, refuse, fmt) \
                 or sequence_kind(op, node, shape, refuse) or recurrent_kind(op, shape, refuse, _activation_function)
         except _Refuse as exc:
             raise refuse(str(exc)) from None
+        cf.refused_kind(layer_kind, fmt, refuse)
         if layer_kind is not None:
             if pending is not None:
                 units.append(_unit(pending))
+            if fmt == cf.FIRST and isinstance(layer_kind, Flatten) and op.data_format == cf.LAST:
+                permutation = flatten_permutation(shape)
             try:
                 act = _activation_function(op.activation) if isinstance(layer_kind, Conv) else "linear"
             except _Refuse as exc:
                 raise refuse(str(exc)) from None
             pending = {"position": position, "layer": op, "name": op.name, "act": act, "layer_kind": layer_kind,
-                       "in_shape": shape, "act_op": None,
+                       "in_shape": shape, "act_op": None, "format": fmt,
                        "act_source": "none" if act == "linear" else f"{kind}(activation={act!r})"}
             continue
         if type(op) is L.Dense and len(shape) > 1:
@@ -390,7 +405,9 @@ def walk(model: Any, *, input_width: int | None = None) -> list[DenseUnit]:
             except _Refuse as exc:
                 raise refuse(str(exc)) from None
             pending = {"position": position, "dense": op, "name": op.name, "act": act,
-                       "act_source": "none" if act == "linear" else f"Dense(activation={act!r})", "act_op": None}
+                       "act_source": "none" if act == "linear" else f"Dense(activation={act!r})", "act_op": None,
+                       "permutation": permutation}
+            permutation = None
             continue
         act = judged_activation(lambda op=op: LAYERS[type(op)](op) if type(op) in LAYERS else _op_activation(op),
                                 refuse, JUDGED)
@@ -421,8 +438,6 @@ def _spatial_kind(op: Any, shape: tuple[int, ...], refuse: Callable[[str], Excep
     if type(op) not in _CONVS and type(op) not in _POOLS:
         return None
     rank = _CONVS.get(type(op)) or _POOLS[type(op)][1]
-    if getattr(op, "data_format", "channels_last") != "channels_last":
-        raise refuse(f"data_format={op.data_format!r}: the suite judges channels_last Keras layers")
     if len(shape) != rank + 1:
         raise refuse(f"a {type(op).__name__} on a {len(shape) + 1}-D input")
     if type(op) in _CONVS:
@@ -442,8 +457,9 @@ def _axis_is_last(axis: Any, rank: int) -> bool:
     return len(axes) == 1 and axes[0] in (-1, rank - 1)
 
 
-def _norm_kind(op: Any, shape: tuple[int, ...], refuse: Callable[[str], Exception]) -> Any:
-    """The kind of a LayerNormalization (2-D inputs) or a BatchNormalization over the last axis; else None."""
+def _norm_kind(op: Any, shape: tuple[int, ...], refuse: Callable[[str], Exception], fmt: str = cf.LAST) -> Any:
+    """The kind of a LayerNormalization (2-D inputs) or a BatchNormalization over the channels (the last axis; axis 1
+    in a channels-first model); else None."""
     if type(op) is L.LayerNormalization:
         if len(shape) != 1 or not _axis_is_last(op.axis, 2) or getattr(op, "rms_scaling", False):
             raise refuse("a LayerNormalization other than over the features of a 2-D input: not judged")
@@ -451,7 +467,10 @@ def _norm_kind(op: Any, shape: tuple[int, ...], refuse: Callable[[str], Exceptio
             raise refuse("a LayerNormalization without center and scale: not judged")
         return LayerNorm(shape[-1], float(op.epsilon))
     if type(op) is L.BatchNormalization:
-        if not _axis_is_last(op.axis, len(shape) + 1) or not (op.center and op.scale):
+        problem = cf.norm_axis_problem(op, shape, fmt)
+        if problem is not None:
+            raise refuse(problem)
+        if not (len(shape) > 1 or _axis_is_last(op.axis, 2)) or not (op.center and op.scale):
             raise refuse("a BatchNormalization other than over the last axis with center and scale: not judged")
         return BatchNorm(shape[-1], float(op.epsilon), round(float(op.momentum), 12))
     return None
@@ -504,6 +523,13 @@ def _spatial_unit(p: dict[str, Any]) -> DenseUnit:
 
 
 def _unit(p: dict[str, Any]) -> DenseUnit:
+    """The unit of the walk's pending layer, running on canonical (channels-last) numpy."""
+    layer = p.get("layer")
+    return cf.in_canonical_layout(_built(p), p.get("format", cf.LAST), getattr(layer, "data_format", None),
+                                  p.get("permutation"))
+
+
+def _built(p: dict[str, Any]) -> DenseUnit:
     if "build" in p:  # a residual Add (equivalence.frameworks.keras.residual)
         return p["build"](p)
     if isinstance(p.get("layer_kind"), SEQUENCE_KINDS):
