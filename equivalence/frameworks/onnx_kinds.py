@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from equivalence.core.folded import ChannelAffine
 from equivalence.core.norms import BatchNorm, LayerNorm
 from equivalence.core.spatial import Conv, Flatten, Pool, same_padding
 from equivalence.core.walk import Refused
@@ -219,3 +220,22 @@ def decomposed_layer_norm(nodes: list[tuple[int, onnx.NodeProto]], consts: dict[
     rows = np.stack([gamma, beta])
     kind = LayerNorm(gamma.size, f32(float(const(add, var.output[0]))))
     return KindRead(kind, rows.copy(), None, rows, None)
+
+
+def per_channel(value: np.ndarray, channels: int | None, rank: int, axis: int) -> bool:
+    """``value`` holds one number per channel of a rank-``rank`` tensor whose channels are on ``axis`` (a broadcast
+    of shape ``(1, C, 1, 1)`` or ``(C, 1, 1)`` channels-first, ``(C,)`` channels-last or 2-D). ``channels``: the
+    tensor's, None when unknown (any count)."""
+    if value.ndim > rank or (channels is not None and value.size != channels):
+        return False
+    padded = (1,) * (rank - value.ndim) + value.shape
+    return all(n == 1 for i, n in enumerate(padded) if i != axis)
+
+
+def scale_shift(scale: np.ndarray, offset: np.ndarray, shape: tuple[int, ...] | None) -> KindRead:
+    """A ``Mul`` by ``scale`` then an ``Add`` of ``offset``, one per channel each (checked by ``per_channel``):
+    tf2onnx's BatchNormalization, its statistics folded into the two constants: the ``ChannelAffine`` kind."""
+    if offset.size != scale.size:
+        raise Refused(f"a scale of {scale.size} and a shift of {offset.size} values")
+    W, b = scale.reshape(-1).copy(), offset.reshape(-1).astype(scale.dtype)
+    return KindRead(ChannelAffine(W.size), W, b, np.stack([W, b]), shape)
