@@ -107,8 +107,9 @@ def folded_weight_differences(where: str, t: DenseUnit, k: DenseUnit, a: str, b:
     exact, stored, first, second = (t, k, a, b) if np.ndim(t.b) == 2 else (k, t, b, a)
     allowed = fold_tolerance(LayerWeights(exact.W, exact.b), exact.dtype)
     out = []
-    for what, got, expected, tol in (("kernel", stored.W, exact.W, allowed.W),
-                                     ("bias", stored.b, shift(exact.b), allowed.b)):
+    parts = exact.layer_kind.PARTS
+    for what, got, expected, tol in ((parts[0], stored.W, exact.W, allowed.W),
+                                     (parts[1], stored.b, shift(exact.b), allowed.b)):
         if got is None or tol is None:
             continue
         with np.errstate(invalid="ignore"):
@@ -116,7 +117,7 @@ def folded_weight_differences(where: str, t: DenseUnit, k: DenseUnit, a: str, b:
         off = ~(diff <= tol)
         if off.any():
             index = tuple(int(j) for j in np.unravel_index(int(np.argmax(np.where(off, diff, -1.0))), diff.shape))
-            out.append(("kernel" if what == "kernel" else "bias values",
+            out.append(("kernel" if what == parts[0] else "bias values",
                         f"{where}: {what}: {int(off.sum())} / {diff.size} elements differ from the {first} layers "
                         f"folded (beyond the fold's rounding, {fold_note(exact.dtype)}); greatest abs diff "
                         f"{float(diff[index]):.3g} at index {index} ({second} {float(got[index])!r}, {first} "

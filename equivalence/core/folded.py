@@ -94,6 +94,7 @@ class ChannelAffine:
 
     name = "channel_affine"
     FORMS = ("affine",)
+    PARTS = ("scale", "shift")  # what W and b are called in a report
 
     def describe(self) -> str:
         return f"scale and shift of {self.features} channels (a BatchNorm folded)"
@@ -140,6 +141,7 @@ class FoldedConv:
 
     name = "folded_conv"
     FORMS = Conv.FORMS
+    PARTS = ("kernel", "bias")
 
     kernel = property(lambda self: self.conv.kernel)
     strides = property(lambda self: self.conv.strides)

@@ -211,7 +211,7 @@ def test_a_wrong_statistic_against_a_mul_and_an_add_is_named_and_far_outside():
         model[1].running_var[2] *= 1.1
     result = compare_models(model, graph, x=np.random.default_rng(0).uniform(-1, 1, (8, 5)))
     message = result.message()
-    assert "layer 1 (torch '1', ort 'bn/mul'): kernel: 1 / 4 elements differ from the torch layers folded" in message
+    assert "layer 1 (torch '1', ort 'bn/mul'): scale: 1 / 4 elements differ from the torch layers folded" in message
     assert max(r.ratio for r in result.results if r.layer == 1 and r.pair == ("torch", "ort")) > 100, message
 
 
