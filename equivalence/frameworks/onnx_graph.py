@@ -42,6 +42,7 @@ from equivalence.frameworks.onnx_kinds import (
     FLATTEN_OPS,
     KIND_OPS,
     LAYER_NORM_OPS,
+    WRITTEN_LAYER_NORMS,
     attr,
     channels_first,
     decomposed_layer_norm,
@@ -274,21 +275,22 @@ def walk(model: Any) -> list[DenseUnit]:
 
 def _written_layer_norm(index: int, graph: onnx.GraphProto, context: _Context, current: str, absorbed: set[int],
                         refuse: Callable[[str], ModelNotSupported]) -> tuple[_Pending, str]:
-    """A LayerNorm torch's exporter wrote as ops (below opset 17), from its first ``ReduceMean``: one unit of its
-    nodes, which ``absorbed`` collects; the unit and the tensor it gives."""
+    """A LayerNorm an exporter wrote as ops (torch's below opset 17, tf2onnx's), from its first ``ReduceMean``: one
+    unit of its nodes, which ``absorbed`` collects; the unit and the tensor it gives."""
     following = [(i, n) for i, n in enumerate(graph.node) if i >= index and n.output[0] not in context.consts
-                 and n.output[0] not in context.computed][:len(LAYER_NORM_OPS)]
+                 and n.output[0] not in context.computed][:max(map(len, WRITTEN_LAYER_NORMS))]
     try:
-        read = decomposed_layer_norm(following, context.consts, current)
+        read, form = decomposed_layer_norm(following, context.consts, current)
     except Refused as exc:
         raise refuse(str(exc)) from None
-    outside = set(context.consumers.get(current, [])) - {i for i, _ in following[:2]}
+    following = following[:len(form)]
+    outside = set(context.consumers.get(current, [])) - {i for i, _ in following}
     if outside:
         raise refuse(f"a branch: {current!r} also feeds node {min(outside)}, outside the LayerNorm's ops")
     absorbed.update(i for i, _ in following[1:])
     nodes = [n for _, n in following]
     features = (read.layer_kind.features,)
-    return _Pending(index, nodes[0], current, read.W, read.native, "+".join(LAYER_NORM_OPS), nodes,
+    return _Pending(index, nodes[0], current, read.W, read.native, "+".join(form), nodes,
                     layer_kind=read.layer_kind, in_shape=features, out_shape=features), nodes[-1].output[0]
 
 

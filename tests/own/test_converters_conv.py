@@ -114,6 +114,28 @@ def test_a_wrong_statistic_in_the_keras_model_against_its_export_is_named_and_fa
     assert max(r.ratio for r in result.results if r.layer == 1 and r.pair == ("keras", "ort")) > 100, message
 
 
+def test_a_keras_layer_norm_tf2onnx_wrote_as_ops_agrees_and_a_moved_gamma_is_named(tmp_path, keras_adapter):
+    import keras
+
+    from equivalence import compare_models
+    from equivalence.core.norms import LayerNorm
+
+    L = keras.layers
+    model = keras.Sequential([keras.Input((6,)), L.Dense(5, name="dense"), L.LayerNormalization(name="norm"),
+                              L.Dense(2, activation="tanh", name="out")])
+    rng = np.random.default_rng(2)
+    model.set_weights([rng.uniform(-1, 1, w.shape).astype("float32") for w in model.get_weights()])
+    model(np.zeros((1, 6), "float32"))
+    model.export(str(tmp_path / "norm.onnx"), format="onnx", verbose=False)
+    ops = "ReduceMean+Neg+Sub+Mul+ReduceMean+Add+Sqrt+Reciprocal+Mul+Mul+Mul+Add+Add"
+    result = read_as(model, tmp_path / "norm.onnx", ["onnx MatMul+Add", f"onnx {ops}", "onnx MatMul+Add"])
+    assert result.keras_layers[1].layer_kind == LayerNorm(5, 1e-3)
+    gamma = model.get_layer("norm").gamma.numpy().reshape(1, -1)  # tf2onnx stores it (1, features)
+    wrong = moved(tmp_path / "norm.onnx", gamma, 3, 1e-3, tmp_path / "wrong.onnx")
+    message = compare_models(model, wrong, max_examples=3).message()
+    assert "layer 1 (keras 'norm', ort " in message and "kernel: 1 / 10 elements differ" in message, message
+
+
 # --- torch -> ONNX -> onnx2tf -> .tflite ------------------------------------------------------------
 
 def torch_convnet():

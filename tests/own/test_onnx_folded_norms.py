@@ -144,35 +144,45 @@ def test_drawn_folded_convs_are_within_the_bound_and_the_weights_within_the_fold
 
 # --- a BatchNorm written as a Mul and an Add of per-channel constants (tf2onnx's form) ---------------------------
 
-def as_mul_add(graph, *, scalar: bool = False):
-    """``graph`` with its BatchNormalization node replaced by a ``Mul`` and an ``Add`` of its statistics folded in
-    float32 (shaped to broadcast over ONNX's channel axis), as tf2onnx writes a Keras BatchNormalization; with
-    ``scalar``, one scale and one shift for every channel."""
+def rewritten(graph, op: str, build):
+    """A copy of ``graph`` whose one ``op`` node is replaced by the nodes ``build(node, values, epsilon)`` gives with
+    the initializers they add (``values``: the graph's initializers by name; ``epsilon``: the node's attribute)."""
     import onnx
-    from onnx import helper, numpy_helper
+    from onnx import numpy_helper
 
     copy = onnx.ModelProto()
     copy.CopyFrom(graph)
     nodes = list(copy.graph.node)
-    index = next(i for i, n in enumerate(nodes) if n.op_type == "BatchNormalization")
-    norm = nodes[index]
+    index = next(i for i, n in enumerate(nodes) if n.op_type == op)
     values = {init.name: numpy_helper.to_array(init) for init in copy.graph.initializer}
-    gamma, beta, mean, var = (values[t] for t in norm.input[1:5])
-    epsilon = np.float32(next(a.f for a in norm.attribute if a.name == "epsilon"))
-    scale = gamma * (np.float32(1) / np.sqrt(var + epsilon))
-    offset = beta - mean * scale
-    rank = 2 if "Gemm" in nodes[index - 1].op_type else 4
-    shape = (1,) if scalar else (1, scale.size) + (1,) * (rank - 2)
-    if scalar:
-        scale, offset = scale[:1], offset[:1]
-    copy.graph.initializer.extend([numpy_helper.from_array(scale.reshape(shape), "bn_scale"),
-                                   numpy_helper.from_array(offset.reshape(shape), "bn_shift")])
-    mul = helper.make_node("Mul", [norm.input[0], "bn_scale"], ["bn_scaled"], name="bn/mul")
-    add = helper.make_node("Add", ["bn_scaled", "bn_shift"], [norm.output[0]], name="bn/add")
+    epsilon = np.float32(next(a.f for a in nodes[index].attribute if a.name == "epsilon"))
+    added, replacement = build(nodes[index], values, epsilon)
+    copy.graph.initializer.extend([numpy_helper.from_array(value, name) for name, value in added.items()])
     del copy.graph.node[:]
-    copy.graph.node.extend(nodes[:index] + [mul, add] + nodes[index + 1:])
+    copy.graph.node.extend(nodes[:index] + replacement + nodes[index + 1:])
     onnx.checker.check_model(copy)
     return copy
+
+
+def as_mul_add(graph, *, scalar: bool = False):
+    """``graph`` with its BatchNormalization node replaced by a ``Mul`` and an ``Add`` of its statistics folded in
+    float32 (shaped to broadcast over ONNX's channel axis), as tf2onnx writes a Keras BatchNormalization; with
+    ``scalar``, one scale and one shift for every channel."""
+    from onnx import helper
+
+    def build(norm, values, epsilon):
+        gamma, beta, mean, var = (values[t] for t in norm.input[1:5])
+        scale = gamma * (np.float32(1) / np.sqrt(var + epsilon))
+        offset = beta - mean * scale
+        rank = len(graph.graph.input[0].type.tensor_type.shape.dim)
+        shape = (1,) if scalar else (1, scale.size) + (1,) * (rank - 2)
+        if scalar:
+            scale, offset = scale[:1], offset[:1]
+        return {"bn_scale": scale.reshape(shape), "bn_shift": offset.reshape(shape)}, [
+            helper.make_node("Mul", [norm.input[0], "bn_scale"], ["bn_scaled"], name="bn/mul"),
+            helper.make_node("Add", ["bn_scaled", "bn_shift"], [norm.output[0]], name="bn/add")]
+
+    return rewritten(graph, "BatchNormalization", build)
 
 
 def dense_norm_net():
