@@ -21,6 +21,8 @@ from equivalence.core.norms import BatchNorm
 from equivalence.core.spatial import Conv
 from equivalence.core.walk import DenseUnit
 
+FOLDED = (FoldedConv, ChannelAffine)
+"""The kinds of a BatchNorm folded."""
 CONV_FOLDED = "the BatchNorm folded into the conv by the converter"
 AFFINE_FOLDED = "the BatchNorm's statistics folded into a scale and a shift by the converter"
 
@@ -98,7 +100,7 @@ def fold_norms(first: Sequence[DenseUnit], second: Sequence[DenseUnit], *,
 
 def folded_pair(t: DenseUnit, k: DenseUnit) -> bool:
     """One side of the pair is a model's BatchNorm ``fold_norms`` folded (its shift held as the rows it sums)."""
-    return np.ndim(t.b) == 2 or np.ndim(k.b) == 2
+    return isinstance(t.layer_kind, FOLDED) and (np.ndim(t.b) == 2 or np.ndim(k.b) == 2)
 
 
 def folded_weight_differences(where: str, t: DenseUnit, k: DenseUnit, a: str, b: str) -> list[tuple[str, str]]:
