@@ -32,6 +32,7 @@ from equivalence.core.check import reference_inputs
 from equivalence.core.compare import Comparison, LayerResult, compare_arrays, compare_layers
 from equivalence.core.dtypes import EPSILON, numpy_dtype
 from equivalence.core.embedding import Embedding, SequenceMean
+from equivalence.core.folded import ChannelAffine, FoldedConv
 from equivalence.core.kinds import DENSE
 from equivalence.core.layout import LayerWeights
 from equivalence.core.norms import BatchNorm, LayerNorm
@@ -45,6 +46,7 @@ from equivalence.core.tolerance import forward_bound
 from equivalence.core.tolerance import framework_of as framework_label
 from equivalence.core.walk import DenseUnit, ModelNotSupported
 from equivalence.frameworks.registry import entry, get_adapter
+from equivalence.own_folded import fold_norms, folded_pair, folded_weight_differences
 from equivalence.own_recurrent import recurrent_differences, takes_sequences
 from equivalence.own_residual import residual_differences
 from equivalence.traps import layout_traps, padding_row
@@ -303,6 +305,9 @@ def structural_differences(t_units: Sequence[DenseUnit], k_units: Sequence[Dense
                                   f"({k.activation_source}), but {a} has {t.activation} ({t.activation_source})"))
         if untransposed or k.shape != t.shape or k.dtype != t.dtype:
             continue
+        if folded_pair(t, k):  # a BatchNorm a converter folded: its parameters within the fold's rounding
+            out += [Difference(i, what, message) for what, message in folded_weight_differences(where, t, k, a, b)]
+            continue
         tolerance = f" by more than {_ulps(weight_ulps)}" if weight_ulps else ""
         narrow = stored_narrower(a, t.dtype) or stored_narrower(b, t.dtype)
         if narrow is not None:  # one side stores its weights narrower: both compared as it stores them
@@ -332,7 +337,8 @@ def _folded_norm(t_units: Sequence[DenseUnit], k_units: Sequence[DenseUnit], a: 
         if folded and not any(isinstance(u.layer_kind, BatchNorm) for u in others):
             return (f"; {side} {folded[0].name!r} is a BatchNorm after a conv, which {other} does not have: a "
                     "converter folds it into the conv's weights (torch.onnx.export does in eval mode unless "
-                    "do_constant_folding=False), and the suite compares the layers unfolded")
+                    "do_constant_folding=False), which the suite matches with a conv of the same configuration in a "
+                    "converter's graph: none lines up here")
     return ""
 
 
@@ -367,6 +373,7 @@ _KIND_FIELDS = {Conv: (("kernel", "kernel size"), ("strides", "stride"), ("paddi
                             ("return_sequences", "return_sequences"), ("reset_after", "reset_after"),
                             ("activation", "activation"), ("recurrent_activation", "activation")),
                 Residual: (("features", "shape"),)}
+_KIND_FIELDS.update({FoldedConv: _KIND_FIELDS[Conv], ChannelAffine: (("features", "channels"),)})
 COMPUTED_OTHERWISE = ("bias",)
 """Differences of a framework computing the same weights otherwise (Keras' attention bias added along the tokens):
 ``port_weights`` still copies them (their layout is the same), the comparison names the difference."""
@@ -676,7 +683,9 @@ def compare_models(torch_model: Any, keras_model: Any, x: Any = None, *, max_exa
     if not isinstance(weight_ulps, int) or weight_ulps < 0:
         raise ValueError(f"weight_ulps={weight_ulps!r} must be an integer, 0 or more")
     torch_model, keras_model = loaded(torch_model), loaded(keras_model)
-    t_units, k_units = walk_pair(torch_model, keras_model)
+    t_units, k_units = fold_norms(*walk_pair(torch_model, keras_model),
+                                  graph=(framework_of(torch_model) in GRAPH_READERS,
+                                         framework_of(keras_model) in GRAPH_READERS))
     differences = tuple(structural_differences(t_units, k_units, weight_ulps=weight_ulps))
     same = not (structural_differences(t_units, k_units) if weight_ulps else differences)  # identical weights
     base = dict(case_id=_case_id(torch_model, keras_model, *labels(t_units, k_units)), differences=differences,

@@ -37,17 +37,20 @@ from equivalence.core.activations import activation_name
 from equivalence.core.kinds import DENSE
 from equivalence.core.spatial import Flatten, flatten_permutation
 from equivalence.core.walk import DenseUnit, ModelNotSupported, Refused, check_chain
-from equivalence.frameworks.graph_kinds import not_read_yet
+from equivalence.frameworks.graph_kinds import KindRead, not_read_yet
 from equivalence.frameworks.onnx_kinds import (
     FLATTEN_OPS,
     KIND_OPS,
     LAYER_NORM_OPS,
+    WRITTEN_LAYER_NORMS,
     attr,
     channels_first,
     decomposed_layer_norm,
     f32,
     input_shape,
+    per_channel,
     read_kind,
+    scale_shift,
     transpose_direction,
 )
 from equivalence.frameworks.ort_errors import ORT_ERRORS, refusal
@@ -171,7 +174,9 @@ def walk(model: Any) -> list[DenseUnit]:
             return ModelNotSupported("onnx", _name(node, index), node.op_type, index, problem)
 
         written = node.op_type == LAYER_NORM_OPS[0] and shape is None  # a LayerNorm written as ops, maybe
-        starts = node.op_type in STARTS or (node.op_type in FLATTEN_OPS and shape is not None) or written
+        affine = _shift_after(node, context, current, shape, layout_last, pending) if node.op_type == "Mul" else None
+        starts = node.op_type in STARTS or (node.op_type in FLATTEN_OPS and shape is not None) or written \
+            or affine is not None
         direction = transpose_direction(node, len(shape) + 1) if node.op_type == "Transpose" and shape else None
         trailing = direction == "last" and not layout_last and pending is not None and len(pending.out_shape) > 1
         if pending is not None and pending.act_nodes is not None:
@@ -212,6 +217,16 @@ def walk(model: Any) -> list[DenseUnit]:
             if pending is not None:
                 units.append(_close(pending, context))
             pending, current = _written_layer_norm(index, graph, context, current, absorbed, refuse)
+            continue
+        elif affine is not None:  # a BatchNormalization tf2onnx wrote as a Mul and an Add: one unit of both
+            if pending is not None:
+                units.append(_close(pending, context))
+            add, read = affine
+            features = shape or (read.layer_kind.features,)
+            pending = _Pending(index, node, current, read.W, read.native, "Mul+Add", [node, graph.node[add]], read.b,
+                               layer_kind=read.layer_kind, in_shape=features, out_shape=features, in_last=layout_last)
+            absorbed.add(add)
+            current = graph.node[add].output[0]
             continue
         elif starts:
             if pending is not None:
@@ -260,22 +275,47 @@ def walk(model: Any) -> list[DenseUnit]:
 
 def _written_layer_norm(index: int, graph: onnx.GraphProto, context: _Context, current: str, absorbed: set[int],
                         refuse: Callable[[str], ModelNotSupported]) -> tuple[_Pending, str]:
-    """A LayerNorm torch's exporter wrote as ops (below opset 17), from its first ``ReduceMean``: one unit of its
-    nodes, which ``absorbed`` collects; the unit and the tensor it gives."""
+    """A LayerNorm an exporter wrote as ops (torch's below opset 17, tf2onnx's), from its first ``ReduceMean``: one
+    unit of its nodes, which ``absorbed`` collects; the unit and the tensor it gives."""
     following = [(i, n) for i, n in enumerate(graph.node) if i >= index and n.output[0] not in context.consts
-                 and n.output[0] not in context.computed][:len(LAYER_NORM_OPS)]
+                 and n.output[0] not in context.computed][:max(map(len, WRITTEN_LAYER_NORMS))]
     try:
-        read = decomposed_layer_norm(following, context.consts, current)
+        read, form = decomposed_layer_norm(following, context.consts, current)
     except Refused as exc:
         raise refuse(str(exc)) from None
-    outside = set(context.consumers.get(current, [])) - {i for i, _ in following[:2]}
+    following = following[:len(form)]
+    outside = set(context.consumers.get(current, [])) - {i for i, _ in following}
     if outside:
         raise refuse(f"a branch: {current!r} also feeds node {min(outside)}, outside the LayerNorm's ops")
     absorbed.update(i for i, _ in following[1:])
     nodes = [n for _, n in following]
     features = (read.layer_kind.features,)
-    return _Pending(index, nodes[0], current, read.W, read.native, "+".join(LAYER_NORM_OPS), nodes,
+    return _Pending(index, nodes[0], current, read.W, read.native, "+".join(form), nodes,
                     layer_kind=read.layer_kind, in_shape=features, out_shape=features), nodes[-1].output[0]
+
+
+def _shift_after(node: onnx.NodeProto, context: _Context, current: str, shape: tuple[int, ...] | None,
+                 layout_last: bool, pending: _Pending | None) -> tuple[int, KindRead] | None:
+    """A ``Mul`` of the chain's tensor by one constant per channel whose one consumer is an ``Add`` of another
+    (tf2onnx's BatchNormalization, its statistics folded in): the ``Add``'s index and the unit read; else None."""
+    consts, scale = context.consts, [t for t in node.input if t != current]
+    if list(node.input).count(current) != 1 or len(scale) != 1 or scale[0] not in consts:
+        return None
+    users = set(context.consumers.get(node.output[0], []))
+    add = context.model.graph.node[min(users)] if len(users) == 1 else None
+    offset = [] if add is None else [t for t in add.input if t != node.output[0]]
+    if add is None or add.op_type != "Add" or len(offset) != 1 or offset[0] not in consts:
+        return None
+    rank = len(shape) + 1 if shape else 2
+    axis = rank - 1 if layout_last or not shape else 1
+    channels = shape[-1] if shape else None if pending is None else \
+        pending.W.shape[1] if pending.layer_kind is DENSE else pending.out_shape[-1]
+    if not all(per_channel(consts[t], channels, rank, axis) for t in (scale[0], offset[0])):
+        return None
+    try:
+        return min(users), scale_shift(consts[scale[0]], consts[offset[0]], shape)
+    except Refused:
+        return None
 
 
 @dataclass(frozen=True)
@@ -415,12 +455,12 @@ def _close(p: _Pending, context: _Context) -> DenseUnit:
         raise ModelNotSupported("onnx", _name(first, first_index), first.op_type, first_index, str(exc)) from None
     except KeyError as exc:
         ops = exc.args[0]
-        if ops == "Mul+Add" and all(t in context.consts for _, n in act_nodes for t in n.input if t not in
-                                    (p.pre, act_nodes[0][1].output[0])):
+        if ops.startswith("Mul+Add") and all(t in context.consts for _, n in act_nodes[:2] for t in n.input
+                                             if t not in (p.pre, act_nodes[0][1].output[0])):
             raise ModelNotSupported("onnx", _name(first, first_index), first.op_type, first_index,
-                                    f"a Mul and an Add of constants after the {p.kind}: a BatchNormalization the "
-                                    "converter folded into ops (tf2onnx does), which the suite does not read yet; "
-                                    "compare the models it was converted from") from None
+                                    f"a Mul and an Add of constants after the {p.kind}, but not one scale and one "
+                                    "shift per channel (a BatchNormalization a converter folded into ops, as tf2onnx "
+                                    "does, is read as such): the suite does not read it") from None
         raise ModelNotSupported("onnx", _name(first, first_index), first.op_type, first_index,
                                 f"the op pattern {ops} after the {p.kind} is not "
                                 f"{'a dense layer' if p.layer_kind is DENSE else 'a layer'}'s activation the suite "

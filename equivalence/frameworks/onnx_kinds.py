@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from equivalence.core.folded import ChannelAffine
 from equivalence.core.norms import BatchNorm, LayerNorm
 from equivalence.core.spatial import Conv, Flatten, Pool, same_padding
 from equivalence.core.walk import Refused
@@ -186,36 +187,108 @@ epsilon``, ``sqrt``, the division, ``* gamma``, ``+ beta``."""
 
 
 def decomposed_layer_norm(nodes: list[tuple[int, onnx.NodeProto]], consts: dict[str, np.ndarray],
-                          x: str) -> KindRead:
-    """``nodes`` (the chain's next ones, constants left out), read as a LayerNorm of ``x`` over its last axis; every
-    wire checked, ``Refused`` naming the first that is not a LayerNorm's."""
-    ops = tuple(n.op_type for _, n in nodes[:len(LAYER_NORM_OPS)])
-    if ops != LAYER_NORM_OPS:
-        raise Refused(f"starts a normalisation written as ops ({'+'.join(ops)}), but not the ones a LayerNorm is "
-                      f"written as ({'+'.join(LAYER_NORM_OPS)}): the suite does not read it yet")
-    mean, sub, power, var, add, sqrt, div, mul, shift = (n for _, n in nodes[:len(LAYER_NORM_OPS)])
+                          x: str) -> tuple[KindRead, tuple[str, ...]]:
+    """``nodes`` (the chain's next ones, constants left out), read as a LayerNorm of ``x`` over its last axis in one
+    of the forms exporters write (``WRITTEN_LAYER_NORMS``); every wire checked, ``Refused`` naming the first that is
+    not a LayerNorm's. The unit read, and the ops it took."""
+    ops = tuple(n.op_type for _, n in nodes)
+    for form, read in WRITTEN_LAYER_NORMS.items():
+        if ops[:len(form)] == form:
+            return read(nodes[:len(form)], _Constants(consts), x), form
+    shown = ops[:len(LAYER_NORM_OPS)]
+    raise Refused(f"starts a normalisation written as ops ({'+'.join(shown)}), but not the ones a LayerNorm is "
+                  f"written as ({' or '.join('+'.join(form) for form in WRITTEN_LAYER_NORMS)}): the suite does not "
+                  "read it yet")
 
-    def const(node: onnx.NodeProto, other: str) -> np.ndarray | None:
-        found = [consts[t] for t in node.input if t != other and t in consts]
+
+class _Constants:
+    """The constants of a graph, asked for a node's one constant operand and a reduction's axes."""
+
+    def __init__(self, consts: dict[str, np.ndarray]) -> None:
+        self.consts = consts
+
+    def of(self, node: onnx.NodeProto, other: str) -> np.ndarray | None:
+        """The one constant ``node`` combines with ``other``, or None."""
+        found = [self.consts[t] for t in node.input if t != other and t in self.consts]
         return found[0] if len(found) == 1 and other in node.input else None
 
-    def axes(node: onnx.NodeProto) -> list[int]:  # an attribute below opset 18, an input from it
-        if len(node.input) > 1 and node.input[1] in consts:
-            return [int(a) for a in consts[node.input[1]].reshape(-1)]
+    def axes(self, node: onnx.NodeProto) -> list[int]:  # an attribute below opset 18, an input from it
+        if len(node.input) > 1 and node.input[1] in self.consts:
+            return [int(a) for a in self.consts[node.input[1]].reshape(-1)]
         return [int(a) for a in attr(node, "axes", [])]
 
-    wired = [mean.input[0] == x and axes(mean) in ([-1], [1]) and attr(mean, "keepdims", 1) == 1,
+    def reduces_last(self, node: onnx.NodeProto, x: str) -> bool:
+        """``node`` a mean of ``x`` over the last axis of a 2-D tensor, keeping it."""
+        return node.input[0] == x and self.axes(node) in ([-1], [1]) and attr(node, "keepdims", 1) == 1
+
+
+def _layer_norm(form: tuple[str, ...], wired: list[bool], gamma: np.ndarray | None, beta: np.ndarray | None,
+                epsilon: np.ndarray | None) -> KindRead:
+    """The LayerNorm of a written form's parameters, once every wire of it is checked."""
+    if not all(wired):
+        raise Refused(f"the ops of a LayerNorm ({'+'.join(form)}), but wired otherwise (check "
+                      f"{wired.index(False) + 1} of {len(wired)} fails): the suite does not read it")
+    gamma, beta = gamma.reshape(-1), beta.reshape(-1)
+    if gamma.shape != beta.shape:
+        raise Refused(f"a scale of {gamma.size} and an offset of {beta.size} values")
+    rows = np.stack([gamma, beta])
+    return KindRead(LayerNorm(gamma.size, f32(float(epsilon))), rows.copy(), None, rows, None)
+
+
+def _torch_layer_norm(nodes: list[tuple[int, onnx.NodeProto]], c: _Constants, x: str) -> KindRead:
+    """torch's exporter below opset 17: ``(x - mean) / sqrt(mean((x - mean) ** 2) + epsilon) * gamma + beta``."""
+    mean, sub, power, var, add, sqrt, div, mul, shift = (n for _, n in nodes)
+    const, axes = c.of, c.axes
+    wired = [c.reduces_last(mean, x),
              list(sub.input) == [x, mean.output[0]], power.input[0] == sub.output[0],
              const(power, sub.output[0]) is not None and float(const(power, sub.output[0])) == 2.0,
              var.input[0] == power.output[0] and axes(var) in ([-1], [1]), const(add, var.output[0]) is not None,
              sqrt.input[0] == add.output[0], list(div.input) == [sub.output[0], sqrt.output[0]],
              const(mul, div.output[0]) is not None, const(shift, mul.output[0]) is not None]
-    if not all(wired):
-        raise Refused(f"the ops of a LayerNorm ({'+'.join(LAYER_NORM_OPS)}), but wired otherwise (check "
-                      f"{wired.index(False) + 1} of {len(wired)} fails): the suite does not read it")
-    gamma, beta = const(mul, div.output[0]).reshape(-1), const(shift, mul.output[0]).reshape(-1)
-    if gamma.shape != beta.shape:
-        raise Refused(f"a scale of {gamma.size} and an offset of {beta.size} values")
-    rows = np.stack([gamma, beta])
-    kind = LayerNorm(gamma.size, f32(float(const(add, var.output[0]))))
-    return KindRead(kind, rows.copy(), None, rows, None)
+    return _layer_norm(LAYER_NORM_OPS, wired, const(mul, div.output[0]), const(shift, mul.output[0]),
+                       const(add, var.output[0]))
+
+
+TF2ONNX_LAYER_NORM_OPS = ("ReduceMean", "Neg", "Sub", "Mul", "ReduceMean", "Add", "Sqrt", "Reciprocal", "Mul", "Mul",
+                          "Mul", "Add", "Add")
+"""A Keras LayerNormalization as tf2onnx writes it: ``k = gamma / sqrt(mean((x - mean) ** 2) + epsilon)``, then
+``x * k + (-mean * k + beta)``."""
+
+
+def _tf2onnx_layer_norm(nodes: list[tuple[int, onnx.NodeProto]], c: _Constants, x: str) -> KindRead:
+    mean, neg, sub, square, var, add, sqrt, reciprocal, factor, scaled, shifted, offset, out = (n for _, n in nodes)
+    const, m = c.of, mean.output[0]
+    wired = [c.reduces_last(mean, x), list(neg.input) == [m], list(sub.input) == [x, m],
+             list(square.input) == [sub.output[0]] * 2, c.reduces_last(var, square.output[0]),
+             const(add, var.output[0]) is not None, list(sqrt.input) == [add.output[0]],
+             list(reciprocal.input) == [sqrt.output[0]], const(factor, reciprocal.output[0]) is not None,
+             set(scaled.input) == {x, factor.output[0]}, set(shifted.input) == {neg.output[0], factor.output[0]},
+             const(offset, shifted.output[0]) is not None, set(out.input) == {scaled.output[0], offset.output[0]}]
+    return _layer_norm(TF2ONNX_LAYER_NORM_OPS, wired, const(factor, reciprocal.output[0]),
+                       const(offset, shifted.output[0]), const(add, var.output[0]))
+
+
+WRITTEN_LAYER_NORMS = {LAYER_NORM_OPS: _torch_layer_norm, TF2ONNX_LAYER_NORM_OPS: _tf2onnx_layer_norm}
+"""The forms exporters write a LayerNorm in, as ops rather than ONNX's own ``LayerNormalization`` (they differ at
+their second op: at most one matches)."""
+
+
+
+
+def per_channel(value: np.ndarray, channels: int | None, rank: int, axis: int) -> bool:
+    """``value`` holds one number per channel of a rank-``rank`` tensor whose channels are on ``axis`` (a broadcast
+    of shape ``(1, C, 1, 1)`` or ``(C, 1, 1)`` channels-first, ``(C,)`` channels-last or 2-D). ``channels``: the
+    tensor's, None when unknown (any count)."""
+    if value.ndim > rank or (channels is not None and value.size != channels):
+        return False
+    padded = (1,) * (rank - value.ndim) + value.shape
+    return all(n == 1 for i, n in enumerate(padded) if i != axis)
+
+
+def scale_shift(scale: np.ndarray, offset: np.ndarray, shape: tuple[int, ...] | None) -> KindRead:
+    """A ``Mul`` by ``scale`` then an ``Add`` of ``offset``, one per channel each (checked by ``per_channel``):
+    tf2onnx's BatchNormalization, its statistics folded into the two constants: the ``ChannelAffine`` kind."""
+    if offset.size != scale.size:
+        raise Refused(f"a scale of {scale.size} and a shift of {offset.size} values")
+    W, b = scale.reshape(-1).copy(), offset.reshape(-1).astype(scale.dtype)
+    return KindRead(ChannelAffine(W.size), W, b, np.stack([W, b]), shape)

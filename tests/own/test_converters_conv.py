@@ -64,14 +64,76 @@ def test_a_moved_conv_weight_in_the_keras_export_is_named_at_its_layer(exported)
     assert "layer 2 (keras 'conv_1', ort " in message and "kernel: 1 / 180 elements differ" in message, message
 
 
-def test_a_batch_norm_tf2onnx_folded_into_ops_is_refused_naming_it(tmp_path, keras_adapter):
-    from equivalence import ModelNotSupported, compare_models
+def keras_conv_norm():
+    """Conv2D, BatchNormalization, ReLU: the BatchNorm right after the conv (tf2onnx does not fold it into it)."""
+    import keras
 
-    model = keras_convnet(norm=True)
+    L = keras.layers
+    model = keras.Sequential([keras.Input((6, 6, 2)), L.Conv2D(3, 3, padding="same", name="conv"),
+                              L.BatchNormalization(name="norm"), L.ReLU(name="relu"), L.Flatten(name="flatten"),
+                              L.Dense(2, name="dense")])
+    rng = np.random.default_rng(1)
+    norm = model.get_layer("norm")
+    model.set_weights([rng.uniform(-1, 1, w.shape).astype("float32") for w in model.get_weights()])
+    norm.moving_mean.assign(rng.uniform(-2, 2, 3).astype("float32"))
+    norm.moving_variance.assign(rng.uniform(0.1, 3, 3).astype("float32"))
+    model(np.zeros((1, 6, 6, 2), "float32"))
+    return model
+
+
+FOLDED = "the BatchNorm's statistics folded into a scale and a shift by the converter"
+
+
+@pytest.mark.parametrize(("build", "at", "kinds"), [
+    (lambda: keras_convnet(norm=True), 4, TF2ONNX_UNITS[:3] + ["onnx AveragePool", f"onnx Mul+Add+Transpose, {FOLDED}"]
+     + TF2ONNX_UNITS[4:]),
+    (keras_conv_norm, 1, ["onnx Transpose+Conv", f"onnx Mul+Add+Transpose, {FOLDED}", "onnx Reshape",
+                          "onnx MatMul+Add"])], ids=["after_pooling", "after_conv"])
+def test_a_batch_norm_tf2onnx_wrote_as_a_mul_and_an_add_agrees_as_its_scale_and_shift(tmp_path, keras_adapter, build,
+                                                                                       at, kinds):
+    from equivalence.core.folded import ChannelAffine
+
+    model = build()
     model.export(str(tmp_path / "norm.onnx"), format="onnx", verbose=False)
-    with pytest.raises(ModelNotSupported, match=r"a Mul and an Add of constants after the AveragePool: a "
-                                                r"BatchNormalization the converter folded into ops \(tf2onnx does\)"):
-        compare_models(model, tmp_path / "norm.onnx")
+    result = read_as(model, tmp_path / "norm.onnx", kinds)
+    assert result.keras_layers[at].layer_kind == ChannelAffine(model.get_layer("norm").moving_mean.shape[0])
+    assert f"layer {at}: keras 'norm' (BatchNormalization; " in result.matched()[at]
+
+
+def test_a_wrong_statistic_in_the_keras_model_against_its_export_is_named_and_far_outside(tmp_path, keras_adapter):
+    from equivalence import compare_models
+
+    model = keras_conv_norm()
+    model.export(str(tmp_path / "norm.onnx"), format="onnx", verbose=False)
+    variance = model.get_layer("norm").moving_variance
+    variance.assign(variance.numpy() * np.array([1, 1.01, 1], "float32"))
+    result = compare_models(model, tmp_path / "norm.onnx", x=np.random.default_rng(0).uniform(-1, 1, (8, 2, 6, 6)))
+    message = result.message()
+    assert "layer 1 (keras 'norm', ort 'sequential" in message and "scale: 1 / 3 elements differ from the keras " \
+        "layers folded" in message, message
+    assert max(r.ratio for r in result.results if r.layer == 1 and r.pair == ("keras", "ort")) > 100, message
+
+
+def test_a_keras_layer_norm_tf2onnx_wrote_as_ops_agrees_and_a_moved_gamma_is_named(tmp_path, keras_adapter):
+    import keras
+
+    from equivalence import compare_models
+    from equivalence.core.norms import LayerNorm
+
+    L = keras.layers
+    model = keras.Sequential([keras.Input((6,)), L.Dense(5, name="dense"), L.LayerNormalization(name="norm"),
+                              L.Dense(2, activation="tanh", name="out")])
+    rng = np.random.default_rng(2)
+    model.set_weights([rng.uniform(-1, 1, w.shape).astype("float32") for w in model.get_weights()])
+    model(np.zeros((1, 6), "float32"))
+    model.export(str(tmp_path / "norm.onnx"), format="onnx", verbose=False)
+    ops = "ReduceMean+Neg+Sub+Mul+ReduceMean+Add+Sqrt+Reciprocal+Mul+Mul+Mul+Add+Add"
+    result = read_as(model, tmp_path / "norm.onnx", ["onnx MatMul+Add", f"onnx {ops}", "onnx MatMul+Add"])
+    assert result.keras_layers[1].layer_kind == LayerNorm(5, 1e-3)
+    gamma = model.get_layer("norm").gamma.numpy().reshape(1, -1)  # tf2onnx stores it (1, features)
+    wrong = moved(tmp_path / "norm.onnx", gamma, 3, 1e-3, tmp_path / "wrong.onnx")
+    message = compare_models(model, wrong, max_examples=3).message()
+    assert "layer 1 (keras 'norm', ort " in message and "kernel: 1 / 10 elements differ" in message, message
 
 
 # --- torch -> ONNX -> onnx2tf -> .tflite ------------------------------------------------------------

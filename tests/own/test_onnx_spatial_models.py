@@ -185,22 +185,6 @@ def test_a_perturbed_batch_norm_statistic_is_caught_at_its_layer():
     assert "[torch '1', ort '/1/BatchNormalization']" in result.message(), result.message()
 
 
-def test_a_batch_norm_the_exporter_folded_into_the_conv_is_named_in_the_depth_difference():
-    """``torch.onnx.export`` in eval mode folds a BatchNorm2d into the Conv before it (unless
-    ``do_constant_folding=False``): the graph holds one conv with other weights, which the suite names."""
-    from torch import nn
-
-    from equivalence import assert_equivalent, compare_models
-
-    model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.Flatten(), nn.Linear(48, 2)).eval()
-    message = compare_models(model, export(model, (1, 2, 6, 6)), max_examples=2).message()
-    assert "depth: got 3 dense layers in ort ('/0/Conv', '/2/Flatten', '/3/Gemm'), but torch has 4" in message
-    assert "torch '1' is a BatchNorm after a conv, which ort does not have: a converter folds it into the conv's " \
-           "weights (torch.onnx.export does in eval mode unless do_constant_folding=False)" in message, message
-    unfolded = export(model, (1, 2, 6, 6), do_constant_folding=False)
-    assert_equivalent(model, unfolded, max_examples=3)
-
-
 def _grouped():
     from torch import nn
 
