@@ -272,7 +272,7 @@ def report_cases() -> list[MatrixCase | ChainCase]:
         for torch_style, keras_style in product(entry("torch").styles, entry("keras").styles):
             spec = StackSpec(n_in, widths, acts, dtype=dtype)
             cases.append(MatrixCase(spec, STYLE_INPUTS, (("torch", torch_style), ("keras", keras_style))))
-    return cases + breadth_cases() + chain_cases() + sequence_cases()
+    return cases + breadth_cases() + chain_cases() + sequence_cases() + residual_cases()
 
 
 def golden_cases() -> list[MatrixCase | ChainCase]:
