@@ -166,13 +166,13 @@ def check_links(kinds: Sequence[object], shapes: Sequence[tuple[int, ...]]) -> s
     for i, kind in enumerate(kinds):
         if not isinstance(kind, (Residual, Branch)):
             continue
+        if isinstance(kind, Residual) and (i == 0 or isinstance(kinds[i - 1], Branch)):
+            return f"layer {i} (add) has no layer of its branch before it"
         index = kind.skip if isinstance(kind, Residual) else kind.source
         latest = i - 2 if isinstance(kind, Residual) else i - 1
         if not INPUT <= index <= latest:
             return (f"layer {i} ({kind.name}) takes {skip_source(index)}, but it may take the model's input ({INPUT}) "
                     f"or a layer's output up to layer {latest}")
-        if isinstance(kind, Residual) and isinstance(kinds[i - 1], Branch):
-            return f"layer {i} (add) follows a branch: the branch has no layer before the Add"
         if tuple(shapes[index + 1]) != tuple(kind.features):
             return (f"layer {i} ({kind.name}) names features {tuple(kind.features)}, but {skip_source(index)} is "
                     f"shaped {tuple(shapes[index + 1])}")

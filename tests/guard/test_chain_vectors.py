@@ -22,7 +22,7 @@ from tests.helpers import flip_torch_conv_kernels
 GOLDEN = Path(__file__).resolve().parents[2] / "golden"
 
 
-@pytest.mark.parametrize("mcase", chain_cases() + sequence_cases(), ids=lambda c: c.id)
+@pytest.mark.parametrize("mcase", chain_cases() + sequence_cases() + residual_cases(), ids=lambda c: c.id)
 def test_a_chain_spec_and_its_weights_survive_the_json_form(mcase):
     case = mcase.make()
     assert spec_from_json(spec_to_json(case.spec)) == case.spec
