@@ -1,9 +1,10 @@
 """Worst error/bound ratio per layer kind and dtype over random models (``make ratios``): docs/layer-kinds.md's tables.
 
 For each family of users' models (dense MLPs, conv stacks, MLPs with BatchNorm and LayerNorm, sequence models,
-recurrent models) and each dtype, draw ``N`` architectures (seeded hypothesis draws over the docs' ranges, wider
-than the tests' smoke sizes), build the torch model and its Keras port with the tests' builders
-(``tests/own_models.py``, ``tests/conv_models.py``, ``tests/sequence_models.py``, ``tests/recurrent_models.py``),
+recurrent models, residual MLPs) and each dtype, draw ``N`` architectures (seeded hypothesis draws over the docs'
+ranges, wider than the tests' smoke sizes), build the torch model and its Keras port with the tests' builders
+(``tests/own_models.py``, ``tests/conv_models.py``, ``tests/sequence_models.py``, ``tests/recurrent_models.py``,
+``tests/residual_models.py``),
 and compare them with ``equivalence.compare_models`` on seeded inputs ``U(-s, s)``, ``s`` in 1, 10, 100 (token ids
 for a sequence model). Every layer's ratio is kept under its kind (max and average pooling apart), per pair:
 torch vs reference, Keras vs reference, torch vs Keras. Writes the JSON (fingerprint, N, seed) and prints the
@@ -102,7 +103,7 @@ def _offset_rows(arch: tuple[int, int, str, int], rng: np.random.Generator) -> l
 
 
 def _families() -> dict[str, Family]:
-    from tests import conv_models, recurrent_models, sequence_models
+    from tests import conv_models, recurrent_models, residual_models, sequence_models
 
     def sequence_inputs(arch: Any, rng: np.random.Generator) -> list[np.ndarray]:
         return [sequence_models.token_ids(arch, batch=int(rng.integers(1, 9)))]
@@ -137,6 +138,14 @@ def _families() -> dict[str, Family]:
         "layernorm_first": Family(_layernorm_first, _layernorm_first_pair, _offset_rows,
                                   "LayerNorm then Linear: 3-512 features, rows offset + U(-1, 1), offset 0, 10, 1e3 "
                                   "or 1e4"),
+        "residual": Family(
+            lambda dtype: residual_models.residual_archs(dtype=dtype),
+            lambda arch: _port((residual_models.torch_residual_model(arch),
+                                residual_models.keras_residual_model(arch))),
+            _scaled(lambda a: (a.n_in,)),
+            "residual MLPs: 1-2 blocks act(fc2(act(norm(fc1(x)))) + x) or + proj(x) (two branches), the skip from the "
+            "input or a stem, 1-12 features, 1-16 hidden, LayerNorm or not, relu/tanh/sigmoid/silu inside, "
+            "relu/tanh/none after the sum, functional or subclassed Keras ports"),
     }
 
 

@@ -29,12 +29,14 @@ from equivalence.core.embedding import Embedding, SequenceMean
 from equivalence.core.kinds import DENSE, LayerWeights
 from equivalence.core.norms import BatchNorm, LayerNorm
 from equivalence.core.recurrent import Recurrent
+from equivalence.core.residual import INPUT, Branch, Residual, check_links
 from equivalence.core.spatial import Conv, Flatten, Padding, Pool, same_padding
 from equivalence.core.spec import ChainSpec, StackSpec
 
 KIND_TYPES: dict[str, Any] = {"dense": None, "conv": Conv, "pool": Pool, "flatten": Flatten,
                               "layernorm": LayerNorm, "batchnorm": BatchNorm, "embedding": Embedding,
-                              "mean": SequenceMean, "attention": SelfAttention, "lstm": Recurrent, "gru": Recurrent}
+                              "mean": SequenceMean, "attention": SelfAttention, "lstm": Recurrent, "gru": Recurrent,
+                              "add": Residual, "branch": Branch}
 """Every kind a chain may hold, by its ``name``: its class (None: the ``DENSE`` singleton, no fields)."""
 
 NO_WEIGHTS = np.zeros((0,))
@@ -67,9 +69,12 @@ def kind_from_json(data: Any) -> Any:
         return DENSE
     fields = {k: _as_tuples(v) for k, v in data.items() if k != "name"}
     hints = typing.get_type_hints(cls)
+    indices = getattr(cls, "INDEX_FIELDS", ())  # an earlier layer's index, or INPUT (-1): the model's input
     for name, value in fields.items():
-        if name in hints and not _fits(value, hints[name], minimum=0 if hints[name] == Padding else 1):
-            raise ValueError(f"layer kind {data['name']}: {name} must be {_what(hints[name])}, got {value!r:.60}")
+        minimum = INPUT if name in indices else 0 if hints.get(name) == Padding else 1
+        if name in hints and not _fits(value, hints[name], minimum=minimum):
+            what = f"a layer's index or {INPUT} (the model's input)" if name in indices else _what(hints[name])
+            raise ValueError(f"layer kind {data['name']}: {name} must be {what}, got {value!r:.60}")
     try:
         return cls(**fields)
     except TypeError as exc:
@@ -151,6 +156,7 @@ def check_chain_weights(spec: ChainSpec, weights: Sequence[LayerWeights], *, wha
     if len(weights) != spec.depth:
         raise ValueError(f"{what}: expected {spec.depth} layers, got {len(weights)}")
     shape = tuple(spec.input_shape)
+    shapes = [shape]
     for i, (kind, (W, b)) in enumerate(zip(spec.kinds, weights)):
         if kind is DENSE:
             if len(shape) != 1:
@@ -169,6 +175,10 @@ def check_chain_weights(spec: ChainSpec, weights: Sequence[LayerWeights], *, wha
         if not all(n > 0 for n in shape):
             raise ValueError(f"{what}: layer {i} ({kind.name}) gives no output on its input {before} (got shape "
                              f"{shape}): its window is larger than the input")
+        shapes.append(shape)
+    problem = check_links(spec.kinds, shapes)
+    if problem:
+        raise ValueError(f"{what}: {problem}")
 
 
 # --- blueprints and seeded cases -----------------------------------------------------------------------
@@ -182,6 +192,9 @@ class Planned:
     activation: str = "linear"
     units: int = 0
     bias: bool = True
+    takes: int | None = None
+    """Made at the output shape of this earlier layer (``INPUT``: the model's input) instead of the previous one's:
+    a second branch's start."""
 
 
 def _same(shape: tuple[int, ...], size: tuple[int, ...], strides: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
@@ -245,13 +258,27 @@ def recurrent(cell: str, units: int, activation: str = "linear", *, sequences: b
     return Planned(lambda shape: Recurrent(cell, shape[1], units, shape[0], sequences), activation, bias=bias)
 
 
+def add(skip: int, activation: str = "linear") -> Planned:
+    """A residual Add of the previous layer's output (the branch) and the output of layer ``skip`` (``INPUT``: the
+    model's input), then ``activation``."""
+    return Planned(lambda shape: Residual(tuple(shape), skip), activation)
+
+
+def branch(source: int) -> Planned:
+    """A second branch starting from the output of layer ``source`` (``INPUT``: the model's input): ``a(x) + b(x)``
+    is ``a``'s layers, ``branch(x)``, ``b``'s layers, then ``add(a's last layer)``."""
+    return Planned(lambda shape: Branch(tuple(shape), source), takes=source)
+
+
 def resolve(input_shape: tuple[int, ...], layers: Sequence[Planned], dtype: str) -> ChainSpec:
     """The chain spec of a blueprint: every kind made at the shape the layers before it give."""
     kinds, shape = [], tuple(input_shape)
+    shapes = [shape]  # the input's, then every layer's output shape
     for planned in layers:
-        kind = planned.make(shape)
+        kind = planned.make(shape if planned.takes is None else shapes[planned.takes + 1])
         kinds.append(kind)
         shape = (planned.units,) if kind is DENSE else tuple(kind.output_shape(shape))
+        shapes.append(shape)
     return ChainSpec(tuple(input_shape), tuple(kinds), tuple(p.activation for p in layers), dtype)
 
 
@@ -299,6 +326,8 @@ WEIGHT_DRAWS: Mapping[str, Callable[..., LayerWeights]] = {
         rng, kind.parameter_shapes(bias=True), kind.units, planned.bias, scale),
     "gru": lambda rng, kind, shape, planned, scale: _draw_shaped(
         rng, kind.parameter_shapes(bias=True), kind.units, planned.bias, scale),
+    "add": lambda rng, kind, shape, planned, scale: LayerWeights(NO_WEIGHTS, None),
+    "branch": lambda rng, kind, shape, planned, scale: LayerWeights(NO_WEIGHTS, None),
 }
 """Each kind's seeded weights: ``(rng, kind, input shape, planned layer, weight scale) -> LayerWeights``."""
 

@@ -19,7 +19,7 @@ from equivalence.core.kinds import DENSE, LayerTrace
 from equivalence.core.layout import LayerWeights
 from equivalence.core.spec import ChainSpec, StackSpec
 
-__all__ = ["LayerTrace", "layerwise_reference", "reference_forward", "reference_layer"]
+__all__ = ["LayerTrace", "layer_input", "layer_inputs", "layerwise_reference", "reference_forward", "reference_layer"]
 
 
 def reference_layer(x: np.ndarray, W: np.ndarray, b: np.ndarray | None, activation: str,
@@ -54,9 +54,22 @@ def layerwise_reference(spec: StackSpec | ChainSpec, weights: Sequence[LayerWeig
     traces, h = [], h if np.issubdtype(h.dtype, np.integer) else h.astype(dt)
     earlier = [h]  # the input, then every layer's output as the next layer gets it
     for kind, layer_weights, act in zip(spec.kinds, weights, spec.activations):
-        operands = getattr(kind, "operands", None)  # a residual Add: the chain's output and an earlier one
-        trace = kind.reference(h if operands is None else operands(h, earlier), LayerWeights(*layer_weights), act)
+        trace = kind.reference(layer_input(kind, earlier), LayerWeights(*layer_weights), act)
         traces.append(trace)
-        h = trace.h.astype(dt)
-        earlier.append(h)
+        earlier.append(trace.h.astype(dt))
     return traces
+
+
+def layer_input(kind: object, earlier: Sequence[np.ndarray]) -> np.ndarray:
+    """What a layer of ``kind`` is fed, given ``earlier`` (the chain's input, then each layer's output before it):
+    the last of them, or for a kind with ``operands`` (a residual Add: the chain's output and an earlier one side by
+    side; a second branch: the value it starts from) what those place."""
+    operands = getattr(kind, "operands", None)
+    return earlier[-1] if operands is None else operands(earlier[-1], earlier)
+
+
+def layer_inputs(spec: StackSpec | ChainSpec, x: np.ndarray, outputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Every layer's input from the chain's input ``x`` and the layers' ``outputs`` (each as the next layer gets it,
+    rounded to the dtype): ``layerwise_reference``'s inputs, for outputs recorded earlier."""
+    earlier = [x, *outputs]
+    return [layer_input(kind, earlier[:i + 1]) for i, kind in enumerate(spec.kinds)]

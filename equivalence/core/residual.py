@@ -40,10 +40,13 @@ class Residual(NoParameters):
 
     name = "add"
     FORMS = ("add", "sum")
+    INDEX_FIELDS = ("skip",)
+    """Fields holding a unit's index, ``INPUT`` (-1) or more (a chain's JSON form reads them so)."""
 
     def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
-        """One operand's shape: the input holds two side by side."""
-        return (*in_shape[:-1], in_shape[-1] // 2)
+        """One operand's shape, ``features``, whether ``in_shape`` is the branch's (a chain's previous layer) or the
+        two operands side by side (``operands_shape``)."""
+        return tuple(self.features)
 
     @property
     def operands_shape(self) -> tuple[int, ...]:
@@ -100,9 +103,11 @@ class Branch(NoParameters):
 
     name = "branch"
     FORMS = ("copy",)
+    INDEX_FIELDS = ("source",)
 
     def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
-        return in_shape
+        """The source's shape, ``features`` (``in_shape``, the previous layer's output, is not its input)."""
+        return tuple(self.features)
 
     def describe(self) -> str:
         return f"a second branch from {skip_source(self.source)}"
@@ -152,6 +157,28 @@ def what_it_does(found: tuple[str, int], units: Sequence[DenseUnit]) -> str:
     """``adds the model's input``, ``starts a second branch from layer 0's output ('stem')``."""
     kind, index = found
     return f"{'adds' if kind == Residual.name else 'starts a second branch from'} {skip_source(index, units)}"
+
+
+def check_links(kinds: Sequence[object], shapes: Sequence[tuple[int, ...]]) -> str | None:
+    """What is wrong with the Adds and branches of a chain (``kinds``; ``shapes``: the input's shape, then every
+    layer's output shape), or None: each takes an earlier value of the shape it names; an Add's branch has a layer
+    after its skip."""
+    for i, kind in enumerate(kinds):
+        if not isinstance(kind, (Residual, Branch)):
+            continue
+        if isinstance(kind, Residual) and (i == 0 or isinstance(kinds[i - 1], Branch)):
+            return f"layer {i} (add) has no layer of its branch before it"
+        index = kind.skip if isinstance(kind, Residual) else kind.source
+        latest = i - 2 if isinstance(kind, Residual) else i - 1
+        if not INPUT <= index <= latest:
+            return (f"layer {i} ({kind.name}) takes {skip_source(index)}, but it may take the model's input ({INPUT}) "
+                    f"or a layer's output up to layer {latest}")
+        if tuple(shapes[index + 1]) != tuple(kind.features):
+            return (f"layer {i} ({kind.name}) names features {tuple(kind.features)}, but {skip_source(index)} is "
+                    f"shaped {tuple(shapes[index + 1])}")
+        if isinstance(kind, Residual) and tuple(shapes[i]) != tuple(kind.features):
+            return f"layer {i} (add) adds a branch shaped {tuple(shapes[i])} to {tuple(kind.features)}"
+    return None
 
 
 def check_residuals(units: list[DenseUnit], framework: str) -> list[DenseUnit]:

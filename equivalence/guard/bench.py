@@ -16,7 +16,7 @@ Ours, the floor and the naive loop are then timed block by block on the same
 cases (``compare_interleaved``), so the ratios survive a machine whose load drifts.
 
 Per kind (``KIND_WORKLOADS``: chains built around a conv, a pooling layer, a Flatten, a BatchNorm, a LayerNorm, an
-Embedding (with the mean over its tokens), a self-attention, an LSTM, a GRU),
+Embedding (with the mean over its tokens), a self-attention, an LSTM, a GRU, a residual Add),
 ours (pooled chain models: weights written, every layer run and compared) against the floor (the same models,
 weights in place, only their layers and the reference timed), interleaved the same way; ``bench.json`` holds them
 under ``kinds`` (``dense``: the stacks above).
@@ -42,6 +42,7 @@ from equivalence.core import chain
 from equivalence.core.case import WEIGHT_SCALES, Case, make_case
 from equivalence.core.check import LayerPool, check_case, check_pooled, reference_inputs
 from equivalence.core.reference import layerwise_reference
+from equivalence.core.residual import INPUT
 from equivalence.core.spec import StackSpec
 from equivalence.core.strategies import BOUNDARY_WIDTHS, INPUT_SCALES
 from equivalence.frameworks.base import Adapter
@@ -168,6 +169,15 @@ def _pick(rng: np.random.Generator, options: Sequence) -> Any:
     return options[int(rng.integers(len(options)))]
 
 
+def _residual_block(rng: np.random.Generator) -> tuple[tuple[int, ...], list[chain.Planned]]:
+    """``act(x + f(x))``, ``f`` two Dense layers; or, half the time, ``act(f(x) + proj(x))`` (a second branch)."""
+    width, after = _pick(rng, (8, 32)), _pick(rng, ("linear", "relu", "tanh"))
+    f = [chain.dense(_pick(rng, (8, 32)), _pick(rng, ("relu", "tanh"))), chain.dense(width)]
+    if _pick(rng, (False, True)):
+        return (width,), [*f, chain.branch(INPUT), chain.dense(width), chain.add(1, after)]
+    return (width,), [*f, chain.add(INPUT, after)]
+
+
 KIND_WORKLOADS: dict[str, Callable[[np.random.Generator], tuple[tuple[int, ...], list[chain.Planned]]]] = {
     "conv": lambda rng: ((_pick(rng, (6, 10)),) * _pick(rng, (1, 2)) + (_pick(rng, (1, 3)),),
                          [chain.conv(_pick(rng, (2, 8)), _pick(rng, (1, 3)), activation=_pick(rng, ("relu", "tanh")))]),
@@ -185,6 +195,7 @@ KIND_WORKLOADS: dict[str, Callable[[np.random.Generator], tuple[tuple[int, ...],
                                                                     sequences=_pick(rng, (False, True)))]),
     "gru": lambda rng: ((_pick(rng, (5, 10)), 4), [chain.recurrent("gru", _pick(rng, (4, 16)),
                                                                    sequences=_pick(rng, (False, True)))]),
+    "add": _residual_block,
 }
 """Per kind, a drawn chain built around a layer of it (float32; a few sizes, so the pooled models are reused)."""
 

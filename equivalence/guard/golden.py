@@ -38,7 +38,7 @@ from equivalence.core.dtypes import numpy_dtype
 from equivalence.core.errors import InputError
 from equivalence.core.known_differences import excused
 from equivalence.core.layout import LayerWeights, check_spec_weights
-from equivalence.core.reference import LayerTrace, layerwise_reference
+from equivalence.core.reference import LayerTrace, layer_inputs, layerwise_reference
 from equivalence.core.spec import ChainSpec, StackSpec
 from equivalence.core.tolerance import PAIR_FACTOR, RECORDED, SAFETY, forward_bound
 from equivalence.frameworks.base import Adapter, FrameworkRefused
@@ -83,9 +83,10 @@ class GoldenCase:
 
     def layer_inputs(self) -> list[np.ndarray]:
         """What every framework's layer ``l`` is fed: ``x`` (values or token ids), then the reference's ``l-1``
-        rounded to the dtype."""
+        rounded to the dtype (a residual Add: its operands side by side; a second branch: the value it starts
+        from)."""
         dt = numpy_dtype(self.spec.dtype)
-        return [self.x, *(h.astype(dt) for h in self.reference[:-1])]
+        return layer_inputs(self.spec, self.x, [h.astype(dt) for h in self.reference[:-1]])
 
     def traces(self) -> list[LayerTrace]:
         """The recorded reference as traces (``z`` is not recorded: ``compare_layers`` reads ``x`` and ``h``)."""

@@ -20,6 +20,7 @@ from equivalence.core import chain
 from equivalence.core.activations import ACTIVATIONS
 from equivalence.core.case import Case, make_case
 from equivalence.core.dtypes import DTYPES, short_dtype_name
+from equivalence.core.residual import INPUT
 from equivalence.core.spec import ChainSpec, StackSpec
 from equivalence.frameworks.registry import entry
 
@@ -188,6 +189,26 @@ sequence) and two GRUs before a Dense. Recorded after the chains of ``CHAIN_BLUE
 the vectors recorded before them keep their keys."""
 
 
+RESIDUAL_BLUEPRINTS: tuple[tuple[str, tuple[int, ...], tuple[chain.Planned, ...]], ...] = (
+    ("residual_mlp", (8,), (chain.dense(16, "relu"), chain.dense(8), chain.add(INPUT, "relu"),
+                            chain.dense(12, "tanh"), chain.dense(8), chain.add(2, "tanh"), chain.dense(3, "sigmoid"))),
+    ("residual_projection", (6,), (chain.dense(8, "tanh"), chain.dense(10, "relu"), chain.dense(5), chain.branch(0),
+                                   chain.dense(5), chain.add(2, "tanh"), chain.dense(3))),
+    ("residual_conv", (6, 6, 3), (chain.conv(4, 3, same=True, activation="relu"),
+                                  chain.conv(4, 3, same=True, activation="relu"), chain.conv(4, 3, same=True),
+                                  chain.add(0, "relu"), chain.pool("max", 2), chain.flatten(), chain.dense(3))),
+    ("residual_attention", (5,), (chain.embedding(13, 8), chain.attention(2), chain.add(0), chain.attention(4, "relu"),
+                                  chain.token_mean(), chain.layernorm(), chain.dense(3, "tanh"))),
+)
+"""Residual Adds as users' models hold them: two Dense blocks ``relu(x + f(x))`` then ``tanh(h + g(h))``, the
+second's skip an Add's output; a stem, then ``tanh(a(h) + proj(h))`` (two computed branches: a branch unit starts
+``proj`` from the stem's output); a conv block ``relu(h + conv(conv(h)))`` on a channels-last tensor; a transformer
+block's ``x + attention(x)`` over embedded tokens, then another attention, the mean over the tokens and a LayerNorm
+(after the mean: the walkers judge a LayerNorm of 2-D inputs only, and torch's a mean over the tokens after a
+sequence layer, not right after an Add). Recorded after the sequence chains
+(``residual_cases``), so the vectors recorded before them keep their keys."""
+
+
 def chain_cases(blueprints: Sequence[tuple[str, tuple[int, ...], tuple[chain.Planned, ...]]] = CHAIN_BLUEPRINTS
                 ) -> list[ChainCase]:
     """Every blueprint in every dtype of ``CHAIN_INPUTS``."""
@@ -198,6 +219,11 @@ def chain_cases(blueprints: Sequence[tuple[str, tuple[int, ...], tuple[chain.Pla
 def sequence_cases() -> list[ChainCase]:
     """The chains of ``SEQUENCE_BLUEPRINTS`` in every dtype of ``CHAIN_INPUTS``."""
     return chain_cases(SEQUENCE_BLUEPRINTS)
+
+
+def residual_cases() -> list[ChainCase]:
+    """The chains of ``RESIDUAL_BLUEPRINTS`` in every dtype of ``CHAIN_INPUTS``."""
+    return chain_cases(RESIDUAL_BLUEPRINTS)
 
 
 def activation_mixes(depth: int) -> list[tuple[str, ...]]:
@@ -246,7 +272,7 @@ def report_cases() -> list[MatrixCase | ChainCase]:
         for torch_style, keras_style in product(entry("torch").styles, entry("keras").styles):
             spec = StackSpec(n_in, widths, acts, dtype=dtype)
             cases.append(MatrixCase(spec, STYLE_INPUTS, (("torch", torch_style), ("keras", keras_style))))
-    return cases + breadth_cases() + chain_cases() + sequence_cases()
+    return cases + breadth_cases() + chain_cases() + sequence_cases() + residual_cases()
 
 
 def golden_cases() -> list[MatrixCase | ChainCase]:
@@ -256,7 +282,7 @@ def golden_cases() -> list[MatrixCase | ChainCase]:
     for (n_in, widths), inp in GOLDEN_WIDE:
         for dtype, acts in product(DTYPE_AXIS, activation_mixes(len(widths))):
             cases.append(MatrixCase(StackSpec(n_in, widths, acts, dtype=dtype), inp))
-    return cases + breadth_golden_cases() + chain_cases() + sequence_cases()
+    return cases + breadth_golden_cases() + chain_cases() + sequence_cases() + residual_cases()
 
 
 def breadth_golden_cases() -> list[MatrixCase]:

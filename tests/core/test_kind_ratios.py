@@ -63,4 +63,22 @@ def test_a_wrong_family_count_is_refused_in_one_line(capsys):
         main(["--models", "lstm=3"])
     assert exit_.value.code == 2
     assert "--models 'lstm=3': should be FAMILY=N, N >= 1, FAMILY one of dense, conv, norm, sequence, recurrent, " \
-        "layernorm_first" in capsys.readouterr().err
+        "layernorm_first, residual" in capsys.readouterr().err
+
+
+def test_the_residual_adds_have_their_row_and_a_torch_add_dropping_the_skip_is_over_the_bound(tmp_path, monkeypatch):
+    """The residual family's Adds are a row of their own; once torch's add drops its skip operand, only that row's
+    torch pairs are over the bound and the command fails."""
+    import torch
+
+    out = tmp_path / "ratios.json"
+    assert main(["-n", "2", "--family", "residual", "--dtype", "float32", "--out", str(out)]) == 0
+    worst = json.loads(out.read_text())["worst"]
+    assert 0 < worst["add in residual"]["torch vs reference"]["float32"] <= 1
+    monkeypatch.setattr(torch.Tensor, "__add__", lambda self, other: self)
+    assert main(["-n", "2", "--family", "residual", "--dtype", "float32", "--out", str(out)]) == 1
+    written = json.loads(out.read_text())
+    assert written["worst"]["add in residual"]["torch vs reference"]["float32"] > 100
+    assert written["worst"]["add in residual"]["keras vs reference"]["float32"] <= 1
+    assert {line.rsplit(":", 1)[0] for line in written["over_the_bound"]} == {
+        "add in residual torch vs reference float32", "add in residual torch vs keras float32"}

@@ -96,3 +96,32 @@ def test_the_scale_leaves_non_finite_elements_out():
     kind = Residual((2,), INPUT)
     trace = kind.reference(np.array([[np.inf, 3.0, 1.0, 4.0], [1.0, 2.0, 0.5, 0.5]]), NO_WEIGHTS, "linear")
     assert kind.scale(trace) == 7.0  # the inf row is left out of S (2.5 from the other); its finite sum 7 counts
+
+
+def _chain(kinds: tuple, dense_width: int = 4) -> tuple[ChainSpec, list[LayerWeights]]:
+    """A float32 chain on a (4,) input of ``kinds``: each DENSE square, the others without weights."""
+    square = LayerWeights(np.eye(dense_width) + 0.5, None)
+    return (ChainSpec((4,), kinds, ("linear",) * len(kinds), "float32"),
+            [square if k is DENSE else NO_WEIGHTS for k in kinds])
+
+
+@pytest.mark.parametrize(("kinds", "problem"), [
+    ((DENSE, Branch((4,), 1), DENSE),
+     r"layer 1 \(branch\) takes layer 1's output, but it may take the model's input \(-1\) or a layer's output up "
+     r"to layer 0"),
+    ((DENSE, Branch((4,), INPUT), Residual((4,), 0)), r"layer 2 \(add\) has no layer of its branch before it"),
+    ((Residual((4,), INPUT),), r"layer 0 \(add\) has no layer of its branch before it"),
+    ((DENSE, DENSE, Residual((4,), 1)), r"layer 2 \(add\) takes layer 1's output, but it may take the model's "
+                                        r"input \(-1\) or a layer's output up to layer 0"),
+    ((DENSE, DENSE, Residual((3,), INPUT)), r"layer 2 \(add\) names features \(3,\), but the model's input is shaped "
+                                            r"\(4,\)"),
+])
+def test_a_chain_whose_add_or_branch_takes_what_it_cannot_is_refused_naming_the_layer(kinds, problem):
+    """What a golden-vector manifest or a blueprint could say, refused before any reference runs."""
+    from equivalence.core.chain import check_chain_weights
+
+    spec, weights = _chain(kinds)
+    with pytest.raises(ValueError, match=problem):
+        check_chain_weights(spec, weights)
+    if len(kinds) == 3 and kinds[1] is DENSE:  # the same chain adding the input, x + f(f(x)): accepted
+        check_chain_weights(*_chain((DENSE, DENSE, Residual((4,), INPUT))))

@@ -132,9 +132,9 @@ BAD_INPUTS = [
      manifest_edit(lambda m: m.update(extra=json.loads("[" * 99 + "]" * 99))), {}, M,
      "nested 100 levels deep, more than 32"),
     ("duplicate-case-entry", ["verify", "{vectors}"], manifest_edit(duplicate_first_case(None)), {}, M,
-     "cases[154] repeats key 'c000' of cases[0]: duplicate case entries"),
+     "cases[174] repeats key 'c000' of cases[0]: duplicate case entries"),
     ("duplicate-case-id", ["verify", "{vectors}"], manifest_edit(duplicate_first_case("c999")), {}, M,
-     f"cases[154] repeats id '{FIRST}' of cases[0]: duplicate case entries"),
+     f"cases[174] repeats id '{FIRST}' of cases[0]: duplicate case entries"),
     ("duplicate-json-key", ["verify", "{vectors}"], manifest_text('{"format": "x", "format": "y"}'), {}, M,
      "holds the key 'format' twice"),
     ("activations-a-string", ["verify", "{vectors}"], manifest_edit(spec_of_first_case(activations="sigmoid")), {},
@@ -187,10 +187,10 @@ BAD_INPUTS = [
     ("verify-dir-empty", ["verify", ""], nothing, {}, "argument DIR", "empty path: name a folder"),
     # --- record: never shrinks a set without --replace, never writes through a link
     ("record-fewer-cases-and-frameworks", ["record", "{vectors}", "-k", "1-1_sigmoid", "--framework", "torch"],
-     nothing, {}, "{vectors}", "recording 3 cases with torch would replace, losing 151 of its 154 cases "
+     nothing, {}, "{vectors}", "recording 3 cases with torch would replace, losing 171 of its 174 cases "
      "(first 1-1_tanh_f32_n1_x1_unit_layers) and its keras outputs; pass --replace"),
     ("record-fewer-cases", ["record", "{vectors}", "-k", "1-1_"], nothing, {}, "{vectors}",
-     "losing 142 of its 154 cases"),
+     "losing 162 of its 174 cases"),
     ("record-over-an-unreadable-set", ["record", "{vectors}"], manifest_edit(lambda m: m.update(fingerprint="x")), {},
      M, "got string 'x'; cannot tell what recording over it would lose (pass --replace"),
     ("record-into-a-folder-with-a-link", ["record", "{vectors}", "--replace"], a_link_in_the_folder, {}, "{vectors}",

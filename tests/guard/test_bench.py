@@ -62,7 +62,7 @@ def test_every_kind_has_a_seeded_workload_built_around_it():
         assert all(kind in {k.name for k in c.spec.kinds} for c in cases), kind
         assert {c.spec.dtype for c in cases} == {"float32"}
     assert set(KIND_WORKLOADS) == {"conv", "pool", "flatten", "batchnorm", "layernorm", "embedding", "attention",
-                                   "lstm", "gru"}
+                                   "lstm", "gru", "add"}
 
 
 def test_the_kind_workloads_pass_the_check_and_the_floor_never_builds(torch_adapter, keras_adapter):
@@ -78,3 +78,17 @@ def test_the_kind_workloads_pass_the_check_and_the_floor_never_builds(torch_adap
     kinds = compare_kinds(20, pool, blocks=2)
     assert set(kinds) == set(KIND_WORKLOADS)
     assert all(k["vs_floor"] > 0 and k["cases"] == 20 and k["disagreements"] == 0 for k in kinds.values())
+
+
+def test_the_add_workload_holds_both_residual_forms_and_a_broken_add_disagrees_in_it(torch_adapter, keras_adapter,
+                                                                                      monkeypatch):
+    """``x + f(x)`` and ``f(x) + proj(x)`` both drawn; agreeing as they are, each case a disagreement once torch's add
+    drops an operand (what ``kinds.add.disagreements`` in bench.json counts, failing ``make bench``)."""
+    import torch
+
+    skip_chainless(torch_adapter, keras_adapter)
+    cases = kind_workload("add", 20)
+    assert {"branch" in {k.name for k in c.spec.kinds} for c in cases} == {True, False}
+    assert run_ours_chains(cases, LayerPool())[1] == 0
+    monkeypatch.setattr(torch.Tensor, "__add__", lambda self, other: other)
+    assert run_ours_chains(cases, LayerPool())[1] == len(cases)

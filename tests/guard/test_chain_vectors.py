@@ -16,13 +16,13 @@ from equivalence.core.check import LayerPool
 from equivalence.core.spec import ChainSpec
 from equivalence.guard import golden
 from equivalence.guard.fingerprint import fingerprint
-from equivalence.guard.matrix import chain_cases, golden_cases, sequence_cases
+from equivalence.guard.matrix import chain_cases, golden_cases, residual_cases, sequence_cases
 from tests.helpers import flip_torch_conv_kernels
 
 GOLDEN = Path(__file__).resolve().parents[2] / "golden"
 
 
-@pytest.mark.parametrize("mcase", chain_cases() + sequence_cases(), ids=lambda c: c.id)
+@pytest.mark.parametrize("mcase", chain_cases() + sequence_cases() + residual_cases(), ids=lambda c: c.id)
 def test_a_chain_spec_and_its_weights_survive_the_json_form(mcase):
     case = mcase.make()
     assert spec_from_json(spec_to_json(case.spec)) == case.spec
@@ -96,12 +96,12 @@ def test_a_grown_matrix_adds_its_cases_and_keeps_the_recorded_ones_byte_for_byte
 def test_the_shipped_chain_cases_are_recorded_with_their_own_fingerprint():
     vectors = golden.load(GOLDEN)
     chains = [c for c in vectors.cases if isinstance(c.spec, ChainSpec)]
-    assert [c.id for c in chains] == [c.id for c in chain_cases() + sequence_cases()]
+    assert [c.id for c in chains] == [c.id for c in chain_cases() + sequence_cases() + residual_cases()]
     assert all(c.fingerprint is not None for c in chains)
     assert all(c.fingerprint is None for c in vectors.cases if c not in chains)
     kinds = {k.name for c in chains for k in c.spec.kinds}
     assert kinds == {"conv", "pool", "flatten", "batchnorm", "layernorm", "dense", "embedding", "mean", "attention",
-                     "lstm", "gru"}
+                     "lstm", "gru", "add", "branch"}
 
 
 def test_verify_fails_at_the_conv_layers_of_the_chains_when_torch_flips_its_kernels(

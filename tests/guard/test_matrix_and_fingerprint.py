@@ -41,7 +41,7 @@ def test_the_report_matrix_covers_every_style_pairing_activation_dtype_and_regim
 
 def test_the_chains_of_the_matrices_mix_every_kind_in_every_dtype():
     kinds = {"conv", "pool", "flatten", "batchnorm", "layernorm", "dense", "embedding", "mean", "attention", "lstm",
-             "gru"}
+             "gru", "add", "branch"}
     for cases in (report_cases(), golden_cases()):
         chains = [c for c in cases if not isinstance(c.spec, StackSpec)]
         assert len(chains) > len(CHAIN_BLUEPRINTS)

@@ -107,7 +107,7 @@ def test_verify_fails_at_exactly_the_layers_of_a_kind_torch_computes_wrongly(kin
     assert wide <= {m.case_id for m in result.moved}, "every float64 and float32 case moved beyond the error model"
 
 
-@pytest.mark.parametrize("kind", ["attention", "lstm", "gru", "mean"])
+@pytest.mark.parametrize("kind", ["attention", "lstm", "gru", "mean", "add"])
 def test_a_recorded_output_of_a_kind_changed_by_1_percent_fails_verify_at_that_layer(kind, torch_adapter,
                                                                                        keras_adapter):
     """A recorded torch output perturbed (what an upgrade that moved it would look like): verify says it moved
@@ -129,9 +129,10 @@ def test_a_recorded_output_of_a_kind_changed_by_1_percent_fails_verify_at_that_l
 
 
 def test_vectors_of_the_older_schemas_are_still_read_and_verified(tmp_path, torch_adapter, keras_adapter):
-    """Schema 2 (the shipped set before the sequence kinds: its first 134 cases) and schema 1 (the Keras 2 set)."""
+    """Schema 2 (the shipped set before the sequence kinds and the residual Adds: its first 134 cases) and schema 1
+    (the Keras 2 set)."""
     manifest = json.loads((GOLDEN / golden.MANIFEST).read_text())
-    kept = [e for e in manifest["cases"] if not any(layer["kind"]["name"] in NEW_KINDS
+    kept = [e for e in manifest["cases"] if not any(layer["kind"]["name"] in (*NEW_KINDS, "add", "branch")
                                                     for layer in e["spec"].get("layers", []))]
     keys = tuple(f"{e['key']}." for e in kept)
     with np.load(GOLDEN / manifest["data"]["file"], allow_pickle=False) as npz:

@@ -2,8 +2,9 @@
 ``keras.Sequential`` from ``keras.Input`` (channels-last) through ``Conv1D/2D``, ``MaxPooling/AveragePooling``,
 ``Flatten``, ``BatchNormalization``, ``LayerNormalization`` and ``Dense``, an ``Activation`` after a norm; token ids
 (``keras.Input`` of int32) through ``Embedding``, ``MultiHeadAttention`` (called ``mha(h, h)``: a functional model),
-``GlobalAveragePooling1D``, ``LSTM`` and ``GRU``. The model is then walked like a user's own (``walk``), so the
-golden vectors and the report judge exactly the layers the own-model path runs.
+``GlobalAveragePooling1D``, ``LSTM`` and ``GRU``; a residual Add as ``layers.Add()([skip, h])`` and a second
+branch as the next layer called on an earlier value (both functional). The model is then walked like a user's own
+(``walk``), so the golden vectors and the report judge exactly the layers the own-model path runs.
 
 One entry per kind in ``LAYERS``: ``(layers, kind, weights, activation, dtype, input shape) -> [layer, ...]``.
 """
@@ -76,19 +77,33 @@ LAYERS: dict[str, Callable[..., list[Any]]] = {
         L.MultiHeadAttention(kind.heads, kind.head_dim, use_bias=w.b is not None, dtype=dt), L, act, dt),
     "lstm": lambda L, kind, w, act, dt, shape: _then(_recurrent(L.LSTM, kind, w, dt), L, act, dt),
     "gru": lambda L, kind, w, act, dt, shape: _then(_recurrent(L.GRU, kind, w, dt), L, act, dt),
+    "add": lambda L, kind, w, act, dt, shape: _then(L.Add(dtype=dt), L, act, dt),
+    "branch": lambda L, kind, w, act, dt, shape: [],
 }
 """Each kind's Keras layers: ``(keras.layers, kind, canonical weights, Keras activation, dtype, input shape)``."""
 
 
-def _model(layers: Sequence[Any]) -> Any:
-    """A ``keras.Sequential`` of ``layers`` (an Input first); a functional model when one is a
-    ``MultiHeadAttention``, called as self-attention (``mha(h, h)``)."""
-    if not any(isinstance(layer, keras.layers.MultiHeadAttention) for layer in layers):
-        return keras.Sequential(list(layers))
-    h = layers[0]
-    for layer in layers[1:]:
-        h = layer(h, h) if isinstance(layer, keras.layers.MultiHeadAttention) else layer(h)
-    return keras.Model(layers[0], h)
+def _model(start: Any, kinds: Sequence[Any], groups: Sequence[Sequence[Any]]) -> Any:
+    """A ``keras.Sequential`` of each kind's ``groups`` of layers after the Input ``start``; a functional model when
+    one is a ``MultiHeadAttention``, called as self-attention (``mha(h, h)``), or the chain adds or branches: an Add
+    of an earlier value and the chain's output (``Add()([skip, h])``: ``a(x) + b(x)`` with ``a`` first, as torch's
+    ``forward`` evaluates it), a branch continuing from an earlier value."""
+    layers = [layer for group in groups for layer in group]
+    functional = any(isinstance(layer, keras.layers.MultiHeadAttention) for layer in layers) \
+        or any(kind.name in ("add", "branch") for kind in kinds)
+    if not functional:
+        return keras.Sequential([start, *layers])
+    h, earlier = start, [start]
+    for kind, group in zip(kinds, groups):
+        if kind.name == "branch":
+            h = earlier[kind.source + 1]
+        for layer in group:
+            if isinstance(layer, keras.layers.Add):
+                h = layer([earlier[kind.skip + 1], h])
+            else:
+                h = layer(h, h) if isinstance(layer, keras.layers.MultiHeadAttention) else layer(h)
+        earlier.append(h)
+    return keras.Model(start, h)
 
 
 def build_chain(adapter: Any, spec: ChainSpec, weights: Sequence[LayerWeights]) -> list[DenseUnit]:
@@ -99,15 +114,16 @@ def build_chain(adapter: Any, spec: ChainSpec, weights: Sequence[LayerWeights]) 
 
     ids = getattr(spec.kinds[0], "integer_input", False)
     L, shape = keras.layers, spec.input_shape
-    layers = [keras.Input(tuple(spec.input_shape), dtype="int32" if ids else spec.dtype)]
+    start = keras.Input(tuple(spec.input_shape), dtype="int32" if ids else spec.dtype)
+    groups = []
     for kind, layer_weights, activation in zip(spec.kinds, weights, spec.activations):
         problem = adapter.lacks(activation)
         if problem:
             raise FrameworkRefused(problem)
         act = "linear" if activation == "linear" else adapter.keras_activation(activation)
-        layers += LAYERS[kind.name](L, kind, layer_weights, act, spec.dtype, tuple(shape))
+        groups.append(LAYERS[kind.name](L, kind, layer_weights, act, spec.dtype, tuple(shape)))
         shape = (layer_weights.W.shape[1],) if kind is DENSE else kind.output_shape(tuple(shape))
-    units = walk(_model(layers))
+    units = walk(_model(start, spec.kinds, groups))
     for unit, layer_weights in zip(units, weights):
         if layer_weights.W.size:
             unit.write(layer_weights.W, layer_weights.b)

@@ -3,7 +3,9 @@
 ``LayerNorm`` and ``Linear``, each followed by its activation module. A chain of sequence or recurrent layers
 (``nn.Embedding``, ``nn.MultiheadAttention``, ``nn.LSTM``, ``nn.GRU``, a mean over the tokens) is a module whose
 ``forward`` calls them as a user's does (``CALLS``: ``attn(h, h, h)[0]``, ``lstm(h)[0]`` then ``[:, -1]``,
-``h.mean(1)``): they return tuples or are no module, so no ``nn.Sequential`` holds them. The model is then walked
+``h.mean(1)``): they return tuples or are no module, so no ``nn.Sequential`` holds them; that module also adds a
+residual Add's skip (``JOINS``: ``h = x + h``, an earlier value plus the chain's output) and starts a second branch
+from an earlier value (``a(x) + b(x)``: ``b``'s first layer takes ``x``). The model is then walked
 like a user's own (``walk``), so the golden vectors and the report judge exactly the layers the own-model path runs.
 
 One entry per kind in ``LAYERS``: ``(kind, weights, dtype, rank) -> module`` (None: a call without a module).
@@ -64,6 +66,8 @@ LAYERS: dict[str, Callable[..., nn.Module]] = {
                                               dtype=dt),
     "gru": lambda kind, w, dt, rank: nn.GRU(kind.features, kind.units, bias=w.b is not None, batch_first=True,
                                             dtype=dt),
+    "add": lambda kind, w, dt, rank: None,
+    "branch": lambda kind, w, dt, rank: None,
 }
 """Each kind's torch module: ``(kind, canonical weights, torch dtype, spatial rank of its input) -> module``."""
 
@@ -81,9 +85,18 @@ CALLS: dict[str, Callable[[nn.Module | None, Any, torch.Tensor], torch.Tensor]] 
 }
 """The kinds a ``forward`` calls otherwise than ``module(x)``: ``(module, kind, x) -> the layer's output``."""
 
+JOINS: dict[str, Callable[[Any, torch.Tensor, Sequence[torch.Tensor]], torch.Tensor]] = {
+    "add": lambda kind, x, earlier: earlier[kind.skip + 1] + x,
+    "branch": lambda kind, x, earlier: earlier[kind.source + 1],
+}
+"""The kinds that take an earlier value (``earlier``: the input, then every layer's output): ``(kind, x, earlier)``.
+The Add is written ``skip + branch``: ``a(x) + b(x)`` with ``a`` evaluated first, as the Keras chain's
+``Add()([a, b])``."""
+
 
 class SequenceChain(nn.Module):
-    """A chain whose ``forward`` calls each layer as ``CALLS`` says (else ``module(x)``), then its activation."""
+    """A chain whose ``forward`` calls each layer as ``CALLS`` or ``JOINS`` say (else ``module(x)``), then its
+    activation."""
 
     def __init__(self, steps: Sequence[tuple[Any, nn.Module | None, nn.Module | None]]) -> None:
         super().__init__()
@@ -91,10 +104,15 @@ class SequenceChain(nn.Module):
         self.steps = list(steps)  # registered in ``layers``; fx finds them there by identity
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        earlier = [x]
         for kind, module, act in self.steps:
-            x = CALLS[kind.name](module, kind, x) if kind.name in CALLS else module(x)
+            if kind.name in JOINS:
+                x = JOINS[kind.name](kind, x, earlier)
+            else:
+                x = CALLS[kind.name](module, kind, x) if kind.name in CALLS else module(x)
             if act is not None:
                 x = act(x)
+            earlier.append(x)
         return x
 
 
@@ -109,7 +127,7 @@ def build_chain(spec: ChainSpec, weights: Sequence[LayerWeights], dt: Any,
                       None if activation == "linear" else activation_module(activation)))
         if kind.name == "flatten":
             rank = 0
-    if any(kind.name in CALLS or getattr(kind, "integer_input", False) for kind in spec.kinds):
+    if any(kind.name in CALLS or kind.name in JOINS or getattr(kind, "integer_input", False) for kind in spec.kinds):
         model: nn.Module = SequenceChain(steps).eval()
     else:
         model = nn.Sequential(*[m for _, module, act in steps for m in (module, act) if m is not None]).eval()
