@@ -156,3 +156,36 @@ def test_compare_refuses_an_unread_op_in_one_line(exported, tmp_path, capsys):
     out, err = capsys.readouterr()
     assert code == EXIT_USAGE and "DepthwiseConv2dNative starts a depthwise convolution" in err, (out, err)
     assert len(err.strip().splitlines()) == 1, err
+
+
+def test_a_fused_batch_norm_and_a_constant_flatten_written_by_hand_are_read(tmp_path, keras_adapter):
+    """``tf.nn.fused_batch_norm`` (``FusedBatchNormV3``) and a ``Reshape`` to the constant ``[-1, features]``, as a
+    ``tf.function`` rather than Keras writes them, agree with the Keras layers they compute."""
+    import keras
+    import tensorflow as tf
+
+    from equivalence import assert_equivalent
+
+    L = keras.layers
+    model = keras.Sequential([keras.Input((6, 6, 2)), L.Conv2D(3, 3, name="conv"), L.BatchNormalization(name="bn"),
+                              L.Flatten(name="flatten"), L.Dense(2, name="dense")])
+    rng = np.random.default_rng(1)
+    model.set_weights([rng.uniform(0.5, 1.5, w.shape).astype("float32") if "variance" in w.path else
+                       rng.uniform(-1, 1, w.shape).astype("float32") for w in model.weights])
+    conv, bn, dense = (model.get_layer(n) for n in ("conv", "bn", "dense"))
+    weights = [tf.constant(w.numpy()) for w in (conv.kernel, conv.bias, bn.gamma, bn.beta, bn.moving_mean,
+                                                bn.moving_variance, dense.kernel, dense.bias)]
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 6, 6, 2], tf.float32)])
+    def serve(x):
+        kernel, bias, gamma, beta, mean, variance, w, b = weights
+        h = tf.nn.bias_add(tf.nn.conv2d(x, kernel, 1, "VALID"), bias)
+        h = tf.compat.v1.nn.fused_batch_norm(h, gamma, beta, mean, variance, epsilon=1e-3, is_training=False)[0]
+        return tf.nn.bias_add(tf.matmul(tf.reshape(h, [-1, 48]), w), b)
+
+    module = tf.Module()
+    module.serve = serve
+    tf.saved_model.save(module, str(tmp_path / "fused"), signatures=serve)
+    result = assert_equivalent(model, tmp_path / "fused", max_examples=10)
+    assert [u.kind for u in result.keras_layers] == ["saved_model Conv2D+BiasAdd", "saved_model FusedBatchNormV3",
+                                                     "saved_model Reshape", "saved_model MatMul+BiasAdd"]
