@@ -62,6 +62,13 @@ class KindRead:
         return cls(layer_kind, empty, None, empty, next_shape)
 
 
+def folded_batch_norm(after: str, converter: str) -> str:
+    """Why a ``Mul`` and an ``Add`` of constants after a layer are refused: a BatchNorm folded into ops by
+    ``converter``, its parameters no longer in the file."""
+    return (f"a Mul and an Add of constants after the {after}: a BatchNormalization the converter folded into ops "
+            f"({converter} does), which the suite does not read yet; compare the models it was converted from")
+
+
 def tf_padding(padding: str, shape: tuple[int, ...], kernel: tuple[int, ...],
                strides: tuple[int, ...]) -> Padding:
     """TensorFlow's ``padding`` (LiteRT's and a SavedModel's ops) as ``(before, after)`` per spatial axis of the

@@ -37,7 +37,7 @@ from equivalence.core.activations import activation_name
 from equivalence.core.kinds import DENSE
 from equivalence.core.spatial import Flatten, flatten_permutation
 from equivalence.core.walk import DenseUnit, ModelNotSupported, Refused, check_chain
-from equivalence.frameworks.graph_kinds import not_read_yet
+from equivalence.frameworks.graph_kinds import folded_batch_norm, not_read_yet
 from equivalence.frameworks.onnx_kinds import (
     FLATTEN_OPS,
     KIND_OPS,
@@ -418,9 +418,7 @@ def _close(p: _Pending, context: _Context) -> DenseUnit:
         if ops == "Mul+Add" and all(t in context.consts for _, n in act_nodes for t in n.input if t not in
                                     (p.pre, act_nodes[0][1].output[0])):
             raise ModelNotSupported("onnx", _name(first, first_index), first.op_type, first_index,
-                                    f"a Mul and an Add of constants after the {p.kind}: a BatchNormalization the "
-                                    "converter folded into ops (tf2onnx does), which the suite does not read yet; "
-                                    "compare the models it was converted from") from None
+                                    folded_batch_norm(p.kind, "tf2onnx")) from None
         raise ModelNotSupported("onnx", _name(first, first_index), first.op_type, first_index,
                                 f"the op pattern {ops} after the {p.kind} is not "
                                 f"{'a dense layer' if p.layer_kind is DENSE else 'a layer'}'s activation the suite "

@@ -1,17 +1,22 @@
-"""Read a TensorFlow SavedModel (a folder, or what ``tf.saved_model.load`` returns) into dense units, and run each
-on TensorFlow.
+"""Read a TensorFlow SavedModel (a folder, or what ``tf.saved_model.load`` returns) into units, and run each on
+TensorFlow.
 
 The serving signature's function is frozen (``convert_variables_to_constants_v2``: variables become ``Const``
 nodes, called functions are inlined) and its graph read as a graph: a dense unit is a ``MatMul`` (its
 ``transpose_b`` read) of the chain's tensor by a constant, then optionally a ``Mul`` by the constant 1 (onnx2tf
 writes a ``Gemm``'s ``alpha`` so), then a ``BiasAdd``/``AddV2``/``Add`` of a constant bias, then the
-activation's ops (``Relu``, ``Sigmoid``, ``Sigmoid``+``Mul`` for SiLU...). ``Identity`` and ``Reshape`` between
+activation's ops (``Relu``, ``Sigmoid``, ``Sigmoid``+``Mul`` for SiLU...). ``Conv2D`` (a bias add after it),
+``MaxPool``, ``AvgPool``, a ``Reshape`` of a spatial tensor, ``FusedBatchNormV3`` and the BatchNorm and LayerNorm
+Keras 3 writes as ops start units of the core's other kinds (``equivalence.frameworks.keras.saved_model_kinds``),
+channels-last as TensorFlow computes. Nodes computed from constants alone (a conv bias' ``Reshape``, a BatchNorm's
+``rsqrt(var + epsilon) * gamma``) are constants, their values computed by TensorFlow; nodes computed from a
+``Shape`` (a flatten's target) are read with the node taking them. ``Identity`` and ``Reshape`` between dense
 units are skipped; anything else or a branch is refused with the op's name, type and position.
 
 Each unit runs where the model lives: its own ``NodeDef``s and the constants they read, copied into a graph of
-their own whose input is a placeholder ``(None, in)``, imported and pruned by ``tf.compat.v1.wrap_function``.
-The units' label is ``keras_graph``: TensorFlow's kernels in a graph, as Keras' ``tf.function`` runs them, so
-the named differences of TensorFlow's ops (flushed subnormals) apply.
+their own whose input is a placeholder ``(None, *per-sample shape)``, imported and pruned by
+``tf.compat.v1.wrap_function``. The units' label is ``keras_graph``: TensorFlow's kernels in a graph, as Keras'
+``tf.function`` runs them, so the named differences of TensorFlow's ops (flushed subnormals) apply.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from equivalence.core.activations import activation_name
 from equivalence.core.kinds import DENSE
 from equivalence.core.spatial import Conv
 from equivalence.core.walk import DenseUnit, ModelNotSupported, Refused, check_chain
-from equivalence.frameworks.graph_kinds import not_read_yet
+from equivalence.frameworks.graph_kinds import folded_batch_norm, not_read_yet
 from equivalence.frameworks.keras.saved_model_kinds import ADDS, Graph, node_of, read_kind, starts, tensor
 
 FRAMEWORK = "keras_graph"
@@ -124,7 +129,7 @@ def walk(model: Any) -> list[DenseUnit]:
     if shape is not None and min(shape) < 1:
         raise ModelNotSupported(model.source, placeholder.name, "input", None, f"a spatial input of shape {dims}: "
                                 "the suite needs its per-sample sizes fixed (padding and flatten order depend on them)")
-    context = _Context(model, nodes, np.dtype(tf.as_dtype(placeholder.attr["dtype"].type).as_numpy_dtype))
+    context = _Context(model, nodes, np.dtype(tf.as_dtype(placeholder.attr["dtype"].type).as_numpy_dtype), constant)
     current = model.input
     units: list[DenseUnit] = []
     pending: _Pending | None = None
@@ -212,11 +217,12 @@ def _biased(pending: _Pending) -> bool:
 @dataclass(frozen=True)
 class _Context:
     """What closing a unit needs of its graph: the model, its nodes by name, the dtype its input is fed in (a unit
-    without weights runs in it)."""
+    without weights runs in it), the values of its constants."""
 
     model: SavedModelGraph
     nodes: dict[str, Any]
     dtype: np.dtype
+    constant: Callable[[str], np.ndarray | None]
 
 
 def _computed_from(order: list[Any], seeds: tuple[str, ...], known: frozenset[str]) -> frozenset[str]:
@@ -324,6 +330,10 @@ def _close(p: _Pending, context: _Context) -> DenseUnit:
         act = _activation(p.act_nodes)
     except KeyError as exc:
         first = p.act_nodes[0]
+        scaled = [n for n in p.act_nodes if any(context.constant(t) is not None for t in n.input)]
+        if [n.op for n in scaled] in (["Mul", *ADDS[i:i + 1]] for i in range(len(ADDS))):
+            raise ModelNotSupported(source, scaled[0].name, scaled[0].op, None,
+                                    folded_batch_norm(p.ops, "onnx2tf")) from None
         raise ModelNotSupported(source, first.name, first.op, None,
                                 f"the op pattern {exc.args[0]} after the {p.ops} is not an activation the suite "
                                 "knows") from None
