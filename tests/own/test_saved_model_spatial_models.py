@@ -189,3 +189,23 @@ def test_a_fused_batch_norm_and_a_constant_flatten_written_by_hand_are_read(tmp_
     result = assert_equivalent(model, tmp_path / "fused", max_examples=10)
     assert [u.kind for u in result.keras_layers] == ["saved_model Conv2D+BiasAdd", "saved_model FusedBatchNormV3",
                                                      "saved_model Reshape", "saved_model MatMul+BiasAdd"]
+
+
+def test_a_batch_norm_of_one_channel_and_one_after_a_dense_layer_are_read(tmp_path, keras_adapter):
+    """One channel: the variance and epsilon are both one value, told apart by their shapes ((1,) and ()); after a
+    Dense the BatchNorm is read on the 2-D tensor."""
+    import keras
+
+    from equivalence import assert_equivalent
+    from equivalence.core.norms import BatchNorm
+
+    L = keras.layers
+    model = keras.Sequential([keras.Input((5, 5, 2)), L.Conv2D(1, 3), L.BatchNormalization(epsilon=0.01),
+                              L.Flatten(), L.Dense(3), L.BatchNormalization()])
+    rng = np.random.default_rng(2)
+    model.set_weights([rng.uniform(0.5, 1.5, w.shape).astype("float32") if "variance" in w.path else
+                       rng.uniform(-1, 1, w.shape).astype("float32") for w in model.weights])
+    model.export(str(tmp_path / "saved"), verbose=False)
+    result = assert_equivalent(model, tmp_path / "saved", max_examples=10)
+    norms = [u.layer_kind for u in result.keras_layers if isinstance(u.layer_kind, BatchNorm)]
+    assert norms == [BatchNorm(1, 0.01, None), BatchNorm(3, 0.001, None)]

@@ -377,8 +377,8 @@ def _function(nodes: dict[str, Any], roots: list[str], output: str,
         copy = graph_def.node.add()
         copy.CopyFrom(nodes[name])
         del copy.input[:]
-        copy.input.extend("unit_input:0" if tensor(t) == feed else t
-                          for t in nodes[name].input if not t.startswith("^"))
+        copy.input.extend("unit_input:0" if tensor(t) == feed or (copy.op == "Shape" and feed is not None) else t
+                          for t in nodes[name].input if not t.startswith("^"))  # a Shape's batch: the unit's input's
         copy.attr.pop("_output_shapes", None)  # shapes are inferred again from the placeholder's free batch axis
         wanted += [node_of(t) for t in copy.input if t != "unit_input:0"]
     wrapped = tf.compat.v1.wrap_function(lambda: tf.compat.v1.import_graph_def(graph_def, name=""), [])

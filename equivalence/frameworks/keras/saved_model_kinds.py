@@ -193,7 +193,7 @@ def _batch_norm_ops(mul: Any, shape: tuple[int, ...] | None, graph: Graph) -> Re
     if not all(wired):
         raise Refused(f"a Mul by rsqrt(...) * gamma, but not wired as a BatchNorm's x * m + (beta - mean * m) "
                       f"(check {wired.index(False) + 1} of {len(wired)} fails): the suite does not read it")
-    epsilon, variance = sorted(add.input[:2], key=lambda t: np.size(graph.constant(t)))
+    epsilon, variance = sorted(add.input[:2], key=lambda t: (np.size(graph.constant(t)), np.ndim(graph.constant(t))))
     mean = next(t for t in scaled.input if tensor(t) != tensor(factor))
     features = int(np.size(graph.constant(variance)))
     rows = _parameters(graph, [gamma, sub.input[0], mean, variance], features, "a BatchNorm")
