@@ -374,6 +374,9 @@ _KIND_FIELDS = {Conv: (("kernel", "kernel size"), ("strides", "stride"), ("paddi
                             ("activation", "activation"), ("recurrent_activation", "activation")),
                 Residual: (("features", "shape"),)}
 _KIND_FIELDS.update({FoldedConv: _KIND_FIELDS[Conv], ChannelAffine: (("features", "channels"),)})
+NOT_RECORDED = ("momentum",)
+"""Fields a converted file may not record (None: a SavedModel's BatchNorm, inference only, has no momentum): not
+compared then."""
 COMPUTED_OTHERWISE = ("bias",)
 """Differences of a framework computing the same weights otherwise (Keras' attention bias added along the tokens):
 ``port_weights`` still copies them (their layout is the same), the comparison names the difference."""
@@ -416,7 +419,7 @@ def _kind_differences(where: str, t: DenseUnit, k: DenseUnit) -> list[tuple[str,
     out: dict[str, str] = {}
     for attr, what in _KIND_FIELDS.get(type(tk), ()):
         got, expected = getattr(kk, attr), getattr(tk, attr)
-        if got != expected and what not in out:
+        if got != expected and what not in out and not (attr in NOT_RECORDED and None in (got, expected)):
             if isinstance(got, bool):
                 got, expected = f"{attr}={got}", f"{attr}={expected}"
             out[what] = f"{where}: {what}: got keras {got}, but torch has {expected}{_HINTS.get(attr, '')}"

@@ -109,7 +109,7 @@ class BatchNorm(_Normalisation):
 
     features: int
     epsilon: float
-    momentum: float  # Keras' meaning: the weight of the old moving average
+    momentum: float | None  # Keras' meaning: the weight of the old moving average; None: not recorded (a graph)
     batch_statistics: bool = False
 
     name = "batchnorm"
@@ -118,7 +118,8 @@ class BatchNorm(_Normalisation):
 
     def describe(self) -> str:
         stats = "batch statistics" if self.batch_statistics else "moving statistics"
-        return f"BatchNorm {self.features} epsilon {self.epsilon:g} momentum {self.momentum:g}, {stats}"
+        momentum = "not recorded" if self.momentum is None else f"{self.momentum:g}"
+        return f"BatchNorm {self.features} epsilon {self.epsilon:g} momentum {momentum}, {stats}"
 
     def _statistics(self, x: np.ndarray, weights: LayerWeights) -> tuple[np.ndarray, np.ndarray]:
         W = np.asarray(weights.W, dtype=np.float64)

@@ -1,7 +1,8 @@
-"""The layer kinds a converter writes into a graph that the graph readers (``onnx_graph``, ``litert_graph``,
-``keras.saved_model_graph``) do not read yet (ONNX's convolutions, pooling and norms are read: ``onnx_kinds``):
-recognised by their op, so the refusal says which kind the op starts (a convolution, the transposes converters put
-around one, a normalisation written as ops) instead of only that the op is no dense layer's.
+"""What the graph readers (``onnx_graph``, ``litert_graph``, ``keras.saved_model_graph``) share about the layer
+kinds beyond dense: the ops that start a kind none of them reads yet (recognised by their op, so the refusal says
+which kind the op starts: a convolution, the transposes converters put around one, a normalisation written as ops,
+instead of only that the op is no dense layer's), one op's reading (``KindRead``), TensorFlow's ``SAME``/``VALID``
+padding (LiteRT's and a SavedModel's) and float32 attributes read as written.
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from equivalence.core.spatial import Padding, same_padding
+from equivalence.core.walk import Refused
 
 NOT_READ_YET = {
     # ONNX (Conv, MaxPool, AveragePool, BatchNormalization and LayerNormalization are read: onnx_kinds)
@@ -23,10 +27,12 @@ NOT_READ_YET = {
     "EXPAND_DIMS": "a 1-D convolution or pooling layer (EXPAND_DIMS, CONV_2D or a pool, RESHAPE)",
     "MEAN": "a normalisation written as "
     "ops (MEAN, SUB, ...)", "TRANSPOSE": "a transpose (converters put them around convolutions)",
-    # TensorFlow
-    "Conv2D": "a convolution", "Conv1D": "a convolution", "DepthwiseConv2dNative": "a convolution",
-    "MaxPool": "a pooling layer", "AvgPool": "a pooling layer", "FusedBatchNormV3": "a batch normalisation",
-    "Mean": "a normalisation written as ops (Mean, Sub, ...)",
+    # TensorFlow (Conv2D, MaxPool, AvgPool, a Reshape of a spatial tensor, FusedBatchNormV3 and the BatchNorm and
+    # LayerNorm Keras writes as ops are read: keras.saved_model_kinds)
+    "Conv3D": "a 3-D convolution", "DepthwiseConv2dNative": "a depthwise convolution",
+    "Conv2DBackpropInput": "a transposed convolution", "MaxPool3D": "a 3-D pooling layer",
+    "AvgPool3D": "a 3-D pooling layer",
+    "ExpandDims": "a 1-D convolution or pooling layer (ExpandDims, Conv2D or a pool, Squeeze)",
 }
 
 
@@ -54,3 +60,26 @@ class KindRead:
         """An op with nothing to port (a pool, a flatten): empty kernels, no bias."""
         empty = np.zeros((0,))
         return cls(layer_kind, empty, None, empty, next_shape)
+
+
+def folded_batch_norm(after: str, converter: str) -> str:
+    """Why a ``Mul`` and an ``Add`` of constants after a layer are refused: a BatchNorm folded into ops by
+    ``converter``, its parameters no longer in the file."""
+    return (f"a Mul and an Add of constants after the {after}: a BatchNormalization the converter folded into ops "
+            f"({converter} does), which the suite does not read yet; compare the models it was converted from")
+
+
+def tf_padding(padding: str, shape: tuple[int, ...], kernel: tuple[int, ...],
+               strides: tuple[int, ...]) -> Padding:
+    """TensorFlow's ``padding`` (LiteRT's and a SavedModel's ops) as ``(before, after)`` per spatial axis of the
+    canonical per-sample ``shape``: ``SAME`` puts the odd pad at the end, ``VALID`` pads nothing."""
+    if padding == "VALID":
+        return ((0, 0),) * len(kernel)
+    if padding != "SAME":
+        raise Refused(f"padding {padding}: the suite judges SAME and VALID")
+    return tuple(same_padding(n, k, s) for n, k, s in zip(shape[:-1], kernel, strides))
+
+
+def f32(value: float) -> float:
+    """A float32 attribute or constant as written (0.01 stored as float32 reads 0.009999999776482582)."""
+    return float(str(np.float32(value)))

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from equivalence.core.spatial import Conv, Flatten, Pool, same_padding
+from equivalence.core.spatial import Conv, Flatten, Pool
 from equivalence.core.walk import Refused
-from equivalence.frameworks.graph_kinds import KindRead
+from equivalence.frameworks.graph_kinds import KindRead, tf_padding
 
 KIND_OPS = ("CONV_2D", "MAX_POOL_2D", "AVERAGE_POOL_2D")
 """Ops that start a unit of another kind than dense (a ``RESHAPE`` of a spatial tensor does too)."""
@@ -25,11 +25,8 @@ _SAME, _VALID = 0, 1  # the schema's Padding
 
 def _padding(options: Any, shape: tuple[int, ...], kernel: tuple[int, int],
              strides: tuple[int, int]) -> tuple[tuple[int, int], ...]:
-    if options.padding == _VALID:
-        return ((0, 0), (0, 0))
-    if options.padding != _SAME:
-        raise Refused(f"padding {options.padding}: the suite judges SAME and VALID")
-    return tuple(same_padding(n, k, s) for n, k, s in zip(shape[:-1], kernel, strides))
+    return tf_padding({_SAME: "SAME", _VALID: "VALID"}.get(options.padding, str(options.padding)), shape, kernel,
+                      strides)
 
 
 def read_kind(name: str, op: Any, constant: Callable[[int], np.ndarray | None], shape: tuple[int, ...],

@@ -23,7 +23,7 @@ from equivalence.core.folded import ChannelAffine
 from equivalence.core.norms import BatchNorm, LayerNorm
 from equivalence.core.spatial import Conv, Flatten, Pool, same_padding
 from equivalence.core.walk import Refused
-from equivalence.frameworks.graph_kinds import KindRead
+from equivalence.frameworks.graph_kinds import KindRead, f32
 
 KIND_OPS = ("Conv", "MaxPool", "AveragePool", "BatchNormalization", "LayerNormalization")
 """Ops that start a unit of another kind than dense."""
@@ -37,11 +37,6 @@ def attr(node: onnx.NodeProto, name: str, default: Any) -> Any:
             value = helper.get_attribute_value(a)
             return value.decode() if isinstance(value, bytes) else value
     return default
-
-
-def f32(value: float) -> float:
-    """A float attribute as written (ONNX stores float32: 0.01 reads 0.009999999776482582)."""
-    return float(str(np.float32(value)))
 
 
 def channels_first(shape: tuple[int, ...]) -> tuple[int, ...]:

@@ -1,21 +1,27 @@
-"""Read a TensorFlow SavedModel (a folder, or what ``tf.saved_model.load`` returns) into dense units, and run each
-on TensorFlow.
+"""Read a TensorFlow SavedModel (a folder, or what ``tf.saved_model.load`` returns) into units, and run each on
+TensorFlow.
 
 The serving signature's function is frozen (``convert_variables_to_constants_v2``: variables become ``Const``
 nodes, called functions are inlined) and its graph read as a graph: a dense unit is a ``MatMul`` (its
 ``transpose_b`` read) of the chain's tensor by a constant, then optionally a ``Mul`` by the constant 1 (onnx2tf
 writes a ``Gemm``'s ``alpha`` so), then a ``BiasAdd``/``AddV2``/``Add`` of a constant bias, then the
-activation's ops (``Relu``, ``Sigmoid``, ``Sigmoid``+``Mul`` for SiLU...). ``Identity`` and ``Reshape`` between
+activation's ops (``Relu``, ``Sigmoid``, ``Sigmoid``+``Mul`` for SiLU...). ``Conv2D`` (a bias add after it),
+``MaxPool``, ``AvgPool``, a ``Reshape`` of a spatial tensor, ``FusedBatchNormV3`` and the BatchNorm and LayerNorm
+Keras 3 writes as ops start units of the core's other kinds (``equivalence.frameworks.keras.saved_model_kinds``),
+channels-last as TensorFlow computes. Nodes computed from constants alone (a conv bias' ``Reshape``, a BatchNorm's
+``rsqrt(var + epsilon) * gamma``) are constants, their values computed by TensorFlow; nodes computed from a
+``Shape`` (a flatten's target) are read with the node taking them. ``Identity`` and ``Reshape`` between dense
 units are skipped; anything else or a branch is refused with the op's name, type and position.
 
 Each unit runs where the model lives: its own ``NodeDef``s and the constants they read, copied into a graph of
-their own whose input is a placeholder ``(None, in)``, imported and pruned by ``tf.compat.v1.wrap_function``.
-The units' label is ``keras_graph``: TensorFlow's kernels in a graph, as Keras' ``tf.function`` runs them, so
-the named differences of TensorFlow's ops (flushed subnormals) apply.
+their own whose input is a placeholder ``(None, *per-sample shape)``, imported and pruned by
+``tf.compat.v1.wrap_function``. The units' label is ``keras_graph``: TensorFlow's kernels in a graph, as Keras'
+``tf.function`` runs them, so the named differences of TensorFlow's ops (flushed subnormals) apply.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,15 +30,19 @@ import numpy as np
 import tensorflow as tf
 
 from equivalence.core.activations import activation_name
-from equivalence.core.walk import DenseUnit, ModelNotSupported, check_chain
-from equivalence.frameworks.graph_kinds import not_read_yet
+from equivalence.core.kinds import DENSE
+from equivalence.core.spatial import Conv
+from equivalence.core.walk import DenseUnit, ModelNotSupported, Refused, check_chain
+from equivalence.frameworks.graph_kinds import folded_batch_norm, not_read_yet
+from equivalence.frameworks.keras.saved_model_kinds import ADDS, Graph, node_of, read_kind, starts, tensor
 
 FRAMEWORK = "keras_graph"
 FORM = "saved_model"
-ADDS = ("BiasAdd", "AddV2", "Add")
 PASS = ("Identity", "Reshape", "IdentityN")
 _SINGLE = {"Relu": "relu", "Relu6": "relu6", "Sigmoid": "sigmoid", "Tanh": "tanh", "Selu": "selu",
            "Softplus": "softplus", "Softsign": "softsign", "Softmax": "softmax", "LogSoftmax": "log_softmax"}
+JUDGED = ("MatMul (a bias add), Conv2D (a BiasAdd), MaxPool, AvgPool, a Reshape of a spatial tensor, FusedBatchNormV3, "
+          "the BatchNorm and LayerNorm Keras writes as ops")
 DTYPES = {np.dtype("float32"): "float32", np.dtype("float64"): "float64", np.dtype("float16"): "float16"}
 
 
@@ -81,11 +91,6 @@ def frozen(function: Any, path: str, source: str = FORM) -> SavedModelGraph:
     return SavedModelGraph(path, graph.graph.as_graph_def(), graph.inputs[0].name, graph.outputs[0].name, source)
 
 
-def _tensor(name: str) -> str:
-    name = name.lstrip("^")
-    return name if ":" in name else f"{name}:0"
-
-
 @dataclass
 class _Pending:
     index: int
@@ -96,88 +101,169 @@ class _Pending:
     b: np.ndarray | None = None
     pre: str = ""
     act_nodes: list[Any] = field(default_factory=list)
+    layer_kind: Any = DENSE
+    in_shape: tuple[int, ...] = ()  # canonical per sample (a dense unit: empty)
+    out_shape: tuple[int, ...] = ()
+    ops: str = ""  # the ops matched, as the report names them (a dense unit: its MatMul and bias add)
 
 
 def walk(model: Any) -> list[DenseUnit]:
-    """The dense units of a SavedModel's serving function in execution order; ``ModelNotSupported`` names what
-    cannot be judged."""
+    """The units of a SavedModel's serving function in execution order; ``ModelNotSupported`` names what cannot be
+    judged."""
     if not isinstance(model, SavedModelGraph):
         model = load_model(model)
     nodes = {n.name: n for n in model.graph_def.node}
-
-    def constant(tensor: str) -> np.ndarray | None:
-        node = nodes.get(_tensor(tensor).rsplit(":", 1)[0])
-        while node is not None and node.op == "Identity":
-            node = nodes.get(_tensor(node.input[0]).rsplit(":", 1)[0])
-        if node is None or node.op != "Const":
-            return None
-        return tf.make_ndarray(node.attr["value"].tensor)
-
     order = _topological(model.graph_def)
+    folded = _computed_from(order, ("Const",), frozenset())
+    shaped = _computed_from(order, ("Shape",), folded)
+    skipped = folded | shaped
+    constant = _constants(nodes, folded)
+    consumers: dict[str, list[Any]] = {}
+    for node in order:
+        for t in node.input if node.name not in skipped else ():
+            consumers.setdefault(tensor(t), []).append(node)
+    graph = Graph(nodes, consumers, constant)
+    placeholder = nodes[node_of(model.input)]
+    dims = [d.size for d in placeholder.attr["shape"].shape.dim]
+    shape = tuple(dims[1:]) if len(dims) > 2 else None  # canonical per sample while spatial; None once 2-D
+    if shape is not None and min(shape) < 1:
+        raise ModelNotSupported(model.source, placeholder.name, "input", None, f"a spatial input of shape {dims}: "
+                                "the suite needs its per-sample sizes fixed (padding and flatten order depend on them)")
+    context = _Context(model, nodes, np.dtype(tf.as_dtype(placeholder.attr["dtype"].type).as_numpy_dtype), constant)
     current = model.input
     units: list[DenseUnit] = []
     pending: _Pending | None = None
+    absorbed: set[str] = set()  # the nodes of a norm written as ops, read with its first
     for position, node in enumerate(order):
-        if node.op in ("Const", "Placeholder", "NoOp") or constant(f"{node.name}:0") is not None:
+        if node.op in ("Placeholder", "NoOp") or node.name in skipped or node.name in absorbed:
             continue
-        dynamic = [_tensor(t) for t in node.input if not t.startswith("^") and constant(t) is None]
+        dynamic = [tensor(t) for t in node.input if not t.startswith("^") and node_of(t) not in skipped]
 
         def refuse(problem: str, node: Any = node, position: int = position) -> ModelNotSupported:
             return ModelNotSupported(model.source, node.name, node.op, position, problem)
 
         out = f"{node.name}:0"
+        begins = starts(node, graph, shape)
         if pending is not None and pending.act_nodes:
             inside = {pending.pre} | {f"{n.name}:0" for n in pending.act_nodes}
-            if node.op not in ("MatMul", "Reshape") and dynamic and set(dynamic) <= inside:
+            if not begins and node.op not in ("MatMul", "Reshape") and dynamic and set(dynamic) <= inside:
                 pending.act_nodes.append(node)  # the activation's next op (x * sigmoid(x): two)
                 current = out
                 continue
-            units.append(_close(pending, model, nodes))
+            units.append(_close(pending, context))
             pending = None
         if dynamic != [current]:
             raise refuse(f"a branch: it takes {len(dynamic)} computed tensors, but should take the previous layer's "
                          "output alone (residual connections and concatenations are not judged)")
         if node.op == "MatMul":
             if pending is not None:
-                units.append(_close(pending, model, nodes))
+                units.append(_close(pending, context))
+            if shape is not None:
+                raise refuse(f"a MatMul on a spatial tensor (per sample {shape}): the suite judges a dense layer "
+                             "after a Flatten")
             pending = _dense(position, node, current, constant, refuse)
-        elif node.op == "Mul" and pending is not None and pending.b is None and len(pending.nodes) == 1:
+        elif begins:
+            if pending is not None:
+                units.append(_close(pending, context))
+            try:
+                read = read_kind(node, shape, graph)
+            except Refused as exc:
+                raise refuse(str(exc)) from None
+            in_shape = shape or (read.kind.layer_kind.features,)
+            pending = _Pending(position, current, read.nodes, read.kind.W, read.kind.native, read.kind.b,
+                               layer_kind=read.kind.layer_kind, in_shape=in_shape,
+                               out_shape=read.kind.layer_kind.output_shape(in_shape), ops=read.ops)
+            absorbed.update(n.name for n in read.nodes)
+            shape, out = read.kind.next_shape, f"{read.nodes[-1].name}:0"
+        elif node.op == "Mul" and pending is not None and pending.b is None and len(pending.nodes) == 1 \
+                and pending.layer_kind is DENSE:
             scale = next(constant(t) for t in node.input if constant(t) is not None)
             if np.size(scale) != 1 or float(np.asarray(scale).reshape(-1)[0]) != 1.0:
                 raise refuse(f"scales the MatMul by {scale}: the suite judges dense layers (a scale of 1, as onnx2tf "
                              "writes a Gemm's alpha, is read as none)")
             pending.nodes.append(node)
-        elif node.op in ADDS and pending is not None and pending.b is None:
+        elif node.op in ADDS and pending is not None and pending.b is None and _biased(pending):
             bias = next(constant(t) for t in node.input if constant(t) is not None)
-            if bias.size != pending.W.shape[1]:
-                raise refuse(f"adds a constant of shape {bias.shape}, but a bias of {pending.W.shape[1]} values "
-                             "should follow the MatMul")
+            if bias.size != pending.W.shape[-1]:
+                raise refuse(f"adds a constant of shape {bias.shape}, but a bias of {pending.W.shape[-1]} values "
+                             f"should follow the {pending.nodes[0].op}")
             pending.b = bias.reshape(-1).astype(pending.W.dtype)
             pending.nodes.append(node)
+            pending.ops += f"+{node.op}"
         elif node.op in PASS:
             if pending is not None and node.op != "Identity":
-                units.append(_close(pending, model, nodes))
+                units.append(_close(pending, context))
                 pending = None
         elif pending is None or not_read_yet(node.op):
-            raise refuse(not_read_yet(node.op) or "not a MatMul, and before any: the suite judges dense layers and "
-                         "their activations")
+            raise refuse(not_read_yet(node.op) or f"not a layer the suite reads, and before any: it judges {JUDGED} "
+                         "and their activations")
         else:
             pending.pre, pending.act_nodes = current, [node]
         current = out
     if pending is not None:
-        units.append(_close(pending, model, nodes))
-    if _tensor(model.output) != current and not _same_through_identity(model.output, current, nodes):
+        units.append(_close(pending, context))
+    if tensor(model.output) != current and not _same_through_identity(model.output, current, nodes):
         raise ModelNotSupported(model.source, model.output, "output", None,
                                 "the signature's output is not the end of its single chain of ops")
     return check_chain(units, model.source)
 
 
+def _biased(pending: _Pending) -> bool:
+    """Whether a bias add after ``pending`` is its bias: a dense unit's or a conv's, not yet added."""
+    return pending.b is None and not pending.act_nodes and (pending.layer_kind is DENSE or
+                                                            isinstance(pending.layer_kind, Conv))
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What closing a unit needs of its graph: the model, its nodes by name, the dtype its input is fed in (a unit
+    without weights runs in it), the values of its constants."""
+
+    model: SavedModelGraph
+    nodes: dict[str, Any]
+    dtype: np.dtype
+    constant: Callable[[str], np.ndarray | None]
+
+
+def _computed_from(order: list[Any], seeds: tuple[str, ...], known: frozenset[str]) -> frozenset[str]:
+    """The nodes computed from ``seeds`` ops (and ``known`` nodes) alone: the constants' computations (a conv's bias
+    ``Reshape``, a BatchNorm's ``rsqrt(var + epsilon) * gamma``), or a ``Reshape`` target's from a ``Shape``."""
+    out: set[str] = set()
+    for node in order:
+        inputs = [node_of(t) for t in node.input if not t.startswith("^")]
+        if node.op in seeds or (inputs and all(t in out or t in known for t in inputs)
+                                and any(t in out for t in inputs)):
+            out.add(node.name)
+    return frozenset(out)
+
+
+def _constants(nodes: dict[str, Any], folded: frozenset[str]) -> Callable[[str], np.ndarray | None]:
+    """The value of a tensor computed from constants alone (None for any other): a ``Const`` (through ``Identity``
+    nodes) read, any other computed once by TensorFlow from its constants."""
+    cache: dict[str, np.ndarray] = {}
+
+    def constant(name: str) -> np.ndarray | None:
+        name = tensor(name)
+        node = nodes.get(node_of(name))
+        while node is not None and node.op == "Identity" and node_of(node.input[0]) in folded:
+            name, node = tensor(node.input[0]), nodes.get(node_of(node.input[0]))
+        if node is None or node.name not in folded:
+            return None
+        if node.op == "Const":
+            return tf.make_ndarray(node.attr["value"].tensor)
+        if name not in cache:
+            cache[name] = _function(nodes, [node.name], name)().numpy()
+        return cache[name]
+
+    return constant
+
+
 def _same_through_identity(output: str, current: str, nodes: dict[str, Any]) -> bool:
-    node = nodes.get(_tensor(output).rsplit(":", 1)[0])
+    node = nodes.get(node_of(output))
     while node is not None and node.op == "Identity":
-        if _tensor(node.input[0]) == current:
+        if tensor(node.input[0]) == current:
             return True
-        node = nodes.get(_tensor(node.input[0]).rsplit(":", 1)[0])
+        node = nodes.get(node_of(node.input[0]))
     return False
 
 
@@ -198,7 +284,7 @@ def _topological(graph_def: Any) -> list[Any]:
             seen.add(current)
             stack.append((current, True))
             for t in reversed(nodes[current].input):
-                stack.append((_tensor(t).rsplit(":", 1)[0], False))
+                stack.append((node_of(t), False))
 
     for n in graph_def.node:
         visit(n.name)
@@ -209,13 +295,13 @@ def _dense(position: int, node: Any, current: str, constant: Any, refuse: Any) -
     if node.attr["transpose_a"].b:
         raise refuse("MatMul with transpose_a transposes the layer's input: not a dense layer")
     weight = constant(node.input[1])
-    if _tensor(node.input[0]) != current or weight is None:
+    if tensor(node.input[0]) != current or weight is None:
         raise refuse("multiplies by a computed tensor, not a constant weight")
     if weight.dtype not in DTYPES or weight.ndim != 2:
         raise refuse(f"a weight of dtype {weight.dtype}, shape {weight.shape}: the suite judges "
                      f"{', '.join(DTYPES.values())} 2-D weights")
     W = weight.T.copy() if node.attr["transpose_b"].b else weight.copy()
-    return _Pending(position, current, [node], W, weight)
+    return _Pending(position, current, [node], W, weight, ops="MatMul")
 
 
 def _activation(act_nodes: list[Any]) -> str:
@@ -238,38 +324,51 @@ def _activation(act_nodes: list[Any]) -> str:
     raise KeyError(node.op)
 
 
-def _close(p: _Pending, model: SavedModelGraph, nodes: dict[str, Any]) -> DenseUnit:
+def _close(p: _Pending, context: _Context) -> DenseUnit:
+    source = context.model.source
     try:
         act = _activation(p.act_nodes)
     except KeyError as exc:
         first = p.act_nodes[0]
-        raise ModelNotSupported(model.source, first.name, first.op, None,
-                                f"the op pattern {exc.args[0]} after the MatMul is not a dense layer's activation the "
-                                "suite knows") from None
+        scaled = [n for n in p.act_nodes if any(context.constant(t) is not None for t in n.input)]
+        if [n.op for n in scaled] in (["Mul", *ADDS[i:i + 1]] for i in range(len(ADDS))):
+            raise ModelNotSupported(source, scaled[0].name, scaled[0].op, None,
+                                    folded_batch_norm(p.ops, "onnx2tf")) from None
+        raise ModelNotSupported(source, first.name, first.op, None,
+                                f"the op pattern {exc.args[0]} after the {p.ops} is not an activation the suite "
+                                "knows") from None
     act_source = "none" if not p.act_nodes else "+".join(n.op for n in p.act_nodes) + f" {p.act_nodes[0].name!r}"
     unit = p.nodes + p.act_nodes
-    function = _unit_function(model, nodes, unit, p.input, f"{unit[-1].name}:0", p.W)
-    dtype = DTYPES[p.W.dtype]
+    dtype = p.W.dtype if p.W.size else context.dtype
+    if dtype not in DTYPES:
+        raise ModelNotSupported(source, unit[0].name, unit[0].op, p.index, f"computes in {dtype}: the suite judges "
+                                f"{', '.join(DTYPES.values())} graphs")
+    function = _function(context.nodes, [n.name for n in unit], f"{unit[-1].name}:0",
+                         (p.input, dtype, p.in_shape or (p.W.shape[0],)))
 
     def run(x: np.ndarray) -> np.ndarray:
-        return function(tf.constant(np.ascontiguousarray(x, dtype=p.W.dtype))).numpy()
+        return function(tf.constant(np.ascontiguousarray(x, dtype=dtype))).numpy()
 
-    kind = f"{model.source} " + "+".join(n.op for n in p.nodes if n.op in ("MatMul", *ADDS))
-    return DenseUnit(FRAMEWORK, p.nodes[0].name, kind, p.index, p.W, p.b, p.native, act, act_source, dtype, run)
+    dense = p.layer_kind is DENSE
+    return DenseUnit(FRAMEWORK, unit[0].name, f"{source} {p.ops}", p.index, p.W, p.b, p.native, act, act_source,
+                     DTYPES[dtype] if p.W.size else "", run, layer_kind=p.layer_kind,
+                     in_shape=() if dense else p.in_shape, out_shape=() if dense else p.out_shape)
 
 
-def _unit_function(model: SavedModelGraph, nodes: dict[str, Any], unit: list[Any], input_tensor: str,
-                   output: str, W: np.ndarray) -> Any:
-    """The unit's own nodes and the constants they read, in a graph of their own fed by a placeholder."""
+def _function(nodes: dict[str, Any], roots: list[str], output: str,
+              fed: tuple[str, np.dtype, tuple[int, ...]] | None = None) -> Any:
+    """The nodes ``roots`` and everything they read (constants, a ``Reshape`` target's ``Shape``), copied into a
+    graph of their own, control inputs dropped; ``fed``: the tensor replaced by a placeholder ``(None, *shape)`` of
+    the dtype, the unit's input (none: a computation of constants alone)."""
     graph_def = tf.compat.v1.GraphDef()
-    placeholder = graph_def.node.add()
-    placeholder.name, placeholder.op = "unit_input", "Placeholder"
-    placeholder.attr["dtype"].type = tf.as_dtype(W.dtype).as_datatype_enum
-    placeholder.attr["shape"].shape.CopyFrom(tf.TensorShape([None, W.shape[0]]).as_proto())
-    wanted: list[str] = []
-    for node in unit:
-        wanted += [_tensor(t).rsplit(":", 1)[0] for t in node.input if _tensor(t) != input_tensor]
-    copied = {n.name for n in unit}
+    feed = None
+    if fed is not None:
+        feed, dtype, shape = fed
+        placeholder = graph_def.node.add()
+        placeholder.name, placeholder.op = "unit_input", "Placeholder"
+        placeholder.attr["dtype"].type = tf.as_dtype(dtype).as_datatype_enum
+        placeholder.attr["shape"].shape.CopyFrom(tf.TensorShape([None, *shape]).as_proto())
+    wanted, copied = list(roots), set()
     while wanted:
         name = wanted.pop()
         if name in copied or name not in nodes:
@@ -277,16 +376,11 @@ def _unit_function(model: SavedModelGraph, nodes: dict[str, Any], unit: list[Any
         copied.add(name)
         copy = graph_def.node.add()
         copy.CopyFrom(nodes[name])
-        del copy.input[:]  # a constant's control inputs (the caller's ordering) are not the unit's
-        copy.input.extend(t for t in nodes[name].input if not t.startswith("^"))
-        wanted += [_tensor(t).rsplit(":", 1)[0] for t in copy.input]
-    for node in unit:
-        copy = graph_def.node.add()
-        copy.CopyFrom(node)
         del copy.input[:]
-        copy.input.extend("unit_input:0" if _tensor(t) == input_tensor else t for t in node.input
-                          if not t.startswith("^"))
-    for node in graph_def.node:
-        node.attr.pop("_output_shapes", None)  # shapes are inferred again from the placeholder's free batch axis
+        copy.input.extend("unit_input:0" if tensor(t) == feed or (copy.op == "Shape" and feed is not None) else t
+                          for t in nodes[name].input if not t.startswith("^"))  # a Shape's batch: the unit's input's
+        copy.attr.pop("_output_shapes", None)  # shapes are inferred again from the placeholder's free batch axis
+        wanted += [node_of(t) for t in copy.input if t != "unit_input:0"]
     wrapped = tf.compat.v1.wrap_function(lambda: tf.compat.v1.import_graph_def(graph_def, name=""), [])
-    return wrapped.prune(wrapped.graph.get_tensor_by_name("unit_input:0"), wrapped.graph.get_tensor_by_name(output))
+    feeds = wrapped.graph.get_tensor_by_name("unit_input:0") if feed is not None else []
+    return wrapped.prune(feeds, wrapped.graph.get_tensor_by_name(output))

@@ -1,0 +1,243 @@
+"""The layer kinds beyond dense in a SavedModel's frozen graph, read into the core's kinds
+(``equivalence.core.spatial``, ``equivalence.core.norms``).
+
+TensorFlow computes channels-last (``NHWC``), the canonical layout: a ``Conv2D`` filter is stored ``(kh, kw, in,
+out)``, already canonical; ``padding`` ``SAME`` is TensorFlow's (the odd pad at the end), ``VALID`` none, ``EXPLICIT``
+its ``explicit_paddings``. ``MaxPool`` and ``AvgPool`` (whose ``SAME`` averages the inputs only) are ``Pool``; a
+``Reshape`` of a spatial tensor to ``(batch, features)`` (Keras' ``Flatten``: its target computed from ``Shape``,
+``StridedSlice``, ``Pack``) is ``Flatten``, already in the canonical order. ``FusedBatchNormV3`` (inference) is
+``BatchNorm``, and so are the ops Keras 3 writes for one: ``x * m + (beta - mean * m)`` with ``m = rsqrt(var +
+epsilon) * gamma`` computed from the constants. The ops Keras 3 writes for a ``LayerNormalization`` (``Mean``,
+``StopGradient``, ``SquaredDifference``, ``Mean``, ``AddV2``, ``Rsqrt``, ``Mul``, ``Mul``, ``Neg``, ``Mul``,
+``AddV2``, ``AddV2``) are one ``LayerNorm`` unit, every wire checked. A graph does not record a BatchNorm's momentum
+(it only matters in training): the kind's ``momentum`` is None, which no other's is compared against.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from equivalence.core.norms import BatchNorm, LayerNorm
+from equivalence.core.spatial import Conv, Flatten, Pool
+from equivalence.core.walk import Refused
+from equivalence.frameworks.graph_kinds import KindRead, f32, tf_padding
+
+KIND_OPS = ("Conv2D", "MaxPool", "AvgPool", "FusedBatchNormV3")
+"""Ops that start a unit of another kind than dense (so do a ``Reshape`` of a spatial tensor, the ``Mul`` of a
+BatchNorm written as ops and the ``Mean`` of a LayerNorm written as ops)."""
+ADDS = ("BiasAdd", "AddV2", "Add")
+LAYER_NORM_OPS = ("Mean", "StopGradient", "SquaredDifference", "Mean", "AddV2", "Rsqrt", "Mul", "Mul", "Neg", "Mul",
+                  "AddV2", "AddV2")
+
+
+def tensor(name: str) -> str:
+    """A ``NodeDef`` input as a tensor name (``node:0``), its control marker dropped."""
+    name = name.lstrip("^")
+    return name if ":" in name else f"{name}:0"
+
+
+def node_of(name: str) -> str:
+    return tensor(name).rsplit(":", 1)[0]
+
+
+@dataclass(frozen=True)
+class Graph:
+    """What reading a kind needs of the frozen graph: its nodes by name, each computed tensor's consumers (the
+    chain's nodes, not the constants' or the shapes'), and the value of a tensor computed from constants alone."""
+
+    nodes: dict[str, Any]
+    consumers: dict[str, list[Any]]
+    constant: Callable[[str], np.ndarray | None]
+
+    def producer(self, name: str) -> Any:
+        """The node giving tensor ``name``, ``Identity`` nodes passed through."""
+        node = self.nodes.get(node_of(name))
+        while node is not None and node.op == "Identity":
+            node = self.nodes.get(node_of(node.input[0]))
+        return node
+
+    def only(self, name: str, ops: tuple[str, ...], where: str) -> Any:
+        found = [n for n in self.consumers.get(tensor(name), []) if n.op in ops]
+        if len(found) != 1:
+            raise Refused(f"{where}: {len(found)} {'/'.join(ops)} ops take {name!r}, one was expected")
+        return found[0]
+
+
+@dataclass(frozen=True)
+class Read:
+    """A kind's reading: its ``KindRead``, the chain's nodes it spans (in execution order: the last gives its output)
+    and the ops matched, as the report names them."""
+
+    kind: KindRead
+    nodes: list[Any]
+    ops: str
+
+
+def starts(node: Any, graph: Graph, shape: tuple[int, ...] | None) -> bool:
+    """Whether ``node`` starts a unit of another kind than dense."""
+    if node.op in KIND_OPS or (node.op == "Reshape" and shape is not None) or node.op == "Mean":
+        return True
+    return node.op == "Mul" and any(_factor(t, graph) is not None for t in node.input)
+
+
+def read_kind(node: Any, shape: tuple[int, ...] | None, graph: Graph) -> Read:
+    """The layer starting at ``node`` on an input of canonical per-sample ``shape`` (None: 2-D); ``Refused`` naming
+    what the suite does not judge."""
+    if node.op == "Mean":
+        return _layer_norm(node, shape, graph)
+    if node.op == "Mul":
+        return _batch_norm_ops(node, shape, graph)
+    if node.op == "FusedBatchNormV3":
+        return _fused_batch_norm(node, shape, graph)
+    if shape is None:
+        raise Refused(f"a {node.op} on a 2-D tensor: the suite judges it on (N, H, W, C)")
+    if node.op == "Reshape":
+        return Read(_flatten(node, shape, graph), [node], "Reshape")
+    if len(shape) != 3 or node.attr["data_format"].s not in (b"", b"NHWC"):
+        raise Refused(f"a {node.op} on a tensor of {len(shape) + 1} axes, data_format "
+                      f"{node.attr['data_format'].s.decode() or 'NHWC'}: the suite judges it on (N, H, W, C)")
+    if node.op == "Conv2D":
+        return Read(_conv(node, shape, graph), [node], "Conv2D")
+    size, strides = _window(node, "ksize"), _window(node, "strides")
+    kind = Pool("max" if node.op == "MaxPool" else "avg", size, strides, _padding(node, shape, size, strides))
+    return Read(KindRead.without_weights(kind, kind.output_shape(shape)), [node], node.op)
+
+
+def _window(node: Any, name: str) -> tuple[int, int]:
+    values = list(node.attr[name].list.i)
+    if len(values) != 4 or values[0] != 1 or values[3] != 1:
+        raise Refused(f"{name} {values}: the suite judges windows over the spatial axes alone ([1, h, w, 1])")
+    return values[1], values[2]
+
+
+def _padding(node: Any, shape: tuple[int, ...], kernel: tuple[int, int],
+             strides: tuple[int, int]) -> tuple[tuple[int, int], ...]:
+    padding = node.attr["padding"].s.decode()
+    if padding != "EXPLICIT":
+        return tf_padding(padding, shape, kernel, strides)
+    pads = list(node.attr["explicit_paddings"].list.i)
+    if len(pads) != 8 or pads[:2] != [0, 0] or pads[6:] != [0, 0]:
+        raise Refused(f"explicit_paddings {pads}: the suite judges padding of the spatial axes alone")
+    return (pads[2], pads[3]), (pads[4], pads[5])
+
+
+def _conv(node: Any, shape: tuple[int, ...], graph: Graph) -> KindRead:
+    if set(node.attr["dilations"].list.i) - {1}:
+        raise Refused(f"dilations {list(node.attr['dilations'].list.i)}: the suite judges none")
+    native = graph.constant(node.input[1])
+    if native is None or native.ndim != 4 or native.shape[2] != shape[-1]:
+        raise Refused(f"a filter that is not a constant (kh, kw, in, out) on the input's {shape[-1]} channels: the "
+                      "suite judges convolutions of one group by a constant filter")
+    kernel, strides = (int(native.shape[0]), int(native.shape[1])), _window(node, "strides")
+    kind = Conv(kernel, strides, _padding(node, shape, kernel, strides), int(native.shape[2]), int(native.shape[3]))
+    return KindRead(kind, native.copy(), None, native, kind.output_shape(shape))
+
+
+def _flatten(node: Any, shape: tuple[int, ...], graph: Graph) -> KindRead:
+    """A flatten of all but the batch axis: a ``Reshape`` to a computed shape (Keras' ``(batch, -1)``, its output's
+    shape checked as every unit's is) or to a constant ``[-1, features]``."""
+    size = int(np.prod(shape))
+    target = graph.constant(node.input[1])
+    if target is not None and [int(v) for v in target.reshape(-1)] != [-1, size]:
+        raise Refused(f"a Reshape to {[int(v) for v in target.reshape(-1)]}: the suite judges a flatten to "
+                      f"(batch, {size}) (shape [-1, {size}])")
+    return KindRead.without_weights(Flatten(shape), None)
+
+
+def _parameters(graph: Graph, names: list[str], features: int, what: str) -> np.ndarray:
+    """The constant rows ``names`` of a norm of ``features``, stacked; ``Refused`` when one is computed."""
+    values = [graph.constant(n) for n in names]
+    if any(v is None or v.size != features for v in values):
+        raise Refused(f"{what} with parameters that are not constants of {features} values")
+    return np.stack([np.asarray(v).reshape(-1) for v in values])
+
+
+def _fused_batch_norm(node: Any, shape: tuple[int, ...] | None, graph: Graph) -> Read:
+    if node.attr["is_training"].b or node.attr["data_format"].s not in (b"", b"NHWC"):
+        raise Refused("a FusedBatchNormV3 in training or channels-first: the suite judges one at inference, NHWC")
+    features = shape[-1] if shape is not None else int(np.size(graph.constant(node.input[1])))
+    rows = _parameters(graph, list(node.input[1:5]), features, "a FusedBatchNormV3")
+    kind = BatchNorm(features, f32(node.attr["epsilon"].f), None)
+    return Read(KindRead(kind, rows.copy(), None, rows, shape), [node], "FusedBatchNormV3")
+
+
+def _factor(name: str, graph: Graph) -> tuple[Any, str] | None:
+    """A BatchNorm's factor ``rsqrt(var + epsilon) * gamma``, computed from constants: its ``Rsqrt`` node and the
+    tensor of ``gamma``; None when ``name`` is not one."""
+    if graph.constant(name) is None:
+        return None
+    node = graph.producer(name)
+    if node is None or node.op != "Mul":
+        return None
+    for i, t in enumerate(node.input[:2]):
+        rsqrt = graph.producer(t)
+        if rsqrt is not None and rsqrt.op == "Rsqrt":
+            return rsqrt, node.input[1 - i]
+    return None
+
+
+def _batch_norm_ops(mul: Any, shape: tuple[int, ...] | None, graph: Graph) -> Read:
+    """``x * m + (beta - mean * m)``, ``m = rsqrt(var + epsilon) * gamma``: Keras 3's BatchNormalization."""
+    factor = next(t for t in mul.input if _factor(t, graph) is not None)
+    rsqrt, gamma = _factor(factor, graph)
+    add = graph.producer(rsqrt.input[0])
+    shift = graph.only(mul.name, ADDS, "a BatchNorm written as ops")
+    sub = graph.producer(next((t for t in shift.input if node_of(t) != mul.name), ""))
+    scaled = graph.producer(sub.input[1]) if sub is not None and sub.op == "Sub" else None
+    wired = [add is not None and add.op in ADDS, sub is not None and sub.op == "Sub",
+             scaled is not None and scaled.op == "Mul" and tensor(factor) in map(tensor, scaled.input)]
+    if not all(wired):
+        raise Refused(f"a Mul by rsqrt(...) * gamma, but not wired as a BatchNorm's x * m + (beta - mean * m) "
+                      f"(check {wired.index(False) + 1} of {len(wired)} fails): the suite does not read it")
+    epsilon, variance = sorted(add.input[:2], key=lambda t: (np.size(graph.constant(t)), np.ndim(graph.constant(t))))
+    mean = next(t for t in scaled.input if tensor(t) != tensor(factor))
+    features = int(np.size(graph.constant(variance)))
+    rows = _parameters(graph, [gamma, sub.input[0], mean, variance], features, "a BatchNorm")
+    kind = BatchNorm(features, f32(float(graph.constant(epsilon))), None)
+    ops = f"{mul.op}+{shift.op} (BatchNorm: {add.op}+Rsqrt+Mul+Mul+Sub of its parameters)"
+    return Read(KindRead(kind, rows.copy(), None, rows, shape), [mul, shift], ops)
+
+
+def _layer_norm(mean: Any, shape: tuple[int, ...] | None, graph: Graph) -> Read:
+    """Keras 3's LayerNormalization: ``x * m + (beta - mean * m)``, ``m = rsqrt(variance + epsilon) * gamma``, the
+    statistics over the last axis of a 2-D input. Every wire is checked; the nodes in execution order."""
+    if shape is not None:
+        raise Refused("a Mean of a spatial tensor (a normalisation over more than the features): the suite judges a "
+                      "LayerNorm over the last axis of (batch, features)")
+    x = tensor(mean.input[0])
+    where = "a LayerNorm written as ops"
+    stop = graph.only(mean.name, ("StopGradient",), where)
+    squared = graph.only(stop.name, ("SquaredDifference",), where)
+    variance = graph.only(squared.name, ("Mean",), where)
+    add = graph.only(variance.name, ADDS, where)
+    rsqrt = graph.only(add.name, ("Rsqrt",), where)
+    factor = graph.only(rsqrt.name, ("Mul",), where)
+    uses = [n for n in graph.consumers.get(tensor(factor.name), []) if n.op == "Mul"]
+    neg = graph.only(mean.name, ("Neg",), where)
+    centred = graph.only(neg.name, ("Mul",), where)
+    scaled = next((n for n in uses if n is not centred), None)
+    shift = graph.only(centred.name, ADDS, where)
+    out = graph.only(shift.name, ADDS, where)
+    axes = [graph.constant(n.input[1]) for n in (mean, variance)]
+    wired = [all(a is not None and [int(v) for v in np.reshape(a, -1)] in ([-1], [1]) for a in axes),
+             mean.attr["keep_dims"].b and variance.attr["keep_dims"].b,
+             list(map(tensor, squared.input)) == [x, tensor(stop.name)],
+             scaled is not None and len(uses) == 2 and sorted(map(tensor, scaled.input)) == sorted(
+                 [x, tensor(factor.name)]),
+             sorted(map(tensor, out.input)) == sorted([tensor(scaled.name if scaled else ""), tensor(shift.name)]),
+             {n.name for n in graph.consumers.get(x, [])} == {mean.name, squared.name, getattr(scaled, "name", "")}]
+    if not all(wired):
+        raise Refused(f"the ops of a LayerNorm ({'+'.join(LAYER_NORM_OPS)}), but wired otherwise (check "
+                      f"{wired.index(False) + 1} of {len(wired)} fails): the suite does not read it")
+    gamma = next(t for t in factor.input if node_of(t) != rsqrt.name)
+    beta = next(t for t in shift.input if node_of(t) != centred.name)
+    epsilon = next(t for t in add.input if node_of(t) != variance.name)
+    features = int(np.size(graph.constant(gamma)))
+    rows = _parameters(graph, [gamma, beta], features, "a LayerNorm")
+    kind = LayerNorm(features, f32(float(graph.constant(epsilon))))
+    nodes = [mean, stop, squared, variance, add, rsqrt, factor, scaled, neg, centred, shift, out]
+    return Read(KindRead(kind, rows.copy(), None, rows, None), nodes, "+".join(n.op for n in nodes))

@@ -1,0 +1,211 @@
+"""Convs, pooling, Flatten, BatchNorm and LayerNorm of a SavedModel (issue 26): what Keras 3's ``model.export``
+writes (``Conv2D``+``BiasAdd``, ``MaxPool``, ``AvgPool``, a ``Reshape`` to a shape computed from ``Shape``, the
+BatchNorm and LayerNorm as ops) read into the core's kinds, channels-last as TensorFlow computes, each unit run in
+TensorFlow; judged layer by layer against the Keras model and its torch twin, a moved filter or statistic named."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from equivalence.cli import EXIT_OK, EXIT_USAGE, main
+from tests.helpers import keras3_only
+
+pytestmark = keras3_only  # model.export of Keras 3 on TensorFlow
+
+UNITS = ["saved_model Conv2D+BiasAdd",
+         "saved_model Mul+AddV2 (BatchNorm: AddV2+Rsqrt+Mul+Mul+Sub of its parameters)", "saved_model MaxPool",
+         "saved_model Conv2D+BiasAdd", "saved_model AvgPool", "saved_model Reshape", "saved_model MatMul+BiasAdd",
+         "saved_model Mean+StopGradient+SquaredDifference+Mean+AddV2+Rsqrt+Mul+Mul+Neg+Mul+AddV2+AddV2",
+         "saved_model MatMul+BiasAdd"]
+"""What the reader says each unit of the export is: the TensorFlow ops it matched."""
+
+
+def keras_convnet(*, strided: bool = True):
+    """Conv (relu), BatchNorm, max pool, conv, average pool, Flatten, Dense (tanh), LayerNorm, Dense; ``strided``:
+    TensorFlow's asymmetric ``"same"`` pads (a stride-2 conv, a stride-1 pool), else ones torch can write."""
+    import keras
+
+    L = keras.layers
+    model = keras.Sequential([
+        keras.Input((8, 8, 3)), L.Conv2D(4, 3, padding="same", activation="relu", name="conv"),
+        L.BatchNormalization(name="bn"), L.MaxPooling2D(2, name="pool"),
+        L.Conv2D(5, 3, strides=2 if strided else 1, padding="same", name="conv_1"),
+        L.AveragePooling2D(2, strides=1, padding="same" if strided else "valid", name="avg"),
+        L.Flatten(name="flatten"), L.Dense(6, activation="tanh", name="dense"), L.LayerNormalization(name="ln"),
+        L.Dense(2, name="dense_1")])
+    rng = np.random.default_rng(0)
+    model.set_weights([rng.uniform(0.5, 1.5, w.shape).astype("float32") if "variance" in w.path else
+                       rng.uniform(-1, 1, w.shape).astype("float32") for w in model.weights])
+    return model
+
+
+def torch_twin():
+    """``keras_convnet(strided=False)`` written in torch (Keras' epsilons, its momentum in torch's meaning)."""
+    from torch import nn
+
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.BatchNorm2d(4, eps=1e-3, momentum=0.01),
+                         nn.MaxPool2d(2), nn.Conv2d(4, 5, 3, padding=1), nn.AvgPool2d(2, stride=1), nn.Flatten(),
+                         nn.Linear(45, 6), nn.Tanh(), nn.LayerNorm(6, eps=1e-3), nn.Linear(6, 2)).eval()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, keras_adapter):
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("SavedModel export needs Keras on TensorFlow")
+    folder = tmp_path_factory.mktemp("saved_conv")
+    model = keras_convnet()
+    model.export(str(folder / "saved"), verbose=False)
+    model.save(folder / "convnet.keras")
+    return model, folder
+
+
+def test_a_keras_conv_net_and_its_saved_model_agree_layer_by_layer_and_the_report_names_the_ops(exported):
+    from dataclasses import replace
+
+    from equivalence import assert_equivalent
+    from equivalence.core.norms import BatchNorm
+
+    model, folder = exported
+    result = assert_equivalent(model, folder / "saved", max_examples=20)
+    assert [u.kind for u in result.keras_layers] == UNITS
+    recorded = [replace(k, momentum=None) if isinstance(k, BatchNorm) else k  # a graph does not record a momentum
+                for k in (u.layer_kind for u in result.torch_layers)]
+    assert [u.layer_kind for u in result.keras_layers] == recorded
+    matched = result.matched()
+    assert matched[0].startswith("layer 0: keras 'conv' (Conv2D; relu: Conv2D(activation='relu')) = keras_graph ")
+    assert "(saved_model Conv2D+BiasAdd; relu: Relu '" in matched[0], matched[0]
+    assert "keras 'bn' (BatchNormalization; linear: none) = keras_graph " in matched[1]
+
+
+def test_a_keras_conv_net_its_torch_twin_and_the_saved_model_agree(tmp_path, keras_adapter):
+    from equivalence import assert_equivalent, port_weights
+
+    model, twin = keras_convnet(strided=False), torch_twin()
+    port_weights(model, twin)
+    model.export(str(tmp_path / "saved"), verbose=False)
+    result = assert_equivalent(twin, tmp_path / "saved", max_examples=20)
+    assert [type(u.layer_kind).__name__ for u in result.keras_layers] == [
+        "Conv", "BatchNorm", "Pool", "Conv", "Pool", "Flatten", "Dense", "LayerNorm", "Dense"]
+    assert result.labels == ("torch", "keras_graph")
+
+
+@pytest.mark.parametrize(("layer", "weight", "element", "says"), [
+    ("conv_1", 0, 11, "layer 3 (keras 'conv_1', keras_graph "),
+    ("bn", 2, 1, "layer 1 (keras 'bn', keras_graph "),  # the moving mean
+    ("ln", 0, 4, "layer 7 (keras 'ln', keras_graph "),  # gamma
+])
+def test_a_moved_filter_or_statistic_in_the_saved_model_is_named_at_its_layer(exported, tmp_path, layer, weight,
+                                                                               element, says):
+    from equivalence import compare_models
+
+    model, _ = exported
+    twin = keras_convnet()
+    variable = twin.get_layer(layer).weights[weight]
+    values = variable.numpy()
+    values.reshape(-1)[element] += 1e-3
+    variable.assign(values)
+    twin.export(str(tmp_path / "wrong"), verbose=False)
+    message = compare_models(model, tmp_path / "wrong", max_examples=3).message()
+    assert says in message and "1 / " in message and "elements differ" in message, message
+    assert f"first divergence, keras vs keras_graph, layer {says.split()[1]}" in message, message
+
+
+def _refused_models():
+    import keras
+
+    L = keras.layers
+    return {
+        "depthwise": keras.Sequential([keras.Input((8, 8, 3)), L.DepthwiseConv2D(3), L.Flatten(), L.Dense(2)]),
+        "conv3d": keras.Sequential([keras.Input((4, 4, 4, 2)), L.Conv3D(3, 2), L.Flatten(), L.Dense(2)]),
+        "conv1d": keras.Sequential([keras.Input((8, 3)), L.Conv1D(4, 3), L.Flatten(), L.Dense(2)]),
+        "spatial_ln": keras.Sequential([keras.Input((4, 4, 3)), L.LayerNormalization(), L.Flatten(), L.Dense(2)]),
+    }
+
+
+@pytest.mark.parametrize(("name", "says"), [
+    ("depthwise", r"\(DepthwiseConv2dNative\) at position \d+: DepthwiseConv2dNative starts a depthwise convolution: "
+                  r"the suite does not read this kind from converted graphs yet"),
+    ("conv3d", r"\(Conv3D\) at position \d+: Conv3D starts a 3-D convolution"),
+    ("conv1d", r"\(ExpandDims\) at position \d+: ExpandDims starts a 1-D convolution"),
+    ("spatial_ln", r"\(Mean\) at position \d+: a Mean of a spatial tensor"),
+])
+def test_what_the_reader_does_not_judge_is_refused_naming_the_op(exported, tmp_path, name, says):
+    from equivalence import ModelNotSupported, compare_models
+
+    model = _refused_models()[name]
+    model.export(str(tmp_path / name), verbose=False)
+    with pytest.raises(ModelNotSupported, match=says):
+        compare_models(model, tmp_path / name)
+
+
+def test_compare_takes_a_keras_conv_file_and_its_saved_model(exported, capsys):
+    _, folder = exported
+    code = main(["compare", str(folder / "convnet.keras"), str(folder / "saved"), "--examples", "5"])
+    out, err = capsys.readouterr()
+    assert code == EXIT_OK and "all 9 layers agree" in out, (out, err)
+
+
+def test_compare_refuses_an_unread_op_in_one_line(exported, tmp_path, capsys):
+    model = _refused_models()["depthwise"]
+    model.save(tmp_path / "depthwise.keras")
+    model.export(str(tmp_path / "depthwise"), verbose=False)
+    code = main(["compare", str(tmp_path / "depthwise.keras"), str(tmp_path / "depthwise")])
+    out, err = capsys.readouterr()
+    assert code == EXIT_USAGE and "DepthwiseConv2dNative starts a depthwise convolution" in err, (out, err)
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_a_fused_batch_norm_and_a_constant_flatten_written_by_hand_are_read(tmp_path, keras_adapter):
+    """``tf.nn.fused_batch_norm`` (``FusedBatchNormV3``) and a ``Reshape`` to the constant ``[-1, features]``, as a
+    ``tf.function`` rather than Keras writes them, agree with the Keras layers they compute."""
+    import keras
+    import tensorflow as tf
+
+    from equivalence import assert_equivalent
+
+    L = keras.layers
+    model = keras.Sequential([keras.Input((6, 6, 2)), L.Conv2D(3, 3, name="conv"), L.BatchNormalization(name="bn"),
+                              L.Flatten(name="flatten"), L.Dense(2, name="dense")])
+    rng = np.random.default_rng(1)
+    model.set_weights([rng.uniform(0.5, 1.5, w.shape).astype("float32") if "variance" in w.path else
+                       rng.uniform(-1, 1, w.shape).astype("float32") for w in model.weights])
+    conv, bn, dense = (model.get_layer(n) for n in ("conv", "bn", "dense"))
+    weights = [tf.constant(w.numpy()) for w in (conv.kernel, conv.bias, bn.gamma, bn.beta, bn.moving_mean,
+                                                bn.moving_variance, dense.kernel, dense.bias)]
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 6, 6, 2], tf.float32)])
+    def serve(x):
+        kernel, bias, gamma, beta, mean, variance, w, b = weights
+        h = tf.nn.bias_add(tf.nn.conv2d(x, kernel, 1, "VALID"), bias)
+        h = tf.compat.v1.nn.fused_batch_norm(h, gamma, beta, mean, variance, epsilon=1e-3, is_training=False)[0]
+        return tf.nn.bias_add(tf.matmul(tf.reshape(h, [-1, 48]), w), b)
+
+    module = tf.Module()
+    module.serve = serve
+    tf.saved_model.save(module, str(tmp_path / "fused"), signatures=serve)
+    result = assert_equivalent(model, tmp_path / "fused", max_examples=10)
+    assert [u.kind for u in result.keras_layers] == ["saved_model Conv2D+BiasAdd", "saved_model FusedBatchNormV3",
+                                                     "saved_model Reshape", "saved_model MatMul+BiasAdd"]
+
+
+def test_a_batch_norm_of_one_channel_and_one_after_a_dense_layer_are_read(tmp_path, keras_adapter):
+    """One channel: the variance and epsilon are both one value, told apart by their shapes ((1,) and ()); after a
+    Dense the BatchNorm is read on the 2-D tensor."""
+    import keras
+
+    from equivalence import assert_equivalent
+    from equivalence.core.norms import BatchNorm
+
+    L = keras.layers
+    model = keras.Sequential([keras.Input((5, 5, 2)), L.Conv2D(1, 3), L.BatchNormalization(epsilon=0.01),
+                              L.Flatten(), L.Dense(3), L.BatchNormalization()])
+    rng = np.random.default_rng(2)
+    model.set_weights([rng.uniform(0.5, 1.5, w.shape).astype("float32") if "variance" in w.path else
+                       rng.uniform(-1, 1, w.shape).astype("float32") for w in model.weights])
+    model.export(str(tmp_path / "saved"), verbose=False)
+    result = assert_equivalent(model, tmp_path / "saved", max_examples=10)
+    norms = [u.layer_kind for u in result.keras_layers if isinstance(u.layer_kind, BatchNorm)]
+    assert norms == [BatchNorm(1, 0.01, None), BatchNorm(3, 0.001, None)]
