@@ -38,7 +38,7 @@ import numpy as np
 
 from equivalence.core.activations import activation_name
 from equivalence.core.kinds import DENSE
-from equivalence.core.spatial import Flatten
+from equivalence.core.spatial import Conv, Flatten
 from equivalence.core.walk import DenseUnit, ModelNotSupported, Refused, check_chain
 from equivalence.frameworks.graph_kinds import not_read_yet
 from equivalence.frameworks.litert_kinds import KIND_OPS, REFUSED, one_dimensional, read_kind
@@ -247,14 +247,14 @@ def walk(model: Any) -> list[DenseUnit]:
                 units.append(_fused_flatten(index, shape))
                 pending.feed_shape, shape = shape, None
             pending.dequantize = [dequantized[t][1] for t in inputs if t in dequantized]
-        elif name == "ADD" and pending is not None and pending.b is None and pending.act == "linear" \
-                and pending.layer_kind is DENSE:
+        elif name == "ADD" and pending is not None and _takes_bias(pending):
             bias = next(constant(t) for t in inputs if t >= 0 and constant(t) is not None)
-            if bias.size != pending.W.shape[1]:
-                raise refuse(f"adds a constant of shape {bias.shape}, but a bias of {pending.W.shape[1]} values "
-                             "should follow the FULLY_CONNECTED")
+            if bias.size != pending.W.shape[-1]:
+                raise refuse(f"adds a constant of shape {bias.shape}, but a bias of {pending.W.shape[-1]} values "
+                             f"should follow the {_name_of(flat, pending.ops[-1])}")
             pending.b = bias.reshape(-1).astype(pending.W.dtype)
             pending.ops.append(op)
+            pending.label += "+ADD" if pending.label else ""
             pending.dequantize = [*(pending.dequantize or []), *(dequantized[t][1] for t in inputs if t in dequantized)]
             fused = getattr(op.builtinOptions, "fusedActivationFunction", 0)
             if fused not in _FUSED:
@@ -369,6 +369,15 @@ def _layer_norm(index: int, flat: Any, names: dict[int, str], graph: Any, curren
     return _Pending(index, current, list(ops), read.W, read.native, None, _FUSED[fused],
                     f"fused in ADD op {last}" if fused else "none", bool(fused), layer_kind=read.layer_kind,
                     in_shape=(features,), out_shape=(features,), label="+".join(LAYER_NORM_OPS))
+
+
+def _takes_bias(p: _Pending) -> bool:
+    """Whether an ``ADD`` of a constant after ``p`` is its bias: a dense unit without one, or a conv whose own bias is
+    zero (the converter writes a one-filter ``Conv1D``'s bias as an ``ADD`` after the ``RESHAPE``, the ``CONV_2D``'s
+    bias zeros), before any activation."""
+    if p.act != "linear" or not (p.layer_kind is DENSE or isinstance(p.layer_kind, Conv)):
+        return False
+    return p.b is None or (p.layer_kind is not DENSE and not np.any(p.b))
 
 
 def _op_name(flat: Any, names: dict[int, str], op: Any) -> str:

@@ -13,6 +13,7 @@ import pytest
 from equivalence.cli import EXIT_OK, main
 from tests.helpers import keras3_only
 from tests.own.pairs import read_as
+from tests.own.test_litert_spatial_models import convert, converted_and_saved
 
 pytestmark = keras3_only  # the TFLite converter of Keras 3 on TensorFlow
 
@@ -68,27 +69,14 @@ def torch_norm_net():
                          nn.LayerNorm(4, eps=1e-5), nn.Sigmoid(), nn.Linear(4, 2)).eval()
 
 
-def convert(model, path):
-    import tensorflow as tf
-
-    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
-    return path
-
-
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory, keras_adapter):
     """Each Keras net, saved and converted: ``{"conv1d": (model, folder), "norm": ...}``."""
-    import keras
-
-    if keras.backend.backend() != "tensorflow":
-        pytest.skip("the TFLite converter needs Keras on TensorFlow")
-    pytest.importorskip("ai_edge_litert", reason="the LiteRT interpreter (pip install 'equivalence[runtimes]')")
     folder = tmp_path_factory.mktemp("litert_1d_norm")
     out = {}
     for name, build in (("conv1d", keras_conv1d_net), ("norm", keras_norm_net)):
         model = build()
-        convert(model, folder / f"{name}.tflite")
-        model.save(folder / f"{name}.keras")
+        converted_and_saved(model, folder, name)
         out[name] = (model, folder)
     return out
 
@@ -123,6 +111,27 @@ def test_the_torch_twin_of_a_converted_keras_net_agrees_with_its_tflite(converte
     twin = torch_net()
     port_weights(model, twin)
     read_as(twin, folder / f"{name}.tflite", kinds)
+
+
+def test_a_one_filter_conv1d_whose_bias_the_converter_writes_as_an_add_is_read_with_its_conv(converted, tmp_path):
+    """With one filter the converter gives the ``CONV_2D`` a zero bias and adds the layer's after the ``RESHAPE``
+    (a ReLU fused into that ``ADD``): read into the conv's unit; the bias moved in the file is named there."""
+    import keras
+
+    from equivalence import compare_models
+    from tests.own.test_converters import moved
+
+    L = keras.layers
+    model = _randomised(keras.Sequential([keras.Input((5, 2)), L.Conv1D(1, 2, activation="tanh", name="conv"),
+                                          L.Conv1D(1, 2, activation="relu", name="conv_1"), L.Flatten(),
+                                          L.Dense(1, name="dense")]))
+    path = convert(model, tmp_path / "one_filter.tflite")
+    result = read_as(model, path, ["tflite EXPAND_DIMS+CONV_2D+RESHAPE+ADD", "tflite EXPAND_DIMS+CONV_2D+RESHAPE+ADD",
+                                   "tflite RESHAPE", "tflite FULLY_CONNECTED"])
+    assert [u.activation_source for u in result.keras_layers[:2]] == ["TANH op 4", "fused in ADD op 8"]
+    bias = model.get_layer("conv_1").bias.numpy()
+    message = compare_models(model, moved(path, bias, 0, 1e-3, tmp_path / "wrong.tflite"), max_examples=3).message()
+    assert "layer 1 (keras 'conv_1', litert 'op 6'): bias: 1 / 1 elements differ" in message, message
 
 
 def test_a_moved_1d_filter_in_the_tflite_is_named_at_its_layer(converted, tmp_path):

@@ -37,17 +37,23 @@ def convert(model, path):
     return path
 
 
-@pytest.fixture(scope="module")
-def converted(tmp_path_factory, keras_adapter):
+def converted_and_saved(model, folder, name: str) -> None:
+    """``model`` saved as ``name.keras`` and converted to ``name.tflite`` in ``folder``; skips without the TFLite
+    converter (Keras on TensorFlow) or the LiteRT interpreter."""
     import keras
 
     if keras.backend.backend() != "tensorflow":
         pytest.skip("the TFLite converter needs Keras on TensorFlow")
     pytest.importorskip("ai_edge_litert", reason="the LiteRT interpreter (pip install 'equivalence[runtimes]')")
+    convert(model, folder / f"{name}.tflite")
+    model.save(folder / f"{name}.keras")
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory, keras_adapter):
     folder = tmp_path_factory.mktemp("litert_conv")
     model = keras_convnet()
-    convert(model, folder / "convnet.tflite")
-    model.save(folder / "convnet.keras")
+    converted_and_saved(model, folder, "convnet")
     return model, folder
 
 
