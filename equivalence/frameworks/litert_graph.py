@@ -7,12 +7,17 @@ a constant, and its activation the op's fused one (``RELU``, ``RELU6``, ``TANH``
 ``CONV_2D``, ``MAX_POOL_2D``, ``AVERAGE_POOL_2D`` and a ``RESHAPE`` of a spatial tensor (its target computed from
 ``SHAPE``, ``STRIDED_SLICE``, ``PACK`` or constant) start units of the core's other kinds
 (``equivalence.frameworks.litert_kinds``), channels-last as LiteRT computes; a ``FULLY_CONNECTED`` on a spatial
-tensor (onnx2tf folds the flatten into it) is read as a flatten unit then its dense unit. ``RESHAPE`` between dense
-units is skipped; anything else or a branch is refused with the op's index in the subgraph. Weights stored as
-float16 (float16 weight quantisation: a ``DEQUANTIZE`` op of each float16 constant before the float32 kernels) are
-read as the float16 values, exactly, and the units are labelled ``litert_fp16w``: that registered framework's
-``weights_dtype`` (float16) adds the weight rounding term to the error model, and the other model's weights are
-compared rounded to float16 (``equivalence.own``). Any other ``DEQUANTIZE`` (integer quantisation) is refused.
+tensor (onnx2tf folds the flatten into it) is read as a flatten unit then its dense unit. A 1-D conv or pool is
+written on its input lifted to ``(N, 1, L, C)``: ``EXPAND_DIMS``, the 2-D op, a ``RESHAPE`` back, read as one unit
+of the 1-D kind (a flatten after it may take the lifted tensor: run on the input lifted so). A LayerNormalization's
+eleven ops (``MEAN`` ... ``ADD``) are one ``LayerNorm`` unit (``litert_norms``). ``RESHAPE`` between dense units is
+skipped; a BatchNormalization the converter folded (a per-channel ``MUL`` and ``ADD``, or weights named after it),
+dilated and depthwise convolutions, anything else or a branch is refused with the op's index in the subgraph.
+Weights stored as float16 (float16 weight quantisation: a ``DEQUANTIZE`` op of each float16 constant before the
+float32 kernels) are read as the float16 values, exactly, and the units are labelled ``litert_fp16w``: that
+registered framework's ``weights_dtype`` (float16) adds the weight rounding term to the error model, and the other
+model's weights are compared rounded to float16 (``equivalence.own``). Any other ``DEQUANTIZE`` (integer
+quantisation) is refused.
 
 Each unit runs where the model lives: its own ops, cut out of a copy of the flatbuffer into a model of their own
 (input the tensor feeding the ``FULLY_CONNECTED``, output the activation's), on the interpreter with its default
@@ -33,10 +38,16 @@ import numpy as np
 
 from equivalence.core.activations import activation_name
 from equivalence.core.kinds import DENSE
-from equivalence.core.spatial import Flatten
+from equivalence.core.spatial import Conv, Flatten
 from equivalence.core.walk import DenseUnit, ModelNotSupported, Refused, check_chain
 from equivalence.frameworks.graph_kinds import not_read_yet
-from equivalence.frameworks.litert_kinds import KIND_OPS, read_kind
+from equivalence.frameworks.litert_kinds import KIND_OPS, REFUSED, one_dimensional, read_kind
+from equivalence.frameworks.litert_norms import (
+    LAYER_NORM_OPS,
+    folded_into_weights,
+    folded_scale_and_shift,
+    layer_norm,
+)
 
 FRAMEWORK = "litert"
 FLOAT16_WEIGHTS = "litert_fp16w"
@@ -111,7 +122,10 @@ class _Pending:
     in_shape: tuple[int, ...] = ()  # canonical (channels-last, as LiteRT computes), per sample; dense: empty
     out_shape: tuple[int, ...] = ()
     shape_ops: list[Any] = field(default_factory=list)  # a RESHAPE's target computed from SHAPE: run before it
-    flattens: tuple[int, ...] = ()  # a FULLY_CONNECTED on a spatial tensor: that tensor's shape, which it flattens
+    feed_shape: tuple[int, ...] = ()  # the per-sample shape its first op takes, when not the canonical one: a
+    # FULLY_CONNECTED on a spatial tensor flattens it itself; a flatten of a 1-D layer's output takes it lifted
+    lifted: bool = False  # a 1-D layer written on its input lifted to (N, 1, L, C): its output is reshaped back
+    label: str = ""  # what the unit is, in its ops ("EXPAND_DIMS+CONV_2D+RESHAPE"); empty: its first op's name
 
 
 def walk(model: Any) -> list[DenseUnit]:
@@ -148,15 +162,17 @@ def walk(model: Any) -> list[DenseUnit]:
     computed = _shape_computations(flat, names, constant)
     units: list[DenseUnit] = []
     pending: _Pending | None = None
+    lifting: Any = None  # an EXPAND_DIMS lifting a 1-D tensor to (N, 1, L, C), awaiting its conv or pool
+    lifted = False  # the chain's tensor holds a 1-D sample lifted to (N, 1, L, C)
+    squeezed: dict[int, int] = {}  # a 1-D layer's output squeezed back to (N, L, C): the lifted tensor it was
+    absorbed: set[int] = set()  # the ops of a norm written as ops, read with its first
     for index, op in enumerate(graph.operators):
-        code = flat.operatorCodes[op.opcodeIndex]
-        name = names.get(max(code.builtinCode, code.deprecatedBuiltinCode), f"op{code.builtinCode}")
+        name = _op_name(flat, names, op)
         inputs = [int(t) for t in op.inputs]
-        if int(op.outputs[0]) in computed:
+        if int(op.outputs[0]) in computed or index in absorbed:
             continue
         dynamic = [t for t in inputs if t >= 0 and constant(t) is None and t not in computed]
-        out_name = graph.tensors[op.outputs[0]].name
-        label = out_name.decode() if isinstance(out_name, bytes) else str(out_name)
+        label = _tensor_name(graph, int(op.outputs[0]))
 
         def refuse(problem: str, label: str = label, name: str = name, index: int = index) -> ModelNotSupported:
             return ModelNotSupported("tflite", label, name, index, problem)
@@ -168,22 +184,59 @@ def walk(model: Any) -> list[DenseUnit]:
                              "judges float32 models and float16 weights")
             dequantized[int(op.outputs[0])] = (stored.astype(np.float32), op)
             continue
+        if name in REFUSED:
+            raise refuse(f"{name} {REFUSED[name]}")
+        if name in ("FULLY_CONNECTED", "CONV_2D") and (folded := folded_into_weights(
+                [_tensor_name(graph, t) for t in inputs[1:] if t >= 0 and constant(t) is not None])):
+            raise refuse(folded)
+        if name == "MUL" and dynamic == [current] and (folded := folded_scale_and_shift(
+                op, _following(flat, names, graph, index), constant, current, int(graph.tensors[current].shape[-1]))):
+            raise refuse(folded)
         if pending is not None and name == "MUL" and pending.act == "sigmoid" and not pending.fused \
                 and sorted(dynamic) == sorted([pending.input_of_act, current]):
             pending.ops.append(op)
             pending.act, pending.act_source = "silu", f"LOGISTIC+MUL ops {index - 1}, {index}"
             current = int(op.outputs[0])
             continue
+        if name == "RESHAPE" and dynamic and dynamic[0] == squeezed.get(current):  # a flatten of a 1-D layer's
+            current, lifted = dynamic[0], True                                    # output as it was, lifted
         if dynamic != [current]:
             raise refuse(f"a branch: it takes {len(dynamic)} computed tensors, but should take the previous layer's "
                          "output alone (residual connections and concatenations are not judged)")
+        if lifting is not None and name not in KIND_OPS:
+            raise refuse("follows an EXPAND_DIMS lifting a 1-D tensor to (N, 1, L, C), but is no CONV_2D or pool: the "
+                         "suite reads the 1-D layers written so")
+        declared = tuple(int(d) for d in graph.tensors[op.outputs[0]].shape)
+        if name == "EXPAND_DIMS":
+            if shape is None or len(shape) != 2 or declared[1:] != (1, *shape):
+                raise refuse(f"an EXPAND_DIMS to {list(declared)}: the suite reads the one a 1-D layer is written "
+                             "with, (N, L, C) to (N, 1, L, C)")
+            if pending is not None:
+                units.append(_close(pending, model.content, flat))
+                pending = None
+            lifting, lifted, current = op, True, int(op.outputs[0])
+            continue
+        if name == "MEAN":
+            if pending is not None:
+                units.append(_close(pending, model.content, flat))
+            pending = _layer_norm(index, flat, names, graph, current, shape, constant, refuse)
+            absorbed.update(range(index, index + len(LAYER_NORM_OPS)))
+            current = int(pending.ops[-1].outputs[0])
+            continue
+        if lifted and pending is not None and name == "RESHAPE" and declared[1:] == shape:  # squeezed to (N, L, C)
+            pending.ops.append(op)
+            pending.label += "+RESHAPE"
+            squeezed[int(op.outputs[0])] = current
+            lifted, current = False, int(op.outputs[0])
+            continue
         if name in KIND_OPS or (name == "RESHAPE" and shape is not None):
             if pending is not None:
                 units.append(_close(pending, model.content, flat))
-            pending = _kind(index, op, name, current, shape, constant, refuse, graph)
+            pending = _kind(index, op, name, current, shape, constant, refuse, declared, lifting, lifted)
             pending.dequantize = [dequantized[t][1] for t in inputs if t in dequantized]
             pending.shape_ops = _computing(computed, inputs)
             shape = read_shape if (read_shape := pending.out_shape) and len(read_shape) > 1 else None
+            lifting, lifted = None, lifting is not None
         elif name == "FULLY_CONNECTED":
             if pending is not None:
                 units.append(_close(pending, model.content, flat))
@@ -192,16 +245,16 @@ def walk(model: Any) -> list[DenseUnit]:
                 if pending.W.shape[0] != int(np.prod(shape)):
                     raise refuse(f"takes {pending.W.shape[0]} features from a tensor of {shape} per sample")
                 units.append(_fused_flatten(index, shape))
-                pending.flattens, shape = shape, None
+                pending.feed_shape, shape = shape, None
             pending.dequantize = [dequantized[t][1] for t in inputs if t in dequantized]
-        elif name == "ADD" and pending is not None and pending.b is None and pending.act == "linear" \
-                and pending.layer_kind is DENSE:
+        elif name == "ADD" and pending is not None and _takes_bias(pending):
             bias = next(constant(t) for t in inputs if t >= 0 and constant(t) is not None)
-            if bias.size != pending.W.shape[1]:
-                raise refuse(f"adds a constant of shape {bias.shape}, but a bias of {pending.W.shape[1]} values "
-                             "should follow the FULLY_CONNECTED")
+            if bias.size != pending.W.shape[-1]:
+                raise refuse(f"adds a constant of shape {bias.shape}, but a bias of {pending.W.shape[-1]} values "
+                             f"should follow the {_name_of(flat, pending.ops[-1])}")
             pending.b = bias.reshape(-1).astype(pending.W.dtype)
             pending.ops.append(op)
+            pending.label += "+ADD" if pending.label else ""
             pending.dequantize = [*(pending.dequantize or []), *(dequantized[t][1] for t in inputs if t in dequantized)]
             fused = getattr(op.builtinOptions, "fusedActivationFunction", 0)
             if fused not in _FUSED:
@@ -214,8 +267,9 @@ def walk(model: Any) -> list[DenseUnit]:
                 pending = None
         elif pending is None or not_read_yet(name):
             raise refuse(not_read_yet(name) or "not a layer the suite reads, and before any: it judges "
-                         "FULLY_CONNECTED (a bias ADD), CONV_2D, MAX_POOL_2D, AVERAGE_POOL_2D, a RESHAPE of a spatial "
-                         "tensor, and their activations")
+                         "FULLY_CONNECTED (a bias ADD), CONV_2D, MAX_POOL_2D, AVERAGE_POOL_2D (and their 1-D forms: "
+                         "EXPAND_DIMS, the op, RESHAPE), a RESHAPE of a spatial tensor, a LayerNormalization's ops, "
+                         "and their activations")
         else:
             if pending.act != "linear":
                 raise refuse(f"a second activation after {pending.act}: the suite judges one per dense layer")
@@ -270,21 +324,87 @@ def _computing(computed: dict[int, tuple[int, Any]], inputs: list[int]) -> list[
 
 
 def _kind(index: int, op: Any, name: str, current: int, shape: tuple[int, ...] | None, constant: Any, refuse: Any,
-          graph: Any) -> _Pending:
-    """A conv, pooling or flatten unit (``litert_kinds``), its fused activation read."""
+          declared: tuple[int, ...], lifting: Any, lifted: bool) -> _Pending:
+    """A conv, pooling or flatten unit (``litert_kinds``), its fused activation read. ``lifting``: the EXPAND_DIMS
+    before a 1-D layer's op (its unit's first op); ``lifted``: the op takes a 1-D tensor lifted to ``(N, 1, L, C)``
+    (a flatten of a 1-D layer's output as the layer gave it)."""
     if shape is None:
         raise refuse(f"a {name} on a 2-D tensor: the suite judges it on (N, H, W, C)")
     try:
-        read = read_kind(name, op, constant, shape, tuple(int(d) for d in graph.tensors[op.outputs[0]].shape))
+        if lifting is not None:
+            read = one_dimensional(read_kind(name, op, constant, (1, *shape), declared), shape)
+        else:
+            read = read_kind(name, op, constant, shape, declared)
     except Refused as exc:
         raise refuse(str(exc)) from None
     fused = getattr(op.builtinOptions, "fusedActivationFunction", 0) if name != "RESHAPE" else 0
     if fused not in _FUSED:
         raise refuse(f"fused activation {fused} (ActivationFunctionType) is not one the suite knows")
     out_shape = read.layer_kind.output_shape(shape)
-    return _Pending(index, current, [op], read.W, read.native, read.b, _FUSED[fused],
+    ops, source = ([op], current) if lifting is None else ([lifting, op], int(lifting.inputs[0]))
+    return _Pending(index, source, ops, read.W, read.native, read.b, _FUSED[fused],
                     f"fused in {name} op {index}" if fused else "none", bool(fused), layer_kind=read.layer_kind,
-                    in_shape=shape, out_shape=out_shape)
+                    in_shape=shape, out_shape=out_shape, feed_shape=(1, *shape) if lifted and lifting is None else (),
+                    lifted=lifting is not None, label=name if lifting is None else f"EXPAND_DIMS+{name}")
+
+
+def _layer_norm(index: int, flat: Any, names: dict[int, str], graph: Any, current: int,
+                shape: tuple[int, ...] | None, constant: Any, refuse: Any) -> _Pending:
+    """The LayerNorm the converter wrote as ops from the ``MEAN`` at ``index`` (``litert_norms``), its activation the
+    last ``ADD``'s fused one."""
+    if shape is not None:
+        raise refuse(f"a MEAN of a spatial tensor (per sample {shape}): a global pooling or a normalisation over the "
+                     "spatial axes written as ops, which the suite does not read")
+    ops = graph.operators[index:index + len(LAYER_NORM_OPS)]
+    features = int(graph.tensors[current].shape[-1])
+    try:
+        read = layer_norm([(_op_name(flat, names, op), op) for op in ops], constant,
+                          lambda t: _integers(flat, graph, t), current, features)
+    except Refused as exc:
+        raise refuse(str(exc)) from None
+    fused = getattr(ops[-1].builtinOptions, "fusedActivationFunction", 0)
+    if fused not in _FUSED:
+        raise refuse(f"fused activation {fused} (ActivationFunctionType) is not one the suite knows")
+    last = index + len(ops) - 1
+    return _Pending(index, current, list(ops), read.W, read.native, None, _FUSED[fused],
+                    f"fused in ADD op {last}" if fused else "none", bool(fused), layer_kind=read.layer_kind,
+                    in_shape=(features,), out_shape=(features,), label="+".join(LAYER_NORM_OPS))
+
+
+def _takes_bias(p: _Pending) -> bool:
+    """Whether an ``ADD`` of a constant after ``p`` is its bias: a dense unit without one, or a conv whose own bias is
+    zero (the converter writes a one-filter ``Conv1D``'s bias as an ``ADD`` after the ``RESHAPE``, the ``CONV_2D``'s
+    bias zeros), before any activation."""
+    if p.act != "linear" or not (p.layer_kind is DENSE or isinstance(p.layer_kind, Conv)):
+        return False
+    return p.b is None or (p.layer_kind is not DENSE and not np.any(p.b))
+
+
+def _op_name(flat: Any, names: dict[int, str], op: Any) -> str:
+    code = flat.operatorCodes[op.opcodeIndex]
+    return names.get(max(code.builtinCode, code.deprecatedBuiltinCode), f"op{code.builtinCode}")
+
+
+def _following(flat: Any, names: dict[int, str], graph: Any, index: int) -> tuple[str, Any] | None:
+    """The op after the one at ``index``, with its name; None at the end."""
+    if index + 1 >= len(graph.operators):
+        return None
+    op = graph.operators[index + 1]
+    return _op_name(flat, names, op), op
+
+
+def _tensor_name(graph: Any, tensor: int) -> str:
+    name = graph.tensors[tensor].name
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def _integers(flat: Any, graph: Any, tensor: int) -> list[int] | None:
+    """A constant integer tensor's values (INT32 or INT64: a reduction's axes); None for any other tensor."""
+    t = graph.tensors[tensor]
+    data = flat.buffers[t.buffer].data
+    if data is None or len(data) == 0 or t.type not in (2, 4):  # TensorType INT32, INT64
+        return None
+    return [int(v) for v in np.frombuffer(bytes(bytearray(data)), dtype=np.int32 if t.type == 2 else np.int64)]
 
 
 def _one_weight_label(units: list[DenseUnit]) -> list[DenseUnit]:
@@ -350,8 +470,8 @@ def _close(p: _Pending, content: bytes, flat: Any) -> DenseUnit:
 
     def run(x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32)
-        if p.flattens:
-            x = x.reshape(x.shape[0], *p.flattens)  # as the op takes it: it flattens it itself
+        if p.feed_shape:
+            x = x.reshape(x.shape[0], *p.feed_shape)  # as the op takes it (it flattens it itself; lifted to 2-D)
         interpreter = state.get("interpreter")
         if interpreter is None or state.get("batch") != x.shape[0]:
             interpreter = _interpreter(sliced)
@@ -360,13 +480,12 @@ def _close(p: _Pending, content: bytes, flat: Any) -> DenseUnit:
             state.update(interpreter=interpreter, batch=x.shape[0])
         interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
         interpreter.invoke()
-        return interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).copy()
+        y = interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).copy()
+        return y.reshape(len(y), *p.out_shape) if p.lifted else y  # (N, 1, L, C) unless squeezed: the same values
 
-    name = flat.subgraphs[0].tensors[output].name
-    name = name.decode() if isinstance(name, bytes) else str(name)
     kind = "tflite FULLY_CONNECTED" + ("+ADD" if len(p.ops) > 1 and _is_add(flat, p.ops[1]) else "")
     if p.layer_kind is not DENSE:
-        kind = f"tflite {_name_of(flat, p.ops[0])}"
+        kind = f"tflite {p.label or _name_of(flat, p.ops[0])}"
     if p.dequantize:
         kind = f"{kind} (float16 weights, DEQUANTIZE)"
     return DenseUnit(FLOAT16_WEIGHTS if p.dequantize else FRAMEWORK, f"op {p.index}", kind, p.index, p.W, p.b,
@@ -375,8 +494,7 @@ def _close(p: _Pending, content: bytes, flat: Any) -> DenseUnit:
 
 
 def _name_of(flat: Any, op: Any) -> str:
-    code = flat.operatorCodes[op.opcodeIndex]
-    return _op_names().get(max(code.builtinCode, code.deprecatedBuiltinCode), f"op{code.builtinCode}")
+    return _op_name(flat, _op_names(), op)
 
 
 def _is_add(flat: Any, op: Any) -> bool:
