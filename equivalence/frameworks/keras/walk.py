@@ -32,6 +32,7 @@ from equivalence.core.norms import BatchNorm, LayerNorm
 from equivalence.core.recurrent import Recurrent
 from equivalence.core.residual import INPUT, branch_unit, check_residuals
 from equivalence.core.spatial import Conv, Flatten, Pool, same_padding
+from equivalence.core.tokens import is_sequence
 from equivalence.core.walk import (
     DenseUnit,
     ModelNotSupported,
@@ -341,6 +342,8 @@ def walk(model: Any, *, input_width: int | None = None) -> list[DenseUnit]:
     units: list[DenseUnit] = []
     pending: dict[str, Any] | None = None
     where = dict.fromkeys(starts, (INPUT, "linear"))  # each tensor met: whose output it is (a residual Add's skip)
+    sequence: bool | None = None  # the chain's value is a token sequence (None: the model's input, as declared)
+    sequences: dict[int, bool | None] = {}  # each tensor met: whether it is one (where a second branch starts)
     for position, (op, node, skip) in enumerate(chain):
         kind = type(op).__name__
 
@@ -355,8 +358,11 @@ def walk(model: Any, *, input_width: int | None = None) -> list[DenseUnit]:
                 units.append(_unit(pending))
                 pending = None
             units.append(branch_unit(FRAMEWORK, "branch", position, units, source_of(skip, units, where, refuse)))
+            sequence = sequences.get(id(skip))
             continue
         shape = _width_of(node)
+        before = sequence  # a token-wise op (a Dense, an activation, a residual Add) keeps it; corrected below
+        sequences[id(node.output_tensors[0])] = before
         if skip is not None:  # x + f(x): the Add closes the block (equivalence.frameworks.keras.residual)
             if pending is not None:
                 units.append(_unit(pending))
@@ -364,11 +370,12 @@ def walk(model: Any, *, input_width: int | None = None) -> list[DenseUnit]:
                        "in_shape": shape, **residual_part(op, node, skip, units, where, refuse)}
             continue
         try:
-            layer_kind = _spatial_kind(op, shape, refuse) or _norm_kind(op, shape, refuse) \
+            layer_kind = _spatial_kind(op, shape, refuse) or _norm_kind(op, shape, refuse, sequence=bool(before)) \
                 or sequence_kind(op, node, shape, refuse) or recurrent_kind(op, shape, refuse, _activation_function)
         except _Refuse as exc:
             raise refuse(str(exc)) from None
         if layer_kind is not None:
+            sequence = sequences[id(node.output_tensors[0])] = is_sequence(layer_kind, before)
             if pending is not None:
                 units.append(_unit(pending))
             try:
@@ -379,9 +386,10 @@ def walk(model: Any, *, input_width: int | None = None) -> list[DenseUnit]:
                        "in_shape": shape, "act_op": None,
                        "act_source": "none" if act == "linear" else f"{kind}(activation={act!r})"}
             continue
-        if type(op) is L.Dense and len(shape) > 1:
+        if type(op) is L.Dense and len(shape) > 1 and not before:
             raise refuse(f"a Dense on a {len(shape) + 1}-D tensor (per sample {shape}): the suite judges a Dense "
-                         "after a Flatten")
+                         "after a Flatten, or on the (batch, tokens, features) sequence of an Embedding or an "
+                         "attention, token by token")
         if type(op) is L.Dense:
             if pending is not None:
                 units.append(_unit(pending))
@@ -390,7 +398,8 @@ def walk(model: Any, *, input_width: int | None = None) -> list[DenseUnit]:
             except _Refuse as exc:
                 raise refuse(str(exc)) from None
             pending = {"position": position, "dense": op, "name": op.name, "act": act,
-                       "act_source": "none" if act == "linear" else f"Dense(activation={act!r})", "act_op": None}
+                       "act_source": "none" if act == "linear" else f"Dense(activation={act!r})", "act_op": None,
+                       "in_shape": shape}  # (L, in) token by token
             continue
         act = judged_activation(lambda op=op: LAYERS[type(op)](op) if type(op) in LAYERS else _op_activation(op),
                                 refuse, JUDGED)
@@ -442,11 +451,14 @@ def _axis_is_last(axis: Any, rank: int) -> bool:
     return len(axes) == 1 and axes[0] in (-1, rank - 1)
 
 
-def _norm_kind(op: Any, shape: tuple[int, ...], refuse: Callable[[str], Exception]) -> Any:
-    """The kind of a LayerNormalization (2-D inputs) or a BatchNormalization over the last axis; else None."""
+def _norm_kind(op: Any, shape: tuple[int, ...], refuse: Callable[[str], Exception], *, sequence: bool = False) -> Any:
+    """The kind of a LayerNormalization (over the features of 2-D inputs or of a token ``sequence``) or a
+    BatchNormalization over the last axis; else None."""
     if type(op) is L.LayerNormalization:
-        if len(shape) != 1 or not _axis_is_last(op.axis, 2) or getattr(op, "rms_scaling", False):
-            raise refuse("a LayerNormalization other than over the features of a 2-D input: not judged")
+        if (len(shape) != 1 and not sequence) or not _axis_is_last(op.axis, len(shape) + 1) \
+                or getattr(op, "rms_scaling", False):
+            raise refuse("a LayerNormalization other than over the features of a 2-D input or of an Embedding's or "
+                         "an attention's (batch, tokens, features) sequence: not judged")
         if not (op.center and op.scale):
             raise refuse("a LayerNormalization without center and scale: not judged")
         return LayerNorm(shape[-1], float(op.epsilon))
@@ -536,9 +548,10 @@ def _unit(p: dict[str, Any]) -> DenseUnit:
         if dense.bias is not None and bias is not None:
             dense.bias.assign(np.asarray(bias, dtype=dense.bias.dtype))
 
+    in_shape = tuple(p["in_shape"])
     return DenseUnit(FRAMEWORK, dense.name, "Dense", p["position"], native.astype(dt), b, native,
-                     p["act"], p["act_source"], dtype, run, write, in_shape=(native.shape[0],),
-                     out_shape=(native.shape[1],))
+                     p["act"], p["act_source"], dtype, run, write, in_shape=in_shape,
+                     out_shape=(*in_shape[:-1], native.shape[1]))
 
 
 def saved_by(path: str) -> str | None:
