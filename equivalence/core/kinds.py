@@ -36,8 +36,11 @@ class LayerTrace(NamedTuple):
 
 
 def finite_rows(x: np.ndarray) -> np.ndarray:
-    """Rows of ``x`` without NaN or inf: the error model bounds finite arithmetic only."""
+    """Rows of ``x`` without NaN or inf: the error model bounds finite arithmetic only. A row is a vector along the
+    last axis: ``(N, L, features)`` gives ``N * L`` rows (a token-wise layer's)."""
     x = np.asarray(x, dtype=np.float64)
+    if x.ndim > 2:
+        x = x.reshape(-1, x.shape[-1])
     return x[np.all(np.isfinite(x), axis=-1)] if x.ndim == 2 else x[np.isfinite(x)]
 
 
@@ -47,12 +50,16 @@ def _affine_matmul(x: np.ndarray, W: np.ndarray, b: np.ndarray | None) -> np.nda
 
 
 def _affine_dot(x: np.ndarray, W: np.ndarray, b: np.ndarray | None) -> np.ndarray:
-    z = (x[:, :, None] * W.astype(np.float64)[None, :, :]).sum(axis=1)
+    z = (x[..., :, None] * W.astype(np.float64)).sum(axis=-2)
     return z if b is None else z + b.astype(np.float64)
 
 
 class Dense:
     """A dense layer ``h = act(x @ W + b)``: kernel ``(in, out)``, optional bias ``(out,)``.
+
+    ``x`` is ``(N, in)``, or ``(N, *tokens, in)`` for a layer applied to every token of a sequence alike (a
+    transformer's projection): its leading axes are rows, so the layer is a dense layer on ``N * L`` rows, and its
+    bound is the same per row (each output a dot product of length ``in``).
 
     The reference has two independent forms of the affine part: ``matmul`` (through BLAS) and ``dot``
     (an elementwise product and a plain sum for every sample and neuron, sharing no code path with BLAS).

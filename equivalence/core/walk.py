@@ -79,10 +79,11 @@ class DenseUnit:
 
     @property
     def label(self) -> str:
-        """``'fc1' (Linear 784->256, relu)``."""
+        """``'fc1' (Linear 784->256, relu)``; ``'fc1' (Linear 8->16 per token, relu)`` on a sequence."""
         if self.layer_kind is not DENSE:
             return f"{self.name!r} ({self.kind} {self.layer_kind.describe()}, {self.activation})"
-        return f"{self.name!r} ({self.kind} {self.shape[0]}->{self.shape[1]}, {self.activation})"
+        per_token = " per token" if len(self.in_shape) > 1 else ""
+        return f"{self.name!r} ({self.kind} {self.shape[0]}->{self.shape[1]}{per_token}, {self.activation})"
 
 
 def check_chain(units: list[DenseUnit], framework: str) -> list[DenseUnit]:

@@ -268,8 +268,9 @@ def _keras_refused():
                       "'bn' (BatchNormalization) at position 1: a BatchNormalization other than"),
         "layernorm": (keras.Sequential([keras.Input((4,)), L.Dense(4), L.LayerNormalization(scale=False, name="ln")]),
                       "'ln' (LayerNormalization) at position 1: a LayerNormalization without center and scale"),
-        "embedding": (keras.Sequential([keras.Input((4,)), L.Embedding(10, 4), L.Dense(2, name="fc")]),
-                      "'fc' (Dense) at position 1: a Dense on a 3-D tensor"),
+        "embedding": (keras.Sequential([keras.Input((4,)), L.Embedding(10, 4), L.LayerNormalization(axis=1, name="ln"),
+                                        L.Dense(2)]),  # over the features (axis -1) it is judged, a Dense too
+                      "'ln' (LayerNormalization) at position 1: a LayerNormalization other than over the features"),
         "branch": (concatenation, "(Concatenate) at position 2: a branch: it takes 2 tensors"),
         "prelu": (keras.Sequential([keras.Input((4,)), L.Dense(4), L.PReLU(name="pr")]), "'pr' (PReLU) at position 1"),
         "unbuilt": (keras.Sequential([L.Dense(4, name="late")]), "'late' (Dense): has no weights yet"),

@@ -430,11 +430,13 @@ def test_a_keras_attention_configured_otherwise_is_refused_in_one_line(options, 
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize(("length", "per_token", "refused"), [
+@pytest.mark.parametrize(("length", "conv", "refused"), [
     (None, False, r"'embed' \(Embedding\) at position 0: an Embedding, but the sequence length is unknown"),
-    (5, True, r"'fc' \(Linear\) at position 1: on the \(batch, tokens, features\) output of an Embedding"),
-], ids=["keras-length-unknown", "linear-per-token"])
-def test_an_embedding_of_unknown_length_or_a_linear_per_token_is_refused_in_one_line(length, per_token, refused):
+    (5, True, r"'conv' \(Conv1d\) at position 1: on the \(batch, tokens, features\) sequence of an Embedding"),
+], ids=["keras-length-unknown", "conv-taking-tokens-for-channels"])
+def test_an_embedding_of_unknown_length_or_a_conv_on_its_tokens_is_refused_in_one_line(length, conv, refused):
+    """A Conv1d on a batch-first sequence takes its tokens for channels (a Linear on it acts per token: judged,
+    ``tests/own/test_own_transformer_blocks.py``)."""
     import keras
     from torch import nn
 
@@ -443,10 +445,10 @@ def test_an_embedding_of_unknown_length_or_a_linear_per_token_is_refused_in_one_
     class Net(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.embed, self.fc = nn.Embedding(10, 4), nn.Linear(4, 2)
+            self.embed, self.conv, self.fc = nn.Embedding(10, 4), nn.Conv1d(5, 5, 1), nn.Linear(4, 2)
 
         def forward(self, ids):
-            return self.fc(self.embed(ids)).mean(1) if per_token else self.fc(self.embed(ids).mean(1))
+            return self.fc(self.conv(self.embed(ids)).mean(1)) if conv else self.fc(self.embed(ids).mean(1))
 
     L = keras.layers
     ids = keras.Input((length,), dtype="int32")

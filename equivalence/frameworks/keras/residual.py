@@ -70,15 +70,26 @@ def operands(op: Any, node: Any, start: Any) -> tuple[Any, Any, Any]:
     if len(tensors) != 2:
         raise refuse(f"an Add of {len(tensors)} tensors: the suite judges a residual Add of two, x + f(x)")
     a, b = tensors
-    if a is b:
+    if beneath_skipped(a, start) is beneath_skipped(b, start):
         raise refuse("adds a tensor to itself (x + x): not a residual connection")
     first, second = _ancestors(a, start), _ancestors(b, start)
-    if any(t is b for t in first):
-        return a, b, None
-    if any(t is a for t in second):
-        return b, a, None
+    if any(t is beneath_skipped(b, start) for t in first):
+        return a, beneath_skipped(b, start), None
+    if any(t is beneath_skipped(a, start) for t in second):
+        return b, beneath_skipped(a, start), None
     reached = {id(t) for t in first}
     return b, a, next(t for t in second if id(t) in reached)  # start, at the latest
+
+
+def beneath_skipped(tensor: Any, start: Any) -> Any:
+    """The value under the layers skipped at inference a tensor went through (``Dropout(0.2)(x)``: ``x``): a
+    Dropout on a skip, ``Add()([Dropout(0.2)(x), f(x)])``, adds ``x``."""
+    while tensor is not start:
+        history = getattr(tensor, "_keras_history", None)
+        if history is None or not isinstance(history.operation, (keras.layers.Dropout, keras.layers.Identity)):
+            break
+        tensor = _inputs(tensor)[0]
+    return tensor
 
 
 def source_of(skip: Any, units: list[DenseUnit], where: dict[int, tuple[int, str]],
@@ -98,6 +109,8 @@ def residual_part(op: Any, node: Any, skip: Any, units: list[DenseUnit], where: 
                   refuse: Callable[[str], Exception]) -> dict[str, Any]:
     """The Add unit's parts (``source_of`` its skip)."""
     index = source_of(skip, units, where, refuse)
+    # the operands in the order written; under a Dropout on the skip (beneath_skipped: neither operand is the skip)
+    # the branch first, the same sum bit for bit (IEEE addition commutes)
     return {"layer": op, "layer_kind": Residual(tuple(units[-1].out_shape), index), "act_op": None,
             "branch_first": data_tensors(node)[0] is not skip, "build": residual_unit}
 

@@ -34,6 +34,7 @@ from equivalence.core.norms import BatchNorm, LayerNorm
 from equivalence.core.recurrent import Recurrent
 from equivalence.core.residual import INPUT, branch_unit, check_residuals
 from equivalence.core.spatial import Conv, Flatten, Pool, flatten_permutation, same_padding
+from equivalence.core.tokens import is_sequence
 from equivalence.core.walk import (
     DenseUnit,
     ModelNotSupported,
@@ -353,6 +354,8 @@ def walk(model: Any, *, input_width: int | None = None) -> list[DenseUnit]:
     pending: dict[str, Any] | None = None
     permutation = None  # a Flatten's keeping C,H,W order: the next Dense's rows (channels_first)
     where = dict.fromkeys(starts, (INPUT, "linear"))  # each tensor met: whose output it is (a residual Add's skip)
+    sequence: bool | None = None  # the chain's value is a token sequence (None: the model's input, as declared)
+    sequences: dict[int, bool | None] = {}  # each tensor met: whether it is one (where a second branch starts)
     for position, (op, node, skip) in enumerate(chain):
         kind = type(op).__name__
 
@@ -367,8 +370,11 @@ def walk(model: Any, *, input_width: int | None = None) -> list[DenseUnit]:
                 units.append(_unit(pending))
                 pending = None
             units.append(branch_unit(FRAMEWORK, "branch", position, units, source_of(skip, units, where, refuse)))
+            sequence = sequences.get(id(skip))
             continue
         shape = cf.canonical(_width_of(node), fmt)
+        before = sequence  # a token-wise op (a Dense, an activation, a residual Add) keeps it; corrected below
+        sequences[id(node.output_tensors[0])] = before
         if skip is not None:  # x + f(x): the Add closes the block (equivalence.frameworks.keras.residual)
             if pending is not None:
                 units.append(_unit(pending))
@@ -376,12 +382,14 @@ def walk(model: Any, *, input_width: int | None = None) -> list[DenseUnit]:
                        "in_shape": shape, **residual_part(op, node, skip, units, where, refuse)}
             continue
         try:
-            layer_kind = _spatial_kind(op, shape, refuse) or _norm_kind(op, shape, refuse, fmt) \
+            layer_kind = _spatial_kind(op, shape, refuse) or _norm_kind(op, shape, refuse, fmt,
+                                                                                    sequence=bool(before)) \
                 or sequence_kind(op, node, shape, refuse) or recurrent_kind(op, shape, refuse, _activation_function)
         except _Refuse as exc:
             raise refuse(str(exc)) from None
         cf.refused_kind(layer_kind, fmt, refuse)
         if layer_kind is not None:
+            sequence = sequences[id(node.output_tensors[0])] = is_sequence(layer_kind, before)
             if pending is not None:
                 units.append(_unit(pending))
             if fmt == cf.FIRST and isinstance(layer_kind, Flatten) and op.data_format == cf.LAST:
@@ -394,9 +402,10 @@ def walk(model: Any, *, input_width: int | None = None) -> list[DenseUnit]:
                        "in_shape": shape, "act_op": None, "format": fmt,
                        "act_source": "none" if act == "linear" else f"{kind}(activation={act!r})"}
             continue
-        if type(op) is L.Dense and len(shape) > 1:
+        if type(op) is L.Dense and len(shape) > 1 and not before:
             raise refuse(f"a Dense on a {len(shape) + 1}-D tensor (per sample {shape}): the suite judges a Dense "
-                         "after a Flatten")
+                         "after a Flatten, or on the (batch, tokens, features) sequence of an Embedding or an "
+                         "attention, token by token")
         if type(op) is L.Dense:
             if pending is not None:
                 units.append(_unit(pending))
@@ -406,7 +415,7 @@ def walk(model: Any, *, input_width: int | None = None) -> list[DenseUnit]:
                 raise refuse(str(exc)) from None
             pending = {"position": position, "dense": op, "name": op.name, "act": act,
                        "act_source": "none" if act == "linear" else f"Dense(activation={act!r})", "act_op": None,
-                       "permutation": permutation}
+                       "permutation": permutation, "in_shape": shape}  # (L, in) token by token
             permutation = None
             continue
         act = judged_activation(lambda op=op: LAYERS[type(op)](op) if type(op) in LAYERS else _op_activation(op),
@@ -457,12 +466,15 @@ def _axis_is_last(axis: Any, rank: int) -> bool:
     return len(axes) == 1 and axes[0] in (-1, rank - 1)
 
 
-def _norm_kind(op: Any, shape: tuple[int, ...], refuse: Callable[[str], Exception], fmt: str = cf.LAST) -> Any:
-    """The kind of a LayerNormalization (2-D inputs) or a BatchNormalization over the channels (the last axis; axis 1
-    in a channels-first model); else None."""
+def _norm_kind(op: Any, shape: tuple[int, ...], refuse: Callable[[str], Exception], fmt: str = cf.LAST, *,
+               sequence: bool = False) -> Any:
+    """The kind of a LayerNormalization (over the features of 2-D inputs or of a token ``sequence``) or a
+    BatchNormalization over the channels (the last axis; axis 1 in a channels-first model); else None."""
     if type(op) is L.LayerNormalization:
-        if len(shape) != 1 or not _axis_is_last(op.axis, 2) or getattr(op, "rms_scaling", False):
-            raise refuse("a LayerNormalization other than over the features of a 2-D input: not judged")
+        if (len(shape) != 1 and not sequence) or not _axis_is_last(op.axis, len(shape) + 1) \
+                or getattr(op, "rms_scaling", False):
+            raise refuse("a LayerNormalization other than over the features of a 2-D input or of an Embedding's or "
+                         "an attention's (batch, tokens, features) sequence: not judged")
         if not (op.center and op.scale):
             raise refuse("a LayerNormalization without center and scale: not judged")
         return LayerNorm(shape[-1], float(op.epsilon))
@@ -562,9 +574,10 @@ def _built(p: dict[str, Any]) -> DenseUnit:
         if dense.bias is not None and bias is not None:
             dense.bias.assign(np.asarray(bias, dtype=dense.bias.dtype))
 
+    in_shape = tuple(p["in_shape"])
     return DenseUnit(FRAMEWORK, dense.name, "Dense", p["position"], native.astype(dt), b, native,
-                     p["act"], p["act_source"], dtype, run, write, in_shape=(native.shape[0],),
-                     out_shape=(native.shape[1],))
+                     p["act"], p["act_source"], dtype, run, write, in_shape=in_shape,
+                     out_shape=(*in_shape[:-1], native.shape[1]))
 
 
 def saved_by(path: str) -> str | None:

@@ -111,13 +111,23 @@ def _call(node: fx.Node, branch: fx.Node, skip: fx.Node) -> Callable[[torch.Tens
     return call
 
 
+def torch_axes(in_shape: tuple[int, ...], *, batch_first: bool) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The axes that take a canonical (channels-last) batch of ``in_shape`` samples to torch's layout, and back:
+    channels first on a spatial tensor; none moved on a token sequence (``batch_first``: ``(N, L, features)`` in
+    torch too) or a vector."""
+    if batch_first:
+        return (tuple(range(len(in_shape) + 1)),) * 2
+    rank = len(in_shape) - 1
+    return (0, rank + 1, *range(1, rank + 1)), (0, *range(2, rank + 2), 1)
+
+
 def residual_unit(p: dict[str, Any]) -> DenseUnit:
     """The Add unit: its canonical input ``[branch, skip]`` split, added by the user's op in torch's layout
-    (channels first on a spatial tensor), its activation applied, back to channels-last."""
+    (channels first on a spatial tensor, batch-first on a token sequence), its activation applied, back to
+    channels-last."""
     kind: Residual = p["layer_kind"]
     call, act_fn = _call(p["node"], *p["operands"]), p["act_fn"]
-    rank = len(kind.features) - 1
-    first, last = (0, rank + 1, *range(1, rank + 1)), (0, *range(2, rank + 2), 1)
+    first, last = torch_axes(kind.features, batch_first=p.get("batch_first", False))
 
     def run(x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)

@@ -29,7 +29,7 @@ FRAMEWORK = "torch"
 SKIP = "skip"
 """``sequence_part``'s answer for a node that is part of the layer before it (the attention output's ``[0]``)."""
 SEQUENCE_KINDS = (Embedding, SelfAttention)
-"""Kinds whose output is a sequence ``(N, L, features)``: only these layers, a mean and activations may follow."""
+"""Kinds whose output is a token sequence ``(N, L, features)``, batch-first in torch as in the canonical layout."""
 
 _MEANS = (torch.mean,)
 
@@ -56,12 +56,14 @@ def is_attention(gm: fx.GraphModule, node: fx.Node) -> bool:
 
 
 def sequence_part(gm: fx.GraphModule, node: fx.Node, shape: tuple[int, ...] | None, declared: tuple[int, ...] | None,
-                  after: Any, refuse: Callable[[str], Exception]) -> dict[str, Any] | str | None:
+                  after: Any, refuse: Callable[[str], Exception], *,
+                  sequence: bool = False) -> dict[str, Any] | str | None:
     """The unit's parts when ``node`` is an Embedding, a self-attention or a mean over the sequence; ``SKIP`` for
-    the attention output's ``[0]``; None for anything else (refused here when it follows a sequence layer and is
-    not an activation). ``declared``: the model's declared input shape (its sequence length); ``after``: the kind
-    of the unit before (a mean also follows a recurrent layer's output sequence, as Keras' GlobalAveragePooling1D
-    follows an LSTM with return_sequences)."""
+    the attention output's ``[0]``; None for anything else (refused here when it takes a token sequence and acts on
+    another axis than the features). ``declared``: the model's declared input shape (its sequence length);
+    ``after``: the kind of the unit before (a mean also follows a recurrent layer's output sequence, as Keras'
+    GlobalAveragePooling1D follows an LSTM with return_sequences); ``sequence``: ``node`` takes a token sequence
+    (``equivalence.core.tokens``)."""
     module = gm.get_submodule(node.target) if node.op == "call_module" else None
     if type(module) is nn.Embedding:
         return _embedding(module, declared, refuse)
@@ -71,18 +73,19 @@ def sequence_part(gm: fx.GraphModule, node: fx.Node, shape: tuple[int, ...] | No
         if node.args[1] != 0:
             raise refuse("uses the attention weights (output [1]): the suite judges the attention's output [0]")
         return SKIP
-    if _is_sequence_mean(node) and (isinstance(after, SEQUENCE_KINDS) or getattr(after, "return_sequences", False)):
+    if _is_sequence_mean(node) and (sequence or getattr(after, "return_sequences", False)):
         kind = SequenceMean(*shape)
         return {"layer_kind": kind, "in_shape": shape, "next_shape": None, "build": _mean_unit}
-    if isinstance(after, SEQUENCE_KINDS) and (module is not None and type(module) in _NOT_ON_SEQUENCES
-                                              or _is_reduction(node)):
-        raise refuse("on the (batch, tokens, features) output of an Embedding or an attention: the suite judges "
-                     "attention, activations and a mean over the tokens (x.mean(1)) there")
+    if sequence and (module is not None and type(module) in _NOT_ON_SEQUENCES or _is_reduction(node)):
+        raise refuse("on the (batch, tokens, features) sequence of an Embedding or an attention, where torch's "
+                     "channels-first layers take the tokens for channels: the suite judges attention, a Linear and a "
+                     "LayerNorm over the features, activations, a residual Add and a mean over the tokens (x.mean(1)) "
+                     "there")
     return None
 
 
-_NOT_ON_SEQUENCES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.MaxPool1d, nn.AvgPool1d, nn.MaxPool2d, nn.AvgPool2d,
-                     nn.Flatten, nn.LayerNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.AdaptiveAvgPool1d)
+_NOT_ON_SEQUENCES = (nn.Conv1d, nn.Conv2d, nn.MaxPool1d, nn.AvgPool1d, nn.MaxPool2d, nn.AvgPool2d,
+                     nn.Flatten, nn.BatchNorm1d, nn.BatchNorm2d, nn.AdaptiveAvgPool1d)
 
 
 def _is_reduction(node: fx.Node) -> bool:

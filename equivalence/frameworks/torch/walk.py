@@ -40,6 +40,7 @@ from equivalence.core.embedding import SequenceMean
 from equivalence.core.norms import BatchNorm, LayerNorm
 from equivalence.core.residual import Residual, branch_unit, check_residuals
 from equivalence.core.spatial import Conv, Flatten, Pool, flatten_permutation
+from equivalence.core.tokens import is_sequence
 from equivalence.core.walk import (
     DenseUnit,
     ModelNotSupported,
@@ -51,7 +52,15 @@ from equivalence.core.walk import (
 )
 from equivalence.frameworks.torch import TORCH_DTYPES, converted, to_numpy, to_tensor
 from equivalence.frameworks.torch.recurrent import is_recurrent, recurrent_of, recurrent_unit, select, selected
-from equivalence.frameworks.torch.residual import check_untapped, fork, residual_part, second_branch, tap
+from equivalence.frameworks.torch.residual import (
+    check_untapped,
+    fork,
+    is_add,
+    residual_part,
+    second_branch,
+    tap,
+    torch_axes,
+)
 from equivalence.frameworks.torch.sequence import SKIP, is_attention, is_self_attention, sequence_part
 
 FRAMEWORK = "torch"
@@ -287,6 +296,7 @@ def walk(model: Any, *, input_shape: tuple[int, ...] | None = None) -> list[Dens
     permutation = None  # a Flatten's: the next Linear's rows
     declared = tuple(input_shape) if input_shape is not None else None  # an Embedding's sequence length
     taps: dict[fx.Node, int] = {}  # values a residual Add takes as its skip operand: whose output each is
+    sequences: dict[fx.Node, bool | None] = {current: None}  # each value met: a token sequence (None: the input)
     for node in nodes:
         if node.op == "placeholder":
             continue
@@ -302,6 +312,7 @@ def walk(model: Any, *, input_shape: tuple[int, ...] | None = None) -> list[Dens
         tensors = [a for a in (*node.args, *node.kwargs.values()) if isinstance(a, fx.Node)
                    and a.op != "get_attr" and not _is_shape_node(a)]
         linear = _linear_of(gm, owner, node) or _converted_matmul(gm, owner, node, current)
+        sequence = sequences[node] = sequences[current]  # what a token-wise op gives; corrected below
         if converted.add_bias(gm, owner, node, pending, current):  # onnx2torch's bias Add after its OnnxMatMul
             pending["write"] = _writer(pending["weight"], pending["bias"]) if pending["write"] else None
             current, position = node, position + 1
@@ -318,7 +329,7 @@ def walk(model: Any, *, input_shape: tuple[int, ...] | None = None) -> list[Dens
                 units.append(_unit(pending))
             pending = {"position": position, "name": name, "kind": kind, "act": "linear", "act_source": "none",
                        "act_fn": None, "node": node, "layer_kind": Residual(units[-1].out_shape, residual["skip"]),
-                       **residual}
+                       "batch_first": bool(sequence), **residual}
             current, position = node, position + 1
             continue
         start = second_branch(current, tensors, taps)
@@ -331,7 +342,8 @@ def walk(model: Any, *, input_shape: tuple[int, ...] | None = None) -> list[Dens
                 pending = None
             taps[current] = len(units) - 1
             units.append(branch_unit(FRAMEWORK, "branch", position, units, taps[start]))
-            current = start
+            current, sequence = start, sequences[start]
+            sequences[node] = sequence
         if tensors != [current] and not is_self_attention(gm, node, current):
             raise refuse("a branch: it takes other tensors than the previous layer's output alone (concatenations "
                          "are not judged; a residual Add of the chain's output and an earlier one is)")
@@ -343,16 +355,22 @@ def walk(model: Any, *, input_shape: tuple[int, ...] | None = None) -> list[Dens
                 raise refuse(f"a branch: the previous layer's output feeds {len(_live_users(current))} layers, but the "
                              "suite judges a value feeding two that an Add joins (x + f(x), a(x) + b(x))")
             tap(current, pending, units, taps)
+        if tensors == [current] and current in taps and _skipped(gm, node) and _feeds_an_add_only(node):
+            taps[node] = taps[current]  # drop(x) + f(x): a Dropout or Identity on the skip, met first: the skip
+            continue
         if select(node, pending, refuse):  # out, _ = self.lstm(x); out[:, -1]
             shape = pending["layer_kind"].output_shape(pending["in_shape"])
             shape, current, position = (shape if len(shape) > 1 else None), node, position + 1
+            sequences[node] = False  # batch-first, but not a sequence a Linear or a LayerNorm is judged on
             continue
         selected(pending, refuse)
-        part = sequence_part(gm, node, shape, declared, pending.get("layer_kind") if pending else None, refuse)
+        part = sequence_part(gm, node, shape, declared, pending.get("layer_kind") if pending else None, refuse,
+                             sequence=bool(sequence))
         if part == SKIP:
             current = node
             continue
-        spatial = part or _spatial_of(gm, node, shape, refuse) or _norm_of(gm, node, shape, refuse)
+        spatial = part or _spatial_of(gm, node, shape, refuse) or _norm_of(gm, node, shape, refuse,
+                                                                         sequence=bool(sequence))
         if spatial is not None and pending is not None and pending.get("selection") == "sequence" \
                 and not isinstance(spatial["layer_kind"], SequenceMean):
             raise refuse("a spatial or normalisation layer on a recurrent layer's output sequence: the suite judges "
@@ -363,6 +381,7 @@ def walk(model: Any, *, input_shape: tuple[int, ...] | None = None) -> list[Dens
                 units.append(_unit(pending))
             pending = {"position": position, "name": name, "kind": kind, "act": "linear", "act_source": "none",
                        "act_fn": None, "in_shape": shape, **spatial}
+            sequences[node] = is_sequence(spatial["layer_kind"], sequence)
             if not writable:
                 pending["write"] = None
             shape = spatial["next_shape"] if "next_shape" in spatial else spatial["layer_kind"].output_shape(shape)
@@ -370,9 +389,12 @@ def walk(model: Any, *, input_shape: tuple[int, ...] | None = None) -> list[Dens
                 permutation = flatten_permutation(spatial["layer_kind"].in_shape)
                 shape = None  # a dense chain from here
         elif linear is not None:
-            if shape is not None:
+            if shape is not None and not sequence:
                 raise refuse(f"a Linear on a {len(shape) + 1}-D tensor (per sample {shape}): the suite judges a "
-                             "Linear after a Flatten")
+                             "Linear after a Flatten, or on the (batch, tokens, features) sequence of an Embedding "
+                             "or an attention, token by token")
+            if sequence and linear[2].shape[1] != shape[-1]:
+                raise refuse(f"takes {linear[2].shape[1]} features, but the sequence before it has {shape[-1]}")
             if permutation is not None and linear[2].shape[1] != len(permutation):
                 raise refuse(f"takes {linear[2].shape[1]} features, but the Flatten before it gives "
                              f"{len(permutation)}")
@@ -384,6 +406,8 @@ def walk(model: Any, *, input_shape: tuple[int, ...] | None = None) -> list[Dens
             if permutation is not None and writable:
                 pending["write"] = _writer(linear[2], linear[3], permutation)
             permutation = None
+            if sequence:  # token by token: a dense layer on N * L rows (equivalence.core.kinds.Dense)
+                pending["in_shape"], shape = shape, (*shape[:-1], linear[2].shape[0])
         else:
             act = judged_activation(lambda node=node: _activation_of(gm, node), refuse, JUDGED)
             if act is not None:
@@ -407,6 +431,11 @@ def _skipped(gm: fx.GraphModule, node: fx.Node) -> bool:
         return _activation_of(gm, node) is None
     except (KeyError, Refused):
         return False
+
+
+def _feeds_an_add_only(node: fx.Node) -> bool:
+    users = _live_users(node)
+    return len(users) == 1 and is_add(users[0])
 
 
 def _parameters_of(node: fx.Node) -> list[str] | None:
@@ -546,9 +575,10 @@ def _unit(p: dict[str, Any]) -> DenseUnit:
         return to_numpy(y, native.dtype)
 
     W = native.T if permutation is None else native.T[permutation]
+    in_shape = p.get("in_shape", (W.shape[0],))  # a sequence's (L, in) for a Linear token by token
     return DenseUnit(FRAMEWORK, p["name"], p["kind"], p["position"], W.copy(), b, native,
-                     p["act"], p["act_source"], dtype, run, p["write"], in_shape=(W.shape[0],),
-                     out_shape=(W.shape[1],))
+                     p["act"], p["act_source"], dtype, run, p["write"], in_shape=in_shape,
+                     out_shape=(*in_shape[:-1], W.shape[1]))
 
 
 # --- convolution, pooling, flatten (channels-last numpy in and out) -------------------------------
@@ -670,19 +700,23 @@ _BATCH_NORMS = {nn.BatchNorm1d: (0, 1), nn.BatchNorm2d: (2,)}
 
 
 def _norm_of(gm: fx.GraphModule, node: fx.Node, shape: tuple[int, ...] | None,
-             refuse: Callable[[str], Exception]) -> dict[str, Any] | None:
-    """The unit's parts when ``node`` is a LayerNorm (over the features of a 2-D input) or a BatchNorm1d/2d."""
+             refuse: Callable[[str], Exception], *, sequence: bool = False) -> dict[str, Any] | None:
+    """The unit's parts when ``node`` is a LayerNorm (over the features of a 2-D input or of a token
+    ``sequence``) or a BatchNorm1d/2d."""
     module = gm.get_submodule(node.target) if node.op == "call_module" else None
     if type(module) is nn.LayerNorm:
-        if shape is not None or len(module.normalized_shape) != 1:
+        if (shape is not None and not sequence) or len(module.normalized_shape) != 1:
             raise refuse(f"a LayerNorm over {tuple(module.normalized_shape)}: the suite judges it on 2-D inputs "
-                         "(torch normalises the last axes, channels-last Keras the channels)")
+                         "and over the features of an Embedding's or an attention's (batch, tokens, features) "
+                         "sequence (torch normalises the last axes, channels-last Keras the channels)")
         if not module.elementwise_affine or module.bias is None:
             raise refuse("a LayerNorm without its scale and offset: the suite judges elementwise_affine=True, "
                          "bias=True")
         kind = LayerNorm(module.normalized_shape[0], float(module.eps))
+        if sequence and shape[-1] != kind.features:
+            raise refuse(f"normalises {kind.features} features, but the sequence before it has {shape[-1]}")
         return {"layer_kind": kind, "tensors": (module.weight, module.bias), "call": module,
-                "in_shape": (kind.features,)}
+                "in_shape": shape if sequence else (kind.features,), "batch_first": sequence}
     if type(module) not in _BATCH_NORMS:
         return None
     rank = 0 if shape is None else len(shape) - 1
@@ -710,8 +744,7 @@ def _norm_unit(p: dict[str, Any]) -> DenseUnit:
         raise ModelNotSupported(FRAMEWORK, p["name"], p["kind"], p["position"],
                                 f"weights in {tensors[0].dtype}: the suite judges {', '.join(TORCH_DTYPES)}")
     native = np.stack([to_numpy(t.detach(), numpy_dtype(dtype)) for t in tensors])
-    rank = len(in_shape) - 1
-    first, last = (0, rank + 1, *range(1, rank + 1)), (0, *range(2, rank + 2), 1)
+    first, last = torch_axes(in_shape, batch_first=p.get("batch_first", False))
 
     def run(x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
