@@ -22,7 +22,7 @@ from equivalence.core.conditions import (
     Probe,
     Shape,
 )
-from equivalence.core.dtypes import DTYPES, EPSILON
+from equivalence.core.dtypes import EPSILON
 from equivalence.core.known_differences import FLOAT32_CONSTANT, FLOAT32_MATMUL, KnownDifference, all_nan
 from equivalence.core.nan_leak import nan_leaked_from_another_row, nan_leaks_on
 
@@ -181,15 +181,18 @@ KERAS: tuple[KnownDifference, ...] = (
         "naming it",
         layer_kinds=("conv",), when=(KERAS_ON_TENSORFLOW,)),
     KnownDifference(
-        "keras_tf_channels_first_conv_bias_along_width", "keras", tuple(ACTIVATIONS), DTYPES, "noted",
+        "keras_tf_channels_first_conv_bias_along_width", "keras", tuple(ACTIVATIONS),
+        ("float32", "float16", "bfloat16"), "noted",
         "Keras 3.15.1's channels_first Conv1D and Conv2D add their bias reshaped (1, filters, 1, ...) with "
         "keras.ops.add, which on TensorFlow becomes tf.nn.bias_add channels-last whenever the output's last axis has "
         "as many elements as there are filters (the cause of keras_attention_bias_along_tokens): when the output's "
         "width equals its filters, element (c, h, w) gets bias w, not bias c. Measured: a 3x3 Conv2D of 4 filters "
         "on 3x6x6 inputs (a 4x4 output) off by 0.19 with U(-1, 1)-sized biases (torch's own draw), exact with a "
         "width of 3 or 5 and on Keras' jax and torch backends. Found by tests/own/test_own_channels_first_models.py "
-        "(ratio 1.1e5 at the conv). The Keras walker refuses such a conv with a bias, naming this entry",
-        layer_kinds=("conv",), when=(KERAS_ON_TENSORFLOW,)),
+        "(ratio 1.1e5 at the conv). The Keras walker refuses such a conv with a bias, naming this entry. It holds "
+        "where the conv runs at all: with oneDNN on, and not in float64 (keras_tf_channels_first_conv_needs_onednn, "
+        "keras_tf_float64_channels_first_conv_does_not_run; the lowest kernel cell found it so)",
+        layer_kinds=("conv",), when=(KERAS_ON_TENSORFLOW, TF_ONEDNN_ON)),
     KnownDifference(
         "keras_tf_channels_first_conv_needs_onednn", "keras", tuple(ACTIVATIONS), ("float32", "float16", "bfloat16"),
         "noted",
