@@ -269,3 +269,31 @@ def test_a_keras_dense_or_layernorm_on_a_conv1d_output_stays_refused(layer):
                                                 r"(on|other than)") as info:
         walk(k, "keras")
     assert "\n" not in str(info.value)
+
+
+def test_a_torch_attention_on_a_conv1d_output_is_refused_even_where_its_shape_fits():
+    """torch's Conv1d gives (N, C, L): a batch-first MultiheadAttention there takes the C channels for its tokens and
+    the L positions for its features. With C == L it runs, and its (L, C) canonical shape has a sequence's rank, but
+    it computes attention across the channels, not the positions a Keras attention after a Conv1D attends over."""
+    from torch import nn
+
+    from equivalence import ModelNotSupported
+    from equivalence.own import walk
+
+    class ConvThenAttention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.attention = nn.Conv1d(4, 4, 1), nn.MultiheadAttention(4, 2, batch_first=True)
+
+        def forward(self, x):
+            h = self.conv(x)
+            return self.attention(h, h, h)[0]
+
+    model = ConvThenAttention().eval()
+    import torch
+
+    assert model(torch.ones(2, 4, 4)).shape == (2, 4, 4)  # it runs: the shape fits
+    with pytest.raises(ModelNotSupported, match=r"^torch layer 'attention' \(MultiheadAttention\) at position 1: a "
+                                                r"MultiheadAttention on a conv's or pooling's channels-first") as info:
+        walk(model, "torch", input_shape=(4, 4))
+    assert "\n" not in str(info.value)

@@ -57,18 +57,20 @@ def is_attention(gm: fx.GraphModule, node: fx.Node) -> bool:
 
 def sequence_part(gm: fx.GraphModule, node: fx.Node, shape: tuple[int, ...] | None, declared: tuple[int, ...] | None,
                   after: Any, refuse: Callable[[str], Exception], *,
-                  sequence: bool = False) -> dict[str, Any] | str | None:
+                  sequence: bool | None = False) -> dict[str, Any] | str | None:
     """The unit's parts when ``node`` is an Embedding, a self-attention or a mean over the sequence; ``SKIP`` for
     the attention output's ``[0]``; None for anything else (refused here when it takes a token sequence and acts on
     another axis than the features). ``declared``: the model's declared input shape (its sequence length);
     ``after``: the kind of the unit before (a mean also follows a recurrent layer's output sequence, as Keras'
     GlobalAveragePooling1D follows an LSTM with return_sequences); ``sequence``: ``node`` takes a token sequence
-    (``equivalence.core.tokens``)."""
+    (True), the model's input (None), or another layer's output, such as a conv's channels-first ``(N, C, L)``
+    (False; ``equivalence.core.tokens``)."""
     module = gm.get_submodule(node.target) if node.op == "call_module" else None
     if type(module) is nn.Embedding:
         return _embedding(module, declared, refuse)
     if type(module) is nn.MultiheadAttention:
-        return _attention(gm, node, module, shape, refuse)
+        return _attention(gm, node, module, shape, refuse,
+                          channels_first=sequence is False and not getattr(after, "return_sequences", False))
     if node.op == "call_function" and node.target is operator.getitem and isinstance(after, SelfAttention):
         if node.args[1] != 0:
             raise refuse("uses the attention weights (output [1]): the suite judges the attention's output [0]")
@@ -121,7 +123,12 @@ def _embedding(module: nn.Embedding, declared: tuple[int, ...] | None,
 
 
 def _attention(gm: fx.GraphModule, node: fx.Node, module: nn.MultiheadAttention, shape: tuple[int, ...] | None,
-               refuse: Callable[[str], Exception]) -> dict[str, Any]:
+               refuse: Callable[[str], Exception], *, channels_first: bool = False) -> dict[str, Any]:
+    if channels_first:  # its (L, C) canonical shape has a sequence's rank, but torch holds it (N, C, L)
+        raise refuse("a MultiheadAttention on a conv's or pooling's channels-first (batch, channels, positions) "
+                     "output: torch takes the channels for its tokens and the positions for its features; the suite "
+                     "judges attention on an Embedding's, an attention's or the model's input (batch, tokens, "
+                     "features) sequence")
     if shape is None or len(shape) != 2:
         raise refuse("a MultiheadAttention on other than the (batch, tokens, features) output of an Embedding or "
                      "an attention")

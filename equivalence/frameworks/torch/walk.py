@@ -365,7 +365,7 @@ def walk(model: Any, *, input_shape: tuple[int, ...] | None = None) -> list[Dens
             continue
         selected(pending, refuse)
         part = sequence_part(gm, node, shape, declared, pending.get("layer_kind") if pending else None, refuse,
-                             sequence=bool(sequence))
+                             sequence=sequence)
         if part == SKIP:
             current = node
             continue
