@@ -340,3 +340,33 @@ def test_keras_to_onnx_to_onnx2torch_is_judged_equivalent_and_a_moved_weight_is_
         in proc.stdout, proc.stdout
     after = next(line for line in proc.stdout.splitlines() if line.startswith("after port_weights:"))
     assert "all 3 layers agree" in after, after  # the Keras model's name has a counter: not asserted
+
+
+ONNX2TORCH_EXPORT_CHILD = ONNX2TORCH_CHILD.split("from equivalence import")[0] + """
+converted = onnx2torch.convert(onnx.load(Path(sys.argv[1]) / "mlp.onnx"))
+torch.export.save(torch.export.export(converted, (torch.zeros(1, 5),)), sys.argv[2])
+"""
+
+
+def test_onnx2torch_s_module_exported_to_a_pt2_is_judged_and_a_moved_weight_is_named(keras_files, tmp_path):
+    """torch.export of onnx2torch's GraphModule keeps no module: its dense layers are aten.matmul by a buffer, then
+    aten.add of one. Read as dense units, so the .pt2 a user deploys is judged against the Keras model it came from."""
+    if importlib.util.find_spec("onnx2torch") is None:
+        pytest.skip("onnx2torch is not installed: make converters installs it (--no-deps)")
+    import torch
+
+    from equivalence import assert_equivalent, compare_models
+
+    _, folder = keras_files
+    program = tmp_path / "onnx2torch.pt2"
+    proc = subprocess.run([sys.executable, "-c", ONNX2TORCH_EXPORT_CHILD, str(folder), str(program)],
+                          capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[2])
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    result = assert_equivalent(torch.export.load(program), keras_mlp(), max_examples=20)
+    assert [u.kind for u in result.torch_layers] == ["aten.matmul+add"] * 3, result.message()
+    exported = torch.export.load(program)
+    name, kernel = next((n, t) for n, t in exported.state_dict.items() if tuple(t.shape) == (7, 4))
+    with torch.no_grad():
+        kernel[1, 2] += 1e-3  # the second layer's kernel, stored (in, out)
+    message = compare_models(exported, keras_mlp(), max_examples=5).message()
+    assert f"layer 1 (torch '{name}', keras 'dense_1'): kernel: 1 / 28 elements differ" in message, message
