@@ -367,6 +367,40 @@ def test_hand_written_layers_are_named_not_called_branches(name):
     assert says in str(info.value) and "branch" not in str(info.value), str(info.value)
 
 
+@pytest.mark.parametrize("held_as", ["parameter", "buffer"])
+def test_an_exported_matmul_by_a_parameter_is_written_by_hand_and_by_a_buffer_a_converter_s_dense(held_as):
+    """In a torch.export program, ``x @ w``: by an ``nn.Parameter``, a layer written by hand (refused, as before
+    export); by a buffer, what onnx2torch's modules become once exported (judged: docs/converted-models.md)."""
+    import torch
+    from torch import nn
+
+    from equivalence import ModelNotSupported, compare_models
+
+    class Matmul(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            w = torch.randn(4, 4)
+            if held_as == "parameter":
+                self.w = nn.Parameter(w)
+            else:
+                self.register_buffer("w", w)
+
+        def forward(self, x):
+            return torch.relu(x @ self.w)
+
+    model = Matmul()
+    program = torch.export.export(model, (torch.zeros(2, 4),))
+    keras = keras_model("sequential", (4, 4), ("relu",))
+    if held_as == "parameter":
+        with pytest.raises(ModelNotSupported, match="computes with the parameter 'w' directly"):
+            compare_models(program, keras)
+        return
+    keras.layers[0].kernel.assign(model.w.numpy())
+    keras.layers[0].bias.assign(np.zeros(4, "float32"))
+    result = compare_models(program, keras, max_examples=5)
+    assert result.passed and [u.kind for u in result.torch_layers] == ["aten.matmul"], result.message()
+
+
 @pytest.mark.parametrize("fill", [np.nan, np.inf, -np.inf])
 def test_inputs_with_no_finite_value_are_refused(fill):
     from equivalence import compare_models
