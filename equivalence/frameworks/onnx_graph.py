@@ -153,7 +153,7 @@ def walk(model: Any) -> list[DenseUnit]:
             consumers.setdefault(t, []).append(index)
     first = [graph.node[i] for i in consumers.get(inputs[0].name, [])]
     rank = len(inputs[0].type.tensor_type.shape.dim)
-    layout_last = len(first) == 1 and first[0].op_type == "Transpose" and transpose_direction(first[0], rank) == "first"
+    layout_last = _channels_last_input(model, first, rank)
     try:
         shape = input_shape(inputs[0], channels_last=layout_last)  # canonical per sample while spatial; None once 2-D
     except Refused as exc:
@@ -224,7 +224,8 @@ def walk(model: Any) -> list[DenseUnit]:
             add, read = affine
             features = shape or (read.layer_kind.features,)
             pending = _Pending(index, node, current, read.W, read.native, "Mul+Add", [node, graph.node[add]], read.b,
-                               layer_kind=read.layer_kind, in_shape=features, out_shape=features, in_last=layout_last)
+                               layer_kind=read.layer_kind, in_shape=features, out_shape=features, in_last=layout_last,
+                               out_last=layout_last)  # per channel on the axis it finds them: layout kept
             absorbed.add(add)
             current = graph.node[add].output[0]
             continue
@@ -272,6 +273,18 @@ def walk(model: Any) -> list[DenseUnit]:
                                 f"the graph's output is not the end of its single chain of nodes ({current!r})")
     return check_chain(units, "onnx")
 
+
+
+def _channels_last_input(model: onnx.ModelProto, first: list[onnx.NodeProto], rank: int) -> bool:
+    """Whether the graph's spatial input is channels-last: its first node a Transpose to ONNX's channels-first, or,
+    with no Transpose first, a graph tf2onnx wrote from TensorFlow, which is channels-last on the CPU (a Keras model
+    starting with a Flatten or a BatchNormalization: tf2onnx flattens ``H, W, C`` or scales the last axis before any
+    Transpose). Else channels-first, as torch's exporter writes it."""
+    if rank < 3:
+        return False
+    if len(first) == 1 and first[0].op_type == "Transpose":
+        return transpose_direction(first[0], rank) == "first"
+    return model.producer_name == "tf2onnx"
 
 def _written_layer_norm(index: int, graph: onnx.GraphProto, context: _Context, current: str, absorbed: set[int],
                         refuse: Callable[[str], ModelNotSupported]) -> tuple[_Pending, str]:
@@ -514,7 +527,15 @@ def _runner(session: Any, p: _Pending, dtype: np.dtype) -> Callable[[np.ndarray]
             x = x[:, rows]
         if into:
             x = np.moveaxis(x, -1, 1)
-        y = session.run(None, {"x": np.ascontiguousarray(x, dtype=dtype)})[0]
+        try:
+            y = session.run(None, {"x": np.ascontiguousarray(x, dtype=dtype)})[0]
+        except ORT_ERRORS as exc:  # the input's layout read wrong, most likely: one line, not ORT's traceback
+            layout = "channels-last" if p.in_last else "channels-first (ONNX's layout)"
+            raise ModelNotSupported("onnx", _name(p.dense, p.index), p.dense.op_type, p.index,
+                                    f"not run on an input of shape {x.shape}, the graph's input read {layout}: "
+                                    f"{refusal(exc, str(dtype), '?')} (a graph's spatial input is read channels-last "
+                                    "when its first node is a Transpose to channels-first or tf2onnx wrote it)"
+                                    ) from None
         return y[:, flat] if flat is not None else np.moveaxis(y, 1, -1) if back else y
 
     return run

@@ -100,6 +100,46 @@ def test_a_batch_norm_tf2onnx_wrote_as_a_mul_and_an_add_agrees_as_its_scale_and_
     assert f"layer {at}: keras 'norm' (BatchNormalization; " in result.matched()[at]
 
 
+def keras_starting_with(first: str):
+    """A Keras model on a (6, 6, 2) image whose first layer is a BatchNormalization (before a conv) or a Flatten
+    (an MLP with a BatchNormalization): tf2onnx writes no Transpose first, its Mul and Add or its Reshape act on the
+    channels-last input as it is."""
+    import keras
+
+    L = keras.layers
+    layers = [L.BatchNormalization(name="norm"), L.Conv2D(2, 3, name="conv"), L.Flatten(name="flatten"),
+              L.Dense(2, name="dense")] if first == "norm" else \
+        [L.Flatten(name="flatten"), L.Dense(4, activation="relu", name="dense"), L.BatchNormalization(name="norm"),
+         L.Dense(2, name="dense_1")]
+    model = keras.Sequential([keras.Input((6, 6, 2)), *layers])
+    rng = np.random.default_rng(1)
+    model.set_weights([rng.uniform(-1, 1, w.shape).astype("float32") for w in model.get_weights()])
+    norm = model.get_layer("norm")
+    norm.moving_mean.assign(rng.uniform(-2, 2, norm.moving_mean.shape).astype("float32"))
+    norm.moving_variance.assign(rng.uniform(0.1, 3, norm.moving_variance.shape).astype("float32"))
+    model(np.zeros((1, 6, 6, 2), "float32"))
+    return model
+
+
+@pytest.mark.parametrize(("first", "at", "kinds"), [
+    ("norm", 0, [f"onnx Mul+Add, {FOLDED}", "onnx Transpose+Conv+Transpose", "onnx Reshape", "onnx MatMul+Add"]),
+    ("flatten", 2, ["onnx Reshape", "onnx MatMul+Add", f"onnx Mul+Add, {FOLDED}", "onnx MatMul+Add"])])
+def test_a_tf2onnx_graph_starting_without_a_transpose_takes_its_input_channels_last(tmp_path, keras_adapter, first,
+                                                                                    at, kinds):
+    """Its first node no Transpose, the graph's layout is tf2onnx's (TensorFlow's channels-last); read as
+    channels-first, the Flatten's order and the per-channel axis were wrong and ORT refused the input's shape."""
+    from equivalence import compare_models
+
+    model = keras_starting_with(first)
+    model.export(str(tmp_path / "first.onnx"), format="onnx", verbose=False)
+    result = read_as(model, tmp_path / "first.onnx", kinds)
+    assert f"layer {at}: keras 'norm' (BatchNormalization; " in result.matched()[at]
+    mean = model.get_layer("norm").moving_mean
+    mean.assign(mean.numpy() + np.eye(1, mean.shape[0], 1, dtype="float32")[0])  # one channel's mean moved by 1
+    message = compare_models(model, tmp_path / "first.onnx", max_examples=3).message()
+    assert f"layer {at} (keras 'norm', ort " in message and "shift: 1 / " in message, message
+
+
 def test_a_wrong_statistic_in_the_keras_model_against_its_export_is_named_and_far_outside(tmp_path, keras_adapter):
     from equivalence import compare_models
 

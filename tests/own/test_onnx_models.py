@@ -303,3 +303,29 @@ def test_a_layer_kind_not_read_from_graphs_yet_is_refused_naming_it_its_op_and_p
     graph = onnx.load_from_string(buffer.getvalue())
     with pytest.raises(ModelNotSupported, match=says):
         compare_models(graph, graph)
+
+
+def test_a_graph_whose_input_layout_is_read_wrong_is_refused_in_one_line_not_with_ort_s_traceback(tmp_path):
+    """A hand-made graph flattening a channels-last (N, 6, 6, 3) input, no Transpose first and not tf2onnx's: read
+    channels-first (ONNX's layout, torch's exporter's), ORT refuses the input it is then given; one line says so."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from equivalence import ModelNotSupported, compare_models
+
+    W = np.random.default_rng(0).uniform(-1, 1, (108, 2)).astype("float32")
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["f"]), helper.make_node("MatMul", ["f", "W"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6, 6, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
+        initializer=[numpy_helper.from_array(np.array([-1, 108], dtype=np.int64), "shape"),
+                     numpy_helper.from_array(W, "W")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    import keras
+
+    port = keras.Sequential([keras.Input((6, 6, 3)), keras.layers.Flatten(), keras.layers.Dense(2, use_bias=False)])
+    port.layers[1].kernel.assign(W)
+    with pytest.raises(ModelNotSupported, match=r"^onnx layer 'Reshape_0' \(Reshape\) at position 0: not run on an "
+                                                r"input of shape \(\d+, 3, 6, 6\), the graph's input read "
+                                                r"channels-first") as info:
+        compare_models(port, model, max_examples=2)
+    assert "\n" not in str(info.value) and "tf2onnx wrote it" in str(info.value)
