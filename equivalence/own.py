@@ -32,7 +32,7 @@ from equivalence.core.check import reference_inputs
 from equivalence.core.compare import Comparison, LayerResult, compare_arrays, compare_layers
 from equivalence.core.dtypes import EPSILON, numpy_dtype
 from equivalence.core.embedding import Embedding, SequenceMean
-from equivalence.core.folded import ChannelAffine, FoldedConv
+from equivalence.core.folded import ChannelAffine, FoldedConv, FoldedDense
 from equivalence.core.kinds import DENSE
 from equivalence.core.layout import LayerWeights
 from equivalence.core.norms import BatchNorm, LayerNorm
@@ -373,7 +373,8 @@ _KIND_FIELDS = {Conv: (("kernel", "kernel size"), ("strides", "stride"), ("paddi
                             ("return_sequences", "return_sequences"), ("reset_after", "reset_after"),
                             ("activation", "activation"), ("recurrent_activation", "activation")),
                 Residual: (("features", "shape"),)}
-_KIND_FIELDS.update({FoldedConv: _KIND_FIELDS[Conv], ChannelAffine: (("features", "channels"),)})
+_KIND_FIELDS.update({FoldedConv: _KIND_FIELDS[Conv], ChannelAffine: (("features", "channels"),),
+                     FoldedDense: (("n_in", "shape"), ("n_out", "shape"))})
 NOT_RECORDED = ("momentum",)
 """Fields a converted file may not record (None: a SavedModel's BatchNorm, inference only, has no momentum): not
 compared then."""
