@@ -211,3 +211,21 @@ def test_a_norm_at_its_initial_parameters_folded_without_a_name_is_matched_all_t
     assert walk(path)[0].kind == "tflite CONV_2D"
     result = assert_equivalent(model, path, max_examples=5)
     assert isinstance(result.keras_layers[0].layer_kind, FoldedConv)
+
+
+def test_compare_judges_a_keras_file_and_its_tflite_with_folded_norms_and_refuses_a_norm_before_a_dense(
+        converted, tmp_path, capsys):
+    import keras
+
+    from equivalence.cli import EXIT_OK, main
+
+    _, path = converted
+    code = main(["compare", str(path.with_suffix(".keras")), str(path), "--examples", "5"])
+    out, err = capsys.readouterr()
+    assert code == EXIT_OK and f"all {len(KINDS)} layers agree" in out, (out, err)
+    model = trained(keras.Sequential([keras.Input((5,)), keras.layers.BatchNormalization(), keras.layers.Dense(3)]), 2)
+    converted_and_saved(model, tmp_path, "before")
+    code = main(["compare", str(tmp_path / "before.keras"), str(tmp_path / "before.tflite")])
+    out, err = capsys.readouterr()
+    assert code == 2 and "holds a BatchNormalization the converter folded into its weights" in err, (code, out, err)
+    assert len(err.strip().splitlines()) == 1, err
