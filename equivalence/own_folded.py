@@ -66,8 +66,10 @@ def _folded_kind(unit: DenseUnit) -> FoldedConv | FoldedDense:
 
 def _dense_shapes(unit: DenseUnit) -> dict:
     """A dense layer's widths as a unit of another kind holds them (``in_shape``, ``out_shape``); nothing for a conv."""
-    return {} if isinstance(unit.layer_kind, Conv) else {"in_shape": unit.in_shape or (int(unit.W.shape[0]),),
-                                                        "out_shape": (int(unit.W.shape[1]),)}
+    if isinstance(unit.layer_kind, Conv):
+        return {}
+    in_shape = unit.in_shape or (int(unit.W.shape[0]),)
+    return {"in_shape": in_shape, "out_shape": (*in_shape[:-1], int(unit.W.shape[1]))}
 
 
 def _merged(layer: DenseUnit, norm: DenseUnit) -> DenseUnit:
@@ -169,15 +171,17 @@ def folded_pair(t: DenseUnit, k: DenseUnit) -> bool:
     return isinstance(t.layer_kind, FOLDED) and (np.ndim(t.b) == 2 or np.ndim(k.b) == 2)
 
 
-def folded_weight_differences(where: str, t: DenseUnit, k: DenseUnit, a: str, b: str) -> list[tuple[str, str]]:
+def folded_weight_differences(where: str, t: DenseUnit, k: DenseUnit, a: str, b: str,
+                              stored: str | None = None) -> list[tuple[str, str]]:
     """The folded parameters of ``k`` (as a converter stored them) against ``t``'s folded exactly, within the fold's
-    rounding (``fold_tolerance``); ``t`` is the side holding the shift's terms as rows (the model's)."""
-    exact, stored, first, second = (t, k, a, b) if np.ndim(t.b) == 2 else (k, t, b, a)
-    allowed = fold_tolerance(LayerWeights(exact.W, exact.b), exact.dtype)
+    rounding (``fold_tolerance``); ``t`` is the side holding the shift's terms as rows (the model's). ``stored``: a
+    narrower dtype one side stores its weights in (float16), whose rounding is allowed too."""
+    exact, kept, first, second = (t, k, a, b) if np.ndim(t.b) == 2 else (k, t, b, a)
+    allowed = fold_tolerance(LayerWeights(exact.W, exact.b), exact.dtype, stored)
     out = []
     parts = exact.layer_kind.PARTS
-    for what, got, expected, tol in ((parts[0], stored.W, exact.W, allowed.W),
-                                     (parts[1], stored.b, shift(exact.b), allowed.b)):
+    for what, got, expected, tol in ((parts[0], kept.W, exact.W, allowed.W),
+                                     (parts[1], kept.b, shift(exact.b), allowed.b)):
         if got is None or tol is None:
             continue
         with np.errstate(invalid="ignore"):
@@ -187,12 +191,13 @@ def folded_weight_differences(where: str, t: DenseUnit, k: DenseUnit, a: str, b:
             index = tuple(int(j) for j in np.unravel_index(int(np.argmax(np.where(off, diff, -1.0))), diff.shape))
             out.append(("kernel" if what == parts[0] else "bias values",
                         f"{where}: {what}: {int(off.sum())} / {diff.size} elements differ from the {first} layers "
-                        f"folded (beyond the fold's rounding, {fold_note(exact.dtype)}); greatest abs diff "
+                        f"folded (beyond the fold's rounding, {fold_note(exact.dtype, stored)}); greatest abs diff "
                         f"{float(diff[index]):.3g} at index {index} ({second} {float(got[index])!r}, {first} "
                         f"{float(np.broadcast_to(expected, diff.shape)[index])!r})"))
     return out
 
 
-def fold_note(dtype: str) -> str:
+def fold_note(dtype: str, stored: str | None = None) -> str:
     """How far the fold's rounding may move a folded parameter."""
-    return f"{FOLD_SAFETY:g} eps of {dtype} of the terms each sums"
+    note = f"{FOLD_SAFETY:g} eps of {dtype} of the terms each sums"
+    return note if stored is None else f"{note}, then rounded to the {stored} the file stores"

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from equivalence.core.dtypes import EPSILON
+from equivalence.core.dtypes import EPSILON, SMALLEST_SUBNORMAL
 from equivalence.core.kinds import DENSE, LayerTrace, LayerWeights, finite_rows
 from equivalence.core.norms import BatchNorm
 from equivalence.core.spatial import Conv, apply_activation
@@ -76,12 +76,23 @@ def fold_batch_norm(norm: BatchNorm, rows: np.ndarray, W: np.ndarray | None = No
     return LayerWeights(s if W is None else np.asarray(W, dtype=np.float64) * s, np.stack(terms))
 
 
-def fold_tolerance(weights: LayerWeights, dtype: str) -> LayerWeights:
+def fold_tolerance(weights: LayerWeights, dtype: str, stored: str | None = None) -> LayerWeights:
     """How far a converter's folded ``W`` and shift, rounded in ``dtype``, may be from the exact ones (``weights``,
-    the model's side): ``FOLD_SAFETY eps`` of the magnitudes each sums."""
+    the model's side): ``FOLD_SAFETY eps`` of the magnitudes each sums; with ``stored`` (a narrower dtype the file
+    stores them in, float16), also their rounding to it, to nearest: ``eps / 2`` of the value, or half the
+    subnormal spacing below the normal range."""
     eps = EPSILON[dtype]
-    return LayerWeights(FOLD_SAFETY * eps * np.abs(np.asarray(weights.W, dtype=np.float64)),
-                        FOLD_SAFETY * eps * spread(weights.b) if weights.b is not None else None)
+    W = np.asarray(weights.W, dtype=np.float64)
+    allowed = LayerWeights(FOLD_SAFETY * eps * np.abs(W),
+                           FOLD_SAFETY * eps * spread(weights.b) if weights.b is not None else None)
+    if stored is None:
+        return allowed
+
+    def rounded(value: np.ndarray, fold: np.ndarray) -> np.ndarray:
+        return fold + EPSILON[stored] / 2 * (np.abs(value) + fold) + SMALLEST_SUBNORMAL[stored] / 2
+
+    return LayerWeights(rounded(W, allowed.W),
+                        None if allowed.b is None else rounded(np.abs(shift(weights.b)), allowed.b))
 
 
 def _scale(h: np.ndarray, magnitude: float, slope: float) -> float:

@@ -144,3 +144,17 @@ def test_a_folded_dense_layer_is_the_dense_layer_then_the_batch_norm_and_its_sca
     assert kind.scale(trace, weights, slope=1.0) == pytest.approx(LAYERS * max(1.0, expected)) and expected > 500
     assert kind.scale(trace, weights, slope=1.0) > 100 * DENSE.scale(trace, LayerWeights(weights.W, shift(weights.b)),
                                                                      slope=1.0)
+
+
+def test_a_float32_fold_stored_as_float16_sits_inside_the_tolerance_that_allows_its_rounding():
+    conv, rows, _ = draw(7, mean=50.0)
+    exact = fold_batch_norm(NORM, rows, *conv)
+    gamma, beta, mean, var = rows.astype(np.float32)
+    s = gamma / np.sqrt(var + np.float32(NORM.epsilon))
+    W = (conv.W.astype(np.float32) * s).astype(np.float16).astype(np.float64)
+    b = ((conv.b.astype(np.float32) - mean) * s + beta).astype(np.float16).astype(np.float64)
+    allowed, plain = fold_tolerance(exact, "float32", "float16"), fold_tolerance(exact, "float32")
+    assert np.all(np.abs(W - exact.W) <= allowed.W) and np.all(np.abs(b - shift(exact.b)) <= allowed.b)
+    assert np.max(np.abs(W - exact.W) / plain.W) > 10  # float16's rounding is not the fold's
+    wrong = ((conv.b.astype(np.float32) - mean) * s * np.float32(1.01) + beta).astype(np.float16)
+    assert np.max(np.abs(wrong - shift(exact.b)) / allowed.b) > 1
