@@ -32,7 +32,7 @@ from equivalence.core.check import reference_inputs
 from equivalence.core.compare import Comparison, LayerResult, compare_arrays, compare_layers
 from equivalence.core.dtypes import EPSILON, numpy_dtype
 from equivalence.core.embedding import Embedding, SequenceMean
-from equivalence.core.folded import ChannelAffine, FoldedConv
+from equivalence.core.folded import ChannelAffine, FoldedConv, FoldedDense
 from equivalence.core.kinds import DENSE
 from equivalence.core.layout import LayerWeights
 from equivalence.core.norms import BatchNorm, LayerNorm
@@ -305,11 +305,12 @@ def structural_differences(t_units: Sequence[DenseUnit], k_units: Sequence[Dense
                                   f"({k.activation_source}), but {a} has {t.activation} ({t.activation_source})"))
         if untransposed or k.shape != t.shape or k.dtype != t.dtype:
             continue
+        narrow = stored_narrower(a, t.dtype) or stored_narrower(b, t.dtype)
         if folded_pair(t, k):  # a BatchNorm a converter folded: its parameters within the fold's rounding
-            out += [Difference(i, what, message) for what, message in folded_weight_differences(where, t, k, a, b)]
+            out += [Difference(i, what, message)
+                    for what, message in folded_weight_differences(where, t, k, a, b, narrow)]
             continue
         tolerance = f" by more than {_ulps(weight_ulps)}" if weight_ulps else ""
-        narrow = stored_narrower(a, t.dtype) or stored_narrower(b, t.dtype)
         if narrow is not None:  # one side stores its weights narrower: both compared as it stores them
             t, k = _rounded(t, narrow), _rounded(k, narrow)
             tolerance += f" (both rounded to {narrow}, as {a if stored_narrower(a, t.dtype) else b} stores them)"
@@ -373,7 +374,8 @@ _KIND_FIELDS = {Conv: (("kernel", "kernel size"), ("strides", "stride"), ("paddi
                             ("return_sequences", "return_sequences"), ("reset_after", "reset_after"),
                             ("activation", "activation"), ("recurrent_activation", "activation")),
                 Residual: (("features", "shape"),)}
-_KIND_FIELDS.update({FoldedConv: _KIND_FIELDS[Conv], ChannelAffine: (("features", "channels"),)})
+_KIND_FIELDS.update({FoldedConv: _KIND_FIELDS[Conv], ChannelAffine: (("features", "channels"),),
+                     FoldedDense: (("n_in", "shape"), ("n_out", "shape"))})
 NOT_RECORDED = ("momentum",)
 """Fields a converted file may not record (None: a SavedModel's BatchNorm, inference only, has no momentum): not
 compared then."""

@@ -2,10 +2,14 @@
 
 A graph read from a converter's file may hold a BatchNorm (moving statistics) in another form than the model it
 came from: ``torch.onnx.export`` in eval mode folds a ``BatchNorm2d`` into the ``Conv`` before it (one conv of
-folded weights where the model has two layers), tf2onnx writes a Keras ``BatchNormalization`` as a ``Mul`` and an
-``Add`` of per-channel constants (a scale and a shift where the model has four parameters). ``fold_norms`` rewrites
-the model's side of such a pair into the graph's kinds (``equivalence.core.folded``), its BatchNorm folded exactly
-in float64, so the pair is judged layer by layer; the report names what was matched with what.
+folded weights where the model has two layers), ``TFLiteConverter`` a Keras ``BatchNormalization`` into the
+``Conv2D`` or ``Dense`` before it; tf2onnx and ``TFLiteConverter`` (after a fused ReLU, a pool) write one as a
+``Mul`` and an ``Add`` of per-channel constants (a scale and a shift where the model has four parameters).
+``fold_norms`` rewrites the model's side of such a pair into the graph's kinds (``equivalence.core.folded``), its
+BatchNorm folded exactly in float64, so the pair is judged layer by layer; the report names what was matched with
+what. A graph's layer whose constants are named after a BatchNorm (``NAMED_FOLD`` in its kind) that lines up with
+no conv or dense layer and BatchNorm of the model is refused: a norm folded into the layer after it (a Keras
+``BatchNormalization`` before a ``Dense``, even between two) is not matched yet.
 """
 
 from __future__ import annotations
@@ -15,15 +19,25 @@ from dataclasses import replace
 
 import numpy as np
 
-from equivalence.core.folded import FOLD_SAFETY, ChannelAffine, FoldedConv, fold_batch_norm, fold_tolerance, shift
-from equivalence.core.kinds import LayerWeights
+from equivalence.core.folded import (
+    FOLD_SAFETY,
+    NAMED_FOLD,
+    ChannelAffine,
+    FoldedConv,
+    FoldedDense,
+    fold_batch_norm,
+    fold_tolerance,
+    shift,
+)
+from equivalence.core.kinds import DENSE, LayerWeights
 from equivalence.core.norms import BatchNorm
 from equivalence.core.spatial import Conv
-from equivalence.core.walk import DenseUnit
+from equivalence.core.walk import DenseUnit, ModelNotSupported
 
-FOLDED = (FoldedConv, ChannelAffine)
+FOLDED = (FoldedConv, FoldedDense, ChannelAffine)
 """The kinds of a BatchNorm folded."""
 CONV_FOLDED = "the BatchNorm folded into the conv by the converter"
+DENSE_FOLDED = "the BatchNorm folded into the dense layer by the converter"
 AFFINE_FOLDED = "the BatchNorm's statistics folded into a scale and a shift by the converter"
 
 
@@ -31,22 +45,56 @@ def _folds(unit: DenseUnit) -> bool:
     return isinstance(unit.layer_kind, BatchNorm) and not unit.layer_kind.batch_statistics
 
 
-def _conv_with_norm(units: Sequence[DenseUnit], i: int) -> bool:
-    """``units[i]`` a conv with no activation of its own, and ``units[i + 1]`` a BatchNorm of moving statistics."""
-    return i + 1 < len(units) and isinstance(units[i].layer_kind, Conv) and units[i].activation == "linear" \
-        and _folds(units[i + 1]) and units[i + 1].layer_kind.features == units[i].layer_kind.out_channels
+def _outputs(unit: DenseUnit) -> int | None:
+    """The channels a conv or dense layer gives (None for another kind)."""
+    if isinstance(unit.layer_kind, Conv):
+        return unit.layer_kind.out_channels
+    return int(unit.W.shape[1]) if unit.layer_kind is DENSE and unit.W.ndim == 2 else None
 
 
-def _merged(conv: DenseUnit, norm: DenseUnit) -> DenseUnit:
-    """The model's conv and BatchNorm as one unit of ``FoldedConv``: folded weights, run as the two layers."""
-    W, b = fold_batch_norm(norm.layer_kind, norm.W, conv.W, conv.b)
+def _with_norm(units: Sequence[DenseUnit], i: int) -> bool:
+    """``units[i]`` a conv or dense layer with no activation of its own, and ``units[i + 1]`` a BatchNorm of moving
+    statistics over its outputs."""
+    return i + 1 < len(units) and units[i].activation == "linear" and _outputs(units[i]) is not None \
+        and _folds(units[i + 1]) and units[i + 1].layer_kind.features == _outputs(units[i])
+
+
+def _folded_kind(unit: DenseUnit) -> FoldedConv | FoldedDense:
+    kind = unit.layer_kind
+    return FoldedConv(kind) if isinstance(kind, Conv) else FoldedDense(*(int(n) for n in unit.W.shape))
+
+
+def _dense_shapes(unit: DenseUnit) -> dict:
+    """A dense layer's widths as a unit of another kind holds them (``in_shape``, ``out_shape``); nothing for a conv."""
+    if isinstance(unit.layer_kind, Conv):
+        return {}
+    in_shape = unit.in_shape or (int(unit.W.shape[0]),)
+    return {"in_shape": in_shape, "out_shape": (*in_shape[:-1], int(unit.W.shape[1]))}
+
+
+def _merged(layer: DenseUnit, norm: DenseUnit) -> DenseUnit:
+    """The model's conv or dense layer and BatchNorm as one unit of ``FoldedConv`` or ``FoldedDense``: folded
+    weights, run as the two layers."""
+    W, b = fold_batch_norm(norm.layer_kind, norm.W, layer.W, layer.b)
 
     def run(x: np.ndarray) -> np.ndarray:
-        return norm.run(conv.run(x))
+        return norm.run(layer.run(x))
 
-    return replace(conv, name=f"{conv.name}+{norm.name}", kind=f"{conv.kind}+{norm.kind}", W=W, b=b, run=run,
+    shapes = _dense_shapes(layer) or {"out_shape": norm.out_shape}
+    return replace(layer, name=f"{layer.name}+{norm.name}", kind=f"{layer.kind}+{norm.kind}", W=W, b=b, run=run,
                    write=None, activation=norm.activation, activation_source=norm.activation_source,
-                   layer_kind=FoldedConv(conv.layer_kind), out_shape=norm.out_shape)
+                   layer_kind=_folded_kind(layer), **shapes)
+
+
+def _same_layer(unit: DenseUnit, mine: DenseUnit) -> bool:
+    """The graph's ``unit`` is the model's conv or dense layer ``mine`` (its configuration; a dense one's widths)."""
+    if isinstance(unit.layer_kind, Conv):
+        return unit.layer_kind == mine.layer_kind
+    return unit.layer_kind is DENSE and mine.layer_kind is DENSE and unit.W.shape == mine.W.shape
+
+
+def _unnamed(kind: str) -> str:
+    return kind.replace(f", {NAMED_FOLD}", "")
 
 
 def _as_affine(norm: DenseUnit) -> DenseUnit:
@@ -66,10 +114,12 @@ def _fold_into(model: Sequence[DenseUnit], graph: Sequence[DenseUnit]) -> tuple[
             return list(model), list(graph)
         mine = model[i]
         following = graph[j + 1] if j + 1 < len(graph) else None
-        if isinstance(unit.layer_kind, Conv) and unit.layer_kind == mine.layer_kind and _conv_with_norm(model, i) \
+        if _same_layer(unit, mine) and _with_norm(model, i) \
                 and not (following is not None and isinstance(following.layer_kind, (BatchNorm, ChannelAffine))):
             out_model.append(_merged(mine, model[i + 1]))
-            out_graph.append(replace(unit, kind=f"{unit.kind}, {CONV_FOLDED}", layer_kind=FoldedConv(unit.layer_kind)))
+            what = CONV_FOLDED if isinstance(unit.layer_kind, Conv) else DENSE_FOLDED
+            out_graph.append(replace(unit, kind=f"{_unnamed(unit.kind)}, {what}", layer_kind=_folded_kind(unit),
+                                     **_dense_shapes(unit)))
             i += 2
             continue
         if isinstance(unit.layer_kind, ChannelAffine) and _folds(mine) \
@@ -89,13 +139,31 @@ def _fold_into(model: Sequence[DenseUnit], graph: Sequence[DenseUnit]) -> tuple[
 def fold_norms(first: Sequence[DenseUnit], second: Sequence[DenseUnit], *,
                graph: tuple[bool, bool]) -> tuple[list[DenseUnit], list[DenseUnit]]:
     """Both sides, the BatchNorms a converter folded matched with their folded form: ``graph`` says which side is
-    a converter's graph (a hand port missing a BatchNorm is not folded, it is a difference)."""
+    a converter's graph (a hand port missing a BatchNorm is not folded, it is a difference). ``ModelNotSupported``
+    names a graph's layer whose constants are named after a BatchNorm when the model has none to match it with."""
     if graph[1] and not graph[0]:
-        return _fold_into(first, second)
+        folded_first, folded_second = _fold_into(first, second)
+        _refuse_unmatched(folded_second)
+        return folded_first, folded_second
     if graph[0] and not graph[1]:
         folded_second, folded_first = _fold_into(second, first)
+        _refuse_unmatched(folded_first)
         return folded_first, folded_second
     return list(first), list(second)
+
+
+def _refuse_unmatched(graph: Sequence[DenseUnit]) -> None:
+    """Refuse the first of ``graph``'s layers whose constants are named after a BatchNorm the converter folded in
+    (``NAMED_FOLD``) that was not matched with a conv or dense layer and BatchNorm of the model."""
+    unit = next((u for u in graph if NAMED_FOLD in u.kind and not isinstance(u.layer_kind, FOLDED)), None)
+    if unit is not None:
+        raise ModelNotSupported(
+            unit.framework, unit.name, _unnamed(unit.kind), unit.position,
+            f"holds a BatchNormalization the converter folded into its weights ({NAMED_FOLD}), but the model has no "
+            f"{'conv' if isinstance(unit.layer_kind, Conv) else 'dense'} layer followed by a BatchNormalization "
+            "(moving statistics, no activation between) here to match it with: a BatchNormalization the converter "
+            "folded into the layer after it (TFLiteConverter folds one before a Dense into that Dense, even one "
+            "between two Dense layers) is not matched by the suite yet; compare the models it was converted from")
 
 
 def folded_pair(t: DenseUnit, k: DenseUnit) -> bool:
@@ -103,15 +171,17 @@ def folded_pair(t: DenseUnit, k: DenseUnit) -> bool:
     return isinstance(t.layer_kind, FOLDED) and (np.ndim(t.b) == 2 or np.ndim(k.b) == 2)
 
 
-def folded_weight_differences(where: str, t: DenseUnit, k: DenseUnit, a: str, b: str) -> list[tuple[str, str]]:
+def folded_weight_differences(where: str, t: DenseUnit, k: DenseUnit, a: str, b: str,
+                              stored: str | None = None) -> list[tuple[str, str]]:
     """The folded parameters of ``k`` (as a converter stored them) against ``t``'s folded exactly, within the fold's
-    rounding (``fold_tolerance``); ``t`` is the side holding the shift's terms as rows (the model's)."""
-    exact, stored, first, second = (t, k, a, b) if np.ndim(t.b) == 2 else (k, t, b, a)
-    allowed = fold_tolerance(LayerWeights(exact.W, exact.b), exact.dtype)
+    rounding (``fold_tolerance``); ``t`` is the side holding the shift's terms as rows (the model's). ``stored``: a
+    narrower dtype one side stores its weights in (float16), whose rounding is allowed too."""
+    exact, kept, first, second = (t, k, a, b) if np.ndim(t.b) == 2 else (k, t, b, a)
+    allowed = fold_tolerance(LayerWeights(exact.W, exact.b), exact.dtype, stored)
     out = []
     parts = exact.layer_kind.PARTS
-    for what, got, expected, tol in ((parts[0], stored.W, exact.W, allowed.W),
-                                     (parts[1], stored.b, shift(exact.b), allowed.b)):
+    for what, got, expected, tol in ((parts[0], kept.W, exact.W, allowed.W),
+                                     (parts[1], kept.b, shift(exact.b), allowed.b)):
         if got is None or tol is None:
             continue
         with np.errstate(invalid="ignore"):
@@ -121,12 +191,13 @@ def folded_weight_differences(where: str, t: DenseUnit, k: DenseUnit, a: str, b:
             index = tuple(int(j) for j in np.unravel_index(int(np.argmax(np.where(off, diff, -1.0))), diff.shape))
             out.append(("kernel" if what == parts[0] else "bias values",
                         f"{where}: {what}: {int(off.sum())} / {diff.size} elements differ from the {first} layers "
-                        f"folded (beyond the fold's rounding, {fold_note(exact.dtype)}); greatest abs diff "
+                        f"folded (beyond the fold's rounding, {fold_note(exact.dtype, stored)}); greatest abs diff "
                         f"{float(diff[index]):.3g} at index {index} ({second} {float(got[index])!r}, {first} "
                         f"{float(np.broadcast_to(expected, diff.shape)[index])!r})"))
     return out
 
 
-def fold_note(dtype: str) -> str:
+def fold_note(dtype: str, stored: str | None = None) -> str:
     """How far the fold's rounding may move a folded parameter."""
-    return f"{FOLD_SAFETY:g} eps of {dtype} of the terms each sums"
+    note = f"{FOLD_SAFETY:g} eps of {dtype} of the terms each sums"
+    return note if stored is None else f"{note}, then rounded to the {stored} the file stores"

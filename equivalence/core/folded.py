@@ -2,8 +2,9 @@
 
 At inference (moving statistics) a BatchNorm is one affine map per channel, ``h = x * s + t`` with
 ``s = gamma / sqrt(var + epsilon)`` and ``t = beta - mean * s``. Converters fold it: into the conv before it
-(``W * s`` and ``(b - mean) * s + beta``: ``FoldedConv``), or into one ``Mul`` and one ``Add`` of per-channel
-constants (``ChannelAffine``). The graph then holds other parameters than the model it came from, so the pair is
+(``W * s`` and ``(b - mean) * s + beta``: ``FoldedConv``), into the dense layer before it (the same fold:
+``FoldedDense``; ``TFLiteConverter`` does), or into one ``Mul`` and one ``Add`` of per-channel constants
+(``ChannelAffine``). The graph then holds other parameters than the model it came from, so the pair is
 judged as one of these kinds: the model's side folded exactly, in float64 (``fold_batch_norm``), the graph's as
 stored.
 
@@ -26,8 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from equivalence.core.dtypes import EPSILON
-from equivalence.core.kinds import DENSE, LayerTrace, LayerWeights
+from equivalence.core.dtypes import EPSILON, SMALLEST_SUBNORMAL
+from equivalence.core.kinds import DENSE, LayerTrace, LayerWeights, finite_rows
 from equivalence.core.norms import BatchNorm
 from equivalence.core.spatial import Conv, apply_activation
 
@@ -35,6 +36,11 @@ FOLD_SAFETY = 8.0
 """Multiplier on ``eps`` of the magnitudes a folded parameter sums: each is at most five roundings of them (``var +
 epsilon``, the square root, the division by it or the product with ``gamma``, the product with ``W`` or ``mean``,
 the sum with ``beta``), ``5 u = 2.5 eps``; the same headroom as ``tolerance.SAFETY``."""
+
+NAMED_FOLD = "its constants named after a BatchNormalization"
+"""What a graph reader appends to the kind of a layer whose constants carry a BatchNorm's name (``TFLiteConverter``
+names what it folded a Keras ``BatchNormalization`` into after the norm's ops): a fold to be matched with the
+model's layers, or refused where the model has none to match it with (``equivalence.own_folded``)."""
 
 LAYERS = 2.0
 """The layers the unfolded side computes (a conv or the identity, then the BatchNorm), each within its bound; on
@@ -70,12 +76,23 @@ def fold_batch_norm(norm: BatchNorm, rows: np.ndarray, W: np.ndarray | None = No
     return LayerWeights(s if W is None else np.asarray(W, dtype=np.float64) * s, np.stack(terms))
 
 
-def fold_tolerance(weights: LayerWeights, dtype: str) -> LayerWeights:
+def fold_tolerance(weights: LayerWeights, dtype: str, stored: str | None = None) -> LayerWeights:
     """How far a converter's folded ``W`` and shift, rounded in ``dtype``, may be from the exact ones (``weights``,
-    the model's side): ``FOLD_SAFETY eps`` of the magnitudes each sums."""
+    the model's side): ``FOLD_SAFETY eps`` of the magnitudes each sums; with ``stored`` (a narrower dtype the file
+    stores them in, float16), also their rounding to it, to nearest: ``eps / 2`` of the value, or half the
+    subnormal spacing below the normal range."""
     eps = EPSILON[dtype]
-    return LayerWeights(FOLD_SAFETY * eps * np.abs(np.asarray(weights.W, dtype=np.float64)),
-                        FOLD_SAFETY * eps * spread(weights.b) if weights.b is not None else None)
+    W = np.asarray(weights.W, dtype=np.float64)
+    allowed = LayerWeights(FOLD_SAFETY * eps * np.abs(W),
+                           FOLD_SAFETY * eps * spread(weights.b) if weights.b is not None else None)
+    if stored is None:
+        return allowed
+
+    def rounded(value: np.ndarray, fold: np.ndarray) -> np.ndarray:
+        return fold + EPSILON[stored] / 2 * (np.abs(value) + fold) + SMALLEST_SUBNORMAL[stored] / 2
+
+    return LayerWeights(rounded(W, allowed.W),
+                        None if allowed.b is None else rounded(np.abs(shift(weights.b)), allowed.b))
 
 
 def _scale(h: np.ndarray, magnitude: float, slope: float) -> float:
@@ -134,8 +151,8 @@ class ChannelAffine:
 
 @dataclass(frozen=True)
 class FoldedConv:
-    """A conv and the BatchNorm after it, as one conv of folded weights (``torch.onnx.export`` in eval mode folds
-    them so). Its configuration is the conv's: equal kinds are equal convs."""
+    """A conv and the BatchNorm after it, as one conv of folded weights (``torch.onnx.export`` in eval mode and
+    ``TFLiteConverter`` fold them so). Its configuration is the conv's: equal kinds are equal convs."""
 
     conv: Conv
 
@@ -183,3 +200,50 @@ class FoldedConv:
                               weight_dtype: str) -> float:
         return DENSE.weight_rounding_error(self.conv.patches(x), self._spread(weights), slope=slope,
                                            weight_dtype=weight_dtype)
+
+
+@dataclass(frozen=True)
+class FoldedDense:
+    """A dense layer and the BatchNorm after it, as one dense layer of folded weights (``TFLiteConverter`` folds a
+    Keras ``Dense`` and the ``BatchNormalization`` after it so): ``(n_in, n_out)`` kernel ``W * s``, the shift's
+    rows ``b * s``, ``-mean * s``, ``beta`` on the model's side. Its bound is ``FoldedConv``'s, the dense layer's
+    ``S`` for the patches'."""
+
+    n_in: int
+    n_out: int
+
+    name = "folded_dense"
+    FORMS = tuple(DENSE.FORMS)
+    PARTS = ("kernel", "bias")
+
+    def describe(self) -> str:
+        return f"dense {self.n_in}->{self.n_out}, a BatchNorm folded in"
+
+    def parameter_shapes(self, *, bias: bool = True) -> tuple[tuple[int, ...], ...]:
+        return DENSE.parameter_shapes(self.n_in, self.n_out, bias=True)
+
+    def parameter_count(self, *, bias: bool = True) -> int:
+        return DENSE.parameter_count(self.n_in, self.n_out, bias=True)
+
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (*in_shape[:-1], self.n_out)
+
+    def reference(self, x: np.ndarray, weights: LayerWeights, activation: str | Callable[[np.ndarray], np.ndarray],
+                  *, form: str = "matmul") -> LayerTrace:
+        b = None if weights.b is None else np.asarray(shift(weights.b))
+        return DENSE.reference(x, LayerWeights(np.asarray(weights.W, dtype=np.float64), b), activation, form=form)
+
+    @staticmethod
+    def _spread(weights: LayerWeights) -> LayerWeights:
+        return LayerWeights(np.asarray(weights.W), spread(weights.b))
+
+    def magnitude(self, x: np.ndarray, weights: LayerWeights) -> float:
+        """Dense's ``S``, the shift's terms summed in magnitude."""
+        return DENSE.magnitude(finite_rows(x), self._spread(weights))
+
+    def scale(self, trace: LayerTrace, weights: LayerWeights, *, slope: float) -> float:
+        return _scale(trace.h, self.magnitude(trace.x, weights), slope)
+
+    def weight_rounding_error(self, x: np.ndarray, weights: LayerWeights, *, slope: float,
+                              weight_dtype: str) -> float:
+        return DENSE.weight_rounding_error(x, self._spread(weights), slope=slope, weight_dtype=weight_dtype)

@@ -10,9 +10,11 @@ a constant, and its activation the op's fused one (``RELU``, ``RELU6``, ``TANH``
 tensor (onnx2tf folds the flatten into it) is read as a flatten unit then its dense unit. A 1-D conv or pool is
 written on its input lifted to ``(N, 1, L, C)``: ``EXPAND_DIMS``, the 2-D op, a ``RESHAPE`` back, read as one unit
 of the 1-D kind (a flatten after it may take the lifted tensor: run on the input lifted so). A LayerNormalization's
-eleven ops (``MEAN`` ... ``ADD``) are one ``LayerNorm`` unit (``litert_norms``). ``RESHAPE`` between dense units is
-skipped; a BatchNormalization the converter folded (a per-channel ``MUL`` and ``ADD``, or weights named after it),
-dilated and depthwise convolutions, anything else or a branch is refused with the op's index in the subgraph.
+eleven ops (``MEAN`` ... ``ADD``) are one ``LayerNorm`` unit (``litert_norms``); a BatchNormalization the converter
+folded into a ``MUL`` and an ``ADD`` of per-channel constants is one ``ChannelAffine`` unit, and a layer whose
+constants are named after one it folded in is marked so in its kind (``NAMED_FOLD``: the comparison matches it with
+the model's layers, ``equivalence.own_folded``). ``RESHAPE`` between dense units is skipped; dilated and depthwise
+convolutions, anything else or a branch is refused with the op's index in the subgraph.
 Weights stored as float16 (float16 weight quantisation: a ``DEQUANTIZE`` op of each float16 constant before the
 float32 kernels) are read as the float16 values, exactly, and the units are labelled ``litert_fp16w``: that
 registered framework's ``weights_dtype`` (float16) adds the weight rounding term to the error model, and the other
@@ -37,17 +39,13 @@ from typing import Any
 import numpy as np
 
 from equivalence.core.activations import activation_name
+from equivalence.core.folded import NAMED_FOLD
 from equivalence.core.kinds import DENSE
 from equivalence.core.spatial import Conv, Flatten
 from equivalence.core.walk import DenseUnit, ModelNotSupported, Refused, check_chain
-from equivalence.frameworks.graph_kinds import not_read_yet
+from equivalence.frameworks.graph_kinds import KindRead, not_read_yet
 from equivalence.frameworks.litert_kinds import KIND_OPS, REFUSED, one_dimensional, read_kind
-from equivalence.frameworks.litert_norms import (
-    LAYER_NORM_OPS,
-    folded_into_weights,
-    folded_scale_and_shift,
-    layer_norm,
-)
+from equivalence.frameworks.litert_norms import LAYER_NORM_OPS, channel_affine, layer_norm, named_after_norm
 
 FRAMEWORK = "litert"
 FLOAT16_WEIGHTS = "litert_fp16w"
@@ -126,6 +124,7 @@ class _Pending:
     # FULLY_CONNECTED on a spatial tensor flattens it itself; a flatten of a 1-D layer's output takes it lifted
     lifted: bool = False  # a 1-D layer written on its input lifted to (N, 1, L, C): its output is reshaped back
     label: str = ""  # what the unit is, in its ops ("EXPAND_DIMS+CONV_2D+RESHAPE"); empty: its first op's name
+    named_fold: bool = False  # a constant of its op is named after a BatchNormalization the converter folded in
 
 
 def walk(model: Any) -> list[DenseUnit]:
@@ -186,12 +185,16 @@ def walk(model: Any) -> list[DenseUnit]:
             continue
         if name in REFUSED:
             raise refuse(f"{name} {REFUSED[name]}")
-        if name in ("FULLY_CONNECTED", "CONV_2D") and (folded := folded_into_weights(
-                [_tensor_name(graph, t) for t in inputs[1:] if t >= 0 and constant(t) is not None])):
-            raise refuse(folded)
-        if name == "MUL" and dynamic == [current] and (folded := folded_scale_and_shift(
+        if name == "MUL" and dynamic == [current] and not lifted and (affine := channel_affine(
                 op, _following(flat, names, graph, index), constant, current, int(graph.tensors[current].shape[-1]))):
-            raise refuse(folded)
+            if pending is not None:
+                units.append(_close(pending, model.content, flat))
+            add, read = affine
+            pending = _affine(index, op, add, read, current, shape, refuse)
+            pending.dequantize = [dequantized[t][1] for o in (op, add) for t in o.inputs if int(t) in dequantized]
+            absorbed.add(index + 1)
+            current = int(add.outputs[0])
+            continue
         if pending is not None and name == "MUL" and pending.act == "sigmoid" and not pending.fused \
                 and sorted(dynamic) == sorted([pending.input_of_act, current]):
             pending.ops.append(op)
@@ -233,6 +236,7 @@ def walk(model: Any) -> list[DenseUnit]:
             if pending is not None:
                 units.append(_close(pending, model.content, flat))
             pending = _kind(index, op, name, current, shape, constant, refuse, declared, lifting, lifted)
+            pending.named_fold = named_after_norm(_constant_names(graph, inputs, constant))
             pending.dequantize = [dequantized[t][1] for t in inputs if t in dequantized]
             pending.shape_ops = _computing(computed, inputs)
             shape = read_shape if (read_shape := pending.out_shape) and len(read_shape) > 1 else None
@@ -241,6 +245,7 @@ def walk(model: Any) -> list[DenseUnit]:
             if pending is not None:
                 units.append(_close(pending, model.content, flat))
             pending = _dense(index, op, current, constant, refuse)
+            pending.named_fold = named_after_norm(_constant_names(graph, inputs, constant))
             if shape is not None:  # the converter fused a flatten into it: a Flatten unit, then the dense one
                 if pending.W.shape[0] != int(np.prod(shape)):
                     raise refuse(f"takes {pending.W.shape[0]} features from a tensor of {shape} per sample")
@@ -371,6 +376,24 @@ def _layer_norm(index: int, flat: Any, names: dict[int, str], graph: Any, curren
                     in_shape=(features,), out_shape=(features,), label="+".join(LAYER_NORM_OPS))
 
 
+def _affine(index: int, mul: Any, add: Any, read: KindRead, current: int, shape: tuple[int, ...] | None,
+            refuse: Any) -> _Pending:
+    """A ``MUL`` and an ``ADD`` of per-channel constants (``litert_norms.channel_affine``) as one ``ChannelAffine``
+    unit on the chain's tensor (spatial ``shape``, or 2-D: None), its activation the ``ADD``'s fused one."""
+    fused = getattr(add.builtinOptions, "fusedActivationFunction", 0)
+    if fused not in _FUSED:
+        raise refuse(f"fused activation {fused} (ActivationFunctionType) is not one the suite knows")
+    features = shape if shape is not None else (read.layer_kind.features,)
+    return _Pending(index, current, [mul, add], read.W, read.native, read.b, _FUSED[fused],
+                    f"fused in ADD op {index + 1}" if fused else "none", bool(fused), layer_kind=read.layer_kind,
+                    in_shape=features, out_shape=features, label="MUL+ADD")
+
+
+def _constant_names(graph: Any, inputs: list[int], constant: Any) -> list[str]:
+    """The names of an op's constant inputs (its weights, its bias)."""
+    return [_tensor_name(graph, t) for t in inputs[1:] if t >= 0 and constant(t) is not None]
+
+
 def _takes_bias(p: _Pending) -> bool:
     """Whether an ``ADD`` of a constant after ``p`` is its bias: a dense unit without one, or a conv whose own bias is
     zero (the converter writes a one-filter ``Conv1D``'s bias as an ``ADD`` after the ``RESHAPE``, the ``CONV_2D``'s
@@ -488,6 +511,8 @@ def _close(p: _Pending, content: bytes, flat: Any) -> DenseUnit:
         kind = f"tflite {p.label or _name_of(flat, p.ops[0])}"
     if p.dequantize:
         kind = f"{kind} (float16 weights, DEQUANTIZE)"
+    if p.named_fold:
+        kind = f"{kind}, {NAMED_FOLD}"
     return DenseUnit(FLOAT16_WEIGHTS if p.dequantize else FRAMEWORK, f"op {p.index}", kind, p.index, p.W, p.b,
                      p.native, p.act, p.act_source, "float32" if p.W.size else "", run, layer_kind=p.layer_kind,
                      in_shape=p.in_shape, out_shape=p.out_shape)

@@ -13,10 +13,12 @@ sqrt(var + epsilon) + beta``, its roundings within the core's LayerNorm bound (e
 A BatchNormalization at inference is an affine map per channel, and the converter folds it: into the weights of
 the ``CONV_2D`` or ``FULLY_CONNECTED`` before it (no activation between) or after it, or, where it cannot (after a
 fused ReLU, a pool), into a ``MUL`` and an ``ADD`` of per-channel constants (``gamma / sqrt(var + epsilon)`` and
-``beta - mean`` times that). Either way the file no longer holds its four parameters: refused, naming the fold.
-A weight or bias it folded a norm into shows it only in the constant's name (``.../batchnorm/mul_1;.../MatMul``,
-the norm's ops' scope); a norm that changes nothing (the initial gamma 1, beta 0, mean 0, variance 1) may leave no
-name, and the file then reads as the layers without it (the comparison names the missing BatchNorm).
+``beta - mean`` times that). The ``MUL`` and ``ADD`` are read as one unit of the ``ChannelAffine`` kind
+(``channel_affine``); a layer whose constants carry the norm's name (``.../batchnorm/mul_1;.../MatMul``, the norm's
+ops' scope: ``named_after_norm``) is read as the layer, its kind marked ``NAMED_FOLD``. Either way the file no longer
+holds the norm's four parameters: the comparison folds the model's (``equivalence.own_folded``), and refuses a
+marked layer it cannot match (a norm folded into the layer after it). A norm folded into the layer before it that
+changes little (the initial gamma 1, beta 0, mean 0, variance 1) may leave no name: it is matched all the same.
 """
 
 from __future__ import annotations
@@ -26,15 +28,13 @@ from typing import Any
 
 import numpy as np
 
+from equivalence.core.folded import ChannelAffine
 from equivalence.core.norms import LayerNorm
 from equivalence.core.walk import Refused
 from equivalence.frameworks.graph_kinds import KindRead
 
 LAYER_NORM_OPS = ("MEAN", "NEG", "SQUARED_DIFFERENCE", "MEAN", "ADD", "RSQRT", "MUL", "MUL", "ADD", "MUL", "ADD")
 """A LayerNormalization as the TFLite converter writes it, in its order."""
-_FOLDED = ("a BatchNormalization the converter folded {where}: the file holds {lost}, and the suite does not match "
-           "a folded norm against its layers yet; compare the models it was converted from")
-_PARAMETERS = "the norm's four parameters (gamma, beta, mean, variance)"
 BATCHNORM_SCOPE = "/batchnorm/"
 """What the name of a constant the converter folded a Keras BatchNormalization into holds (its ops' scope)."""
 
@@ -90,28 +90,27 @@ def layer_norm(ops: list[tuple[str, Any]], constant: Callable[[int], np.ndarray 
     return KindRead(LayerNorm(features, epsilon), rows.copy(), None, rows, None)
 
 
-def folded_scale_and_shift(op: Any, following: tuple[str, Any] | None,
-                           constant: Callable[[int], np.ndarray | None], current: int, channels: int) -> str | None:
-    """Why a ``MUL`` of ``current`` by a per-channel constant, then an ``ADD`` of one, is refused (a BatchNorm the
-    converter folded into a scale and a shift); None for any other ``MUL``."""
-    if following is None or following[0] != "ADD":
+def channel_affine(op: Any, following: tuple[str, Any] | None, constant: Callable[[int], np.ndarray | None],
+                   current: int, channels: int) -> tuple[Any, KindRead] | None:
+    """A ``MUL`` of ``current`` by a float32 constant of one value per channel, then an ``ADD`` of another (a
+    BatchNorm the converter folded into a scale and a shift), neither with a fused activation on the ``MUL``: the
+    ``ADD`` and the ``ChannelAffine`` read (its activation is the ``ADD``'s); None for any other ``MUL``."""
+    if following is None or following[0] != "ADD" or _fused(op):
         return None
     add = following[1]
 
-    def per_channel(op: Any, other: int) -> bool:
+    def per_channel(op: Any, other: int) -> np.ndarray | None:
         found = [constant(t) for t in _inputs(op) if t != other]
-        return other in _inputs(op) and len(found) == 1 and found[0] is not None and found[0].size == channels
-    if per_channel(op, current) and per_channel(add, _output(op)):
-        return (f"a MUL and an ADD of per-channel constants ({channels}): " + _FOLDED.format(
-            where="into a scale, gamma / sqrt(variance + epsilon), and a shift, beta - mean times that",
-            lost=f"none of {_PARAMETERS}"))
-    return None
+        ok = other in _inputs(op) and len(found) == 1 and found[0] is not None and found[0].size == channels \
+            and found[0].dtype == np.float32 and found[0].ndim <= 1
+        return found[0].reshape(-1) if ok else None
 
-
-def folded_into_weights(names: list[str]) -> str | None:
-    """Why an op whose constants carry a folded BatchNorm's name (``names``) is refused; None when none does."""
-    folded = next((name for name in names if BATCHNORM_SCOPE in name), None)
-    if folded is None:
+    scale, offset = per_channel(op, current), per_channel(add, _output(op))
+    if scale is None or offset is None:
         return None
-    return _FOLDED.format(where=f"into this layer's weights (a constant is named {folded[:120]!r})",
-                          lost=f"neither {_PARAMETERS} nor the layer's own weights")
+    return add, KindRead(ChannelAffine(channels), scale.copy(), offset.copy(), np.stack([scale, offset]), None)
+
+
+def named_after_norm(names: list[str]) -> bool:
+    """Whether one of an op's constants (``names``) carries a folded BatchNorm's name."""
+    return any(BATCHNORM_SCOPE in name for name in names)

@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 
 from equivalence.core.dtypes import EPSILON
-from equivalence.core.folded import LAYERS, ChannelAffine, FoldedConv, fold_batch_norm, fold_tolerance, shift
+from equivalence.core.folded import (
+    LAYERS,
+    ChannelAffine,
+    FoldedConv,
+    FoldedDense,
+    fold_batch_norm,
+    fold_tolerance,
+    shift,
+)
 from equivalence.core.kinds import DENSE, LayerTrace, LayerWeights
 from equivalence.core.norms import BatchNorm
 from equivalence.core.spatial import Conv
@@ -118,3 +126,35 @@ def test_non_finite_inputs_are_left_out_of_the_scale():
     trace = LayerTrace(trace.x, trace.z, trace.h)
     assert np.isfinite(FoldedConv(Conv((1, 1), (1, 1), ((0, 0), (0, 0)), 3, 3)).scale(
         trace, LayerWeights(np.eye(3).reshape(1, 1, 3, 3), weights.b), slope=1.0))
+
+
+@pytest.mark.parametrize("form", FoldedDense.FORMS)
+def test_a_folded_dense_layer_is_the_dense_layer_then_the_batch_norm_and_its_scale_sees_the_shift_s_terms(form):
+    rng = np.random.default_rng(6)
+    dense = LayerWeights(rng.uniform(-1, 1, (5, 3)), rng.uniform(-1, 1, 3))
+    rows = np.stack([rng.uniform(-2, 2, 3), np.zeros(3), np.full(3, 500.0), rng.uniform(0.01, 3, 3)])
+    rows[1] = rows[2] * rows[0] / np.sqrt(rows[3] + NORM.epsilon)  # beta = mean * s: the shift's terms cancel
+    x = rng.uniform(-1, 1, (4, 5))
+    two = NORM.reference(DENSE.reference(x, dense, "linear").h, LayerWeights(rows, None), "tanh").h
+    kind, weights = FoldedDense(5, 3), fold_batch_norm(NORM, rows, *dense)
+    trace = kind.reference(x, weights, "tanh", form=form)
+    np.testing.assert_allclose(trace.h, two, rtol=0, atol=1e-12)
+    assert kind.output_shape((5,)) == (3,) and kind.parameter_shapes() == ((5, 3), (3,))
+    expected = DENSE.magnitude(x, LayerWeights(weights.W, np.abs(weights.b).sum(axis=0)))
+    assert kind.scale(trace, weights, slope=1.0) == pytest.approx(LAYERS * max(1.0, expected)) and expected > 500
+    assert kind.scale(trace, weights, slope=1.0) > 100 * DENSE.scale(trace, LayerWeights(weights.W, shift(weights.b)),
+                                                                     slope=1.0)
+
+
+def test_a_float32_fold_stored_as_float16_sits_inside_the_tolerance_that_allows_its_rounding():
+    conv, rows, _ = draw(7, mean=50.0)
+    exact = fold_batch_norm(NORM, rows, *conv)
+    gamma, beta, mean, var = rows.astype(np.float32)
+    s = gamma / np.sqrt(var + np.float32(NORM.epsilon))
+    W = (conv.W.astype(np.float32) * s).astype(np.float16).astype(np.float64)
+    b = ((conv.b.astype(np.float32) - mean) * s + beta).astype(np.float16).astype(np.float64)
+    allowed, plain = fold_tolerance(exact, "float32", "float16"), fold_tolerance(exact, "float32")
+    assert np.all(np.abs(W - exact.W) <= allowed.W) and np.all(np.abs(b - shift(exact.b)) <= allowed.b)
+    assert np.max(np.abs(W - exact.W) / plain.W) > 10  # float16's rounding is not the fold's
+    wrong = ((conv.b.astype(np.float32) - mean) * s * np.float32(1.01) + beta).astype(np.float16)
+    assert np.max(np.abs(wrong - shift(exact.b)) / allowed.b) > 1
