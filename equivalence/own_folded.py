@@ -7,9 +7,10 @@ folded weights where the model has two layers), ``TFLiteConverter`` a Keras ``Ba
 ``Mul`` and an ``Add`` of per-channel constants (a scale and a shift where the model has four parameters).
 ``fold_norms`` rewrites the model's side of such a pair into the graph's kinds (``equivalence.core.folded``), its
 BatchNorm folded exactly in float64, so the pair is judged layer by layer; the report names what was matched with
-what. A graph's layer whose constants are named after a BatchNorm (``NAMED_FOLD`` in its kind) that lines up with
-no conv or dense layer and BatchNorm of the model is refused: a norm folded into the layer after it (a Keras
-``BatchNormalization`` before a ``Dense``, even between two) is not matched yet.
+what. ``TFLiteConverter`` also folds a ``BatchNormalization`` into the ``Dense`` after it: matched as
+``FoldedDense(norm_first=True)``. A graph's layer whose constants are named after a BatchNorm (``NAMED_FOLD`` in its
+kind) that lines up with none of these is refused: between two ``Dense`` layers with no activation, the converter
+folds the norm and the first ``Dense``'s bias into the second, which no layer-by-layer match can follow.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from equivalence.core.folded import (
     FoldedConv,
     FoldedDense,
     fold_batch_norm,
+    fold_batch_norm_into_next,
     fold_tolerance,
     shift,
 )
@@ -38,6 +40,7 @@ FOLDED = (FoldedConv, FoldedDense, ChannelAffine)
 """The kinds of a BatchNorm folded."""
 CONV_FOLDED = "the BatchNorm folded into the conv by the converter"
 DENSE_FOLDED = "the BatchNorm folded into the dense layer by the converter"
+NEXT_FOLDED = "the BatchNorm before it folded into the dense layer by the converter"
 AFFINE_FOLDED = "the BatchNorm's statistics folded into a scale and a shift by the converter"
 
 
@@ -86,6 +89,29 @@ def _merged(layer: DenseUnit, norm: DenseUnit) -> DenseUnit:
                    layer_kind=_folded_kind(layer), **shapes)
 
 
+def _norm_before_dense(units: Sequence[DenseUnit], i: int) -> bool:
+    """``units[i]`` a BatchNorm of moving statistics with no activation, and ``units[i + 1]`` a dense layer over its
+    features."""
+    return i + 1 < len(units) and _folds(units[i]) and units[i].activation == "linear" \
+        and units[i + 1].layer_kind is DENSE and units[i + 1].W.ndim == 2 \
+        and units[i + 1].W.shape[0] == units[i].layer_kind.features
+
+
+def _merged_before(norm: DenseUnit, dense: DenseUnit) -> DenseUnit:
+    """The model's BatchNorm and the dense layer after it as one ``FoldedDense(norm_first=True)`` unit: folded
+    weights, run as the two layers."""
+    W, b = fold_batch_norm_into_next(norm.layer_kind, norm.W, dense.W, dense.b)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return dense.run(norm.run(x))
+
+    n_in, n_out = (int(n) for n in dense.W.shape)
+    in_shape = dense.in_shape or (n_in,)
+    return replace(dense, name=f"{norm.name}+{dense.name}", kind=f"{norm.kind}+{dense.kind}", W=W, b=b, run=run,
+                   write=None, position=norm.position, layer_kind=FoldedDense(n_in, n_out, norm_first=True),
+                   in_shape=in_shape, out_shape=(*in_shape[:-1], n_out))
+
+
 def _same_layer(unit: DenseUnit, mine: DenseUnit) -> bool:
     """The graph's ``unit`` is the model's conv or dense layer ``mine`` (its configuration; a dense one's widths)."""
     if isinstance(unit.layer_kind, Conv):
@@ -120,6 +146,13 @@ def _fold_into(model: Sequence[DenseUnit], graph: Sequence[DenseUnit]) -> tuple[
             what = CONV_FOLDED if isinstance(unit.layer_kind, Conv) else DENSE_FOLDED
             out_graph.append(replace(unit, kind=f"{_unnamed(unit.kind)}, {what}", layer_kind=_folded_kind(unit),
                                      **_dense_shapes(unit)))
+            i += 2
+            continue
+        if _norm_before_dense(model, i) and _same_layer(unit, model[i + 1]):  # the graph has no norm there
+            out_model.append(_merged_before(mine, model[i + 1]))
+            n_in, n_out = (int(n) for n in unit.W.shape)
+            out_graph.append(replace(unit, kind=f"{_unnamed(unit.kind)}, {NEXT_FOLDED}",
+                                     layer_kind=FoldedDense(n_in, n_out, norm_first=True), **_dense_shapes(unit)))
             i += 2
             continue
         if isinstance(unit.layer_kind, ChannelAffine) and _folds(mine) \
@@ -160,10 +193,11 @@ def _refuse_unmatched(graph: Sequence[DenseUnit]) -> None:
         raise ModelNotSupported(
             unit.framework, unit.name, _unnamed(unit.kind), unit.position,
             f"holds a BatchNormalization the converter folded into its weights ({NAMED_FOLD}), but the model has no "
-            f"{'conv' if isinstance(unit.layer_kind, Conv) else 'dense'} layer followed by a BatchNormalization "
-            "(moving statistics, no activation between) here to match it with: a BatchNormalization the converter "
-            "folded into the layer after it (TFLiteConverter folds one before a Dense into that Dense, even one "
-            "between two Dense layers) is not matched by the suite yet; compare the models it was converted from")
+            f"{'conv' if isinstance(unit.layer_kind, Conv) else 'dense'} layer with a BatchNormalization (moving "
+            "statistics, no activation between) right after it, nor one right before a Dense, here to match it "
+            "with: between two Dense layers with no activation TFLiteConverter folds the norm and the first Dense's "
+            "bias into the second, which the suite does not match layer by layer; compare the models it was "
+            "converted from")
 
 
 def folded_pair(t: DenseUnit, k: DenseUnit) -> bool:

@@ -76,6 +76,23 @@ def fold_batch_norm(norm: BatchNorm, rows: np.ndarray, W: np.ndarray | None = No
     return LayerWeights(s if W is None else np.asarray(W, dtype=np.float64) * s, np.stack(terms))
 
 
+def fold_batch_norm_into_next(norm: BatchNorm, rows: np.ndarray, W: np.ndarray,
+                              b: np.ndarray | None = None) -> LayerWeights:
+    """A BatchNorm of moving statistics (``rows``) folded into the dense layer after it (kernel ``W``, ``(n_in,
+    n_out)``, bias ``b``), exactly in float64: ``(s[:, None] * W, rows of the shift)``, the shift
+    ``b + (beta - mean * s) @ W`` held as its terms, ``b``, then ``-mean_i s_i W_i`` and ``beta_i W_i`` for every
+    input ``i``: their magnitudes are the norm's own (``|x - mean| |s| + |beta|`` carried through ``|W|``), so the
+    folded kind's bound covers the model's two layers."""
+    if norm.batch_statistics:
+        raise ValueError("a BatchNorm normalising by each batch's own statistics is no affine map: nothing to fold")
+    gamma, beta, mean, var = np.asarray(rows, dtype=np.float64)
+    s = gamma / np.sqrt(var + norm.epsilon)
+    W = np.asarray(W, dtype=np.float64)
+    terms = [*([] if b is None else [np.asarray(b, dtype=np.float64)]), *((-mean * s)[:, None] * W),
+             *(beta[:, None] * W)]
+    return LayerWeights(s[:, None] * W, np.stack(terms))
+
+
 def fold_tolerance(weights: LayerWeights, dtype: str, stored: str | None = None) -> LayerWeights:
     """How far a converter's folded ``W`` and shift, rounded in ``dtype``, may be from the exact ones (``weights``,
     the model's side): ``FOLD_SAFETY eps`` of the magnitudes each sums; with ``stored`` (a narrower dtype the file
@@ -207,17 +224,19 @@ class FoldedDense:
     """A dense layer and the BatchNorm after it, as one dense layer of folded weights (``TFLiteConverter`` folds a
     Keras ``Dense`` and the ``BatchNormalization`` after it so): ``(n_in, n_out)`` kernel ``W * s``, the shift's
     rows ``b * s``, ``-mean * s``, ``beta`` on the model's side. Its bound is ``FoldedConv``'s, the dense layer's
-    ``S`` for the patches'."""
+    ``S`` for the patches'. ``norm_first``: the BatchNorm before the dense layer, folded into it
+    (``fold_batch_norm_into_next``; ``TFLiteConverter`` folds a ``BatchNormalization`` before a ``Dense`` so)."""
 
     n_in: int
     n_out: int
+    norm_first: bool = False  # the BatchNorm before the dense layer (TFLiteConverter folds it into the next Dense)
 
     name = "folded_dense"
     FORMS = tuple(DENSE.FORMS)
     PARTS = ("kernel", "bias")
 
     def describe(self) -> str:
-        return f"dense {self.n_in}->{self.n_out}, a BatchNorm folded in"
+        return f"dense {self.n_in}->{self.n_out}, the BatchNorm {'before' if self.norm_first else 'after'} it folded in"
 
     def parameter_shapes(self, *, bias: bool = True) -> tuple[tuple[int, ...], ...]:
         return DENSE.parameter_shapes(self.n_in, self.n_out, bias=True)

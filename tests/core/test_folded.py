@@ -15,6 +15,7 @@ from equivalence.core.folded import (
     FoldedConv,
     FoldedDense,
     fold_batch_norm,
+    fold_batch_norm_into_next,
     fold_tolerance,
     shift,
 )
@@ -158,3 +159,33 @@ def test_a_float32_fold_stored_as_float16_sits_inside_the_tolerance_that_allows_
     assert np.max(np.abs(W - exact.W) / plain.W) > 10  # float16's rounding is not the fold's
     wrong = ((conv.b.astype(np.float32) - mean) * s * np.float32(1.01) + beta).astype(np.float16)
     assert np.max(np.abs(wrong - shift(exact.b)) / allowed.b) > 1
+
+
+def test_a_norm_folded_into_the_dense_after_it_is_the_norm_then_the_dense_and_float32_sits_within_its_bound():
+    """``fold_batch_norm_into_next``: ``s[:, None] * W`` and ``b + (beta - mean * s) @ W`` compute the norm then the
+    dense layer exactly; the shift's terms carry the norm's own magnitude (``|mean s| + |beta|`` through ``|W|``),
+    so the two layers computed in float32 sit within the folded kind's bound, and a float32 fold within the fold's
+    tolerance, while a mean moved by 1% is far outside it."""
+    rng = np.random.default_rng(7)
+    norm = BatchNorm(5, 1e-3, 0.99)
+    dense = LayerWeights(rng.uniform(-1, 1, (5, 3)), rng.uniform(-1, 1, 3))
+    rows = np.stack([rng.uniform(-2, 2, 5), rng.uniform(-50, 50, 5), rng.uniform(-50, 50, 5), rng.uniform(1e-3, 3, 5)])
+    x = rows[2] + rng.uniform(-1, 1, (64, 5))  # around the mean: the norm's subtraction cancels
+    two = DENSE.reference(norm.reference(x, LayerWeights(rows, None), "linear").h, dense, "tanh").h
+    kind, weights = FoldedDense(5, 3, norm_first=True), fold_batch_norm_into_next(norm, rows, *dense)
+    trace = kind.reference(x, weights, "tanh")
+    np.testing.assert_allclose(trace.h, two, rtol=0, atol=1e-12)
+    assert weights.b.shape == (1 + 2 * 5, 3) and kind != FoldedDense(5, 3)
+    gamma, beta, mean, var = rows.astype(np.float32)
+    y = (x.astype(np.float32) - mean) * (gamma / np.sqrt(var + np.float32(1e-3))) + beta  # Keras' norm, float32
+    got = np.tanh(y @ dense.W.astype(np.float32) + dense.b.astype(np.float32))
+    bound = 8 * EPSILON["float32"] * kind.scale(trace, weights, slope=1.0)
+    assert 0 < np.max(np.abs(got - trace.h)) <= bound
+    s = gamma / np.sqrt(var + np.float32(1e-3))
+    W32, b32 = s[:, None] * dense.W.astype(np.float32), dense.b.astype(np.float32) + (beta - mean * s) @ dense.W.astype(
+        np.float32)
+    allowed = fold_tolerance(weights, "float32")
+    assert np.all(np.abs(W32 - weights.W) <= allowed.W) and np.all(np.abs(b32 - shift(weights.b)) <= allowed.b)
+    moved = rows.copy()
+    moved[2, 1] *= 1.01
+    assert np.max(np.abs(shift(fold_batch_norm_into_next(norm, moved, *dense).b) - shift(weights.b)) / allowed.b) > 50

@@ -3,7 +3,8 @@ before it (no activation between), or, after a fused ReLU or a pool, into a ``MU
 constants. The reader reads the ``MUL`` and ``ADD`` as one ``ChannelAffine`` unit and marks a layer whose constants
 are named after the norm; the comparison folds the Keras layers exactly, in float64 (``equivalence.own_folded``),
 compares the folded parameters within the fold's rounding and the values within the folded kind's bound. A moved
-statistic is named at its layer; a norm folded into the layer after it (before a ``Dense``) is refused in one line."""
+statistic is named at its layer. A norm before a ``Dense`` is folded into it, and matched so; between two ``Dense``
+layers with no activation the first one's bias goes into the second too: refused in one line."""
 
 from __future__ import annotations
 
@@ -213,21 +214,50 @@ def test_drawn_folded_norms_are_within_the_bound_and_the_folded_parameters_withi
         assert np.all(np.abs(stored.b - shift(exact.b)) <= allowed.b / 4)
 
 
-@pytest.mark.parametrize(("layers", "at"), [("norm, dense", 0), ("dense, norm, dense", 1)])
-def test_a_norm_folded_into_the_dense_after_it_is_refused_in_one_line_at_that_op(keras_adapter, tmp_path, layers,
-                                                                                 at):
+NEXT = "the BatchNorm before it folded into the dense layer by the converter"
+
+
+@pytest.mark.parametrize(("layers", "at"), [("norm, dense", 0), ("dense relu, norm, dense", 1),
+                                            ("norm, dense tanh, dense", 0)])
+def test_a_norm_folded_into_the_dense_after_it_is_matched_and_a_moved_statistic_named(keras_adapter, tmp_path,
+                                                                                      layers, at):
+    """``TFLiteConverter`` folds a BatchNormalization before a Dense into that Dense (``s[:, None] * W``,
+    ``b + (beta - mean * s) @ W``): matched with the model's norm and Dense folded exactly, the shift's terms
+    ``-mean_i s_i W_i`` and ``beta_i W_i`` giving the bound the norm's own magnitude."""
+    import keras
+
+    from equivalence import assert_equivalent, compare_models
+
+    L = keras.layers
+    made = {"norm": lambda: L.BatchNormalization(name="norm"), "dense": lambda: L.Dense(4),
+            "dense relu": lambda: L.Dense(4, activation="relu"), "dense tanh": lambda: L.Dense(4, activation="tanh")}
+    model = trained(keras.Sequential([keras.Input((5,)), *(made[name]() for name in layers.split(", "))]), 1)
+    converted_and_saved(model, tmp_path, "before")
+    result = assert_equivalent(model, tmp_path / "before.tflite", max_examples=20)
+    assert result.keras_layers[at].kind == f"tflite FULLY_CONNECTED, {NEXT}", [k.kind for k in result.keras_layers]
+    assert result.keras_layers[at].layer_kind == FoldedDense(4 if at else 5, 4, norm_first=True)
+    assert result.worst_ratio < 0.5, result.worst_ratio
+    mean = model.get_layer("norm").moving_mean
+    mean.assign(mean.numpy() + np.eye(1, mean.shape[0], 2, dtype="float32")[0] / 10)  # one input's mean, by 0.1
+    message = compare_models(model, tmp_path / "before.tflite", max_examples=5).message()
+    assert f"layer {at} (keras 'norm+" in message and "bias: " in message and "differ from the keras layers " \
+        "folded" in message, message
+
+
+def test_a_norm_between_two_dense_layers_is_refused_in_one_line_at_that_op(keras_adapter, tmp_path):
+    """No activation between: the converter folds the norm and the first Dense's bias into the second Dense (the
+    first keeps no bias), which no layer-by-layer match can follow."""
     import keras
 
     from equivalence import ModelNotSupported, compare_models
 
     L = keras.layers
-    made = {"norm": lambda: L.BatchNormalization(), "dense": lambda: L.Dense(4)}
-    model = trained(keras.Sequential([keras.Input((5,)), *(made[name]() for name in layers.split(", "))]), 1)
-    converted_and_saved(model, tmp_path, "before")
-    with pytest.raises(ModelNotSupported, match=rf"litert layer 'op {at}' \(tflite FULLY_CONNECTED\) at position {at}: "
+    model = trained(keras.Sequential([keras.Input((5,)), L.Dense(4), L.BatchNormalization(), L.Dense(4)]), 1)
+    converted_and_saved(model, tmp_path, "between")
+    with pytest.raises(ModelNotSupported, match=r"litert layer 'op 1' \(tflite FULLY_CONNECTED\) at position 1: "
                                                 r"holds a BatchNormalization the converter folded into its weights "
-                                                r".*TFLiteConverter folds one before a Dense into that Dense") as no:
-        compare_models(model, tmp_path / "before.tflite")
+                                                r".*folds the norm and the first Dense's bias into the second") as no:
+        compare_models(model, tmp_path / "between.tflite")
     assert "\n" not in str(no.value)
 
 
@@ -247,7 +277,7 @@ def test_a_norm_at_its_initial_parameters_folded_without_a_name_is_matched_all_t
     assert isinstance(result.keras_layers[0].layer_kind, FoldedConv)
 
 
-def test_compare_judges_a_keras_file_and_its_tflite_with_folded_norms_and_refuses_a_norm_before_a_dense(
+def test_compare_judges_a_keras_file_and_its_tflite_with_folded_norms_and_refuses_a_norm_between_two_dense(
         converted, tmp_path, capsys):
     import keras
 
@@ -257,7 +287,8 @@ def test_compare_judges_a_keras_file_and_its_tflite_with_folded_norms_and_refuse
     code = main(["compare", str(path.with_suffix(".keras")), str(path), "--examples", "5"])
     out, err = capsys.readouterr()
     assert code == EXIT_OK and f"all {len(KINDS)} layers agree" in out, (out, err)
-    model = trained(keras.Sequential([keras.Input((5,)), keras.layers.BatchNormalization(), keras.layers.Dense(3)]), 2)
+    model = trained(keras.Sequential([keras.Input((5,)), keras.layers.Dense(4), keras.layers.BatchNormalization(),
+                                      keras.layers.Dense(3)]), 2)
     converted_and_saved(model, tmp_path, "before")
     code = main(["compare", str(tmp_path / "before.keras"), str(tmp_path / "before.tflite")])
     out, err = capsys.readouterr()
