@@ -86,6 +86,28 @@ class DenseUnit:
         return f"{self.name!r} ({self.kind} {self.shape[0]}->{self.shape[1]}{per_token}, {self.activation})"
 
 
+def in_flatten_order(unit: DenseUnit, permutation: np.ndarray) -> DenseUnit:
+    """A per-feature layer (a norm) between a Flatten whose order is not the canonical one (torch's ``C, H, W``) and
+    the dense layer after it, in the canonical order: canonical feature ``j`` is the model's ``permutation[j]``
+    (``spatial.flatten_permutation``), so its parameters' columns are permuted, it runs on the features put back in
+    the model's order and its output is made canonical again, and ``port_weights`` writes them back so. Without
+    this a norm after a torch Flatten would be paired column by column with the Keras one in another order, and a
+    port copying its parameters unpermuted would pass."""
+    permutation = np.asarray(permutation)
+    back = np.argsort(permutation)
+    run, write = unit.run, unit.write
+
+    def canonical_run(x: np.ndarray) -> np.ndarray:
+        return np.asarray(run(np.ascontiguousarray(np.asarray(x)[:, back])))[:, permutation]
+
+    def canonical_write(W: np.ndarray, b: np.ndarray | None) -> None:
+        write(np.asarray(W)[..., back], None if b is None else np.asarray(b)[..., back])
+
+    return replace(unit, W=np.asarray(unit.W)[..., permutation].copy(),
+                   b=None if unit.b is None else np.asarray(unit.b)[..., permutation].copy(), run=canonical_run,
+                   write=None if write is None else canonical_write)
+
+
 def check_chain(units: list[DenseUnit], framework: str) -> list[DenseUnit]:
     """Refuse a model with no dense layer, or whose layers do not chain (a width mismatch)."""
     if not units:

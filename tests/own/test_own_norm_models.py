@@ -112,3 +112,44 @@ def test_a_broken_framework_norm_turns_the_suite_red_naming_the_layer(framework,
     assert result.failing_pairs().get(f"{framework} vs reference") == layer, result.message()
     other = "keras" if framework == "torch" else "torch"
     assert f"{other} vs reference" not in result.failing_pairs()
+
+
+@pytest.mark.parametrize(("norm", "data_format"), [("layernorm", "channels_last"), ("batchnorm", "channels_last"),
+                                                   ("layernorm", "channels_first")])
+def test_a_norm_between_a_flatten_and_its_dense_is_compared_in_one_order_and_an_unpermuted_port_is_named(
+        norm, data_format):
+    """torch flattens C, H, W; a channels-last Keras model (or a channels-first one whose Flatten is told
+    channels_first) flattens H, W, C: a norm right after the Flatten holds its parameters in each model's own order.
+    Each walker gives it the canonical order, so a faithful port (``port_weights`` permutes) agrees and a port that
+    copied the norm's parameters as they are is named at the norm."""
+    import keras
+    import torch
+    from torch import nn
+
+    from equivalence import compare_models, port_weights
+
+    L = keras.layers
+    torch.manual_seed(0)
+    t_norm = nn.LayerNorm(36) if norm == "layernorm" else nn.BatchNorm1d(36)
+    t = nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.Flatten(), t_norm, nn.Linear(36, 4)).eval()
+    with torch.no_grad():
+        for p in t_norm.parameters():
+            p.uniform_(-2, 2)
+        if norm == "batchnorm":
+            t_norm.running_mean.uniform_(-1, 1)
+            t_norm.running_var.uniform_(0.5, 2)
+    first = data_format == "channels_first"
+    k_norm = L.LayerNormalization(epsilon=1e-5) if norm == "layernorm" else \
+        L.BatchNormalization(epsilon=1e-5, momentum=0.9)
+    k = keras.Sequential([keras.Input((2, 5, 5) if first else (5, 5, 2)),
+                          L.Conv2D(4, 3, data_format=data_format, activation="relu"),
+                          L.Flatten(data_format="channels_first" if first else None), k_norm, L.Dense(4)])
+    port_weights(t, k)
+    x = np.random.default_rng(0).uniform(-1, 1, (4, 2, 5, 5)).astype("float32")
+    end = t(torch.from_numpy(x)).detach().numpy() - np.asarray(k(x if first else x.transpose(0, 2, 3, 1)))
+    assert np.abs(end).max() < 1e-5  # the port computes the torch model's function
+    assert compare_models(t, k, x).passed
+    k_norm.gamma.assign(t_norm.weight.detach().numpy())  # the torch order, copied as it is
+    result = compare_models(t, k, x)
+    assert not result.passed and any(d.message.startswith("layer 2 (torch '3', keras ") and "elements differ" in
+                                     d.message for d in result.differences), result.message()

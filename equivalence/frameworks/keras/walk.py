@@ -42,6 +42,7 @@ from equivalence.core.walk import (
     Refused,
     attach_activation,
     check_chain,
+    in_flatten_order,
     judged_activation,
 )
 from equivalence.frameworks.keras import ACTIVATIONS as REGISTERED
@@ -401,6 +402,8 @@ def walk(model: Any, *, input_width: int | None = None) -> list[DenseUnit]:
             pending = {"position": position, "layer": op, "name": op.name, "act": act, "layer_kind": layer_kind,
                        "in_shape": shape, "act_op": None, "format": fmt,
                        "act_source": "none" if act == "linear" else f"{kind}(activation={act!r})"}
+            if permutation is not None and isinstance(layer_kind, (LayerNorm, BatchNorm)):
+                pending["flatten_order"] = permutation  # between a C,H,W Flatten and its Dense: columns permuted
             continue
         if type(op) is L.Dense and len(shape) > 1 and not before:
             raise refuse(f"a Dense on a {len(shape) + 1}-D tensor (per sample {shape}): the suite judges a Dense "
@@ -537,8 +540,9 @@ def _spatial_unit(p: dict[str, Any]) -> DenseUnit:
 def _unit(p: dict[str, Any]) -> DenseUnit:
     """The unit of the walk's pending layer, running on canonical (channels-last) numpy."""
     layer = p.get("layer")
-    return cf.in_canonical_layout(_built(p), p.get("format", cf.LAST), getattr(layer, "data_format", None),
+    unit = cf.in_canonical_layout(_built(p), p.get("format", cf.LAST), getattr(layer, "data_format", None),
                                   p.get("permutation"))
+    return unit if p.get("flatten_order") is None else in_flatten_order(unit, p["flatten_order"])
 
 
 def _built(p: dict[str, Any]) -> DenseUnit:

@@ -47,6 +47,7 @@ from equivalence.core.walk import (
     NotJudged,
     Refused,
     check_chain,
+    in_flatten_order,
     judged_activation,
     looked_up,
 )
@@ -384,6 +385,8 @@ def walk(model: Any, *, input_shape: tuple[int, ...] | None = None) -> list[Dens
             sequences[node] = is_sequence(spatial["layer_kind"], sequence)
             if not writable:
                 pending["write"] = None
+            if permutation is not None and isinstance(spatial["layer_kind"], (LayerNorm, BatchNorm)):
+                pending["flatten_order"] = permutation  # between the Flatten and its Linear: columns permuted
             shape = spatial["next_shape"] if "next_shape" in spatial else spatial["layer_kind"].output_shape(shape)
             if isinstance(spatial["layer_kind"], Flatten):
                 permutation = flatten_permutation(spatial["layer_kind"].in_shape)
@@ -547,6 +550,11 @@ def _writer(weight: torch.Tensor, bias: torch.Tensor | None,
 
 
 def _unit(p: dict[str, Any]) -> DenseUnit:
+    unit = _built(p)
+    return unit if p.get("flatten_order") is None else in_flatten_order(unit, p["flatten_order"])
+
+
+def _built(p: dict[str, Any]) -> DenseUnit:
     if "build" in p:  # the sequence kinds (equivalence.frameworks.torch.sequence)
         return p["build"](p)
     if "recurrent" in p:
