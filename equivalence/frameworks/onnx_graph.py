@@ -35,8 +35,9 @@ from onnx import helper, numpy_helper
 
 from equivalence.core.activations import activation_name
 from equivalence.core.kinds import DENSE
+from equivalence.core.norms import BatchNorm, LayerNorm
 from equivalence.core.spatial import Flatten, flatten_permutation
-from equivalence.core.walk import DenseUnit, ModelNotSupported, Refused, check_chain
+from equivalence.core.walk import DenseUnit, ModelNotSupported, Refused, check_chain, in_flatten_order
 from equivalence.frameworks.graph_kinds import KindRead, not_read_yet
 from equivalence.frameworks.onnx_kinds import (
     FLATTEN_OPS,
@@ -127,6 +128,7 @@ class _Pending:
     transposes: list[tuple[int, onnx.NodeProto]] = field(default_factory=list)  # a converter's, around a conv
     in_last: bool = False  # the unit takes channels-last input (a Transpose to channels-first is its first node)
     out_last: bool = False  # it gives channels-last output (a Transpose back is its last node)
+    flatten_order: np.ndarray | None = None  # a norm between a Flatten and its dense unit: the Flatten's permutation
 
 
 def _name(node: onnx.NodeProto, index: int) -> str:
@@ -217,6 +219,7 @@ def walk(model: Any) -> list[DenseUnit]:
             if pending is not None:
                 units.append(_close(pending, context))
             pending, current = _written_layer_norm(index, graph, context, current, absorbed, refuse)
+            pending.flatten_order = permutation
             continue
         elif affine is not None:  # a BatchNormalization tf2onnx wrote as a Mul and an Add: one unit of both
             if pending is not None:
@@ -225,7 +228,8 @@ def walk(model: Any) -> list[DenseUnit]:
             features = shape or (read.layer_kind.features,)
             pending = _Pending(index, node, current, read.W, read.native, "Mul+Add", [node, graph.node[add]], read.b,
                                layer_kind=read.layer_kind, in_shape=features, out_shape=features, in_last=layout_last,
-                               out_last=layout_last)  # per channel on the axis it finds them: layout kept
+                               out_last=layout_last,  # per channel on the axis it finds them: layout kept
+                               flatten_order=permutation)
             absorbed.add(add)
             current = graph.node[add].output[0]
             continue
@@ -246,6 +250,8 @@ def walk(model: Any) -> list[DenseUnit]:
                                transposes=[leading] if leading is not None else [],
                                in_last=leading is not None or layout_last)
             leading = None
+            if isinstance(read.layer_kind, (BatchNorm, LayerNorm)):
+                pending.flatten_order = permutation
             if isinstance(read.layer_kind, Flatten):
                 permutation = None if layout_last else flatten_permutation(read.layer_kind.in_shape)
             shape, layout_last = read.next_shape, layout_last and read.next_shape is not None
@@ -507,10 +513,11 @@ def _close(p: _Pending, context: _Context) -> DenseUnit:
          channels_first(p.out_shape))
     session = _session(context, nodes, p.input, nodes[-1].output[0], dims, dtype, name, p.index)
     kind = "+".join(n.op_type for n in nodes if not any(n is a for _, a in act_nodes)) if p.transposes else p.kind
-    return DenseUnit(FRAMEWORK, name, f"onnx {kind}", p.index, p.W, p.b, p.native, act, act_source,
+    unit = DenseUnit(FRAMEWORK, name, f"onnx {kind}", p.index, p.W, p.b, p.native, act, act_source,
                      dtype if p.W.size else "", _runner(session, p, np.dtype(dtype)), layer_kind=p.layer_kind,
                      in_shape=() if dense and p.permutation is None else p.in_shape or (p.W.shape[0],),
                      out_shape=() if dense and p.permutation is None else p.out_shape or (p.W.shape[1],))
+    return unit if p.flatten_order is None else in_flatten_order(unit, p.flatten_order)
 
 
 def _runner(session: Any, p: _Pending, dtype: np.dtype) -> Callable[[np.ndarray], np.ndarray]:
