@@ -31,7 +31,7 @@ import tensorflow as tf
 
 from equivalence.core.activations import activation_name
 from equivalence.core.kinds import DENSE
-from equivalence.core.spatial import Conv
+from equivalence.core.spatial import Conv, flatten_permutation
 from equivalence.core.walk import DenseUnit, ModelNotSupported, Refused, check_chain
 from equivalence.frameworks.graph_kinds import folded_batch_norm, not_read_yet
 from equivalence.frameworks.keras.saved_model_kinds import ADDS, Graph, node_of, read_kind, starts, tensor
@@ -105,6 +105,9 @@ class _Pending:
     in_shape: tuple[int, ...] = ()  # canonical per sample (a dense unit: empty)
     out_shape: tuple[int, ...] = ()
     ops: str = ""  # the ops matched, as the report names them (a dense unit: its MatMul and bias add)
+    channels_first: bool = False  # a flatten of the tensor made channels-first: its output put in canonical order
+    per_sample: bool = False  # a unit whose ops fix the batch at 1 (the graph's): run a sample at a time
+    permutation: np.ndarray | None = None  # a dense unit after a channels-first flatten: its rows, stored order
 
 
 def walk(model: Any) -> list[DenseUnit]:
@@ -122,9 +125,9 @@ def walk(model: Any) -> list[DenseUnit]:
     for node in order:
         for t in node.input if node.name not in skipped else ():
             consumers.setdefault(tensor(t), []).append(node)
-    graph = Graph(nodes, consumers, constant)
     placeholder = nodes[node_of(model.input)]
     dims = [d.size for d in placeholder.attr["shape"].shape.dim]
+    graph = Graph(nodes, consumers, constant, dims[0] if dims and dims[0] > 0 else None)
     shape = tuple(dims[1:]) if len(dims) > 2 else None  # canonical per sample while spatial; None once 2-D
     if shape is not None and min(shape) < 1:
         raise ModelNotSupported(model.source, placeholder.name, "input", None, f"a spatial input of shape {dims}: "
@@ -133,6 +136,7 @@ def walk(model: Any) -> list[DenseUnit]:
     current = model.input
     units: list[DenseUnit] = []
     pending: _Pending | None = None
+    permutation = None  # a channels-first flatten's: the next dense unit's rows
     absorbed: set[str] = set()  # the nodes of a norm written as ops, read with its first
     for position, node in enumerate(order):
         if node.op in ("Placeholder", "NoOp") or node.name in skipped or node.name in absorbed:
@@ -161,7 +165,8 @@ def walk(model: Any) -> list[DenseUnit]:
             if shape is not None:
                 raise refuse(f"a MatMul on a spatial tensor (per sample {shape}): the suite judges a dense layer "
                              "after a Flatten")
-            pending = _dense(position, node, current, constant, refuse)
+            pending = _dense(position, node, current, constant, refuse, permutation)
+            permutation = None
         elif begins:
             if pending is not None:
                 units.append(_close(pending, context))
@@ -172,7 +177,9 @@ def walk(model: Any) -> list[DenseUnit]:
             in_shape = shape or (read.kind.layer_kind.features,)
             pending = _Pending(position, current, read.nodes, read.kind.W, read.kind.native, read.kind.b,
                                layer_kind=read.kind.layer_kind, in_shape=in_shape,
-                               out_shape=read.kind.layer_kind.output_shape(in_shape), ops=read.ops)
+                               out_shape=read.kind.layer_kind.output_shape(in_shape), ops=read.ops,
+                               channels_first=read.channels_first, per_sample=read.per_sample)
+            permutation = flatten_permutation(in_shape) if read.channels_first else None
             absorbed.update(n.name for n in read.nodes)
             shape, out = read.kind.next_shape, f"{read.nodes[-1].name}:0"
         elif node.op == "Mul" and pending is not None and pending.b is None and len(pending.nodes) == 1 \
@@ -291,7 +298,10 @@ def _topological(graph_def: Any) -> list[Any]:
     return order
 
 
-def _dense(position: int, node: Any, current: str, constant: Any, refuse: Any) -> _Pending:
+def _dense(position: int, node: Any, current: str, constant: Any, refuse: Any,
+           permutation: np.ndarray | None = None) -> _Pending:
+    """A ``MatMul`` unit; after a channels-first flatten (``permutation``) its canonical rows are the stored ones in
+    the canonical (channels-last) flatten order."""
     if node.attr["transpose_a"].b:
         raise refuse("MatMul with transpose_a transposes the layer's input: not a dense layer")
     weight = constant(node.input[1])
@@ -301,7 +311,11 @@ def _dense(position: int, node: Any, current: str, constant: Any, refuse: Any) -
         raise refuse(f"a weight of dtype {weight.dtype}, shape {weight.shape}: the suite judges "
                      f"{', '.join(DTYPES.values())} 2-D weights")
     W = weight.T.copy() if node.attr["transpose_b"].b else weight.copy()
-    return _Pending(position, current, [node], W, weight, ops="MatMul")
+    if permutation is not None:
+        if W.shape[0] != len(permutation):
+            raise refuse(f"takes {W.shape[0]} features, but the flatten before it gives {len(permutation)}")
+        W = W[permutation]
+    return _Pending(position, current, [node], W, weight, ops="MatMul", permutation=permutation)
 
 
 def _activation(act_nodes: list[Any]) -> str:
@@ -346,13 +360,22 @@ def _close(p: _Pending, context: _Context) -> DenseUnit:
     function = _function(context.nodes, [n.name for n in unit], f"{unit[-1].name}:0",
                          (p.input, dtype, p.in_shape or (p.W.shape[0],)))
 
-    def run(x: np.ndarray) -> np.ndarray:
+    rows = None if p.permutation is None else np.argsort(p.permutation)  # canonical features in the stored order
+    flat = flatten_permutation(p.in_shape) if p.channels_first else None  # channels-first features made canonical
+
+    def once(x: np.ndarray) -> np.ndarray:
         return function(tf.constant(np.ascontiguousarray(x, dtype=dtype))).numpy()
 
-    dense = p.layer_kind is DENSE
+    def run(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x) if rows is None else np.asarray(x)[:, rows]
+        y = np.concatenate([once(x[i:i + 1]) for i in range(len(x))]) if p.per_sample and len(x) else once(x)
+        return y if flat is None else y[:, flat]
+
+    dense = p.layer_kind is DENSE and p.permutation is None
     return DenseUnit(FRAMEWORK, unit[0].name, f"{source} {p.ops}", p.index, p.W, p.b, p.native, act, act_source,
                      DTYPES[dtype] if p.W.size else "", run, layer_kind=p.layer_kind,
-                     in_shape=() if dense else p.in_shape, out_shape=() if dense else p.out_shape)
+                     in_shape=() if dense else p.in_shape or (p.W.shape[0],),
+                     out_shape=() if dense else p.out_shape or (p.W.shape[1],))
 
 
 def _function(nodes: dict[str, Any], roots: list[str], output: str,

@@ -52,6 +52,7 @@ class Graph:
     nodes: dict[str, Any]
     consumers: dict[str, list[Any]]
     constant: Callable[[str], np.ndarray | None]
+    batch: int | None = None  # the input's batch where the graph fixes it (onnx2tf's, from torch's export: 1)
 
     def producer(self, name: str) -> Any:
         """The node giving tensor ``name``, ``Identity`` nodes passed through."""
@@ -75,11 +76,13 @@ class Read:
     kind: KindRead
     nodes: list[Any]
     ops: str
+    channels_first: bool = False  # a flatten of the tensor made channels-first (torch's C, H, W order)
+    per_sample: bool = False  # a flatten to the graph's fixed batch: the unit runs a sample at a time
 
 
 def starts(node: Any, graph: Graph, shape: tuple[int, ...] | None) -> bool:
     """Whether ``node`` starts a unit of another kind than dense."""
-    if node.op in KIND_OPS or (node.op == "Reshape" and shape is not None) or node.op == "Mean":
+    if node.op in KIND_OPS or (node.op in ("Reshape", "Transpose") and shape is not None) or node.op == "Mean":
         return True
     return node.op == "Mul" and any(_factor(t, graph) is not None for t in node.input)
 
@@ -95,8 +98,11 @@ def read_kind(node: Any, shape: tuple[int, ...] | None, graph: Graph) -> Read:
         return _fused_batch_norm(node, shape, graph)
     if shape is None:
         raise Refused(f"a {node.op} on a 2-D tensor: the suite judges it on (N, H, W, C)")
+    if node.op == "Transpose":
+        return _transpose(node, shape, graph)
     if node.op == "Reshape":
-        return Read(_flatten(node, shape, graph), [node], "Reshape")
+        kind, per_sample = _flatten(node, shape, graph)
+        return Read(kind, [node], "Reshape", per_sample=per_sample)
     if len(shape) != 3 or node.attr["data_format"].s not in (b"", b"NHWC"):
         raise Refused(f"a {node.op} on a tensor of {len(shape) + 1} axes, data_format "
                       f"{node.attr['data_format'].s.decode() or 'NHWC'}: the suite judges it on (N, H, W, C)")
@@ -137,15 +143,44 @@ def _conv(node: Any, shape: tuple[int, ...], graph: Graph) -> KindRead:
     return KindRead(kind, native.copy(), None, native, kind.output_shape(shape))
 
 
-def _flatten(node: Any, shape: tuple[int, ...], graph: Graph) -> KindRead:
+def _flatten(node: Any, shape: tuple[int, ...], graph: Graph) -> tuple[KindRead, bool]:
     """A flatten of all but the batch axis: a ``Reshape`` to a computed shape (Keras' ``(batch, -1)``, its output's
-    shape checked as every unit's is) or to a constant ``[-1, features]``."""
+    shape checked as every unit's is), to a constant ``[-1, features]``, or to ``[1, features]`` where the graph fixes
+    its input's batch at 1 (onnx2tf writes the batch of torch's export): then the unit runs a sample at a time, as
+    the graph does."""
     size = int(np.prod(shape))
     target = graph.constant(node.input[1])
-    if target is not None and [int(v) for v in target.reshape(-1)] != [-1, size]:
-        raise Refused(f"a Reshape to {[int(v) for v in target.reshape(-1)]}: the suite judges a flatten to "
-                      f"(batch, {size}) (shape [-1, {size}])")
-    return KindRead.without_weights(Flatten(shape), None)
+    values = None if target is None else [int(v) for v in target.reshape(-1)]
+    per_sample = graph.batch == 1 and values == [1, size]
+    if values is not None and values != [-1, size] and not per_sample:
+        raise Refused(f"a Reshape to {values}: the suite judges a flatten to (batch, {size}) (shape [-1, {size}], or "
+                      f"[1, {size}] where the graph's input fixes its batch at 1; this one's is "
+                      f"{graph.batch or 'free'})")
+    return KindRead.without_weights(Flatten(shape), None), per_sample
+
+
+def _transpose(node: Any, shape: tuple[int, ...], graph: Graph) -> Read:
+    """A ``Transpose`` of a spatial tensor, read with the op it leads into: onnx2tf writes one of ``perm [0, 1, 2,
+    3]`` (nothing moved) before a conv, and one to channels-first (``[0, 3, 1, 2]``) before the ``Reshape`` of
+    torch's ``Flatten``, so the features come in torch's ``C, H, W`` order (the graph reader permutes the next dense
+    layer's rows to the canonical ``H, W, C``, as the torch walker permutes a ``Linear``'s)."""
+    perm = graph.constant(node.input[1])
+    perm = None if perm is None else [int(v) for v in np.reshape(perm, -1)]
+    rank = len(shape) + 1
+    after = [n for n in graph.consumers.get(tensor(node.name), [])]
+    if len(after) != 1:
+        raise Refused(f"a Transpose (perm {perm}) whose output {len(after)} ops take: the suite reads one read with "
+                      "the op it leads into")
+    nxt = after[0]
+    if perm == list(range(rank)) and nxt.op in KIND_OPS + ("Reshape",):
+        inner = read_kind(nxt, shape, graph)
+        return Read(inner.kind, [node, *inner.nodes], f"Transpose+{inner.ops}", inner.channels_first,
+                    inner.per_sample)
+    if perm == [0, rank - 1, *range(1, rank - 1)] and nxt.op == "Reshape":
+        kind, per_sample = _flatten(nxt, shape, graph)
+        return Read(kind, [node, nxt], "Transpose+Reshape", channels_first=True, per_sample=per_sample)
+    raise Refused(f"a Transpose (perm {perm}) before a {nxt.op}: the suite reads a Transpose that moves nothing before "
+                  "a layer, and one to channels-first before a flatten (torch's C, H, W order, as onnx2tf writes)")
 
 
 def _parameters(graph: Graph, names: list[str], features: int, what: str) -> np.ndarray:
