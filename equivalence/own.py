@@ -305,11 +305,12 @@ def structural_differences(t_units: Sequence[DenseUnit], k_units: Sequence[Dense
                                   f"({k.activation_source}), but {a} has {t.activation} ({t.activation_source})"))
         if untransposed or k.shape != t.shape or k.dtype != t.dtype:
             continue
+        narrow = stored_narrower(a, t.dtype) or stored_narrower(b, t.dtype)
         if folded_pair(t, k):  # a BatchNorm a converter folded: its parameters within the fold's rounding
-            out += [Difference(i, what, message) for what, message in folded_weight_differences(where, t, k, a, b)]
+            out += [Difference(i, what, message)
+                    for what, message in folded_weight_differences(where, t, k, a, b, narrow)]
             continue
         tolerance = f" by more than {_ulps(weight_ulps)}" if weight_ulps else ""
-        narrow = stored_narrower(a, t.dtype) or stored_narrower(b, t.dtype)
         if narrow is not None:  # one side stores its weights narrower: both compared as it stores them
             t, k = _rounded(t, narrow), _rounded(k, narrow)
             tolerance += f" (both rounded to {narrow}, as {a if stored_narrower(a, t.dtype) else b} stores them)"

@@ -15,6 +15,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from equivalence.core.dtypes import EPSILON, numpy_dtype
 from equivalence.core.folded import FOLD_SAFETY, ChannelAffine, FoldedConv, fold_batch_norm, fold_tolerance, shift
 from equivalence.core.kinds import LayerWeights
 from equivalence.core.norms import BatchNorm
@@ -103,11 +104,17 @@ def folded_pair(t: DenseUnit, k: DenseUnit) -> bool:
     return isinstance(t.layer_kind, FOLDED) and (np.ndim(t.b) == 2 or np.ndim(k.b) == 2)
 
 
-def folded_weight_differences(where: str, t: DenseUnit, k: DenseUnit, a: str, b: str) -> list[tuple[str, str]]:
+def folded_weight_differences(where: str, t: DenseUnit, k: DenseUnit, a: str, b: str,
+                              narrower: str | None = None) -> list[tuple[str, str]]:
     """The folded parameters of ``k`` (as a converter stored them) against ``t``'s folded exactly, within the fold's
-    rounding (``fold_tolerance``); ``t`` is the side holding the shift's terms as rows (the model's)."""
+    rounding (``fold_tolerance``); ``t`` is the side holding the shift's terms as rows (the model's). ``narrower``:
+    the dtype the graph's side stores its weights in, narrower than the one it computes in (``litert_fp16w``:
+    float16), whose rounding to nearest of the converter's folded values is allowed on top."""
     exact, stored, first, second = (t, k, a, b) if np.ndim(t.b) == 2 else (k, t, b, a)
     allowed = fold_tolerance(LayerWeights(exact.W, exact.b), exact.dtype)
+    if narrower is not None:
+        allowed = LayerWeights(*(None if tol is None else stored_rounding(value, tol, narrower)
+                                 for value, tol in ((exact.W, allowed.W), (shift(exact.b), allowed.b))))
     out = []
     parts = exact.layer_kind.PARTS
     for what, got, expected, tol in ((parts[0], stored.W, exact.W, allowed.W),
@@ -121,12 +128,23 @@ def folded_weight_differences(where: str, t: DenseUnit, k: DenseUnit, a: str, b:
             index = tuple(int(j) for j in np.unravel_index(int(np.argmax(np.where(off, diff, -1.0))), diff.shape))
             out.append(("kernel" if what == parts[0] else "bias values",
                         f"{where}: {what}: {int(off.sum())} / {diff.size} elements differ from the {first} layers "
-                        f"folded (beyond the fold's rounding, {fold_note(exact.dtype)}); greatest abs diff "
+                        f"folded (beyond the fold's rounding, {fold_note(exact.dtype, narrower)}); greatest abs diff "
                         f"{float(diff[index]):.3g} at index {index} ({second} {float(got[index])!r}, {first} "
                         f"{float(np.broadcast_to(expected, diff.shape)[index])!r})"))
     return out
 
 
-def fold_note(dtype: str) -> str:
-    """How far the fold's rounding may move a folded parameter."""
-    return f"{FOLD_SAFETY:g} eps of {dtype} of the terms each sums"
+def fold_note(dtype: str, narrower: str | None = None) -> str:
+    """How far the fold's rounding (and the storing in ``narrower``) may move a folded parameter."""
+    stored = f", then rounded to {narrower} as stored" if narrower is not None else ""
+    return f"{FOLD_SAFETY:g} eps of {dtype} of the terms each sums{stored}"
+
+
+def stored_rounding(value: np.ndarray | float, tol: np.ndarray, narrower: str) -> np.ndarray:
+    """``tol`` (the fold's rounding of ``value``) widened by storing the converter's folded value in ``narrower``, to
+    nearest: half its eps of the value (within ``tol`` of ``value``), or, where the value is subnormal there and
+    rounds to a fixed grid, half that grid's spacing."""
+    info = np.finfo(numpy_dtype(narrower))
+    unit = EPSILON[narrower] / 2
+    return tol + np.maximum(unit * (np.abs(np.asarray(value, dtype=np.float64)) + tol),
+                            float(info.smallest_subnormal) / 2)

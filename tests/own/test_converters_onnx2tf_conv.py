@@ -41,6 +41,8 @@ SAVED_UNITS = ["saved_model Conv2D+AddV2", "saved_model MaxPool", "saved_model C
 """What the SavedModel reader says each unit of onnx2tf's graph is: the transpose read with the flatten."""
 TFLITE_UNITS = ["tflite CONV_2D", "tflite MAX_POOL_2D", "tflite CONV_2D", "tflite AVERAGE_POOL_2D",
                 "tflite TRANSPOSE+RESHAPE", "tflite FULLY_CONNECTED"]
+TFLITE_FP16_UNITS = [u if "FULLY" not in u and "CONV" not in u else f"{u} (float16 weights, DEQUANTIZE)"
+                     for u in TFLITE_UNITS]
 FOLDED = ", the BatchNorm folded into the conv by the converter"
 
 
@@ -104,9 +106,7 @@ def test_onnx2tf_s_tflite_of_a_torch_conv_net_with_a_flatten_in_torch_s_order_ag
     result = read_as(model, folder / "onnx2tf" / "convnet_float32.tflite", TFLITE_UNITS)
     assert "layer 4: torch '5' (Flatten; linear: none) = litert 'op 4' (tflite TRANSPOSE+RESHAPE; linear: none)" \
         in result.matched()[4], result.matched()
-    fp16 = read_as(model, folder / "onnx2tf" / "convnet_float16.tflite",
-                   [u if "FULLY" not in u and "CONV" not in u else f"{u} (float16 weights, DEQUANTIZE)"
-                    for u in TFLITE_UNITS])
+    fp16 = read_as(model, folder / "onnx2tf" / "convnet_float16.tflite", TFLITE_FP16_UNITS)
     assert fp16.labels == ("torch", "litert_fp16w")
 
 
@@ -143,8 +143,12 @@ def test_a_moved_dense_weight_in_onnx2tf_s_saved_model_is_named_at_its_layer(pla
 
 @pytest.mark.parametrize(("file", "units"), [
     (".", [SAVED_UNITS[0] + FOLDED, *SAVED_UNITS[1:]]),
-    ("convnet_float32.tflite", [TFLITE_UNITS[0] + FOLDED, *TFLITE_UNITS[1:]])], ids=["saved_model", "tflite"])
+    ("convnet_float32.tflite", [TFLITE_UNITS[0] + FOLDED, *TFLITE_UNITS[1:]]),
+    ("convnet_float16.tflite", [TFLITE_FP16_UNITS[0] + FOLDED, *TFLITE_FP16_UNITS[1:]])],
+    ids=["saved_model", "tflite", "tflite_float16"])
 def test_a_batch_norm_the_export_folded_into_the_conv_agrees_as_the_model_s_conv_and_norm(normed, file, units):
+    """Float16 weights: the folded kernel and bias as the converter stored them, within the fold's rounding and
+    float16's."""
     from equivalence.core.folded import FoldedConv
 
     model, folder = normed
@@ -153,7 +157,10 @@ def test_a_batch_norm_the_export_folded_into_the_conv_agrees_as_the_model_s_conv
     assert result.matched()[0].startswith("layer 0: torch '0+1' (Conv2d+BatchNorm2d; relu: ReLU '2') = ")
 
 
-def test_a_statistic_changed_after_the_conversion_is_named_at_the_folded_conv(normed):
+@pytest.mark.parametrize(("file", "unit"), [
+    (".", "keras_graph 'PartitionedCall/model/tf.nn.convolution/convolution'"),
+    ("convnet_float16.tflite", "litert_fp16w 'op 6'")], ids=["saved_model", "tflite_float16"])
+def test_a_statistic_changed_after_the_conversion_is_named_at_the_folded_conv(normed, file, unit):
     import torch
 
     from equivalence import compare_models
@@ -162,9 +169,9 @@ def test_a_statistic_changed_after_the_conversion_is_named_at_the_folded_conv(no
     wrong = copy.deepcopy(model)
     with torch.no_grad():
         wrong[1].running_var[2] *= 1.01
-    message = compare_models(wrong, folder / "onnx2tf", max_examples=3).message()
-    assert "layer 0 (torch '0+1', keras_graph 'PartitionedCall/model/tf.nn.convolution/convolution'): kernel: " \
-        "36 / 144 elements differ from the torch layers folded" in message, message
+    message = compare_models(wrong, folder / "onnx2tf" / file, max_examples=3).message()
+    assert f"layer 0 (torch '0+1', {unit}): kernel: 36 / 144 elements differ from the torch layers folded" \
+        in message, message
 
 
 @pytest.mark.parametrize("file", ["onnx2tf", "onnx2tf/convnet_float32.tflite"], ids=["saved_model", "tflite"])
