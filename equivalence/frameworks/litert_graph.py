@@ -129,6 +129,7 @@ class _Pending:
     channels_first: bool = False  # a flatten of the tensor made channels-first: its output put in canonical order
     per_sample: bool = False  # a RESHAPE to the file's fixed batch (onnx2tf's [1, features]): run a sample at a time
     permutation: np.ndarray | None = None  # a dense unit after a channels-first flatten: its rows, stored order
+    fed_channels_first: bool = False  # a unit starting at the TRANSPOSE of a channels-first input: fed so
 
 
 def walk(model: Any) -> list[DenseUnit]:
@@ -164,6 +165,9 @@ def walk(model: Any) -> list[DenseUnit]:
     shape = declared[1:] if len(declared) > 2 else None  # canonical per sample while spatial; None once 2-D
     computed = _shape_computations(flat, names, constant)
     batch = declared[0] if declared and declared[0] > 0 else None  # the input's batch, where the file fixes it
+    into_last = _input_transpose(flat, names, graph, current)  # a channels-first input's TRANSPOSE (onnx2tf -kt)
+    if shape is not None and into_last is not None:
+        shape = (*shape[1:], shape[0])
     permutation = None  # a channels-first flatten's: the next dense unit's rows
     units: list[DenseUnit] = []
     pending: _Pending | None = None
@@ -234,6 +238,9 @@ def walk(model: Any) -> list[DenseUnit]:
             squeezed[int(op.outputs[0])] = current
             lifted, current = False, int(op.outputs[0])
             continue
+        if op is into_last:  # read with the op it leads into, the unit fed channels-first
+            current = int(op.outputs[0])
+            continue
         if name == "TRANSPOSE" and shape is not None:
             if pending is not None:
                 units.append(_close(pending, model.content, flat))
@@ -245,6 +252,10 @@ def walk(model: Any) -> list[DenseUnit]:
             if pending is not None:
                 units.append(_close(pending, model.content, flat))
             pending = _kind(index, op, name, current, shape, constant, refuse, declared, lifting, lifted)
+            if into_last is not None and current == int(into_last.outputs[0]):
+                pending.ops, pending.input, pending.fed_channels_first = [into_last, *pending.ops], int(
+                    into_last.inputs[0]), True
+                pending.label = f"TRANSPOSE+{pending.label or name}"
             if name == "RESHAPE":
                 pending.per_sample = _per_sample(flat, graph, op, batch, refuse)
             pending.dequantize = [dequantized[t][1] for t in inputs if t in dequantized]
@@ -450,6 +461,19 @@ def _per_sample(flat: Any, graph: Any, reshape: Any, batch: int | None, refuse: 
     return True
 
 
+def _input_transpose(flat: Any, names: dict[int, str], graph: Any, tensor: int) -> Any:
+    """The first op (after the ``DEQUANTIZE`` ops of float16 weights) when it is a ``TRANSPOSE`` of the 4-D input
+    ``tensor`` to channels-last (``perm [0, 2, 3, 1]``): onnx2tf keeps torch's ``N, C, H, W`` input so with ``-kt``;
+    None otherwise."""
+    ops = [op for op in graph.operators if _op_name(flat, names, op) != "DEQUANTIZE"]
+    if not ops or len(graph.tensors[tensor].shape) != 4:
+        return None
+    op = ops[0]
+    if _op_name(flat, names, op) != "TRANSPOSE" or int(op.inputs[0]) != tensor:
+        return None
+    return op if _integers(flat, graph, int(op.inputs[1])) == [0, 2, 3, 1] else None
+
+
 def _channels_first_flatten(index: int, op: Any, flat: Any, names: dict[int, str], graph: Any,
                             shape: tuple[int, ...], current: int, constant: Any, refuse: Any,
                             batch: int | None) -> _Pending:
@@ -530,6 +554,7 @@ def _close(p: _Pending, content: bytes, flat: Any) -> DenseUnit:
 
     def run(x: np.ndarray) -> np.ndarray:
         x = np.asarray(x) if rows is None else np.asarray(x)[:, rows]
+        x = np.moveaxis(x, -1, 1) if p.fed_channels_first else x
         samples = [x[i:i + 1] for i in range(len(x))] if p.per_sample and len(x) > 1 else [x]
         y = np.concatenate([once(part) for part in samples])
         return y if flat_order is None else y[:, flat_order]

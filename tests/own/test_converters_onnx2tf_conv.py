@@ -62,9 +62,9 @@ def build(norm: bool = False):
     return model
 
 
-def onnx2tf_minimal(onnx_path: Path, folder: Path) -> Path:
+def onnx2tf_minimal(onnx_path: Path, folder: Path, *options: str) -> Path:
     """onnx2tf's SavedModel and ``.tflite`` files (float32, float16 weights), converted in a child process."""
-    command = ["-i", str(onnx_path), "-o", str(folder), "-n"]
+    command = ["-i", str(onnx_path), "-o", str(folder), "-n", *options]
     proc = subprocess.run([sys.executable, "-m", "onnx2tf", *command], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     return folder
@@ -193,3 +193,17 @@ def test_the_command_judges_onnx2tf_s_files_of_a_conv_net_and_names_a_wrong_stat
     out, err = capsys.readouterr()
     assert code == EXIT_DISAGREE and "layer 2 (torch '3', " in out and "kernel: 1 / 180 elements differ" in out, \
         (out, err)
+
+
+def test_with_torch_s_channels_first_input_kept_the_first_transpose_is_read_with_the_conv(plain):
+    """onnx2tf ``-kt`` keeps the input ``N, C, H, W`` and writes a ``Transpose`` to channels-last first: read with the
+    conv it leads into, the unit fed channels-first."""
+    import onnx
+
+    model, folder = plain
+    name = onnx.load(folder / "convnet.onnx").graph.input[0].name
+    kept = onnx2tf_minimal(folder / "convnet.onnx", folder / "kept", "-kt", name)
+    read_as(model, kept, ["saved_model Transpose+Conv2D+AddV2", *SAVED_UNITS[1:]])
+    read_as(model, kept / "convnet_float32.tflite", ["tflite TRANSPOSE+CONV_2D", *TFLITE_UNITS[1:]])
+    read_as(model, kept / "convnet_float16.tflite", ["tflite TRANSPOSE+CONV_2D (float16 weights, DEQUANTIZE)",
+                                                     *TFLITE_FP16_UNITS[1:]])

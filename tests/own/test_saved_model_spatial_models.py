@@ -219,17 +219,19 @@ def _torch_conv_flatten():
     return nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(48, 2)).eval()
 
 
-def _saved_by_hand(folder, model, *, batch, perm, target):
+def _saved_by_hand(folder, model, *, batch, perm, target, kept=False):
     """``model`` (``_torch_conv_flatten``) written as onnx2tf writes a torch conv net: channels-last ops, its input
-    ``(batch, 6, 6, 2)``, a ``Transpose`` by ``perm`` and a ``Reshape`` to ``target`` for torch's ``Flatten``."""
+    ``(batch, 6, 6, 2)`` (``kept``: ``(batch, 2, 6, 6)`` and a ``Transpose`` to channels-last, onnx2tf's ``-kt``),
+    a ``Transpose`` by ``perm`` and a ``Reshape`` to ``target`` for torch's ``Flatten``."""
     import tensorflow as tf
 
     conv, linear = model[0], model[3]
     kernel = tf.constant(conv.weight.detach().numpy().transpose(2, 3, 1, 0))
     bias, w, b = (tf.constant(t.detach().numpy()) for t in (conv.bias, linear.weight.T, linear.bias))
 
-    @tf.function(input_signature=[tf.TensorSpec([batch, 6, 6, 2], tf.float32)])
+    @tf.function(input_signature=[tf.TensorSpec([batch, 2, 6, 6] if kept else [batch, 6, 6, 2], tf.float32)])
     def serve(x):
+        x = tf.transpose(x, [0, 2, 3, 1]) if kept else x
         h = tf.nn.relu(tf.nn.conv2d(x, kernel, 1, "VALID") + bias)
         return tf.matmul(tf.reshape(tf.transpose(h, perm), target), w) + b
 
@@ -239,18 +241,22 @@ def _saved_by_hand(folder, model, *, batch, perm, target):
     return folder
 
 
-@pytest.mark.parametrize(("batch", "target"), [(None, [-1, 48]), (1, [1, 48])], ids=["free_batch", "batch_of_1"])
-def test_a_flatten_in_torch_s_order_written_as_a_transpose_and_a_reshape_agrees_with_torch(tmp_path, batch, target):
+@pytest.mark.parametrize(("batch", "target", "kept"), [(None, [-1, 48], False), (1, [1, 48], False),
+                                                      (1, [1, 48], True)],
+                         ids=["free_batch", "batch_of_1", "channels_first_input"])
+def test_a_flatten_in_torch_s_order_written_as_a_transpose_and_a_reshape_agrees_with_torch(tmp_path, batch, target,
+                                                                                            kept):
     """The ``Transpose`` to channels-first before the ``Reshape`` (onnx2tf's torch ``Flatten``) is read with it as
     one flatten unit, its output in the canonical order and the dense rows after it permuted to it; a ``Reshape``
-    to ``[1, features]`` of a graph whose input fixes the batch at 1 runs a sample at a time."""
+    to ``[1, features]`` of a graph whose input fixes the batch at 1 runs a sample at a time; the ``Transpose`` of a
+    channels-first input is read with the conv after it."""
     from equivalence import assert_equivalent
 
     model = _torch_conv_flatten()
-    saved = _saved_by_hand(tmp_path / "saved", model, batch=batch, perm=[0, 3, 1, 2], target=target)
+    saved = _saved_by_hand(tmp_path / "saved", model, batch=batch, perm=[0, 3, 1, 2], target=target, kept=kept)
     result = assert_equivalent(model, saved, max_examples=10)
-    assert [u.kind for u in result.keras_layers] == ["saved_model Conv2D+AddV2", "saved_model Transpose+Reshape",
-                                                     "saved_model MatMul+AddV2"]
+    conv = "saved_model Transpose+Conv2D+AddV2" if kept else "saved_model Conv2D+AddV2"
+    assert [u.kind for u in result.keras_layers] == [conv, "saved_model Transpose+Reshape", "saved_model MatMul+AddV2"]
 
 
 @pytest.mark.parametrize(("batch", "perm", "target", "says"), [

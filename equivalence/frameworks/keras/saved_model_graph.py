@@ -107,6 +107,7 @@ class _Pending:
     ops: str = ""  # the ops matched, as the report names them (a dense unit: its MatMul and bias add)
     channels_first: bool = False  # a flatten of the tensor made channels-first: its output put in canonical order
     per_sample: bool = False  # a unit whose ops fix the batch at 1 (the graph's): run a sample at a time
+    fed_channels_first: bool = False  # a unit starting at the Transpose of a channels-first input: fed so
     permutation: np.ndarray | None = None  # a dense unit after a channels-first flatten: its rows, stored order
 
 
@@ -127,8 +128,11 @@ def walk(model: Any) -> list[DenseUnit]:
             consumers.setdefault(tensor(t), []).append(node)
     placeholder = nodes[node_of(model.input)]
     dims = [d.size for d in placeholder.attr["shape"].shape.dim]
-    graph = Graph(nodes, consumers, constant, dims[0] if dims and dims[0] > 0 else None)
+    transpose = _input_transpose(model.input, len(dims), consumers, constant)
+    graph = Graph(nodes, consumers, constant, dims[0] if dims and dims[0] > 0 else None, transpose)
     shape = tuple(dims[1:]) if len(dims) > 2 else None  # canonical per sample while spatial; None once 2-D
+    if shape is not None and transpose is not None:  # a channels-first input: (C, *spatial) made canonical
+        shape = (*shape[1:], shape[0])
     if shape is not None and min(shape) < 1:
         raise ModelNotSupported(model.source, placeholder.name, "input", None, f"a spatial input of shape {dims}: "
                                 "the suite needs its per-sample sizes fixed (padding and flatten order depend on them)")
@@ -178,7 +182,8 @@ def walk(model: Any) -> list[DenseUnit]:
             pending = _Pending(position, current, read.nodes, read.kind.W, read.kind.native, read.kind.b,
                                layer_kind=read.kind.layer_kind, in_shape=in_shape,
                                out_shape=read.kind.layer_kind.output_shape(in_shape), ops=read.ops,
-                               channels_first=read.channels_first, per_sample=read.per_sample)
+                               channels_first=read.channels_first, per_sample=read.per_sample,
+                               fed_channels_first=read.fed_channels_first)
             permutation = flatten_permutation(in_shape) if read.channels_first else None
             absorbed.update(n.name for n in read.nodes)
             shape, out = read.kind.next_shape, f"{read.nodes[-1].name}:0"
@@ -213,6 +218,21 @@ def walk(model: Any) -> list[DenseUnit]:
         raise ModelNotSupported(model.source, model.output, "output", None,
                                 "the signature's output is not the end of its single chain of ops")
     return check_chain(units, model.source)
+
+
+def _input_transpose(name: str, rank: int, consumers: dict[str, list[Any]],
+                     constant: Callable[[str], np.ndarray | None]) -> str | None:
+    """The ``Transpose`` to channels-last (``perm [0, 2, ..., 1]``) a channels-first input goes through first
+    (onnx2tf keeps torch's ``N, C, H, W`` input so, with ``-kt``), ``Identity`` nodes passed; None when there is
+    none."""
+    found = consumers.get(tensor(name), [])
+    while len(found) == 1 and found[0].op == "Identity":
+        found = consumers.get(tensor(found[0].name), [])
+    if rank < 4 or len(found) != 1 or found[0].op != "Transpose":
+        return None
+    perm = constant(found[0].input[1])
+    into_last = perm is not None and [int(v) for v in np.reshape(perm, -1)] == [0, *range(2, rank), 1]
+    return found[0].name if into_last else None
 
 
 def _biased(pending: _Pending) -> bool:
@@ -357,8 +377,8 @@ def _close(p: _Pending, context: _Context) -> DenseUnit:
     if dtype not in DTYPES:
         raise ModelNotSupported(source, unit[0].name, unit[0].op, p.index, f"computes in {dtype}: the suite judges "
                                 f"{', '.join(DTYPES.values())} graphs")
-    function = _function(context.nodes, [n.name for n in unit], f"{unit[-1].name}:0",
-                         (p.input, dtype, p.in_shape or (p.W.shape[0],)))
+    fed_shape = (p.in_shape[-1], *p.in_shape[:-1]) if p.fed_channels_first else p.in_shape or (p.W.shape[0],)
+    function = _function(context.nodes, [n.name for n in unit], f"{unit[-1].name}:0", (p.input, dtype, fed_shape))
 
     rows = None if p.permutation is None else np.argsort(p.permutation)  # canonical features in the stored order
     flat = flatten_permutation(p.in_shape) if p.channels_first else None  # channels-first features made canonical
@@ -368,6 +388,7 @@ def _close(p: _Pending, context: _Context) -> DenseUnit:
 
     def run(x: np.ndarray) -> np.ndarray:
         x = np.asarray(x) if rows is None else np.asarray(x)[:, rows]
+        x = np.moveaxis(x, -1, 1) if p.fed_channels_first else x
         y = np.concatenate([once(x[i:i + 1]) for i in range(len(x))]) if p.per_sample and len(x) else once(x)
         return y if flat is None else y[:, flat]
 

@@ -53,6 +53,7 @@ class Graph:
     consumers: dict[str, list[Any]]
     constant: Callable[[str], np.ndarray | None]
     batch: int | None = None  # the input's batch where the graph fixes it (onnx2tf's, from torch's export: 1)
+    input_transpose: str | None = None  # the Transpose making a channels-first input channels-last (onnx2tf -kt)
 
     def producer(self, name: str) -> Any:
         """The node giving tensor ``name``, ``Identity`` nodes passed through."""
@@ -78,6 +79,7 @@ class Read:
     ops: str
     channels_first: bool = False  # a flatten of the tensor made channels-first (torch's C, H, W order)
     per_sample: bool = False  # a flatten to the graph's fixed batch: the unit runs a sample at a time
+    fed_channels_first: bool = False  # the unit starts at the Transpose of the graph's channels-first input
 
 
 def starts(node: Any, graph: Graph, shape: tuple[int, ...] | None) -> bool:
@@ -163,7 +165,9 @@ def _transpose(node: Any, shape: tuple[int, ...], graph: Graph) -> Read:
     """A ``Transpose`` of a spatial tensor, read with the op it leads into: onnx2tf writes one of ``perm [0, 1, 2,
     3]`` (nothing moved) before a conv, and one to channels-first (``[0, 3, 1, 2]``) before the ``Reshape`` of
     torch's ``Flatten``, so the features come in torch's ``C, H, W`` order (the graph reader permutes the next dense
-    layer's rows to the canonical ``H, W, C``, as the torch walker permutes a ``Linear``'s)."""
+    layer's rows to the canonical ``H, W, C``, as the torch walker permutes a ``Linear``'s). With the input kept
+    channels-first (onnx2tf's ``-kt``), the graph's first op is a ``Transpose`` to channels-last (``[0, 2, 3, 1]``):
+    read with the op after it, the unit fed channels-first."""
     perm = graph.constant(node.input[1])
     perm = None if perm is None else [int(v) for v in np.reshape(perm, -1)]
     rank = len(shape) + 1
@@ -172,10 +176,11 @@ def _transpose(node: Any, shape: tuple[int, ...], graph: Graph) -> Read:
         raise Refused(f"a Transpose (perm {perm}) whose output {len(after)} ops take: the suite reads one read with "
                       "the op it leads into")
     nxt = after[0]
-    if perm == list(range(rank)) and nxt.op in KIND_OPS + ("Reshape",):
+    into_last = node.name == graph.input_transpose and perm == [0, *range(2, rank), 1]
+    if (perm == list(range(rank)) or into_last) and nxt.op in KIND_OPS + ("Reshape",):
         inner = read_kind(nxt, shape, graph)
         return Read(inner.kind, [node, *inner.nodes], f"Transpose+{inner.ops}", inner.channels_first,
-                    inner.per_sample)
+                    inner.per_sample, fed_channels_first=into_last)
     if perm == [0, rank - 1, *range(1, rank - 1)] and nxt.op == "Reshape":
         kind, per_sample = _flatten(nxt, shape, graph)
         return Read(kind, [node, nxt], "Transpose+Reshape", channels_first=True, per_sample=per_sample)
