@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from equivalence.core.activations import activation_name
+from equivalence.core.folded import ChannelAffine
 from equivalence.core.kinds import DENSE
 from equivalence.core.spatial import Conv, Flatten, flatten_permutation
 from equivalence.core.walk import DenseUnit, ModelNotSupported, Refused, check_chain
@@ -45,8 +46,8 @@ from equivalence.frameworks.litert_kinds import KIND_OPS, REFUSED, one_dimension
 from equivalence.frameworks.litert_norms import (
     LAYER_NORM_OPS,
     folded_into_weights,
-    folded_scale_and_shift,
     layer_norm,
+    scale_and_shift,
 )
 
 FRAMEWORK = "litert"
@@ -198,9 +199,16 @@ def walk(model: Any) -> list[DenseUnit]:
         if name in ("FULLY_CONNECTED", "CONV_2D") and (folded := folded_into_weights(
                 [_tensor_name(graph, t) for t in inputs[1:] if t >= 0 and constant(t) is not None])):
             raise refuse(folded)
-        if name == "MUL" and dynamic == [current] and (folded := folded_scale_and_shift(
-                op, _following(flat, names, graph, index), constant, current, int(graph.tensors[current].shape[-1]))):
-            raise refuse(folded)
+        following = _following(flat, names, graph, index)
+        if name == "MUL" and dynamic == [current] and (affine := scale_and_shift(
+                op, following, constant, current, int(graph.tensors[current].shape[-1]))):
+            if pending is not None:
+                units.append(_close(pending, model.content, flat))
+            pending = _affine(index, current, op, following[1], affine, shape, refuse)
+            pending.dequantize = [dequantized[t][1] for o in pending.ops for t in o.inputs if int(t) in dequantized]
+            absorbed.add(index + 1)
+            current = int(following[1].outputs[0])
+            continue
         if pending is not None and name == "MUL" and pending.act == "sigmoid" and not pending.fused \
                 and sorted(dynamic) == sorted([pending.input_of_act, current]):
             pending.ops.append(op)
@@ -446,6 +454,20 @@ def _one_weight_label(units: list[DenseUnit]) -> list[DenseUnit]:
                                 "(DEQUANTIZE): the suite judges a file whose weights are all float16 or all float32")
     label = weighted[0].framework if weighted else FRAMEWORK
     return [u if u.framework == label else replace(u, framework=label) for u in units]
+
+
+def _affine(index: int, current: int, mul: Any, add: Any, affine: tuple[np.ndarray, np.ndarray],
+            shape: tuple[int, ...] | None, refuse: Any) -> _Pending:
+    """A ``MUL`` and an ``ADD`` of per-channel constants (a BatchNorm the converter folded into a scale and a shift)
+    as a ``ChannelAffine`` unit, the ``ADD``'s fused activation read."""
+    fused = getattr(add.builtinOptions, "fusedActivationFunction", 0)
+    if fused not in _FUSED:
+        raise refuse(f"fused activation {fused} (ActivationFunctionType) is not one the suite knows")
+    W, b = (a.astype(np.float32) for a in affine)
+    in_shape = shape or (W.size,)
+    source = f"fused in ADD op {index + 1}" if fused else "none"
+    return _Pending(index, current, [mul, add], W, np.stack([W, b]), b, _FUSED[fused], source, bool(fused),
+                    layer_kind=ChannelAffine(W.size), in_shape=in_shape, out_shape=in_shape, label="MUL+ADD")
 
 
 def _per_sample(flat: Any, graph: Any, reshape: Any, batch: int | None, refuse: Any) -> bool:

@@ -13,7 +13,9 @@ sqrt(var + epsilon) + beta``, its roundings within the core's LayerNorm bound (e
 A BatchNormalization at inference is an affine map per channel, and the converter folds it: into the weights of
 the ``CONV_2D`` or ``FULLY_CONNECTED`` before it (no activation between) or after it, or, where it cannot (after a
 fused ReLU, a pool), into a ``MUL`` and an ``ADD`` of per-channel constants (``gamma / sqrt(var + epsilon)`` and
-``beta - mean`` times that). Either way the file no longer holds its four parameters: refused, naming the fold.
+``beta - mean`` times that). A scale and a shift are read as the ``ChannelAffine`` kind (the model's BatchNorm is
+folded exactly to compare them, ``equivalence.own_folded``); a norm folded into a layer's weights is refused, naming
+the fold.
 A weight or bias it folded a norm into shows it only in the constant's name (``.../batchnorm/mul_1;.../MatMul``,
 the norm's ops' scope); a norm that changes nothing (the initial gamma 1, beta 0, mean 0, variance 1) may leave no
 name, and the file then reads as the layers without it (the comparison names the missing BatchNorm).
@@ -90,22 +92,22 @@ def layer_norm(ops: list[tuple[str, Any]], constant: Callable[[int], np.ndarray 
     return KindRead(LayerNorm(features, epsilon), rows.copy(), None, rows, None)
 
 
-def folded_scale_and_shift(op: Any, following: tuple[str, Any] | None,
-                           constant: Callable[[int], np.ndarray | None], current: int, channels: int) -> str | None:
-    """Why a ``MUL`` of ``current`` by a per-channel constant, then an ``ADD`` of one, is refused (a BatchNorm the
-    converter folded into a scale and a shift); None for any other ``MUL``."""
+def scale_and_shift(op: Any, following: tuple[str, Any] | None, constant: Callable[[int], np.ndarray | None],
+                    current: int, channels: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The scale and the shift of a ``MUL`` of ``current`` by a per-channel constant, then an ``ADD`` of one (a
+    BatchNorm the converter folded into them, ``gamma / sqrt(variance + epsilon)`` and ``beta - mean`` times that:
+    the ``ChannelAffine`` kind), each ``(channels,)``; None for any other ``MUL``."""
     if following is None or following[0] != "ADD":
         return None
     add = following[1]
 
-    def per_channel(op: Any, other: int) -> bool:
+    def per_channel(op: Any, other: int) -> np.ndarray | None:
         found = [constant(t) for t in _inputs(op) if t != other]
-        return other in _inputs(op) and len(found) == 1 and found[0] is not None and found[0].size == channels
-    if per_channel(op, current) and per_channel(add, _output(op)):
-        return (f"a MUL and an ADD of per-channel constants ({channels}): " + _FOLDED.format(
-            where="into a scale, gamma / sqrt(variance + epsilon), and a shift, beta - mean times that",
-            lost=f"none of {_PARAMETERS}"))
-    return None
+        one = found[0] if other in _inputs(op) and len(found) == 1 else None
+        return one.reshape(-1) if one is not None and one.size == channels and one.shape[-1:] == (channels,) \
+            else None
+    scale, shift = per_channel(op, current), per_channel(add, _output(op))
+    return None if scale is None or shift is None else (scale, shift)
 
 
 def folded_into_weights(names: list[str]) -> str | None:

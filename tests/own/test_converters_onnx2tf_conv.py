@@ -34,6 +34,12 @@ def build(norm=False):
     layers = [nn.Conv2d(4, 4, 3, padding=1), *([nn.BatchNorm2d(4)] if norm else []), nn.ReLU(), nn.MaxPool2d(2),
               nn.Conv2d(4, 5, 3), nn.AvgPool2d(2, stride=1), nn.Flatten(), nn.Linear(20, 6)]
     return nn.Sequential(*layers).eval()
+
+
+def build_norm_after_relu():
+    """Conv2d, ReLU, BatchNorm2d (which no export folds into the conv), MaxPool2d, Flatten, Linear."""
+    return nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), nn.BatchNorm2d(4), nn.MaxPool2d(2), nn.Flatten(),
+                         nn.Linear(100, 3)).eval()
 '''
 SHAPE = (4, 10, 10)  # 4 input channels: with 3, onnx2tf downloads sample images to check its conversion
 SAVED_UNITS = ["saved_model Conv2D+AddV2", "saved_model MaxPool", "saved_model Conv2D+AddV2", "saved_model AvgPool",
@@ -46,19 +52,22 @@ TFLITE_FP16_UNITS = [u if "FULLY" not in u and "CONV" not in u else f"{u} (float
 FOLDED = ", the BatchNorm folded into the conv by the converter"
 
 
-def build(norm: bool = False):
+def build(norm: bool | str = False):
+    """The conv net; ``norm``: with a BatchNorm2d after the first conv (``True``), or after its ReLU
+    (``"after_relu"``)."""
     import torch
 
     namespace: dict = {}
     exec(CONVNET, namespace)  # the module the command imports too (--torch-model convnet:build)
     torch.manual_seed(0)
-    model = namespace["build"](norm)
+    model = namespace["build_norm_after_relu"]() if norm == "after_relu" else namespace["build"](norm)
+    at = 2 if norm == "after_relu" else 1
     if norm:  # statistics and affine parameters away from the identity, so the fold moves every weight
         with torch.no_grad():
-            model[1].running_mean.uniform_(-1, 1)
-            model[1].running_var.uniform_(0.5, 2)
-            model[1].weight.uniform_(0.5, 1.5)
-            model[1].bias.uniform_(-1, 1)
+            model[at].running_mean.uniform_(-1, 1)
+            model[at].running_var.uniform_(0.5, 2)
+            model[at].weight.uniform_(0.5, 1.5)
+            model[at].bias.uniform_(-1, 1)
     return model
 
 
@@ -70,7 +79,7 @@ def onnx2tf_minimal(onnx_path: Path, folder: Path, *options: str) -> Path:
     return folder
 
 
-def converted(folder: Path, norm: bool):
+def converted(folder: Path, norm: bool | str):
     import torch
 
     model = build(norm)
@@ -78,7 +87,8 @@ def converted(folder: Path, norm: bool):
     (folder / "convnet.py").write_text(CONVNET, encoding="utf-8")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-        torch.onnx.export(model, (torch.zeros(1, *SHAPE),), folder / "convnet.onnx", dynamo=False, opset_version=20)
+        torch.onnx.export(model, (torch.zeros(1, *SHAPE),), folder / "convnet.onnx", dynamo=False,
+                          opset_version=20)
     onnx2tf_minimal(folder / "convnet.onnx", folder / "onnx2tf")
     return model, folder
 
@@ -91,6 +101,11 @@ def plain(tmp_path_factory):
 @pytest.fixture(scope="module")
 def normed(tmp_path_factory):
     return converted(tmp_path_factory.mktemp("onnx2tf_conv_norm"), norm=True)
+
+
+@pytest.fixture(scope="module")
+def norm_after_relu(tmp_path_factory):
+    return converted(tmp_path_factory.mktemp("onnx2tf_conv_norm_after_relu"), norm="after_relu")
 
 
 def test_onnx2tf_s_saved_model_of_a_torch_conv_net_agrees_layer_by_layer(plain):
@@ -207,3 +222,36 @@ def test_with_torch_s_channels_first_input_kept_the_first_transpose_is_read_with
     read_as(model, kept / "convnet_float32.tflite", ["tflite TRANSPOSE+CONV_2D", *TFLITE_UNITS[1:]])
     read_as(model, kept / "convnet_float16.tflite", ["tflite TRANSPOSE+CONV_2D (float16 weights, DEQUANTIZE)",
                                                      *TFLITE_FP16_UNITS[1:]])
+
+
+AFFINE = ", the BatchNorm's statistics folded into a scale and a shift by the converter"
+
+
+@pytest.mark.parametrize(("file", "units", "label"), [
+    (".", ["saved_model Conv2D+AddV2", f"saved_model Mul+AddV2{AFFINE}", "saved_model MaxPool",
+           "saved_model Transpose+Reshape", "saved_model MatMul+AddV2"], "keras_graph"),
+    ("convnet_float32.tflite", ["tflite CONV_2D", f"tflite MUL+ADD{AFFINE}", "tflite MAX_POOL_2D",
+                                "tflite TRANSPOSE+RESHAPE", "tflite FULLY_CONNECTED"], "litert"),
+    ("convnet_float16.tflite", ["tflite CONV_2D (float16 weights, DEQUANTIZE)",
+                                f"tflite MUL+ADD (float16 weights, DEQUANTIZE){AFFINE}", "tflite MAX_POOL_2D",
+                                "tflite TRANSPOSE+RESHAPE", "tflite FULLY_CONNECTED (float16 weights, DEQUANTIZE)"],
+     "litert_fp16w")], ids=["saved_model", "tflite", "tflite_float16"])
+def test_a_batch_norm_onnx2tf_wrote_as_a_mul_and_an_add_agrees_and_a_changed_statistic_is_named(norm_after_relu,
+                                                                                               file, units, label):
+    """A BatchNorm2d after a ReLU (no export folds it into the conv): onnx2tf writes a ``Mul`` and an ``Add`` of
+    per-channel constants, read as the ``ChannelAffine`` kind and matched with the model's norm folded exactly."""
+    import torch
+
+    from equivalence import compare_models
+    from equivalence.core.folded import ChannelAffine
+
+    model, folder = norm_after_relu
+    result = read_as(model, folder / "onnx2tf" / file, units)
+    assert result.keras_layers[1].layer_kind == ChannelAffine(4)
+    assert result.matched()[1].startswith(f"layer 1: torch '2' (BatchNorm2d; linear: none) = {label} ")
+    wrong = copy.deepcopy(model)
+    with torch.no_grad():
+        wrong[2].running_var[1] *= 1.01
+    message = compare_models(wrong, folder / "onnx2tf" / file, max_examples=3).message()
+    assert "layer 1 (torch '2', " in message and "scale: 1 / 4 elements differ from the torch layers folded" \
+        in message, message

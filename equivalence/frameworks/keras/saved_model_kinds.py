@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from equivalence.core.folded import ChannelAffine
 from equivalence.core.norms import BatchNorm, LayerNorm
 from equivalence.core.spatial import Conv, Flatten, Pool
 from equivalence.core.walk import Refused
@@ -86,7 +87,8 @@ def starts(node: Any, graph: Graph, shape: tuple[int, ...] | None) -> bool:
     """Whether ``node`` starts a unit of another kind than dense."""
     if node.op in KIND_OPS or (node.op in ("Reshape", "Transpose") and shape is not None) or node.op == "Mean":
         return True
-    return node.op == "Mul" and any(_factor(t, graph) is not None for t in node.input)
+    return node.op == "Mul" and (any(_factor(t, graph) is not None for t in node.input)
+                                 or _scale_and_shift(node, graph, shape) is not None)
 
 
 def read_kind(node: Any, shape: tuple[int, ...] | None, graph: Graph) -> Read:
@@ -94,8 +96,10 @@ def read_kind(node: Any, shape: tuple[int, ...] | None, graph: Graph) -> Read:
     what the suite does not judge."""
     if node.op == "Mean":
         return _layer_norm(node, shape, graph)
-    if node.op == "Mul":
-        return _batch_norm_ops(node, shape, graph)
+    if node.op == "Mul" and any(_factor(t, graph) is not None for t in node.input):
+        return _batch_norm_ops(node, shape, graph)  # Keras': its four parameters in the constants' computation
+    if node.op == "Mul" and (read := _scale_and_shift(node, graph, shape)) is not None:
+        return read
     if node.op == "FusedBatchNormV3":
         return _fused_batch_norm(node, shape, graph)
     if shape is None:
@@ -218,6 +222,30 @@ def _factor(name: str, graph: Graph) -> tuple[Any, str] | None:
         if rsqrt is not None and rsqrt.op == "Rsqrt":
             return rsqrt, node.input[1 - i]
     return None
+
+
+def _scale_and_shift(mul: Any, graph: Graph, shape: tuple[int, ...] | None) -> Read | None:
+    """A ``Mul`` of the chain's tensor by one constant per channel, then an ``Add`` of another (onnx2tf writes a
+    ``BatchNormalization`` it could not fold into a conv so: ``x * s + t``, its statistics folded into the two): the
+    ``ChannelAffine`` kind; None when ``mul`` is not one. Not a ``Mul`` right after a ``MatMul`` (onnx2tf's
+    ``Gemm`` ``alpha``)."""
+    constants = [graph.constant(t) for t in mul.input[:2]]
+    if sum(c is not None for c in constants) != 1:
+        return None
+    scale = next(c for c in constants if c is not None)
+    source = graph.producer(next(t for t, c in zip(mul.input, constants) if c is None))
+    adds = graph.consumers.get(tensor(mul.name), [])
+    if source is None or source.op == "MatMul" or len(adds) != 1 or adds[0].op not in ADDS:
+        return None
+    offset = next((graph.constant(t) for t in adds[0].input[:2] if node_of(t) != mul.name), None)
+    channels = shape[-1] if shape is not None else scale.size
+    per_channel = [c is not None and c.size == channels and c.shape[-1:] == (channels,) and c.dtype.kind == "f"
+                   for c in (scale, offset)]
+    if not all(per_channel):
+        return None
+    W, b = scale.reshape(-1).copy(), offset.reshape(-1).astype(scale.dtype)
+    kind = KindRead(ChannelAffine(channels), W, b, np.stack([W, b]), shape)
+    return Read(kind, [mul, adds[0]], f"Mul+{adds[0].op}")
 
 
 def _batch_norm_ops(mul: Any, shape: tuple[int, ...] | None, graph: Graph) -> Read:
