@@ -7,11 +7,14 @@ a constant, and its activation the op's fused one (``RELU``, ``RELU6``, ``TANH``
 ``CONV_2D``, ``MAX_POOL_2D``, ``AVERAGE_POOL_2D`` and a ``RESHAPE`` of a spatial tensor (its target computed from
 ``SHAPE``, ``STRIDED_SLICE``, ``PACK`` or constant) start units of the core's other kinds
 (``equivalence.frameworks.litert_kinds``), channels-last as LiteRT computes; a ``FULLY_CONNECTED`` on a spatial
-tensor (onnx2tf folds the flatten into it) is read as a flatten unit then its dense unit. A 1-D conv or pool is
-written on its input lifted to ``(N, 1, L, C)``: ``EXPAND_DIMS``, the 2-D op, a ``RESHAPE`` back, read as one unit
-of the 1-D kind (a flatten after it may take the lifted tensor: run on the input lifted so). A LayerNormalization's
-eleven ops (``MEAN`` ... ``ADD``) are one ``LayerNorm`` unit (``litert_norms``). ``RESHAPE`` between dense units is
-skipped; a BatchNormalization the converter folded (a per-channel ``MUL`` and ``ADD``, or weights named after it),
+tensor (onnx2tf folds the flatten into it) is read as a flatten unit then its dense unit; onnx2tf's ``TRANSPOSE`` to
+channels-first and ``RESHAPE`` (torch's ``Flatten`` in its ``C, H, W`` order) as one flatten unit, its output put in
+the canonical order and the next dense unit's rows permuted to it; the ``TRANSPOSE`` of a channels-first input with
+the op after it; a ``MUL`` and an ``ADD`` of per-channel constants (a BatchNorm folded) as ``ChannelAffine``. A 1-D
+conv or pool is written on its input lifted to ``(N, 1, L, C)``: ``EXPAND_DIMS``, the 2-D op, a ``RESHAPE`` back,
+read as one unit of the 1-D kind (a flatten after it may take the lifted tensor: run on the input lifted so). A
+LayerNormalization's eleven ops (``MEAN`` ... ``ADD``) are one ``LayerNorm`` unit (``litert_norms``). ``RESHAPE``
+between dense units is skipped; a BatchNormalization the converter folded into a layer's weights (named after it),
 dilated and depthwise convolutions, anything else or a branch is refused with the op's index in the subgraph.
 Weights stored as float16 (float16 weight quantisation: a ``DEQUANTIZE`` op of each float16 constant before the
 float32 kernels) are read as the float16 values, exactly, and the units are labelled ``litert_fp16w``: that

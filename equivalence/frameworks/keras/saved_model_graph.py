@@ -1,17 +1,21 @@
 """Read a TensorFlow SavedModel (a folder, or what ``tf.saved_model.load`` returns) into units, and run each on
 TensorFlow.
 
-The serving signature's function is frozen (``convert_variables_to_constants_v2``: variables become ``Const``
-nodes, called functions are inlined) and its graph read as a graph: a dense unit is a ``MatMul`` (its
-``transpose_b`` read) of the chain's tensor by a constant, then optionally a ``Mul`` by the constant 1 (onnx2tf
-writes a ``Gemm``'s ``alpha`` so), then a ``BiasAdd``/``AddV2``/``Add`` of a constant bias, then the
-activation's ops (``Relu``, ``Sigmoid``, ``Sigmoid``+``Mul`` for SiLU...). ``Conv2D`` (a bias add after it),
-``MaxPool``, ``AvgPool``, a ``Reshape`` of a spatial tensor, ``FusedBatchNormV3`` and the BatchNorm and LayerNorm
-Keras 3 writes as ops start units of the core's other kinds (``equivalence.frameworks.keras.saved_model_kinds``),
-channels-last as TensorFlow computes. Nodes computed from constants alone (a conv bias' ``Reshape``, a BatchNorm's
-``rsqrt(var + epsilon) * gamma``) are constants, their values computed by TensorFlow; nodes computed from a
-``Shape`` (a flatten's target) are read with the node taking them. ``Identity`` and ``Reshape`` between dense
-units are skipped; anything else or a branch is refused with the op's name, type and position.
+The serving signature's function is frozen (``convert_variables_to_constants_v2``: variables become ``Const`` nodes,
+called functions are inlined) and its graph read as a graph: a dense unit is a ``MatMul`` (its ``transpose_b`` read)
+of the chain's tensor by a constant, then optionally a ``Mul`` by the constant 1 (onnx2tf writes a ``Gemm``'s
+``alpha`` so), then a ``BiasAdd``/``AddV2``/``Add`` of a constant bias, then the activation's ops (``Relu``,
+``Sigmoid``, ``Sigmoid``+``Mul`` for SiLU...). ``Conv2D`` (a bias add after it), ``MaxPool``, ``AvgPool``, a
+``Reshape`` of a spatial tensor, ``FusedBatchNormV3`` and the BatchNorm and LayerNorm Keras 3 writes as ops start
+units of the core's other kinds (``equivalence.frameworks.keras.saved_model_kinds``), channels-last as TensorFlow
+computes; so do onnx2tf's forms of a torch conv net (a ``Transpose`` to channels-first and the ``Reshape`` of
+torch's ``Flatten``, one unit whose output is put in the canonical order, the next dense unit's rows permuted to it;
+a ``Transpose`` that moves nothing, or the one of a channels-first input, read with the op after it; a ``Mul`` and
+an ``AddV2`` of per-channel constants, a BatchNorm folded). Nodes computed from constants alone (a conv bias'
+``Reshape``, a BatchNorm's ``rsqrt(var + epsilon) * gamma``) are constants, their values computed by TensorFlow;
+nodes computed from a ``Shape`` (a flatten's target) are read with the node taking them. ``Identity`` and
+``Reshape`` between dense units are skipped; anything else or a branch is refused with the op's name, type and
+position.
 
 Each unit runs where the model lives: its own ``NodeDef``s and the constants they read, copied into a graph of
 their own whose input is a placeholder ``(None, *per-sample shape)``, imported and pruned by

@@ -11,6 +11,12 @@ epsilon) * gamma`` computed from the constants. The ops Keras 3 writes for a ``L
 ``StopGradient``, ``SquaredDifference``, ``Mean``, ``AddV2``, ``Rsqrt``, ``Mul``, ``Mul``, ``Neg``, ``Mul``,
 ``AddV2``, ``AddV2``) are one ``LayerNorm`` unit, every wire checked. A graph does not record a BatchNorm's momentum
 (it only matters in training): the kind's ``momentum`` is None, which no other's is compared against.
+
+onnx2tf's SavedModel of a torch conv net adds a ``Transpose`` to channels-first before the ``Reshape`` of torch's
+``Flatten`` (to ``[1, features]``: torch's export fixes the batch at 1), read with it as one flatten in torch's ``C,
+H, W`` order; a ``Transpose`` that moves nothing, or the one of a channels-first input (``-kt``), read with the op it
+leads into; and a BatchNorm it could not fold into a conv as a ``Mul`` and an ``AddV2`` of per-channel constants,
+read as ``ChannelAffine``.
 """
 
 from __future__ import annotations
