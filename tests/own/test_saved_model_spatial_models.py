@@ -276,3 +276,46 @@ def test_a_transpose_or_a_reshape_onnx2tf_does_not_write_is_refused_naming_it(tm
     saved = _saved_by_hand(tmp_path / "saved", model, batch=batch, perm=perm, target=target)
     with pytest.raises(ModelNotSupported, match=says):
         compare_models(model, saved)
+
+
+def test_a_batch_norm_written_as_a_mul_and_an_add_per_channel_agrees_as_its_scale_and_shift(tmp_path):
+    """A ``BatchNorm2d`` after a ReLU as onnx2tf writes it, ``x * s + t`` of per-channel constants: read as the
+    ``ChannelAffine`` kind, the torch norm folded exactly to compare; a changed statistic is named at it."""
+    import tensorflow as tf
+    import torch
+    from torch import nn
+
+    from equivalence import assert_equivalent, compare_models
+    from equivalence.core.folded import ChannelAffine
+
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU(), nn.BatchNorm2d(3), nn.Flatten(), nn.Linear(48, 2)).eval()
+    norm = model[2]
+    with torch.no_grad():
+        norm.running_mean.uniform_(-1, 1)
+        norm.running_var.uniform_(0.5, 2)
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-1, 1)
+    scale = (norm.weight / torch.sqrt(norm.running_var + norm.eps)).detach()
+    shift = (norm.bias - norm.running_mean * scale).detach()
+    kernel = tf.constant(model[0].weight.detach().numpy().transpose(2, 3, 1, 0))
+    bias, s, t, w, b = (tf.constant(v.detach().numpy()) for v in (model[0].bias, scale, shift, model[4].weight.T,
+                                                                  model[4].bias))
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 6, 6, 2], tf.float32)])
+    def serve(x):
+        h = tf.nn.relu(tf.nn.conv2d(x, kernel, 1, "VALID") + bias) * s + t
+        return tf.matmul(tf.reshape(tf.transpose(h, [0, 3, 1, 2]), [1, 48]), w) + b
+
+    module = tf.Module()
+    module.serve = serve
+    tf.saved_model.save(module, str(tmp_path / "saved"), signatures=serve)
+    result = assert_equivalent(model, tmp_path / "saved", max_examples=10)
+    assert result.keras_layers[1].layer_kind == ChannelAffine(3)
+    assert result.keras_layers[1].kind == ("saved_model Mul+AddV2, the BatchNorm's statistics folded into a scale and "
+                                           "a shift by the converter")
+    with torch.no_grad():
+        norm.running_var[0] *= 1.01
+    message = compare_models(model, tmp_path / "saved", max_examples=3).message()
+    assert "layer 1 (torch '2', keras_graph " in message and "scale: 1 / 3 elements differ from the torch layers " \
+        "folded" in message, message
