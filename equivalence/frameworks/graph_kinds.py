@@ -61,10 +61,10 @@ class KindRead:
 
 
 def folded_batch_norm(after: str, converter: str) -> str:
-    """Why a ``Mul`` and an ``Add`` of constants after a layer are refused: a BatchNorm folded into ops by
-    ``converter``, its parameters no longer in the file."""
-    return (f"a Mul and an Add of constants after the {after}: a BatchNormalization the converter folded into ops "
-            f"({converter} does), which the suite does not read yet; compare the models it was converted from")
+    """Why a ``Mul`` and an ``Add`` of constants after a layer are refused: not one scale and one shift per channel,
+    as ``converter`` writes a BatchNorm it folded into ops (read as ``ChannelAffine`` when they are)."""
+    return (f"a Mul and an Add of constants after the {after}, but not one scale and one shift per channel (a "
+            f"BatchNormalization {converter} folded into ops, read when they are): the suite does not read it")
 
 
 def tf_padding(padding: str, shape: tuple[int, ...], kernel: tuple[int, ...],

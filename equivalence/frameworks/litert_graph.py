@@ -7,14 +7,17 @@ a constant, and its activation the op's fused one (``RELU``, ``RELU6``, ``TANH``
 ``CONV_2D``, ``MAX_POOL_2D``, ``AVERAGE_POOL_2D`` and a ``RESHAPE`` of a spatial tensor (its target computed from
 ``SHAPE``, ``STRIDED_SLICE``, ``PACK`` or constant) start units of the core's other kinds
 (``equivalence.frameworks.litert_kinds``), channels-last as LiteRT computes; a ``FULLY_CONNECTED`` on a spatial
-tensor (onnx2tf folds the flatten into it) is read as a flatten unit then its dense unit. A 1-D conv or pool is
-written on its input lifted to ``(N, 1, L, C)``: ``EXPAND_DIMS``, the 2-D op, a ``RESHAPE`` back, read as one unit
-of the 1-D kind (a flatten after it may take the lifted tensor: run on the input lifted so). A LayerNormalization's
-eleven ops (``MEAN`` ... ``ADD``) are one ``LayerNorm`` unit (``litert_norms``); a BatchNormalization the converter
-folded into a ``MUL`` and an ``ADD`` of per-channel constants is one ``ChannelAffine`` unit, and a layer whose
-constants are named after one it folded in is marked so in its kind (``NAMED_FOLD``: the comparison matches it with
-the model's layers, ``equivalence.own_folded``). ``RESHAPE`` between dense units is skipped; dilated and depthwise
-convolutions, anything else or a branch is refused with the op's index in the subgraph.
+tensor (onnx2tf folds the flatten into it) is read as a flatten unit then its dense unit; onnx2tf's ``TRANSPOSE`` to
+channels-first and ``RESHAPE`` (torch's ``Flatten`` in its ``C, H, W`` order) as one flatten unit, its output put in
+the canonical order and the next dense unit's rows permuted to it; the ``TRANSPOSE`` of a channels-first input with
+the op after it. A 1-D conv or pool is written on its input lifted to ``(N, 1, L, C)``: ``EXPAND_DIMS``, the 2-D op,
+a ``RESHAPE`` back, read as one unit of the 1-D kind (a flatten after it may take the lifted tensor: run on the input
+lifted so). A LayerNormalization's eleven ops (``MEAN`` ... ``ADD``) are one ``LayerNorm`` unit (``litert_norms``); a
+BatchNormalization the converter folded into a ``MUL`` and an ``ADD`` of per-channel constants is one
+``ChannelAffine`` unit, and a layer whose constants are named after one it folded in is marked so in its kind
+(``NAMED_FOLD``: the comparison matches it with the model's layers, ``equivalence.own_folded``). ``RESHAPE`` between
+dense units is skipped; dilated and depthwise convolutions, anything else or a branch is refused with the op's index
+in the subgraph.
 Weights stored as float16 (float16 weight quantisation: a ``DEQUANTIZE`` op of each float16 constant before the
 float32 kernels) are read as the float16 values, exactly, and the units are labelled ``litert_fp16w``: that
 registered framework's ``weights_dtype`` (float16) adds the weight rounding term to the error model, and the other
@@ -41,7 +44,7 @@ import numpy as np
 from equivalence.core.activations import activation_name
 from equivalence.core.folded import NAMED_FOLD
 from equivalence.core.kinds import DENSE
-from equivalence.core.spatial import Conv, Flatten
+from equivalence.core.spatial import Conv, Flatten, flatten_permutation
 from equivalence.core.walk import DenseUnit, ModelNotSupported, Refused, check_chain
 from equivalence.frameworks.graph_kinds import KindRead, not_read_yet
 from equivalence.frameworks.litert_kinds import KIND_OPS, REFUSED, one_dimensional, read_kind
@@ -125,6 +128,10 @@ class _Pending:
     lifted: bool = False  # a 1-D layer written on its input lifted to (N, 1, L, C): its output is reshaped back
     label: str = ""  # what the unit is, in its ops ("EXPAND_DIMS+CONV_2D+RESHAPE"); empty: its first op's name
     named_fold: bool = False  # a constant of its op is named after a BatchNormalization the converter folded in
+    channels_first: bool = False  # a flatten of the tensor made channels-first: its output put in canonical order
+    per_sample: bool = False  # a RESHAPE to the file's fixed batch (onnx2tf's [1, features]): run a sample at a time
+    permutation: np.ndarray | None = None  # a dense unit after a channels-first flatten: its rows, stored order
+    fed_channels_first: bool = False  # a unit starting at the TRANSPOSE of a channels-first input: fed so
 
 
 def walk(model: Any) -> list[DenseUnit]:
@@ -159,6 +166,11 @@ def walk(model: Any) -> list[DenseUnit]:
     declared = tuple(int(d) for d in graph.tensors[current].shape)
     shape = declared[1:] if len(declared) > 2 else None  # canonical per sample while spatial; None once 2-D
     computed = _shape_computations(flat, names, constant)
+    batch = declared[0] if declared and declared[0] > 0 else None  # the input's batch, where the file fixes it
+    into_last = _input_transpose(flat, names, graph, current)  # a channels-first input's TRANSPOSE (onnx2tf -kt)
+    if shape is not None and into_last is not None:
+        shape = (*shape[1:], shape[0])
+    permutation = None  # a channels-first flatten's: the next dense unit's rows
     units: list[DenseUnit] = []
     pending: _Pending | None = None
     lifting: Any = None  # an EXPAND_DIMS lifting a 1-D tensor to (N, 1, L, C), awaiting its conv or pool
@@ -232,11 +244,27 @@ def walk(model: Any) -> list[DenseUnit]:
             squeezed[int(op.outputs[0])] = current
             lifted, current = False, int(op.outputs[0])
             continue
+        if op is into_last:  # read with the op it leads into, the unit fed channels-first
+            current = int(op.outputs[0])
+            continue
+        if name == "TRANSPOSE" and shape is not None:
+            if pending is not None:
+                units.append(_close(pending, model.content, flat))
+            pending = _channels_first_flatten(index, op, flat, names, graph, shape, current, constant, refuse, batch)
+            absorbed.add(index + 1)
+            permutation, shape, current = flatten_permutation(pending.in_shape), None, int(pending.ops[-1].outputs[0])
+            continue
         if name in KIND_OPS or (name == "RESHAPE" and shape is not None):
             if pending is not None:
                 units.append(_close(pending, model.content, flat))
             pending = _kind(index, op, name, current, shape, constant, refuse, declared, lifting, lifted)
             pending.named_fold = named_after_norm(_constant_names(graph, inputs, constant))
+            if into_last is not None and current == int(into_last.outputs[0]):
+                pending.ops, pending.input, pending.fed_channels_first = [into_last, *pending.ops], int(
+                    into_last.inputs[0]), True
+                pending.label = f"TRANSPOSE+{pending.label or name}"
+            if name == "RESHAPE":
+                pending.per_sample = _per_sample(flat, graph, op, batch, refuse)
             pending.dequantize = [dequantized[t][1] for t in inputs if t in dequantized]
             pending.shape_ops = _computing(computed, inputs)
             shape = read_shape if (read_shape := pending.out_shape) and len(read_shape) > 1 else None
@@ -244,7 +272,8 @@ def walk(model: Any) -> list[DenseUnit]:
         elif name == "FULLY_CONNECTED":
             if pending is not None:
                 units.append(_close(pending, model.content, flat))
-            pending = _dense(index, op, current, constant, refuse)
+            pending = _dense(index, op, current, constant, refuse, permutation)
+            permutation = None
             pending.named_fold = named_after_norm(_constant_names(graph, inputs, constant))
             if shape is not None:  # the converter fused a flatten into it: a Flatten unit, then the dense one
                 if pending.W.shape[0] != int(np.prod(shape)):
@@ -445,7 +474,58 @@ def _one_weight_label(units: list[DenseUnit]) -> list[DenseUnit]:
     return [u if u.framework == label else replace(u, framework=label) for u in units]
 
 
-def _dense(index: int, op: Any, current: int, constant: Any, refuse: Any) -> _Pending:
+def _per_sample(flat: Any, graph: Any, reshape: Any, batch: int | None, refuse: Any) -> bool:
+    """Whether a flatten's ``RESHAPE`` fixes the batch: to a constant ``[1, features]`` where the file fixes its
+    input's batch at 1 (onnx2tf writes the batch of torch's export), so its unit runs a sample at a time, as the file
+    does; any other constant batch is refused."""
+    target = _integers(flat, graph, int(reshape.inputs[1])) if len(reshape.inputs) > 1 else None
+    if target is None or target[0] == -1:
+        return False
+    if batch != 1 or target[0] != 1:
+        raise refuse(f"a RESHAPE to {target}, the input's batch {batch or 'free'}: the suite judges a flatten of all "
+                     "but the batch axis (a target [-1, features], or [1, features] where the input's batch is 1)")
+    return True
+
+
+def _input_transpose(flat: Any, names: dict[int, str], graph: Any, tensor: int) -> Any:
+    """The first op (after the ``DEQUANTIZE`` ops of float16 weights) when it is a ``TRANSPOSE`` of the 4-D input
+    ``tensor`` to channels-last (``perm [0, 2, 3, 1]``): onnx2tf keeps torch's ``N, C, H, W`` input so with ``-kt``;
+    None otherwise."""
+    ops = [op for op in graph.operators if _op_name(flat, names, op) != "DEQUANTIZE"]
+    if not ops or len(graph.tensors[tensor].shape) != 4:
+        return None
+    op = ops[0]
+    if _op_name(flat, names, op) != "TRANSPOSE" or int(op.inputs[0]) != tensor:
+        return None
+    return op if _integers(flat, graph, int(op.inputs[1])) == [0, 2, 3, 1] else None
+
+
+def _channels_first_flatten(index: int, op: Any, flat: Any, names: dict[int, str], graph: Any,
+                            shape: tuple[int, ...], current: int, constant: Any, refuse: Any,
+                            batch: int | None) -> _Pending:
+    """A ``TRANSPOSE`` to channels-first (``perm [0, 3, 1, 2]``) and the ``RESHAPE`` after it: onnx2tf's flatten
+    in torch's ``C, H, W`` order, read as one flatten unit, its output put in the canonical ``H, W, C`` order (the
+    next dense unit's rows permuted to it, as the torch walker permutes a ``Linear``'s)."""
+    perm = _integers(flat, graph, int(op.inputs[1]))
+    rank = len(shape) + 1
+    following = _following(flat, names, graph, index)
+    if perm != [0, rank - 1, *range(1, rank - 1)] or following is None or following[0] != "RESHAPE" or \
+            int(following[1].inputs[0]) != int(op.outputs[0]):
+        raise refuse(f"a TRANSPOSE (perm {perm}) before {following[0] if following else 'the end'}: the suite reads "
+                     "one to channels-first before the RESHAPE of a flatten (torch's C, H, W order, as onnx2tf "
+                     "writes)")
+    reshape = following[1]
+    declared = tuple(int(d) for d in graph.tensors[reshape.outputs[0]].shape)
+    pending = _kind(index, reshape, "RESHAPE", current, shape, constant, refuse, declared, None, False)
+    pending.ops, pending.label, pending.channels_first = [op, reshape], "TRANSPOSE+RESHAPE", True
+    pending.per_sample = _per_sample(flat, graph, reshape, batch, refuse)
+    return pending
+
+
+def _dense(index: int, op: Any, current: int, constant: Any, refuse: Any,
+           permutation: np.ndarray | None = None) -> _Pending:
+    """A ``FULLY_CONNECTED`` unit; after a channels-first flatten (``permutation``) its canonical rows are the stored
+    ones in the canonical (channels-last) flatten order."""
     inputs = [int(t) for t in op.inputs]
     weight = constant(inputs[1]) if len(inputs) > 1 else None
     if inputs[0] != current or weight is None:
@@ -458,9 +538,14 @@ def _dense(index: int, op: Any, current: int, constant: Any, refuse: Any) -> _Pe
     if fused not in _FUSED:
         raise refuse(f"fused activation {fused} (ActivationFunctionType) is not one the suite knows")
     act = _FUSED[fused]
-    return _Pending(index, current, [op], weight.T.copy(), weight,
+    W = weight.T.copy()
+    if permutation is not None:
+        if W.shape[0] != len(permutation):
+            raise refuse(f"takes {W.shape[0]} features, but the flatten before it gives {len(permutation)}")
+        W = W[permutation]
+    return _Pending(index, current, [op], W, weight,
                     None if bias is None else bias.reshape(-1).astype(np.float32), act,
-                    f"fused in FULLY_CONNECTED op {index}" if fused else "none", bool(fused))
+                    f"fused in FULLY_CONNECTED op {index}" if fused else "none", bool(fused), permutation=permutation)
 
 
 def _activation(name: str, op: Any) -> str:
@@ -490,8 +575,17 @@ def _close(p: _Pending, content: bytes, flat: Any) -> DenseUnit:
         shape_ops.append(op)
     sliced = _slice(content, [*(p.dequantize or []), *shape_ops, *p.ops], p.input, output)
     state: dict[str, Any] = {}
+    rows = None if p.permutation is None else np.argsort(p.permutation)  # canonical features in the stored order
+    flat_order = flatten_permutation(p.in_shape) if p.channels_first else None  # channels-first made canonical
 
     def run(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x) if rows is None else np.asarray(x)[:, rows]
+        x = np.moveaxis(x, -1, 1) if p.fed_channels_first else x
+        samples = [x[i:i + 1] for i in range(len(x))] if p.per_sample and len(x) > 1 else [x]
+        y = np.concatenate([once(part) for part in samples])
+        return y if flat_order is None else y[:, flat_order]
+
+    def once(x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32)
         if p.feed_shape:
             x = x.reshape(x.shape[0], *p.feed_shape)  # as the op takes it (it flattens it itself; lifted to 2-D)

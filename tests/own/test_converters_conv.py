@@ -4,7 +4,8 @@
 channels-first before the first conv and one back before the ``Flatten`` (its optimizer cancels the pairs between),
 each read with its conv or pooling node as one unit, and the Keras ``Flatten`` as a ``Reshape`` to a shape computed
 from the tensor's own (``Shape``, ``Gather``, ``Slice``, ``Concat``). onnx2tf folds the torch ``Flatten`` into the
-``FULLY_CONNECTED`` after it, which the reader reads as a flatten unit and the dense one."""
+``FULLY_CONNECTED`` after it, which the reader reads as a flatten unit and the dense one; its SavedModel has
+``Transpose`` ops, read with the op each leads into."""
 
 from __future__ import annotations
 
@@ -225,11 +226,13 @@ def test_a_moved_filter_in_onnx2tf_s_tflite_is_named_at_its_layer(onnx2tf_files,
     assert "layer 2 (torch '3', litert 'op 2'): kernel: 1 / 180 elements differ" in message, message
 
 
-def test_onnx2tf_s_saved_model_of_a_torch_conv_net_is_refused_at_its_transpose(onnx2tf_files):
-    """onnx2tf puts a ``Transpose`` to channels-first in its SavedModel (before the conv after a pooling, and before
-    the flatten, to keep torch's order), which the SavedModel reader does not read yet: refused naming it."""
-    from equivalence import ModelNotSupported, compare_models
-
+def test_onnx2tf_s_saved_model_of_a_torch_conv_net_agrees_its_transposes_read_with_their_ops(onnx2tf_files):
+    """onnx2tf puts a ``Transpose`` that moves nothing (``perm [0, 1, 2, 3]``) before the conv after the pooling, and
+    one to channels-first before the flatten (torch's order): each read with the op it leads into
+    (``tests/own/test_converters_onnx2tf_conv.py`` has the conv net whose flatten order matters)."""
     model, folder = onnx2tf_files
-    with pytest.raises(ModelNotSupported, match=r"\(Transpose\) at position \d+: Transpose starts a transpose"):
-        compare_models(model, folder)
+    units = ["saved_model Conv2D+AddV2", "saved_model MaxPool", "saved_model Transpose+Conv2D+AddV2",
+             "saved_model AvgPool", "saved_model Transpose+Reshape", "saved_model MatMul+AddV2",
+             "saved_model MatMul+AddV2"]
+    result = read_as(model, folder, units)
+    assert "(saved_model Transpose+Conv2D+AddV2; tanh: Tanh " in result.matched()[2], result.matched()

@@ -99,3 +99,41 @@ def test_compare_takes_a_keras_conv_file_and_its_tflite(converted, capsys):
     code = main(["compare", str(folder / "convnet.keras"), str(folder / "convnet.tflite"), "--examples", "5"])
     out, err = capsys.readouterr()
     assert code == EXIT_OK and "all 7 layers agree" in out, (out, err)
+
+
+def _converted_by_hand(tmp_path, name: str, **options):
+    """``_torch_conv_flatten`` written as onnx2tf writes it (``_saved_by_hand``), converted to ``.tflite``."""
+    import tensorflow as tf
+
+    from tests.own.test_saved_model_spatial_models import _saved_by_hand, _torch_conv_flatten
+
+    model = _torch_conv_flatten()
+    folder = _saved_by_hand(tmp_path / name, model, **options)
+    path = tmp_path / f"{name}.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_saved_model(str(folder)).convert())
+    return model, path
+
+
+@pytest.mark.parametrize(("batch", "target", "kept"), [(None, [-1, 48], False), (1, [1, 48], False),
+                                                      (1, [1, 48], True)],
+                         ids=["free_batch", "batch_of_1", "channels_first_input"])
+def test_a_flatten_in_torch_s_order_as_a_transpose_and_a_reshape_agrees_with_torch(tmp_path, batch, target, kept):
+    """onnx2tf's ``TRANSPOSE`` to channels-first and ``RESHAPE`` (torch's ``Flatten``) read as one flatten unit, the
+    dense rows after it permuted; a ``RESHAPE`` to ``[1, features]`` runs a sample at a time; the ``TRANSPOSE`` of a
+    channels-first input is read with the conv after it."""
+    from equivalence import assert_equivalent
+
+    model, path = _converted_by_hand(tmp_path, "hand", batch=batch, perm=[0, 3, 1, 2], target=target, kept=kept)
+    result = assert_equivalent(model, path, max_examples=10)
+    conv = "tflite TRANSPOSE+CONV_2D" if kept else "tflite CONV_2D"
+    assert [u.kind for u in result.keras_layers] == [conv, "tflite TRANSPOSE+RESHAPE", "tflite FULLY_CONNECTED"]
+
+
+def test_a_transpose_onnx2tf_does_not_write_is_refused_naming_it(tmp_path):
+    from equivalence import ModelNotSupported, compare_models
+
+    model, path = _converted_by_hand(tmp_path, "other", batch=None, perm=[0, 2, 1, 3], target=[-1, 48])
+    with pytest.raises(ModelNotSupported, match=r"\(TRANSPOSE\) at position 1: a TRANSPOSE \(perm \[0, 2, 1, 3\]\) "
+                                                r"before RESHAPE: the suite reads one to channels-first before the "
+                                                r"RESHAPE of a flatten"):
+        compare_models(model, path)

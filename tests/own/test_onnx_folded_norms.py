@@ -233,3 +233,23 @@ def test_a_mul_and_an_add_of_one_value_for_every_channel_is_refused_naming_it():
     with pytest.raises(ModelNotSupported, match=r"a Mul and an Add of constants after the Gemm\(transB=1\), but "
                                                 r"not one scale and one shift per channel"):
         compare_models(model, graph)
+
+
+def test_a_folded_value_stored_as_float16_is_within_the_allowance_and_one_ulp_more_is_not():
+    """``fold_tolerance(..., stored="float16")``: a converter's folded value (within the fold's rounding of the exact
+    one) stored as float16 to nearest stays within the allowance, over magnitudes from float16's subnormals to its
+    largest; the neighbour float16 value one spacing further does not (the allowance is no wider than the
+    rounding)."""
+    from equivalence.core.dtypes import EPSILON
+    from equivalence.core.folded import fold_tolerance
+    from equivalence.core.kinds import LayerWeights
+
+    rng = np.random.default_rng(0)
+    exact = rng.choice([-1, 1], 20000) * 10.0 ** rng.uniform(-8, 4, 20000)
+    tol = 8 * EPSILON["float32"] * np.abs(exact)
+    folded = exact + rng.uniform(-1, 1, exact.size) * tol  # the converter's own rounding of the fold
+    stored = folded.astype(np.float32).astype(np.float16).astype(np.float64)
+    allowed = fold_tolerance(LayerWeights(exact, None), "float32", "float16").W
+    assert np.all(np.abs(stored - exact) <= allowed)
+    further = np.nextafter(stored.astype(np.float16), np.where(stored >= exact, np.inf, -np.inf).astype(np.float16))
+    assert np.all(np.abs(further.astype(np.float64) - exact) > allowed)

@@ -209,3 +209,113 @@ def test_a_batch_norm_of_one_channel_and_one_after_a_dense_layer_are_read(tmp_pa
     result = assert_equivalent(model, tmp_path / "saved", max_examples=10)
     norms = [u.layer_kind for u in result.keras_layers if isinstance(u.layer_kind, BatchNorm)]
     assert norms == [BatchNorm(1, 0.01, None), BatchNorm(3, 0.001, None)]
+
+
+def _torch_conv_flatten():
+    import torch
+    from torch import nn
+
+    torch.manual_seed(3)
+    return nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(48, 2)).eval()
+
+
+def _saved_by_hand(folder, model, *, batch, perm, target, kept=False):
+    """``model`` (``_torch_conv_flatten``) written as onnx2tf writes a torch conv net: channels-last ops, its input
+    ``(batch, 6, 6, 2)`` (``kept``: ``(batch, 2, 6, 6)`` and a ``Transpose`` to channels-last, onnx2tf's ``-kt``),
+    a ``Transpose`` by ``perm`` and a ``Reshape`` to ``target`` for torch's ``Flatten``."""
+    import tensorflow as tf
+
+    conv, linear = model[0], model[3]
+    kernel = tf.constant(conv.weight.detach().numpy().transpose(2, 3, 1, 0))
+    bias, w, b = (tf.constant(t.detach().numpy()) for t in (conv.bias, linear.weight.T, linear.bias))
+
+    @tf.function(input_signature=[tf.TensorSpec([batch, 2, 6, 6] if kept else [batch, 6, 6, 2], tf.float32)])
+    def serve(x):
+        x = tf.transpose(x, [0, 2, 3, 1]) if kept else x
+        h = tf.nn.relu(tf.nn.conv2d(x, kernel, 1, "VALID") + bias)
+        return tf.matmul(tf.reshape(tf.transpose(h, perm), target), w) + b
+
+    module = tf.Module()
+    module.serve = serve
+    tf.saved_model.save(module, str(folder), signatures=serve)
+    return folder
+
+
+@pytest.mark.parametrize(("batch", "target", "kept"), [(None, [-1, 48], False), (1, [1, 48], False),
+                                                      (1, [1, 48], True)],
+                         ids=["free_batch", "batch_of_1", "channels_first_input"])
+def test_a_flatten_in_torch_s_order_written_as_a_transpose_and_a_reshape_agrees_with_torch(tmp_path, batch, target,
+                                                                                            kept):
+    """The ``Transpose`` to channels-first before the ``Reshape`` (onnx2tf's torch ``Flatten``) is read with it as
+    one flatten unit, its output in the canonical order and the dense rows after it permuted to it; a ``Reshape``
+    to ``[1, features]`` of a graph whose input fixes the batch at 1 runs a sample at a time; the ``Transpose`` of a
+    channels-first input is read with the conv after it."""
+    from equivalence import assert_equivalent
+
+    model = _torch_conv_flatten()
+    saved = _saved_by_hand(tmp_path / "saved", model, batch=batch, perm=[0, 3, 1, 2], target=target, kept=kept)
+    result = assert_equivalent(model, saved, max_examples=10)
+    conv = "saved_model Transpose+Conv2D+AddV2" if kept else "saved_model Conv2D+AddV2"
+    assert [u.kind for u in result.keras_layers] == [conv, "saved_model Transpose+Reshape", "saved_model MatMul+AddV2"]
+
+
+@pytest.mark.parametrize(("batch", "perm", "target", "says"), [
+    (None, [0, 2, 1, 3], [-1, 48], r"\(Transpose\) at position \d+: a Transpose \(perm \[0, 2, 1, 3\]\) before a "
+                                   r"Reshape: the suite reads a Transpose that moves nothing before a layer, and one "
+                                   r"to channels-first before a flatten"),
+    (None, [0, 3, 1, 2], [1, 48], r"\(Transpose\) at position \d+: a Reshape to \[1, 48\]: the suite judges a flatten "
+                                  r"to \(batch, 48\)"),
+    (2, [0, 3, 1, 2], [2, 48], r"\(Transpose\) at position \d+: a Reshape to \[2, 48\]: the suite judges a flatten to "
+                               r"\(batch, 48\) \(shape \[-1, 48\], or \[1, 48\] where the graph.s input fixes its "
+                               r"batch at 1; this one.s is 2\)"),
+], ids=["other_perm", "fixed_batch_on_a_free_input", "batch_of_2"])
+def test_a_transpose_or_a_reshape_onnx2tf_does_not_write_is_refused_naming_it(tmp_path, batch, perm, target, says):
+    from equivalence import ModelNotSupported, compare_models
+
+    model = _torch_conv_flatten()
+    saved = _saved_by_hand(tmp_path / "saved", model, batch=batch, perm=perm, target=target)
+    with pytest.raises(ModelNotSupported, match=says):
+        compare_models(model, saved)
+
+
+def test_a_batch_norm_written_as_a_mul_and_an_add_per_channel_agrees_as_its_scale_and_shift(tmp_path):
+    """A ``BatchNorm2d`` after a ReLU as onnx2tf writes it, ``x * s + t`` of per-channel constants: read as the
+    ``ChannelAffine`` kind, the torch norm folded exactly to compare; a changed statistic is named at it."""
+    import tensorflow as tf
+    import torch
+    from torch import nn
+
+    from equivalence import assert_equivalent, compare_models
+    from equivalence.core.folded import ChannelAffine
+
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU(), nn.BatchNorm2d(3), nn.Flatten(), nn.Linear(48, 2)).eval()
+    norm = model[2]
+    with torch.no_grad():
+        norm.running_mean.uniform_(-1, 1)
+        norm.running_var.uniform_(0.5, 2)
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-1, 1)
+    scale = (norm.weight / torch.sqrt(norm.running_var + norm.eps)).detach()
+    shift = (norm.bias - norm.running_mean * scale).detach()
+    kernel = tf.constant(model[0].weight.detach().numpy().transpose(2, 3, 1, 0))
+    bias, s, t, w, b = (tf.constant(v.detach().numpy()) for v in (model[0].bias, scale, shift, model[4].weight.T,
+                                                                  model[4].bias))
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 6, 6, 2], tf.float32)])
+    def serve(x):
+        h = tf.nn.relu(tf.nn.conv2d(x, kernel, 1, "VALID") + bias) * s + t
+        return tf.matmul(tf.reshape(tf.transpose(h, [0, 3, 1, 2]), [1, 48]), w) + b
+
+    module = tf.Module()
+    module.serve = serve
+    tf.saved_model.save(module, str(tmp_path / "saved"), signatures=serve)
+    result = assert_equivalent(model, tmp_path / "saved", max_examples=10)
+    assert result.keras_layers[1].layer_kind == ChannelAffine(3)
+    assert result.keras_layers[1].kind == ("saved_model Mul+AddV2, the BatchNorm's statistics folded into a scale and "
+                                           "a shift by the converter")
+    with torch.no_grad():
+        norm.running_var[0] *= 1.01
+    message = compare_models(model, tmp_path / "saved", max_examples=3).message()
+    assert "layer 1 (torch '2', keras_graph " in message and "scale: 1 / 3 elements differ from the torch layers " \
+        "folded" in message, message

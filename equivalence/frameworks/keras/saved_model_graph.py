@@ -1,17 +1,21 @@
 """Read a TensorFlow SavedModel (a folder, or what ``tf.saved_model.load`` returns) into units, and run each on
 TensorFlow.
 
-The serving signature's function is frozen (``convert_variables_to_constants_v2``: variables become ``Const``
-nodes, called functions are inlined) and its graph read as a graph: a dense unit is a ``MatMul`` (its
-``transpose_b`` read) of the chain's tensor by a constant, then optionally a ``Mul`` by the constant 1 (onnx2tf
-writes a ``Gemm``'s ``alpha`` so), then a ``BiasAdd``/``AddV2``/``Add`` of a constant bias, then the
-activation's ops (``Relu``, ``Sigmoid``, ``Sigmoid``+``Mul`` for SiLU...). ``Conv2D`` (a bias add after it),
-``MaxPool``, ``AvgPool``, a ``Reshape`` of a spatial tensor, ``FusedBatchNormV3`` and the BatchNorm and LayerNorm
-Keras 3 writes as ops start units of the core's other kinds (``equivalence.frameworks.keras.saved_model_kinds``),
-channels-last as TensorFlow computes. Nodes computed from constants alone (a conv bias' ``Reshape``, a BatchNorm's
-``rsqrt(var + epsilon) * gamma``) are constants, their values computed by TensorFlow; nodes computed from a
-``Shape`` (a flatten's target) are read with the node taking them. ``Identity`` and ``Reshape`` between dense
-units are skipped; anything else or a branch is refused with the op's name, type and position.
+The serving signature's function is frozen (``convert_variables_to_constants_v2``: variables become ``Const`` nodes,
+called functions are inlined) and its graph read as a graph: a dense unit is a ``MatMul`` (its ``transpose_b`` read)
+of the chain's tensor by a constant, then optionally a ``Mul`` by the constant 1 (onnx2tf writes a ``Gemm``'s
+``alpha`` so), then a ``BiasAdd``/``AddV2``/``Add`` of a constant bias, then the activation's ops (``Relu``,
+``Sigmoid``, ``Sigmoid``+``Mul`` for SiLU...). ``Conv2D`` (a bias add after it), ``MaxPool``, ``AvgPool``, a
+``Reshape`` of a spatial tensor, ``FusedBatchNormV3`` and the BatchNorm and LayerNorm Keras 3 writes as ops start
+units of the core's other kinds (``equivalence.frameworks.keras.saved_model_kinds``), channels-last as TensorFlow
+computes; so do onnx2tf's forms of a torch conv net (a ``Transpose`` to channels-first and the ``Reshape`` of
+torch's ``Flatten``, one unit whose output is put in the canonical order, the next dense unit's rows permuted to it;
+a ``Transpose`` that moves nothing, or the one of a channels-first input, read with the op after it; a ``Mul`` and
+an ``AddV2`` of per-channel constants, a BatchNorm folded). Nodes computed from constants alone (a conv bias'
+``Reshape``, a BatchNorm's ``rsqrt(var + epsilon) * gamma``) are constants, their values computed by TensorFlow;
+nodes computed from a ``Shape`` (a flatten's target) are read with the node taking them. ``Identity`` and
+``Reshape`` between dense units are skipped; anything else or a branch is refused with the op's name, type and
+position.
 
 Each unit runs where the model lives: its own ``NodeDef``s and the constants they read, copied into a graph of
 their own whose input is a placeholder ``(None, *per-sample shape)``, imported and pruned by
@@ -31,7 +35,7 @@ import tensorflow as tf
 
 from equivalence.core.activations import activation_name
 from equivalence.core.kinds import DENSE
-from equivalence.core.spatial import Conv
+from equivalence.core.spatial import Conv, flatten_permutation
 from equivalence.core.walk import DenseUnit, ModelNotSupported, Refused, check_chain
 from equivalence.frameworks.graph_kinds import folded_batch_norm, not_read_yet
 from equivalence.frameworks.keras.saved_model_kinds import ADDS, Graph, node_of, read_kind, starts, tensor
@@ -105,6 +109,10 @@ class _Pending:
     in_shape: tuple[int, ...] = ()  # canonical per sample (a dense unit: empty)
     out_shape: tuple[int, ...] = ()
     ops: str = ""  # the ops matched, as the report names them (a dense unit: its MatMul and bias add)
+    channels_first: bool = False  # a flatten of the tensor made channels-first: its output put in canonical order
+    per_sample: bool = False  # a unit whose ops fix the batch at 1 (the graph's): run a sample at a time
+    fed_channels_first: bool = False  # a unit starting at the Transpose of a channels-first input: fed so
+    permutation: np.ndarray | None = None  # a dense unit after a channels-first flatten: its rows, stored order
 
 
 def walk(model: Any) -> list[DenseUnit]:
@@ -122,10 +130,13 @@ def walk(model: Any) -> list[DenseUnit]:
     for node in order:
         for t in node.input if node.name not in skipped else ():
             consumers.setdefault(tensor(t), []).append(node)
-    graph = Graph(nodes, consumers, constant)
     placeholder = nodes[node_of(model.input)]
     dims = [d.size for d in placeholder.attr["shape"].shape.dim]
+    transpose = _input_transpose(model.input, len(dims), consumers, constant)
+    graph = Graph(nodes, consumers, constant, dims[0] if dims and dims[0] > 0 else None, transpose)
     shape = tuple(dims[1:]) if len(dims) > 2 else None  # canonical per sample while spatial; None once 2-D
+    if shape is not None and transpose is not None:  # a channels-first input: (C, *spatial) made canonical
+        shape = (*shape[1:], shape[0])
     if shape is not None and min(shape) < 1:
         raise ModelNotSupported(model.source, placeholder.name, "input", None, f"a spatial input of shape {dims}: "
                                 "the suite needs its per-sample sizes fixed (padding and flatten order depend on them)")
@@ -133,6 +144,7 @@ def walk(model: Any) -> list[DenseUnit]:
     current = model.input
     units: list[DenseUnit] = []
     pending: _Pending | None = None
+    permutation = None  # a channels-first flatten's: the next dense unit's rows
     absorbed: set[str] = set()  # the nodes of a norm written as ops, read with its first
     for position, node in enumerate(order):
         if node.op in ("Placeholder", "NoOp") or node.name in skipped or node.name in absorbed:
@@ -161,7 +173,8 @@ def walk(model: Any) -> list[DenseUnit]:
             if shape is not None:
                 raise refuse(f"a MatMul on a spatial tensor (per sample {shape}): the suite judges a dense layer "
                              "after a Flatten")
-            pending = _dense(position, node, current, constant, refuse)
+            pending = _dense(position, node, current, constant, refuse, permutation)
+            permutation = None
         elif begins:
             if pending is not None:
                 units.append(_close(pending, context))
@@ -172,7 +185,10 @@ def walk(model: Any) -> list[DenseUnit]:
             in_shape = shape or (read.kind.layer_kind.features,)
             pending = _Pending(position, current, read.nodes, read.kind.W, read.kind.native, read.kind.b,
                                layer_kind=read.kind.layer_kind, in_shape=in_shape,
-                               out_shape=read.kind.layer_kind.output_shape(in_shape), ops=read.ops)
+                               out_shape=read.kind.layer_kind.output_shape(in_shape), ops=read.ops,
+                               channels_first=read.channels_first, per_sample=read.per_sample,
+                               fed_channels_first=read.fed_channels_first)
+            permutation = flatten_permutation(in_shape) if read.channels_first else None
             absorbed.update(n.name for n in read.nodes)
             shape, out = read.kind.next_shape, f"{read.nodes[-1].name}:0"
         elif node.op == "Mul" and pending is not None and pending.b is None and len(pending.nodes) == 1 \
@@ -206,6 +222,21 @@ def walk(model: Any) -> list[DenseUnit]:
         raise ModelNotSupported(model.source, model.output, "output", None,
                                 "the signature's output is not the end of its single chain of ops")
     return check_chain(units, model.source)
+
+
+def _input_transpose(name: str, rank: int, consumers: dict[str, list[Any]],
+                     constant: Callable[[str], np.ndarray | None]) -> str | None:
+    """The ``Transpose`` to channels-last (``perm [0, 2, ..., 1]``) a channels-first input goes through first
+    (onnx2tf keeps torch's ``N, C, H, W`` input so, with ``-kt``), ``Identity`` nodes passed; None when there is
+    none."""
+    found = consumers.get(tensor(name), [])
+    while len(found) == 1 and found[0].op == "Identity":
+        found = consumers.get(tensor(found[0].name), [])
+    if rank < 4 or len(found) != 1 or found[0].op != "Transpose":
+        return None
+    perm = constant(found[0].input[1])
+    into_last = perm is not None and [int(v) for v in np.reshape(perm, -1)] == [0, *range(2, rank), 1]
+    return found[0].name if into_last else None
 
 
 def _biased(pending: _Pending) -> bool:
@@ -291,7 +322,10 @@ def _topological(graph_def: Any) -> list[Any]:
     return order
 
 
-def _dense(position: int, node: Any, current: str, constant: Any, refuse: Any) -> _Pending:
+def _dense(position: int, node: Any, current: str, constant: Any, refuse: Any,
+           permutation: np.ndarray | None = None) -> _Pending:
+    """A ``MatMul`` unit; after a channels-first flatten (``permutation``) its canonical rows are the stored ones in
+    the canonical (channels-last) flatten order."""
     if node.attr["transpose_a"].b:
         raise refuse("MatMul with transpose_a transposes the layer's input: not a dense layer")
     weight = constant(node.input[1])
@@ -301,7 +335,11 @@ def _dense(position: int, node: Any, current: str, constant: Any, refuse: Any) -
         raise refuse(f"a weight of dtype {weight.dtype}, shape {weight.shape}: the suite judges "
                      f"{', '.join(DTYPES.values())} 2-D weights")
     W = weight.T.copy() if node.attr["transpose_b"].b else weight.copy()
-    return _Pending(position, current, [node], W, weight, ops="MatMul")
+    if permutation is not None:
+        if W.shape[0] != len(permutation):
+            raise refuse(f"takes {W.shape[0]} features, but the flatten before it gives {len(permutation)}")
+        W = W[permutation]
+    return _Pending(position, current, [node], W, weight, ops="MatMul", permutation=permutation)
 
 
 def _activation(act_nodes: list[Any]) -> str:
@@ -343,16 +381,26 @@ def _close(p: _Pending, context: _Context) -> DenseUnit:
     if dtype not in DTYPES:
         raise ModelNotSupported(source, unit[0].name, unit[0].op, p.index, f"computes in {dtype}: the suite judges "
                                 f"{', '.join(DTYPES.values())} graphs")
-    function = _function(context.nodes, [n.name for n in unit], f"{unit[-1].name}:0",
-                         (p.input, dtype, p.in_shape or (p.W.shape[0],)))
+    fed_shape = (p.in_shape[-1], *p.in_shape[:-1]) if p.fed_channels_first else p.in_shape or (p.W.shape[0],)
+    function = _function(context.nodes, [n.name for n in unit], f"{unit[-1].name}:0", (p.input, dtype, fed_shape))
 
-    def run(x: np.ndarray) -> np.ndarray:
+    rows = None if p.permutation is None else np.argsort(p.permutation)  # canonical features in the stored order
+    flat = flatten_permutation(p.in_shape) if p.channels_first else None  # channels-first features made canonical
+
+    def once(x: np.ndarray) -> np.ndarray:
         return function(tf.constant(np.ascontiguousarray(x, dtype=dtype))).numpy()
 
-    dense = p.layer_kind is DENSE
+    def run(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x) if rows is None else np.asarray(x)[:, rows]
+        x = np.moveaxis(x, -1, 1) if p.fed_channels_first else x
+        y = np.concatenate([once(x[i:i + 1]) for i in range(len(x))]) if p.per_sample and len(x) else once(x)
+        return y if flat is None else y[:, flat]
+
+    dense = p.layer_kind is DENSE and p.permutation is None
     return DenseUnit(FRAMEWORK, unit[0].name, f"{source} {p.ops}", p.index, p.W, p.b, p.native, act, act_source,
                      DTYPES[dtype] if p.W.size else "", run, layer_kind=p.layer_kind,
-                     in_shape=() if dense else p.in_shape, out_shape=() if dense else p.out_shape)
+                     in_shape=() if dense else p.in_shape or (p.W.shape[0],),
+                     out_shape=() if dense else p.out_shape or (p.W.shape[1],))
 
 
 def _function(nodes: dict[str, Any], roots: list[str], output: str,

@@ -11,6 +11,12 @@ epsilon) * gamma`` computed from the constants. The ops Keras 3 writes for a ``L
 ``StopGradient``, ``SquaredDifference``, ``Mean``, ``AddV2``, ``Rsqrt``, ``Mul``, ``Mul``, ``Neg``, ``Mul``,
 ``AddV2``, ``AddV2``) are one ``LayerNorm`` unit, every wire checked. A graph does not record a BatchNorm's momentum
 (it only matters in training): the kind's ``momentum`` is None, which no other's is compared against.
+
+onnx2tf's SavedModel of a torch conv net adds a ``Transpose`` to channels-first before the ``Reshape`` of torch's
+``Flatten`` (to ``[1, features]``: torch's export fixes the batch at 1), read with it as one flatten in torch's ``C,
+H, W`` order; a ``Transpose`` that moves nothing, or the one of a channels-first input (``-kt``), read with the op it
+leads into; and a BatchNorm it could not fold into a conv as a ``Mul`` and an ``AddV2`` of per-channel constants,
+read as ``ChannelAffine``.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from equivalence.core.folded import ChannelAffine
 from equivalence.core.norms import BatchNorm, LayerNorm
 from equivalence.core.spatial import Conv, Flatten, Pool
 from equivalence.core.walk import Refused
@@ -52,6 +59,8 @@ class Graph:
     nodes: dict[str, Any]
     consumers: dict[str, list[Any]]
     constant: Callable[[str], np.ndarray | None]
+    batch: int | None = None  # the input's batch where the graph fixes it (onnx2tf's, from torch's export: 1)
+    input_transpose: str | None = None  # the Transpose making a channels-first input channels-last (onnx2tf -kt)
 
     def producer(self, name: str) -> Any:
         """The node giving tensor ``name``, ``Identity`` nodes passed through."""
@@ -75,13 +84,17 @@ class Read:
     kind: KindRead
     nodes: list[Any]
     ops: str
+    channels_first: bool = False  # a flatten of the tensor made channels-first (torch's C, H, W order)
+    per_sample: bool = False  # a flatten to the graph's fixed batch: the unit runs a sample at a time
+    fed_channels_first: bool = False  # the unit starts at the Transpose of the graph's channels-first input
 
 
 def starts(node: Any, graph: Graph, shape: tuple[int, ...] | None) -> bool:
     """Whether ``node`` starts a unit of another kind than dense."""
-    if node.op in KIND_OPS or (node.op == "Reshape" and shape is not None) or node.op == "Mean":
+    if node.op in KIND_OPS or (node.op in ("Reshape", "Transpose") and shape is not None) or node.op == "Mean":
         return True
-    return node.op == "Mul" and any(_factor(t, graph) is not None for t in node.input)
+    return node.op == "Mul" and (any(_factor(t, graph) is not None for t in node.input)
+                                 or _scale_and_shift(node, graph, shape) is not None)
 
 
 def read_kind(node: Any, shape: tuple[int, ...] | None, graph: Graph) -> Read:
@@ -89,14 +102,19 @@ def read_kind(node: Any, shape: tuple[int, ...] | None, graph: Graph) -> Read:
     what the suite does not judge."""
     if node.op == "Mean":
         return _layer_norm(node, shape, graph)
-    if node.op == "Mul":
-        return _batch_norm_ops(node, shape, graph)
+    if node.op == "Mul" and any(_factor(t, graph) is not None for t in node.input):
+        return _batch_norm_ops(node, shape, graph)  # Keras': its four parameters in the constants' computation
+    if node.op == "Mul" and (read := _scale_and_shift(node, graph, shape)) is not None:
+        return read
     if node.op == "FusedBatchNormV3":
         return _fused_batch_norm(node, shape, graph)
     if shape is None:
         raise Refused(f"a {node.op} on a 2-D tensor: the suite judges it on (N, H, W, C)")
+    if node.op == "Transpose":
+        return _transpose(node, shape, graph)
     if node.op == "Reshape":
-        return Read(_flatten(node, shape, graph), [node], "Reshape")
+        kind, per_sample = _flatten(node, shape, graph)
+        return Read(kind, [node], "Reshape", per_sample=per_sample)
     if len(shape) != 3 or node.attr["data_format"].s not in (b"", b"NHWC"):
         raise Refused(f"a {node.op} on a tensor of {len(shape) + 1} axes, data_format "
                       f"{node.attr['data_format'].s.decode() or 'NHWC'}: the suite judges it on (N, H, W, C)")
@@ -137,15 +155,47 @@ def _conv(node: Any, shape: tuple[int, ...], graph: Graph) -> KindRead:
     return KindRead(kind, native.copy(), None, native, kind.output_shape(shape))
 
 
-def _flatten(node: Any, shape: tuple[int, ...], graph: Graph) -> KindRead:
+def _flatten(node: Any, shape: tuple[int, ...], graph: Graph) -> tuple[KindRead, bool]:
     """A flatten of all but the batch axis: a ``Reshape`` to a computed shape (Keras' ``(batch, -1)``, its output's
-    shape checked as every unit's is) or to a constant ``[-1, features]``."""
+    shape checked as every unit's is), to a constant ``[-1, features]``, or to ``[1, features]`` where the graph fixes
+    its input's batch at 1 (onnx2tf writes the batch of torch's export): then the unit runs a sample at a time, as
+    the graph does."""
     size = int(np.prod(shape))
     target = graph.constant(node.input[1])
-    if target is not None and [int(v) for v in target.reshape(-1)] != [-1, size]:
-        raise Refused(f"a Reshape to {[int(v) for v in target.reshape(-1)]}: the suite judges a flatten to "
-                      f"(batch, {size}) (shape [-1, {size}])")
-    return KindRead.without_weights(Flatten(shape), None)
+    values = None if target is None else [int(v) for v in target.reshape(-1)]
+    per_sample = graph.batch == 1 and values == [1, size]
+    if values is not None and values != [-1, size] and not per_sample:
+        raise Refused(f"a Reshape to {values}: the suite judges a flatten to (batch, {size}) (shape [-1, {size}], or "
+                      f"[1, {size}] where the graph's input fixes its batch at 1; this one's is "
+                      f"{graph.batch or 'free'})")
+    return KindRead.without_weights(Flatten(shape), None), per_sample
+
+
+def _transpose(node: Any, shape: tuple[int, ...], graph: Graph) -> Read:
+    """A ``Transpose`` of a spatial tensor, read with the op it leads into: onnx2tf writes one of ``perm [0, 1, 2,
+    3]`` (nothing moved) before a conv, and one to channels-first (``[0, 3, 1, 2]``) before the ``Reshape`` of
+    torch's ``Flatten``, so the features come in torch's ``C, H, W`` order (the graph reader permutes the next dense
+    layer's rows to the canonical ``H, W, C``, as the torch walker permutes a ``Linear``'s). With the input kept
+    channels-first (onnx2tf's ``-kt``), the graph's first op is a ``Transpose`` to channels-last (``[0, 2, 3, 1]``):
+    read with the op after it, the unit fed channels-first."""
+    perm = graph.constant(node.input[1])
+    perm = None if perm is None else [int(v) for v in np.reshape(perm, -1)]
+    rank = len(shape) + 1
+    after = [n for n in graph.consumers.get(tensor(node.name), [])]
+    if len(after) != 1:
+        raise Refused(f"a Transpose (perm {perm}) whose output {len(after)} ops take: the suite reads one read with "
+                      "the op it leads into")
+    nxt = after[0]
+    into_last = node.name == graph.input_transpose and perm == [0, *range(2, rank), 1]
+    if (perm == list(range(rank)) or into_last) and nxt.op in KIND_OPS + ("Reshape",):
+        inner = read_kind(nxt, shape, graph)
+        return Read(inner.kind, [node, *inner.nodes], f"Transpose+{inner.ops}", inner.channels_first,
+                    inner.per_sample, fed_channels_first=into_last)
+    if perm == [0, rank - 1, *range(1, rank - 1)] and nxt.op == "Reshape":
+        kind, per_sample = _flatten(nxt, shape, graph)
+        return Read(kind, [node, nxt], "Transpose+Reshape", channels_first=True, per_sample=per_sample)
+    raise Refused(f"a Transpose (perm {perm}) before a {nxt.op}: the suite reads a Transpose that moves nothing before "
+                  "a layer, and one to channels-first before a flatten (torch's C, H, W order, as onnx2tf writes)")
 
 
 def _parameters(graph: Graph, names: list[str], features: int, what: str) -> np.ndarray:
@@ -178,6 +228,30 @@ def _factor(name: str, graph: Graph) -> tuple[Any, str] | None:
         if rsqrt is not None and rsqrt.op == "Rsqrt":
             return rsqrt, node.input[1 - i]
     return None
+
+
+def _scale_and_shift(mul: Any, graph: Graph, shape: tuple[int, ...] | None) -> Read | None:
+    """A ``Mul`` of the chain's tensor by one constant per channel, then an ``Add`` of another (onnx2tf writes a
+    ``BatchNormalization`` it could not fold into a conv so: ``x * s + t``, its statistics folded into the two): the
+    ``ChannelAffine`` kind; None when ``mul`` is not one. Not a ``Mul`` right after a ``MatMul`` (onnx2tf's
+    ``Gemm`` ``alpha``)."""
+    constants = [graph.constant(t) for t in mul.input[:2]]
+    if sum(c is not None for c in constants) != 1:
+        return None
+    scale = next(c for c in constants if c is not None)
+    source = graph.producer(next(t for t, c in zip(mul.input, constants) if c is None))
+    adds = graph.consumers.get(tensor(mul.name), [])
+    if source is None or source.op == "MatMul" or len(adds) != 1 or adds[0].op not in ADDS:
+        return None
+    offset = next((graph.constant(t) for t in adds[0].input[:2] if node_of(t) != mul.name), None)
+    channels = shape[-1] if shape is not None else scale.size
+    per_channel = [c is not None and c.size == channels and c.shape[-1:] == (channels,) and c.dtype.kind == "f"
+                   for c in (scale, offset)]
+    if not all(per_channel):
+        return None
+    W, b = scale.reshape(-1).copy(), offset.reshape(-1).astype(scale.dtype)
+    kind = KindRead(ChannelAffine(channels), W, b, np.stack([W, b]), shape)
+    return Read(kind, [mul, adds[0]], f"Mul+{adds[0].op}")
 
 
 def _batch_norm_ops(mul: Any, shape: tuple[int, ...] | None, graph: Graph) -> Read:
