@@ -263,11 +263,15 @@ def test_functional_and_subclassed_channels_first_ports_agree(form):
     assert [u.layer_kind.name for u in result.keras_layers] == ["conv", "pool", "conv", "pool", "flatten", "dense"]
 
 
-def test_a_batchnormalization_over_axis_1_agrees_with_batchnorm2d():
-    needs_channels_first_convs()
+@pytest.mark.parametrize(("axis", "data_format"), [(1, FIRST), (-3, FIRST), (3, LAST)])
+def test_a_batchnormalization_over_the_channel_axis_agrees_with_batchnorm2d(axis, data_format):
+    """The channels' axis however it is written: 1 or -3 of a channels-first N, C, H, W tensor, -1 or 3 of a
+    channels-last one."""
+    if data_format == FIRST:
+        needs_channels_first_convs()
     from equivalence import assert_equivalent, port_weights
 
-    t, k = _bn_pair()
+    t, k = _bn_pair(axis, data_format)
     port_weights(t, k)
     result = assert_equivalent(t, k, max_examples=10)
     assert [u.layer_kind.name for u in result.keras_layers] == ["conv", "batchnorm", "flatten", "dense"]

@@ -92,8 +92,8 @@ def norm_axis_problem(op: Any, shape: tuple[int, ...], fmt: str) -> str | None:
         return None
     axes = list(op.axis) if isinstance(op.axis, (list, tuple)) else [op.axis]
     rank = len(shape) + 1
-    expected = (1,) if fmt == FIRST else (-1, rank - 1)
-    if len(axes) == 1 and axes[0] in expected:
+    channel_axis = 1 if fmt == FIRST else rank - 1
+    if len(axes) == 1 and int(axes[0]) % rank == channel_axis:  # axis=-3 of an N, C, H, W tensor is axis 1
         return None
     channels = "1" if fmt == FIRST else "-1"
     return (f"a BatchNormalization over axis {op.axis} of a {fmt} tensor (its channels are axis {channels}): it "
