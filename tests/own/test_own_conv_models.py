@@ -227,3 +227,40 @@ def test_a_subclassed_torch_conv_net_against_a_functional_keras_port():
     port_weights(t, k)
     result = assert_equivalent(t, k, max_examples=5)
     assert [u.layer_kind.name for u in result.torch_layers] == ["conv", "pool", "flatten", "dense"]
+
+
+@pytest.mark.parametrize(("dim", "refused"), [(1, False), (None, False), (-1, True), (2, True)])
+def test_a_softmax_after_a_conv_is_judged_over_the_channels_and_refused_over_another_axis(dim, refused):
+    """torch's N, C, H, W: a softmax over dim 1 (or torch's implicit dim of a 4-D input) is over the channels, the
+    canonical last axis, and agrees with Keras' Softmax() after a channels-last Conv2D; over the width or the height
+    it is another function, refused in one line rather than read as a softmax over the last axis."""
+    import keras
+    from torch import nn
+
+    from equivalence import ModelNotSupported, assert_equivalent, port_weights
+
+    L = keras.layers
+    t = nn.Sequential(nn.Conv2d(2, 3, 3), nn.Softmax(dim=dim), nn.Flatten(), nn.Linear(27, 2)).eval()
+    k = keras.Sequential([keras.Input((5, 5, 2)), L.Conv2D(3, 3), L.Softmax(), L.Flatten(), L.Dense(2)])
+    if refused:
+        with pytest.raises(ModelNotSupported, match=rf"^torch layer '1' \(Softmax\) at position 1: a softmax over dim "
+                                                    rf"{dim} of a 4-D tensor .*over the channels \(dim=1\)"):
+            port_weights(t, k)
+        return
+    port_weights(t, k)
+    assert assert_equivalent(t, k, max_examples=5).torch_layers[0].activation == "softmax"
+
+
+@pytest.mark.parametrize("axis", [1, 2, -2])
+def test_a_keras_softmax_over_another_axis_than_the_channels_is_refused(axis):
+    import keras
+
+    from equivalence import ModelNotSupported
+    from equivalence.own import walk
+
+    L = keras.layers
+    k = keras.Sequential([keras.Input((5, 5, 2)), L.Conv2D(3, 3), L.Softmax(axis=axis, name="sm"), L.Flatten(),
+                          L.Dense(2)])
+    with pytest.raises(ModelNotSupported, match=rf"^keras layer 'sm' \(Softmax\) at position 1: a softmax over axis "
+                                                rf"{axis} of a 4-D tensor"):
+        walk(k, "keras")

@@ -297,3 +297,34 @@ def test_a_torch_attention_on_a_conv1d_output_is_refused_even_where_its_shape_fi
                                                 r"MultiheadAttention on a conv's or pooling's channels-first") as info:
         walk(model, "torch", input_shape=(4, 4))
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("framework", ["torch", "keras"])
+def test_a_softmax_over_the_tokens_is_refused_not_read_as_one_over_the_features(framework):
+    """On a (batch, tokens, features) sequence a softmax over axis 1 normalises across the tokens; the activation
+    tables read axis 1 of a 2-D tensor as the last, so it is refused here in one line (over -1 it is judged)."""
+    import keras
+    import torch
+    from torch import nn
+
+    from equivalence import ModelNotSupported
+    from equivalence.own import walk
+
+    if framework == "torch":
+        class TokenSoftmax(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.embed, self.proj, self.head = nn.Embedding(10, 3), nn.Linear(3, 3), nn.Linear(3, 2)
+
+            def forward(self, ids):
+                return self.head(torch.softmax(self.proj(self.embed(ids)), dim=1).mean(1))
+
+        with pytest.raises(ModelNotSupported, match=r"a softmax over dim 1 of a 3-D tensor .*over the features"):
+            walk(TokenSoftmax(), "torch", input_shape=(5,))
+        return
+    L = keras.layers
+    ids = keras.Input((5,), dtype="int32")
+    h = L.Softmax(axis=1, name="sm")(L.Dense(3)(L.Embedding(10, 3)(ids)))
+    with pytest.raises(ModelNotSupported, match=r"^keras layer 'sm' \(Softmax\) at position 2: a softmax over axis 1 "
+                                                r"of a 3-D tensor"):
+        walk(keras.Model(ids, L.Dense(2)(L.GlobalAveragePooling1D()(h))), "keras")

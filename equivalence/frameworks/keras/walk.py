@@ -166,6 +166,23 @@ def _op_activation(op: Any) -> str:
     raise NotJudged(kind)
 
 
+def _softmax_of_a_tensor(op: Any, shape: tuple[int, ...], refuse: Callable[[str], Exception]) -> str | None:
+    """A ``Softmax`` layer or a softmax op of a tensor of more than two axes (``shape``: one sample's, canonical):
+    its name when it acts over the last axis (a channels-last conv's channels, a token sequence's features),
+    refused over any other; None for another op. The activation tables read axes of a 2-D tensor, where 1 is the
+    last. (A softmax of a channels-first tensor is refused by ``channels_first``.)"""
+    kind = type(op).__name__
+    if kind not in ("Softmax", "LogSoftmax"):
+        return None
+    family = "log_softmax" if kind == "LogSoftmax" else "softmax"
+    axes = op.axis if isinstance(op.axis, (tuple, list)) else (op.axis,)
+    rank = len(shape) + 1
+    if len(axes) != 1 or int(axes[0]) % rank != rank - 1:
+        raise refuse(f"a {family} over axis {op.axis} of a {rank}-D tensor (batch, {', '.join(map(str, shape))}): the "
+                     "suite judges it over the last axis (the channels, or a sequence's features)")
+    return family
+
+
 # --- the walk -----------------------------------------------------------------------------------
 
 def input_shape(model: Any) -> tuple[int, ...] | None:
@@ -421,8 +438,9 @@ def walk(model: Any, *, input_width: int | None = None) -> list[DenseUnit]:
                        "permutation": permutation, "in_shape": shape}  # (L, in) token by token
             permutation = None
             continue
-        act = judged_activation(lambda op=op: LAYERS[type(op)](op) if type(op) in LAYERS else _op_activation(op),
-                                refuse, JUDGED)
+        act = _softmax_of_a_tensor(op, shape, refuse) if len(shape) > 1 else None
+        act = act or judged_activation(lambda op=op: LAYERS[type(op)](op) if type(op) in LAYERS else _op_activation(op),
+                                       refuse, JUDGED)
         attach_activation(pending, act, f"{kind} {op.name!r}", op, refuse)
     if pending is not None:
         units.append(_unit(pending))

@@ -412,7 +412,9 @@ def walk(model: Any, *, input_shape: tuple[int, ...] | None = None) -> list[Dens
             if sequence:  # token by token: a dense layer on N * L rows (equivalence.core.kinds.Dense)
                 pending["in_shape"], shape = shape, (*shape[:-1], linear[2].shape[0])
         else:
-            act = judged_activation(lambda node=node: _activation_of(gm, node), refuse, JUDGED)
+            act = _softmax_of_a_tensor(gm, node, shape, bool(sequence), pending, refuse) if shape is not None \
+                else None
+            act = act or judged_activation(lambda node=node: _activation_of(gm, node), refuse, JUDGED)
             if act is not None:
                 if pending is None:
                     raise refuse("an activation before any Linear layer")
@@ -426,6 +428,41 @@ def walk(model: Any, *, input_shape: tuple[int, ...] | None = None) -> list[Dens
     if pending is not None:
         units.append(_unit(pending))
     return check_residuals(check_chain(units, FRAMEWORK), FRAMEWORK)
+
+
+_SOFTMAXES = {F.softmax: "softmax", torch.softmax: "softmax", _aten.softmax.int: "softmax",
+              _aten._softmax.default: "softmax", F.log_softmax: "log_softmax", torch.log_softmax: "log_softmax",
+              _aten.log_softmax.int: "log_softmax", _aten._log_softmax.default: "log_softmax"}
+
+
+def _softmax_of_a_tensor(gm: fx.GraphModule, node: fx.Node, shape: tuple[int, ...], sequence: bool,
+                         pending: dict[str, Any] | None, refuse: Callable[[str], Exception]) -> str | None:
+    """A softmax or log_softmax of a tensor of more than two axes (``shape``: one sample's, canonical): its name
+    when it acts over the axis the canonical layout puts last (a conv's channels, dim 1 of torch's N, C, H, W; a
+    token sequence's features, its last dim), refused over any other; None for another node. The activation
+    tables read dims of a 2-D tensor, where dim 1 is the last."""
+    if node.op == "call_module":
+        module = gm.get_submodule(node.target)
+        family = {nn.Softmax: "softmax", nn.LogSoftmax: "log_softmax"}.get(type(module))
+        dim = getattr(module, "dim", None)
+    elif node.op == "call_method" and node.target in ("softmax", "log_softmax"):
+        family, dim = node.target, _arg(node.args, node.kwargs, 1, "dim", None)
+    elif node.op == "call_function" and node.target in _SOFTMAXES:
+        family, dim = _SOFTMAXES[node.target], _arg(node.args, node.kwargs, 1, "dim", None)
+    else:
+        return None
+    if family is None:
+        return None
+    rank = len(shape) + 1
+    if "recurrent" in (pending or {}):
+        raise refuse(f"a {family} of a recurrent layer's output sequence: the suite judges one of its last step")
+    over = rank - 1 if sequence else 1  # a token sequence's features; a conv's channels (torch: N, C, ...)
+    implicit = 0 if rank == 3 else 1  # torch's dim=None picks 0 for a 3-D input, 1 for a 4-D one
+    if (implicit if dim is None else int(dim)) % rank != over:
+        axis = "features (dim=-1)" if sequence else "channels (dim=1)"
+        raise refuse(f"a {family} over dim {dim} of a {rank}-D tensor (batch, {', '.join(map(str, shape))} in the "
+                     f"canonical layout): the suite judges it over the {axis}, the axis the canonical layout puts last")
+    return family
 
 
 def _skipped(gm: fx.GraphModule, node: fx.Node) -> bool:
