@@ -263,7 +263,8 @@ def _batch_norm_ops(mul: Any, shape: tuple[int, ...] | None, graph: Graph) -> Re
     sub = graph.producer(next((t for t in shift.input if node_of(t) != mul.name), ""))
     scaled = graph.producer(sub.input[1]) if sub is not None and sub.op == "Sub" else None
     wired = [add is not None and add.op in ADDS, sub is not None and sub.op == "Sub",
-             scaled is not None and scaled.op == "Mul" and tensor(factor) in map(tensor, scaled.input)]
+             scaled is not None and scaled.op == "Mul" and tensor(factor) in map(tensor, scaled.input),
+             add is not None and any(_scalar(graph, t) for t in add.input[:2])]
     if not all(wired):
         raise Refused(f"a Mul by rsqrt(...) * gamma, but not wired as a BatchNorm's x * m + (beta - mean * m) "
                       f"(check {wired.index(False) + 1} of {len(wired)} fails): the suite does not read it")
@@ -274,6 +275,12 @@ def _batch_norm_ops(mul: Any, shape: tuple[int, ...] | None, graph: Graph) -> Re
     kind = BatchNorm(features, f32(float(graph.constant(epsilon))), None)
     ops = f"{mul.op}+{shift.op} (BatchNorm: {add.op}+Rsqrt+Mul+Mul+Sub of its parameters)"
     return Read(KindRead(kind, rows.copy(), None, rows, shape), [mul, shift], ops)
+
+
+def _scalar(graph: Graph, name: str) -> bool:
+    """Whether ``name`` is a constant of one value (an epsilon), computed from constants."""
+    value = graph.constant(name) if name else None
+    return value is not None and np.size(value) == 1
 
 
 def _layer_norm(mean: Any, shape: tuple[int, ...] | None, graph: Graph) -> Read:
@@ -303,7 +310,9 @@ def _layer_norm(mean: Any, shape: tuple[int, ...] | None, graph: Graph) -> Read:
              scaled is not None and len(uses) == 2 and sorted(map(tensor, scaled.input)) == sorted(
                  [x, tensor(factor.name)]),
              sorted(map(tensor, out.input)) == sorted([tensor(scaled.name if scaled else ""), tensor(shift.name)]),
-             {n.name for n in graph.consumers.get(x, [])} == {mean.name, squared.name, getattr(scaled, "name", "")}]
+             {n.name for n in graph.consumers.get(x, [])} == {mean.name, squared.name, getattr(scaled, "name", "")},
+             sorted(map(tensor, centred.input)) == sorted([tensor(neg.name), tensor(factor.name)]),
+             _scalar(graph, next((t for t in add.input if node_of(t) != variance.name), ""))]
     if not all(wired):
         raise Refused(f"the ops of a LayerNorm ({'+'.join(LAYER_NORM_OPS)}), but wired otherwise (check "
                       f"{wired.index(False) + 1} of {len(wired)} fails): the suite does not read it")
