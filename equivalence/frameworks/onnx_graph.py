@@ -285,12 +285,21 @@ def _channels_last_input(model: onnx.ModelProto, first: list[onnx.NodeProto], ra
     """Whether the graph's spatial input is channels-last: its first node a Transpose to ONNX's channels-first, or,
     with no Transpose first, a graph tf2onnx wrote from TensorFlow, which is channels-last on the CPU (a Keras model
     starting with a Flatten or a BatchNormalization: tf2onnx flattens ``H, W, C`` or scales the last axis before any
-    Transpose). Else channels-first, as torch's exporter writes it."""
+    Transpose). Else channels-first, as torch's exporter writes it, and as any graph whose first node is an op ONNX
+    computes channels-first (tf2onnx's ``--inputs-as-nchw`` cancels its input Transpose against the conv's)."""
     if rank < 3:
         return False
     if len(first) == 1 and first[0].op_type == "Transpose":
         return transpose_direction(first[0], rank) == "first"
+    if any(node.op_type in _CHANNELS_FIRST_OPS for node in first):
+        return False
     return model.producer_name == "tf2onnx"
+
+
+_CHANNELS_FIRST_OPS = ("Conv", "ConvTranspose", "MaxPool", "AveragePool", "BatchNormalization", "GlobalAveragePool",
+                       "GlobalMaxPool", "LpPool", "InstanceNormalization")
+"""ONNX ops whose input is channels-first by definition: a graph's input feeding one is read so."""
+
 
 def _written_layer_norm(index: int, graph: onnx.GraphProto, context: _Context, current: str, absorbed: set[int],
                         refuse: Callable[[str], ModelNotSupported]) -> tuple[_Pending, str]:

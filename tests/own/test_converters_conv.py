@@ -236,3 +236,28 @@ def test_onnx2tf_s_saved_model_of_a_torch_conv_net_agrees_its_transposes_read_wi
              "saved_model MatMul+AddV2"]
     result = read_as(model, folder, units)
     assert "(saved_model Transpose+Conv2D+AddV2; tanh: Tanh " in result.matched()[2], result.matched()
+
+
+def test_a_tf2onnx_graph_with_its_input_made_nchw_starts_channels_first(tmp_path, keras_adapter):
+    """tf2onnx's ``inputs_as_nchw`` makes the graph's input N, C, H, W and cancels its Transpose against the conv's:
+    the graph starts with a Conv, which ONNX computes channels-first, so the input is read channels-first although
+    tf2onnx wrote the graph (the producer rule applies only where no such op comes first)."""
+    import keras
+    import onnx
+    import tensorflow as tf
+    import tf2onnx
+
+    from equivalence import assert_equivalent
+
+    L = keras.layers
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8, 3)), L.Conv2D(3, 3, padding="same", activation="relu"),
+                              L.Flatten(), L.Dense(3)])
+    model(np.zeros((1, 8, 8, 3), "float32"))
+    spec = (tf.TensorSpec((None, 8, 8, 3), tf.float32, name="x"),)
+    graph, _ = tf2onnx.convert.from_function(tf.function(lambda x: model(x)), input_signature=spec, opset=17,
+                                             inputs_as_nchw=["x:0"])
+    assert graph.producer_name == "tf2onnx" and graph.graph.node[0].op_type == "Conv"
+    onnx.save(graph, tmp_path / "nchw.onnx")
+    result = assert_equivalent(model, tmp_path / "nchw.onnx", max_examples=20)
+    assert [u.kind for u in result.keras_layers] == ["onnx Conv+Transpose", "onnx Reshape", "onnx MatMul"]
