@@ -191,6 +191,24 @@ def conv_batchnorm2d(size: int):
     return t
 
 
+def norm_after_flatten(norm: str):
+    """A torch Conv2d(2, 4, 3), ReLU, Flatten, then a ``"layernorm"`` (LayerNorm(36)) or ``"batchnorm"``
+    (BatchNorm1d(36)) with drawn parameters and statistics, and Linear(36, 4), in eval mode, for 2 x 5 x 5 inputs: a
+    norm whose parameters are in torch's C, H, W flatten order."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    layer = nn.LayerNorm(36) if norm == "layernorm" else nn.BatchNorm1d(36)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.uniform_(-2, 2)
+        if norm == "batchnorm":
+            layer.running_mean.uniform_(-1, 1)
+            layer.running_var.uniform_(0.5, 2)
+    return nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.Flatten(), layer, nn.Linear(36, 4)).eval()
+
+
 def layernorm_first(features: int, units: int, dtype: str, *, seed: int = 0):
     """LayerNorm (epsilon 1e-3, drawn gamma and beta) then Linear in torch, and its Keras port (Keras' defaults)."""
     import keras

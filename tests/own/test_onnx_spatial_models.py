@@ -185,21 +185,14 @@ def test_a_perturbed_batch_norm_statistic_is_caught_at_its_layer():
     assert "[torch '1', ort '/1/BatchNormalization']" in result.message(), result.message()
 
 
-@pytest.mark.parametrize("norm", ["LayerNorm", "BatchNorm1d"])
+@pytest.mark.parametrize("norm", ["layernorm", "batchnorm"])
 def test_a_norm_between_the_flatten_and_the_gemm_is_read_in_the_canonical_order(norm):
     """ONNX flattens C, H, W as torch does; the norm after the Flatten is put in the canonical H, W, C order on both
     sides (its parameters' columns permuted, as the Gemm's rows are), and a moved element is named there."""
-    import torch
-    from torch import nn
-
     from equivalence import assert_equivalent, compare_models
+    from tests.own_models import norm_after_flatten
 
-    torch.manual_seed(0)
-    layer = nn.LayerNorm(36) if norm == "LayerNorm" else nn.BatchNorm1d(36)
-    model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.Flatten(), layer, nn.Linear(36, 4)).eval()
-    with torch.no_grad():
-        for p in layer.parameters():
-            p.uniform_(-2, 2)
+    model = norm_after_flatten(norm)
     graph = export(model, (1, 2, 5, 5), opset=17)
     assert_equivalent(model, graph, max_examples=10)
     index = next(i for i, init in enumerate(graph.graph.initializer) if init.name == "3.weight")

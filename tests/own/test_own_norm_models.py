@@ -124,20 +124,13 @@ def test_a_norm_between_a_flatten_and_its_dense_is_compared_in_one_order_and_an_
     copied the norm's parameters as they are is named at the norm."""
     import keras
     import torch
-    from torch import nn
 
     from equivalence import compare_models, port_weights
+    from tests.own_models import norm_after_flatten
 
     L = keras.layers
-    torch.manual_seed(0)
-    t_norm = nn.LayerNorm(36) if norm == "layernorm" else nn.BatchNorm1d(36)
-    t = nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.Flatten(), t_norm, nn.Linear(36, 4)).eval()
-    with torch.no_grad():
-        for p in t_norm.parameters():
-            p.uniform_(-2, 2)
-        if norm == "batchnorm":
-            t_norm.running_mean.uniform_(-1, 1)
-            t_norm.running_var.uniform_(0.5, 2)
+    t = norm_after_flatten(norm)
+    t_norm = t[3]
     first = data_format == "channels_first"
     k_norm = L.LayerNormalization(epsilon=1e-5) if norm == "layernorm" else \
         L.BatchNormalization(epsilon=1e-5, momentum=0.9)
