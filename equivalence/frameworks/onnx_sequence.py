@@ -1,0 +1,71 @@
+"""The sequence kinds in an ONNX graph: an Embedding (a ``Gather`` of a constant table by the graph's token ids) and a
+mean over the tokens (``ReduceMean`` over axis 1 without keepdims), read into the core's kinds
+(``equivalence.core.embedding``). A dense layer token by token (a ``MatMul`` of the ``(batch, L, features)``
+sequence by a 2-D weight, then a bias ``Add``) is read by the graph reader's dense unit.
+
+A token sequence is batch-first in ONNX, as in torch, Keras and the canonical layout: nothing is transposed around
+its units. torch's exporter (``dynamo=False``) writes ``nn.Embedding`` as ``Gather(weight, ids)`` on int64 ids and
+``x.mean(1)`` as ``ReduceMean`` (``axes`` an attribute below opset 18, an input from it); tf2onnx writes Keras'
+``Embedding`` and ``GlobalAveragePooling1D`` the same way, on int32 ids.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from equivalence.core.embedding import Embedding, SequenceMean
+from equivalence.core.walk import Refused
+from equivalence.frameworks.graph_kinds import KindRead
+from equivalence.frameworks.onnx_kinds import attr
+
+SEQUENCE_REFUSED = {
+    op: f"a{'n' if op[0] in 'AEIOU' else ''} {op} of a (batch, tokens, features) token sequence: the suite reads an "
+        "Embedding (Gather), a dense layer token by token (MatMul by a 2-D weight, a bias Add), its activation and "
+        "a mean over the tokens (ReduceMean over axis 1) from ONNX graphs; attention, LSTM and GRU are not read "
+        "from converted graphs yet (compare the models they were converted from)"
+    for op in ("LSTM", "GRU", "RNN", "Attention", "MultiHeadAttention", "Transpose", "Split", "Slice", "Conv",
+               "MaxPool", "AveragePool", "BatchNormalization", "LayerNormalization")}
+"""Ops refused on a token sequence, in one line naming the node (torch's exporter writes a MultiheadAttention as
+``Transpose``, ``MatMul``, ``Softmax``... and an LSTM or GRU after a ``Transpose`` to ``(L, batch, features)``)."""
+
+
+def embedding(node: onnx.NodeProto, consts: dict[str, np.ndarray], graph_input: onnx.ValueInfoProto, current: str,
+              ids_dtype: np.dtype) -> KindRead:
+    """A ``Gather`` of a constant 2-D table (axis 0) by the graph's integer input ``(batch, L)``, ``L`` fixed: the
+    ``Embedding`` kind, its table ``(rows, dim)`` already canonical. ``Refused`` naming what differs."""
+    if len(node.input) != 2 or node.input[0] not in consts or node.input[1] != current:
+        raise Refused("a Gather that does not look up the chain's tensor in a constant table: the suite judges an "
+                      "Embedding (Gather of an initializer by the token ids)")
+    if current != graph_input.name:
+        raise Refused("a Gather after another layer: the suite judges an Embedding of the graph's token ids")
+    if attr(node, "axis", 0) != 0:
+        raise Refused(f"a Gather over axis {attr(node, 'axis', 0)}: an Embedding gathers the table's rows (axis 0)")
+    if not np.issubdtype(ids_dtype, np.integer):
+        raise Refused(f"a Gather by a {ids_dtype} input: an Embedding's ids are integers (int64 or int32)")
+    table = consts[node.input[0]]
+    if table.ndim != 2:
+        raise Refused(f"a table of shape {table.shape}: an Embedding's is 2-D (rows, dim)")
+    dims = graph_input.type.tensor_type.shape.dim
+    length = dims[1].dim_value if len(dims) == 2 and dims[1].HasField("dim_value") else None
+    if not length:
+        shown = [d.dim_param or d.dim_value for d in dims]
+        raise Refused(f"token ids of shape {shown}: the suite judges ids (batch, L) with the sequence length L fixed "
+                      "(export without a dynamic sequence axis)")
+    kind = Embedding(int(table.shape[0]), int(table.shape[1]), int(length))
+    return KindRead(kind, table.copy(), None, table, None)
+
+
+def sequence_mean(node: onnx.NodeProto, consts: dict[str, np.ndarray], tokens: tuple[int, int]) -> KindRead:
+    """A ``ReduceMean`` of a ``(batch, L, features)`` sequence over axis 1 (or -2), not keeping it: the
+    ``SequenceMean`` kind. ``Refused`` for another axis or keepdims."""
+    axes = [int(a) for a in consts[node.input[1]].reshape(-1)] if len(node.input) > 1 and node.input[1] in consts \
+        else [int(a) for a in attr(node, "axes", [])]
+    keepdims = attr(node, "keepdims", 1)
+    if len(node.input) > 1 and node.input[1] and node.input[1] not in consts:
+        raise Refused("a ReduceMean over computed axes: the suite judges a mean over the tokens (axes [1])")
+    if axes not in ([1], [-2]) or keepdims:
+        raise Refused(f"a ReduceMean over axes {axes or 'all'} with keepdims={keepdims} of the (batch, {tokens[0]}, "
+                      f"{tokens[1]}) token sequence: the suite judges a mean over the tokens (axes [1], keepdims=0; "
+                      "torch's x.mean(1), Keras' GlobalAveragePooling1D)")
+    return KindRead.without_weights(SequenceMean(*tokens), None)
