@@ -54,7 +54,13 @@ from equivalence.frameworks.onnx_kinds import (
     scale_shift,
     transpose_direction,
 )
-from equivalence.frameworks.onnx_sequence import SEQUENCE_REFUSED, embedding, sequence_mean
+from equivalence.frameworks.onnx_sequence import (
+    SEQUENCE_REFUSED,
+    embedding,
+    not_read_sequence_op,
+    sequence_mean,
+    token_layer_norm,
+)
 from equivalence.frameworks.ort_errors import ORT_ERRORS, refusal
 
 FRAMEWORK = "ort"
@@ -153,6 +159,10 @@ def walk(model: Any) -> list[DenseUnit]:
                                 f"takes {len(inputs)} inputs and gives {len(graph.output)} outputs; the suite judges "
                                 "a model of one input and one output")
     computed = _shape_computations(graph, consts)
+    recurrent = not_read_sequence_op(graph)
+    if recurrent is not None:
+        index, node, problem = recurrent
+        raise ModelNotSupported("onnx", _name(node, index), node.op_type, index, problem)
     consumers: dict[str, list[int]] = {}
     for index, node in enumerate(graph.node):
         for t in node.input if node.output[0] not in computed else ():
@@ -227,6 +237,16 @@ def walk(model: Any) -> list[DenseUnit]:
                                out_last=True, tokens=True, feeds=context.dtype)
             context = replace(context, dtype=read.W.dtype)  # the chain's dtype from here: the table's
             tokens = (kind.length, kind.dim)
+        elif node.op_type == "LayerNormalization" and tokens is not None:  # token by token
+            if pending is not None:
+                units.append(_close(pending, context))
+            try:
+                read = token_layer_norm(node, consts, tokens)
+            except Refused as exc:
+                raise refuse(str(exc)) from None
+            pending = _Pending(index, node, current, read.W, read.native, node.op_type, [node], read.b,
+                               layer_kind=read.layer_kind, in_shape=tokens, out_shape=tokens, in_last=True,
+                               out_last=True, tokens=True)
         elif node.op_type == "ReduceMean" and tokens is not None:
             if pending is not None:
                 units.append(_close(pending, context))
@@ -559,6 +579,7 @@ def _close(p: _Pending, context: _Context) -> DenseUnit:
         f"{'+'.join(n.op_type for _, n in act_nodes)} node{'s' if len(act_nodes) > 1 else ''} " \
         f"{', '.join(str(i) for i, _ in act_nodes)}"
     dense = p.layer_kind is DENSE
+    plain = dense and p.permutation is None and not p.tokens  # a dense chain's unit: its width alone
     dims = ((p.W.shape[0],), (p.W.shape[1],)) if dense and not p.in_shape else \
         (p.in_shape if p.in_last else channels_first(p.in_shape), p.out_shape if p.out_last else
          channels_first(p.out_shape))
@@ -567,9 +588,8 @@ def _close(p: _Pending, context: _Context) -> DenseUnit:
     kind = "+".join(n.op_type for n in nodes if not any(n is a for _, a in act_nodes)) if p.transposes else p.kind
     unit = DenseUnit(FRAMEWORK, name, f"onnx {kind}", p.index, p.W, p.b, p.native, act, act_source,
                      dtype if p.W.size else "", _runner(session, p, feeds), layer_kind=p.layer_kind,
-                     in_shape=() if dense and p.permutation is None and not p.in_shape else
-                     p.in_shape or (p.W.shape[0],),
-                     out_shape=() if dense and p.permutation is None else p.out_shape or (p.W.shape[1],))
+                     in_shape=() if plain else p.in_shape or (p.W.shape[0],),
+                     out_shape=() if plain else p.out_shape or (p.W.shape[1],))
     return unit if p.flatten_order is None else in_flatten_order(unit, p.flatten_order)
 
 

@@ -17,17 +17,48 @@ import onnx
 from equivalence.core.embedding import Embedding, SequenceMean
 from equivalence.core.walk import Refused
 from equivalence.frameworks.graph_kinds import KindRead
-from equivalence.frameworks.onnx_kinds import attr
+from equivalence.frameworks.onnx_kinds import attr, read_kind
+
+NOT_READ_SEQUENCE_OPS = {"LSTM": "an LSTM", "GRU": "a GRU", "RNN": "a recurrent layer (RNN)",
+                         "Attention": "an attention layer", "MultiHeadAttention": "an attention layer"}
+"""Ops refused wherever they are in a graph, before the walk reaches them (torch's exporter writes a ``Transpose``
+to ``(L, batch, features)`` before an LSTM or a GRU: the refusal names the recurrent node, not the Transpose)."""
 
 SEQUENCE_REFUSED = {
     op: f"a{'n' if op[0] in 'AEIOU' else ''} {op} of a (batch, tokens, features) token sequence: the suite reads an "
-        "Embedding (Gather), a dense layer token by token (MatMul by a 2-D weight, a bias Add), its activation and "
-        "a mean over the tokens (ReduceMean over axis 1) from ONNX graphs; attention, LSTM and GRU are not read "
-        "from converted graphs yet (compare the models they were converted from)"
-    for op in ("LSTM", "GRU", "RNN", "Attention", "MultiHeadAttention", "Transpose", "Split", "Slice", "Conv",
-               "MaxPool", "AveragePool", "BatchNormalization", "LayerNormalization")}
+        "Embedding (Gather), a dense layer token by token (MatMul by a 2-D weight, a bias Add), its activation, a "
+        "LayerNormalization over the features and a mean over the tokens (ReduceMean over axis 1) from ONNX graphs; "
+        "attention, LSTM and GRU are not read from converted graphs yet (compare the models they were converted from)"
+    for op in ("Transpose", "Split", "Slice", "Conv", "MaxPool", "AveragePool", "BatchNormalization")}
 """Ops refused on a token sequence, in one line naming the node (torch's exporter writes a MultiheadAttention as
-``Transpose``, ``MatMul``, ``Softmax``... and an LSTM or GRU after a ``Transpose`` to ``(L, batch, features)``)."""
+``Transpose``, ``MatMul``, ``Softmax``... ops, its first a ``Transpose``)."""
+
+
+def not_read_sequence_op(graph: onnx.GraphProto) -> tuple[int, onnx.NodeProto, str] | None:
+    """The first node of ``graph`` that is a recurrent or attention op (``NOT_READ_SEQUENCE_OPS``): its index, the
+    node and why it is refused; else None."""
+    for index, node in enumerate(graph.node):
+        if node.op_type in NOT_READ_SEQUENCE_OPS:
+            return index, node, (f"{NOT_READ_SEQUENCE_OPS[node.op_type]}: the suite does not read recurrent or "
+                                 "attention layers from converted graphs yet; compare the models they were converted "
+                                 "from")
+    return None
+
+
+def token_layer_norm(node: onnx.NodeProto, consts: dict[str, np.ndarray], tokens: tuple[int, int]) -> KindRead:
+    """A ``LayerNormalization`` of a ``(batch, L, features)`` sequence over its last axis: the ``LayerNorm`` kind
+    token by token (torch's ``nn.LayerNorm(features)`` on a sequence, opset 17+)."""
+    if attr(node, "axis", -1) not in (-1, 2):
+        raise Refused(f"a LayerNormalization over axis {attr(node, 'axis', -1)} of the (batch, {tokens[0]}, "
+                      f"{tokens[1]}) token sequence: the suite judges one over the features (axis -1)")
+    plain = onnx.NodeProto()
+    plain.CopyFrom(node)
+    del plain.attribute[:]
+    plain.attribute.extend(a for a in node.attribute if a.name != "axis")  # read as over a 2-D input's features
+    read = read_kind(plain, consts, None)
+    if read.layer_kind.features != tokens[1]:
+        raise Refused(f"normalises {read.layer_kind.features} features, but the sequence before it has {tokens[1]}")
+    return read
 
 
 def embedding(node: onnx.NodeProto, consts: dict[str, np.ndarray], graph_input: onnx.ValueInfoProto, current: str,
