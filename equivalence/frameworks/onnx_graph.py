@@ -9,8 +9,11 @@ the ``Erf`` form of the exact GELU). Weights are the initializers, ``Constant`` 
 those. ``Conv``, ``MaxPool``, ``AveragePool``, a ``Flatten`` or ``Reshape`` of a spatial tensor,
 ``BatchNormalization`` and ``LayerNormalization`` start units of the core's other kinds
 (``equivalence.frameworks.onnx_kinds``), each with its activation; a spatial unit runs channels-first, as ONNX
-computes, on the canonical channels-last input made channels-first. ``Identity``, ``Dropout``, ``Flatten`` and
-``Reshape`` between dense units are skipped; a LayerNorm torch's exporter writes as nine ops below opset 17
+computes, on the canonical channels-last input made channels-first. A ``Gather`` of a constant table by the graph's
+integer ids, a ``MatMul``+``Add`` or a ``LayerNormalization`` per token and a ``ReduceMean`` over the tokens are the
+sequence kinds (``equivalence.frameworks.onnx_sequence``), batch-first as canonical. ``Identity``, ``Dropout``,
+``Flatten`` and ``Reshape``
+between dense units are skipped; a LayerNorm torch's exporter writes as nine ops below opset 17
 (``ReduceMean`` ... ``Add``) is read as one unit of them; any other op, a branch, or a second input is refused with
 the node's name, op and index in ``graph.node``.
 
