@@ -60,8 +60,10 @@ from equivalence.frameworks.onnx_kinds import (
 from equivalence.frameworks.onnx_sequence import (
     SEQUENCE_REFUSED,
     embedding,
+    id_prelude,
     not_read_sequence_op,
     sequence_mean,
+    tensordot,
     token_layer_norm,
 )
 from equivalence.frameworks.ort_errors import ORT_ERRORS, refusal
@@ -185,10 +187,16 @@ def walk(model: Any) -> list[DenseUnit]:
     permutation = None  # a Flatten's: the next dense unit's rows
     absorbed: set[int] = set()  # the nodes of a norm written as ops, read with its first
     tokens: tuple[int, int] | None = None  # (L, features) while the chain's tensor is a token sequence
+    prelude = id_prelude(graph, consts, computed, inputs[0].name)  # tf2onnx's wrap of negative ids, before its Gather
+    if prelude is not None:
+        absorbed.update(prelude[1])
     for index, node in enumerate(graph.node):
         if node.output[0] in consts or node.output[0] in computed or index in absorbed:  # a Constant, an Identity
             continue                                                                    # of one; a shape
         dynamic = [t for t in node.input if t and t not in consts and t not in computed]
+        ids_prepared = prelude is not None and index == prelude[0]  # the Gather whose ids the prelude computes
+        if ids_prepared:
+            dynamic = [current]
 
         def refuse(problem: str, node: onnx.NodeProto = node, index: int = index) -> ModelNotSupported:
             return ModelNotSupported("onnx", _name(node, index), node.op_type, index, problem)
@@ -217,7 +225,8 @@ def walk(model: Any) -> list[DenseUnit]:
             raise refuse(f"a branch: it takes {', '.join(map(repr, dynamic)) or 'no tensor'}, but should take the "
                          f"previous layer's output {current!r} alone (residual connections and concatenations are "
                          "not judged)")
-        if len(set(consumers.get(current, []))) > 1 and not (pending is not None and not starts) and not written:
+        if len(set(consumers.get(current, []))) > 1 and not (pending is not None and not starts) and not written \
+                and not ids_prepared:
             raise refuse(f"a branch: {current!r} feeds {len(set(consumers[current]))} nodes")
         if trailing:  # the way back to channels-last: the unit's last node
             pending.transposes.append((index, node))
@@ -231,11 +240,13 @@ def walk(model: Any) -> list[DenseUnit]:
             if pending is not None:
                 units.append(_close(pending, context))
             try:
-                read = embedding(node, consts, inputs[0], current, context.dtype)
+                read = embedding(node, consts, inputs[0], current, context.dtype, prepared=ids_prepared)
             except Refused as exc:
                 raise refuse(str(exc)) from None
             kind = read.layer_kind
-            pending = _Pending(index, node, current, read.W, read.native, "Gather", [node], layer_kind=kind,
+            ops = [graph.node[i] for i in prelude[1]] if ids_prepared else []
+            pending = _Pending(index, node, current, read.W, read.native, "+".join(n.op_type for n in ops + [node]),
+                               ops + [node], layer_kind=kind,
                                in_shape=(kind.length,), out_shape=kind.output_shape((kind.length,)), in_last=True,
                                out_last=True, tokens=True, feeds=context.dtype)
             context = replace(context, dtype=read.W.dtype)  # the chain's dtype from here: the table's
@@ -311,12 +322,30 @@ def walk(model: Any) -> list[DenseUnit]:
             if isinstance(read.layer_kind, Flatten):
                 permutation = None if layout_last else flatten_permutation(read.layer_kind.in_shape)
             shape, layout_last = read.next_shape, layout_last and read.next_shape is not None
-        elif node.op_type == "Add" and pending is not None and pending.b is None and pending.kind == "MatMul":
+        elif node.op_type == "Reshape" and tokens is not None and tensordot(node, graph, context, tokens):
+            if pending is not None:
+                units.append(_close(pending, context))
+            reshape, matmul, back = tensordot(node, graph, context, tokens)
+            try:
+                pending = _dense(index, matmul, matmul.input[0], consts, None, None, None)
+            except _Refuse as exc:
+                raise refuse(str(exc)) from None
+            if pending.W.shape[0] != tokens[1]:
+                raise refuse(f"takes {pending.W.shape[0]} features, but the sequence before it has {tokens[1]}")
+            pending = replace(pending, index=index, dense=node, input=current, nodes=[reshape, matmul, back],
+                              kind="Reshape+MatMul+Reshape", in_shape=tokens, out_shape=(tokens[0], pending.W.shape[1]),
+                              in_last=True, out_last=True, tokens=True)
+            tokens = (tokens[0], pending.W.shape[1])
+            absorbed.update(i for i, n in enumerate(graph.node) if n is matmul or n is back)
+            current = back.output[0]
+            continue
+        elif node.op_type == "Add" and pending is not None and pending.b is None and \
+                pending.kind in ("MatMul", "Reshape+MatMul+Reshape"):
             bias = consts[next(t for t in node.input if t in consts)]
             if bias.size != pending.W.shape[1] or bias.ndim > 2:
                 raise refuse(f"adds a constant of shape {bias.shape}, but a bias of {pending.W.shape[1]} values "
                              "should follow the MatMul")
-            pending.b, pending.kind = bias.reshape(-1).astype(pending.W.dtype), "MatMul+Add"
+            pending.b, pending.kind = bias.reshape(-1).astype(pending.W.dtype), pending.kind + "+Add"
             pending.nodes.append(node)
         elif node.op_type in SKIPPED:
             if tokens is not None and node.op_type in FLATTEN_OPS:

@@ -5,11 +5,15 @@ sequence by a 2-D weight, then a bias ``Add``) is read by the graph reader's den
 
 A token sequence is batch-first in ONNX, as in torch, Keras and the canonical layout: nothing is transposed around
 its units. torch's exporter (``dynamo=False``) writes ``nn.Embedding`` as ``Gather(weight, ids)`` on int64 ids and
-``x.mean(1)`` as ``ReduceMean`` (``axes`` an attribute below opset 18, an input from it); tf2onnx writes Keras'
-``Embedding`` and ``GlobalAveragePooling1D`` the same way, on int32 ids.
+``x.mean(1)`` as ``ReduceMean`` (``axes`` an attribute below opset 18, an input from it). tf2onnx writes Keras'
+``GlobalAveragePooling1D`` the same way, its ``Embedding`` on int32 ids wrapped first (``ids < 0 ? ids + rows :
+ids``, element-wise ops read with the ``Gather``: ``id_prelude``), and a ``Dense`` on a sequence as TensorFlow's
+``Tensordot`` (``Reshape``, ``MatMul``, ``Reshape``: ``tensordot``).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import onnx
@@ -62,10 +66,11 @@ def token_layer_norm(node: onnx.NodeProto, consts: dict[str, np.ndarray], tokens
 
 
 def embedding(node: onnx.NodeProto, consts: dict[str, np.ndarray], graph_input: onnx.ValueInfoProto, current: str,
-              ids_dtype: np.dtype) -> KindRead:
+              ids_dtype: np.dtype, *, prepared: bool = False) -> KindRead:
     """A ``Gather`` of a constant 2-D table (axis 0) by the graph's integer input ``(batch, L)``, ``L`` fixed: the
-    ``Embedding`` kind, its table ``(rows, dim)`` already canonical. ``Refused`` naming what differs."""
-    if len(node.input) != 2 or node.input[0] not in consts or node.input[1] != current:
+    ``Embedding`` kind, its table ``(rows, dim)`` already canonical. ``prepared``: its ids computed from the graph's
+    input alone (``id_prelude``). ``Refused`` naming what differs."""
+    if len(node.input) != 2 or node.input[0] not in consts or (node.input[1] != current and not prepared):
         raise Refused("a Gather that does not look up the chain's tensor in a constant table: the suite judges an "
                       "Embedding (Gather of an initializer by the token ids)")
     if current != graph_input.name:
@@ -100,3 +105,49 @@ def sequence_mean(node: onnx.NodeProto, consts: dict[str, np.ndarray], tokens: t
                       f"{tokens[1]}) token sequence: the suite judges a mean over the tokens (axes [1], keepdims=0; "
                       "torch's x.mean(1), Keras' GlobalAveragePooling1D)")
     return KindRead.without_weights(SequenceMean(*tokens), None)
+
+
+PRELUDE_OPS = ("Add", "Sub", "Cast", "Less", "Greater", "Equal", "Not", "And", "Or", "Mul", "Where")
+"""Element-wise ops a converter computes the ids with before the ``Gather`` (tf2onnx writes Keras' wrap of negative
+ids, ``ids < 0 ? ids + rows : ids``, as ``Add``, ``Cast``, ``Less``, ``Mul``, ``Not``, ``Cast``, ``Mul``, ``Add``)."""
+
+
+def id_prelude(graph: onnx.GraphProto, consts: dict[str, np.ndarray], computed: frozenset[str],
+               ids: str) -> tuple[int, list[int]] | None:
+    """When the graph's first nodes compute a ``Gather``'s ids from its input ``ids`` alone (and constants), with
+    element-wise ops (``PRELUDE_OPS``): the ``Gather``'s index and theirs, run with it as one Embedding unit (what
+    they compute is judged with the gather: exactly, the ids given in range); else None."""
+    seen, prelude = {ids}, []
+    for index, node in enumerate(graph.node):
+        if node.output[0] in consts or node.output[0] in computed:
+            continue
+        inputs = [t for t in node.input if t and t not in consts and t not in computed]
+        if node.op_type == "Gather" and node.input[0] in consts and node.input[1] in seen and node.input[1] != ids:
+            return (index, prelude) if set(inputs) == {node.input[1]} else None
+        if node.op_type not in PRELUDE_OPS or not inputs or not set(inputs) <= seen:
+            return None
+        seen.update(node.output)
+        prelude.append(index)
+    return None
+
+
+def tensordot(node: onnx.NodeProto, graph: onnx.GraphProto, context: Any,
+              tokens: tuple[int, int]) -> tuple[onnx.NodeProto, onnx.NodeProto, onnx.NodeProto] | None:
+    """TensorFlow's ``Tensordot`` (a Keras ``Dense`` on a sequence) as tf2onnx writes it: a ``Reshape`` of the
+    ``(batch, L, in)`` sequence to ``(-1, in)``, its one consumer a ``MatMul`` by a constant, whose one consumer is
+    a ``Reshape`` back to a shape computed from the sequence's: the three nodes, else None."""
+    consts, consumers = context.consts, context.consumers
+    target = consts.get(node.input[1]) if len(node.input) > 1 else None
+    if target is None or [int(v) for v in target.reshape(-1)] != [-1, tokens[1]]:
+        return None
+    following = []
+    for tensor in (node.output[0], None):
+        users = set(consumers.get(tensor if tensor is not None else following[-1].output[0], []))
+        if len(users) != 1:
+            return None
+        following.append(graph.node[min(users)])
+    matmul, back = following
+    if matmul.op_type != "MatMul" or matmul.input[0] != node.output[0] or back.op_type != "Reshape" or \
+            back.input[0] != matmul.output[0] or back.input[1] not in context.computed:
+        return None
+    return node, matmul, back

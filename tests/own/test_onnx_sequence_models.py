@@ -321,3 +321,59 @@ def test_compare_refuses_an_lstm_in_one_line(files, monkeypatch, capsys):
     code, out, err = run(files, monkeypatch, capsys, "lstm.onnx")
     assert code == EXIT_USAGE and out == "" and err.count("\n") == 1, (out, err)
     assert "onnx layer '/rnn/LSTM' (LSTM) at position" in err, err
+
+
+# --- a Keras model through tf2onnx (model.export(format="onnx")) -----------------------------------
+
+TF2ONNX_EMBEDDING = "onnx Add+Cast+Less+Cast+Mul+Not+Cast+Mul+Add+Gather"
+"""Keras' wrap of negative ids (``ids < 0 ? ids + rows : ids``) as tf2onnx writes it, read with the ``Gather``."""
+
+
+@pytest.fixture(scope="module")
+def keras_export(tmp_path_factory):
+    pytest.importorskip("tf2onnx", reason="tf2onnx is installed by make converters only")
+    import keras
+
+    L = keras.layers
+    model = keras.Sequential([keras.Input((LENGTH,), dtype="int32"), L.Embedding(ROWS, 8, name="emb"),
+                              L.Dense(6, activation="relu", name="tok"), L.GlobalAveragePooling1D(name="mean"),
+                              L.Dense(3, name="fc")])
+    rng = np.random.default_rng(3)
+    model.set_weights([rng.uniform(-1, 1, w.shape).astype("float32") for w in model.get_weights()])
+    model(np.zeros((1, LENGTH), "int32"))  # Keras' ONNX export wants a model that was called
+    folder = tmp_path_factory.mktemp("keras_sequence_onnx")
+    model.export(str(folder / "seq.onnx"), format="onnx", verbose=False)
+    return model, folder
+
+
+@pytest.mark.converters
+def test_a_keras_sequence_model_and_its_tf2onnx_export_agree_layer_by_layer(keras_export):
+    """tf2onnx writes a Dense on a sequence as TensorFlow's Tensordot (``Reshape`` to ``(-1, 8)``, ``MatMul``,
+    ``Reshape`` back to a computed shape), read as one dense unit token by token; the ids are int32."""
+    from equivalence import assert_equivalent
+    from equivalence.core.embedding import Embedding, SequenceMean
+    from tests.own.pairs import read_as
+
+    model, folder = keras_export
+    result = read_as(model, folder / "seq.onnx", [TF2ONNX_EMBEDDING, "onnx Reshape+MatMul+Reshape+Add",
+                                                  "onnx ReduceMean", "onnx MatMul+Add"])
+    assert result.keras_layers[0].layer_kind == Embedding(ROWS, 8, LENGTH)
+    assert result.keras_layers[2].layer_kind == SequenceMean(LENGTH, 6)
+    assert result.keras_layers[1].in_shape == (LENGTH, 8)
+    assert_equivalent(model, folder / "seq.onnx", x=ids(5))
+
+
+@pytest.mark.converters
+@pytest.mark.parametrize(("layer", "element", "says"), [
+    ("emb", 8 * 4 + 1, "layer 0 (keras 'emb', ort 'sequential_1/emb_1/GatherV2'): kernel: 1 / 160 elements differ"),
+    ("tok", 5, "layer 1 (keras 'tok', ort 'sequential_1/tok_1/Tensordot/Reshape'): kernel: 1 / 48 elements differ"),
+])
+def test_a_moved_row_or_kernel_in_the_tf2onnx_export_is_named_at_its_layer(keras_export, layer, element, says):
+    from equivalence import compare_models
+    from tests.own.test_converters import moved
+
+    model, folder = keras_export
+    variable = model.get_layer(layer).embeddings if layer == "emb" else model.get_layer(layer).kernel
+    wrong = moved(folder / "seq.onnx", variable.numpy(), element, 1e-3, folder / f"wrong_{layer}.onnx")
+    message = compare_models(model, wrong, max_examples=3).message()
+    assert says in message, message
