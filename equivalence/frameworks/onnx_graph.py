@@ -209,6 +209,11 @@ def walk(model: Any) -> list[DenseUnit]:
         trailing = direction == "last" and not layout_last and pending is not None and len(pending.out_shape) > 1
         if tokens is not None and node.op_type in SEQUENCE_REFUSED:
             raise refuse(SEQUENCE_REFUSED[node.op_type])
+        if tokens is not None and node.op_type == "ReduceMean":  # refused as what it is before it is a branch
+            try:
+                sequence_mean(node, consts, tokens)
+            except Refused as exc:
+                raise refuse(str(exc)) from None
         if pending is not None and pending.act_nodes is not None:
             inside = {pending.pre} | {o for _, n in pending.act_nodes for o in n.output}
             if not starts and node.op_type not in SKIPPED + ("Transpose",) and dynamic and set(dynamic) <= inside:

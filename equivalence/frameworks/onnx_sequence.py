@@ -103,7 +103,10 @@ def sequence_mean(node: onnx.NodeProto, consts: dict[str, np.ndarray], tokens: t
     if axes not in ([1], [-2]) or keepdims:
         raise Refused(f"a ReduceMean over axes {axes or 'all'} with keepdims={keepdims} of the (batch, {tokens[0]}, "
                       f"{tokens[1]}) token sequence: the suite judges a mean over the tokens (axes [1], keepdims=0; "
-                      "torch's x.mean(1), Keras' GlobalAveragePooling1D)")
+                      "torch's x.mean(1), Keras' GlobalAveragePooling1D)" + (
+                          "; over the features keeping them, it starts a LayerNorm written as ops (torch's exporter "
+                          "below opset 17), which is read on a 2-D tensor only: export at opset 17 or later (one "
+                          "LayerNormalization node)" if axes in ([-1], [2]) and keepdims else ""))
     return KindRead.without_weights(SequenceMean(*tokens), None)
 
 

@@ -10,6 +10,8 @@ import warnings
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import adapter_or_skip
 from equivalence.cli import EXIT_DISAGREE, EXIT_OK, EXIT_USAGE, main
@@ -156,6 +158,51 @@ def test_a_layer_norm_per_token_agrees_with_the_torch_layer_norm():
     norm = result.keras_layers[1]
     assert norm.layer_kind == LayerNorm(8, 1e-5) and norm.in_shape == (LENGTH, 8)
     assert [u.layer_kind for u in result.keras_layers] == [u.layer_kind for u in result.torch_layers]
+
+
+def drawn_net(rows: int, dim: int, hidden: int, activation: str, norm: bool, seed: int):
+    """Embedding -> [LayerNorm] -> Linear per token -> activation -> mean over the tokens -> Linear."""
+    import torch
+    from torch import nn
+
+    acts = {"relu": nn.ReLU(), "tanh": nn.Tanh(), "gelu": nn.GELU(), "softmax": nn.Softmax(dim=-1), "silu": nn.SiLU()}
+
+    class Drawn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.norm = nn.Embedding(rows, dim), nn.LayerNorm(dim) if norm else nn.Identity()
+            self.tok, self.act, self.fc = nn.Linear(dim, hidden), acts[activation], nn.Linear(hidden, 2)
+
+        def forward(self, x):
+            return self.fc(self.act(self.tok(self.norm(self.emb(x)))).mean(1))
+
+    torch.manual_seed(seed)
+    return Drawn().eval()
+
+
+@settings(max_examples=8, deadline=None)
+@given(rows=st.integers(2, 40), dim=st.integers(1, 12), hidden=st.integers(1, 10), length=st.integers(1, 24),
+       activation=st.sampled_from(["relu", "tanh", "gelu", "softmax", "silu"]), norm=st.booleans(),
+       opset=st.sampled_from([14, 17, 20]), seed=st.integers(0, 2**16))
+def test_drawn_sequence_nets_agree_with_their_onnx_export(rows, dim, hidden, length, activation, norm, opset, seed):
+    """Every ORT unit within its kind's bound, the kinds and shapes read from the graph equal the torch walker's
+    (below opset 17 a LayerNorm is written as nine ops on the sequence: refused, named)."""
+    from equivalence import ModelNotSupported, compare_models
+
+    model = drawn_net(rows, dim, hidden, activation, norm, seed)
+    graph = export(model, opset=opset, length=length)
+    x = np.random.default_rng(seed).integers(0, rows, (4, length))
+    if norm and opset < 17:
+        with pytest.raises(ModelNotSupported, match=r"\(ReduceMean\) at position 1: a ReduceMean over axes \[-1\] "
+                                                    r"with keepdims=1 of the \(batch, \d+, \d+\) token sequence.*"
+                                                    r"export at opset 17 or later"):
+            compare_models(model, graph, x=x)
+        return
+    result = compare_models(model, graph, x=x)
+    assert result.passed, result.message()
+    assert [u.layer_kind for u in result.keras_layers] == [u.layer_kind for u in result.torch_layers]
+    sequence = [u for u in result.keras_layers if u.in_shape]  # a dense chain's ONNX unit has its width alone
+    assert [u.out_shape for u in sequence] == [u.out_shape for u in result.torch_layers[:len(sequence)]]
 
 
 def test_int32_token_ids_as_tf2onnx_writes_them_are_fed_as_int32():
