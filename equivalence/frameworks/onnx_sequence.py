@@ -1,7 +1,8 @@
-"""The sequence kinds in an ONNX graph: an Embedding (a ``Gather`` of a constant table by the graph's token ids) and a
-mean over the tokens (``ReduceMean`` over axis 1 without keepdims), read into the core's kinds
-(``equivalence.core.embedding``). A dense layer token by token (a ``MatMul`` of the ``(batch, L, features)``
-sequence by a 2-D weight, then a bias ``Add``) is read by the graph reader's dense unit.
+"""The sequence kinds in an ONNX graph: an Embedding (a ``Gather`` of a constant table by the graph's token ids), a
+``LayerNormalization`` over a sequence's features, and a mean over the tokens (``ReduceMean`` over axis 1 without
+keepdims), read into the core's kinds (``equivalence.core.embedding``, ``equivalence.core.norms``). A dense layer
+token by token (a ``MatMul`` of the ``(batch, L, features)`` sequence by a 2-D weight, then a bias ``Add``) is read
+by the graph reader's dense unit (``equivalence.frameworks.onnx_graph``).
 
 A token sequence is batch-first in ONNX, as in torch, Keras and the canonical layout: nothing is transposed around
 its units. torch's exporter (``dynamo=False``) writes ``nn.Embedding`` as ``Gather(weight, ids)`` on int64 ids and
