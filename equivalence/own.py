@@ -197,9 +197,9 @@ def walk_pair(torch_model: Any, keras_model: Any) -> tuple[list[DenseUnit], list
 
 def _spatial(units: Sequence[DenseUnit]) -> tuple[int, ...] | None:
     """A graph's canonical input shape when spatial (its conv, pooling or flatten needs the other side's walk to
-    know it), else None."""
+    know it) or token ids (an Embedding's sequence length, which a torch model does not declare), else None."""
     shape = input_shape_of(units)
-    return shape if len(shape) > 1 else None
+    return shape if len(shape) > 1 or getattr(units[0].layer_kind, "integer_input", False) else None
 
 
 def labels(first: Sequence[DenseUnit], second: Sequence[DenseUnit]) -> tuple[str, str]:

@@ -9,10 +9,12 @@ the ``Erf`` form of the exact GELU). Weights are the initializers, ``Constant`` 
 those. ``Conv``, ``MaxPool``, ``AveragePool``, a ``Flatten`` or ``Reshape`` of a spatial tensor,
 ``BatchNormalization`` and ``LayerNormalization`` start units of the core's other kinds
 (``equivalence.frameworks.onnx_kinds``), each with its activation; a spatial unit runs channels-first, as ONNX
-computes, on the canonical channels-last input made channels-first. ``Identity``, ``Dropout``, ``Flatten`` and
-``Reshape`` between dense units are skipped; a LayerNorm torch's exporter writes as nine ops below opset 17
-(``ReduceMean`` ... ``Add``) is read as one unit of them; any other op, a branch, or a second input is refused with
-the node's name, op and index in ``graph.node``.
+computes, on the canonical channels-last input made channels-first. A ``Gather`` of a constant table by the graph's
+integer ids, a ``MatMul``+``Add`` or a ``LayerNormalization`` per token and a ``ReduceMean`` over the tokens are the
+sequence kinds (``equivalence.frameworks.onnx_sequence``), batch-first as canonical. ``Identity``, ``Dropout``,
+``Flatten`` and ``Reshape`` between dense units are skipped; a LayerNorm torch's exporter writes as nine ops below
+opset 17 (``ReduceMean`` ... ``Add``) is read as one unit of them; any other op, a branch, or a second input is
+refused with the node's name, op and index in ``graph.node``.
 
 Each unit runs where the model lives: its own nodes, cut out of a copy of the graph into a graph of their
 own (input the tensor feeding the ``MatMul``, output the activation's, the batch axis left free), in an ORT
@@ -24,7 +26,7 @@ framework's, so its named differences (``equivalence.core.known_differences``) a
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,15 @@ from equivalence.frameworks.onnx_kinds import (
     scale_shift,
     transpose_direction,
 )
+from equivalence.frameworks.onnx_sequence import (
+    SEQUENCE_REFUSED,
+    embedding,
+    id_prelude,
+    not_read_sequence_op,
+    sequence_mean,
+    tensordot,
+    token_layer_norm,
+)
 from equivalence.frameworks.ort_errors import ORT_ERRORS, refusal
 
 FRAMEWORK = "ort"
@@ -63,7 +74,8 @@ STARTS = DENSE_OPS + KIND_OPS
 """Ops that start a unit (a Flatten or a Reshape of a spatial tensor does too)."""
 SKIPPED = ("Identity", "Dropout", "Flatten", "Reshape")
 """Ops skipped between dense units (2-D tensors: a Flatten changes nothing)."""
-JUDGED = "MatMul/Gemm (a bias Add), Conv, MaxPool, AveragePool, Flatten, BatchNormalization, LayerNormalization"
+JUDGED = ("MatMul/Gemm (a bias Add), Conv, MaxPool, AveragePool, Flatten, BatchNormalization, LayerNormalization, "
+          "Gather of an embedding table, ReduceMean over the tokens")
 DTYPES = {np.dtype("float32"): "float32", np.dtype("float64"): "float64", np.dtype("float16"): "float16"}
 
 
@@ -129,6 +141,8 @@ class _Pending:
     in_last: bool = False  # the unit takes channels-last input (a Transpose to channels-first is its first node)
     out_last: bool = False  # it gives channels-last output (a Transpose back is its last node)
     flatten_order: np.ndarray | None = None  # a norm between a Flatten and its dense unit: the Flatten's permutation
+    tokens: bool = False  # takes a token sequence (batch, L, features) or token ids: batch-first, as canonical
+    feeds: np.dtype | None = None  # the dtype its input is fed in, when not its weights' (an Embedding's ids)
 
 
 def _name(node: onnx.NodeProto, index: int) -> str:
@@ -149,6 +163,10 @@ def walk(model: Any) -> list[DenseUnit]:
                                 f"takes {len(inputs)} inputs and gives {len(graph.output)} outputs; the suite judges "
                                 "a model of one input and one output")
     computed = _shape_computations(graph, consts)
+    recurrent = not_read_sequence_op(graph)
+    if recurrent is not None:
+        index, node, problem = recurrent
+        raise ModelNotSupported("onnx", _name(node, index), node.op_type, index, problem)
     consumers: dict[str, list[int]] = {}
     for index, node in enumerate(graph.node):
         for t in node.input if node.output[0] not in computed else ():
@@ -167,20 +185,34 @@ def walk(model: Any) -> list[DenseUnit]:
     pending: _Pending | None = None
     permutation = None  # a Flatten's: the next dense unit's rows
     absorbed: set[int] = set()  # the nodes of a norm written as ops, read with its first
+    tokens: tuple[int, int] | None = None  # (L, features) while the chain's tensor is a token sequence
+    prelude = id_prelude(graph, consts, computed, inputs[0].name)  # tf2onnx's wrap of negative ids, before its Gather
+    if prelude is not None:
+        absorbed.update(prelude[1])
     for index, node in enumerate(graph.node):
         if node.output[0] in consts or node.output[0] in computed or index in absorbed:  # a Constant, an Identity
             continue                                                                    # of one; a shape
         dynamic = [t for t in node.input if t and t not in consts and t not in computed]
+        ids_prepared = prelude is not None and index == prelude[0]  # the Gather whose ids the prelude computes
+        if ids_prepared:
+            dynamic = [current]
 
         def refuse(problem: str, node: onnx.NodeProto = node, index: int = index) -> ModelNotSupported:
             return ModelNotSupported("onnx", _name(node, index), node.op_type, index, problem)
 
-        written = node.op_type == LAYER_NORM_OPS[0] and shape is None  # a LayerNorm written as ops, maybe
+        written = node.op_type == LAYER_NORM_OPS[0] and shape is None and tokens is None  # a LayerNorm as ops?
         affine = _shift_after(node, context, current, shape, layout_last, pending) if node.op_type == "Mul" else None
         starts = node.op_type in STARTS or (node.op_type in FLATTEN_OPS and shape is not None) or written \
-            or affine is not None
+            or affine is not None or node.op_type == "Gather" or (node.op_type == "ReduceMean" and tokens is not None)
         direction = transpose_direction(node, len(shape) + 1) if node.op_type == "Transpose" and shape else None
         trailing = direction == "last" and not layout_last and pending is not None and len(pending.out_shape) > 1
+        if tokens is not None and node.op_type in SEQUENCE_REFUSED:
+            raise refuse(SEQUENCE_REFUSED[node.op_type])
+        if tokens is not None and node.op_type == "ReduceMean":  # refused as what it is before it is a branch
+            try:
+                sequence_mean(node, consts, tokens)
+            except Refused as exc:
+                raise refuse(str(exc)) from None
         if pending is not None and pending.act_nodes is not None:
             inside = {pending.pre} | {o for _, n in pending.act_nodes for o in n.output}
             if not starts and node.op_type not in SKIPPED + ("Transpose",) and dynamic and set(dynamic) <= inside:
@@ -197,7 +229,8 @@ def walk(model: Any) -> list[DenseUnit]:
             raise refuse(f"a branch: it takes {', '.join(map(repr, dynamic)) or 'no tensor'}, but should take the "
                          f"previous layer's output {current!r} alone (residual connections and concatenations are "
                          "not judged)")
-        if len(set(consumers.get(current, []))) > 1 and not (pending is not None and not starts) and not written:
+        if len(set(consumers.get(current, []))) > 1 and not (pending is not None and not starts) and not written \
+                and not ids_prepared:
             raise refuse(f"a branch: {current!r} feeds {len(set(consumers[current]))} nodes")
         if trailing:  # the way back to channels-last: the unit's last node
             pending.transposes.append((index, node))
@@ -207,14 +240,52 @@ def walk(model: Any) -> list[DenseUnit]:
                 units.append(_close(pending, context))
                 pending = None
             leading, layout_last = (index, node), False
+        elif node.op_type == "Gather":
+            if pending is not None:
+                units.append(_close(pending, context))
+            try:
+                read = embedding(node, consts, inputs[0], current, context.dtype, prepared=ids_prepared)
+            except Refused as exc:
+                raise refuse(str(exc)) from None
+            kind = read.layer_kind
+            ops = [graph.node[i] for i in prelude[1]] if ids_prepared else []
+            pending = _Pending(index, node, current, read.W, read.native, "+".join(n.op_type for n in ops + [node]),
+                               ops + [node], layer_kind=kind,
+                               in_shape=(kind.length,), out_shape=kind.output_shape((kind.length,)), in_last=True,
+                               out_last=True, tokens=True, feeds=context.dtype)
+            context = replace(context, dtype=read.W.dtype)  # the chain's dtype from here: the table's
+            tokens = (kind.length, kind.dim)
+        elif node.op_type == "LayerNormalization" and tokens is not None:  # token by token
+            if pending is not None:
+                units.append(_close(pending, context))
+            try:
+                read = token_layer_norm(node, consts, tokens)
+            except Refused as exc:
+                raise refuse(str(exc)) from None
+            pending = _Pending(index, node, current, read.W, read.native, node.op_type, [node], read.b,
+                               layer_kind=read.layer_kind, in_shape=tokens, out_shape=tokens, in_last=True,
+                               out_last=True, tokens=True)
+        elif node.op_type == "ReduceMean" and tokens is not None:
+            if pending is not None:
+                units.append(_close(pending, context))
+            try:
+                read = sequence_mean(node, consts, tokens)
+            except Refused as exc:
+                raise refuse(str(exc)) from None
+            pending = _Pending(index, node, current, read.W, read.native, "ReduceMean", [node],
+                               layer_kind=read.layer_kind, in_shape=tokens, out_shape=(tokens[1],), in_last=True,
+                               out_last=True, tokens=True)
+            tokens = None
         elif node.op_type in DENSE_OPS:
             if pending is not None:
                 units.append(_close(pending, context))
             try:
-                pending = _dense(index, node, current, consts, shape, permutation)
+                pending = _dense(index, node, current, consts, shape, permutation, tokens)
             except _Refuse as exc:
                 raise refuse(str(exc)) from None
             permutation = None
+            if tokens is not None:
+                tokens = (tokens[0], pending.W.shape[1])
         elif written:
             if pending is not None:
                 units.append(_close(pending, context))
@@ -255,14 +326,36 @@ def walk(model: Any) -> list[DenseUnit]:
             if isinstance(read.layer_kind, Flatten):
                 permutation = None if layout_last else flatten_permutation(read.layer_kind.in_shape)
             shape, layout_last = read.next_shape, layout_last and read.next_shape is not None
-        elif node.op_type == "Add" and pending is not None and pending.b is None and pending.kind == "MatMul":
+        elif node.op_type == "Reshape" and tokens is not None and tensordot(node, graph, context, tokens):
+            if pending is not None:
+                units.append(_close(pending, context))
+            reshape, matmul, back = tensordot(node, graph, context, tokens)
+            try:
+                pending = _dense(index, matmul, matmul.input[0], consts, None, None, None)
+            except _Refuse as exc:
+                raise refuse(str(exc)) from None
+            if pending.W.shape[0] != tokens[1]:
+                raise refuse(f"takes {pending.W.shape[0]} features, but the sequence before it has {tokens[1]}")
+            pending = replace(pending, index=index, dense=node, input=current, nodes=[reshape, matmul, back],
+                              kind="Reshape+MatMul+Reshape", in_shape=tokens, out_shape=(tokens[0], pending.W.shape[1]),
+                              in_last=True, out_last=True, tokens=True)
+            tokens = (tokens[0], pending.W.shape[1])
+            absorbed.update(i for i, n in enumerate(graph.node) if n is matmul or n is back)
+            current = back.output[0]
+            continue
+        elif node.op_type == "Add" and pending is not None and pending.b is None and \
+                pending.kind in ("MatMul", "Reshape+MatMul+Reshape"):
             bias = consts[next(t for t in node.input if t in consts)]
             if bias.size != pending.W.shape[1] or bias.ndim > 2:
                 raise refuse(f"adds a constant of shape {bias.shape}, but a bias of {pending.W.shape[1]} values "
                              "should follow the MatMul")
-            pending.b, pending.kind = bias.reshape(-1).astype(pending.W.dtype), "MatMul+Add"
+            pending.b, pending.kind = bias.reshape(-1).astype(pending.W.dtype), pending.kind + "+Add"
             pending.nodes.append(node)
         elif node.op_type in SKIPPED:
+            if tokens is not None and node.op_type in FLATTEN_OPS:
+                raise refuse(f"a {node.op_type} of the (batch, {tokens[0]}, {tokens[1]}) token sequence: the suite "
+                             "judges a sequence's dense layers token by token, and a mean over its tokens "
+                             "(ReduceMean over axis 1)")
             if pending is not None:
                 units.append(_close(pending, context))
                 pending = None
@@ -375,9 +468,11 @@ def _input_dtype(value: onnx.ValueInfoProto) -> np.dtype:
 
 
 def _dense(index: int, node: onnx.NodeProto, current: str, consts: dict[str, np.ndarray],
-           shape: tuple[int, ...] | None, permutation: np.ndarray | None) -> _Pending:
+           shape: tuple[int, ...] | None, permutation: np.ndarray | None,
+           tokens: tuple[int, int] | None = None) -> _Pending:
     """A ``MatMul`` or ``Gemm`` unit; after a Flatten (``permutation``) its canonical rows are the stored ones in
-    the canonical (channels-last) flatten order."""
+    the canonical (channels-last) flatten order. On a token sequence (``tokens``: ``(L, features)``) a ``MatMul``
+    by a 2-D weight is a dense layer token by token (``equivalence.core.kinds.Dense`` on ``(N, L, in)``)."""
     if shape is not None:
         raise _Refuse(f"a {node.op_type} on a spatial tensor (per sample {shape}): the suite judges a dense layer "
                       "after a Flatten")
@@ -390,6 +485,14 @@ def _dense(index: int, node: onnx.NodeProto, current: str, consts: dict[str, np.
     if stored.ndim != 2:
         raise _Refuse(f"a weight of shape {stored.shape}: a dense layer's is 2-D")
     W, b, kind = _weights(node, weights, stored, consts)
+    if tokens is not None:
+        if node.op_type != "MatMul":
+            raise _Refuse(f"a Gemm on the (batch, {tokens[0]}, {tokens[1]}) token sequence: ONNX's Gemm takes a 2-D "
+                          "tensor (a dense layer token by token is a MatMul)")
+        if W.shape[0] != tokens[1]:
+            raise _Refuse(f"takes {W.shape[0]} features, but the sequence before it has {tokens[1]}")
+        return _Pending(index, node, current, W, stored, kind, [node], b, in_shape=tokens,
+                        out_shape=(tokens[0], W.shape[1]), in_last=True, out_last=True, tokens=True)
     if permutation is not None:
         if W.shape[0] != len(permutation):
             raise _Refuse(f"takes {W.shape[0]} features, but the Flatten before it gives {len(permutation)}")
@@ -479,6 +582,10 @@ def _close(p: _Pending, context: _Context) -> DenseUnit:
     first_index, first = act_nodes[0] if act_nodes else (p.index, p.dense)
     try:
         act = _activation(p, context.consts)
+        if p.tokens and act_nodes and act_nodes[0][1].op_type in ("Softmax", "LogSoftmax") and \
+                attr(act_nodes[0][1], "axis", -1) not in (-1, 2):
+            raise _Refuse(f"a {act_nodes[0][1].op_type} over axis {attr(act_nodes[0][1], 'axis', -1)} of the "
+                          "(batch, tokens, features) sequence: the suite judges one over the features (axis -1)")
     except _Refuse as exc:
         raise ModelNotSupported("onnx", _name(first, first_index), first.op_type, first_index, str(exc)) from None
     except KeyError as exc:
@@ -517,15 +624,17 @@ def _close(p: _Pending, context: _Context) -> DenseUnit:
         f"{'+'.join(n.op_type for _, n in act_nodes)} node{'s' if len(act_nodes) > 1 else ''} " \
         f"{', '.join(str(i) for i, _ in act_nodes)}"
     dense = p.layer_kind is DENSE
-    dims = ((p.W.shape[0],), (p.W.shape[1],)) if dense else \
+    plain = dense and p.permutation is None and not p.tokens  # a dense chain's unit: its width alone
+    dims = ((p.W.shape[0],), (p.W.shape[1],)) if dense and not p.in_shape else \
         (p.in_shape if p.in_last else channels_first(p.in_shape), p.out_shape if p.out_last else
          channels_first(p.out_shape))
-    session = _session(context, nodes, p.input, nodes[-1].output[0], dims, dtype, name, p.index)
+    feeds = p.feeds or np.dtype(dtype)
+    session = _session(context, nodes, p.input, nodes[-1].output[0], dims, dtype, name, p.index, feeds=feeds)
     kind = "+".join(n.op_type for n in nodes if not any(n is a for _, a in act_nodes)) if p.transposes else p.kind
     unit = DenseUnit(FRAMEWORK, name, f"onnx {kind}", p.index, p.W, p.b, p.native, act, act_source,
-                     dtype if p.W.size else "", _runner(session, p, np.dtype(dtype)), layer_kind=p.layer_kind,
-                     in_shape=() if dense and p.permutation is None else p.in_shape or (p.W.shape[0],),
-                     out_shape=() if dense and p.permutation is None else p.out_shape or (p.W.shape[1],))
+                     dtype if p.W.size else "", _runner(session, p, feeds), layer_kind=p.layer_kind,
+                     in_shape=() if plain else p.in_shape or (p.W.shape[0],),
+                     out_shape=() if plain else p.out_shape or (p.W.shape[1],))
     return unit if p.flatten_order is None else in_flatten_order(unit, p.flatten_order)
 
 
@@ -558,11 +667,13 @@ def _runner(session: Any, p: _Pending, dtype: np.dtype) -> Callable[[np.ndarray]
 
 
 def _session(context: _Context, nodes: Sequence[onnx.NodeProto], input_name: str, output: str,
-             dims: tuple[tuple[int, ...], tuple[int, ...]], dtype: str, name: str, index: int) -> Any:
-    """An ORT session of ``nodes`` alone, cut out of the graph: input ``x`` (batch, *dims[0]), output
-    (batch, *dims[1]), ONNX's layout."""
+             dims: tuple[tuple[int, ...], tuple[int, ...]], dtype: str, name: str, index: int, *,
+             feeds: np.dtype | None = None) -> Any:
+    """An ORT session of ``nodes`` alone, cut out of the graph: input ``x`` (batch, *dims[0]) in ``feeds`` (the
+    graph's integer ids for an Embedding; else ``dtype``), output (batch, *dims[1]) in ``dtype``, ONNX's layout."""
     model = context.model
     elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    elem_in = elem if feeds is None else helper.np_dtype_to_tensor_dtype(np.dtype(feeds))
     needed = {t for n in nodes for t in n.input if t}
     constants = []  # Constant nodes, Identity nodes of constants, shape computations the unit reads (graph order)
     for node in reversed(model.graph.node):
@@ -582,7 +693,7 @@ def _session(context: _Context, nodes: Sequence[onnx.NodeProto], input_name: str
         copy.CopyFrom(node)
         copy.input[:] = ["x" if t == input_name else t for t in copy.input]
     graph = helper.make_graph(constants + renamed, f"unit {name}",
-                              [helper.make_tensor_value_info("x", elem, ["batch", *dims[0]])],
+                              [helper.make_tensor_value_info("x", elem_in, ["batch", *dims[0]])],
                               [helper.make_tensor_value_info(output, elem, ["batch", *dims[1]])], initializers)
     unit = helper.make_model(graph, opset_imports=model.opset_import, ir_version=model.ir_version)
     options = ort.SessionOptions()
