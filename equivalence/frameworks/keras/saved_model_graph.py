@@ -11,7 +11,8 @@ units of the core's other kinds (``equivalence.frameworks.keras.saved_model_kind
 computes; so do onnx2tf's forms of a torch conv net (a ``Transpose`` to channels-first and the ``Reshape`` of
 torch's ``Flatten``, one unit whose output is put in the canonical order, the next dense unit's rows permuted to it;
 a ``Transpose`` that moves nothing, or the one of a channels-first input, read with the op after it; a ``Mul`` and
-an ``AddV2`` of per-channel constants, a BatchNorm folded). Nodes computed from constants alone (a conv bias'
+an ``AddV2`` of per-channel constants, a BatchNorm folded; its LayerNorm ops; a norm between the flatten and the dense
+unit read in the canonical order, ``in_flatten_order``). Nodes computed from constants alone (a conv bias'
 ``Reshape``, a BatchNorm's ``rsqrt(var + epsilon) * gamma``) are constants, their values computed by TensorFlow;
 nodes computed from a ``Shape`` (a flatten's target) are read with the node taking them. ``Identity`` and
 ``Reshape`` between dense units are skipped; anything else or a branch is refused with the op's name, type and
@@ -56,7 +57,7 @@ PASS = ("Identity", "Reshape", "IdentityN")
 _SINGLE = {"Relu": "relu", "Relu6": "relu6", "Sigmoid": "sigmoid", "Tanh": "tanh", "Selu": "selu",
            "Softplus": "softplus", "Softsign": "softsign", "Softmax": "softmax", "LogSoftmax": "log_softmax"}
 JUDGED = ("MatMul (a bias add), Conv2D (a BiasAdd), MaxPool, AvgPool, a Reshape of a spatial tensor, FusedBatchNormV3, "
-          "the BatchNorm and LayerNorm Keras writes as ops")
+          "the BatchNorm and LayerNorm Keras writes as ops, onnx2tf's LayerNorm ops")
 PER_FEATURE = (BatchNorm, LayerNorm, ChannelAffine)
 """The kinds that keep the features' order: one between a channels-first flatten and its dense unit is read in the
 canonical order (``in_flatten_order``), as the torch walker reads a norm after its Flatten."""

@@ -15,8 +15,9 @@ epsilon) * gamma`` computed from the constants. The ops Keras 3 writes for a ``L
 onnx2tf's SavedModel of a torch conv net adds a ``Transpose`` to channels-first before the ``Reshape`` of torch's
 ``Flatten`` (to ``[1, features]``: torch's export fixes the batch at 1), read with it as one flatten in torch's ``C,
 H, W`` order; a ``Transpose`` that moves nothing, or the one of a channels-first input (``-kt``), read with the op it
-leads into; and a BatchNorm it could not fold into a conv as a ``Mul`` and an ``AddV2`` of per-channel constants,
-read as ``ChannelAffine``.
+leads into; a BatchNorm it could not fold into a conv as a ``Mul`` and an ``AddV2`` of per-channel constants,
+read as ``ChannelAffine``; and torch's ``LayerNorm`` as tf_keras' ops (``LAYER_NORM_SUB_OPS``) or, exported below
+opset 17, as the nine ONNX ops one by one (``LAYER_NORM_DECOMPOSED_OPS``), each one ``LayerNorm`` unit.
 """
 
 from __future__ import annotations
