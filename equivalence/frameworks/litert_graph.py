@@ -12,8 +12,10 @@ channels-first and ``RESHAPE`` (torch's ``Flatten`` in its ``C, H, W`` order) as
 the canonical order and the next dense unit's rows permuted to it; the ``TRANSPOSE`` of a channels-first input with
 the op after it. A 1-D conv or pool is written on its input lifted to ``(N, 1, L, C)``: ``EXPAND_DIMS``, the 2-D op,
 a ``RESHAPE`` back, read as one unit of the 1-D kind (a flatten after it may take the lifted tensor: run on the input
-lifted so). A LayerNormalization's eleven ops (``MEAN`` ... ``ADD``) are one ``LayerNorm`` unit (``litert_norms``); a
-BatchNormalization the converter folded into a ``MUL`` and an ``ADD`` of per-channel constants is one
+lifted so). A LayerNormalization's ops (``MEAN`` ... ``ADD``, in three forms) are one ``LayerNorm`` unit
+(``litert_norms``); a norm between a channels-first flatten and its dense unit is read in the canonical order (its
+parameters in torch's ``C, H, W`` one: ``in_flatten_order``); a BatchNormalization the converter folded into a
+``MUL`` and an ``ADD`` of per-channel constants is one
 ``ChannelAffine`` unit, and a layer whose constants are named after one it folded in is marked so in its kind
 (``NAMED_FOLD``: the comparison matches it with the model's layers, ``equivalence.own_folded``). ``RESHAPE`` between
 dense units is skipped; dilated and depthwise convolutions, anything else or a branch is refused with the op's index
@@ -45,10 +47,16 @@ from equivalence.core.activations import activation_name
 from equivalence.core.folded import NAMED_FOLD
 from equivalence.core.kinds import DENSE
 from equivalence.core.spatial import Conv, Flatten, flatten_permutation
-from equivalence.core.walk import DenseUnit, ModelNotSupported, Refused, check_chain
+from equivalence.core.walk import DenseUnit, ModelNotSupported, Refused, check_chain, in_flatten_order
 from equivalence.frameworks.graph_kinds import KindRead, not_read_yet
 from equivalence.frameworks.litert_kinds import KIND_OPS, REFUSED, one_dimensional, read_kind
-from equivalence.frameworks.litert_norms import LAYER_NORM_OPS, channel_affine, layer_norm, named_after_norm
+from equivalence.frameworks.litert_norms import (
+    LAYER_NORM_OPS,
+    channel_affine,
+    layer_norm,
+    layer_norm_form,
+    named_after_norm,
+)
 
 FRAMEWORK = "litert"
 FLOAT16_WEIGHTS = "litert_fp16w"
@@ -131,6 +139,7 @@ class _Pending:
     channels_first: bool = False  # a flatten of the tensor made channels-first: its output put in canonical order
     per_sample: bool = False  # a RESHAPE to the file's fixed batch (onnx2tf's [1, features]): run a sample at a time
     permutation: np.ndarray | None = None  # a dense unit after a channels-first flatten: its rows, stored order
+    flatten_order: np.ndarray | None = None  # a norm between a channels-first flatten and its dense unit: its order
     fed_channels_first: bool = False  # a unit starting at the TRANSPOSE of a channels-first input: fed so
 
 
@@ -203,6 +212,7 @@ def walk(model: Any) -> list[DenseUnit]:
                 units.append(_close(pending, model.content, flat))
             add, read = affine
             pending = _affine(index, op, add, read, current, shape, refuse)
+            pending.flatten_order = permutation if shape is None else None
             pending.dequantize = [dequantized[t][1] for o in (op, add) for t in o.inputs if int(t) in dequantized]
             absorbed.add(index + 1)
             current = int(add.outputs[0])
@@ -235,7 +245,9 @@ def walk(model: Any) -> list[DenseUnit]:
             if pending is not None:
                 units.append(_close(pending, model.content, flat))
             pending = _layer_norm(index, flat, names, graph, current, shape, constant, refuse)
-            absorbed.update(range(index, index + len(LAYER_NORM_OPS)))
+            absorbed.update(range(index, index + len(pending.ops)))
+            if permutation is not None:  # between a C,H,W flatten and its dense unit: columns permuted
+                pending.flatten_order = permutation
             current = int(pending.ops[-1].outputs[0])
             continue
         if lifted and pending is not None and name == "RESHAPE" and declared[1:] == shape:  # squeezed to (N, L, C)
@@ -389,20 +401,21 @@ def _layer_norm(index: int, flat: Any, names: dict[int, str], graph: Any, curren
     if shape is not None:
         raise refuse(f"a MEAN of a spatial tensor (per sample {shape}): a global pooling or a normalisation over the "
                      "spatial axes written as ops, which the suite does not read")
-    ops = graph.operators[index:index + len(LAYER_NORM_OPS)]
+    following = [(_op_name(flat, names, op), op) for op in graph.operators[index:index + len(LAYER_NORM_OPS)]]
     features = int(graph.tensors[current].shape[-1])
     try:
-        read = layer_norm([(_op_name(flat, names, op), op) for op in ops], constant,
-                          lambda t: _integers(flat, graph, t), current, features)
+        form = layer_norm_form([name for name, _ in following])
+        read = layer_norm(following, constant, lambda t: _integers(flat, graph, t), current, features)
     except Refused as exc:
         raise refuse(str(exc)) from None
+    ops = [op for _, op in following[:len(form)]]
     fused = getattr(ops[-1].builtinOptions, "fusedActivationFunction", 0)
     if fused not in _FUSED:
         raise refuse(f"fused activation {fused} (ActivationFunctionType) is not one the suite knows")
     last = index + len(ops) - 1
     return _Pending(index, current, list(ops), read.W, read.native, None, _FUSED[fused],
                     f"fused in ADD op {last}" if fused else "none", bool(fused), layer_kind=read.layer_kind,
-                    in_shape=(features,), out_shape=(features,), label="+".join(LAYER_NORM_OPS))
+                    in_shape=(features,), out_shape=(features,), label="+".join(form))
 
 
 def _affine(index: int, mul: Any, add: Any, read: KindRead, current: int, shape: tuple[int, ...] | None,
@@ -607,9 +620,10 @@ def _close(p: _Pending, content: bytes, flat: Any) -> DenseUnit:
         kind = f"{kind} (float16 weights, DEQUANTIZE)"
     if p.named_fold:
         kind = f"{kind}, {NAMED_FOLD}"
-    return DenseUnit(FLOAT16_WEIGHTS if p.dequantize else FRAMEWORK, f"op {p.index}", kind, p.index, p.W, p.b,
+    unit = DenseUnit(FLOAT16_WEIGHTS if p.dequantize else FRAMEWORK, f"op {p.index}", kind, p.index, p.W, p.b,
                      p.native, p.act, p.act_source, "float32" if p.W.size else "", run, layer_kind=p.layer_kind,
                      in_shape=p.in_shape, out_shape=p.out_shape)
+    return unit if p.flatten_order is None else in_flatten_order(unit, p.flatten_order)
 
 
 def _name_of(flat: Any, op: Any) -> str:

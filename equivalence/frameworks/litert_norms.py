@@ -8,7 +8,10 @@ The converter writes a LayerNorm of ``x`` ``(batch, features)`` as eleven ops (`
 
 that is ``y = x s + (beta - m s)`` with ``s = gamma / sqrt(var + epsilon)``: the same function as ``gamma (x - m) /
 sqrt(var + epsilon) + beta``, its roundings within the core's LayerNorm bound (each product is at most ``|gamma|
-(|x| + |m|) / sigma``, which the bound's magnitude covers). Its activation is the last ``ADD``'s fused one.
+(|x| + |m|) / sigma``, which the bound's magnitude covers). Its activation is the last ``ADD``'s fused one. onnx2tf's
+forms of a torch ``LayerNorm`` are read the same way: tf_keras' (``LAYER_NORM_SUB_OPS``: ``beta - m s`` as a ``SUB``)
+and torch's ONNX form below opset 17 op by op (``LAYER_NORM_DECOMPOSED_OPS``: ``gamma (x - m) rsqrt(var + epsilon) +
+beta``).
 
 A BatchNormalization at inference is an affine map per channel, and the converter folds it: into the weights of
 the ``CONV_2D`` or ``FULLY_CONNECTED`` before it (no activation between) or after it, or, where it cannot (after a
@@ -35,6 +38,13 @@ from equivalence.frameworks.graph_kinds import KindRead
 
 LAYER_NORM_OPS = ("MEAN", "NEG", "SQUARED_DIFFERENCE", "MEAN", "ADD", "RSQRT", "MUL", "MUL", "ADD", "MUL", "ADD")
 """A LayerNormalization as the TFLite converter writes it, in its order."""
+LAYER_NORM_SUB_OPS = ("MEAN", "SQUARED_DIFFERENCE", "MEAN", "ADD", "RSQRT", "MUL", "MUL", "MUL", "SUB", "ADD")
+"""tf_keras' LayerNormalization (onnx2tf's of an ONNX ``LayerNormalization``, opset 17 on) as the converter writes it:
+``y = x s + (beta - m s)``, ``s = gamma rsqrt(var + epsilon)``."""
+LAYER_NORM_DECOMPOSED_OPS = ("MEAN", "SUB", "MUL", "MEAN", "ADD", "RSQRT", "MUL", "MUL", "ADD")
+"""The ONNX form of a LayerNorm below opset 17 (onnx2tf's op by op) as the converter writes it: ``c = x - m``, ``y =
+c rsqrt(mean(c c) + epsilon) gamma + beta``."""
+LAYER_NORM_FORMS = (LAYER_NORM_OPS, LAYER_NORM_SUB_OPS, LAYER_NORM_DECOMPOSED_OPS)
 BATCHNORM_SCOPE = "/batchnorm/"
 """What the name of a constant the converter folded a Keras BatchNormalization into holds (its ops' scope)."""
 
@@ -51,16 +61,25 @@ def _fused(op: Any) -> int:
     return int(getattr(op.builtinOptions, "fusedActivationFunction", 0) or 0)
 
 
+def layer_norm_form(names: list[str]) -> tuple[str, ...]:
+    """Which of ``LAYER_NORM_FORMS`` the op names from a ``MEAN`` on are; ``Refused`` when none."""
+    for form in LAYER_NORM_FORMS:
+        if tuple(names[:len(form)]) == form:
+            return form
+    shown = "+".join(names[:len(LAYER_NORM_OPS)])
+    raise Refused(f"starts a normalisation written as ops ({shown}), but not the ones a converter writes a "
+                  f"LayerNormalization as ({' or '.join('+'.join(f) for f in LAYER_NORM_FORMS)}): the suite does not "
+                  "read it")
+
+
 def layer_norm(ops: list[tuple[str, Any]], constant: Callable[[int], np.ndarray | None],
                integers: Callable[[int], list[int] | None], x: int, features: int) -> KindRead:
-    """``ops`` (the chain's next ops, from a ``MEAN`` of ``x``, with their names) read as a LayerNorm of ``x`` over
-    its ``features``; every wire checked, ``Refused`` naming the first that is not a LayerNorm's. ``integers``: a
-    constant integer tensor's values (the reduction axes), else None."""
-    names = tuple(name for name, _ in ops[:len(LAYER_NORM_OPS)])
-    if names != LAYER_NORM_OPS:
-        raise Refused(f"starts a normalisation written as ops ({'+'.join(names)}), but not the ones the converter "
-                      f"writes a LayerNormalization as ({'+'.join(LAYER_NORM_OPS)}): the suite does not read it")
-    mean, neg, squared, var, add, rsqrt, scale, shifted, shift, mul, out = (op for _, op in ops[:len(names)])
+    """``ops`` (the chain's next ops, from a ``MEAN`` of ``x``, with their names; as many as their form has,
+    ``layer_norm_form``) read as a LayerNorm of ``x`` over its ``features``; every wire checked, ``Refused`` naming the
+    first that is not a LayerNorm's. ``integers``: a constant integer tensor's values (the reduction axes), else
+    None."""
+    form = layer_norm_form([name for name, _ in ops])
+    ops = [op for _, op in ops[:len(form)]]
 
     def const(op: Any, other: int) -> np.ndarray | None:
         found = [constant(t) for t in _inputs(op) if t != other]
@@ -72,17 +91,38 @@ def layer_norm(ops: list[tuple[str, Any]], constant: Callable[[int], np.ndarray 
     def takes(op: Any, *tensors: int) -> bool:
         return sorted(_inputs(op)) == sorted(tensors)
 
-    wired = [_inputs(mean)[0] == x and last_axis(mean), takes(neg, _output(mean)),
-             takes(squared, x, _output(mean)), _inputs(var)[0] == _output(squared) and last_axis(var),
-             const(add, _output(var)) is not None and const(add, _output(var)).size == 1,
-             takes(rsqrt, _output(add)), const(scale, _output(rsqrt)) is not None,
-             takes(shifted, _output(neg), _output(scale)), const(shift, _output(shifted)) is not None,
-             takes(mul, x, _output(scale)), takes(out, _output(mul), _output(shift)),
-             not any(_fused(op) for _, op in ops[:len(names) - 1])]
+    if form == LAYER_NORM_OPS:
+        mean, neg, squared, var, add, rsqrt, scale, shifted, shift, mul, out = ops
+        wired = [_inputs(mean)[0] == x and last_axis(mean), takes(neg, _output(mean)),
+                 takes(squared, x, _output(mean)), _inputs(var)[0] == _output(squared) and last_axis(var),
+                 const(add, _output(var)) is not None and const(add, _output(var)).size == 1,
+                 takes(rsqrt, _output(add)), const(scale, _output(rsqrt)) is not None,
+                 takes(shifted, _output(neg), _output(scale)), const(shift, _output(shifted)) is not None,
+                 takes(mul, x, _output(scale)), takes(out, _output(mul), _output(shift))]
+        gamma, beta = const(scale, _output(rsqrt)), const(shift, _output(shifted))
+    elif form == LAYER_NORM_SUB_OPS:
+        mean, squared, var, add, rsqrt, scale, mul, shifted, shift, out = ops
+        wired = [_inputs(mean)[0] == x and last_axis(mean), takes(squared, x, _output(mean)),
+                 _inputs(var)[0] == _output(squared) and last_axis(var),
+                 const(add, _output(var)) is not None and const(add, _output(var)).size == 1,
+                 takes(rsqrt, _output(add)), const(scale, _output(rsqrt)) is not None,
+                 takes(mul, x, _output(scale)), takes(shifted, _output(mean), _output(scale)),
+                 const(shift, _output(shifted)) is not None and _inputs(shift)[1] == _output(shifted),
+                 takes(out, _output(mul), _output(shift))]
+        gamma, beta = const(scale, _output(rsqrt)), const(shift, _output(shifted))
+    else:
+        mean, centred, square, var, add, rsqrt, normed, scaled, out = ops
+        wired = [_inputs(mean)[0] == x and last_axis(mean), _inputs(centred) == [x, _output(mean)],
+                 _inputs(square) == [_output(centred)] * 2, _inputs(var)[0] == _output(square) and last_axis(var),
+                 const(add, _output(var)) is not None and const(add, _output(var)).size == 1,
+                 takes(rsqrt, _output(add)), takes(normed, _output(centred), _output(rsqrt)),
+                 const(scaled, _output(normed)) is not None, const(out, _output(scaled)) is not None]
+        gamma, beta = const(scaled, _output(normed)), const(out, _output(scaled))
+    wired.append(not any(_fused(op) for op in ops[:-1]))
     if not all(wired):
-        raise Refused(f"the ops of a LayerNormalization ({'+'.join(LAYER_NORM_OPS)}), but wired otherwise (check "
+        raise Refused(f"the ops of a LayerNormalization ({'+'.join(form)}), but wired otherwise (check "
                       f"{wired.index(False) + 1} of {len(wired)} fails): the suite does not read it")
-    gamma, beta = const(scale, _output(rsqrt)).reshape(-1), const(shift, _output(shifted)).reshape(-1)
+    gamma, beta = gamma.reshape(-1), beta.reshape(-1)
     if gamma.size != features or beta.size != features:
         raise Refused(f"a scale of {gamma.size} and an offset of {beta.size} values on {features} features")
     rows = np.stack([gamma, beta]).astype(np.float32)

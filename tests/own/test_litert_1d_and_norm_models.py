@@ -214,3 +214,45 @@ def test_compare_takes_a_keras_file_and_its_tflite(converted, capsys, name):
     out, err = capsys.readouterr()
     assert code == EXIT_OK and f"all {len(CONV1D_UNITS if name == 'conv1d' else NORM_UNITS)} layers agree" in out, \
         (out, err)
+
+
+@pytest.mark.parametrize("wired", ["as_onnx2tf", "scaling_x"])
+def test_a_layer_norm_written_as_the_nine_onnx_ops_is_one_layer_norm_and_wired_otherwise_is_refused(tmp_path, wired):
+    """torch's ``LayerNorm`` exported below opset 17 as onnx2tf writes it op by op, converted: ``MEAN``, ``SUB``,
+    ``MUL`` (the difference by itself), ``MEAN``, ``ADD``, ``RSQRT``, ``MUL``, ``MUL`` gamma, ``ADD`` beta (a ReLU
+    fused, which keeps the converter from folding gamma and beta into the next layer): one ``LayerNorm`` unit matched
+    with the model's; the same ops scaling ``x`` rather than ``x - mean`` refused naming the failing check."""
+    import tensorflow as tf
+    import torch
+    from torch import nn
+
+    from equivalence import ModelNotSupported, assert_equivalent
+
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Linear(4, 6), nn.LayerNorm(6), nn.ReLU(), nn.Linear(6, 2)).eval()
+    with torch.no_grad():
+        model[1].weight.uniform_(0.5, 1.5)
+        model[1].bias.uniform_(-1, 1)
+    w0, b0, gamma, beta, w1, b1 = (tf.constant(v.detach().numpy()) for v in (
+        model[0].weight.T, model[0].bias, model[1].weight, model[1].bias, model[3].weight.T, model[3].bias))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32)])
+    def serve(x):
+        h = tf.matmul(x, w0) + b0
+        centred = h - tf.reduce_mean(h, -1, keepdims=True)
+        variance = tf.reduce_mean(tf.pow(centred, 2.0), -1, keepdims=True)
+        normed = (centred if wired == "as_onnx2tf" else h) / tf.sqrt(variance + 1e-5)
+        return tf.matmul(tf.nn.relu(normed * gamma + beta), w1) + b1
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], serve)
+    (tmp_path / "ln.tflite").write_bytes(converter.convert())
+    if wired == "as_onnx2tf":
+        result = read_as(model, tmp_path / "ln.tflite", ["tflite FULLY_CONNECTED",
+                                                         "tflite MEAN+SUB+MUL+MEAN+ADD+RSQRT+MUL+MUL+ADD",
+                                                         "tflite FULLY_CONNECTED"])
+        assert result.keras_layers[1].activation == "relu"
+        return
+    with pytest.raises(ModelNotSupported, match=r"\(MEAN\) at position 1: the ops of a LayerNormalization "
+                       r"\(MEAN\+SUB\+MUL\+MEAN\+ADD\+RSQRT\+MUL\+MUL\+ADD\), but wired otherwise \(check 7 of 10 "
+                       r"fails\)"):
+        assert_equivalent(model, tmp_path / "ln.tflite", max_examples=3)

@@ -319,3 +319,80 @@ def test_a_batch_norm_written_as_a_mul_and_an_add_per_channel_agrees_as_its_scal
     message = compare_models(model, tmp_path / "saved", max_examples=3).message()
     assert "layer 1 (torch '2', keras_graph " in message and "scale: 1 / 3 elements differ from the torch layers " \
         "folded" in message, message
+
+
+@pytest.mark.parametrize("wired", ["as_onnx2tf", "dividing_x"])
+def test_a_layer_norm_written_as_the_nine_onnx_ops_is_one_layer_norm_and_wired_otherwise_is_refused(tmp_path, wired):
+    """torch's ``LayerNorm`` exported below opset 17, as onnx2tf writes its nine ops one by one (``Mean``, ``Sub``,
+    ``Pow`` 2, ``Mean``, ``AddV2``, ``Sqrt``, ``RealDiv``, ``Mul``, ``AddV2``): one ``LayerNorm`` unit matched with
+    the model's; the same ops dividing ``x`` rather than ``x - mean`` refused naming the failing check."""
+    import tensorflow as tf
+    import torch
+    from torch import nn
+
+    from equivalence import ModelNotSupported, assert_equivalent
+
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Linear(4, 6), nn.LayerNorm(6), nn.Linear(6, 2)).eval()
+    with torch.no_grad():
+        model[1].weight.uniform_(0.5, 1.5)
+        model[1].bias.uniform_(-1, 1)
+    w0, b0, gamma, beta, w1, b1 = (tf.constant(v.detach().numpy()) for v in (
+        model[0].weight.T, model[0].bias, model[1].weight, model[1].bias, model[2].weight.T, model[2].bias))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32)])
+    def serve(x):
+        h = tf.matmul(x, w0) + b0
+        centred = h - tf.reduce_mean(h, -1, keepdims=True)
+        variance = tf.reduce_mean(tf.pow(centred, 2.0), -1, keepdims=True)
+        normed = (centred if wired == "as_onnx2tf" else h) / tf.sqrt(variance + 1e-5)
+        return tf.matmul(normed * gamma + beta, w1) + b1
+
+    module = tf.Module()
+    module.serve = serve
+    tf.saved_model.save(module, str(tmp_path / "saved"), signatures=serve)
+    if wired == "as_onnx2tf":
+        result = assert_equivalent(model, tmp_path / "saved", max_examples=10)
+        assert result.keras_layers[1].kind == "saved_model Mean+Sub+Pow+Mean+AddV2+Sqrt+RealDiv+Mul+AddV2"
+        assert result.keras_layers[1].layer_kind == result.torch_layers[1].layer_kind
+        return
+    with pytest.raises(ModelNotSupported, match=r"\(Mean\) at position \d+: the ops of a LayerNorm "
+                       r"\(Mean\+Sub\+Pow\+Mean\+AddV2\+Sqrt\+RealDiv\+Mul\+AddV2\), but wired otherwise \(check 4 of "
+                       r"10 fails\)"):
+        assert_equivalent(model, tmp_path / "saved", max_examples=3)
+
+
+def test_a_layer_norm_written_as_tf_keras_writes_it_is_one_layer_norm(tmp_path):
+    """torch's ``LayerNorm`` as onnx2tf writes an ONNX ``LayerNormalization`` (tf_keras' ops: ``tf.nn.moments``, then
+    ``x * m + (beta - mean * m)``, ``m = rsqrt(var + epsilon) * gamma``), gamma and beta constants: one
+    ``LayerNorm`` unit matched with the model's. (Grappler's oneDNN layer-norm fusion, which computes with epsilon
+    0.001 and which the unit is run without, does not fire on this hand-written graph, only on onnx2tf's: that is
+    ``tests/own/test_converters_onnx2tf_norms.py``'s.)"""
+    import tensorflow as tf
+    import torch
+    from torch import nn
+
+    from equivalence import assert_equivalent
+
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Linear(4, 6), nn.LayerNorm(6), nn.Linear(6, 2)).eval()
+    with torch.no_grad():
+        model[0].weight.mul_(0.5)
+        model[1].weight.uniform_(0.5, 1.5)
+        model[1].bias.uniform_(-1, 1)
+    w0, b0, gamma, beta, w1, b1 = (tf.constant(v.detach().numpy()) for v in (
+        model[0].weight.T, model[0].bias, model[1].weight, model[1].bias, model[2].weight.T, model[2].bias))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32)])
+    def serve(x):
+        h = tf.matmul(x, w0) + b0
+        mean, variance = tf.nn.moments(h, [-1], keepdims=True)
+        return tf.matmul(tf.nn.batch_normalization(h, mean, variance, beta, gamma, 1e-5), w1) + b1
+
+    module = tf.Module()
+    module.serve = serve
+    tf.saved_model.save(module, str(tmp_path / "saved"), signatures=serve)
+    result = assert_equivalent(model, tmp_path / "saved", max_examples=10)
+    assert result.keras_layers[1].kind == \
+        "saved_model Mean+StopGradient+SquaredDifference+Mean+AddV2+Rsqrt+Mul+Mul+Mul+Sub+AddV2"
+    assert result.keras_layers[1].layer_kind == result.torch_layers[1].layer_kind

@@ -11,7 +11,8 @@ units of the core's other kinds (``equivalence.frameworks.keras.saved_model_kind
 computes; so do onnx2tf's forms of a torch conv net (a ``Transpose`` to channels-first and the ``Reshape`` of
 torch's ``Flatten``, one unit whose output is put in the canonical order, the next dense unit's rows permuted to it;
 a ``Transpose`` that moves nothing, or the one of a channels-first input, read with the op after it; a ``Mul`` and
-an ``AddV2`` of per-channel constants, a BatchNorm folded). Nodes computed from constants alone (a conv bias'
+an ``AddV2`` of per-channel constants, a BatchNorm folded; its LayerNorm ops; a norm between the flatten and the dense
+unit read in the canonical order, ``in_flatten_order``). Nodes computed from constants alone (a conv bias'
 ``Reshape``, a BatchNorm's ``rsqrt(var + epsilon) * gamma``) are constants, their values computed by TensorFlow;
 nodes computed from a ``Shape`` (a flatten's target) are read with the node taking them. ``Identity`` and
 ``Reshape`` between dense units are skipped; anything else or a branch is refused with the op's name, type and
@@ -34,11 +35,21 @@ import numpy as np
 import tensorflow as tf
 
 from equivalence.core.activations import activation_name
+from equivalence.core.folded import ChannelAffine
 from equivalence.core.kinds import DENSE
+from equivalence.core.norms import BatchNorm, LayerNorm
 from equivalence.core.spatial import Conv, flatten_permutation
-from equivalence.core.walk import DenseUnit, ModelNotSupported, Refused, check_chain
+from equivalence.core.walk import DenseUnit, ModelNotSupported, Refused, check_chain, in_flatten_order
 from equivalence.frameworks.graph_kinds import folded_batch_norm, not_read_yet
-from equivalence.frameworks.keras.saved_model_kinds import ADDS, Graph, node_of, read_kind, starts, tensor
+from equivalence.frameworks.keras.saved_model_kinds import (
+    ADDS,
+    LAYER_NORM_SUB_OPS,
+    Graph,
+    node_of,
+    read_kind,
+    starts,
+    tensor,
+)
 
 FRAMEWORK = "keras_graph"
 FORM = "saved_model"
@@ -46,7 +57,10 @@ PASS = ("Identity", "Reshape", "IdentityN")
 _SINGLE = {"Relu": "relu", "Relu6": "relu6", "Sigmoid": "sigmoid", "Tanh": "tanh", "Selu": "selu",
            "Softplus": "softplus", "Softsign": "softsign", "Softmax": "softmax", "LogSoftmax": "log_softmax"}
 JUDGED = ("MatMul (a bias add), Conv2D (a BiasAdd), MaxPool, AvgPool, a Reshape of a spatial tensor, FusedBatchNormV3, "
-          "the BatchNorm and LayerNorm Keras writes as ops")
+          "the BatchNorm and LayerNorm Keras writes as ops, onnx2tf's LayerNorm ops")
+PER_FEATURE = (BatchNorm, LayerNorm, ChannelAffine)
+"""The kinds that keep the features' order: one between a channels-first flatten and its dense unit is read in the
+canonical order (``in_flatten_order``), as the torch walker reads a norm after its Flatten."""
 DTYPES = {np.dtype("float32"): "float32", np.dtype("float64"): "float64", np.dtype("float16"): "float16"}
 
 
@@ -113,6 +127,7 @@ class _Pending:
     per_sample: bool = False  # a unit whose ops fix the batch at 1 (the graph's): run a sample at a time
     fed_channels_first: bool = False  # a unit starting at the Transpose of a channels-first input: fed so
     permutation: np.ndarray | None = None  # a dense unit after a channels-first flatten: its rows, stored order
+    flatten_order: np.ndarray | None = None  # a norm between a channels-first flatten and its dense unit: its order
 
 
 def walk(model: Any) -> list[DenseUnit]:
@@ -188,7 +203,10 @@ def walk(model: Any) -> list[DenseUnit]:
                                out_shape=read.kind.layer_kind.output_shape(in_shape), ops=read.ops,
                                channels_first=read.channels_first, per_sample=read.per_sample,
                                fed_channels_first=read.fed_channels_first)
-            permutation = flatten_permutation(in_shape) if read.channels_first else None
+            if permutation is not None and isinstance(read.kind.layer_kind, PER_FEATURE):
+                pending.flatten_order = permutation  # between a C,H,W flatten and its dense unit: columns permuted
+            else:
+                permutation = flatten_permutation(in_shape) if read.channels_first else None
             absorbed.update(n.name for n in read.nodes)
             shape, out = read.kind.next_shape, f"{read.nodes[-1].name}:0"
         elif node.op == "Mul" and pending is not None and pending.b is None and len(pending.nodes) == 1 \
@@ -387,8 +405,17 @@ def _close(p: _Pending, context: _Context) -> DenseUnit:
     rows = None if p.permutation is None else np.argsort(p.permutation)  # canonical features in the stored order
     flat = flatten_permutation(p.in_shape) if p.channels_first else None  # channels-first features made canonical
 
+    unremapped = p.ops == "+".join(LAYER_NORM_SUB_OPS)
+
     def once(x: np.ndarray) -> np.ndarray:
-        return function(tf.constant(np.ascontiguousarray(x, dtype=dtype))).numpy()
+        if not unremapped:
+            return function(tf.constant(np.ascontiguousarray(x, dtype=dtype))).numpy()
+        remapping = tf.config.optimizer.get_experimental_options().get("remapping", True)
+        tf.config.optimizer.set_experimental_options({"remapping": False})  # see LAYER_NORM_SUB_OPS
+        try:
+            return function(tf.constant(np.ascontiguousarray(x, dtype=dtype))).numpy()
+        finally:
+            tf.config.optimizer.set_experimental_options({"remapping": remapping})
 
     def run(x: np.ndarray) -> np.ndarray:
         x = np.asarray(x) if rows is None else np.asarray(x)[:, rows]
@@ -397,10 +424,11 @@ def _close(p: _Pending, context: _Context) -> DenseUnit:
         return y if flat is None else y[:, flat]
 
     dense = p.layer_kind is DENSE and p.permutation is None
-    return DenseUnit(FRAMEWORK, unit[0].name, f"{source} {p.ops}", p.index, p.W, p.b, p.native, act, act_source,
+    unit = DenseUnit(FRAMEWORK, unit[0].name, f"{source} {p.ops}", p.index, p.W, p.b, p.native, act, act_source,
                      DTYPES[dtype] if p.W.size else "", run, layer_kind=p.layer_kind,
                      in_shape=() if dense else p.in_shape or (p.W.shape[0],),
                      out_shape=() if dense else p.out_shape or (p.W.shape[1],))
+    return unit if p.flatten_order is None else in_flatten_order(unit, p.flatten_order)
 
 
 def _function(nodes: dict[str, Any], roots: list[str], output: str,
