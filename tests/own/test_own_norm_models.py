@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from tests.helpers import BFLOAT16
 from tests.own.pairs import named_differences
+from tests.own.test_own_channels_first_models import needs_channels_first_convs
 from tests.own_models import conv_batchnorm2d, norm_mlp
 
 pytestmark = pytest.mark.usefixtures("keras_walker_or_skip")
@@ -132,6 +133,8 @@ def test_a_norm_between_a_flatten_and_its_dense_is_compared_in_one_order_and_an_
     t = norm_after_flatten(norm)
     t_norm = t[3]
     first = data_format == "channels_first"
+    if first:
+        needs_channels_first_convs()
     k_norm = L.LayerNormalization(epsilon=1e-5) if norm == "layernorm" else \
         L.BatchNormalization(epsilon=1e-5, momentum=0.9)
     k = keras.Sequential([keras.Input((2, 5, 5) if first else (5, 5, 2)),
