@@ -38,6 +38,7 @@ def read_as(model: Any, converted: Any, kinds: list[str]) -> Any:
     from equivalence import assert_equivalent
 
     result = assert_equivalent(model, converted, max_examples=20)
-    assert [u.kind for u in result.keras_layers] == kinds
+    got = [u.kind for u in result.keras_layers]
+    assert got == kinds, f"read as {got}, but should be read as {kinds}"
     assert [u.layer_kind for u in result.keras_layers] == [u.layer_kind for u in result.torch_layers]
     return result

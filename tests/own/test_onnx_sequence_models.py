@@ -6,6 +6,7 @@ judged layer by layer against the torch model it was exported from."""
 from __future__ import annotations
 
 import io
+import re
 import warnings
 
 import numpy as np
@@ -399,11 +400,14 @@ def test_a_keras_sequence_model_and_its_tf2onnx_export_agree_layer_by_layer(kera
     ``Reshape`` back to a computed shape), read as one dense unit token by token; the ids are int32."""
     from equivalence import assert_equivalent
     from equivalence.core.embedding import Embedding, SequenceMean
-    from tests.own.pairs import read_as
 
     model, folder = keras_export
-    result = read_as(model, folder / "seq.onnx", [TF2ONNX_EMBEDDING, "onnx Reshape+MatMul+Reshape+Add",
-                                                  "onnx ReduceMean", "onnx MatMul+Add"])
+    result = assert_equivalent(model, folder / "seq.onnx", max_examples=20)
+    kinds = [u.kind for u in result.keras_layers]
+    # tf2onnx orders the wrap's independent nodes differently from one export to the next: compared as a multiset
+    assert sorted(kinds[0].split("+")) == sorted(TF2ONNX_EMBEDDING.split("+")) and kinds[0].endswith("Gather"), kinds
+    assert kinds[1:] == ["onnx Reshape+MatMul+Reshape+Add", "onnx ReduceMean", "onnx MatMul+Add"], kinds
+    assert [u.layer_kind for u in result.keras_layers] == [u.layer_kind for u in result.torch_layers]
     assert result.keras_layers[0].layer_kind == Embedding(ROWS, 8, LENGTH)
     assert result.keras_layers[2].layer_kind == SequenceMean(LENGTH, 6)
     assert result.keras_layers[1].in_shape == (LENGTH, 8)
@@ -412,9 +416,11 @@ def test_a_keras_sequence_model_and_its_tf2onnx_export_agree_layer_by_layer(kera
 
 @pytest.mark.converters
 @pytest.mark.parametrize(("layer", "element", "says"), [
-    ("emb", 8 * 4 + 1, "layer 0 (keras 'emb', ort 'sequential_1/emb_1/GatherV2'): kernel: 1 / 160 elements differ"),
-    ("tok", 5, "layer 1 (keras 'tok', ort 'sequential_1/tok_1/Tensordot/Reshape'): kernel: 1 / 48 elements differ"),
-])
+    ("emb", 8 * 4 + 1, r"layer 0 \(keras 'emb', ort 'sequential[_\d]*/emb_1/GatherV2'\): kernel: 1 / 160 elements "
+                       r"differ"),
+    ("tok", 5, r"layer 1 \(keras 'tok', ort 'sequential[_\d]*/tok_1/Tensordot/Reshape'\): kernel: 1 / 48 elements "
+               r"differ"),
+])  # the graph's scope names count the Keras models made before in the process: a number, not asserted
 def test_a_moved_row_or_kernel_in_the_tf2onnx_export_is_named_at_its_layer(keras_export, layer, element, says):
     from equivalence import compare_models
     from tests.own.test_converters import moved
@@ -423,4 +429,4 @@ def test_a_moved_row_or_kernel_in_the_tf2onnx_export_is_named_at_its_layer(keras
     variable = model.get_layer(layer).embeddings if layer == "emb" else model.get_layer(layer).kernel
     wrong = moved(folder / "seq.onnx", variable.numpy(), element, 1e-3, folder / f"wrong_{layer}.onnx")
     message = compare_models(model, wrong, max_examples=3).message()
-    assert says in message, message
+    assert re.search(says, message), message
