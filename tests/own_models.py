@@ -209,6 +209,25 @@ def norm_after_flatten(norm: str):
     return nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.Flatten(), layer, nn.Linear(36, 4)).eval()
 
 
+def layer_norm_mlp(*, relu: bool = False, first_scale: float = 1.0):
+    """A torch Linear(4, 6), LayerNorm(6) (gamma ``U(0.5, 1.5)``, beta ``U(-1, 1)``), a ReLU if ``relu``, Linear(6, 2),
+    in eval mode (seed 5), the first kernel scaled by ``first_scale``; and its parameters as a graph written by hand
+    holds them: ``(W0, b0, gamma, beta, W1, b1)``, kernels ``(in, out)``, numpy float32."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Linear(4, 6), nn.LayerNorm(6), *([nn.ReLU()] if relu else []), nn.Linear(6, 2)).eval()
+    first, norm, last = model[0], model[1], model[-1]
+    with torch.no_grad():
+        first.weight.mul_(first_scale)
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-1, 1)
+    parameters = tuple(v.detach().numpy() for v in (first.weight.T, first.bias, norm.weight, norm.bias, last.weight.T,
+                                                     last.bias))
+    return model, parameters
+
+
 def layernorm_first(features: int, units: int, dtype: str, *, seed: int = 0):
     """LayerNorm (epsilon 1e-3, drawn gamma and beta) then Linear in torch, and its Keras port (Keras' defaults)."""
     import keras

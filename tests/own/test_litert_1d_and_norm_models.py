@@ -223,18 +223,12 @@ def test_a_layer_norm_written_as_the_nine_onnx_ops_is_one_layer_norm_and_wired_o
     fused, which keeps the converter from folding gamma and beta into the next layer): one ``LayerNorm`` unit matched
     with the model's; the same ops scaling ``x`` rather than ``x - mean`` refused naming the failing check."""
     import tensorflow as tf
-    import torch
-    from torch import nn
 
     from equivalence import ModelNotSupported, assert_equivalent
+    from tests.own_models import layer_norm_mlp
 
-    torch.manual_seed(5)
-    model = nn.Sequential(nn.Linear(4, 6), nn.LayerNorm(6), nn.ReLU(), nn.Linear(6, 2)).eval()
-    with torch.no_grad():
-        model[1].weight.uniform_(0.5, 1.5)
-        model[1].bias.uniform_(-1, 1)
-    w0, b0, gamma, beta, w1, b1 = (tf.constant(v.detach().numpy()) for v in (
-        model[0].weight.T, model[0].bias, model[1].weight, model[1].bias, model[3].weight.T, model[3].bias))
+    model, parameters = layer_norm_mlp(relu=True)
+    w0, b0, gamma, beta, w1, b1 = (tf.constant(v) for v in parameters)
 
     @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32)])
     def serve(x):

@@ -327,18 +327,12 @@ def test_a_layer_norm_written_as_the_nine_onnx_ops_is_one_layer_norm_and_wired_o
     ``Pow`` 2, ``Mean``, ``AddV2``, ``Sqrt``, ``RealDiv``, ``Mul``, ``AddV2``): one ``LayerNorm`` unit matched with
     the model's; the same ops dividing ``x`` rather than ``x - mean`` refused naming the failing check."""
     import tensorflow as tf
-    import torch
-    from torch import nn
 
     from equivalence import ModelNotSupported, assert_equivalent
+    from tests.own_models import layer_norm_mlp
 
-    torch.manual_seed(5)
-    model = nn.Sequential(nn.Linear(4, 6), nn.LayerNorm(6), nn.Linear(6, 2)).eval()
-    with torch.no_grad():
-        model[1].weight.uniform_(0.5, 1.5)
-        model[1].bias.uniform_(-1, 1)
-    w0, b0, gamma, beta, w1, b1 = (tf.constant(v.detach().numpy()) for v in (
-        model[0].weight.T, model[0].bias, model[1].weight, model[1].bias, model[2].weight.T, model[2].bias))
+    model, parameters = layer_norm_mlp()
+    w0, b0, gamma, beta, w1, b1 = (tf.constant(v) for v in parameters)
 
     @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32)])
     def serve(x):
@@ -369,19 +363,12 @@ def test_a_layer_norm_written_as_tf_keras_writes_it_is_one_layer_norm(tmp_path):
     0.001 and which the unit is run without, does not fire on this hand-written graph, only on onnx2tf's: that is
     ``tests/own/test_converters_onnx2tf_norms.py``'s.)"""
     import tensorflow as tf
-    import torch
-    from torch import nn
 
     from equivalence import assert_equivalent
+    from tests.own_models import layer_norm_mlp
 
-    torch.manual_seed(5)
-    model = nn.Sequential(nn.Linear(4, 6), nn.LayerNorm(6), nn.Linear(6, 2)).eval()
-    with torch.no_grad():
-        model[0].weight.mul_(0.5)
-        model[1].weight.uniform_(0.5, 1.5)
-        model[1].bias.uniform_(-1, 1)
-    w0, b0, gamma, beta, w1, b1 = (tf.constant(v.detach().numpy()) for v in (
-        model[0].weight.T, model[0].bias, model[1].weight, model[1].bias, model[2].weight.T, model[2].bias))
+    model, parameters = layer_norm_mlp(first_scale=0.5)
+    w0, b0, gamma, beta, w1, b1 = (tf.constant(v) for v in parameters)
 
     @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32)])
     def serve(x):
