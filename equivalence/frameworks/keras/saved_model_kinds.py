@@ -319,9 +319,7 @@ def _layer_norm(mean: Any, shape: tuple[int, ...] | None, graph: Graph) -> Read:
     scaled = next((n for n in uses if n is not centred), None)
     shift = graph.only(centred.name, ADDS if negated else ("Sub",), where)  # beta + -mean * m, or beta - mean * m
     out = graph.only(shift.name, ADDS, where)
-    axes = [graph.constant(n.input[1]) for n in (mean, variance)]
-    wired = [all(a is not None and [int(v) for v in np.reshape(a, -1)] in ([-1], [1]) for a in axes),
-             mean.attr["keep_dims"].b and variance.attr["keep_dims"].b,
+    wired = [*_over_the_features(graph, mean, variance),
              list(map(tensor, squared.input)) == [x, tensor(stop.name)],
              scaled is not None and len(uses) == 2 and sorted(map(tensor, scaled.input)) == sorted(
                  [x, tensor(factor.name)]),
@@ -340,6 +338,14 @@ def _layer_norm(mean: Any, shape: tuple[int, ...] | None, graph: Graph) -> Read:
     epsilon = next(t for t in add.input if node_of(t) != variance.name)
     nodes = [mean, stop, squared, variance, add, rsqrt, factor, scaled, *([neg] if neg else []), centred, shift, out]
     return _layer_norm_read(graph, gamma, beta, epsilon, nodes)
+
+
+def _over_the_features(graph: Graph, mean: Any, variance: Any) -> list[bool]:
+    """A LayerNorm's two ``Mean`` nodes (the mean, the variance) as its first two wire checks: over the last axis of
+    a 2-D input (axis -1 or 1), and keeping it (``keep_dims``)."""
+    axes = [graph.constant(n.input[1]) for n in (mean, variance)]
+    return [all(a is not None and [int(v) for v in np.reshape(a, -1)] in ([-1], [1]) for a in axes),
+            mean.attr["keep_dims"].b and variance.attr["keep_dims"].b]
 
 
 def _layer_norm_read(graph: Graph, gamma: str, beta: str, epsilon: str, nodes: list[Any]) -> Read:
@@ -363,10 +369,8 @@ def _layer_norm_decomposed(mean: Any, graph: Graph) -> Read:
     divided = graph.only(root.name, ("RealDiv",), where)
     scaled = graph.only(divided.name, ("Mul",), where)
     out = graph.only(scaled.name, ADDS, where)
-    axes = [graph.constant(n.input[1]) for n in (mean, variance)]
     exponent = graph.constant(power.input[1])
-    wired = [all(a is not None and [int(v) for v in np.reshape(a, -1)] in ([-1], [1]) for a in axes),
-             mean.attr["keep_dims"].b and variance.attr["keep_dims"].b,
+    wired = [*_over_the_features(graph, mean, variance),
              list(map(tensor, centred.input)) == [x, tensor(mean.name)],
              {n.name for n in graph.consumers.get(x, [])} == {mean.name, centred.name},
              tensor(power.input[0]) == tensor(centred.name) and exponent is not None and np.size(exponent) == 1
