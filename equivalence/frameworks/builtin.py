@@ -166,7 +166,8 @@ _KERAS_VARIANT = dict(
     in_suite_default=False)  # as ort: its own properties in make check, the whole suite in make runtimes
 
 KERAS_GRAPH = Framework("keras_graph", "equivalence.frameworks.keras.graph:GraphKeras", runs_on="keras",
-                        describe=_keras_compiled("tf.function (predict's graph)"), **_KERAS_VARIANT)
+                        describe=_keras_compiled("tf.function (predict's graph)"),
+                        known_differences=keras_facts.KERAS_GRAPH, **_KERAS_VARIANT)
 KERAS_XLA = Framework("keras_xla", "equivalence.frameworks.keras.graph:XlaKeras", runs_on="keras",
                       describe=_keras_compiled("XLA (tf.function(jit_compile=True))"),
                       known_differences=keras_facts.KERAS_XLA, **_KERAS_VARIANT)

@@ -329,6 +329,47 @@ def test_keras_xla_whole_model_fuses_across_layers(keras_xla_adapter, keras_grap
                                   keras_graph_adapter.taps(graph, case.x)[-1])
 
 
+def test_tf_onednn_layer_norm_fusion_epsilon_0_001(keras_graph_adapter):
+    """A LayerNorm of epsilon 1e-5 written as tf_keras' ops, gamma and beta constants, in a tf.function: with the
+    grappler remapper on (oneDNN on) it computes with epsilon 0.001, with it off with 1e-5 (rows of spread 0.01,
+    where the two differ by ~1). The day it computes 1e-5 with the remapper on, the entry (and the SavedModel
+    reader's remapper switch) can go."""
+    import tensorflow as tf
+
+    entry = next(d for d in KNOWN_DIFFERENCES if d.name == "tf_onednn_layer_norm_fusion_epsilon_0_001")
+    if entry.unmet():
+        pytest.skip(f"{entry.name} holds only where {entry.conditions()}; here it does not: it grants nothing")
+    rng = np.random.default_rng(0)
+    features = 8
+    gamma, beta = rng.uniform(0.5, 1.5, features), rng.uniform(-1, 1, features)
+    x = rng.standard_normal((5, features)) * 0.01
+
+    def layer_norm(t):
+        mean = tf.reduce_mean(t, axis=1, keepdims=True)
+        variance = tf.reduce_mean(tf.math.squared_difference(t, mean), axis=1, keepdims=True)
+        factor = tf.math.rsqrt(variance + 1e-5) * tf.constant(gamma, tf.float32)
+        return t * factor + (tf.constant(beta, tf.float32) - factor * mean)
+
+    def reference(epsilon):
+        centred = x - x.mean(axis=1, keepdims=True)
+        return centred / np.sqrt((centred ** 2).mean(axis=1, keepdims=True) + epsilon) * gamma + beta
+
+    before = tf.config.optimizer.get_experimental_options().get("remapping", True)
+    computed = {}
+    try:
+        for remapping in (True, False):
+            tf.config.optimizer.set_experimental_options({"remapping": remapping})
+            run = tf.function(layer_norm, input_signature=[tf.TensorSpec((None, features), tf.float32)])
+            computed[remapping] = run(x.astype(np.float32)).numpy()
+    finally:
+        tf.config.optimizer.set_experimental_options({"remapping": before})
+    for remapping, epsilon, other in ((True, 1e-3, 1e-5), (False, 1e-5, 1e-3)):
+        near = float(np.max(np.abs(computed[remapping] - reference(epsilon))))
+        far = float(np.max(np.abs(computed[remapping] - reference(other))))
+        assert near < 1e-5 < 0.1 < far, (f"remapping {remapping}: got {near} from a LayerNorm of epsilon {epsilon} "
+                                         f"and {far} from one of {other}, but should be near the first")
+
+
 @pytest.mark.parametrize("variant", ["keras_graph", "keras_xla"])
 def test_a_drifted_keras_op_is_traced_into_the_compiled_layer_and_caught(variant, request, monkeypatch):
     """Keras 2's ``hard_sigmoid`` (0.2 x + 0.5) patched into Keras: a compiled layer traced after the patch

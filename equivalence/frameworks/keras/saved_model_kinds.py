@@ -44,10 +44,11 @@ LAYER_NORM_OPS = ("Mean", "StopGradient", "SquaredDifference", "Mean", "AddV2", 
 LAYER_NORM_SUB_OPS = ("Mean", "StopGradient", "SquaredDifference", "Mean", "AddV2", "Rsqrt", "Mul", "Mul", "Mul",
                       "Sub", "AddV2")
 """tf_keras' LayerNormalization as ops: onnx2tf writes an ONNX ``LayerNormalization`` (opset 17 on) so. Frozen into a
-unit of its own (gamma and beta constants, not the SavedModel's variables), TensorFlow 2.21's grappler remapper on
-this CPU (oneDNN) fuses these ops into one layer-norm kernel that computes with epsilon 0.001, not the graph's (1e-5
-measured as 0.001: errors ~600x the bound on features of variance ~0.1); the SavedModel's own signature computes
-with 1e-5, and so does the unit with the remapper off: it runs so, as the model computes."""
+unit of its own (gamma and beta constants, not the SavedModel's variables), TensorFlow 2.21's grappler remapper with
+oneDNN on fuses these ops into one ``_MklLayerNorm`` built without the graph's epsilon, which computes with 0.001
+(errors ~600x the bound on features of variance ~0.1: ``tf_onednn_layer_norm_fusion_epsilon_0_001``); the
+SavedModel's own signature computes with its epsilon, and so does the unit with the remapper off: it runs so, as the
+model computes."""
 LAYER_NORM_DECOMPOSED_OPS = ("Mean", "Sub", "Pow", "Mean", "AddV2", "Sqrt", "RealDiv", "Mul", "AddV2")
 """The ONNX form of a LayerNorm below opset 17, as onnx2tf writes it op by op."""
 
