@@ -57,7 +57,7 @@ from equivalence.frameworks.onnx_kinds import (
     scale_shift,
     transpose_direction,
 )
-from equivalence.frameworks.onnx_residual import Forks, Value, residual_read, residual_runner
+from equivalence.frameworks.onnx_residual import Forks, Value, residual_read, residual_runner, walk_order
 from equivalence.frameworks.onnx_sequence import (
     SEQUENCE_REFUSED,
     embedding,
@@ -193,7 +193,8 @@ def walk(model: Any) -> list[DenseUnit]:
     prelude = id_prelude(graph, consts, computed, inputs[0].name)  # tf2onnx's wrap of negative ids, before its Gather
     if prelude is not None:
         absorbed.update(prelude[1])
-    for index, node in enumerate(graph.node):
+    for index in walk_order(model):  # the graph's order (tf2onnx's: two branches in their Add's operands' order)
+        node = graph.node[index]
         if node.output[0] in consts or node.output[0] in computed or index in absorbed:  # a Constant, an Identity
             continue                                                                    # of one; a shape
         dynamic = [t for t in node.input if t and t not in consts and t not in computed]
@@ -655,13 +656,13 @@ def _close(p: _Pending, context: _Context) -> DenseUnit:
         (p.in_shape if p.in_last else channels_first(p.in_shape), p.out_shape if p.out_last else
          channels_first(p.out_shape))
     feeds = p.feeds or np.dtype(dtype)
-    if isinstance(p.layer_kind, Residual):  # two operands, each shaped as its output
-        dims = (dims[1], dims[1])
+    if isinstance(p.layer_kind, Residual):  # two operands, each shaped as its output (before a Transpose after it)
+        dims = (p.out_shape if p.in_last else channels_first(p.out_shape), dims[1])
     session = _session(context, nodes, p.input, nodes[-1].output[0], dims, dtype, name, p.index, feeds=feeds,
                        skip=p.skip)
     kind = "+".join(n.op_type for n in nodes if not any(n is a for _, a in act_nodes)) if p.transposes else p.kind
     run = _runner(session, p, feeds) if not p.skip else residual_runner(
-        session, p.layer_kind, channels_first=not p.out_last, dtype=feeds,
+        session, p.layer_kind, into=not p.in_last, back=not p.out_last, dtype=feeds,
         refuse=lambda problem: ModelNotSupported("onnx", name, p.dense.op_type, p.index, problem))
     unit = DenseUnit(FRAMEWORK, name, f"onnx {kind}", p.index, p.W, p.b, p.native, act, act_source,
                      dtype if p.W.size else "", run, layer_kind=p.layer_kind,

@@ -141,23 +141,64 @@ def residual_read(node: onnx.NodeProto, index: int, units: Sequence[DenseUnit], 
     return KindRead.without_weights(Residual(branch, skip.unit), current.shape)
 
 
-def residual_runner(session: Any, kind: Residual, *, channels_first: bool, dtype: np.dtype,
+def residual_runner(session: Any, kind: Residual, *, into: bool, back: bool, dtype: np.dtype,
                     refuse: Callable[[str], ModelNotSupported]) -> Callable[[np.ndarray], np.ndarray]:
     """The Add unit on canonical numpy: ``[branch, skip]`` split into the cut-out graph's two inputs ``x`` and
-    ``skip``, each made channels-first when ONNX computes it so, the output made channels-last again."""
+    ``skip``, each made channels-first when ONNX adds them so (``into``), the output made channels-last again
+    (``back``: unless a converter's Transpose after the Add, part of the unit, does it)."""
 
     def run(x: np.ndarray) -> np.ndarray:
         parts = kind.split(np.asarray(x))
-        if channels_first:
+        if into:
             parts = tuple(np.moveaxis(part, -1, 1) for part in parts)
         feeds = {name: np.ascontiguousarray(part, dtype=dtype) for name, part in zip(("x", "skip"), parts)}
         try:
             y = session.run(None, feeds)[0]
         except ORT_ERRORS as exc:
             raise refuse(f"not run on operands of shape {parts[0].shape}: {refusal(exc, str(dtype), '?')}") from None
-        return np.moveaxis(y, 1, -1) if channels_first else y
+        return np.moveaxis(y, 1, -1) if back else y
 
     return run
+
+
+def walk_order(model: onnx.ModelProto) -> list[int]:
+    """The indices of ``model``'s nodes in the order the reader walks them: the graph's; in a graph tf2onnx wrote,
+    the branches of an Add of two computed branches in its operands' order (``Add()([a, b])``: ``a``'s nodes, then
+    ``b``'s, as the Keras walker reads them; tf2onnx writes a topological order of its own). torch's exporter writes
+    ``forward``'s order, which the torch walker reads: kept."""
+    order = list(range(len(model.graph.node)))
+    if model.producer_name != "tf2onnx":
+        return order
+    nodes = model.graph.node
+    producer = {t: i for i, node in enumerate(nodes) for t in node.output}
+    for node in nodes:
+        operands = [producer[t] for t in node.input if t in producer]
+        if node.op_type != "Add" or len(operands) != 2:
+            continue
+        first, second = (_ancestors(nodes, producer, i) for i in operands)
+        a, b = first - second, second - first
+        if a and b and order.index(min(b, key=order.index)) < order.index(min(a, key=order.index)):
+            after = order.index(max(a, key=order.index))
+            moved = [i for i in order if i in b]
+            order = [i for i in order[:after + 1] if i not in b] + moved + order[after + 1:]
+    return order if _topological(nodes, producer, order) else list(range(len(nodes)))
+
+
+def _ancestors(nodes: Sequence[onnx.NodeProto], producer: dict[str, int], start: int) -> set[int]:
+    """Node ``start`` and every node it is computed from."""
+    seen, stack = {start}, [start]
+    while stack:
+        for t in nodes[stack.pop()].input:
+            if t in producer and producer[t] not in seen:
+                seen.add(producer[t])
+                stack.append(producer[t])
+    return seen
+
+
+def _topological(nodes: Sequence[onnx.NodeProto], producer: dict[str, int], order: list[int]) -> bool:
+    """Every node of ``order`` comes after the nodes computing its inputs."""
+    place = {i: k for k, i in enumerate(order)}
+    return all(place[producer[t]] < place[i] for i in order for t in nodes[i].input if t in producer)
 
 
 def _refuse(node: onnx.NodeProto, index: int, problem: str) -> ModelNotSupported:
