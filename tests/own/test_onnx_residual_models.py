@@ -415,3 +415,90 @@ def test_compare_refuses_a_concatenation_in_one_line(files, monkeypatch, capsys)
     code, out, err = run(files, monkeypatch, capsys, "mlp.pt", "cat.onnx")
     assert code == EXIT_USAGE and out == "" and err.count("\n") == 1, (out, err)
     assert "onnx layer '/Concat' (Concat) at position 2: joins two branches" in err, err
+
+
+# --- Keras functional models through tf2onnx (model.export(format="onnx")) -------------------------
+
+def _keras_residual_models() -> dict:
+    """``relu(fc2(relu(fc1(x))) + x)``; ``Add()([a(fc1(stem)), proj(stem)])`` (two computed branches, which tf2onnx
+    writes ``proj`` first); a conv block ``relu(bn2(c2(relu(c1(s)))) + s)`` after a stem of conv, BatchNorm, ReLU
+    (tf2onnx's input Transpose shared by the stem, its BatchNorms a Mul and an Add, its Add channels-first)."""
+    import keras
+
+    L = keras.layers
+    x = dense_in = keras.Input((4,))
+    h = L.Dense(4, name="fc2")(L.Dense(6, activation="relu", name="fc1")(x))
+    y = L.Activation("relu", name="after")(L.Add(name="add")([h, x]))
+    dense = keras.Model(dense_in, L.Dense(3, name="head")(y))
+    s = L.Dense(5, activation="tanh", name="stem")(proj_in := keras.Input((4,)))
+    a = L.Dense(5, name="a")(L.Dense(6, activation="relu", name="fc1")(s))
+    projection = keras.Model(proj_in, L.Dense(3, name="head")(L.Add(name="add")([a, L.Dense(5, name="proj")(s)])))
+    conv_in = keras.Input((6, 6, 3))
+    s = L.Activation("relu")(L.BatchNormalization(name="bn0")(L.Conv2D(4, 3, padding="same", name="stem")(conv_in)))
+    h = L.Conv2D(4, 3, padding="same", activation="relu", name="c1")(s)
+    h = L.BatchNormalization(name="bn2")(L.Conv2D(4, 3, padding="same", name="c2")(h))
+    y = L.Activation("relu", name="after")(L.Add(name="add")([h, s]))
+    conv = keras.Model(conv_in, L.Dense(2, name="head")(L.Flatten()(L.MaxPooling2D(name="pool")(y))))
+    return {"dense": dense, "projection": projection, "conv": conv}
+
+
+@pytest.fixture(scope="module")
+def keras_exports(tmp_path_factory):
+    pytest.importorskip("tf2onnx", reason="tf2onnx is installed by make converters only")
+    folder = tmp_path_factory.mktemp("keras_residual_onnx")
+    models = _keras_residual_models()
+    rng = np.random.default_rng(4)
+    for name, model in models.items():
+        model.set_weights([rng.uniform(0.2 if "variance" in w.path else -1, 1, w.shape).astype("float32")
+                           for w in model.weights])
+        model(np.zeros((1, *model.input_shape[1:]), "float32"))  # Keras' ONNX export wants a model that was called
+        model.export(str(folder / f"{name}.onnx"), format="onnx", verbose=False)
+    return models, folder
+
+
+@pytest.mark.converters
+@pytest.mark.parametrize(("name", "kinds"), [
+    ("dense", ["Dense", "Dense", "Residual", "Dense"]),
+    ("projection", ["Dense", "Dense", "Dense", "Branch", "Dense", "Residual", "Dense"]),
+    ("conv", ["Conv", "ChannelAffine", "Conv", "Conv", "ChannelAffine", "Residual", "Pool", "Flatten", "Dense"]),
+])
+def test_a_keras_residual_model_and_its_tf2onnx_export_agree_layer_by_layer(keras_exports, name, kinds):
+    from equivalence import assert_equivalent
+
+    models, folder = keras_exports
+    result = assert_equivalent(models[name], folder / f"{name}.onnx", max_examples=10)
+    assert _kinds(result.keras_layers) == kinds
+    assert [type(u.layer_kind).__name__ for u in result.torch_layers] == kinds  # the BatchNorms folded as tf2onnx did
+    assert _links(result.keras_layers) == _links(result.torch_layers)
+
+
+@pytest.mark.converters
+def test_tf2onnx_s_order_of_two_branches_is_read_in_the_add_s_operands_order(keras_exports):
+    """tf2onnx writes ``proj``'s MatMul before ``fc1``'s and ``a``'s; the reader walks ``Add()([a, proj])`` as the
+    Keras walker does: ``fc1``, ``a``, a Branch from the stem, ``proj``, the Add of ``proj`` and ``a``."""
+    import onnx
+
+    from equivalence.frameworks.onnx_graph import walk
+
+    graph = onnx.load(str(keras_exports[1] / "projection.onnx"))
+    matmuls = [n.name for n in graph.graph.node if n.op_type == "MatMul"]
+    assert [re.sub(r"^functional\w*/(\w+?)_1/MatMul$", r"\1", n) for n in matmuls] == ["stem", "proj", "fc1", "a",
+                                                                                        "head"], matmuls
+    units = walk(graph)
+    assert [re.sub(r"^functional\w*/(\w+?)_1/.*", r"\1", u.name) for u in units] == [
+        "stem", "fc1", "a", "branch", "proj", "add", "head"]
+    assert (units[3].layer_kind.source, units[5].layer_kind.skip) == (0, 2)
+
+
+@pytest.mark.converters
+def test_a_moved_kernel_in_a_branch_of_the_tf2onnx_export_is_named_at_its_layer(keras_exports):
+    from equivalence import compare_models
+    from tests.own.test_converters import moved
+
+    models, folder = keras_exports
+    model = models["projection"]
+    wrong = moved(folder / "projection.onnx", model.get_layer("proj").kernel.numpy(), 7, 1e-3,
+                  folder / "wrong_proj.onnx")
+    message = compare_models(model, wrong, max_examples=3).message()
+    assert re.search(r"layer 4 \(keras 'proj', ort 'functional\w*/proj_1/MatMul'\): kernel: 1 / 25 elements differ",
+                     message), message
