@@ -13,8 +13,9 @@ computes, on the canonical channels-last input made channels-first. A ``Gather``
 integer ids, a ``MatMul``+``Add`` or a ``LayerNormalization`` per token and a ``ReduceMean`` over the tokens are the
 sequence kinds (``equivalence.frameworks.onnx_sequence``), batch-first as canonical. ``Identity``, ``Dropout``,
 ``Flatten`` and ``Reshape`` between dense units are skipped; a LayerNorm torch's exporter writes as nine ops below
-opset 17 (``ReduceMean`` ... ``Add``) is read as one unit of them; any other op, a branch, or a second input is
-refused with the node's name, op and index in ``graph.node``.
+opset 17 (``ReduceMean`` ... ``Add``) is read as one unit of them. An ``Add`` of the chain's tensor and an earlier
+one is a residual unit, a second branch ``a(x) + b(x)`` a branch unit (``equivalence.frameworks.onnx_residual``);
+any other op, any other branch, or a second input is refused with the node's name, op and index in ``graph.node``.
 
 Each unit runs where the model lives: its own nodes, cut out of a copy of the graph into a graph of their
 own (input the tensor feeding the ``MatMul``, output the activation's, the batch axis left free), in an ORT

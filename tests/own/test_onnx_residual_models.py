@@ -338,6 +338,23 @@ def _interleaved(graph):
     return graph
 
 
+def _flattened_skip():
+    """``head(relu(fc1(h)) + h)``, ``h`` a conv's output flattened (channels-first in torch and ONNX)."""
+    import torch
+    from torch import nn
+
+    class FlattenedSkip(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.fc1, self.head = nn.Conv2d(2, 2, 3, padding=1), nn.Linear(18, 18), nn.Linear(18, 2)
+
+        def forward(self, x):
+            h = torch.relu(self.conv(x)).flatten(1)
+            return self.head(torch.relu(self.fc1(h)) + h)
+
+    return FlattenedSkip().eval()
+
+
 @pytest.mark.parametrize(("build", "says"), [
     (lambda: export(_net(_cat, head=8), (1, 4)),
      r"onnx layer '/Concat' \(Concat\) at position 2: joins two branches from '[^']+' with a Concat: the suite judges "
@@ -353,6 +370,9 @@ def _interleaved(graph):
      r"onnx layer '/a/Gemm' \(Gemm\) at position 0: a branch: '[^']+' feeds 3 nodes \(more than two live branches\)"),
     (lambda: _dead_end(export(_net(lambda m, x: m.a(x)), (1, 4))),
      r"onnx layer 'dead_end' \(Relu\) at position 0: a branch: '[^']+' feeds two nodes whose paths never meet"),
+    (lambda: export(_flattened_skip(), (1, 2, 3, 3)),
+     r"onnx layer '/fc1/Gemm' \(Gemm\) at position 3: a branch from '/Flatten_output_0', a Flatten's output in ONNX's "
+     r"channels-first order"),
     (lambda: _interleaved(export(_net(_projection), (1, 4))),
      r"onnx layer '/b/Gemm' \(Gemm\) at position 1: starts a second branch from '[^']+' before the first one ends at "
      r"the Add '/Add' that joins them"),
