@@ -134,8 +134,10 @@ def _fold_into(model: Sequence[DenseUnit], graph: Sequence[DenseUnit]) -> tuple[
     its convs that stand for a conv and a BatchNorm read as such; unchanged where the two do not line up."""
     out_model: list[DenseUnit] = []
     out_graph: list[DenseUnit] = []
+    moved: dict[int, int] = {}  # each model layer's index in ``out_model`` (a pair folded: both at the one unit)
     i = 0
     for j, unit in enumerate(graph):
+        moved.update({i: len(out_model), i + 1: len(out_model)})
         if i >= len(model):
             return list(model), list(graph)
         mine = model[i]
@@ -166,7 +168,18 @@ def _fold_into(model: Sequence[DenseUnit], graph: Sequence[DenseUnit]) -> tuple[
         i += 1
     if i != len(model):
         return list(model), list(graph)
-    return out_model, out_graph
+    return [_reindexed(unit, moved) for unit in out_model], out_graph
+
+
+def _reindexed(unit: DenseUnit, moved: dict[int, int]) -> DenseUnit:
+    """``unit`` with the earlier layers it takes (a residual Add's skip, a second branch's source: its kind's
+    ``INDEX_FIELDS``) counted in the folded model (``moved``); the model's input (``INPUT``, -1) stays."""
+    fields = getattr(unit.layer_kind, "INDEX_FIELDS", ())
+    if not fields:
+        return unit
+    kind = replace(unit.layer_kind, **{f: moved.get(getattr(unit.layer_kind, f), getattr(unit.layer_kind, f))
+                                       for f in fields})
+    return replace(unit, layer_kind=kind)
 
 
 def fold_norms(first: Sequence[DenseUnit], second: Sequence[DenseUnit], *,

@@ -126,8 +126,11 @@ class Branch(NoParameters):
 
 
 def value_shape(units: Sequence[DenseUnit], index: int) -> tuple[int, ...]:
-    """One sample's shape of unit ``index``'s output (``INPUT``: of the model's input)."""
-    return tuple(units[0].in_shape or (units[0].shape[0],)) if index == INPUT else tuple(units[index].out_shape)
+    """One sample's shape of unit ``index``'s output (``INPUT``: of the model's input); a dense chain's unit that
+    holds its width alone (a graph reader's), its width."""
+    if index == INPUT:
+        return tuple(units[0].in_shape or (units[0].shape[0],))
+    return tuple(units[index].out_shape or (units[index].shape[1],))
 
 
 def branch_unit(framework: str, name: str, position: int, units: Sequence[DenseUnit], source: int) -> DenseUnit:

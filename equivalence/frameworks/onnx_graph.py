@@ -13,8 +13,9 @@ computes, on the canonical channels-last input made channels-first. A ``Gather``
 integer ids, a ``MatMul``+``Add`` or a ``LayerNormalization`` per token and a ``ReduceMean`` over the tokens are the
 sequence kinds (``equivalence.frameworks.onnx_sequence``), batch-first as canonical. ``Identity``, ``Dropout``,
 ``Flatten`` and ``Reshape`` between dense units are skipped; a LayerNorm torch's exporter writes as nine ops below
-opset 17 (``ReduceMean`` ... ``Add``) is read as one unit of them; any other op, a branch, or a second input is
-refused with the node's name, op and index in ``graph.node``.
+opset 17 (``ReduceMean`` ... ``Add``) is read as one unit of them. An ``Add`` of the chain's tensor and an earlier
+one is a residual unit, a second branch ``a(x) + b(x)`` a branch unit (``equivalence.frameworks.onnx_residual``);
+any other op, any other branch, or a second input is refused with the node's name, op and index in ``graph.node``.
 
 Each unit runs where the model lives: its own nodes, cut out of a copy of the graph into a graph of their
 own (input the tensor feeding the ``MatMul``, output the activation's, the batch axis left free), in an ORT
@@ -38,6 +39,7 @@ from onnx import helper, numpy_helper
 from equivalence.core.activations import activation_name
 from equivalence.core.kinds import DENSE
 from equivalence.core.norms import BatchNorm, LayerNorm
+from equivalence.core.residual import Residual, branch_unit, check_residuals
 from equivalence.core.spatial import Flatten, flatten_permutation
 from equivalence.core.walk import DenseUnit, ModelNotSupported, Refused, check_chain, in_flatten_order
 from equivalence.frameworks.graph_kinds import KindRead, not_read_yet
@@ -56,6 +58,7 @@ from equivalence.frameworks.onnx_kinds import (
     scale_shift,
     transpose_direction,
 )
+from equivalence.frameworks.onnx_residual import Forks, Value, residual_read, residual_runner, walk_order
 from equivalence.frameworks.onnx_sequence import (
     SEQUENCE_REFUSED,
     embedding,
@@ -143,6 +146,7 @@ class _Pending:
     flatten_order: np.ndarray | None = None  # a norm between a Flatten and its dense unit: the Flatten's permutation
     tokens: bool = False  # takes a token sequence (batch, L, features) or token ids: batch-first, as canonical
     feeds: np.dtype | None = None  # the dtype its input is fed in, when not its weights' (an Embedding's ids)
+    skip: str = ""  # a residual Add's second operand (its first: ``input``)
 
 
 def _name(node: onnx.NodeProto, index: int) -> str:
@@ -181,6 +185,7 @@ def walk(model: Any) -> list[DenseUnit]:
     leading: tuple[int, onnx.NodeProto] | None = None  # a Transpose to channels-first, awaiting its conv
     context = _Context(model, consts, consumers, _input_dtype(inputs[0]), computed)
     current = inputs[0].name
+    forks = Forks(graph, consumers)  # the values a residual Add or a second branch takes (onnx_residual)
     units: list[DenseUnit] = []
     pending: _Pending | None = None
     permutation = None  # a Flatten's: the next dense unit's rows
@@ -189,7 +194,8 @@ def walk(model: Any) -> list[DenseUnit]:
     prelude = id_prelude(graph, consts, computed, inputs[0].name)  # tf2onnx's wrap of negative ids, before its Gather
     if prelude is not None:
         absorbed.update(prelude[1])
-    for index, node in enumerate(graph.node):
+    for index in walk_order(model):  # the graph's order (tf2onnx's: two branches in their Add's operands' order)
+        node = graph.node[index]
         if node.output[0] in consts or node.output[0] in computed or index in absorbed:  # a Constant, an Identity
             continue                                                                    # of one; a shape
         dynamic = [t for t in node.input if t and t not in consts and t not in computed]
@@ -225,13 +231,25 @@ def walk(model: Any) -> list[DenseUnit]:
         if leading is not None and node.op_type not in KIND_OPS:
             raise refuse(f"follows the Transpose to channels-first {_name(leading[1], leading[0])!r}, but is no "
                          "conv, pooling or norm: the suite reads the Transposes converters put around those")
+        chain = Value(current, len(units) - (pending is None), shape, layout_last, tokens)  # whose output (INPUT)
+        skip = forks.joined(node, index, dynamic, current)  # residual Adds and branches: onnx_residual
+        start = forks.second_branch(node, index, dynamic, chain) if skip is None else None
+        if pending is not None and (skip or start) is not None:
+            units.append(_close(pending, context))
+            pending = None
+        if skip is not None:  # x + f(x): one unit, its activation after it
+            pending, current = _residual(index, node, units, skip, chain), node.output[0]
+            continue
+        if start is not None:  # a(x) + b(x): a's end waits for the Add, b starts from x again (a Branch unit)
+            units.append(branch_unit(FRAMEWORK, "branch", index, units, start.unit))
+            current, shape, layout_last, tokens = start.tensor, start.shape, start.layout_last, start.tokens
         if dynamic != [current]:
             raise refuse(f"a branch: it takes {', '.join(map(repr, dynamic)) or 'no tensor'}, but should take the "
-                         f"previous layer's output {current!r} alone (residual connections and concatenations are "
-                         "not judged)")
+                         f"previous layer's output {current!r} alone (a residual Add of it and an earlier value is "
+                         "judged; concatenations are not)")
         if len(set(consumers.get(current, []))) > 1 and not (pending is not None and not starts) and not written \
-                and not ids_prepared:
-            raise refuse(f"a branch: {current!r} feeds {len(set(consumers[current]))} nodes")
+                and not ids_prepared:  # a fork: both paths must meet at an Add
+            forks.tap(chain, permutation)
         if trailing:  # the way back to channels-last: the unit's last node
             pending.transposes.append((index, node))
             pending.out_last, layout_last = True, True
@@ -370,8 +388,18 @@ def walk(model: Any) -> list[DenseUnit]:
     if graph.output[0].name != current:
         raise ModelNotSupported("onnx", graph.output[0].name, "output", None,
                                 f"the graph's output is not the end of its single chain of nodes ({current!r})")
-    return check_chain(units, "onnx")
+    return check_residuals(check_chain(units, "onnx"), "onnx")
 
+
+
+def _residual(index: int, node: onnx.NodeProto, units: list[DenseUnit], skip: Value, chain: Value) -> _Pending:
+    """The residual Add ``node`` of the chain's output and ``skip``: channels-first on a spatial tensor ONNX computes
+    so (``residual_runner`` moves the canonical operands' axes)."""
+    read = residual_read(node, index, units, skip, chain)
+    last = chain.shape is None or chain.layout_last
+    return _Pending(index, node, chain.tensor, read.W, read.native, "Add", [node], layer_kind=read.layer_kind,
+                    in_shape=read.layer_kind.operands_shape, out_shape=read.layer_kind.features, in_last=last,
+                    out_last=last, tokens=chain.tokens is not None, skip=skip.tensor)
 
 
 def _channels_last_input(model: onnx.ModelProto, first: list[onnx.NodeProto], rank: int) -> bool:
@@ -629,10 +657,16 @@ def _close(p: _Pending, context: _Context) -> DenseUnit:
         (p.in_shape if p.in_last else channels_first(p.in_shape), p.out_shape if p.out_last else
          channels_first(p.out_shape))
     feeds = p.feeds or np.dtype(dtype)
-    session = _session(context, nodes, p.input, nodes[-1].output[0], dims, dtype, name, p.index, feeds=feeds)
+    if isinstance(p.layer_kind, Residual):  # two operands, each shaped as its output (before a Transpose after it)
+        dims = (p.out_shape if p.in_last else channels_first(p.out_shape), dims[1])
+    session = _session(context, nodes, p.input, nodes[-1].output[0], dims, dtype, name, p.index, feeds=feeds,
+                       skip=p.skip)
     kind = "+".join(n.op_type for n in nodes if not any(n is a for _, a in act_nodes)) if p.transposes else p.kind
+    run = _runner(session, p, feeds) if not p.skip else residual_runner(
+        session, p.layer_kind, into=not p.in_last, back=not p.out_last, dtype=feeds,
+        refuse=lambda problem: ModelNotSupported("onnx", name, p.dense.op_type, p.index, problem))
     unit = DenseUnit(FRAMEWORK, name, f"onnx {kind}", p.index, p.W, p.b, p.native, act, act_source,
-                     dtype if p.W.size else "", _runner(session, p, feeds), layer_kind=p.layer_kind,
+                     dtype if p.W.size else "", run, layer_kind=p.layer_kind,
                      in_shape=() if plain else p.in_shape or (p.W.shape[0],),
                      out_shape=() if plain else p.out_shape or (p.W.shape[1],))
     return unit if p.flatten_order is None else in_flatten_order(unit, p.flatten_order)
@@ -668,9 +702,10 @@ def _runner(session: Any, p: _Pending, dtype: np.dtype) -> Callable[[np.ndarray]
 
 def _session(context: _Context, nodes: Sequence[onnx.NodeProto], input_name: str, output: str,
              dims: tuple[tuple[int, ...], tuple[int, ...]], dtype: str, name: str, index: int, *,
-             feeds: np.dtype | None = None) -> Any:
+             feeds: np.dtype | None = None, skip: str = "") -> Any:
     """An ORT session of ``nodes`` alone, cut out of the graph: input ``x`` (batch, *dims[0]) in ``feeds`` (the
-    graph's integer ids for an Embedding; else ``dtype``), output (batch, *dims[1]) in ``dtype``, ONNX's layout."""
+    graph's integer ids for an Embedding; else ``dtype``), output (batch, *dims[1]) in ``dtype``, ONNX's layout;
+    a residual Add's second operand ``skip`` its second input ``skip``, shaped as ``x``."""
     model = context.model
     elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
     elem_in = elem if feeds is None else helper.np_dtype_to_tensor_dtype(np.dtype(feeds))
@@ -691,9 +726,10 @@ def _session(context: _Context, nodes: Sequence[onnx.NodeProto], input_name: str
     renamed = [onnx.NodeProto() for _ in nodes]
     for copy, node in zip(renamed, nodes):
         copy.CopyFrom(node)
-        copy.input[:] = ["x" if t == input_name else t for t in copy.input]
+        copy.input[:] = ["x" if t == input_name else "skip" if t == skip and skip else t for t in copy.input]
+    operands = ["x", "skip"] if skip else ["x"]
     graph = helper.make_graph(constants + renamed, f"unit {name}",
-                              [helper.make_tensor_value_info("x", elem_in, ["batch", *dims[0]])],
+                              [helper.make_tensor_value_info(t, elem_in, ["batch", *dims[0]]) for t in operands],
                               [helper.make_tensor_value_info(output, elem, ["batch", *dims[1]])], initializers)
     unit = helper.make_model(graph, opset_imports=model.opset_import, ir_version=model.ir_version)
     options = ort.SessionOptions()

@@ -135,7 +135,9 @@ def test_an_op_pattern_that_cannot_be_mapped_is_refused_naming_the_op_and_its_no
         compare_models(model, graph)
 
 
-def test_a_residual_branch_is_refused_naming_the_node():
+def test_a_residual_add_of_other_shapes_is_refused_naming_the_node():
+    """An Add of the second Gemm's 4 outputs and the first one's 7 (a broadcast, written into the graph): refused at
+    the Add (residual Adds of equal shapes are read: tests/own/test_onnx_residual_models.py)."""
     from onnx import helper
     from torch import nn
 
@@ -151,7 +153,10 @@ def test_a_residual_branch_is_refused_naming_the_node():
     residual = helper.make_node("Add", ["pre_residual", relu.output[0]], [out], name="residual")
     del graph.graph.node[:]
     graph.graph.node.extend(nodes[:second + 1] + [residual] + nodes[second + 1:])
-    with pytest.raises(ModelNotSupported, match="a branch"):
+    with pytest.raises(ModelNotSupported, match=r"onnx layer 'residual' \(Add\) at position 3: a residual Add of "
+                                                r"shapes \(4,\) \(the branch\) and \(7,\) \(layer 0's output "
+                                                r"\('/0/Gemm'\)\): the suite judges an Add of equal shapes, not a "
+                                                r"broadcast"):
         compare_models(model, graph)
 
 
