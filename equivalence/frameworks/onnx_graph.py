@@ -11,7 +11,9 @@ those. ``Conv``, ``MaxPool``, ``AveragePool``, a ``Flatten`` or ``Reshape`` of a
 (``equivalence.frameworks.onnx_kinds``), each with its activation; a spatial unit runs channels-first, as ONNX
 computes, on the canonical channels-last input made channels-first. A ``Gather`` of a constant table by the graph's
 integer ids, a ``MatMul``+``Add`` or a ``LayerNormalization`` per token and a ``ReduceMean`` over the tokens are the
-sequence kinds (``equivalence.frameworks.onnx_sequence``), batch-first as canonical. ``Identity``, ``Dropout``,
+sequence kinds (``equivalence.frameworks.onnx_sequence``), batch-first as canonical; a self-attention on such a
+sequence (or on the graph's float ``(batch, L, E)`` input) is one unit of its whole region of ops
+(``equivalence.frameworks.onnx_attention``). ``Identity``, ``Dropout``,
 ``Flatten`` and ``Reshape`` between dense units are skipped; a LayerNorm torch's exporter writes as nine ops below
 opset 17 (``ReduceMean`` ... ``Add``) is read as one unit of them. An ``Add`` of the chain's tensor and an earlier
 one is a residual unit, a second branch ``a(x) + b(x)`` a branch unit (``equivalence.frameworks.onnx_residual``);
@@ -43,6 +45,7 @@ from equivalence.core.residual import Residual, branch_unit, check_residuals
 from equivalence.core.spatial import Flatten, flatten_permutation
 from equivalence.core.walk import DenseUnit, ModelNotSupported, Refused, check_chain, in_flatten_order
 from equivalence.frameworks.graph_kinds import KindRead, not_read_yet
+from equivalence.frameworks.onnx_attention import InBatches, read_attention, sequence_input
 from equivalence.frameworks.onnx_kinds import (
     FLATTEN_OPS,
     KIND_OPS,
@@ -147,6 +150,7 @@ class _Pending:
     tokens: bool = False  # takes a token sequence (batch, L, features) or token ids: batch-first, as canonical
     feeds: np.dtype | None = None  # the dtype its input is fed in, when not its weights' (an Embedding's ids)
     skip: str = ""  # a residual Add's second operand (its first: ``input``)
+    batch: int | None = None  # the graph's fixed batch, baked into the unit's nodes: run in chunks of it
 
 
 def _name(node: onnx.NodeProto, index: int) -> str:
@@ -192,6 +196,7 @@ def walk(model: Any) -> list[DenseUnit]:
     absorbed: set[int] = set()  # the nodes of a norm written as ops, read with its first
     tokens: tuple[int, int] | None = None  # (L, features) while the chain's tensor is a token sequence
     prelude = id_prelude(graph, consts, computed, inputs[0].name)  # tf2onnx's wrap of negative ids, before its Gather
+    input_tokens = sequence_input(inputs[0])  # (L, E) of a float (batch, L, E) input: a sequence an attention may take
     if prelude is not None:
         absorbed.update(prelude[1])
     for index in walk_order(model):  # the graph's order (tf2onnx's: two branches in their Add's operands' order)
@@ -212,6 +217,14 @@ def walk(model: Any) -> list[DenseUnit]:
             or affine is not None or node.op_type == "Gather" or (node.op_type == "ReduceMean" and tokens is not None)
         direction = transpose_direction(node, len(shape) + 1) if node.op_type == "Transpose" and shape else None
         trailing = direction == "last" and not layout_last and pending is not None and len(pending.out_shape) > 1
+        sequence = tokens or (input_tokens if current == inputs[0].name else None)
+        attention = _self_attention(index, context, current, sequence, absorbed) \
+            if sequence and current in node.input else None
+        if attention is not None:  # its nodes, from this one: one unit
+            if pending is not None:
+                units.append(_close(pending, context))
+            pending, current, tokens, shape = attention, attention.nodes[-1].output[0], sequence, None
+            continue
         if tokens is not None and node.op_type in SEQUENCE_REFUSED:
             raise refuse(SEQUENCE_REFUSED[node.op_type])
         if tokens is not None and node.op_type == "ReduceMean":  # refused as what it is before it is a branch
@@ -443,6 +456,20 @@ def _written_layer_norm(index: int, graph: onnx.GraphProto, context: _Context, c
                     layer_kind=read.layer_kind, in_shape=features, out_shape=features), nodes[-1].output[0]
 
 
+def _self_attention(index: int, context: _Context, current: str, sequence: tuple[int, int],
+                    absorbed: set[int]) -> _Pending | None:
+    """The self-attention region (``equivalence.frameworks.onnx_attention``) starting at node ``index`` on the
+    sequence ``current`` ``(batch, *sequence)``: one unit of its nodes, which ``absorbed`` collects; else None."""
+    read = read_attention(context.model, context.consts, current, sequence, index)
+    if read is None:
+        return None
+    absorbed.update(read.nodes)
+    nodes = [context.model.graph.node[i] for i in read.nodes]
+    return _Pending(index, nodes[0], current, read.W, read.native, f"self-attention ({len(nodes)} nodes)", nodes,
+                    read.b, layer_kind=read.layer_kind, in_shape=sequence, out_shape=sequence, in_last=True,
+                    out_last=True, tokens=True, batch=read.batch)
+
+
 def _shift_after(node: onnx.NodeProto, context: _Context, current: str, shape: tuple[int, ...] | None,
                  layout_last: bool, pending: _Pending | None) -> tuple[int, KindRead] | None:
     """A ``Mul`` of the chain's tensor by one constant per channel whose one consumer is an ``Add`` of another
@@ -661,6 +688,7 @@ def _close(p: _Pending, context: _Context) -> DenseUnit:
         dims = (p.out_shape if p.in_last else channels_first(p.out_shape), dims[1])
     session = _session(context, nodes, p.input, nodes[-1].output[0], dims, dtype, name, p.index, feeds=feeds,
                        skip=p.skip)
+    session = session if p.batch is None else InBatches(session, p.batch)
     kind = "+".join(n.op_type for n in nodes if not any(n is a for _, a in act_nodes)) if p.transposes else p.kind
     run = _runner(session, p, feeds) if not p.skip else residual_runner(
         session, p.layer_kind, into=not p.in_last, back=not p.out_last, dtype=feeds,
@@ -710,12 +738,13 @@ def _session(context: _Context, nodes: Sequence[onnx.NodeProto], input_name: str
     elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
     elem_in = elem if feeds is None else helper.np_dtype_to_tensor_dtype(np.dtype(feeds))
     needed = {t for n in nodes for t in n.input if t}
+    produced = {t for n in nodes for t in n.output}  # the unit's own shape arithmetic (an attention's) among them
     constants = []  # Constant nodes, Identity nodes of constants, shape computations the unit reads (graph order)
     for node in reversed(model.graph.node):
         if node.output[0] in needed and (node.output[0] in context.consts or node.op_type == "Constant"):
             constants.insert(0, node)
             needed.update(t for t in node.input if t)
-        elif node.output[0] in needed and node.output[0] in context.computed:
+        elif node.output[0] in needed and node.output[0] in context.computed and node.output[0] not in produced:
             copy = onnx.NodeProto()
             copy.CopyFrom(node)
             if node.op_type == "Shape":  # of a tensor before the unit: its batch is the unit's input's

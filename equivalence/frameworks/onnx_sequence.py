@@ -32,11 +32,13 @@ to ``(L, batch, features)`` before an LSTM or a GRU: the refusal names the recur
 SEQUENCE_REFUSED = {
     op: f"a{'n' if op[0] in 'AEIOU' else ''} {op} of a (batch, tokens, features) token sequence: the suite reads an "
         "Embedding (Gather), a dense layer token by token (MatMul by a 2-D weight, a bias Add), its activation, a "
-        "LayerNormalization over the features and a mean over the tokens (ReduceMean over axis 1) from ONNX graphs; "
-        "attention, LSTM and GRU are not read from converted graphs yet (compare the models they were converted from)"
+        "LayerNormalization over the features, a mean over the tokens (ReduceMean over axis 1) and self-attention "
+        "(its whole region of ops) from ONNX graphs; LSTM and GRU are not read from converted graphs yet (compare the "
+        "models they were converted from)"
     for op in ("Transpose", "Split", "Slice", "Conv", "MaxPool", "AveragePool", "BatchNormalization")}
 """Ops refused on a token sequence, in one line naming the node (torch's exporter writes a MultiheadAttention as
-``Transpose``, ``MatMul``, ``Softmax``... ops, its first a ``Transpose``)."""
+``Transpose``, ``MatMul``, ``Softmax``... ops, its first a ``Transpose``: read as one region when it is
+self-attention, ``equivalence.frameworks.onnx_attention``)."""
 
 
 def not_read_sequence_op(graph: onnx.GraphProto) -> tuple[int, onnx.NodeProto, str] | None:

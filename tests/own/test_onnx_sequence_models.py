@@ -253,22 +253,6 @@ def _recurrent(cell):
     return Recurrent().eval()
 
 
-def _attention():
-    from torch import nn
-
-    class Attention(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.emb, self.att = nn.Embedding(ROWS, 8), nn.MultiheadAttention(8, 2, batch_first=True)
-            self.fc = nn.Linear(8, 3)
-
-        def forward(self, x):
-            h = self.emb(x)
-            return self.fc(self.att(h, h, h)[0].mean(1))
-
-    return Attention().train()  # exported traced: eval() takes the fused kernel, which has no ONNX export
-
-
 def _on_tokens(op):
     import torch
     from torch import nn
@@ -292,8 +276,6 @@ def _on_tokens(op):
     (lambda: _recurrent(__import__("torch").nn.LSTM),
      r"onnx layer '/rnn/LSTM' \(LSTM\) at position \d+: an LSTM: the suite does not read recurrent or attention"),
     (lambda: _recurrent(__import__("torch").nn.GRU), r"onnx layer '/rnn/GRU' \(GRU\) at position \d+: a GRU: "),
-    (_attention, r"onnx layer '/att/Transpose' \(Transpose\) at position 3: a Transpose of a \(batch, tokens, "
-                 r"features\) token sequence: .*attention, LSTM and GRU are not read from converted graphs yet"),
     (lambda: _on_tokens("softmax1"), r"onnx layer '/Softmax' \(Softmax\) at position \d: a Softmax over axis 1 of "
                                      r"the \(batch, tokens, features\) sequence"),
     (lambda: _on_tokens("mean2"), r"\(ReduceMean\) at position \d: a ReduceMean over axes \[2\] with keepdims=0 of "
