@@ -221,6 +221,9 @@ def walk(model: Any) -> list[DenseUnit]:
         attention = _self_attention(index, context, current, sequence, absorbed) \
             if sequence and current in node.input else None
         if attention is not None:  # its nodes, from this one: one unit
+            region = [i for i, n in enumerate(graph.node) if any(n is a for a in attention.nodes)]
+            forks.tap_region(Value(current, len(units) - (pending is None), shape, layout_last, tokens or sequence),
+                             region, permutation)  # x + att(x)
             if pending is not None:
                 units.append(_close(pending, context))
             pending, current, tokens, shape = attention, attention.nodes[-1].output[0], sequence, None

@@ -61,16 +61,34 @@ class Forks:
         if len(users) > 2:
             raise _refuse(first, users[0], f"a branch: {value.tensor!r} feeds {len(users)} nodes (more than two live "
                                            f"branches); {JOINED}")
-        common = sorted(self._downstream(users[0]) & self._downstream(users[1]))
+        self._meet(value, users[0], users[1], permutation)
+
+    def tap_region(self, value: Value, region: Sequence[int], permutation: np.ndarray | None) -> None:
+        """Record ``value``, the input of a region of nodes read as one unit (a self-attention, which feeds it to
+        its queries, keys and values), when it feeds one node outside the region too: ``x + att(x)``, the
+        region's last node standing for the branch through it."""
+        outside = sorted(set(self.consumers.get(value.tensor, [])) - set(region))
+        if not outside or value.tensor in self.taps:
+            return
+        if len(outside) > 1:
+            raise _refuse(self.graph.node[outside[0]], outside[0],
+                          f"a branch: {value.tensor!r} feeds a self-attention and {len(outside)} other nodes (more "
+                          f"than two live branches); {JOINED}")
+        self._meet(value, max(region), outside[0], permutation)
+
+    def _meet(self, value: Value, one: int, other: int, permutation: np.ndarray | None) -> None:
+        """Keep ``value`` when the paths from nodes ``one`` and ``other`` first meet at an Add, else refuse."""
+        first = self.graph.node[min(one, other)]
+        common = sorted(self._downstream(one) & self._downstream(other))
         if not common:
-            raise _refuse(first, users[0], f"a branch: {value.tensor!r} feeds two nodes whose paths never meet; "
-                                           f"{JOINED}")
+            raise _refuse(first, min(one, other),
+                          f"a branch: {value.tensor!r} feeds two nodes whose paths never meet; {JOINED}")
         join = self.graph.node[common[0]]
         if join.op_type != "Add":
             raise _refuse(join, common[0], f"joins two branches from {value.tensor!r} with a {join.op_type}: "
                                            f"{JOINED}; concatenations, products and differences of branches are not "
                                            "judged")
-        self._keep(value, common[0], permutation, first, users[0])
+        self._keep(value, common[0], permutation, first, min(one, other))
 
     def second_branch(self, node: onnx.NodeProto, index: int, dynamic: list[str], chain: Value) -> Value | None:
         """The tapped value a second branch starts from when ``node`` takes one other than the chain's tensor

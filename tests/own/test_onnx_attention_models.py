@@ -197,6 +197,63 @@ def test_a_moved_output_projection_or_bias_element_is_named_at_the_attention(ini
     assert f"layer 1 (torch 'att', ort '/att/Transpose'): {what}: 1 / {size} elements differ" in message, message
 
 
+def transformer_block():
+    """Embedding -> LayerNorm(h + att(h)) -> LayerNorm(h + relu(ff(h))) per token -> mean over the tokens ->
+    Linear: a post-norm transformer block, both residual Adds around units the reader reads."""
+    import torch
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.att = nn.Embedding(ROWS, E), nn.MultiheadAttention(E, 2, batch_first=True)
+            self.ln1, self.ff, self.ln2, self.fc = nn.LayerNorm(E), nn.Linear(E, E), nn.LayerNorm(E), nn.Linear(E, 3)
+
+        def forward(self, x):
+            h = self.emb(x)
+            h = self.ln1(h + self.att(h, h, h, need_weights=False)[0])
+            h = self.ln2(h + torch.relu(self.ff(h)))
+            return self.fc(h.mean(1))
+
+    torch.manual_seed(0)
+    model = Block().eval()
+    with torch.no_grad():
+        model.att.in_proj_bias.uniform_(-1, 1)
+        for norm in (model.ln1, model.ln2):
+            norm.weight.uniform_(0.5, 1.5), norm.bias.uniform_(-1, 1)
+    return model
+
+
+@pytest.mark.parametrize("opset", [17, 20])
+def test_a_transformer_block_and_its_onnx_export_agree_layer_by_layer(opset):
+    """The attention's input feeds its region and the residual Add after it (x + att(x)): tapped as a fork whose
+    region stands for one branch, so the Add is the torch walker's Residual unit, skip the Embedding's output."""
+    from equivalence import assert_equivalent
+    from equivalence.core.residual import Residual
+
+    model = transformer_block()
+    graph = export(model, opset=opset, input_names=["ids"], dynamic_axes={"ids": {0: "batch"}})
+    result = assert_equivalent(model, graph, max_examples=10)
+    kinds = [type(u.layer_kind).__name__ for u in result.keras_layers]
+    assert kinds == [type(u.layer_kind).__name__ for u in result.torch_layers] == [
+        "Embedding", "SelfAttention", "Residual", "LayerNorm", "Dense", "Residual", "LayerNorm", "SequenceMean",
+        "Dense"], kinds
+    assert [u.layer_kind.skip for u in result.keras_layers if isinstance(u.layer_kind, Residual)] == \
+        [u.layer_kind.skip for u in result.torch_layers if isinstance(u.layer_kind, Residual)] == [0, 3]
+    assert_equivalent(model, graph, x=ids(opset))
+
+
+def test_a_moved_weight_in_a_transformer_block_s_file_is_named_at_its_layer():
+    from equivalence import compare_models
+
+    model = transformer_block()
+    graph = export(model)
+    at = next(i for i, init in enumerate(graph.graph.initializer)  # ff's weight, stored (in, out) for its MatMul
+              if tuple(init.dims) == (E, E) and init.name.startswith("onnx::MatMul"))
+    message = compare_models(model, perturbed(graph, initializer=at, index=9, by=1e-3), max_examples=3).message()
+    assert re.search(r"layer 4 \(torch 'ff', ort '[^']+'\): kernel: 1 / 64 elements differ", message), message
+
+
 def test_a_region_computing_another_attention_than_its_weights_say_is_a_difference_at_the_layer():
     """The scale is not read but run: the need_weights=True form scales the queries by a constant 1/sqrt(d); made
     1/d, the weights read are still torch's, and ORT's attention is judged out of bound against the reference."""
