@@ -224,6 +224,42 @@ def test_ort_float64_gelu_tanh_float32_constant(ort_adapter, torch_adapter):
         < 8 * EPSILON["float64"] * 6
 
 
+@pytest.mark.parametrize("op", ["LayerNormalization", "BatchNormalization"])
+def test_onnx_float64_norm_epsilon_float32(op, ort_adapter):
+    """A float64 norm of epsilon 1e-3 in an ONNX graph computes with float32(1e-3): float64-exact against that
+    epsilon, far outside the float64 bound against 1e-3 itself, within the entry's grant of eps32/4 of its size."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    features, epsilon = 8, 1e-3
+    x = rng.standard_normal((5, features)) * 0.03  # variance ~1e-3: epsilon weighs half
+    gamma, beta = rng.uniform(0.5, 1.5, features), rng.uniform(-1, 1, features)
+    mean, variance = rng.uniform(-0.01, 0.01, features), rng.uniform(5e-4, 2e-3, features)
+    params = {"gamma": gamma, "beta": beta} | ({"mean": mean, "variance": variance} if op[0] == "B" else {})
+    node = helper.make_node(op, ["x", *params], ["y"], epsilon=epsilon)
+    x_info, y_info = (helper.make_tensor_value_info(n, TensorProto.DOUBLE, [None, features]) for n in "xy")
+    graph = helper.make_graph([node], "norm", [x_info], [y_info],
+                              [numpy_helper.from_array(v, k) for k, v in params.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+    def norm(eps):
+        centred = x - x.mean(1, keepdims=True) if op[0] == "L" else x - mean
+        spread = (centred ** 2).mean(1, keepdims=True) if op[0] == "L" else variance
+        return centred / np.sqrt(spread + eps) * gamma + beta
+
+    scale = np.max(np.abs(norm(epsilon)))
+    as_stored = np.max(np.abs(got - norm(float(np.float32(epsilon)))))
+    as_written = np.max(np.abs(got - norm(epsilon)))
+    grant = extra_error("ort", "linear", "float64", layer_kind="layernorm" if op[0] == "L" else "batchnorm")
+    assert as_stored < 8 * EPSILON["float64"] * scale < 1000 * 8 * EPSILON["float64"] * scale < as_written, \
+        (as_stored, as_written)
+    assert as_written < grant * scale, f"got {as_written}, but should be within the grant {grant * scale}"
+
+
 @pytest.mark.parametrize("activation", ACTIVATION_NAMES)
 def test_ort_float16_graph_computes_in_float32(activation, ort_adapter):
     """A float16 stack's whole graph is its float32 chain rounded once, at the end (bit for bit), and that is
