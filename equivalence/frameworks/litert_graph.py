@@ -59,9 +59,11 @@ from equivalence.frameworks.litert_norms import (
 )
 from equivalence.frameworks.litert_sequence import (
     FEED_TYPES,
+    INTEGER_TYPES,
     SEQUENCE_REFUSED,
     embedding,
     id_prelude,
+    ids_used_otherwise,
     not_read_sequence_op,
     sequence_mean,
     sequence_refusal,
@@ -231,6 +233,8 @@ def walk(model: Any) -> list[DenseUnit]:
             pending.dequantize = [dequantized[t][1] for t in inputs if t in dequantized]
             tokens, current = pending.out_shape, int(op.outputs[0])
             continue
+        if prelude is None and int(graph.tensors[current].type) in INTEGER_TYPES:
+            raise refuse(ids_used_otherwise(name))
         if name == "MUL" and dynamic == [current] and not lifted and tokens is None and (affine := channel_affine(
                 op, _following(flat, names, graph, index), constant, current, int(graph.tensors[current].shape[-1]))):
             if pending is not None:

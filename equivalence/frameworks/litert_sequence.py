@@ -58,6 +58,14 @@ def sequence_refusal(name: str, tokens: tuple[int, int]) -> str:
             "the models they were converted from)")
 
 
+def ids_used_otherwise(op: str) -> str:
+    """Why an op on a model's integer input is refused when the ops from it are no Embedding's lookup."""
+    return (f"a{'n' if op[0] in 'AEIOU' else ''} {op} of the token ids, but not the lookup of an Embedding (a GATHER "
+            "of a constant table by the ids, Keras' wrap of negative ids before it, and nothing else reading them): "
+            "a mask of the ids (Keras' mask_zero=True, whose masked mean the converter writes) is not read from "
+            "converted graphs yet")
+
+
 def not_read_sequence_op(names: list[str]) -> tuple[int, str] | None:
     """The first op (by its name in ``names``, the subgraph's ops in order) that is a recurrent or attention op
     (``NOT_READ_SEQUENCE_OPS``): its index and why it is refused; else None."""

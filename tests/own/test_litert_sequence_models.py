@@ -36,14 +36,14 @@ tokens, its bias fused)."""
 
 
 def keras_token_model(*, dense: bool = True, norm: bool = True, batch: int | None = None, length: int | None = LENGTH,
-                      activation: str = "relu", between=None):
+                      activation: str = "relu", between=None, mask_zero: bool = False):
     """``Embedding -> [Dense per token] -> [LayerNormalization] -> GlobalAveragePooling1D -> Dense``, its weights and
     the norm's gamma and beta drawn; ``between``: a layer put after the Embedding (one the readers refuse)."""
     import keras
 
     L = keras.layers
     ids = keras.Input((length,), batch_size=batch, dtype="int32")
-    h = L.Embedding(ROWS, DIM, name="emb")(ids)
+    h = L.Embedding(ROWS, DIM, mask_zero=mask_zero, name="emb")(ids)
     h = between(h) if between is not None else h
     if dense:
         h = L.Dense(5, activation=activation, name="tok")(h)
@@ -195,6 +195,7 @@ def _refused(case: str):
         "permute": lambda: keras_token_model(dense=False, norm=False, between=lambda h: L.Permute((2, 1))(h)),
         "conv1d": lambda: keras_token_model(dense=False, norm=False, between=lambda h: L.Conv1D(4, 3)(h)),
         "free_length": lambda: keras_token_model(norm=False, length=None),
+        "mask_zero": lambda: keras_token_model(norm=False, mask_zero=True),
     }[case]()
 
 
@@ -209,6 +210,8 @@ def _refused(case: str):
                r"over the tokens are not read"),
     ("free_length", r"\(GATHER\) at position 3: token ids of shape \[-1, -1\]: the suite judges ids \(batch, L\) with "
                     r"the sequence length L fixed"),
+    ("mask_zero", r"\(NOT_EQUAL\) at position 0: a NOT_EQUAL of the token ids, but not the lookup of an Embedding .*"
+                  r"a mask of the ids \(Keras' mask_zero=True, whose masked mean the converter writes\) is not read"),
 ])
 def test_what_the_reader_does_not_read_on_a_sequence_is_refused_in_one_line_naming_the_op(converted, tmp_path, case,
                                                                                          says):

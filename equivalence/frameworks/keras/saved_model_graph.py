@@ -57,6 +57,7 @@ from equivalence.frameworks.keras.saved_model_sequence import (
     embedding,
     id_prelude,
     ids_tensor,
+    ids_used_otherwise,
     not_read_sequence_op,
     sequence_mean,
     sequence_refusal,
@@ -206,6 +207,8 @@ def walk(model: Any) -> list[DenseUnit]:
             context = replace(context, dtype=pending.W.dtype)  # the chain's dtype from here: the table's
             tokens, current = pending.out_shape, out
             continue
+        if prelude is None and context.dtype.kind in "iu" and node.op not in PASS:
+            raise refuse(ids_used_otherwise(node.op))
         if dynamic != [current]:
             raise refuse(f"a branch: it takes {len(dynamic)} computed tensors, but should take the previous layer's "
                          "output alone (residual connections and concatenations are not judged)")

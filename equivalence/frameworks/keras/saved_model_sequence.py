@@ -63,6 +63,14 @@ def sequence_refusal(op: str, tokens: tuple[int, int]) -> str:
             "converted graphs yet (compare the models they were converted from)")
 
 
+def ids_used_otherwise(op: str) -> str:
+    """Why a node on a model's integer input is refused when the nodes from it are no Embedding's lookup."""
+    return (f"a{'n' if op[0] in 'AEIOU' else ''} {op} of the token ids, but not the lookup of an Embedding (a "
+            "GatherV2 of a constant table by the ids, Keras' wrap of negative ids before it, and nothing else reading "
+            "them): a mask of the ids (Keras' mask_zero=True, whose masked mean the export writes) is not read from "
+            "converted graphs yet")
+
+
 def not_read_sequence_op(order: list[Any]) -> tuple[int, Any, str] | None:
     """The first node of ``order`` that is a recurrent or attention op (``NOT_READ_SEQUENCE_OPS``): its position, the
     node and why it is refused; else None."""
