@@ -280,10 +280,7 @@ def walk(model: Any) -> list[DenseUnit]:
                 continue
             pending = _layer_norm(index, flat, names, graph, current, shape, constant, refuse, tokens)
             pending.dequantize = [dequantized[t][1] for o in pending.ops for t in o.inputs if int(t) in dequantized]
-            if any(dequantized[int(t)][0].size == 1 for o in pending.ops for t in o.inputs if int(t) in dequantized):
-                raise refuse("a LayerNormalization whose epsilon the file stores as float16 (DEQUANTIZE: the "
-                             "converter's float16 weight quantisation rounds it, 0.001 to 0.0010004): the suite judges "
-                             "a LayerNorm computing with the epsilon written (convert it without float16 weights)")
+            _float16_epsilon(pending, dequantized, refuse)
             absorbed.update(range(index, index + len(pending.ops)))
             if permutation is not None:  # between a C,H,W flatten and its dense unit: columns permuted
                 pending.flatten_order = permutation
@@ -529,6 +526,18 @@ def _embedding(index: int, op: Any, prelude: tuple[int, list[int]] | None, flat:
     return _Pending(index, ids, ops, read.W, read.native, None, "linear", "none", False, layer_kind=kind,
                     in_shape=(kind.length,), out_shape=kind.output_shape((kind.length,)),
                     label="+".join(_op_name(flat, names, o) for o in ops), feeds=FEED_TYPES[int(tensor.type)])
+
+
+def _float16_epsilon(norm: _Pending, dequantized: dict[int, tuple[np.ndarray, Any]], refuse: Any) -> None:
+    """Refuse a LayerNorm whose epsilon the file stores as float16: the converter's float16 weight quantisation
+    rounds it with the norm's gamma (measured: Keras' norm on a 2-D tensor and on a token sequence, onnx2tf's),
+    0.001 to 0.0010004, 1e-5 to 1.0014e-5, a change of the layer the weight rounding term does not cover."""
+    epsilon = [dequantized[int(t)][0] for o in norm.ops for t in o.inputs
+               if int(t) in dequantized and dequantized[int(t)][0].size == 1]
+    if epsilon:
+        raise refuse(f"a LayerNormalization whose epsilon the file stores as float16 (DEQUANTIZE: the converter's "
+                     f"float16 weight quantisation rounds it, to {float(epsilon[0].reshape(-1)[0]):.8g}): the suite "
+                     "judges a LayerNorm computing with the epsilon written (convert it without float16 weights)")
 
 
 def _sequence_mean(index: int, op: Any, current: int, axes: list[int] | None, keep: bool, tokens: tuple[int, int],
