@@ -17,9 +17,11 @@ lifted so). A LayerNormalization's ops (``MEAN`` ... ``ADD``, in three forms) ar
 parameters in torch's ``C, H, W`` one: ``in_flatten_order``); a BatchNormalization the converter folded into a
 ``MUL`` and an ``ADD`` of per-channel constants is one
 ``ChannelAffine`` unit, and a layer whose constants are named after one it folded in is marked so in its kind
-(``NAMED_FOLD``: the comparison matches it with the model's layers, ``equivalence.own_folded``). ``RESHAPE`` between
-dense units is skipped; dilated and depthwise convolutions, anything else or a branch is refused with the op's index
-in the subgraph.
+(``NAMED_FOLD``: the comparison matches it with the model's layers, ``equivalence.own_folded``). A Keras model of token
+ids gives an Embedding (its id wrap and ``GATHER``, the unit fed the ids), dense layers and LayerNorms token by token
+and a ``MEAN`` over the tokens (``litert_sequence``); recurrent and attention ops are refused wherever they are.
+``RESHAPE`` between dense units is skipped; dilated and depthwise convolutions, anything else or a branch is refused
+with the op's index in the subgraph.
 Weights stored as float16 (float16 weight quantisation: a ``DEQUANTIZE`` op of each float16 constant before the
 float32 kernels) are read as the float16 values, exactly, and the units are labelled ``litert_fp16w``: that
 registered framework's ``weights_dtype`` (float16) adds the weight rounding term to the error model, and the other

@@ -12,7 +12,10 @@ computes; so do onnx2tf's forms of a torch conv net (a ``Transpose`` to channels
 torch's ``Flatten``, one unit whose output is put in the canonical order, the next dense unit's rows permuted to it;
 a ``Transpose`` that moves nothing, or the one of a channels-first input, read with the op after it; a ``Mul`` and
 an ``AddV2`` of per-channel constants, a BatchNorm folded; its LayerNorm ops; a norm between the flatten and the dense
-unit read in the canonical order, ``in_flatten_order``). Nodes computed from constants alone (a conv bias'
+unit read in the canonical order, ``in_flatten_order``). A Keras model of token ids gives an Embedding (its id wrap and
+``GatherV2``, the unit fed the ids), dense layers (``Tensordot``) and LayerNorms token by token and a ``Mean`` over the
+tokens (``saved_model_sequence``); loops, einsums and batch matmuls are refused wherever they are. Nodes computed from
+constants alone (a conv bias'
 ``Reshape``, a BatchNorm's ``rsqrt(var + epsilon) * gamma``) are constants, their values computed by TensorFlow;
 nodes computed from a ``Shape`` (a flatten's target) are read with the node taking them. ``Identity`` and
 ``Reshape`` between dense units are skipped; anything else or a branch is refused with the op's name, type and
