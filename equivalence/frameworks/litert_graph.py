@@ -17,9 +17,11 @@ lifted so). A LayerNormalization's ops (``MEAN`` ... ``ADD``, in three forms) ar
 parameters in torch's ``C, H, W`` one: ``in_flatten_order``); a BatchNormalization the converter folded into a
 ``MUL`` and an ``ADD`` of per-channel constants is one
 ``ChannelAffine`` unit, and a layer whose constants are named after one it folded in is marked so in its kind
-(``NAMED_FOLD``: the comparison matches it with the model's layers, ``equivalence.own_folded``). ``RESHAPE`` between
-dense units is skipped; dilated and depthwise convolutions, anything else or a branch is refused with the op's index
-in the subgraph.
+(``NAMED_FOLD``: the comparison matches it with the model's layers, ``equivalence.own_folded``). A Keras model of token
+ids gives an Embedding (its id wrap and ``GATHER``, the unit fed the ids), dense layers and LayerNorms token by token
+and a ``MEAN`` over the tokens (``litert_sequence``); recurrent and attention ops are refused wherever they are.
+``RESHAPE`` between dense units is skipped; dilated and depthwise convolutions, anything else or a branch is refused
+with the op's index in the subgraph.
 Weights stored as float16 (float16 weight quantisation: a ``DEQUANTIZE`` op of each float16 constant before the
 float32 kernels) are read as the float16 values, exactly, and the units are labelled ``litert_fp16w``: that
 registered framework's ``weights_dtype`` (float16) adds the weight rounding term to the error model, and the other
@@ -56,6 +58,20 @@ from equivalence.frameworks.litert_norms import (
     layer_norm,
     layer_norm_form,
     named_after_norm,
+)
+from equivalence.frameworks.litert_sequence import (
+    FEED_TYPES,
+    INTEGER_TYPES,
+    SEQUENCE_REFUSED,
+    embedding,
+    id_prelude,
+    ids_used_otherwise,
+    not_read_sequence_op,
+    sequence_mean,
+    sequence_refusal,
+    starts_layer_norm,
+    tensordot,
+    tensordot_target,
 )
 
 FRAMEWORK = "litert"
@@ -141,6 +157,7 @@ class _Pending:
     permutation: np.ndarray | None = None  # a dense unit after a channels-first flatten: its rows, stored order
     flatten_order: np.ndarray | None = None  # a norm between a channels-first flatten and its dense unit: its order
     fed_channels_first: bool = False  # a unit starting at the TRANSPOSE of a channels-first input: fed so
+    feeds: np.dtype | None = None  # the dtype its input is fed in, when not float32 (an Embedding's token ids)
 
 
 def walk(model: Any) -> list[DenseUnit]:
@@ -179,13 +196,16 @@ def walk(model: Any) -> list[DenseUnit]:
     into_last = _input_transpose(flat, names, graph, current)  # a channels-first input's TRANSPOSE (onnx2tf -kt)
     if shape is not None and into_last is not None:
         shape = (*shape[1:], shape[0])
+    _refuse_recurrent_or_attention(flat, names, graph)
+    prelude = _id_prelude(flat, names, graph, current, constant, computed)  # Keras' wrap of negative ids, and GATHER
     permutation = None  # a channels-first flatten's: the next dense unit's rows
     units: list[DenseUnit] = []
     pending: _Pending | None = None
+    tokens: tuple[int, int] | None = None  # (L, features) while the chain's tensor is a token sequence
     lifting: Any = None  # an EXPAND_DIMS lifting a 1-D tensor to (N, 1, L, C), awaiting its conv or pool
     lifted = False  # the chain's tensor holds a 1-D sample lifted to (N, 1, L, C)
     squeezed: dict[int, int] = {}  # a 1-D layer's output squeezed back to (N, L, C): the lifted tensor it was
-    absorbed: set[int] = set()  # the ops of a norm written as ops, read with its first
+    absorbed: set[int] = set(prelude[1] if prelude else ())  # the ops of a norm written as ops, read with its first
     for index, op in enumerate(graph.operators):
         name = _op_name(flat, names, op)
         inputs = [int(t) for t in op.inputs]
@@ -206,7 +226,18 @@ def walk(model: Any) -> list[DenseUnit]:
             continue
         if name in REFUSED:
             raise refuse(f"{name} {REFUSED[name]}")
-        if name == "MUL" and dynamic == [current] and not lifted and (affine := channel_affine(
+        if tokens is not None and name in SEQUENCE_REFUSED:
+            raise refuse(sequence_refusal(name, tokens))
+        if name == "GATHER":
+            if pending is not None:
+                units.append(_close(pending, model.content, flat))
+            pending = _embedding(index, op, prelude, flat, names, graph, current, constant, refuse)
+            pending.dequantize = [dequantized[t][1] for t in inputs if t in dequantized]
+            tokens, current = pending.out_shape, int(op.outputs[0])
+            continue
+        if prelude is None and int(graph.tensors[current].type) in INTEGER_TYPES:
+            raise refuse(ids_used_otherwise(name))
+        if name == "MUL" and dynamic == [current] and not lifted and tokens is None and (affine := channel_affine(
                 op, _following(flat, names, graph, index), constant, current, int(graph.tensors[current].shape[-1]))):
             if pending is not None:
                 units.append(_close(pending, model.content, flat))
@@ -244,7 +275,14 @@ def walk(model: Any) -> list[DenseUnit]:
         if name == "MEAN":
             if pending is not None:
                 units.append(_close(pending, model.content, flat))
-            pending = _layer_norm(index, flat, names, graph, current, shape, constant, refuse)
+            axes, keep = _integers(flat, graph, inputs[1]), bool(getattr(op.builtinOptions, "keepDims", False))
+            if tokens is not None and not starts_layer_norm(axes, keep):
+                pending = _sequence_mean(index, op, current, axes, keep, tokens, refuse)
+                tokens, current = None, int(op.outputs[0])
+                continue
+            pending = _layer_norm(index, flat, names, graph, current, shape, constant, refuse, tokens)
+            pending.dequantize = [dequantized[t][1] for o in pending.ops for t in o.inputs if int(t) in dequantized]
+            _float16_epsilon(pending, dequantized, refuse)
             absorbed.update(range(index, index + len(pending.ops)))
             if permutation is not None:  # between a C,H,W flatten and its dense unit: columns permuted
                 pending.flatten_order = permutation
@@ -281,11 +319,28 @@ def walk(model: Any) -> list[DenseUnit]:
             pending.shape_ops = _computing(computed, inputs)
             shape = read_shape if (read_shape := pending.out_shape) and len(read_shape) > 1 else None
             lifting, lifted = None, lifting is not None
+        elif name == "RESHAPE" and tokens is not None:
+            if pending is not None:
+                units.append(_close(pending, model.content, flat))
+            pending, read_with = _token_dense(index, op, flat, names, graph, current, constant, computed, tokens,
+                                              refuse)
+            pending.dequantize = [dequantized[t][1] for o in pending.ops for t in o.inputs if int(t) in dequantized]
+            absorbed.update(read_with)
+            tokens, current = pending.out_shape, int(pending.ops[-1].outputs[0])
+            continue
         elif name == "FULLY_CONNECTED":
             if pending is not None:
                 units.append(_close(pending, model.content, flat))
             pending = _dense(index, op, current, constant, refuse, permutation)
             permutation = None
+            if tokens is not None:  # the batch fixed: one FULLY_CONNECTED keeping the tokens
+                if not getattr(op.builtinOptions, "keepNumDims", False) or pending.W.shape[0] != tokens[1]:
+                    raise refuse(f"a FULLY_CONNECTED of {pending.W.shape[0]} features without keep_num_dims on the "
+                                 f"(batch, {tokens[0]}, {tokens[1]}) token sequence: the suite judges a dense layer "
+                                 "token by token (keep_num_dims, or the RESHAPE, FULLY_CONNECTED, RESHAPE of "
+                                 "TensorFlow's Tensordot)")
+                pending.in_shape, pending.out_shape = tokens, (tokens[0], pending.W.shape[1])
+                tokens = pending.out_shape
             pending.named_fold = named_after_norm(_constant_names(graph, inputs, constant))
             if shape is not None:  # the converter fused a flatten into it: a Flatten unit, then the dense one
                 if pending.W.shape[0] != int(np.prod(shape)):
@@ -395,9 +450,10 @@ def _kind(index: int, op: Any, name: str, current: int, shape: tuple[int, ...] |
 
 
 def _layer_norm(index: int, flat: Any, names: dict[int, str], graph: Any, current: int,
-                shape: tuple[int, ...] | None, constant: Any, refuse: Any) -> _Pending:
+                shape: tuple[int, ...] | None, constant: Any, refuse: Any,
+                tokens: tuple[int, int] | None = None) -> _Pending:
     """The LayerNorm the converter wrote as ops from the ``MEAN`` at ``index`` (``litert_norms``), its activation the
-    last ``ADD``'s fused one."""
+    last ``ADD``'s fused one; on a token sequence (``tokens``: ``(L, features)``) over each token's features."""
     if shape is not None:
         raise refuse(f"a MEAN of a spatial tensor (per sample {shape}): a global pooling or a normalisation over the "
                      "spatial axes written as ops, which the suite does not read")
@@ -405,7 +461,8 @@ def _layer_norm(index: int, flat: Any, names: dict[int, str], graph: Any, curren
     features = int(graph.tensors[current].shape[-1])
     try:
         form = layer_norm_form([name for name, _ in following])
-        read = layer_norm(following, constant, lambda t: _integers(flat, graph, t), current, features)
+        read = layer_norm(following, constant, lambda t: _integers(flat, graph, t), current, features,
+                          rank=2 if tokens is None else 3)
     except Refused as exc:
         raise refuse(str(exc)) from None
     ops = [op for _, op in following[:len(form)]]
@@ -415,7 +472,7 @@ def _layer_norm(index: int, flat: Any, names: dict[int, str], graph: Any, curren
     last = index + len(ops) - 1
     return _Pending(index, current, list(ops), read.W, read.native, None, _FUSED[fused],
                     f"fused in ADD op {last}" if fused else "none", bool(fused), layer_kind=read.layer_kind,
-                    in_shape=(features,), out_shape=(features,), label="+".join(form))
+                    in_shape=tokens or (features,), out_shape=tokens or (features,), label="+".join(form))
 
 
 def _affine(index: int, mul: Any, add: Any, read: KindRead, current: int, shape: tuple[int, ...] | None,
@@ -429,6 +486,94 @@ def _affine(index: int, mul: Any, add: Any, read: KindRead, current: int, shape:
     return _Pending(index, current, [mul, add], read.W, read.native, read.b, _FUSED[fused],
                     f"fused in ADD op {index + 1}" if fused else "none", bool(fused), layer_kind=read.layer_kind,
                     in_shape=features, out_shape=features, label="MUL+ADD")
+
+
+def _refuse_recurrent_or_attention(flat: Any, names: dict[int, str], graph: Any) -> None:
+    """Refuse a file holding a recurrent or attention op (``litert_sequence.NOT_READ_SEQUENCE_OPS``), naming it,
+    wherever it is: before the walk reaches it as a branch or an unread op."""
+    found = not_read_sequence_op([_op_name(flat, names, op) for op in graph.operators])
+    if found is not None:
+        index, problem = found
+        op = graph.operators[index]
+        raise ModelNotSupported("tflite", _tensor_name(graph, int(op.outputs[0])), _op_name(flat, names, op), index,
+                                problem)
+
+
+def _id_prelude(flat: Any, names: dict[int, str], graph: Any, ids: int, constant: Any,
+                computed: dict[int, tuple[int, Any]]) -> tuple[int, list[int]] | None:
+    """The ``GATHER`` of an Embedding and the ops computing its ids from the model's input (``litert_sequence``), a
+    ``DEQUANTIZE``d table counted as the constant it is."""
+    ops = [(_op_name(flat, names, op), op) for op in graph.operators]
+    float16 = {int(op.outputs[0]) for name, op in ops if name == "DEQUANTIZE"}
+    return id_prelude(ops, ids, lambda t: np.zeros(0) if t in float16 else constant(t),
+                      lambda index, op: ops[index][0] == "DEQUANTIZE" or int(op.outputs[0]) in computed)
+
+
+def _embedding(index: int, op: Any, prelude: tuple[int, list[int]] | None, flat: Any, names: dict[int, str],
+               graph: Any, ids: int, constant: Any, refuse: Any) -> _Pending:
+    """The Embedding unit of the ``GATHER`` at ``index``: the ops computing its ids from the model's input (``ids``)
+    and the ``GATHER``, fed the ids in the input's type."""
+    if prelude is None or prelude[0] != index:
+        raise refuse("a GATHER that does not look up the model's token ids in a constant table: the suite judges an "
+                     "Embedding (a GATHER of a constant table by the token ids, Keras' wrap of negative ids before it)")
+    tensor = graph.tensors[ids]
+    signature = tensor.shapeSignature if tensor.shapeSignature is not None and len(tensor.shapeSignature) else \
+        tensor.shape
+    try:
+        read = embedding(op, constant(int(op.inputs[0])), tuple(int(d) for d in signature), int(tensor.type))
+    except Refused as exc:
+        raise refuse(str(exc)) from None
+    kind = read.layer_kind
+    ops = [graph.operators[i] for i in prelude[1]] + [op]
+    return _Pending(index, ids, ops, read.W, read.native, None, "linear", "none", False, layer_kind=kind,
+                    in_shape=(kind.length,), out_shape=kind.output_shape((kind.length,)),
+                    label="+".join(_op_name(flat, names, o) for o in ops), feeds=FEED_TYPES[int(tensor.type)])
+
+
+def _float16_epsilon(norm: _Pending, dequantized: dict[int, tuple[np.ndarray, Any]], refuse: Any) -> None:
+    """Refuse a LayerNorm whose epsilon the file stores as float16: the converter's float16 weight quantisation
+    rounds it with the norm's gamma (measured: Keras' norm on a 2-D tensor and on a token sequence, onnx2tf's),
+    0.001 to 0.0010004, 1e-5 to 1.0014e-5, a change of the layer the weight rounding term does not cover."""
+    epsilon = [dequantized[int(t)][0] for o in norm.ops for t in o.inputs
+               if int(t) in dequantized and dequantized[int(t)][0].size == 1]
+    if epsilon:
+        raise refuse(f"a LayerNormalization whose epsilon the file stores as float16 (DEQUANTIZE: the converter's "
+                     f"float16 weight quantisation rounds it, to {float(epsilon[0].reshape(-1)[0]):.8g}): the suite "
+                     "judges a LayerNorm computing with the epsilon written (convert it without float16 weights)")
+
+
+def _sequence_mean(index: int, op: Any, current: int, axes: list[int] | None, keep: bool, tokens: tuple[int, int],
+                   refuse: Any) -> _Pending:
+    """The ``MEAN`` over the tokens of a sequence: a ``SequenceMean`` unit."""
+    try:
+        read = sequence_mean(axes, keep, tokens)
+    except Refused as exc:
+        raise refuse(str(exc)) from None
+    return _Pending(index, current, [op], read.W, read.native, None, "linear", "none", False,
+                    layer_kind=read.layer_kind, in_shape=tokens, out_shape=(tokens[1],), label="MEAN")
+
+
+def _token_dense(index: int, reshape: Any, flat: Any, names: dict[int, str], graph: Any, current: int, constant: Any,
+                 computed: dict[int, tuple[int, Any]], tokens: tuple[int, int],
+                 refuse: Any) -> tuple[_Pending, list[int]]:
+    """A ``Dense`` on a token sequence as TensorFlow's ``Tensordot`` (``RESHAPE``, ``FULLY_CONNECTED``, ``RESHAPE``,
+    ``litert_sequence.tensordot``) from the ``RESHAPE`` at ``index``: one dense unit token by token, and the indices
+    of the ops read with the first."""
+    following = [(i, _op_name(flat, names, o), o) for i, o in enumerate(graph.operators)
+                 if i > index and int(o.outputs[0]) not in computed and _op_name(flat, names, o) != "DEQUANTIZE"]
+    found = tensordot(reshape, following, tokens, lambda t: tuple(int(d) for d in graph.tensors[t].shape))
+    target = _integers(flat, graph, int(reshape.inputs[1])) if len(reshape.inputs) > 1 else None
+    if found is None or not tensordot_target(target, tokens):
+        raise refuse(sequence_refusal("RESHAPE", tokens))
+    fc_index, fc, back_index, back = found
+    pending = _dense(fc_index, fc, int(reshape.outputs[0]), constant, refuse)
+    if pending.W.shape[0] != tokens[1]:
+        raise refuse(f"takes {pending.W.shape[0]} features, but the sequence before it has {tokens[1]}")
+    pending.index, pending.input, pending.ops = index, current, [reshape, fc, back]
+    pending.in_shape, pending.out_shape = tokens, (tokens[0], pending.W.shape[1])
+    pending.label = "RESHAPE+FULLY_CONNECTED+RESHAPE"
+    pending.shape_ops = _computing(computed, [int(t) for o in (reshape, back) for t in o.inputs])
+    return pending, [fc_index, back_index]
 
 
 def _constant_names(graph: Any, inputs: list[int], constant: Any) -> list[str]:
@@ -599,7 +744,7 @@ def _close(p: _Pending, content: bytes, flat: Any) -> DenseUnit:
         return y if flat_order is None else y[:, flat_order]
 
     def once(x: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(x, dtype=np.float32)
+        x = np.ascontiguousarray(x, dtype=p.feeds or np.float32)
         if p.feed_shape:
             x = x.reshape(x.shape[0], *p.feed_shape)  # as the op takes it (it flattens it itself; lifted to 2-D)
         interpreter = state.get("interpreter")
@@ -614,7 +759,7 @@ def _close(p: _Pending, content: bytes, flat: Any) -> DenseUnit:
         return y.reshape(len(y), *p.out_shape) if p.lifted else y  # (N, 1, L, C) unless squeezed: the same values
 
     kind = "tflite FULLY_CONNECTED" + ("+ADD" if len(p.ops) > 1 and _is_add(flat, p.ops[1]) else "")
-    if p.layer_kind is not DENSE:
+    if p.layer_kind is not DENSE or p.label:
         kind = f"tflite {p.label or _name_of(flat, p.ops[0])}"
     if p.dequantize:
         kind = f"{kind} (float16 weights, DEQUANTIZE)"

@@ -73,11 +73,11 @@ def layer_norm_form(names: list[str]) -> tuple[str, ...]:
 
 
 def layer_norm(ops: list[tuple[str, Any]], constant: Callable[[int], np.ndarray | None],
-               integers: Callable[[int], list[int] | None], x: int, features: int) -> KindRead:
+               integers: Callable[[int], list[int] | None], x: int, features: int, *, rank: int = 2) -> KindRead:
     """``ops`` (the chain's next ops, from a ``MEAN`` of ``x``, with their names; as many as their form has,
-    ``layer_norm_form``) read as a LayerNorm of ``x`` over its ``features``; every wire checked, ``Refused`` naming the
-    first that is not a LayerNorm's. ``integers``: a constant integer tensor's values (the reduction axes), else
-    None."""
+    ``layer_norm_form``) read as a LayerNorm of ``x`` over its ``features`` (its last axis of ``rank``: 3 for a token
+    sequence, normalised token by token); every wire checked, ``Refused`` naming the first that is not a
+    LayerNorm's. ``integers``: a constant integer tensor's values (the reduction axes), else None."""
     form = layer_norm_form([name for name, _ in ops])
     ops = [op for _, op in ops[:len(form)]]
 
@@ -86,7 +86,7 @@ def layer_norm(ops: list[tuple[str, Any]], constant: Callable[[int], np.ndarray 
         return found[0] if other in _inputs(op) and len(found) == 1 and found[0] is not None else None
 
     def last_axis(op: Any) -> bool:
-        return integers(_inputs(op)[1]) in ([-1], [1]) and bool(getattr(op.builtinOptions, "keepDims", False))
+        return integers(_inputs(op)[1]) in ([-1], [rank - 1]) and bool(getattr(op.builtinOptions, "keepDims", False))
 
     def takes(op: Any, *tensors: int) -> bool:
         return sorted(_inputs(op)) == sorted(tensors)

@@ -12,7 +12,10 @@ computes; so do onnx2tf's forms of a torch conv net (a ``Transpose`` to channels
 torch's ``Flatten``, one unit whose output is put in the canonical order, the next dense unit's rows permuted to it;
 a ``Transpose`` that moves nothing, or the one of a channels-first input, read with the op after it; a ``Mul`` and
 an ``AddV2`` of per-channel constants, a BatchNorm folded; its LayerNorm ops; a norm between the flatten and the dense
-unit read in the canonical order, ``in_flatten_order``). Nodes computed from constants alone (a conv bias'
+unit read in the canonical order, ``in_flatten_order``). A Keras model of token ids gives an Embedding (its id wrap and
+``GatherV2``, the unit fed the ids), dense layers (``Tensordot``) and LayerNorms token by token and a ``Mean`` over the
+tokens (``saved_model_sequence``); loops, einsums and batch matmuls are refused wherever they are. Nodes computed from
+constants alone (a conv bias'
 ``Reshape``, a BatchNorm's ``rsqrt(var + epsilon) * gamma``) are constants, their values computed by TensorFlow;
 nodes computed from a ``Shape`` (a flatten's target) are read with the node taking them. ``Identity`` and
 ``Reshape`` between dense units are skipped; anything else or a branch is refused with the op's name, type and
@@ -27,7 +30,7 @@ their own whose input is a placeholder ``(None, *per-sample shape)``, imported a
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +52,20 @@ from equivalence.frameworks.keras.saved_model_kinds import (
     read_kind,
     starts,
     tensor,
+    token_layer_norm,
+)
+from equivalence.frameworks.keras.saved_model_sequence import (
+    GATHERS,
+    SEQUENCE_REFUSED,
+    embedding,
+    id_prelude,
+    ids_tensor,
+    ids_used_otherwise,
+    not_read_sequence_op,
+    sequence_mean,
+    sequence_refusal,
+    starts_layer_norm,
+    tensordot,
 )
 
 FRAMEWORK = "keras_graph"
@@ -128,6 +145,8 @@ class _Pending:
     fed_channels_first: bool = False  # a unit starting at the Transpose of a channels-first input: fed so
     permutation: np.ndarray | None = None  # a dense unit after a channels-first flatten: its rows, stored order
     flatten_order: np.ndarray | None = None  # a norm between a channels-first flatten and its dense unit: its order
+    feeds: np.dtype | None = None  # the dtype its input is fed in, when not its weights' (an Embedding's token ids)
+    name: str = ""  # the unit's name, when not its first node's (an Embedding: its gather's, after the ids' wrap)
 
 
 def walk(model: Any) -> list[DenseUnit]:
@@ -156,12 +175,19 @@ def walk(model: Any) -> list[DenseUnit]:
         raise ModelNotSupported(model.source, placeholder.name, "input", None, f"a spatial input of shape {dims}: "
                                 "the suite needs its per-sample sizes fixed (padding and flatten order depend on them)")
     context = _Context(model, nodes, np.dtype(tf.as_dtype(placeholder.attr["dtype"].type).as_numpy_dtype), constant)
+    unread = not_read_sequence_op(order)
+    if unread is not None:
+        position, node, problem = unread
+        raise ModelNotSupported(model.source, node.name, node.op, position, problem)
+    ids, passed = ids_tensor(model.input, graph)
+    prelude = id_prelude(order, ids, graph, skipped, passed)  # Keras' wrap of negative ids, and the gather
     current = model.input
     units: list[DenseUnit] = []
     pending: _Pending | None = None
     permutation = None  # a channels-first flatten's: the next dense unit's rows
-    absorbed: set[str] = set()  # the nodes of a norm written as ops, read with its first
-    for position, node in enumerate(order):
+    tokens: tuple[int, int] | None = None  # (L, features) while the chain's tensor is a token sequence
+    absorbed: set[str] = {n.name for n in prelude[1]} if prelude else set()  # the nodes of a norm written as ops, read
+    for position, node in enumerate(order):                                  # with its first; the ids' wrap
         if node.op in ("Placeholder", "NoOp") or node.name in skipped or node.name in absorbed:
             continue
         dynamic = [tensor(t) for t in node.input if not t.startswith("^") and node_of(t) not in skipped]
@@ -179,9 +205,23 @@ def walk(model: Any) -> list[DenseUnit]:
                 continue
             units.append(_close(pending, context))
             pending = None
+        if node.op in GATHERS:
+            pending = _embedding(position, node, prelude, ids, graph, dims, context, refuse)
+            context = replace(context, dtype=pending.W.dtype)  # the chain's dtype from here: the table's
+            tokens, current = pending.out_shape, out
+            continue
+        if prelude is None and context.dtype.kind in "iu" and node.op not in PASS:
+            raise refuse(ids_used_otherwise(node.op))
         if dynamic != [current]:
             raise refuse(f"a branch: it takes {len(dynamic)} computed tensors, but should take the previous layer's "
                          "output alone (residual connections and concatenations are not judged)")
+        if tokens is not None and (node.op == "Mean" or node.op in SEQUENCE_REFUSED):
+            if pending is not None:
+                units.append(_close(pending, context))
+            pending, tokens = _on_tokens(position, node, current, graph, tokens, refuse)
+            absorbed.update(n.name for n in pending.nodes)
+            current = f"{pending.nodes[-1].name}:0"
+            continue
         if node.op == "MatMul":
             if pending is not None:
                 units.append(_close(pending, context))
@@ -240,6 +280,51 @@ def walk(model: Any) -> list[DenseUnit]:
         raise ModelNotSupported(model.source, model.output, "output", None,
                                 "the signature's output is not the end of its single chain of ops")
     return check_chain(units, model.source)
+
+
+def _embedding(position: int, node: Any, prelude: tuple[Any, list[Any]] | None, ids: str, graph: Graph,
+               dims: list[int], context: _Context, refuse: Any) -> _Pending:
+    """The Embedding unit of the gather ``node``: the nodes computing its ids from the model's input (``ids``, past
+    its ``Identity`` nodes) and the gather, fed the ids in the input's dtype."""
+    if prelude is None or prelude[0] is not node:
+        raise refuse(f"a {node.op} that does not look up the model's token ids in a constant table: the suite judges "
+                     "an Embedding (a gather of a constant table by the token ids, Keras' wrap of negative ids before "
+                     "it)")
+    try:
+        read = embedding(node, graph, dims)
+    except Refused as exc:
+        raise refuse(str(exc)) from None
+    kind, nodes = read.layer_kind, [*prelude[1], node]
+    return _Pending(position, ids, nodes, read.W, read.native, layer_kind=kind, in_shape=(kind.length,),
+                    out_shape=kind.output_shape((kind.length,)), ops="+".join(n.op for n in nodes), feeds=context.dtype,
+                    name=node.name)
+
+
+def _on_tokens(position: int, node: Any, current: str, graph: Graph, tokens: tuple[int, int],
+               refuse: Any) -> tuple[_Pending, tuple[int, int] | None]:
+    """The unit ``node`` starts on a token sequence (``saved_model_sequence``): a dense layer token by token (a
+    ``Tensordot``), a LayerNorm over each token's features, a mean over the tokens; and the sequence after it (None:
+    no longer one). ``Refused`` (an op the suite does not read on a sequence) named."""
+    try:
+        if node.op == "Mean":
+            norm = starts_layer_norm(node, graph)
+            read = token_layer_norm(node, graph) if norm else sequence_mean(node, graph, tokens)
+            after = tokens if norm else None
+            return _Pending(position, current, read.nodes, read.kind.W, read.kind.native,
+                            layer_kind=read.kind.layer_kind, in_shape=tokens, out_shape=after or (tokens[1],),
+                            ops=read.ops), after
+        nodes = tensordot(node, graph, tokens) if node.op in ("Transpose", "Reshape") else None
+    except Refused as exc:
+        raise refuse(str(exc)) from None
+    if nodes is None:
+        raise refuse(sequence_refusal(node.op, tokens))
+    matmul = nodes[-2]
+    pending = _dense(position, matmul, tensor(matmul.input[0]), graph.constant, refuse)
+    if pending.W.shape[0] != tokens[1]:
+        raise refuse(f"takes {pending.W.shape[0]} features, but the sequence before it has {tokens[1]}")
+    after = (tokens[0], int(pending.W.shape[1]))
+    return replace(pending, input=current, nodes=nodes, in_shape=tokens, out_shape=after,
+                   ops="+".join(n.op for n in nodes)), after
 
 
 def _input_transpose(name: str, rank: int, consumers: dict[str, list[Any]],
@@ -400,7 +485,8 @@ def _close(p: _Pending, context: _Context) -> DenseUnit:
         raise ModelNotSupported(source, unit[0].name, unit[0].op, p.index, f"computes in {dtype}: the suite judges "
                                 f"{', '.join(DTYPES.values())} graphs")
     fed_shape = (p.in_shape[-1], *p.in_shape[:-1]) if p.fed_channels_first else p.in_shape or (p.W.shape[0],)
-    function = _function(context.nodes, [n.name for n in unit], f"{unit[-1].name}:0", (p.input, dtype, fed_shape))
+    feeds = p.feeds or dtype
+    function = _function(context.nodes, [n.name for n in unit], f"{unit[-1].name}:0", (p.input, feeds, fed_shape))
 
     rows = None if p.permutation is None else np.argsort(p.permutation)  # canonical features in the stored order
     flat = flatten_permutation(p.in_shape) if p.channels_first else None  # channels-first features made canonical
@@ -409,11 +495,11 @@ def _close(p: _Pending, context: _Context) -> DenseUnit:
 
     def once(x: np.ndarray) -> np.ndarray:
         if not unremapped:
-            return function(tf.constant(np.ascontiguousarray(x, dtype=dtype))).numpy()
+            return function(tf.constant(np.ascontiguousarray(x, dtype=feeds))).numpy()
         remapping = tf.config.optimizer.get_experimental_options().get("remapping", True)
         tf.config.optimizer.set_experimental_options({"remapping": False})  # see LAYER_NORM_SUB_OPS
         try:
-            return function(tf.constant(np.ascontiguousarray(x, dtype=dtype))).numpy()
+            return function(tf.constant(np.ascontiguousarray(x, dtype=feeds))).numpy()
         finally:
             tf.config.optimizer.set_experimental_options({"remapping": remapping})
 
@@ -423,9 +509,9 @@ def _close(p: _Pending, context: _Context) -> DenseUnit:
         y = np.concatenate([once(x[i:i + 1]) for i in range(len(x))]) if p.per_sample and len(x) else once(x)
         return y if flat is None else y[:, flat]
 
-    dense = p.layer_kind is DENSE and p.permutation is None
-    unit = DenseUnit(FRAMEWORK, unit[0].name, f"{source} {p.ops}", p.index, p.W, p.b, p.native, act, act_source,
-                     DTYPES[dtype] if p.W.size else "", run, layer_kind=p.layer_kind,
+    dense = p.layer_kind is DENSE and p.permutation is None and not p.in_shape  # a dense chain's: its width alone
+    unit = DenseUnit(FRAMEWORK, p.name or unit[0].name, f"{source} {p.ops}", p.index, p.W, p.b, p.native, act,
+                     act_source, DTYPES[dtype] if p.W.size else "", run, layer_kind=p.layer_kind,
                      in_shape=() if dense else p.in_shape or (p.W.shape[0],),
                      out_shape=() if dense else p.out_shape or (p.W.shape[1],))
     return unit if p.flatten_order is None else in_flatten_order(unit, p.flatten_order)

@@ -295,16 +295,22 @@ def _scalar(graph: Graph, name: str) -> bool:
     return value is not None and np.size(value) == 1
 
 
-def _layer_norm(mean: Any, shape: tuple[int, ...] | None, graph: Graph) -> Read:
-    """A LayerNorm over the last axis of a 2-D input written as ops, every wire checked, the nodes in execution order:
-    Keras' ``x * m + (beta - mean * m)``, ``m = rsqrt(variance + epsilon) * gamma`` (Keras 3 with a ``Neg`` and two
-    adds, tf_keras, as onnx2tf writes an ONNX ``LayerNormalization``, with a ``Sub``), or the nine ops of the ONNX
-    form below opset 17 onnx2tf writes one by one (``_layer_norm_decomposed``)."""
+def token_layer_norm(mean: Any, graph: Graph) -> Read:
+    """A LayerNorm over the features of a ``(batch, L, features)`` token sequence written as ops (``_layer_norm``),
+    from its first ``Mean``: token by token, over the last of three axes."""
+    return _layer_norm(mean, None, graph, rank=3)
+
+
+def _layer_norm(mean: Any, shape: tuple[int, ...] | None, graph: Graph, *, rank: int = 2) -> Read:
+    """A LayerNorm over the last axis of a 2-D input (of ``rank`` axes: 3, a token sequence) written as ops, every wire
+    checked, the nodes in execution order: Keras' ``x * m + (beta - mean * m)``, ``m = rsqrt(variance + epsilon) *
+    gamma`` (Keras 3 with a ``Neg`` and two adds, tf_keras, as onnx2tf writes an ONNX ``LayerNormalization``, with a
+    ``Sub``), or the nine ops of the ONNX form below opset 17 onnx2tf writes one by one (``_layer_norm_decomposed``)."""
     if shape is not None:
         raise Refused("a Mean of a spatial tensor (a normalisation over more than the features): the suite judges a "
                       "LayerNorm over the last axis of (batch, features)")
     if not any(n.op == "StopGradient" for n in graph.consumers.get(tensor(mean.name), [])):
-        return _layer_norm_decomposed(mean, graph)
+        return _layer_norm_decomposed(mean, graph, rank)
     x = tensor(mean.input[0])
     where = "a LayerNorm written as ops"
     stop = graph.only(mean.name, ("StopGradient",), where)
@@ -320,7 +326,7 @@ def _layer_norm(mean: Any, shape: tuple[int, ...] | None, graph: Graph) -> Read:
     scaled = next((n for n in uses if n is not centred), None)
     shift = graph.only(centred.name, ADDS if negated else ("Sub",), where)  # beta + -mean * m, or beta - mean * m
     out = graph.only(shift.name, ADDS, where)
-    wired = [*_over_the_features(graph, mean, variance),
+    wired = [*_over_the_features(graph, mean, variance, rank),
              list(map(tensor, squared.input)) == [x, tensor(stop.name)],
              scaled is not None and len(uses) == 2 and sorted(map(tensor, scaled.input)) == sorted(
                  [x, tensor(factor.name)]),
@@ -341,11 +347,11 @@ def _layer_norm(mean: Any, shape: tuple[int, ...] | None, graph: Graph) -> Read:
     return _layer_norm_read(graph, gamma, beta, epsilon, nodes)
 
 
-def _over_the_features(graph: Graph, mean: Any, variance: Any) -> list[bool]:
+def _over_the_features(graph: Graph, mean: Any, variance: Any, rank: int = 2) -> list[bool]:
     """A LayerNorm's two ``Mean`` nodes (the mean, the variance) as its first two wire checks: over the last axis of
-    a 2-D input (axis -1 or 1), and keeping it (``keep_dims``)."""
+    an input of ``rank`` axes (-1 or ``rank - 1``), and keeping it (``keep_dims``)."""
     axes = [graph.constant(n.input[1]) for n in (mean, variance)]
-    return [all(a is not None and [int(v) for v in np.reshape(a, -1)] in ([-1], [1]) for a in axes),
+    return [all(a is not None and [int(v) for v in np.reshape(a, -1)] in ([-1], [rank - 1]) for a in axes),
             mean.attr["keep_dims"].b and variance.attr["keep_dims"].b]
 
 
@@ -356,7 +362,7 @@ def _layer_norm_read(graph: Graph, gamma: str, beta: str, epsilon: str, nodes: l
     return Read(KindRead(kind, rows.copy(), None, rows, None), nodes, "+".join(n.op for n in nodes))
 
 
-def _layer_norm_decomposed(mean: Any, graph: Graph) -> Read:
+def _layer_norm_decomposed(mean: Any, graph: Graph, rank: int = 2) -> Read:
     """The ONNX form of a LayerNorm below opset 17 (torch's export writes ``ReduceMean``, ``Sub``, ``Pow`` 2,
     ``ReduceMean``, ``Add`` epsilon, ``Sqrt``, ``Div``, ``Mul`` gamma, ``Add`` beta), as onnx2tf writes it op by op
     (``LAYER_NORM_DECOMPOSED_OPS``): ``gamma (x - mean) / sqrt(var + epsilon) + beta``, every wire checked."""
@@ -371,7 +377,7 @@ def _layer_norm_decomposed(mean: Any, graph: Graph) -> Read:
     scaled = graph.only(divided.name, ("Mul",), where)
     out = graph.only(scaled.name, ADDS, where)
     exponent = graph.constant(power.input[1])
-    wired = [*_over_the_features(graph, mean, variance),
+    wired = [*_over_the_features(graph, mean, variance, rank),
              list(map(tensor, centred.input)) == [x, tensor(mean.name)],
              {n.name for n in graph.consumers.get(x, [])} == {mean.name, centred.name},
              tensor(power.input[0]) == tensor(centred.name) and exponent is not None and np.size(exponent) == 1
