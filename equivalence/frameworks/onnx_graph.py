@@ -11,7 +11,9 @@ those. ``Conv``, ``MaxPool``, ``AveragePool``, a ``Flatten`` or ``Reshape`` of a
 (``equivalence.frameworks.onnx_kinds``), each with its activation; a spatial unit runs channels-first, as ONNX
 computes, on the canonical channels-last input made channels-first. A ``Gather`` of a constant table by the graph's
 integer ids, a ``MatMul``+``Add`` or a ``LayerNormalization`` per token and a ``ReduceMean`` over the tokens are the
-sequence kinds (``equivalence.frameworks.onnx_sequence``), batch-first as canonical. ``Identity``, ``Dropout``,
+sequence kinds (``equivalence.frameworks.onnx_sequence``), batch-first as canonical; an ``LSTM`` or ``GRU`` node,
+with the ``Transpose`` and selection exporters write around it, is one ``Recurrent`` unit
+(``equivalence.frameworks.onnx_recurrent``). ``Identity``, ``Dropout``,
 ``Flatten`` and ``Reshape`` between dense units are skipped; a LayerNorm torch's exporter writes as nine ops below
 opset 17 (``ReduceMean`` ... ``Add``) is read as one unit of them; any other op, a branch, or a second input is
 refused with the node's name, op and index in ``graph.node``.
@@ -56,6 +58,7 @@ from equivalence.frameworks.onnx_kinds import (
     scale_shift,
     transpose_direction,
 )
+from equivalence.frameworks.onnx_recurrent import float_sequence, not_read_recurrent, read_recurrent, recurrent_node
 from equivalence.frameworks.onnx_sequence import (
     SEQUENCE_REFUSED,
     embedding,
@@ -75,7 +78,7 @@ STARTS = DENSE_OPS + KIND_OPS
 SKIPPED = ("Identity", "Dropout", "Flatten", "Reshape")
 """Ops skipped between dense units (2-D tensors: a Flatten changes nothing)."""
 JUDGED = ("MatMul/Gemm (a bias Add), Conv, MaxPool, AveragePool, Flatten, BatchNormalization, LayerNormalization, "
-          "Gather of an embedding table, ReduceMean over the tokens")
+          "Gather of an embedding table, ReduceMean over the tokens, LSTM and GRU nodes")
 DTYPES = {np.dtype("float32"): "float32", np.dtype("float64"): "float64", np.dtype("float16"): "float16"}
 
 
@@ -163,7 +166,7 @@ def walk(model: Any) -> list[DenseUnit]:
                                 f"takes {len(inputs)} inputs and gives {len(graph.output)} outputs; the suite judges "
                                 "a model of one input and one output")
     computed = _shape_computations(graph, consts)
-    recurrent = not_read_sequence_op(graph)
+    recurrent = not_read_sequence_op(graph) or not_read_recurrent(graph, consts)
     if recurrent is not None:
         index, node, problem = recurrent
         raise ModelNotSupported("onnx", _name(node, index), node.op_type, index, problem)
@@ -175,7 +178,8 @@ def walk(model: Any) -> list[DenseUnit]:
     rank = len(inputs[0].type.tensor_type.shape.dim)
     layout_last = _channels_last_input(model, first, rank)
     try:
-        shape = input_shape(inputs[0], channels_last=layout_last)  # canonical per sample while spatial; None once 2-D
+        tokens = float_sequence(graph, inputs[0], consumers)  # (L, features) while the chain is a token sequence
+        shape = None if tokens else input_shape(inputs[0], channels_last=layout_last)  # per sample while spatial
     except Refused as exc:
         raise ModelNotSupported("onnx", inputs[0].name, "input", None, str(exc)) from None
     leading: tuple[int, onnx.NodeProto] | None = None  # a Transpose to channels-first, awaiting its conv
@@ -185,7 +189,6 @@ def walk(model: Any) -> list[DenseUnit]:
     pending: _Pending | None = None
     permutation = None  # a Flatten's: the next dense unit's rows
     absorbed: set[int] = set()  # the nodes of a norm written as ops, read with its first
-    tokens: tuple[int, int] | None = None  # (L, features) while the chain's tensor is a token sequence
     prelude = id_prelude(graph, consts, computed, inputs[0].name)  # tf2onnx's wrap of negative ids, before its Gather
     if prelude is not None:
         absorbed.update(prelude[1])
@@ -200,13 +203,15 @@ def walk(model: Any) -> list[DenseUnit]:
         def refuse(problem: str, node: onnx.NodeProto = node, index: int = index) -> ModelNotSupported:
             return ModelNotSupported("onnx", _name(node, index), node.op_type, index, problem)
 
+        cell_at = recurrent_node(index, node, graph, consumers)  # an LSTM or GRU (its Transpose): its index
         written = node.op_type == LAYER_NORM_OPS[0] and shape is None and tokens is None  # a LayerNorm as ops?
         affine = _shift_after(node, context, current, shape, layout_last, pending) if node.op_type == "Mul" else None
         starts = node.op_type in STARTS or (node.op_type in FLATTEN_OPS and shape is not None) or written \
-            or affine is not None or node.op_type == "Gather" or (node.op_type == "ReduceMean" and tokens is not None)
+            or affine is not None or node.op_type == "Gather" or (node.op_type == "ReduceMean" and tokens is not None) \
+            or cell_at is not None
         direction = transpose_direction(node, len(shape) + 1) if node.op_type == "Transpose" and shape else None
         trailing = direction == "last" and not layout_last and pending is not None and len(pending.out_shape) > 1
-        if tokens is not None and node.op_type in SEQUENCE_REFUSED:
+        if tokens is not None and node.op_type in SEQUENCE_REFUSED and cell_at is None:
             raise refuse(SEQUENCE_REFUSED[node.op_type])
         if tokens is not None and node.op_type == "ReduceMean":  # refused as what it is before it is a branch
             try:
@@ -240,6 +245,20 @@ def walk(model: Any) -> list[DenseUnit]:
                 units.append(_close(pending, context))
                 pending = None
             leading, layout_last = (index, node), False
+        elif cell_at is not None:
+            if pending is not None:
+                units.append(_close(pending, context))
+            try:
+                block = read_recurrent(index, cell_at, graph, consts, consumers, tokens)
+            except Refused as exc:
+                raise refuse(str(exc), graph.node[cell_at], cell_at) from None
+            pending = _Pending(block.index, block.node, current, block.read.W, block.read.native, block.kind,
+                               [n for _, n in block.nodes], block.read.b, layer_kind=block.read.layer_kind,
+                               in_shape=tokens, out_shape=block.read.layer_kind.output_shape(tokens), in_last=True,
+                               out_last=True, tokens=True)
+            absorbed.update(i for i, _ in block.nodes)
+            current, tokens = block.output, block.tokens
+            continue
         elif node.op_type == "Gather":
             if pending is not None:
                 units.append(_close(pending, context))
@@ -666,6 +685,19 @@ def _runner(session: Any, p: _Pending, dtype: np.dtype) -> Callable[[np.ndarray]
     return run
 
 
+def _in_order(nodes: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
+    """``nodes`` ordered so each comes after the nodes whose outputs it reads (a shape computation of a tensor the
+    unit computes, as the initial state of torch's LSTM, comes after that tensor's node); the order kept otherwise."""
+    given = {t for n in nodes for t in n.output}
+    ready, left, out = set(), list(nodes), []
+    while left:
+        node = next((n for n in left if all(t in ready or t not in given for t in n.input)), left[0])
+        left.remove(node)
+        out.append(node)
+        ready.update(node.output)
+    return out
+
+
 def _session(context: _Context, nodes: Sequence[onnx.NodeProto], input_name: str, output: str,
              dims: tuple[tuple[int, ...], tuple[int, ...]], dtype: str, name: str, index: int, *,
              feeds: np.dtype | None = None) -> Any:
@@ -675,6 +707,7 @@ def _session(context: _Context, nodes: Sequence[onnx.NodeProto], input_name: str
     elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
     elem_in = elem if feeds is None else helper.np_dtype_to_tensor_dtype(np.dtype(feeds))
     needed = {t for n in nodes for t in n.input if t}
+    produced = {t for n in nodes for t in n.output}
     constants = []  # Constant nodes, Identity nodes of constants, shape computations the unit reads (graph order)
     for node in reversed(model.graph.node):
         if node.output[0] in needed and (node.output[0] in context.consts or node.op_type == "Constant"):
@@ -683,8 +716,8 @@ def _session(context: _Context, nodes: Sequence[onnx.NodeProto], input_name: str
         elif node.output[0] in needed and node.output[0] in context.computed:
             copy = onnx.NodeProto()
             copy.CopyFrom(node)
-            if node.op_type == "Shape":  # of a tensor before the unit: its batch is the unit's input's
-                copy.input[0] = "x"
+            if node.op_type == "Shape" and node.input[0] not in produced:  # of a tensor before the unit: its
+                copy.input[0] = "x"                                        # batch is the unit's input's
             constants.insert(0, copy)
             needed.update(t for t in copy.input if t)
     initializers = [init for init in model.graph.initializer if init.name in needed]
@@ -692,7 +725,7 @@ def _session(context: _Context, nodes: Sequence[onnx.NodeProto], input_name: str
     for copy, node in zip(renamed, nodes):
         copy.CopyFrom(node)
         copy.input[:] = ["x" if t == input_name else t for t in copy.input]
-    graph = helper.make_graph(constants + renamed, f"unit {name}",
+    graph = helper.make_graph(_in_order(constants + renamed), f"unit {name}",
                               [helper.make_tensor_value_info("x", elem_in, ["batch", *dims[0]])],
                               [helper.make_tensor_value_info(output, elem, ["batch", *dims[1]])], initializers)
     unit = helper.make_model(graph, opset_imports=model.opset_import, ir_version=model.ir_version)
