@@ -252,7 +252,7 @@ def walk(model: Any) -> list[DenseUnit]:
                 block = read_recurrent(index, cell_at, graph, consts, consumers, tokens)
             except Refused as exc:
                 raise refuse(str(exc), graph.node[cell_at], cell_at) from None
-            pending = _Pending(block.index, block.node, current, block.read.W, block.read.native, block.kind,
+            pending = _Pending(block.index, block.node, block.input, block.read.W, block.read.native, block.kind,
                                [n for _, n in block.nodes], block.read.b, layer_kind=block.read.layer_kind,
                                in_shape=tokens, out_shape=block.read.layer_kind.output_shape(tokens), in_last=True,
                                out_last=True, tokens=True)

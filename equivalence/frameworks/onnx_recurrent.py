@@ -8,8 +8,11 @@ the ``(batch, L, features)`` sequence to ``(L, batch, features)`` (perm ``[1, 0,
 over axis 1, ``h_n[-1]`` a ``Gather`` of ``Y_h`` over axis 0. tf2onnx writes a Keras ``LSTM`` the same way, its last
 step as a ``Slice`` of ``Y`` (still ``(L, batch, units)``) and a ``Squeeze``; it writes Keras 3's ``GRU`` as a
 TensorFlow while ``Loop``, which is refused naming it. Those selections are followed axis by axis (``_selection``)
-until the tensor is ``(batch, L, units)`` (the sequence) or ``(batch, units)`` (the last step). A node with
-``layout=1`` (batch-first) is refused: ONNX Runtime 1.32's CPU kernels do not run it.
+until the tensor is ``(batch, L, units)`` (the sequence) or ``(batch, units)`` (the last step). Two layers back to
+back (torch's ``num_layers=2``, and two modules, whose Transposes its exporter cancels) pass the squeezed ``Y``
+``(L, batch, units)`` from node to node: each is a unit of its own, a ``Transpose`` added to its copy on that side
+so that it takes and gives the canonical batch-first sequence. A node with ``layout=1`` (batch-first) is refused:
+ONNX Runtime 1.32's CPU kernels do not run it.
 
 ONNX stores ``W (1, G*units, features)``, ``R (1, G*units, units)`` and ``B (1, 2*G*units)`` (the input's biases,
 then the recurrent ones), gates ``i, o, f, c`` (LSTM) and ``z, r, h`` (GRU). The canonical layout is Keras'
@@ -19,12 +22,11 @@ LSTM's two biases summed, a GRU's kept as ``(2, 3*units)`` with ``linear_before_
 ``[W | R | Wb | Rb]`` with rows in ONNX's gate order, so a mis-ordered gate is named in ONNX's terms.
 
 Refused in one line naming the node: weights other than float32 (ORT 1.32 runs float32 recurrent nodes alone),
-another direction, ``num_directions`` other than 1, a node fed by another recurrent node (stacked: torch's
-``num_layers > 1``), peepholes (``P``), ``clip``, other activations, ``input_forget``, an initial state that is not
-zero, a ``sequence_lens`` other than ``L`` for every sequence (one of ``L`` each is what an absent one means), a
-sequence length not fixed, a node fed the batch-first sequence without the ``Transpose`` (``layout=0`` reads it as
-``(L, batch, features)``), and any selection of the output other than the three above (another step, the cell state
-``Y_c``, two outputs).
+another direction, ``num_directions`` other than 1, peepholes (``P``), ``clip``, other activations,
+``input_forget``, an initial state that is not zero, a ``sequence_lens`` other than ``L`` for every sequence (one of
+``L`` each is what an absent one means), a sequence length not fixed, a node fed the batch-first sequence without the
+``Transpose`` (``layout=0`` reads it as ``(L, batch, features)``), and any selection of the output other than the
+three above (another step, the cell state ``Y_c``, two outputs).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
 
 from equivalence.core.recurrent import Recurrent
 from equivalence.core.walk import Refused
@@ -52,6 +54,9 @@ STATES = {"LSTM": ((5, "initial_h"), (6, "initial_c")), "GRU": ((5, "initial_h")
 BROADCASTS = ("Expand", "Unsqueeze", "Squeeze", "Reshape", "Identity", "Cast", "Tile")
 """Ops that spread their first input's values over a shape: an initial state or ``sequence_lens`` computed from a
 constant with one (torch's ``Expand`` of a zero, tf2onnx's ``Unsqueeze`` of one) holds that constant's values."""
+ADDED = " (batch-first)"
+"""The name's end of a ``Transpose`` added to a unit's copy: between stacked layers the graph passes the
+``(L, batch, units)`` sequence from node to node, and each unit takes and gives the canonical batch-first one."""
 JUDGED_SELECTIONS = ("the sequence (batch, L, units), its last step out[:, -1] (a Gather or a Slice of Y) or h_n[-1] "
                      "(a Gather of Y_h)")
 LOOP = ("a Loop: a converter wrote a while loop here (tf2onnx writes Keras 3's GRU, and a recurrent layer it does not "
@@ -62,17 +67,21 @@ LOOP = ("a Loop: a converter wrote a while loop here (tf2onnx writes Keras 3's G
 @dataclass(frozen=True)
 class RecurrentBlock:
     """A recurrent layer as an exporter wrote it: its node, the nodes of the unit in chain order (the ``Transpose``
-    to ``(L, batch, features)``, the node, the selection after it), the layer read, and the tensor it gives."""
+    to ``(L, batch, features)``, the node, the selection after it; between stacked layers, a ``Transpose`` added to
+    the unit's copy on either side: ``ADDED``), the layer read, the tensor the unit's input replaces and the tensor
+    the chain continues from."""
 
     index: int
     node: onnx.NodeProto
     nodes: list[tuple[int, onnx.NodeProto]]
     read: KindRead
+    input: str
     output: str
 
     @property
     def kind(self) -> str:
-        return "+".join(n.op_type for _, n in self.nodes)
+        """The graph's nodes of the unit (the ones added left out)."""
+        return "+".join(n.op_type for _, n in self.nodes if not n.name.endswith(ADDED))
 
     @property
     def tokens(self) -> tuple[int, int] | None:
@@ -152,7 +161,6 @@ def check_configuration(node: onnx.NodeProto, consts: dict[str, np.ndarray],
                       "the unit cannot run; torch's exporter and tf2onnx write layout=0 between two Transposes")
     for position, name in STATES[op]:
         _zero_state(node, position, name, consts, producers)
-    _not_stacked(node, producers)
 
 
 def _zero_state(node: onnx.NodeProto, position: int, name: str, consts: dict[str, np.ndarray],
@@ -169,17 +177,12 @@ def _zero_state(node: onnx.NodeProto, position: int, name: str, consts: dict[str
                       "recurrent layer started from zeros")
 
 
-def _not_stacked(node: onnx.NodeProto, producers: dict[str, onnx.NodeProto]) -> None:
-    """Refuse a node whose ``X`` another recurrent node's output gives through ``Squeeze``/``Identity`` alone: torch
-    writes ``num_layers=2`` so, the second layer reading the first's ``(L, batch, units)`` directly."""
-    tensor = node.input[0]
-    while tensor in producers and producers[tensor].op_type in ("Squeeze", "Identity", "Reshape"):
-        tensor = producers[tensor].input[0]
-    below = producers.get(tensor)
-    if below is not None and below.op_type in RECURRENT_OPS:
-        raise Refused(f"stacked on the {below.op_type} {below.name or below.op_type!r}, whose output it reads as its "
-                      "sequence (torch's num_layers > 1): the suite judges one-layer recurrent layers; write "
-                      "the layers as separate nn.LSTM/nn.GRU modules")
+def _stacked(node: onnx.NodeProto, producers: dict[str, onnx.NodeProto]) -> bool:
+    """``node``'s ``X`` is another recurrent node's ``Y`` squeezed, ``(L, batch, units)``: torch writes
+    ``num_layers=2`` so, and two recurrent modules back to back (its exporter cancels the Transposes between them)."""
+    below = producers.get(node.input[0])
+    return below is not None and below.op_type == "Squeeze" and below.input[0] in producers and \
+        producers[below.input[0]].op_type in RECURRENT_OPS and producers[below.input[0]].output[0] == below.input[0]
 
 
 def not_read_recurrent(graph: onnx.GraphProto, consts: dict[str, np.ndarray]) -> \
@@ -233,26 +236,35 @@ def float_sequence(graph: onnx.GraphProto, value: onnx.ValueInfoProto,
 
 def read_recurrent(start: int, index: int, graph: onnx.GraphProto, consts: dict[str, np.ndarray],
                    consumers: dict[str, list[int]], tokens: tuple[int, int] | None) -> RecurrentBlock:
-    """The recurrent layer from node ``start`` (its ``Transpose``, or the node at ``index`` itself) on the chain's
-    ``(batch, L, features)`` sequence ``tokens`` to the tensor its selection gives; ``Refused`` naming what
-    differs (the walk names the recurrent node)."""
+    """The recurrent layer from node ``start`` (its ``Transpose``, or the node at ``index`` itself when it is stacked
+    on another) on the chain's ``(batch, L, features)`` sequence ``tokens`` to the tensor its selection gives;
+    ``Refused`` naming what differs (the walk names the recurrent node)."""
     node = graph.node[index]
-    check_configuration(node, consts, _producers(graph))
+    producers = _producers(graph)
+    check_configuration(node, consts, producers)
     if tokens is None:
         raise Refused(f"a{'n' if node.op_type == 'LSTM' else ''} {node.op_type} on a tensor that is not a (batch, L, "
                       "features) sequence: the suite judges one on the model's float input, an Embedding's output or "
                       "a dense layer's token by token")
     steps, features = tokens
-    if start == index:
+    if start == index and not _stacked(node, producers):
         raise Refused("takes the chain's (batch, L, features) sequence as (L, batch, features) (layout=0 without a "
                       "Transpose before it): the suite judges a batch-first sequence (torch's batch_first=True; its "
                       "exporter writes a Transpose before the node)")
     read = _read_weights(node, consts, features, steps)
-    output, selection, kind = _selection(node, graph, consts, consumers, steps)
-    kind = read.layer_kind if kind else read.layer_kind.last_step()
-    return RecurrentBlock(index, node, [(start, graph.node[start]), (index, _run_as(node, consts, graph, steps))] +
-                          selection,
-                          KindRead(kind, read.W, read.b, read.native, None), output)
+    output, selection, what = _selection(node, graph, consts, consumers, steps)
+    kind = read.layer_kind.last_step() if what == "last" else read.layer_kind
+    head = [(start, graph.node[start])] if start != index else [(index, _batch_first(node.input[0], into=True))]
+    tail = [(index, _batch_first(output, into=False))] if what == "stacked" else []
+    return RecurrentBlock(index, node, head + [(index, _run_as(node, consts, graph, steps))] + selection + tail,
+                          KindRead(kind, read.W, read.b, read.native, None), head[0][1].input[0], output)
+
+
+def _batch_first(tensor: str, *, into: bool) -> onnx.NodeProto:
+    """The ``Transpose`` added to a stacked layer's unit: from the canonical batch-first input into the
+    ``(L, batch, features)`` ``tensor`` the node reads (``into``), or from the ``tensor`` it gives to batch-first."""
+    ends = (f"{tensor}{ADDED}", tensor) if into else (tensor, f"{tensor}{ADDED}")
+    return helper.make_node("Transpose", [ends[0]], [ends[1]], name=f"{tensor}{ADDED}", perm=[1, 0, 2])
 
 
 def _run_as(node: onnx.NodeProto, consts: dict[str, np.ndarray], graph: onnx.GraphProto, steps: int) -> \
@@ -301,21 +313,24 @@ def _read_weights(node: onnx.NodeProto, consts: dict[str, np.ndarray], features:
 
 # --- the selection after the node: followed axis by axis ------------------------------------------
 
-SEQUENCE, LAST = ("N", "L", "H"), ("N", "H")
-"""The axes of what the suite judges: the batch-first sequence, and the last step (L taken at its end)."""
+SEQUENCE, LAST, STACKED = ("N", "L", "H"), ("N", "H"), ("L", "N", "H")
+"""The axes of what the suite judges: the batch-first sequence, the last step (L taken at its end), and the
+sequence one recurrent node passes to the next (made batch-first in their units)."""
+
 
 
 def _selection(node: onnx.NodeProto, graph: onnx.GraphProto, consts: dict[str, np.ndarray],
                consumers: dict[str, list[int]], steps: int) -> \
-        tuple[str, list[tuple[int, onnx.NodeProto]], bool]:
+        tuple[str, list[tuple[int, onnx.NodeProto]], str]:
     """The tensor the nodes after the recurrent one give (``Squeeze``, ``Transpose``, ``Gather``, ``Slice``, followed
-    while they select), those nodes, and whether it is the whole sequence (else the last step)."""
+    while they select), those nodes, and what it is: ``"sequence"``, ``"last"`` (step), or ``"stacked"`` (the
+    ``(L, batch, units)`` sequence another recurrent node reads)."""
     outputs = [(position, t) for position, t in enumerate(node.output)
                if t and (consumers.get(t) or t in {o.name for o in graph.output})]
     if len(outputs) != 1:
         used = ", ".join(("Y", "Y_h", "Y_c")[p] for p, _ in outputs) or "none"
         raise Refused(f"its outputs used: {used}; the suite judges one of them as the layer's output "
-                      f"({JUDGED_SELECTIONS})")
+                      f"({JUDGED_SELECTIONS}; torch's h_n of num_layers > 1 joins every layer's Y_h)")
     position, tensor = outputs[0]
     if position == 2:
         raise Refused("its cell state Y_c is used: the suite judges an LSTM's output or hidden state (Y or Y_h)")
@@ -325,8 +340,10 @@ def _selection(node: onnx.NodeProto, graph: onnx.GraphProto, consts: dict[str, n
         users = sorted(set(consumers.get(tensor, [])))
         after = graph.node[users[0]] if len(users) == 1 else None
         stepping = after is not None and after.input[0] == tensor and _on_steps(after, consts)
+        if axes == STACKED and after is not None and after.op_type in RECURRENT_OPS and after.input[0] == tensor:
+            return tensor, followed, "stacked"
         if axes in (SEQUENCE, LAST) and not (axes == SEQUENCE and stepping):
-            return tensor, followed, axes == SEQUENCE and position == 0
+            return tensor, followed, "sequence" if axes == SEQUENCE and position == 0 else "last"
         moved = None if after is None or after.input[0] != tensor else _select(after, axes, consts, steps)
         if moved is None:
             where = "is the graph's output" if not users else f"feeds {len(users)} nodes" if len(users) > 1 else \

@@ -97,8 +97,8 @@ def inputs(model, seed: int, batch: int = 6, steps: int = STEPS) -> np.ndarray:
     return rng.uniform(-2, 2, (batch, steps, model.rnn.input_size)).astype(np.float32)
 
 
-def recurrent_node(graph):
-    return next(n for n in graph.graph.node if n.op_type in ("LSTM", "GRU"))
+def recurrent_node(graph, which: int = 0):
+    return [n for n in graph.graph.node if n.op_type in ("LSTM", "GRU")][which]
 
 
 SELECTED = {  # what torch's exporter writes after the node for each selection
@@ -292,6 +292,66 @@ def test_a_gru_without_linear_before_reset_is_named_reset_after_and_judged_again
     assert judged and all(r.passed for r in judged), result.message()
 
 
+def stacked_net(seed: int = 14):
+    """An LSTM then a GRU, two modules: torch's exporter cancels the Transposes between them, so the GRU node reads
+    the LSTM's squeezed ``Y`` ``(L, batch, units)`` directly, as it writes ``num_layers=2``."""
+    import torch
+    from torch import nn
+
+    class Stacked(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.first, self.second = nn.LSTM(FEATURES, UNITS, batch_first=True), nn.GRU(UNITS, 5, batch_first=True)
+            self.fc = nn.Linear(5, 3)
+
+        def forward(self, x):
+            out, _ = self.first(x)
+            out, _ = self.second(out)
+            return self.fc(out[:, -1])
+
+    torch.manual_seed(seed)
+    return Stacked().eval()
+
+
+def test_two_recurrent_layers_back_to_back_are_two_units_each_batch_first():
+    """Each stacked unit takes and gives the canonical batch-first sequence (a Transpose added to its copy where
+    the graph passes ``(L, batch, units)``), its kind the graph's own nodes; shapes and kinds the torch walker's."""
+    from equivalence import compare_models
+
+    model = stacked_net()
+    graph = export(model, __import__("torch").zeros(1, STEPS, FEATURES))
+    assert [n.op_type for n in graph.graph.node if n.op_type in ("LSTM", "Squeeze", "GRU")] == \
+        ["LSTM", "Squeeze", "GRU", "Squeeze"]
+    rng = np.random.default_rng(14)
+    result = compare_models(model, graph, x=rng.uniform(-2, 2, (7, STEPS, FEATURES)).astype(np.float32))
+    assert result.passed, result.message()
+    assert [u.kind for u in result.keras_layers[:2]] == ["onnx Transpose+LSTM+Squeeze",
+                                                          "onnx GRU+Squeeze+Transpose+Gather"]
+    assert [u.layer_kind for u in result.keras_layers] == [u.layer_kind for u in result.torch_layers]
+    assert [(u.in_shape, u.out_shape) for u in result.keras_layers[:2]] == \
+        [(u.in_shape, u.out_shape) for u in result.torch_layers[:2]] == [((STEPS, FEATURES), (STEPS, UNITS)),
+                                                                         ((STEPS, UNITS), (5,))]
+    wrong = perturbed(graph, initializer=_initializer(graph, recurrent_node(graph, 1).input[2]), index=4, by=1e-3)
+    message = compare_models(model, wrong, max_examples=3).message()
+    assert "layer 1 (torch 'second', ort '/second/GRU'): kernel: 1 / 165 elements differ" in message, message
+    assert "at index (10, 0)" in message, message  # R's row 0 (z), column 4: the kernel's row 6 + 4
+
+
+def test_a_num_layers_2_export_is_read_as_two_units_and_its_torch_model_refused_on_the_torch_side():
+    """From the graph alone ``num_layers=2`` and two modules are the same nodes: read, each layer judged against its
+    own reference; torch's walker refuses the module naming ``num_layers``."""
+    from equivalence import ModelNotSupported, compare_models
+
+    model = recurrent_net(cell="lstm", selection="last", ids=True, num_layers=2)
+    graph = export(model)
+    result = compare_models(graph, graph, max_examples=5)
+    assert result.passed, result.message()
+    assert [u.kind for u in result.keras_layers[1:3]] == ["onnx Transpose+LSTM+Squeeze",
+                                                          "onnx LSTM+Squeeze+Transpose+Gather"]
+    with pytest.raises(ModelNotSupported, match=r"torch layer 'rnn' \(LSTM\) at position 1: num_layers=2"):
+        compare_models(model, graph)
+
+
 def test_a_sequence_lens_of_l_for_every_sequence_is_read_and_runs_on_any_batch():
     from onnx import numpy_helper
 
@@ -417,9 +477,6 @@ def _rnn_net():
 REFUSED = {
     "bidirectional": (lambda: export(recurrent_net(cell="gru", ids=False, bidirectional=True)),
                       r"'/rnn/GRU' \(GRU\) at position \d+: direction=bidirectional: the suite judges one-direction"),
-    "stacked": (lambda: export(recurrent_net(ids=False, num_layers=2)),
-                r"'/rnn/LSTM_1' \(LSTM\) at position \d+: stacked on the LSTM '/rnn/LSTM', whose output it reads as "
-                r"its sequence \(torch's num_layers > 1\)"),
     "peepholes": (lambda: _edited(_constant_input(7, np.zeros((1, 3 * UNITS), np.float32))),
                   r"'/rnn/LSTM' \(LSTM\) at position \d+: peephole weights P"),
     "clip": (lambda: _edited(_attribute("clip", 5.0)), r"'/rnn/LSTM' \(LSTM\) at position \d+: clip=5.0"),
@@ -588,3 +645,25 @@ def test_a_keras_lstm_before_a_mean_whose_transpose_tf2onnx_moved_past_it_is_ref
                                                 r"axes \(L, batch, units\) there, goes into the ReduceMean "
                                                 r"'[^']*mean[^']*'"):
         compare_models(model, path)
+
+
+@pytest.mark.converters
+def test_two_keras_lstms_back_to_back_in_the_tf2onnx_export_are_two_units(tmp_path):
+    """tf2onnx keeps the Transposes between two Keras LSTMs: two units as the first one."""
+    pytest.importorskip("tf2onnx", reason="tf2onnx is installed by make converters only")
+    import keras
+
+    from equivalence import compare_models
+
+    L = keras.layers
+    model = keras.Sequential([keras.Input((STEPS, FEATURES)), L.LSTM(UNITS, return_sequences=True, name="first"),
+                              L.LSTM(5, name="second"), L.Dense(3, name="fc")])
+    rng = np.random.default_rng(15)
+    model.set_weights([rng.uniform(-0.5, 0.5, w.shape).astype("float32") for w in model.get_weights()])
+    model(np.zeros((1, STEPS, FEATURES), "float32"))
+    model.export(str(tmp_path / "stacked.onnx"), format="onnx", verbose=False)
+    result = compare_models(model, tmp_path / "stacked.onnx", x=rng.uniform(-2, 2, (6, STEPS, FEATURES)))
+    assert result.passed, result.message()
+    assert [u.kind for u in result.keras_layers[:2]] == ["onnx Transpose+LSTM+Squeeze+Transpose",
+                                                          "onnx Transpose+LSTM+Squeeze+Slice+Squeeze"]
+    assert [u.layer_kind for u in result.keras_layers] == [u.layer_kind for u in result.torch_layers]
