@@ -218,16 +218,18 @@ def recurrent_node(index: int, node: onnx.NodeProto, graph: onnx.GraphProto,
 
 def float_sequence(graph: onnx.GraphProto, value: onnx.ValueInfoProto,
                    consumers: dict[str, list[int]]) -> tuple[int, int] | None:
-    """``(L, features)`` when the graph's float input ``(batch, L, features)`` feeds a recurrent layer first (a token
-    sequence from the start, batch-first); else None. ``Refused`` when ``L`` or ``features`` is not fixed."""
+    """``(L, features)`` when the graph's float input ``(batch, L, features)`` feeds a recurrent layer (a token
+    sequence from the start, batch-first; what else it feeds, a skip, is the walk's to judge); else None. ``Refused``
+    when ``L`` or ``features`` is not fixed."""
     dims = value.type.tensor_type.shape.dim
-    users = sorted(set(consumers.get(value.name, [])))
-    if len(dims) != 3 or len(users) != 1 or recurrent_node(users[0], graph.node[users[0]], graph, consumers) is None:
+    cells = [i for i in sorted(set(consumers.get(value.name, [])))
+             if recurrent_node(i, graph.node[i], graph, consumers) is not None]
+    if len(dims) != 3 or not cells:
         return None
     sizes = [d.dim_value if d.HasField("dim_value") else 0 for d in dims[1:]]
     if not all(sizes):
         shown = [d.dim_param or d.dim_value for d in dims]
-        cell = graph.node[recurrent_node(users[0], graph.node[users[0]], graph, consumers)]
+        cell = graph.node[recurrent_node(cells[0], graph.node[cells[0]], graph, consumers)]
         raise Refused(f"feeds the {cell.op_type} {cell.name or cell.op_type!r} a sequence of shape {shown}: the suite "
                       "judges a sequence (batch, L, features) with L and the features fixed (export without a dynamic "
                       "sequence axis)")
