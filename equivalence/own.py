@@ -47,7 +47,7 @@ from equivalence.core.tolerance import framework_of as framework_label
 from equivalence.core.walk import DenseUnit, ModelNotSupported
 from equivalence.frameworks.registry import entry, get_adapter
 from equivalence.own_folded import fold_norms, folded_pair, folded_weight_differences
-from equivalence.own_recurrent import recurrent_differences, takes_sequences
+from equivalence.own_recurrent import converted_gate_order, recurrent_differences, takes_sequences
 from equivalence.own_residual import residual_differences
 from equivalence.traps import layout_traps, padding_row
 
@@ -268,8 +268,9 @@ def structural_differences(t_units: Sequence[DenseUnit], k_units: Sequence[Dense
             out += [Difference(i, what, message) for what, message in named]
             if named:
                 continue
-        if isinstance(t.layer_kind, Recurrent) and (a, b) == ("torch", "keras"):
-            named = recurrent_differences(where, t, k)  # gate order, one LSTM bias of two, ...
+        if isinstance(t.layer_kind, Recurrent):  # gate order, one LSTM bias of two, ...; an ONNX node's gate order
+            named = recurrent_differences(where, t, k) if (a, b) == ("torch", "keras") else \
+                converted_gate_order(where, t, k)
             out += [Difference(i, what, message) for what, message in named]
             if named:
                 continue

@@ -18,6 +18,9 @@ from equivalence.core.recurrent import Recurrent, gate_permutation
 from equivalence.core.walk import DenseUnit
 
 TORCH_GATES = {"lstm": "i, f, g, o", "gru": "r, z, n"}
+ONNX_GATES = {"lstm": ("i", "o", "f", "c"), "gru": ("z", "r", "h")}
+"""ONNX's gate order in an ``LSTM``/``GRU`` node's ``W``, ``R`` and ``B`` (``equivalence.frameworks.onnx_recurrent``
+reads them into the canonical order)."""
 
 
 def takes_sequences(units: Sequence[DenseUnit]) -> bool:
@@ -93,4 +96,27 @@ def recurrent_differences(where: str, t: DenseUnit, k: DenseUnit) -> list[tuple[
         named = namer(where, t, k)
         if named:
             return named
+    return []
+
+
+def _from_onnx(unit: DenseUnit) -> bool:
+    return unit.kind.startswith("onnx ")
+
+
+def converted_gate_order(where: str, t: DenseUnit, k: DenseUnit) -> list[tuple[str, str]]:
+    """An ONNX LSTM or GRU (either side) whose ``W``, ``R`` and ``B`` hold the other model's gates in another order
+    than ONNX's: named as the file holds them (an exporter that wrote torch's order unchanged); else nothing."""
+    graph, other = (k, t) if _from_onnx(k) else (t, k) if _from_onnx(t) else (None, None)
+    if graph is None or other.layer_kind != graph.layer_kind:
+        return []
+    kind: Recurrent = graph.layer_kind
+    canonical, onnx_gates = kind.gates, ONNX_GATES[kind.cell]
+    for what, expected, got in (("kernel", other.W, graph.W), ("bias", other.b, graph.b)):
+        order = None if expected is None or got is None else gate_permutation(expected, got, len(canonical))
+        if order is not None:
+            held = ", ".join(canonical[order[canonical.index(gate)]] for gate in onnx_gates)
+            return [("gate order", f"{where}: gate order: the ONNX {kind.cell.upper()}'s "
+                     f"{'W and R hold' if what == 'kernel' else 'B holds'} the gates as ({held}), but ONNX orders them "
+                     f"({', '.join(onnx_gates)}) (torch stores {TORCH_GATES[kind.cell]}, Keras "
+                     f"{', '.join(canonical)}: an exporter reorders them)")]
     return []

@@ -13,11 +13,13 @@ computes, on the canonical channels-last input made channels-first. A ``Gather``
 integer ids, a ``MatMul``+``Add`` or a ``LayerNormalization`` per token and a ``ReduceMean`` over the tokens are the
 sequence kinds (``equivalence.frameworks.onnx_sequence``), batch-first as canonical; a self-attention on such a
 sequence (or on the graph's float ``(batch, L, E)`` input) is one unit of its whole region of ops
-(``equivalence.frameworks.onnx_attention``). ``Identity``, ``Dropout``,
-``Flatten`` and ``Reshape`` between dense units are skipped; a LayerNorm torch's exporter writes as nine ops below
-opset 17 (``ReduceMean`` ... ``Add``) is read as one unit of them. An ``Add`` of the chain's tensor and an earlier
-one is a residual unit, a second branch ``a(x) + b(x)`` a branch unit (``equivalence.frameworks.onnx_residual``);
-any other op, any other branch, or a second input is refused with the node's name, op and index in ``graph.node``.
+(``equivalence.frameworks.onnx_attention``); an ``LSTM`` or ``GRU`` node, with the ``Transpose`` and selection
+exporters write around it, is one ``Recurrent`` unit (``equivalence.frameworks.onnx_recurrent``). ``Identity``,
+``Dropout``, ``Flatten`` and ``Reshape`` between dense units are skipped; a LayerNorm torch's exporter writes as
+nine ops below opset 17 (``ReduceMean`` ... ``Add``) is read as one unit of them. An ``Add`` of the chain's
+tensor and an earlier one is a residual unit, a second branch ``a(x) + b(x)`` a branch unit
+(``equivalence.frameworks.onnx_residual``); any other op, any other branch, or a second input is refused with the
+node's name, op and index in ``graph.node``.
 
 Each unit runs where the model lives: its own nodes, cut out of a copy of the graph into a graph of their
 own (input the tensor feeding the ``MatMul``, output the activation's, the batch axis left free), in an ORT
@@ -61,6 +63,7 @@ from equivalence.frameworks.onnx_kinds import (
     scale_shift,
     transpose_direction,
 )
+from equivalence.frameworks.onnx_recurrent import float_sequence, not_read_recurrent, read_recurrent, recurrent_node
 from equivalence.frameworks.onnx_residual import Forks, Value, residual_read, residual_runner, walk_order
 from equivalence.frameworks.onnx_sequence import (
     SEQUENCE_REFUSED,
@@ -81,7 +84,7 @@ STARTS = DENSE_OPS + KIND_OPS
 SKIPPED = ("Identity", "Dropout", "Flatten", "Reshape")
 """Ops skipped between dense units (2-D tensors: a Flatten changes nothing)."""
 JUDGED = ("MatMul/Gemm (a bias Add), Conv, MaxPool, AveragePool, Flatten, BatchNormalization, LayerNormalization, "
-          "Gather of an embedding table, ReduceMean over the tokens")
+          "Gather of an embedding table, ReduceMean over the tokens, LSTM and GRU nodes")
 DTYPES = {np.dtype("float32"): "float32", np.dtype("float64"): "float64", np.dtype("float16"): "float16"}
 
 
@@ -171,7 +174,7 @@ def walk(model: Any) -> list[DenseUnit]:
                                 f"takes {len(inputs)} inputs and gives {len(graph.output)} outputs; the suite judges "
                                 "a model of one input and one output")
     computed = _shape_computations(graph, consts)
-    recurrent = not_read_sequence_op(graph)
+    recurrent = not_read_sequence_op(graph) or not_read_recurrent(graph, consts)
     if recurrent is not None:
         index, node, problem = recurrent
         raise ModelNotSupported("onnx", _name(node, index), node.op_type, index, problem)
@@ -183,7 +186,8 @@ def walk(model: Any) -> list[DenseUnit]:
     rank = len(inputs[0].type.tensor_type.shape.dim)
     layout_last = _channels_last_input(model, first, rank)
     try:
-        shape = input_shape(inputs[0], channels_last=layout_last)  # canonical per sample while spatial; None once 2-D
+        tokens = float_sequence(graph, inputs[0], consumers)  # (L, features) while the chain is a token sequence
+        shape = None if tokens else input_shape(inputs[0], channels_last=layout_last)  # per sample while spatial
     except Refused as exc:
         raise ModelNotSupported("onnx", inputs[0].name, "input", None, str(exc)) from None
     leading: tuple[int, onnx.NodeProto] | None = None  # a Transpose to channels-first, awaiting its conv
@@ -194,7 +198,6 @@ def walk(model: Any) -> list[DenseUnit]:
     pending: _Pending | None = None
     permutation = None  # a Flatten's: the next dense unit's rows
     absorbed: set[int] = set()  # the nodes of a norm written as ops, read with its first
-    tokens: tuple[int, int] | None = None  # (L, features) while the chain's tensor is a token sequence
     prelude = id_prelude(graph, consts, computed, inputs[0].name)  # tf2onnx's wrap of negative ids, before its Gather
     input_tokens = sequence_input(inputs[0])  # (L, E) of a float (batch, L, E) input: a sequence an attention may take
     if prelude is not None:
@@ -211,10 +214,12 @@ def walk(model: Any) -> list[DenseUnit]:
         def refuse(problem: str, node: onnx.NodeProto = node, index: int = index) -> ModelNotSupported:
             return ModelNotSupported("onnx", _name(node, index), node.op_type, index, problem)
 
+        cell_at = recurrent_node(index, node, graph, consumers)  # an LSTM or GRU (its Transpose): its index
         written = node.op_type == LAYER_NORM_OPS[0] and shape is None and tokens is None  # a LayerNorm as ops?
         affine = _shift_after(node, context, current, shape, layout_last, pending) if node.op_type == "Mul" else None
         starts = node.op_type in STARTS or (node.op_type in FLATTEN_OPS and shape is not None) or written \
-            or affine is not None or node.op_type == "Gather" or (node.op_type == "ReduceMean" and tokens is not None)
+            or affine is not None or node.op_type == "Gather" or (node.op_type == "ReduceMean" and tokens is not None) \
+            or cell_at is not None
         direction = transpose_direction(node, len(shape) + 1) if node.op_type == "Transpose" and shape else None
         trailing = direction == "last" and not layout_last and pending is not None and len(pending.out_shape) > 1
         sequence = tokens or (input_tokens if current == inputs[0].name else None)
@@ -228,7 +233,7 @@ def walk(model: Any) -> list[DenseUnit]:
                 units.append(_close(pending, context))
             pending, current, tokens, shape = attention, attention.nodes[-1].output[0], sequence, None
             continue
-        if tokens is not None and node.op_type in SEQUENCE_REFUSED:
+        if tokens is not None and node.op_type in SEQUENCE_REFUSED and cell_at is None:
             raise refuse(SEQUENCE_REFUSED[node.op_type])
         if tokens is not None and node.op_type == "ReduceMean":  # refused as what it is before it is a branch
             try:
@@ -274,6 +279,20 @@ def walk(model: Any) -> list[DenseUnit]:
                 units.append(_close(pending, context))
                 pending = None
             leading, layout_last = (index, node), False
+        elif cell_at is not None:
+            if pending is not None:
+                units.append(_close(pending, context))
+            try:
+                block = read_recurrent(index, cell_at, graph, consts, consumers, tokens)
+            except Refused as exc:
+                raise refuse(str(exc), graph.node[cell_at], cell_at) from None
+            pending = _Pending(block.index, block.node, block.input, block.read.W, block.read.native, block.kind,
+                               [n for _, n in block.nodes], block.read.b, layer_kind=block.read.layer_kind,
+                               in_shape=tokens, out_shape=block.read.layer_kind.output_shape(tokens), in_last=True,
+                               out_last=True, tokens=True)
+            absorbed.update(i for i, _ in block.nodes)
+            current, tokens = block.output, block.tokens
+            continue
         elif node.op_type == "Gather":
             if pending is not None:
                 units.append(_close(pending, context))
@@ -731,6 +750,19 @@ def _runner(session: Any, p: _Pending, dtype: np.dtype) -> Callable[[np.ndarray]
     return run
 
 
+def _in_order(nodes: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
+    """``nodes`` ordered so each comes after the nodes whose outputs it reads (a shape computation of a tensor the
+    unit computes, as the initial state of torch's LSTM, comes after that tensor's node); the order kept otherwise."""
+    given = {t for n in nodes for t in n.output}
+    ready, left, out = set(), list(nodes), []
+    while left:
+        node = next((n for n in left if all(t in ready or t not in given for t in n.input)), left[0])
+        left.remove(node)
+        out.append(node)
+        ready.update(node.output)
+    return out
+
+
 def _session(context: _Context, nodes: Sequence[onnx.NodeProto], input_name: str, output: str,
              dims: tuple[tuple[int, ...], tuple[int, ...]], dtype: str, name: str, index: int, *,
              feeds: np.dtype | None = None, skip: str = "") -> Any:
@@ -750,8 +782,8 @@ def _session(context: _Context, nodes: Sequence[onnx.NodeProto], input_name: str
         elif node.output[0] in needed and node.output[0] in context.computed and node.output[0] not in produced:
             copy = onnx.NodeProto()
             copy.CopyFrom(node)
-            if node.op_type == "Shape":  # of a tensor before the unit: its batch is the unit's input's
-                copy.input[0] = "x"
+            if node.op_type == "Shape" and node.input[0] not in produced:  # of a tensor before the unit: its
+                copy.input[0] = "x"                                        # batch is the unit's input's
             constants.insert(0, copy)
             needed.update(t for t in copy.input if t)
     initializers = [init for init in model.graph.initializer if init.name in needed]
@@ -760,7 +792,7 @@ def _session(context: _Context, nodes: Sequence[onnx.NodeProto], input_name: str
         copy.CopyFrom(node)
         copy.input[:] = ["x" if t == input_name else "skip" if t == skip and skip else t for t in copy.input]
     operands = ["x", "skip"] if skip else ["x"]
-    graph = helper.make_graph(constants + renamed, f"unit {name}",
+    graph = helper.make_graph(_in_order(constants + renamed), f"unit {name}",
                               [helper.make_tensor_value_info(t, elem_in, ["batch", *dims[0]]) for t in operands],
                               [helper.make_tensor_value_info(output, elem, ["batch", *dims[1]])], initializers)
     unit = helper.make_model(graph, opset_imports=model.opset_import, ir_version=model.ir_version)

@@ -24,17 +24,18 @@ from equivalence.core.walk import Refused
 from equivalence.frameworks.graph_kinds import KindRead
 from equivalence.frameworks.onnx_kinds import attr, read_kind
 
-NOT_READ_SEQUENCE_OPS = {"LSTM": "an LSTM", "GRU": "a GRU", "RNN": "a recurrent layer (RNN)",
-                         "Attention": "an attention layer", "MultiHeadAttention": "an attention layer"}
+NOT_READ_SEQUENCE_OPS = {"RNN": "a simple recurrent layer (RNN)", "Attention": "an attention layer",
+                         "MultiHeadAttention": "an attention layer"}
 """Ops refused wherever they are in a graph, before the walk reaches them (torch's exporter writes a ``Transpose``
-to ``(L, batch, features)`` before an LSTM or a GRU: the refusal names the recurrent node, not the Transpose)."""
+to ``(L, batch, features)`` before an RNN: the refusal names the recurrent node, not the Transpose). LSTM and GRU
+nodes are read (``equivalence.frameworks.onnx_recurrent``), their settings checked as early."""
 
 SEQUENCE_REFUSED = {
     op: f"a{'n' if op[0] in 'AEIOU' else ''} {op} of a (batch, tokens, features) token sequence: the suite reads an "
         "Embedding (Gather), a dense layer token by token (MatMul by a 2-D weight, a bias Add), its activation, a "
-        "LayerNormalization over the features, a mean over the tokens (ReduceMean over axis 1) and self-attention "
-        "(its whole region of ops) from ONNX graphs; LSTM and GRU are not read from converted graphs yet (compare the "
-        "models they were converted from)"
+        "LayerNormalization over the features, a mean over the tokens (ReduceMean over axis 1), self-attention "
+        "(its whole region of ops) and an LSTM or a GRU node (after the Transpose torch writes before it) from ONNX "
+        "graphs, not other layers of a sequence (compare the models they were converted from)"
     for op in ("Transpose", "Split", "Slice", "Conv", "MaxPool", "AveragePool", "BatchNormalization")}
 """Ops refused on a token sequence, in one line naming the node (torch's exporter writes a MultiheadAttention as
 ``Transpose``, ``MatMul``, ``Softmax``... ops, its first a ``Transpose``: read as one region when it is
@@ -46,9 +47,9 @@ def not_read_sequence_op(graph: onnx.GraphProto) -> tuple[int, onnx.NodeProto, s
     node and why it is refused; else None."""
     for index, node in enumerate(graph.node):
         if node.op_type in NOT_READ_SEQUENCE_OPS:
-            return index, node, (f"{NOT_READ_SEQUENCE_OPS[node.op_type]}: the suite does not read recurrent or "
-                                 "attention layers from converted graphs yet; compare the models they were converted "
-                                 "from")
+            return index, node, (f"{NOT_READ_SEQUENCE_OPS[node.op_type]}: the suite does not read simple RNN nodes "
+                                 "or fused attention ops from converted graphs yet (it reads LSTM and GRU nodes, and "
+                                 "self-attention written as ops); compare the models they were converted from")
     return None
 
 
