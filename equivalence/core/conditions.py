@@ -275,7 +275,14 @@ def onednn_from(isa: str, label: str) -> Fact:
     return Fact("kernel.onednn_isa", ONEDNN_ISAS[ONEDNN_ISAS.index(isa):], label)
 
 
+def onednn_below(isa: str, label: str) -> Fact:
+    """oneDNN runs below ``isa`` (the CPU has no such level, or ONEDNN_MAX_CPU_ISA caps it lower)."""
+    return Fact("kernel.onednn_isa", ONEDNN_ISAS[:ONEDNN_ISAS.index(isa)], label)
+
+
 ONEDNN_AT_AVX512 = Fact("kernel.onednn_isa", AVX512_ISAS, "oneDNN at an AVX-512 ISA")
 ONEDNN_AT_AVX512_FP16 = onednn_from("AVX512_CORE_FP16", "oneDNN at AVX512_CORE_FP16 or higher (a CPU with "
                                     "AVX512-FP16, e.g. an Intel Xeon of the Sapphire Rapids class)")
+ONEDNN_BELOW_AVX512_FP16 = onednn_below("AVX512_CORE_FP16", "oneDNN below AVX512_CORE_FP16 (a CPU without AVX512-FP16, "
+                                        "e.g. an AMD EPYC with AVX-512, or an ISA capped lower)")
 ONEDNN_AT_AMX = onednn_from("AVX512_CORE_AMX", "oneDNN at AVX512_CORE_AMX or higher (a CPU with AMX tiles)")

@@ -388,6 +388,14 @@ def keras_tf_channels_first_conv_needs_onednn():
             _does_not_run(call)
 
 
+def keras_tf_float16_channels_first_conv_needs_avx512_fp16():
+    for call in _channels_first_convs("float16"):
+        _does_not_run(call)
+    for dtype in ("float32", "bfloat16"):  # oneDNN computes these here
+        for call in _channels_first_convs(dtype):
+            call()
+
+
 def keras_tf_channels_first_conv_bias_along_width():
     import keras
 
@@ -458,6 +466,7 @@ EVIDENCE = {f.__name__: f for f in (
     keras_float64_attention_scale_float32, keras_jax_float64_attention_softmax_in_float32,
     keras_jax_gru_without_bias_does_not_run, keras_attention_bias_along_tokens,
     keras_tf_float64_channels_first_conv_does_not_run, keras_tf_channels_first_conv_needs_onednn,
+    keras_tf_float16_channels_first_conv_needs_avx512_fp16,
     keras_tf_channels_first_conv_bias_along_width,
     keras2_float64_gelu_float32_constant, keras2_hard_sigmoid_slope_0_2,
 )}

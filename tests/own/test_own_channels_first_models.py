@@ -30,7 +30,8 @@ def _frameworks(torch_adapter, keras_adapter):
     """Every test here needs both frameworks (skips with the reason otherwise)."""
 
 
-CONV_DOES_NOT_RUN = ("keras_tf_float64_channels_first_conv_does_not_run", "keras_tf_channels_first_conv_needs_onednn")
+CONV_DOES_NOT_RUN = ("keras_tf_float64_channels_first_conv_does_not_run", "keras_tf_channels_first_conv_needs_onednn",
+                     "keras_tf_float16_channels_first_conv_needs_avx512_fp16")
 
 
 def conv_does_not_run(dtype: str) -> str | None:

@@ -156,8 +156,9 @@ def _check_bias(unit: DenseUnit) -> None:
 
 def _check_runs(unit: DenseUnit) -> None:
     """Refuse a channels-first conv the backend cannot compute, with its reason: TensorFlow on a CPU has an NCHW
-    convolution only through oneDNN, and none in float64 (known differences
-    ``keras_tf_float64_channels_first_conv_does_not_run``, ``keras_tf_channels_first_conv_needs_onednn``)."""
+    convolution only through oneDNN, none in float64, and in float16 only where oneDNN runs at AVX512_CORE_FP16 or
+    higher (known differences ``keras_tf_float64_channels_first_conv_does_not_run``,
+    ``keras_tf_channels_first_conv_needs_onednn``, ``keras_tf_float16_channels_first_conv_needs_avx512_fp16``)."""
     from equivalence.core.dtypes import numpy_dtype
 
     try:
@@ -166,7 +167,8 @@ def _check_runs(unit: DenseUnit) -> None:
         raise ModelNotSupported(FRAMEWORK, unit.name, unit.kind, unit.position,
                                 f"data_format='channels_first' in {unit.dtype}, which this Keras backend cannot "
                                 f"compute ({exc}); TensorFlow's CPU convolution is channels-first only through "
-                                "oneDNN, and never in float64: use channels_last, or Keras' jax or torch backend"
+                                "oneDNN, never in float64, and in float16 only on a CPU with AVX512-FP16: use "
+                                "channels_last, or Keras' jax or torch backend"
                                 ) from None
 
 

@@ -16,6 +16,7 @@ from equivalence.core.conditions import (
     ONEDNN_AT_AMX,
     ONEDNN_AT_AVX512,
     ONEDNN_AT_AVX512_FP16,
+    ONEDNN_BELOW_AVX512_FP16,
     AtLeast,
     Below,
     Fact,
@@ -202,6 +203,16 @@ KERAS: tuple[KnownDifference, ...] = (
         "with TF_ENABLE_ONEDNN_OPTS=0 and unset on the Intel Xeon). Nothing to compare: the Keras walker refuses "
         "such a conv naming it",
         layer_kinds=("conv",), when=(KERAS_ON_TENSORFLOW, TF_ONEDNN_OFF)),
+    KnownDifference(
+        "keras_tf_float16_channels_first_conv_needs_avx512_fp16", "keras", tuple(ACTIVATIONS), ("float16",), "noted",
+        "With TensorFlow's oneDNN ops on but oneDNN below AVX512_CORE_FP16, Keras 3.15.1's channels_first Conv1D and "
+        "Conv2D do not run in float16 (UnimplementedError: the Conv2D op currently only supports the NHWC tensor "
+        "format): oneDNN has no float16 convolution there, and TensorFlow's own CPU convolution is NHWC only. "
+        "Measured on an AMD EPYC with AVX-512 (oneDNN at AVX512_CORE_BF16, TF 2.21.0), where float32 and bfloat16 "
+        "run; on the Intel Xeon with AVX512-FP16 float16 runs. Found by the CI run of "
+        "tests/own/test_own_channels_first_models.py on the AMD EPYC. Nothing to compare: the Keras walker refuses "
+        "such a conv naming it",
+        layer_kinds=("conv",), when=(KERAS_ON_TENSORFLOW, TF_ONEDNN_ON, ONEDNN_BELOW_AVX512_FP16)),
     KnownDifference(
         "keras_attention_bias_along_tokens", "keras", tuple(ACTIVATIONS), ("float64", "float32", "float16", "bfloat16"),
         "noted",
