@@ -398,13 +398,20 @@ def walk(model: Any) -> list[DenseUnit]:
             continue
         elif node.op_type == "Add" and pending is not None and pending.b is None and \
                 pending.kind in ("MatMul", "Reshape+MatMul+Reshape"):
-            bias = consts[next(t for t in node.input if t in consts)]
+            stored = next((t for t in node.input if t in consts), None)
+            if stored is None:
+                raise refuse("adds a value computed from shapes, not a constant bias, to the MatMul's output: the "
+                             "suite judges a bias Add of an initializer or a Constant")
+            bias = consts[stored]
             if bias.size != pending.W.shape[1] or bias.ndim > 2:
                 raise refuse(f"adds a constant of shape {bias.shape}, but a bias of {pending.W.shape[1]} values "
                              "should follow the MatMul")
             pending.b, pending.kind = bias.reshape(-1).astype(pending.W.dtype), pending.kind + "+Add"
             pending.nodes.append(node)
         elif node.op_type in SKIPPED:
+            if node.op_type == "Dropout" and _drops(node, consts):
+                raise refuse("a Dropout in training mode (its training_mode input set): dropout that drops is not "
+                             "judged; export the model in eval mode")
             if tokens is not None and node.op_type in FLATTEN_OPS:
                 raise refuse(f"a {node.op_type} of the (batch, {tokens[0]}, {tokens[1]}) token sequence: the suite "
                              "judges a sequence's dense layers token by token, and a mean over its tokens "
@@ -435,6 +442,12 @@ def _residual(index: int, node: onnx.NodeProto, units: list[DenseUnit], skip: Va
     return _Pending(index, node, chain.tensor, read.W, read.native, "Add", [node], layer_kind=read.layer_kind,
                     in_shape=read.layer_kind.operands_shape, out_shape=read.layer_kind.features, in_last=last,
                     out_last=last, tokens=chain.tokens is not None, skip=skip.tensor)
+
+
+def _drops(node: onnx.NodeProto, consts: dict[str, np.ndarray]) -> bool:
+    """A ``Dropout`` whose ``training_mode`` input is set (a constant true, or computed): it drops values."""
+    mode = node.input[2] if len(node.input) > 2 else ""
+    return bool(mode) and (mode not in consts or bool(np.asarray(consts[mode]).reshape(-1)[0]))
 
 
 def _channels_last_input(model: onnx.ModelProto, first: list[onnx.NodeProto], rank: int) -> bool:

@@ -334,3 +334,51 @@ def test_a_graph_whose_input_layout_is_read_wrong_is_refused_in_one_line_not_wit
                                                 r"channels-first") as info:
         compare_models(port, model, max_examples=2)
     assert "\n" not in str(info.value) and "tf2onnx wrote it" in str(info.value)
+
+
+def test_a_dropout_left_in_training_mode_is_refused_naming_it():
+    """torch's training-mode export writes the Dropout's training_mode input true: the graph drops values (ORT without
+    its optimisations does; with them it removes the node), so it is no skip between two dense units."""
+    import onnx
+    import torch
+    from torch import nn
+
+    from equivalence import ModelNotSupported, compare_models
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, 3)).eval()
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.zeros(1, 8),), buffer, dynamo=False, opset_version=17,
+                          training=torch.onnx.TrainingMode.TRAINING, do_constant_folding=False)
+    with pytest.raises(ModelNotSupported, match=r"^onnx layer '/2/Dropout' \(Dropout\) at position \d+: a Dropout "
+                                                r"in training mode"):
+        compare_models(model, onnx.load_from_string(buffer.getvalue()))
+    assert compare_models(model, export(model, 8)).passed  # the eval-mode export: no Dropout, or one that keeps all
+
+
+def test_an_add_of_a_value_computed_from_shapes_after_a_matmul_is_refused_in_one_line():
+    """A MatMul, then an Add of zeros shaped like its output (ConstantOfShape of its Shape): not a constant bias."""
+    import onnx
+    import torch
+    from onnx import helper, numpy_helper
+    from torch import nn
+
+    from equivalence import ModelNotSupported, compare_models
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3, bias=False)).eval()
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["mm"], name="mm"),
+             helper.make_node("Shape", ["mm"], ["s"], name="shape"),
+             helper.make_node("ConstantOfShape", ["s"], ["z"], name="zeros",
+                              value=numpy_helper.from_array(np.array([0.0], np.float32))),
+             helper.make_node("Add", ["mm", "z"], ["y"], name="add")]
+    weight = numpy_helper.from_array(model[0].weight.detach().numpy().T.copy(), "W")
+    graph = helper.make_model(helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", 1, ["n", 4])],
+                                                [helper.make_tensor_value_info("y", 1, ["n", 3])], [weight]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(graph)
+    with pytest.raises(ModelNotSupported, match=r"^onnx layer 'add' \(Add\) at position 3: adds a value computed "
+                                                r"from shapes, not a constant bias"):
+        compare_models(model, graph)
