@@ -174,13 +174,14 @@ def walk(model: Any) -> list[DenseUnit]:
                                 f"takes {len(inputs)} inputs and gives {len(graph.output)} outputs; the suite judges "
                                 "a model of one input and one output")
     computed = _shape_computations(graph, consts)
+    shape_only = _read_for_shapes_alone(graph, computed)
     recurrent = not_read_sequence_op(graph) or not_read_recurrent(graph, consts)
     if recurrent is not None:
         index, node, problem = recurrent
         raise ModelNotSupported("onnx", _name(node, index), node.op_type, index, problem)
     consumers: dict[str, list[int]] = {}
     for index, node in enumerate(graph.node):
-        for t in node.input if node.output[0] not in computed else ():
+        for t in node.input if node.output[0] not in computed and index not in shape_only else ():
             consumers.setdefault(t, []).append(index)
     first = [graph.node[i] for i in consumers.get(inputs[0].name, [])]
     rank = len(inputs[0].type.tensor_type.shape.dim)
@@ -204,6 +205,8 @@ def walk(model: Any) -> list[DenseUnit]:
         absorbed.update(prelude[1])
     for index in walk_order(model):  # the graph's order (tf2onnx's: two branches in their Add's operands' order)
         node = graph.node[index]
+        if index in shape_only:  # its values unused: read by Shape nodes alone
+            continue
         if node.output[0] in consts or node.output[0] in computed or index in absorbed:  # a Constant, an Identity
             continue                                                                    # of one; a shape
         dynamic = [t for t in node.input if t and t not in consts and t not in computed]
@@ -551,6 +554,22 @@ def _shape_computations(graph: onnx.GraphProto, consts: dict[str, np.ndarray]) -
         if node.op_type == "Shape" or (node.op_type != "Constant" and inputs and set(inputs) <= out):
             out.update(node.output)
     return frozenset(out)
+
+
+def _read_for_shapes_alone(graph: onnx.GraphProto, computed: frozenset[str]) -> frozenset[int]:
+    """The nodes (not ``Shape`` ones) whose outputs only ``Shape`` nodes read, and no graph output: their values are
+    unused (torch's exporter transposes a stacked recurrent layer's output back to batch-first only to take its
+    shape for the next layer's zero initial state)."""
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for t in node.input:
+            readers.setdefault(t, []).append(node)
+    outputs = {o.name for o in graph.output}
+    return frozenset(i for i, node in enumerate(graph.node)
+                     if node.op_type != "Shape" and node.output and node.output[0] not in computed
+                     and not outputs.intersection(node.output)
+                     and all(readers.get(t) for t in node.output[:1])
+                     and all(r.op_type == "Shape" for t in node.output for r in readers.get(t, [])))
 
 
 def _input_dtype(value: onnx.ValueInfoProto) -> np.dtype:

@@ -271,22 +271,25 @@ def _batch_first(tensor: str, *, into: bool) -> onnx.NodeProto:
 
 def _run_as(node: onnx.NodeProto, consts: dict[str, np.ndarray], graph: onnx.GraphProto, steps: int) -> \
         onnx.NodeProto:
-    """The node the unit runs: ``node``, or, when its ``sequence_lens`` is a constant of ``L`` for each sequence of
-    one batch size, a copy without it (what an absent one means: every sequence over all its steps), which runs on
-    any batch. ``Refused`` for any other ``sequence_lens``."""
+    """The node the unit runs: a copy of ``node`` without its initial states (checked zero: what absent ones mean)
+    and, when its ``sequence_lens`` is a constant of ``L`` for each sequence of one batch size, without it (what an
+    absent one means: every sequence over all its steps), so that it runs on any batch (torch's exporter writes the
+    zero states of the batch it traced with). ``Refused`` for any other ``sequence_lens``."""
+    copy = onnx.NodeProto()
+    copy.CopyFrom(node)
+    for position, _ in STATES[node.op_type]:
+        if len(copy.input) > position:
+            copy.input[position] = ""
     sequence_lens = node.input[4] if len(node.input) > 4 else ""
     if not sequence_lens:
-        return node
+        return copy
     lengths = _source_values(sequence_lens, consts, _producers(graph))
     if lengths is None or np.any(lengths != steps):
         raise Refused("a sequence_lens other than L for every sequence" + (
             f" ({sorted(set(lengths.reshape(-1).tolist()))}, L = {steps})" if lengths is not None else
             " (computed)") + ": the suite judges every sequence run over all its steps")
-    if sequence_lens not in consts:
-        return node  # spread over the batch from its shape: runs on any batch as it is
-    copy = onnx.NodeProto()
-    copy.CopyFrom(node)
-    copy.input[4] = ""
+    if sequence_lens in consts:  # else spread over the batch from its shape: runs on any batch as it is
+        copy.input[4] = ""
     return copy
 
 

@@ -337,6 +337,24 @@ def test_two_recurrent_layers_back_to_back_are_two_units_each_batch_first():
     assert "at index (10, 0)" in message, message  # R's row 0 (z), column 4: the kernel's row 6 + 4
 
 
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_stacked_layers_exported_on_a_batch_of_3_run_on_any_batch(dynamic):
+    """Exported on a batch of 3 (torch's exporter writes the zero initial states of that batch, or, with a dynamic
+    batch, computes them from a Transpose back to batch-first whose values only a Shape reads): the units run
+    without those states, checked zero, on any batch."""
+    import torch
+
+    from equivalence import compare_models
+
+    model = stacked_net()
+    options = {"input_names": ["x"], "dynamic_axes": {"x": {0: "batch"}}} if dynamic else {}
+    graph = export(model, torch.zeros(3, STEPS, FEATURES), **options)
+    x = np.random.default_rng(3).uniform(-2, 2, (3 if not dynamic else 5, STEPS, FEATURES)).astype(np.float32)
+    result = compare_models(model, graph, x=x)
+    assert result.passed, result.message()
+    assert [u.layer_kind for u in result.keras_layers] == [u.layer_kind for u in result.torch_layers]
+
+
 def test_a_num_layers_2_export_is_read_as_two_units_and_its_torch_model_refused_on_the_torch_side():
     """From the graph alone ``num_layers=2`` and two modules are the same nodes: read, each layer judged against its
     own reference; torch's walker refuses the module naming ``num_layers``."""
