@@ -49,12 +49,17 @@ class Forks:
         """Whether ``tensor`` feeds more than one op."""
         return len(set(self.users(tensor))) > 1
 
-    def tap(self, value: Value) -> None:
-        """Record ``value``, which feeds several ops; ``ModelNotSupported`` unless two, whose paths meet first at an
-        Add (that op named when it is not one)."""
-        if value.tensor in self.taps:
+    def tap(self, value: Value, region: Iterable[int] = (), at: int = 0) -> None:
+        """Record ``value`` when it feeds several ops from ``at`` on (the op walked; an earlier one reading it is a
+        unit's own, a 1-D layer's squeeze) besides those of ``region`` (the unit reading it, whose ops may read it more
+        than once: a LayerNorm's); ``ModelNotSupported`` unless two, whose paths meet first at an Add (that op named
+        when it is not one). ``region``'s last op stands for the branch through it."""
+        inside = set(region)
+        users = sorted({u for u in self.users(value.tensor) if u >= at} - inside)
+        if inside and users:
+            users = sorted({max(inside), *users})
+        if value.tensor in self.taps or len(users) < 2:
             return
-        users = sorted(set(self.users(value.tensor)))
         if len(users) > 2:
             raise self.refuse(users[0], f"a branch: its input feeds {len(users)} ops (more than two live branches); "
                                         f"{JOINED}")

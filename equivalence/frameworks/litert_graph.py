@@ -277,9 +277,10 @@ def walk(model: Any) -> list[DenseUnit]:
             raise refuse(f"a branch: it takes {len(dynamic)} computed tensors, but should take the previous layer's "
                          "output alone (a residual ADD of it and an earlier value is judged; concatenations are "
                          "not)")
-        if forks.forks(current) and not (pending is not None and (name in _ACTIVATIONS or (
-                name == "ADD" and _takes_bias(pending)))):  # a fork: both paths must meet at an ADD
-            forks.tap(chain)
+        if forks.forks(current) and name != "MEAN" and not (pending is not None and (name in _ACTIVATIONS or (
+                name == "ADD" and _takes_bias(pending)) or (lifted and name == "RESHAPE"))):  # a fork: both paths
+            forks.tap(chain, at=index)  # must meet at an ADD (a MEAN's unit, a norm reading it thrice, taps once read;
+            # a 1-D layer's squeeze and the flatten taking its lifted output are no fork)
         if lifting is not None and name not in KIND_OPS:
             raise refuse("follows an EXPAND_DIMS lifting a 1-D tensor to (N, 1, L, C), but is no CONV_2D or pool: the "
                          "suite reads the 1-D layers written so")
@@ -298,6 +299,7 @@ def walk(model: Any) -> list[DenseUnit]:
                 units.append(_close(pending, model.content, flat))
             axes, keep = _integers(flat, graph, inputs[1]), bool(getattr(op.builtinOptions, "keepDims", False))
             if tokens is not None and not starts_layer_norm(axes, keep):
+                forks.tap(chain, [index])
                 pending = _sequence_mean(index, op, current, axes, keep, tokens, refuse)
                 tokens, current = None, int(op.outputs[0])
                 continue
@@ -305,6 +307,7 @@ def walk(model: Any) -> list[DenseUnit]:
             pending.dequantize = [dequantized[t][1] for o in pending.ops for t in o.inputs if int(t) in dequantized]
             _float16_epsilon(pending, dequantized, refuse)
             absorbed.update(range(index, index + len(pending.ops)))
+            forks.tap(chain, range(index, index + len(pending.ops)))
             if permutation is not None:  # between a C,H,W flatten and its dense unit: columns permuted
                 pending.flatten_order = permutation
             current = int(pending.ops[-1].outputs[0])

@@ -191,6 +191,7 @@ def walk(model: Any) -> list[DenseUnit]:
     tokens: tuple[int, int] | None = None  # (L, features) while the chain's tensor is a token sequence
     absorbed: set[str] = {n.name for n in prelude[1]} if prelude else set()  # the nodes of a norm written as ops, read
     forks = _forks(order, consumers, model.source)  # the values a residual Add or a second branch takes
+    where = {n.name: i for i, n in enumerate(order)}  # a node's position in the walk's order
     for position, node in enumerate(order):                                  # with its first; the ids' wrap
         if node.op in ("Placeholder", "NoOp") or node.name in skipped or node.name in absorbed:
             continue
@@ -235,13 +236,15 @@ def walk(model: Any) -> list[DenseUnit]:
         if dynamic != [current]:
             raise refuse(f"a branch: it takes {len(dynamic)} computed tensors, but should take the previous layer's "
                          "output alone (a residual Add of it and an earlier value is judged; concatenations are not)")
-        if forks.forks(current) and (pending is None or begins or node.op in ("MatMul", "Transpose", "Reshape",
-                                                                               "Mean", *GATHERS)):
-            forks.tap(chain)  # a fork: both paths must meet at an Add
+        if forks.forks(current) and node.op != "Mean" and (pending is None or begins or node.op in (
+                "MatMul", "Transpose", "Reshape", *GATHERS)):
+            forks.tap(chain)  # a fork: both paths must meet at an Add (a Mean's unit taps once read: a norm's reads
+                              # the tensor more than once)
         if tokens is not None and (node.op == "Mean" or node.op in SEQUENCE_REFUSED):
             if pending is not None:
                 units.append(_close(pending, context))
             pending, tokens = _on_tokens(position, node, current, graph, tokens, refuse)
+            forks.tap(chain, [where[n.name] for n in pending.nodes])
             absorbed.update(n.name for n in pending.nodes)
             current = f"{pending.nodes[-1].name}:0"
             continue
@@ -271,6 +274,7 @@ def walk(model: Any) -> list[DenseUnit]:
             else:
                 permutation = flatten_permutation(in_shape) if read.channels_first else None
             absorbed.update(n.name for n in read.nodes)
+            forks.tap(chain, [where[n.name] for n in read.nodes])
             shape, out = read.kind.next_shape, f"{read.nodes[-1].name}:0"
         elif node.op == "Mul" and pending is not None and pending.b is None and len(pending.nodes) == 1 \
                 and pending.layer_kind is DENSE:
