@@ -48,9 +48,11 @@ import numpy as np
 from equivalence.core.activations import activation_name
 from equivalence.core.folded import NAMED_FOLD
 from equivalence.core.kinds import DENSE
+from equivalence.core.residual import branch_unit, check_residuals
 from equivalence.core.spatial import Conv, Flatten, flatten_permutation
 from equivalence.core.walk import DenseUnit, ModelNotSupported, Refused, check_chain, in_flatten_order
 from equivalence.frameworks.graph_kinds import KindRead, not_read_yet
+from equivalence.frameworks.graph_residual import Forks, Value, residual_kind
 from equivalence.frameworks.litert_kinds import KIND_OPS, REFUSED, one_dimensional, read_kind
 from equivalence.frameworks.litert_norms import (
     LAYER_NORM_OPS,
@@ -81,6 +83,7 @@ FORM = "tflite"
 _FUSED = {0: "linear", 1: "relu", 3: "relu6", 4: "tanh"}  # ActivationFunctionType: NONE, RELU, RELU6, TANH
 _SINGLE = {"LOGISTIC": "sigmoid", "TANH": "tanh", "RELU": "relu", "RELU6": "relu6", "HARD_SWISH": "hard_silu",
            "ELU": "elu"}
+_ACTIVATIONS = (*_SINGLE, "SOFTMAX", "LOG_SOFTMAX", "GELU", "LEAKY_RELU")
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,7 @@ class _Pending:
     flatten_order: np.ndarray | None = None  # a norm between a channels-first flatten and its dense unit: its order
     fed_channels_first: bool = False  # a unit starting at the TRANSPOSE of a channels-first input: fed so
     feeds: np.dtype | None = None  # the dtype its input is fed in, when not float32 (an Embedding's token ids)
+    skip: int = -1  # a residual Add's second operand (its first: ``input``)
 
 
 def walk(model: Any) -> list[DenseUnit]:
@@ -206,6 +210,7 @@ def walk(model: Any) -> list[DenseUnit]:
     lifted = False  # the chain's tensor holds a 1-D sample lifted to (N, 1, L, C)
     squeezed: dict[int, int] = {}  # a 1-D layer's output squeezed back to (N, L, C): the lifted tensor it was
     absorbed: set[int] = set(prelude[1] if prelude else ())  # the ops of a norm written as ops, read with its first
+    forks = _forks(flat, names, graph, computed, absorbed)  # the values a residual Add or a second branch takes
     for index, op in enumerate(graph.operators):
         name = _op_name(flat, names, op)
         inputs = [int(t) for t in op.inputs]
@@ -256,9 +261,26 @@ def walk(model: Any) -> list[DenseUnit]:
             continue
         if name == "RESHAPE" and dynamic and dynamic[0] == squeezed.get(current):  # a flatten of a 1-D layer's
             current, lifted = dynamic[0], True                                    # output as it was, lifted
+        chain = Value(current, len(units) - (pending is None), shape, tokens)  # whose output (INPUT: the input's)
+        skip = forks.joined(index, dynamic, current)  # residual Adds and branches: graph_residual
+        start = forks.second_branch(index, dynamic, chain) if skip is None else None
+        if pending is not None and (skip or start) is not None:
+            units.append(_close(pending, model.content, flat))
+            pending = None
+        if skip is not None:  # x + f(x): one unit, its activation (fused, or the ops after it) with it
+            pending, current = _residual(index, op, units, skip, chain, forks.refuse), int(op.outputs[0])
+            continue
+        if start is not None:  # a(x) + b(x): a's end waits for the Add, b starts from x again (a Branch unit)
+            units.append(branch_unit(FRAMEWORK, "branch", index, units, start.unit))
+            current, shape, tokens = start.tensor, start.shape, start.tokens
         if dynamic != [current]:
             raise refuse(f"a branch: it takes {len(dynamic)} computed tensors, but should take the previous layer's "
-                         "output alone (residual connections and concatenations are not judged)")
+                         "output alone (a residual ADD of it and an earlier value is judged; concatenations are "
+                         "not)")
+        if forks.forks(current) and name != "MEAN" and not (pending is not None and (name in _ACTIVATIONS or (
+                name == "ADD" and _takes_bias(pending)) or (lifted and name == "RESHAPE"))):  # a fork: both paths
+            forks.tap(chain, at=index)  # must meet at an ADD (a MEAN's unit, a norm reading it thrice, taps once read;
+            # a 1-D layer's squeeze and the flatten taking its lifted output are no fork)
         if lifting is not None and name not in KIND_OPS:
             raise refuse("follows an EXPAND_DIMS lifting a 1-D tensor to (N, 1, L, C), but is no CONV_2D or pool: the "
                          "suite reads the 1-D layers written so")
@@ -277,6 +299,7 @@ def walk(model: Any) -> list[DenseUnit]:
                 units.append(_close(pending, model.content, flat))
             axes, keep = _integers(flat, graph, inputs[1]), bool(getattr(op.builtinOptions, "keepDims", False))
             if tokens is not None and not starts_layer_norm(axes, keep):
+                forks.tap(chain, [index])
                 pending = _sequence_mean(index, op, current, axes, keep, tokens, refuse)
                 tokens, current = None, int(op.outputs[0])
                 continue
@@ -284,6 +307,7 @@ def walk(model: Any) -> list[DenseUnit]:
             pending.dequantize = [dequantized[t][1] for o in pending.ops for t in o.inputs if int(t) in dequantized]
             _float16_epsilon(pending, dequantized, refuse)
             absorbed.update(range(index, index + len(pending.ops)))
+            forks.tap(chain, range(index, index + len(pending.ops)))
             if permutation is not None:  # between a C,H,W flatten and its dense unit: columns permuted
                 pending.flatten_order = permutation
             current = int(pending.ops[-1].outputs[0])
@@ -387,7 +411,39 @@ def walk(model: Any) -> list[DenseUnit]:
     if int(graph.outputs[0]) != current:
         raise ModelNotSupported("tflite", "output", "subgraph", None,
                                 "the model's output is not the end of its single chain of ops")
-    return check_chain(_one_weight_label(units), "tflite")
+    return check_residuals(check_chain(_one_weight_label(units), "tflite"), "tflite")
+
+
+def _forks(flat: Any, names: dict[int, str], graph: Any, computed: dict[int, tuple[int, Any]],
+           absorbed: set[int]) -> Forks:
+    """The fork tracker (``graph_residual``) of the subgraph's ops: who reads a tensor, the ops computing a
+    ``RESHAPE``'s target from a ``SHAPE`` and an Embedding's id wrap left out."""
+    ops = graph.operators
+    readers: dict[int, list[int]] = {}
+    for index, op in enumerate(ops):
+        if int(op.outputs[0]) not in computed and index not in absorbed:
+            for t in op.inputs:
+                readers.setdefault(int(t), []).append(index)
+
+    def refuse(index: int, problem: str) -> ModelNotSupported:
+        op = ops[index]
+        return ModelNotSupported("tflite", _tensor_name(graph, int(op.outputs[0])), _op_name(flat, names, op), index,
+                                 problem)
+
+    return Forks(lambda i: _op_name(flat, names, ops[i]), lambda t: readers.get(int(t), []),
+                 lambda i: (u for t in ops[i].outputs for u in readers.get(int(t), [])), refuse, ("ADD",))
+
+
+def _residual(index: int, op: Any, units: list[DenseUnit], skip: Value, chain: Value, refuse: Any) -> _Pending:
+    """The residual ``ADD`` at ``index`` of the chain's output and ``skip``, its fused activation read."""
+    kind = residual_kind(index, units, skip, chain, refuse)
+    fused = getattr(op.builtinOptions, "fusedActivationFunction", 0)
+    if fused not in _FUSED:
+        raise refuse(index, f"fused activation {fused} (ActivationFunctionType) is not one the suite knows")
+    empty = np.zeros((0,))
+    return _Pending(index, int(chain.tensor), [op], empty, empty, None, _FUSED[fused],
+                    f"fused in ADD op {index}" if fused else "none", bool(fused), layer_kind=kind,
+                    in_shape=kind.operands_shape, out_shape=tuple(kind.features), label="ADD", skip=int(skip.tensor))
 
 
 def _shape_computations(flat: Any, names: dict[int, str], constant: Any) -> dict[int, tuple[int, Any]]:
@@ -731,7 +787,8 @@ def _close(p: _Pending, content: bytes, flat: Any) -> DenseUnit:
         if len(op.inputs) == 1:
             op.inputs = [p.input]
         shape_ops.append(op)
-    sliced = _slice(content, [*(p.dequantize or []), *shape_ops, *p.ops], p.input, output)
+    inputs = [p.input] if p.skip < 0 else [p.input, p.skip]  # a residual Add: the branch, then the skip
+    sliced = _slice(content, [*(p.dequantize or []), *shape_ops, *p.ops], inputs, output)
     state: dict[str, Any] = {}
     rows = None if p.permutation is None else np.argsort(p.permutation)  # canonical features in the stored order
     flat_order = flatten_permutation(p.in_shape) if p.channels_first else None  # channels-first made canonical
@@ -747,13 +804,17 @@ def _close(p: _Pending, content: bytes, flat: Any) -> DenseUnit:
         x = np.ascontiguousarray(x, dtype=p.feeds or np.float32)
         if p.feed_shape:
             x = x.reshape(x.shape[0], *p.feed_shape)  # as the op takes it (it flattens it itself; lifted to 2-D)
+        parts = [x] if p.skip < 0 else [np.ascontiguousarray(part) for part in p.layer_kind.split(x)]
         interpreter = state.get("interpreter")
         if interpreter is None or state.get("batch") != x.shape[0]:
             interpreter = _interpreter(sliced)
-            interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], list(x.shape))
+            details = _inputs_in_order(interpreter, inputs, sliced)
+            for detail, part in zip(details, parts):
+                interpreter.resize_tensor_input(detail["index"], list(part.shape))
             interpreter.allocate_tensors()
-            state.update(interpreter=interpreter, batch=x.shape[0])
-        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+            state.update(interpreter=interpreter, batch=x.shape[0], details=details)
+        for detail, part in zip(state["details"], parts):
+            interpreter.set_tensor(detail["index"], part)
         interpreter.invoke()
         y = interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).copy()
         return y.reshape(len(y), *p.out_shape) if p.lifted else y  # (N, 1, L, C) unless squeezed: the same values
@@ -779,15 +840,24 @@ def _is_add(flat: Any, op: Any) -> bool:
     return _name_of(flat, op) == "ADD"
 
 
-def _slice(content: bytes, ops: list[Any], input_tensor: int, output_tensor: int) -> bytes:
-    """A flatbuffer of ``ops`` alone (copied out of ``content``): one input, one output, the batch axis free."""
+def _inputs_in_order(interpreter: Any, inputs: list[int], sliced: bytes) -> list[dict]:
+    """The interpreter's input details in the order of the sliced model's ``inputs`` (matched by tensor name)."""
+    graph = _read(sliced).subgraphs[0]
+    details = {d["name"]: d for d in interpreter.get_input_details()}
+    return [details[_tensor_name(graph, t)] for t in inputs] if len(inputs) > 1 else \
+        interpreter.get_input_details()[:1]
+
+
+def _slice(content: bytes, ops: list[Any], inputs: list[int], output_tensor: int) -> bytes:
+    """A flatbuffer of ``ops`` alone (copied out of ``content``): its inputs (the unit's; a residual Add's two
+    operands), one output, the batch axis free."""
     import flatbuffers
 
     model = _read(content)
     graph = model.subgraphs[0]
     graph.operators = list(ops)  # the ops refer to tensors, buffers and op codes by index: the same in any read
-    graph.inputs, graph.outputs = [input_tensor], [output_tensor]
-    for tensor in (input_tensor, output_tensor):
+    graph.inputs, graph.outputs = list(inputs), [output_tensor]
+    for tensor in (*inputs, output_tensor):
         t = graph.tensors[tensor]
         t.shapeSignature = [-1, *(int(d) for d in t.shape[1:])]
     model.signatureDefs = []

@@ -41,9 +41,11 @@ from equivalence.core.activations import activation_name
 from equivalence.core.folded import ChannelAffine
 from equivalence.core.kinds import DENSE
 from equivalence.core.norms import BatchNorm, LayerNorm
+from equivalence.core.residual import branch_unit, check_residuals
 from equivalence.core.spatial import Conv, flatten_permutation
 from equivalence.core.walk import DenseUnit, ModelNotSupported, Refused, check_chain, in_flatten_order
 from equivalence.frameworks.graph_kinds import folded_batch_norm, not_read_yet
+from equivalence.frameworks.graph_residual import Forks, Value, residual_kind
 from equivalence.frameworks.keras.saved_model_kinds import (
     ADDS,
     LAYER_NORM_SUB_OPS,
@@ -147,6 +149,7 @@ class _Pending:
     flatten_order: np.ndarray | None = None  # a norm between a channels-first flatten and its dense unit: its order
     feeds: np.dtype | None = None  # the dtype its input is fed in, when not its weights' (an Embedding's token ids)
     name: str = ""  # the unit's name, when not its first node's (an Embedding: its gather's, after the ids' wrap)
+    skip: str = ""  # a residual Add's second operand (its first: ``input``)
 
 
 def walk(model: Any) -> list[DenseUnit]:
@@ -187,6 +190,8 @@ def walk(model: Any) -> list[DenseUnit]:
     permutation = None  # a channels-first flatten's: the next dense unit's rows
     tokens: tuple[int, int] | None = None  # (L, features) while the chain's tensor is a token sequence
     absorbed: set[str] = {n.name for n in prelude[1]} if prelude else set()  # the nodes of a norm written as ops, read
+    forks = _forks(order, consumers, model.source)  # the values a residual Add or a second branch takes
+    where = {n.name: i for i, n in enumerate(order)}  # a node's position in the walk's order
     for position, node in enumerate(order):                                  # with its first; the ids' wrap
         if node.op in ("Placeholder", "NoOp") or node.name in skipped or node.name in absorbed:
             continue
@@ -212,13 +217,34 @@ def walk(model: Any) -> list[DenseUnit]:
             continue
         if prelude is None and context.dtype.kind in "iu" and node.op not in PASS:
             raise refuse(ids_used_otherwise(node.op))
+        chain = Value(current, len(units) - (pending is None), shape, tokens)  # whose output (INPUT: the input's)
+        skip = forks.joined(position, dynamic, current)  # residual Adds and branches: graph_residual
+        start = forks.second_branch(position, dynamic, chain) if skip is None else None
+        if pending is not None and (skip or start) is not None:
+            units.append(_close(pending, context))
+            pending = None
+        if skip is not None:  # x + f(x): one unit, its activation's ops after it read with it
+            kind = residual_kind(position, units, skip, chain, forks.refuse)
+            empty = np.zeros((0,))
+            pending = _Pending(position, current, [node], empty, empty, layer_kind=kind, in_shape=kind.operands_shape,
+                               out_shape=tuple(kind.features), ops=node.op, skip=str(skip.tensor))
+            current = out
+            continue
+        if start is not None:  # a(x) + b(x): a's end waits for the Add, b starts from x again (a Branch unit)
+            units.append(branch_unit(FRAMEWORK, "branch", position, units, start.unit))
+            current, shape, tokens = str(start.tensor), start.shape, start.tokens
         if dynamic != [current]:
             raise refuse(f"a branch: it takes {len(dynamic)} computed tensors, but should take the previous layer's "
-                         "output alone (residual connections and concatenations are not judged)")
+                         "output alone (a residual Add of it and an earlier value is judged; concatenations are not)")
+        if forks.forks(current) and node.op != "Mean" and (pending is None or begins or node.op in (
+                "MatMul", "Transpose", "Reshape", *GATHERS)):
+            forks.tap(chain)  # a fork: both paths must meet at an Add (a Mean's unit taps once read: a norm's reads
+                              # the tensor more than once)
         if tokens is not None and (node.op == "Mean" or node.op in SEQUENCE_REFUSED):
             if pending is not None:
                 units.append(_close(pending, context))
             pending, tokens = _on_tokens(position, node, current, graph, tokens, refuse)
+            forks.tap(chain, [where[n.name] for n in pending.nodes])
             absorbed.update(n.name for n in pending.nodes)
             current = f"{pending.nodes[-1].name}:0"
             continue
@@ -248,6 +274,7 @@ def walk(model: Any) -> list[DenseUnit]:
             else:
                 permutation = flatten_permutation(in_shape) if read.channels_first else None
             absorbed.update(n.name for n in read.nodes)
+            forks.tap(chain, [where[n.name] for n in read.nodes])
             shape, out = read.kind.next_shape, f"{read.nodes[-1].name}:0"
         elif node.op == "Mul" and pending is not None and pending.b is None and len(pending.nodes) == 1 \
                 and pending.layer_kind is DENSE:
@@ -279,7 +306,23 @@ def walk(model: Any) -> list[DenseUnit]:
     if tensor(model.output) != current and not _same_through_identity(model.output, current, nodes):
         raise ModelNotSupported(model.source, model.output, "output", None,
                                 "the signature's output is not the end of its single chain of ops")
-    return check_chain(units, model.source)
+    return check_residuals(check_chain(units, model.source), model.source)
+
+
+def _forks(order: list[Any], consumers: dict[str, list[Any]], source: str) -> Forks:
+    """The fork tracker (``graph_residual``) of the graph's nodes in the walk's order, a ``Shape``'s and the
+    constants' computations left out (they are not in ``consumers``)."""
+    position = {n.name: i for i, n in enumerate(order)}
+    readers: dict[str, set[int]] = {}  # a node's name: the nodes reading one of its outputs
+    for t, users in consumers.items():
+        readers.setdefault(node_of(t), set()).update(position[u.name] for u in users)
+
+    def refuse(index: int, problem: str) -> ModelNotSupported:
+        return ModelNotSupported(source, order[index].name, order[index].op, index, problem)
+
+    return Forks(lambda i: order[i].op, lambda t: [position[u.name] for u in consumers.get(str(t), [])
+                                                    if u.op != "NoOp"],
+                 lambda i: readers.get(order[i].name, ()), refuse, ADDS)
 
 
 def _embedding(position: int, node: Any, prelude: tuple[Any, list[Any]] | None, ids: str, graph: Graph,
@@ -486,7 +529,8 @@ def _close(p: _Pending, context: _Context) -> DenseUnit:
                                 f"{', '.join(DTYPES.values())} graphs")
     fed_shape = (p.in_shape[-1], *p.in_shape[:-1]) if p.fed_channels_first else p.in_shape or (p.W.shape[0],)
     feeds = p.feeds or dtype
-    function = _function(context.nodes, [n.name for n in unit], f"{unit[-1].name}:0", (p.input, feeds, fed_shape))
+    fed = [(p.input, feeds, fed_shape)] if not p.skip else [(t, feeds, p.out_shape) for t in (p.input, p.skip)]
+    function = _function(context.nodes, [n.name for n in unit], f"{unit[-1].name}:0", *fed)
 
     rows = None if p.permutation is None else np.argsort(p.permutation)  # canonical features in the stored order
     flat = flatten_permutation(p.in_shape) if p.channels_first else None  # channels-first features made canonical
@@ -494,6 +538,9 @@ def _close(p: _Pending, context: _Context) -> DenseUnit:
     unremapped = p.ops == "+".join(LAYER_NORM_SUB_OPS)
 
     def once(x: np.ndarray) -> np.ndarray:
+        if p.skip:  # a residual Add: the canonical [branch, skip] split into its two placeholders
+            return function(*(tf.constant(np.ascontiguousarray(part, dtype=feeds))
+                              for part in p.layer_kind.split(np.asarray(x)))).numpy()
         if not unremapped:
             return function(tf.constant(np.ascontiguousarray(x, dtype=feeds))).numpy()
         remapping = tf.config.optimizer.get_experimental_options().get("remapping", True)
@@ -518,18 +565,19 @@ def _close(p: _Pending, context: _Context) -> DenseUnit:
 
 
 def _function(nodes: dict[str, Any], roots: list[str], output: str,
-              fed: tuple[str, np.dtype, tuple[int, ...]] | None = None) -> Any:
+              *fed: tuple[str, np.dtype, tuple[int, ...]]) -> Any:
     """The nodes ``roots`` and everything they read (constants, a ``Reshape`` target's ``Shape``), copied into a
-    graph of their own, control inputs dropped; ``fed``: the tensor replaced by a placeholder ``(None, *shape)`` of
-    the dtype, the unit's input (none: a computation of constants alone)."""
+    graph of their own, control inputs dropped; ``fed``: the tensors replaced by placeholders ``(None, *shape)`` of
+    the dtype, the unit's inputs (a residual Add's two operands; none: a computation of constants alone)."""
     graph_def = tf.compat.v1.GraphDef()
-    feed = None
-    if fed is not None:
-        feed, dtype, shape = fed
+    placeholders = {}  # a fed tensor: its placeholder's tensor
+    for k, (fed_tensor, dtype, shape) in enumerate(fed):
         placeholder = graph_def.node.add()
-        placeholder.name, placeholder.op = "unit_input", "Placeholder"
+        placeholder.name, placeholder.op = "unit_input" if k == 0 else f"unit_input_{k}", "Placeholder"
         placeholder.attr["dtype"].type = tf.as_dtype(dtype).as_datatype_enum
         placeholder.attr["shape"].shape.CopyFrom(tf.TensorShape([None, *shape]).as_proto())
+        placeholders[tensor(fed_tensor)] = f"{placeholder.name}:0"
+    feed = fed[0][0] if fed else None
     wanted, copied = list(roots), set()
     while wanted:
         name = wanted.pop()
@@ -539,10 +587,11 @@ def _function(nodes: dict[str, Any], roots: list[str], output: str,
         copy = graph_def.node.add()
         copy.CopyFrom(nodes[name])
         del copy.input[:]
-        copy.input.extend("unit_input:0" if tensor(t) == feed or (copy.op == "Shape" and feed is not None) else t
+        copy.input.extend(placeholders.get(tensor(t)) or ("unit_input:0" if copy.op == "Shape" and feed is not None
+                                                           else t)
                           for t in nodes[name].input if not t.startswith("^"))  # a Shape's batch: the unit's input's
         copy.attr.pop("_output_shapes", None)  # shapes are inferred again from the placeholder's free batch axis
-        wanted += [node_of(t) for t in copy.input if t != "unit_input:0"]
+        wanted += [node_of(t) for t in copy.input if t not in placeholders.values()]
     wrapped = tf.compat.v1.wrap_function(lambda: tf.compat.v1.import_graph_def(graph_def, name=""), [])
-    feeds = wrapped.graph.get_tensor_by_name("unit_input:0") if feed is not None else []
-    return wrapped.prune(feeds, wrapped.graph.get_tensor_by_name(output))
+    feeds = [wrapped.graph.get_tensor_by_name(t) for t in placeholders.values()]
+    return wrapped.prune(feeds if len(feeds) != 1 else feeds[0], wrapped.graph.get_tensor_by_name(output))
