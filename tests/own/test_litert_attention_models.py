@@ -131,3 +131,26 @@ def test_the_unit_runs_any_batch_the_file_leaves_free(converted):
     model, folder = converted["heads2"]
     for batch in (1, 9):
         assert_equivalent(model, folder / "heads2.tflite", x=ids(batch, batch))
+
+
+def test_float16_weights_and_a_fixed_batch_are_read(keras_adapter, tmp_path):
+    """With float16 weights each projection reads a ``DEQUANTIZE`` output: the unit carries those ops and is judged
+    with ``litert_fp16w``'s weight rounding term; with the input's batch fixed at 2 the converter writes fewer layout
+    ops (16), read the same, the unit run on other batches."""
+    from equivalence import assert_equivalent
+    from tests.own.test_litert_sequence_models import float16_weights
+
+    model = attention_model(2, 4, True)
+    result = assert_equivalent(model, float16_weights(model, tmp_path / "float16.tflite"), max_examples=10)
+    assert result.labels == ("keras", "litert_fp16w")
+    assert result.keras_layers[1].kind == "tflite self-attention (21 ops) (float16 weights, DEQUANTIZE)"
+
+    def attend(h):
+        import keras
+
+        return keras.layers.MultiHeadAttention(2, 4, name="mha")(h, h)
+
+    fixed = keras_token_model(dense=False, norm=False, between=attend, batch=2)
+    path = convert(fixed, tmp_path / "fixed.tflite")
+    result = assert_equivalent(fixed, path, x=ids(4, 5))
+    assert result.keras_layers[1].kind == "tflite self-attention (16 ops)"
