@@ -19,7 +19,9 @@ parameters in torch's ``C, H, W`` one: ``in_flatten_order``); a BatchNormalizati
 ``ChannelAffine`` unit, and a layer whose constants are named after one it folded in is marked so in its kind
 (``NAMED_FOLD``: the comparison matches it with the model's layers, ``equivalence.own_folded``). A Keras model of token
 ids gives an Embedding (its id wrap and ``GATHER``, the unit fed the ids), dense layers and LayerNorms token by token
-and a ``MEAN`` over the tokens (``litert_sequence``); recurrent and attention ops are refused wherever they are.
+and a ``MEAN`` over the tokens (``litert_sequence``); a Keras ``MultiHeadAttention`` called as self-attention, its
+projections, ``BATCH_MATMUL``s, ``SOFTMAX`` and layout ops, is one ``SelfAttention`` unit (``litert_attention``);
+recurrent ops, and a ``BATCH_MATMUL`` outside such a region, are refused wherever they are.
 ``RESHAPE`` between dense units is skipped; dilated and depthwise convolutions, anything else or a branch is refused
 with the op's index in the subgraph.
 Weights stored as float16 (float16 weight quantisation: a ``DEQUANTIZE`` op of each float16 constant before the
@@ -53,6 +55,7 @@ from equivalence.core.spatial import Conv, Flatten, flatten_permutation
 from equivalence.core.walk import DenseUnit, ModelNotSupported, Refused, check_chain, in_flatten_order
 from equivalence.frameworks.graph_kinds import KindRead, not_read_yet
 from equivalence.frameworks.graph_residual import Forks, Value, residual_kind
+from equivalence.frameworks.litert_attention import AttentionRefused, AttentionRegion, find_attentions
 from equivalence.frameworks.litert_kinds import KIND_OPS, REFUSED, one_dimensional, read_kind
 from equivalence.frameworks.litert_norms import (
     LAYER_NORM_OPS,
@@ -200,7 +203,8 @@ def walk(model: Any) -> list[DenseUnit]:
     into_last = _input_transpose(flat, names, graph, current)  # a channels-first input's TRANSPOSE (onnx2tf -kt)
     if shape is not None and into_last is not None:
         shape = (*shape[1:], shape[0])
-    _refuse_recurrent_or_attention(flat, names, graph)
+    attentions = _attentions(flat, names, graph, constant)  # self-attention regions, by their first op
+    _refuse_recurrent_or_attention(flat, names, graph, {i for a in attentions.values() for i in a.ops})
     prelude = _id_prelude(flat, names, graph, current, constant, computed)  # Keras' wrap of negative ids, and GATHER
     permutation = None  # a channels-first flatten's: the next dense unit's rows
     units: list[DenseUnit] = []
@@ -228,6 +232,13 @@ def walk(model: Any) -> list[DenseUnit]:
                 raise refuse("dequantises a tensor that is not a float16 constant (integer quantisation): the suite "
                              "judges float32 models and float16 weights")
             dequantized[int(op.outputs[0])] = (stored.astype(np.float32), op)
+            continue
+        if index in attentions:
+            if pending is not None:
+                units.append(_close(pending, model.content, flat))
+            pending = _attention(attentions[index], graph, current, tokens, refuse)
+            absorbed.update(attentions[index].ops)
+            current = attentions[index].end
             continue
         if name in REFUSED:
             raise refuse(f"{name} {REFUSED[name]}")
@@ -544,15 +555,44 @@ def _affine(index: int, mul: Any, add: Any, read: KindRead, current: int, shape:
                     in_shape=features, out_shape=features, label="MUL+ADD")
 
 
-def _refuse_recurrent_or_attention(flat: Any, names: dict[int, str], graph: Any) -> None:
-    """Refuse a file holding a recurrent or attention op (``litert_sequence.NOT_READ_SEQUENCE_OPS``), naming it,
-    wherever it is: before the walk reaches it as a branch or an unread op."""
-    found = not_read_sequence_op([_op_name(flat, names, op) for op in graph.operators])
+def _refuse_recurrent_or_attention(flat: Any, names: dict[int, str], graph: Any, read: set[int]) -> None:
+    """Refuse a file holding a recurrent or attention op (``litert_sequence.NOT_READ_SEQUENCE_OPS``) outside the
+    self-attention regions read (``read``: their ops' indices), naming it, wherever it is: before the walk reaches it
+    as a branch or an unread op."""
+    found = not_read_sequence_op([_op_name(flat, names, op) if i not in read else "" for i, op in
+                                  enumerate(graph.operators)])
     if found is not None:
         index, problem = found
         op = graph.operators[index]
         raise ModelNotSupported("tflite", _tensor_name(graph, int(op.outputs[0])), _op_name(flat, names, op), index,
                                 problem)
+
+
+def _attentions(flat: Any, names: dict[int, str], graph: Any, constant: Any) -> dict[int, AttentionRegion]:
+    """The self-attention regions of the subgraph (``litert_attention``) by their first op's index; one the suite does
+    not judge refused naming its op."""
+    ops = list(graph.operators)
+    try:
+        found = find_attentions([_op_name(flat, names, op) for op in ops], ops, constant,
+                                lambda t: tuple(int(d) for d in graph.tensors[t].shape))
+    except AttentionRefused as exc:
+        op = ops[exc.index]
+        raise ModelNotSupported("tflite", _tensor_name(graph, int(op.outputs[0])), _op_name(flat, names, op),
+                                exc.index, exc.problem) from None
+    return {region.first: region for region in found}
+
+
+def _attention(region: AttentionRegion, graph: Any, current: int, tokens: tuple[int, int] | None,
+               refuse: Any) -> _Pending:
+    """The self-attention unit of ``region``: its ops run as one, on the chain's token sequence."""
+    kind = region.layer_kind
+    if region.start != current or tokens != (kind.length, kind.embed_dim):
+        raise refuse(f"a self-attention on a tensor other than the chain's token sequence (batch, L, E) (now "
+                     f"{tokens}): the suite reads one after an Embedding or a layer on its tokens")
+    ops = [graph.operators[i] for i in region.ops]
+    return _Pending(region.first, current, ops, region.W, region.native, region.b, "linear", "none", False,
+                    dequantize=[graph.operators[i] for i in region.dequantize], layer_kind=kind, in_shape=tokens,
+                    out_shape=tokens, label=f"self-attention ({len(ops)} ops)")
 
 
 def _id_prelude(flat: Any, names: dict[int, str], graph: Any, ids: int, constant: Any,

@@ -30,10 +30,10 @@ NOT_READ_SEQUENCE_OPS = {
     "LSTM": "an LSTM", "UNIDIRECTIONAL_SEQUENCE_RNN": "a recurrent layer (RNN)",
     "BIDIRECTIONAL_SEQUENCE_RNN": "a bidirectional recurrent layer (RNN)", "RNN": "a recurrent layer (RNN)",
     "WHILE": "a loop (the converter writes a Keras LSTM, GRU or RNN as one)",
-    "BATCH_MATMUL": "a product of two computed tensors (attention's scores and weighted values)",
+    "BATCH_MATMUL": "a product of two computed tensors outside a self-attention the suite reads (litert_attention)",
 }
-"""Ops refused wherever they are in a flatbuffer, before the walk reaches them (a ``MultiHeadAttention`` starts with
-three ``FULLY_CONNECTED`` ops on one sequence: the refusal names its ``BATCH_MATMUL``, not a branch)."""
+"""Ops refused wherever they are in a flatbuffer, before the walk reaches them (a ``BATCH_MATMUL`` outside the
+self-attention regions ``litert_attention`` reads, which the walk would meet as a branch)."""
 
 SEQUENCE_REFUSED = ("TRANSPOSE", "EXPAND_DIMS", "CONV_2D", "SPLIT", "SPLIT_V", "STRIDED_SLICE", "SLICE", "UNPACK",
                     "PACK", "CONCATENATION", "SQUEEZE", "SUM", "REDUCE_MAX", "AVERAGE_POOL_2D", "MAX_POOL_2D")
@@ -53,9 +53,9 @@ def sequence_refusal(name: str, tokens: tuple[int, int]) -> str:
     """Why an op (``SEQUENCE_REFUSED``) on the ``(batch, L, features)`` sequence ``tokens`` is refused."""
     return (f"a{'n' if name[0] in 'AEIOU' else ''} {name} of the (batch, {tokens[0]}, {tokens[1]}) token sequence: "
             "the suite reads an Embedding (GATHER), a dense layer token by token (FULLY_CONNECTED), its activation, a "
-            "LayerNormalization over the features and a mean over the tokens (MEAN over axis 1) from LiteRT files; "
-            "attention, LSTM, GRU and convolutions over the tokens are not read from converted graphs yet (compare "
-            "the models they were converted from)")
+            "LayerNormalization over the features, a mean over the tokens (MEAN over axis 1) and self-attention "
+            "(mha(h, h), one region) from LiteRT files; LSTM, GRU and convolutions over the tokens are not read from "
+            "converted graphs yet (compare the models they were converted from)")
 
 
 def ids_used_otherwise(op: str) -> str:

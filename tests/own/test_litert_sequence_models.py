@@ -190,8 +190,8 @@ def _refused(case: str):
     return {
         "lstm": lambda: keras_token_model(dense=False, norm=False, batch=1,
                                           between=lambda h: L.LSTM(4, return_sequences=True)(h)),
-        "attention": lambda: keras_token_model(dense=False, norm=False,
-                                               between=lambda h: L.MultiHeadAttention(2, 4)(h, h)),
+        "causal_attention": lambda: keras_token_model(
+            dense=False, norm=False, between=lambda h: L.MultiHeadAttention(2, 4)(h, h, use_causal_mask=True)),
         "permute": lambda: keras_token_model(dense=False, norm=False, between=lambda h: L.Permute((2, 1))(h)),
         "conv1d": lambda: keras_token_model(dense=False, norm=False, between=lambda h: L.Conv1D(4, 3)(h)),
         "free_length": lambda: keras_token_model(norm=False, length=None),
@@ -202,8 +202,8 @@ def _refused(case: str):
 @pytest.mark.parametrize(("case", "says"), [
     ("lstm", r"\(WHILE\) at position \d+: WHILE is a loop \(the converter writes a Keras LSTM, GRU or RNN as one\): "
              r"the suite does not read recurrent or attention layers from converted graphs yet"),
-    ("attention", r"\(BATCH_MATMUL\) at position \d+: BATCH_MATMUL is a product of two computed tensors \(attention's "
-                  r"scores and weighted values\)"),
+    ("causal_attention", r"\(SELECT_V2\) at position 18: a SELECT_V2 on the attention scores before the SOFTMAX "
+                         r"\(use_causal_mask, an attention_mask\): masked attention is not judged"),
     ("permute", r"\(TRANSPOSE\) at position 4: a TRANSPOSE of the \(batch, 6, 8\) token sequence: the suite reads an "
                 r"Embedding \(GATHER\), a dense layer token by token"),
     ("conv1d", r"\(EXPAND_DIMS\) at position 4: an EXPAND_DIMS of the \(batch, 6, 8\) token sequence: .*convolutions "

@@ -14,7 +14,9 @@ a ``Transpose`` that moves nothing, or the one of a channels-first input, read w
 an ``AddV2`` of per-channel constants, a BatchNorm folded; its LayerNorm ops; a norm between the flatten and the dense
 unit read in the canonical order, ``in_flatten_order``). A Keras model of token ids gives an Embedding (its id wrap and
 ``GatherV2``, the unit fed the ids), dense layers (``Tensordot``) and LayerNorms token by token and a ``Mean`` over the
-tokens (``saved_model_sequence``); loops, einsums and batch matmuls are refused wherever they are. Nodes computed from
+tokens (``saved_model_sequence``); a Keras ``MultiHeadAttention`` called as self-attention (its projections,
+einsums, ``Softmax`` and layout ops) is one ``SelfAttention`` unit (``saved_model_attention``); loops, and einsums and
+batch matmuls outside such a region, are refused wherever they are. Nodes computed from
 constants alone (a conv bias'
 ``Reshape``, a BatchNorm's ``rsqrt(var + epsilon) * gamma``) are constants, their values computed by TensorFlow;
 nodes computed from a ``Shape`` (a flatten's target) are read with the node taking them. ``Identity`` and
@@ -46,6 +48,7 @@ from equivalence.core.spatial import Conv, flatten_permutation
 from equivalence.core.walk import DenseUnit, ModelNotSupported, Refused, check_chain, in_flatten_order
 from equivalence.frameworks.graph_kinds import folded_batch_norm, not_read_yet
 from equivalence.frameworks.graph_residual import Forks, Value, residual_kind
+from equivalence.frameworks.keras.saved_model_attention import AttentionRefused, AttentionRegion, find_attentions
 from equivalence.frameworks.keras.saved_model_kinds import (
     ADDS,
     LAYER_NORM_SUB_OPS,
@@ -178,7 +181,8 @@ def walk(model: Any) -> list[DenseUnit]:
         raise ModelNotSupported(model.source, placeholder.name, "input", None, f"a spatial input of shape {dims}: "
                                 "the suite needs its per-sample sizes fixed (padding and flatten order depend on them)")
     context = _Context(model, nodes, np.dtype(tf.as_dtype(placeholder.attr["dtype"].type).as_numpy_dtype), constant)
-    unread = not_read_sequence_op(order)
+    attentions = _attentions(order, graph, skipped, model.source)  # self-attention regions, by their first node
+    unread = not_read_sequence_op(order, frozenset().union(*(a.nodes for a in attentions.values())))
     if unread is not None:
         position, node, problem = unread
         raise ModelNotSupported(model.source, node.name, node.op, position, problem)
@@ -214,6 +218,13 @@ def walk(model: Any) -> list[DenseUnit]:
             pending = _embedding(position, node, prelude, ids, graph, dims, context, refuse)
             context = replace(context, dtype=pending.W.dtype)  # the chain's dtype from here: the table's
             tokens, current = pending.out_shape, out
+            continue
+        if node.name in attentions:
+            if pending is not None:
+                units.append(_close(pending, context))
+            pending = _attention(position, attentions[node.name], order, current, tokens, refuse)
+            absorbed.update(attentions[node.name].nodes)
+            current = attentions[node.name].end
             continue
         if prelude is None and context.dtype.kind in "iu" and node.op not in PASS:
             raise refuse(ids_used_otherwise(node.op))
@@ -341,6 +352,29 @@ def _embedding(position: int, node: Any, prelude: tuple[Any, list[Any]] | None, 
     return _Pending(position, ids, nodes, read.W, read.native, layer_kind=kind, in_shape=(kind.length,),
                     out_shape=kind.output_shape((kind.length,)), ops="+".join(n.op for n in nodes), feeds=context.dtype,
                     name=node.name)
+
+
+def _attentions(order: list[Any], graph: Graph, skipped: frozenset[str], source: str) -> dict[str, AttentionRegion]:
+    """The self-attention regions of the frozen graph (``saved_model_attention``) by their first node's name in
+    ``order``; one the suite does not judge refused naming its node."""
+    try:
+        found = find_attentions(order, graph, skipped)
+    except AttentionRefused as exc:
+        position = next(i for i, n in enumerate(order) if n.name == exc.node.name)
+        raise ModelNotSupported(source, exc.node.name, exc.node.op, position, exc.problem) from None
+    return {next(n.name for n in order if n.name in region.nodes): region for region in found}
+
+
+def _attention(position: int, region: AttentionRegion, order: list[Any], current: str,
+               tokens: tuple[int, int] | None, refuse: Any) -> _Pending:
+    """The self-attention unit of ``region``: its nodes run as one, on the chain's token sequence."""
+    kind = region.layer_kind
+    if region.start != current or tokens != (kind.length, kind.embed_dim):
+        raise refuse(f"a self-attention on a tensor other than the chain's token sequence (batch, L, E) (now "
+                     f"{tokens}): the suite reads one after an Embedding or a layer on its tokens")
+    nodes = [n for n in order if n.name in region.nodes]
+    return _Pending(position, current, nodes, region.W, region.native, region.b, layer_kind=kind, in_shape=tokens,
+                    out_shape=tokens, ops=f"self-attention ({len(nodes)} nodes)")
 
 
 def _on_tokens(position: int, node: Any, current: str, graph: Graph, tokens: tuple[int, int],

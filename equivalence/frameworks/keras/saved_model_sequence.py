@@ -58,9 +58,9 @@ def sequence_refusal(op: str, tokens: tuple[int, int]) -> str:
     """Why an op (``SEQUENCE_REFUSED``) on the ``(batch, L, features)`` sequence ``tokens`` is refused."""
     return (f"a{'n' if op[0] in 'AEIOU' else ''} {op} of the (batch, {tokens[0]}, {tokens[1]}) token sequence: the "
             "suite reads an Embedding (GatherV2), a dense layer token by token (Tensordot: Transpose, Reshape, MatMul, "
-            "Reshape), its activation, a LayerNormalization over the features and a mean over the tokens (Mean over "
-            "axis 1) from SavedModels; attention, LSTM, GRU and convolutions over the tokens are not read from "
-            "converted graphs yet (compare the models they were converted from)")
+            "Reshape), its activation, a LayerNormalization over the features, a mean over the tokens (Mean over "
+            "axis 1) and self-attention (mha(h, h), one region) from SavedModels; LSTM, GRU and convolutions over the "
+            "tokens are not read from converted graphs yet (compare the models they were converted from)")
 
 
 def ids_used_otherwise(op: str) -> str:
@@ -71,11 +71,12 @@ def ids_used_otherwise(op: str) -> str:
             "converted graphs yet")
 
 
-def not_read_sequence_op(order: list[Any]) -> tuple[int, Any, str] | None:
-    """The first node of ``order`` that is a recurrent or attention op (``NOT_READ_SEQUENCE_OPS``): its position, the
-    node and why it is refused; else None."""
+def not_read_sequence_op(order: list[Any], read: frozenset[str] = frozenset()) -> tuple[int, Any, str] | None:
+    """The first node of ``order`` that is a recurrent or attention op (``NOT_READ_SEQUENCE_OPS``) outside the
+    self-attention regions read (``read``: their nodes' names): its position, the node and why it is refused; else
+    None."""
     for position, node in enumerate(order):
-        if node.op in NOT_READ_SEQUENCE_OPS:
+        if node.op in NOT_READ_SEQUENCE_OPS and node.name not in read:
             return position, node, (f"{node.op} is {NOT_READ_SEQUENCE_OPS[node.op]}: the suite does not read "
                                     "recurrent or attention layers from converted graphs yet; compare the models "
                                     "they were converted from")
