@@ -417,17 +417,19 @@ def _kind_differences(where: str, t: DenseUnit, k: DenseUnit) -> list[tuple[str,
     padding counts it in torch by default, never in Keras), channels, pooling op."""
     tk, kk = t.layer_kind, k.layer_kind
     if type(tk) is not type(kk):
-        return [("layer kind", f"{where}: layer kind: got keras {k.kind} ({kk.name}), but torch has {t.kind} "
-                 f"({tk.name}) (layers missing or in a different order?)")]
+        return [("layer kind", f"{where}: layer kind: got {k.framework} {k.kind} ({kk.name}), but {t.framework} has "
+                 f"{t.kind} ({tk.name}) (layers missing or in a different order?)")]
     out: dict[str, str] = {}
     for attr, what in _KIND_FIELDS.get(type(tk), ()):
         got, expected = getattr(kk, attr), getattr(tk, attr)
         if got != expected and what not in out and not (attr in NOT_RECORDED and None in (got, expected)):
             if isinstance(got, bool):
                 got, expected = f"{attr}={got}", f"{attr}={expected}"
-            out[what] = f"{where}: {what}: got keras {got}, but torch has {expected}{_HINTS.get(attr, '')}"
+            out[what] = f"{where}: {what}: got {k.framework} {got}, but {t.framework} has {expected}" \
+                f"{_HINTS.get(attr, '')}"
     if not out and t.shape != k.shape:
-        out["shape"] = f"{where}: shape: got keras {k.in_shape}->{k.out_shape}, but torch {t.in_shape}->{t.out_shape}"
+        out["shape"] = f"{where}: shape: got {k.framework} {k.in_shape}->{k.out_shape}, but {t.framework} " \
+            f"{t.in_shape}->{t.out_shape}"
     return list(out.items())
 
 

@@ -288,7 +288,8 @@ def test_a_gru_without_linear_before_reset_is_named_reset_after_and_judged_again
     result = compare_models(model, graph, x=inputs(model, 9))
     assert result.keras_layers[0].layer_kind.reset_after is False and result.keras_layers[0].b.shape == (18,)
     assert [(d.layer, d.what) for d in result.differences] == [(0, "reset_after")], result.message()
-    judged = [r for r in result.results if r.pair == ("ort", "reference") and r.layer == 0]
+    assert "got ort reset_after=False, but torch has reset_after=True" in result.differences[0].message  # each side's
+    judged = [r for r in result.results if r.pair == ("ort", "reference") and r.layer == 0]  # own label
     assert judged and all(r.passed for r in judged), result.message()
 
 
