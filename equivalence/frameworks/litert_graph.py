@@ -233,7 +233,8 @@ def walk(model: Any) -> list[DenseUnit]:
                              "judges float32 models and float16 weights")
             dequantized[int(op.outputs[0])] = (stored.astype(np.float32), op)
             continue
-        if index in attentions:
+        if index in attentions:  # x + att(x): the region's last op stands for the branch through it
+            forks.tap(Value(current, len(units) - (pending is None), shape, tokens), attentions[index].ops)
             if pending is not None:
                 units.append(_close(pending, model.content, flat))
             pending = _attention(attentions[index], graph, current, tokens, refuse)

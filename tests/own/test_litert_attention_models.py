@@ -154,3 +154,25 @@ def test_float16_weights_and_a_fixed_batch_are_read(keras_adapter, tmp_path):
     path = convert(fixed, tmp_path / "fixed.tflite")
     result = assert_equivalent(fixed, path, x=ids(4, 5))
     assert result.keras_layers[1].kind == "tflite self-attention (16 ops)"
+
+
+def residual_attention(mha, h):
+    """``h + mha(h, h)``: the attention's input feeds its region and the Add after it."""
+    import keras
+
+    return keras.layers.Add(name="add")([h, mha(h, h)])
+
+
+def test_a_residual_attention_and_its_tflite_agree_with_the_keras_walker_s_residual(keras_adapter, tmp_path):
+    """``h + att(h)``: the region's last op stands for the branch through it, so the ADD is the Keras walker's
+    Residual unit, its skip the Embedding's output."""
+    from equivalence import compare_models
+
+    model = attention_model(2, 4, True, call=residual_attention)
+    converted_and_saved(model, tmp_path, "residual")
+    result = compare_models(model, tmp_path / "residual.tflite", x=ids(7))
+    assert result.passed, result.message()
+    kinds = [type(u.layer_kind).__name__ for u in result.keras_layers]
+    assert kinds == [type(u.layer_kind).__name__ for u in result.torch_layers] == [
+        "Embedding", "SelfAttention", "Residual", "SequenceMean", "Dense"], kinds
+    assert result.keras_layers[2].layer_kind.skip == result.torch_layers[2].layer_kind.skip == 0

@@ -104,3 +104,28 @@ def test_compare_takes_a_keras_attention_model_file_and_its_saved_model(exported
     out, err = capsys.readouterr()
     assert code == EXIT_OK and "all 4 layers agree" in out, (out, err)
     assert "(saved_model self-attention (16 nodes); linear: none)" in out, out
+
+
+def test_a_post_norm_transformer_block_and_its_saved_model_agree_layer_by_layer(keras_adapter, tmp_path):
+    """``Embedding -> LayerNorm(h + att(h)) -> LayerNorm(h + Dense(h)) -> mean -> Dense``: both residual Adds (the
+    attention's region standing for one branch of its fork) and the norms read as the Keras walker's nine units."""
+    import keras
+
+    from equivalence import compare_models
+    from tests.own.test_litert_sequence_models import ids
+
+    inputs = keras.Input((LENGTH,), dtype="int32")
+    h = keras.layers.Embedding(20, DIM, name="emb")(inputs)
+    h = keras.layers.LayerNormalization(name="ln1")(keras.layers.Add(name="add1")(
+        [h, keras.layers.MultiHeadAttention(2, 4, name="mha")(h, h)]))
+    h = keras.layers.LayerNormalization(name="ln2")(keras.layers.Add(name="add2")(
+        [h, keras.layers.Dense(DIM, activation="relu", name="ff")(h)]))
+    model = keras.Model(inputs, keras.layers.Dense(3, name="fc")(keras.layers.GlobalAveragePooling1D(name="mean")(h)))
+    export(model, tmp_path / "block")
+    result = compare_models(model, tmp_path / "block", x=ids(3))
+    assert result.passed, result.message()
+    kinds = [type(u.layer_kind).__name__ for u in result.keras_layers]
+    assert kinds == [type(u.layer_kind).__name__ for u in result.torch_layers] == [
+        "Embedding", "SelfAttention", "Residual", "LayerNorm", "Dense", "Residual", "LayerNorm", "SequenceMean",
+        "Dense"], kinds
+    assert [u.layer_kind.skip for u in result.keras_layers if type(u.layer_kind).__name__ == "Residual"] == [0, 3]

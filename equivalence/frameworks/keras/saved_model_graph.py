@@ -219,7 +219,9 @@ def walk(model: Any) -> list[DenseUnit]:
             context = replace(context, dtype=pending.W.dtype)  # the chain's dtype from here: the table's
             tokens, current = pending.out_shape, out
             continue
-        if node.name in attentions:
+        if node.name in attentions:  # x + att(x): the region's last node stands for the branch through it
+            forks.tap(Value(current, len(units) - (pending is None), shape, tokens),
+                      [where[n] for n in attentions[node.name].nodes if n in where])
             if pending is not None:
                 units.append(_close(pending, context))
             pending = _attention(position, attentions[node.name], order, current, tokens, refuse)
