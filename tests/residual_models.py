@@ -157,3 +157,42 @@ def _subclassed(arch: ResidualArch):
     model = ResidualMLP()
     model(np.zeros((1, arch.n_in), dtype=dtype))  # built by a call: the walker reads built layers
     return model
+
+
+def drawn_weights(model, seed: int = 4):
+    """``model`` with every weight drawn from U(-1, 1) (a BatchNorm's variance from U(0.2, 1)): no bias zero, no norm
+    the identity."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.uniform(0.2 if "variance" in w.path else -1, 1, w.shape).astype("float32")
+                       for w in model.weights])
+    return model
+
+
+def keras_block_models() -> dict:
+    """``relu(fc2(relu(fc1(x))) + x)``; ``Add()([a(fc1(stem)), proj(stem)])`` (two computed branches); a conv
+    block ``relu(bn2(c2(relu(c1(s)))) + s)`` after a stem of conv, BatchNorm, ReLU; an Embedding and
+    ``Add()([e, ff(e)])`` token by token, then a mean over the tokens."""
+    import keras
+
+    L = keras.layers
+    x = dense_in = keras.Input((4,))
+    h = L.Dense(4, name="fc2")(L.Dense(6, activation="relu", name="fc1")(x))
+    y = L.Activation("relu", name="after")(L.Add(name="add")([h, x]))
+    dense = keras.Model(dense_in, L.Dense(3, name="head")(y))
+    s = L.Dense(5, activation="tanh", name="stem")(proj_in := keras.Input((4,)))
+    a = L.Dense(5, name="a")(L.Dense(6, activation="relu", name="fc1")(s))
+    projection = keras.Model(proj_in, L.Dense(3, name="head")(L.Add(name="add")([a, L.Dense(5, name="proj")(s)])))
+    conv_in = keras.Input((6, 6, 3))
+    s = L.Activation("relu")(L.BatchNormalization(name="bn0")(L.Conv2D(4, 3, padding="same", name="stem")(conv_in)))
+    h = L.Conv2D(4, 3, padding="same", activation="relu", name="c1")(s)
+    h = L.BatchNormalization(name="bn2")(L.Conv2D(4, 3, padding="same", name="c2")(h))
+    y = L.Activation("relu", name="after")(L.Add(name="add")([h, s]))
+    conv = keras.Model(conv_in, L.Dense(2, name="head")(L.Flatten()(L.MaxPooling2D(name="pool")(y))))
+    ids = keras.Input((5,), dtype="int32")
+    e = L.Embedding(10, 4, name="emb")(ids)
+    t = L.Add(name="add")([e, L.Dense(4, name="ff")(e)])
+    tokens = keras.Model(ids, L.Dense(2, name="head")(L.GlobalAveragePooling1D(name="mean")(t)))
+    return {name: drawn_weights(m) for name, m in
+            {"dense": dense, "projection": projection, "conv": conv, "tokens": tokens}.items()}

@@ -17,43 +17,9 @@ from equivalence.cli import EXIT_OK, main
 from equivalence.core.residual import residual_adds, value_shape
 from tests.helpers import keras3_only
 from tests.own.test_litert_spatial_models import converted_and_saved
+from tests.residual_models import drawn_weights, keras_block_models
 
 pytestmark = keras3_only  # the TFLite converter of Keras 3 on TensorFlow
-
-
-def _set(model, seed: int = 4):
-    rng = np.random.default_rng(seed)
-    model.set_weights([rng.uniform(0.2 if "variance" in w.path else -1, 1, w.shape).astype("float32")
-                       for w in model.weights])
-    return model
-
-
-def residual_models() -> dict:
-    """``relu(fc2(relu(fc1(x))) + x)``; ``Add()([a(fc1(stem)), proj(stem)])`` (two computed branches); a conv
-    block ``relu(bn2(c2(relu(c1(s)))) + s)`` after a stem of conv, BatchNorm, ReLU; an Embedding and
-    ``Add()([e, ff(e)])`` token by token, then a mean over the tokens."""
-    import keras
-
-    L = keras.layers
-    x = dense_in = keras.Input((4,))
-    h = L.Dense(4, name="fc2")(L.Dense(6, activation="relu", name="fc1")(x))
-    y = L.Activation("relu", name="after")(L.Add(name="add")([h, x]))
-    dense = keras.Model(dense_in, L.Dense(3, name="head")(y))
-    s = L.Dense(5, activation="tanh", name="stem")(proj_in := keras.Input((4,)))
-    a = L.Dense(5, name="a")(L.Dense(6, activation="relu", name="fc1")(s))
-    projection = keras.Model(proj_in, L.Dense(3, name="head")(L.Add(name="add")([a, L.Dense(5, name="proj")(s)])))
-    conv_in = keras.Input((6, 6, 3))
-    s = L.Activation("relu")(L.BatchNormalization(name="bn0")(L.Conv2D(4, 3, padding="same", name="stem")(conv_in)))
-    h = L.Conv2D(4, 3, padding="same", activation="relu", name="c1")(s)
-    h = L.BatchNormalization(name="bn2")(L.Conv2D(4, 3, padding="same", name="c2")(h))
-    y = L.Activation("relu", name="after")(L.Add(name="add")([h, s]))
-    conv = keras.Model(conv_in, L.Dense(2, name="head")(L.Flatten()(L.MaxPooling2D(name="pool")(y))))
-    ids = keras.Input((5,), dtype="int32")
-    e = L.Embedding(10, 4, name="emb")(ids)
-    t = L.Add(name="add")([e, L.Dense(4, name="ff")(e)])
-    tokens = keras.Model(ids, L.Dense(2, name="head")(L.GlobalAveragePooling1D(name="mean")(t)))
-    return {name: _set(m) for name, m in
-            {"dense": dense, "projection": projection, "conv": conv, "tokens": tokens}.items()}
 
 
 def refused_models() -> dict:
@@ -65,11 +31,11 @@ def refused_models() -> dict:
 
     def two(join, b_width: int = 4):
         x = keras.Input((4,))
-        return _set(keras.Model(x, L.Dense(2, name="head")(join([L.Dense(4, name="a")(x),
+        return drawn_weights(keras.Model(x, L.Dense(2, name="head")(join([L.Dense(4, name="a")(x),
                                                                   L.Dense(b_width, name="b")(x)]))))
 
     x = keras.Input((4,))
-    three = _set(keras.Model(x, L.Add(name="add")([L.Dense(4, name=n)(x) for n in "abc"])))
+    three = drawn_weights(keras.Model(x, L.Add(name="add")([L.Dense(4, name=n)(x) for n in "abc"])))
     return {"multiply": two(L.Multiply(name="mul")), "subtract": two(L.Subtract(name="sub")),
             "concatenate": two(L.Concatenate(name="cat")), "broadcast": two(L.Add(name="add"), 1), "three": three}
 
@@ -94,7 +60,7 @@ def links(units) -> list[tuple]:
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory, keras_adapter):
     folder = tmp_path_factory.mktemp("litert_residual")
-    models = residual_models()
+    models = keras_block_models()
     for name, model in models.items():
         converted_and_saved(model, folder, name)
     return models, folder

@@ -20,7 +20,7 @@ from equivalence.cli import EXIT_DISAGREE, EXIT_OK, EXIT_USAGE, main
 from tests.own.test_onnx_folded_norms import trained
 from tests.own.test_onnx_models import perturbed
 from tests.own.test_onnx_sequence_models import export as export_ids
-from tests.residual_models import residual_archs, torch_residual_model
+from tests.residual_models import keras_block_models, residual_archs, torch_residual_model
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -437,38 +437,14 @@ def test_compare_refuses_a_concatenation_in_one_line(files, monkeypatch, capsys)
 
 # --- Keras functional models through tf2onnx (model.export(format="onnx")) -------------------------
 
-def _keras_residual_models() -> dict:
-    """``relu(fc2(relu(fc1(x))) + x)``; ``Add()([a(fc1(stem)), proj(stem)])`` (two computed branches, which tf2onnx
-    writes ``proj`` first); a conv block ``relu(bn2(c2(relu(c1(s)))) + s)`` after a stem of conv, BatchNorm, ReLU
-    (tf2onnx's input Transpose shared by the stem, its BatchNorms a Mul and an Add, its Add channels-first)."""
-    import keras
-
-    L = keras.layers
-    x = dense_in = keras.Input((4,))
-    h = L.Dense(4, name="fc2")(L.Dense(6, activation="relu", name="fc1")(x))
-    y = L.Activation("relu", name="after")(L.Add(name="add")([h, x]))
-    dense = keras.Model(dense_in, L.Dense(3, name="head")(y))
-    s = L.Dense(5, activation="tanh", name="stem")(proj_in := keras.Input((4,)))
-    a = L.Dense(5, name="a")(L.Dense(6, activation="relu", name="fc1")(s))
-    projection = keras.Model(proj_in, L.Dense(3, name="head")(L.Add(name="add")([a, L.Dense(5, name="proj")(s)])))
-    conv_in = keras.Input((6, 6, 3))
-    s = L.Activation("relu")(L.BatchNormalization(name="bn0")(L.Conv2D(4, 3, padding="same", name="stem")(conv_in)))
-    h = L.Conv2D(4, 3, padding="same", activation="relu", name="c1")(s)
-    h = L.BatchNormalization(name="bn2")(L.Conv2D(4, 3, padding="same", name="c2")(h))
-    y = L.Activation("relu", name="after")(L.Add(name="add")([h, s]))
-    conv = keras.Model(conv_in, L.Dense(2, name="head")(L.Flatten()(L.MaxPooling2D(name="pool")(y))))
-    return {"dense": dense, "projection": projection, "conv": conv}
-
-
 @pytest.fixture(scope="module")
 def keras_exports(tmp_path_factory):
     pytest.importorskip("tf2onnx", reason="tf2onnx is installed by make converters only")
     folder = tmp_path_factory.mktemp("keras_residual_onnx")
-    models = _keras_residual_models()
-    rng = np.random.default_rng(4)
+    # the dense and two-branch models (tf2onnx writes the projection's branches proj first) and the conv block
+    # (tf2onnx's input Transpose shared by the stem, its BatchNorms a Mul and an Add, its Add channels-first)
+    models = {name: model for name, model in keras_block_models().items() if name != "tokens"}
     for name, model in models.items():
-        model.set_weights([rng.uniform(0.2 if "variance" in w.path else -1, 1, w.shape).astype("float32")
-                           for w in model.weights])
         model(np.zeros((1, *model.input_shape[1:]), "float32"))  # Keras' ONNX export wants a model that was called
         model.export(str(folder / f"{name}.onnx"), format="onnx", verbose=False)
     return models, folder

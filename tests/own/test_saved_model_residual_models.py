@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from tests.helpers import keras3_only
-from tests.own.test_litert_residual_models import KINDS, kinds, links, refused_models, residual_models
+from tests.own.test_litert_residual_models import KINDS, kinds, links, refused_models
+from tests.residual_models import keras_block_models
 
 pytestmark = keras3_only  # model.export of Keras 3 on TensorFlow
 
@@ -34,7 +35,7 @@ def _export(model, path):
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, keras_adapter):
     folder = tmp_path_factory.mktemp("saved_residual")
-    models = residual_models()
+    models = keras_block_models()
     for name, model in models.items():
         _export(model, folder / name)
     return models, folder
