@@ -58,10 +58,8 @@ from equivalence.frameworks.graph_residual import Forks, Value, residual_kind
 from equivalence.frameworks.litert_attention import AttentionRefused, AttentionRegion, find_attentions
 from equivalence.frameworks.litert_kinds import KIND_OPS, REFUSED, one_dimensional, read_kind
 from equivalence.frameworks.litert_norms import (
-    LAYER_NORM_OPS,
     channel_affine,
     layer_norm,
-    layer_norm_form,
     named_after_norm,
 )
 from equivalence.frameworks.litert_sequence import (
@@ -315,11 +313,11 @@ def walk(model: Any) -> list[DenseUnit]:
                 pending = _sequence_mean(index, op, current, axes, keep, tokens, refuse)
                 tokens, current = None, int(op.outputs[0])
                 continue
-            pending = _layer_norm(index, flat, names, graph, current, shape, constant, refuse, tokens)
+            pending, norm_ops = _layer_norm(index, flat, names, graph, current, shape, constant, refuse, tokens)
             pending.dequantize = [dequantized[t][1] for o in pending.ops for t in o.inputs if int(t) in dequantized]
             _float16_epsilon(pending, dequantized, refuse)
-            absorbed.update(range(index, index + len(pending.ops)))
-            forks.tap(chain, range(index, index + len(pending.ops)))
+            absorbed.update(norm_ops)
+            forks.tap(chain, norm_ops)
             if permutation is not None:  # between a C,H,W flatten and its dense unit: columns permuted
                 pending.flatten_order = permutation
             current = int(pending.ops[-1].outputs[0])
@@ -519,28 +517,29 @@ def _kind(index: int, op: Any, name: str, current: int, shape: tuple[int, ...] |
 
 def _layer_norm(index: int, flat: Any, names: dict[int, str], graph: Any, current: int,
                 shape: tuple[int, ...] | None, constant: Any, refuse: Any,
-                tokens: tuple[int, int] | None = None) -> _Pending:
-    """The LayerNorm the converter wrote as ops from the ``MEAN`` at ``index`` (``litert_norms``), its activation the
-    last ``ADD``'s fused one; on a token sequence (``tokens``: ``(L, features)``) over each token's features."""
+                tokens: tuple[int, int] | None = None) -> tuple[_Pending, list[int]]:
+    """The LayerNorm the converter wrote as ops from the ``MEAN`` at ``index`` (``litert_norms``: found by their
+    dataflow, among ops it does not need), its activation the last ``ADD``'s fused one, and its ops' positions; on a
+    token sequence (``tokens``: ``(L, features)``) over each token's features."""
     if shape is not None:
         raise refuse(f"a MEAN of a spatial tensor (per sample {shape}): a global pooling or a normalisation over the "
                      "spatial axes written as ops, which the suite does not read")
-    following = [(_op_name(flat, names, op), op) for op in graph.operators[index:index + len(LAYER_NORM_OPS)]]
+    following = [(_op_name(flat, names, op), op) for op in graph.operators[index:]]
     features = int(graph.tensors[current].shape[-1])
     try:
-        form = layer_norm_form([name for name, _ in following])
-        read = layer_norm(following, constant, lambda t: _integers(flat, graph, t), current, features,
-                          rank=2 if tokens is None else 3)
+        read, form, found = layer_norm(following, constant, lambda t: _integers(flat, graph, t), current, features,
+                                       rank=2 if tokens is None else 3)
     except Refused as exc:
         raise refuse(str(exc)) from None
-    ops = [op for _, op in following[:len(form)]]
+    ops = [following[p][1] for p in found]
     fused = getattr(ops[-1].builtinOptions, "fusedActivationFunction", 0)
     if fused not in _FUSED:
         raise refuse(f"fused activation {fused} (ActivationFunctionType) is not one the suite knows")
-    last = index + len(ops) - 1
-    return _Pending(index, current, list(ops), read.W, read.native, None, _FUSED[fused],
-                    f"fused in ADD op {last}" if fused else "none", bool(fused), layer_kind=read.layer_kind,
-                    in_shape=tokens or (features,), out_shape=tokens or (features,), label="+".join(form))
+    pending = _Pending(index, current, ops, read.W, read.native, None, _FUSED[fused],
+                       f"fused in ADD op {index + found[-1]}" if fused else "none", bool(fused),
+                       layer_kind=read.layer_kind, in_shape=tokens or (features,), out_shape=tokens or (features,),
+                       label="+".join(form))
+    return pending, [index + p for p in found]
 
 
 def _affine(index: int, mul: Any, add: Any, read: KindRead, current: int, shape: tuple[int, ...] | None,

@@ -14,6 +14,7 @@ import pytest
 from equivalence.cli import EXIT_OK, main
 from tests.helpers import keras3_only
 from tests.own.pairs import read_as
+from tests.own.test_litert_1d_and_norm_models import LAYER_NORM
 from tests.own.test_litert_sequence_models import DIM, LENGTH, ids, keras_token_model
 from tests.own.test_litert_spatial_models import convert, converted_and_saved
 
@@ -176,3 +177,57 @@ def test_a_residual_attention_and_its_tflite_agree_with_the_keras_walker_s_resid
     assert kinds == [type(u.layer_kind).__name__ for u in result.torch_layers] == [
         "Embedding", "SelfAttention", "Residual", "SequenceMean", "Dense"], kinds
     assert result.keras_layers[2].layer_kind.skip == result.torch_layers[2].layer_kind.skip == 0
+
+
+def post_norm_block(mha, h):
+    """``LayerNorm(h + mha(h, h))``, then ``LayerNorm(h + Dense(h))``: a post-norm transformer block."""
+    import keras
+
+    L = keras.layers
+    h = L.LayerNormalization(name="ln1")(L.Add(name="add1")([h, mha(h, h)]))
+    return L.LayerNormalization(name="ln2")(L.Add(name="add2")([h, L.Dense(DIM, activation="relu", name="ff")(h)]))
+
+
+NO_BETA = "tflite MEAN+NEG+SQUARED_DIFFERENCE+MEAN+ADD+RSQRT+MUL+MUL+MUL+ADD"
+"""A LayerNorm whose beta is zeros (a Keras norm as built): the converter drops its ``ADD`` and writes the rest in
+another order, a ``SHAPE`` of its output (the next Dense's Tensordot) after it."""
+
+
+def post_norm_model(beta: str):
+    """The post-norm block between an Embedding and a mean, its weights drawn; ``beta`` "zeros": the norms' set so."""
+    model = attention_model(2, 4, True, call=post_norm_block)
+    if beta == "zeros":
+        for name in ("ln1", "ln2"):
+            model.get_layer(name).beta.assign(np.zeros(DIM, "float32"))
+    return model
+
+
+@pytest.mark.parametrize(("beta", "norm"), [("drawn", LAYER_NORM), ("zeros", NO_BETA)])
+def test_a_post_norm_transformer_block_and_its_tflite_agree_with_the_keras_walker_s_nine_units(keras_adapter, tmp_path,
+                                                                                                beta, norm):
+    """Both residual Adds (the attention's region standing for one branch of its fork) and both norms, found by
+    their dataflow among the ops the converter puts between them, read as the Keras walker's nine units."""
+    from equivalence import compare_models
+
+    model = post_norm_model(beta)
+    converted_and_saved(model, tmp_path, "block")
+    result = compare_models(model, tmp_path / "block.tflite", x=ids(3))
+    assert result.passed, result.message()
+    kinds = [type(u.layer_kind).__name__ for u in result.keras_layers]
+    assert kinds == [type(u.layer_kind).__name__ for u in result.torch_layers] == [
+        "Embedding", "SelfAttention", "Residual", "LayerNorm", "Dense", "Residual", "LayerNorm", "SequenceMean",
+        "Dense"], kinds
+    assert [u.layer_kind.skip for u in result.keras_layers if type(u.layer_kind).__name__ == "Residual"] == [0, 3]
+    assert [result.keras_layers[i].kind for i in (3, 6)] == [norm, norm]
+
+
+def test_a_moved_gamma_of_a_norm_without_beta_in_the_tflite_is_named_at_its_layer(keras_adapter, tmp_path):
+    from equivalence import compare_models
+    from tests.own.test_converters import moved
+
+    model = post_norm_model("zeros")
+    converted_and_saved(model, tmp_path, "block")
+    wrong = moved(tmp_path / "block.tflite", model.get_layer("ln2").gamma.numpy(), 5, 1e-3, tmp_path / "wrong.tflite")
+    message = compare_models(model, wrong, x=ids(3)).message()
+    assert "layer 6 (keras 'ln2', litert 'op 48'): kernel: 1 / 16 elements differ" in message, message
+    assert "first divergence, keras vs litert, layer 6" in message, message
