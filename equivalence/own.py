@@ -814,13 +814,13 @@ def port_weights(source: Any, target: Any) -> None:
     """Copy every layer's weights from ``source`` to ``target`` (torch to Keras, or Keras to torch),
     transposing between torch's ``(out, in)`` and Keras' ``(in, out)`` and a conv's ``(out, in, *kernel)`` and
     ``(*kernel, in, out)``, and permuting a dense layer after a Flatten between torch's C,H,W rows and Keras'
-    H,W,C.
+    H,W,C. The Keras model may be a Keras 2 (``tf_keras``) one beside Keras 3.
 
     Refuses (``PortMismatch``, before writing anything) a pair whose layers do not match in number,
     shape, bias, dtype or activation, naming the first mismatch.
     """
     frameworks = (framework_of(source), framework_of(target))
-    if sorted(map(str, frameworks)) != ["keras", "torch"]:
+    if sorted("keras" if form == "keras2" else str(form) for form in frameworks) != ["keras", "torch"]:
         raise PortMismatch(f"port_weights copies between a torch and a Keras model, got {type(source).__name__} "
                            f"({frameworks[0]}) and {type(target).__name__} ({frameworks[1]})")
     if frameworks[0] == "torch":

@@ -28,9 +28,10 @@ import tf_keras  # noqa: E402
 
 from equivalence.core.activations import LEAKY_SLOPE, activation_name, family_of  # noqa: E402
 from equivalence.core.dtypes import numpy_dtype  # noqa: E402
+from equivalence.core.tokens import is_sequence  # noqa: E402
 from equivalence.core.walk import DenseUnit, ModelNotSupported, attach_activation, check_chain  # noqa: E402
 from equivalence.frameworks.base import FrameworkRefused  # noqa: E402
-from equivalence.frameworks.keras import activation_from, dense_stack_class  # noqa: E402
+from equivalence.frameworks.keras import activation_from, dense_stack_class, legacy_kinds  # noqa: E402
 from equivalence.frameworks.keras.tensorflow import TensorFlowKeras  # noqa: E402
 
 activations = tf_keras.activations
@@ -215,9 +216,11 @@ OP_LAYERS = ("TFOpLambda", "SlicingOpLambda")
 
 
 def walk(model: Any, *, input_width: int | None = None) -> list[DenseUnit]:
-    """The dense units of a Keras 2 ``model`` in execution order; ``ModelNotSupported`` names what cannot be
-    judged. ``input_width`` is not needed: a Sequential or functional Keras 2 model knows its input. A model of
-    TensorFlow ops (``TFOpLambda`` layers) is read as a graph (``op_graph``)."""
+    """The units of a Keras 2 ``model`` in execution order: its Dense layers and the kinds ``legacy_kinds`` reads
+    (convolutions, pooling, norms, an Embedding, a mean over the tokens), each with the activation after it;
+    ``ModelNotSupported`` names what cannot be judged. ``input_width`` is not needed: a Sequential or functional
+    Keras 2 model knows its input. A model of TensorFlow ops (``TFOpLambda`` layers) is read as a graph
+    (``op_graph``)."""
     if not isinstance(model, tf_keras.Model):
         raise ModelNotSupported(FRAMEWORK, "model", type(model).__name__, None,
                                 "is not a tf_keras.Model (Keras 2 runs here: TF_USE_LEGACY_KERAS=1)")
@@ -227,6 +230,7 @@ def walk(model: Any, *, input_width: int | None = None) -> list[DenseUnit]:
         return saved_model_graph.walk(op_graph(model))
     units: list[DenseUnit] = []
     pending: dict[str, Any] | None = None
+    sequence: bool | None = None  # the chain's value is a token sequence (an Embedding's output)
     for position, layer in enumerate(_walk_chain(model)):
         kind = type(layer).__name__
 
@@ -234,29 +238,67 @@ def walk(model: Any, *, input_width: int | None = None) -> list[DenseUnit]:
             return ModelNotSupported(FRAMEWORK, layer.name, kind, position, problem)
 
         try:
-            if type(layer) is tf_keras.layers.Dense:
+            shape = _layer_input_shape(layer)
+            layer_kind = None if shape is None else legacy_kinds.layer_kind(layer, shape, refuse,
+                                                                            sequence=bool(sequence))
+            if layer_kind is not None or type(layer) is tf_keras.layers.Dense:
                 if not layer.built:
                     raise refuse("has no weights yet: build the model and give it its weights first")
                 if pending is not None:
-                    units.append(_walk_unit(pending))
-                act = _walk_activation(layer.activation)
-                pending = {"position": position, "dense": layer, "name": layer.name, "act": act, "act_op": None,
-                           "act_source": "none" if act == "linear" else f"Dense(activation={act!r})"}
+                    units.append(_pending_unit(pending))
+                pending = _pending(layer, layer_kind, position, shape, bool(sequence), refuse)
+                sequence = is_sequence(layer_kind, sequence)
                 continue
             act = _walk_layer(layer)
         except _Refused as exc:
             raise refuse(str(exc)) from None
         except KeyError:
-            raise refuse("not a Dense layer or an activation the suite judges (it judges dense layers, their "
-                         "activations, and skips Dropout, Flatten and InputLayer)") from None
+            raise refuse(f"not a layer or an activation the suite judges (it judges {legacy_kinds.JUDGED})") from None
         attach_activation(pending, act, f"{kind} {layer.name!r}", layer, refuse)
     if pending is not None:
-        units.append(_walk_unit(pending))
+        units.append(_pending_unit(pending))
     return check_chain(units, FRAMEWORK)
 
 
+def _layer_input_shape(layer: Any) -> tuple[int, ...] | None:
+    """One sample's input shape of a layer called once in the model, or None where Keras 2 does not record one
+    (a layer never called on a symbolic input: a Dense of a model built with ``build``)."""
+    try:
+        shape = layer.input_shape
+    except (AttributeError, RuntimeError):
+        return None
+    if not isinstance(shape, tuple) or any(n is None for n in shape[1:]):
+        return None
+    return tuple(int(n) for n in shape[1:])
+
+
+def input_shape(model: Any) -> tuple[int, ...] | None:
+    """One sample's input shape as the Keras 2 model declares it (``tf_keras.Input``), or None."""
+    inputs = getattr(model, "inputs", None) or []
+    if len(inputs) != 1 or any(n is None for n in inputs[0].shape[1:]):
+        return None
+    return tuple(int(n) for n in inputs[0].shape[1:])
+
+
+def _pending(layer: Any, layer_kind: Any, position: int, shape: tuple[int, ...] | None, sequence: bool,
+             refuse: Any) -> dict[str, Any]:
+    """The walk's pending unit of a Dense (``layer_kind`` None) or of a layer of a kind, before its activation."""
+    if layer_kind is None and shape is not None and len(shape) > 1 and not sequence:
+        raise refuse(f"a Dense on a {len(shape) + 1}-D tensor (per sample {shape}): the suite judges a Dense after "
+                     "a Flatten, or on the (batch, tokens, features) sequence of an Embedding, token by token")
+    act = _walk_activation(layer.activation) if layer_kind is None else \
+        legacy_kinds.conv_activation(layer, _walk_activation)
+    return {"position": position, "layer": layer, "name": layer.name, "act": act, "act_op": None,
+            "layer_kind": layer_kind, "in_shape": shape or (),
+            "act_source": "none" if act == "linear" else f"{type(layer).__name__}(activation={act!r})"}
+
+
+def _pending_unit(p: dict[str, Any]) -> DenseUnit:
+    return _walk_unit(p) if p["layer_kind"] is None else legacy_kinds.kind_unit(p)
+
+
 def _walk_unit(p: dict[str, Any]) -> DenseUnit:
-    dense, act_layer = p["dense"], p["act_op"]
+    dense, act_layer = p["layer"], p["act_op"]
     dtype = dense.compute_dtype
     if dtype not in ("float64", "float32", "float16", "bfloat16"):
         raise ModelNotSupported(FRAMEWORK, dense.name, "Dense", p["position"], f"computes in {dtype}")
@@ -273,8 +315,10 @@ def _walk_unit(p: dict[str, Any]) -> DenseUnit:
         if dense.bias is not None and bias is not None:
             dense.bias.assign(np.asarray(bias, dtype=dense.bias.dtype.as_numpy_dtype))
 
+    in_shape = tuple(p["in_shape"])
     return DenseUnit(FRAMEWORK, dense.name, "Dense", p["position"], native.astype(dt), b, native,
-                     p["act"], p["act_source"], dtype, run, write)
+                     p["act"], p["act_source"], dtype, run, write, in_shape=in_shape,
+                     out_shape=(*in_shape[:-1], native.shape[1]) if in_shape else ())
 
 
 def op_graph(model: Any) -> Any:

@@ -60,7 +60,7 @@ def walk(model: Any, *, input_width: int | None = None) -> list[Any]:
 
 
 def input_shape(model: Any) -> tuple[int, ...] | None:
-    """One sample's input shape as the Keras model declares it, or None (Keras 2's walker: dense only)."""
+    """One sample's input shape as the Keras model declares it (Keras 2's or 3's walker), or None."""
     shape_of = getattr(walker(), "input_shape", None)
     return None if shape_of is None else shape_of(model)
 
