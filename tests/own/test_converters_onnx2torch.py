@@ -2,10 +2,10 @@
 ``tests/own/test_converters.py`` (marker ``converters``; onnx2torch converts in a child process with an empty
 ``torchvision`` module standing in, as there). The conv net's ``OnnxTranspose`` of the channels-last input is the
 walker's own change of layout, its ``OnnxTranspose`` + ``OnnxReshape`` (the shape computed by ``OnnxShape``,
-``OnnxGather``...) a Flatten in the canonical order, ``OnnxFunction(tanh)`` an activation, and an
-``OnnxBinaryMathOperation`` adding two computed tensors a residual Add (``equivalence.frameworks.torch.onnx2torch``).
-tf2onnx's BatchNorm and LayerNorm written as ops, and an Embedding's id wrap and ``Gather``, are refused in one line
-naming the module."""
+``OnnxGather``...) a Flatten in the canonical order, its ``Sequential(OnnxPadStatic, Conv2d)`` one Conv,
+``OnnxFunction(tanh)`` an activation, and an ``OnnxBinaryMathOperation`` adding two computed tensors a residual Add
+(``equivalence.frameworks.torch.onnx2torch``). tf2onnx's BatchNorm and LayerNorm written as ops, an Embedding's id
+wrap and ``Gather``, a Conv1D's ``Unsqueeze`` and a second branch are refused in one line naming the module."""
 
 from __future__ import annotations
 
@@ -25,9 +25,11 @@ pytestmark = pytest.mark.converters
 
 
 def keras_models() -> dict:
-    """A conv net (Conv2D, MaxPooling2D, Conv2D, Flatten, Dense), an MLP with a BatchNormalization and a
-    LayerNormalization, a token model (Embedding, Dense per token, GlobalAveragePooling1D, Dense) and a residual
-    block ``relu(fc2(relu(fc1(x))) + x)``, each called once (Keras' ONNX export wants that)."""
+    """A conv net (Conv2D, MaxPooling2D, Conv2D, Flatten, Dense), a conv ONNX pads unevenly (``"same"``, stride 2:
+    onnx2torch's ``Sequential(OnnxPadStatic, Conv2d)``), a Conv1D, an MLP with a BatchNormalization and a
+    LayerNormalization, a token model (Embedding, Dense per token, GlobalAveragePooling1D, Dense), a residual
+    block ``relu(fc2(relu(fc1(x))) + x)`` and two computed branches ``Add()([a(fc1(s)), proj(s)])``, each called
+    once (Keras' ONNX export wants that)."""
     import keras
 
     L = keras.layers
@@ -40,8 +42,14 @@ def keras_models() -> dict:
     ids = keras.Input((5,), dtype="int32")
     t = L.Dense(6, activation="relu", name="ff")(L.Embedding(10, 4, name="emb")(ids))
     tokens = keras.Model(ids, L.Dense(2, name="head")(L.GlobalAveragePooling1D(name="mean")(t)))
-    models = {"conv": drawn_weights(conv), "norms": drawn_weights(norms), "tokens": drawn_weights(tokens),
-              "residual": keras_block_models()["dense"]}
+    padded = keras.Sequential([keras.Input((8, 8, 2)), L.Conv2D(3, 3, strides=2, padding="same", name="conv"),
+                               L.Flatten(name="flatten"), L.Dense(2, name="dense")])
+    conv1d = keras.Sequential([keras.Input((10, 2)), L.Conv1D(3, 3, name="conv"), L.Flatten(name="flatten"),
+                               L.Dense(2, name="dense")])
+    blocks = keras_block_models()
+    models = {"conv": drawn_weights(conv), "padded": drawn_weights(padded), "norms": drawn_weights(norms),
+              "tokens": drawn_weights(tokens), "conv1d": drawn_weights(conv1d), "residual": blocks["dense"],
+              "projection": blocks["projection"]}
     for model in models.values():
         model(np.zeros((1, *model.inputs[0].shape[1:]), model.inputs[0].dtype))
     return models
@@ -59,7 +67,7 @@ for name, model in models.items():
     path = Path(sys.argv[1]) / f"{name}.onnx"
     model.export(str(path), format="onnx", verbose=False)
     converted[name] = onnx2torch.convert(onnx.load(path))
-for name in ("conv", "residual"):
+for name in ("conv", "padded", "residual"):
     result = assert_equivalent(converted[name], models[name], max_examples=20)
     pairs = zip(result.torch_layers, result.keras_layers)
     out[name] = {"message": result.message(), "matched": result.matched(),
@@ -68,10 +76,11 @@ for name in ("conv", "residual"):
                                  for t, k in pairs]}
 with torch.no_grad():
     [conv for conv in converted["conv"].modules() if isinstance(conv, torch.nn.Conv2d)][1].weight[2, 1, 0, 2] += 1e-3
+    next(c for c in converted["padded"].modules() if isinstance(c, torch.nn.Conv2d)).weight[1, 0, 2, 1] += 1e-3
     next(b for b in converted["residual"].buffers() if tuple(b.shape) == (6, 4))[3, 1] += 1e-3  # fc2's, (in, out)
-for name in ("conv", "residual"):
+for name in ("conv", "padded", "residual"):
     out[name]["moved"] = compare_models(converted[name], models[name], max_examples=5).message()
-for name in ("norms", "tokens"):
+for name in ("norms", "tokens", "conv1d", "projection"):
     try:
         compare_models(converted[name], models[name], max_examples=5)
     except ModelNotSupported as exc:
@@ -123,7 +132,20 @@ def test_a_keras_residual_block_through_onnx2torch_is_judged_with_its_add(judged
     ("norms", "bn_1/batchnorm/mul_1' (OnnxBinaryMathOperation) at position 3: onnx2torch's "
               "OnnxBinaryMathOperation (mul): not read"),
     ("tokens", "(OnnxBinaryMathOperation) at position 0: onnx2torch's OnnxBinaryMathOperation (add): not read"),
+    ("conv1d", "conv_1/convolution/ExpandDims' (OnnxUnsqueezeStaticAxes) at position 0: onnx2torch's "
+               "OnnxUnsqueezeStaticAxes: not read"),  # tf2onnx's Conv1D: ExpandDims, a 2-D Conv, Squeeze
+    ("projection", "fc1_1/MatMul' (OnnxMatMul) at position 5: onnx2torch's OnnxMatMul not of the previous layer's "
+                   "output by a 2-D constant: not read (a second branch"),  # proj's MatMul comes first in its graph
 ])
-def test_onnx2torch_s_norms_and_token_ops_are_refused_in_one_line_naming_the_module(judged, name, module):
+def test_what_onnx2torch_s_modules_are_not_read_is_refused_in_one_line_naming_the_module(judged, name, module):
     refused = judged[name]["refused"]
     assert module in refused and "\n" not in refused, refused
+
+
+def test_a_conv_onnx_pads_unevenly_is_read_through_onnx2torch_s_pad_module_and_a_moved_weight_named(judged):
+    padded = judged["padded"]
+    assert "all 3 layers agree" in padded["message"], padded["message"]
+    assert padded["kinds"] == ["OnnxPadStatic+Conv2d", "OnnxTranspose+OnnxReshape", "OnnxMatMul+Add"]
+    assert all(padded["layer_kinds"]), padded["matched"]  # the padding (0, 1) per axis as Keras' "same", stride 2
+    assert "layer 0 (torch " in padded["moved"] and "keras 'conv'): kernel: 1 / 54 elements differ" \
+        in padded["moved"], padded["moved"]

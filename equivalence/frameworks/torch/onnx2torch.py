@@ -12,6 +12,8 @@ walker reads as any torch model's; the ops tf2onnx writes around them stay onnx2
   after it keeps its rows as stored). The unit runs the user's own three modules and the ones computing the target
   shape from the tensor's (``OnnxShape``, ``OnnxGather``, ``OnnxCast``, ``OnnxSlice``, ``OnnxConcat``: shape
   arithmetic, never a value of the tensor, so not a branch);
+* an ``nn.Sequential`` of an ``OnnxPadStatic`` and a conv (a conv ONNX pads unevenly: ``padded_conv``): one
+  Conv unit, the pad added to the conv's padding;
 * an ``OnnxFunction`` of ``torch.tanh`` (ONNX's ``Tanh``): the tanh activation;
 * an ``OnnxBinaryMathOperation`` of ``torch.add`` of two computed tensors: a residual Add
   (``equivalence.frameworks.torch.residual``).
@@ -27,7 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import fx
+from torch import fx, nn
 
 from equivalence.core.spatial import Flatten
 
@@ -153,11 +155,30 @@ def _evaluate(node: Any, values: dict[fx.Node, Any], owner: Any) -> Any:
     return values[node]
 
 
+def padded_conv(module: Any) -> tuple[nn.Module, tuple[tuple[int, int], ...]] | None:
+    """onnx2torch's ``nn.Sequential(OnnxPadStatic, Conv)`` for a conv ONNX pads unevenly (tf2onnx's ``"same"`` with
+    stride 2): the conv and the pad's ``(before, after)`` pairs per spatial axis, to add to the conv's own; None for
+    another module (a pad other than zeros, or of the batch or channel axes, included: refused as it is)."""
+    if type(module) is not nn.Sequential or len(module) != 2 or type(module[1]) not in (nn.Conv1d, nn.Conv2d):
+        return None
+    pad, conv = module
+    if type(pad).__name__ != "OnnxPadStatic" or type(pad).__module__.split(".")[0] != PACKAGE:
+        return None
+    rank, pads = conv.weight.ndim - 2, [int(p) for p in pad.pads]  # F.pad's: the last axis first
+    if pad.mode != "constant" or pad.constant_value != 0 or len(pads) < 2 * rank or any(pads[2 * rank:]):
+        return None
+    return conv, tuple((pads[2 * (rank - 1 - i)], pads[2 * (rank - 1 - i) + 1]) for i in range(rank))
+
+
 def refusal(node: fx.Node) -> str | None:
     """The one-line reason an onnx2torch module the walker does not read is refused; None for another node."""
     module = module_of(node)
     if module is None:
         return None
+    if type(module).__name__ == "OnnxMatMul":
+        return ("onnx2torch's OnnxMatMul not of the previous layer's output by a 2-D constant: not read (a second "
+                "branch, a(x) + b(x), whose dense layers onnx2torch orders otherwise than Keras' Add, or a product "
+                "of two computed tensors)")
     op = getattr(module, "math_op_function", None) or getattr(module, "function", None)
     what = f" ({getattr(op, '__name__', op)})" if op is not None else ""
     return (f"onnx2torch's {type(module).__name__}{what}: not read (of onnx2torch's modules the suite reads "

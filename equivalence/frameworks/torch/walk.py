@@ -662,6 +662,9 @@ def _spatial_of(gm: fx.GraphModule, node: fx.Node, shape: tuple[int, ...] | None
                 refuse: Callable[[str], Exception]) -> dict[str, Any] | None:
     """The unit's parts when ``node`` is a conv, a pooling layer, or a Flatten of a spatial tensor; else None."""
     module = gm.get_submodule(node.target) if node.op == "call_module" else None
+    call, padded = module, onnx2torch.padded_conv(module)
+    if padded is not None:  # onnx2torch's Sequential(OnnxPadStatic, Conv): the conv, its pad added
+        module = padded[0]
     flatten = _is_flatten(node, module)
     if module is not None and type(module) in (*_CONVS, *_POOLS):
         if shape is None:
@@ -685,9 +688,12 @@ def _spatial_of(gm: fx.GraphModule, node: fx.Node, shape: tuple[int, ...] | None
             raise refuse(f"{', '.join(problems)}: the suite judges convolutions with zero padding, no dilation and "
                          "one group")
         kernel = _tuple(module.kernel_size, rank)
-        kind = Conv(kernel, _tuple(module.stride, rank), _torch_padding(module, rank, kernel), module.in_channels,
-                    module.out_channels)
-        return {"layer_kind": kind, "weight": module.weight, "bias": module.bias, "call": module,
+        padding = _torch_padding(module, rank, kernel)
+        if padded is not None:
+            padding = tuple((a + c, b + d) for (a, b), (c, d) in zip(padding, padded[1]))
+        kind = Conv(kernel, _tuple(module.stride, rank), padding, module.in_channels, module.out_channels)
+        named = {"kind": f"OnnxPadStatic+{type(module).__name__}"} if padded is not None else {}
+        return {"layer_kind": kind, "weight": module.weight, "bias": module.bias, "call": call, **named,
                 "write": _writer(module.weight, module.bias)}
     op, pool_rank = _POOLS[type(module)]
     if pool_rank != rank:
