@@ -15,7 +15,8 @@ and the Linear after a Flatten has its rows permuted from torch's C,H,W order to
 Embedding, MultiheadAttention (self-attention) and a mean over the tokens are units of the sequence kinds
 (``equivalence.frameworks.torch.sequence``). A residual ``x + f(x)`` is an Add unit after the units of ``f``, and
 ``a(x) + b(x)`` a branch unit between their units (``equivalence.frameworks.torch.residual``); any other branch is
-refused.
+refused. onnx2torch's modules around those (the Transposes and Reshape tf2onnx writes around convs, a padded conv,
+its Add) are read by ``equivalence.frameworks.torch.onnx2torch``, its other modules refused naming them.
 """
 
 from __future__ import annotations
