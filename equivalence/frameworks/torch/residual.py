@@ -21,7 +21,7 @@ from torch import fx
 
 from equivalence.core.residual import INPUT, Residual
 from equivalence.core.walk import DenseUnit
-from equivalence.frameworks.torch import TORCH_DTYPES, to_numpy, to_tensor
+from equivalence.frameworks.torch import TORCH_DTYPES, onnx2torch, to_numpy, to_tensor
 
 FRAMEWORK = "torch"
 _aten = torch.ops.aten
@@ -33,8 +33,8 @@ _OUT_OF_PLACE = {operator.add: operator.add, operator.iadd: operator.add, torch.
 
 def is_add(node: fx.Node) -> bool:
     """``a + b``, ``a += b``, ``torch.add(a, b)``, ``a.add(b)``, ``a.add_(b)`` or ``aten.add(_).Tensor``."""
-    return node.op in ("call_function", "call_method") and isinstance(node.target, Hashable) \
-        and node.target in _OUT_OF_PLACE
+    return (node.op in ("call_function", "call_method") and isinstance(node.target, Hashable)
+            and node.target in _OUT_OF_PLACE) or onnx2torch.is_add(node)
 
 
 def fork(users: list[fx.Node]) -> bool:
@@ -100,7 +100,10 @@ def residual_part(node: fx.Node, current: fx.Node, tensors: list[fx.Node], taps:
 
 def _call(node: fx.Node, branch: fx.Node, skip: fx.Node) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The node's own add, its operands in the places the user wrote them."""
-    target = _OUT_OF_PLACE[node.target]
+    if node.op == "call_module":  # onnx2torch's Add module
+        target = node.graph.owning_module.get_submodule(node.target)
+    else:
+        target = _OUT_OF_PLACE[node.target]
 
     def call(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         put = lambda v: a if v is branch else b if v is skip else v  # noqa: E731

@@ -15,7 +15,8 @@ and the Linear after a Flatten has its rows permuted from torch's C,H,W order to
 Embedding, MultiheadAttention (self-attention) and a mean over the tokens are units of the sequence kinds
 (``equivalence.frameworks.torch.sequence``). A residual ``x + f(x)`` is an Add unit after the units of ``f``, and
 ``a(x) + b(x)`` a branch unit between their units (``equivalence.frameworks.torch.residual``); any other branch is
-refused.
+refused. onnx2torch's modules around those (the Transposes and Reshape tf2onnx writes around convs, a padded conv,
+its Add) are read by ``equivalence.frameworks.torch.onnx2torch``, its other modules refused naming them.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from equivalence.core.walk import (
     judged_activation,
     looked_up,
 )
-from equivalence.frameworks.torch import TORCH_DTYPES, converted, to_numpy, to_tensor
+from equivalence.frameworks.torch import TORCH_DTYPES, converted, onnx2torch, to_numpy, to_tensor
 from equivalence.frameworks.torch.recurrent import is_recurrent, recurrent_of, recurrent_unit, select, selected
 from equivalence.frameworks.torch.residual import (
     check_untapped,
@@ -229,8 +230,9 @@ def _is_shape_node(node: fx.Node) -> bool:
         return True
     if node.op == "call_function" and node.target is getattr and node.args[1:] == ("shape",):
         return True
-    return node.op == "call_function" and node.target is operator.getitem and isinstance(node.args[0], fx.Node) \
-        and _is_shape_node(node.args[0])
+    if node.op == "call_function" and node.target is operator.getitem and isinstance(node.args[0], fx.Node):
+        return _is_shape_node(node.args[0])
+    return onnx2torch.is_shape_computation(node)  # onnx2torch's Shape and the shape arithmetic on it
 
 
 def _live_users(node: fx.Node) -> list[fx.Node]:
@@ -320,6 +322,8 @@ def walk(model: Any, *, input_shape: tuple[int, ...] | None = None) -> list[Dens
             continue
         judged_elsewhere = linear is not None or is_attention(gm, node) or is_recurrent(gm, node)
         parameters = [] if judged_elsewhere else _hand_written_parameters(node)
+        if parameters and onnx2torch.refusal(node):  # a converter's constant, not a hand-written layer
+            raise refuse(onnx2torch.refusal(node))
         if parameters:
             raise refuse(f"computes with the parameter {', '.join(map(repr, parameters))} directly (x @ W.T + b "
                          "written by hand): write it as nn.Linear or F.linear(x, weight, bias), which the suite "
@@ -365,7 +369,8 @@ def walk(model: Any, *, input_shape: tuple[int, ...] | None = None) -> list[Dens
             sequences[node] = False  # batch-first, but not a sequence a Linear or a LayerNorm is judged on
             continue
         selected(pending, refuse)
-        part = sequence_part(gm, node, shape, declared, pending.get("layer_kind") if pending else None, refuse,
+        part = onnx2torch.spatial_part(node, current, shape, refuse) \
+            or sequence_part(gm, node, shape, declared, pending.get("layer_kind") if pending else None, refuse,
                              sequence=sequence)
         if part == SKIP:
             current = node
@@ -389,7 +394,8 @@ def walk(model: Any, *, input_shape: tuple[int, ...] | None = None) -> list[Dens
                 pending["flatten_order"] = permutation  # between the Flatten and its Linear: columns permuted
             shape = spatial["next_shape"] if "next_shape" in spatial else spatial["layer_kind"].output_shape(shape)
             if isinstance(spatial["layer_kind"], Flatten):
-                permutation = flatten_permutation(spatial["layer_kind"].in_shape)
+                canonical = spatial.get("canonical_order")  # onnx2torch's: flattened channels-last
+                permutation = None if canonical else flatten_permutation(spatial["layer_kind"].in_shape)
                 shape = None  # a dense chain from here
         elif linear is not None:
             if shape is not None and not sequence:
@@ -546,6 +552,10 @@ def _get_attr(owner: Any, target: str) -> torch.Tensor:
 def _activation_of(gm: fx.GraphModule, node: fx.Node) -> str | None:
     if node.op == "call_module":
         module = gm.get_submodule(node.target)
+        if onnx2torch.activation_of(module) is not None:
+            return onnx2torch.activation_of(module)
+        if onnx2torch.refusal(node) is not None and type(module) not in MODULES:
+            raise Refused(onnx2torch.refusal(node))
         return looked_up(MODULES, type(module))(module)
     if node.op == "call_method":
         return looked_up(METHODS, node.target)(node.args, node.kwargs)
@@ -653,6 +663,9 @@ def _spatial_of(gm: fx.GraphModule, node: fx.Node, shape: tuple[int, ...] | None
                 refuse: Callable[[str], Exception]) -> dict[str, Any] | None:
     """The unit's parts when ``node`` is a conv, a pooling layer, or a Flatten of a spatial tensor; else None."""
     module = gm.get_submodule(node.target) if node.op == "call_module" else None
+    call, padded = module, onnx2torch.padded_conv(module)
+    if padded is not None:  # onnx2torch's Sequential(OnnxPadStatic, Conv): the conv, its pad added
+        module = padded[0]
     flatten = _is_flatten(node, module)
     if module is not None and type(module) in (*_CONVS, *_POOLS):
         if shape is None:
@@ -676,9 +689,12 @@ def _spatial_of(gm: fx.GraphModule, node: fx.Node, shape: tuple[int, ...] | None
             raise refuse(f"{', '.join(problems)}: the suite judges convolutions with zero padding, no dilation and "
                          "one group")
         kernel = _tuple(module.kernel_size, rank)
-        kind = Conv(kernel, _tuple(module.stride, rank), _torch_padding(module, rank, kernel), module.in_channels,
-                    module.out_channels)
-        return {"layer_kind": kind, "weight": module.weight, "bias": module.bias, "call": module,
+        padding = _torch_padding(module, rank, kernel)
+        if padded is not None:
+            padding = tuple((a + c, b + d) for (a, b), (c, d) in zip(padding, padded[1]))
+        kind = Conv(kernel, _tuple(module.stride, rank), padding, module.in_channels, module.out_channels)
+        named = {"kind": f"OnnxPadStatic+{type(module).__name__}"} if padded is not None else {}
+        return {"layer_kind": kind, "weight": module.weight, "bias": module.bias, "call": call, **named,
                 "write": _writer(module.weight, module.bias)}
     op, pool_rank = _POOLS[type(module)]
     if pool_rank != rank:
@@ -717,7 +733,8 @@ def _spatial_unit(p: dict[str, Any]) -> DenseUnit:
     rank = len(in_shape) - 1
     first = (0, rank + 1, *range(1, rank + 1))  # N,*S,C -> N,C,*S
     last = (0, *range(2, rank + 2), 1)
-    permutation = flatten_permutation(in_shape) if isinstance(kind, Flatten) else None
+    flat = isinstance(kind, Flatten)
+    permutation = flatten_permutation(in_shape) if flat and not p.get("canonical_order") else None
 
     def run(x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -726,7 +743,9 @@ def _spatial_unit(p: dict[str, Any]) -> DenseUnit:
             if act_fn is not None:
                 y = act_fn(y)
         out = to_numpy(y, np.asarray(x).dtype)
-        return out[:, permutation] if permutation is not None else out.transpose(last)
+        if flat:
+            return out[:, permutation] if permutation is not None else out  # onnx2torch's: canonical already
+        return out.transpose(last)
 
     if weight is None:
         return DenseUnit.without_weights(FRAMEWORK, p["name"], p["kind"], p["position"], p["act"], p["act_source"],
