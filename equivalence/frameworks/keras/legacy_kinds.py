@@ -24,7 +24,7 @@ from equivalence.core.embedding import Embedding, SequenceMean
 from equivalence.core.norms import BatchNorm, LayerNorm
 from equivalence.core.spatial import Conv, Flatten, Pool
 from equivalence.core.walk import DenseUnit
-from equivalence.frameworks.keras.walk import _axis_is_last, _keras_padding
+from equivalence.frameworks.keras.layer_config import axis_is_last, keras_padding
 
 FRAMEWORK = "keras"
 L = tf_keras.layers
@@ -63,24 +63,24 @@ def _spatial_kind(layer: Any, shape: tuple[int, ...], refuse: Callable[[str], Ex
             raise refuse(f"dilation_rate {layer.dilation_rate}, groups {layer.groups}: the suite judges "
                          "convolutions with no dilation and one group")
         kernel, strides = tuple(layer.kernel_size), tuple(layer.strides)
-        return Conv(kernel, strides, _keras_padding(layer.padding, shape[:-1], kernel, strides, refuse), shape[-1],
+        return Conv(kernel, strides, keras_padding(layer.padding, shape[:-1], kernel, strides, refuse), shape[-1],
                     layer.filters)
     size, strides = tuple(layer.pool_size), tuple(layer.strides)
-    return Pool(_POOLS[type(layer)][0], size, strides, _keras_padding(layer.padding, shape[:-1], size, strides, refuse),
+    return Pool(_POOLS[type(layer)][0], size, strides, keras_padding(layer.padding, shape[:-1], size, strides, refuse),
                 False)  # Keras' "same" average divides by the inputs in the window only
 
 
 def _norm_kind(layer: Any, shape: tuple[int, ...], refuse: Callable[[str], Exception], *, sequence: bool) -> Any:
     rank = len(shape) + 1
     if type(layer) is L.LayerNormalization:
-        if (len(shape) != 1 and not sequence) or not _axis_is_last(layer.axis, rank):
+        if (len(shape) != 1 and not sequence) or not axis_is_last(layer.axis, rank):
             raise refuse("a LayerNormalization other than over the features of a 2-D input or of an Embedding's "
                          "(batch, tokens, features) sequence: not judged")
         if not (layer.center and layer.scale):
             raise refuse("a LayerNormalization without center and scale: not judged")
         return LayerNorm(shape[-1], float(layer.epsilon))
     if type(layer) is L.BatchNormalization:
-        if not _axis_is_last(layer.axis, rank) or not (layer.center and layer.scale):
+        if not axis_is_last(layer.axis, rank) or not (layer.center and layer.scale):
             raise refuse(f"a BatchNormalization over axis {layer.axis} of a {rank}-D input, or without center and "
                          "scale: the suite judges it over the last axis (channels-last) with both")
         return BatchNorm(shape[-1], float(layer.epsilon), round(float(layer.momentum), 12))

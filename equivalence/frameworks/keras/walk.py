@@ -33,7 +33,7 @@ from equivalence.core.activations import activation_name
 from equivalence.core.norms import BatchNorm, LayerNorm
 from equivalence.core.recurrent import Recurrent
 from equivalence.core.residual import INPUT, branch_unit, check_residuals
-from equivalence.core.spatial import Conv, Flatten, Pool, flatten_permutation, same_padding
+from equivalence.core.spatial import Conv, Flatten, Pool, flatten_permutation
 from equivalence.core.tokens import is_sequence
 from equivalence.core.walk import (
     DenseUnit,
@@ -48,6 +48,7 @@ from equivalence.core.walk import (
 from equivalence.frameworks.keras import ACTIVATIONS as REGISTERED
 from equivalence.frameworks.keras import PARAMETRIC_ACTIVATIONS
 from equivalence.frameworks.keras import channels_first as cf
+from equivalence.frameworks.keras.layer_config import axis_is_last, keras_padding
 from equivalence.frameworks.keras.recurrent import recurrent_kind, recurrent_unit
 from equivalence.frameworks.keras.residual import SECOND_BRANCH, is_add, operands, residual_part, source_of
 from equivalence.frameworks.keras.sequence import (
@@ -452,15 +453,6 @@ _POOLS = {L.MaxPooling1D: ("max", 1), L.MaxPooling2D: ("max", 2), L.AveragePooli
           L.AveragePooling2D: ("avg", 2)}
 
 
-def _keras_padding(padding: str, shape: tuple[int, ...], kernel: tuple[int, ...], strides: tuple[int, ...],
-                   refuse: Callable[[str], Exception]) -> tuple[tuple[int, int], ...]:
-    if padding == "valid":
-        return ((0, 0),) * len(kernel)
-    if padding == "same":
-        return tuple(same_padding(n, k, s) for n, k, s in zip(shape, kernel, strides))
-    raise refuse(f"padding={padding!r}: the suite judges 'valid' and 'same'")
-
-
 def _spatial_kind(op: Any, shape: tuple[int, ...], refuse: Callable[[str], Exception]) -> Any:
     """The kind of a conv, a pooling layer, or a Flatten of a spatial tensor; else None."""
     if type(op) is L.Flatten:
@@ -475,16 +467,11 @@ def _spatial_kind(op: Any, shape: tuple[int, ...], refuse: Callable[[str], Excep
             raise refuse(f"dilation_rate {op.dilation_rate}, groups {op.groups}: the suite judges convolutions "
                          "with no dilation and one group")
         kernel, strides = tuple(op.kernel_size), tuple(op.strides)
-        return Conv(kernel, strides, _keras_padding(op.padding, shape[:-1], kernel, strides, refuse), shape[-1],
+        return Conv(kernel, strides, keras_padding(op.padding, shape[:-1], kernel, strides, refuse), shape[-1],
                     op.filters)
     size, strides = tuple(op.pool_size), tuple(op.strides)
-    return Pool(_POOLS[type(op)][0], size, strides, _keras_padding(op.padding, shape[:-1], size, strides, refuse),
+    return Pool(_POOLS[type(op)][0], size, strides, keras_padding(op.padding, shape[:-1], size, strides, refuse),
                 False)  # Keras' "same" average divides by the inputs in the window only
-
-
-def _axis_is_last(axis: Any, rank: int) -> bool:
-    axes = list(axis) if isinstance(axis, (list, tuple)) else [axis]
-    return len(axes) == 1 and axes[0] in (-1, rank - 1)
 
 
 def _norm_kind(op: Any, shape: tuple[int, ...], refuse: Callable[[str], Exception], fmt: str = cf.LAST, *,
@@ -492,7 +479,7 @@ def _norm_kind(op: Any, shape: tuple[int, ...], refuse: Callable[[str], Exceptio
     """The kind of a LayerNormalization (over the features of 2-D inputs or of a token ``sequence``) or a
     BatchNormalization over the channels (the last axis; axis 1 in a channels-first model); else None."""
     if type(op) is L.LayerNormalization:
-        if (len(shape) != 1 and not sequence) or not _axis_is_last(op.axis, len(shape) + 1) \
+        if (len(shape) != 1 and not sequence) or not axis_is_last(op.axis, len(shape) + 1) \
                 or getattr(op, "rms_scaling", False):
             raise refuse("a LayerNormalization other than over the features of a 2-D input or of an Embedding's or "
                          "an attention's (batch, tokens, features) sequence: not judged")
@@ -503,7 +490,7 @@ def _norm_kind(op: Any, shape: tuple[int, ...], refuse: Callable[[str], Exceptio
         problem = cf.norm_axis_problem(op, shape, fmt)
         if problem is not None:
             raise refuse(problem)
-        if not (len(shape) > 1 or _axis_is_last(op.axis, 2)) or not (op.center and op.scale):
+        if not (len(shape) > 1 or axis_is_last(op.axis, 2)) or not (op.center and op.scale):
             raise refuse("a BatchNormalization other than over the last axis with center and scale: not judged")
         return BatchNorm(shape[-1], float(op.epsilon), round(float(op.momentum), 12))
     return None
